@@ -1,0 +1,227 @@
+//! Pure decisions: the state a store loaded, plus a command, gives the new state and its
+//! events, or a rejection. Every storage backend calls these, so the rules live once.
+//!
+//! Callers load the stock levels a command touches (a never-written key is
+//! [`StockLevel::empty`]), call the decision, and write [`Applied`] atomically — or, on a
+//! backend without multi-key transactions, key by key with compensation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Adjust, Reserve};
+use crate::error::{DomainError, ShortLine};
+use crate::event::{EventKind, EventMeta, StockEvent};
+use crate::ids::ReservationId;
+use crate::reservation::{Reservation, ReservationLine, ReservationStatus};
+use crate::stock::StockLevel;
+
+/// What a client is told a command did; stored with the idempotency key so a retry gets
+/// the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum CommandResult {
+    /// The level after an adjustment.
+    Stock(StockLevel),
+    /// The reservation after reserve, confirm, release or expire.
+    Reservation(Reservation),
+}
+
+/// The outcome of an accepted command: what to write and what to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// New states of the touched keys, each exactly one version above what was loaded.
+    pub levels: Vec<StockLevel>,
+    /// The reservation to insert or update, if the command touched one.
+    pub reservation: Option<Reservation>,
+    /// One event per entry of `levels`, in the same order.
+    pub events: Vec<StockEvent>,
+    /// The answer for the client.
+    pub result: CommandResult,
+}
+
+impl Applied {
+    /// An accepted command that changes nothing (for example expiring a reservation that is
+    /// not due yet).
+    pub fn unchanged(result: CommandResult) -> Self {
+        Self {
+            levels: Vec::new(),
+            reservation: None,
+            events: Vec::new(),
+            result,
+        }
+    }
+}
+
+/// Decides an adjustment of `current`.
+pub fn adjust(
+    current: &StockLevel,
+    cmd: &Adjust,
+    meta: &EventMeta,
+) -> Result<Applied, DomainError> {
+    let next = current.adjust(cmd.change, cmd.expected_version)?;
+    let event = StockEvent::for_level(
+        EventKind::StockAdjusted,
+        &next,
+        None,
+        Some(cmd.reason),
+        cmd.reference.clone(),
+        meta,
+    );
+    Ok(Applied {
+        levels: vec![next.clone()],
+        reservation: None,
+        events: vec![event],
+        result: CommandResult::Stock(next),
+    })
+}
+
+/// Decides a reservation. `levels` holds the current level of each line, in line order.
+///
+/// All or nothing: if any line is short, every short line is reported and nothing changes.
+pub fn reserve(
+    levels: &[StockLevel],
+    existing: Option<&Reservation>,
+    cmd: &Reserve,
+    meta: &EventMeta,
+) -> Result<Applied, DomainError> {
+    if existing.is_some() {
+        return Err(DomainError::ReservationExists(cmd.id.clone()));
+    }
+    debug_assert_eq!(levels.len(), cmd.lines.len());
+    let mut next = Vec::with_capacity(levels.len());
+    let mut short = Vec::new();
+    for (line, level) in cmd.lines.iter().zip(levels) {
+        match level.reserve(line.qty) {
+            Ok(level) => next.push(level),
+            Err(_) => short.push(ShortLine {
+                sku: line.sku.clone(),
+                location: line.location.clone(),
+                requested: line.qty,
+                available: level.available(),
+            }),
+        }
+    }
+    if !short.is_empty() {
+        return Err(DomainError::InsufficientStock { lines: short });
+    }
+    let now = meta.occurred_at_ms;
+    let ttl_ms = i64::try_from(cmd.ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let reservation = Reservation {
+        id: cmd.id.clone(),
+        status: ReservationStatus::Active,
+        lines: cmd
+            .lines
+            .iter()
+            .map(|l| ReservationLine {
+                sku: l.sku.clone(),
+                location: l.location.clone(),
+                qty: l.qty,
+            })
+            .collect(),
+        reference: cmd.reference.clone(),
+        created_at_ms: now,
+        expires_at_ms: now.saturating_add(ttl_ms),
+        updated_at_ms: now,
+    };
+    let events = next
+        .iter()
+        .map(|level| {
+            StockEvent::for_level(
+                EventKind::StockReserved,
+                level,
+                Some(cmd.id.clone()),
+                None,
+                cmd.reference.clone(),
+                meta,
+            )
+        })
+        .collect();
+    Ok(Applied {
+        levels: next,
+        reservation: Some(reservation.clone()),
+        events,
+        result: CommandResult::Reservation(reservation),
+    })
+}
+
+/// How an active reservation ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Sold.
+    Confirm,
+    /// Given back by the client.
+    Release,
+    /// Given back because the TTL passed.
+    Expire,
+}
+
+/// Decides how `reservation` ends. `levels` holds the current level of each line, in line
+/// order.
+pub fn settle(
+    how: Settlement,
+    reservation: &Reservation,
+    levels: &[StockLevel],
+    meta: &EventMeta,
+) -> Result<Applied, DomainError> {
+    let now = meta.occurred_at_ms;
+    if reservation.status != ReservationStatus::Active {
+        return Err(not_active(&reservation.id, reservation.status));
+    }
+    let (status, kind) = match how {
+        Settlement::Confirm if reservation.is_due(now) => {
+            // The TTL passed: the hold is gone even if the expiry worker has not run yet.
+            return Err(not_active(&reservation.id, ReservationStatus::Expired));
+        }
+        Settlement::Expire if !reservation.is_due(now) => {
+            return Ok(Applied::unchanged(CommandResult::Reservation(
+                reservation.clone(),
+            )));
+        }
+        Settlement::Confirm => (ReservationStatus::Confirmed, EventKind::ReservationConfirmed),
+        Settlement::Release => (ReservationStatus::Released, EventKind::ReservationReleased),
+        Settlement::Expire => (ReservationStatus::Expired, EventKind::ReservationExpired),
+    };
+    debug_assert_eq!(levels.len(), reservation.lines.len());
+    let next: Vec<StockLevel> = reservation
+        .lines
+        .iter()
+        .zip(levels)
+        .map(|(line, level)| match how {
+            Settlement::Confirm => level.confirm(line.qty),
+            Settlement::Release | Settlement::Expire => level.unreserve(line.qty),
+        })
+        .collect();
+    let updated = Reservation {
+        status,
+        updated_at_ms: now,
+        ..reservation.clone()
+    };
+    let events = next
+        .iter()
+        .map(|level| {
+            StockEvent::for_level(
+                kind,
+                level,
+                Some(reservation.id.clone()),
+                None,
+                reservation.reference.clone(),
+                meta,
+            )
+        })
+        .collect();
+    Ok(Applied {
+        levels: next,
+        reservation: Some(updated.clone()),
+        events,
+        result: CommandResult::Reservation(updated),
+    })
+}
+
+fn not_active(id: &ReservationId, status: ReservationStatus) -> DomainError {
+    DomainError::ReservationNotActive {
+        id: id.clone(),
+        status,
+    }
+}
+
+#[cfg(test)]
+mod tests;

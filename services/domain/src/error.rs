@@ -1,0 +1,106 @@
+//! The domain's one error enum: every way a command can be refused.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{LocationId, ReservationId, Sku};
+use crate::reservation::ReservationStatus;
+
+/// A field that failed validation, with a message a client developer can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// The offending field, as named in the API.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// A validation error on `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One line a reservation or adjustment could not satisfy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShortLine {
+    /// The SKU of the line.
+    pub sku: Sku,
+    /// The location of the line.
+    pub location: LocationId,
+    /// What the line asked for (units to reserve, or the on-hand change).
+    pub requested: i64,
+    /// What was available to it.
+    pub available: i64,
+}
+
+/// Why a command was refused. A refused command changes nothing and yields no event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The command is malformed.
+    #[error("invalid command: {0}")]
+    Invalid(#[from] ValidationError),
+    /// The client's `expected_version` is not the current one.
+    #[error("version conflict on {sku}@{location}: expected {expected}, current {current}")]
+    VersionConflict {
+        /// SKU of the key.
+        sku: Sku,
+        /// Location of the key.
+        location: LocationId,
+        /// The version the client expected.
+        expected: u64,
+        /// The version stored now.
+        current: u64,
+    },
+    /// Not enough stock (or on-hand would drop below zero or below what is reserved).
+    #[error("insufficient stock on {} line(s)", lines.len())]
+    InsufficientStock {
+        /// Every line that could not be satisfied.
+        lines: Vec<ShortLine>,
+    },
+    /// The location was never defined.
+    #[error("location {0} not found")]
+    LocationNotFound(LocationId),
+    /// No reservation has this id.
+    #[error("reservation {0} not found")]
+    ReservationNotFound(ReservationId),
+    /// The reservation was already confirmed, released or expired.
+    #[error("reservation {id} is {status}, not active")]
+    ReservationNotActive {
+        /// The reservation.
+        id: ReservationId,
+        /// Its current status.
+        status: ReservationStatus,
+    },
+    /// A reservation with this id exists already.
+    #[error("reservation {0} already exists")]
+    ReservationExists(ReservationId),
+    /// A location's region cannot move: read models aggregate stock by region.
+    #[error("location {location} belongs to region {current}; its region cannot change")]
+    LocationRegionImmutable {
+        /// The location.
+        location: LocationId,
+        /// Its region now.
+        current: String,
+    },
+}
+
+impl DomainError {
+    /// A stable, machine-readable code for API clients and metric labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DomainError::Invalid(_) => "invalid_request",
+            DomainError::VersionConflict { .. } => "version_conflict",
+            DomainError::InsufficientStock { .. } => "insufficient_stock",
+            DomainError::LocationNotFound(_) => "location_not_found",
+            DomainError::ReservationNotFound(_) => "reservation_not_found",
+            DomainError::ReservationNotActive { .. } => "reservation_not_active",
+            DomainError::ReservationExists(_) => "reservation_exists",
+            DomainError::LocationRegionImmutable { .. } => "location_region_immutable",
+        }
+    }
+}

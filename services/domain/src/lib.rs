@@ -1,0 +1,41 @@
+//! The pure inventory domain of stockflow.
+//!
+//! Layout:
+//! - [`ids`]: validated identifiers (SKU, location, reservation, idempotency key).
+//! - [`stock`]: the stock aggregate of one `(sku, location)` and its quantity rules.
+//! - [`reservation`]: reservations and their life cycle.
+//! - [`command`]: the commands channels send, validated on construction.
+//! - [`event`]: the events every applied change yields.
+//! - [`decide`]: pure decisions: loaded state + command → new state + events, or a rejection.
+//! - [`partition`]: the Fluvio-compatible key partitioner.
+//! - [`error`]: the crate's one error enum.
+//!
+//! Nothing here does I/O, reads a clock or is async: callers pass `now` in, so every
+//! decision is reproducible in tests and identical on every storage backend.
+
+pub mod command;
+pub mod decide;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod partition;
+pub mod reservation;
+pub mod stock;
+
+pub use command::{AdjustReason, Adjust, Command, OnHandChange, Reserve, ReserveLine};
+pub use decide::{Applied, CommandResult};
+pub use error::{DomainError, ShortLine, ValidationError};
+pub use event::{BusEvent, CatalogEvent, EventKind, EventMeta, StockEvent};
+pub use ids::{IdempotencyKey, LocationId, ReservationId, Sku};
+pub use partition::partition_for_key;
+pub use reservation::{Reservation, ReservationLine, ReservationStatus};
+pub use stock::{Location, LocationKind, SkuCatalog, StockKey, StockLevel};
+
+/// Largest quantity one command line may move.
+pub const MAX_LINE_QTY: i64 = 1_000_000;
+/// Largest on-hand count a stock key may hold; keeps every sum far from i64 overflow.
+pub const MAX_ON_HAND: i64 = 1_000_000_000_000;
+/// Lines one reservation may hold.
+pub const MAX_LINES: usize = 100;
+/// Longest reservation TTL, in seconds (one day).
+pub const MAX_TTL_SECONDS: u64 = 86_400;

@@ -1,0 +1,97 @@
+//! Reservations: stock held for an order until confirmed, released or expired.
+//!
+//! Life cycle: `Active` → one of `Confirmed`, `Released`, `Expired`; terminal states never move.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{LocationId, ReservationId, Sku};
+use crate::stock::StockKey;
+
+/// Where a reservation is in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatus {
+    /// Holding stock.
+    Active,
+    /// Sold: the held units left on-hand.
+    Confirmed,
+    /// Given back by the client.
+    Released,
+    /// Given back because the TTL passed.
+    Expired,
+}
+
+impl ReservationStatus {
+    /// The API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Active => "active",
+            ReservationStatus::Confirmed => "confirmed",
+            ReservationStatus::Released => "released",
+            ReservationStatus::Expired => "expired",
+        }
+    }
+
+    /// Parses the API spelling.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "active" => Some(Self::Active),
+            "confirmed" => Some(Self::Confirmed),
+            "released" => Some(Self::Released),
+            "expired" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ReservationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One held line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationLine {
+    /// The SKU.
+    pub sku: Sku,
+    /// The location.
+    pub location: LocationId,
+    /// Units held.
+    pub qty: i64,
+}
+
+impl ReservationLine {
+    /// The stock key of the line.
+    pub fn key(&self) -> StockKey {
+        StockKey::new(self.sku.clone(), self.location.clone())
+    }
+}
+
+/// A reservation and its lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// Its id.
+    pub id: ReservationId,
+    /// Where it is in its life cycle.
+    pub status: ReservationStatus,
+    /// The held lines.
+    pub lines: Vec<ReservationLine>,
+    /// External reference.
+    pub reference: Option<String>,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// When it expires if still active, Unix milliseconds.
+    pub expires_at_ms: i64,
+    /// Last status change, Unix milliseconds.
+    pub updated_at_ms: i64,
+}
+
+impl Reservation {
+    /// Whether the TTL has passed at `now_ms`.
+    pub fn is_due(&self, now_ms: i64) -> bool {
+        now_ms >= self.expires_at_ms
+    }
+}
