@@ -26,7 +26,7 @@ pub use command::{AdjustReason, Adjust, Command, OnHandChange, Reserve, ReserveL
 pub use decide::{Applied, CommandResult};
 pub use error::{DomainError, ShortLine, ValidationError};
 pub use event::{BusEvent, CatalogEvent, EventKind, EventMeta, StockEvent};
-pub use ids::{IdempotencyKey, LocationId, ReservationId, Sku};
+pub use ids::{IdempotencyKey, LocationId, Region, ReservationId, Sku};
 pub use partition::partition_for_key;
 pub use reservation::{Reservation, ReservationLine, ReservationStatus};
 pub use stock::{Location, LocationKind, SkuCatalog, StockKey, StockLevel};

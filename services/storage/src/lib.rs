@@ -1,1 +1,28 @@
-//! Storage.
+//! Storage for stockflow: the ports the services depend on, and their adapters.
+//!
+//! Layout:
+//! - [`ports`]: the traits — [`ports::WriteStore`] (commands, catalog, reservations with
+//!   idempotency and a transactional outbox), [`ports::Outbox`], [`ports::EventLog`] (a
+//!   partitioned, durable log) and [`ports::ReadStore`] (read models, consumer offsets, DLQ).
+//! - [`embedded`]: the adapters over SQLite files in one data directory, used by
+//!   `stockflow dev` and on laptops.
+//! - [`error`]: the crate's one error enum.
+//! - `contract` (tests only): the behaviour every adapter of a port must show; each adapter's
+//!   tests run it.
+
+pub mod embedded;
+pub mod error;
+pub mod ports;
+
+#[cfg(test)]
+mod contract;
+
+pub use error::{Result, StoreError};
+
+/// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,168 @@
+//! The embedded event log: the twin of a Fluvio topic in one SQLite file.
+//!
+//! Records are addressed by `(partition, offset)`, offsets are contiguous per partition
+//! from 0, and a record's partition comes from [`partition_for_key`], the same function
+//! Fluvio's producer uses, so a SKU lives in the same partition on either backend.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, params};
+use stockflow_domain::partition_for_key;
+use tokio::sync::watch;
+
+use super::sqlite::{ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64};
+use crate::ports::{EventLog, LogRecord, NewRecord};
+use crate::{Result, StoreError, now_ms};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS log_meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    PRIMARY KEY (partition, offset)
+) WITHOUT ROWID;
+"#;
+
+/// Most records returned by one fetch, whatever `max_bytes` allows.
+const MAX_FETCH_RECORDS: i64 = 2000;
+
+struct Appender {
+    conn: Connection,
+    /// Next offset of each partition; only the appender writes, so it can be cached.
+    next: Vec<u64>,
+}
+
+/// The embedded event log.
+pub struct SqliteEventLog {
+    partitions: u32,
+    appender: Mutex<Appender>,
+    readers: ReaderPool,
+    tick: watch::Sender<u64>,
+}
+
+impl SqliteEventLog {
+    /// Opens `path` with `partitions` partitions (fixed at creation).
+    pub fn open(path: &Path, partitions: u32) -> Result<Self> {
+        if partitions == 0 {
+            return Err(StoreError::Unavailable("a log needs at least one partition".into()));
+        }
+        let conn = open_writer(path, SCHEMA)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO log_meta (name, value) VALUES ('partitions', ?1)",
+            [partitions],
+        )?;
+        let stored: u32 =
+            conn.query_row("SELECT value FROM log_meta WHERE name = 'partitions'", [], |r| r.get(0))?;
+        if stored != partitions {
+            return Err(StoreError::Unavailable(format!(
+                "the log at {} has {stored} partitions, not {partitions}; changing it would move SKUs between partitions",
+                path.display()
+            )));
+        }
+        let mut next = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let max: Option<i64> = conn.query_row(
+                "SELECT max(offset) FROM records WHERE partition = ?1",
+                [p],
+                |r| r.get(0),
+            )?;
+            next.push(max.map_or(0, |m| from_sql_u64(m) + 1));
+        }
+        Ok(Self {
+            partitions,
+            appender: Mutex::new(Appender { conn, next }),
+            readers: ReaderPool::new(path),
+            tick: watch::channel(0).0,
+        })
+    }
+
+    fn append_blocking(&self, records: &[NewRecord]) -> Result<Vec<(u32, u64)>> {
+        let mut guard = self.appender.lock().map_err(poisoned)?;
+        let Appender { conn, next } = &mut *guard;
+        let mut assigned = Vec::with_capacity(records.len());
+        let mut advanced = next.clone();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO records (partition, offset, key, value, timestamp_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let now = now_ms();
+            for record in records {
+                let partition = partition_for_key(record.key.as_bytes(), self.partitions);
+                let slot = &mut advanced[partition as usize];
+                stmt.execute(params![partition, to_sql_u64(*slot), record.key, record.value, now])?;
+                assigned.push((partition, *slot));
+                *slot += 1;
+            }
+        }
+        tx.commit()?;
+        // Only after the commit: a failed append must not leave gaps in the offsets.
+        *next = advanced;
+        Ok(assigned)
+    }
+}
+
+#[async_trait]
+impl EventLog for SqliteEventLog {
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<(u32, u64)>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The commit fsyncs; keep it off the async workers.
+        let assigned = blocking(|| self.append_blocking(&records))?;
+        self.tick.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(assigned)
+    }
+
+    async fn fetch(&self, partition: u32, offset: u64, max_bytes: usize) -> Result<Vec<LogRecord>> {
+        self.readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT offset, key, value, timestamp_ms FROM records
+                 WHERE partition = ?1 AND offset >= ?2 ORDER BY offset LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(params![partition, to_sql_u64(offset), MAX_FETCH_RECORDS])?;
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(row) = rows.next()? {
+                let value: Vec<u8> = row.get(2)?;
+                if !out.is_empty() && bytes + value.len() > max_bytes {
+                    break;
+                }
+                bytes += value.len();
+                out.push(LogRecord {
+                    partition,
+                    offset: from_sql_u64(row.get(0)?),
+                    key: row.get(1)?,
+                    value,
+                    timestamp_ms: row.get(3)?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    async fn end_offset(&self, partition: u32) -> Result<u64> {
+        let guard = self.appender.lock().map_err(poisoned)?;
+        guard
+            .next
+            .get(partition as usize)
+            .copied()
+            .ok_or_else(|| StoreError::Unavailable(format!("no partition {partition}")))
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tick.subscribe()
+    }
+}

@@ -1,0 +1,410 @@
+//! The embedded read side: read models, consumer offsets and the DLQ in one SQLite file.
+//!
+//! Projection is idempotent and order-tolerant: an event is applied only if its version is
+//! newer than the row's, and the region totals move by the difference between the row
+//! before and after, so they always equal the sum of the rows whatever order or how often
+//! events arrive.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use stockflow_domain::{BusEvent, CatalogEvent, StockEvent};
+
+use super::sqlite::{ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64};
+use crate::ports::{DeadLetter, InventoryRow, ReadStore, RegionAvailability, SearchHit, SearchQuery};
+use crate::{Result, StoreError, now_ms};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS inventory_by_sku_location (
+    sku TEXT NOT NULL,
+    location TEXT NOT NULL,
+    region TEXT NOT NULL,
+    on_hand INTEGER NOT NULL,
+    reserved INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    as_of_ms INTEGER NOT NULL,
+    PRIMARY KEY (sku, location)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS availability_by_region (
+    sku TEXT NOT NULL,
+    region TEXT NOT NULL,
+    on_hand INTEGER NOT NULL,
+    reserved INTEGER NOT NULL,
+    locations INTEGER NOT NULL,
+    as_of_ms INTEGER NOT NULL,
+    PRIMARY KEY (sku, region)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS search_documents (
+    sku TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS search_index USING fts5 (
+    sku UNINDEXED, name, attributes, tokenize = 'unicode61'
+);
+CREATE TABLE IF NOT EXISTS consumer_offsets (
+    consumer TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (consumer, partition)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    consumer TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    failed_at_ms INTEGER NOT NULL
+);
+"#;
+
+/// The embedded read store.
+pub struct SqliteReadStore {
+    writer: Mutex<Connection>,
+    readers: ReaderPool,
+}
+
+impl SqliteReadStore {
+    /// Opens `path`, creating the schema.
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self {
+            writer: Mutex::new(open_writer(path, SCHEMA)?),
+            readers: ReaderPool::new(path),
+        })
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        blocking(|| {
+            let mut conn = self.writer.lock().map_err(poisoned)?;
+            let tx = conn.transaction()?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+}
+
+fn store_offset(conn: &Connection, consumer: &str, partition: u32, next: u64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO consumer_offsets (consumer, partition, next_offset) VALUES (?1, ?2, ?3)
+         ON CONFLICT (consumer, partition) DO UPDATE SET next_offset = excluded.next_offset",
+    )?
+    .execute(params![consumer, partition, to_sql_u64(next)])?;
+    Ok(())
+}
+
+fn apply_stock(conn: &Connection, e: &StockEvent) -> Result<()> {
+    e.validate().map_err(StoreError::Corrupt)?;
+    let before: Option<(String, i64, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT region, on_hand, reserved, version FROM inventory_by_sku_location WHERE sku = ?1 AND location = ?2",
+        )?
+        .query_row([e.sku.as_str(), e.location.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    if let Some((_, _, _, version)) = &before
+        && from_sql_u64(*version) >= e.version
+    {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "INSERT INTO inventory_by_sku_location (sku, location, region, on_hand, reserved, version, as_of_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (sku, location) DO UPDATE SET region = excluded.region, on_hand = excluded.on_hand,
+             reserved = excluded.reserved, version = excluded.version, as_of_ms = excluded.as_of_ms",
+    )?
+    .execute(params![
+        e.sku.as_str(),
+        e.location.as_str(),
+        e.region.as_str(),
+        e.on_hand,
+        e.reserved,
+        to_sql_u64(e.version),
+        e.occurred_at_ms
+    ])?;
+    let mut totals = conn.prepare_cached(
+        "INSERT INTO availability_by_region (sku, region, on_hand, reserved, locations, as_of_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (sku, region) DO UPDATE SET on_hand = on_hand + excluded.on_hand,
+             reserved = reserved + excluded.reserved, locations = locations + excluded.locations,
+             as_of_ms = max(as_of_ms, excluded.as_of_ms)",
+    )?;
+    match before {
+        // A location never changes region, but if a stale row says otherwise, move its
+        // contribution rather than double-counting it.
+        Some((region, on_hand, reserved, _)) if region != e.region.as_str() => {
+            totals.execute(params![e.sku.as_str(), region, -on_hand, -reserved, -1, e.occurred_at_ms])?;
+            totals.execute(params![e.sku.as_str(), e.region.as_str(), e.on_hand, e.reserved, 1, e.occurred_at_ms])?;
+        }
+        Some((_, on_hand, reserved, _)) => {
+            totals.execute(params![
+                e.sku.as_str(),
+                e.region.as_str(),
+                e.on_hand - on_hand,
+                e.reserved - reserved,
+                0,
+                e.occurred_at_ms
+            ])?;
+        }
+        None => {
+            totals.execute(params![e.sku.as_str(), e.region.as_str(), e.on_hand, e.reserved, 1, e.occurred_at_ms])?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_catalog(conn: &Connection, e: &CatalogEvent) -> Result<()> {
+    let version: Option<i64> = conn
+        .prepare_cached("SELECT version FROM search_documents WHERE sku = ?1")?
+        .query_row([e.sku.as_str()], |r| r.get(0))
+        .optional()?;
+    if version.is_some_and(|v| from_sql_u64(v) >= e.version) {
+        return Ok(());
+    }
+    let attributes = serde_json::to_string(&e.attributes)?;
+    conn.prepare_cached(
+        "INSERT INTO search_documents (sku, name, attributes, version) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (sku) DO UPDATE SET name = excluded.name, attributes = excluded.attributes, version = excluded.version",
+    )?
+    .execute(params![e.sku.as_str(), e.name, attributes, to_sql_u64(e.version)])?;
+    conn.prepare_cached("DELETE FROM search_index WHERE sku = ?1")?
+        .execute([e.sku.as_str()])?;
+    let text: Vec<&str> = e
+        .attributes
+        .iter()
+        .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+        .collect();
+    conn.prepare_cached("INSERT INTO search_index (sku, name, attributes) VALUES (?1, ?2, ?3)")?
+        .execute(params![e.sku.as_str(), e.name, text.join(" ")])?;
+    Ok(())
+}
+
+fn row_to_inventory(r: &rusqlite::Row<'_>) -> rusqlite::Result<InventoryRow> {
+    let on_hand: i64 = r.get(3)?;
+    let reserved: i64 = r.get(4)?;
+    Ok(InventoryRow {
+        sku: r.get(0)?,
+        location: r.get(1)?,
+        region: r.get(2)?,
+        on_hand,
+        reserved,
+        available: on_hand - reserved,
+        version: from_sql_u64(r.get(5)?),
+        as_of_ms: r.get(6)?,
+    })
+}
+
+const INVENTORY_COLUMNS: &str = "sku, location, region, on_hand, reserved, version, as_of_ms";
+
+/// Turns user text into an FTS5 query: every word must match as a prefix. Only letters
+/// and digits survive, so no user input can change the query's syntax.
+fn fts_query(text: &str) -> Option<String> {
+    let terms: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(16)
+        .map(|w| format!("\"{w}\"*"))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+#[async_trait]
+impl ReadStore for SqliteReadStore {
+    async fn project(
+        &self,
+        consumer: &str,
+        partition: u32,
+        events: &[BusEvent],
+        next_offset: u64,
+    ) -> Result<()> {
+        self.write(|tx| {
+            for event in events {
+                match event {
+                    BusEvent::Stock(e) => apply_stock(tx, e)?,
+                    BusEvent::Catalog(e) => apply_catalog(tx, e)?,
+                }
+            }
+            store_offset(tx, consumer, partition, next_offset)
+        })
+    }
+
+    async fn dead_letter(&self, letter: DeadLetter, next_offset: u64) -> Result<()> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO dead_letters (consumer, partition, offset, key, payload, error, attempts, failed_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                letter.consumer,
+                letter.partition,
+                to_sql_u64(letter.offset),
+                letter.key,
+                letter.payload,
+                letter.error,
+                letter.attempts,
+                now_ms()
+            ])?;
+            store_offset(tx, &letter.consumer, letter.partition, next_offset)
+        })
+    }
+
+    async fn offset(&self, consumer: &str, partition: u32) -> Result<u64> {
+        self.readers.with(|conn| {
+            let offset: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT next_offset FROM consumer_offsets WHERE consumer = ?1 AND partition = ?2",
+                )?
+                .query_row(params![consumer, partition], |r| r.get(0))
+                .optional()?;
+            Ok(offset.map_or(0, from_sql_u64))
+        })
+    }
+
+    async fn reset_offset(&self, consumer: &str, partition: u32, offset: u64) -> Result<()> {
+        self.write(|tx| store_offset(tx, consumer, partition, offset))
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, consumer, partition, offset, key, payload, error, attempts, failed_at_ms
+                 FROM dead_letters ORDER BY id LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([to_sql_u64(limit as u64)], |r| {
+                Ok(DeadLetter {
+                    id: r.get(0)?,
+                    consumer: r.get(1)?,
+                    partition: r.get(2)?,
+                    offset: from_sql_u64(r.get(3)?),
+                    key: r.get(4)?,
+                    payload: r.get(5)?,
+                    error: r.get(6)?,
+                    attempts: r.get(7)?,
+                    failed_at_ms: r.get(8)?,
+                })
+            })?;
+            Ok(rows.collect::<std::result::Result<_, _>>()?)
+        })
+    }
+
+    async fn remove_dead_letter(&self, id: i64) -> Result<bool> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])? == 1))
+    }
+
+    async fn stock_by_sku(&self, sku: &str) -> Result<Vec<InventoryRow>> {
+        self.readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {INVENTORY_COLUMNS} FROM inventory_by_sku_location WHERE sku = ?1 ORDER BY location"
+            ))?;
+            let rows = stmt.query_map([sku], row_to_inventory)?;
+            Ok(rows.collect::<std::result::Result<_, _>>()?)
+        })
+    }
+
+    async fn stock_at(&self, sku: &str, location: &str) -> Result<Option<InventoryRow>> {
+        self.readers.with(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {INVENTORY_COLUMNS} FROM inventory_by_sku_location WHERE sku = ?1 AND location = ?2"
+                ))?
+                .query_row([sku, location], row_to_inventory)
+                .optional()?)
+        })
+    }
+
+    async fn availability(
+        &self,
+        sku: &str,
+        region: Option<&str>,
+    ) -> Result<Vec<RegionAvailability>> {
+        self.readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT sku, region, on_hand, reserved, locations, as_of_ms FROM availability_by_region
+                 WHERE sku = ?1 AND (?2 IS NULL OR region = ?2) AND locations > 0 ORDER BY region",
+            )?;
+            let rows = stmt.query_map(params![sku, region], |r| {
+                let on_hand: i64 = r.get(2)?;
+                let reserved: i64 = r.get(3)?;
+                Ok(RegionAvailability {
+                    sku: r.get(0)?,
+                    region: r.get(1)?,
+                    on_hand,
+                    reserved,
+                    available: on_hand - reserved,
+                    locations: from_sql_u64(r.get(4)?),
+                    as_of_ms: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<std::result::Result<_, _>>()?)
+        })
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>> {
+        let limit = to_sql_u64(query.limit.clamp(1, 200) as u64);
+        let fts = fts_query(&query.text);
+        self.readers.with(|conn| {
+            let availability = "COALESCE((SELECT SUM(a.on_hand - a.reserved) FROM availability_by_region a
+                 WHERE a.sku = d.sku AND (?2 IS NULL OR a.region = ?2)), 0)";
+            let sql = match fts {
+                Some(_) => format!(
+                    "SELECT d.sku, d.name, d.attributes, {availability} AS available
+                     FROM search_index f JOIN search_documents d ON d.sku = f.sku
+                     WHERE search_index MATCH ?1 AND (?3 = 0 OR available > 0)
+                     ORDER BY f.rank, d.sku LIMIT ?4"
+                ),
+                None => format!(
+                    "SELECT d.sku, d.name, d.attributes, {availability} AS available
+                     FROM search_documents d WHERE ?1 IS NULL AND (?3 = 0 OR available > 0)
+                     ORDER BY d.sku LIMIT ?4"
+                ),
+            };
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![fts, query.region, query.in_stock, limit],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?)),
+            )?;
+            let mut hits = Vec::new();
+            for row in rows {
+                let (sku, name, attributes, available) = row?;
+                let attributes: BTreeMap<String, String> = serde_json::from_str(&attributes)?;
+                hits.push(SearchHit { sku, name, attributes, available });
+            }
+            Ok(hits)
+        })
+    }
+
+    async fn all_inventory(&self) -> Result<Vec<InventoryRow>> {
+        self.readers.with(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {INVENTORY_COLUMNS} FROM inventory_by_sku_location ORDER BY sku, location"
+            ))?;
+            let rows = stmt.query_map([], row_to_inventory)?;
+            Ok(rows.collect::<std::result::Result<_, _>>()?)
+        })
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        self.readers
+            .with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts_query;
+
+    #[test]
+    fn fts_query_keeps_only_words() {
+        assert_eq!(fts_query("red  shoe-42"), Some("\"red\"* \"shoe\"* \"42\"*".into()));
+        assert_eq!(fts_query("\" OR * NEAR("), Some("\"OR\"* \"NEAR\"*".into()));
+        assert_eq!(fts_query("  ..  "), None);
+    }
+}

@@ -1,0 +1,705 @@
+//! The embedded write side: one writer thread, group commit, transactional outbox.
+//!
+//! Every mutation is a job sent to the writer thread. The thread takes every job waiting
+//! (up to [`MAX_BATCH`]), runs each inside its own savepoint of one `BEGIN IMMEDIATE`
+//! transaction, commits once, and only then answers the callers. So a reply means the
+//! stock row, reservation, outbox entries and idempotency record of that command are on
+//! disk together, and one fsync serves a whole batch of concurrent commands. A job that
+//! fails rolls back its savepoint and leaves the others alone.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::thread;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use stockflow_domain::decide::{self, Settlement};
+use stockflow_domain::{
+    Applied, BusEvent, CatalogEvent, Command, DomainError, EventMeta, Location,
+    LocationId, LocationKind, Reservation, ReservationId, ReservationStatus, Sku, SkuCatalog,
+    StockKey, StockLevel,
+};
+use stockflow_domain::ids::Region;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::sqlite::{ReaderPool, from_sql_u64, open_writer, to_sql_u64};
+use crate::ports::{CommandOutcome, CommandRequest, Outbox, OutboxEntry, WriteStore};
+use crate::{Result, StoreError, now_ms};
+
+/// Most jobs committed by one transaction.
+const MAX_BATCH: usize = 512;
+/// Jobs that may wait for the writer before callers are told to back off.
+const QUEUE_DEPTH: usize = 8192;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS locations (
+    id TEXT PRIMARY KEY,
+    region TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS skus (
+    sku TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stock (
+    sku TEXT NOT NULL,
+    location TEXT NOT NULL,
+    region TEXT NOT NULL,
+    on_hand INTEGER NOT NULL CHECK (on_hand >= 0),
+    reserved INTEGER NOT NULL CHECK (reserved >= 0 AND reserved <= on_hand),
+    version INTEGER NOT NULL,
+    PRIMARY KEY (sku, location)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    reference TEXT,
+    lines TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reservations_active_by_expiry
+    ON reservations (expires_at_ms) WHERE status = 'active';
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    result TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_at_ms);
+"#;
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+enum Job {
+    Execute(Box<CommandRequest>, Reply<CommandOutcome>),
+    PutLocation(Location, Reply<Location>),
+    PutSku(Sku, String, BTreeMap<String, String>, Reply<SkuCatalog>),
+    MarkPublished(Vec<i64>, Reply<()>),
+    PurgeIdempotency(i64, Reply<usize>),
+}
+
+/// The embedded write store. Cheap to share behind an `Arc`.
+pub struct SqliteWriteStore {
+    jobs: mpsc::Sender<Job>,
+    readers: ReaderPool,
+    outbox_tick: watch::Receiver<u64>,
+}
+
+impl SqliteWriteStore {
+    /// Opens `path`, creating the schema, and starts the writer thread.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = open_writer(path, SCHEMA)?;
+        let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (tick_tx, outbox_tick) = watch::channel(0);
+        thread::Builder::new()
+            .name("stockflow-writer".into())
+            .spawn(move || Writer { conn, tick: tick_tx }.run(rx))?;
+        Ok(Self {
+            jobs,
+            readers: ReaderPool::new(path),
+            outbox_tick,
+        })
+    }
+
+    async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .try_send(job(tx))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    StoreError::Unavailable("write queue is full; retry shortly".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    StoreError::Unavailable("writer has stopped".into())
+                }
+            })?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("writer stopped before answering".into()))?
+    }
+
+    /// Deletes idempotency records created before `before_ms`; returns how many.
+    pub async fn purge_idempotency(&self, before_ms: i64) -> Result<usize> {
+        self.submit(|tx| Job::PurgeIdempotency(before_ms, tx)).await
+    }
+}
+
+#[async_trait]
+impl WriteStore for SqliteWriteStore {
+    async fn execute(&self, request: CommandRequest) -> Result<CommandOutcome> {
+        self.submit(|tx| Job::Execute(Box::new(request), tx)).await
+    }
+
+    async fn put_location(&self, location: Location) -> Result<Location> {
+        self.submit(|tx| Job::PutLocation(location, tx)).await
+    }
+
+    async fn put_sku(
+        &self,
+        sku: Sku,
+        name: String,
+        attributes: BTreeMap<String, String>,
+    ) -> Result<SkuCatalog> {
+        self.submit(|tx| Job::PutSku(sku, name, attributes, tx)).await
+    }
+
+    async fn location(&self, id: &LocationId) -> Result<Option<Location>> {
+        self.readers.with(|conn| load_location(conn, id))
+    }
+
+    async fn reservation(&self, id: &ReservationId) -> Result<Option<Reservation>> {
+        self.readers.with(|conn| load_reservation(conn, id))
+    }
+
+    async fn stock_level(&self, key: &StockKey) -> Result<Option<StockLevel>> {
+        self.readers.with(|conn| load_level(conn, key))
+    }
+
+    async fn all_stock_levels(&self) -> Result<Vec<StockLevel>> {
+        self.readers.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT sku, location, region, on_hand, reserved, version FROM stock ORDER BY sku, location",
+            )?;
+            let rows = stmt.query_map([], row_to_level)?;
+            rows.map(|r| r?.map_err(StoreError::from)).collect()
+        })
+    }
+
+    async fn active_reservation_deadlines(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(ReservationId, i64)>> {
+        self.readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, expires_at_ms FROM reservations WHERE status = 'active' ORDER BY expires_at_ms LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([to_sql_u64(limit as u64)], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, at) = row?;
+                let id = ReservationId::parse(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                out.push((id, at));
+            }
+            Ok(out)
+        })
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        if self.jobs.is_closed() {
+            return Err(StoreError::Unavailable("writer has stopped".into()));
+        }
+        self.readers
+            .with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteWriteStore {
+    async fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, key, payload, created_at_ms FROM outbox ORDER BY id LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([to_sql_u64(limit as u64)], |row| {
+                Ok(OutboxEntry {
+                    id: row.get(0)?,
+                    key: row.get(1)?,
+                    payload: row.get(2)?,
+                    created_at_ms: row.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<std::result::Result<_, _>>()?)
+        })
+    }
+
+    async fn mark_published(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.submit(|tx| Job::MarkPublished(ids.to_vec(), tx)).await
+    }
+
+    async fn backlog(&self) -> Result<u64> {
+        self.readers.with(|conn| {
+            let n: i64 = conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
+            Ok(from_sql_u64(n))
+        })
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.outbox_tick.clone()
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    tick: watch::Sender<u64>,
+}
+
+/// A job's answer, held until the batch commits.
+enum Pending {
+    Execute(Reply<CommandOutcome>, Result<CommandOutcome>),
+    Location(Reply<Location>, Result<Location>),
+    Sku(Reply<SkuCatalog>, Result<SkuCatalog>),
+    Marked(Reply<()>, Result<()>),
+    Purged(Reply<usize>, Result<usize>),
+}
+
+impl Pending {
+    /// Replaces a success with `err` when the batch failed to commit.
+    fn fail(self, err: &str) -> Self {
+        let unavailable = || StoreError::Unavailable(format!("commit failed: {err}"));
+        match self {
+            Pending::Execute(tx, Ok(_)) => Pending::Execute(tx, Err(unavailable())),
+            Pending::Location(tx, Ok(_)) => Pending::Location(tx, Err(unavailable())),
+            Pending::Sku(tx, Ok(_)) => Pending::Sku(tx, Err(unavailable())),
+            Pending::Marked(tx, Ok(_)) => Pending::Marked(tx, Err(unavailable())),
+            Pending::Purged(tx, Ok(_)) => Pending::Purged(tx, Err(unavailable())),
+            other => other,
+        }
+    }
+
+    fn send(self) {
+        // A caller that gave up (timeout, disconnect) no longer listens; nothing to do.
+        let _ = match self {
+            Pending::Execute(tx, r) => tx.send(r).map_err(drop),
+            Pending::Location(tx, r) => tx.send(r).map_err(drop),
+            Pending::Sku(tx, r) => tx.send(r).map_err(drop),
+            Pending::Marked(tx, r) => tx.send(r).map_err(drop),
+            Pending::Purged(tx, r) => tx.send(r).map_err(drop),
+        };
+    }
+}
+
+impl Writer {
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = jobs.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let size = batch.len();
+            let started = std::time::Instant::now();
+            let (answers, events) = self.commit_batch(batch.drain(..));
+            metrics::histogram!("stockflow_write_batch_size").record(size as f64);
+            metrics::histogram!("stockflow_write_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
+            for answer in answers {
+                answer.send();
+            }
+            if events > 0 {
+                self.tick.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, jobs: impl Iterator<Item = Job>) -> (Vec<Pending>, usize) {
+        let tx = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!(error = %msg, "cannot begin write transaction");
+                return (jobs.map(|j| refuse(j, &msg)).collect(), 0);
+            }
+        };
+        let mut tx = tx;
+        let mut answers = Vec::new();
+        let mut events = 0;
+        let now = now_ms();
+        for job in jobs {
+            let answer = match job {
+                Job::Execute(req, reply) => {
+                    let result = in_savepoint(&mut tx, |sp| execute(sp, &req, now));
+                    if let Ok(outcome) = &result {
+                        events += outcome.events;
+                    }
+                    Pending::Execute(reply, result)
+                }
+                Job::PutLocation(location, reply) => {
+                    Pending::Location(reply, in_savepoint(&mut tx, |sp| put_location(sp, location)))
+                }
+                Job::PutSku(sku, name, attributes, reply) => {
+                    events += 1;
+                    Pending::Sku(
+                        reply,
+                        in_savepoint(&mut tx, |sp| put_sku(sp, sku, name, attributes, now)),
+                    )
+                }
+                Job::MarkPublished(ids, reply) => {
+                    Pending::Marked(reply, in_savepoint(&mut tx, |sp| mark_published(sp, &ids)))
+                }
+                Job::PurgeIdempotency(before, reply) => Pending::Purged(
+                    reply,
+                    in_savepoint(&mut tx, |sp| {
+                        Ok(sp.execute("DELETE FROM idempotency WHERE created_at_ms < ?1", [before])?)
+                    }),
+                ),
+            };
+            answers.push(answer);
+        }
+        match tx.commit() {
+            Ok(()) => (answers, events),
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!(error = %msg, "write transaction failed to commit");
+                (answers.into_iter().map(|a| a.fail(&msg)).collect(), 0)
+            }
+        }
+    }
+}
+
+fn refuse(job: Job, msg: &str) -> Pending {
+    let err = || StoreError::Unavailable(format!("cannot begin transaction: {msg}"));
+    match job {
+        Job::Execute(_, tx) => Pending::Execute(tx, Err(err())),
+        Job::PutLocation(_, tx) => Pending::Location(tx, Err(err())),
+        Job::PutSku(_, _, _, tx) => Pending::Sku(tx, Err(err())),
+        Job::MarkPublished(_, tx) => Pending::Marked(tx, Err(err())),
+        Job::PurgeIdempotency(_, tx) => Pending::Purged(tx, Err(err())),
+    }
+}
+
+/// Runs `f` in a savepoint: its writes stay only if it succeeds.
+fn in_savepoint<T>(
+    tx: &mut Transaction<'_>,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    let sp = tx.savepoint()?;
+    let result = f(&sp);
+    if result.is_ok() {
+        sp.commit()?;
+    }
+    // Dropping an uncommitted savepoint rolls it back.
+    result
+}
+
+fn execute(conn: &Connection, req: &CommandRequest, now: i64) -> Result<CommandOutcome> {
+    if let Some(token) = &req.idempotency {
+        let stored: Option<(String, String)> = conn
+            .prepare_cached("SELECT fingerprint, result FROM idempotency WHERE key = ?1")?
+            .query_row([token.key.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((fingerprint, result)) = stored {
+            if fingerprint != token.fingerprint {
+                return Err(StoreError::IdempotencyKeyReused);
+            }
+            return Ok(CommandOutcome {
+                result: serde_json::from_str(&result)?,
+                replayed: true,
+                events: 0,
+            });
+        }
+    }
+    let meta = EventMeta {
+        idempotency_key: req.idempotency.as_ref().map(|t| t.key.to_string()),
+        trace_context: req.trace_context.clone(),
+        occurred_at_ms: now,
+    };
+    let applied = decide_command(conn, &req.command, &meta)?;
+    write_applied(conn, &applied, now)?;
+    if let Some(token) = &req.idempotency {
+        conn.prepare_cached(
+            "INSERT INTO idempotency (key, fingerprint, result, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            token.key.as_str(),
+            token.fingerprint,
+            serde_json::to_string(&applied.result)?,
+            now
+        ])?;
+    }
+    Ok(CommandOutcome {
+        events: applied.events.len(),
+        result: applied.result,
+        replayed: false,
+    })
+}
+
+/// Loads what `command` touches and asks the domain what to do.
+fn decide_command(conn: &Connection, command: &Command, meta: &EventMeta) -> Result<Applied> {
+    Ok(match command {
+        Command::Adjust(cmd) => {
+            let level = level_or_empty(conn, &cmd.key)?;
+            decide::adjust(&level, cmd, meta)?
+        }
+        Command::Reserve(cmd) => {
+            let existing = load_reservation(conn, &cmd.id)?;
+            let levels = cmd
+                .lines
+                .iter()
+                .map(|line| level_or_empty(conn, &line.key()))
+                .collect::<Result<Vec<_>>>()?;
+            decide::reserve(&levels, existing.as_ref(), cmd, meta)?
+        }
+        Command::Confirm { id } => settle(conn, id, Settlement::Confirm, meta)?,
+        Command::Release { id } => settle(conn, id, Settlement::Release, meta)?,
+        Command::Expire { id } => settle(conn, id, Settlement::Expire, meta)?,
+    })
+}
+
+fn settle(conn: &Connection, id: &ReservationId, how: Settlement, meta: &EventMeta) -> Result<Applied> {
+    let reservation =
+        load_reservation(conn, id)?.ok_or_else(|| DomainError::ReservationNotFound(id.clone()))?;
+    let levels = reservation
+        .lines
+        .iter()
+        .map(|line| level_or_empty(conn, &line.key()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(decide::settle(how, &reservation, &levels, meta)?)
+}
+
+/// The level of `key`, or an empty one at a known location; unknown locations are refused.
+fn level_or_empty(conn: &Connection, key: &StockKey) -> Result<StockLevel> {
+    if let Some(level) = load_level(conn, key)? {
+        return Ok(level);
+    }
+    let region: Option<String> = conn
+        .prepare_cached("SELECT region FROM locations WHERE id = ?1")?
+        .query_row([key.location.as_str()], |r| r.get(0))
+        .optional()?;
+    let region = region.ok_or_else(|| DomainError::LocationNotFound(key.location.clone()))?;
+    Ok(StockLevel::empty(
+        key.sku.clone(),
+        key.location.clone(),
+        Region::parse(region).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    ))
+}
+
+fn write_applied(conn: &Connection, applied: &Applied, now: i64) -> Result<()> {
+    for level in &applied.levels {
+        // The guard proves the writer read what it overwrites; with one writer it always
+        // holds, and if it ever does not, the command fails instead of losing an update.
+        let changed = conn
+            .prepare_cached(
+                "INSERT INTO stock (sku, location, region, on_hand, reserved, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (sku, location) DO UPDATE
+                 SET on_hand = excluded.on_hand, reserved = excluded.reserved, version = excluded.version
+                 WHERE stock.version = excluded.version - 1",
+            )?
+            .execute(params![
+                level.sku.as_str(),
+                level.location.as_str(),
+                level.region.as_str(),
+                level.on_hand,
+                level.reserved,
+                to_sql_u64(level.version)
+            ])?;
+        if changed != 1 {
+            return Err(StoreError::Unavailable(format!(
+                "concurrent write on {}@{}; retry",
+                level.sku, level.location
+            )));
+        }
+    }
+    if let Some(r) = &applied.reservation {
+        conn.prepare_cached(
+            "INSERT INTO reservations (id, status, reference, lines, created_at_ms, expires_at_ms, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at_ms = excluded.updated_at_ms",
+        )?
+        .execute(params![
+            r.id.as_str(),
+            r.status.as_str(),
+            r.reference,
+            serde_json::to_string(&r.lines)?,
+            r.created_at_ms,
+            r.expires_at_ms,
+            r.updated_at_ms
+        ])?;
+    }
+    for event in &applied.events {
+        insert_outbox(conn, &BusEvent::Stock(event.clone()), now)?;
+    }
+    Ok(())
+}
+
+fn insert_outbox(conn: &Connection, event: &BusEvent, now: i64) -> Result<()> {
+    conn.prepare_cached("INSERT INTO outbox (key, payload, created_at_ms) VALUES (?1, ?2, ?3)")?
+        .execute(params![event.key().as_str(), serde_json::to_vec(event)?, now])?;
+    Ok(())
+}
+
+fn put_location(conn: &Connection, location: Location) -> Result<Location> {
+    if let Some(current) = load_location(conn, &location.id)?
+        && current.region != location.region
+    {
+        let has_stock: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM stock WHERE location = ?1)")?
+            .query_row([location.id.as_str()], |r| r.get(0))?;
+        if has_stock {
+            return Err(DomainError::LocationRegionImmutable {
+                location: location.id,
+                current: current.region.to_string(),
+            }
+            .into());
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO locations (id, region, kind, name) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET region = excluded.region, kind = excluded.kind, name = excluded.name",
+    )?
+    .execute(params![
+        location.id.as_str(),
+        location.region.as_str(),
+        location.kind.as_str(),
+        location.name
+    ])?;
+    Ok(location)
+}
+
+fn put_sku(
+    conn: &Connection,
+    sku: Sku,
+    name: String,
+    attributes: BTreeMap<String, String>,
+    now: i64,
+) -> Result<SkuCatalog> {
+    let version: Option<i64> = conn
+        .prepare_cached("SELECT version FROM skus WHERE sku = ?1")?
+        .query_row([sku.as_str()], |r| r.get(0))
+        .optional()?;
+    let version = from_sql_u64(version.unwrap_or(0)) + 1;
+    conn.prepare_cached(
+        "INSERT INTO skus (sku, name, attributes, version) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (sku) DO UPDATE SET name = excluded.name, attributes = excluded.attributes, version = excluded.version",
+    )?
+    .execute(params![
+        sku.as_str(),
+        name,
+        serde_json::to_string(&attributes)?,
+        to_sql_u64(version)
+    ])?;
+    let event = BusEvent::Catalog(CatalogEvent {
+        event_id: format!("{sku}/catalog/{version}"),
+        sku: sku.clone(),
+        name: name.clone(),
+        attributes: attributes.clone(),
+        version,
+        occurred_at_ms: now,
+    });
+    insert_outbox(conn, &event, now)?;
+    Ok(SkuCatalog {
+        sku,
+        name,
+        attributes,
+        version,
+    })
+}
+
+fn mark_published(conn: &Connection, ids: &[i64]) -> Result<()> {
+    let mut stmt = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+    for id in ids {
+        stmt.execute([id])?;
+    }
+    Ok(())
+}
+
+type RowResult<T> = std::result::Result<T, rusqlite::Error>;
+
+fn row_to_level(row: &rusqlite::Row<'_>) -> RowResult<Result<StockLevel>> {
+    let sku: String = row.get(0)?;
+    let location: String = row.get(1)?;
+    let region: String = row.get(2)?;
+    let (on_hand, reserved, version): (i64, i64, i64) = (row.get(3)?, row.get(4)?, row.get(5)?);
+    Ok((|| {
+        Ok(StockLevel {
+            sku: Sku::parse(sku).map_err(corrupt)?,
+            location: LocationId::parse(location).map_err(corrupt)?,
+            region: Region::parse(region).map_err(corrupt)?,
+            on_hand,
+            reserved,
+            version: from_sql_u64(version),
+        })
+    })())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn load_level(conn: &Connection, key: &StockKey) -> Result<Option<StockLevel>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT sku, location, region, on_hand, reserved, version FROM stock WHERE sku = ?1 AND location = ?2",
+        )?
+        .query_row([key.sku.as_str(), key.location.as_str()], row_to_level)
+        .optional()?;
+    row.transpose()
+}
+
+fn load_location(conn: &Connection, id: &LocationId) -> Result<Option<Location>> {
+    let row: Option<(String, String, String)> = conn
+        .prepare_cached("SELECT region, kind, name FROM locations WHERE id = ?1")?
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    row.map(|(region, kind, name)| {
+        Ok(Location {
+            id: id.clone(),
+            region: Region::parse(region).map_err(corrupt)?,
+            kind: LocationKind::parse(&kind).ok_or_else(|| corrupt(format!("location kind {kind}")))?,
+            name,
+        })
+    })
+    .transpose()
+}
+
+fn load_reservation(conn: &Connection, id: &ReservationId) -> Result<Option<Reservation>> {
+    let row: Option<(String, Option<String>, String, i64, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT status, reference, lines, created_at_ms, expires_at_ms, updated_at_ms FROM reservations WHERE id = ?1",
+        )?
+        .query_row([id.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
+        .optional()?;
+    row.map(|(status, reference, lines, created_at_ms, expires_at_ms, updated_at_ms)| {
+        Ok(Reservation {
+            id: id.clone(),
+            status: ReservationStatus::parse(&status)
+                .ok_or_else(|| corrupt(format!("reservation status {status}")))?,
+            lines: serde_json::from_str(&lines)?,
+            reference,
+            created_at_ms,
+            expires_at_ms,
+            updated_at_ms,
+        })
+    })
+    .transpose()
+}
+
+/// Results stored with idempotency keys must decode back into what was answered.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stockflow_domain::CommandResult;
+
+    #[test]
+    fn command_results_round_trip_through_json() {
+        let level = StockLevel::empty(
+            Sku::parse("s").unwrap(),
+            LocationId::parse("l").unwrap(),
+            Region::parse("r").unwrap(),
+        );
+        let result = CommandResult::Stock(level);
+        let text = serde_json::to_string(&result).unwrap();
+        assert_eq!(serde_json::from_str::<CommandResult>(&text).unwrap(), result);
+    }
+}

@@ -1,0 +1,61 @@
+//! The storage crate's one error enum.
+
+use stockflow_domain::DomainError;
+
+/// Result with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The command was refused by the domain; nothing was written.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The idempotency key was used before for a different request.
+    #[error("idempotency key was already used for a different request")]
+    IdempotencyKeyReused,
+    /// The store cannot take work now (shutting down, overloaded); safe to retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The filesystem failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    /// Whether the same operation may succeed if tried again.
+    pub fn retryable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
+            _ => false,
+        }
+    }
+
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            StoreError::Domain(e) => e.code(),
+            StoreError::IdempotencyKeyReused => "idempotency_key_reused",
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Sqlite(_) => "sqlite",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Io(_) => "io",
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}

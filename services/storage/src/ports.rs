@@ -1,0 +1,276 @@
+//! The ports: what the services need from storage and the bus, independent of backend.
+//!
+//! Shaped for both the embedded backend and the distributed one (ScyllaDB + Fluvio): a
+//! command is one call (the adapter owns its transaction or conditional batch), outbox
+//! entries are discovered and marked in batches, the log is addressed by
+//! `(partition, offset)`, and read-model writes carry the consumer offset they advance to,
+//! so both are stored together.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use stockflow_domain::{
+    BusEvent, Command, CommandResult, IdempotencyKey, Location, LocationId, Reservation,
+    ReservationId, Sku, SkuCatalog, StockKey, StockLevel,
+};
+
+use crate::Result;
+
+/// The idempotency key of a client request and a fingerprint of the request itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyToken {
+    /// The client's key.
+    pub key: IdempotencyKey,
+    /// A digest of what was asked (method, path, canonical body): the same key with a
+    /// different fingerprint is a client bug, refused with `idempotency_key_reused`.
+    pub fingerprint: String,
+}
+
+/// A command with the context the write side records with it.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    /// What to do.
+    pub command: Command,
+    /// Present for client requests; internal commands (expiry) carry none.
+    pub idempotency: Option<IdempotencyToken>,
+    /// W3C `traceparent` to stamp on the events.
+    pub trace_context: Option<String>,
+}
+
+/// What executing a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutcome {
+    /// The answer for the client.
+    pub result: CommandResult,
+    /// True when the idempotency key had already been applied and this is the stored answer.
+    pub replayed: bool,
+    /// Events written to the outbox by this call (0 for a replay or a no-op).
+    pub events: usize,
+}
+
+/// The write side: commands with optimistic concurrency, idempotency and an outbox.
+#[async_trait]
+pub trait WriteStore: Send + Sync + 'static {
+    /// Applies a command at most once per idempotency key: state, reservation, outbox
+    /// entries and idempotency record are written together or not at all.
+    async fn execute(&self, request: CommandRequest) -> Result<CommandOutcome>;
+    /// Creates or updates a location. Its region cannot change.
+    async fn put_location(&self, location: Location) -> Result<Location>;
+    /// Creates or updates a SKU's catalog data; publishes a catalog event.
+    async fn put_sku(
+        &self,
+        sku: Sku,
+        name: String,
+        attributes: BTreeMap<String, String>,
+    ) -> Result<SkuCatalog>;
+    /// A location, if defined.
+    async fn location(&self, id: &LocationId) -> Result<Option<Location>>;
+    /// A reservation, if it exists.
+    async fn reservation(&self, id: &ReservationId) -> Result<Option<Reservation>>;
+    /// The write-side state of one key, if it was ever written.
+    async fn stock_level(&self, key: &StockKey) -> Result<Option<StockLevel>>;
+    /// Every stock level (used by tests and consistency checks; not on a hot path).
+    async fn all_stock_levels(&self) -> Result<Vec<StockLevel>>;
+    /// Active reservations with their expiry, soonest first, at most `limit`.
+    async fn active_reservation_deadlines(&self, limit: usize)
+    -> Result<Vec<(ReservationId, i64)>>;
+    /// Succeeds when the store can take commands.
+    async fn check_ready(&self) -> Result<()>;
+}
+
+/// One outbox entry waiting to be published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Position in the outbox, used to mark it published.
+    pub id: i64,
+    /// The record key (the SKU).
+    pub key: String,
+    /// The serialized [`BusEvent`].
+    pub payload: Vec<u8>,
+    /// When the change happened, Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// The transactional outbox, drained by the publisher (at least once).
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// The oldest unpublished entries, at most `limit`, in commit order.
+    async fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// Marks entries published; marking an already-marked entry is a no-op.
+    async fn mark_published(&self, ids: &[i64]) -> Result<()>;
+    /// How many entries wait to be published.
+    async fn backlog(&self) -> Result<u64>;
+    /// Ticks after commits that wrote outbox entries. A hint for low latency: the
+    /// publisher marks the value seen before it reads, and still polls on a timer.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+}
+
+/// A record to append to the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    /// Partitioning key (the SKU).
+    pub key: String,
+    /// Payload.
+    pub value: Vec<u8>,
+}
+
+/// A record read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Partition it lives in.
+    pub partition: u32,
+    /// Its offset in the partition; offsets are contiguous from 0.
+    pub offset: u64,
+    /// Partitioning key.
+    pub key: String,
+    /// Payload.
+    pub value: Vec<u8>,
+    /// When it was appended, Unix milliseconds.
+    pub timestamp_ms: i64,
+}
+
+/// A durable log partitioned by record key (Fluvio's partitioner).
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Number of partitions.
+    fn partitions(&self) -> u32;
+    /// Appends records durably; returns each record's `(partition, offset)`.
+    async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<(u32, u64)>>;
+    /// Records of `partition` from `offset` on, up to about `max_bytes` of payload (at
+    /// least one record if any). Callers must not assume every offset is delivered.
+    async fn fetch(&self, partition: u32, offset: u64, max_bytes: usize) -> Result<Vec<LogRecord>>;
+    /// The offset the next record of `partition` will get.
+    async fn end_offset(&self, partition: u32) -> Result<u64>;
+    /// Ticks after appends. A hint for low latency: consumers mark the value seen before
+    /// they fetch, and still poll on a timer.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+}
+
+/// One row of `inventory_by_sku_location`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryRow {
+    /// SKU.
+    pub sku: String,
+    /// Location.
+    pub location: String,
+    /// Region of the location.
+    pub region: String,
+    /// On hand.
+    pub on_hand: i64,
+    /// Reserved.
+    pub reserved: i64,
+    /// On hand minus reserved.
+    pub available: i64,
+    /// The write-side version this row reflects.
+    pub version: u64,
+    /// When the reflected change happened, Unix milliseconds.
+    pub as_of_ms: i64,
+}
+
+/// One row of `availability_by_region`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionAvailability {
+    /// SKU.
+    pub sku: String,
+    /// Region.
+    pub region: String,
+    /// Sum of on hand over the region's locations.
+    pub on_hand: i64,
+    /// Sum of reserved.
+    pub reserved: i64,
+    /// Sum of available.
+    pub available: i64,
+    /// Locations with a row for this SKU.
+    pub locations: u64,
+    /// Latest change reflected, Unix milliseconds.
+    pub as_of_ms: i64,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// SKU.
+    pub sku: String,
+    /// Display name.
+    pub name: String,
+    /// Catalog attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Available units (in `region` if the query named one, else everywhere).
+    pub available: i64,
+}
+
+/// A search query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// Free text, matched against name and attributes (every word must match a prefix).
+    pub text: String,
+    /// Only SKUs with available stock.
+    pub in_stock: bool,
+    /// Restrict availability to one region.
+    pub region: Option<String>,
+    /// At most this many hits.
+    pub limit: usize,
+}
+
+/// An event the projector gave up on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// DLQ id.
+    pub id: i64,
+    /// The consumer that failed.
+    pub consumer: String,
+    /// Where the record was.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: u64,
+    /// Its key.
+    pub key: String,
+    /// Its payload, as text (lossy for binary payloads).
+    pub payload: String,
+    /// The last error.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was dead-lettered, Unix milliseconds.
+    pub failed_at_ms: i64,
+}
+
+/// The read side: read models, consumer offsets and the DLQ.
+#[async_trait]
+pub trait ReadStore: Send + Sync + 'static {
+    /// Applies decoded events and advances `consumer`'s offset for `partition` to
+    /// `next_offset`, in one atomic step. Each event is applied only if newer than what the
+    /// read models hold, so re-applying is harmless.
+    async fn project(
+        &self,
+        consumer: &str,
+        partition: u32,
+        events: &[BusEvent],
+        next_offset: u64,
+    ) -> Result<()>;
+    /// Records a poison record in the DLQ and advances the offset past it, atomically.
+    async fn dead_letter(&self, letter: DeadLetter, next_offset: u64) -> Result<()>;
+    /// The next offset `consumer` should read from `partition` (0 if never stored).
+    async fn offset(&self, consumer: &str, partition: u32) -> Result<u64>;
+    /// Sets a consumer's offset (used to replay the log).
+    async fn reset_offset(&self, consumer: &str, partition: u32, offset: u64) -> Result<()>;
+    /// Dead letters, oldest first.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>>;
+    /// Removes a dead letter (after a successful replay).
+    async fn remove_dead_letter(&self, id: i64) -> Result<bool>;
+    /// Every location of a SKU.
+    async fn stock_by_sku(&self, sku: &str) -> Result<Vec<InventoryRow>>;
+    /// One location of a SKU.
+    async fn stock_at(&self, sku: &str, location: &str) -> Result<Option<InventoryRow>>;
+    /// Availability of a SKU per region (one region if given).
+    async fn availability(&self, sku: &str, region: Option<&str>)
+    -> Result<Vec<RegionAvailability>>;
+    /// Catalog search.
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>>;
+    /// Every inventory row (tests and consistency checks).
+    async fn all_inventory(&self) -> Result<Vec<InventoryRow>>;
+    /// Succeeds when queries can be served.
+    async fn check_ready(&self) -> Result<()>;
+}
