@@ -250,6 +250,8 @@ pub trait ReadStore: Send + Sync + 'static {
         events: &[BusEvent],
         next_offset: u64,
     ) -> Result<()>;
+    /// Applies events without moving any offset (replaying a dead letter).
+    async fn replay(&self, events: &[BusEvent]) -> Result<()>;
     /// Records a poison record in the DLQ and advances the offset past it, atomically.
     async fn dead_letter(&self, letter: DeadLetter, next_offset: u64) -> Result<()>;
     /// The next offset `consumer` should read from `partition` (0 if never stored).

@@ -187,6 +187,16 @@ fn apply_catalog(conn: &Connection, e: &CatalogEvent) -> Result<()> {
     Ok(())
 }
 
+fn apply_all(conn: &Connection, events: &[BusEvent]) -> Result<()> {
+    for event in events {
+        match event {
+            BusEvent::Stock(e) => apply_stock(conn, e)?,
+            BusEvent::Catalog(e) => apply_catalog(conn, e)?,
+        }
+    }
+    Ok(())
+}
+
 fn row_to_inventory(r: &rusqlite::Row<'_>) -> rusqlite::Result<InventoryRow> {
     let on_hand: i64 = r.get(3)?;
     let reserved: i64 = r.get(4)?;
@@ -226,14 +236,13 @@ impl ReadStore for SqliteReadStore {
         next_offset: u64,
     ) -> Result<()> {
         self.write(|tx| {
-            for event in events {
-                match event {
-                    BusEvent::Stock(e) => apply_stock(tx, e)?,
-                    BusEvent::Catalog(e) => apply_catalog(tx, e)?,
-                }
-            }
+            apply_all(tx, events)?;
             store_offset(tx, consumer, partition, next_offset)
         })
+    }
+
+    async fn replay(&self, events: &[BusEvent]) -> Result<()> {
+        self.write(|tx| apply_all(tx, events))
     }
 
     async fn dead_letter(&self, letter: DeadLetter, next_offset: u64) -> Result<()> {

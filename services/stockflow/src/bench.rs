@@ -1,0 +1,362 @@
+//! `stockflow bench`: an HTTP load generator for a running stockflow.
+//!
+//! Workloads:
+//! - `reserve`: each connection loops reserve (qty 1) then confirm, over `--skus` SKUs at
+//!   one location; reports reserve throughput and latency, confirm latency, and projection
+//!   lag (command acknowledged → its version visible in the query API), sampled on a
+//!   separate connection.
+//! - `query`: each connection loops `GET /v1/stock/{sku}/{location}`.
+//!
+//! Every connection is one keep-alive HTTP/1.1 connection driven by hyper directly, so the
+//! generator spends as little CPU as possible on the machine it shares with the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+/// Arguments of `stockflow bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Address of the stockflow HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub target: SocketAddr,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds to run each workload.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Distinct SKUs to spread load over (1 = a single hot SKU).
+    #[arg(long, default_value_t = 1000)]
+    pub skus: usize,
+    /// Which workload(s) to run.
+    #[arg(long, value_enum, default_value = "all")]
+    pub workload: Workload,
+}
+
+/// Workload selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// Reserve + confirm.
+    Reserve,
+    /// Point queries.
+    Query,
+    /// Reserve, then query.
+    All,
+}
+
+/// Why a bench run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The target could not be reached or answered badly during set-up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Result<Self, String> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Self { sender })
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "stockflow");
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(v.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let req = req.body(body).map_err(|e| e.to_string())?;
+        self.sender.ready().await.map_err(|e| e.to_string())?;
+        let response = self.sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+}
+
+const LOCATION: &str = "bench-dc";
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 60 s at 3 significant digits; the bounds are constants, so this cannot fail.
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// Runs the selected workloads and prints a report.
+pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let run_id = &run_id[run_id.len() - 10..];
+    setup(&args, run_id).await.map_err(BenchError::Setup)?;
+    println!(
+        "stockflow bench: target {} · {} connections · {} s per workload · {} SKU(s)",
+        args.target, args.connections, args.duration, args.skus
+    );
+    if matches!(args.workload, Workload::Reserve | Workload::All) {
+        reserve_workload(&args, run_id).await.map_err(BenchError::Setup)?;
+    }
+    if matches!(args.workload, Workload::Query | Workload::All) {
+        query_workload(&args, run_id).await.map_err(BenchError::Setup)?;
+    }
+    Ok(())
+}
+
+fn sku(run_id: &str, i: usize) -> String {
+    format!("bench-{run_id}-{i}")
+}
+
+async fn setup(args: &BenchArgs, run_id: &str) -> Result<(), String> {
+    let mut conn = Conn::open(args.target).await?;
+    let (status, body) = conn
+        .send(
+            Method::PUT,
+            &format!("/v1/locations/{LOCATION}"),
+            None,
+            Some(json!({"region": "bench", "kind": "warehouse", "name": "Bench DC"})),
+        )
+        .await?;
+    if !status.is_success() {
+        return Err(format!("creating the bench location failed: {status} {body:?}"));
+    }
+    for i in 0..args.skus {
+        let (status, body) = conn
+            .send(
+                Method::POST,
+                "/v1/adjustments",
+                Some(&format!("bench-{run_id}-stock-{i}")),
+                Some(json!({"sku": sku(run_id, i), "location": LOCATION,
+                            "set_on_hand": 1_000_000_000i64, "reason": "receipt"})),
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(format!("stocking {} failed: {status} {body:?}", sku(run_id, i)));
+        }
+    }
+    Ok(())
+}
+
+async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for w in 0..args.connections {
+        let mut conn = Conn::open(args.target).await?;
+        let counter = counter.clone();
+        let skus = args.skus;
+        let run_id = run_id.to_string();
+        workers.push(tokio::spawn(async move {
+            let (mut reserve_h, mut confirm_h) = (histogram(), histogram());
+            let (mut ok, mut refused, mut errors) = (0u64, 0u64, 0u64);
+            let mut i = 0usize;
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let s = (n as usize).wrapping_mul(7919) % skus;
+                let key = format!("b-{run_id}-{w}-{i}");
+                i += 1;
+                let started = Instant::now();
+                let reply = conn
+                    .send(Method::POST, "/v1/reservations", Some(&key),
+                        Some(json!({"lines": [{"sku": sku(&run_id, s), "location": LOCATION, "qty": 1}],
+                                    "ttl_seconds": 900})))
+                    .await;
+                let Ok((status, body)) = reply else { errors += 1; continue };
+                let _ = reserve_h.record(started.elapsed().as_micros() as u64);
+                if status != StatusCode::CREATED {
+                    refused += 1;
+                    continue;
+                }
+                ok += 1;
+                let id = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["reservation_id"].as_str().map(str::to_string));
+                let Some(id) = id else { errors += 1; continue };
+                let started = Instant::now();
+                match conn.send(Method::POST, &format!("/v1/reservations/{id}/confirm"), Some(&format!("{key}-c")), None).await {
+                    Ok((StatusCode::OK, _)) => {
+                        let _ = confirm_h.record(started.elapsed().as_micros() as u64);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (reserve_h, confirm_h, ok, refused, errors)
+        }));
+    }
+    let sampler = tokio::spawn(sample_lag(args.target, run_id.to_string(), args.skus, deadline));
+    let started = Instant::now();
+    let (mut reserve_h, mut confirm_h) = (histogram(), histogram());
+    let (mut ok, mut refused, mut errors) = (0, 0, 0);
+    for w in workers {
+        let (r, c, o, f, e) = w.await.map_err(|e| e.to_string())?;
+        reserve_h.add(r).map_err(|e| e.to_string())?;
+        confirm_h.add(c).map_err(|e| e.to_string())?;
+        ok += o;
+        refused += f;
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(f64::EPSILON);
+    let lag = sampler.await.map_err(|e| e.to_string())??;
+    println!("\nreserve + confirm ({} s)", args.duration);
+    println!(
+        "  reserves acknowledged  {ok} ({:.0}/s), refused {refused}, errors {errors}",
+        ok as f64 / elapsed
+    );
+    println!(
+        "  commands/s (reserve+confirm) {:.0}",
+        (ok + confirm_h.len()) as f64 / elapsed
+    );
+    println!(
+        "  reserve latency  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        ms(&reserve_h, 0.5), ms(&reserve_h, 0.99), reserve_h.max() as f64 / 1000.0
+    );
+    println!(
+        "  confirm latency  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        ms(&confirm_h, 0.5), ms(&confirm_h, 0.99), confirm_h.max() as f64 / 1000.0
+    );
+    println!(
+        "  projection lag   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
+        ms(&lag, 0.5), ms(&lag, 0.99), lag.max() as f64 / 1000.0, lag.len()
+    );
+    Ok(())
+}
+
+/// Samples projection lag while the workers run: every 20 ms it adjusts one of the bench
+/// SKUs (+1), takes the version the acknowledgement reports, and polls the query API until
+/// that version is visible. Lag = acknowledgement → visible.
+async fn sample_lag(target: SocketAddr, run_id: String, skus: usize, deadline: Instant) -> Result<Histogram<u64>, String> {
+    let mut command = Conn::open(target).await?;
+    let mut query = Conn::open(target).await?;
+    let mut lag = histogram();
+    let mut n = 0usize;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        n += 1;
+        let s = n.wrapping_mul(104_729) % skus;
+        let (status, body) = command
+            .send(Method::POST, "/v1/adjustments", Some(&format!("lag-{run_id}-{n}")),
+                Some(json!({"sku": sku(&run_id, s), "location": LOCATION, "delta": 1, "reason": "receipt"})))
+            .await?;
+        let acked = Instant::now();
+        if status != StatusCode::OK {
+            continue;
+        }
+        let Some(version) = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["version"].as_u64())
+        else {
+            continue;
+        };
+        let path = format!("/v1/stock/{}/{LOCATION}", sku(&run_id, s));
+        loop {
+            if read_version(&mut query, &path).await?.unwrap_or(0) >= version {
+                let _ = lag.record(acked.elapsed().as_micros() as u64);
+                break;
+            }
+            if acked.elapsed() > Duration::from_secs(10) {
+                let _ = lag.record(acked.elapsed().as_micros() as u64);
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    Ok(lag)
+}
+
+async fn read_version(conn: &mut Conn, path: &str) -> Result<Option<u64>, String> {
+    let (status, body) = conn.send(Method::GET, path, None, None).await?;
+    if status != StatusCode::OK {
+        return Ok(None);
+    }
+    Ok(serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["version"].as_u64()))
+}
+
+async fn query_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let mut workers = Vec::new();
+    for w in 0..args.connections {
+        let mut conn = Conn::open(args.target).await?;
+        let skus = args.skus;
+        let run_id = run_id.to_string();
+        workers.push(tokio::spawn(async move {
+            let mut h = histogram();
+            let (mut ok, mut errors) = (0u64, 0u64);
+            let mut i = w;
+            while Instant::now() < deadline {
+                i = i.wrapping_mul(31).wrapping_add(17);
+                let path = format!("/v1/stock/{}/{LOCATION}", sku(&run_id, i % skus));
+                let started = Instant::now();
+                match conn.send(Method::GET, &path, None, None).await {
+                    Ok((StatusCode::OK, _)) => {
+                        ok += 1;
+                        let _ = h.record(started.elapsed().as_micros() as u64);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (h, ok, errors)
+        }));
+    }
+    let started = Instant::now();
+    let mut h = histogram();
+    let (mut ok, mut errors) = (0, 0);
+    for w in workers {
+        let (wh, o, e) = w.await.map_err(|e| e.to_string())?;
+        h.add(wh).map_err(|e| e.to_string())?;
+        ok += o;
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(f64::EPSILON);
+    println!("\nqueries GET /v1/stock/{{sku}}/{{location}} ({} s)", args.duration);
+    println!("  requests {ok} ({:.0}/s), errors {errors}", ok as f64 / elapsed);
+    println!(
+        "  latency  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        ms(&h, 0.5), ms(&h, 0.99), h.max() as f64 / 1000.0
+    );
+    Ok(())
+}

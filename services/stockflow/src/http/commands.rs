@@ -1,0 +1,263 @@
+//! The command API: catalog upserts, adjustments and reservations.
+
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use stockflow_domain::{Command, CommandResult, LocationId, ReservationId, Sku};
+use stockflow_storage::ports::{CommandOutcome, CommandRequest, IdempotencyToken};
+
+use super::AppState;
+use super::extract::{CommandBody, idempotency_key, trace_context};
+use super::model::*;
+use crate::error::{ApiError, ApiResult, Problem};
+
+/// Creates or updates a location.
+#[utoipa::path(put, path = "/v1/locations/{location}", tag = "catalog",
+    params(("location" = String, Path, description = "Location id")),
+    request_body = LocationRequest,
+    responses((status = 200, body = LocationResponse), (status = 400, body = Problem),
+              (status = 409, body = Problem, description = "location_region_immutable")))]
+pub async fn put_location(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: CommandBody<LocationRequest>,
+) -> ApiResult<Json<LocationResponse>> {
+    let location = body.value.into_location(LocationId::parse(id)?)?;
+    let saved = state.write.put_location(location).await?;
+    Ok(Json(LocationResponse {
+        location: saved.id.to_string(),
+        region: saved.region.to_string(),
+        kind: saved.kind.as_str().to_string(),
+        name: saved.name,
+    }))
+}
+
+/// Creates or updates a SKU's catalog data (feeds search).
+#[utoipa::path(put, path = "/v1/skus/{sku}", tag = "catalog",
+    params(("sku" = String, Path, description = "SKU")),
+    request_body = SkuRequest,
+    responses((status = 200, body = SkuResponse), (status = 400, body = Problem)))]
+pub async fn put_sku(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+    body: CommandBody<SkuRequest>,
+) -> ApiResult<Json<SkuResponse>> {
+    let sku = Sku::parse(sku)?;
+    let (name, attributes) = body.value.validate()?;
+    let saved = state.write.put_sku(sku, name, attributes).await?;
+    Ok(Json(SkuResponse {
+        sku: saved.sku.to_string(),
+        name: saved.name,
+        attributes: saved.attributes,
+        version: saved.version,
+    }))
+}
+
+/// Runs a command under its idempotency key and records metrics.
+async fn run(
+    state: &AppState,
+    headers: &HeaderMap,
+    fingerprint: String,
+    command: impl FnOnce() -> ApiResult<Command>,
+) -> ApiResult<CommandOutcome> {
+    let key = idempotency_key(headers)?;
+    let command = command()?;
+    let name = command.name();
+    let token = IdempotencyToken { key, fingerprint };
+    let _guard = state.in_flight.enter(&token)?;
+    let started = Instant::now();
+    let result = state
+        .write
+        .execute(CommandRequest {
+            command,
+            idempotency: Some(token),
+            trace_context: trace_context(headers),
+        })
+        .await;
+    let outcome = match &result {
+        Ok(o) if o.replayed => "replayed",
+        Ok(_) => "applied",
+        Err(e) => e.metric_label(),
+    };
+    metrics::counter!("stockflow_commands_total", "command" => name, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("stockflow_command_duration_seconds", "command" => name)
+        .record(started.elapsed().as_secs_f64());
+    Ok(result?)
+}
+
+fn respond<T: serde::Serialize>(status: StatusCode, outcome: &CommandOutcome, body: T) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if outcome.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn reservation_of(result: CommandResult) -> ApiResult<stockflow_domain::Reservation> {
+    match result {
+        CommandResult::Reservation(r) => Ok(r),
+        CommandResult::Stock(_) => Err(ApiError::MalformedBody(
+            "this Idempotency-Key belongs to an adjustment, not a reservation".into(),
+        )),
+    }
+}
+
+/// Changes on-hand by a delta or to a counted value.
+#[utoipa::path(post, path = "/v1/adjustments", tag = "commands",
+    params(("Idempotency-Key" = String, Header, description = "Required; the same key and body replay the stored answer")),
+    request_body = AdjustmentRequest,
+    responses((status = 200, body = StockLevelResponse), (status = 400, body = Problem),
+              (status = 404, body = Problem, description = "location_not_found"),
+              (status = 409, body = Problem, description = "version_conflict, insufficient_stock or request_in_progress"),
+              (status = 422, body = Problem, description = "idempotency_key_reused")))]
+pub async fn adjust(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: CommandBody<AdjustmentRequest>,
+) -> ApiResult<Response> {
+    let CommandBody { value, fingerprint } = body;
+    let outcome = run(&state, &headers, fingerprint, || {
+        Ok(Command::Adjust(value.into_command()?))
+    })
+    .await?;
+    match outcome.result.clone() {
+        CommandResult::Stock(level) => Ok(respond(
+            StatusCode::OK,
+            &outcome,
+            StockLevelResponse::from(level),
+        )),
+        CommandResult::Reservation(_) => Err(ApiError::MalformedBody(
+            "this Idempotency-Key belongs to a reservation command, not an adjustment".into(),
+        )),
+    }
+}
+
+/// Holds stock on one or more lines, all or nothing.
+#[utoipa::path(post, path = "/v1/reservations", tag = "commands",
+    params(("Idempotency-Key" = String, Header, description = "Required")),
+    request_body = ReservationRequest,
+    responses((status = 201, body = ReservationResponse), (status = 400, body = Problem),
+              (status = 404, body = Problem, description = "location_not_found"),
+              (status = 409, body = Problem, description = "insufficient_stock (with the short lines), reservation_exists or request_in_progress"),
+              (status = 422, body = Problem, description = "idempotency_key_reused")))]
+pub async fn reserve(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: CommandBody<ReservationRequest>,
+) -> ApiResult<Response> {
+    let CommandBody { value, fingerprint } = body;
+    let outcome = run(&state, &headers, fingerprint, || {
+        Ok(Command::Reserve(
+            value.into_command(|| uuid::Uuid::now_v7().to_string())?,
+        ))
+    })
+    .await?;
+    let reservation = reservation_of(outcome.result.clone())?;
+    if !outcome.replayed {
+        state.expiry.schedule(reservation.id.clone(), reservation.expires_at_ms);
+    }
+    Ok(respond(
+        StatusCode::CREATED,
+        &outcome,
+        ReservationResponse::from(reservation),
+    ))
+}
+
+async fn settle(
+    state: AppState,
+    headers: HeaderMap,
+    id: String,
+    fingerprint: String,
+    make: fn(ReservationId) -> Command,
+) -> ApiResult<Response> {
+    let outcome = run(&state, &headers, fingerprint, || Ok(make(ReservationId::parse(id)?))).await?;
+    let reservation = reservation_of(outcome.result.clone())?;
+    Ok(respond(
+        StatusCode::OK,
+        &outcome,
+        ReservationResponse::from(reservation),
+    ))
+}
+
+/// Turns a reservation into a sale.
+#[utoipa::path(post, path = "/v1/reservations/{id}/confirm", tag = "commands",
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required")),
+    responses((status = 200, body = ReservationResponse), (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "reservation_not_active")))]
+pub async fn confirm(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: OptionalBody,
+) -> ApiResult<Response> {
+    settle(state, headers, id, body.fingerprint, |id| Command::Confirm { id }).await
+}
+
+/// Gives held stock back.
+#[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "commands",
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required")),
+    responses((status = 200, body = ReservationResponse), (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "reservation_not_active")))]
+pub async fn release(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: OptionalBody,
+) -> ApiResult<Response> {
+    settle(state, headers, id, body.fingerprint, |id| Command::Release { id }).await
+}
+
+/// A reservation as the write side holds it.
+#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "commands",
+    params(("id" = String, Path)),
+    responses((status = 200, body = ReservationResponse), (status = 404, body = Problem)))]
+pub async fn get_reservation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ReservationResponse>> {
+    let id = ReservationId::parse(id)?;
+    let reservation = state
+        .write
+        .reservation(&id)
+        .await?
+        .ok_or_else(|| stockflow_domain::DomainError::ReservationNotFound(id))?;
+    Ok(Json(reservation.into()))
+}
+
+/// The body of confirm/release: empty, or an empty JSON object. Fingerprinted by path.
+pub struct OptionalBody {
+    fingerprint: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for OptionalBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let path = req.uri().path().to_string();
+        let bytes = bytes::Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(super::extract::MAX_BODY_BYTES)
+            } else {
+                ApiError::MalformedBody(r.to_string())
+            }
+        })?;
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            let value: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::MalformedBody(format!("body is not valid JSON: {e}")))?;
+            if value.as_object().is_none_or(|m| !m.is_empty()) {
+                return Err(ApiError::MalformedBody(
+                    "this endpoint takes no body (or an empty JSON object)".into(),
+                ));
+            }
+        }
+        Ok(Self {
+            fingerprint: format!("POST {path}"),
+        })
+    }
+}

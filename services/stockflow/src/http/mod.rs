@@ -1,0 +1,132 @@
+//! The HTTP API: routes, shared state, middleware and the OpenAPI document.
+//!
+//! Modules: `commands` (write side), `queries` (read models), `ops` (health, metrics,
+//! admin), `model` (JSON shapes), `extract` (bodies, idempotency keys).
+
+pub mod commands;
+pub mod extract;
+pub mod model;
+pub mod ops;
+pub mod queries;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use stockflow_storage::ports::{Outbox, ReadStore, WriteStore};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+use crate::error::ApiError;
+use crate::workers::expiry::ExpiryHandle;
+use crate::workers::projector::ProjectorHandle;
+use extract::{InFlight, MAX_BODY_BYTES};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The write side.
+    pub write: Arc<dyn WriteStore>,
+    /// The outbox (for the backlog gauge).
+    pub outbox: Arc<dyn Outbox>,
+    /// The read side.
+    pub read: Arc<dyn ReadStore>,
+    /// Idempotency keys being executed now.
+    pub in_flight: Arc<InFlight>,
+    /// Schedules expiry of new reservations.
+    pub expiry: ExpiryHandle,
+    /// Triggers projection replays.
+    pub projector: ProjectorHandle,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Set when shutdown starts, so `/readyz` fails and load balancers drain us.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// The OpenAPI document, generated from the handlers and types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "stockflow", description = "Retail inventory: command and query API of one region."),
+    paths(
+        commands::put_location, commands::put_sku, commands::adjust, commands::reserve,
+        commands::confirm, commands::release, commands::get_reservation,
+        queries::stock_by_sku, queries::stock_at, queries::availability, queries::search,
+        ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::dead_letters,
+        ops::replay_dead_letter, ops::replay_projections,
+    ),
+    components(schemas(crate::error::Problem)),
+    tags(
+        (name = "commands", description = "Write side: every POST needs an Idempotency-Key"),
+        (name = "queries", description = "Read models, cacheable, with ETag"),
+        (name = "catalog", description = "Locations and SKU catalog data"),
+        (name = "operations", description = "Health, metrics and administration"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The whole API on one router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/locations/{location}", put(commands::put_location))
+        .route("/v1/skus/{sku}", put(commands::put_sku))
+        .route("/v1/adjustments", post(commands::adjust))
+        .route("/v1/reservations", post(commands::reserve))
+        .route("/v1/reservations/{id}", get(commands::get_reservation))
+        .route("/v1/reservations/{id}/confirm", post(commands::confirm))
+        .route("/v1/reservations/{id}/release", post(commands::release))
+        .route("/v1/stock/{sku}", get(queries::stock_by_sku))
+        .route("/v1/stock/{sku}/{location}", get(queries::stock_at))
+        .route("/v1/availability/{sku}", get(queries::availability))
+        .route("/v1/search", get(queries::search))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/admin/dead-letters", get(ops::dead_letters))
+        .route("/admin/dead-letters/{id}/replay", post(ops::replay_dead_letter))
+        .route("/admin/projections/replay", post(ops::replay_projections))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), record_http))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Store(stockflow_storage::StoreError::Corrupt("handler panicked".into()))
+                .into_response()
+        }))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Counts requests and their latency by route template (never by raw path, which would
+/// explode label cardinality).
+async fn record_http(State(_): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("stockflow_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("stockflow_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

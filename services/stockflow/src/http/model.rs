@@ -1,0 +1,428 @@
+//! The JSON shapes of the HTTP API, and their conversion to and from the domain.
+//!
+//! Request types refuse unknown fields; ids arrive as strings and are validated by the
+//! domain types, so every message names the offending field.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use stockflow_domain::{
+    Adjust, AdjustReason, LocationId, LocationKind, OnHandChange, Region, Reservation,
+    ReservationId, Reserve, ReserveLine, Sku, StockKey, StockLevel, ValidationError,
+};
+use stockflow_storage::ports::{InventoryRow, RegionAvailability, SearchHit};
+use utoipa::ToSchema;
+
+/// RFC 3339 text of a Unix-millisecond timestamp.
+pub fn rfc3339(ms: i64) -> String {
+    let ms = u64::try_from(ms).unwrap_or(0);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// `PUT /v1/locations/{location}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationRequest {
+    /// Region the location belongs to; fixed once it holds stock.
+    #[schema(example = "north")]
+    pub region: String,
+    /// `store` or `warehouse`.
+    #[schema(example = "store")]
+    pub kind: String,
+    /// Display name.
+    #[schema(example = "Oslo Storo")]
+    pub name: String,
+}
+
+/// A location.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LocationResponse {
+    /// Location id.
+    pub location: String,
+    /// Region.
+    pub region: String,
+    /// `store` or `warehouse`.
+    pub kind: String,
+    /// Display name.
+    pub name: String,
+}
+
+impl LocationRequest {
+    /// Validates into a domain location.
+    pub fn into_location(self, id: LocationId) -> Result<stockflow_domain::Location, ValidationError> {
+        let kind = LocationKind::parse(&self.kind)
+            .ok_or_else(|| ValidationError::new("kind", "must be \"store\" or \"warehouse\""))?;
+        Ok(stockflow_domain::Location {
+            id,
+            region: Region::parse(self.region)?,
+            kind,
+            name: display_name(self.name)?,
+        })
+    }
+}
+
+fn display_name(name: String) -> Result<String, ValidationError> {
+    if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            "name",
+            "must be 1-200 characters without control characters",
+        ));
+    }
+    Ok(name)
+}
+
+/// `PUT /v1/skus/{sku}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkuRequest {
+    /// Display name, searchable.
+    #[schema(example = "Trail running shoe")]
+    pub name: String,
+    /// Searchable attributes such as brand, colour, size.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl SkuRequest {
+    /// Validates name and attributes.
+    pub fn validate(self) -> Result<(String, BTreeMap<String, String>), ValidationError> {
+        let name = display_name(self.name)?;
+        if self.attributes.len() > 50 {
+            return Err(ValidationError::new("attributes", "at most 50 attributes"));
+        }
+        for (k, v) in &self.attributes {
+            if k.is_empty() || k.len() > 64 || v.chars().count() > 500 {
+                return Err(ValidationError::new(
+                    format!("attributes.{k}"),
+                    "names are 1-64 bytes, values at most 500 characters",
+                ));
+            }
+        }
+        Ok((name, self.attributes))
+    }
+}
+
+/// A SKU's catalog entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkuResponse {
+    /// SKU.
+    pub sku: String,
+    /// Display name.
+    pub name: String,
+    /// Attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Catalog revision.
+    pub version: u64,
+}
+
+/// `POST /v1/adjustments`: exactly one of `delta` and `set_on_hand`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentRequest {
+    /// SKU.
+    #[schema(example = "SKU-1")]
+    pub sku: String,
+    /// Location.
+    #[schema(example = "store-1")]
+    pub location: String,
+    /// Units to add (negative to remove), 1–1,000,000 either way.
+    #[schema(example = 40)]
+    pub delta: Option<i64>,
+    /// Counted on-hand to set.
+    pub set_on_hand: Option<i64>,
+    /// `receipt`, `cycle_count`, `damage`, `correction` or `return`.
+    #[schema(example = "receipt")]
+    pub reason: String,
+    /// External reference (ASN, ticket).
+    pub reference: Option<String>,
+    /// Apply only if the key is at this version; otherwise 409 `version_conflict`.
+    pub expected_version: Option<u64>,
+}
+
+fn parse_reason(reason: &str) -> Result<AdjustReason, ValidationError> {
+    Ok(match reason {
+        "receipt" => AdjustReason::Receipt,
+        "cycle_count" => AdjustReason::CycleCount,
+        "damage" => AdjustReason::Damage,
+        "correction" => AdjustReason::Correction,
+        "return" => AdjustReason::Return,
+        _ => {
+            return Err(ValidationError::new(
+                "reason",
+                "must be one of receipt, cycle_count, damage, correction, return",
+            ));
+        }
+    })
+}
+
+impl AdjustmentRequest {
+    /// Validates into a domain command.
+    pub fn into_command(self) -> Result<Adjust, ValidationError> {
+        let change = match (self.delta, self.set_on_hand) {
+            (Some(d), None) => OnHandChange::Delta(d),
+            (None, Some(n)) => OnHandChange::SetOnHand(n),
+            _ => {
+                return Err(ValidationError::new(
+                    "delta",
+                    "give exactly one of \"delta\" and \"set_on_hand\"",
+                ));
+            }
+        };
+        Adjust::new(
+            StockKey::new(Sku::parse(self.sku)?, LocationId::parse(self.location)?),
+            change,
+            parse_reason(&self.reason)?,
+            self.reference,
+            self.expected_version,
+        )
+    }
+}
+
+/// The quantities of one `(sku, location)` after a change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockLevelResponse {
+    /// SKU.
+    pub sku: String,
+    /// Location.
+    pub location: String,
+    /// Units on hand.
+    pub on_hand: i64,
+    /// Units held by active reservations.
+    pub reserved: i64,
+    /// `on_hand - reserved`.
+    pub available: i64,
+    /// Per-key version, +1 per applied change.
+    pub version: u64,
+}
+
+impl From<StockLevel> for StockLevelResponse {
+    fn from(l: StockLevel) -> Self {
+        Self {
+            available: l.available(),
+            sku: l.sku.to_string(),
+            location: l.location.to_string(),
+            on_hand: l.on_hand,
+            reserved: l.reserved,
+            version: l.version,
+        }
+    }
+}
+
+/// One line of a reservation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineBody {
+    /// SKU.
+    #[schema(example = "SKU-1")]
+    pub sku: String,
+    /// Location.
+    #[schema(example = "store-1")]
+    pub location: String,
+    /// Units, 1–1,000,000.
+    #[schema(example = 2)]
+    pub qty: i64,
+}
+
+/// `POST /v1/reservations`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationRequest {
+    /// Client-chosen id; generated when absent.
+    pub reservation_id: Option<String>,
+    /// 1–100 distinct `(sku, location)` lines, reserved all or nothing.
+    pub lines: Vec<LineBody>,
+    /// Seconds until the hold expires, 1–86,400.
+    #[schema(example = 900)]
+    pub ttl_seconds: u64,
+    /// External reference (order, cart).
+    pub reference: Option<String>,
+}
+
+impl ReservationRequest {
+    /// Validates into a domain command; `generated` is used when no id was given.
+    pub fn into_command(self, generated: impl FnOnce() -> String) -> Result<Reserve, ValidationError> {
+        let id = ReservationId::parse(self.reservation_id.unwrap_or_else(generated))?;
+        let lines = self
+            .lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| {
+                Ok(ReserveLine {
+                    sku: Sku::parse(l.sku).map_err(|e| prefix(i, e))?,
+                    location: LocationId::parse(l.location).map_err(|e| prefix(i, e))?,
+                    qty: l.qty,
+                })
+            })
+            .collect::<Result<Vec<_>, ValidationError>>()?;
+        Reserve::new(id, lines, self.ttl_seconds, self.reference)
+    }
+}
+
+fn prefix(i: usize, e: ValidationError) -> ValidationError {
+    ValidationError::new(format!("lines[{i}].{}", e.field), e.message)
+}
+
+/// A reservation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationResponse {
+    /// Id.
+    pub reservation_id: String,
+    /// `active`, `confirmed`, `released` or `expired`.
+    pub status: String,
+    /// When an active reservation expires (RFC 3339).
+    pub expires_at: String,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Last status change (RFC 3339).
+    pub updated_at: String,
+    /// External reference.
+    pub reference: Option<String>,
+    /// Held lines.
+    pub lines: Vec<LineBody>,
+}
+
+impl From<Reservation> for ReservationResponse {
+    fn from(r: Reservation) -> Self {
+        Self {
+            reservation_id: r.id.to_string(),
+            status: r.status.as_str().to_string(),
+            expires_at: rfc3339(r.expires_at_ms),
+            created_at: rfc3339(r.created_at_ms),
+            updated_at: rfc3339(r.updated_at_ms),
+            reference: r.reference,
+            lines: r
+                .lines
+                .into_iter()
+                .map(|l| LineBody {
+                    sku: l.sku.to_string(),
+                    location: l.location.to_string(),
+                    qty: l.qty,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One location's stock in the read model.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LocationStock {
+    /// SKU.
+    pub sku: String,
+    /// Location.
+    pub location: String,
+    /// Region of the location.
+    pub region: String,
+    /// On hand.
+    pub on_hand: i64,
+    /// Reserved.
+    pub reserved: i64,
+    /// Available.
+    pub available: i64,
+    /// The write-side version reflected.
+    pub version: u64,
+    /// When that change happened (RFC 3339).
+    pub as_of: String,
+}
+
+impl From<InventoryRow> for LocationStock {
+    fn from(r: InventoryRow) -> Self {
+        Self {
+            sku: r.sku,
+            location: r.location,
+            region: r.region,
+            on_hand: r.on_hand,
+            reserved: r.reserved,
+            available: r.available,
+            version: r.version,
+            as_of: rfc3339(r.as_of_ms),
+        }
+    }
+}
+
+/// `GET /v1/stock/{sku}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkuStockResponse {
+    /// SKU.
+    pub sku: String,
+    /// Every location with a stock row.
+    pub locations: Vec<LocationStock>,
+    /// Sum of available over the locations.
+    pub total_available: i64,
+    /// Newest change reflected (RFC 3339), absent when there is no row.
+    pub as_of: Option<String>,
+}
+
+/// One region's availability.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegionAvailabilityBody {
+    /// Region.
+    pub region: String,
+    /// On hand summed over the region's locations.
+    pub on_hand: i64,
+    /// Reserved, summed.
+    pub reserved: i64,
+    /// Available, summed.
+    pub available: i64,
+    /// Locations with a stock row.
+    pub locations: u64,
+    /// Newest change reflected (RFC 3339).
+    pub as_of: String,
+}
+
+impl From<RegionAvailability> for RegionAvailabilityBody {
+    fn from(r: RegionAvailability) -> Self {
+        Self {
+            region: r.region,
+            on_hand: r.on_hand,
+            reserved: r.reserved,
+            available: r.available,
+            locations: r.locations,
+            as_of: rfc3339(r.as_of_ms),
+        }
+    }
+}
+
+/// `GET /v1/availability/{sku}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AvailabilityResponse {
+    /// SKU.
+    pub sku: String,
+    /// Per region.
+    pub regions: Vec<RegionAvailabilityBody>,
+    /// Sum over the listed regions.
+    pub total_available: i64,
+}
+
+/// One search hit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchHitBody {
+    /// SKU.
+    pub sku: String,
+    /// Display name.
+    pub name: String,
+    /// Attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Available units (in the region, if one was given).
+    pub available: i64,
+}
+
+impl From<SearchHit> for SearchHitBody {
+    fn from(h: SearchHit) -> Self {
+        Self {
+            sku: h.sku,
+            name: h.name,
+            attributes: h.attributes,
+            available: h.available,
+        }
+    }
+}
+
+/// `GET /v1/search`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResponse {
+    /// The query text.
+    pub query: String,
+    /// Hits, best first.
+    pub hits: Vec<SearchHitBody>,
+}

@@ -1,0 +1,17 @@
+//! The `stockflow` service: HTTP command and query APIs, the background workers, and the
+//! wiring that runs them.
+//!
+//! Layout:
+//! - [`http`]: the axum router — command API, query API, operations endpoints, OpenAPI.
+//! - [`error`]: the one error type and its mapping to RFC 9457 problem responses.
+//! - [`workers`]: outbox publisher, projectors, reservation expiry.
+//! - [`app`]: wiring of the embedded platform (`stockflow dev`) and graceful shutdown.
+//! - [`bench`]: the HTTP load generator (`stockflow bench`).
+//! - [`telemetry`]: tracing and the Prometheus recorder.
+
+pub mod app;
+pub mod bench;
+pub mod error;
+pub mod http;
+pub mod telemetry;
+pub mod workers;

@@ -1,0 +1,276 @@
+//! Projectors: one task per log partition applies events to the read models.
+//!
+//! - Offsets are stored with the read models in the same transaction (the inbox), so a
+//!   restart resumes exactly where the last committed batch ended.
+//! - Delivery is never trusted: offsets must be contiguous. A fetch that skips offsets
+//!   (the Fluvio 0.50.1 client drops the rest of a batch at `max_bytes`) is cut at the gap
+//!   and the next fetch starts from the first missing offset.
+//! - A record that cannot be decoded, or fails `max_attempts` times, goes to the DLQ with
+//!   its error and the partition moves on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stockflow_domain::BusEvent;
+use stockflow_storage::now_ms;
+use stockflow_storage::ports::{DeadLetter, EventLog, LogRecord, ReadStore};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff;
+
+/// Projector settings.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// Consumer name under which offsets are stored.
+    pub consumer: String,
+    /// Bytes asked for per fetch.
+    pub max_bytes: usize,
+    /// Attempts before a record goes to the DLQ.
+    pub max_attempts: u32,
+    /// Poll interval when nothing signals new records.
+    pub idle_poll: Duration,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            consumer: "read-models".into(),
+            max_bytes: 1 << 20,
+            max_attempts: 3,
+            idle_poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Lets the API ask running projectors to start again from offset 0.
+#[derive(Clone)]
+pub struct ProjectorHandle {
+    replay: Arc<watch::Sender<u64>>,
+}
+
+impl Default for ProjectorHandle {
+    fn default() -> Self {
+        Self {
+            replay: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl ProjectorHandle {
+    /// Every partition re-reads the log from its first offset.
+    pub fn replay_from_start(&self) {
+        self.replay.send_modify(|generation| *generation += 1);
+    }
+}
+
+/// Runs one projector task per partition until `shutdown`.
+pub async fn run(
+    log: Arc<dyn EventLog>,
+    read: Arc<dyn ReadStore>,
+    config: ProjectorConfig,
+    handle: ProjectorHandle,
+    shutdown: CancellationToken,
+) {
+    let mut tasks = JoinSet::new();
+    for partition in 0..log.partitions() {
+        tasks.spawn(run_partition(
+            log.clone(),
+            read.clone(),
+            config.clone(),
+            partition,
+            handle.replay.subscribe(),
+            shutdown.clone(),
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("projectors stopped");
+}
+
+async fn run_partition(
+    log: Arc<dyn EventLog>,
+    read: Arc<dyn ReadStore>,
+    config: ProjectorConfig,
+    partition: u32,
+    mut replay: watch::Receiver<u64>,
+    shutdown: CancellationToken,
+) {
+    let mut failures = 0u32;
+    let mut next = loop {
+        match read.offset(&config.consumer, partition).await {
+            Ok(offset) => break offset,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(partition, error = %e, "cannot read consumer offset; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff(failures)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    };
+    let mut tick = log.subscribe();
+    replay.borrow_and_update();
+    while !shutdown.is_cancelled() {
+        if replay.has_changed().unwrap_or(false) {
+            replay.borrow_and_update();
+            tracing::info!(partition, "replaying the log from offset 0");
+            next = 0;
+        }
+        tick.borrow_and_update();
+        match step(&*log, &*read, &config, partition, next).await {
+            Ok(Step::Advanced(to)) => {
+                failures = 0;
+                next = to;
+            }
+            Ok(Step::Idle) => {
+                failures = 0;
+                tokio::select! {
+                    _ = tick.changed() => {}
+                    _ = replay.changed() => {}
+                    _ = tokio::time::sleep(config.idle_poll) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(partition, offset = next, error = %e, "projection failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff(failures)) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+}
+
+/// What one step of a partition's projector did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing new at the expected offset.
+    Idle,
+    /// Processed up to (excluding) this offset.
+    Advanced(u64),
+}
+
+/// Keeps the records that continue exactly from `next`; reports whether offsets were
+/// missing.
+fn contiguous(records: Vec<LogRecord>, next: u64) -> (Vec<LogRecord>, bool) {
+    let mut out = Vec::with_capacity(records.len());
+    let mut expected = next;
+    let mut gap = false;
+    for record in records {
+        if record.offset < expected {
+            continue; // Redelivered; already handled.
+        }
+        if record.offset > expected {
+            gap = true;
+            break;
+        }
+        expected += 1;
+        out.push(record);
+    }
+    (out, gap)
+}
+
+/// Fetches from `next` and projects what continues from it.
+pub async fn step(
+    log: &dyn EventLog,
+    read: &dyn ReadStore,
+    config: &ProjectorConfig,
+    partition: u32,
+    next: u64,
+) -> stockflow_storage::Result<Step> {
+    let fetched = log.fetch(partition, next, config.max_bytes).await?;
+    if fetched.is_empty() {
+        return Ok(Step::Idle);
+    }
+    let (records, gap) = contiguous(fetched, next);
+    if gap {
+        metrics::counter!("stockflow_consumer_offset_gaps_total").increment(1);
+        tracing::warn!(partition, expected = next + records.len() as u64, "offset gap in fetch; re-reading from the first missing offset");
+    }
+    if records.is_empty() {
+        return Ok(Step::Idle);
+    }
+    let last = records[records.len() - 1].offset;
+    let decoded: Vec<Result<BusEvent, String>> = records
+        .iter()
+        .map(|r| serde_json::from_slice::<BusEvent>(&r.value).map_err(|e| e.to_string()))
+        .collect();
+    // Fast path: the whole batch in one transaction.
+    if decoded.iter().all(Result::is_ok) {
+        let events: Vec<BusEvent> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
+        if read.project(&config.consumer, partition, &events, last + 1).await.is_ok() {
+            observe(&events);
+            return Ok(Step::Advanced(last + 1));
+        }
+    }
+    // Slow path: record by record, so one poison record cannot stall the partition.
+    for (record, event) in records.iter().zip(decoded) {
+        let next_offset = record.offset + 1;
+        let error = match event {
+            Err(e) => format!("cannot decode event: {e}"),
+            Ok(event) => {
+                let mut last_error = String::new();
+                let mut applied = false;
+                for attempt in 1..=config.max_attempts {
+                    match read
+                        .project(&config.consumer, partition, std::slice::from_ref(&event), next_offset)
+                        .await
+                    {
+                        Ok(()) => {
+                            applied = true;
+                            break;
+                        }
+                        // The store itself is failing: not this record's fault, so retry
+                        // the whole step later instead of dead-lettering good events.
+                        Err(e) if e.retryable() => return Err(e),
+                        Err(e) => {
+                            last_error = e.to_string();
+                            if attempt < config.max_attempts {
+                                tokio::time::sleep(backoff(attempt)).await;
+                            }
+                        }
+                    }
+                }
+                if applied {
+                    observe(std::slice::from_ref(&event));
+                    continue;
+                }
+                last_error
+            }
+        };
+        tracing::error!(partition, offset = record.offset, %error, "sending record to the dead-letter queue");
+        read.dead_letter(
+            DeadLetter {
+                id: 0,
+                consumer: config.consumer.clone(),
+                partition,
+                offset: record.offset,
+                key: record.key.clone(),
+                payload: String::from_utf8_lossy(&record.value).into_owned(),
+                error,
+                attempts: config.max_attempts,
+                failed_at_ms: now_ms(),
+            },
+            next_offset,
+        )
+        .await?;
+        metrics::counter!("stockflow_dead_letters_total").increment(1);
+    }
+    Ok(Step::Advanced(last + 1))
+}
+
+fn observe(events: &[BusEvent]) {
+    let now = now_ms();
+    for event in events {
+        metrics::histogram!("stockflow_projection_lag_seconds")
+            .record((now - event.occurred_at_ms()).max(0) as f64 / 1000.0);
+    }
+    metrics::counter!("stockflow_events_projected_total").increment(events.len() as u64);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! The outbox publisher: moves committed outbox entries to the event log, at least once.
+//!
+//! Append first, mark second. A crash between the two re-publishes the batch on restart;
+//! the duplicates carry the same event ids and versions, so projectors ignore them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stockflow_storage::now_ms;
+use stockflow_storage::ports::{EventLog, NewRecord, Outbox};
+use tokio_util::sync::CancellationToken;
+
+use super::backoff;
+
+/// Publisher settings.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// Entries per append.
+    pub batch: usize,
+    /// Poll interval when nothing signals new entries.
+    pub idle_poll: Duration,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        Self {
+            batch: 1000,
+            idle_poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Publishes until `shutdown`, then drains what is already committed.
+pub async fn run(
+    outbox: Arc<dyn Outbox>,
+    log: Arc<dyn EventLog>,
+    config: PublisherConfig,
+    shutdown: CancellationToken,
+) {
+    let mut tick = outbox.subscribe();
+    let mut failures = 0u32;
+    loop {
+        tick.borrow_and_update();
+        match publish_batch(&*outbox, &*log, config.batch).await {
+            Ok(0) => {
+                failures = 0;
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tick.changed() => {}
+                    _ = tokio::time::sleep(config.idle_poll) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "publishing failed; will retry");
+                if shutdown.is_cancelled() && failures > 5 {
+                    break;
+                }
+                tokio::time::sleep(backoff(failures)).await;
+            }
+        }
+    }
+    tracing::info!("publisher stopped");
+}
+
+/// Publishes one batch; returns how many entries moved.
+pub async fn publish_batch(
+    outbox: &dyn Outbox,
+    log: &dyn EventLog,
+    batch: usize,
+) -> stockflow_storage::Result<usize> {
+    let entries = outbox.pending(batch).await?;
+    if entries.is_empty() {
+        metrics::gauge!("stockflow_outbox_backlog").set(0.0);
+        return Ok(0);
+    }
+    let records = entries
+        .iter()
+        .map(|e| NewRecord {
+            key: e.key.clone(),
+            value: e.payload.clone(),
+        })
+        .collect();
+    log.append(records).await?;
+    let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+    outbox.mark_published(&ids).await?;
+    let now = now_ms();
+    for e in &entries {
+        metrics::histogram!("stockflow_publish_delay_seconds")
+            .record((now - e.created_at_ms).max(0) as f64 / 1000.0);
+    }
+    metrics::counter!("stockflow_events_published_total").increment(entries.len() as u64);
+    if entries.len() < batch {
+        metrics::gauge!("stockflow_outbox_backlog").set(0.0);
+    }
+    Ok(entries.len())
+}
