@@ -62,6 +62,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The stores (tests inspect them).
     pub backend: EmbeddedBackend,
+    /// Idempotency keys in flight (tests hold one to provoke `request_in_progress`).
+    pub in_flight: Arc<InFlight>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), AppError>>,
 }
@@ -94,11 +96,12 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
     let (expiry_handle, expiry_rx) = expiry::channel();
     let projector_handle = ProjectorHandle::default();
     let draining = Arc::new(AtomicBool::new(false));
+    let in_flight = Arc::new(InFlight::default());
     let state = AppState {
         write: backend.write.clone(),
         outbox: backend.write.clone(),
         read: backend.read.clone(),
-        in_flight: Arc::new(InFlight::default()),
+        in_flight: in_flight.clone(),
         expiry: expiry_handle,
         projector: projector_handle.clone(),
         metrics: metrics_handle(),
@@ -155,6 +158,7 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
     Ok(Running {
         addr,
         backend,
+        in_flight,
         shutdown,
         task,
     })

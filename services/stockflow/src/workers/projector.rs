@@ -111,10 +111,11 @@ async fn run_partition(
         }
     };
     let mut tick = log.subscribe();
-    replay.borrow_and_update();
+    let mut generation = *replay.borrow_and_update();
     while !shutdown.is_cancelled() {
-        if replay.has_changed().unwrap_or(false) {
-            replay.borrow_and_update();
+        let requested = *replay.borrow();
+        if requested != generation {
+            generation = requested;
             tracing::info!(partition, "replaying the log from offset 0");
             next = 0;
         }

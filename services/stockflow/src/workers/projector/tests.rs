@@ -1,0 +1,170 @@
+//! Projector tests over the real embedded log and read store: gaps, poison records, replay.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use stockflow_domain::{AdjustReason, BusEvent, EventKind, LocationId, Region, Sku, StockEvent};
+use stockflow_storage::embedded::EmbeddedBackend;
+use stockflow_storage::ports::{EventLog, LogRecord, NewRecord, ReadStore};
+use tokio::sync::watch;
+
+use super::*;
+
+fn event(sku: &str, location: &str, version: u64, on_hand: i64, reserved: i64) -> BusEvent {
+    BusEvent::Stock(StockEvent {
+        event_id: format!("{sku}/{location}/{version}"),
+        kind: EventKind::StockAdjusted,
+        region: Region::parse("north").unwrap(),
+        sku: Sku::parse(sku).unwrap(),
+        location: LocationId::parse(location).unwrap(),
+        version,
+        on_hand,
+        reserved,
+        reservation_id: None,
+        reason: Some(AdjustReason::Receipt),
+        reference: None,
+        idempotency_key: None,
+        occurred_at_ms: 1,
+        trace_context: None,
+    })
+}
+
+fn record(e: &BusEvent) -> NewRecord {
+    NewRecord {
+        key: e.key().to_string(),
+        value: serde_json::to_vec(e).unwrap(),
+    }
+}
+
+/// A log that, like the fluvio 0.50.1 consumer at `max_bytes`, silently drops records from
+/// the middle of a fetch: every other fetch of more than two records loses its third one.
+struct LossyLog {
+    inner: Arc<dyn EventLog>,
+    fetches: AtomicUsize,
+}
+
+#[async_trait]
+impl EventLog for LossyLog {
+    fn partitions(&self) -> u32 {
+        self.inner.partitions()
+    }
+    async fn append(&self, records: Vec<NewRecord>) -> stockflow_storage::Result<Vec<(u32, u64)>> {
+        self.inner.append(records).await
+    }
+    async fn fetch(&self, p: u32, offset: u64, max: usize) -> stockflow_storage::Result<Vec<LogRecord>> {
+        let mut records = self.inner.fetch(p, offset, max).await?;
+        if self.fetches.fetch_add(1, Ordering::Relaxed) % 2 == 0 && records.len() > 2 {
+            records.remove(2);
+        }
+        Ok(records)
+    }
+    async fn end_offset(&self, p: u32) -> stockflow_storage::Result<u64> {
+        self.inner.end_offset(p).await
+    }
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.subscribe()
+    }
+}
+
+/// Steps every partition until each is idle; returns the total steps taken.
+async fn drain(log: &dyn EventLog, read: &dyn ReadStore, config: &ProjectorConfig) -> usize {
+    let mut steps = 0;
+    for p in 0..log.partitions() {
+        let mut next = read.offset(&config.consumer, p).await.unwrap();
+        loop {
+            steps += 1;
+            assert!(steps < 10_000, "projector does not converge");
+            match step(log, read, config, p, next).await.unwrap() {
+                Step::Idle if next == log.end_offset(p).await.unwrap() => break,
+                Step::Idle => {}
+                Step::Advanced(to) => next = to,
+            }
+        }
+    }
+    steps
+}
+
+fn backend(partitions: u32) -> (tempfile::TempDir, EmbeddedBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = EmbeddedBackend::open(dir.path(), partitions).unwrap();
+    (dir, b)
+}
+
+/// Ten SKUs, ten versions each.
+fn history() -> Vec<BusEvent> {
+    let mut events = Vec::new();
+    for v in 1..=10u64 {
+        for s in 0..10 {
+            events.push(event(&format!("sku-{s}"), "loc", v, 100 + v as i64, v as i64));
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_in_fetches_are_re_read_and_nothing_is_skipped() {
+    let (_dir, b) = backend(2);
+    b.log.append(history().iter().map(record).collect()).await.unwrap();
+    let lossy = LossyLog { inner: b.log.clone(), fetches: AtomicUsize::new(0) };
+    // A small max_bytes forces many fetches, as in the fluvio defect.
+    let config = ProjectorConfig { max_bytes: 600, ..ProjectorConfig::default() };
+    drain(&lossy, &*b.read, &config).await;
+    let rows = b.read.all_inventory().await.unwrap();
+    assert_eq!(rows.len(), 10);
+    assert!(rows.iter().all(|r| r.version == 10 && r.on_hand == 110 && r.reserved == 10));
+    for p in 0..2 {
+        assert_eq!(b.read.offset(&config.consumer, p).await.unwrap(), b.log.end_offset(p).await.unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_go_to_the_dlq_and_the_partition_moves_on() {
+    let (_dir, b) = backend(1);
+    let good1 = event("a", "l", 1, 5, 0);
+    let broken = event("a", "l", 2, 1, 9); // reserved > on_hand: cannot be applied
+    let good2 = event("a", "l", 3, 7, 1);
+    let mut records = vec![record(&good1), record(&broken)];
+    records.push(NewRecord { key: "a".into(), value: b"{not json".to_vec() });
+    records.push(record(&good2));
+    b.log.append(records).await.unwrap();
+    let config = ProjectorConfig { max_attempts: 2, ..ProjectorConfig::default() };
+    drain(&*b.log, &*b.read, &config).await;
+    let row = b.read.stock_at("a", "l").await.unwrap().unwrap();
+    assert_eq!((row.version, row.on_hand, row.reserved), (3, 7, 1));
+    let letters = b.read.dead_letters(10).await.unwrap();
+    assert_eq!(letters.iter().map(|l| l.offset).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(letters[0].error.contains("invariant"), "{}", letters[0].error);
+    assert!(letters[1].error.contains("decode"), "{}", letters[1].error);
+    assert_eq!(b.read.offset(&config.consumer, 0).await.unwrap(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_the_whole_log_twice_changes_nothing() {
+    let (_dir, b) = backend(3);
+    let mut events = history();
+    // Duplicates, as an at-least-once publisher produces after a crash.
+    events.extend(history().into_iter().step_by(3));
+    b.log.append(events.iter().map(record).collect()).await.unwrap();
+    let config = ProjectorConfig::default();
+    drain(&*b.log, &*b.read, &config).await;
+    let inventory = b.read.all_inventory().await.unwrap();
+    let availability = b.read.availability("sku-3", None).await.unwrap();
+    assert_eq!(availability[0].on_hand, 110);
+    for p in 0..3 {
+        b.read.reset_offset(&config.consumer, p, 0).await.unwrap();
+    }
+    drain(&*b.log, &*b.read, &config).await;
+    assert_eq!(b.read.all_inventory().await.unwrap(), inventory);
+    assert_eq!(b.read.availability("sku-3", None).await.unwrap(), availability);
+}
+
+#[test]
+fn contiguous_cuts_at_the_first_gap_and_skips_redeliveries() {
+    let r = |offset| LogRecord { partition: 0, offset, key: String::new(), value: Vec::new(), timestamp_ms: 0 };
+    let (kept, gap) = contiguous(vec![r(3), r(4), r(5), r(7), r(8)], 4);
+    assert_eq!(kept.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![4, 5]);
+    assert!(gap);
+    let (kept, gap) = contiguous(vec![r(6)], 4);
+    assert!(kept.is_empty() && gap);
+}

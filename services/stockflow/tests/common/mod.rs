@@ -1,0 +1,108 @@
+//! A real `stockflow dev` platform on 127.0.0.1:0 in a temporary directory, and a small
+//! HTTP client for tests.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use stockflow::app::{self, DevConfig, Running};
+
+pub struct Platform {
+    pub running: Running,
+    pub base: String,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Platform {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut config = DevConfig::new(dir.path().to_path_buf());
+        config.partitions = 4;
+        let running = app::start(config, listener).await.expect("platform starts");
+        let base = format!("http://{}", running.addr);
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(600)
+            .build()
+            .expect("client");
+        Self { running, base, http, _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, key: impl Into<String>, body: Value) -> Response {
+        self.http
+            .post(self.url(path))
+            .header("idempotency-key", key.into())
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.http.get(self.url(path)).send().await.expect("request")
+    }
+
+    pub async fn location(&self, id: &str, region: &str) {
+        let r = self
+            .http
+            .put(self.url(&format!("/v1/locations/{id}")))
+            .json(&json!({"region": region, "kind": "store", "name": id}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    pub async fn stock(&self, sku: &str, location: &str, on_hand: i64) -> Value {
+        let r = self
+            .post(
+                "/v1/adjustments",
+                &format!("stock-{sku}-{location}-{on_hand}"),
+                json!({"sku": sku, "location": location, "set_on_hand": on_hand, "reason": "cycle_count"}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.expect("json")
+    }
+
+    /// Polls the query API until `check` accepts the stock row, or fails after 5 s.
+    pub async fn eventually_stock(&self, sku: &str, location: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = self.get(&format!("/v1/stock/{sku}/{location}")).await;
+            if r.status() == StatusCode::OK {
+                let v: Value = r.json().await.expect("json");
+                if check(&v) {
+                    return v;
+                }
+                if Instant::now() > deadline {
+                    panic!("read model did not converge: {v}");
+                }
+            } else if Instant::now() > deadline {
+                panic!("read model has no row for {sku}@{location}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+pub async fn problem(r: Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body: Value = r.json().await.expect("problem body is JSON");
+    assert_eq!(content_type, "application/problem+json", "{body}");
+    assert_eq!(body["status"].as_u64(), Some(u64::from(status.as_u16())));
+    (status, body)
+}
