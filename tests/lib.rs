@@ -1,1 +1,113 @@
-//! e2e
+//! Helpers for end-to-end tests: build and run the real `stockflow` binary as a child
+//! process, wait for readiness, stop it gracefully or with `kill -9`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The `stockflow` binary of this workspace, built once per test run (a no-op when fresh).
+pub fn stockflow_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("STOCKFLOW_BIN") {
+            return PathBuf::from(bin);
+        }
+        // target/<profile>/deps/<test> → target/<profile>/stockflow
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test runs from target/<profile>/deps");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "stockflow", "--bin", "stockflow"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the stockflow binary failed");
+        profile_dir.join("stockflow")
+    })
+    .clone()
+}
+
+/// A free port on 127.0.0.1 (released before the child binds it).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr")
+}
+
+/// A running `stockflow dev` child process.
+pub struct DevProcess {
+    child: Child,
+    /// Where it serves HTTP.
+    pub addr: SocketAddr,
+}
+
+impl DevProcess {
+    /// Starts `stockflow dev` on `data_dir` at `addr` and waits until `/readyz` answers.
+    pub async fn start(data_dir: &Path, addr: SocketAddr) -> Self {
+        let child = Command::new(stockflow_bin())
+            .args(["dev", "--partitions", "4", "--data-dir"])
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("stockflow starts");
+        let process = Self { child, addr };
+        process.wait_ready().await;
+        process
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = client
+                .get(format!("http://{}/readyz", self.addr))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "stockflow did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    pub fn kill_hard(mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "stockflow exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "stockflow did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
