@@ -24,7 +24,11 @@ struct Attempt {
     acked: Option<Value>,
 }
 
-async fn post(client: &reqwest::Client, base: &str, a: &Attempt) -> Option<(reqwest::StatusCode, bool, Value)> {
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    a: &Attempt,
+) -> Option<(reqwest::StatusCode, bool, Value)> {
     let r = client
         .post(format!("{base}{}", a.path))
         .header("idempotency-key", &a.key)
@@ -44,15 +48,27 @@ async fn kill_9_under_load_loses_no_acknowledged_command() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let base = format!("http://{addr}");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
 
     let first = DevProcess::start(dir.path(), addr).await;
-    let r = client.put(format!("{base}/v1/locations/dc1"))
-        .json(&json!({"region": "north", "kind": "warehouse", "name": "DC 1"})).send().await.unwrap();
+    let r = client
+        .put(format!("{base}/v1/locations/dc1"))
+        .json(&json!({"region": "north", "kind": "warehouse", "name": "DC 1"}))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     for s in 0..SKUS {
-        let a = Attempt { path: "/v1/adjustments".into(), key: format!("init-{s}"), sku: None, acked: None,
-            body: json!({"sku": format!("C{s}"), "location": "dc1", "set_on_hand": START, "reason": "cycle_count"}) };
+        let a = Attempt {
+            path: "/v1/adjustments".into(),
+            key: format!("init-{s}"),
+            sku: None,
+            acked: None,
+            body: json!({"sku": format!("C{s}"), "location": "dc1", "set_on_hand": START, "reason": "cycle_count"}),
+        };
         assert_eq!(post(&client, &base, &a).await.unwrap().0, 200);
     }
 
@@ -98,18 +114,39 @@ async fn kill_9_under_load_loses_no_acknowledged_command() {
     }
     let attempts = attempts.lock().await.clone();
     let acked = attempts.iter().filter(|a| a.acked.is_some()).count();
-    assert!(acked > 100, "the load produced too few acknowledged commands: {acked}");
-    eprintln!("{} commands attempted, {acked} acknowledged before kill -9", attempts.len());
+    assert!(
+        acked > 100,
+        "the load produced too few acknowledged commands: {acked}"
+    );
+    eprintln!(
+        "{} commands attempted, {acked} acknowledged before kill -9",
+        attempts.len()
+    );
 
     // Restart on the same data directory and retry every command with its key.
     let second = DevProcess::start(dir.path(), addr).await;
     let mut per_sku: BTreeMap<usize, i64> = BTreeMap::new();
     for a in &attempts {
-        let (status, replayed, body) = post(&client, &base, a).await.expect("restarted server answers");
-        assert!(status.is_success(), "{} {} → {status} {body}", a.path, a.key);
+        let (status, replayed, body) = post(&client, &base, a)
+            .await
+            .expect("restarted server answers");
+        assert!(
+            status.is_success(),
+            "{} {} → {status} {body}",
+            a.path,
+            a.key
+        );
         if let Some(acked) = &a.acked {
-            assert!(replayed, "acknowledged command {} was not found after the crash", a.key);
-            assert_eq!(&body, acked, "replay of {} returned a different answer", a.key);
+            assert!(
+                replayed,
+                "acknowledged command {} was not found after the crash",
+                a.key
+            );
+            assert_eq!(
+                &body, acked,
+                "replay of {} returned a different answer",
+                a.key
+            );
         }
         if let Some(s) = a.sku {
             *per_sku.entry(s).or_default() += 1;
@@ -120,11 +157,21 @@ async fn kill_9_under_load_loses_no_acknowledged_command() {
         let expected = START + per_sku.get(&s).copied().unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let v: Value = client.get(format!("{base}/v1/stock/C{s}/dc1")).send().await.unwrap().json().await.unwrap();
+            let v: Value = client
+                .get(format!("{base}/v1/stock/C{s}/dc1"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if v["on_hand"].as_i64() == Some(expected) {
                 break;
             }
-            assert!(Instant::now() < deadline, "C{s}: read model shows {v}, expected on_hand {expected}");
+            assert!(
+                Instant::now() < deadline,
+                "C{s}: read model shows {v}, expected on_hand {expected}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -137,8 +184,16 @@ async fn kill_9_under_load_loses_no_acknowledged_command() {
     let read = backend.read.all_inventory().await.unwrap();
     assert_eq!(write.len(), read.len());
     for (w, r) in write.iter().zip(&read) {
-        assert_eq!((w.sku.as_str(), w.location.as_str()), (r.sku.as_str(), r.location.as_str()));
-        assert_eq!((w.on_hand, w.reserved, w.version), (r.on_hand, r.reserved, r.version), "{}", w.sku);
+        assert_eq!(
+            (w.sku.as_str(), w.location.as_str()),
+            (r.sku.as_str(), r.location.as_str())
+        );
+        assert_eq!(
+            (w.on_hand, w.reserved, w.version),
+            (r.on_hand, r.reserved, r.version),
+            "{}",
+            w.sku
+        );
     }
     // Every version of every key reached the log at least once; duplicates (re-published
     // after the crash) had no effect on the read models, as checked above.
@@ -147,7 +202,9 @@ async fn kill_9_under_load_loses_no_acknowledged_command() {
         for rec in backend.log.fetch(p, 0, usize::MAX).await.unwrap() {
             let v: Value = serde_json::from_slice(&rec.value).unwrap();
             if v["stream"] == "stock" {
-                seen.entry(v["sku"].as_str().unwrap().to_string()).or_default().push(v["version"].as_u64().unwrap());
+                seen.entry(v["sku"].as_str().unwrap().to_string())
+                    .or_default()
+                    .push(v["version"].as_u64().unwrap());
             }
         }
     }
@@ -156,7 +213,12 @@ async fn kill_9_under_load_loses_no_acknowledged_command() {
         let total = versions.len();
         versions.sort_unstable();
         versions.dedup();
-        assert_eq!(versions, (1..=w.version).collect::<Vec<_>>(), "{}: every version published", w.sku);
+        assert_eq!(
+            versions,
+            (1..=w.version).collect::<Vec<_>>(),
+            "{}: every version published",
+            w.sku
+        );
         eprintln!("{}: {} versions, {} log records", w.sku, w.version, total);
     }
 }

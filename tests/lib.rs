@@ -91,7 +91,10 @@ impl DevProcess {
     /// SIGTERM, then waits for a clean exit.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -99,7 +102,10 @@ impl DevProcess {
                 assert!(status.success(), "stockflow exited with {status}");
                 return;
             }
-            assert!(Instant::now() < deadline, "stockflow did not stop on SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "stockflow did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -176,7 +176,10 @@ pub fn settle(
                 reservation.clone(),
             )));
         }
-        Settlement::Confirm => (ReservationStatus::Confirmed, EventKind::ReservationConfirmed),
+        Settlement::Confirm => (
+            ReservationStatus::Confirmed,
+            EventKind::ReservationConfirmed,
+        ),
         Settlement::Release => (ReservationStatus::Released, EventKind::ReservationReleased),
         Settlement::Expire => (ReservationStatus::Expired, EventKind::ReservationExpired),
     };

@@ -22,7 +22,7 @@ pub mod partition;
 pub mod reservation;
 pub mod stock;
 
-pub use command::{AdjustReason, Adjust, Command, OnHandChange, Reserve, ReserveLine};
+pub use command::{Adjust, AdjustReason, Command, OnHandChange, Reserve, ReserveLine};
 pub use decide::{Applied, CommandResult};
 pub use error::{DomainError, ShortLine, ValidationError};
 pub use event::{BusEvent, CatalogEvent, EventKind, EventMeta, StockEvent};

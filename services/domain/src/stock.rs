@@ -112,7 +112,7 @@ impl StockLevel {
             OnHandChange::Delta(delta) => (self.on_hand + delta, delta),
             OnHandChange::SetOnHand(count) => (count, count - self.on_hand),
         };
-        if on_hand < self.reserved || on_hand < 0 || on_hand > MAX_ON_HAND {
+        if on_hand < self.reserved || !(0..=MAX_ON_HAND).contains(&on_hand) {
             return Err(self.short(requested));
         }
         Ok(self.next(on_hand, self.reserved))

@@ -109,30 +109,31 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
     };
     let shutdown = CancellationToken::new();
     let workers = CancellationToken::new();
-    let mut jobs = Vec::new();
-    jobs.push(tokio::spawn(publisher::run(
-        backend.write.clone(),
-        backend.log.clone(),
-        PublisherConfig::default(),
-        workers.clone(),
-    )));
-    jobs.push(tokio::spawn(projector::run(
-        backend.log.clone(),
-        backend.read.clone(),
-        config.projector.clone(),
-        projector_handle,
-        workers.clone(),
-    )));
-    jobs.push(tokio::spawn(expiry::run(
-        backend.write.clone(),
-        expiry_rx,
-        workers.clone(),
-    )));
-    jobs.push(tokio::spawn(purge_idempotency(
-        backend.clone(),
-        config.idempotency_ttl,
-        workers.clone(),
-    )));
+    let jobs = vec![
+        tokio::spawn(publisher::run(
+            backend.write.clone(),
+            backend.log.clone(),
+            PublisherConfig::default(),
+            workers.clone(),
+        )),
+        tokio::spawn(projector::run(
+            backend.log.clone(),
+            backend.read.clone(),
+            config.projector.clone(),
+            projector_handle,
+            workers.clone(),
+        )),
+        tokio::spawn(expiry::run(
+            backend.write.clone(),
+            expiry_rx,
+            workers.clone(),
+        )),
+        tokio::spawn(purge_idempotency(
+            backend.clone(),
+            config.idempotency_ttl,
+            workers.clone(),
+        )),
+    ];
     let app = router(state);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -147,7 +148,10 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         // Requests are done; let the workers publish and project what they committed.
         workers.cancel();
         for job in jobs {
-            if tokio::time::timeout(Duration::from_secs(10), job).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), job)
+                .await
+                .is_err()
+            {
                 tracing::warn!("a worker did not stop within 10 s");
             }
         }

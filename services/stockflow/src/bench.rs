@@ -105,7 +105,11 @@ impl Conn {
         };
         let req = req.body(body).map_err(|e| e.to_string())?;
         self.sender.ready().await.map_err(|e| e.to_string())?;
-        let response = self.sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let response = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status();
         let bytes = response
             .into_body()
@@ -121,7 +125,8 @@ const LOCATION: &str = "bench-dc";
 
 fn histogram() -> Histogram<u64> {
     // 1 µs .. 60 s at 3 significant digits; the bounds are constants, so this cannot fail.
-    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -138,10 +143,14 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         args.target, args.connections, args.duration, args.skus
     );
     if matches!(args.workload, Workload::Reserve | Workload::All) {
-        reserve_workload(&args, run_id).await.map_err(BenchError::Setup)?;
+        reserve_workload(&args, run_id)
+            .await
+            .map_err(BenchError::Setup)?;
     }
     if matches!(args.workload, Workload::Query | Workload::All) {
-        query_workload(&args, run_id).await.map_err(BenchError::Setup)?;
+        query_workload(&args, run_id)
+            .await
+            .map_err(BenchError::Setup)?;
     }
     Ok(())
 }
@@ -161,7 +170,9 @@ async fn setup(args: &BenchArgs, run_id: &str) -> Result<(), String> {
         )
         .await?;
     if !status.is_success() {
-        return Err(format!("creating the bench location failed: {status} {body:?}"));
+        return Err(format!(
+            "creating the bench location failed: {status} {body:?}"
+        ));
     }
     for i in 0..args.skus {
         let (status, body) = conn
@@ -174,7 +185,10 @@ async fn setup(args: &BenchArgs, run_id: &str) -> Result<(), String> {
             )
             .await?;
         if !status.is_success() {
-            return Err(format!("stocking {} failed: {status} {body:?}", sku(run_id, i)));
+            return Err(format!(
+                "stocking {} failed: {status} {body:?}",
+                sku(run_id, i)
+            ));
         }
     }
     Ok(())
@@ -226,7 +240,12 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
             (reserve_h, confirm_h, ok, refused, errors)
         }));
     }
-    let sampler = tokio::spawn(sample_lag(args.target, run_id.to_string(), args.skus, deadline));
+    let sampler = tokio::spawn(sample_lag(
+        args.target,
+        run_id.to_string(),
+        args.skus,
+        deadline,
+    ));
     let started = Instant::now();
     let (mut reserve_h, mut confirm_h) = (histogram(), histogram());
     let (mut ok, mut refused, mut errors) = (0, 0, 0);
@@ -251,15 +270,22 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
     );
     println!(
         "  reserve latency  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        ms(&reserve_h, 0.5), ms(&reserve_h, 0.99), reserve_h.max() as f64 / 1000.0
+        ms(&reserve_h, 0.5),
+        ms(&reserve_h, 0.99),
+        reserve_h.max() as f64 / 1000.0
     );
     println!(
         "  confirm latency  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        ms(&confirm_h, 0.5), ms(&confirm_h, 0.99), confirm_h.max() as f64 / 1000.0
+        ms(&confirm_h, 0.5),
+        ms(&confirm_h, 0.99),
+        confirm_h.max() as f64 / 1000.0
     );
     println!(
         "  projection lag   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
-        ms(&lag, 0.5), ms(&lag, 0.99), lag.max() as f64 / 1000.0, lag.len()
+        ms(&lag, 0.5),
+        ms(&lag, 0.99),
+        lag.max() as f64 / 1000.0,
+        lag.len()
     );
     Ok(())
 }
@@ -267,7 +293,12 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
 /// Samples projection lag while the workers run: every 20 ms it adjusts one of the bench
 /// SKUs (+1), takes the version the acknowledgement reports, and polls the query API until
 /// that version is visible. Lag = acknowledgement → visible.
-async fn sample_lag(target: SocketAddr, run_id: String, skus: usize, deadline: Instant) -> Result<Histogram<u64>, String> {
+async fn sample_lag(
+    target: SocketAddr,
+    run_id: String,
+    skus: usize,
+    deadline: Instant,
+) -> Result<Histogram<u64>, String> {
     let mut command = Conn::open(target).await?;
     let mut query = Conn::open(target).await?;
     let mut lag = histogram();
@@ -352,11 +383,19 @@ async fn query_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> {
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64().max(f64::EPSILON);
-    println!("\nqueries GET /v1/stock/{{sku}}/{{location}} ({} s)", args.duration);
-    println!("  requests {ok} ({:.0}/s), errors {errors}", ok as f64 / elapsed);
+    println!(
+        "\nqueries GET /v1/stock/{{sku}}/{{location}} ({} s)",
+        args.duration
+    );
+    println!(
+        "  requests {ok} ({:.0}/s), errors {errors}",
+        ok as f64 / elapsed
+    );
     println!(
         "  latency  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        ms(&h, 0.5), ms(&h, 0.99), h.max() as f64 / 1000.0
+        ms(&h, 0.5),
+        ms(&h, 0.99),
+        h.max() as f64 / 1000.0
     );
     Ok(())
 }

@@ -74,23 +74,39 @@ impl ApiError {
         use StatusCode as S;
         match self {
             ApiError::Invalid(_) => (S::BAD_REQUEST, "invalid_request", "Invalid request"),
-            ApiError::MalformedBody(_) => (S::BAD_REQUEST, "malformed_body", "Malformed request body"),
-            ApiError::MissingIdempotencyKey => {
-                (S::BAD_REQUEST, "idempotency_key_missing", "Idempotency-Key required")
+            ApiError::MalformedBody(_) => {
+                (S::BAD_REQUEST, "malformed_body", "Malformed request body")
             }
-            ApiError::RequestInProgress => (S::CONFLICT, "request_in_progress", "Request in progress"),
-            ApiError::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large"),
-            ApiError::UnsupportedMediaType => {
-                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type")
+            ApiError::MissingIdempotencyKey => (
+                S::BAD_REQUEST,
+                "idempotency_key_missing",
+                "Idempotency-Key required",
+            ),
+            ApiError::RequestInProgress => {
+                (S::CONFLICT, "request_in_progress", "Request in progress")
             }
+            ApiError::PayloadTooLarge(_) => (
+                S::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+            ),
+            ApiError::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+            ),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not_found", "Not found"),
-            ApiError::MethodNotAllowed => {
-                (S::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed")
-            }
+            ApiError::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
             ApiError::Store(StoreError::Domain(e)) => match e {
                 DomainError::Invalid(_) => (S::BAD_REQUEST, e.code(), "Invalid request"),
                 DomainError::VersionConflict { .. } => (S::CONFLICT, e.code(), "Version conflict"),
-                DomainError::InsufficientStock { .. } => (S::CONFLICT, e.code(), "Insufficient stock"),
+                DomainError::InsufficientStock { .. } => {
+                    (S::CONFLICT, e.code(), "Insufficient stock")
+                }
                 DomainError::LocationNotFound(_) => (S::NOT_FOUND, e.code(), "Location not found"),
                 DomainError::ReservationNotFound(_) => {
                     (S::NOT_FOUND, e.code(), "Reservation not found")
@@ -127,14 +143,17 @@ impl ApiError {
                 Some(json!({ "field": v.field }))
             }
             ApiError::Store(StoreError::Domain(DomainError::VersionConflict {
-                expected, current, ..
+                expected,
+                current,
+                ..
             })) => Some(json!({ "expected_version": expected, "current_version": current })),
             ApiError::Store(StoreError::Domain(DomainError::InsufficientStock { lines })) => {
                 Some(json!({ "lines": lines }))
             }
-            ApiError::Store(StoreError::Domain(DomainError::ReservationNotActive { status, .. })) => {
-                Some(json!({ "reservation_status": status }))
-            }
+            ApiError::Store(StoreError::Domain(DomainError::ReservationNotActive {
+                status,
+                ..
+            })) => Some(json!({ "reservation_status": status })),
             _ => None,
         }
     }
@@ -146,7 +165,10 @@ impl IntoResponse for ApiError {
         let detail = if status.is_server_error() {
             tracing::error!(error = %self, code, "request failed");
             match status {
-                StatusCode::SERVICE_UNAVAILABLE => "the service is busy or starting; retry with the same Idempotency-Key".to_string(),
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    "the service is busy or starting; retry with the same Idempotency-Key"
+                        .to_string()
+                }
                 _ => "an internal error occurred; it has been logged".to_string(),
             }
         } else {

@@ -38,7 +38,10 @@ enum Role {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_tracing(cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -71,7 +74,9 @@ async fn run_dev(data_dir: PathBuf, listen: SocketAddr, partitions: u32) -> Resu
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let mut config = app::DevConfig::new(data_dir);
     config.partitions = partitions;
-    let running = app::start(config, listener).await.map_err(|e| e.to_string())?;
+    let running = app::start(config, listener)
+        .await
+        .map_err(|e| e.to_string())?;
     let token = running.shutdown_token();
     tokio::spawn(async move {
         app::shutdown_signal().await;

@@ -65,18 +65,65 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("stockflow_commands_total", "Commands by type and outcome (applied, replayed, or the refusal code).");
-    describe_histogram!("stockflow_command_duration_seconds", Unit::Seconds, "Command latency, queueing and durable commit included.");
-    describe_gauge!("stockflow_outbox_backlog", "Outbox entries not yet published to the event log.");
-    describe_histogram!("stockflow_projection_lag_seconds", Unit::Seconds, "Time from a change's commit to its projection into the read models.");
-    describe_histogram!("stockflow_publish_delay_seconds", Unit::Seconds, "Time from a change's commit to its append to the event log.");
-    describe_counter!("stockflow_events_published_total", "Events appended to the event log.");
-    describe_counter!("stockflow_events_projected_total", "Events applied by projectors (duplicates included).");
-    describe_counter!("stockflow_dead_letters_total", "Records sent to the dead-letter queue.");
-    describe_counter!("stockflow_consumer_offset_gaps_total", "Fetches that skipped offsets and were re-read.");
-    describe_histogram!("stockflow_write_batch_size", "Commands committed per write transaction (group commit).");
-    describe_histogram!("stockflow_write_batch_seconds", Unit::Seconds, "Duration of one group-commit transaction, fsync included.");
-    describe_counter!("stockflow_http_requests_total", "HTTP requests by method, route and status.");
-    describe_histogram!("stockflow_http_request_duration_seconds", Unit::Seconds, "HTTP request latency by route.");
-    describe_counter!("stockflow_reservations_expired_total", "Reservations expired by the expiry worker.");
+    describe_counter!(
+        "stockflow_commands_total",
+        "Commands by type and outcome (applied, replayed, or the refusal code)."
+    );
+    describe_histogram!(
+        "stockflow_command_duration_seconds",
+        Unit::Seconds,
+        "Command latency, queueing and durable commit included."
+    );
+    describe_gauge!(
+        "stockflow_outbox_backlog",
+        "Outbox entries not yet published to the event log."
+    );
+    describe_histogram!(
+        "stockflow_projection_lag_seconds",
+        Unit::Seconds,
+        "Time from a change's commit to its projection into the read models."
+    );
+    describe_histogram!(
+        "stockflow_publish_delay_seconds",
+        Unit::Seconds,
+        "Time from a change's commit to its append to the event log."
+    );
+    describe_counter!(
+        "stockflow_events_published_total",
+        "Events appended to the event log."
+    );
+    describe_counter!(
+        "stockflow_events_projected_total",
+        "Events applied by projectors (duplicates included)."
+    );
+    describe_counter!(
+        "stockflow_dead_letters_total",
+        "Records sent to the dead-letter queue."
+    );
+    describe_counter!(
+        "stockflow_consumer_offset_gaps_total",
+        "Fetches that skipped offsets and were re-read."
+    );
+    describe_histogram!(
+        "stockflow_write_batch_size",
+        "Commands committed per write transaction (group commit)."
+    );
+    describe_histogram!(
+        "stockflow_write_batch_seconds",
+        Unit::Seconds,
+        "Duration of one group-commit transaction, fsync included."
+    );
+    describe_counter!(
+        "stockflow_http_requests_total",
+        "HTTP requests by method, route and status."
+    );
+    describe_histogram!(
+        "stockflow_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by route."
+    );
+    describe_counter!(
+        "stockflow_reservations_expired_total",
+        "Reservations expired by the expiry worker."
+    );
 }

@@ -50,9 +50,17 @@ async fn five_hundred_concurrent_reservations_never_oversell() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((level.on_hand, level.reserved, level.version), (100, 100, 101));
-    let row = p.eventually_stock("HOT", "s1", |v| v["version"] == 101).await;
-    assert_eq!((row["reserved"].as_i64(), row["available"].as_i64()), (Some(100), Some(0)));
+    assert_eq!(
+        (level.on_hand, level.reserved, level.version),
+        (100, 100, 101)
+    );
+    let row = p
+        .eventually_stock("HOT", "s1", |v| v["version"] == 101)
+        .await;
+    assert_eq!(
+        (row["reserved"].as_i64(), row["available"].as_i64()),
+        (Some(100), Some(0))
+    );
     let availability: Value = p.get("/v1/availability/HOT").await.json().await.unwrap();
     assert_eq!(availability["regions"][0]["reserved"], 100);
     assert_eq!(availability["total_available"], 0);
@@ -87,27 +95,61 @@ async fn retried_posts_apply_once_and_key_misuse_is_refused() {
 
     // Same key, different body.
     let (status, body) = problem(
-        p.post("/v1/adjustments", "k1", json!({"sku": "A", "location": "s1", "delta": 6, "reason": "receipt"}))
-            .await,
+        p.post(
+            "/v1/adjustments",
+            "k1",
+            json!({"sku": "A", "location": "s1", "delta": 6, "reason": "receipt"}),
+        )
+        .await,
     )
     .await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("idempotency_key_reused")
+        )
+    );
 
     // Same key on another endpoint is a different request too.
     let (status, _) = problem(
-        p.post("/v1/reservations", "k1", json!({"lines": [{"sku": "A", "location": "s1", "qty": 1}], "ttl_seconds": 60}))
-            .await,
+        p.post(
+            "/v1/reservations",
+            "k1",
+            json!({"lines": [{"sku": "A", "location": "s1", "qty": 1}], "ttl_seconds": 60}),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
     // Same key while the first request still runs.
-    let token = IdempotencyToken { key: IdempotencyKey::parse("busy").unwrap(), fingerprint: String::new() };
+    let token = IdempotencyToken {
+        key: IdempotencyKey::parse("busy").unwrap(),
+        fingerprint: String::new(),
+    };
     let guard = p.running.in_flight.enter(&token).unwrap();
-    let (status, body) = problem(p.post("/v1/adjustments", "busy", json!({"sku": "A", "location": "s1", "delta": 1, "reason": "receipt"})).await).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("request_in_progress")));
+    let (status, body) = problem(
+        p.post(
+            "/v1/adjustments",
+            "busy",
+            json!({"sku": "A", "location": "s1", "delta": 1, "reason": "receipt"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("request_in_progress"))
+    );
     drop(guard);
-    let r = p.post("/v1/adjustments", "busy", json!({"sku": "A", "location": "s1", "delta": 1, "reason": "receipt"})).await;
+    let r = p
+        .post(
+            "/v1/adjustments",
+            "busy",
+            json!({"sku": "A", "location": "s1", "delta": 1, "reason": "receipt"}),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
 
     // Missing key.
@@ -119,12 +161,26 @@ async fn retried_posts_apply_once_and_key_misuse_is_refused() {
         .await
         .unwrap();
     let (status, body) = problem(r).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("idempotency_key_missing")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("idempotency_key_missing"))
+    );
 
     // Concurrent retries of one key: applied exactly once, the rest replay or wait their turn.
-    let reqs = (0..20).map(|_| p.post("/v1/adjustments", "storm", json!({"sku": "A", "location": "s1", "delta": 10, "reason": "receipt"})));
+    let reqs = (0..20).map(|_| {
+        p.post(
+            "/v1/adjustments",
+            "storm",
+            json!({"sku": "A", "location": "s1", "delta": 10, "reason": "receipt"}),
+        )
+    });
     let statuses: Vec<StatusCode> = join_all(reqs).await.iter().map(|r| r.status()).collect();
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT), "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
     let row = p.eventually_stock("A", "s1", |v| v["version"] == 3).await;
     assert_eq!(row["on_hand"], 16);
 }
@@ -154,7 +210,9 @@ async fn concurrent_adjustments_with_the_same_expected_version_have_one_winner()
         }
     }
     assert_eq!(winners, 1);
-    let row = p.eventually_stock("V", "s1", |v| v["version"] == version + 1).await;
+    let row = p
+        .eventually_stock("V", "s1", |v| v["version"] == version + 1)
+        .await;
     assert_eq!(row["on_hand"], 9);
 }
 
@@ -163,14 +221,53 @@ async fn adjustments_refuse_negative_stock_and_unknown_locations() {
     let p = Platform::start().await;
     p.location("s1", "north").await;
     p.stock("N", "s1", 3).await;
-    let r = p.post("/v1/reservations", "n-r", json!({"lines": [{"sku": "N", "location": "s1", "qty": 2}], "ttl_seconds": 60})).await;
+    let r = p
+        .post(
+            "/v1/reservations",
+            "n-r",
+            json!({"lines": [{"sku": "N", "location": "s1", "qty": 2}], "ttl_seconds": 60}),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let (status, body) = problem(p.post("/v1/adjustments", "n1", json!({"sku": "N", "location": "s1", "delta": -2, "reason": "damage"})).await).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_stock")));
-    let (status, body) = problem(p.post("/v1/adjustments", "n2", json!({"sku": "N", "location": "s1", "set_on_hand": 1, "reason": "cycle_count"})).await).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_stock")));
-    let (status, body) = problem(p.post("/v1/adjustments", "n3", json!({"sku": "N", "location": "nowhere", "delta": 2, "reason": "receipt"})).await).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("location_not_found")));
+    let (status, body) = problem(
+        p.post(
+            "/v1/adjustments",
+            "n1",
+            json!({"sku": "N", "location": "s1", "delta": -2, "reason": "damage"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("insufficient_stock"))
+    );
+    let (status, body) = problem(
+        p.post(
+            "/v1/adjustments",
+            "n2",
+            json!({"sku": "N", "location": "s1", "set_on_hand": 1, "reason": "cycle_count"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("insufficient_stock"))
+    );
+    let (status, body) = problem(
+        p.post(
+            "/v1/adjustments",
+            "n3",
+            json!({"sku": "N", "location": "nowhere", "delta": 2, "reason": "receipt"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("location_not_found"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,9 +283,25 @@ async fn multi_line_reservations_are_all_or_nothing() {
         {"sku": "M", "location": "s2", "qty": 2},
         {"sku": "K", "location": "s1", "qty": 9}
     ]);
-    let (status, body) = problem(p.post("/v1/reservations", "multi-1", json!({"lines": lines, "ttl_seconds": 60})).await).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_stock")));
-    let short: Vec<&str> = body["lines"].as_array().unwrap().iter().map(|l| l["sku"].as_str().unwrap()).collect();
+    let (status, body) = problem(
+        p.post(
+            "/v1/reservations",
+            "multi-1",
+            json!({"lines": lines, "ttl_seconds": 60}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("insufficient_stock"))
+    );
+    let short: Vec<&str> = body["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["sku"].as_str().unwrap())
+        .collect();
     assert_eq!(short, vec!["M", "K"], "every short line is named: {body}");
     for (sku, loc) in [("M", "s1"), ("M", "s2"), ("K", "s1")] {
         let row = p.eventually_stock(sku, loc, |v| v["version"] == 1).await;
@@ -200,14 +313,45 @@ async fn multi_line_reservations_are_all_or_nothing() {
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let body: Value = r.json().await.unwrap();
-    assert_eq!((body["reservation_id"].as_str(), body["status"].as_str()), (Some("order-9"), Some("active")));
-    let confirmed: Value = p.post("/v1/reservations/order-9/confirm", "multi-3", json!({})).await.json().await.unwrap();
+    assert_eq!(
+        (body["reservation_id"].as_str(), body["status"].as_str()),
+        (Some("order-9"), Some("active"))
+    );
+    let confirmed: Value = p
+        .post("/v1/reservations/order-9/confirm", "multi-3", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(confirmed["status"], "confirmed");
-    let (status, body) = problem(p.post("/v1/reservations/order-9/release", "multi-4", json!({})).await).await;
-    assert_eq!((status, body["code"].as_str(), body["reservation_status"].as_str()), (StatusCode::CONFLICT, Some("reservation_not_active"), Some("confirmed")));
+    let (status, body) = problem(
+        p.post("/v1/reservations/order-9/release", "multi-4", json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            body["code"].as_str(),
+            body["reservation_status"].as_str()
+        ),
+        (
+            StatusCode::CONFLICT,
+            Some("reservation_not_active"),
+            Some("confirmed")
+        )
+    );
     let row = p.eventually_stock("M", "s2", |v| v["version"] == 3).await;
-    assert_eq!((row["on_hand"].as_i64(), row["reserved"].as_i64()), (Some(0), Some(0)));
-    let got: Value = p.get("/v1/reservations/order-9").await.json().await.unwrap();
+    assert_eq!(
+        (row["on_hand"].as_i64(), row["reserved"].as_i64()),
+        (Some(0), Some(0))
+    );
+    let got: Value = p
+        .get("/v1/reservations/order-9")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["status"], "confirmed");
     let (status, _) = problem(p.get("/v1/reservations/nope").await).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -219,7 +363,11 @@ async fn reservations_expire_promptly_with_an_event() {
     p.location("s1", "north").await;
     p.stock("E", "s1", 10).await;
     let r: Value = p
-        .post("/v1/reservations", "exp-1", json!({"lines": [{"sku": "E", "location": "s1", "qty": 4}], "ttl_seconds": 1}))
+        .post(
+            "/v1/reservations",
+            "exp-1",
+            json!({"lines": [{"sku": "E", "location": "s1", "qty": 4}], "ttl_seconds": 1}),
+        )
         .await
         .json()
         .await
@@ -227,19 +375,42 @@ async fn reservations_expire_promptly_with_an_event() {
     let id = r["reservation_id"].as_str().unwrap().to_string();
     let started = Instant::now();
     loop {
-        let got: Value = p.get(&format!("/v1/reservations/{id}")).await.json().await.unwrap();
+        let got: Value = p
+            .get(&format!("/v1/reservations/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
         if got["status"] == "expired" {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(3), "not expired in time: {got}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "not expired in time: {got}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Promptly: within a fraction of a second of the one-second TTL.
-    assert!(started.elapsed() < Duration::from_millis(1600), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1600),
+        "took {:?}",
+        started.elapsed()
+    );
     let row = p.eventually_stock("E", "s1", |v| v["version"] == 3).await;
     assert_eq!(row["reserved"], 0);
-    let (status, body) = problem(p.post(&format!("/v1/reservations/{id}/confirm"), "exp-2", json!({})).await).await;
-    assert_eq!((status, body["reservation_status"].as_str()), (StatusCode::CONFLICT, Some("expired")));
+    let (status, body) = problem(
+        p.post(
+            &format!("/v1/reservations/{id}/confirm"),
+            "exp-2",
+            json!({}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["reservation_status"].as_str()),
+        (StatusCode::CONFLICT, Some("expired"))
+    );
     // The expiry is an event in the log.
     use stockflow_storage::ports::EventLog;
     let log = &p.running.backend.log;
@@ -252,7 +423,10 @@ async fn reservations_expire_promptly_with_an_event() {
             }
         }
     }
-    assert_eq!(kinds, vec!["stock_adjusted", "stock_reserved", "reservation_expired"]);
+    assert_eq!(
+        kinds,
+        vec!["stock_adjusted", "stock_reserved", "reservation_expired"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,54 +435,156 @@ async fn bad_input_gets_a_clear_400_and_changes_nothing() {
     p.location("s1", "north").await;
     p.stock("B", "s1", 10).await;
     let line = |qty: i64| json!({"sku": "B", "location": "s1", "qty": qty});
-    let too_many: Vec<Value> = (0..101).map(|i| json!({"sku": format!("B{i}"), "location": "s1", "qty": 1})).collect();
+    let too_many: Vec<Value> = (0..101)
+        .map(|i| json!({"sku": format!("B{i}"), "location": "s1", "qty": 1}))
+        .collect();
     let cases = vec![
-        ("/v1/reservations", json!({"lines": [line(0)], "ttl_seconds": 60}), "qty"),
-        ("/v1/reservations", json!({"lines": [line(1_000_001)], "ttl_seconds": 60}), "qty"),
-        ("/v1/reservations", json!({"lines": [], "ttl_seconds": 60}), "lines"),
-        ("/v1/reservations", json!({"lines": too_many, "ttl_seconds": 60}), "lines"),
-        ("/v1/reservations", json!({"lines": [line(1)], "ttl_seconds": 0}), "ttl_seconds"),
-        ("/v1/reservations", json!({"lines": [line(1)], "ttl_seconds": 86_401}), "ttl_seconds"),
-        ("/v1/reservations", json!({"lines": [line(1), line(2)], "ttl_seconds": 60}), "duplicate"),
-        ("/v1/reservations", json!({"lines": [{"sku": "bad sku", "location": "s1", "qty": 1}], "ttl_seconds": 60}), "sku"),
-        ("/v1/reservations", json!({"reservation_id": "x".repeat(65), "lines": [line(1)], "ttl_seconds": 60}), "reservation_id"),
-        ("/v1/reservations", json!({"lines": [line(1)], "ttl_seconds": 60, "extra": true}), "unknown field"),
-        ("/v1/adjustments", json!({"sku": "B", "location": "s1", "reason": "receipt"}), "exactly one"),
-        ("/v1/adjustments", json!({"sku": "B", "location": "s1", "delta": 1, "set_on_hand": 1, "reason": "receipt"}), "exactly one"),
-        ("/v1/adjustments", json!({"sku": "B", "location": "s1", "delta": 0, "reason": "receipt"}), "delta"),
-        ("/v1/adjustments", json!({"sku": "B", "location": "s1", "delta": 1, "reason": "theft"}), "reason"),
-        ("/v1/adjustments", json!({"sku": "B", "location": "s1", "delta": "1", "reason": "receipt"}), "invalid type"),
+        (
+            "/v1/reservations",
+            json!({"lines": [line(0)], "ttl_seconds": 60}),
+            "qty",
+        ),
+        (
+            "/v1/reservations",
+            json!({"lines": [line(1_000_001)], "ttl_seconds": 60}),
+            "qty",
+        ),
+        (
+            "/v1/reservations",
+            json!({"lines": [], "ttl_seconds": 60}),
+            "lines",
+        ),
+        (
+            "/v1/reservations",
+            json!({"lines": too_many, "ttl_seconds": 60}),
+            "lines",
+        ),
+        (
+            "/v1/reservations",
+            json!({"lines": [line(1)], "ttl_seconds": 0}),
+            "ttl_seconds",
+        ),
+        (
+            "/v1/reservations",
+            json!({"lines": [line(1)], "ttl_seconds": 86_401}),
+            "ttl_seconds",
+        ),
+        (
+            "/v1/reservations",
+            json!({"lines": [line(1), line(2)], "ttl_seconds": 60}),
+            "duplicate",
+        ),
+        (
+            "/v1/reservations",
+            json!({"lines": [{"sku": "bad sku", "location": "s1", "qty": 1}], "ttl_seconds": 60}),
+            "sku",
+        ),
+        (
+            "/v1/reservations",
+            json!({"reservation_id": "x".repeat(65), "lines": [line(1)], "ttl_seconds": 60}),
+            "reservation_id",
+        ),
+        (
+            "/v1/reservations",
+            json!({"lines": [line(1)], "ttl_seconds": 60, "extra": true}),
+            "unknown field",
+        ),
+        (
+            "/v1/adjustments",
+            json!({"sku": "B", "location": "s1", "reason": "receipt"}),
+            "exactly one",
+        ),
+        (
+            "/v1/adjustments",
+            json!({"sku": "B", "location": "s1", "delta": 1, "set_on_hand": 1, "reason": "receipt"}),
+            "exactly one",
+        ),
+        (
+            "/v1/adjustments",
+            json!({"sku": "B", "location": "s1", "delta": 0, "reason": "receipt"}),
+            "delta",
+        ),
+        (
+            "/v1/adjustments",
+            json!({"sku": "B", "location": "s1", "delta": 1, "reason": "theft"}),
+            "reason",
+        ),
+        (
+            "/v1/adjustments",
+            json!({"sku": "B", "location": "s1", "delta": "1", "reason": "receipt"}),
+            "invalid type",
+        ),
     ];
     for (i, (path, body, needle)) in cases.into_iter().enumerate() {
         let (status, problem) = problem(p.post(path, format!("bad-{i}"), body.clone()).await).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {problem}");
         let text = problem.to_string();
-        assert!(text.contains(needle), "case {i}: expected {needle:?} in {text}");
+        assert!(
+            text.contains(needle),
+            "case {i}: expected {needle:?} in {text}"
+        );
     }
     // Malformed JSON, wrong media type, oversized body.
-    let r = p.http.post(p.url("/v1/reservations")).header("idempotency-key", "m1")
-        .header("content-type", "application/json").body("{\"lines\": [").send().await.unwrap();
+    let r = p
+        .http
+        .post(p.url("/v1/reservations"))
+        .header("idempotency-key", "m1")
+        .header("content-type", "application/json")
+        .body("{\"lines\": [")
+        .send()
+        .await
+        .unwrap();
     let (status, body) = problem(r).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("malformed_body")));
-    let r = p.http.post(p.url("/v1/reservations")).header("idempotency-key", "m2")
-        .header("content-type", "text/plain").body("{}").send().await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("malformed_body"))
+    );
+    let r = p
+        .http
+        .post(p.url("/v1/reservations"))
+        .header("idempotency-key", "m2")
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(problem(r).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let big = format!("{{\"reference\": \"{}\"}}", "x".repeat(70 * 1024));
-    let r = p.http.post(p.url("/v1/reservations")).header("idempotency-key", "m3")
-        .header("content-type", "application/json").body(big).send().await.unwrap();
+    let r = p
+        .http
+        .post(p.url("/v1/reservations"))
+        .header("idempotency-key", "m3")
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     let (status, body) = problem(r).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
     let (status, _) = problem(p.get("/v1/stock/bad%20sku").await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = problem(p.get("/v1/search?q=x&limit=0").await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = problem(p.get("/v1/search").await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = problem(p.http.delete(p.url("/v1/adjustments")).send().await.unwrap()).await;
+    let (status, _) = problem(
+        p.http
+            .delete(p.url("/v1/adjustments"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     // Nothing changed.
     let row = p.eventually_stock("B", "s1", |v| v["version"] == 1).await;
-    assert_eq!((row["on_hand"].as_i64(), row["reserved"].as_i64()), (Some(10), Some(0)));
+    assert_eq!(
+        (row["on_hand"].as_i64(), row["reserved"].as_i64()),
+        (Some(10), Some(0))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,24 +21,55 @@ async fn queries_carry_etags_and_answer_conditional_gets() {
     let r = p.get("/v1/stock/Q").await;
     assert_eq!(r.status(), StatusCode::OK);
     let etag = r.headers()["etag"].to_str().unwrap().to_string();
-    assert!(r.headers()["cache-control"].to_str().unwrap().contains("max-age"));
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age")
+    );
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["locations"].as_array().unwrap().len(), 3);
     assert_eq!(body["total_available"], 18);
-    let r = p.http.get(p.url("/v1/stock/Q")).header("if-none-match", &etag).send().await.unwrap();
+    let r = p
+        .http
+        .get(p.url("/v1/stock/Q"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
     // A change moves the ETag.
     p.stock("Q", "s1", 9).await;
     p.eventually_stock("Q", "s1", |v| v["version"] == 2).await;
-    let r = p.http.get(p.url("/v1/stock/Q")).header("if-none-match", &etag).send().await.unwrap();
+    let r = p
+        .http
+        .get(p.url("/v1/stock/Q"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
     let a: Value = p.get("/v1/availability/Q").await.json().await.unwrap();
-    let regions: Vec<(&str, i64)> = a["regions"].as_array().unwrap().iter()
-        .map(|r| (r["region"].as_str().unwrap(), r["available"].as_i64().unwrap())).collect();
+    let regions: Vec<(&str, i64)> = a["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["region"].as_str().unwrap(),
+                r["available"].as_i64().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(regions, vec![("north", 15), ("south", 7)]);
-    let a: Value = p.get("/v1/availability/Q?region=south").await.json().await.unwrap();
+    let a: Value = p
+        .get("/v1/availability/Q?region=south")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(a["total_available"], 7);
     let (status, _) = problem(p.get("/v1/stock/Q/nowhere").await).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -49,31 +80,73 @@ async fn search_filters_by_stock_and_region() {
     let p = Platform::start().await;
     p.location("s1", "north").await;
     p.location("w1", "south").await;
-    for (sku, name, brand) in [("SH-1", "Trail running shoe", "Acme"), ("SH-2", "Road running shoe", "Zed"), ("CT-1", "Rain coat", "Acme")] {
-        let r = p.http.put(p.url(&format!("/v1/skus/{sku}")))
-            .json(&json!({"name": name, "attributes": {"brand": brand}})).send().await.unwrap();
+    for (sku, name, brand) in [
+        ("SH-1", "Trail running shoe", "Acme"),
+        ("SH-2", "Road running shoe", "Zed"),
+        ("CT-1", "Rain coat", "Acme"),
+    ] {
+        let r = p
+            .http
+            .put(p.url(&format!("/v1/skus/{sku}")))
+            .json(&json!({"name": name, "attributes": {"brand": brand}}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
     }
     p.stock("SH-1", "s1", 3).await;
     p.stock("SH-2", "w1", 2).await;
-    p.eventually_stock("SH-2", "w1", |v| v["version"] == 1).await;
-    p.eventually_stock("SH-1", "s1", |v| v["version"] == 1).await;
+    p.eventually_stock("SH-2", "w1", |v| v["version"] == 1)
+        .await;
+    p.eventually_stock("SH-1", "s1", |v| v["version"] == 1)
+        .await;
     let skus = |v: Value| -> Vec<String> {
-        let mut s: Vec<String> = v["hits"].as_array().unwrap().iter().map(|h| h["sku"].as_str().unwrap().to_string()).collect();
+        let mut s: Vec<String> = v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["sku"].as_str().unwrap().to_string())
+            .collect();
         s.sort();
         s
     };
     let mut all = Vec::new();
     for _ in 0..200 {
         all = skus(p.get("/v1/search?q=running").await.json().await.unwrap());
-        if all.len() == 2 { break; }
+        if all.len() == 2 {
+            break;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(all, vec!["SH-1", "SH-2"]);
-    assert_eq!(skus(p.get("/v1/search?q=acme").await.json().await.unwrap()), vec!["CT-1", "SH-1"]);
-    assert_eq!(skus(p.get("/v1/search?q=acme&in_stock=true").await.json().await.unwrap()), vec!["SH-1"]);
-    assert_eq!(skus(p.get("/v1/search?q=shoe&in_stock=true&region=south").await.json().await.unwrap()), vec!["SH-2"]);
-    assert_eq!(skus(p.get("/v1/search?q=run%20tra").await.json().await.unwrap()), vec!["SH-1"]);
+    assert_eq!(
+        skus(p.get("/v1/search?q=acme").await.json().await.unwrap()),
+        vec!["CT-1", "SH-1"]
+    );
+    assert_eq!(
+        skus(
+            p.get("/v1/search?q=acme&in_stock=true")
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        vec!["SH-1"]
+    );
+    assert_eq!(
+        skus(
+            p.get("/v1/search?q=shoe&in_stock=true&region=south")
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        vec!["SH-2"]
+    );
+    assert_eq!(
+        skus(p.get("/v1/search?q=run%20tra").await.json().await.unwrap()),
+        vec!["SH-1"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,8 +154,13 @@ async fn an_event_the_projector_cannot_apply_lands_in_the_dlq() {
     let p = Platform::start().await;
     p.location("s1", "north").await;
     p.stock("D", "s1", 4).await;
-    p.running.backend.log
-        .append(vec![NewRecord { key: "D".into(), value: b"{\"stream\":\"stock\",\"garbage\":1}".to_vec() }])
+    p.running
+        .backend
+        .log
+        .append(vec![NewRecord {
+            key: "D".into(),
+            value: b"{\"stream\":\"stock\",\"garbage\":1}".to_vec(),
+        }])
         .await
         .unwrap();
     p.stock("D", "s1", 6).await;
@@ -90,11 +168,22 @@ async fn an_event_the_projector_cannot_apply_lands_in_the_dlq() {
     let letters: Vec<Value> = p.get("/admin/dead-letters").await.json().await.unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert!(letters[0]["error"].as_str().unwrap().contains("decode"));
-    let r = p.http.post(p.url(&format!("/admin/dead-letters/{}/replay", letters[0]["id"]))).send().await.unwrap();
+    let r = p
+        .http
+        .post(p.url(&format!("/admin/dead-letters/{}/replay", letters[0]["id"])))
+        .send()
+        .await
+        .unwrap();
     let (status, body) = problem(r).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("dead_letter_still_failing")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("dead_letter_still_failing"))
+    );
     let metrics = p.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("stockflow_dead_letters_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("stockflow_dead_letters_total 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,13 +201,22 @@ async fn projection_replay_through_the_api_changes_nothing() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         before = read.all_inventory().await.unwrap();
     }
-    let r = p.http.post(p.url("/admin/projections/replay")).send().await.unwrap();
+    let r = p
+        .http
+        .post(p.url("/admin/projections/replay"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(read.all_inventory().await.unwrap(), before);
     let metrics = p.get("/metrics").await.text().await.unwrap();
-    let projected: f64 = metrics.lines().find(|l| l.starts_with("stockflow_events_projected_total"))
-        .and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap();
+    let projected: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("stockflow_events_projected_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
     assert!(projected >= 40.0, "the log was applied twice: {projected}");
 }
 
@@ -128,13 +226,27 @@ async fn operations_endpoints_answer() {
     assert_eq!(p.get("/healthz").await.status(), StatusCode::OK);
     assert_eq!(p.get("/readyz").await.status(), StatusCode::OK);
     let doc: Value = p.get("/openapi.json").await.json().await.unwrap();
-    for path in ["/v1/adjustments", "/v1/reservations", "/v1/stock/{sku}", "/v1/search", "/v1/availability/{sku}"] {
-        assert!(doc["paths"][path].is_object(), "{path} missing from OpenAPI");
+    for path in [
+        "/v1/adjustments",
+        "/v1/reservations",
+        "/v1/stock/{sku}",
+        "/v1/search",
+        "/v1/availability/{sku}",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from OpenAPI"
+        );
     }
     p.location("s1", "north").await;
     p.stock("O", "s1", 1).await;
     let metrics = p.get("/metrics").await.text().await.unwrap();
-    for name in ["stockflow_commands_total", "stockflow_command_duration_seconds_bucket", "stockflow_outbox_backlog", "stockflow_http_requests_total"] {
+    for name in [
+        "stockflow_commands_total",
+        "stockflow_command_duration_seconds_bucket",
+        "stockflow_outbox_backlog",
+        "stockflow_http_requests_total",
+    ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
 }

@@ -9,15 +9,15 @@ use std::time::Duration;
 use stockflow_domain::{
     Adjust, AdjustReason, BusEvent, Command, CommandResult, DomainError, EventKind, EventMeta,
     IdempotencyKey, Location, LocationId, LocationKind, OnHandChange, Region, Reservation,
-    ReservationId, ReservationStatus, Reserve, ReserveLine, Sku, StockEvent, StockKey,
-    StockLevel, partition_for_key,
+    ReservationId, ReservationStatus, Reserve, ReserveLine, Sku, StockEvent, StockKey, StockLevel,
+    partition_for_key,
 };
 
+use crate::StoreError;
 use crate::ports::{
     CommandRequest, DeadLetter, EventLog, IdempotencyToken, NewRecord, Outbox, ReadStore,
     SearchQuery, WriteStore,
 };
-use crate::StoreError;
 
 fn sku(s: &str) -> Sku {
     Sku::parse(s).expect("valid sku")
@@ -42,23 +42,37 @@ fn location(id: &str, region: &str) -> Location {
 
 fn adjust(s: &str, l: &str, change: OnHandChange, expected: Option<u64>) -> Command {
     Command::Adjust(
-        Adjust::new(key(s, l), change, AdjustReason::Receipt, None, expected).expect("valid adjust"),
+        Adjust::new(key(s, l), change, AdjustReason::Receipt, None, expected)
+            .expect("valid adjust"),
     )
 }
 
 fn reserve(id: &str, lines: &[(&str, &str, i64)], ttl: u64) -> Command {
     let lines = lines
         .iter()
-        .map(|(s, l, qty)| ReserveLine { sku: sku(s), location: loc(l), qty: *qty })
+        .map(|(s, l, qty)| ReserveLine {
+            sku: sku(s),
+            location: loc(l),
+            qty: *qty,
+        })
         .collect();
     Command::Reserve(
-        Reserve::new(ReservationId::parse(id).expect("valid id"), lines, ttl, None)
-            .expect("valid reserve"),
+        Reserve::new(
+            ReservationId::parse(id).expect("valid id"),
+            lines,
+            ttl,
+            None,
+        )
+        .expect("valid reserve"),
     )
 }
 
 fn plain(command: Command) -> CommandRequest {
-    CommandRequest { command, idempotency: None, trace_context: None }
+    CommandRequest {
+        command,
+        idempotency: None,
+        trace_context: None,
+    }
 }
 
 fn keyed(command: Command, k: &str, fingerprint: &str) -> CommandRequest {
@@ -99,41 +113,72 @@ async fn stock_events<S: Outbox + ?Sized>(store: &S) -> Vec<StockEvent> {
         .await
         .expect("pending")
         .into_iter()
-        .filter_map(|e| match serde_json::from_slice(&e.payload).expect("outbox payload decodes") {
-            BusEvent::Stock(e) => Some(e),
-            BusEvent::Catalog(_) => None,
-        })
+        .filter_map(
+            |e| match serde_json::from_slice(&e.payload).expect("outbox payload decodes") {
+                BusEvent::Stock(e) => Some(e),
+                BusEvent::Catalog(_) => None,
+            },
+        )
         .collect()
 }
 
 /// Commands, idempotency, reservations and the outbox.
 pub(crate) async fn write_store_contract<S: WriteStore + Outbox>(store: Arc<S>) {
     // Unknown location.
-    let err = store.execute(plain(adjust("a", "s1", OnHandChange::Delta(5), None))).await.unwrap_err();
+    let err = store
+        .execute(plain(adjust("a", "s1", OnHandChange::Delta(5), None)))
+        .await
+        .unwrap_err();
     assert_eq!(domain_code(err), "location_not_found");
 
     store.put_location(location("s1", "north")).await.unwrap();
     store.put_location(location("s2", "south")).await.unwrap();
-    assert_eq!(store.location(&loc("s1")).await.unwrap(), Some(location("s1", "north")));
+    assert_eq!(
+        store.location(&loc("s1")).await.unwrap(),
+        Some(location("s1", "north"))
+    );
 
     // Adjust and its event.
-    let out = store.execute(plain(adjust("a", "s1", OnHandChange::Delta(10), None))).await.unwrap();
+    let out = store
+        .execute(plain(adjust("a", "s1", OnHandChange::Delta(10), None)))
+        .await
+        .unwrap();
     let level = level_of(out.result);
     assert_eq!((level.on_hand, level.reserved, level.version), (10, 0, 1));
     assert_eq!(out.events, 1);
     let events = stock_events(&*store).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, EventKind::StockAdjusted);
-    assert_eq!((events[0].version, events[0].on_hand, events[0].region.as_str()), (1, 10, "north"));
+    assert_eq!(
+        (
+            events[0].version,
+            events[0].on_hand,
+            events[0].region.as_str()
+        ),
+        (1, 10, "north")
+    );
 
     // A stale expected_version is refused and writes nothing.
     let err = store
-        .execute(plain(adjust("a", "s1", OnHandChange::SetOnHand(3), Some(0))))
+        .execute(plain(adjust(
+            "a",
+            "s1",
+            OnHandChange::SetOnHand(3),
+            Some(0),
+        )))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Domain(DomainError::VersionConflict { current: 1, .. })));
+    assert!(matches!(
+        err,
+        StoreError::Domain(DomainError::VersionConflict { current: 1, .. })
+    ));
     let out = store
-        .execute(plain(adjust("a", "s1", OnHandChange::SetOnHand(20), Some(1))))
+        .execute(plain(adjust(
+            "a",
+            "s1",
+            OnHandChange::SetOnHand(20),
+            Some(1),
+        )))
         .await
         .unwrap();
     assert_eq!(level_of(out.result).version, 2);
@@ -141,37 +186,64 @@ pub(crate) async fn write_store_contract<S: WriteStore + Outbox>(store: Arc<S>) 
 
     // Idempotency: replay, reuse with another request.
     let first = store
-        .execute(keyed(adjust("a", "s2", OnHandChange::Delta(7), None), "k-1", "fp-1"))
+        .execute(keyed(
+            adjust("a", "s2", OnHandChange::Delta(7), None),
+            "k-1",
+            "fp-1",
+        ))
         .await
         .unwrap();
     let again = store
-        .execute(keyed(adjust("a", "s2", OnHandChange::Delta(7), None), "k-1", "fp-1"))
+        .execute(keyed(
+            adjust("a", "s2", OnHandChange::Delta(7), None),
+            "k-1",
+            "fp-1",
+        ))
         .await
         .unwrap();
     assert!(!first.replayed && again.replayed);
     assert_eq!(first.result, again.result);
     assert_eq!(again.events, 0);
     let level = store.stock_level(&key("a", "s2")).await.unwrap().unwrap();
-    assert_eq!((level.on_hand, level.version), (7, 1), "a replay applies nothing");
+    assert_eq!(
+        (level.on_hand, level.version),
+        (7, 1),
+        "a replay applies nothing"
+    );
     let err = store
-        .execute(keyed(adjust("a", "s2", OnHandChange::Delta(1), None), "k-1", "fp-2"))
+        .execute(keyed(
+            adjust("a", "s2", OnHandChange::Delta(1), None),
+            "k-1",
+            "fp-2",
+        ))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::IdempotencyKeyReused));
 
     // On-hand may not drop below reserved.
     let r = reservation_of(
-        store.execute(plain(reserve("r-1", &[("a", "s1", 15)], 600))).await.unwrap().result,
+        store
+            .execute(plain(reserve("r-1", &[("a", "s1", 15)], 600)))
+            .await
+            .unwrap()
+            .result,
     );
     assert_eq!(r.status, ReservationStatus::Active);
-    let err = store.execute(plain(adjust("a", "s1", OnHandChange::Delta(-6), None))).await.unwrap_err();
+    let err = store
+        .execute(plain(adjust("a", "s1", OnHandChange::Delta(-6), None)))
+        .await
+        .unwrap_err();
     assert_eq!(domain_code(err), "insufficient_stock");
 
     // All or nothing across lines.
     let before = store.all_stock_levels().await.unwrap();
     let pending_before = store.backlog().await.unwrap();
     let err = store
-        .execute(plain(reserve("r-2", &[("a", "s1", 5), ("a", "s2", 8)], 600)))
+        .execute(plain(reserve(
+            "r-2",
+            &[("a", "s1", 5), ("a", "s2", 8)],
+            600,
+        )))
         .await
         .unwrap_err();
     let StoreError::Domain(DomainError::InsufficientStock { lines }) = err else {
@@ -179,68 +251,153 @@ pub(crate) async fn write_store_contract<S: WriteStore + Outbox>(store: Arc<S>) 
     };
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].location.as_str(), "s2");
-    assert_eq!(store.all_stock_levels().await.unwrap(), before, "nothing stays reserved");
-    assert_eq!(store.backlog().await.unwrap(), pending_before, "a rejected command yields no event");
-    assert!(store.reservation(&ReservationId::parse("r-2").unwrap()).await.unwrap().is_none());
+    assert_eq!(
+        store.all_stock_levels().await.unwrap(),
+        before,
+        "nothing stays reserved"
+    );
+    assert_eq!(
+        store.backlog().await.unwrap(),
+        pending_before,
+        "a rejected command yields no event"
+    );
+    assert!(
+        store
+            .reservation(&ReservationId::parse("r-2").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Multi-line success, then release.
     let r2 = reservation_of(
         store
-            .execute(plain(reserve("r-2", &[("a", "s1", 5), ("a", "s2", 7)], 600)))
+            .execute(plain(reserve(
+                "r-2",
+                &[("a", "s1", 5), ("a", "s2", 7)],
+                600,
+            )))
             .await
             .unwrap()
             .result,
     );
     assert_eq!(r2.lines.len(), 2);
-    let err = store.execute(plain(reserve("r-2", &[("a", "s1", 1)], 600))).await.unwrap_err();
+    let err = store
+        .execute(plain(reserve("r-2", &[("a", "s1", 1)], 600)))
+        .await
+        .unwrap_err();
     assert_eq!(domain_code(err), "reservation_exists");
     let released = reservation_of(
-        store.execute(plain(Command::Release { id: r2.id.clone() })).await.unwrap().result,
+        store
+            .execute(plain(Command::Release { id: r2.id.clone() }))
+            .await
+            .unwrap()
+            .result,
     );
     assert_eq!(released.status, ReservationStatus::Released);
-    assert_eq!(store.stock_level(&key("a", "s2")).await.unwrap().unwrap().reserved, 0);
+    assert_eq!(
+        store
+            .stock_level(&key("a", "s2"))
+            .await
+            .unwrap()
+            .unwrap()
+            .reserved,
+        0
+    );
 
     // Confirm is a sale; a second confirm is refused.
     let confirmed = reservation_of(
-        store.execute(plain(Command::Confirm { id: r.id.clone() })).await.unwrap().result,
+        store
+            .execute(plain(Command::Confirm { id: r.id.clone() }))
+            .await
+            .unwrap()
+            .result,
     );
     assert_eq!(confirmed.status, ReservationStatus::Confirmed);
     let level = store.stock_level(&key("a", "s1")).await.unwrap().unwrap();
     assert_eq!((level.on_hand, level.reserved), (5, 0));
-    let err = store.execute(plain(Command::Confirm { id: r.id.clone() })).await.unwrap_err();
+    let err = store
+        .execute(plain(Command::Confirm { id: r.id.clone() }))
+        .await
+        .unwrap_err();
     assert_eq!(domain_code(err), "reservation_not_active");
     let err = store
-        .execute(plain(Command::Confirm { id: ReservationId::parse("nope").unwrap() }))
+        .execute(plain(Command::Confirm {
+            id: ReservationId::parse("nope").unwrap(),
+        }))
         .await
         .unwrap_err();
     assert_eq!(domain_code(err), "reservation_not_found");
 
     // Expiry: not before the TTL, then with an event.
     let r3 = reservation_of(
-        store.execute(plain(reserve("r-3", &[("a", "s1", 2)], 1))).await.unwrap().result,
+        store
+            .execute(plain(reserve("r-3", &[("a", "s1", 2)], 1)))
+            .await
+            .unwrap()
+            .result,
     );
-    let early = store.execute(plain(Command::Expire { id: r3.id.clone() })).await.unwrap();
-    assert_eq!((reservation_of(early.result).status, early.events), (ReservationStatus::Active, 0));
+    let early = store
+        .execute(plain(Command::Expire { id: r3.id.clone() }))
+        .await
+        .unwrap();
+    assert_eq!(
+        (reservation_of(early.result).status, early.events),
+        (ReservationStatus::Active, 0)
+    );
     let deadlines = store.active_reservation_deadlines(10).await.unwrap();
     assert_eq!(deadlines, vec![(r3.id.clone(), r3.expires_at_ms)]);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let expired = store.execute(plain(Command::Expire { id: r3.id.clone() })).await.unwrap();
+    let expired = store
+        .execute(plain(Command::Expire { id: r3.id.clone() }))
+        .await
+        .unwrap();
     assert_eq!(expired.events, 1);
-    assert_eq!(reservation_of(expired.result).status, ReservationStatus::Expired);
-    assert_eq!(store.stock_level(&key("a", "s1")).await.unwrap().unwrap().reserved, 0);
+    assert_eq!(
+        reservation_of(expired.result).status,
+        ReservationStatus::Expired
+    );
+    assert_eq!(
+        store
+            .stock_level(&key("a", "s1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .reserved,
+        0
+    );
     let last = stock_events(&*store).await.pop().unwrap();
     assert_eq!(last.kind, EventKind::ReservationExpired);
-    assert!(store.active_reservation_deadlines(10).await.unwrap().is_empty());
+    assert!(
+        store
+            .active_reservation_deadlines(10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A location's region is fixed once it holds stock.
-    let err = store.put_location(location("s1", "south")).await.unwrap_err();
+    let err = store
+        .put_location(location("s1", "south"))
+        .await
+        .unwrap_err();
     assert_eq!(domain_code(err), "location_region_immutable");
 
     // Catalog data travels through the outbox too.
     let attrs = BTreeMap::from([("brand".to_string(), "Acme".to_string())]);
-    let cat = store.put_sku(sku("a"), "Anvil".into(), attrs.clone()).await.unwrap();
+    let cat = store
+        .put_sku(sku("a"), "Anvil".into(), attrs.clone())
+        .await
+        .unwrap();
     assert_eq!(cat.version, 1);
-    assert_eq!(store.put_sku(sku("a"), "Anvil".into(), attrs).await.unwrap().version, 2);
+    assert_eq!(
+        store
+            .put_sku(sku("a"), "Anvil".into(), attrs)
+            .await
+            .unwrap()
+            .version,
+        2
+    );
 
     // Every applied change is in the outbox exactly once, in version order per key.
     let events = stock_events(&*store).await;
@@ -269,12 +426,17 @@ pub(crate) async fn write_store_contract<S: WriteStore + Outbox>(store: Arc<S>) 
 /// Concurrent reservations never oversell.
 pub(crate) async fn write_store_concurrency_contract<S: WriteStore>(store: Arc<S>) {
     store.put_location(location("c1", "north")).await.unwrap();
-    store.execute(plain(adjust("hot", "c1", OnHandChange::Delta(20), None))).await.unwrap();
+    store
+        .execute(plain(adjust("hot", "c1", OnHandChange::Delta(20), None)))
+        .await
+        .unwrap();
     let tasks: Vec<_> = (0..60)
         .map(|i| {
             let store = store.clone();
             tokio::spawn(async move {
-                store.execute(plain(reserve(&format!("c-{i}"), &[("hot", "c1", 1)], 600))).await
+                store
+                    .execute(plain(reserve(&format!("c-{i}"), &[("hot", "c1", 1)], 600)))
+                    .await
             })
         })
         .collect();
@@ -294,7 +456,10 @@ pub(crate) async fn write_store_concurrency_contract<S: WriteStore>(store: Arc<S
 pub(crate) async fn event_log_contract<L: EventLog>(log: Arc<L>) {
     let n = log.partitions();
     let records: Vec<NewRecord> = (0..50)
-        .map(|i| NewRecord { key: format!("sku-{}", i % 7), value: vec![b'x'; 100 + i] })
+        .map(|i| NewRecord {
+            key: format!("sku-{}", i % 7),
+            value: vec![b'x'; 100 + i],
+        })
         .collect();
     let mut rx = log.subscribe();
     rx.borrow_and_update();
@@ -335,7 +500,14 @@ pub(crate) async fn event_log_contract<L: EventLog>(log: Arc<L>) {
     }
 }
 
-fn stock_event(s: &str, l: &str, region: &str, version: u64, on_hand: i64, reserved: i64) -> BusEvent {
+fn stock_event(
+    s: &str,
+    l: &str,
+    region: &str,
+    version: u64,
+    on_hand: i64,
+    reserved: i64,
+) -> BusEvent {
     BusEvent::Stock(StockEvent {
         event_id: format!("{s}/{l}/{version}"),
         kind: EventKind::StockAdjusted,
@@ -362,15 +534,30 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
     let other = stock_event("a", "s2", "north", 1, 5, 0);
     let south = stock_event("a", "w1", "south", 1, 100, 0);
     // Out of order and duplicated: the newest version wins, totals stay exact.
-    read.project("c", 0, &[v1.clone(), v3.clone(), v2.clone(), v1.clone()], 4).await.unwrap();
-    read.project("c", 1, &[other, south, v3.clone()], 3).await.unwrap();
+    read.project("c", 0, &[v1.clone(), v3.clone(), v2.clone(), v1.clone()], 4)
+        .await
+        .unwrap();
+    read.project("c", 1, &[other, south, v3.clone()], 3)
+        .await
+        .unwrap();
     let row = read.stock_at("a", "s1").await.unwrap().unwrap();
-    assert_eq!((row.on_hand, row.reserved, row.available, row.version), (8, 2, 6, 3));
+    assert_eq!(
+        (row.on_hand, row.reserved, row.available, row.version),
+        (8, 2, 6, 3)
+    );
     assert_eq!(read.stock_by_sku("a").await.unwrap().len(), 3);
     assert!(read.stock_at("a", "zz").await.unwrap().is_none());
     let all = read.availability("a", None).await.unwrap();
     let north = all.iter().find(|r| r.region == "north").unwrap();
-    assert_eq!((north.on_hand, north.reserved, north.available, north.locations), (13, 2, 11, 2));
+    assert_eq!(
+        (
+            north.on_hand,
+            north.reserved,
+            north.available,
+            north.locations
+        ),
+        (13, 2, 11, 2)
+    );
     let only = read.availability("a", Some("south")).await.unwrap();
     assert_eq!(only.len(), 1);
     assert_eq!(only[0].available, 100);
@@ -408,14 +595,31 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
         limit: 10,
     };
     let hits = read.search(&q("red", false, None)).await.unwrap();
-    assert_eq!(hits.iter().map(|h| h.sku.as_str()).collect::<Vec<_>>().len(), 2);
+    assert_eq!(
+        hits.iter()
+            .map(|h| h.sku.as_str())
+            .collect::<Vec<_>>()
+            .len(),
+        2
+    );
     let hits = read.search(&q("red", true, None)).await.unwrap();
     assert_eq!(hits.len(), 1);
     assert_eq!((hits[0].sku.as_str(), hits[0].available), ("a", 111));
-    let hits = read.search(&q("acm", true, Some("south")).clone()).await.unwrap();
+    let hits = read
+        .search(&q("acm", true, Some("south")).clone())
+        .await
+        .unwrap();
     assert_eq!((hits.len(), hits[0].available), (1, 100));
-    assert!(read.search(&q("red", true, Some("west"))).await.unwrap().is_empty());
-    assert_eq!(read.search(&q("coat", false, None)).await.unwrap()[0].name, "Red rain coat");
+    assert!(
+        read.search(&q("red", true, Some("west")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        read.search(&q("coat", false, None)).await.unwrap()[0].name,
+        "Red rain coat"
+    );
 
     // The DLQ advances the offset with the letter.
     let letter = DeadLetter {
@@ -443,5 +647,9 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
     let bad = stock_event("a", "s1", "north", 9, 1, 5);
     assert!(read.project("c", 0, &[bad], 1).await.is_err());
     assert_eq!(read.stock_at("a", "s1").await.unwrap().unwrap().version, 3);
-    assert_eq!(read.offset("c", 0).await.unwrap(), 0, "a failed batch stores no offset");
+    assert_eq!(
+        read.offset("c", 0).await.unwrap(),
+        0,
+        "a failed batch stores no offset"
+    );
 }

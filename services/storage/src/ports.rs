@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use stockflow_domain::{
     BusEvent, Command, CommandResult, IdempotencyKey, Location, LocationId, Reservation,
     ReservationId, Sku, SkuCatalog, StockKey, StockLevel,
 };
+use tokio::sync::watch;
 
 use crate::Result;
 
@@ -267,8 +267,11 @@ pub trait ReadStore: Send + Sync + 'static {
     /// One location of a SKU.
     async fn stock_at(&self, sku: &str, location: &str) -> Result<Option<InventoryRow>>;
     /// Availability of a SKU per region (one region if given).
-    async fn availability(&self, sku: &str, region: Option<&str>)
-    -> Result<Vec<RegionAvailability>>;
+    async fn availability(
+        &self,
+        sku: &str,
+        region: Option<&str>,
+    ) -> Result<Vec<RegionAvailability>>;
     /// Catalog search.
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>>;
     /// Every inventory row (tests and consistency checks).

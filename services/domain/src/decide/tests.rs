@@ -62,7 +62,8 @@ impl Model {
         match op {
             Op::Adjust { key, change } => {
                 let key = key_of(*key);
-                let Ok(cmd) = Adjust::new(key.clone(), *change, AdjustReason::Correction, None, None)
+                let Ok(cmd) =
+                    Adjust::new(key.clone(), *change, AdjustReason::Correction, None, None)
                 else {
                     return false;
                 };
@@ -121,7 +122,11 @@ impl Model {
                 held.get(key).copied().unwrap_or(0),
                 "reserved equals what active reservations hold at {key:?}"
             );
-            let events = self.events.iter().filter(|e| e.sku == key.sku && e.location == key.location).count();
+            let events = self
+                .events
+                .iter()
+                .filter(|e| e.sku == key.sku && e.location == key.location)
+                .count();
             assert_eq!(level.version, events as u64, "one event per applied change");
         }
     }
@@ -136,20 +141,47 @@ fn key_of(k: u8) -> StockKey {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Adjust { key: u8, change: OnHandChange },
-    Reserve { id: u8, lines: Vec<(u8, i64)>, ttl: u64 },
-    Settle { id: u8, how: Settlement },
+    Adjust {
+        key: u8,
+        change: OnHandChange,
+    },
+    Reserve {
+        id: u8,
+        lines: Vec<(u8, i64)>,
+        ttl: u64,
+    },
+    Settle {
+        id: u8,
+        how: Settlement,
+    },
     Tick(i64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let key = 0u8..6;
     prop_oneof![
-        (key.clone(), -20i64..40).prop_map(|(key, d)| Op::Adjust { key, change: OnHandChange::Delta(d) }),
-        (key.clone(), 0i64..50).prop_map(|(key, n)| Op::Adjust { key, change: OnHandChange::SetOnHand(n) }),
-        (0u8..12, prop::collection::vec((key, 1i64..15), 1..4), 1u64..5)
+        (key.clone(), -20i64..40).prop_map(|(key, d)| Op::Adjust {
+            key,
+            change: OnHandChange::Delta(d)
+        }),
+        (key.clone(), 0i64..50).prop_map(|(key, n)| Op::Adjust {
+            key,
+            change: OnHandChange::SetOnHand(n)
+        }),
+        (
+            0u8..12,
+            prop::collection::vec((key, 1i64..15), 1..4),
+            1u64..5
+        )
             .prop_map(|(id, lines, ttl)| Op::Reserve { id, lines, ttl }),
-        (0u8..12, prop_oneof![Just(Settlement::Confirm), Just(Settlement::Release), Just(Settlement::Expire)])
+        (
+            0u8..12,
+            prop_oneof![
+                Just(Settlement::Confirm),
+                Just(Settlement::Release),
+                Just(Settlement::Expire)
+            ]
+        )
             .prop_map(|(id, how)| Op::Settle { id, how }),
         (0i64..3000).prop_map(Op::Tick),
     ]
@@ -177,21 +209,37 @@ proptest! {
 #[test]
 fn multi_line_reserve_is_all_or_nothing_and_names_short_lines() {
     let mut model = Model::default();
-    assert!(model.apply(&Op::Adjust { key: 0, change: OnHandChange::Delta(5) }));
-    assert!(model.apply(&Op::Adjust { key: 1, change: OnHandChange::Delta(1) }));
+    assert!(model.apply(&Op::Adjust {
+        key: 0,
+        change: OnHandChange::Delta(5)
+    }));
+    assert!(model.apply(&Op::Adjust {
+        key: 1,
+        change: OnHandChange::Delta(1)
+    }));
     let levels = vec![model.level(&key_of(0)), model.level(&key_of(1))];
     let cmd = Reserve::new(
         ReservationId::parse("r").unwrap(),
         vec![
-            ReserveLine { sku: key_of(0).sku, location: key_of(0).location, qty: 2 },
-            ReserveLine { sku: key_of(1).sku, location: key_of(1).location, qty: 3 },
+            ReserveLine {
+                sku: key_of(0).sku,
+                location: key_of(0).location,
+                qty: 2,
+            },
+            ReserveLine {
+                sku: key_of(1).sku,
+                location: key_of(1).location,
+                qty: 3,
+            },
         ],
         60,
         None,
     )
     .unwrap();
     let err = reserve(&levels, None, &cmd, &model.meta()).unwrap_err();
-    let DomainError::InsufficientStock { lines } = err else { panic!("{err:?}") };
+    let DomainError::InsufficientStock { lines } = err else {
+        panic!("{err:?}")
+    };
     assert_eq!(lines.len(), 1);
     assert_eq!((lines[0].requested, lines[0].available), (3, 1));
 }
@@ -199,8 +247,15 @@ fn multi_line_reserve_is_all_or_nothing_and_names_short_lines() {
 #[test]
 fn confirm_after_ttl_is_refused_and_expire_before_ttl_changes_nothing() {
     let mut model = Model::default();
-    assert!(model.apply(&Op::Adjust { key: 0, change: OnHandChange::Delta(5) }));
-    assert!(model.apply(&Op::Reserve { id: 1, lines: vec![(0, 2)], ttl: 10 }));
+    assert!(model.apply(&Op::Adjust {
+        key: 0,
+        change: OnHandChange::Delta(5)
+    }));
+    assert!(model.apply(&Op::Reserve {
+        id: 1,
+        lines: vec![(0, 2)],
+        ttl: 10
+    }));
     let r = model.reservations.values().next().unwrap().clone();
     let levels = vec![model.level(&key_of(0))];
     let early = settle(Settlement::Expire, &r, &levels, &model.meta()).unwrap();

@@ -2,10 +2,10 @@
 
 use std::time::Instant;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use stockflow_domain::{Command, CommandResult, LocationId, ReservationId, Sku};
 use stockflow_storage::ports::{CommandOutcome, CommandRequest, IdempotencyToken};
 
@@ -160,7 +160,9 @@ pub async fn reserve(
     .await?;
     let reservation = reservation_of(outcome.result.clone())?;
     if !outcome.replayed {
-        state.expiry.schedule(reservation.id.clone(), reservation.expires_at_ms);
+        state
+            .expiry
+            .schedule(reservation.id.clone(), reservation.expires_at_ms);
     }
     Ok(respond(
         StatusCode::CREATED,
@@ -176,7 +178,10 @@ async fn settle(
     fingerprint: String,
     make: fn(ReservationId) -> Command,
 ) -> ApiResult<Response> {
-    let outcome = run(&state, &headers, fingerprint, || Ok(make(ReservationId::parse(id)?))).await?;
+    let outcome = run(&state, &headers, fingerprint, || {
+        Ok(make(ReservationId::parse(id)?))
+    })
+    .await?;
     let reservation = reservation_of(outcome.result.clone())?;
     Ok(respond(
         StatusCode::OK,
@@ -196,7 +201,10 @@ pub async fn confirm(
     Path(id): Path<String>,
     body: OptionalBody,
 ) -> ApiResult<Response> {
-    settle(state, headers, id, body.fingerprint, |id| Command::Confirm { id }).await
+    settle(state, headers, id, body.fingerprint, |id| {
+        Command::Confirm { id }
+    })
+    .await
 }
 
 /// Gives held stock back.
@@ -210,7 +218,10 @@ pub async fn release(
     Path(id): Path<String>,
     body: OptionalBody,
 ) -> ApiResult<Response> {
-    settle(state, headers, id, body.fingerprint, |id| Command::Release { id }).await
+    settle(state, headers, id, body.fingerprint, |id| {
+        Command::Release { id }
+    })
+    .await
 }
 
 /// A reservation as the write side holds it.
@@ -226,7 +237,7 @@ pub async fn get_reservation(
         .write
         .reservation(&id)
         .await?
-        .ok_or_else(|| stockflow_domain::DomainError::ReservationNotFound(id))?;
+        .ok_or(stockflow_domain::DomainError::ReservationNotFound(id))?;
     Ok(Json(reservation.into()))
 }
 

@@ -42,7 +42,8 @@ where
                 .and_then(|v| v.split(';').next())
                 .map(|v| {
                     let v = v.trim().to_ascii_lowercase();
-                    v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+                    v == "application/json"
+                        || (v.starts_with("application/") && v.ends_with("+json"))
                 })
                 .unwrap_or(false);
             if !is_json {

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use stockflow_storage::ports::{Outbox, ReadStore, WriteStore};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -90,7 +90,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/admin/dead-letters", get(ops::dead_letters))
-        .route("/admin/dead-letters/{id}/replay", post(ops::replay_dead_letter))
+        .route(
+            "/admin/dead-letters/{id}/replay",
+            post(ops::replay_dead_letter),
+        )
         .route("/admin/projections/replay", post(ops::replay_projections))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -98,8 +101,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Store(stockflow_storage::StoreError::Corrupt("handler panicked".into()))
-                .into_response()
+            ApiError::Store(stockflow_storage::StoreError::Corrupt(
+                "handler panicked".into(),
+            ))
+            .into_response()
         }))
         .with_state(state)
 }

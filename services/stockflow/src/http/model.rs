@@ -50,7 +50,10 @@ pub struct LocationResponse {
 
 impl LocationRequest {
     /// Validates into a domain location.
-    pub fn into_location(self, id: LocationId) -> Result<stockflow_domain::Location, ValidationError> {
+    pub fn into_location(
+        self,
+        id: LocationId,
+    ) -> Result<stockflow_domain::Location, ValidationError> {
         let kind = LocationKind::parse(&self.kind)
             .ok_or_else(|| ValidationError::new("kind", "must be \"store\" or \"warehouse\""))?;
         Ok(stockflow_domain::Location {
@@ -241,7 +244,10 @@ pub struct ReservationRequest {
 
 impl ReservationRequest {
     /// Validates into a domain command; `generated` is used when no id was given.
-    pub fn into_command(self, generated: impl FnOnce() -> String) -> Result<Reserve, ValidationError> {
+    pub fn into_command(
+        self,
+        generated: impl FnOnce() -> String,
+    ) -> Result<Reserve, ValidationError> {
         let id = ReservationId::parse(self.reservation_id.unwrap_or_else(generated))?;
         let lines = self
             .lines

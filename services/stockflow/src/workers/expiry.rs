@@ -107,7 +107,9 @@ async fn expire(write: &dyn WriteStore, id: &ReservationId) -> Result<bool, Stor
     match result {
         Ok(outcome) => {
             let settled = match &outcome.result {
-                stockflow_domain::CommandResult::Reservation(r) => r.status != ReservationStatus::Active,
+                stockflow_domain::CommandResult::Reservation(r) => {
+                    r.status != ReservationStatus::Active
+                }
                 stockflow_domain::CommandResult::Stock(_) => true,
             };
             if settled {

@@ -190,7 +190,11 @@ pub async fn step(
     let (records, gap) = contiguous(fetched, next);
     if gap {
         metrics::counter!("stockflow_consumer_offset_gaps_total").increment(1);
-        tracing::warn!(partition, expected = next + records.len() as u64, "offset gap in fetch; re-reading from the first missing offset");
+        tracing::warn!(
+            partition,
+            expected = next + records.len() as u64,
+            "offset gap in fetch; re-reading from the first missing offset"
+        );
     }
     if records.is_empty() {
         return Ok(Step::Idle);
@@ -202,8 +206,15 @@ pub async fn step(
         .collect();
     // Fast path: the whole batch in one transaction.
     if decoded.iter().all(Result::is_ok) {
-        let events: Vec<BusEvent> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
-        if read.project(&config.consumer, partition, &events, last + 1).await.is_ok() {
+        let events: Vec<BusEvent> = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok().cloned())
+            .collect();
+        if read
+            .project(&config.consumer, partition, &events, last + 1)
+            .await
+            .is_ok()
+        {
             observe(&events);
             return Ok(Step::Advanced(last + 1));
         }
@@ -218,7 +229,12 @@ pub async fn step(
                 let mut applied = false;
                 for attempt in 1..=config.max_attempts {
                     match read
-                        .project(&config.consumer, partition, std::slice::from_ref(&event), next_offset)
+                        .project(
+                            &config.consumer,
+                            partition,
+                            std::slice::from_ref(&event),
+                            next_offset,
+                        )
                         .await
                     {
                         Ok(()) => {

@@ -19,7 +19,9 @@ pub struct Platform {
 impl Platform {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let mut config = DevConfig::new(dir.path().to_path_buf());
         config.partitions = 4;
         let running = app::start(config, listener).await.expect("platform starts");
@@ -28,7 +30,12 @@ impl Platform {
             .pool_max_idle_per_host(600)
             .build()
             .expect("client");
-        Self { running, base, http, _dir: dir }
+        Self {
+            running,
+            base,
+            http,
+            _dir: dir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -73,7 +80,12 @@ impl Platform {
     }
 
     /// Polls the query API until `check` accepts the stock row, or fails after 5 s.
-    pub async fn eventually_stock(&self, sku: &str, location: &str, check: impl Fn(&Value) -> bool) -> Value {
+    pub async fn eventually_stock(
+        &self,
+        sku: &str,
+        location: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let r = self.get(&format!("/v1/stock/{sku}/{location}")).await;

@@ -52,15 +52,20 @@ impl SqliteEventLog {
     /// Opens `path` with `partitions` partitions (fixed at creation).
     pub fn open(path: &Path, partitions: u32) -> Result<Self> {
         if partitions == 0 {
-            return Err(StoreError::Unavailable("a log needs at least one partition".into()));
+            return Err(StoreError::Unavailable(
+                "a log needs at least one partition".into(),
+            ));
         }
         let conn = open_writer(path, SCHEMA)?;
         conn.execute(
             "INSERT OR IGNORE INTO log_meta (name, value) VALUES ('partitions', ?1)",
             [partitions],
         )?;
-        let stored: u32 =
-            conn.query_row("SELECT value FROM log_meta WHERE name = 'partitions'", [], |r| r.get(0))?;
+        let stored: u32 = conn.query_row(
+            "SELECT value FROM log_meta WHERE name = 'partitions'",
+            [],
+            |r| r.get(0),
+        )?;
         if stored != partitions {
             return Err(StoreError::Unavailable(format!(
                 "the log at {} has {stored} partitions, not {partitions}; changing it would move SKUs between partitions",
@@ -98,7 +103,13 @@ impl SqliteEventLog {
             for record in records {
                 let partition = partition_for_key(record.key.as_bytes(), self.partitions);
                 let slot = &mut advanced[partition as usize];
-                stmt.execute(params![partition, to_sql_u64(*slot), record.key, record.value, now])?;
+                stmt.execute(params![
+                    partition,
+                    to_sql_u64(*slot),
+                    record.key,
+                    record.value,
+                    now
+                ])?;
                 assigned.push((partition, *slot));
                 *slot += 1;
             }

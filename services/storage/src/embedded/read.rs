@@ -14,7 +14,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use stockflow_domain::{BusEvent, CatalogEvent, StockEvent};
 
 use super::sqlite::{ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64};
-use crate::ports::{DeadLetter, InventoryRow, ReadStore, RegionAvailability, SearchHit, SearchQuery};
+use crate::ports::{
+    DeadLetter, InventoryRow, ReadStore, RegionAvailability, SearchHit, SearchQuery,
+};
 use crate::{Result, StoreError, now_ms};
 
 const SCHEMA: &str = r#"
@@ -141,8 +143,22 @@ fn apply_stock(conn: &Connection, e: &StockEvent) -> Result<()> {
         // A location never changes region, but if a stale row says otherwise, move its
         // contribution rather than double-counting it.
         Some((region, on_hand, reserved, _)) if region != e.region.as_str() => {
-            totals.execute(params![e.sku.as_str(), region, -on_hand, -reserved, -1, e.occurred_at_ms])?;
-            totals.execute(params![e.sku.as_str(), e.region.as_str(), e.on_hand, e.reserved, 1, e.occurred_at_ms])?;
+            totals.execute(params![
+                e.sku.as_str(),
+                region,
+                -on_hand,
+                -reserved,
+                -1,
+                e.occurred_at_ms
+            ])?;
+            totals.execute(params![
+                e.sku.as_str(),
+                e.region.as_str(),
+                e.on_hand,
+                e.reserved,
+                1,
+                e.occurred_at_ms
+            ])?;
         }
         Some((_, on_hand, reserved, _)) => {
             totals.execute(params![
@@ -155,7 +171,14 @@ fn apply_stock(conn: &Connection, e: &StockEvent) -> Result<()> {
             ])?;
         }
         None => {
-            totals.execute(params![e.sku.as_str(), e.region.as_str(), e.on_hand, e.reserved, 1, e.occurred_at_ms])?;
+            totals.execute(params![
+                e.sku.as_str(),
+                e.region.as_str(),
+                e.on_hand,
+                e.reserved,
+                1,
+                e.occurred_at_ms
+            ])?;
         }
     }
     Ok(())
@@ -360,7 +383,8 @@ impl ReadStore for SqliteReadStore {
         let limit = to_sql_u64(query.limit.clamp(1, 200) as u64);
         let fts = fts_query(&query.text);
         self.readers.with(|conn| {
-            let availability = "COALESCE((SELECT SUM(a.on_hand - a.reserved) FROM availability_by_region a
+            let availability =
+                "COALESCE((SELECT SUM(a.on_hand - a.reserved) FROM availability_by_region a
                  WHERE a.sku = d.sku AND (?2 IS NULL OR a.region = ?2)), 0)";
             let sql = match fts {
                 Some(_) => format!(
@@ -376,15 +400,24 @@ impl ReadStore for SqliteReadStore {
                 ),
             };
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(
-                params![fts, query.region, query.in_stock, limit],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?)),
-            )?;
+            let rows = stmt.query_map(params![fts, query.region, query.in_stock, limit], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
             let mut hits = Vec::new();
             for row in rows {
                 let (sku, name, attributes, available) = row?;
                 let attributes: BTreeMap<String, String> = serde_json::from_str(&attributes)?;
-                hits.push(SearchHit { sku, name, attributes, available });
+                hits.push(SearchHit {
+                    sku,
+                    name,
+                    attributes,
+                    available,
+                });
             }
             Ok(hits)
         })
@@ -412,7 +445,10 @@ mod tests {
 
     #[test]
     fn fts_query_keeps_only_words() {
-        assert_eq!(fts_query("red  shoe-42"), Some("\"red\"* \"shoe\"* \"42\"*".into()));
+        assert_eq!(
+            fts_query("red  shoe-42"),
+            Some("\"red\"* \"shoe\"* \"42\"*".into())
+        );
         assert_eq!(fts_query("\" OR * NEAR("), Some("\"OR\"* \"NEAR\"*".into()));
         assert_eq!(fts_query("  ..  "), None);
     }

@@ -1,6 +1,5 @@
 //! The embedded adapters run the port contracts.
 
-
 use super::EmbeddedBackend;
 use crate::contract;
 
@@ -49,5 +48,8 @@ async fn log_keeps_offsets_and_partition_count_across_reopen() {
     }
     assert_eq!(total, 50);
     drop(b);
-    assert!(EmbeddedBackend::open(dir.path(), 4).is_err(), "partition count is fixed");
+    assert!(
+        EmbeddedBackend::open(dir.path(), 4).is_err(),
+        "partition count is fixed"
+    );
 }

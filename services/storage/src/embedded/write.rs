@@ -14,12 +14,12 @@ use std::thread;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use stockflow_domain::decide::{self, Settlement};
-use stockflow_domain::{
-    Applied, BusEvent, CatalogEvent, Command, DomainError, EventMeta, Location,
-    LocationId, LocationKind, Reservation, ReservationId, ReservationStatus, Sku, SkuCatalog,
-    StockKey, StockLevel,
-};
 use stockflow_domain::ids::Region;
+use stockflow_domain::{
+    Applied, BusEvent, CatalogEvent, Command, DomainError, EventMeta, Location, LocationId,
+    LocationKind, Reservation, ReservationId, ReservationStatus, Sku, SkuCatalog, StockKey,
+    StockLevel,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::sqlite::{ReaderPool, from_sql_u64, open_writer, to_sql_u64};
@@ -104,7 +104,13 @@ impl SqliteWriteStore {
         let (tick_tx, outbox_tick) = watch::channel(0);
         thread::Builder::new()
             .name("stockflow-writer".into())
-            .spawn(move || Writer { conn, tick: tick_tx }.run(rx))?;
+            .spawn(move || {
+                Writer {
+                    conn,
+                    tick: tick_tx,
+                }
+                .run(rx)
+            })?;
         Ok(Self {
             jobs,
             readers: ReaderPool::new(path),
@@ -114,16 +120,14 @@ impl SqliteWriteStore {
 
     async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .try_send(job(tx))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    StoreError::Unavailable("write queue is full; retry shortly".into())
-                }
-                mpsc::error::TrySendError::Closed(_) => {
-                    StoreError::Unavailable("writer has stopped".into())
-                }
-            })?;
+        self.jobs.try_send(job(tx)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                StoreError::Unavailable("write queue is full; retry shortly".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                StoreError::Unavailable("writer has stopped".into())
+            }
+        })?;
         rx.await
             .map_err(|_| StoreError::Unavailable("writer stopped before answering".into()))?
     }
@@ -150,7 +154,8 @@ impl WriteStore for SqliteWriteStore {
         name: String,
         attributes: BTreeMap<String, String>,
     ) -> Result<SkuCatalog> {
-        self.submit(|tx| Job::PutSku(sku, name, attributes, tx)).await
+        self.submit(|tx| Job::PutSku(sku, name, attributes, tx))
+            .await
     }
 
     async fn location(&self, id: &LocationId) -> Result<Option<Location>> {
@@ -171,7 +176,7 @@ impl WriteStore for SqliteWriteStore {
                 "SELECT sku, location, region, on_hand, reserved, version FROM stock ORDER BY sku, location",
             )?;
             let rows = stmt.query_map([], row_to_level)?;
-            rows.map(|r| r?.map_err(StoreError::from)).collect()
+            rows.map(|r| r?).collect()
         })
     }
 
@@ -311,7 +316,10 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, jobs: impl Iterator<Item = Job>) -> (Vec<Pending>, usize) {
-        let tx = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        let tx = match self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
             Ok(tx) => tx,
             Err(e) => {
                 let msg = e.to_string();
@@ -332,9 +340,10 @@ impl Writer {
                     }
                     Pending::Execute(reply, result)
                 }
-                Job::PutLocation(location, reply) => {
-                    Pending::Location(reply, in_savepoint(&mut tx, |sp| put_location(sp, location)))
-                }
+                Job::PutLocation(location, reply) => Pending::Location(
+                    reply,
+                    in_savepoint(&mut tx, |sp| put_location(sp, location)),
+                ),
                 Job::PutSku(sku, name, attributes, reply) => {
                     events += 1;
                     Pending::Sku(
@@ -348,7 +357,10 @@ impl Writer {
                 Job::PurgeIdempotency(before, reply) => Pending::Purged(
                     reply,
                     in_savepoint(&mut tx, |sp| {
-                        Ok(sp.execute("DELETE FROM idempotency WHERE created_at_ms < ?1", [before])?)
+                        Ok(sp.execute(
+                            "DELETE FROM idempotency WHERE created_at_ms < ?1",
+                            [before],
+                        )?)
                     }),
                 ),
             };
@@ -454,7 +466,12 @@ fn decide_command(conn: &Connection, command: &Command, meta: &EventMeta) -> Res
     })
 }
 
-fn settle(conn: &Connection, id: &ReservationId, how: Settlement, meta: &EventMeta) -> Result<Applied> {
+fn settle(
+    conn: &Connection,
+    id: &ReservationId,
+    how: Settlement,
+    meta: &EventMeta,
+) -> Result<Applied> {
     let reservation =
         load_reservation(conn, id)?.ok_or_else(|| DomainError::ReservationNotFound(id.clone()))?;
     let levels = reservation
@@ -533,7 +550,11 @@ fn write_applied(conn: &Connection, applied: &Applied, now: i64) -> Result<()> {
 
 fn insert_outbox(conn: &Connection, event: &BusEvent, now: i64) -> Result<()> {
     conn.prepare_cached("INSERT INTO outbox (key, payload, created_at_ms) VALUES (?1, ?2, ?3)")?
-        .execute(params![event.key().as_str(), serde_json::to_vec(event)?, now])?;
+        .execute(params![
+            event.key().as_str(),
+            serde_json::to_vec(event)?,
+            now
+        ])?;
     Ok(())
 }
 
@@ -654,7 +675,8 @@ fn load_location(conn: &Connection, id: &LocationId) -> Result<Option<Location>>
         Ok(Location {
             id: id.clone(),
             region: Region::parse(region).map_err(corrupt)?,
-            kind: LocationKind::parse(&kind).ok_or_else(|| corrupt(format!("location kind {kind}")))?,
+            kind: LocationKind::parse(&kind)
+                .ok_or_else(|| corrupt(format!("location kind {kind}")))?,
             name,
         })
     })
@@ -670,18 +692,20 @@ fn load_reservation(conn: &Connection, id: &ReservationId) -> Result<Option<Rese
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
         })
         .optional()?;
-    row.map(|(status, reference, lines, created_at_ms, expires_at_ms, updated_at_ms)| {
-        Ok(Reservation {
-            id: id.clone(),
-            status: ReservationStatus::parse(&status)
-                .ok_or_else(|| corrupt(format!("reservation status {status}")))?,
-            lines: serde_json::from_str(&lines)?,
-            reference,
-            created_at_ms,
-            expires_at_ms,
-            updated_at_ms,
-        })
-    })
+    row.map(
+        |(status, reference, lines, created_at_ms, expires_at_ms, updated_at_ms)| {
+            Ok(Reservation {
+                id: id.clone(),
+                status: ReservationStatus::parse(&status)
+                    .ok_or_else(|| corrupt(format!("reservation status {status}")))?,
+                lines: serde_json::from_str(&lines)?,
+                reference,
+                created_at_ms,
+                expires_at_ms,
+                updated_at_ms,
+            })
+        },
+    )
     .transpose()
 }
 
@@ -700,6 +724,9 @@ mod tests {
         );
         let result = CommandResult::Stock(level);
         let text = serde_json::to_string(&result).unwrap();
-        assert_eq!(serde_json::from_str::<CommandResult>(&text).unwrap(), result);
+        assert_eq!(
+            serde_json::from_str::<CommandResult>(&text).unwrap(),
+            result
+        );
     }
 }

@@ -52,7 +52,12 @@ impl EventLog for LossyLog {
     async fn append(&self, records: Vec<NewRecord>) -> stockflow_storage::Result<Vec<(u32, u64)>> {
         self.inner.append(records).await
     }
-    async fn fetch(&self, p: u32, offset: u64, max: usize) -> stockflow_storage::Result<Vec<LogRecord>> {
+    async fn fetch(
+        &self,
+        p: u32,
+        offset: u64,
+        max: usize,
+    ) -> stockflow_storage::Result<Vec<LogRecord>> {
         let mut records = self.inner.fetch(p, offset, max).await?;
         if self.fetches.fetch_add(1, Ordering::Relaxed) % 2 == 0 && records.len() > 2 {
             records.remove(2);
@@ -96,7 +101,13 @@ fn history() -> Vec<BusEvent> {
     let mut events = Vec::new();
     for v in 1..=10u64 {
         for s in 0..10 {
-            events.push(event(&format!("sku-{s}"), "loc", v, 100 + v as i64, v as i64));
+            events.push(event(
+                &format!("sku-{s}"),
+                "loc",
+                v,
+                100 + v as i64,
+                v as i64,
+            ));
         }
     }
     events
@@ -105,16 +116,31 @@ fn history() -> Vec<BusEvent> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gaps_in_fetches_are_re_read_and_nothing_is_skipped() {
     let (_dir, b) = backend(2);
-    b.log.append(history().iter().map(record).collect()).await.unwrap();
-    let lossy = LossyLog { inner: b.log.clone(), fetches: AtomicUsize::new(0) };
+    b.log
+        .append(history().iter().map(record).collect())
+        .await
+        .unwrap();
+    let lossy = LossyLog {
+        inner: b.log.clone(),
+        fetches: AtomicUsize::new(0),
+    };
     // A small max_bytes forces many fetches, as in the fluvio defect.
-    let config = ProjectorConfig { max_bytes: 600, ..ProjectorConfig::default() };
+    let config = ProjectorConfig {
+        max_bytes: 600,
+        ..ProjectorConfig::default()
+    };
     drain(&lossy, &*b.read, &config).await;
     let rows = b.read.all_inventory().await.unwrap();
     assert_eq!(rows.len(), 10);
-    assert!(rows.iter().all(|r| r.version == 10 && r.on_hand == 110 && r.reserved == 10));
+    assert!(
+        rows.iter()
+            .all(|r| r.version == 10 && r.on_hand == 110 && r.reserved == 10)
+    );
     for p in 0..2 {
-        assert_eq!(b.read.offset(&config.consumer, p).await.unwrap(), b.log.end_offset(p).await.unwrap());
+        assert_eq!(
+            b.read.offset(&config.consumer, p).await.unwrap(),
+            b.log.end_offset(p).await.unwrap()
+        );
     }
 }
 
@@ -125,16 +151,29 @@ async fn poison_records_go_to_the_dlq_and_the_partition_moves_on() {
     let broken = event("a", "l", 2, 1, 9); // reserved > on_hand: cannot be applied
     let good2 = event("a", "l", 3, 7, 1);
     let mut records = vec![record(&good1), record(&broken)];
-    records.push(NewRecord { key: "a".into(), value: b"{not json".to_vec() });
+    records.push(NewRecord {
+        key: "a".into(),
+        value: b"{not json".to_vec(),
+    });
     records.push(record(&good2));
     b.log.append(records).await.unwrap();
-    let config = ProjectorConfig { max_attempts: 2, ..ProjectorConfig::default() };
+    let config = ProjectorConfig {
+        max_attempts: 2,
+        ..ProjectorConfig::default()
+    };
     drain(&*b.log, &*b.read, &config).await;
     let row = b.read.stock_at("a", "l").await.unwrap().unwrap();
     assert_eq!((row.version, row.on_hand, row.reserved), (3, 7, 1));
     let letters = b.read.dead_letters(10).await.unwrap();
-    assert_eq!(letters.iter().map(|l| l.offset).collect::<Vec<_>>(), vec![1, 2]);
-    assert!(letters[0].error.contains("invariant"), "{}", letters[0].error);
+    assert_eq!(
+        letters.iter().map(|l| l.offset).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(
+        letters[0].error.contains("invariant"),
+        "{}",
+        letters[0].error
+    );
     assert!(letters[1].error.contains("decode"), "{}", letters[1].error);
     assert_eq!(b.read.offset(&config.consumer, 0).await.unwrap(), 4);
 }
@@ -145,7 +184,10 @@ async fn replaying_the_whole_log_twice_changes_nothing() {
     let mut events = history();
     // Duplicates, as an at-least-once publisher produces after a crash.
     events.extend(history().into_iter().step_by(3));
-    b.log.append(events.iter().map(record).collect()).await.unwrap();
+    b.log
+        .append(events.iter().map(record).collect())
+        .await
+        .unwrap();
     let config = ProjectorConfig::default();
     drain(&*b.log, &*b.read, &config).await;
     let inventory = b.read.all_inventory().await.unwrap();
@@ -156,14 +198,26 @@ async fn replaying_the_whole_log_twice_changes_nothing() {
     }
     drain(&*b.log, &*b.read, &config).await;
     assert_eq!(b.read.all_inventory().await.unwrap(), inventory);
-    assert_eq!(b.read.availability("sku-3", None).await.unwrap(), availability);
+    assert_eq!(
+        b.read.availability("sku-3", None).await.unwrap(),
+        availability
+    );
 }
 
 #[test]
 fn contiguous_cuts_at_the_first_gap_and_skips_redeliveries() {
-    let r = |offset| LogRecord { partition: 0, offset, key: String::new(), value: Vec::new(), timestamp_ms: 0 };
+    let r = |offset| LogRecord {
+        partition: 0,
+        offset,
+        key: String::new(),
+        value: Vec::new(),
+        timestamp_ms: 0,
+    };
     let (kept, gap) = contiguous(vec![r(3), r(4), r(5), r(7), r(8)], 4);
-    assert_eq!(kept.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![4, 5]);
+    assert_eq!(
+        kept.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
     assert!(gap);
     let (kept, gap) = contiguous(vec![r(6)], 4);
     assert!(kept.is_empty() && gap);

@@ -1,0 +1,37 @@
+# stockflow workflows. `just --list` shows them all.
+
+# List the recipes
+default:
+    @just --list
+
+# Run the whole platform on the embedded backend (127.0.0.1:8080, data in ./stockflow-data)
+dev *ARGS:
+    cargo run --release -p stockflow -- dev {{ARGS}}
+
+# Run the whole test suite exactly as CI does
+test:
+    ./scripts/test.sh
+
+# Run only the fast unit and contract tests
+test-unit:
+    cargo test -p stockflow-domain -p stockflow-storage
+
+# Format all code
+fmt:
+    cargo fmt --all
+
+# Lint with warnings as errors
+lint:
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmark a fresh embedded platform: reserve+confirm and queries at 64 connections
+bench connections="64" duration="20" skus="1000":
+    ./scripts/bench.sh {{connections}} {{duration}} {{skus}}
+
+# Print the OpenAPI document of a running platform
+openapi addr="127.0.0.1:8080":
+    curl -s http://{{addr}}/openapi.json
+
+# Delete the local dev data directory
+clean-data:
+    rm -rf stockflow-data

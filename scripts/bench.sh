@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Starts a fresh `stockflow dev` (release build, temporary data directory, 127.0.0.1),
+# drives it with `stockflow bench`, prints the report, and stops it.
+# Usage: scripts/bench.sh [connections] [seconds] [skus]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+connections="${1:-64}"
+duration="${2:-20}"
+skus="${3:-1000}"
+addr="127.0.0.1:${BENCH_PORT:-18181}"
+
+cargo build --release --locked -p stockflow --bin stockflow
+bin=target/release/stockflow
+data="$(mktemp -d)"
+RUST_LOG=warn "$bin" dev --data-dir "$data" --listen "$addr" &
+server=$!
+trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$data"' EXIT
+for _ in $(seq 100); do
+    curl -fs "http://$addr/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+"$bin" bench --target "$addr" --connections "$connections" --duration "$duration" --skus "$skus"
+echo
+echo "server metrics (group commit):"
+curl -s "http://$addr/metrics" | grep -E '^stockflow_write_batch_size_(sum|count)' || true
