@@ -12,7 +12,7 @@ use rusqlite::{Connection, params};
 use stockflow_domain::partition_for_key;
 use tokio::sync::watch;
 
-use super::sqlite::{ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64};
+use super::sqlite::{Durability, ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64};
 use crate::ports::{EventLog, LogRecord, NewRecord};
 use crate::{Result, StoreError, now_ms};
 
@@ -56,7 +56,7 @@ impl SqliteEventLog {
                 "a log needs at least one partition".into(),
             ));
         }
-        let conn = open_writer(path, SCHEMA)?;
+        let conn = open_writer(path, SCHEMA, Durability::Durable)?;
         conn.execute(
             "INSERT OR IGNORE INTO log_meta (name, value) VALUES ('partitions', ?1)",
             [partitions],

@@ -5,8 +5,10 @@
 //! - `log.db`: the partitioned event log (the embedded twin of a Fluvio topic).
 //! - `read.db`: the read models, consumer offsets and the DLQ.
 //!
-//! All three run in WAL mode with `synchronous = FULL`: a command acknowledged to a client
-//! is on disk, so it survives `kill -9` and power loss alike.
+//! All three run in WAL mode. `write.db` and `log.db` fsync every commit: a command
+//! acknowledged to a client is on disk, so it survives `kill -9` and power loss alike.
+//! `read.db` is derived data; it fsyncs only at checkpoints and re-reads the log after a
+//! power loss (its offsets commit with its rows).
 
 mod log;
 mod read;

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use stockflow_domain::{BusEvent, CatalogEvent, StockEvent};
 
-use super::sqlite::{ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64};
+use super::sqlite::{Durability, ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64};
 use crate::ports::{
     DeadLetter, InventoryRow, ReadStore, RegionAvailability, SearchHit, SearchQuery,
 };
@@ -77,7 +77,7 @@ impl SqliteReadStore {
     /// Opens `path`, creating the schema.
     pub fn open(path: &Path) -> Result<Self> {
         Ok(Self {
-            writer: Mutex::new(open_writer(path, SCHEMA)?),
+            writer: Mutex::new(open_writer(path, SCHEMA, Durability::Rebuildable)?),
             readers: ReaderPool::new(path),
         })
     }

@@ -7,13 +7,29 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::{Result, StoreError};
 
-/// Opens a read-write connection in WAL mode with durable commits.
-pub(crate) fn open_writer(path: &Path, schema: &str) -> Result<Connection> {
+/// How hard a commit tries to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// fsync on every commit: survives power loss. For the write side and the log, whose
+    /// contents exist nowhere else.
+    Durable,
+    /// fsync only at checkpoints: survives a process crash, and after a power loss the
+    /// newest commits may be missing but the file stays consistent. For the read side,
+    /// which stores its offsets in the same transactions and simply re-reads the log.
+    Rebuildable,
+}
+
+/// Opens a read-write connection in WAL mode.
+pub(crate) fn open_writer(path: &Path, schema: &str, durability: Durability) -> Result<Connection> {
     let conn = Connection::open(path)?;
     // WAL lets readers run beside the writer; FULL fsyncs the WAL on every commit, which is
     // what makes an acknowledged command durable (group commit keeps it cheap).
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let synchronous = match durability {
+        Durability::Durable => "FULL",
+        Durability::Rebuildable => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
     conn.set_prepared_statement_cache_capacity(64);

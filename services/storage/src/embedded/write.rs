@@ -22,7 +22,7 @@ use stockflow_domain::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::sqlite::{ReaderPool, from_sql_u64, open_writer, to_sql_u64};
+use super::sqlite::{Durability, ReaderPool, from_sql_u64, open_writer, to_sql_u64};
 use crate::ports::{CommandOutcome, CommandRequest, Outbox, OutboxEntry, WriteStore};
 use crate::{Result, StoreError, now_ms};
 
@@ -99,7 +99,7 @@ pub struct SqliteWriteStore {
 impl SqliteWriteStore {
     /// Opens `path`, creating the schema, and starts the writer thread.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = open_writer(path, SCHEMA)?;
+        let conn = open_writer(path, SCHEMA, Durability::Durable)?;
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
         let (tick_tx, outbox_tick) = watch::channel(0);
         thread::Builder::new()
