@@ -19,6 +19,8 @@ pub struct PublisherConfig {
     pub batch: usize,
     /// Poll interval when nothing signals new entries.
     pub idle_poll: Duration,
+    /// Pause after a short batch so the next append carries more entries.
+    pub coalesce: Duration,
 }
 
 impl Default for PublisherConfig {
@@ -26,6 +28,7 @@ impl Default for PublisherConfig {
         Self {
             batch: 1000,
             idle_poll: Duration::from_millis(200),
+            coalesce: Duration::from_millis(2),
         }
     }
 }
@@ -53,7 +56,13 @@ pub async fn run(
                     _ = shutdown.cancelled() => {}
                 }
             }
-            Ok(_) => failures = 0,
+            Ok(n) => {
+                failures = 0;
+                // Under load, wait a moment so each append (one fsync) carries a batch.
+                if n < config.batch / 4 && !config.coalesce.is_zero() {
+                    tokio::time::sleep(config.coalesce).await;
+                }
+            }
             Err(e) => {
                 failures += 1;
                 tracing::warn!(error = %e, failures, "publishing failed; will retry");

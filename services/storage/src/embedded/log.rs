@@ -12,7 +12,9 @@ use rusqlite::{Connection, params};
 use stockflow_domain::partition_for_key;
 use tokio::sync::watch;
 
-use super::sqlite::{Durability, ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64};
+use super::sqlite::{
+    Durability, ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64,
+};
 use crate::ports::{EventLog, LogRecord, NewRecord};
 use crate::{Result, StoreError, now_ms};
 

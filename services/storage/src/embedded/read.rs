@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use stockflow_domain::{BusEvent, CatalogEvent, StockEvent};
 
-use super::sqlite::{Durability, ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64};
+use super::sqlite::{
+    Durability, ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64,
+};
 use crate::ports::{
     DeadLetter, InventoryRow, ReadStore, RegionAvailability, SearchHit, SearchQuery,
 };

@@ -32,6 +32,7 @@ pub(crate) fn open_writer(path: &Path, schema: &str, durability: Durability) -> 
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(64);
     conn.execute_batch(schema)?;
     Ok(conn)

@@ -2,17 +2,28 @@
 //!
 //! Every mutation is a job sent to the writer thread. The thread takes every job waiting
 //! (up to [`MAX_BATCH`]), runs each inside its own savepoint of one `BEGIN IMMEDIATE`
-//! transaction, commits once, and only then answers the callers. So a reply means the
-//! stock row, reservation, outbox entries and idempotency record of that command are on
-//! disk together, and one fsync serves a whole batch of concurrent commands. A job that
-//! fails rolls back its savepoint and leaves the others alone.
+//! transaction and commits once; a job that fails rolls back its savepoint and leaves the
+//! others alone.
+//!
+//! Durability is pipelined. The commit writes the WAL frames (no fsync) and hands the
+//! batch's answers to the flusher thread, and the writer starts on the next batch at once.
+//! The flusher fsyncs the WAL file — one fsync for every batch committed meanwhile — and
+//! only then answers the callers and advances the *durable outbox watermark*. So a reply
+//! means the stock row, reservation, outbox entries and idempotency record of that command
+//! are on disk together, and the publisher never sees an outbox entry that a power loss
+//! could still take back. Checkpoints run on their own thread so they never stall commits.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc as std_mpsc;
 use std::thread;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use stockflow_domain::decide::{self, Settlement};
 use stockflow_domain::ids::Region;
 use stockflow_domain::{
@@ -94,31 +105,75 @@ pub struct SqliteWriteStore {
     jobs: mpsc::Sender<Job>,
     readers: ReaderPool,
     outbox_tick: watch::Receiver<u64>,
+    /// Highest outbox id known to be on disk; the publisher reads no further.
+    durable_outbox: Arc<AtomicI64>,
+    /// Set when an fsync failed: the file's state on disk is unknown, so stop taking work.
+    failed: Arc<AtomicBool>,
 }
 
+/// How often the checkpointer moves WAL frames into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
 impl SqliteWriteStore {
-    /// Opens `path`, creating the schema, and starts the writer thread.
+    /// Opens `path`, creating the schema, and starts the writer, flusher and checkpointer
+    /// threads.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = open_writer(path, SCHEMA, Durability::Durable)?;
+        // Commits only write the WAL; the flusher's fsync makes them durable before anyone
+        // is answered, and the checkpointer (not the committing thread) checkpoints.
+        let conn = open_writer(path, SCHEMA, Durability::Rebuildable)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let wal = File::open(wal_path(path))?;
+        let seq: Option<i64> = conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let durable_outbox = Arc::new(AtomicI64::new(seq.unwrap_or(0)));
+        let failed = Arc::new(AtomicBool::new(false));
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
         let (tick_tx, outbox_tick) = watch::channel(0);
+        let (flush_tx, flush_rx) = std_mpsc::channel();
+        let (alive, writer_gone) = std_mpsc::channel::<()>();
+        let flusher = Flusher {
+            wal,
+            durable_outbox: durable_outbox.clone(),
+            failed: failed.clone(),
+            tick: tick_tx,
+        };
+        thread::Builder::new()
+            .name("stockflow-flush".into())
+            .spawn(move || flusher.run(flush_rx))?;
         thread::Builder::new()
             .name("stockflow-writer".into())
             .spawn(move || {
                 Writer {
                     conn,
-                    tick: tick_tx,
+                    flush: flush_tx,
+                    _alive: alive,
                 }
                 .run(rx)
             })?;
+        let checkpoint = open_writer(path, SCHEMA, Durability::Durable)?;
+        thread::Builder::new()
+            .name("stockflow-ckpt".into())
+            .spawn(move || checkpoint_while_writing(checkpoint, writer_gone))?;
         Ok(Self {
             jobs,
             readers: ReaderPool::new(path),
             outbox_tick,
+            durable_outbox,
+            failed,
         })
     }
 
     async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable(
+                "an fsync of the write-ahead log failed; restart to recover".into(),
+            ));
+        }
         let (tx, rx) = oneshot::channel();
         self.jobs.try_send(job(tx)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
@@ -202,6 +257,11 @@ impl WriteStore for SqliteWriteStore {
     }
 
     async fn check_ready(&self) -> Result<()> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable(
+                "an fsync of the write-ahead log failed".into(),
+            ));
+        }
         if self.jobs.is_closed() {
             return Err(StoreError::Unavailable("writer has stopped".into()));
         }
@@ -215,9 +275,10 @@ impl Outbox for SqliteWriteStore {
     async fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
         self.readers.with(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, key, payload, created_at_ms FROM outbox ORDER BY id LIMIT ?1",
+                "SELECT id, key, payload, created_at_ms FROM outbox WHERE id <= ?1 ORDER BY id LIMIT ?2",
             )?;
-            let rows = stmt.query_map([to_sql_u64(limit as u64)], |row| {
+            let durable = self.durable_outbox.load(Ordering::Acquire);
+            let rows = stmt.query_map(params![durable, to_sql_u64(limit as u64)], |row| {
                 Ok(OutboxEntry {
                     id: row.get(0)?,
                     key: row.get(1)?,
@@ -251,41 +312,168 @@ impl Outbox for SqliteWriteStore {
 /// The writer thread's state.
 struct Writer {
     conn: Connection,
+    flush: std_mpsc::Sender<Committed>,
+    /// Dropped with the writer, which tells the checkpointer to stop.
+    _alive: std_mpsc::Sender<()>,
+}
+
+/// A committed batch waiting for its fsync.
+struct Committed {
+    answers: Vec<Pending>,
+    /// The outbox sequence after the commit.
+    outbox_seq: i64,
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// The flusher thread: fsyncs the WAL, then answers and publishes.
+struct Flusher {
+    wal: File,
+    durable_outbox: Arc<AtomicI64>,
+    failed: Arc<AtomicBool>,
     tick: watch::Sender<u64>,
 }
 
-/// A job's answer, held until the batch commits.
-enum Pending {
-    Execute(Reply<CommandOutcome>, Result<CommandOutcome>),
-    Location(Reply<Location>, Result<Location>),
-    Sku(Reply<SkuCatalog>, Result<SkuCatalog>),
-    Marked(Reply<()>, Result<()>),
-    Purged(Reply<usize>, Result<usize>),
+impl Flusher {
+    fn run(self, batches: std_mpsc::Receiver<Committed>) {
+        while let Ok(first) = batches.recv() {
+            let mut waiting = vec![first];
+            waiting.extend(batches.try_iter());
+            let started = std::time::Instant::now();
+            // fsync is per file, not per descriptor: this covers every frame the writer's
+            // connection wrote before the commits above returned.
+            let synced = self.wal.sync_data();
+            metrics::histogram!("stockflow_wal_fsync_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match synced {
+                Ok(()) => {
+                    let seq = waiting.iter().map(|c| c.outbox_seq).max().unwrap_or(0);
+                    let before = self.durable_outbox.fetch_max(seq, Ordering::AcqRel);
+                    for answer in waiting.into_iter().flat_map(|c| c.answers) {
+                        answer.send();
+                    }
+                    if seq > before {
+                        self.tick.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                }
+                Err(e) => {
+                    // What reached the disk is unknown (see PostgreSQL's fsyncgate): refuse
+                    // all further work rather than risk acknowledging lost writes.
+                    tracing::error!(error = %e, "fsync of the write-ahead log failed; refusing writes");
+                    self.failed.store(true, Ordering::Relaxed);
+                    let msg = format!("fsync failed: {e}");
+                    for answer in waiting.into_iter().flat_map(|c| c.answers) {
+                        answer.fail(&msg).send();
+                    }
+                }
+            }
+        }
+    }
 }
 
-impl Pending {
-    /// Replaces a success with `err` when the batch failed to commit.
+/// Moves WAL frames into the database file without blocking the writer (PASSIVE never
+/// waits for readers or writers), so the WAL stays small. Stops with the writer.
+fn checkpoint_while_writing(conn: Connection, writer_gone: std_mpsc::Receiver<()>) {
+    while let Err(std_mpsc::RecvTimeoutError::Timeout) = writer_gone.recv_timeout(CHECKPOINT_EVERY)
+    {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "checkpoint failed; will retry");
+        }
+    }
+}
+
+/// What running a job produced, before it is paired with the job's reply channel.
+enum Done {
+    Execute(Result<CommandOutcome>),
+    Location(Result<Location>),
+    Sku(Result<SkuCatalog>),
+    Marked(Result<()>),
+    Purged(Result<usize>),
+}
+
+impl Done {
+    /// True for errors that may have left partial writes (SQL failures). Refusals by the
+    /// domain or the idempotency check happen before a job writes anything.
+    fn is_fatal(&self) -> bool {
+        let fatal =
+            |e: &StoreError| !matches!(e, StoreError::Domain(_) | StoreError::IdempotencyKeyReused);
+        match self {
+            Done::Execute(Err(e)) => fatal(e),
+            Done::Location(Err(e)) => fatal(e),
+            Done::Sku(Err(e)) => fatal(e),
+            Done::Marked(Err(e)) => fatal(e),
+            Done::Purged(Err(e)) => fatal(e),
+            _ => false,
+        }
+    }
+
+    /// Replaces a success with `err` when the transaction did not commit.
     fn fail(self, err: &str) -> Self {
         let unavailable = || StoreError::Unavailable(format!("commit failed: {err}"));
         match self {
-            Pending::Execute(tx, Ok(_)) => Pending::Execute(tx, Err(unavailable())),
-            Pending::Location(tx, Ok(_)) => Pending::Location(tx, Err(unavailable())),
-            Pending::Sku(tx, Ok(_)) => Pending::Sku(tx, Err(unavailable())),
-            Pending::Marked(tx, Ok(_)) => Pending::Marked(tx, Err(unavailable())),
-            Pending::Purged(tx, Ok(_)) => Pending::Purged(tx, Err(unavailable())),
+            Done::Execute(Ok(_)) => Done::Execute(Err(unavailable())),
+            Done::Location(Ok(_)) => Done::Location(Err(unavailable())),
+            Done::Sku(Ok(_)) => Done::Sku(Err(unavailable())),
+            Done::Marked(Ok(_)) => Done::Marked(Err(unavailable())),
+            Done::Purged(Ok(_)) => Done::Purged(Err(unavailable())),
             other => other,
+        }
+    }
+}
+
+/// A job's answer, held until its batch is durable.
+struct Pending {
+    job: Job,
+    done: Done,
+}
+
+impl Pending {
+    fn fail(self, err: &str) -> Self {
+        Pending {
+            job: self.job,
+            done: self.done.fail(err),
         }
     }
 
     fn send(self) {
         // A caller that gave up (timeout, disconnect) no longer listens; nothing to do.
-        let _ = match self {
-            Pending::Execute(tx, r) => tx.send(r).map_err(drop),
-            Pending::Location(tx, r) => tx.send(r).map_err(drop),
-            Pending::Sku(tx, r) => tx.send(r).map_err(drop),
-            Pending::Marked(tx, r) => tx.send(r).map_err(drop),
-            Pending::Purged(tx, r) => tx.send(r).map_err(drop),
+        let mismatch = || StoreError::Unavailable("internal: answer of another job kind".into());
+        let _ = match (self.job, self.done) {
+            (Job::Execute(_, tx), Done::Execute(r)) => tx.send(r).map_err(drop),
+            (Job::PutLocation(_, tx), Done::Location(r)) => tx.send(r).map_err(drop),
+            (Job::PutSku(_, _, _, tx), Done::Sku(r)) => tx.send(r).map_err(drop),
+            (Job::MarkPublished(_, tx), Done::Marked(r)) => tx.send(r).map_err(drop),
+            (Job::PurgeIdempotency(_, tx), Done::Purged(r)) => tx.send(r).map_err(drop),
+            (Job::Execute(_, tx), _) => tx.send(Err(mismatch())).map_err(drop),
+            (Job::PutLocation(_, tx), _) => tx.send(Err(mismatch())).map_err(drop),
+            (Job::PutSku(_, _, _, tx), _) => tx.send(Err(mismatch())).map_err(drop),
+            (Job::MarkPublished(_, tx), _) => tx.send(Err(mismatch())).map_err(drop),
+            (Job::PurgeIdempotency(_, tx), _) => tx.send(Err(mismatch())).map_err(drop),
         };
+    }
+}
+
+/// Runs one job on `conn` inside the current transaction.
+fn run_job(conn: &Connection, job: &Job, now: i64) -> Done {
+    match job {
+        Job::Execute(req, _) => Done::Execute(execute(conn, req, now)),
+        Job::PutLocation(location, _) => Done::Location(put_location(conn, location.clone())),
+        Job::PutSku(sku, name, attributes, _) => Done::Sku(put_sku(
+            conn,
+            sku.clone(),
+            name.clone(),
+            attributes.clone(),
+            now,
+        )),
+        Job::MarkPublished(ids, _) => Done::Marked(mark_published(conn, ids)),
+        Job::PurgeIdempotency(before, _) => Done::Purged(
+            conn.execute("DELETE FROM idempotency WHERE created_at_ms < ?1", [before])
+                .map_err(StoreError::from),
+        ),
     }
 }
 
@@ -302,104 +490,101 @@ impl Writer {
             }
             let size = batch.len();
             let started = std::time::Instant::now();
-            let (answers, events) = self.commit_batch(batch.drain(..));
+            let answers = self.commit_batch(batch.drain(..));
+            let outbox_seq = self
+                .conn
+                .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)).optional())
+                .ok()
+                .flatten()
+                .unwrap_or(0);
             metrics::histogram!("stockflow_write_batch_size").record(size as f64);
             metrics::histogram!("stockflow_write_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
-            for answer in answers {
-                answer.send();
-            }
-            if events > 0 {
-                self.tick.send_modify(|n| *n = n.wrapping_add(1));
+            if self
+                .flush
+                .send(Committed {
+                    answers,
+                    outbox_seq,
+                })
+                .is_err()
+            {
+                tracing::error!("flusher stopped; writer stops");
+                return;
             }
         }
     }
 
-    fn commit_batch(&mut self, jobs: impl Iterator<Item = Job>) -> (Vec<Pending>, usize) {
+    /// Runs a batch in one transaction. Jobs need no savepoints: every refusal happens
+    /// before a job writes. If a job fails in a way that may have written part of its
+    /// changes, the whole transaction rolls back and each job reruns in its own.
+    fn commit_batch(&mut self, jobs: impl Iterator<Item = Job>) -> Vec<Pending> {
+        let jobs: Vec<Job> = jobs.collect();
+        let now = now_ms();
         let tx = match self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
         {
             Ok(tx) => tx,
-            Err(e) => {
-                let msg = e.to_string();
-                tracing::error!(error = %msg, "cannot begin write transaction");
-                return (jobs.map(|j| refuse(j, &msg)).collect(), 0);
-            }
+            Err(e) => return refuse_all(jobs, &e.to_string()),
         };
-        let mut tx = tx;
-        let mut answers = Vec::new();
-        let mut events = 0;
-        let now = now_ms();
-        for job in jobs {
-            let answer = match job {
-                Job::Execute(req, reply) => {
-                    let result = in_savepoint(&mut tx, |sp| execute(sp, &req, now));
-                    if let Ok(outcome) = &result {
-                        events += outcome.events;
-                    }
-                    Pending::Execute(reply, result)
-                }
-                Job::PutLocation(location, reply) => Pending::Location(
-                    reply,
-                    in_savepoint(&mut tx, |sp| put_location(sp, location)),
-                ),
-                Job::PutSku(sku, name, attributes, reply) => {
-                    events += 1;
-                    Pending::Sku(
-                        reply,
-                        in_savepoint(&mut tx, |sp| put_sku(sp, sku, name, attributes, now)),
-                    )
-                }
-                Job::MarkPublished(ids, reply) => {
-                    Pending::Marked(reply, in_savepoint(&mut tx, |sp| mark_published(sp, &ids)))
-                }
-                Job::PurgeIdempotency(before, reply) => Pending::Purged(
-                    reply,
-                    in_savepoint(&mut tx, |sp| {
-                        Ok(sp.execute(
-                            "DELETE FROM idempotency WHERE created_at_ms < ?1",
-                            [before],
-                        )?)
-                    }),
-                ),
-            };
-            answers.push(answer);
+        let done: Vec<Done> = jobs.iter().map(|job| run_job(&tx, job, now)).collect();
+        if done.iter().any(Done::is_fatal) {
+            drop(tx); // rolls back
+            return jobs
+                .into_iter()
+                .map(|job| self.commit_alone(job, now))
+                .collect();
         }
+        let answers = jobs
+            .into_iter()
+            .zip(done)
+            .map(|(job, done)| Pending { job, done });
         match tx.commit() {
-            Ok(()) => (answers, events),
+            Ok(()) => answers.collect(),
             Err(e) => {
                 let msg = e.to_string();
                 tracing::error!(error = %msg, "write transaction failed to commit");
-                (answers.into_iter().map(|a| a.fail(&msg)).collect(), 0)
+                answers.map(|a| a.fail(&msg)).collect()
             }
         }
     }
+
+    fn commit_alone(&mut self, job: Job, now: i64) -> Pending {
+        let tx = match self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
+            Ok(tx) => tx,
+            Err(e) => return refuse(job, &e.to_string()),
+        };
+        let done = run_job(&tx, &job, now);
+        if done.is_fatal() {
+            drop(tx);
+            return Pending { job, done };
+        }
+        match tx.commit() {
+            Ok(()) => Pending { job, done },
+            Err(e) => Pending { job, done }.fail(&e.to_string()),
+        }
+    }
+}
+
+fn refuse_all(jobs: Vec<Job>, msg: &str) -> Vec<Pending> {
+    tracing::error!(error = %msg, "cannot begin write transaction");
+    jobs.into_iter().map(|j| refuse(j, msg)).collect()
 }
 
 fn refuse(job: Job, msg: &str) -> Pending {
     let err = || StoreError::Unavailable(format!("cannot begin transaction: {msg}"));
-    match job {
-        Job::Execute(_, tx) => Pending::Execute(tx, Err(err())),
-        Job::PutLocation(_, tx) => Pending::Location(tx, Err(err())),
-        Job::PutSku(_, _, _, tx) => Pending::Sku(tx, Err(err())),
-        Job::MarkPublished(_, tx) => Pending::Marked(tx, Err(err())),
-        Job::PurgeIdempotency(_, tx) => Pending::Purged(tx, Err(err())),
-    }
-}
-
-/// Runs `f` in a savepoint: its writes stay only if it succeeds.
-fn in_savepoint<T>(
-    tx: &mut Transaction<'_>,
-    f: impl FnOnce(&Connection) -> Result<T>,
-) -> Result<T> {
-    let sp = tx.savepoint()?;
-    let result = f(&sp);
-    if result.is_ok() {
-        sp.commit()?;
-    }
-    // Dropping an uncommitted savepoint rolls it back.
-    result
+    let done = match &job {
+        Job::Execute(..) => Done::Execute(Err(err())),
+        Job::PutLocation(..) => Done::Location(Err(err())),
+        Job::PutSku(..) => Done::Sku(Err(err())),
+        Job::MarkPublished(..) => Done::Marked(Err(err())),
+        Job::PurgeIdempotency(..) => Done::Purged(Err(err())),
+    };
+    Pending { job, done }
 }
 
 fn execute(conn: &Connection, req: &CommandRequest, now: i64) -> Result<CommandOutcome> {
