@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# A single-node Apache Cassandra for tests and local runs, from Maven Central jars.
+#
+#   scripts/cassandra.sh up     download (once, cached by version), start, wait for CQL
+#   scripts/cassandra.sh down   stop it and delete its data
+#   scripts/cassandra.sh status
+#
+# Cassandra stands in for ScyllaDB (same CQL and LWT). It listens on 127.0.0.1 only
+# (CQL port $CASSANDRA_PORT, default 9042), keeps data in a temporary directory, and
+# runs on JDK 17 with a small heap. Jars live in ~/.cache/stockflow/cassandra-<version>.
+set -euo pipefail
+
+VERSION="${CASSANDRA_VERSION:-5.0.8}"
+PORT="${CASSANDRA_PORT:-9042}"
+STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-17000}"
+CACHE="${STOCKFLOW_CACHE:-$HOME/.cache/stockflow}/cassandra-$VERSION"
+RUN="${CASSANDRA_RUN_DIR:-${TMPDIR:-/tmp}/stockflow-cassandra-$PORT}"
+
+find_java17() {
+    if [[ -n "${CASSANDRA_JAVA:-}" ]]; then echo "$CASSANDRA_JAVA"; return; fi
+    for candidate in /usr/lib/jvm/java-17-openjdk-amd64/bin/java /usr/lib/jvm/java-17-openjdk*/bin/java /usr/lib/jvm/openjdk-17/bin/java; do
+        [[ -x "$candidate" ]] && { echo "$candidate"; return; }
+    done
+    if command -v java >/dev/null && java -version 2>&1 | grep -q '"17\.'; then command -v java; return; fi
+    echo "cassandra.sh: JDK 17 not found (Cassandra 5.0 runs on 17, not 24+); install openjdk-17-jre-headless" >&2
+    exit 1
+}
+
+fetch() {
+    [[ -f "$CACHE/.complete" ]] && return
+    command -v mvn >/dev/null || { echo "cassandra.sh: mvn not found; install maven" >&2; exit 1; }
+    echo "cassandra.sh: fetching cassandra-all $VERSION and its dependencies from Maven Central" >&2
+    local work
+    work="$(mktemp -d)"
+    cat > "$work/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.stockflow</groupId>
+  <artifactId>cassandra-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.cassandra</groupId>
+      <artifactId>cassandra-all</artifactId>
+      <version>$VERSION</version>
+    </dependency>
+  </dependencies>
+</project>
+POM
+    # cassandra-parent names system-scoped ${jmc5.path} jars; Maven logs an ERROR for
+    # them that does not affect the runtime classpath.
+    mvn -q -B -f "$work/pom.xml" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$CACHE/lib" >"$work/mvn.log" 2>&1 || {
+        cat "$work/mvn.log" >&2; exit 1; }
+    ls "$CACHE/lib"/cassandra-all-*.jar "$CACHE/lib"/jamm-*.jar >/dev/null
+    touch "$CACHE/.complete"
+    rm -rf "$work"
+}
+
+write_config() {
+    mkdir -p "$RUN/data" "$RUN/commitlog" "$RUN/saved_caches" "$RUN/hints" "$RUN/cdc"
+    cat > "$RUN/cassandra.yaml" <<YAML
+cluster_name: stockflow-test
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: SimpleSnitch
+num_tokens: 1
+listen_address: 127.0.0.1
+rpc_address: 127.0.0.1
+storage_port: $STORAGE_PORT
+native_transport_port: $PORT
+start_native_transport: true
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "127.0.0.1:$STORAGE_PORT"
+data_file_directories:
+  - $RUN/data
+commitlog_directory: $RUN/commitlog
+saved_caches_directory: $RUN/saved_caches
+hints_directory: $RUN/hints
+cdc_raw_directory: $RUN/cdc
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+auto_snapshot: false
+memtable_allocation_type: heap_buffers
+cdc_enabled: false
+concurrent_reads: 8
+concurrent_writes: 8
+write_request_timeout: 5000ms
+cas_contention_timeout: 5000ms
+read_request_timeout: 5000ms
+YAML
+    cat > "$RUN/logback.xml" <<XML
+<configuration>
+  <appender name="FILE" class="ch.qos.logback.core.FileAppender">
+    <file>$RUN/system.log</file>
+    <encoder><pattern>%-5level [%thread] %date %logger{20} %msg%n</pattern></encoder>
+  </appender>
+  <root level="WARN"><appender-ref ref="FILE"/></root>
+  <logger name="org.apache.cassandra.service.CassandraDaemon" level="INFO"/>
+</configuration>
+XML
+}
+
+is_up() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+
+up() {
+    if [[ -f "$RUN/pid" ]] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null && is_up; then
+        echo "cassandra.sh: already running on 127.0.0.1:$PORT" >&2; return
+    fi
+    if is_up; then
+        echo "cassandra.sh: port $PORT is taken by another process" >&2; exit 1
+    fi
+    fetch
+    local java
+    java="$(find_java17)"
+    rm -rf "$RUN"
+    write_config
+    local jamm
+    jamm="$(ls "$CACHE"/lib/jamm-*.jar | head -1)"
+    local opens=() 
+    for m in java.base/jdk.internal.misc java.management.rmi/com.sun.jmx.remote.internal.rmi \
+             java.rmi/sun.rmi.registry java.rmi/sun.rmi.server java.sql/java.sql \
+             java.base/java.lang.ref jdk.unsupported/sun.misc jdk.compiler/com.sun.tools.javac.file \
+             jdk.attach/sun.tools.attach java.management/com.sun.jmx.remote.security; do
+        opens+=("--add-exports=$m=ALL-UNNAMED")
+    done
+    for m in java.base/java.lang.module java.base/jdk.internal.loader java.base/jdk.internal.ref \
+             java.base/jdk.internal.reflect java.base/jdk.internal.math java.base/jdk.internal.module \
+             java.base/jdk.internal.util.jar java.base/sun.nio.ch java.base/java.io \
+             java.base/java.lang.reflect java.base/java.lang java.base/java.util java.base/java.nio \
+             jdk.management/com.sun.management.internal jdk.compiler/com.sun.tools.javac; do
+        opens+=("--add-opens=$m=ALL-UNNAMED")
+    done
+    nohup "$java" -Xms512m -Xmx1g -XX:+UseG1GC -Xss512k \
+        -javaagent:"$jamm" "${opens[@]}" \
+        -Djdk.attach.allowAttachSelf=true -Dio.netty.tryReflectionSetAccessible=true \
+        -Dcassandra.config="file://$RUN/cassandra.yaml" -Dcassandra.storagedir="$RUN" \
+        -Dcassandra-foreground=true -Dlogback.configurationFile="$RUN/logback.xml" \
+        -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=100 \
+        -Dcassandra.superuser_setup_delay_ms=0 -Dcassandra.unsafesystem=true \
+        -Dcassandra.jmx.local.port=0 \
+        -cp "$CACHE/lib/*" org.apache.cassandra.service.CassandraDaemon \
+        >"$RUN/stdout.log" 2>&1 &
+    echo $! > "$RUN/pid"
+    local started=$SECONDS
+    until is_up; do
+        if ! kill -0 "$(cat "$RUN/pid")" 2>/dev/null; then
+            echo "cassandra.sh: Cassandra exited during start-up:" >&2
+            tail -30 "$RUN/stdout.log" "$RUN/system.log" >&2 2>/dev/null || true
+            exit 1
+        fi
+        if (( SECONDS - started > 180 )); then
+            echo "cassandra.sh: no CQL on 127.0.0.1:$PORT after 180 s" >&2
+            tail -30 "$RUN/system.log" >&2 2>/dev/null || true
+            down; exit 1
+        fi
+        sleep 1
+    done
+    echo "cassandra.sh: Cassandra $VERSION is up on 127.0.0.1:$PORT after $((SECONDS - started)) s (data in $RUN)" >&2
+}
+
+down() {
+    if [[ -f "$RUN/pid" ]]; then
+        local pid
+        pid="$(cat "$RUN/pid")"
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$RUN"
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    status) if is_up; then echo "up on 127.0.0.1:$PORT"; else echo "down"; exit 1; fi ;;
+    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
