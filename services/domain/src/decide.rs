@@ -154,6 +154,31 @@ pub enum Settlement {
     Expire,
 }
 
+/// Whether `reservation` may end `how` at `now_ms`: the status it moves to and the event
+/// kind of its lines, `None` when it is not due yet (expiry only), or a refusal.
+pub fn settlement(
+    how: Settlement,
+    reservation: &Reservation,
+    now_ms: i64,
+) -> Result<Option<(ReservationStatus, EventKind)>, DomainError> {
+    if reservation.status != ReservationStatus::Active {
+        return Err(not_active(&reservation.id, reservation.status));
+    }
+    Ok(match how {
+        Settlement::Confirm if reservation.is_due(now_ms) => {
+            // The TTL passed: the hold is gone even if the expiry worker has not run yet.
+            return Err(not_active(&reservation.id, ReservationStatus::Expired));
+        }
+        Settlement::Expire if !reservation.is_due(now_ms) => None,
+        Settlement::Confirm => Some((
+            ReservationStatus::Confirmed,
+            EventKind::ReservationConfirmed,
+        )),
+        Settlement::Release => Some((ReservationStatus::Released, EventKind::ReservationReleased)),
+        Settlement::Expire => Some((ReservationStatus::Expired, EventKind::ReservationExpired)),
+    })
+}
+
 /// Decides how `reservation` ends. `levels` holds the current level of each line, in line
 /// order.
 pub fn settle(
@@ -163,25 +188,10 @@ pub fn settle(
     meta: &EventMeta,
 ) -> Result<Applied, DomainError> {
     let now = meta.occurred_at_ms;
-    if reservation.status != ReservationStatus::Active {
-        return Err(not_active(&reservation.id, reservation.status));
-    }
-    let (status, kind) = match how {
-        Settlement::Confirm if reservation.is_due(now) => {
-            // The TTL passed: the hold is gone even if the expiry worker has not run yet.
-            return Err(not_active(&reservation.id, ReservationStatus::Expired));
-        }
-        Settlement::Expire if !reservation.is_due(now) => {
-            return Ok(Applied::unchanged(CommandResult::Reservation(
-                reservation.clone(),
-            )));
-        }
-        Settlement::Confirm => (
-            ReservationStatus::Confirmed,
-            EventKind::ReservationConfirmed,
-        ),
-        Settlement::Release => (ReservationStatus::Released, EventKind::ReservationReleased),
-        Settlement::Expire => (ReservationStatus::Expired, EventKind::ReservationExpired),
+    let Some((status, kind)) = settlement(how, reservation, now)? else {
+        return Ok(Applied::unchanged(CommandResult::Reservation(
+            reservation.clone(),
+        )));
     };
     debug_assert_eq!(levels.len(), reservation.lines.len());
     let next: Vec<StockLevel> = reservation

@@ -124,6 +124,9 @@ impl ApiError {
                 "idempotency_key_reused",
                 "Idempotency-Key reused",
             ),
+            ApiError::Store(StoreError::InProgress) => {
+                (S::CONFLICT, "request_in_progress", "Request in progress")
+            }
             ApiError::Store(e) if e.retryable() => {
                 (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
             }

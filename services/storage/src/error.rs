@@ -14,9 +14,19 @@ pub enum StoreError {
     /// The idempotency key was used before for a different request.
     #[error("idempotency key was already used for a different request")]
     IdempotencyKeyReused,
+    /// A request with the same idempotency key is being executed (by this or another
+    /// process).
+    #[error("a request with this idempotency key is in progress")]
+    InProgress,
     /// The store cannot take work now (shutting down, overloaded); safe to retry.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The configuration is unusable (bad keyspace name, no nodes, wrong schema).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The database refused a statement for a reason retrying will not fix.
+    #[error("database: {0}")]
+    Database(String),
     /// SQLite failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -32,7 +42,7 @@ impl StoreError {
     /// Whether the same operation may succeed if tried again.
     pub fn retryable(&self) -> bool {
         match self {
-            StoreError::Unavailable(_) => true,
+            StoreError::Unavailable(_) | StoreError::InProgress => true,
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
@@ -46,9 +56,12 @@ impl StoreError {
         match self {
             StoreError::Domain(e) => e.code(),
             StoreError::IdempotencyKeyReused => "idempotency_key_reused",
+            StoreError::InProgress => "request_in_progress",
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Sqlite(_) => "sqlite",
             StoreError::Corrupt(_) => "corrupt",
+            StoreError::Config(_) => "config",
+            StoreError::Database(_) => "database",
             StoreError::Io(_) => "io",
         }
     }

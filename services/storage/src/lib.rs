@@ -13,6 +13,7 @@
 pub mod embedded;
 pub mod error;
 pub mod ports;
+pub mod scylla;
 
 #[cfg(test)]
 mod contract;

@@ -76,6 +76,8 @@ pub trait WriteStore: Send + Sync + 'static {
     /// Active reservations with their expiry, soonest first, at most `limit`.
     async fn active_reservation_deadlines(&self, limit: usize)
     -> Result<Vec<(ReservationId, i64)>>;
+    /// Removes idempotency records created before `before_ms` (stores with TTLs do nothing).
+    async fn purge_idempotency(&self, before_ms: i64) -> Result<usize>;
     /// Succeeds when the store can take commands.
     async fn check_ready(&self) -> Result<()>;
 }
@@ -83,8 +85,8 @@ pub trait WriteStore: Send + Sync + 'static {
 /// One outbox entry waiting to be published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
-    /// Position in the outbox, used to mark it published.
-    pub id: i64,
+    /// Opaque position in the outbox, used to mark it published.
+    pub id: String,
     /// The record key (the SKU).
     pub key: String,
     /// The serialized [`BusEvent`].
@@ -99,7 +101,7 @@ pub trait Outbox: Send + Sync + 'static {
     /// The oldest unpublished entries, at most `limit`, in commit order.
     async fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
     /// Marks entries published; marking an already-marked entry is a no-op.
-    async fn mark_published(&self, ids: &[i64]) -> Result<()>;
+    async fn mark_published(&self, ids: &[String]) -> Result<()>;
     /// How many entries wait to be published.
     async fn backlog(&self) -> Result<u64>;
     /// Ticks after commits that wrote outbox entries. A hint for low latency: the

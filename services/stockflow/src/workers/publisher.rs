@@ -95,7 +95,7 @@ pub async fn publish_batch(
         })
         .collect();
     log.append(records).await?;
-    let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+    let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
     outbox.mark_published(&ids).await?;
     let now = now_ms();
     for e in &entries {

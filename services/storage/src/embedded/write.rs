@@ -186,11 +186,6 @@ impl SqliteWriteStore {
         rx.await
             .map_err(|_| StoreError::Unavailable("writer stopped before answering".into()))?
     }
-
-    /// Deletes idempotency records created before `before_ms`; returns how many.
-    pub async fn purge_idempotency(&self, before_ms: i64) -> Result<usize> {
-        self.submit(|tx| Job::PurgeIdempotency(before_ms, tx)).await
-    }
 }
 
 #[async_trait]
@@ -256,6 +251,10 @@ impl WriteStore for SqliteWriteStore {
         })
     }
 
+    async fn purge_idempotency(&self, before_ms: i64) -> Result<usize> {
+        self.submit(|tx| Job::PurgeIdempotency(before_ms, tx)).await
+    }
+
     async fn check_ready(&self) -> Result<()> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(StoreError::Unavailable(
@@ -280,7 +279,7 @@ impl Outbox for SqliteWriteStore {
             let durable = self.durable_outbox.load(Ordering::Acquire);
             let rows = stmt.query_map(params![durable, to_sql_u64(limit as u64)], |row| {
                 Ok(OutboxEntry {
-                    id: row.get(0)?,
+                    id: row.get::<_, i64>(0)?.to_string(),
                     key: row.get(1)?,
                     payload: row.get(2)?,
                     created_at_ms: row.get(3)?,
@@ -290,11 +289,18 @@ impl Outbox for SqliteWriteStore {
         })
     }
 
-    async fn mark_published(&self, ids: &[i64]) -> Result<()> {
+    async fn mark_published(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        self.submit(|tx| Job::MarkPublished(ids.to_vec(), tx)).await
+        let ids = ids
+            .iter()
+            .map(|id| {
+                id.parse::<i64>()
+                    .map_err(|_| StoreError::Corrupt(format!("outbox id {id}")))
+            })
+            .collect::<Result<Vec<i64>>>()?;
+        self.submit(|tx| Job::MarkPublished(ids, tx)).await
     }
 
     async fn backlog(&self) -> Result<u64> {

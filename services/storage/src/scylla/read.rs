@@ -1,0 +1,533 @@
+//! The ScyllaDB read store.
+//!
+//! Read-model rows are written `USING TIMESTAMP <version>`: the cell with the highest
+//! timestamp wins, so applying events late, out of order or twice converges on the newest
+//! version with no read-before-write and no Paxos. Catalog search terms are replaced by a
+//! delete at `2·version` and inserts at `2·version + 1`, so a newer catalog version always
+//! shadows an older one's terms.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+use stockflow_domain::{BusEvent, CatalogEvent, StockEvent};
+
+use super::cql::{Rows, db_error};
+use crate::ports::{
+    DeadLetter, InventoryRow, ReadStore, RegionAvailability, SearchHit, SearchQuery,
+};
+use crate::{Result, StoreError, now_ms};
+
+/// Longest indexed prefix of a word.
+const MAX_TERM: usize = 12;
+
+struct Statements {
+    upsert_inventory: PreparedStatement,
+    upsert_availability: PreparedStatement,
+    add_region: PreparedStatement,
+    get_document: PreparedStatement,
+    upsert_document: PreparedStatement,
+    delete_term: PreparedStatement,
+    insert_term: PreparedStatement,
+    terms: PreparedStatement,
+    store_offset: PreparedStatement,
+    get_offset: PreparedStatement,
+    insert_letter: PreparedStatement,
+    letters: PreparedStatement,
+    delete_letter: PreparedStatement,
+    stock_by_sku: PreparedStatement,
+    stock_at: PreparedStatement,
+    regions: PreparedStatement,
+    region_rows: PreparedStatement,
+    all_inventory: PreparedStatement,
+}
+
+/// The ScyllaDB read store.
+pub struct ScyllaReadStore {
+    session: Arc<Session>,
+    st: Statements,
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Every prefix (1..=12 characters) of every word of a document.
+fn terms_of(name: &str, attributes: &BTreeMap<String, String>) -> BTreeSet<String> {
+    let mut text = name.to_string();
+    for (k, v) in attributes {
+        text.push(' ');
+        text.push_str(k);
+        text.push(' ');
+        text.push_str(v);
+    }
+    let mut terms = BTreeSet::new();
+    for word in words(&text) {
+        for (n, (i, c)) in word.char_indices().enumerate() {
+            if n >= MAX_TERM {
+                break;
+            }
+            terms.insert(word[..i + c.len_utf8()].to_string());
+        }
+    }
+    terms
+}
+
+fn ts(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}
+
+impl ScyllaReadStore {
+    /// Prepares every statement on `session` for `keyspace`.
+    pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<Self> {
+        let ks = keyspace;
+        let s = &session;
+        let p = |cql: String| async move {
+            s.prepare(cql)
+                .await
+                .map_err(|e| StoreError::Database(format!("prepare: {e}")))
+        };
+        let st = Statements {
+            upsert_inventory: p(format!("INSERT INTO {ks}.inventory_by_sku_location (sku, location, region, on_hand, reserved, version, as_of) VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?")).await?,
+            upsert_availability: p(format!("INSERT INTO {ks}.availability_by_region (sku, region, location, on_hand, reserved, version, as_of) VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?")).await?,
+            add_region: p(format!("INSERT INTO {ks}.regions_by_sku (sku, region) VALUES (?, ?) USING TIMESTAMP 1")).await?,
+            get_document: p(format!("SELECT name, attributes, version FROM {ks}.search_documents WHERE sku = ?")).await?,
+            upsert_document: p(format!("INSERT INTO {ks}.search_documents (sku, name, attributes, version) VALUES (?, ?, ?, ?) USING TIMESTAMP ?")).await?,
+            delete_term: p(format!("DELETE FROM {ks}.search_terms USING TIMESTAMP ? WHERE term = ? AND sku = ?")).await?,
+            insert_term: p(format!("INSERT INTO {ks}.search_terms (term, sku) VALUES (?, ?) USING TIMESTAMP ?")).await?,
+            terms: p(format!("SELECT sku FROM {ks}.search_terms WHERE term = ?")).await?,
+            store_offset: p(format!("INSERT INTO {ks}.consumer_offsets (consumer, partition, next_offset) VALUES (?, ?, ?)")).await?,
+            get_offset: p(format!("SELECT next_offset FROM {ks}.consumer_offsets WHERE consumer = ? AND partition = ?")).await?,
+            insert_letter: p(format!("INSERT INTO {ks}.dead_letters (bucket, id, consumer, partition, record_offset, key, payload, error, attempts, failed_at) VALUES (0, ?, ?, ?, ?, ?, ?, ?, ?, ?)")).await?,
+            letters: p(format!("SELECT id, consumer, partition, record_offset, key, payload, error, attempts, failed_at FROM {ks}.dead_letters WHERE bucket = 0 LIMIT ?")).await?,
+            delete_letter: p(format!("DELETE FROM {ks}.dead_letters WHERE bucket = 0 AND id = ? IF EXISTS")).await?,
+            stock_by_sku: p(format!("SELECT sku, location, region, on_hand, reserved, version, as_of FROM {ks}.inventory_by_sku_location WHERE sku = ?")).await?,
+            stock_at: p(format!("SELECT sku, location, region, on_hand, reserved, version, as_of FROM {ks}.inventory_by_sku_location WHERE sku = ? AND location = ?")).await?,
+            regions: p(format!("SELECT region FROM {ks}.regions_by_sku WHERE sku = ?")).await?,
+            region_rows: p(format!("SELECT on_hand, reserved, as_of FROM {ks}.availability_by_region WHERE sku = ? AND region = ?")).await?,
+            all_inventory: p(format!("SELECT sku, location, region, on_hand, reserved, version, as_of FROM {ks}.inventory_by_sku_location")).await?,
+        };
+        Ok(Self { session, st })
+    }
+
+    async fn rows(
+        &self,
+        context: &str,
+        st: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Rows> {
+        let result = self
+            .session
+            .execute_unpaged(st, values)
+            .await
+            .map_err(|e| db_error(context, e))?;
+        Rows::from(result)
+    }
+
+    async fn exec(
+        &self,
+        context: &str,
+        st: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<()> {
+        self.session
+            .execute_unpaged(st, values)
+            .await
+            .map_err(|e| db_error(context, e))?;
+        Ok(())
+    }
+
+    async fn apply_stock(&self, e: &StockEvent) -> Result<()> {
+        e.validate().map_err(StoreError::Corrupt)?;
+        let (sku, location, region) = (e.sku.as_str(), e.location.as_str(), e.region.as_str());
+        let version = ts(e.version);
+        let inventory = self.exec(
+            "project inventory",
+            &self.st.upsert_inventory,
+            (
+                sku,
+                location,
+                region,
+                e.on_hand,
+                e.reserved,
+                version,
+                e.occurred_at_ms,
+                version,
+            ),
+        );
+        let availability = self.exec(
+            "project availability",
+            &self.st.upsert_availability,
+            (
+                sku,
+                region,
+                location,
+                e.on_hand,
+                e.reserved,
+                version,
+                e.occurred_at_ms,
+                version,
+            ),
+        );
+        let regions = self.exec("project regions", &self.st.add_region, (sku, region));
+        let (a, b, c) = tokio::join!(inventory, availability, regions);
+        a.and(b).and(c)
+    }
+
+    async fn apply_catalog(&self, e: &CatalogEvent) -> Result<()> {
+        let sku = e.sku.as_str();
+        let current = self
+            .rows("load search document", &self.st.get_document, (sku,))
+            .await?;
+        let old_version = current.bigint(0, "version").unwrap_or(0);
+        if u64::try_from(old_version).unwrap_or(0) >= e.version {
+            return Ok(());
+        }
+        let old_terms = if current.len() > 0 {
+            terms_of(
+                &current.text(0, "name").unwrap_or_default(),
+                &current.text_map(0, "attributes"),
+            )
+        } else {
+            BTreeSet::new()
+        };
+        let new_terms = terms_of(&e.name, &e.attributes);
+        let (delete_at, write_at) = (ts(e.version) * 2, ts(e.version) * 2 + 1);
+        for term in old_terms.difference(&new_terms) {
+            self.exec(
+                "delete search term",
+                &self.st.delete_term,
+                (delete_at, term.as_str(), sku),
+            )
+            .await?;
+        }
+        let inserts = new_terms.iter().map(|term| {
+            self.exec(
+                "insert search term",
+                &self.st.insert_term,
+                (term.as_str(), sku, write_at),
+            )
+        });
+        for result in futures::future::join_all(inserts).await {
+            result?;
+        }
+        self.exec(
+            "upsert search document",
+            &self.st.upsert_document,
+            (sku, e.name.as_str(), &e.attributes, ts(e.version), write_at),
+        )
+        .await
+    }
+
+    async fn apply_all(&self, events: &[BusEvent]) -> Result<()> {
+        for event in events {
+            match event {
+                BusEvent::Stock(e) => self.apply_stock(e).await?,
+                BusEvent::Catalog(e) => self.apply_catalog(e).await?,
+            }
+        }
+        Ok(())
+    }
+
+    fn inventory_rows(rows: &Rows) -> Vec<InventoryRow> {
+        (0..rows.len())
+            .map(|r| {
+                let on_hand = rows.bigint(r, "on_hand").unwrap_or(0);
+                let reserved = rows.bigint(r, "reserved").unwrap_or(0);
+                InventoryRow {
+                    sku: rows.text(r, "sku").unwrap_or_default(),
+                    location: rows.text(r, "location").unwrap_or_default(),
+                    region: rows.text(r, "region").unwrap_or_default(),
+                    on_hand,
+                    reserved,
+                    available: on_hand - reserved,
+                    version: u64::try_from(rows.bigint(r, "version").unwrap_or(0)).unwrap_or(0),
+                    as_of_ms: rows.bigint(r, "as_of").unwrap_or(0),
+                }
+            })
+            .collect()
+    }
+
+    async fn region_total(&self, sku: &str, region: &str) -> Result<Option<RegionAvailability>> {
+        let rows = self
+            .rows("read availability", &self.st.region_rows, (sku, region))
+            .await?;
+        if rows.len() == 0 {
+            return Ok(None);
+        }
+        let mut total = RegionAvailability {
+            sku: sku.to_string(),
+            region: region.to_string(),
+            on_hand: 0,
+            reserved: 0,
+            available: 0,
+            locations: 0,
+            as_of_ms: 0,
+        };
+        for r in 0..rows.len() {
+            total.on_hand += rows.bigint(r, "on_hand").unwrap_or(0);
+            total.reserved += rows.bigint(r, "reserved").unwrap_or(0);
+            total.locations += 1;
+            total.as_of_ms = total.as_of_ms.max(rows.bigint(r, "as_of").unwrap_or(0));
+        }
+        total.available = total.on_hand - total.reserved;
+        Ok(Some(total))
+    }
+}
+
+#[async_trait]
+impl ReadStore for ScyllaReadStore {
+    async fn project(
+        &self,
+        consumer: &str,
+        partition: u32,
+        events: &[BusEvent],
+        next_offset: u64,
+    ) -> Result<()> {
+        // Without cross-table transactions the offset follows the writes: a crash in
+        // between re-applies events, which the timestamps make harmless.
+        self.apply_all(events).await?;
+        self.reset_offset(consumer, partition, next_offset).await
+    }
+
+    async fn replay(&self, events: &[BusEvent]) -> Result<()> {
+        self.apply_all(events).await
+    }
+
+    async fn dead_letter(&self, letter: DeadLetter, next_offset: u64) -> Result<()> {
+        let id = now_ms() * 1000 + i64::from(letter.partition % 1000);
+        self.exec(
+            "write dead letter",
+            &self.st.insert_letter,
+            (
+                id,
+                letter.consumer.as_str(),
+                i32::try_from(letter.partition).unwrap_or(i32::MAX),
+                ts(letter.offset),
+                letter.key.as_str(),
+                letter.payload.as_str(),
+                letter.error.as_str(),
+                i32::try_from(letter.attempts).unwrap_or(i32::MAX),
+                now_ms(),
+            ),
+        )
+        .await?;
+        self.reset_offset(&letter.consumer, letter.partition, next_offset)
+            .await
+    }
+
+    async fn offset(&self, consumer: &str, partition: u32) -> Result<u64> {
+        let rows = self
+            .rows(
+                "read offset",
+                &self.st.get_offset,
+                (consumer, i32::try_from(partition).unwrap_or(i32::MAX)),
+            )
+            .await?;
+        Ok(u64::try_from(rows.bigint(0, "next_offset").unwrap_or(0)).unwrap_or(0))
+    }
+
+    async fn reset_offset(&self, consumer: &str, partition: u32, offset: u64) -> Result<()> {
+        self.exec(
+            "store offset",
+            &self.st.store_offset,
+            (
+                consumer,
+                i32::try_from(partition).unwrap_or(i32::MAX),
+                ts(offset),
+            ),
+        )
+        .await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let rows = self
+            .rows(
+                "read dead letters",
+                &self.st.letters,
+                (i32::try_from(limit).unwrap_or(i32::MAX),),
+            )
+            .await?;
+        Ok((0..rows.len())
+            .map(|r| DeadLetter {
+                id: rows.bigint(r, "id").unwrap_or(0),
+                consumer: rows.text(r, "consumer").unwrap_or_default(),
+                partition: u32::try_from(rows.bigint(r, "partition").unwrap_or(0)).unwrap_or(0),
+                offset: u64::try_from(rows.bigint(r, "record_offset").unwrap_or(0)).unwrap_or(0),
+                key: rows.text(r, "key").unwrap_or_default(),
+                payload: rows.text(r, "payload").unwrap_or_default(),
+                error: rows.text(r, "error").unwrap_or_default(),
+                attempts: u32::try_from(rows.bigint(r, "attempts").unwrap_or(0)).unwrap_or(0),
+                failed_at_ms: rows.bigint(r, "failed_at").unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn remove_dead_letter(&self, id: i64) -> Result<bool> {
+        let result = self
+            .session
+            .execute_unpaged(&self.st.delete_letter, (id,))
+            .await
+            .map_err(|e| db_error("remove dead letter", e))?;
+        Rows::from(result)?.applied()
+    }
+
+    async fn stock_by_sku(&self, sku: &str) -> Result<Vec<InventoryRow>> {
+        let rows = self
+            .rows("read stock", &self.st.stock_by_sku, (sku,))
+            .await?;
+        Ok(Self::inventory_rows(&rows))
+    }
+
+    async fn stock_at(&self, sku: &str, location: &str) -> Result<Option<InventoryRow>> {
+        let rows = self
+            .rows("read stock", &self.st.stock_at, (sku, location))
+            .await?;
+        Ok(Self::inventory_rows(&rows).into_iter().next())
+    }
+
+    async fn availability(
+        &self,
+        sku: &str,
+        region: Option<&str>,
+    ) -> Result<Vec<RegionAvailability>> {
+        let regions: Vec<String> = match region {
+            Some(r) => vec![r.to_string()],
+            None => {
+                let rows = self.rows("read regions", &self.st.regions, (sku,)).await?;
+                (0..rows.len())
+                    .filter_map(|r| rows.text(r, "region"))
+                    .collect()
+            }
+        };
+        let mut out = Vec::new();
+        for region in regions {
+            if let Some(total) = self.region_total(sku, &region).await? {
+                out.push(total);
+            }
+        }
+        out.sort_by(|a, b| a.region.cmp(&b.region));
+        Ok(out)
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>> {
+        let wanted = words(&query.text);
+        let limit = query.limit.clamp(1, 200);
+        let mut candidates: Option<BTreeSet<String>> = None;
+        for word in wanted.iter().take(16) {
+            let term: String = word.chars().take(MAX_TERM).collect();
+            let rows = self
+                .rows("search terms", &self.st.terms, (term.as_str(),))
+                .await?;
+            let skus: BTreeSet<String> = (0..rows.len())
+                .filter_map(|r| rows.text(r, "sku"))
+                .collect();
+            candidates = Some(match candidates {
+                None => skus,
+                Some(c) => c.intersection(&skus).cloned().collect(),
+            });
+        }
+        let Some(candidates) = candidates else {
+            return Ok(Vec::new());
+        };
+        let mut hits = Vec::new();
+        for sku in candidates {
+            let doc = self
+                .rows(
+                    "load search document",
+                    &self.st.get_document,
+                    (sku.as_str(),),
+                )
+                .await?;
+            if doc.len() == 0 {
+                continue;
+            }
+            let name = doc.text(0, "name").unwrap_or_default();
+            let attributes = doc.text_map(0, "attributes");
+            // Terms stop at 12 characters: confirm longer words against the document.
+            let doc_words = words(&format!(
+                "{name} {}",
+                attributes
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+            if !wanted
+                .iter()
+                .all(|w| doc_words.iter().any(|d| d.starts_with(w.as_str())))
+            {
+                continue;
+            }
+            let available: i64 = self
+                .availability(&sku, query.region.as_deref())
+                .await?
+                .iter()
+                .map(|r| r.available)
+                .sum();
+            if query.in_stock && available <= 0 {
+                continue;
+            }
+            hits.push(SearchHit {
+                sku,
+                name,
+                attributes,
+                available,
+            });
+            if hits.len() >= limit {
+                break;
+            }
+        }
+        Ok(hits)
+    }
+
+    async fn all_inventory(&self) -> Result<Vec<InventoryRow>> {
+        let mut out = Vec::new();
+        let mut pager = self
+            .session
+            .execute_iter(self.st.all_inventory.clone(), ())
+            .await
+            .map_err(|e| StoreError::Database(format!("scan inventory: {e}")))?
+            .rows_stream::<(
+                String,
+                String,
+                Option<String>,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+            )>()
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        while let Some(row) = pager.next().await {
+            let (sku, location, region, on_hand, reserved, version, as_of) =
+                row.map_err(|e| StoreError::Database(e.to_string()))?;
+            let (on_hand, reserved) = (on_hand.unwrap_or(0), reserved.unwrap_or(0));
+            out.push(InventoryRow {
+                sku,
+                location,
+                region: region.unwrap_or_default(),
+                on_hand,
+                reserved,
+                available: on_hand - reserved,
+                version: u64::try_from(version.unwrap_or(0)).unwrap_or(0),
+                as_of_ms: as_of.unwrap_or(0),
+            });
+        }
+        out.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+        Ok(out)
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        self.session
+            .query_unpaged("SELECT release_version FROM system.local", ())
+            .await
+            .map_err(|e| db_error("readiness probe", e))?;
+        Ok(())
+    }
+}

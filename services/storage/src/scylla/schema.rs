@@ -1,0 +1,211 @@
+//! The CQL schema: keyspace creation (replication is configuration), versioned files
+//! applied idempotently, and the version check every role runs at start-up.
+
+use scylla::client::session::Session;
+
+use super::cql::{Rows, db_error, valid_keyspace};
+use crate::{Result, StoreError, now_ms};
+
+/// The schema version this build expects.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Versioned schema files, applied in order.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../schema/cql/001_initial.cql"))];
+
+/// How the keyspace is replicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replication {
+    /// `NetworkTopologyStrategy` with a replication factor per datacenter.
+    NetworkTopology(Vec<(String, u32)>),
+    /// `SimpleStrategy` (single-DC test clusters only).
+    Simple(u32),
+}
+
+impl Replication {
+    fn cql(&self) -> Result<String> {
+        Ok(match self {
+            Replication::Simple(rf) => {
+                format!("{{'class': 'SimpleStrategy', 'replication_factor': {rf}}}")
+            }
+            Replication::NetworkTopology(dcs) => {
+                let mut parts = vec!["'class': 'NetworkTopologyStrategy'".to_string()];
+                for (dc, rf) in dcs {
+                    if !dc
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    {
+                        return Err(StoreError::Config(format!("datacenter name {dc:?}")));
+                    }
+                    parts.push(format!("'{dc}': {rf}"));
+                }
+                format!("{{{}}}", parts.join(", "))
+            }
+        })
+    }
+}
+
+/// Creates the keyspace if missing and applies every schema file not yet applied.
+/// Idempotent. `tablets` adds ScyllaDB's `tablets = {'enabled': ...}` option, which
+/// Cassandra rejects: leave it `None` there. Returns the schema version now in place.
+pub async fn migrate(
+    session: &Session,
+    keyspace: &str,
+    replication: &Replication,
+    tablets: Option<bool>,
+) -> Result<i32> {
+    valid_keyspace(keyspace)?;
+    let mut create = format!(
+        "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {}",
+        replication.cql()?
+    );
+    if let Some(enabled) = tablets {
+        create.push_str(&format!(" AND tablets = {{'enabled': {enabled}}}"));
+    }
+    session
+        .query_unpaged(create, ())
+        .await
+        .map_err(|e| db_error("create keyspace", e))?;
+    let current = applied_version(session, keyspace).await?.unwrap_or(0);
+    for (version, text) in MIGRATIONS {
+        if *version <= current {
+            continue;
+        }
+        for statement in text.split("\n;\n").map(str::trim).filter(|s| !s.is_empty()) {
+            let statement = strip_comments(statement);
+            if statement.is_empty() {
+                continue;
+            }
+            let qualified = qualify(&statement, keyspace);
+            session
+                .query_unpaged(qualified, ())
+                .await
+                .map_err(|e| db_error("apply schema", e))?;
+        }
+        session
+            .await_schema_agreement()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("schema agreement: {e}")))?;
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {keyspace}.schema_version (name, version, applied_at) VALUES ('stockflow', ?, ?)"
+                ),
+                (*version, now_ms()),
+            )
+            .await
+            .map_err(|e| db_error("record schema version", e))?;
+        tracing::info!(keyspace, version, "schema applied");
+    }
+    Ok(applied_version(session, keyspace).await?.unwrap_or(0))
+}
+
+fn strip_comments(statement: &str) -> String {
+    statement
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string()
+}
+
+/// Prefixes table names with the keyspace (`CREATE TABLE IF NOT EXISTS t` → `ks.t`).
+fn qualify(statement: &str, keyspace: &str) -> String {
+    const PREFIX: &str = "CREATE TABLE IF NOT EXISTS ";
+    match statement.strip_prefix(PREFIX) {
+        Some(rest) => format!("{PREFIX}{keyspace}.{rest}"),
+        None => statement.to_string(),
+    }
+}
+
+async fn applied_version(session: &Session, keyspace: &str) -> Result<Option<i32>> {
+    let result = session
+        .query_unpaged(
+            format!("SELECT version FROM {keyspace}.schema_version WHERE name = 'stockflow'"),
+            (),
+        )
+        .await;
+    match result {
+        Ok(r) => {
+            let rows = Rows::from(r)?;
+            Ok(rows
+                .bigint(0, "version")
+                .and_then(|v| i32::try_from(v).ok()))
+        }
+        // The table does not exist before the first migration.
+        Err(e)
+            if e.to_string().contains("unconfigured table")
+                || e.to_string().contains("does not exist") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(db_error("read schema version", e)),
+    }
+}
+
+/// Refuses to run against a missing keyspace or another schema version, with a message
+/// that says what to do.
+pub async fn check_schema(session: &Session, keyspace: &str) -> Result<()> {
+    valid_keyspace(keyspace)?;
+    let exists = session
+        .query_unpaged(
+            "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (keyspace,),
+        )
+        .await
+        .map_err(|e| db_error("look up keyspace", e))?;
+    if Rows::from(exists)?.len() == 0 {
+        return Err(StoreError::Config(format!(
+            "keyspace {keyspace} does not exist; run `stockflow migrate` first"
+        )));
+    }
+    match applied_version(session, keyspace).await? {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(v) => Err(StoreError::Config(format!(
+            "keyspace {keyspace} has schema version {v}, this build needs {SCHEMA_VERSION}; run `stockflow migrate` with a matching build"
+        ))),
+        None => Err(StoreError::Config(format!(
+            "keyspace {keyspace} has no stockflow schema; run `stockflow migrate` first"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_files_split_into_statements() {
+        let statements: Vec<String> = MIGRATIONS[0]
+            .1
+            .split("\n;\n")
+            .map(strip_comments)
+            .filter(|s| !s.is_empty())
+            .collect();
+        assert!(statements.len() >= 10);
+        assert!(
+            statements
+                .iter()
+                .all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS "))
+        );
+        assert_eq!(
+            qualify(&statements[0], "ks"),
+            statements[0].replacen("EXISTS ", "EXISTS ks.", 1)
+        );
+    }
+
+    #[test]
+    fn replication_renders_cql() {
+        assert_eq!(
+            Replication::NetworkTopology(vec![("datacenter1".into(), 1)])
+                .cql()
+                .unwrap(),
+            "{'class': 'NetworkTopologyStrategy', 'datacenter1': 1}"
+        );
+        assert!(
+            Replication::NetworkTopology(vec![("dc'1".into(), 1)])
+                .cql()
+                .is_err()
+        );
+    }
+}
