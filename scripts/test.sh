@@ -15,6 +15,14 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Java 17 and Maven run the test Cassandra; install them where they are missing.
+if ! { command -v mvn >/dev/null && ls /usr/lib/jvm/java-17-openjdk*/bin/java >/dev/null 2>&1; }; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        step "installing OpenJDK 17 and Maven (for the test Cassandra)"
+        apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
+    fi
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -24,5 +32,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build the stockflow binary (end-to-end tests run it)"
 cargo build --locked -p stockflow --bin stockflow
 
-step "cargo test"
+step "start Cassandra (the CQL/LWT stand-in for ScyllaDB) on 127.0.0.1"
+export CASSANDRA_PORT="${CASSANDRA_PORT:-19042}"
+trap './scripts/cassandra.sh down' EXIT
+./scripts/cassandra.sh up
+export STOCKFLOW_CQL_NODES="127.0.0.1:$CASSANDRA_PORT"
+
+step "cargo test (embedded, contract, Cassandra, end-to-end)"
 cargo test --workspace --locked

@@ -34,6 +34,17 @@ pub fn stockflow_bin() -> PathBuf {
     .clone()
 }
 
+/// Runs `stockflow` with `args` to completion; panics with its output on failure.
+pub fn run_stockflow(args: &[&str]) {
+    let out = Command::new(stockflow_bin()).args(args).output().expect("stockflow runs");
+    assert!(
+        out.status.success(),
+        "stockflow {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A free port on 127.0.0.1 (released before the child binds it).
 pub fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -50,11 +61,17 @@ pub struct DevProcess {
 impl DevProcess {
     /// Starts `stockflow dev` on `data_dir` at `addr` and waits until `/readyz` answers.
     pub async fn start(data_dir: &Path, addr: SocketAddr) -> Self {
+        Self::start_with(data_dir, addr, &[]).await
+    }
+
+    /// Like [`DevProcess::start`], with extra arguments (`--store scylla ...`).
+    pub async fn start_with(data_dir: &Path, addr: SocketAddr, extra: &[&str]) -> Self {
         let child = Command::new(stockflow_bin())
             .args(["dev", "--partitions", "4", "--data-dir"])
             .arg(data_dir)
             .arg("--listen")
             .arg(addr.to_string())
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

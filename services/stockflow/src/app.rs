@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use stockflow_storage::embedded::EmbeddedBackend;
+use stockflow_storage::embedded::{EmbeddedBackend, SqliteEventLog};
 use stockflow_storage::now_ms;
+use stockflow_storage::ports::{EventLog, Outbox, ReadStore, WriteStore};
+use stockflow_storage::scylla::{self, Replication, ScyllaBackend, ScyllaConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,11 +22,70 @@ use crate::workers::projector::{ProjectorConfig, ProjectorHandle};
 use crate::workers::publisher::PublisherConfig;
 use crate::workers::{expiry, projector, publisher};
 
-/// Settings of the embedded platform.
+/// Where the write and read sides live.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// SQLite files in the data directory.
+    Embedded,
+    /// A ScyllaDB (or Cassandra) cluster; the event log stays embedded.
+    Scylla {
+        /// Connection settings.
+        config: ScyllaConfig,
+        /// Create the keyspace and apply the schema when missing (dev only).
+        create: Option<(Replication, Option<bool>)>,
+    },
+}
+
+/// The ports of one running platform.
+#[derive(Clone)]
+pub struct Backend {
+    /// Write side.
+    pub write: Arc<dyn WriteStore>,
+    /// Its outbox.
+    pub outbox: Arc<dyn Outbox>,
+    /// Read side.
+    pub read: Arc<dyn ReadStore>,
+    /// Event log.
+    pub log: Arc<dyn EventLog>,
+}
+
+/// Opens the stores `config` names.
+pub async fn open_backend(config: &DevConfig) -> Result<Backend, AppError> {
+    match &config.store {
+        StoreConfig::Embedded => {
+            let b = EmbeddedBackend::open(&config.data_dir, config.partitions)?;
+            Ok(Backend {
+                write: b.write.clone(),
+                outbox: b.write,
+                read: b.read,
+                log: b.log,
+            })
+        }
+        StoreConfig::Scylla { config: scylla_config, create } => {
+            if let Some((replication, tablets)) = create {
+                let session = scylla::connect(scylla_config).await?;
+                scylla::migrate(&session, &scylla_config.keyspace, replication, *tablets).await?;
+            }
+            let b = ScyllaBackend::open(scylla_config).await?;
+            std::fs::create_dir_all(&config.data_dir)?;
+            let log = SqliteEventLog::open(&config.data_dir.join("log.db"), config.partitions)?;
+            Ok(Backend {
+                write: b.write.clone(),
+                outbox: b.write,
+                read: b.read,
+                log: Arc::new(log),
+            })
+        }
+    }
+}
+
+/// Settings of the platform `stockflow dev` runs.
 #[derive(Debug, Clone)]
 pub struct DevConfig {
-    /// Where the SQLite files live.
+    /// Where the SQLite files (or, with ScyllaDB, the event log) live.
     pub data_dir: PathBuf,
+    /// Which stores to use.
+    pub store: StoreConfig,
     /// Partitions of the event log (fixed when the data directory is created).
     pub partitions: u32,
     /// Projector settings.
@@ -38,6 +99,7 @@ impl DevConfig {
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
             data_dir,
+            store: StoreConfig::Embedded,
             partitions: 8,
             projector: ProjectorConfig::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
@@ -61,7 +123,7 @@ pub struct Running {
     /// Where HTTP is served.
     pub addr: SocketAddr,
     /// The stores (tests inspect them).
-    pub backend: EmbeddedBackend,
+    pub backend: Backend,
     /// Idempotency keys in flight (tests hold one to provoke `request_in_progress`).
     pub in_flight: Arc<InFlight>,
     shutdown: CancellationToken,
@@ -91,7 +153,7 @@ impl Running {
 
 /// Opens the data directory, starts the workers and serves HTTP on `listener`.
 pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, AppError> {
-    let backend = EmbeddedBackend::open(&config.data_dir, config.partitions)?;
+    let backend = open_backend(&config).await?;
     let addr = listener.local_addr()?;
     let (expiry_handle, expiry_rx) = expiry::channel();
     let projector_handle = ProjectorHandle::default();
@@ -99,7 +161,7 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
     let in_flight = Arc::new(InFlight::default());
     let state = AppState {
         write: backend.write.clone(),
-        outbox: backend.write.clone(),
+        outbox: backend.outbox.clone(),
         read: backend.read.clone(),
         in_flight: in_flight.clone(),
         expiry: expiry_handle,
@@ -108,32 +170,31 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         draining: draining.clone(),
     };
     let shutdown = CancellationToken::new();
-    let workers = CancellationToken::new();
-    let jobs = vec![
+    // Two stages: first everything that produces events, then the projectors, which drain
+    // the log before they stop.
+    let producers = CancellationToken::new();
+    let projecting = CancellationToken::new();
+    let producer_jobs = vec![
         tokio::spawn(publisher::run(
-            backend.write.clone(),
+            backend.outbox.clone(),
             backend.log.clone(),
             PublisherConfig::default(),
-            workers.clone(),
+            producers.clone(),
         )),
-        tokio::spawn(projector::run(
-            backend.log.clone(),
-            backend.read.clone(),
-            config.projector.clone(),
-            projector_handle,
-            workers.clone(),
-        )),
-        tokio::spawn(expiry::run(
-            backend.write.clone(),
-            expiry_rx,
-            workers.clone(),
-        )),
+        tokio::spawn(expiry::run(backend.write.clone(), expiry_rx, producers.clone())),
         tokio::spawn(purge_idempotency(
-            backend.clone(),
+            backend.write.clone(),
             config.idempotency_ttl,
-            workers.clone(),
+            producers.clone(),
         )),
     ];
+    let projector_job = tokio::spawn(projector::run(
+        backend.log.clone(),
+        backend.read.clone(),
+        config.projector.clone(),
+        projector_handle,
+        projecting.clone(),
+    ));
     let app = router(state);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -145,15 +206,16 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
                 tracing::info!("shutting down: draining requests");
             })
             .await;
-        // Requests are done; let the workers publish and project what they committed.
-        workers.cancel();
-        for job in jobs {
-            if tokio::time::timeout(Duration::from_secs(10), job)
-                .await
-                .is_err()
-            {
+        // Requests are done; publish what was committed, then project all of it.
+        producers.cancel();
+        for job in producer_jobs {
+            if tokio::time::timeout(Duration::from_secs(10), job).await.is_err() {
                 tracing::warn!("a worker did not stop within 10 s");
             }
+        }
+        projecting.cancel();
+        if tokio::time::timeout(Duration::from_secs(10), projector_job).await.is_err() {
+            tracing::warn!("the projectors did not catch up within 10 s");
         }
         tracing::info!("stopped");
         served.map_err(AppError::from)
@@ -168,14 +230,14 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
     })
 }
 
-async fn purge_idempotency(backend: EmbeddedBackend, ttl: Duration, shutdown: CancellationToken) {
+async fn purge_idempotency(write: Arc<dyn WriteStore>, ttl: Duration, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(600));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {
                 let before = now_ms() - i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-                match backend.write.purge_idempotency(before).await {
+                match write.purge_idempotency(before).await {
                     Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency records removed"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "cannot purge idempotency records"),

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use stockflow::{app, bench, telemetry};
+use stockflow_storage::scylla::{self, Replication, ScyllaConfig};
 
 // The request path allocates many small, short-lived buffers across threads; mimalloc
 // handles that pattern with far less contention than the system allocator.
@@ -35,9 +36,80 @@ enum Role {
         /// Event-log partitions (fixed when the data directory is created).
         #[arg(long, env = "STOCKFLOW_PARTITIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
         partitions: u32,
+        /// Where the write and read sides live.
+        #[arg(long, env = "STOCKFLOW_STORE", value_enum, default_value = "embedded")]
+        store: Store,
+        #[command(flatten)]
+        scylla: ScyllaArgs,
+    },
+    /// Create the ScyllaDB keyspace and tables (idempotent) and record the schema version.
+    Migrate {
+        #[command(flatten)]
+        scylla: ScyllaArgs,
     },
     /// Drive load against a running stockflow and report throughput, latency and lag.
     Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Store {
+    /// SQLite files in the data directory.
+    Embedded,
+    /// ScyllaDB or Cassandra (the event log stays in the data directory).
+    Scylla,
+}
+
+#[derive(Debug, Args)]
+struct ScyllaArgs {
+    /// Contact points, comma-separated `host:port`.
+    #[arg(long, env = "STOCKFLOW_SCYLLA_NODES", value_delimiter = ',', default_value = "127.0.0.1:9042")]
+    scylla_nodes: Vec<String>,
+    /// Keyspace.
+    #[arg(long, env = "STOCKFLOW_SCYLLA_KEYSPACE", default_value = "stockflow")]
+    scylla_keyspace: String,
+    /// Local datacenter (LOCAL_QUORUM / LOCAL_SERIAL, and the default replication).
+    #[arg(long, env = "STOCKFLOW_SCYLLA_LOCAL_DC", default_value = "datacenter1")]
+    scylla_local_dc: String,
+    /// Replication per datacenter for a new keyspace, `dc:rf[,dc:rf]` (default: local DC, 3).
+    #[arg(long, env = "STOCKFLOW_SCYLLA_REPLICATION")]
+    scylla_replication: Option<String>,
+    /// ScyllaDB only: create the keyspace with `tablets = {'enabled': ...}`.
+    #[arg(long, env = "STOCKFLOW_SCYLLA_TABLETS")]
+    scylla_tablets: Option<bool>,
+    /// Username, when authentication is on.
+    #[arg(long, env = "STOCKFLOW_SCYLLA_USER")]
+    scylla_user: Option<String>,
+    /// Password (prefer the environment variable).
+    #[arg(long, env = "STOCKFLOW_SCYLLA_PASSWORD", hide_env_values = true)]
+    scylla_password: Option<String>,
+}
+
+impl ScyllaArgs {
+    fn config(&self) -> ScyllaConfig {
+        let mut config = ScyllaConfig::new(self.scylla_nodes.clone(), self.scylla_keyspace.clone());
+        config.local_dc = Some(self.scylla_local_dc.clone());
+        if let (Some(user), Some(password)) = (&self.scylla_user, &self.scylla_password) {
+            config.credentials = Some((user.clone(), password.clone()));
+        }
+        config
+    }
+
+    fn replication(&self, default_rf: u32) -> Result<Replication, String> {
+        let Some(spec) = &self.scylla_replication else {
+            return Ok(Replication::NetworkTopology(vec![(self.scylla_local_dc.clone(), default_rf)]));
+        };
+        let mut dcs = Vec::new();
+        for part in spec.split(',') {
+            let (dc, rf) = part
+                .split_once(':')
+                .ok_or_else(|| format!("--scylla-replication: expected dc:rf, got {part:?}"))?;
+            let rf = rf
+                .parse()
+                .map_err(|_| format!("--scylla-replication: {rf:?} is not a replication factor"))?;
+            dcs.push((dc.to_string(), rf));
+        }
+        Ok(Replication::NetworkTopology(dcs))
+    }
 }
 
 fn main() -> ExitCode {
@@ -59,7 +131,20 @@ fn main() -> ExitCode {
                 data_dir,
                 listen,
                 partitions,
-            } => run_dev(data_dir, listen, partitions).await,
+                store,
+                scylla,
+            } => {
+                let store = match store {
+                    Store::Embedded => app::StoreConfig::Embedded,
+                    // dev creates what it needs: a single-node replication by default.
+                    Store::Scylla => app::StoreConfig::Scylla {
+                        config: scylla.config(),
+                        create: Some((scylla.replication(1)?, scylla.scylla_tablets)),
+                    },
+                };
+                run_dev(data_dir, listen, partitions, store).await
+            }
+            Role::Migrate { scylla } => migrate(&scylla).await,
             Role::Bench(args) => bench::run(args).await.map_err(|e| e.to_string()),
         }
     });
@@ -73,12 +158,28 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_dev(data_dir: PathBuf, listen: SocketAddr, partitions: u32) -> Result<(), String> {
+async fn migrate(args: &ScyllaArgs) -> Result<(), String> {
+    let config = args.config();
+    let session = scylla::connect(&config).await.map_err(|e| e.to_string())?;
+    let version = scylla::migrate(&session, &config.keyspace, &args.replication(3)?, args.scylla_tablets)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("keyspace {} is at schema version {version}", config.keyspace);
+    Ok(())
+}
+
+async fn run_dev(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    partitions: u32,
+    store: app::StoreConfig,
+) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let mut config = app::DevConfig::new(data_dir);
     config.partitions = partitions;
+    config.store = store;
     let running = app::start(config, listener)
         .await
         .map_err(|e| e.to_string())?;

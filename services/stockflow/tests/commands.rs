@@ -596,7 +596,6 @@ async fn graceful_shutdown_drains_the_outbox() {
     }
     let backend = p.running.backend.clone();
     p.running.stop().await.unwrap();
-    use stockflow_storage::ports::{Outbox, ReadStore};
-    assert_eq!(backend.write.backlog().await.unwrap(), 0);
+    assert_eq!(backend.outbox.backlog().await.unwrap(), 0);
     assert_eq!(backend.read.all_inventory().await.unwrap().len(), 50);
 }

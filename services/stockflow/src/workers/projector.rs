@@ -119,7 +119,9 @@ async fn run_partition(
     };
     let mut tick = log.subscribe();
     let mut generation = *replay.borrow_and_update();
-    while !shutdown.is_cancelled() {
+    // On shutdown, keep going until caught up with the log: the publisher stops first, so
+    // everything it appended still reaches the read models.
+    loop {
         let requested = *replay.borrow();
         if requested != generation {
             generation = requested;
@@ -132,13 +134,16 @@ async fn run_partition(
                 failures = 0;
                 // A short batch means we are keeping up: let records accumulate briefly
                 // so each read-model transaction carries more than a handful of events.
-                if to - next < COALESCE_BELOW && !config.coalesce.is_zero() {
+                if to - next < COALESCE_BELOW && !config.coalesce.is_zero() && !shutdown.is_cancelled() {
                     tokio::time::sleep(config.coalesce).await;
                 }
                 next = to;
             }
             Ok(Step::Idle) => {
                 failures = 0;
+                if shutdown.is_cancelled() {
+                    break;
+                }
                 tokio::select! {
                     _ = tick.changed() => {}
                     _ = replay.changed() => {}
@@ -149,6 +154,9 @@ async fn run_partition(
             Err(e) => {
                 failures += 1;
                 tracing::warn!(partition, offset = next, error = %e, "projection failed; retrying");
+                if shutdown.is_cancelled() && failures > 3 {
+                    break;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff(failures)) => {}
                     _ = shutdown.cancelled() => {}

@@ -18,12 +18,17 @@ pub struct Platform {
 
 impl Platform {
     pub async fn start() -> Self {
+        Self::start_with(app::StoreConfig::Embedded).await
+    }
+
+    pub async fn start_with(store: app::StoreConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let mut config = DevConfig::new(dir.path().to_path_buf());
         config.partitions = 4;
+        config.store = store;
         let running = app::start(config, listener).await.expect("platform starts");
         let base = format!("http://{}", running.addr);
         let http = reqwest::Client::builder()

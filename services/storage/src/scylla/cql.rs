@@ -6,6 +6,7 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError, WriteType};
+use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::response::query_result::QueryResult;
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlValue, Row};
@@ -65,7 +66,12 @@ pub async fn connect(config: &ScyllaConfig) -> Result<Session> {
     if config.nodes.is_empty() {
         return Err(StoreError::Config("no ScyllaDB nodes given".into()));
     }
+    let mut policy = DefaultPolicy::builder().token_aware(true);
+    if let Some(dc) = &config.local_dc {
+        policy = policy.prefer_datacenter(dc.clone());
+    }
     let profile = ExecutionProfile::builder()
+        .load_balancing_policy(policy.build())
         .consistency(Consistency::LocalQuorum)
         .serial_consistency(Some(SerialConsistency::LocalSerial))
         .request_timeout(Some(config.request_timeout))

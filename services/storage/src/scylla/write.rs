@@ -41,7 +41,7 @@ use crate::{Result, StoreError, now_ms};
 /// Outbox marker shards; the publisher scans each.
 const SHARDS: i32 = 16;
 /// Attempts of one conditional batch before giving up with a retryable error.
-const MAX_ATTEMPTS: u32 = 12;
+const MAX_ATTEMPTS: u32 = 30;
 /// Applied-command records and idempotency records live this long (seconds).
 const RECORD_TTL: i32 = 2 * 24 * 3600;
 /// A pending idempotency claim older than this is taken over (its holder crashed).
@@ -126,6 +126,7 @@ impl Statements {
 /// The ScyllaDB write store.
 pub struct ScyllaWriteStore {
     session: Arc<Session>,
+    keyspace: String,
     st: Statements,
     tick: watch::Sender<u64>,
 }
@@ -178,6 +179,7 @@ impl ScyllaWriteStore {
         let st = Statements::prepare(&session, keyspace).await?;
         Ok(Self {
             session,
+            keyspace: keyspace.to_string(),
             st,
             tick: watch::channel(0).0,
         })
@@ -935,11 +937,22 @@ impl WriteStore for ScyllaWriteStore {
     }
 
     async fn check_ready(&self) -> Result<()> {
-        self.session
-            .query_unpaged("SELECT release_version FROM system.local", ())
-            .await
-            .map_err(|e| db_error("readiness probe", e))?;
-        Ok(())
+        // Also catches a keyspace migrated by another build while we run.
+        super::schema::check_schema(&self.session, &self.keyspace).await
+    }
+}
+
+impl ScyllaWriteStore {
+    /// Versions of every outbox entry of `key`, published or not, in order (audits and
+    /// tests: each applied change must appear exactly once).
+    pub async fn outbox_versions(&self, key: &StockKey) -> Result<Vec<u64>> {
+        let rows = self
+            .rows("read partition outbox", &self.st.partition_outbox, (key.sku.as_str(), key.location.as_str()))
+            .await?;
+        Ok((0..rows.len())
+            .filter_map(|r| rows.text(r, "row_id"))
+            .filter_map(|id| id.parse().ok())
+            .collect())
     }
 }
 
