@@ -35,3 +35,19 @@ openapi addr="127.0.0.1:8080":
 # Delete the local dev data directory
 clean-data:
     rm -rf stockflow-data
+
+# Start a single-node Cassandra (ScyllaDB stand-in) on 127.0.0.1:9042; jars cached in ~/.cache/stockflow
+cassandra-up:
+    ./scripts/cassandra.sh up
+
+# Stop the Cassandra started by cassandra-up and delete its data
+cassandra-down:
+    ./scripts/cassandra.sh down
+
+# Run the platform with the write and read sides on a local Cassandra/ScyllaDB
+dev-scylla nodes="127.0.0.1:9042" keyspace="stockflow":
+    cargo run --release -p stockflow -- dev --store scylla --scylla-nodes {{nodes}} --scylla-keyspace {{keyspace}}
+
+# Benchmark --store scylla on a local Cassandra, with the raw LWT ceiling beside it
+bench-scylla connections="64" duration="20":
+    ./scripts/bench-scylla.sh {{connections}} {{duration}}

@@ -36,7 +36,10 @@ pub fn stockflow_bin() -> PathBuf {
 
 /// Runs `stockflow` with `args` to completion; panics with its output on failure.
 pub fn run_stockflow(args: &[&str]) {
-    let out = Command::new(stockflow_bin()).args(args).output().expect("stockflow runs");
+    let out = Command::new(stockflow_bin())
+        .args(args)
+        .output()
+        .expect("stockflow runs");
     assert!(
         out.status.success(),
         "stockflow {args:?} failed: {}{}",

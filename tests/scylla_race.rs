@@ -21,15 +21,34 @@ async fn two_processes_racing_on_one_keyspace_lose_nothing_and_never_oversell() 
         return;
     };
     let keyspace = format!("race_{}", std::process::id());
-    run_stockflow(&["migrate", "--scylla-nodes", &nodes, "--scylla-keyspace", &keyspace, "--scylla-replication", "datacenter1:1"]);
-    let extra = ["--store", "scylla", "--scylla-nodes", &nodes, "--scylla-keyspace", &keyspace];
+    run_stockflow(&[
+        "migrate",
+        "--scylla-nodes",
+        &nodes,
+        "--scylla-keyspace",
+        &keyspace,
+        "--scylla-replication",
+        "datacenter1:1",
+    ]);
+    let extra = [
+        "--store",
+        "scylla",
+        "--scylla-nodes",
+        &nodes,
+        "--scylla-keyspace",
+        &keyspace,
+    ];
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = DevProcess::start_with(dir_a.path(), free_addr(), &extra).await;
     let b = DevProcess::start_with(dir_b.path(), free_addr(), &extra).await;
     let bases = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
     let client = reqwest::Client::new();
-    let r = client.put(format!("{}/v1/locations/dc", bases[0]))
-        .json(&json!({"region": "north", "kind": "warehouse", "name": "DC"})).send().await.unwrap();
+    let r = client
+        .put(format!("{}/v1/locations/dc", bases[0]))
+        .json(&json!({"region": "north", "kind": "warehouse", "name": "DC"}))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     for s in 0..SKUS {
         let r = client.post(format!("{}/v1/adjustments", bases[s % 2])).header("idempotency-key", format!("init-{s}"))
@@ -68,20 +87,40 @@ async fn two_processes_racing_on_one_keyspace_lose_nothing_and_never_oversell() 
     let backend = ScyllaBackend::open(&config).await.unwrap();
     let mut total_reserved = 0;
     for s in 0..SKUS {
-        let key = StockKey::new(Sku::parse(format!("R{s}")).unwrap(), LocationId::parse("dc").unwrap());
+        let key = StockKey::new(
+            Sku::parse(format!("R{s}")).unwrap(),
+            LocationId::parse("dc").unwrap(),
+        );
         let level = backend.write.stock_level(&key).await.unwrap().unwrap();
-        let (res, add) = (reserved.get(&s).copied().unwrap_or(0), added.get(&s).copied().unwrap_or(0));
-        assert_eq!(level.reserved, res, "R{s}: reserved equals acknowledged reservations");
+        let (res, add) = (
+            reserved.get(&s).copied().unwrap_or(0),
+            added.get(&s).copied().unwrap_or(0),
+        );
+        assert_eq!(
+            level.reserved, res,
+            "R{s}: reserved equals acknowledged reservations"
+        );
         assert_eq!(level.on_hand, STOCK + add, "R{s}: no lost adjustment");
         assert!(level.reserved <= level.on_hand, "R{s}: no oversell");
         // One version per applied change, one outbox event per version.
         let expected_changes = 1 + res + add;
-        assert_eq!(level.version, u64::try_from(expected_changes).unwrap(), "R{s}");
+        assert_eq!(
+            level.version,
+            u64::try_from(expected_changes).unwrap(),
+            "R{s}"
+        );
         let versions = backend.write.outbox_versions(&key).await.unwrap();
-        assert_eq!(versions, (1..=level.version).collect::<Vec<_>>(), "R{s}: each change has exactly one event");
+        assert_eq!(
+            versions,
+            (1..=level.version).collect::<Vec<_>>(),
+            "R{s}: each change has exactly one event"
+        );
         total_reserved += res;
     }
-    eprintln!("reserved {total_reserved} units across two processes; adjustments {:?}", added);
+    eprintln!(
+        "reserved {total_reserved} units across two processes; adjustments {:?}",
+        added
+    );
     a.stop();
     b.stop();
 }

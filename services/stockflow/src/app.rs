@@ -61,7 +61,10 @@ pub async fn open_backend(config: &DevConfig) -> Result<Backend, AppError> {
                 log: b.log,
             })
         }
-        StoreConfig::Scylla { config: scylla_config, create } => {
+        StoreConfig::Scylla {
+            config: scylla_config,
+            create,
+        } => {
             if let Some((replication, tablets)) = create {
                 let session = scylla::connect(scylla_config).await?;
                 scylla::migrate(&session, &scylla_config.keyspace, replication, *tablets).await?;
@@ -181,7 +184,11 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
             PublisherConfig::default(),
             producers.clone(),
         )),
-        tokio::spawn(expiry::run(backend.write.clone(), expiry_rx, producers.clone())),
+        tokio::spawn(expiry::run(
+            backend.write.clone(),
+            expiry_rx,
+            producers.clone(),
+        )),
         tokio::spawn(purge_idempotency(
             backend.write.clone(),
             config.idempotency_ttl,
@@ -209,12 +216,18 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         // Requests are done; publish what was committed, then project all of it.
         producers.cancel();
         for job in producer_jobs {
-            if tokio::time::timeout(Duration::from_secs(10), job).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), job)
+                .await
+                .is_err()
+            {
                 tracing::warn!("a worker did not stop within 10 s");
             }
         }
         projecting.cancel();
-        if tokio::time::timeout(Duration::from_secs(10), projector_job).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), projector_job)
+            .await
+            .is_err()
+        {
             tracing::warn!("the projectors did not catch up within 10 s");
         }
         tracing::info!("stopped");

@@ -62,7 +62,12 @@ enum Store {
 #[derive(Debug, Args)]
 struct ScyllaArgs {
     /// Contact points, comma-separated `host:port`.
-    #[arg(long, env = "STOCKFLOW_SCYLLA_NODES", value_delimiter = ',', default_value = "127.0.0.1:9042")]
+    #[arg(
+        long,
+        env = "STOCKFLOW_SCYLLA_NODES",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9042"
+    )]
     scylla_nodes: Vec<String>,
     /// Keyspace.
     #[arg(long, env = "STOCKFLOW_SCYLLA_KEYSPACE", default_value = "stockflow")]
@@ -96,7 +101,10 @@ impl ScyllaArgs {
 
     fn replication(&self, default_rf: u32) -> Result<Replication, String> {
         let Some(spec) = &self.scylla_replication else {
-            return Ok(Replication::NetworkTopology(vec![(self.scylla_local_dc.clone(), default_rf)]));
+            return Ok(Replication::NetworkTopology(vec![(
+                self.scylla_local_dc.clone(),
+                default_rf,
+            )]));
         };
         let mut dcs = Vec::new();
         for part in spec.split(',') {
@@ -161,10 +169,18 @@ fn main() -> ExitCode {
 async fn migrate(args: &ScyllaArgs) -> Result<(), String> {
     let config = args.config();
     let session = scylla::connect(&config).await.map_err(|e| e.to_string())?;
-    let version = scylla::migrate(&session, &config.keyspace, &args.replication(3)?, args.scylla_tablets)
-        .await
-        .map_err(|e| e.to_string())?;
-    println!("keyspace {} is at schema version {version}", config.keyspace);
+    let version = scylla::migrate(
+        &session,
+        &config.keyspace,
+        &args.replication(3)?,
+        args.scylla_tablets,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    println!(
+        "keyspace {} is at schema version {version}",
+        config.keyspace
+    );
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use stockflow_domain::IdempotencyKey;
-use stockflow_storage::ports::{IdempotencyToken, WriteStore};
+use stockflow_storage::ports::IdempotencyToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_reservations_never_oversell() {
@@ -412,7 +412,6 @@ async fn reservations_expire_promptly_with_an_event() {
         (StatusCode::CONFLICT, Some("expired"))
     );
     // The expiry is an event in the log.
-    use stockflow_storage::ports::EventLog;
     let log = &p.running.backend.log;
     let mut kinds = Vec::new();
     for part in 0..log.partitions() {

@@ -5,7 +5,7 @@ mod common;
 use common::{Platform, problem};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use stockflow_storage::ports::{EventLog, NewRecord};
+use stockflow_storage::ports::NewRecord;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_carry_etags_and_answer_conditional_gets() {
@@ -194,7 +194,6 @@ async fn projection_replay_through_the_api_changes_nothing() {
         p.stock(&format!("R{i}"), "s1", i + 1).await;
     }
     p.eventually_stock("R19", "s1", |v| v["version"] == 1).await;
-    use stockflow_storage::ports::ReadStore;
     let read = &p.running.backend.read;
     let mut before = read.all_inventory().await.unwrap();
     while before.len() < 20 {

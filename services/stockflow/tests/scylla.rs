@@ -15,7 +15,9 @@ use serde_json::json;
 use stockflow::app::{self, DevConfig, StoreConfig};
 use stockflow::workers::projector::{self, ProjectorConfig, Step};
 use stockflow::workers::publisher;
-use stockflow_domain::{Adjust, AdjustReason, Command, LocationId, LocationKind, OnHandChange, Region, Sku, StockKey};
+use stockflow_domain::{
+    Adjust, AdjustReason, Command, LocationId, LocationKind, OnHandChange, Region, Sku, StockKey,
+};
 use stockflow_storage::embedded::SqliteEventLog;
 use stockflow_storage::ports::{CommandRequest, EventLog, Outbox, ReadStore, WriteStore};
 use stockflow_storage::scylla::{self, Replication, ScyllaBackend, ScyllaConfig};
@@ -37,13 +39,18 @@ fn keyspace(test: &str) -> String {
 fn store(nodes: Vec<String>, keyspace: &str) -> StoreConfig {
     StoreConfig::Scylla {
         config: ScyllaConfig::new(nodes, keyspace),
-        create: Some((Replication::NetworkTopology(vec![("datacenter1".into(), 1)]), None)),
+        create: Some((
+            Replication::NetworkTopology(vec![("datacenter1".into(), 1)]),
+            None,
+        )),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_reservations_on_cassandra_never_oversell() {
-    let Some(nodes) = nodes("oversell") else { return };
+    let Some(nodes) = nodes("oversell") else {
+        return;
+    };
     let p = Platform::start_with(store(nodes, &keyspace("oversell"))).await;
     p.location("s1", "north").await;
     p.stock("HOT", "s1", 50).await;
@@ -70,16 +77,30 @@ async fn two_hundred_concurrent_reservations_on_cassandra_never_oversell() {
         }
     }
     let key = StockKey::new(Sku::parse("HOT").unwrap(), LocationId::parse("s1").unwrap());
-    let level = p.running.backend.write.stock_level(&key).await.unwrap().unwrap();
-    assert_eq!(level.reserved, created, "reserved equals the acknowledged reservations");
+    let level = p
+        .running
+        .backend
+        .write
+        .stock_level(&key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        level.reserved, created,
+        "reserved equals the acknowledged reservations"
+    );
     assert_eq!(created, 50, "all stock sold, none twice");
-    let row = p.eventually_stock("HOT", "s1", |v| v["version"] == level.version).await;
+    let row = p
+        .eventually_stock("HOT", "s1", |v| v["version"] == level.version)
+        .await;
     assert_eq!(row["reserved"], 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_contract_holds_on_cassandra() {
-    let Some(nodes) = nodes("contract") else { return };
+    let Some(nodes) = nodes("contract") else {
+        return;
+    };
     let p = Platform::start_with(store(nodes, &keyspace("contract"))).await;
     p.location("s1", "north").await;
     p.location("w1", "south").await;
@@ -91,7 +112,15 @@ async fn the_http_contract_holds_on_cassandra() {
     assert_eq!(first.status(), StatusCode::OK);
     let again = p.post("/v1/adjustments", "cq-1", body).await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
-    let (status, _) = problem(p.post("/v1/adjustments", "cq-1", json!({"sku": "A", "location": "s1", "delta": 3, "reason": "receipt"})).await).await;
+    let (status, _) = problem(
+        p.post(
+            "/v1/adjustments",
+            "cq-1",
+            json!({"sku": "A", "location": "s1", "delta": 3, "reason": "receipt"}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     // Multi-line reservation across partitions: all or nothing, then confirm.
     let (status, body) = problem(
@@ -99,17 +128,32 @@ async fn the_http_contract_holds_on_cassandra() {
             .await,
     )
     .await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_stock")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("insufficient_stock"))
+    );
     let r = p
         .post("/v1/reservations", "cq-3", json!({"reservation_id": "o-1", "lines": [{"sku": "A", "location": "s1", "qty": 2}, {"sku": "A", "location": "w1", "qty": 7}], "ttl_seconds": 60}))
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = p.post("/v1/reservations/o-1/confirm", "cq-4", json!({})).await;
+    let r = p
+        .post("/v1/reservations/o-1/confirm", "cq-4", json!({}))
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let (status, body) = problem(p.post("/v1/reservations/o-1/release", "cq-5", json!({})).await).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("reservation_not_active")));
+    let (status, body) = problem(
+        p.post("/v1/reservations/o-1/release", "cq-5", json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("reservation_not_active"))
+    );
     let row = p.eventually_stock("A", "w1", |v| v["version"] == 3).await;
-    assert_eq!((row["on_hand"].as_i64(), row["reserved"].as_i64()), (Some(0), Some(0)));
+    assert_eq!(
+        (row["on_hand"].as_i64(), row["reserved"].as_i64()),
+        (Some(0), Some(0))
+    );
     let a: serde_json::Value = p.get("/v1/availability/A").await.json().await.unwrap();
     assert_eq!(a["total_available"], 5);
     // Expiry through the deadline table.
@@ -122,7 +166,10 @@ async fn the_http_contract_holds_on_cassandra() {
             break;
         }
         // Generous: other tests hammer the same server with contended Paxos rounds.
-        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{got}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{got}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(p.get("/readyz").await.status(), StatusCode::OK);
@@ -130,29 +177,75 @@ async fn the_http_contract_holds_on_cassandra() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly() {
-    let Some(nodes) = nodes("publisher") else { return };
+    let Some(nodes) = nodes("publisher") else {
+        return;
+    };
     let ks = keyspace("publisher");
     let config = ScyllaConfig::new(nodes, ks.clone());
     let session = scylla::connect(&config).await.unwrap();
-    scylla::migrate(&session, &ks, &Replication::NetworkTopology(vec![("datacenter1".into(), 1)]), None).await.unwrap();
+    scylla::migrate(
+        &session,
+        &ks,
+        &Replication::NetworkTopology(vec![("datacenter1".into(), 1)]),
+        None,
+    )
+    .await
+    .unwrap();
     let b = ScyllaBackend::open(&config).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(SqliteEventLog::open(&dir.path().join("log.db"), 2).unwrap());
     b.write
-        .put_location(stockflow_domain::Location { id: LocationId::parse("s1").unwrap(), region: Region::parse("north").unwrap(), kind: LocationKind::Store, name: "S1".into() })
+        .put_location(stockflow_domain::Location {
+            id: LocationId::parse("s1").unwrap(),
+            region: Region::parse("north").unwrap(),
+            kind: LocationKind::Store,
+            name: "S1".into(),
+        })
         .await
         .unwrap();
     for i in 1..=5 {
-        let key = StockKey::new(Sku::parse(format!("P{}", i % 2)).unwrap(), LocationId::parse("s1").unwrap());
-        let cmd = Adjust::new(key, OnHandChange::Delta(i), AdjustReason::Receipt, None, None).unwrap();
-        b.write.execute(CommandRequest { command: Command::Adjust(cmd), idempotency: None, trace_context: None }).await.unwrap();
+        let key = StockKey::new(
+            Sku::parse(format!("P{}", i % 2)).unwrap(),
+            LocationId::parse("s1").unwrap(),
+        );
+        let cmd = Adjust::new(
+            key,
+            OnHandChange::Delta(i),
+            AdjustReason::Receipt,
+            None,
+            None,
+        )
+        .unwrap();
+        b.write
+            .execute(CommandRequest {
+                command: Command::Adjust(cmd),
+                idempotency: None,
+                trace_context: None,
+            })
+            .await
+            .unwrap();
     }
     // The publisher appends, then dies before marking.
     let pending = b.write.pending(100).await.unwrap();
     assert_eq!(pending.len(), 5);
-    log.append(pending.iter().map(|e| stockflow_storage::ports::NewRecord { key: e.key.clone(), value: e.payload.clone() }).collect()).await.unwrap();
+    log.append(
+        pending
+            .iter()
+            .map(|e| stockflow_storage::ports::NewRecord {
+                key: e.key.clone(),
+                value: e.payload.clone(),
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
     // Restarted, it publishes the same entries again and marks them.
-    assert_eq!(publisher::publish_batch(&*b.write, &*log, 100).await.unwrap(), 5);
+    assert_eq!(
+        publisher::publish_batch(&*b.write, &*log, 100)
+            .await
+            .unwrap(),
+        5
+    );
     assert_eq!(b.write.backlog().await.unwrap(), 0);
     let mut records = 0;
     for p in 0..2 {
@@ -163,7 +256,10 @@ async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly
     let pc = ProjectorConfig::default();
     for p in 0..2 {
         let mut next = 0;
-        while let Step::Advanced(to) = projector::step(&*log, &*b.read, &pc, p, next).await.unwrap() {
+        while let Step::Advanced(to) = projector::step(&*log, &*b.read, &pc, p, next)
+            .await
+            .unwrap()
+        {
             next = to;
         }
     }
@@ -171,44 +267,86 @@ async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly
     let read = b.read.all_inventory().await.unwrap();
     assert_eq!(write.len(), 2);
     for (w, r) in write.iter().zip(&read) {
-        assert_eq!((w.sku.as_str(), w.on_hand, w.version), (r.sku.as_str(), r.on_hand, r.version));
+        assert_eq!(
+            (w.sku.as_str(), w.on_hand, w.version),
+            (r.sku.as_str(), r.on_hand, r.version)
+        );
     }
     assert_eq!(read.iter().map(|r| r.on_hand).sum::<i64>(), 15);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configuration_fails_clearly() {
-    let Some(nodes) = nodes("badconfig") else { return };
+    let Some(nodes) = nodes("badconfig") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let start = |store: StoreConfig| {
         let mut config = DevConfig::new(dir.path().to_path_buf());
         config.store = store;
         async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            app::start(config, listener).await.err().map(|e| e.to_string())
+            app::start(config, listener)
+                .await
+                .err()
+                .map(|e| e.to_string())
         }
     };
     // Nothing listens on port 1.
     let mut unreachable = ScyllaConfig::new(vec!["127.0.0.1:1".into()], "stockflow");
     unreachable.connect_timeout = std::time::Duration::from_secs(2);
-    let err = start(StoreConfig::Scylla { config: unreachable, create: None }).await.expect("refused");
-    assert!(err.contains("cannot connect") || err.contains("no answer"), "{err}");
+    let err = start(StoreConfig::Scylla {
+        config: unreachable,
+        create: None,
+    })
+    .await
+    .expect("refused");
+    assert!(
+        err.contains("cannot connect") || err.contains("no answer"),
+        "{err}"
+    );
     // A keyspace nobody created.
-    let err = start(StoreConfig::Scylla { config: ScyllaConfig::new(nodes.clone(), "nobody_made_this"), create: None }).await.expect("refused");
-    assert!(err.contains("does not exist") && err.contains("migrate"), "{err}");
+    let err = start(StoreConfig::Scylla {
+        config: ScyllaConfig::new(nodes.clone(), "nobody_made_this"),
+        create: None,
+    })
+    .await
+    .expect("refused");
+    assert!(
+        err.contains("does not exist") && err.contains("migrate"),
+        "{err}"
+    );
     // A name that cannot be a keyspace.
-    let err = start(StoreConfig::Scylla { config: ScyllaConfig::new(nodes.clone(), "Bad-Name"), create: None }).await.expect("refused");
+    let err = start(StoreConfig::Scylla {
+        config: ScyllaConfig::new(nodes.clone(), "Bad-Name"),
+        create: None,
+    })
+    .await
+    .expect("refused");
     assert!(err.contains("keyspace"), "{err}");
     // A keyspace at another schema version: refused at start-up, and /readyz fails when it
     // changes under a running process.
     let ks = keyspace("badconfig");
     let p = Platform::start_with(store(nodes.clone(), &ks)).await;
     assert_eq!(p.get("/readyz").await.status(), StatusCode::OK);
-    let session = scylla::connect(&ScyllaConfig::new(nodes.clone(), ks.clone())).await.unwrap();
-    session.query_unpaged(format!("UPDATE {ks}.schema_version SET version = 99 WHERE name = 'stockflow'"), ()).await.unwrap();
+    let session = scylla::connect(&ScyllaConfig::new(nodes.clone(), ks.clone()))
+        .await
+        .unwrap();
+    session
+        .query_unpaged(
+            format!("UPDATE {ks}.schema_version SET version = 99 WHERE name = 'stockflow'"),
+            (),
+        )
+        .await
+        .unwrap();
     let r = p.get("/readyz").await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.text().await.unwrap().contains("schema version 99"));
-    let err = start(StoreConfig::Scylla { config: ScyllaConfig::new(nodes, ks), create: None }).await.expect("refused");
+    let err = start(StoreConfig::Scylla {
+        config: ScyllaConfig::new(nodes, ks),
+        create: None,
+    })
+    .await
+    .expect("refused");
     assert!(err.contains("schema version 99"), "{err}");
 }

@@ -134,7 +134,10 @@ async fn run_partition(
                 failures = 0;
                 // A short batch means we are keeping up: let records accumulate briefly
                 // so each read-model transaction carries more than a handful of events.
-                if to - next < COALESCE_BELOW && !config.coalesce.is_zero() && !shutdown.is_cancelled() {
+                if to - next < COALESCE_BELOW
+                    && !config.coalesce.is_zero()
+                    && !shutdown.is_cancelled()
+                {
                     tokio::time::sleep(config.coalesce).await;
                 }
                 next = to;

@@ -947,7 +947,11 @@ impl ScyllaWriteStore {
     /// tests: each applied change must appear exactly once).
     pub async fn outbox_versions(&self, key: &StockKey) -> Result<Vec<u64>> {
         let rows = self
-            .rows("read partition outbox", &self.st.partition_outbox, (key.sku.as_str(), key.location.as_str()))
+            .rows(
+                "read partition outbox",
+                &self.st.partition_outbox,
+                (key.sku.as_str(), key.location.as_str()),
+            )
             .await?;
         Ok((0..rows.len())
             .filter_map(|r| rows.text(r, "row_id"))
