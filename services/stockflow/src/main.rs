@@ -49,6 +49,8 @@ enum Role {
     },
     /// Drive load against a running stockflow and report throughput, latency and lag.
     Bench(bench::BenchArgs),
+    /// Measure the raw LWT ceiling of a CQL server with the service's conditional batch.
+    BenchLwt(bench::LwtArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -154,6 +156,7 @@ fn main() -> ExitCode {
             }
             Role::Migrate { scylla } => migrate(&scylla).await,
             Role::Bench(args) => bench::run(args).await.map_err(|e| e.to_string()),
+            Role::BenchLwt(args) => bench::run_lwt(args).await.map_err(|e| e.to_string()),
         }
     });
     match result {

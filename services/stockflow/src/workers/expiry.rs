@@ -46,30 +46,39 @@ fn delay_until(expires_at_ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(expires_at_ms - now_ms()).unwrap_or(0))
 }
 
-/// Expires reservations until `shutdown`.
+/// Scans the store for deadlines now and every [`RESCAN`], feeding the timer loop. It runs
+/// apart from the timers so a slow scan never delays an expiry that is due.
+async fn scan(write: Arc<dyn WriteStore>, handle: ExpiryHandle, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(RESCAN);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match write.active_reservation_deadlines(SCAN_LIMIT).await {
+            Ok(deadlines) => {
+                for (id, at) in deadlines {
+                    handle.schedule(id, at);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot scan reservation deadlines"),
+        }
+    }
+}
+
+/// Expires reservations until `shutdown`. `handle` must be the sender of `requests`.
 pub async fn run(
     write: Arc<dyn WriteStore>,
+    handle: ExpiryHandle,
     mut requests: mpsc::UnboundedReceiver<(ReservationId, i64)>,
     shutdown: CancellationToken,
 ) {
+    let scanner = tokio::spawn(scan(write.clone(), handle, shutdown.clone()));
     let mut queue: DelayQueue<(ReservationId, i64)> = DelayQueue::new();
     let mut scheduled: HashSet<ReservationId> = HashSet::new();
-    let mut rescan = tokio::time::interval(RESCAN);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = rescan.tick() => {
-                match write.active_reservation_deadlines(SCAN_LIMIT).await {
-                    Ok(deadlines) => {
-                        for (id, at) in deadlines {
-                            if scheduled.insert(id.clone()) {
-                                queue.insert((id, at), delay_until(at));
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot scan reservation deadlines"),
-                }
-            }
             Some((id, at)) = requests.recv() => {
                 if scheduled.insert(id.clone()) {
                     queue.insert((id, at), delay_until(at));
@@ -91,6 +100,7 @@ pub async fn run(
             }
         }
     }
+    scanner.abort();
     tracing::info!("expiry worker stopped");
 }
 

@@ -910,20 +910,24 @@ impl WriteStore for ScyllaWriteStore {
         &self,
         limit: usize,
     ) -> Result<Vec<(ReservationId, i64)>> {
+        use futures::StreamExt;
         let now = now_ms();
+        // Due soon or overdue by up to the longest TTL: what the expiry worker needs. One
+        // partition per minute, read 32 at a time.
+        let minutes = minute_of(now - 25 * 3_600_000)..=minute_of(now + 10 * 60_000);
+        let mut scans = futures::stream::iter(minutes)
+            .map(|minute| async move {
+                self.rows("scan deadlines", &self.st.deadlines, (minute,))
+                    .await
+            })
+            .buffer_unordered(32);
         let mut out = Vec::new();
-        // Due soon or overdue (by up to the longest TTL): what the expiry worker needs.
-        for minute in minute_of(now - 25 * 3_600_000)..=minute_of(now + 10 * 60_000) {
-            let rows = self
-                .rows("scan deadlines", &self.st.deadlines, (minute,))
-                .await?;
+        while let Some(rows) = scans.next().await {
+            let rows = rows?;
             for r in 0..rows.len() {
                 if let (Some(at), Some(id)) = (rows.bigint(r, "expires_at"), rows.text(r, "id")) {
                     out.push((ReservationId::parse(id).map_err(corrupt)?, at));
                 }
-            }
-            if out.len() >= limit {
-                break;
             }
         }
         out.sort_by_key(|(_, at)| *at);

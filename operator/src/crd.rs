@@ -1,0 +1,225 @@
+//! The `InventoryRegion` custom resource (group `stockflow.dev`, version `v1alpha1`).
+//!
+//! Validation lives in the schema (OpenAPI bounds and patterns), so the API server refuses
+//! a bad spec with a clear message before the operator ever sees it.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One stockflow region: its command API, query API, publisher and projectors over a
+/// ScyllaDB keyspace and a Fluvio topic.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "stockflow.dev",
+    version = "v1alpha1",
+    kind = "InventoryRegion",
+    namespaced,
+    status = "InventoryRegionStatus",
+    shortname = "invreg",
+    shortname = "ir",
+    printcolumn = r#"{"name":"Region","type":"string","jsonPath":".spec.regionId"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Available\")].status"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryRegionSpec {
+    /// Region id used in events and read models (lowercase, 1-32 characters).
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+    )]
+    pub region_id: String,
+    /// The stockflow image every role runs.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// ScyllaDB connection.
+    pub scylla: ScyllaSpec,
+    /// Fluvio connection.
+    pub fluvio: FluvioSpec,
+    /// Replicas and resources per role.
+    #[serde(default)]
+    pub roles: RolesSpec,
+    /// Seconds an unconfirmed reservation holds stock.
+    #[serde(default = "default_ttl")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub reservation_ttl_seconds: u32,
+    /// What happens to the keyspace and topic when the region is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn default_ttl() -> u32 {
+    900
+}
+
+/// ScyllaDB connection of a region.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScyllaSpec {
+    /// Contact points, `host:port`.
+    #[schemars(length(min = 1, max = 32))]
+    pub nodes: Vec<String>,
+    /// Keyspace (a-z, 0-9, _; 1-48 characters).
+    #[schemars(length(min = 1, max = 48), regex(pattern = r"^[a-z0-9_]+$"))]
+    pub keyspace: String,
+    /// Local datacenter.
+    #[serde(default = "default_dc")]
+    #[schemars(length(min = 1, max = 64))]
+    pub local_dc: String,
+    /// Replication factor in the local datacenter for a new keyspace.
+    #[serde(default = "default_rf")]
+    #[schemars(range(min = 1, max = 9))]
+    pub replication_factor: u32,
+    /// Secret with `username` and `password`, when authentication is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+fn default_dc() -> String {
+    "datacenter1".into()
+}
+
+fn default_rf() -> u32 {
+    3
+}
+
+/// Fluvio connection of a region.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FluvioSpec {
+    /// SC endpoint, `host:port`.
+    #[schemars(length(min = 1, max = 256))]
+    pub endpoint: String,
+    /// Topic; defaults to `stockflow-<regionId>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+    )]
+    pub topic: Option<String>,
+    /// Partitions (events are keyed by SKU).
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub partitions: u32,
+    /// Replication of the topic.
+    #[serde(default = "default_replication")]
+    #[schemars(range(min = 1, max = 5))]
+    pub replication: u32,
+}
+
+fn default_partitions() -> u32 {
+    8
+}
+
+fn default_replication() -> u32 {
+    1
+}
+
+/// Replicas and resources of every role.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolesSpec {
+    /// The command API (writes).
+    #[serde(default)]
+    pub command_api: RoleSpec,
+    /// The query API (reads).
+    #[serde(default)]
+    pub query_api: RoleSpec,
+    /// The outbox publisher.
+    #[serde(default)]
+    pub publisher: RoleSpec,
+    /// The projectors.
+    #[serde(default)]
+    pub projector: RoleSpec,
+}
+
+/// Replicas and resources of one role.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleSpec {
+    /// Pods of this role.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Requests and limits of its container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+impl Default for RoleSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_replicas(),
+            resources: None,
+        }
+    }
+}
+
+/// What happens to external resources when the region is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the keyspace and topic (the default: data outlives its deployment).
+    #[default]
+    Retain,
+    /// Drop the keyspace and delete the topic.
+    Delete,
+}
+
+/// Observed state of a region.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryRegionStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Available`, `Progressing`, `Degraded`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// `Migrating`, `RollingOut`, `Ready`, `Degraded` or `Paused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Ready replicas per role.
+    #[serde(default)]
+    pub ready_replicas: std::collections::BTreeMap<String, i32>,
+    /// Where the APIs are served inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+}
+
+/// In-cluster URLs of a region's APIs.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    /// Command API.
+    pub command_api: String,
+    /// Query API.
+    pub query_api: String,
+}
+
+/// A status condition, as in `metav1.Condition`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Available`, `Progressing` or `Degraded`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+    /// When `status` last changed.
+    pub last_transition_time: Time,
+    /// The generation the condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,144 @@
+//! `stockflow-operator`: `run` the controller, or print the `crd`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use clap::{Parser, Subcommand};
+use stockflow_operator::controller::{self, Context};
+use stockflow_operator::external::Scylla;
+use stockflow_operator::leader::LeaderLease;
+
+#[derive(Parser)]
+#[command(
+    name = "stockflow-operator",
+    version,
+    about = "InventoryRegion operator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the InventoryRegion CRD as YAML (what crds/ holds).
+    Crd,
+    /// Run the controller.
+    Run {
+        /// Health and metrics address.
+        #[arg(long, env = "OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+        http_addr: SocketAddr,
+        /// Namespace of the leader-election Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "stockflow-system")]
+        lease_namespace: String,
+        /// Identity in the Lease (the pod name).
+        #[arg(long, env = "POD_NAME", default_value = "stockflow-operator")]
+        identity: String,
+        /// Run without leader election (a single replica).
+        #[arg(long)]
+        no_leader_election: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => match stockflow_operator::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            http_addr,
+            lease_namespace,
+            identity,
+            no_leader_election,
+        } => {
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(
+                http_addr,
+                lease_namespace,
+                identity,
+                !no_leader_election,
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(
+    http_addr: SocketAddr,
+    lease_namespace: String,
+    identity: String,
+    elect: bool,
+) -> Result<(), String> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let h = handle.clone();
+                async move { h.render() }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|e| format!("bind {http_addr}: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "health server stopped");
+        }
+    });
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("kubernetes client: {e}"))?;
+    let lease = LeaderLease::new(
+        client.clone(),
+        &lease_namespace,
+        "stockflow-operator",
+        &identity,
+    );
+    if elect {
+        lease.acquire().await;
+    }
+    let ctx = Arc::new(Context::new(client, Some(identity), Arc::new(Scylla)));
+    if elect {
+        tokio::select! {
+            _ = controller::run(ctx) => Ok(()),
+            _ = lease.keep() => Err("lost leadership; exiting so a follower can take over".into()),
+        }
+    } else {
+        controller::run(ctx).await;
+        Ok(())
+    }
+}

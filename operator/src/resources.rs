@@ -1,0 +1,519 @@
+//! Pure builders: an `InventoryRegion` → the Kubernetes objects of its region. No I/O, so
+//! every choice here is unit-tested; the controller only applies what these return.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
+    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::crd::{InventoryRegion, RoleSpec};
+
+/// The roles a region runs, each a Deployment of the same image.
+pub const ROLES: [Role; 4] = [
+    Role::CommandApi,
+    Role::QueryApi,
+    Role::Publisher,
+    Role::Projector,
+];
+
+/// A stockflow role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Writes.
+    CommandApi,
+    /// Reads.
+    QueryApi,
+    /// Outbox → topic.
+    Publisher,
+    /// Topic → read models.
+    Projector,
+}
+
+impl Role {
+    /// The role's name, also the `stockflow` subcommand.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::CommandApi => "command-api",
+            Role::QueryApi => "query-api",
+            Role::Publisher => "publisher",
+            Role::Projector => "projector",
+        }
+    }
+
+    /// Whether the role serves an HTTP API behind a Service.
+    pub fn exposed(self) -> bool {
+        matches!(self, Role::CommandApi | Role::QueryApi)
+    }
+
+    fn spec(self, region: &InventoryRegion) -> &RoleSpec {
+        let roles = &region.spec.roles;
+        match self {
+            Role::CommandApi => &roles.command_api,
+            Role::QueryApi => &roles.query_api,
+            Role::Publisher => &roles.publisher,
+            Role::Projector => &roles.projector,
+        }
+    }
+}
+
+/// Port every role serves HTTP (API, health, metrics) on.
+pub const HTTP_PORT: i32 = 8080;
+
+/// Name of the child object of `role`.
+pub fn child_name(region: &InventoryRegion, role: Role) -> String {
+    format!("{}-{}", region.name_any(), role.name())
+}
+
+/// Name of the ConfigMap.
+pub fn config_name(region: &InventoryRegion) -> String {
+    format!("{}-config", region.name_any())
+}
+
+/// Labels shared by every child; `role` adds the component.
+pub fn labels(region: &InventoryRegion, role: Option<Role>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "stockflow".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), region.name_any()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "stockflow-operator".to_string(),
+        ),
+        (
+            "stockflow.dev/region".to_string(),
+            region.spec.region_id.clone(),
+        ),
+    ]);
+    if let Some(role) = role {
+        labels.insert("app.kubernetes.io/component".into(), role.name().into());
+    }
+    labels
+}
+
+fn selector(region: &InventoryRegion, role: Role) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/instance".to_string(), region.name_any()),
+        (
+            "app.kubernetes.io/component".to_string(),
+            role.name().to_string(),
+        ),
+    ])
+}
+
+/// The controller owner reference every child carries, so it is garbage-collected with
+/// the region and its changes re-trigger reconciliation.
+pub fn owner(region: &InventoryRegion) -> Option<OwnerReference> {
+    region.controller_owner_ref(&())
+}
+
+fn meta(region: &InventoryRegion, name: String, role: Option<Role>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: region.namespace(),
+        labels: Some(labels(region, role)),
+        owner_references: owner(region).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The Fluvio topic of the region.
+pub fn topic(region: &InventoryRegion) -> String {
+    region
+        .spec
+        .fluvio
+        .topic
+        .clone()
+        .unwrap_or_else(|| format!("stockflow-{}", region.spec.region_id))
+}
+
+/// Settings every role reads from its environment.
+pub fn config_data(region: &InventoryRegion) -> BTreeMap<String, String> {
+    let s = &region.spec;
+    BTreeMap::from([
+        ("STOCKFLOW_REGION".into(), s.region_id.clone()),
+        ("STOCKFLOW_STORE".into(), "scylla".into()),
+        ("STOCKFLOW_SCYLLA_NODES".into(), s.scylla.nodes.join(",")),
+        (
+            "STOCKFLOW_SCYLLA_KEYSPACE".into(),
+            s.scylla.keyspace.clone(),
+        ),
+        (
+            "STOCKFLOW_SCYLLA_LOCAL_DC".into(),
+            s.scylla.local_dc.clone(),
+        ),
+        (
+            "STOCKFLOW_SCYLLA_REPLICATION".into(),
+            format!("{}:{}", s.scylla.local_dc, s.scylla.replication_factor),
+        ),
+        (
+            "STOCKFLOW_FLUVIO_ENDPOINT".into(),
+            s.fluvio.endpoint.clone(),
+        ),
+        ("STOCKFLOW_FLUVIO_TOPIC".into(), topic(region)),
+        (
+            "STOCKFLOW_PARTITIONS".into(),
+            s.fluvio.partitions.to_string(),
+        ),
+        (
+            "STOCKFLOW_RESERVATION_TTL_SECONDS".into(),
+            s.reservation_ttl_seconds.to_string(),
+        ),
+        ("STOCKFLOW_LISTEN".into(), format!("0.0.0.0:{HTTP_PORT}")),
+        ("STOCKFLOW_LOG_JSON".into(), "true".into()),
+    ])
+}
+
+/// The ConfigMap with [`config_data`].
+pub fn config_map(region: &InventoryRegion) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(region, config_name(region), None),
+        data: Some(config_data(region)),
+        ..ConfigMap::default()
+    }
+}
+
+/// A short digest of what a pod's behaviour depends on, stamped on the pod template so a
+/// config change rolls the pods.
+pub fn config_hash(region: &InventoryRegion) -> String {
+    let text = serde_json::to_string(&config_data(region)).unwrap_or_default();
+    hex::encode(&Sha256::digest(text.as_bytes())[..6])
+}
+
+fn credentials_env(region: &InventoryRegion) -> Vec<EnvVar> {
+    let Some(secret) = &region.spec.scylla.credentials_secret else {
+        return Vec::new();
+    };
+    [
+        ("STOCKFLOW_SCYLLA_USER", "username"),
+        ("STOCKFLOW_SCYLLA_PASSWORD", "password"),
+    ]
+    .into_iter()
+    .map(|(name, key)| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.clone(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    })
+    .collect()
+}
+
+fn http_probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+fn container(
+    region: &InventoryRegion,
+    args: Vec<String>,
+    resources: Option<&RoleSpec>,
+) -> Container {
+    Container {
+        name: "stockflow".into(),
+        image: Some(region.spec.image.clone()),
+        args: Some(args),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: config_name(region),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]),
+        env: Some(credentials_env(region)),
+        resources: resources.and_then(|r| r.resources.clone()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        fs_group: Some(65532),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The Deployment of `role`.
+pub fn deployment(region: &InventoryRegion, role: Role) -> Deployment {
+    let spec = role.spec(region);
+    let mut c = container(region, vec![role.name().into()], Some(spec));
+    c.ports = Some(vec![ContainerPort {
+        name: Some("http".into()),
+        container_port: HTTP_PORT,
+        ..ContainerPort::default()
+    }]);
+    c.readiness_probe = Some(http_probe("/readyz", 5));
+    c.liveness_probe = Some(http_probe("/healthz", 10));
+    let mut template_labels = labels(region, Some(role));
+    template_labels.extend(selector(region, role));
+    Deployment {
+        metadata: meta(region, child_name(region, role), Some(role)),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(region, role)),
+                ..LabelSelector::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(template_labels),
+                    annotations: Some(BTreeMap::from([
+                        ("stockflow.dev/config-hash".to_string(), config_hash(region)),
+                        ("prometheus.io/scrape".to_string(), "true".to_string()),
+                        ("prometheus.io/port".to_string(), HTTP_PORT.to_string()),
+                    ])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![c],
+                    security_context: Some(pod_security()),
+                    termination_grace_period_seconds: Some(30),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The Service of an exposed role.
+pub fn service(region: &InventoryRegion, role: Role) -> Service {
+    Service {
+        metadata: meta(region, child_name(region, role), Some(role)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(region, role)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// A PodDisruptionBudget for a role with more than one replica: voluntary evictions take
+/// at most one pod at a time.
+pub fn pdb(region: &InventoryRegion, role: Role) -> Option<PodDisruptionBudget> {
+    (role.spec(region).replicas > 1).then(|| PodDisruptionBudget {
+        metadata: meta(region, child_name(region, role), Some(role)),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(region, role)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    })
+}
+
+/// Name of the migration Job for the current image and keyspace settings: a change of
+/// either runs a new migration before the command API rolls out.
+pub fn migration_job_name(region: &InventoryRegion) -> String {
+    let s = &region.spec;
+    let key = format!(
+        "{}|{}|{}|{}",
+        s.image, s.scylla.keyspace, s.scylla.local_dc, s.scylla.replication_factor
+    );
+    format!(
+        "{}-migrate-{}",
+        region.name_any(),
+        &hex::encode(Sha256::digest(key.as_bytes()))[..8]
+    )
+}
+
+/// The migration Job (`stockflow migrate`).
+pub fn migration_job(region: &InventoryRegion) -> Job {
+    let mut labels = labels(region, None);
+    labels.insert("app.kubernetes.io/component".into(), "migrate".into());
+    Job {
+        metadata: ObjectMeta {
+            labels: Some(labels.clone()),
+            ..meta(region, migration_job_name(region), None)
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(6),
+            ttl_seconds_after_finished: Some(7 * 24 * 3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container(region, vec!["migrate".into()], None)],
+                    restart_policy: Some("OnFailure".into()),
+                    security_context: Some(pod_security()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+/// In-cluster URL of an exposed role.
+pub fn endpoint(region: &InventoryRegion, role: Role) -> String {
+    format!(
+        "http://{}.{}.svc",
+        child_name(region, role),
+        region.namespace().unwrap_or_else(|| "default".into())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::region;
+
+    #[test]
+    fn every_child_is_owned_by_the_region_and_labelled() {
+        let r = region("north");
+        let owner = owner(&r).expect("owner reference");
+        assert_eq!(owner.kind, "InventoryRegion");
+        assert_eq!(owner.controller, Some(true));
+        for role in ROLES {
+            let d = deployment(&r, role);
+            assert_eq!(
+                d.metadata.owner_references.as_deref(),
+                Some(std::slice::from_ref(&owner))
+            );
+            assert_eq!(
+                d.metadata.name.as_deref(),
+                Some(format!("north-{}", role.name()).as_str())
+            );
+            let spec = d.spec.expect("spec");
+            assert_eq!(spec.replicas, Some(2));
+            let template = spec.template.spec.expect("pod spec");
+            assert_eq!(
+                template.containers[0].args.as_deref(),
+                Some(&[role.name().to_string()][..])
+            );
+            let selector = spec.selector.match_labels.expect("selector");
+            let pod_labels = spec
+                .template
+                .metadata
+                .and_then(|m| m.labels)
+                .expect("labels");
+            assert!(
+                selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+                "selector matches the pods"
+            );
+        }
+        assert_eq!(
+            config_map(&r).metadata.owner_references.map(|o| o.len()),
+            Some(1)
+        );
+        assert_eq!(
+            migration_job(&r).metadata.owner_references.map(|o| o.len()),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn config_carries_the_connections_and_rolls_pods_when_it_changes() {
+        let mut r = region("north");
+        let data = config_data(&r);
+        assert_eq!(data["STOCKFLOW_SCYLLA_KEYSPACE"], "north_ks");
+        assert_eq!(data["STOCKFLOW_FLUVIO_TOPIC"], "stockflow-north");
+        assert_eq!(data["STOCKFLOW_SCYLLA_REPLICATION"], "datacenter1:3");
+        let before = config_hash(&r);
+        r.spec.reservation_ttl_seconds = 60;
+        assert_ne!(config_hash(&r), before);
+    }
+
+    #[test]
+    fn only_apis_get_services_and_only_replicated_roles_get_budgets() {
+        let mut r = region("north");
+        r.spec.roles.publisher.replicas = 1;
+        assert!(Role::CommandApi.exposed() && Role::QueryApi.exposed());
+        assert!(!Role::Publisher.exposed() && !Role::Projector.exposed());
+        assert!(pdb(&r, Role::Publisher).is_none());
+        assert!(pdb(&r, Role::Projector).is_some());
+        let svc = service(&r, Role::QueryApi);
+        assert_eq!(svc.spec.and_then(|s| s.ports).map(|p| p[0].port), Some(80));
+        assert_eq!(
+            endpoint(&r, Role::QueryApi),
+            "http://north-query-api.stores.svc"
+        );
+    }
+
+    #[test]
+    fn a_new_image_or_keyspace_means_a_new_migration() {
+        let mut r = region("north");
+        let first = migration_job_name(&r);
+        r.spec.roles.query_api.replicas = 5;
+        assert_eq!(migration_job_name(&r), first, "scaling needs no migration");
+        r.spec.image = "stockflow:2".into();
+        assert_ne!(migration_job_name(&r), first);
+    }
+
+    #[test]
+    fn credentials_come_from_the_secret() {
+        let mut r = region("north");
+        r.spec.scylla.credentials_secret = Some("scylla-auth".into());
+        let d = deployment(&r, Role::CommandApi);
+        let env = d
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|p| p.containers[0].env.clone().unwrap_or_default())
+            .unwrap_or_default();
+        assert_eq!(env.len(), 2);
+        assert!(env.iter().all(|e| {
+            e.value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .is_some_and(|s| s.name == "scylla-auth")
+        }));
+    }
+}

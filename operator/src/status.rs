@@ -1,0 +1,282 @@
+//! Pure status computation: what the children report → conditions, phase, endpoints.
+//!
+//! Rollout done means `Available=True, Progressing=False, Degraded=False`. A condition's
+//! `lastTransitionTime` moves only when its status really changes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::crd::{Condition, Endpoints, InventoryRegion, InventoryRegionStatus};
+use crate::resources::{self, ROLES, Role};
+
+/// How the migration Job is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Migration {
+    /// Not finished yet.
+    Running,
+    /// Succeeded: the command API may roll out.
+    Succeeded,
+    /// Gave up (backoff limit): the region is degraded.
+    Failed(String),
+}
+
+impl Migration {
+    /// Reads a Job's status.
+    pub fn of(job: Option<&Job>) -> Self {
+        let Some(status) = job.and_then(|j| j.status.as_ref()) else {
+            return Migration::Running;
+        };
+        if status.succeeded.unwrap_or(0) > 0 {
+            return Migration::Succeeded;
+        }
+        let failed = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Failed" && c.status == "True");
+        match failed {
+            Some(c) => Migration::Failed(
+                c.message
+                    .clone()
+                    .unwrap_or_else(|| "migration job failed".into()),
+            ),
+            None => Migration::Running,
+        }
+    }
+}
+
+/// Ready replicas of a Deployment, and whether its rollout of the current spec is done.
+pub fn rollout(deployment: Option<&Deployment>) -> (i32, bool) {
+    let Some(d) = deployment else {
+        return (0, false);
+    };
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(status) = &d.status else {
+        return (0, desired == 0);
+    };
+    let ready = status.ready_replicas.unwrap_or(0);
+    let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let done = current
+        && status.updated_replicas.unwrap_or(0) >= desired
+        && ready >= desired
+        && status.available_replicas.unwrap_or(0) >= desired;
+    (ready, done)
+}
+
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message,
+        last_transition_time,
+        observed_generation: generation,
+    }
+}
+
+/// The status of `region` given its Job and Deployments (by role).
+pub fn compute(
+    region: &InventoryRegion,
+    migration: &Migration,
+    deployments: &BTreeMap<Role, Deployment>,
+    now: Time,
+) -> InventoryRegionStatus {
+    let previous = region
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let generation = region.metadata.generation;
+    let mut ready_replicas = BTreeMap::new();
+    let mut pending = Vec::new();
+    for role in ROLES {
+        let (ready, done) = rollout(deployments.get(&role));
+        ready_replicas.insert(role.name().to_string(), ready);
+        if !done {
+            pending.push(role.name());
+        }
+    }
+    let (available, progressing, degraded, phase, message) = match migration {
+        Migration::Failed(msg) => (
+            false,
+            false,
+            true,
+            "Degraded",
+            format!("schema migration failed: {msg}"),
+        ),
+        Migration::Running => (
+            false,
+            true,
+            false,
+            "Migrating",
+            "waiting for the schema migration job".to_string(),
+        ),
+        Migration::Succeeded if pending.is_empty() => (
+            true,
+            false,
+            false,
+            "Ready",
+            "every role is rolled out and ready".to_string(),
+        ),
+        Migration::Succeeded => (
+            false,
+            true,
+            false,
+            "RollingOut",
+            format!("waiting for {}", pending.join(", ")),
+        ),
+    };
+    let conditions = vec![
+        condition(
+            &previous,
+            "Available",
+            available,
+            if available {
+                "RolloutComplete"
+            } else {
+                "RolloutPending"
+            },
+            message.clone(),
+            generation,
+            &now,
+        ),
+        condition(
+            &previous,
+            "Progressing",
+            progressing,
+            if progressing { phase } else { "Settled" },
+            message.clone(),
+            generation,
+            &now,
+        ),
+        condition(
+            &previous,
+            "Degraded",
+            degraded,
+            if degraded {
+                "MigrationFailed"
+            } else {
+                "Healthy"
+            },
+            message,
+            generation,
+            &now,
+        ),
+    ];
+    InventoryRegionStatus {
+        observed_generation: generation,
+        conditions,
+        phase: Some(phase.into()),
+        ready_replicas,
+        endpoints: Some(Endpoints {
+            command_api: resources::endpoint(region, Role::CommandApi),
+            query_api: resources::endpoint(region, Role::QueryApi),
+        }),
+    }
+}
+
+/// The status of a paused region: conditions kept, phase `Paused`.
+pub fn paused(region: &InventoryRegion) -> InventoryRegionStatus {
+    let mut status = region.status.clone().unwrap_or_default();
+    status.phase = Some("Paused".into());
+    status
+}
+
+/// Whether the region carries `stockflow.dev/paused: "true"`.
+pub fn is_paused(region: &InventoryRegion) -> bool {
+    region
+        .annotations()
+        .get(crate::PAUSED_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{ready_deployment, region};
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    fn get<'a>(s: &'a InventoryRegionStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_region_moves_from_migrating_to_ready() {
+        let mut r = region("north");
+        let none = BTreeMap::new();
+        let s = compute(&r, &Migration::Running, &none, at(1));
+        assert_eq!(s.phase.as_deref(), Some("Migrating"));
+        assert_eq!(get(&s, "Progressing").status, "True");
+        let s = compute(&r, &Migration::Succeeded, &none, at(2));
+        assert_eq!(s.phase.as_deref(), Some("RollingOut"));
+        r.status = Some(s);
+        let all: BTreeMap<Role, Deployment> = ROLES
+            .iter()
+            .map(|role| (*role, ready_deployment(&r, *role, 2)))
+            .collect();
+        let s = compute(&r, &Migration::Succeeded, &all, at(3));
+        assert_eq!(s.phase.as_deref(), Some("Ready"));
+        assert_eq!(
+            (
+                get(&s, "Available").status.as_str(),
+                get(&s, "Progressing").status.as_str(),
+                get(&s, "Degraded").status.as_str()
+            ),
+            ("True", "False", "False")
+        );
+        assert_eq!(s.ready_replicas["command-api"], 2);
+        assert_eq!(s.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn last_transition_time_moves_only_on_a_transition() {
+        let mut r = region("north");
+        let s1 = compute(&r, &Migration::Running, &BTreeMap::new(), at(10));
+        r.status = Some(s1.clone());
+        let s2 = compute(&r, &Migration::Running, &BTreeMap::new(), at(20));
+        assert_eq!(get(&s2, "Progressing").last_transition_time, at(10));
+        let s3 = compute(
+            &r,
+            &Migration::Failed("boom".into()),
+            &BTreeMap::new(),
+            at(30),
+        );
+        assert_eq!(get(&s3, "Degraded").last_transition_time, at(30));
+        assert_eq!(
+            get(&s3, "Available").last_transition_time,
+            at(10),
+            "Available stayed False"
+        );
+        assert!(get(&s3, "Degraded").message.contains("boom"));
+    }
+
+    #[test]
+    fn a_stale_deployment_status_is_not_a_finished_rollout() {
+        let r = region("north");
+        let mut d = ready_deployment(&r, Role::QueryApi, 2);
+        d.metadata.generation = Some(3);
+        assert_eq!(rollout(Some(&d)), (2, false));
+    }
+}

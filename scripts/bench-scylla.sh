@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Benchmarks `--store scylla` on a local single-node Cassandra: the HTTP reserve+confirm
+# path over 1,000 SKUs and over one hot SKU, and beside each the raw LWT ceiling (the same
+# conditional batch from a minimal loop, same server, same run).
+# Usage: scripts/bench-scylla.sh [connections] [seconds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+connections="${1:-64}"
+duration="${2:-20}"
+export CASSANDRA_PORT="${CASSANDRA_PORT:-19142}"
+export CASSANDRA_STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-17142}"
+nodes="127.0.0.1:$CASSANDRA_PORT"
+addr="127.0.0.1:${BENCH_PORT:-18183}"
+
+cargo build --release --locked -p stockflow --bin stockflow
+bin=target/release/stockflow
+data="$(mktemp -d)"
+server=""
+cleanup() {
+    [[ -n "$server" ]] && { kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
+    rm -rf "$data"
+    ./scripts/cassandra.sh down
+}
+trap cleanup EXIT
+./scripts/cassandra.sh up
+
+RUST_LOG=warn "$bin" dev --store scylla --scylla-nodes "$nodes" --scylla-keyspace bench \
+    --data-dir "$data" --listen "$addr" &
+server=$!
+for _ in $(seq 300); do curl -fs "http://$addr/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+
+for skus in 1000 1; do
+    echo "=== $skus SKU(s) ==="
+    "$bin" bench --target "$addr" --connections "$connections" --duration "$duration" --skus "$skus" --workload reserve
+    "$bin" bench-lwt --scylla-nodes "$nodes" --connections "$connections" --duration "$duration" --skus "$skus"
+done
