@@ -51,3 +51,56 @@ dev-scylla nodes="127.0.0.1:9042" keyspace="stockflow":
 # Benchmark --store scylla on a local Cassandra, with the raw LWT ceiling beside it
 bench-scylla connections="64" duration="20":
     ./scripts/bench-scylla.sh {{connections}} {{duration}}
+
+# Regenerate crds/ (and the chart's copy) from the operator's CRD types
+generate:
+    ./scripts/generate.sh
+
+# Build the kube-apiserver and kine used by the operator tests (cached in ~/.cache/stockflow)
+apiserver-build:
+    ./scripts/kube-apiserver.sh build
+
+# Start a real kube-apiserver over kine on 127.0.0.1 and print the kubeconfig path
+apiserver-up:
+    ./scripts/kube-apiserver.sh up
+
+# Stop the kube-apiserver started by apiserver-up
+apiserver-down:
+    ./scripts/kube-apiserver.sh down
+
+# Create the local kind cluster from kind-config.yaml
+kind-up:
+    kind create cluster --config kind-config.yaml
+
+# Delete the local kind cluster
+kind-down:
+    kind delete cluster --name stockflow
+
+# Build the stockflow and operator images and load them into kind
+images tag="0.1.0":
+    docker build -t stockflow/stockflow:{{tag}} .
+    docker build -t stockflow/stockflow-operator:{{tag}} -f operator/Dockerfile .
+    kind load docker-image --name stockflow stockflow/stockflow:{{tag}} stockflow/stockflow-operator:{{tag}}
+
+# Install ScyllaDB (scylla-operator chart) and Fluvio on kind from their public charts and images
+deploy-deps:
+    helm repo add scylla https://scylla-operator-charts.storage.googleapis.com/stable
+    helm repo add jetstack https://charts.jetstack.io
+    helm repo update
+    helm upgrade --install cert-manager jetstack/cert-manager --namespace cert-manager --create-namespace --set crds.enabled=true --wait
+    helm upgrade --install scylla-operator scylla/scylla-operator --namespace scylla-operator --create-namespace --wait
+    helm upgrade --install scylla scylla/scylla --namespace scylla --create-namespace --set datacenter=datacenter1 --set racks[0].name=rack1 --set racks[0].members=1 --wait
+    fluvio cluster start --k8s --namespace fluvio
+
+# Install the operator chart (CRDs, RBAC, Deployment) into kind
+deploy tag="0.1.0":
+    helm upgrade --install stockflow-operator charts/stockflow-operator --namespace stockflow-system --create-namespace --set image.tag={{tag}} --wait
+
+# End-to-end test on kind: apply a region, wait for Available, reserve and confirm, delete
+e2e:
+    STOCKFLOW_KIND_E2E=1 cargo test -p stockflow-e2e --test kind -- --nocapture
+
+# Lint and render the chart
+chart-check:
+    helm lint charts/stockflow-operator
+    helm template stockflow-operator charts/stockflow-operator --namespace stockflow-system > /dev/null

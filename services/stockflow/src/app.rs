@@ -95,6 +95,35 @@ pub struct DevConfig {
     pub projector: ProjectorConfig,
     /// How long idempotency records are kept.
     pub idempotency_ttl: Duration,
+    /// Which background workers this process runs.
+    pub workers: Workers,
+}
+
+/// The background workers a process runs. `stockflow dev` runs all; the roles of a
+/// distributed deployment split them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workers {
+    /// Outbox → event log.
+    pub publish: bool,
+    /// Event log → read models.
+    pub project: bool,
+    /// Reservation expiry.
+    pub expire: bool,
+}
+
+impl Workers {
+    /// Every worker.
+    pub const ALL: Workers = Workers {
+        publish: true,
+        project: true,
+        expire: true,
+    };
+    /// None (an API-only process).
+    pub const NONE: Workers = Workers {
+        publish: false,
+        project: false,
+        expire: false,
+    };
 }
 
 impl DevConfig {
@@ -106,6 +135,7 @@ impl DevConfig {
             partitions: 8,
             projector: ProjectorConfig::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            workers: Workers::ALL,
         }
     }
 }
@@ -177,32 +207,37 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
     // the log before they stop.
     let producers = CancellationToken::new();
     let projecting = CancellationToken::new();
-    let producer_jobs = vec![
-        tokio::spawn(publisher::run(
+    let workers = config.workers;
+    let mut producer_jobs = vec![tokio::spawn(purge_idempotency(
+        backend.write.clone(),
+        config.idempotency_ttl,
+        producers.clone(),
+    ))];
+    if workers.publish {
+        producer_jobs.push(tokio::spawn(publisher::run(
             backend.outbox.clone(),
             backend.log.clone(),
             PublisherConfig::default(),
             producers.clone(),
-        )),
-        tokio::spawn(expiry::run(
+        )));
+    }
+    if workers.expire {
+        producer_jobs.push(tokio::spawn(expiry::run(
             backend.write.clone(),
             expiry_handle.clone(),
             expiry_rx,
             producers.clone(),
-        )),
-        tokio::spawn(purge_idempotency(
-            backend.write.clone(),
-            config.idempotency_ttl,
-            producers.clone(),
-        )),
-    ];
-    let projector_job = tokio::spawn(projector::run(
-        backend.log.clone(),
-        backend.read.clone(),
-        config.projector.clone(),
-        projector_handle,
-        projecting.clone(),
-    ));
+        )));
+    }
+    let projector_job = workers.project.then(|| {
+        tokio::spawn(projector::run(
+            backend.log.clone(),
+            backend.read.clone(),
+            config.projector.clone(),
+            projector_handle,
+            projecting.clone(),
+        ))
+    });
     let app = router(state);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -225,9 +260,10 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
             }
         }
         projecting.cancel();
-        if tokio::time::timeout(Duration::from_secs(10), projector_job)
-            .await
-            .is_err()
+        if let Some(job) = projector_job
+            && tokio::time::timeout(Duration::from_secs(10), job)
+                .await
+                .is_err()
         {
             tracing::warn!("the projectors did not catch up within 10 s");
         }

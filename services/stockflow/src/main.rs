@@ -42,6 +42,17 @@ enum Role {
         #[command(flatten)]
         scylla: ScyllaArgs,
     },
+    /// Command API over ScyllaDB: commands, reservation expiry (several replicas are safe).
+    CommandApi(RoleArgs),
+    /// Query API over ScyllaDB: the read models.
+    QueryApi(RoleArgs),
+    /// Outbox publisher. Until the Fluvio bus adapter lands it publishes to a log in its
+    /// data directory and projects from there itself (several replicas are safe: delivery
+    /// is at least once and projection idempotent).
+    Publisher(RoleArgs),
+    /// Projector reading the Fluvio bus. Not in this build: the Fluvio adapter is missing,
+    /// so this role refuses to start; the publisher role projects meanwhile.
+    Projector(RoleArgs),
     /// Create the ScyllaDB keyspace and tables (idempotent) and record the schema version.
     Migrate {
         #[command(flatten)]
@@ -51,6 +62,22 @@ enum Role {
     Bench(bench::BenchArgs),
     /// Measure the raw LWT ceiling of a CQL server with the service's conditional batch.
     BenchLwt(bench::LwtArgs),
+}
+
+/// Settings of a distributed role.
+#[derive(Debug, Args)]
+struct RoleArgs {
+    /// Address for HTTP (API, /healthz, /readyz, /metrics).
+    #[arg(long, env = "STOCKFLOW_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Scratch directory (the publisher's local log).
+    #[arg(long, env = "STOCKFLOW_DATA_DIR", default_value = "/tmp/stockflow")]
+    data_dir: PathBuf,
+    /// Event-log partitions.
+    #[arg(long, env = "STOCKFLOW_PARTITIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: u32,
+    #[command(flatten)]
+    scylla: ScyllaArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -155,6 +182,12 @@ fn main() -> ExitCode {
                 run_dev(data_dir, listen, partitions, store).await
             }
             Role::Migrate { scylla } => migrate(&scylla).await,
+            Role::CommandApi(args) => run_role(args, app::Workers { expire: true, ..app::Workers::NONE }).await,
+            Role::QueryApi(args) => run_role(args, app::Workers::NONE).await,
+            Role::Projector(_) => Err("the projector role reads the Fluvio bus, and this build has no Fluvio adapter yet; \
+                 the publisher role projects from its own log in the meantime (run it instead)"
+                .into()),
+            Role::Publisher(args) => run_role(args, app::Workers { publish: true, project: true, expire: false }).await,
             Role::Bench(args) => bench::run(args).await.map_err(|e| e.to_string()),
             Role::BenchLwt(args) => bench::run_lwt(args).await.map_err(|e| e.to_string()),
         }
@@ -167,6 +200,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run_role(args: RoleArgs, workers: app::Workers) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let mut config = app::DevConfig::new(args.data_dir);
+    config.partitions = args.partitions;
+    // Roles never create schema: `stockflow migrate` (the operator's Job) does.
+    config.store = app::StoreConfig::Scylla {
+        config: args.scylla.config(),
+        create: None,
+    };
+    config.workers = workers;
+    let running = app::start(config, listener)
+        .await
+        .map_err(|e| e.to_string())?;
+    let token = running.shutdown_token();
+    tokio::spawn(async move {
+        app::shutdown_signal().await;
+        token.cancel();
+    });
+    running.wait().await.map_err(|e| e.to_string())
 }
 
 async fn migrate(args: &ScyllaArgs) -> Result<(), String> {
