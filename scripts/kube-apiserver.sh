@@ -32,6 +32,8 @@ build() {
     local gomod
     gomod="$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
     local staging_version="v0.${K8S_VERSION#1.}"
+    local minor="${K8S_VERSION#1.}"
+    minor="${minor%%.*}"
     (
         cd "$work"
         cat > go.mod <<MOD
@@ -53,7 +55,7 @@ import _ "k8s.io/kubernetes/cmd/kube-apiserver"
 GO
         GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || GOFLAGS=-mod=mod go get "k8s.io/kubernetes@v$K8S_VERSION"
         CGO_ENABLED=0 GOFLAGS=-mod=mod go build -o "$CACHE/kube-apiserver" \
-            -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${K8S_VERSION#1.}" \
+            -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
             k8s.io/kubernetes/cmd/kube-apiserver
     )
     rm -rf "$work"

@@ -26,17 +26,32 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "generated files are up to date (crds/, chart CRDs)"
+./scripts/generate.sh --check
+
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "build the stockflow binary (end-to-end tests run it)"
 cargo build --locked -p stockflow --bin stockflow
 
+cleanup() {
+    ./scripts/cassandra.sh down || true
+    ./scripts/kube-apiserver.sh down || true
+}
+trap cleanup EXIT
+
 step "start Cassandra (the CQL/LWT stand-in for ScyllaDB) on 127.0.0.1"
 export CASSANDRA_PORT="${CASSANDRA_PORT:-19042}"
-trap './scripts/cassandra.sh down' EXIT
+export CASSANDRA_STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-17042}"
 ./scripts/cassandra.sh up
 export STOCKFLOW_CQL_NODES="127.0.0.1:$CASSANDRA_PORT"
+
+step "start a real kube-apiserver over kine on 127.0.0.1 (built once, cached)"
+export KUBE_API_PORT="${KUBE_API_PORT:-16443}"
+export KINE_PORT="${KINE_PORT:-12379}"
+STOCKFLOW_KUBECONFIG="$(./scripts/kube-apiserver.sh up)"
+export STOCKFLOW_KUBECONFIG
 
 step "cargo test (embedded, contract, Cassandra, end-to-end)"
 cargo test --workspace --locked

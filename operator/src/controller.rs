@@ -330,3 +330,59 @@ pub async fn run(ctx: Arc<Context>) {
         })
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::external::{External, async_trait_free::BoxFuture};
+    use crate::fixtures::mock::{self, Call};
+    use crate::fixtures::region;
+
+    struct Unused;
+
+    impl External for Unused {
+        fn drop_keyspace(&self, _: &InventoryRegion) -> BoxFuture<'_, Result<(), String>> {
+            Box::pin(async { Err("not expected in this test".into()) })
+        }
+    }
+
+    fn context(client: Client) -> Arc<Context> {
+        Arc::new(Context::new(client, Some("test".into()), Arc::new(Unused)))
+    }
+
+    #[tokio::test]
+    async fn a_new_region_gets_the_finalizer_first() {
+        let (client, handle) = mock::client();
+        let r = region("north");
+        let server = tokio::spawn(mock::serve(handle, r.clone(), vec![Call::AddFinalizer]));
+        let action = reconcile(Arc::new(r), context(client))
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::await_change());
+        server.await.expect("scenario");
+    }
+
+    #[tokio::test]
+    async fn a_paused_region_only_reports_that_it_is_paused() {
+        let (client, handle) = mock::client();
+        let mut r = region("north");
+        r.metadata.finalizers = Some(vec![crate::FINALIZER.into()]);
+        r.metadata.annotations =
+            Some([(crate::PAUSED_ANNOTATION.to_string(), "true".to_string())].into());
+        let server = tokio::spawn(mock::serve(
+            handle,
+            r.clone(),
+            vec![
+                Call::PatchStatus(|patch| assert_eq!(patch["status"]["phase"], "Paused")),
+                Call::PublishEvent("Paused"),
+            ],
+        ));
+        let action = reconcile(Arc::new(r), context(client))
+            .await
+            .expect("reconcile");
+        assert_eq!(action, Action::await_change());
+        server.await.expect("scenario: no child was applied");
+    }
+}

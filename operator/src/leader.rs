@@ -114,7 +114,7 @@ impl LeaderLease {
                     failures += 1;
                     tracing::warn!(error = %e, failures, "cannot renew the leader lease");
                     if failures * RENEW_EVERY.as_secs()
-                        >= u64::try_from(LEASE_SECONDS).unwrap_or(15) as u64
+                        >= u64::try_from(LEASE_SECONDS).unwrap_or(15)
                     {
                         return;
                     }
