@@ -305,10 +305,22 @@ pub async fn cleanup(region: &InventoryRegion, ctx: &Context) -> Result<Action> 
     Ok(Action::await_change())
 }
 
-/// Runs the controller until the stream ends (shutdown).
-pub async fn run(ctx: Arc<Context>) {
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until the stream ends (shutdown), over every namespace or one.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let client = ctx.client.clone();
-    let regions: Api<InventoryRegion> = Api::all(client.clone());
+    let ns = namespace.as_deref();
+    let regions: Api<InventoryRegion> = scoped(&client, ns);
     if let Err(e) = regions.list(&ListParams::default().limit(1)).await {
         tracing::error!(error = %e, "InventoryRegion CRD is not installed or not readable; install crds/ first");
         return;
@@ -316,11 +328,11 @@ pub async fn run(ctx: Arc<Context>) {
     let owned =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=stockflow-operator");
     Controller::new(regions, watcher::Config::default().any_semantic())
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
-        .owns(Api::<Job>::all(client.clone()), owned.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned)
+        .owns(scoped::<Deployment>(&client, ns), owned.clone())
+        .owns(scoped::<Service>(&client, ns), owned.clone())
+        .owns(scoped::<ConfigMap>(&client, ns), owned.clone())
+        .owns(scoped::<Job>(&client, ns), owned.clone())
+        .owns(scoped::<PodDisruptionBudget>(&client, ns), owned)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -40,6 +40,9 @@ enum Command {
         /// Run without leader election (a single replica).
         #[arg(long)]
         no_leader_election: bool,
+        /// Watch one namespace instead of all.
+        #[arg(long, env = "WATCH_NAMESPACE")]
+        watch_namespace: Option<String>,
     },
 }
 
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
             lease_namespace,
             identity,
             no_leader_election,
+            watch_namespace,
         } => {
             tracing_subscriber::fmt()
                 .json()
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
                 lease_namespace,
                 identity,
                 !no_leader_election,
+                watch_namespace,
             )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -97,6 +102,7 @@ async fn run(
     lease_namespace: String,
     identity: String,
     elect: bool,
+    watch_namespace: Option<String>,
 ) -> Result<(), String> {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
@@ -134,11 +140,11 @@ async fn run(
     let ctx = Arc::new(Context::new(client, Some(identity), Arc::new(Scylla)));
     if elect {
         tokio::select! {
-            _ = controller::run(ctx) => Ok(()),
+            _ = controller::run(ctx, watch_namespace) => Ok(()),
             _ = lease.keep() => Err("lost leadership; exiting so a follower can take over".into()),
         }
     } else {
-        controller::run(ctx).await;
+        controller::run(ctx, watch_namespace).await;
         Ok(())
     }
 }

@@ -116,9 +116,14 @@ where
     }
 }
 
-fn start_controller(client: &Client, external: Arc<dyn External>) -> tokio::task::JoinHandle<()> {
+/// A controller for one namespace, so tests running side by side stay apart.
+fn start_controller(
+    client: &Client,
+    ns: &str,
+    external: Arc<dyn External>,
+) -> tokio::task::JoinHandle<()> {
     let ctx = Arc::new(Context::new(client.clone(), Some("test".into()), external));
-    tokio::spawn(controller::run(ctx))
+    tokio::spawn(controller::run(ctx, Some(ns.to_string())))
 }
 
 async fn set_ready(client: &Client, ns: &str, name: &str, replicas: i32) {
@@ -148,8 +153,9 @@ async fn succeed_job(client: &Client, ns: &str, name: &str) {
 async fn the_api_server_refuses_invalid_specs_with_the_schema_message() {
     let Some(client) = client().await else { return };
     install_crd(&client).await;
-    namespace(&client, "invalid").await;
-    let api: Api<InventoryRegion> = Api::namespaced(client.clone(), "invalid");
+    let ns = &format!("invalid-{}", std::process::id());
+    namespace(&client, ns).await;
+    let api: Api<InventoryRegion> = Api::namespaced(client.clone(), ns);
     let cases = [
         (json!({"regionId": "Bad_Region"}), "spec.regionId"),
         (
@@ -203,10 +209,10 @@ async fn the_api_server_refuses_invalid_specs_with_the_schema_message() {
 async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
     let Some(client) = client().await else { return };
     install_crd(&client).await;
-    let ns = "lifecycle";
+    let ns = &format!("lifecycle-{}", std::process::id());
     namespace(&client, ns).await;
     let external = Arc::new(Recorded::default());
-    let controller = start_controller(&client, external.clone());
+    let controller = start_controller(&client, ns, external.clone());
     let regions: Api<InventoryRegion> = Api::namespaced(client.clone(), ns);
     let region: InventoryRegion = serde_json::from_value(region_json("north", "Delete")).unwrap();
     regions
@@ -306,7 +312,7 @@ async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
     assert_eq!(status.observed_generation, r.metadata.generation);
     assert_eq!(
         status.endpoints.unwrap().query_api,
-        "http://north-query-api.lifecycle.svc"
+        format!("http://north-query-api.{ns}.svc")
     );
     let available_since = r
         .status
@@ -318,7 +324,9 @@ async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
         .last_transition_time
         .clone();
 
-    // Editing the spec updates the children and bumps observedGeneration.
+    // Editing the spec updates the children and bumps observedGeneration. (Condition times
+    // have one-second resolution: let a second pass so the transition is visible.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let patch = json!({"spec": {"roles": {"queryApi": {"replicas": 5}}}});
     regions
         .patch("north", &PatchParams::default(), &Patch::Merge(&patch))
@@ -427,10 +435,10 @@ async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
 async fn retained_and_unreachable_keyspaces_never_block_deletion() {
     let Some(client) = client().await else { return };
     install_crd(&client).await;
-    let ns = "deletion";
+    let ns = &format!("deletion-{}", std::process::id());
     namespace(&client, ns).await;
     // The real clean-up, pointed at a ScyllaDB that does not exist: deletion still completes.
-    let controller = start_controller(&client, Arc::new(stockflow_operator::external::Scylla));
+    let controller = start_controller(&client, ns, Arc::new(stockflow_operator::external::Scylla));
     let regions: Api<InventoryRegion> = Api::namespaced(client.clone(), ns);
     for (name, policy) in [("keep", "Retain"), ("gone", "Delete")] {
         let mut body = region_json(name, policy);
