@@ -29,6 +29,9 @@ cargo fmt --all -- --check
 step "generated files are up to date (crds/, chart CRDs)"
 ./scripts/generate.sh --check
 
+step "helm lint and template of the operator chart"
+./scripts/chart-check.sh
+
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

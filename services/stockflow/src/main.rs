@@ -203,9 +203,6 @@ fn main() -> ExitCode {
 }
 
 async fn run_role(args: RoleArgs, workers: app::Workers) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let mut config = app::DevConfig::new(args.data_dir);
     config.partitions = args.partitions;
     // Roles never create schema: `stockflow migrate` (the operator's Job) does.
@@ -214,6 +211,15 @@ async fn run_role(args: RoleArgs, workers: app::Workers) -> Result<(), String> {
         create: None,
     };
     config.workers = workers;
+    serve(args.listen, config).await
+}
+
+/// Binds `listen`, starts the platform `config` describes, and runs it until ctrl-c or
+/// SIGTERM.
+async fn serve(listen: SocketAddr, config: app::DevConfig) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let running = app::start(config, listener)
         .await
         .map_err(|e| e.to_string())?;
@@ -249,19 +255,8 @@ async fn run_dev(
     partitions: u32,
     store: app::StoreConfig,
 ) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let mut config = app::DevConfig::new(data_dir);
     config.partitions = partitions;
     config.store = store;
-    let running = app::start(config, listener)
-        .await
-        .map_err(|e| e.to_string())?;
-    let token = running.shutdown_token();
-    tokio::spawn(async move {
-        app::shutdown_signal().await;
-        token.cancel();
-    });
-    running.wait().await.map_err(|e| e.to_string())
+    serve(listen, config).await
 }
