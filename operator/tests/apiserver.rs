@@ -183,7 +183,7 @@ async fn the_api_server_refuses_invalid_specs_with_the_schema_message() {
             Err(_) => {
                 let raw: Api<kube::core::DynamicObject> = Api::namespaced_with(
                     client.clone(),
-                    "invalid",
+                    ns,
                     &kube::core::ApiResource::erase::<InventoryRegion>(&()),
                 );
                 let obj: kube::core::DynamicObject = serde_json::from_value(body).unwrap();
