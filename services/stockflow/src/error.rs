@@ -162,6 +162,33 @@ impl ApiError {
     }
 }
 
+/// An RFC 9457 `application/problem+json` response; `code` also names the problem type.
+/// Every problem the service answers is built here.
+pub fn problem(
+    status: StatusCode,
+    code: &str,
+    title: &str,
+    detail: &str,
+    extensions: Option<Value>,
+) -> Response {
+    let mut body = json!({
+        "type": format!("https://stockflow.dev/problems/{}", code.replace('_', "-")),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+        "code": code,
+    });
+    if let (Some(Value::Object(extra)), Value::Object(map)) = (extensions, &mut body) {
+        map.extend(extra);
+    }
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, title) = self.classify();
@@ -177,21 +204,7 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        let mut body = json!({
-            "type": format!("https://stockflow.dev/problems/{}", code.replace('_', "-")),
-            "title": title,
-            "status": status.as_u16(),
-            "detail": detail,
-            "code": code,
-        });
-        if let (Some(Value::Object(extra)), Value::Object(map)) = (self.extensions(), &mut body) {
-            map.extend(extra);
-        }
-        let mut response = (status, axum::Json(body)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        let mut response = problem(status, code, title, &detail, self.extensions());
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

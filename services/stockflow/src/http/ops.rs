@@ -14,7 +14,7 @@ use stockflow_storage::ports::DeadLetter;
 use utoipa::{OpenApi, ToSchema};
 
 use super::AppState;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, Problem, problem};
 
 /// Liveness: the process serves HTTP.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200)))]
@@ -39,19 +39,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 fn not_ready(reason: &str) -> Response {
-    let body = json!({
-        "type": "https://stockflow.dev/problems/not-ready",
-        "title": "Not ready",
-        "status": 503,
-        "detail": reason,
-        "code": "not_ready",
-    });
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        "Not ready",
+        reason,
+        None,
+    )
 }
 
 /// Prometheus metrics in the text exposition format.
@@ -147,19 +141,13 @@ pub async fn replay_dead_letter(
 }
 
 fn still_failing(id: i64, error: &str) -> Response {
-    let body = json!({
-        "type": "https://stockflow.dev/problems/dead-letter-still-failing",
-        "title": "Dead letter still failing",
-        "status": 409,
-        "detail": format!("dead letter {id} still fails: {error}"),
-        "code": "dead_letter_still_failing",
-    });
-    let mut response = (StatusCode::CONFLICT, Json(body)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
+    problem(
+        StatusCode::CONFLICT,
+        "dead_letter_still_failing",
+        "Dead letter still failing",
+        &format!("dead letter {id} still fails: {error}"),
+        None,
+    )
 }
 
 /// Re-reads the whole event log into the read models. Harmless by construction: every

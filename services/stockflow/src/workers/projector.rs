@@ -223,16 +223,13 @@ pub async fn step(
         return Ok(Step::Idle);
     }
     let last = records[records.len() - 1].offset;
-    let decoded: Vec<Result<BusEvent, String>> = records
+    let mut decoded: Vec<Result<BusEvent, String>> = records
         .iter()
         .map(|r| serde_json::from_slice::<BusEvent>(&r.value).map_err(|e| e.to_string()))
         .collect();
     // Fast path: the whole batch in one transaction.
     if decoded.iter().all(Result::is_ok) {
-        let events: Vec<BusEvent> = decoded
-            .iter()
-            .filter_map(|d| d.as_ref().ok().cloned())
-            .collect();
+        let events: Vec<BusEvent> = decoded.into_iter().filter_map(Result::ok).collect();
         if read
             .project(&config.consumer, partition, &events, last + 1)
             .await
@@ -241,6 +238,7 @@ pub async fn step(
             observe(&events);
             return Ok(Step::Advanced(last + 1));
         }
+        decoded = events.into_iter().map(Ok).collect();
     }
     // Slow path: record by record, so one poison record cannot stall the partition.
     for (record, event) in records.iter().zip(decoded) {

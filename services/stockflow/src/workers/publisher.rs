@@ -87,24 +87,31 @@ pub async fn publish_batch(
         metrics::gauge!("stockflow_outbox_backlog").set(0.0);
         return Ok(0);
     }
+    let count = entries.len();
+    let mut ids = Vec::with_capacity(count);
+    let mut created_at_ms = Vec::with_capacity(count);
+    // Payloads move into the append; only ids and commit times stay behind.
     let records = entries
-        .iter()
-        .map(|e| NewRecord {
-            key: e.key.clone(),
-            value: e.payload.clone(),
+        .into_iter()
+        .map(|e| {
+            ids.push(e.id);
+            created_at_ms.push(e.created_at_ms);
+            NewRecord {
+                key: e.key,
+                value: e.payload,
+            }
         })
         .collect();
     log.append(records).await?;
-    let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
     outbox.mark_published(&ids).await?;
     let now = now_ms();
-    for e in &entries {
+    for created in created_at_ms {
         metrics::histogram!("stockflow_publish_delay_seconds")
-            .record((now - e.created_at_ms).max(0) as f64 / 1000.0);
+            .record((now - created).max(0) as f64 / 1000.0);
     }
-    metrics::counter!("stockflow_events_published_total").increment(entries.len() as u64);
-    if entries.len() < batch {
+    metrics::counter!("stockflow_events_published_total").increment(count as u64);
+    if count < batch {
         metrics::gauge!("stockflow_outbox_backlog").set(0.0);
     }
-    Ok(entries.len())
+    Ok(count)
 }

@@ -141,47 +141,30 @@ fn apply_stock(conn: &Connection, e: &StockEvent) -> Result<()> {
              reserved = reserved + excluded.reserved, locations = locations + excluded.locations,
              as_of_ms = max(as_of_ms, excluded.as_of_ms)",
     )?;
+    let mut add = |region: &str, on_hand: i64, reserved: i64, locations: i64| {
+        totals
+            .execute(params![
+                e.sku.as_str(),
+                region,
+                on_hand,
+                reserved,
+                locations,
+                e.occurred_at_ms
+            ])
+            .map(drop)
+    };
+    let region = e.region.as_str();
     match before {
         // A location never changes region, but if a stale row says otherwise, move its
         // contribution rather than double-counting it.
-        Some((region, on_hand, reserved, _)) if region != e.region.as_str() => {
-            totals.execute(params![
-                e.sku.as_str(),
-                region,
-                -on_hand,
-                -reserved,
-                -1,
-                e.occurred_at_ms
-            ])?;
-            totals.execute(params![
-                e.sku.as_str(),
-                e.region.as_str(),
-                e.on_hand,
-                e.reserved,
-                1,
-                e.occurred_at_ms
-            ])?;
+        Some((old, on_hand, reserved, _)) if old != region => {
+            add(&old, -on_hand, -reserved, -1)?;
+            add(region, e.on_hand, e.reserved, 1)?;
         }
         Some((_, on_hand, reserved, _)) => {
-            totals.execute(params![
-                e.sku.as_str(),
-                e.region.as_str(),
-                e.on_hand - on_hand,
-                e.reserved - reserved,
-                0,
-                e.occurred_at_ms
-            ])?;
+            add(region, e.on_hand - on_hand, e.reserved - reserved, 0)?
         }
-        None => {
-            totals.execute(params![
-                e.sku.as_str(),
-                e.region.as_str(),
-                e.on_hand,
-                e.reserved,
-                1,
-                e.occurred_at_ms
-            ])?;
-        }
+        None => add(region, e.on_hand, e.reserved, 1)?,
     }
     Ok(())
 }

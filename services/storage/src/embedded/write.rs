@@ -1,9 +1,9 @@
 //! The embedded write side: one writer thread, group commit, transactional outbox.
 //!
 //! Every mutation is a job sent to the writer thread. The thread takes every job waiting
-//! (up to [`MAX_BATCH`]), runs each inside its own savepoint of one `BEGIN IMMEDIATE`
-//! transaction and commits once; a job that fails rolls back its savepoint and leaves the
-//! others alone.
+//! (up to [`MAX_BATCH`]), runs them all in one `BEGIN IMMEDIATE` transaction and commits
+//! once. A refused job (domain rule, idempotency) has written nothing; a job that fails
+//! after writing rolls the batch back, and every job of it reruns in its own transaction.
 //!
 //! Durability is pipelined. The commit writes the WAL frames (no fsync) and hands the
 //! batch's answers to the flusher thread, and the writer starts on the next batch at once.
