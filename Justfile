@@ -28,6 +28,10 @@ lint:
 bench connections="64" duration="20" skus="1000":
     ./scripts/bench.sh {{connections}} {{duration}} {{skus}}
 
+# Sustained reserve+confirm load on a fresh embedded platform, printing WAL and data-directory sizes over time
+bench-wal duration="600" connections="64" skus="1000":
+    ./scripts/bench-wal.sh {{duration}} {{connections}} {{skus}}
+
 # Print the OpenAPI document of a running platform
 openapi addr="127.0.0.1:8080":
     curl -s http://{{addr}}/openapi.json

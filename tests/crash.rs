@@ -176,6 +176,11 @@ async fn kill_9_under_load_loses_no_acknowledged_command() {
         }
     }
     second.stop();
+    for db in ["write.db", "log.db", "read.db"] {
+        let wal = dir.path().join(format!("{db}-wal"));
+        let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(len, 0, "{db}: a clean shutdown leaves no WAL behind");
+    }
 
     // Offline: the outbox drained and the read models equal the write model.
     let backend = EmbeddedBackend::open(dir.path(), 4).unwrap();

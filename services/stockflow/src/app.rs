@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use stockflow_storage::embedded::{EmbeddedBackend, SqliteEventLog};
+use stockflow_storage::embedded::{
+    DataDirLock, EmbeddedBackend, SqliteEventLog, WalPolicy, checkpoint_file,
+};
 use stockflow_storage::now_ms;
 use stockflow_storage::ports::{EventLog, Outbox, ReadStore, WriteStore};
 use stockflow_storage::scylla::{self, Replication, ScyllaBackend, ScyllaConfig};
@@ -47,18 +49,46 @@ pub struct Backend {
     pub read: Arc<dyn ReadStore>,
     /// Event log.
     pub log: Arc<dyn EventLog>,
+    /// The SQLite files this process holds in its data directory.
+    pub local: LocalData,
+}
+
+/// The SQLite files a process keeps in its data directory, which it alone may open.
+#[derive(Clone)]
+pub enum LocalData {
+    /// Every store is embedded.
+    Embedded(EmbeddedBackend),
+    /// Only the event log is local (the write and read sides are on ScyllaDB).
+    Log {
+        /// Held while the process runs.
+        lock: Arc<DataDirLock>,
+        /// The log's database file.
+        path: PathBuf,
+    },
+}
+
+impl LocalData {
+    /// Folds every WAL back into its database at a clean shutdown, so nothing is left to
+    /// recover at the next start.
+    pub fn checkpoint(&self) -> Result<(), stockflow_storage::StoreError> {
+        match self {
+            LocalData::Embedded(b) => b.checkpoint_all(),
+            LocalData::Log { path, .. } => checkpoint_file(path, "log"),
+        }
+    }
 }
 
 /// Opens the stores `config` names.
 pub async fn open_backend(config: &DevConfig) -> Result<Backend, AppError> {
     match &config.store {
         StoreConfig::Embedded => {
-            let b = EmbeddedBackend::open(&config.data_dir, config.partitions)?;
+            let b = EmbeddedBackend::open_with(&config.data_dir, config.partitions, config.wal)?;
             Ok(Backend {
                 write: b.write.clone(),
-                outbox: b.write,
-                read: b.read,
-                log: b.log,
+                outbox: b.write.clone(),
+                read: b.read.clone(),
+                log: b.log.clone(),
+                local: LocalData::Embedded(b),
             })
         }
         StoreConfig::Scylla {
@@ -71,12 +101,15 @@ pub async fn open_backend(config: &DevConfig) -> Result<Backend, AppError> {
             }
             let b = ScyllaBackend::open(scylla_config).await?;
             std::fs::create_dir_all(&config.data_dir)?;
-            let log = SqliteEventLog::open(&config.data_dir.join("log.db"), config.partitions)?;
+            let lock = Arc::new(DataDirLock::acquire(&config.data_dir)?);
+            let path = config.data_dir.join("log.db");
+            let log = SqliteEventLog::open(&path, config.partitions, config.wal)?;
             Ok(Backend {
                 write: b.write.clone(),
                 outbox: b.write,
                 read: b.read,
                 log: Arc::new(log),
+                local: LocalData::Log { lock, path },
             })
         }
     }
@@ -97,6 +130,8 @@ pub struct DevConfig {
     pub idempotency_ttl: Duration,
     /// Which background workers this process runs.
     pub workers: Workers,
+    /// Bounds of the embedded databases' write-ahead logs.
+    pub wal: WalPolicy,
 }
 
 /// The background workers a process runs. `stockflow dev` runs all; the roles of a
@@ -136,6 +171,7 @@ impl DevConfig {
             projector: ProjectorConfig::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             workers: Workers::ALL,
+            wal: WalPolicy::default(),
         }
     }
 }
@@ -240,6 +276,7 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
     });
     let app = router(state);
     let stop = shutdown.clone();
+    let local = backend.local.clone();
     let task = tokio::spawn(async move {
         let drain = draining.clone();
         let served = axum::serve(listener, app)
@@ -266,6 +303,15 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
                 .is_err()
         {
             tracing::warn!("the projectors did not catch up within 10 s");
+        }
+        // Nothing writes any more: leave no WAL behind.
+        let local = local.clone();
+        match tokio::task::spawn_blocking(move || local.checkpoint()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot checkpoint the data directory at shutdown")
+            }
+            Err(e) => tracing::warn!(error = %e, "checkpoint at shutdown panicked"),
         }
         tracing::info!("stopped");
         served.map_err(AppError::from)

@@ -18,7 +18,7 @@ use stockflow::workers::publisher;
 use stockflow_domain::{
     Adjust, AdjustReason, Command, LocationId, LocationKind, OnHandChange, Region, Sku, StockKey,
 };
-use stockflow_storage::embedded::SqliteEventLog;
+use stockflow_storage::embedded::{SqliteEventLog, WalPolicy};
 use stockflow_storage::ports::{CommandRequest, EventLog, Outbox, ReadStore, WriteStore};
 use stockflow_storage::scylla::{self, Replication, ScyllaBackend, ScyllaConfig};
 
@@ -193,7 +193,9 @@ async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly
     .unwrap();
     let b = ScyllaBackend::open(&config).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(SqliteEventLog::open(&dir.path().join("log.db"), 2).unwrap());
+    let log = Arc::new(
+        SqliteEventLog::open(&dir.path().join("log.db"), 2, WalPolicy::default()).unwrap(),
+    );
     b.write
         .put_location(stockflow_domain::Location {
             id: LocationId::parse("s1").unwrap(),

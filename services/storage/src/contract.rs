@@ -31,7 +31,7 @@ fn key(s: &str, l: &str) -> StockKey {
     StockKey::new(sku(s), loc(l))
 }
 
-fn location(id: &str, region: &str) -> Location {
+pub(crate) fn location(id: &str, region: &str) -> Location {
     Location {
         id: loc(id),
         region: Region::parse(region).expect("valid region"),
@@ -40,14 +40,14 @@ fn location(id: &str, region: &str) -> Location {
     }
 }
 
-fn adjust(s: &str, l: &str, change: OnHandChange, expected: Option<u64>) -> Command {
+pub(crate) fn adjust(s: &str, l: &str, change: OnHandChange, expected: Option<u64>) -> Command {
     Command::Adjust(
         Adjust::new(key(s, l), change, AdjustReason::Receipt, None, expected)
             .expect("valid adjust"),
     )
 }
 
-fn reserve(id: &str, lines: &[(&str, &str, i64)], ttl: u64) -> Command {
+pub(crate) fn reserve(id: &str, lines: &[(&str, &str, i64)], ttl: u64) -> Command {
     let lines = lines
         .iter()
         .map(|(s, l, qty)| ReserveLine {
@@ -75,7 +75,7 @@ fn plain(command: Command) -> CommandRequest {
     }
 }
 
-fn keyed(command: Command, k: &str, fingerprint: &str) -> CommandRequest {
+pub(crate) fn keyed(command: Command, k: &str, fingerprint: &str) -> CommandRequest {
     CommandRequest {
         command,
         idempotency: Some(IdempotencyToken {

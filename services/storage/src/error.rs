@@ -36,6 +36,17 @@ pub enum StoreError {
     /// The filesystem failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// Another process has the data directory open.
+    #[error(
+        "data directory {} is in use by another stockflow process: {holder}; stop it or choose another data directory",
+        dir.display()
+    )]
+    DataDirInUse {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// What the holder wrote into the lock file (its pid).
+        holder: String,
+    },
 }
 
 impl StoreError {
@@ -63,6 +74,7 @@ impl StoreError {
             StoreError::Config(_) => "config",
             StoreError::Database(_) => "database",
             StoreError::Io(_) => "io",
+            StoreError::DataDirInUse { .. } => "data_dir_in_use",
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::sqlite::{
     Durability, ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64,
 };
+use super::wal::{self, WalKeeper, WalPolicy};
 use crate::ports::{EventLog, LogRecord, NewRecord};
 use crate::{Result, StoreError, now_ms};
 
@@ -48,17 +49,24 @@ pub struct SqliteEventLog {
     appender: Mutex<Appender>,
     readers: ReaderPool,
     tick: watch::Sender<u64>,
+    wal: WalKeeper,
 }
 
+/// The database's name in metrics and logs.
+const DB_NAME: &str = "log";
+
 impl SqliteEventLog {
-    /// Opens `path` with `partitions` partitions (fixed at creation).
-    pub fn open(path: &Path, partitions: u32) -> Result<Self> {
+    /// Opens `path` with `partitions` partitions (fixed at creation), checkpointing what a
+    /// crashed process left in its WAL.
+    pub fn open(path: &Path, partitions: u32, policy: WalPolicy) -> Result<Self> {
         if partitions == 0 {
             return Err(StoreError::Unavailable(
                 "a log needs at least one partition".into(),
             ));
         }
         let conn = open_writer(path, SCHEMA, Durability::Durable)?;
+        wal::configure_writer(&conn, &policy)?;
+        wal::truncate(&conn, DB_NAME)?;
         conn.execute(
             "INSERT OR IGNORE INTO log_meta (name, value) VALUES ('partitions', ?1)",
             [partitions],
@@ -88,6 +96,9 @@ impl SqliteEventLog {
             appender: Mutex::new(Appender { conn, next }),
             readers: ReaderPool::new(path),
             tick: watch::channel(0).0,
+            wal: WalKeeper::start(path, DB_NAME, policy, || {
+                open_writer(path, SCHEMA, Durability::Durable)
+            })?,
         })
     }
 
@@ -119,6 +130,7 @@ impl SqliteEventLog {
         tx.commit()?;
         // Only after the commit: a failed append must not leave gaps in the offsets.
         *next = advanced;
+        self.wal.after_commit(conn);
         Ok(assigned)
     }
 }

@@ -9,10 +9,15 @@
 //! acknowledged to a client is on disk, so it survives `kill -9` and power loss alike.
 //! `read.db` is derived data; it fsyncs only at checkpoints and re-reads the log after a
 //! power loss (its offsets commit with its rows).
+//!
+//! Each WAL is kept bounded by its own checkpointer ([`wal`]), and one process at a time
+//! holds the directory ([`lock`]).
 
+mod lock;
 mod log;
 mod read;
 mod sqlite;
+mod wal;
 mod write;
 
 #[cfg(test)]
@@ -21,11 +26,20 @@ mod tests;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use lock::{DataDirLock, LOCK_FILE};
 pub use log::SqliteEventLog;
 pub use read::SqliteReadStore;
+pub use wal::WalPolicy;
 pub use write::SqliteWriteStore;
 
 use crate::Result;
+
+/// File names of the databases in a data directory, with their names in metrics.
+const DATABASES: [(&str, &str); 3] = [
+    ("write.db", "write"),
+    ("log.db", "log"),
+    ("read.db", "read"),
+];
 
 /// The three embedded stores of one data directory.
 #[derive(Clone)]
@@ -36,18 +50,50 @@ pub struct EmbeddedBackend {
     pub log: Arc<SqliteEventLog>,
     /// Read side.
     pub read: Arc<SqliteReadStore>,
+    /// Held while any clone of the backend lives.
+    lock: Arc<DataDirLock>,
 }
 
 impl EmbeddedBackend {
     /// Opens (creating if needed) the stores in `dir`, with a log of `partitions`
     /// partitions. Reopening with a different partition count is refused, since it would
     /// move SKUs between partitions.
+    ///
+    /// Refused while another process (or another backend in this one) has `dir` open.
     pub fn open(dir: &Path, partitions: u32) -> Result<Self> {
+        Self::open_with(dir, partitions, WalPolicy::default())
+    }
+
+    /// [`EmbeddedBackend::open`] with the WAL bounds of `policy`.
+    pub fn open_with(dir: &Path, partitions: u32, policy: WalPolicy) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
+        let lock = Arc::new(DataDirLock::acquire(dir)?);
         Ok(Self {
-            write: Arc::new(SqliteWriteStore::open(&dir.join("write.db"))?),
-            log: Arc::new(SqliteEventLog::open(&dir.join("log.db"), partitions)?),
-            read: Arc::new(SqliteReadStore::open(&dir.join("read.db"))?),
+            write: Arc::new(SqliteWriteStore::open(&dir.join("write.db"), policy)?),
+            log: Arc::new(SqliteEventLog::open(
+                &dir.join("log.db"),
+                partitions,
+                policy,
+            )?),
+            read: Arc::new(SqliteReadStore::open(&dir.join("read.db"), policy)?),
+            lock,
         })
     }
+
+    /// Copies every WAL into its database and truncates it, so a stopped directory holds no
+    /// WAL. Called at a clean shutdown, once nothing writes any more; the stores stay usable.
+    pub fn checkpoint_all(&self) -> Result<()> {
+        for (file, db) in DATABASES {
+            checkpoint_file(&self.lock.dir().join(file), db)?;
+        }
+        Ok(())
+    }
+}
+
+/// Truncates the WAL of the database at `path` on a connection of its own, waiting for its
+/// writer and readers to step aside.
+pub fn checkpoint_file(path: &Path, db: &'static str) -> Result<()> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    wal::truncate(&conn, db)
 }

@@ -16,6 +16,7 @@ use stockflow_domain::{BusEvent, CatalogEvent, StockEvent};
 use super::sqlite::{
     Durability, ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64,
 };
+use super::wal::{self, WalKeeper, WalPolicy};
 use crate::ports::{
     DeadLetter, InventoryRow, ReadStore, RegionAvailability, SearchHit, SearchQuery,
 };
@@ -73,14 +74,25 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 pub struct SqliteReadStore {
     writer: Mutex<Connection>,
     readers: ReaderPool,
+    wal: WalKeeper,
 }
 
+/// The database's name in metrics and logs.
+const DB_NAME: &str = "read";
+
 impl SqliteReadStore {
-    /// Opens `path`, creating the schema.
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Opens `path`, creating the schema and checkpointing what a crashed process left in
+    /// its WAL.
+    pub fn open(path: &Path, policy: WalPolicy) -> Result<Self> {
+        let writer = open_writer(path, SCHEMA, Durability::Rebuildable)?;
+        wal::configure_writer(&writer, &policy)?;
+        wal::truncate(&writer, DB_NAME)?;
         Ok(Self {
-            writer: Mutex::new(open_writer(path, SCHEMA, Durability::Rebuildable)?),
+            writer: Mutex::new(writer),
             readers: ReaderPool::new(path),
+            wal: WalKeeper::start(path, DB_NAME, policy, || {
+                open_writer(path, SCHEMA, Durability::Rebuildable)
+            })?,
         })
     }
 
@@ -90,6 +102,7 @@ impl SqliteReadStore {
             let tx = conn.transaction()?;
             let out = f(&tx)?;
             tx.commit()?;
+            self.wal.after_commit(&conn);
             Ok(out)
         })
     }

@@ -15,12 +15,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -34,6 +33,7 @@ use stockflow_domain::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::sqlite::{Durability, ReaderPool, from_sql_u64, open_writer, to_sql_u64};
+use super::wal::{self, WalKeeper, WalPolicy};
 use crate::ports::{CommandOutcome, CommandRequest, Outbox, OutboxEntry, WriteStore};
 use crate::{Result, StoreError, now_ms};
 
@@ -41,6 +41,8 @@ use crate::{Result, StoreError, now_ms};
 const MAX_BATCH: usize = 512;
 /// Jobs that may wait for the writer before callers are told to back off.
 const QUEUE_DEPTH: usize = 8192;
+/// The database's name in metrics and logs.
+const DB_NAME: &str = "write";
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS locations (
@@ -111,18 +113,20 @@ pub struct SqliteWriteStore {
     failed: Arc<AtomicBool>,
 }
 
-/// How often the checkpointer moves WAL frames into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-
 impl SqliteWriteStore {
     /// Opens `path`, creating the schema, and starts the writer, flusher and checkpointer
     /// threads.
-    pub fn open(path: &Path) -> Result<Self> {
+    ///
+    /// Whatever a crashed process left in the WAL is checkpointed (fsynced into the
+    /// database file) first, so the durable outbox watermark taken below covers only what
+    /// is on disk.
+    pub fn open(path: &Path, policy: WalPolicy) -> Result<Self> {
         // Commits only write the WAL; the flusher's fsync makes them durable before anyone
-        // is answered, and the checkpointer (not the committing thread) checkpoints.
+        // is answered, and the WAL keeper (not the commit path) checkpoints.
         let conn = open_writer(path, SCHEMA, Durability::Rebuildable)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let wal = File::open(wal_path(path))?;
+        wal::configure_writer(&conn, &policy)?;
+        wal::truncate(&conn, DB_NAME)?;
+        let wal_file = File::open(wal::wal_path(path))?;
         let seq: Option<i64> = conn
             .query_row(
                 "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
@@ -135,13 +139,15 @@ impl SqliteWriteStore {
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
         let (tick_tx, outbox_tick) = watch::channel(0);
         let (flush_tx, flush_rx) = std_mpsc::channel();
-        let (alive, writer_gone) = std_mpsc::channel::<()>();
         let flusher = Flusher {
-            wal,
+            wal: wal_file,
             durable_outbox: durable_outbox.clone(),
             failed: failed.clone(),
             tick: tick_tx,
         };
+        let keeper = WalKeeper::start(path, DB_NAME, policy, || {
+            open_writer(path, SCHEMA, Durability::Durable)
+        })?;
         thread::Builder::new()
             .name("stockflow-flush".into())
             .spawn(move || flusher.run(flush_rx))?;
@@ -151,14 +157,10 @@ impl SqliteWriteStore {
                 Writer {
                     conn,
                     flush: flush_tx,
-                    _alive: alive,
+                    wal: keeper,
                 }
                 .run(rx)
             })?;
-        let checkpoint = open_writer(path, SCHEMA, Durability::Durable)?;
-        thread::Builder::new()
-            .name("stockflow-ckpt".into())
-            .spawn(move || checkpoint_while_writing(checkpoint, writer_gone))?;
         Ok(Self {
             jobs,
             readers: ReaderPool::new(path),
@@ -319,8 +321,9 @@ impl Outbox for SqliteWriteStore {
 struct Writer {
     conn: Connection,
     flush: std_mpsc::Sender<Committed>,
-    /// Dropped with the writer, which tells the checkpointer to stop.
-    _alive: std_mpsc::Sender<()>,
+    /// Restarts the WAL between batches when it grows past its bound; its checkpointer
+    /// thread stops with the writer.
+    wal: WalKeeper,
 }
 
 /// A committed batch waiting for its fsync.
@@ -328,12 +331,6 @@ struct Committed {
     answers: Vec<Pending>,
     /// The outbox sequence after the commit.
     outbox_seq: i64,
-}
-
-fn wal_path(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push("-wal");
-    PathBuf::from(name)
 }
 
 /// The flusher thread: fsyncs the WAL, then answers and publishes.
@@ -377,17 +374,6 @@ impl Flusher {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Moves WAL frames into the database file without blocking the writer (PASSIVE never
-/// waits for readers or writers), so the WAL stays small. Stops with the writer.
-fn checkpoint_while_writing(conn: Connection, writer_gone: std_mpsc::Receiver<()>) {
-    while let Err(std_mpsc::RecvTimeoutError::Timeout) = writer_gone.recv_timeout(CHECKPOINT_EVERY)
-    {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "checkpoint failed; will retry");
         }
     }
 }
@@ -518,6 +504,8 @@ impl Writer {
                 tracing::error!("flusher stopped; writer stops");
                 return;
             }
+            // Between two transactions, so a restart sees no frame arrive while it runs.
+            self.wal.after_commit(&self.conn);
         }
     }
 
