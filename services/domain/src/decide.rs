@@ -88,10 +88,14 @@ pub fn reserve(
     }
     debug_assert_eq!(levels.len(), cmd.lines.len());
     let mut next = Vec::with_capacity(levels.len());
+    let mut events = Vec::with_capacity(levels.len());
     let mut short = Vec::new();
     for (line, level) in cmd.lines.iter().zip(levels) {
-        match level.reserve(line.qty) {
-            Ok(level) => next.push(level),
+        match reserve_line(level, &cmd.id, line.qty, cmd.reference.clone(), meta) {
+            Ok((level, event)) => {
+                next.push(level);
+                events.push(event);
+            }
             Err(_) => short.push(ShortLine {
                 sku: line.sku.clone(),
                 location: line.location.clone(),
@@ -122,25 +126,80 @@ pub fn reserve(
         expires_at_ms: now.saturating_add(ttl_ms),
         updated_at_ms: now,
     };
-    let events = next
-        .iter()
-        .map(|level| {
-            StockEvent::for_level(
-                EventKind::StockReserved,
-                level,
-                Some(cmd.id.clone()),
-                None,
-                cmd.reference.clone(),
-                meta,
-            )
-        })
-        .collect();
     Ok(Applied {
         levels: next,
         reservation: Some(reservation.clone()),
         events,
         result: CommandResult::Reservation(reservation),
     })
+}
+
+/// Holds `qty` at `level` for reservation `id`: one line of [`reserve`], or one step of a
+/// reservation that a backend applies key by key.
+pub fn reserve_line(
+    level: &StockLevel,
+    id: &ReservationId,
+    qty: i64,
+    reference: Option<String>,
+    meta: &EventMeta,
+) -> Result<(StockLevel, StockEvent), DomainError> {
+    let next = level.reserve(qty)?;
+    let event = StockEvent::for_level(
+        EventKind::StockReserved,
+        &next,
+        Some(id.clone()),
+        None,
+        reference,
+        meta,
+    );
+    Ok((next, event))
+}
+
+/// Gives back a line that reservation `id` held when the reservation as a whole failed
+/// (a later line was short): the compensation step of a key-by-key reservation. The event
+/// is a release, so read models and consumers see the hold disappear.
+pub fn compensate_line(
+    level: &StockLevel,
+    id: &ReservationId,
+    qty: i64,
+    reference: Option<String>,
+    meta: &EventMeta,
+) -> (StockLevel, StockEvent) {
+    let next = level.unreserve(qty);
+    let event = StockEvent::for_level(
+        EventKind::ReservationReleased,
+        &next,
+        Some(id.clone()),
+        None,
+        reference,
+        meta,
+    );
+    (next, event)
+}
+
+/// Applies the settlement `how` (already decided by [`settlement`], yielding `kind`) to one
+/// line of `reservation` at `level`.
+pub fn settle_line(
+    how: Settlement,
+    kind: EventKind,
+    reservation: &Reservation,
+    line: &ReservationLine,
+    level: &StockLevel,
+    meta: &EventMeta,
+) -> (StockLevel, StockEvent) {
+    let next = match how {
+        Settlement::Confirm => level.confirm(line.qty),
+        Settlement::Release | Settlement::Expire => level.unreserve(line.qty),
+    };
+    let event = StockEvent::for_level(
+        kind,
+        &next,
+        Some(reservation.id.clone()),
+        None,
+        reservation.reference.clone(),
+        meta,
+    );
+    (next, event)
 }
 
 /// How an active reservation ends.
@@ -194,33 +253,17 @@ pub fn settle(
         )));
     };
     debug_assert_eq!(levels.len(), reservation.lines.len());
-    let next: Vec<StockLevel> = reservation
+    let (next, events): (Vec<StockLevel>, Vec<StockEvent>) = reservation
         .lines
         .iter()
         .zip(levels)
-        .map(|(line, level)| match how {
-            Settlement::Confirm => level.confirm(line.qty),
-            Settlement::Release | Settlement::Expire => level.unreserve(line.qty),
-        })
-        .collect();
+        .map(|(line, level)| settle_line(how, kind, reservation, line, level, meta))
+        .unzip();
     let updated = Reservation {
         status,
         updated_at_ms: now,
         ..reservation.clone()
     };
-    let events = next
-        .iter()
-        .map(|level| {
-            StockEvent::for_level(
-                kind,
-                level,
-                Some(reservation.id.clone()),
-                None,
-                reservation.reference.clone(),
-                meta,
-            )
-        })
-        .collect();
     Ok(Applied {
         levels: next,
         reservation: Some(updated.clone()),

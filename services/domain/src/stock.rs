@@ -175,12 +175,31 @@ impl LocationKind {
 pub struct Location {
     /// The location id.
     pub id: LocationId,
-    /// Its region; fixed once stock exists there.
+    /// Its region; fixed once the location exists.
     pub region: Region,
     /// Store or warehouse.
     pub kind: LocationKind,
     /// Display name.
     pub name: String,
+}
+
+impl Location {
+    /// Whether `self` may replace `current` (the stored location of the same id, if any).
+    ///
+    /// Kind and name may change; the region may not, on every backend alike: stock levels,
+    /// events and read models copy the region, and a backend without a location → stock
+    /// index could not tell whether the location still holds stock.
+    pub fn may_replace(&self, current: Option<&Location>) -> Result<(), DomainError> {
+        match current {
+            Some(current) if current.region != self.region => {
+                Err(DomainError::LocationRegionImmutable {
+                    location: self.id.clone(),
+                    current: current.region.to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Catalog data of a SKU, used by the search index.

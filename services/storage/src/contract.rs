@@ -376,12 +376,28 @@ pub(crate) async fn write_store_contract<S: WriteStore + Outbox>(store: Arc<S>) 
             .is_empty()
     );
 
-    // A location's region is fixed once it holds stock.
+    // A location's region is fixed once it exists, with or without stock there; its name
+    // may change.
     let err = store
         .put_location(location("s1", "south"))
         .await
         .unwrap_err();
     assert_eq!(domain_code(err), "location_region_immutable");
+    store
+        .put_location(location("empty", "north"))
+        .await
+        .unwrap();
+    let err = store
+        .put_location(location("empty", "south"))
+        .await
+        .unwrap_err();
+    assert_eq!(domain_code(err), "location_region_immutable");
+    let renamed = Location {
+        name: "Renamed".into(),
+        ..location("empty", "north")
+    };
+    store.put_location(renamed.clone()).await.unwrap();
+    assert_eq!(store.location(&loc("empty")).await.unwrap(), Some(renamed));
 
     // Catalog data travels through the outbox too.
     let attrs = BTreeMap::from([("brand".to_string(), "Acme".to_string())]);

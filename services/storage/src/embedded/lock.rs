@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use crate::{Result, StoreError, now_ms};
+use crate::{Result, StoreError};
 
 /// Name of the lock file inside a data directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -32,7 +32,10 @@ impl DataDirLock {
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)?;
+            .open(&path)
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+            })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -59,9 +62,9 @@ impl DataDirLock {
             .unwrap_or_else(|_| "unknown".into());
         writeln!(
             file,
-            "pid {} ({exe}), since unix ms {}",
+            "pid {} ({exe}), started {}",
             std::process::id(),
-            now_ms()
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         )?;
         file.sync_data()?;
         Ok(Self {

@@ -83,10 +83,13 @@ impl EmbeddedBackend {
     /// Copies every WAL into its database and truncates it, so a stopped directory holds no
     /// WAL. Called at a clean shutdown, once nothing writes any more; the stores stay usable.
     pub fn checkpoint_all(&self) -> Result<()> {
+        let mut first_error = None;
         for (file, db) in DATABASES {
-            checkpoint_file(&self.lock.dir().join(file), db)?;
+            if let Err(e) = checkpoint_file(&self.lock.dir().join(file), db) {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 

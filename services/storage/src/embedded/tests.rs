@@ -73,8 +73,8 @@ mod wal {
 
     fn small_wal() -> WalPolicy {
         WalPolicy {
-            restart_above_bytes: 256 << 10,
-            keep_bytes: 512 << 10,
+            restart_above_bytes: 128 << 10,
+            keep_bytes: 256 << 10,
             busy_interval: Duration::from_millis(5),
             idle_interval: Duration::from_millis(20),
             truncate_when_idle_for: Duration::from_millis(200),
@@ -232,9 +232,14 @@ mod wal {
         let dir = tempfile::tempdir().unwrap();
         // A connection that outlives the backend, as a crashed process's would: closing the
         // backend is then not the last close, so SQLite leaves its WAL in place.
-        let bystander = rusqlite::Connection::open(dir.path().join("write.db"));
+        let bystander;
         {
             let b = EmbeddedBackend::open(dir.path(), 2).unwrap();
+            // Reading maps the WAL index, which this connection then holds until it closes.
+            bystander = rusqlite::Connection::open(dir.path().join("write.db")).unwrap();
+            bystander
+                .query_row("SELECT count(*) FROM stock", [], |r| r.get::<_, i64>(0))
+                .unwrap();
             b.write.put_location(location("s1", "north")).await.unwrap();
             for s in 0..20 {
                 let cmd = adjust(&format!("sku-{s}"), "s1", OnHandChange::Delta(5), None);
@@ -258,8 +263,8 @@ mod wal {
             let cmd = adjust("sku-0", "s1", OnHandChange::Delta(1), None);
             b.write.execute(keyed(cmd, "after", "f")).await.unwrap();
         }
-        let bystander = bystander.unwrap();
-        bystander.query_row("SELECT 1", [], |_| Ok(())).unwrap();
+        // Give the dropped stores' threads time to close their connections.
+        std::thread::sleep(Duration::from_millis(300));
         assert!(wal_size(dir.path(), "write.db") > 0, "the crash left a WAL");
         let b = EmbeddedBackend::open(dir.path(), 2).unwrap();
         assert_eq!(
@@ -277,6 +282,7 @@ mod wal {
             .unwrap()
             .unwrap();
         assert_eq!(level.on_hand, 6, "the last commit survived");
+        drop(bystander);
     }
 
     #[test]

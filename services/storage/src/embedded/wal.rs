@@ -178,6 +178,23 @@ pub(crate) fn configure_writer(conn: &Connection, policy: &WalPolicy) -> Result<
     Ok(())
 }
 
+/// Longest a WAL restart or an idle truncation waits for readers (and holds writers off).
+const RESTART_WAIT: Duration = Duration::from_millis(100);
+/// The busy timeout of writer connections outside those waits.
+const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `f` with `conn`'s busy timeout set to `wait`, then restores the writers' default.
+fn with_busy_timeout<T>(conn: &Connection, wait: Duration, f: impl FnOnce() -> T) -> T {
+    if let Err(e) = conn.busy_timeout(wait) {
+        tracing::warn!(error = %e, "cannot shorten the busy timeout");
+    }
+    let out = f();
+    if let Err(e) = conn.busy_timeout(WRITER_BUSY_TIMEOUT) {
+        tracing::warn!(error = %e, "cannot restore the busy timeout");
+    }
+    out
+}
+
 /// State shared by a database's checkpointer thread and its writer.
 struct Shared {
     db: &'static str,
@@ -237,21 +254,25 @@ impl WalKeeper {
     }
 
     /// Called by the writer right after a commit, on its own connection and with no
-    /// transaction open: restarts the WAL if the checkpointer asked for it. A restart that
-    /// finds readers still in the WAL after the busy timeout is retried after a later commit.
+    /// transaction open: restarts the WAL if the checkpointer asked for it.
+    ///
+    /// The restart waits for readers at most [`RESTART_WAIT`]: a reader that holds an old
+    /// snapshot longer must not stall every write. A busy restart is simply asked for again
+    /// by the checkpointer's next look.
     pub(crate) fn after_commit(&self, conn: &Connection) {
         if !self.shared.restart_wanted.swap(false, Ordering::AcqRel) {
             return;
         }
-        match checkpoint(conn, self.shared.db, Mode::Restart) {
+        let restarted = with_busy_timeout(conn, RESTART_WAIT, || {
+            checkpoint(conn, self.shared.db, Mode::Restart)
+        });
+        match restarted {
             Ok(c) if c.busy => {
-                tracing::debug!(db = self.shared.db, "WAL restart was busy; will retry");
-                self.shared.restart_wanted.store(true, Ordering::Release);
+                tracing::debug!(db = self.shared.db, "WAL restart found readers; will retry");
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(db = self.shared.db, error = %e, "WAL restart failed; will retry");
-                self.shared.restart_wanted.store(true, Ordering::Release);
+                tracing::warn!(db = self.shared.db, error = %e, "WAL restart failed; will retry")
             }
         }
     }
@@ -269,7 +290,7 @@ struct Checkpointer {
 impl Checkpointer {
     fn run(self, stopped: std_mpsc::Receiver<()>) {
         let mut pause = Duration::ZERO;
-        let mut last_frames = -1;
+        let mut last_version = None;
         let mut quiet_since = Instant::now();
         loop {
             match stopped.recv_timeout(pause) {
@@ -289,22 +310,31 @@ impl Checkpointer {
             if u64::try_from(c.wal_frames).unwrap_or(0) > self.restart_above_frames {
                 self.shared.restart_wanted.store(true, Ordering::Release);
             }
+            // `data_version` moves whenever another connection commits, even when SQLite
+            // restarted the WAL by itself and the frame count looks unchanged.
+            let version: Option<i64> = self
+                .conn
+                .query_row("PRAGMA data_version", [], |r| r.get(0))
+                .ok();
             let all_copied = c.checkpointed_frames >= c.wal_frames;
-            if c.wal_frames != last_frames || !all_copied {
+            if version != last_version || !all_copied {
                 quiet_since = Instant::now();
-                last_frames = c.wal_frames;
+                last_version = version;
                 pause = self.policy.busy_interval;
                 continue;
             }
             pause = self.policy.idle_interval;
-            if c.wal_frames > 0 && quiet_since.elapsed() >= self.policy.truncate_when_idle_for {
-                // Nothing written for a while: give the disk space back. Needs the write
-                // lock only for an instant, since every frame is already copied.
-                if let Err(e) = checkpoint(&self.conn, self.shared.db, Mode::Truncate) {
+            let wal_bytes = std::fs::metadata(&self.wal).map(|m| m.len()).unwrap_or(0);
+            if wal_bytes > 0 && quiet_since.elapsed() >= self.policy.truncate_when_idle_for {
+                // Nothing written for a while: give the disk space back. Every frame is
+                // already copied, so this holds writers off for an instant at most.
+                let truncated = with_busy_timeout(&self.conn, RESTART_WAIT, || {
+                    checkpoint(&self.conn, self.shared.db, Mode::Truncate)
+                });
+                if let Err(e) = truncated {
                     tracing::warn!(db = self.shared.db, error = %e, "truncating the WAL failed; will retry");
                 }
                 record_wal_size(self.shared.db, &self.wal);
-                last_frames = -1;
             }
         }
     }

@@ -738,20 +738,7 @@ fn insert_outbox(conn: &Connection, event: &BusEvent, now: i64) -> Result<()> {
 }
 
 fn put_location(conn: &Connection, location: Location) -> Result<Location> {
-    if let Some(current) = load_location(conn, &location.id)?
-        && current.region != location.region
-    {
-        let has_stock: bool = conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM stock WHERE location = ?1)")?
-            .query_row([location.id.as_str()], |r| r.get(0))?;
-        if has_stock {
-            return Err(DomainError::LocationRegionImmutable {
-                location: location.id,
-                current: current.region.to_string(),
-            }
-            .into());
-        }
-    }
+    location.may_replace(load_location(conn, &location.id)?.as_ref())?;
     conn.prepare_cached(
         "INSERT INTO locations (id, region, kind, name) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (id) DO UPDATE SET region = excluded.region, kind = excluded.kind, name = excluded.name",
