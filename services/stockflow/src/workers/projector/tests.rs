@@ -59,7 +59,12 @@ impl EventLog for LossyLog {
         max: usize,
     ) -> stockflow_storage::Result<Vec<LogRecord>> {
         let mut records = self.inner.fetch(p, offset, max).await?;
-        if self.fetches.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) && records.len() > 2 {
+        if self
+            .fetches
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(2)
+            && records.len() > 2
+        {
             records.remove(2);
         }
         Ok(records)
