@@ -366,7 +366,12 @@ pub(crate) async fn write_store_contract<S: WriteStore + Outbox>(store: Arc<S>) 
             .reserved,
         0
     );
-    let last = stock_events(&*store).await.pop().unwrap();
+    // The outbox orders events per key (partitions are scanned in no particular order).
+    let last = stock_events(&*store)
+        .await
+        .into_iter()
+        .rfind(|e| e.sku.as_str() == "a" && e.location.as_str() == "s1")
+        .unwrap();
     assert_eq!(last.kind, EventKind::ReservationExpired);
     assert!(
         store
@@ -465,6 +470,224 @@ pub(crate) async fn write_store_concurrency_contract<S: WriteStore>(store: Arc<S
     assert_eq!(ok, 20);
     let level = store.stock_level(&key("hot", "c1")).await.unwrap().unwrap();
     assert_eq!((level.reserved, level.version), (20, 21));
+}
+
+/// Two store instances (two command-API replicas) running the same commands at once: each
+/// command applies once, and both callers get its one answer.
+pub(crate) async fn write_store_race_contract<S: WriteStore>(a: Arc<S>, b: Arc<S>) {
+    a.put_location(location("d1", "north")).await.unwrap();
+    a.execute(plain(adjust("dup", "d1", OnHandChange::Delta(100), None)))
+        .await
+        .unwrap();
+    // The same keyed adjustment, twenty times on each instance at once.
+    let runs: Vec<_> = (0..40)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                store
+                    .execute(keyed(
+                        adjust("dup", "d1", OnHandChange::Delta(-3), None),
+                        "same-adjust",
+                        "fp-adjust",
+                    ))
+                    .await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for run in runs {
+        match run.await.unwrap() {
+            Ok(out) => answers.push(out),
+            // A duplicate may be told the first is still running; never anything else.
+            Err(StoreError::InProgress) => {}
+            Err(e) => panic!("a duplicate failed: {e}"),
+        }
+    }
+    assert_eq!(answers.iter().filter(|o| !o.replayed).count(), 1);
+    assert!(answers.iter().all(|o| o.result == answers[0].result));
+    let level = a.stock_level(&key("dup", "d1")).await.unwrap().unwrap();
+    assert_eq!(
+        (level.on_hand, level.version),
+        (97, 2),
+        "applied exactly once"
+    );
+
+    // Reservations (one line, and two lines) settled at once from both instances by
+    // expiry, release and confirm: one settlement wins, each line moves once. A long-lived
+    // reservation on the same keys shows any second move (it would eat that one's hold).
+    a.execute(plain(adjust("dup2", "d1", OnHandChange::Delta(100), None)))
+        .await
+        .unwrap();
+    a.execute(plain(reserve(
+        "keep",
+        &[("dup", "d1", 5), ("dup2", "d1", 5)],
+        600,
+    )))
+    .await
+    .unwrap();
+    for (victim, lines) in [
+        ("one-line", vec![("dup", "d1", 7)]),
+        ("two-lines", vec![("dup", "d1", 7), ("dup2", "d1", 7)]),
+    ] {
+        let before = (
+            a.stock_level(&key("dup", "d1")).await.unwrap().unwrap(),
+            a.stock_level(&key("dup2", "d1")).await.unwrap().unwrap(),
+        );
+        let r = reservation_of(
+            a.execute(plain(reserve(victim, &lines, 1)))
+                .await
+                .unwrap()
+                .result,
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let settles: Vec<_> = (0..24)
+            .map(|i| {
+                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let command = match i % 6 {
+                    4 => Command::Release { id: r.id.clone() },
+                    5 => Command::Confirm { id: r.id.clone() },
+                    _ => Command::Expire { id: r.id.clone() },
+                };
+                tokio::spawn(async move { store.execute(plain(command)).await })
+            })
+            .collect();
+        let mut events = 0;
+        for s in settles {
+            match s.await.unwrap() {
+                Ok(out) => events += out.events,
+                Err(e) => assert!(
+                    matches!(
+                        e,
+                        StoreError::Domain(DomainError::ReservationNotActive { .. })
+                    ),
+                    "{victim}: {e}"
+                ),
+            }
+        }
+        assert_eq!(events, lines.len(), "{victim}: each line settles once");
+        let after = (
+            a.stock_level(&key("dup", "d1")).await.unwrap().unwrap(),
+            a.stock_level(&key("dup2", "d1")).await.unwrap().unwrap(),
+        );
+        assert_eq!(
+            (after.0.reserved, after.1.reserved),
+            (5, 5),
+            "{victim}: only the long-lived reservation still holds stock"
+        );
+        let moved = |b: &StockLevel, a: &StockLevel| a.version - b.version;
+        assert_eq!(
+            moved(&before.0, &after.0) + moved(&before.1, &after.1),
+            2 * lines.len() as u64,
+            "{victim}: a reserve and a settlement per line"
+        );
+    }
+}
+
+/// Multi-line reservations racing for a scarce key, then retried with the same ids (the
+/// client retries a refused id after a restock): every line held is owned by exactly one
+/// active reservation, so `reserved` always equals what the active reservations hold.
+pub(crate) async fn write_store_saga_contract<S: WriteStore>(store: Arc<S>) {
+    store.put_location(location("m1", "north")).await.unwrap();
+    store.put_location(location("m2", "south")).await.unwrap();
+    store
+        .execute(plain(adjust(
+            "plenty",
+            "m1",
+            OnHandChange::Delta(100),
+            None,
+        )))
+        .await
+        .unwrap();
+    store
+        .execute(plain(adjust("scarce", "m2", OnHandChange::Delta(2), None)))
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..12).map(|i| format!("saga-{i}")).collect();
+    let attempt = |round: usize| {
+        let tasks: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (store, id) = (store.clone(), id.clone());
+                tokio::spawn(async move {
+                    let command = reserve(&id, &[("plenty", "m1", 1), ("scarce", "m2", 1)], 600);
+                    let k = format!("{id}-try-{round}");
+                    (id, store.execute(keyed(command, &k, &k)).await)
+                })
+            })
+            .collect();
+        tasks
+    };
+    let mut active = std::collections::BTreeSet::new();
+    for t in attempt(0) {
+        let (id, result) = t.await.unwrap();
+        match result {
+            Ok(_) => {
+                active.insert(id);
+            }
+            Err(StoreError::Domain(DomainError::InsufficientStock { .. })) => {}
+            Err(e) => panic!("{id}: {e}"),
+        }
+    }
+    assert_eq!(active.len(), 2, "two units of the scarce key");
+    let held = |s: &str, l: &str| {
+        let store = store.clone();
+        let k = key(s, l);
+        async move { store.stock_level(&k).await.unwrap().unwrap().reserved }
+    };
+    assert_eq!(
+        (held("plenty", "m1").await, held("scarce", "m2").await),
+        (2, 2)
+    );
+
+    // Restock and retry every refused id with a new key: each now holds both lines.
+    store
+        .execute(plain(adjust("scarce", "m2", OnHandChange::Delta(20), None)))
+        .await
+        .unwrap();
+    for t in attempt(1) {
+        let (id, result) = t.await.unwrap();
+        match result {
+            Ok(_) => assert!(active.insert(id.clone()), "{id} reserved twice"),
+            Err(StoreError::Domain(DomainError::ReservationExists(_))) => {
+                assert!(active.contains(&id), "{id} refused as existing");
+            }
+            Err(e) => panic!("{id}: {e}"),
+        }
+    }
+    assert_eq!(active.len(), 12);
+    assert_eq!(
+        (held("plenty", "m1").await, held("scarce", "m2").await),
+        (12, 12)
+    );
+    for id in &ids {
+        let r = store
+            .reservation(&ReservationId::parse(id.as_str()).unwrap())
+            .await
+            .unwrap()
+            .expect("reservation exists");
+        assert_eq!((r.status, r.lines.len()), (ReservationStatus::Active, 2));
+    }
+    // Confirming every one consumes exactly what each held.
+    for id in &ids {
+        store
+            .execute(plain(Command::Confirm {
+                id: ReservationId::parse(id.as_str()).unwrap(),
+            }))
+            .await
+            .unwrap();
+    }
+    let plenty = store
+        .stock_level(&key("plenty", "m1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let scarce = store
+        .stock_level(&key("scarce", "m2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((plenty.on_hand, plenty.reserved), (88, 0));
+    assert_eq!((scarce.on_hand, scarce.reserved), (10, 0));
 }
 
 /// Partitioning, contiguous offsets, bounded fetches.

@@ -87,10 +87,12 @@ pub async fn run(
             Some(expired) = queue.next(), if !queue.is_empty() => {
                 let (id, at) = expired.into_inner();
                 match expire(&*write, &id).await {
-                    Ok(true) => { scheduled.remove(&id); }
-                    Ok(false) => {
-                        // Not due by the store's clock yet: try again shortly.
-                        queue.insert((id, at), Duration::from_millis(50));
+                    Ok(None) => { scheduled.remove(&id); }
+                    Ok(Some(due)) => {
+                        // Not due by the store's clock yet: try again when it is (a deadline
+                        // recorded early, or a clock a little ahead of the store's).
+                        let wait = delay_until(due).max(Duration::from_millis(50));
+                        queue.insert((id, due.max(at)), wait);
                     }
                     Err(e) => {
                         tracing::warn!(reservation = %id, error = %e, "expiry failed; retrying");
@@ -104,9 +106,9 @@ pub async fn run(
     tracing::info!("expiry worker stopped");
 }
 
-/// Expires one reservation. `Ok(true)` when it is settled (now or before), `Ok(false)` when
-/// it is not due yet.
-async fn expire(write: &dyn WriteStore, id: &ReservationId) -> Result<bool, StoreError> {
+/// Expires one reservation. `Ok(None)` when it is settled (now or before), `Ok(Some(at))`
+/// when it is not due until `at`.
+async fn expire(write: &dyn WriteStore, id: &ReservationId) -> Result<Option<i64>, StoreError> {
     let result = write
         .execute(CommandRequest {
             command: Command::Expire { id: id.clone() },
@@ -116,20 +118,22 @@ async fn expire(write: &dyn WriteStore, id: &ReservationId) -> Result<bool, Stor
         .await;
     match result {
         Ok(outcome) => {
-            let settled = match &outcome.result {
-                stockflow_domain::CommandResult::Reservation(r) => {
-                    r.status != ReservationStatus::Active
+            let due = match &outcome.result {
+                stockflow_domain::CommandResult::Reservation(r)
+                    if r.status == ReservationStatus::Active =>
+                {
+                    Some(r.expires_at_ms)
                 }
-                stockflow_domain::CommandResult::Stock(_) => true,
+                _ => None,
             };
-            if settled {
+            if due.is_none() {
                 metrics::counter!("stockflow_reservations_expired_total").increment(1);
             }
-            Ok(settled)
+            Ok(due)
         }
         Err(StoreError::Domain(
             DomainError::ReservationNotActive { .. } | DomainError::ReservationNotFound(_),
-        )) => Ok(true),
+        )) => Ok(None),
         Err(e) => Err(e),
     }
 }

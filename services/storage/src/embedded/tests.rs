@@ -22,6 +22,18 @@ async fn write_store_never_oversells() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_store_applies_each_command_once_under_races() {
+    let (_dir, b) = backend(4);
+    contract::write_store_race_contract(b.write.clone(), b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_line_reservations_never_leave_holds_behind() {
+    let (_dir, b) = backend(4);
+    contract::write_store_saga_contract(b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_log_honours_the_contract() {
     let (_dir, b) = backend(5);
     contract::event_log_contract(b.log.clone()).await;

@@ -199,13 +199,6 @@ impl Rows {
         }
     }
 
-    pub(crate) fn blob(&self, row: usize, name: &str) -> Option<Vec<u8>> {
-        match self.get(row, name)? {
-            CqlValue::Blob(v) => Some(v.clone()),
-            _ => None,
-        }
-    }
-
     pub(crate) fn text_map(
         &self,
         row: usize,

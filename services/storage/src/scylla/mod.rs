@@ -2,13 +2,23 @@
 //! lightweight transactions and a per-partition outbox, and the read store.
 //!
 //! - [`schema`]: keyspace creation, versioned CQL files, the schema-version check.
-//! - [`write`]: commands as conditional batches on the `(sku, location)` partition.
+//! - `write`: routes each command to its path; `partition`: one conditional batch per
+//!   group of changes to a `(sku, location)` partition; `coalesce`: concurrent commands on
+//!   one hot key share batches; `saga`: reservations spanning partitions; `claims`:
+//!   idempotency keys across partitions; `outbox`: markers, bounded scans, deletion once
+//!   published; `statements`: the prepared CQL and its typed rows.
 //! - [`read`]: read models written `USING TIMESTAMP <version>`.
 //! - [`cql`]: session set-up, statement helpers, error mapping.
 
+mod claims;
+mod coalesce;
 mod cql;
+mod outbox;
+mod partition;
 mod read;
+mod saga;
 pub mod schema;
+mod statements;
 mod write;
 
 #[cfg(test)]

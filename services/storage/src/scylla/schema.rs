@@ -7,10 +7,13 @@ use super::cql::{Rows, db_error, valid_keyspace};
 use crate::{Result, StoreError, now_ms};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Versioned schema files, applied in order.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../schema/cql/001_initial.cql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../schema/cql/001_initial.cql")),
+    (2, include_str!("../../schema/cql/002_reservation_rows.cql")),
+];
 
 /// How the keyspace is replicated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,10 +79,13 @@ pub async fn migrate(
                 continue;
             }
             let qualified = qualify(&statement, keyspace);
-            session
-                .query_unpaged(qualified, ())
-                .await
-                .map_err(|e| db_error("apply schema", e))?;
+            match session.query_unpaged(qualified, ()).await {
+                Ok(_) => {}
+                // A migration interrupted after this statement: `ALTER TABLE ... ADD` has
+                // no `IF NOT EXISTS`, so a column already there means it was applied.
+                Err(e) if statement.starts_with("ALTER TABLE") && already_applied(&e) => {}
+                Err(e) => return Err(db_error("apply schema", e)),
+            }
         }
         session
             .await_schema_agreement()
@@ -109,13 +115,20 @@ fn strip_comments(statement: &str) -> String {
         .to_string()
 }
 
-/// Prefixes table names with the keyspace (`CREATE TABLE IF NOT EXISTS t` → `ks.t`).
+fn already_applied(e: &scylla::errors::ExecutionError) -> bool {
+    let text = e.to_string();
+    text.contains("conflicts with an existing column") || text.contains("already exists")
+}
+
+/// Prefixes table names with the keyspace (`CREATE TABLE IF NOT EXISTS t` → `ks.t`,
+/// `ALTER TABLE t` → `ALTER TABLE ks.t`).
 fn qualify(statement: &str, keyspace: &str) -> String {
-    const PREFIX: &str = "CREATE TABLE IF NOT EXISTS ";
-    match statement.strip_prefix(PREFIX) {
-        Some(rest) => format!("{PREFIX}{keyspace}.{rest}"),
-        None => statement.to_string(),
+    for prefix in ["CREATE TABLE IF NOT EXISTS ", "ALTER TABLE "] {
+        if let Some(rest) = statement.strip_prefix(prefix) {
+            return format!("{prefix}{keyspace}.{rest}");
+        }
     }
+    statement.to_string()
 }
 
 async fn applied_version(session: &Session, keyspace: &str) -> Result<Option<i32>> {

@@ -9,6 +9,10 @@ use crate::contract;
 
 /// A fresh keyspace per test, so tests run in parallel without sharing state.
 async fn backend(test: &str) -> Option<ScyllaBackend> {
+    Some(backend_and_config(test).await?.0)
+}
+
+async fn backend_and_config(test: &str) -> Option<(ScyllaBackend, ScyllaConfig)> {
     let Ok(nodes) = std::env::var("STOCKFLOW_CQL_NODES") else {
         eprintln!("skipping {test}: STOCKFLOW_CQL_NODES is not set (scripts/test.sh sets it)");
         return None;
@@ -30,7 +34,10 @@ async fn backend(test: &str) -> Option<ScyllaBackend> {
     )
     .await
     .expect("migrate");
-    Some(ScyllaBackend::open(&config).await.expect("open backend"))
+    Some((
+        ScyllaBackend::open(&config).await.expect("open backend"),
+        config,
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,6 +54,23 @@ async fn scylla_write_store_never_oversells() {
         return;
     };
     contract::write_store_concurrency_contract(b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scylla_write_stores_apply_each_command_once() {
+    let Some((a, config)) = backend_and_config("race").await else {
+        return;
+    };
+    let b = ScyllaBackend::open(&config).await.expect("second instance");
+    contract::write_store_race_contract(a.write.clone(), b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_sagas_never_leave_holds_behind() {
+    let Some(b) = backend("saga").await else {
+        return;
+    };
+    contract::write_store_saga_contract(b.write.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,4 +116,169 @@ async fn migrate_is_idempotent_and_the_version_is_checked() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("does not exist"), "{err}");
+}
+
+/// Sagas abandoned half-way (their process died) are completed by expiry: a `pending` one
+/// is rolled back and its id freed, a `settling` one is finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_recovers_sagas_left_half_way() {
+    use stockflow_domain::decide::Settlement;
+    use stockflow_domain::{
+        Command, EventKind, EventMeta, LocationId, Reservation, ReservationId, ReservationLine,
+        ReservationStatus, Sku, StockKey,
+    };
+
+    use crate::ports::{CommandRequest, WriteStore};
+
+    let Some(b) = backend("recover").await else {
+        return;
+    };
+    let w = b.write.clone();
+    let p = w.keys.partitions.clone();
+    let plain = |command| CommandRequest {
+        command,
+        idempotency: None,
+        trace_context: None,
+    };
+    let key = |s: &str| StockKey::new(Sku::parse(s).unwrap(), LocationId::parse("x1").unwrap());
+    let reserved = |s: &'static str| {
+        let w = w.clone();
+        async move { w.stock_level(&key(s)).await.unwrap().unwrap().reserved }
+    };
+    w.put_location(stockflow_domain::Location {
+        id: LocationId::parse("x1").unwrap(),
+        region: stockflow_domain::Region::parse("north").unwrap(),
+        kind: stockflow_domain::LocationKind::Store,
+        name: "X1".into(),
+    })
+    .await
+    .unwrap();
+    for s in ["a", "b"] {
+        let adjust = stockflow_domain::Adjust::new(
+            key(s),
+            stockflow_domain::OnHandChange::Delta(10),
+            stockflow_domain::AdjustReason::Receipt,
+            None,
+            None,
+        )
+        .unwrap();
+        w.execute(plain(Command::Adjust(adjust))).await.unwrap();
+    }
+    let line = |s: &str, qty| ReservationLine {
+        sku: Sku::parse(s).unwrap(),
+        location: LocationId::parse("x1").unwrap(),
+        qty,
+    };
+
+    // A reservation whose process died after holding its first line, 31 s ago.
+    let old = crate::now_ms() - 31_000;
+    let meta = EventMeta {
+        idempotency_key: None,
+        trace_context: None,
+        occurred_at_ms: old,
+    };
+    let crashed = Reservation {
+        id: ReservationId::parse("crashed").unwrap(),
+        status: ReservationStatus::Active,
+        lines: vec![line("a", 2), line("b", 3)],
+        reference: None,
+        created_at_ms: old,
+        expires_at_ms: old + 600_000,
+        updated_at_ms: old,
+    };
+    saga::index(&p, &crashed.id, &[key("a"), key("b")])
+        .await
+        .unwrap();
+    p.session
+        .execute_unpaged(
+            &p.st.create_header,
+            (
+                crashed.id.as_str(),
+                "k:gone",
+                serde_json::to_string(&crashed.lines).unwrap(),
+                None::<String>,
+                old,
+                crashed.expires_at_ms,
+                old,
+            ),
+        )
+        .await
+        .unwrap();
+    w.keys
+        .apply(
+            &key("a"),
+            saga::reserve_step(&crashed, &crashed.lines[0], &meta),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reserved("a").await, 2, "the dead saga holds its first line");
+    assert!(w.reservation(&crashed.id).await.unwrap().is_none());
+    let _ = w
+        .execute(plain(Command::Expire {
+            id: crashed.id.clone(),
+        }))
+        .await;
+    assert_eq!((reserved("a").await, reserved("b").await), (0, 0));
+    assert!(saga::header(&p, &crashed.id).await.unwrap().is_none());
+    let again = stockflow_domain::Reserve::new(
+        crashed.id.clone(),
+        vec![
+            stockflow_domain::ReserveLine {
+                sku: Sku::parse("a").unwrap(),
+                location: LocationId::parse("x1").unwrap(),
+                qty: 1,
+            },
+            stockflow_domain::ReserveLine {
+                sku: Sku::parse("b").unwrap(),
+                location: LocationId::parse("x1").unwrap(),
+                qty: 1,
+            },
+        ],
+        600,
+        None,
+    )
+    .unwrap();
+    w.execute(plain(Command::Reserve(again)))
+        .await
+        .expect("the id is free again");
+    assert_eq!((reserved("a").await, reserved("b").await), (1, 1));
+
+    // A confirmation whose process died after settling one line of two.
+    let half = w.reservation(&crashed.id).await.unwrap().unwrap();
+    p.session
+        .execute_unpaged(
+            &p.st.move_header,
+            ("settling:confirmed", old, half.id.as_str(), "active"),
+        )
+        .await
+        .unwrap();
+    w.keys
+        .apply(
+            &key("a"),
+            saga::settle_step(
+                Settlement::Confirm,
+                EventKind::ReservationConfirmed,
+                &half,
+                ReservationStatus::Confirmed,
+                &meta,
+            ),
+        )
+        .await
+        .unwrap();
+    let done = w
+        .execute(plain(Command::Expire {
+            id: half.id.clone(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(done.events, 1, "only the unsettled line moves");
+    let status = match done.result {
+        stockflow_domain::CommandResult::Reservation(r) => r.status,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(status, ReservationStatus::Confirmed);
+    for s in ["a", "b"] {
+        let level = w.stock_level(&key(s)).await.unwrap().unwrap();
+        assert_eq!((level.on_hand, level.reserved), (9, 0), "{s}");
+    }
 }

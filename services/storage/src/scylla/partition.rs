@@ -1,0 +1,630 @@
+//! Changes to one stock partition: load its state, let the domain decide, write the answer
+//! as ONE conditional batch.
+//!
+//! A partition `(sku, location)` holds the level (static columns), the reservation lines
+//! held there (`'r'` rows), the applied-command records (`'c'` rows) and the outbox (`'o'`
+//! rows). A group of operations on one key is decided in order against the state loaded
+//! once — each sees the level the previous one left — and written by one batch:
+//!
+//! - the level `IF version = <loaded>` (null for a partition never written): nothing else
+//!   changed the key since it was read;
+//! - each keyed operation's applied-command row `IF NOT EXISTS`: a command id is applied at
+//!   most once, decided inside the same condition, whoever runs it and however often;
+//! - each reservation line in its final state, and one outbox row per change.
+//!
+//! If the batch is not applied (a race, or a duplicate command), the group is reloaded and
+//! decided again; a duplicate then finds its applied-command row and replays the stored
+//! answer. A Paxos timeout leaves the outcome unknown; the reload settles it the same way.
+//! Refusals are answered only once the state they were decided on is known to be current.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use scylla::client::session::Session;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::value::CqlValue;
+use serde::{Deserialize, Serialize};
+use stockflow_domain::{
+    BusEvent, CommandResult, DomainError, Region, Reservation, ReservationId, ReservationStatus,
+    StockEvent, StockKey, StockLevel,
+};
+use tokio::sync::watch;
+
+use super::cql::{Rows, db_error, outcome_unknown};
+use super::statements::{CmdRow, LevelRow, LineRow, RECORD_TTL, Statements};
+use crate::{Result, StoreError, now_ms};
+
+/// Attempts of one group before giving up with a retryable error.
+const MAX_ATTEMPTS: u32 = 30;
+/// Outbox marker shards; the publisher scans each.
+pub(super) const SHARDS: i32 = 16;
+/// A marker this process wrote for a partition less than this long ago is still there: the
+/// publisher only deletes markers older than its grace period (15 s), so re-writing it
+/// before every batch of a hot key would be wasted work.
+const MARKER_FRESH_MS: i64 = 2_000;
+
+/// The exactly-once guard of a keyed operation, and its stored answer.
+#[derive(Debug, Clone)]
+pub(super) struct CmdGuard {
+    /// Row id of the applied-command record (`k:<idempotency key>` or `u:<uuid>`).
+    pub id: String,
+    /// What the request looked like, to refuse a key reused for another request.
+    pub fingerprint: String,
+}
+
+/// What an applied-command row stores.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredAnswer {
+    fingerprint: String,
+    result: CommandResult,
+}
+
+/// What an operation sees of its partition.
+#[derive(Debug)]
+pub(super) struct View<'a> {
+    /// The current level (version 0 if the key was never written).
+    pub level: &'a StockLevel,
+    /// The operation's reservation line here, if it has one: the reservation as of this
+    /// line (its `lines` hold this line only for a multi-partition reservation).
+    pub line: Option<&'a Reservation>,
+}
+
+/// What happens to a reservation line.
+#[derive(Debug, Clone)]
+pub(super) enum LineWrite {
+    /// Store the line in this state.
+    Put(Reservation),
+    /// Remove it (a compensated line: the reservation id may be used again).
+    Delete,
+}
+
+/// A decided change of the partition.
+#[derive(Debug, Clone)]
+pub(super) struct Change {
+    /// The next level, exactly one version above the current one.
+    pub level: StockLevel,
+    /// Its event.
+    pub event: StockEvent,
+    /// The operation's line afterwards, if it changes.
+    pub line: Option<LineWrite>,
+    /// The answer for the caller.
+    pub result: CommandResult,
+}
+
+/// An operation's decision.
+#[derive(Debug, Clone)]
+pub(super) enum Decision {
+    /// Change the partition.
+    Change(Box<Change>),
+    /// Nothing to write (already done, or not due); the answer.
+    Unchanged(CommandResult),
+}
+
+type Decide = dyn Fn(&View<'_>) -> std::result::Result<Decision, DomainError> + Send + Sync;
+
+/// One command's part in one partition.
+pub(super) struct KeyOp {
+    /// The applied-command guard; `None` for saga steps, whose line row is the guard.
+    pub cmd: Option<CmdGuard>,
+    /// The reservation line this operation reads and may write.
+    pub line: Option<ReservationId>,
+    /// The domain decision, called again whenever the state must be reloaded.
+    pub decide: Box<Decide>,
+}
+
+/// What an operation did.
+#[derive(Debug, Clone)]
+pub(super) struct OpOutcome {
+    /// The answer.
+    pub result: CommandResult,
+    /// Events written (0 for a replay or a decision that changed nothing).
+    pub events: usize,
+    /// True when the command had been applied before and this is its stored answer.
+    pub replayed: bool,
+}
+
+/// Loads, decides and writes partitions. Shared by the store, its coalescer and its sagas.
+pub(super) struct Partitions {
+    pub session: Arc<Session>,
+    pub st: Arc<Statements>,
+    /// Ticks on every commit, for the publisher.
+    pub tick: watch::Sender<u64>,
+    /// When this process last wrote each partition's outbox marker.
+    markers: std::sync::Mutex<BTreeMap<(String, String), i64>>,
+}
+
+/// A partition as loaded.
+struct Loaded {
+    level: Option<StockLevel>,
+    cmds: BTreeMap<String, StoredAnswer>,
+    lines: BTreeMap<String, Reservation>,
+}
+
+pub(super) fn shard_of(sku: &str, location: &str) -> i32 {
+    let h =
+        stockflow_domain::partition_for_key(format!("{sku}/{location}").as_bytes(), SHARDS as u32);
+    i32::try_from(h).unwrap_or(0)
+}
+
+pub(super) fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// Full jitter between 2 and 2 + 20·attempt milliseconds, from the clock's low bits (no
+/// RNG needed: contenders read the clock at different nanoseconds).
+pub(super) fn jitter(attempt: u32) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let span = 20 * u64::from(attempt.min(10)) + 1;
+    Duration::from_millis(2 + u64::from(nanos) % span)
+}
+
+/// The status column of a line row.
+fn status_text(status: ReservationStatus) -> &'static str {
+    status.as_str()
+}
+
+/// Copies an error for each of several callers (driver errors are not `Clone`).
+pub(super) fn share_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Domain(d) => StoreError::Domain(d.clone()),
+        StoreError::IdempotencyKeyReused => StoreError::IdempotencyKeyReused,
+        StoreError::InProgress => StoreError::InProgress,
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Config(m) => StoreError::Config(m.clone()),
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+        other => StoreError::Database(other.to_string()),
+    }
+}
+
+impl Partitions {
+    pub(super) fn new(session: Arc<Session>, st: Arc<Statements>) -> Self {
+        Self {
+            session,
+            st,
+            tick: watch::channel(0).0,
+            markers: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The level of `key` as stored (`None` if never written).
+    pub(super) async fn level(&self, key: &StockKey) -> Result<Option<StockLevel>> {
+        let rows = self
+            .session
+            .execute_unpaged(
+                &self.st.load_level,
+                (key.sku.as_str(), key.location.as_str()),
+            )
+            .await
+            .map_err(|e| db_error("load level", e))?
+            .into_rows_result()
+            .map_err(|e| StoreError::Database(format!("load level: {e}")))?;
+        let Some(row) = rows
+            .maybe_first_row::<LevelRow>()
+            .map_err(|e| StoreError::Database(format!("load level: {e}")))?
+        else {
+            return Ok(None);
+        };
+        let (Some(region), Some(version)) = (row.region, row.version) else {
+            return Ok(None);
+        };
+        Ok(Some(StockLevel {
+            sku: key.sku.clone(),
+            location: key.location.clone(),
+            region: Region::parse(region).map_err(corrupt)?,
+            on_hand: row.on_hand.unwrap_or(0),
+            reserved: row.reserved.unwrap_or(0),
+            version: u64::try_from(version).unwrap_or(0),
+        }))
+    }
+
+    /// The reservation lines with ids `ids` held in `key`'s partition.
+    pub(super) async fn lines(
+        &self,
+        key: &StockKey,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, Reservation>> {
+        let mut out = BTreeMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let rows = self
+            .session
+            .execute_unpaged(
+                &self.st.load_lines,
+                (key.sku.as_str(), key.location.as_str(), ids),
+            )
+            .await
+            .map_err(|e| db_error("load reservation lines", e))?
+            .into_rows_result()
+            .map_err(|e| StoreError::Database(format!("load reservation lines: {e}")))?;
+        for row in rows
+            .rows::<LineRow>()
+            .map_err(|e| StoreError::Database(e.to_string()))?
+        {
+            let row = row.map_err(|e| StoreError::Database(e.to_string()))?;
+            let Some(payload) = row.payload else { continue };
+            let mut reservation: Reservation = serde_json::from_slice(&payload)?;
+            if let Some(status) = row.status.as_deref().and_then(ReservationStatus::parse) {
+                reservation.status = status;
+            }
+            out.insert(row.row_id, reservation);
+        }
+        Ok(out)
+    }
+
+    async fn cmds(&self, key: &StockKey, ids: &[String]) -> Result<BTreeMap<String, StoredAnswer>> {
+        let mut out = BTreeMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let rows = self
+            .session
+            .execute_unpaged(
+                &self.st.load_cmds,
+                (key.sku.as_str(), key.location.as_str(), ids),
+            )
+            .await
+            .map_err(|e| db_error("load applied commands", e))?
+            .into_rows_result()
+            .map_err(|e| StoreError::Database(format!("load applied commands: {e}")))?;
+        for row in rows
+            .rows::<CmdRow>()
+            .map_err(|e| StoreError::Database(e.to_string()))?
+        {
+            let row = row.map_err(|e| StoreError::Database(e.to_string()))?;
+            if let Some(payload) = row.payload {
+                out.insert(row.row_id, serde_json::from_slice(&payload)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Level, applied-command rows and lines the open operations need, read concurrently.
+    /// The three reads need not agree with each other: every guard is re-checked by the
+    /// batch's conditions.
+    async fn load(&self, key: &StockKey, ops: &[&KeyOp]) -> Result<Loaded> {
+        let cmd_ids: Vec<String> = ops
+            .iter()
+            .filter_map(|op| op.cmd.as_ref().map(|c| c.id.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let line_ids: Vec<String> = ops
+            .iter()
+            .filter_map(|op| op.line.as_ref().map(|id| id.to_string()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let (level, cmds, lines) = tokio::join!(
+            self.level(key),
+            self.cmds(key, &cmd_ids),
+            self.lines(key, &line_ids)
+        );
+        Ok(Loaded {
+            level: level?,
+            cmds: cmds?,
+            lines: lines?,
+        })
+    }
+
+    /// The level of `key`, or an empty one at a known location (unknown locations are
+    /// refused).
+    pub(super) async fn level_or_empty(&self, key: &StockKey) -> Result<StockLevel> {
+        match self.level(key).await? {
+            Some(level) => Ok(level),
+            None => Ok(StockLevel::empty(
+                key.sku.clone(),
+                key.location.clone(),
+                self.region_of(key).await?,
+            )),
+        }
+    }
+
+    /// The region of `key`'s location, for a partition never written.
+    async fn region_of(&self, key: &StockKey) -> Result<Region> {
+        let rows = self
+            .session
+            .execute_unpaged(&self.st.get_location, (key.location.as_str(),))
+            .await
+            .map_err(|e| db_error("load location", e))?;
+        let rows = Rows::from(rows)?;
+        let region = rows
+            .text(0, "region")
+            .ok_or_else(|| DomainError::LocationNotFound(key.location.clone()))?;
+        Region::parse(region).map_err(corrupt)
+    }
+
+    /// Names the partition in the outbox markers before its batch (unless this process did
+    /// so a moment ago), so the publisher finds what the batch commits.
+    async fn mark(&self, key: &StockKey) -> Result<()> {
+        let (sku, location) = (key.sku.as_str(), key.location.as_str());
+        let now = now_ms();
+        let id = (sku.to_string(), location.to_string());
+        if let Ok(markers) = self.markers.lock()
+            && markers
+                .get(&id)
+                .is_some_and(|at| now - at < MARKER_FRESH_MS)
+        {
+            return Ok(());
+        }
+        self.session
+            .execute_unpaged(
+                &self.st.insert_marker,
+                (shard_of(sku, location), sku, location, now),
+            )
+            .await
+            .map_err(|e| db_error("write outbox marker", e))?;
+        if let Ok(mut markers) = self.markers.lock() {
+            if markers.len() > 100_000 {
+                markers.retain(|_, at| now - *at < MARKER_FRESH_MS);
+            }
+            markers.insert(id, now);
+        }
+        Ok(())
+    }
+
+    /// Applies `ops` to `key`'s partition, in order, in as few conditional batches as the
+    /// races allow (one when uncontended). Returns one answer per operation.
+    pub(super) async fn apply(&self, key: &StockKey, ops: &[KeyOp]) -> Vec<Result<OpOutcome>> {
+        let mut answers: Vec<Option<Result<OpOutcome>>> = (0..ops.len()).map(|_| None).collect();
+        for attempt in 0..MAX_ATTEMPTS {
+            let open: Vec<usize> = (0..ops.len()).filter(|i| answers[*i].is_none()).collect();
+            if open.is_empty() {
+                break;
+            }
+            let open_ops: Vec<&KeyOp> = open.iter().map(|i| &ops[*i]).collect();
+            match self.attempt(key, &open, &open_ops).await {
+                Ok(Attempt::Done(done)) => {
+                    for (i, answer) in done {
+                        answers[i] = Some(answer);
+                    }
+                    break;
+                }
+                Ok(Attempt::Partial(done)) => {
+                    for (i, answer) in done {
+                        answers[i] = Some(answer);
+                    }
+                }
+                Ok(Attempt::Retry) => tokio::time::sleep(jitter(attempt)).await,
+                Err(e) => {
+                    for i in open {
+                        answers[i] = Some(Err(share_error(&e)));
+                    }
+                    break;
+                }
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    Err(StoreError::Unavailable(format!(
+                        "too much contention on {}@{}; retry with the same Idempotency-Key",
+                        key.sku, key.location
+                    )))
+                })
+            })
+            .collect()
+    }
+
+    /// One load–decide–write round for the open operations (`open[j]` is the index of
+    /// `ops[j]` in the caller's list).
+    async fn attempt(&self, key: &StockKey, open: &[usize], ops: &[&KeyOp]) -> Result<Attempt> {
+        let loaded = self.load(key, ops).await?;
+        let expected = loaded.level.as_ref().map(|l| l.version);
+        let mut level = match &loaded.level {
+            Some(level) => level.clone(),
+            None => match self.region_of(key).await {
+                Ok(region) => StockLevel::empty(key.sku.clone(), key.location.clone(), region),
+                // An unknown location refuses every operation; nothing was written.
+                Err(StoreError::Domain(e)) => {
+                    return Ok(Attempt::Done(
+                        open.iter().map(|i| (*i, Err(e.clone().into()))).collect(),
+                    ));
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let mut lines = loaded.lines;
+        let mut touched_lines: BTreeMap<String, Option<Reservation>> = BTreeMap::new();
+        let mut replays = Vec::new();
+        let mut tentative = Vec::new();
+        let mut changes: Vec<(usize, Change, Option<&CmdGuard>)> = Vec::new();
+        for (j, op) in ops.iter().enumerate() {
+            let i = open[j];
+            if let Some(cmd) = &op.cmd
+                && let Some(stored) = loaded.cmds.get(&cmd.id)
+            {
+                replays.push((
+                    i,
+                    if stored.fingerprint == cmd.fingerprint {
+                        Ok(OpOutcome {
+                            result: stored.result.clone(),
+                            events: 0,
+                            replayed: true,
+                        })
+                    } else {
+                        Err(StoreError::IdempotencyKeyReused)
+                    },
+                ));
+                continue;
+            }
+            let line_id = op.line.as_ref().map(|id| id.to_string());
+            let view = View {
+                level: &level,
+                line: line_id.as_ref().and_then(|id| lines.get(id)),
+            };
+            match (op.decide)(&view) {
+                Err(e) => tentative.push((i, Err(StoreError::Domain(e)))),
+                Ok(Decision::Unchanged(result)) => tentative.push((
+                    i,
+                    Ok(OpOutcome {
+                        result,
+                        events: 0,
+                        replayed: false,
+                    }),
+                )),
+                Ok(Decision::Change(change)) => {
+                    let change = *change;
+                    if change.level.version != level.version + 1 {
+                        return Err(StoreError::Corrupt(format!(
+                            "a decision on {}@{} skipped a version",
+                            key.sku, key.location
+                        )));
+                    }
+                    level = change.level.clone();
+                    if let (Some(id), Some(write)) = (&line_id, &change.line) {
+                        let after = match write {
+                            LineWrite::Put(r) => Some(r.clone()),
+                            LineWrite::Delete => None,
+                        };
+                        match &after {
+                            Some(r) => lines.insert(id.clone(), r.clone()),
+                            None => lines.remove(id),
+                        };
+                        touched_lines.insert(id.clone(), after);
+                    }
+                    changes.push((i, change, op.cmd.as_ref()));
+                }
+            }
+        }
+        if changes.is_empty() {
+            // Nothing to write: replays are final, and refusals were decided on the stored
+            // state.
+            replays.extend(tentative);
+            return Ok(Attempt::Done(replays));
+        }
+        self.mark(key).await?;
+        let (batch, values) = self.batch(key, &level, expected, &changes, &touched_lines)?;
+        match self.session.batch(&batch, values).await {
+            Ok(result) => {
+                if Rows::from(result)?.applied()? {
+                    self.tick.send_modify(|n| *n = n.wrapping_add(1));
+                    let mut done = replays;
+                    done.extend(tentative);
+                    done.extend(changes.into_iter().map(|(i, change, _)| {
+                        (
+                            i,
+                            Ok(OpOutcome {
+                                result: change.result,
+                                events: 1,
+                                replayed: false,
+                            }),
+                        )
+                    }));
+                    return Ok(Attempt::Done(done));
+                }
+                metrics::counter!("stockflow_lwt_conflicts_total").increment(1);
+            }
+            Err(e) if outcome_unknown(&e) => {
+                // Applied or not: the reload reads the applied-command rows and lines back.
+                metrics::counter!("stockflow_lwt_unknown_outcomes_total").increment(1);
+                tracing::warn!(sku = %key.sku, location = %key.location, error = %e, "conditional batch outcome unknown; reading back");
+            }
+            Err(e) => return Err(db_error("conditional batch", e)),
+        }
+        Ok(if replays.is_empty() {
+            Attempt::Retry
+        } else {
+            Attempt::Partial(replays)
+        })
+    }
+
+    /// The conditional batch writing `changes` (level `expected` → `level`).
+    fn batch(
+        &self,
+        key: &StockKey,
+        level: &StockLevel,
+        expected: Option<u64>,
+        changes: &[(usize, Change, Option<&CmdGuard>)],
+        lines: &BTreeMap<String, Option<Reservation>>,
+    ) -> Result<(Batch, Vec<Vec<Option<CqlValue>>>)> {
+        let (sku, location) = (key.sku.as_str(), key.location.as_str());
+        let text = |s: &str| Some(CqlValue::Text(s.to_string()));
+        let bigint = |v: i64| Some(CqlValue::BigInt(v));
+        let version = |v: u64| i64::try_from(v).map_err(corrupt);
+        let now = now_ms();
+        let mut batch = Batch::new(BatchType::Logged);
+        let mut values = Vec::new();
+        batch.append_statement(self.st.write_level.clone());
+        values.push(vec![
+            text(level.region.as_str()),
+            bigint(level.on_hand),
+            bigint(level.reserved),
+            bigint(version(level.version)?),
+            text(sku),
+            text(location),
+            match expected {
+                Some(v) => bigint(version(v)?),
+                None => None,
+            },
+        ]);
+        for (_, change, cmd) in changes {
+            let payload = serde_json::to_vec(&BusEvent::Stock(change.event.clone()))?;
+            batch.append_statement(self.st.insert_outbox.clone());
+            values.push(vec![
+                text(sku),
+                text(location),
+                text(&format!("{:020}", change.level.version)),
+                Some(CqlValue::Blob(payload)),
+                bigint(now),
+            ]);
+            if let Some(cmd) = cmd {
+                let answer = serde_json::to_vec(&StoredAnswer {
+                    fingerprint: cmd.fingerprint.clone(),
+                    result: change.result.clone(),
+                })?;
+                batch.append_statement(self.st.insert_cmd.clone());
+                values.push(vec![
+                    text(sku),
+                    text(location),
+                    text(&cmd.id),
+                    Some(CqlValue::Blob(answer)),
+                    bigint(now),
+                ]);
+            }
+        }
+        for (id, after) in lines {
+            match after {
+                Some(r) => {
+                    // Active lines live until settled; final ones as long as idempotency
+                    // records, for reads and replays.
+                    let ttl = if r.status == ReservationStatus::Active {
+                        0
+                    } else {
+                        RECORD_TTL
+                    };
+                    batch.append_statement(self.st.put_line.clone());
+                    values.push(vec![
+                        text(sku),
+                        text(location),
+                        text(id),
+                        text(status_text(r.status)),
+                        Some(CqlValue::Blob(serde_json::to_vec(r)?)),
+                        bigint(now),
+                        Some(CqlValue::Int(ttl)),
+                    ]);
+                }
+                None => {
+                    batch.append_statement(self.st.delete_line.clone());
+                    values.push(vec![text(sku), text(location), text(id)]);
+                }
+            }
+        }
+        Ok((batch, values))
+    }
+}
+
+/// How one round ended.
+enum Attempt {
+    /// Every open operation has its answer.
+    Done(Vec<(usize, Result<OpOutcome>)>),
+    /// Some operations were answered (replays); reload and retry the rest.
+    Partial(Vec<(usize, Result<OpOutcome>)>),
+    /// Nothing answered; reload and retry.
+    Retry,
+}

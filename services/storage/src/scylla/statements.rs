@@ -1,0 +1,174 @@
+//! Every CQL statement of the write store, prepared once per session, and the typed rows
+//! they return.
+
+use scylla::DeserializeRow;
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+
+use crate::{Result, StoreError};
+
+/// Applied-command records and final reservation lines live this long (seconds): the
+/// documented lifetime of an Idempotency-Key on this backend.
+pub(super) const RECORD_TTL: i32 = 2 * 24 * 3600;
+/// Partition holding a SKU's catalog data.
+pub(super) const CATALOG: &str = "~catalog";
+
+/// The write store's prepared statements.
+pub(super) struct Statements {
+    pub load_level: PreparedStatement,
+    pub load_cmds: PreparedStatement,
+    pub load_lines: PreparedStatement,
+    pub write_level: PreparedStatement,
+    pub insert_outbox: PreparedStatement,
+    pub insert_cmd: PreparedStatement,
+    pub put_line: PreparedStatement,
+    pub delete_line: PreparedStatement,
+    pub insert_marker: PreparedStatement,
+    pub markers: PreparedStatement,
+    pub delete_marker: PreparedStatement,
+    pub partition_outbox: PreparedStatement,
+    pub delete_outbox: PreparedStatement,
+    pub get_location: PreparedStatement,
+    pub put_location: PreparedStatement,
+    pub get_catalog: PreparedStatement,
+    pub write_catalog: PreparedStatement,
+    pub create_header: PreparedStatement,
+    pub get_header: PreparedStatement,
+    pub move_header: PreparedStatement,
+    pub finish_header: PreparedStatement,
+    pub delete_header: PreparedStatement,
+    pub index_line: PreparedStatement,
+    pub index_of: PreparedStatement,
+    pub insert_deadline: PreparedStatement,
+    pub delete_deadline: PreparedStatement,
+    pub deadlines: PreparedStatement,
+    pub claim: PreparedStatement,
+    pub get_claim: PreparedStatement,
+    pub take_over: PreparedStatement,
+    pub finish_claim: PreparedStatement,
+    pub drop_claim: PreparedStatement,
+    pub get_fingerprint: PreparedStatement,
+    pub put_fingerprint: PreparedStatement,
+    pub all_levels: PreparedStatement,
+}
+
+impl Statements {
+    pub(super) async fn prepare(s: &Session, ks: &str) -> Result<Self> {
+        let p = |cql: String| async move {
+            s.prepare(cql)
+                .await
+                .map_err(|e| StoreError::Database(format!("prepare: {e}")))
+        };
+        let sp = format!("{ks}.stock_partitions");
+        Ok(Self {
+            load_level: p(format!("SELECT region, on_hand, reserved, version FROM {sp} WHERE sku = ? AND location = ? LIMIT 1")).await?,
+            load_cmds: p(format!("SELECT row_id, payload FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'c' AND row_id IN ?")).await?,
+            load_lines: p(format!("SELECT row_id, status, payload FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'r' AND row_id IN ?")).await?,
+            // `IF version = ?` bound to null holds for a partition never written, so the
+            // first change of a key needs no separate Paxos round to create it.
+            write_level: p(format!("UPDATE {sp} SET region = ?, on_hand = ?, reserved = ?, version = ? WHERE sku = ? AND location = ? IF version = ?")).await?,
+            insert_outbox: p(format!("INSERT INTO {sp} (sku, location, row_kind, row_id, payload, created_at) VALUES (?, ?, 'o', ?, ?, ?)")).await?,
+            insert_cmd: p(format!("INSERT INTO {sp} (sku, location, row_kind, row_id, payload, created_at) VALUES (?, ?, 'c', ?, ?, ?) IF NOT EXISTS USING TTL {RECORD_TTL}")).await?,
+            put_line: p(format!("INSERT INTO {sp} (sku, location, row_kind, row_id, status, payload, created_at) VALUES (?, ?, 'r', ?, ?, ?, ?) USING TTL ?")).await?,
+            delete_line: p(format!("DELETE FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'r' AND row_id = ?")).await?,
+            insert_marker: p(format!("INSERT INTO {ks}.outbox_markers (shard, sku, location, touched) VALUES (?, ?, ?, ?)")).await?,
+            markers: p(format!("SELECT sku, location, writetime(touched) AS written FROM {ks}.outbox_markers WHERE shard = ?")).await?,
+            delete_marker: p(format!("DELETE FROM {ks}.outbox_markers USING TIMESTAMP ? WHERE shard = ? AND sku = ? AND location = ?")).await?,
+            partition_outbox: p(format!("SELECT row_id, payload, created_at FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'o' LIMIT ?")).await?,
+            delete_outbox: p(format!("DELETE FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'o' AND row_id = ?")).await?,
+            get_location: p(format!("SELECT region, kind, name FROM {ks}.locations WHERE id = ?")).await?,
+            put_location: p(format!("INSERT INTO {ks}.locations (id, region, kind, name) VALUES (?, ?, ?, ?)")).await?,
+            get_catalog: p(format!("SELECT version, catalog_name, catalog_attributes FROM {sp} WHERE sku = ? AND location = '{CATALOG}' LIMIT 1")).await?,
+            write_catalog: p(format!("UPDATE {sp} SET region = 'catalog', catalog_name = ?, catalog_attributes = ?, version = ? WHERE sku = ? AND location = '{CATALOG}' IF version = ?")).await?,
+            create_header: p(format!("INSERT INTO {ks}.reservations (id, status, owner, lines, reference, created_at, expires_at, updated_at) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
+            get_header: p(format!("SELECT status, owner, lines, reference, created_at, expires_at, updated_at FROM {ks}.reservations WHERE id = ?")).await?,
+            move_header: p(format!("UPDATE {ks}.reservations SET status = ?, updated_at = ? WHERE id = ? IF status = ?")).await?,
+            // Plain: only the settlement that won `active → settling:<how>` writes it, and
+            // readers already report `settling:<how>` as its outcome.
+            finish_header: p(format!("UPDATE {ks}.reservations USING TTL {RECORD_TTL} SET status = ?, updated_at = ? WHERE id = ?")).await?,
+            delete_header: p(format!("DELETE FROM {ks}.reservations WHERE id = ? IF status = ?")).await?,
+            index_line: p(format!("INSERT INTO {ks}.reservation_index (id, sku, location) VALUES (?, ?, ?) USING TTL ?")).await?,
+            index_of: p(format!("SELECT sku, location FROM {ks}.reservation_index WHERE id = ?")).await?,
+            insert_deadline: p(format!("INSERT INTO {ks}.reservation_deadlines (minute, expires_at, id) VALUES (?, ?, ?)")).await?,
+            delete_deadline: p(format!("DELETE FROM {ks}.reservation_deadlines WHERE minute = ? AND expires_at = ? AND id = ?")).await?,
+            deadlines: p(format!("SELECT expires_at, id FROM {ks}.reservation_deadlines WHERE minute = ?")).await?,
+            claim: p(format!("INSERT INTO {ks}.idempotency (key, fingerprint, state, claimed_at) VALUES (?, ?, 'pending', ?) IF NOT EXISTS USING TTL {RECORD_TTL}")).await?,
+            get_claim: p(format!("SELECT fingerprint, state, result, claimed_at FROM {ks}.idempotency WHERE key = ?")).await?,
+            take_over: p(format!("UPDATE {ks}.idempotency USING TTL {RECORD_TTL} SET claimed_at = ? WHERE key = ? IF claimed_at = ?")).await?,
+            // Only the claim's owner finishes it, after every step of the command is done.
+            finish_claim: p(format!("UPDATE {ks}.idempotency USING TTL {RECORD_TTL} SET state = 'done', result = ? WHERE key = ? IF claimed_at = ?")).await?,
+            drop_claim: p(format!("DELETE FROM {ks}.idempotency WHERE key = ? IF claimed_at = ?")).await?,
+            get_fingerprint: p(format!("SELECT fingerprint FROM {ks}.idempotency_fingerprints WHERE key = ?")).await?,
+            put_fingerprint: p(format!("INSERT INTO {ks}.idempotency_fingerprints (key, fingerprint) VALUES (?, ?) USING TTL {RECORD_TTL}")).await?,
+            all_levels: p(format!("SELECT DISTINCT sku, location, region, on_hand, reserved, version FROM {sp}")).await?,
+        })
+    }
+}
+
+/// The static (level) columns of a stock partition.
+#[derive(Debug, DeserializeRow)]
+pub(super) struct LevelRow {
+    pub region: Option<String>,
+    pub on_hand: Option<i64>,
+    pub reserved: Option<i64>,
+    pub version: Option<i64>,
+}
+
+/// An applied-command row.
+#[derive(Debug, DeserializeRow)]
+pub(super) struct CmdRow {
+    pub row_id: String,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// A reservation line row.
+#[derive(Debug, DeserializeRow)]
+pub(super) struct LineRow {
+    pub row_id: String,
+    pub status: Option<String>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// An outbox row.
+#[derive(Debug, DeserializeRow)]
+pub(super) struct OutboxRow {
+    pub row_id: String,
+    pub payload: Option<Vec<u8>>,
+    pub created_at: Option<i64>,
+}
+
+/// An outbox marker.
+#[derive(Debug, DeserializeRow)]
+pub(super) struct MarkerRow {
+    pub sku: String,
+    pub location: String,
+    pub written: Option<i64>,
+}
+
+/// A saga reservation's header.
+#[derive(Debug, DeserializeRow)]
+pub(super) struct HeaderRow {
+    pub status: Option<String>,
+    pub owner: Option<String>,
+    pub lines: Option<String>,
+    pub reference: Option<String>,
+    pub created_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub updated_at: Option<i64>,
+}
+
+/// A partition holding a line of a reservation.
+#[derive(Debug, DeserializeRow)]
+pub(super) struct IndexRow {
+    pub sku: String,
+    pub location: String,
+}
+
+/// An idempotency claim (multi-partition commands).
+#[derive(Debug, DeserializeRow)]
+pub(super) struct ClaimRow {
+    pub fingerprint: Option<String>,
+    pub state: Option<String>,
+    pub result: Option<String>,
+    pub claimed_at: Option<i64>,
+}
