@@ -51,9 +51,7 @@ fn not_ready(reason: &str) -> Response {
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    if let Ok(backlog) = state.outbox.backlog().await {
-        metrics::gauge!("stockflow_outbox_backlog").set(backlog as f64);
-    }
+    // Scraping never scans the outbox: the publisher keeps `stockflow_outbox_backlog`.
     (
         [(
             header::CONTENT_TYPE,

@@ -110,8 +110,8 @@ pub async fn publish_batch(
             .record((now - created).max(0) as f64 / 1000.0);
     }
     metrics::counter!("stockflow_events_published_total").increment(count as u64);
-    if count < batch {
-        metrics::gauge!("stockflow_outbox_backlog").set(0.0);
-    }
+    // What this publisher saw: 0 once caught up, else at least a full batch still waiting.
+    let backlog = if count < batch { 0 } else { count };
+    metrics::gauge!("stockflow_outbox_backlog").set(backlog as f64);
     Ok(count)
 }

@@ -180,7 +180,7 @@ mod wal {
         // Writers: reservations with idempotency keys (random pages in several indexes),
         // and the pipeline behind them: tens of MB of frames, many times the bound.
         let mut offsets = vec![0u64; 4];
-        for round in 0..40 {
+        for round in 0..24 {
             let mut writers = Vec::new();
             for w in 0..8 {
                 let write = b.write.clone();

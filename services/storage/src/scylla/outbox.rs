@@ -1,13 +1,20 @@
-//! The outbox of the ScyllaDB write store: found through markers, read in bounded slices,
-//! deleted once published.
+//! The outbox of the ScyllaDB write store: found through markers, read in bounded slices
+//! from where this process last published, deleted once published.
 //!
 //! Every batch that adds an outbox row was preceded by a marker naming its partition in
-//! one of [`SHARDS`] marker partitions. A scan reads the markers of all shards at once and
-//! then, concurrently, at most `limit` rows of each marked partition: published rows are
-//! deleted, so what a partition holds is what is pending, and nothing is read twice. A
-//! marker with nothing behind it is removed once it is older than [`MARKER_GRACE_MS`] (a
-//! batch may still be in flight behind a younger one); the delete carries a timestamp, so
-//! a marker written again meanwhile survives it.
+//! one of [`SHARDS`] marker partitions. Partitions this process committed to are read at
+//! once (they are "dirty"); every [`FULL_SCAN_EVERY`] the markers of all shards are read
+//! too, which finds what other processes committed and what a crash left behind. Each
+//! partition is read concurrently, at most `limit` rows, after the last row this process
+//! published there, so neither published rows nor their tombstones are read again.
+//! Publishing deletes a partition's rows up to the last one published with one range
+//! tombstone. A marker with nothing behind it is removed once it is older than
+//! [`MARKER_GRACE_MS`] (a batch may still be in flight behind a younger one); the delete
+//! carries a timestamp, so a marker written again meanwhile survives it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -24,6 +31,20 @@ use crate::{Result, StoreError, now_ms};
 const MARKER_GRACE_MS: i64 = 15_000;
 /// Partitions read at once by a scan.
 const SCAN_CONCURRENCY: usize = 32;
+/// How often every marker is read, beside the partitions this process wrote.
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// What the publisher side of a store remembers between calls.
+#[derive(Default)]
+pub(super) struct OutboxCursors {
+    /// The last row published from each partition by this process.
+    published: Mutex<BTreeMap<(String, String), String>>,
+    /// When every marker was last read.
+    last_full_scan: Mutex<Option<Instant>>,
+    /// Partitions whose entries `pending` handed out and nobody marked published yet: read
+    /// again by the next call, as an outbox must until its entries are marked.
+    unmarked: Mutex<BTreeSet<(String, String)>>,
+}
 
 /// An outbox entry's id: the partition and the row.
 fn entry_id(sku: &str, location: &str, row_id: &str) -> String {
@@ -55,13 +76,19 @@ async fn markers(p: &Partitions, shard: i32) -> Result<Vec<(i32, MarkerRow)>> {
         .collect()
 }
 
-async fn partition(p: &Partitions, shard: i32, marker: MarkerRow, limit: i32) -> Result<Scanned> {
+async fn partition(
+    p: &Partitions,
+    shard: i32,
+    marker: MarkerRow,
+    after: String,
+    limit: i32,
+) -> Result<Scanned> {
     let read_at_us = now_ms() * 1000;
     let rows = p
         .session
         .execute_unpaged(
-            &p.st.partition_outbox,
-            (marker.sku.as_str(), marker.location.as_str(), limit),
+            &p.st.outbox_after,
+            (marker.sku.as_str(), marker.location.as_str(), after, limit),
         )
         .await
         .map_err(|e| db_error("read partition outbox", e))?
@@ -88,17 +115,14 @@ async fn partition(p: &Partitions, shard: i32, marker: MarkerRow, limit: i32) ->
     })
 }
 
-/// Every marked partition with up to `per_partition` of its pending entries.
-async fn scan(p: &Partitions, per_partition: i32) -> Result<Vec<Scanned>> {
-    let mut marked = Vec::new();
-    let mut shards = futures::stream::iter(0..SHARDS)
-        .map(|shard| markers(p, shard))
-        .buffer_unordered(SHARDS as usize);
-    while let Some(found) = shards.next().await {
-        marked.extend(found?);
-    }
-    let mut reads = futures::stream::iter(marked)
-        .map(|(shard, marker)| partition(p, shard, marker, per_partition))
+/// Reads `targets` (each after its cursor), up to `per_partition` entries each.
+async fn read_partitions(
+    p: &Partitions,
+    targets: Vec<(i32, MarkerRow, String)>,
+    per_partition: i32,
+) -> Vec<Scanned> {
+    let mut reads = futures::stream::iter(targets)
+        .map(|(shard, marker, after)| partition(p, shard, marker, after, per_partition))
         .buffer_unordered(SCAN_CONCURRENCY);
     let mut out = Vec::new();
     while let Some(read) = reads.next().await {
@@ -110,7 +134,19 @@ async fn scan(p: &Partitions, per_partition: i32) -> Result<Vec<Scanned>> {
             }
         }
     }
-    Ok(out)
+    out
+}
+
+/// Every marker of every shard.
+async fn all_markers(p: &Partitions) -> Result<Vec<(i32, MarkerRow)>> {
+    let mut marked = Vec::new();
+    let mut shards = futures::stream::iter(0..SHARDS)
+        .map(|shard| markers(p, shard))
+        .buffer_unordered(SHARDS as usize);
+    while let Some(found) = shards.next().await {
+        marked.extend(found?);
+    }
+    Ok(marked)
 }
 
 /// Removes the markers of partitions that had nothing pending and are old enough.
@@ -139,42 +175,157 @@ async fn drop_empty_markers(p: &Partitions, scanned: &[Scanned]) {
     }
 }
 
+impl ScyllaWriteStore {
+    fn cursor(&self, sku: &str, location: &str) -> String {
+        self.cursors
+            .published
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&(sku.to_string(), location.to_string())).cloned())
+            .unwrap_or_default()
+    }
+}
+
 #[async_trait]
 impl Outbox for ScyllaWriteStore {
     async fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
         let p = &*self.keys.partitions;
         let per_partition = i32::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
-        let scanned = scan(p, per_partition).await?;
+        let mut dirty: BTreeSet<(String, String)> = p
+            .dirty
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        if let Ok(mut unmarked) = self.cursors.unmarked.lock() {
+            dirty.append(&mut unmarked);
+        }
+        let full = self
+            .cursors
+            .last_full_scan
+            .lock()
+            .map(|mut last| {
+                let due = last.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY);
+                if due {
+                    *last = Some(Instant::now());
+                }
+                due
+            })
+            .unwrap_or(true);
+        let mut targets: BTreeMap<(String, String), (i32, MarkerRow)> = BTreeMap::new();
+        if full {
+            for (shard, marker) in all_markers(p).await? {
+                targets.insert(
+                    (marker.sku.clone(), marker.location.clone()),
+                    (shard, marker),
+                );
+            }
+        }
+        for (sku, location) in dirty {
+            let shard = super::partition::shard_of(&sku, &location);
+            targets
+                .entry((sku.clone(), location.clone()))
+                .or_insert_with(|| {
+                    // Never removed on this basis: its marker's age is unknown here.
+                    let marker = MarkerRow {
+                        sku,
+                        location,
+                        written: None,
+                    };
+                    (shard, marker)
+                });
+        }
+        let targets = targets
+            .into_values()
+            .map(|(shard, marker)| {
+                let after = self.cursor(&marker.sku, &marker.location);
+                (shard, marker, after)
+            })
+            .collect();
+        let scanned = read_partitions(p, targets, per_partition).await;
         drop_empty_markers(p, &scanned).await;
-        // Each partition's entries stay in version order (row ids are zero-padded
-        // versions); clocks of different writers are not comparable, so no global sort.
-        let mut entries: Vec<OutboxEntry> = scanned.into_iter().flat_map(|s| s.entries).collect();
-        entries.truncate(limit);
+        let mut entries = Vec::new();
+        let mut handed_out = BTreeSet::new();
+        let mut more = Vec::new();
+        for s in scanned {
+            if s.entries.is_empty() {
+                continue;
+            }
+            let partition = (s.marker.sku.clone(), s.marker.location.clone());
+            let room = limit.saturating_sub(entries.len());
+            // A partition with more pending than this call returns is read again next time.
+            if s.entries.len() > room || s.entries.len() >= per_partition as usize {
+                more.push(partition.clone());
+            }
+            if room > 0 {
+                handed_out.insert(partition);
+            }
+            // Each partition's entries stay in version order (row ids are zero-padded
+            // versions); clocks of different writers are not comparable, so no global sort.
+            entries.extend(s.entries.into_iter().take(room));
+        }
+        if let Ok(mut dirty) = p.dirty.lock() {
+            dirty.extend(more);
+        }
+        if let Ok(mut unmarked) = self.cursors.unmarked.lock() {
+            unmarked.extend(handed_out);
+        }
         Ok(entries)
     }
 
     async fn mark_published(&self, ids: &[String]) -> Result<()> {
         let p = &*self.keys.partitions;
-        let deletes = ids.iter().map(|id| async move {
+        // The entries of a partition that `pending` returned are a prefix of what it holds
+        // after the cursor, in order: deleting up to the highest one removes exactly them.
+        let mut upto: BTreeMap<(String, String), String> = BTreeMap::new();
+        for id in ids {
             let mut parts = id.split('\u{1f}');
             let (Some(sku), Some(location), Some(row)) = (parts.next(), parts.next(), parts.next())
             else {
                 return Err(StoreError::Corrupt(format!("outbox id {id:?}")));
             };
+            let slot = upto
+                .entry((sku.to_string(), location.to_string()))
+                .or_default();
+            if row > slot.as_str() {
+                *slot = row.to_string();
+            }
+        }
+        let deletes = upto.iter().map(|((sku, location), row)| async move {
             p.session
-                .execute_unpaged(&p.st.delete_outbox, (sku, location, row))
+                .execute_unpaged(
+                    &p.st.delete_outbox_upto,
+                    (sku.as_str(), location.as_str(), row.as_str()),
+                )
                 .await
-                .map_err(|e| db_error("delete published outbox row", e))?;
-            Ok(())
+                .map_err(|e| db_error("delete published outbox rows", e))
         });
         for result in futures::future::join_all(deletes).await {
             result?;
+        }
+        if let Ok(mut unmarked) = self.cursors.unmarked.lock() {
+            for partition in upto.keys() {
+                unmarked.remove(partition);
+            }
+        }
+        if let Ok(mut published) = self.cursors.published.lock() {
+            for (partition, row) in upto {
+                let slot = published.entry(partition).or_default();
+                if row > *slot {
+                    *slot = row;
+                }
+            }
         }
         Ok(())
     }
 
     async fn backlog(&self) -> Result<u64> {
-        let scanned = scan(&self.keys.partitions, i32::MAX).await?;
+        let p = &*self.keys.partitions;
+        let targets = all_markers(p)
+            .await?
+            .into_iter()
+            .map(|(shard, marker)| (shard, marker, String::new()))
+            .collect();
+        let scanned = read_partitions(p, targets, i32::MAX).await;
         Ok(scanned.iter().map(|s| s.entries.len() as u64).sum())
     }
 

@@ -132,6 +132,9 @@ pub(super) struct Partitions {
     pub tick: watch::Sender<u64>,
     /// When this process last wrote each partition's outbox marker.
     markers: std::sync::Mutex<BTreeMap<(String, String), i64>>,
+    /// Partitions this process committed outbox rows to since the publisher last looked:
+    /// read at once, without waiting for a scan of every marker.
+    pub dirty: std::sync::Mutex<BTreeSet<(String, String)>>,
 }
 
 /// A partition as loaded.
@@ -187,6 +190,7 @@ impl Partitions {
             st,
             tick: watch::channel(0).0,
             markers: std::sync::Mutex::new(BTreeMap::new()),
+            dirty: std::sync::Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -309,6 +313,14 @@ impl Partitions {
             cmds: cmds?,
             lines: lines?,
         })
+    }
+
+    /// Notes a commit of outbox rows to a partition, for the publisher.
+    pub(super) fn committed(&self, sku: &str, location: &str) {
+        if let Ok(mut dirty) = self.dirty.lock() {
+            dirty.insert((sku.to_string(), location.to_string()));
+        }
+        self.tick.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The level of `key`, or an empty one at a known location (unknown locations are
@@ -503,7 +515,7 @@ impl Partitions {
         match self.session.batch(&batch, values).await {
             Ok(result) => {
                 if Rows::from(result)?.applied()? {
-                    self.tick.send_modify(|n| *n = n.wrapping_add(1));
+                    self.committed(key.sku.as_str(), key.location.as_str());
                     let mut done = replays;
                     done.extend(tentative);
                     done.extend(changes.into_iter().map(|(i, change, _)| {

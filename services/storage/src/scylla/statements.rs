@@ -27,7 +27,8 @@ pub(super) struct Statements {
     pub markers: PreparedStatement,
     pub delete_marker: PreparedStatement,
     pub partition_outbox: PreparedStatement,
-    pub delete_outbox: PreparedStatement,
+    pub outbox_after: PreparedStatement,
+    pub delete_outbox_upto: PreparedStatement,
     pub get_location: PreparedStatement,
     pub put_location: PreparedStatement,
     pub get_catalog: PreparedStatement,
@@ -75,7 +76,10 @@ impl Statements {
             markers: p(format!("SELECT sku, location, writetime(touched) AS written FROM {ks}.outbox_markers WHERE shard = ?")).await?,
             delete_marker: p(format!("DELETE FROM {ks}.outbox_markers USING TIMESTAMP ? WHERE shard = ? AND sku = ? AND location = ?")).await?,
             partition_outbox: p(format!("SELECT row_id, payload, created_at FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'o' LIMIT ?")).await?,
-            delete_outbox: p(format!("DELETE FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'o' AND row_id = ?")).await?,
+            outbox_after: p(format!("SELECT row_id, payload, created_at FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'o' AND row_id > ? LIMIT ?")).await?,
+            // One range tombstone per partition and publish, not one per row: a queue of
+            // per-row tombstones makes every later read of the partition slower.
+            delete_outbox_upto: p(format!("DELETE FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'o' AND row_id <= ?")).await?,
             get_location: p(format!("SELECT region, kind, name FROM {ks}.locations WHERE id = ?")).await?,
             put_location: p(format!("INSERT INTO {ks}.locations (id, region, kind, name) VALUES (?, ?, ?, ?)")).await?,
             get_catalog: p(format!("SELECT version, catalog_name, catalog_attributes FROM {sp} WHERE sku = ? AND location = '{CATALOG}' LIMIT 1")).await?,

@@ -41,6 +41,7 @@ const MAX_CATALOG_ATTEMPTS: u32 = 30;
 /// The ScyllaDB write store.
 pub struct ScyllaWriteStore {
     pub(super) keys: Keys,
+    pub(super) cursors: super::outbox::OutboxCursors,
     keyspace: String,
 }
 
@@ -50,6 +51,7 @@ impl ScyllaWriteStore {
         let st = Arc::new(Statements::prepare(&session, keyspace).await?);
         Ok(Self {
             keys: Keys::new(Arc::new(Partitions::new(session, st))),
+            cursors: Default::default(),
             keyspace: keyspace.to_string(),
         })
     }
@@ -444,7 +446,7 @@ impl WriteStore for ScyllaWriteStore {
             match p.session.batch(&batch, values).await {
                 Ok(r) => {
                     if Rows::from(r)?.applied()? {
-                        p.tick.send_modify(|n| *n = n.wrapping_add(1));
+                        p.committed(sku.as_str(), CATALOG);
                         return Ok(SkuCatalog {
                             sku,
                             name,
