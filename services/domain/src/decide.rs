@@ -107,9 +107,19 @@ pub fn reserve(
     if !short.is_empty() {
         return Err(DomainError::InsufficientStock { lines: short });
     }
-    let now = meta.occurred_at_ms;
+    let reservation = new_reservation(cmd, meta.occurred_at_ms);
+    Ok(Applied {
+        levels: next,
+        reservation: Some(reservation.clone()),
+        events,
+        result: CommandResult::Reservation(reservation),
+    })
+}
+
+/// The reservation `cmd` creates when accepted at `now_ms`.
+pub fn new_reservation(cmd: &Reserve, now_ms: i64) -> Reservation {
     let ttl_ms = i64::try_from(cmd.ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let reservation = Reservation {
+    Reservation {
         id: cmd.id.clone(),
         status: ReservationStatus::Active,
         lines: cmd
@@ -122,16 +132,10 @@ pub fn reserve(
             })
             .collect(),
         reference: cmd.reference.clone(),
-        created_at_ms: now,
-        expires_at_ms: now.saturating_add(ttl_ms),
-        updated_at_ms: now,
-    };
-    Ok(Applied {
-        levels: next,
-        reservation: Some(reservation.clone()),
-        events,
-        result: CommandResult::Reservation(reservation),
-    })
+        created_at_ms: now_ms,
+        expires_at_ms: now_ms.saturating_add(ttl_ms),
+        updated_at_ms: now_ms,
+    }
 }
 
 /// Holds `qty` at `level` for reservation `id`: one line of [`reserve`], or one step of a

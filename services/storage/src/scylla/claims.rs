@@ -18,7 +18,7 @@ use stockflow_domain::CommandResult;
 
 use super::cql::{Rows, db_error};
 use super::partition::Partitions;
-use super::statements::{ClaimRow, Statements};
+use super::statements::ClaimRow;
 use crate::ports::IdempotencyToken;
 use crate::{Result, StoreError, now_ms};
 
@@ -54,16 +54,11 @@ pub(super) async fn check_fingerprint(p: &Partitions, token: &IdempotencyToken) 
     }
 }
 
-async fn read_claim(st: &Statements, p: &Partitions, key: &str) -> Result<Option<ClaimRow>> {
-    let rows = p
-        .session
-        .execute_unpaged(&st.get_claim, (key,))
-        .await
-        .map_err(|e| db_error("read idempotency claim", e))?
-        .into_rows_result()
-        .map_err(|e| StoreError::Database(format!("read idempotency claim: {e}")))?;
-    rows.maybe_first_row::<ClaimRow>()
-        .map_err(|e| StoreError::Database(format!("read idempotency claim: {e}")))
+async fn read_claim(p: &Partitions, key: &str) -> Result<Option<ClaimRow>> {
+    let rows: Vec<ClaimRow> = p
+        .query("read idempotency claim", &p.st.get_claim, (key,))
+        .await?;
+    Ok(rows.into_iter().next())
 }
 
 /// Claims `token` for a multi-partition command.
@@ -78,7 +73,7 @@ pub(super) async fn claim(p: &Partitions, token: &IdempotencyToken) -> Result<Cl
     if Rows::from(result)?.applied()? {
         return Ok(Claim::Owned(now));
     }
-    let Some(row) = read_claim(&p.st, p, key).await? else {
+    let Some(row) = read_claim(p, key).await? else {
         // Dropped meanwhile (its holder was refused): try again.
         return Err(StoreError::Unavailable(
             "idempotency key changed hands; retry".into(),

@@ -60,20 +60,10 @@ struct Scanned {
 }
 
 async fn markers(p: &Partitions, shard: i32) -> Result<Vec<(i32, MarkerRow)>> {
-    let rows = p
-        .session
-        .execute_unpaged(&p.st.markers, (shard,))
-        .await
-        .map_err(|e| db_error("scan outbox markers", e))?
-        .into_rows_result()
-        .map_err(|e| StoreError::Database(format!("scan outbox markers: {e}")))?;
-    rows.rows::<MarkerRow>()
-        .map_err(|e| StoreError::Database(e.to_string()))?
-        .map(|r| {
-            r.map(|m| (shard, m))
-                .map_err(|e| StoreError::Database(e.to_string()))
-        })
-        .collect()
+    let rows: Vec<MarkerRow> = p
+        .query("scan outbox markers", &p.st.markers, (shard,))
+        .await?;
+    Ok(rows.into_iter().map(|m| (shard, m)).collect())
 }
 
 async fn partition(
@@ -84,29 +74,23 @@ async fn partition(
     limit: i32,
 ) -> Result<Scanned> {
     let read_at_us = now_ms() * 1000;
-    let rows = p
-        .session
-        .execute_unpaged(
+    let (sku, location) = (marker.sku.as_str(), marker.location.as_str());
+    let rows: Vec<OutboxRow> = p
+        .query(
+            "read partition outbox",
             &p.st.outbox_after,
-            (marker.sku.as_str(), marker.location.as_str(), after, limit),
+            (sku, location, after, limit),
         )
-        .await
-        .map_err(|e| db_error("read partition outbox", e))?
-        .into_rows_result()
-        .map_err(|e| StoreError::Database(format!("read partition outbox: {e}")))?;
-    let mut entries = Vec::new();
-    for row in rows
-        .rows::<OutboxRow>()
-        .map_err(|e| StoreError::Database(e.to_string()))?
-    {
-        let row = row.map_err(|e| StoreError::Database(e.to_string()))?;
-        entries.push(OutboxEntry {
-            id: entry_id(&marker.sku, &marker.location, &row.row_id),
+        .await?;
+    let entries = rows
+        .into_iter()
+        .map(|row| OutboxEntry {
+            id: entry_id(sku, location, &row.row_id),
             key: marker.sku.clone(),
             payload: row.payload.unwrap_or_default(),
             created_at_ms: row.created_at.unwrap_or(0),
-        });
-    }
+        })
+        .collect();
     Ok(Scanned {
         shard,
         marker,

@@ -196,20 +196,11 @@ impl Partitions {
 
     /// The level of `key` as stored (`None` if never written).
     pub(super) async fn level(&self, key: &StockKey) -> Result<Option<StockLevel>> {
-        let rows = self
-            .session
-            .execute_unpaged(
-                &self.st.load_level,
-                (key.sku.as_str(), key.location.as_str()),
-            )
-            .await
-            .map_err(|e| db_error("load level", e))?
-            .into_rows_result()
-            .map_err(|e| StoreError::Database(format!("load level: {e}")))?;
-        let Some(row) = rows
-            .maybe_first_row::<LevelRow>()
-            .map_err(|e| StoreError::Database(format!("load level: {e}")))?
-        else {
+        let (sku, location) = (key.sku.as_str(), key.location.as_str());
+        let rows: Vec<LevelRow> = self
+            .query("load level", &self.st.load_level, (sku, location))
+            .await?;
+        let Some(row) = rows.into_iter().next() else {
             return Ok(None);
         };
         let (Some(region), Some(version)) = (row.region, row.version) else {
@@ -225,6 +216,30 @@ impl Partitions {
         }))
     }
 
+    /// Runs `st` and decodes every row of its (unpaged) result as `R`.
+    pub(super) async fn query<R>(
+        &self,
+        context: &str,
+        st: &scylla::statement::prepared::PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<R>>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let decode = |e: &dyn std::fmt::Display| StoreError::Database(format!("{context}: {e}"));
+        let rows = self
+            .session
+            .execute_unpaged(st, values)
+            .await
+            .map_err(|e| db_error(context, e))?
+            .into_rows_result()
+            .map_err(|e| decode(&e))?;
+        rows.rows::<R>()
+            .map_err(|e| decode(&e))?
+            .map(|r| r.map_err(|e| decode(&e)))
+            .collect()
+    }
+
     /// The reservation lines with ids `ids` held in `key`'s partition.
     pub(super) async fn lines(
         &self,
@@ -235,21 +250,15 @@ impl Partitions {
         if ids.is_empty() {
             return Ok(out);
         }
-        let rows = self
-            .session
-            .execute_unpaged(
+        let (sku, location) = (key.sku.as_str(), key.location.as_str());
+        let rows: Vec<LineRow> = self
+            .query(
+                "load reservation lines",
                 &self.st.load_lines,
-                (key.sku.as_str(), key.location.as_str(), ids),
+                (sku, location, ids),
             )
-            .await
-            .map_err(|e| db_error("load reservation lines", e))?
-            .into_rows_result()
-            .map_err(|e| StoreError::Database(format!("load reservation lines: {e}")))?;
-        for row in rows
-            .rows::<LineRow>()
-            .map_err(|e| StoreError::Database(e.to_string()))?
-        {
-            let row = row.map_err(|e| StoreError::Database(e.to_string()))?;
+            .await?;
+        for row in rows {
             let Some(payload) = row.payload else { continue };
             let mut reservation: Reservation = serde_json::from_slice(&payload)?;
             if let Some(status) = row.status.as_deref().and_then(ReservationStatus::parse) {
@@ -265,21 +274,15 @@ impl Partitions {
         if ids.is_empty() {
             return Ok(out);
         }
-        let rows = self
-            .session
-            .execute_unpaged(
+        let (sku, location) = (key.sku.as_str(), key.location.as_str());
+        let rows: Vec<CmdRow> = self
+            .query(
+                "load applied commands",
                 &self.st.load_cmds,
-                (key.sku.as_str(), key.location.as_str(), ids),
+                (sku, location, ids),
             )
-            .await
-            .map_err(|e| db_error("load applied commands", e))?
-            .into_rows_result()
-            .map_err(|e| StoreError::Database(format!("load applied commands: {e}")))?;
-        for row in rows
-            .rows::<CmdRow>()
-            .map_err(|e| StoreError::Database(e.to_string()))?
-        {
-            let row = row.map_err(|e| StoreError::Database(e.to_string()))?;
+            .await?;
+        for row in rows {
             if let Some(payload) = row.payload {
                 out.insert(row.row_id, serde_json::from_slice(&payload)?);
             }

@@ -55,17 +55,10 @@ pub(super) fn minute_of(ms: i64) -> i64 {
 
 /// The header of reservation `id`, if it is a saga.
 pub(super) async fn header(p: &Partitions, id: &ReservationId) -> Result<Option<Header>> {
-    let rows = p
-        .session
-        .execute_unpaged(&p.st.get_header, (id.as_str(),))
-        .await
-        .map_err(|e| db_error("load reservation", e))?
-        .into_rows_result()
-        .map_err(|e| StoreError::Database(format!("load reservation: {e}")))?;
-    let Some(row) = rows
-        .maybe_first_row::<HeaderRow>()
-        .map_err(|e| StoreError::Database(format!("load reservation: {e}")))?
-    else {
+    let rows: Vec<HeaderRow> = p
+        .query("load reservation", &p.st.get_header, (id.as_str(),))
+        .await?;
+    let Some(row) = rows.into_iter().next() else {
         return Ok(None);
     };
     let status = row.status.unwrap_or_default();
@@ -90,25 +83,17 @@ pub(super) async fn header(p: &Partitions, id: &ReservationId) -> Result<Option<
 
 /// The partitions that may hold lines of reservation `id`.
 pub(super) async fn indexed(p: &Partitions, id: &ReservationId) -> Result<Vec<StockKey>> {
-    let rows = p
-        .session
-        .execute_unpaged(&p.st.index_of, (id.as_str(),))
-        .await
-        .map_err(|e| db_error("load reservation index", e))?
-        .into_rows_result()
-        .map_err(|e| StoreError::Database(format!("load reservation index: {e}")))?;
-    let mut keys = Vec::new();
-    for row in rows
-        .rows::<IndexRow>()
-        .map_err(|e| StoreError::Database(e.to_string()))?
-    {
-        let row = row.map_err(|e| StoreError::Database(e.to_string()))?;
-        keys.push(StockKey::new(
-            stockflow_domain::Sku::parse(row.sku).map_err(corrupt)?,
-            stockflow_domain::LocationId::parse(row.location).map_err(corrupt)?,
-        ));
-    }
-    Ok(keys)
+    let rows: Vec<IndexRow> = p
+        .query("load reservation index", &p.st.index_of, (id.as_str(),))
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(StockKey::new(
+                stockflow_domain::Sku::parse(row.sku).map_err(corrupt)?,
+                stockflow_domain::LocationId::parse(row.location).map_err(corrupt)?,
+            ))
+        })
+        .collect()
 }
 
 /// Records that `id` has a line at each of `keys`, before the lines are written.
@@ -328,24 +313,7 @@ pub(super) async fn reserve(
             }
         }
     }
-    let ttl_ms = i64::try_from(cmd.ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let reservation = Reservation {
-        id: cmd.id.clone(),
-        status: ReservationStatus::Active,
-        lines: cmd
-            .lines
-            .iter()
-            .map(|l| ReservationLine {
-                sku: l.sku.clone(),
-                location: l.location.clone(),
-                qty: l.qty,
-            })
-            .collect(),
-        reference: cmd.reference.clone(),
-        created_at_ms: meta.occurred_at_ms,
-        expires_at_ms: meta.occurred_at_ms.saturating_add(ttl_ms),
-        updated_at_ms: meta.occurred_at_ms,
-    };
+    let reservation = decide::new_reservation(cmd, meta.occurred_at_ms);
     let recovery_at = meta.occurred_at_ms + RECOVERY_MS;
     if !resuming {
         let line_keys: Vec<StockKey> = reservation.lines.iter().map(|l| l.key()).collect();
