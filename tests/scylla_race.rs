@@ -154,3 +154,193 @@ async fn two_processes_racing_on_one_keyspace_lose_nothing_and_never_oversell() 
         added
     );
 }
+
+/// Two processes on one keyspace under a reservation mix: hundreds of 1-second
+/// reservations beside long-lived ones, and multi-line reservations racing for a scarce key
+/// whose refused ids are retried (new key, same id) after a restock. At the end every key's
+/// `reserved` equals exactly what its active reservations hold, and every reservation is
+/// either active or final — none is left half-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_long_and_multi_line_reservations_leave_exactly_their_holds() {
+    let Ok(nodes) = std::env::var("STOCKFLOW_CQL_NODES") else {
+        eprintln!("skipping: STOCKFLOW_CQL_NODES is not set (scripts/test.sh sets it)");
+        return;
+    };
+    let keyspace = format!("mix_{}", std::process::id());
+    run_stockflow(&[
+        "migrate",
+        "--scylla-nodes",
+        &nodes,
+        "--scylla-keyspace",
+        &keyspace,
+        "--scylla-replication",
+        "datacenter1:1",
+    ]);
+    let extra = [
+        "--store",
+        "scylla",
+        "--scylla-nodes",
+        &nodes,
+        "--scylla-keyspace",
+        &keyspace,
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = DevProcess::start_with(dir_a.path(), free_addr(), &extra).await;
+    let b = DevProcess::start_with(dir_b.path(), free_addr(), &extra).await;
+    let bases = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
+    let client = reqwest::Client::new();
+    let r = client
+        .put(format!("{}/v1/locations/dc", bases[0]))
+        .json(&json!({"region": "north", "kind": "warehouse", "name": "DC"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let set = |sku: &str, n: i64, key: String| {
+        let (client, base) = (client.clone(), bases[0].clone());
+        let sku = sku.to_string();
+        async move {
+            let r = client
+                .post(format!("{base}/v1/adjustments"))
+                .header("idempotency-key", key)
+                .json(&json!({"sku": sku, "location": "dc", "delta": n, "reason": "receipt"}))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    };
+    for s in 0..SKUS {
+        set(&format!("M{s}"), 500, format!("init-m{s}")).await;
+    }
+    set("Q", 3, "init-q".into()).await;
+
+    // (id, lines, ttl): 240 one-second, 30 long-lived, 20 two-line against Q (3 units).
+    let mut plan: Vec<(String, Vec<(String, i64)>, u64)> = Vec::new();
+    for i in 0..240 {
+        plan.push((format!("short-{i}"), vec![(format!("M{}", i % SKUS), 1)], 1));
+    }
+    for i in 0..30 {
+        plan.push((
+            format!("long-{i}"),
+            vec![(format!("M{}", i % SKUS), 2)],
+            3600,
+        ));
+    }
+    for i in 0..20 {
+        plan.push((
+            format!("multi-{i}"),
+            vec![(format!("M{}", i % SKUS), 1), ("Q".to_string(), 1)],
+            3600,
+        ));
+    }
+    let reserve = |i: usize, id: String, lines: Vec<(String, i64)>, ttl: u64, key: String| {
+        let (client, base) = (client.clone(), bases[i % 2].clone());
+        async move {
+            let lines: Vec<_> = lines
+                .iter()
+                .map(|(sku, qty)| json!({"sku": sku, "location": "dc", "qty": qty}))
+                .collect();
+            let r = client
+                .post(format!("{base}/v1/reservations"))
+                .header("idempotency-key", key)
+                .json(&json!({"reservation_id": id, "lines": lines, "ttl_seconds": ttl}))
+                .send()
+                .await
+                .unwrap();
+            (id, r.status().as_u16())
+        }
+    };
+    let first = join_all(plan.iter().enumerate().map(|(i, (id, lines, ttl))| {
+        reserve(i, id.clone(), lines.clone(), *ttl, format!("{id}-a"))
+    }))
+    .await;
+    let refused: Vec<String> = first
+        .iter()
+        .filter(|(_, status)| *status == 409)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for (id, status) in &first {
+        assert!(
+            *status == 201 || (*status == 409 && id.starts_with("multi-")),
+            "{id}: {status}"
+        );
+    }
+    assert!(
+        !refused.is_empty(),
+        "the scarce key refused some multi-line reservations"
+    );
+    // Restock, then retry each refused id with a new key.
+    set("Q", 100, "restock-q".into()).await;
+    let retried = join_all(
+        plan.iter()
+            .enumerate()
+            .filter(|(_, (id, _, _))| refused.contains(id))
+            .map(|(i, (id, lines, ttl))| {
+                reserve(i + 1, id.clone(), lines.clone(), *ttl, format!("{id}-b"))
+            }),
+    )
+    .await;
+    for (id, status) in &retried {
+        assert_eq!(
+            *status, 201,
+            "{id}: a refused id, retried after the restock"
+        );
+    }
+
+    // Wait for every 1-second reservation to expire, then check every reservation.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut held: BTreeMap<String, i64> = BTreeMap::new();
+    loop {
+        held.clear();
+        let mut unsettled_short = 0;
+        for (i, (id, lines, _)) in plan.iter().enumerate() {
+            let r = client
+                .get(format!("{}/v1/reservations/{id}", bases[i % 2]))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{id} exists");
+            let v: serde_json::Value = r.json().await.unwrap();
+            let status = v["status"].as_str().unwrap().to_string();
+            assert!(
+                ["active", "expired"].contains(&status.as_str()),
+                "{id} is {status}, never half-way"
+            );
+            assert_eq!(v["lines"].as_array().unwrap().len(), lines.len(), "{id}");
+            if status == "active" {
+                if id.starts_with("short-") {
+                    unsettled_short += 1;
+                }
+                for (sku, qty) in lines {
+                    *held.entry(sku.clone()).or_default() += qty;
+                }
+            }
+        }
+        if unsettled_short == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{unsettled_short} one-second reservations still active after 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    a.stop();
+    b.stop();
+    let config = ScyllaConfig::new(nodes.split(',').map(str::to_string).collect(), keyspace);
+    let backend = ScyllaBackend::open(&config).await.unwrap();
+    for sku in (0..SKUS).map(|s| format!("M{s}")).chain(["Q".to_string()]) {
+        let key = StockKey::new(
+            Sku::parse(sku.clone()).unwrap(),
+            LocationId::parse("dc").unwrap(),
+        );
+        let level = backend.write.stock_level(&key).await.unwrap().unwrap();
+        assert_eq!(
+            level.reserved,
+            held.get(&sku).copied().unwrap_or(0),
+            "{sku}: reserved equals what its active reservations hold"
+        );
+        assert!(level.reserved <= level.on_hand, "{sku}: no oversell");
+    }
+}
