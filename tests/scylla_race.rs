@@ -216,7 +216,8 @@ async fn short_long_and_multi_line_reservations_leave_exactly_their_holds() {
     set("Q", 3, "init-q".into()).await;
 
     // (id, lines, ttl): 240 one-second, 30 long-lived, 20 two-line against Q (3 units).
-    let mut plan: Vec<(String, Vec<(String, i64)>, u64)> = Vec::new();
+    type Planned = (String, Vec<(String, i64)>, u64);
+    let mut plan: Vec<Planned> = Vec::new();
     for i in 0..240 {
         plan.push((format!("short-{i}"), vec![(format!("M{}", i % SKUS), 1)], 1));
     }
