@@ -209,8 +209,10 @@ mod wal {
                 "{db}: WAL peaked at {max} bytes, restarted {} times",
                 restarts.len().saturating_sub(1)
             );
+            // The overshoot past the bound is what commits while the checkpointer waits for
+            // a core (this test shares two with others); the ~100 MB written must not show.
             assert!(
-                max <= 8 * policy.restart_above_bytes,
+                max <= 32 * policy.restart_above_bytes,
                 "{db}: WAL reached {max} bytes with restarts above {}",
                 policy.restart_above_bytes
             );

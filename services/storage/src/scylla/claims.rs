@@ -33,24 +33,33 @@ pub(super) enum Claim {
     Replay(CommandResult),
 }
 
-/// Refuses `token` if its key was first used for another request; records it otherwise.
-pub(super) async fn check_fingerprint(p: &Partitions, token: &IdempotencyToken) -> Result<()> {
-    let key = token.key.as_str();
+/// Refuses `token` if its key was first used for another request. `Ok(true)` when the key
+/// is new: the caller then records it with [`record_fingerprint`].
+pub(super) async fn check_fingerprint(p: &Partitions, token: &IdempotencyToken) -> Result<bool> {
     let rows = p
         .session
-        .execute_unpaged(&p.st.get_fingerprint, (key,))
+        .execute_unpaged(&p.st.get_fingerprint, (token.key.as_str(),))
         .await
         .map_err(|e| db_error("read idempotency fingerprint", e))?;
     match Rows::from(rows)?.text(0, "fingerprint") {
         Some(fp) if fp != token.fingerprint => Err(StoreError::IdempotencyKeyReused),
-        Some(_) => Ok(()),
-        None => {
-            p.session
-                .execute_unpaged(&p.st.put_fingerprint, (key, token.fingerprint.as_str()))
-                .await
-                .map_err(|e| db_error("record idempotency fingerprint", e))?;
-            Ok(())
-        }
+        Some(_) => Ok(false),
+        None => Ok(true),
+    }
+}
+
+/// Records which request `token`'s key stands for. Only detection depends on it, so it runs
+/// beside the command and a failure is logged, not answered.
+pub(super) async fn record_fingerprint(p: &Partitions, token: &IdempotencyToken) {
+    let written = p
+        .session
+        .execute_unpaged(
+            &p.st.put_fingerprint,
+            (token.key.as_str(), token.fingerprint.as_str()),
+        )
+        .await;
+    if let Err(e) = written {
+        tracing::warn!(key = %token.key, error = %e, "cannot record an idempotency fingerprint");
     }
 }
 

@@ -290,12 +290,13 @@ impl Partitions {
         Ok(out)
     }
 
-    /// Level, applied-command rows and lines the open operations need, read concurrently.
-    /// The three reads need not agree with each other: every guard is re-checked by the
-    /// batch's conditions.
-    async fn load(&self, key: &StockKey, ops: &[&KeyOp]) -> Result<Loaded> {
+    /// Level, applied-command rows (if `with_cmds`) and lines the open operations need,
+    /// read concurrently. The reads need not agree with each other: every guard is
+    /// re-checked by the batch's conditions.
+    async fn load(&self, key: &StockKey, ops: &[&KeyOp], with_cmds: bool) -> Result<Loaded> {
         let cmd_ids: Vec<String> = ops
             .iter()
+            .filter(|_| with_cmds)
             .filter_map(|op| op.cmd.as_ref().map(|c| c.id.clone()))
             .collect::<BTreeSet<_>>()
             .into_iter()
@@ -384,15 +385,21 @@ impl Partitions {
 
     /// Applies `ops` to `key`'s partition, in order, in as few conditional batches as the
     /// races allow (one when uncontended). Returns one answer per operation.
+    ///
+    /// The first round does not read the applied-command rows: a new command (the common
+    /// case) is caught by its row's `IF NOT EXISTS` anyway. Any other outcome — a batch not
+    /// applied, a refusal, nothing to change — is only answered after a round that read them,
+    /// so a retried command always gets its stored answer.
     pub(super) async fn apply(&self, key: &StockKey, ops: &[KeyOp]) -> Vec<Result<OpOutcome>> {
         let mut answers: Vec<Option<Result<OpOutcome>>> = (0..ops.len()).map(|_| None).collect();
+        let mut with_cmds = false;
         for attempt in 0..MAX_ATTEMPTS {
             let open: Vec<usize> = (0..ops.len()).filter(|i| answers[*i].is_none()).collect();
             if open.is_empty() {
                 break;
             }
             let open_ops: Vec<&KeyOp> = open.iter().map(|i| &ops[*i]).collect();
-            match self.attempt(key, &open, &open_ops).await {
+            match self.attempt(key, &open, &open_ops, with_cmds).await {
                 Ok(Attempt::Done(done)) => {
                     for (i, answer) in done {
                         answers[i] = Some(answer);
@@ -404,6 +411,7 @@ impl Partitions {
                         answers[i] = Some(answer);
                     }
                 }
+                Ok(Attempt::Reload) => with_cmds = true,
                 Ok(Attempt::Retry) => tokio::time::sleep(jitter(attempt)).await,
                 Err(e) => {
                     for i in open {
@@ -428,8 +436,14 @@ impl Partitions {
 
     /// One load–decide–write round for the open operations (`open[j]` is the index of
     /// `ops[j]` in the caller's list).
-    async fn attempt(&self, key: &StockKey, open: &[usize], ops: &[&KeyOp]) -> Result<Attempt> {
-        let loaded = self.load(key, ops).await?;
+    async fn attempt(
+        &self,
+        key: &StockKey,
+        open: &[usize],
+        ops: &[&KeyOp],
+        with_cmds: bool,
+    ) -> Result<Attempt> {
+        let loaded = self.load(key, ops, with_cmds).await?;
         let expected = loaded.level.as_ref().map(|l| l.version);
         let mut level = match &loaded.level {
             Some(level) => level.clone(),
@@ -507,6 +521,15 @@ impl Partitions {
                 }
             }
         }
+        if !with_cmds
+            && tentative
+                .iter()
+                .any(|(i, _)| ops[pos(open, *i)].cmd.is_some())
+        {
+            // A keyed command refused or unchanged may be a retry of one that was applied:
+            // only its applied-command row can tell.
+            return Ok(Attempt::Reload);
+        }
         if changes.is_empty() {
             // Nothing to write: replays are final, and refusals were decided on the stored
             // state.
@@ -542,7 +565,9 @@ impl Partitions {
             }
             Err(e) => return Err(db_error("conditional batch", e)),
         }
-        Ok(if replays.is_empty() {
+        Ok(if !with_cmds {
+            Attempt::Reload
+        } else if replays.is_empty() {
             Attempt::Retry
         } else {
             Attempt::Partial(replays)
@@ -642,4 +667,11 @@ enum Attempt {
     Partial(Vec<(usize, Result<OpOutcome>)>),
     /// Nothing answered; reload and retry.
     Retry,
+    /// Nothing answered; reload at once, reading the applied-command rows this time.
+    Reload,
+}
+
+/// Where `i` (an index into the caller's list) stands in `open`.
+fn pos(open: &[usize], i: usize) -> usize {
+    open.iter().position(|o| *o == i).unwrap_or(0)
 }

@@ -116,10 +116,11 @@ impl ScyllaWriteStore {
         // An id already used for a reservation elsewhere is refused. (Two concurrent
         // requests racing with one id on different keys both land; the index then names
         // both partitions and the reservation settles and expires as one.)
-        if saga::header(p, &cmd.id).await?.is_some() {
+        let (header, indexed) = tokio::join!(saga::header(p, &cmd.id), saga::indexed(p, &cmd.id));
+        if header?.is_some() {
             return Err(DomainError::ReservationExists(cmd.id.clone()).into());
         }
-        for other in saga::indexed(p, &cmd.id).await? {
+        for other in indexed? {
             if other != key && !p.lines(&other, &[cmd.id.to_string()]).await?.is_empty() {
                 return Err(DomainError::ReservationExists(cmd.id.clone()).into());
             }
@@ -362,15 +363,25 @@ fn merge(acc: Option<OpOutcome>, next: OpOutcome) -> OpOutcome {
 #[async_trait]
 impl WriteStore for ScyllaWriteStore {
     async fn execute(&self, request: CommandRequest) -> Result<CommandOutcome> {
-        if let Some(token) = &request.idempotency {
-            claims::check_fingerprint(self.p(), token).await?;
-        }
+        let new_key = match &request.idempotency {
+            Some(token) => claims::check_fingerprint(self.p(), token).await?,
+            None => false,
+        };
         let meta = EventMeta {
             idempotency_key: request.idempotency.as_ref().map(|t| t.key.to_string()),
             trace_context: request.trace_context.clone(),
             occurred_at_ms: now_ms(),
         };
-        let outcome = self.run(&request, &meta).await?;
+        let outcome = match (&request.idempotency, new_key) {
+            (Some(token), true) => {
+                let (_, outcome) = tokio::join!(
+                    claims::record_fingerprint(self.p(), token),
+                    self.run(&request, &meta)
+                );
+                outcome?
+            }
+            _ => self.run(&request, &meta).await?,
+        };
         Ok(CommandOutcome {
             result: outcome.result,
             replayed: outcome.replayed,
