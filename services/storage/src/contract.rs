@@ -479,7 +479,15 @@ pub(crate) async fn write_store_race_contract<S: WriteStore>(a: Arc<S>, b: Arc<S
     a.execute(plain(adjust("dup", "d1", OnHandChange::Delta(100), None)))
         .await
         .unwrap();
-    // The same keyed adjustment, twenty times on each instance at once.
+    // The same keyed adjustment, twenty times on each instance at once, queued behind
+    // another change of the key (so a coalescing store sees duplicates in one group).
+    let other = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.execute(plain(adjust("dup", "d1", OnHandChange::Delta(1), None)))
+                .await
+        })
+    };
     let runs: Vec<_> = (0..40)
         .map(|i| {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -503,12 +511,13 @@ pub(crate) async fn write_store_race_contract<S: WriteStore>(a: Arc<S>, b: Arc<S
             Err(e) => panic!("a duplicate failed: {e}"),
         }
     }
+    other.await.unwrap().unwrap();
     assert_eq!(answers.iter().filter(|o| !o.replayed).count(), 1);
     assert!(answers.iter().all(|o| o.result == answers[0].result));
     let level = a.stock_level(&key("dup", "d1")).await.unwrap().unwrap();
     assert_eq!(
         (level.on_hand, level.version),
-        (97, 2),
+        (98, 3),
         "applied exactly once"
     );
 

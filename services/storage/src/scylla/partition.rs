@@ -410,6 +410,7 @@ impl Partitions {
                     for (i, answer) in done {
                         answers[i] = Some(answer);
                     }
+                    with_cmds = true;
                 }
                 Ok(Attempt::Reload) => with_cmds = true,
                 Ok(Attempt::Retry) => tokio::time::sleep(jitter(attempt)).await,
@@ -463,8 +464,20 @@ impl Partitions {
         let mut replays = Vec::new();
         let mut tentative = Vec::new();
         let mut changes: Vec<(usize, Change, Option<&CmdGuard>)> = Vec::new();
+        // A command id seen earlier in this group: the same request arrived twice at once.
+        // It waits for the next round, where the first one's applied-command row answers it;
+        // deciding it now would apply it twice in one batch (both `IF NOT EXISTS` conditions
+        // are checked against the state before the batch).
+        let mut seen_cmds = BTreeSet::new();
+        let mut deferred = false;
         for (j, op) in ops.iter().enumerate() {
             let i = open[j];
+            if let Some(cmd) = &op.cmd
+                && !seen_cmds.insert(cmd.id.as_str())
+            {
+                deferred = true;
+                continue;
+            }
             if let Some(cmd) = &op.cmd
                 && let Some(stored) = loaded.cmds.get(&cmd.id)
             {
@@ -530,11 +543,18 @@ impl Partitions {
             // only its applied-command row can tell.
             return Ok(Attempt::Reload);
         }
+        let finish = |done| {
+            if deferred {
+                Attempt::Partial(done)
+            } else {
+                Attempt::Done(done)
+            }
+        };
         if changes.is_empty() {
             // Nothing to write: replays are final, and refusals were decided on the stored
             // state.
             replays.extend(tentative);
-            return Ok(Attempt::Done(replays));
+            return Ok(finish(replays));
         }
         self.mark(key).await?;
         let (batch, values) = self.batch(key, &level, expected, &changes, &touched_lines)?;
@@ -554,7 +574,7 @@ impl Partitions {
                             }),
                         )
                     }));
-                    return Ok(Attempt::Done(done));
+                    return Ok(finish(done));
                 }
                 metrics::counter!("stockflow_lwt_conflicts_total").increment(1);
             }
@@ -663,7 +683,8 @@ impl Partitions {
 enum Attempt {
     /// Every open operation has its answer.
     Done(Vec<(usize, Result<OpOutcome>)>),
-    /// Some operations were answered (replays); reload and retry the rest.
+    /// Some operations were answered; reload (reading applied-command rows) and retry the
+    /// rest.
     Partial(Vec<(usize, Result<OpOutcome>)>),
     /// Nothing answered; reload and retry.
     Retry,
