@@ -15,13 +15,24 @@ use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
 const SKUS: usize = 3;
 const STOCK: i64 = 40;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_racing_on_one_keyspace_lose_nothing_and_never_oversell() {
+/// Two `stockflow dev --store scylla` processes on one fresh keyspace, with location `dc`.
+struct TwoProcesses {
+    a: DevProcess,
+    b: DevProcess,
+    dirs: [tempfile::TempDir; 2],
+    bases: [String; 2],
+    client: reqwest::Client,
+    config: ScyllaConfig,
+}
+
+/// Migrates keyspace `<prefix>_<pid>` and starts both processes on it; `None` (with a
+/// message) without `STOCKFLOW_CQL_NODES`.
+async fn two_processes(prefix: &str) -> Option<TwoProcesses> {
     let Ok(nodes) = std::env::var("STOCKFLOW_CQL_NODES") else {
         eprintln!("skipping: STOCKFLOW_CQL_NODES is not set (scripts/test.sh sets it)");
-        return;
+        return None;
     };
-    let keyspace = format!("race_{}", std::process::id());
+    let keyspace = format!("{prefix}_{}", std::process::id());
     run_stockflow(&[
         "migrate",
         "--scylla-nodes",
@@ -39,9 +50,10 @@ async fn two_processes_racing_on_one_keyspace_lose_nothing_and_never_oversell() 
         "--scylla-keyspace",
         &keyspace,
     ];
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = DevProcess::start_with(dir_a.path(), free_addr(), &extra).await;
-    let b = DevProcess::start_with(dir_b.path(), free_addr(), &extra).await;
+    let dir = || tempfile::tempdir().expect("a temporary data directory");
+    let dirs = [dir(), dir()];
+    let a = DevProcess::start_with(dirs[0].path(), free_addr(), &extra).await;
+    let b = DevProcess::start_with(dirs[1].path(), free_addr(), &extra).await;
     let bases = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
     let client = reqwest::Client::new();
     let r = client
@@ -49,8 +61,32 @@ async fn two_processes_racing_on_one_keyspace_lose_nothing_and_never_oversell() 
         .json(&json!({"region": "north", "kind": "warehouse", "name": "DC"}))
         .send()
         .await
-        .unwrap();
+        .expect("the first process answers");
     assert!(r.status().is_success());
+    let config = ScyllaConfig::new(nodes.split(',').map(str::to_string).collect(), keyspace);
+    Some(TwoProcesses {
+        a,
+        b,
+        dirs,
+        bases,
+        client,
+        config,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_racing_on_one_keyspace_lose_nothing_and_never_oversell() {
+    let Some(TwoProcesses {
+        a,
+        b,
+        dirs: [dir_a, dir_b],
+        bases,
+        client,
+        config,
+    }) = two_processes("race").await
+    else {
+        return;
+    };
     for s in 0..SKUS {
         let r = client.post(format!("{}/v1/adjustments", bases[s % 2])).header("idempotency-key", format!("init-{s}"))
             .json(&json!({"sku": format!("R{s}"), "location": "dc", "set_on_hand": STOCK, "reason": "cycle_count"}))
@@ -103,7 +139,6 @@ async fn two_processes_racing_on_one_keyspace_lose_nothing_and_never_oversell() 
             }
         }
     }
-    let config = ScyllaConfig::new(nodes.split(',').map(str::to_string).collect(), keyspace);
     let backend = ScyllaBackend::open(&config).await.unwrap();
     let mut total_reserved = 0;
     for s in 0..SKUS {
@@ -162,40 +197,17 @@ async fn two_processes_racing_on_one_keyspace_lose_nothing_and_never_oversell() 
 /// either active or final — none is left half-way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_long_and_multi_line_reservations_leave_exactly_their_holds() {
-    let Ok(nodes) = std::env::var("STOCKFLOW_CQL_NODES") else {
-        eprintln!("skipping: STOCKFLOW_CQL_NODES is not set (scripts/test.sh sets it)");
+    let Some(TwoProcesses {
+        a,
+        b,
+        dirs: _dirs,
+        bases,
+        client,
+        config,
+    }) = two_processes("mix").await
+    else {
         return;
     };
-    let keyspace = format!("mix_{}", std::process::id());
-    run_stockflow(&[
-        "migrate",
-        "--scylla-nodes",
-        &nodes,
-        "--scylla-keyspace",
-        &keyspace,
-        "--scylla-replication",
-        "datacenter1:1",
-    ]);
-    let extra = [
-        "--store",
-        "scylla",
-        "--scylla-nodes",
-        &nodes,
-        "--scylla-keyspace",
-        &keyspace,
-    ];
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = DevProcess::start_with(dir_a.path(), free_addr(), &extra).await;
-    let b = DevProcess::start_with(dir_b.path(), free_addr(), &extra).await;
-    let bases = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
-    let client = reqwest::Client::new();
-    let r = client
-        .put(format!("{}/v1/locations/dc", bases[0]))
-        .json(&json!({"region": "north", "kind": "warehouse", "name": "DC"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
     let set = |sku: &str, n: i64, key: String| {
         let (client, base) = (client.clone(), bases[0].clone());
         let sku = sku.to_string();
@@ -329,7 +341,6 @@ async fn short_long_and_multi_line_reservations_leave_exactly_their_holds() {
     }
     a.stop();
     b.stop();
-    let config = ScyllaConfig::new(nodes.split(',').map(str::to_string).collect(), keyspace);
     let backend = ScyllaBackend::open(&config).await.unwrap();
     for sku in (0..SKUS).map(|s| format!("M{s}")).chain(["Q".to_string()]) {
         let key = StockKey::new(

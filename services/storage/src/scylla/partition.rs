@@ -165,11 +165,6 @@ pub(super) fn jitter(attempt: u32) -> Duration {
     Duration::from_millis(2 + u64::from(nanos) % span)
 }
 
-/// The status column of a line row.
-fn status_text(status: ReservationStatus) -> &'static str {
-    status.as_str()
-}
-
 /// Copies an error for each of several callers (driver errors are not `Clone`).
 pub(super) fn share_error(e: &StoreError) -> StoreError {
     match e {
@@ -470,6 +465,8 @@ impl Partitions {
         // are checked against the state before the batch).
         let mut seen_cmds = BTreeSet::new();
         let mut deferred = false;
+        // A keyed command refused or unchanged may be a retry of one that was applied.
+        let mut keyed_tentative = false;
         for (j, op) in ops.iter().enumerate() {
             let i = open[j];
             if let Some(cmd) = &op.cmd
@@ -500,7 +497,9 @@ impl Partitions {
                 level: &level,
                 line: line_id.as_ref().and_then(|id| lines.get(id)),
             };
-            match (op.decide)(&view) {
+            let decided = (op.decide)(&view);
+            keyed_tentative |= op.cmd.is_some() && !matches!(decided, Ok(Decision::Change(_)));
+            match decided {
                 Err(e) => tentative.push((i, Err(StoreError::Domain(e)))),
                 Ok(Decision::Unchanged(result)) => tentative.push((
                     i,
@@ -534,13 +533,8 @@ impl Partitions {
                 }
             }
         }
-        if !with_cmds
-            && tentative
-                .iter()
-                .any(|(i, _)| ops[pos(open, *i)].cmd.is_some())
-        {
-            // A keyed command refused or unchanged may be a retry of one that was applied:
-            // only its applied-command row can tell.
+        if !with_cmds && keyed_tentative {
+            // Only its applied-command row can tell: read it before answering.
             return Ok(Attempt::Reload);
         }
         let finish = |done| {
@@ -663,7 +657,7 @@ impl Partitions {
                         text(sku),
                         text(location),
                         text(id),
-                        text(status_text(r.status)),
+                        text(r.status.as_str()),
                         Some(CqlValue::Blob(serde_json::to_vec(r)?)),
                         bigint(now),
                         Some(CqlValue::Int(ttl)),
@@ -690,9 +684,4 @@ enum Attempt {
     Retry,
     /// Nothing answered; reload at once, reading the applied-command rows this time.
     Reload,
-}
-
-/// Where `i` (an index into the caller's list) stands in `open`.
-fn pos(open: &[usize], i: usize) -> usize {
-    open.iter().position(|o| *o == i).unwrap_or(0)
 }

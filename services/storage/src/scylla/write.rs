@@ -78,11 +78,6 @@ impl ScyllaWriteStore {
             .collect())
     }
 
-    /// Runs a one-partition operation and turns its outcome into the command's.
-    async fn one(&self, key: &StockKey, op: KeyOp) -> Result<OpOutcome> {
-        self.keys.apply(key, op).await
-    }
-
     async fn adjust(
         &self,
         cmd: &stockflow_domain::Adjust,
@@ -90,18 +85,19 @@ impl ScyllaWriteStore {
         meta: &EventMeta,
     ) -> Result<OpOutcome> {
         let (adjust, meta) = (cmd.clone(), meta.clone());
-        self.one(
-            &cmd.key,
-            KeyOp {
-                cmd: Some(guard),
-                line: None,
-                decide: Box::new(move |view: &View<'_>| {
-                    let applied = decide::adjust(view.level, &adjust, &meta)?;
-                    single_change(applied, None)
-                }),
-            },
-        )
-        .await
+        self.keys
+            .apply(
+                &cmd.key,
+                KeyOp {
+                    cmd: Some(guard),
+                    line: None,
+                    decide: Box::new(move |view: &View<'_>| {
+                        let applied = decide::adjust(view.level, &adjust, &meta)?;
+                        single_change(applied, None)
+                    }),
+                },
+            )
+            .await
     }
 
     /// A one-line reservation: one conditional batch in its partition.
@@ -125,8 +121,8 @@ impl ScyllaWriteStore {
                 return Err(DomainError::ReservationExists(cmd.id.clone()).into());
             }
         }
-        let ttl_ms = i64::try_from(cmd.ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let expires_at = meta.occurred_at_ms.saturating_add(ttl_ms);
+        // The deadline the domain will give the reservation decided below with this `meta`.
+        let expires_at = decide::new_reservation(cmd, meta.occurred_at_ms).expires_at_ms;
         // Both before the batch, so nothing it commits is unreachable.
         let (indexed, dated) = tokio::join!(
             saga::index(p, &cmd.id, std::slice::from_ref(&key)),
@@ -136,7 +132,8 @@ impl ScyllaWriteStore {
         dated?;
         let (reserve, op_meta) = (cmd.clone(), meta.clone());
         let outcome = self
-            .one(
+            .keys
+            .apply(
                 &key,
                 KeyOp {
                     cmd: Some(guard),
@@ -179,7 +176,8 @@ impl ScyllaWriteStore {
         for key in keys {
             let (line_id, op_meta) = (id.clone(), meta.clone());
             let outcome = self
-                .one(
+                .keys
+                .apply(
                     &key,
                     KeyOp {
                         cmd: Some(guard.clone()),
