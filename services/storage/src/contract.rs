@@ -10,13 +10,11 @@ use stockflow_domain::{
     Adjust, AdjustReason, BusEvent, Command, CommandResult, DomainError, EventKind, EventMeta,
     IdempotencyKey, Location, LocationId, LocationKind, OnHandChange, Region, Reservation,
     ReservationId, ReservationStatus, Reserve, ReserveLine, Sku, StockEvent, StockKey, StockLevel,
-    partition_for_key,
 };
 
 use crate::StoreError;
 use crate::ports::{
-    CommandRequest, DeadLetter, EventLog, IdempotencyToken, NewRecord, Outbox, ReadStore,
-    SearchQuery, WriteStore,
+    CommandRequest, DeadLetter, IdempotencyToken, Outbox, ReadStore, SearchQuery, WriteStore,
 };
 
 fn sku(s: &str) -> Sku {
@@ -697,54 +695,6 @@ pub(crate) async fn write_store_saga_contract<S: WriteStore>(store: Arc<S>) {
         .unwrap();
     assert_eq!((plenty.on_hand, plenty.reserved), (88, 0));
     assert_eq!((scarce.on_hand, scarce.reserved), (10, 0));
-}
-
-/// Partitioning, contiguous offsets, bounded fetches.
-pub(crate) async fn event_log_contract<L: EventLog>(log: Arc<L>) {
-    let n = log.partitions();
-    let records: Vec<NewRecord> = (0..50)
-        .map(|i| NewRecord {
-            key: format!("sku-{}", i % 7),
-            value: vec![b'x'; 100 + i],
-        })
-        .collect();
-    let mut rx = log.subscribe();
-    rx.borrow_and_update();
-    let assigned = log.append(records.clone()).await.unwrap();
-    assert!(rx.has_changed().unwrap(), "appends tick subscribers");
-    assert_eq!(assigned.len(), records.len());
-    for (record, (partition, _)) in records.iter().zip(&assigned) {
-        assert_eq!(*partition, partition_for_key(record.key.as_bytes(), n));
-    }
-    for p in 0..n {
-        let mut expected = 0;
-        let mut all = Vec::new();
-        loop {
-            // A tiny max_bytes still returns one record per fetch.
-            let batch = log.fetch(p, expected, 1).await.unwrap();
-            if batch.is_empty() {
-                break;
-            }
-            assert_eq!(batch.len(), 1);
-            assert_eq!(batch[0].offset, expected);
-            expected += 1;
-            all.extend(batch);
-        }
-        assert_eq!(log.end_offset(p).await.unwrap(), expected);
-        let whole = log.fetch(p, 0, usize::MAX).await.unwrap();
-        assert_eq!(whole, all);
-        // Order within a partition is append order.
-        let appended: Vec<&NewRecord> = records
-            .iter()
-            .zip(&assigned)
-            .filter(|(_, (q, _))| *q == p)
-            .map(|(r, _)| r)
-            .collect();
-        assert_eq!(appended.len(), all.len());
-        for (a, b) in appended.iter().zip(&all) {
-            assert_eq!((&a.key, &a.value), (&b.key, &b.value));
-        }
-    }
 }
 
 fn stock_event(

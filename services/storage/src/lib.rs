@@ -2,10 +2,12 @@
 //!
 //! Layout:
 //! - [`ports`]: the traits — [`ports::WriteStore`] (commands, catalog, reservations with
-//!   idempotency and a transactional outbox), [`ports::Outbox`], [`ports::EventLog`] (a
-//!   partitioned, durable log) and [`ports::ReadStore`] (read models, consumer offsets, DLQ).
+//!   idempotency and a transactional outbox), [`ports::Outbox`], [`ports::ReadStore`] (read
+//!   models, consumer offsets, DLQ) and [`ports::LeaseStore`] (shards owned by one replica).
 //! - [`embedded`]: the adapters over SQLite files in one data directory, used by
-//!   `stockflow dev` and on laptops.
+//!   `stockflow dev` and on laptops, including the embedded event log (an adapter of
+//!   `stockflow_bus::EventLog`).
+//! - [`scylla`]: the adapters over ScyllaDB (or Cassandra).
 //! - [`error`]: the crate's one error enum.
 //! - `contract` (tests only): the behaviour every adapter of a port must show; each adapter's
 //!   tests run it.

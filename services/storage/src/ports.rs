@@ -1,12 +1,12 @@
 //! The ports: what the services need from storage and the bus, independent of backend.
 //!
-//! Shaped for both the embedded backend and the distributed one (ScyllaDB + Fluvio): a
+//! Shaped for both the embedded backend and the distributed one (ScyllaDB + a bus): a
 //! command is one call (the adapter owns its transaction or conditional batch), outbox
-//! entries are discovered and marked in batches, the log is addressed by
-//! `(partition, offset)`, and read-model writes carry the consumer offset they advance to,
-//! so both are stored together.
+//! entries are discovered and marked in batches, and read-model writes carry the consumer
+//! offset they advance to, so both are stored together. The event log's port lives in
+//! `stockflow-bus`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -96,57 +96,32 @@ pub struct OutboxEntry {
 }
 
 /// The transactional outbox, drained by the publisher (at least once).
+///
+/// An outbox is split into [`Outbox::shards`] shards, so several publisher replicas can
+/// share it: each reads only the shards it holds a lease on. A key's entries are always in
+/// one shard, so one publisher at a time keeps them in order.
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
-    /// The oldest unpublished entries, at most `limit`, in commit order.
+    /// How many shards the outbox has (1 when one publisher does all the work).
+    fn shards(&self) -> u32 {
+        1
+    }
+    /// The oldest unpublished entries, at most `limit`, in commit order per key.
     async fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// [`Outbox::pending`], restricted to the entries of `shards`.
+    async fn pending_in(&self, shards: &BTreeSet<u32>, limit: usize) -> Result<Vec<OutboxEntry>> {
+        if shards.contains(&0) {
+            self.pending(limit).await
+        } else {
+            Ok(Vec::new())
+        }
+    }
     /// Marks entries published; marking an already-marked entry is a no-op.
     async fn mark_published(&self, ids: &[String]) -> Result<()>;
     /// How many entries wait to be published.
     async fn backlog(&self) -> Result<u64>;
     /// Ticks after commits that wrote outbox entries. A hint for low latency: the
     /// publisher marks the value seen before it reads, and still polls on a timer.
-    fn subscribe(&self) -> watch::Receiver<u64>;
-}
-
-/// A record to append to the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewRecord {
-    /// Partitioning key (the SKU).
-    pub key: String,
-    /// Payload.
-    pub value: Vec<u8>,
-}
-
-/// A record read from the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogRecord {
-    /// Partition it lives in.
-    pub partition: u32,
-    /// Its offset in the partition; offsets are contiguous from 0.
-    pub offset: u64,
-    /// Partitioning key.
-    pub key: String,
-    /// Payload.
-    pub value: Vec<u8>,
-    /// When it was appended, Unix milliseconds.
-    pub timestamp_ms: i64,
-}
-
-/// A durable log partitioned by record key (Fluvio's partitioner).
-#[async_trait]
-pub trait EventLog: Send + Sync + 'static {
-    /// Number of partitions.
-    fn partitions(&self) -> u32;
-    /// Appends records durably; returns each record's `(partition, offset)`.
-    async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<(u32, u64)>>;
-    /// Records of `partition` from `offset` on, up to about `max_bytes` of payload (at
-    /// least one record if any). Callers must not assume every offset is delivered.
-    async fn fetch(&self, partition: u32, offset: u64, max_bytes: usize) -> Result<Vec<LogRecord>>;
-    /// The offset the next record of `partition` will get.
-    async fn end_offset(&self, partition: u32) -> Result<u64>;
-    /// Ticks after appends. A hint for low latency: consumers mark the value seen before
-    /// they fetch, and still poll on a timer.
     fn subscribe(&self) -> watch::Receiver<u64>;
 }
 
@@ -280,4 +255,22 @@ pub trait ReadStore: Send + Sync + 'static {
     async fn all_inventory(&self) -> Result<Vec<InventoryRow>>;
     /// Succeeds when queries can be served.
     async fn check_ready(&self) -> Result<()>;
+}
+
+/// Leases that give each shard of a piece of work (outbox shards, topic partitions) to one
+/// live replica at a time. A lease expires `ttl` after it was last taken or renewed, so
+/// the shards of a replica that died move to the others.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Takes `shard` of `group` for `owner` if nobody holds it; true when `owner` holds it
+    /// now.
+    async fn acquire(&self, group: &str, shard: u32, owner: &str, ttl_secs: u32) -> Result<bool>;
+    /// Extends `owner`'s lease; false when it lost the lease (expired and taken by another).
+    async fn renew(&self, group: &str, shard: u32, owner: &str, ttl_secs: u32) -> Result<bool>;
+    /// Gives `shard` up if `owner` holds it.
+    async fn release(&self, group: &str, shard: u32, owner: &str) -> Result<()>;
+    /// Records that `member` is alive and competing for `group`'s shards, for `ttl`.
+    async fn heartbeat(&self, group: &str, member: &str, ttl_secs: u32) -> Result<()>;
+    /// The members of `group` that sent a heartbeat within its `ttl`.
+    async fn members(&self, group: &str) -> Result<Vec<String>>;
 }

@@ -2,13 +2,17 @@
 //!
 //! Records are addressed by `(partition, offset)`, offsets are contiguous per partition
 //! from 0, and a record's partition comes from [`partition_for_key`], the same function
-//! Fluvio's producer uses, so a SKU lives in the same partition on either backend.
+//! Fluvio's producer uses, so a SKU lives in the same partition on either backend. It
+//! implements the bus crate's [`EventLog`] port and passes its contract; it lives here
+//! because it shares the SQLite and WAL machinery of the other embedded stores.
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
+use stockflow_bus::{BusError, EventLog, LogRecord, NewRecord};
 use stockflow_domain::partition_for_key;
 use tokio::sync::watch;
 
@@ -16,7 +20,6 @@ use super::sqlite::{
     Durability, ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64,
 };
 use super::wal::{self, WalKeeper, WalPolicy};
-use crate::ports::{EventLog, LogRecord, NewRecord};
 use crate::{Result, StoreError, now_ms};
 
 const SCHEMA: &str = r#"
@@ -46,6 +49,8 @@ struct Appender {
 /// The embedded event log.
 pub struct SqliteEventLog {
     partitions: u32,
+    /// Random at creation, so offsets stored for another log are never taken for ours.
+    identity: i64,
     appender: Mutex<Appender>,
     readers: ReaderPool,
     tick: watch::Sender<u64>,
@@ -82,6 +87,15 @@ impl SqliteEventLog {
                 path.display()
             )));
         }
+        conn.execute(
+            "INSERT OR IGNORE INTO log_meta (name, value) VALUES ('identity', random())",
+            [],
+        )?;
+        let identity: i64 = conn.query_row(
+            "SELECT value FROM log_meta WHERE name = 'identity'",
+            [],
+            |r| r.get(0),
+        )?;
         let mut next = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
             let max: Option<i64> = conn.query_row(
@@ -93,6 +107,7 @@ impl SqliteEventLog {
         }
         Ok(Self {
             partitions,
+            identity,
             appender: Mutex::new(Appender { conn, next }),
             readers: ReaderPool::new(path),
             tick: watch::channel(0).0,
@@ -133,25 +148,13 @@ impl SqliteEventLog {
         self.wal.after_commit(conn);
         Ok(assigned)
     }
-}
 
-#[async_trait]
-impl EventLog for SqliteEventLog {
-    fn partitions(&self) -> u32 {
-        self.partitions
-    }
-
-    async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<(u32, u64)>> {
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        // The commit fsyncs; keep it off the async workers.
-        let assigned = blocking(|| self.append_blocking(&records))?;
-        self.tick.send_modify(|n| *n = n.wrapping_add(1));
-        Ok(assigned)
-    }
-
-    async fn fetch(&self, partition: u32, offset: u64, max_bytes: usize) -> Result<Vec<LogRecord>> {
+    fn read_blocking(
+        &self,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<LogRecord>> {
         self.readers.with(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT offset, key, value, timestamp_ms FROM records
@@ -178,16 +181,74 @@ impl EventLog for SqliteEventLog {
         })
     }
 
-    async fn end_offset(&self, partition: u32) -> Result<u64> {
-        let guard = self.appender.lock().map_err(poisoned)?;
+    /// Ticks after appends (tests wait on it).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tick.subscribe()
+    }
+}
+
+fn storage(e: StoreError) -> BusError {
+    BusError::Storage(e.to_string())
+}
+
+#[async_trait]
+impl EventLog for SqliteEventLog {
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn identity(&self) -> String {
+        format!("embedded:{:016x}", self.identity)
+    }
+
+    async fn append(&self, records: Vec<NewRecord>) -> stockflow_bus::Result<Vec<(u32, u64)>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The commit fsyncs; keep it off the async workers.
+        let assigned = blocking(|| self.append_blocking(&records)).map_err(storage)?;
+        self.tick.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(assigned)
+    }
+
+    async fn fetch(
+        &self,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> stockflow_bus::Result<Vec<LogRecord>> {
+        if partition >= self.partitions {
+            return Err(BusError::Refused(format!("no partition {partition}")));
+        }
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut tick = self.tick.subscribe();
+        loop {
+            // Mark the tick seen before reading, so an append in between wakes us.
+            tick.borrow_and_update();
+            let records = self
+                .read_blocking(partition, offset, max_bytes)
+                .map_err(storage)?;
+            if !records.is_empty() {
+                return Ok(records);
+            }
+            match tokio::time::timeout_at(deadline, tick.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    async fn end_offset(&self, partition: u32) -> stockflow_bus::Result<u64> {
+        let guard = self.appender.lock().map_err(|e| storage(poisoned(e)))?;
         guard
             .next
             .get(partition as usize)
             .copied()
-            .ok_or_else(|| StoreError::Unavailable(format!("no partition {partition}")))
+            .ok_or_else(|| BusError::Refused(format!("no partition {partition}")))
     }
 
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.tick.subscribe()
+    async fn check_ready(&self) -> stockflow_bus::Result<()> {
+        Ok(())
     }
 }

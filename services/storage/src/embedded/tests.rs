@@ -36,7 +36,7 @@ async fn multi_line_reservations_never_leave_holds_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_log_honours_the_contract() {
     let (_dir, b) = backend(5);
-    contract::event_log_contract(b.log.clone()).await;
+    stockflow_bus::contract::event_log_contract(b.log.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,19 +47,31 @@ async fn read_store_honours_the_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_keeps_offsets_and_partition_count_across_reopen() {
+    use stockflow_bus::EventLog;
     let dir = tempfile::tempdir().unwrap();
-    {
+    let (ends, identity) = {
         let b = EmbeddedBackend::open(dir.path(), 3).unwrap();
-        contract::event_log_contract(b.log.clone()).await;
-    }
+        stockflow_bus::contract::event_log_contract(b.log.clone()).await;
+        let mut ends = Vec::new();
+        for p in 0..3 {
+            ends.push(b.log.end_offset(p).await.unwrap());
+        }
+        (ends, b.log.identity())
+    };
+    assert!(ends.iter().sum::<u64>() > 300, "{ends:?}");
     let b = EmbeddedBackend::open(dir.path(), 3).unwrap();
-    use crate::ports::EventLog;
-    let mut total = 0;
-    for p in 0..3 {
-        total += b.log.end_offset(p).await.unwrap();
+    for (p, end) in ends.iter().enumerate() {
+        assert_eq!(
+            b.log.end_offset(u32::try_from(p).unwrap()).await.unwrap(),
+            *end
+        );
     }
-    assert_eq!(total, 50);
+    assert_eq!(b.log.identity(), identity, "a reopened log is the same log");
     drop(b);
+    let other = tempfile::tempdir().unwrap();
+    let fresh = EmbeddedBackend::open(other.path(), 3).unwrap();
+    assert_ne!(fresh.log.identity(), identity, "a new log is another log");
+    drop(fresh);
     assert!(
         EmbeddedBackend::open(dir.path(), 4).is_err(),
         "partition count is fixed"
@@ -79,7 +91,8 @@ mod wal {
 
     use super::super::{EmbeddedBackend, WalPolicy};
     use crate::contract::{adjust, keyed, location, reserve};
-    use crate::ports::{EventLog, NewRecord, Outbox, ReadStore, WriteStore};
+    use crate::ports::{Outbox, ReadStore, WriteStore};
+    use stockflow_bus::{EventLog, NewRecord};
 
     const DATABASES: [&str; 3] = ["write.db", "log.db", "read.db"];
 
@@ -128,7 +141,11 @@ mod wal {
         b.write.mark_published(&ids).await.unwrap();
         for (p, next) in offsets.iter_mut().enumerate() {
             let p = u32::try_from(p).unwrap();
-            let records = b.log.fetch(p, *next, 1 << 20).await.unwrap();
+            let records = b
+                .log
+                .fetch(p, *next, 1 << 20, std::time::Duration::ZERO)
+                .await
+                .unwrap();
             let Some(last) = records.last().map(|r| r.offset) else {
                 continue;
             };

@@ -8,11 +8,13 @@
 //!   idempotency keys across partitions; `outbox`: markers, bounded scans, deletion once
 //!   published; `statements`: the prepared CQL and its typed rows.
 //! - [`read`]: read models written `USING TIMESTAMP <version>`.
+//! - `leases`: shards of the outbox and partitions of the topic, one replica each.
 //! - [`cql`]: session set-up, statement helpers, error mapping.
 
 mod claims;
 mod coalesce;
 mod cql;
+mod leases;
 mod outbox;
 mod partition;
 mod read;
@@ -27,6 +29,7 @@ mod tests;
 use std::sync::Arc;
 
 pub use cql::{ScyllaConfig, connect};
+pub use leases::ScyllaLeaseStore;
 pub use read::ScyllaReadStore;
 pub use schema::{Replication, SCHEMA_VERSION, check_schema, migrate};
 pub use write::ScyllaWriteStore;
@@ -40,6 +43,8 @@ pub struct ScyllaBackend {
     pub write: Arc<ScyllaWriteStore>,
     /// Read side.
     pub read: Arc<ScyllaReadStore>,
+    /// Leases that split publishing and projection among replicas.
+    pub leases: Arc<ScyllaLeaseStore>,
 }
 
 impl ScyllaBackend {
@@ -49,7 +54,8 @@ impl ScyllaBackend {
         check_schema(&session, &config.keyspace).await?;
         Ok(Self {
             write: Arc::new(ScyllaWriteStore::new(session.clone(), &config.keyspace).await?),
-            read: Arc::new(ScyllaReadStore::new(session, &config.keyspace).await?),
+            read: Arc::new(ScyllaReadStore::new(session.clone(), &config.keyspace).await?),
+            leases: Arc::new(ScyllaLeaseStore::new(session, &config.keyspace).await?),
         })
     }
 }

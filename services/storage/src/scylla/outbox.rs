@@ -31,19 +31,31 @@ use crate::{Result, StoreError, now_ms};
 const MARKER_GRACE_MS: i64 = 15_000;
 /// Partitions read at once by a scan.
 const SCAN_CONCURRENCY: usize = 32;
-/// How often every marker is read, beside the partitions this process wrote.
+/// How often every marker is read by default, beside the partitions this process wrote.
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// What the publisher side of a store remembers between calls.
-#[derive(Default)]
 pub(super) struct OutboxCursors {
     /// The last row published from each partition by this process.
     published: Mutex<BTreeMap<(String, String), String>>,
     /// When every marker was last read.
     last_full_scan: Mutex<Option<Instant>>,
+    /// How often every marker is read.
+    scan_every: Mutex<Duration>,
     /// Partitions whose entries `pending` handed out and nobody marked published yet: read
     /// again by the next call, as an outbox must until its entries are marked.
     unmarked: Mutex<BTreeSet<(String, String)>>,
+}
+
+impl Default for OutboxCursors {
+    fn default() -> Self {
+        Self {
+            published: Mutex::default(),
+            last_full_scan: Mutex::default(),
+            scan_every: Mutex::new(FULL_SCAN_EVERY),
+            unmarked: Mutex::default(),
+        }
+    }
 }
 
 /// An outbox entry's id: the partition and the row.
@@ -121,10 +133,16 @@ async fn read_partitions(
     out
 }
 
-/// Every marker of every shard.
-async fn all_markers(p: &Partitions) -> Result<Vec<(i32, MarkerRow)>> {
+/// Every marker of the shards `owned` names (all shards when `None`).
+async fn all_markers(
+    p: &Partitions,
+    owned: Option<&BTreeSet<u32>>,
+) -> Result<Vec<(i32, MarkerRow)>> {
     let mut marked = Vec::new();
-    let mut shards = futures::stream::iter(0..SHARDS)
+    let wanted: Vec<i32> = (0..SHARDS)
+        .filter(|s| owned.is_none_or(|o| u32::try_from(*s).is_ok_and(|s| o.contains(&s))))
+        .collect();
+    let mut shards = futures::stream::iter(wanted)
         .map(|shard| markers(p, shard))
         .buffer_unordered(SHARDS as usize);
     while let Some(found) = shards.next().await {
@@ -170,10 +188,28 @@ impl ScyllaWriteStore {
     }
 }
 
-#[async_trait]
-impl Outbox for ScyllaWriteStore {
-    async fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+impl ScyllaWriteStore {
+    /// How often `pending` reads every marker of its shards. A publisher in its own process
+    /// learns of new entries only this way, so this bounds its publishing delay; each scan
+    /// costs one read per shard and one per partition marked.
+    pub fn scan_outbox_every(&self, every: Duration) {
+        if let Ok(mut slot) = self.cursors.scan_every.lock() {
+            *slot = every;
+        }
+    }
+
+    async fn pending_shards(
+        &self,
+        owned: Option<&BTreeSet<u32>>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>> {
         let p = &*self.keys.partitions;
+        let mine = |sku: &str, location: &str| {
+            owned.is_none_or(|o| {
+                u32::try_from(super::partition::shard_of(sku, location))
+                    .is_ok_and(|s| o.contains(&s))
+            })
+        };
         let per_partition = i32::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
         let mut dirty: BTreeSet<(String, String)> = p
             .dirty
@@ -183,12 +219,21 @@ impl Outbox for ScyllaWriteStore {
         if let Ok(mut unmarked) = self.cursors.unmarked.lock() {
             dirty.append(&mut unmarked);
         }
+        // Partitions of shards another replica holds now are its to publish: its scans
+        // find them through their markers.
+        dirty.retain(|(s, l)| mine(s, l));
+        let scan_every = self
+            .cursors
+            .scan_every
+            .lock()
+            .map(|d| *d)
+            .unwrap_or(FULL_SCAN_EVERY);
         let full = self
             .cursors
             .last_full_scan
             .lock()
             .map(|mut last| {
-                let due = last.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY);
+                let due = last.is_none_or(|t| t.elapsed() >= scan_every);
                 if due {
                     *last = Some(Instant::now());
                 }
@@ -197,7 +242,7 @@ impl Outbox for ScyllaWriteStore {
             .unwrap_or(true);
         let mut targets: BTreeMap<(String, String), (i32, MarkerRow)> = BTreeMap::new();
         if full {
-            for (shard, marker) in all_markers(p).await? {
+            for (shard, marker) in all_markers(p, owned).await? {
                 targets.insert(
                     (marker.sku.clone(), marker.location.clone()),
                     (shard, marker),
@@ -255,6 +300,21 @@ impl Outbox for ScyllaWriteStore {
         }
         Ok(entries)
     }
+}
+
+#[async_trait]
+impl Outbox for ScyllaWriteStore {
+    fn shards(&self) -> u32 {
+        u32::try_from(SHARDS).unwrap_or(1)
+    }
+
+    async fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.pending_shards(None, limit).await
+    }
+
+    async fn pending_in(&self, shards: &BTreeSet<u32>, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.pending_shards(Some(shards), limit).await
+    }
 
     async fn mark_published(&self, ids: &[String]) -> Result<()> {
         let p = &*self.keys.partitions;
@@ -304,7 +364,7 @@ impl Outbox for ScyllaWriteStore {
 
     async fn backlog(&self) -> Result<u64> {
         let p = &*self.keys.partitions;
-        let targets = all_markers(p)
+        let targets = all_markers(p, None)
             .await?
             .into_iter()
             .map(|(shard, marker)| (shard, marker, String::new()))

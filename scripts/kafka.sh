@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# A single-node Apache Kafka (KRaft: broker and controller in one process) for tests and
+# local runs, from Maven Central jars.
+#
+#   scripts/kafka.sh up     download (once, cached by version), format, start, wait for it
+#   scripts/kafka.sh down   stop it and delete its data
+#   scripts/kafka.sh status
+#
+# It listens on 127.0.0.1 only (client port $KAFKA_PORT, default 9092; controller port
+# $KAFKA_CONTROLLER_PORT, default 9093), keeps data in a temporary directory, and runs on
+# JDK 17 with a small heap. Jars live in ~/.cache/stockflow/kafka-<version>.
+set -euo pipefail
+
+VERSION="${KAFKA_VERSION:-4.1.1}"
+SCALA="${KAFKA_SCALA_VERSION:-2.13}"
+LOG4J_VERSION="${KAFKA_LOG4J_VERSION:-2.24.3}"
+PORT="${KAFKA_PORT:-9092}"
+CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+CACHE="${STOCKFLOW_CACHE:-$HOME/.cache/stockflow}/kafka-$VERSION"
+RUN="${KAFKA_RUN_DIR:-${TMPDIR:-/tmp}/stockflow-kafka-$PORT}"
+
+find_java17() {
+    if [[ -n "${KAFKA_JAVA:-}" ]]; then echo "$KAFKA_JAVA"; return; fi
+    for candidate in /usr/lib/jvm/java-17-openjdk-amd64/bin/java /usr/lib/jvm/java-17-openjdk*/bin/java /usr/lib/jvm/openjdk-17/bin/java; do
+        [[ -x "$candidate" ]] && { echo "$candidate"; return; }
+    done
+    if command -v java >/dev/null && java -version 2>&1 | grep -q '"17\.'; then command -v java; return; fi
+    echo "kafka.sh: JDK 17 not found; install openjdk-17-jre-headless" >&2
+    exit 1
+}
+
+fetch() {
+    [[ -f "$CACHE/.complete" ]] && return
+    command -v mvn >/dev/null || { echo "kafka.sh: mvn not found; install maven" >&2; exit 1; }
+    echo "kafka.sh: fetching kafka_$SCALA $VERSION and its dependencies from Maven Central" >&2
+    local work
+    work="$(mktemp -d)"
+    # The SLF4J on Kafka's path is 1.7.x, so the log4j bridge is the slf4j (not slf4j2) one;
+    # without it the broker logs nothing at all.
+    cat > "$work/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.stockflow</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_$SCALA</artifactId>
+      <version>$VERSION</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>$LOG4J_VERSION</version>
+    </dependency>
+  </dependencies>
+</project>
+POM
+    mvn -q -B -f "$work/pom.xml" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$CACHE/lib" >"$work/mvn.log" 2>&1 || {
+        cat "$work/mvn.log" >&2; exit 1; }
+    ls "$CACHE/lib"/kafka_"$SCALA"-*.jar >/dev/null
+    touch "$CACHE/.complete"
+    rm -rf "$work"
+}
+
+write_config() {
+    mkdir -p "$RUN/data"
+    cat > "$RUN/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$RUN/data
+num.partitions=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+auto.create.topics.enable=false
+group.initial.rebalance.delay.ms=0
+broker.session.timeout.ms=3000
+broker.heartbeat.interval.ms=500
+PROPS
+    cat > "$RUN/log4j2.properties" <<PROPS
+appender.file.type=File
+appender.file.name=FILE
+appender.file.fileName=$RUN/server.log
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=FILE
+logger.kafka.name=kafka
+logger.kafka.level=INFO
+logger.state.name=state.change.logger
+logger.state.level=WARN
+PROPS
+}
+
+is_up() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+
+up() {
+    if [[ -f "$RUN/pid" ]] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null && is_up; then
+        echo "kafka.sh: already running on 127.0.0.1:$PORT" >&2; return
+    fi
+    if is_up; then
+        echo "kafka.sh: port $PORT is taken by another process" >&2; exit 1
+    fi
+    fetch
+    local java
+    java="$(find_java17)"
+    rm -rf "$RUN"
+    write_config
+    local cp="$CACHE/lib/*"
+    local log4j="-Dlog4j2.configurationFile=$RUN/log4j2.properties"
+    local cluster_id
+    cluster_id="$("$java" "$log4j" -cp "$cp" kafka.tools.StorageTool random-uuid)"
+    "$java" "$log4j" -cp "$cp" kafka.tools.StorageTool format --standalone \
+        -t "$cluster_id" -c "$RUN/server.properties" >"$RUN/format.log" 2>&1 || {
+        cat "$RUN/format.log" >&2; exit 1; }
+    nohup "$java" -Xms256m -Xmx512m -XX:+UseG1GC "$log4j" -cp "$cp" \
+        kafka.Kafka "$RUN/server.properties" >"$RUN/stdout.log" 2>&1 &
+    echo $! > "$RUN/pid"
+    local started=$SECONDS
+    until is_up && grep -q "Kafka Server started" "$RUN/server.log" 2>/dev/null; do
+        if ! kill -0 "$(cat "$RUN/pid")" 2>/dev/null; then
+            echo "kafka.sh: Kafka exited during start-up:" >&2
+            tail -30 "$RUN/stdout.log" "$RUN/server.log" >&2 2>/dev/null || true
+            exit 1
+        fi
+        if (( SECONDS - started > 120 )); then
+            echo "kafka.sh: Kafka not ready on 127.0.0.1:$PORT after 120 s" >&2
+            tail -30 "$RUN/server.log" >&2 2>/dev/null || true
+            down; exit 1
+        fi
+        sleep 0.5
+    done
+    echo "kafka.sh: Kafka $VERSION is up on 127.0.0.1:$PORT after $((SECONDS - started)) s (data in $RUN)" >&2
+}
+
+down() {
+    if [[ -f "$RUN/pid" ]]; then
+        local pid
+        pid="$(cat "$RUN/pid")"
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$RUN"
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    status) if is_up; then echo "up on 127.0.0.1:$PORT"; else echo "down"; exit 1; fi ;;
+    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

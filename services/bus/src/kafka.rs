@@ -1,0 +1,469 @@
+//! The Kafka adapter (Apache Kafka, Redpanda, managed Kafka) over librdkafka.
+//!
+//! - Producing: one idempotent producer (`acks=all`, `enable.idempotence=true`), so a
+//!   retried send never duplicates or reorders records of a partition. Each record's
+//!   partition is [`partition_for_key`] of its SKU, set explicitly: Kafka's own
+//!   partitioner (murmur2) would put a SKU elsewhere than Fluvio or the embedded log.
+//! - Consuming: one consumer per partition read, `assign()`ed at the offset asked for. No
+//!   group membership and no commits: offsets live with the read models. A fetch at another
+//!   offset than the reader's position re-assigns it there. `auto.offset.reset=error`, so an
+//!   offset the broker no longer holds is an error, never a silent jump.
+//! - Admin: the topic is created when missing (if allowed) and its partition count checked,
+//!   because a different count would move SKUs between partitions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use stockflow_domain::partition_for_key;
+use tokio::sync::Mutex;
+
+use crate::port::{EventLog, LogRecord, NewRecord};
+use crate::{BusError, Result};
+
+/// Most records returned by one fetch, whatever `max_bytes` allows.
+const MAX_FETCH_RECORDS: usize = 2000;
+
+/// How to reach the brokers and which topic to use.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// The region's topic.
+    pub topic: String,
+    /// Partitions the topic has (or is created with).
+    pub partitions: u32,
+    /// Replication factor of a topic this adapter creates.
+    pub replication: u16,
+    /// Create the topic when it is missing; otherwise a missing topic is a start-up error.
+    pub create_topic: bool,
+    /// Extra librdkafka settings (`security.protocol`, `sasl.*`, `linger.ms`, ...), applied
+    /// last so they win.
+    pub options: Vec<(String, String)>,
+    /// How long admin and metadata requests may take.
+    pub request_timeout: Duration,
+}
+
+impl KafkaConfig {
+    /// Defaults for a topic on `brokers`.
+    pub fn new(brokers: Vec<String>, topic: String, partitions: u32) -> Self {
+        Self {
+            brokers,
+            topic,
+            partitions,
+            replication: 1,
+            create_topic: true,
+            options: Vec::new(),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The shared settings, then `role`'s, then the caller's options (which win).
+    fn client_config(&self, role: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.brokers.join(","))
+            // Recover from a broker restart in about a second, not the default ~10 s.
+            .set("reconnect.backoff.max.ms", "1000")
+            .set("socket.keepalive.enable", "true");
+        for (k, v) in role {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// A topic as the admin calls found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicState {
+    /// This call created it.
+    Created,
+    /// It existed with the expected partition count.
+    Existed,
+}
+
+fn unavailable(what: &str, e: KafkaError) -> BusError {
+    BusError::Unavailable(format!("{what}: {e}"))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BusError::Unavailable(format!("a bus call panicked: {e}")))?
+}
+
+fn admin(config: &KafkaConfig) -> Result<Arc<AdminClient<DefaultClientContext>>> {
+    config
+        .client_config(&[])
+        .create()
+        .map(Arc::new)
+        .map_err(|e| BusError::Config(format!("Kafka client settings: {e}")))
+}
+
+/// The partition count of `topic`, or `None` when the brokers do not know it.
+async fn topic_partitions(
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    config: &KafkaConfig,
+) -> Result<Option<u32>> {
+    let topic = config.topic.clone();
+    let brokers = config.brokers.join(",");
+    let timeout = config.request_timeout;
+    blocking(move || {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(&topic), timeout)
+            .map_err(|e| {
+                BusError::Unavailable(format!(
+                    "cannot read topic metadata from Kafka brokers {brokers} within {timeout:?}: {e}"
+                ))
+            })?;
+        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(None);
+        };
+        match t.error().map(RDKafkaErrorCode::from) {
+            None => Ok(Some(u32::try_from(t.partitions().len()).unwrap_or(u32::MAX))),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(None),
+            Some(code) => Err(BusError::Unavailable(format!(
+                "metadata of topic {topic}: {code}"
+            ))),
+        }
+    })
+    .await
+}
+
+/// Creates the topic when missing (if the config allows) and checks its partition count.
+pub async fn ensure_topic(config: &KafkaConfig) -> Result<TopicState> {
+    let admin = admin(config)?;
+    if let Some(found) = topic_partitions(admin.clone(), config).await? {
+        return check_partitions(config, found).map(|()| TopicState::Existed);
+    }
+    if !config.create_topic {
+        return Err(BusError::Config(format!(
+            "topic {} does not exist on {} and topic creation is off (create it with {} partitions, or allow creation)",
+            config.topic,
+            config.brokers.join(","),
+            config.partitions
+        )));
+    }
+    let partitions = i32::try_from(config.partitions)
+        .map_err(|_| BusError::Config(format!("{} partitions", config.partitions)))?;
+    let topic = NewTopic::new(
+        &config.topic,
+        partitions,
+        TopicReplication::Fixed(i32::from(config.replication)),
+    );
+    let options = AdminOptions::new().operation_timeout(Some(config.request_timeout));
+    let results = admin
+        .create_topics([&topic], &options)
+        .await
+        .map_err(|e| unavailable("create topic", e))?;
+    let mut state = TopicState::Created;
+    for result in results {
+        match result {
+            Ok(_) => {}
+            // Someone else created it meanwhile: check it like any existing topic.
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => state = TopicState::Existed,
+            Err((name, code)) => {
+                return Err(BusError::Refused(format!(
+                    "cannot create topic {name}: {code}"
+                )));
+            }
+        }
+    }
+    if state == TopicState::Existed {
+        match topic_partitions(admin, config).await? {
+            Some(found) => check_partitions(config, found)?,
+            None => {
+                return Err(BusError::Unavailable(format!(
+                    "topic {} exists but has no metadata yet",
+                    config.topic
+                )));
+            }
+        }
+    } else {
+        tracing::info!(topic = %config.topic, partitions = config.partitions, "created the Kafka topic");
+    }
+    Ok(state)
+}
+
+fn check_partitions(config: &KafkaConfig, found: u32) -> Result<()> {
+    if found == config.partitions {
+        return Ok(());
+    }
+    Err(BusError::Config(format!(
+        "topic {} has {found} partitions, not {}: the partition count is fixed once a topic holds events, since changing it would move SKUs between partitions",
+        config.topic, config.partitions
+    )))
+}
+
+/// Deletes the topic; a missing topic is not an error.
+pub async fn delete_topic(config: &KafkaConfig) -> Result<()> {
+    let admin = admin(config)?;
+    let options = AdminOptions::new().operation_timeout(Some(config.request_timeout));
+    let results = admin
+        .delete_topics(&[config.topic.as_str()], &options)
+        .await
+        .map_err(|e| unavailable("delete topic", e))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((name, code)) => {
+                return Err(BusError::Refused(format!(
+                    "cannot delete topic {name}: {code}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A consumer assigned to one partition, and the offset its next record has.
+struct Reader {
+    consumer: StreamConsumer,
+    next: u64,
+}
+
+/// The region's topic on a Kafka cluster.
+pub struct KafkaEventLog {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    /// One slot per partition: a reader is created when the partition is first fetched.
+    readers: Vec<Mutex<Option<Reader>>>,
+}
+
+impl KafkaEventLog {
+    /// Checks (or creates) the topic and starts the producer.
+    pub async fn connect(config: KafkaConfig) -> Result<Self> {
+        if config.brokers.is_empty() {
+            return Err(BusError::Config("no Kafka brokers given".into()));
+        }
+        if config.partitions == 0 {
+            return Err(BusError::Config(
+                "a topic needs at least one partition".into(),
+            ));
+        }
+        ensure_topic(&config).await?;
+        let producer: FutureProducer = config
+            .client_config(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                // A millisecond of lingering lets one publish batch share produce requests.
+                ("linger.ms", "1"),
+                ("message.timeout.ms", "30000"),
+                ("queue.buffering.max.messages", "200000"),
+            ])
+            .create()
+            .map_err(|e| BusError::Config(format!("Kafka producer settings: {e}")))?;
+        let readers = (0..config.partitions).map(|_| Mutex::new(None)).collect();
+        Ok(Self {
+            config,
+            producer,
+            readers,
+        })
+    }
+
+    fn reader(&self, partition: u32, offset: u64) -> Result<StreamConsumer> {
+        let group = format!("stockflow-reader-{}", self.config.topic);
+        let consumer: StreamConsumer = self
+            .config
+            .client_config(&[
+                // Required by librdkafka for a consumer, never used: nothing joins or commits.
+                ("group.id", &group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "error"),
+                ("enable.partition.eof", "false"),
+                ("fetch.wait.max.ms", "100"),
+            ])
+            .create()
+            .map_err(|e| BusError::Config(format!("Kafka consumer settings: {e}")))?;
+        assign(&consumer, &self.config.topic, partition, offset)?;
+        Ok(consumer)
+    }
+}
+
+fn assign(consumer: &StreamConsumer, topic: &str, partition: u32, offset: u64) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    let offset = i64::try_from(offset)
+        .map_err(|_| BusError::Refused(format!("offset {offset} is out of range")))?;
+    tpl.add_partition_offset(topic, partition as i32, Offset::Offset(offset))
+        .map_err(|e| unavailable("assign partition", e))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| unavailable("assign partition", e))
+}
+
+fn to_record(partition: u32, m: &impl Message) -> LogRecord {
+    LogRecord {
+        partition,
+        offset: u64::try_from(m.offset()).unwrap_or(0),
+        key: m
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+        value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+    }
+}
+
+#[async_trait]
+impl EventLog for KafkaEventLog {
+    fn partitions(&self) -> u32 {
+        self.config.partitions
+    }
+
+    fn identity(&self) -> String {
+        format!("kafka:{}", self.config.topic)
+    }
+
+    async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<(u32, u64)>> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for r in &records {
+            let partition = partition_for_key(r.key.as_bytes(), self.config.partitions);
+            let mut record = FutureRecord::to(&self.config.topic)
+                .partition(partition as i32)
+                .key(r.key.as_str())
+                .payload(r.value.as_slice());
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    // The local queue is full: wait for deliveries to drain it.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => return Err(unavailable("produce", e)),
+                }
+            }
+        }
+        let mut assigned = Vec::with_capacity(deliveries.len());
+        for delivery in futures::future::join_all(deliveries).await {
+            match delivery {
+                Ok(Ok(d)) => assigned.push((
+                    u32::try_from(d.partition).unwrap_or(0),
+                    u64::try_from(d.offset).unwrap_or(0),
+                )),
+                Ok(Err((e, _))) => return Err(unavailable("delivery", e)),
+                Err(_) => {
+                    return Err(BusError::Unavailable(
+                        "the producer dropped a delivery".into(),
+                    ));
+                }
+            }
+        }
+        Ok(assigned)
+    }
+
+    async fn fetch(
+        &self,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<Vec<LogRecord>> {
+        let slot = self
+            .readers
+            .get(partition as usize)
+            .ok_or_else(|| BusError::Refused(format!("no partition {partition}")))?;
+        let mut guard = slot.lock().await;
+        match guard.as_mut() {
+            Some(reader) if reader.next == offset => {}
+            Some(reader) => {
+                assign(&reader.consumer, &self.config.topic, partition, offset)?;
+                reader.next = offset;
+            }
+            None => {
+                *guard = Some(Reader {
+                    consumer: self.reader(partition, offset)?,
+                    next: offset,
+                });
+            }
+        }
+        let Some(reader) = guard.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let first = match tokio::time::timeout(max_wait, reader.consumer.recv()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(Ok(m)) => to_record(partition, &m),
+            Ok(Err(e)) => {
+                // Start over at the next fetch with a fresh assignment.
+                *guard = None;
+                return Err(BusError::Unavailable(format!(
+                    "reading partition {partition} of {} at offset {offset}: {e}",
+                    self.config.topic
+                )));
+            }
+        };
+        let mut bytes = first.value.len();
+        let mut out = vec![first];
+        while bytes < max_bytes && out.len() < MAX_FETCH_RECORDS {
+            match reader.consumer.recv().now_or_never() {
+                Some(Ok(m)) => {
+                    let r = to_record(partition, &m);
+                    bytes += r.value.len();
+                    out.push(r);
+                }
+                // An error after records: hand out what we have; the next fetch sees it.
+                Some(Err(_)) | None => break,
+            }
+        }
+        if let Some(last) = out.last() {
+            reader.next = last.offset + 1;
+        }
+        Ok(out)
+    }
+
+    async fn end_offset(&self, partition: u32) -> Result<u64> {
+        let producer = self.producer.clone();
+        let topic = self.config.topic.clone();
+        let timeout = self.config.request_timeout;
+        blocking(move || {
+            let (_, high) = producer
+                .client()
+                .fetch_watermarks(&topic, partition as i32, timeout)
+                .map_err(|e| unavailable("read the partition's end offset", e))?;
+            Ok(u64::try_from(high).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        let producer = self.producer.clone();
+        let topic = self.config.topic.clone();
+        blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                .map_err(|e| unavailable("Kafka metadata", e))?;
+            let known: HashMap<&str, usize> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none())
+                .map(|t| (t.name(), t.partitions().len()))
+                .collect();
+            if known.contains_key(topic.as_str()) {
+                Ok(())
+            } else {
+                Err(BusError::Unavailable(format!(
+                    "topic {topic} is not available"
+                )))
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,25 @@
+//! The event bus of a region: one topic, partitioned by SKU.
+//!
+//! Layout:
+//! - [`port`]: the [`EventLog`] trait every bus adapter implements, and its records.
+//! - [`kafka`]: the adapter for Apache Kafka and compatible brokers (Redpanda, managed
+//!   Kafka), over librdkafka: an idempotent producer that picks partitions with the
+//!   project's own partitioner, consumers assigned to explicit offsets, topic admin.
+//! - [`error`]: the crate's one error enum.
+//! - [`contract`]: the behaviour every adapter must show (for adapters' tests); the
+//!   embedded log (in `stockflow-storage`, beside the other SQLite stores it shares its
+//!   WAL machinery with) and the Kafka adapter both run it.
+
+pub mod error;
+pub mod kafka;
+pub mod port;
+
+pub mod contract;
+
+pub use error::{BusError, Result};
+pub use port::{EventLog, LogRecord, NewRecord};
+
+/// The default topic of a region's stock events.
+pub fn default_topic(region: &str) -> String {
+    format!("stockflow.{region}.stock-events")
+}
