@@ -15,10 +15,10 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# Java 17 and Maven run the test Cassandra; install them where they are missing.
+# Java 17 and Maven run the test Cassandra and Kafka; install them where they are missing.
 if ! { command -v mvn >/dev/null && ls /usr/lib/jvm/java-17-openjdk*/bin/java >/dev/null 2>&1; }; then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        step "installing OpenJDK 17 and Maven (for the test Cassandra)"
+        step "installing OpenJDK 17 and Maven (for the test Cassandra and Kafka)"
         apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
     fi
 fi
@@ -40,6 +40,7 @@ cargo build --locked -p stockflow --bin stockflow
 
 cleanup() {
     ./scripts/cassandra.sh down || true
+    ./scripts/kafka.sh down || true
     ./scripts/kube-apiserver.sh down || true
 }
 trap cleanup EXIT
@@ -50,11 +51,17 @@ export CASSANDRA_STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-17042}"
 ./scripts/cassandra.sh up
 export STOCKFLOW_CQL_NODES="127.0.0.1:$CASSANDRA_PORT"
 
+step "start Kafka (KRaft, single node) on 127.0.0.1"
+export KAFKA_PORT="${KAFKA_PORT:-19092}"
+export KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+./scripts/kafka.sh up
+export STOCKFLOW_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+
 step "start a real kube-apiserver over kine on 127.0.0.1 (built once, cached)"
 export KUBE_API_PORT="${KUBE_API_PORT:-16443}"
 export KINE_PORT="${KINE_PORT:-12379}"
 STOCKFLOW_KUBECONFIG="$(./scripts/kube-apiserver.sh up)"
 export STOCKFLOW_KUBECONFIG
 
-step "cargo test (embedded, contract, Cassandra, end-to-end)"
+step "cargo test (embedded, contract, Cassandra, Kafka, end-to-end)"
 cargo test --workspace --locked

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use stockflow_bus::EventLog;
 use stockflow_e2e::{DevProcess, free_addr};
 use stockflow_storage::embedded::EmbeddedBackend;
-use stockflow_storage::ports::{EventLog, Outbox, ReadStore, WriteStore};
+use stockflow_storage::ports::{Outbox, ReadStore, WriteStore};
 use tokio::sync::Mutex;
 
 const SKUS: usize = 6;
@@ -204,7 +205,12 @@ async fn kill_9_under_load_loses_no_acknowledged_command() {
     // after the crash) had no effect on the read models, as checked above.
     let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for p in 0..backend.log.partitions() {
-        for rec in backend.log.fetch(p, 0, usize::MAX).await.unwrap() {
+        for rec in backend
+            .log
+            .fetch(p, 0, usize::MAX, std::time::Duration::ZERO)
+            .await
+            .unwrap()
+        {
             let v: Value = serde_json::from_slice(&rec.value).unwrap();
             if v["stream"] == "stock" {
                 seen.entry(v["sku"].as_str().unwrap().to_string())

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use futures::future::join_all;
 use serde_json::json;
+use stockflow_bus::EventLog;
 use stockflow_domain::{LocationId, Sku, StockKey};
 use stockflow_e2e::{DevProcess, free_addr, run_stockflow};
 use stockflow_storage::embedded::{SqliteEventLog, WalPolicy};
-use stockflow_storage::ports::{EventLog, WriteStore};
+use stockflow_storage::ports::WriteStore;
 use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
 
 const SKUS: usize = 3;
@@ -128,7 +129,11 @@ async fn two_processes_racing_on_one_keyspace_lose_nothing_and_never_oversell() 
         let log =
             SqliteEventLog::open(&dir.path().join("log.db"), 4, WalPolicy::default()).unwrap();
         for p in 0..log.partitions() {
-            for rec in log.fetch(p, 0, usize::MAX).await.unwrap() {
+            for rec in log
+                .fetch(p, 0, usize::MAX, std::time::Duration::ZERO)
+                .await
+                .unwrap()
+            {
                 let v: serde_json::Value = serde_json::from_slice(&rec.value).unwrap();
                 if v["stream"] == "stock" {
                     published

@@ -7,19 +7,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use stockflow_bus::EventLog;
+use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
 use stockflow_storage::embedded::{
     DataDirLock, EmbeddedBackend, SqliteEventLog, WalPolicy, checkpoint_file,
 };
 use stockflow_storage::now_ms;
-use stockflow_storage::ports::{EventLog, Outbox, ReadStore, WriteStore};
+use stockflow_storage::ports::{LeaseStore, Outbox, ReadStore, WriteStore};
 use stockflow_storage::scylla::{self, Replication, ScyllaBackend, ScyllaConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::extract::InFlight;
-use crate::http::{AppState, router};
+use crate::http::{AppState, Routes, router};
 use crate::telemetry::metrics_handle;
+use crate::workers::leases::{self, LeaseConfig, Owned};
 use crate::workers::projector::{ProjectorConfig, ProjectorHandle};
 use crate::workers::publisher::PublisherConfig;
 use crate::workers::{expiry, projector, publisher};
@@ -29,13 +32,22 @@ use crate::workers::{expiry, projector, publisher};
 pub enum StoreConfig {
     /// SQLite files in the data directory.
     Embedded,
-    /// A ScyllaDB (or Cassandra) cluster; the event log stays embedded.
+    /// A ScyllaDB (or Cassandra) cluster.
     Scylla {
         /// Connection settings.
         config: ScyllaConfig,
         /// Create the keyspace and apply the schema when missing (dev only).
         create: Option<(Replication, Option<bool>)>,
     },
+}
+
+/// Which event log carries the events from the publisher to the projectors.
+#[derive(Debug, Clone)]
+pub enum BusConfig {
+    /// The SQLite log in the data directory (one process only).
+    Embedded,
+    /// A Kafka topic.
+    Kafka(KafkaConfig),
 }
 
 /// The ports of one running platform.
@@ -47,8 +59,11 @@ pub struct Backend {
     pub outbox: Arc<dyn Outbox>,
     /// Read side.
     pub read: Arc<dyn ReadStore>,
-    /// Event log.
-    pub log: Arc<dyn EventLog>,
+    /// Event log, when this process publishes or projects.
+    pub log: Option<Arc<dyn EventLog>>,
+    /// Leases that split the work among replicas; `None` when this process is the only
+    /// one (the embedded store).
+    pub leases: Option<Arc<dyn LeaseStore>>,
     /// The SQLite files this process holds in its data directory.
     pub local: LocalData,
 }
@@ -65,6 +80,8 @@ pub enum LocalData {
         /// The log's database file.
         path: PathBuf,
     },
+    /// Nothing: every store and the bus are servers (a read-only root filesystem is fine).
+    Nothing,
 }
 
 impl LocalData {
@@ -74,20 +91,33 @@ impl LocalData {
         match self {
             LocalData::Embedded(b) => b.checkpoint_all(),
             LocalData::Log { path, .. } => checkpoint_file(path, "log"),
+            LocalData::Nothing => Ok(()),
         }
     }
 }
 
-/// Opens the stores `config` names.
+/// Opens the stores and the bus `config` names.
 pub async fn open_backend(config: &DevConfig) -> Result<Backend, AppError> {
+    let needs_log = config.workers.publish || config.workers.project;
+    let kafka = match (&config.bus, needs_log) {
+        (BusConfig::Kafka(k), true) => {
+            Some(Arc::new(KafkaEventLog::connect(k.clone()).await?) as Arc<dyn EventLog>)
+        }
+        _ => None,
+    };
     match &config.store {
         StoreConfig::Embedded => {
             let b = EmbeddedBackend::open_with(&config.data_dir, config.partitions, config.wal)?;
+            let log = match kafka {
+                Some(k) => Some(k),
+                None => Some(b.log.clone() as Arc<dyn EventLog>),
+            };
             Ok(Backend {
                 write: b.write.clone(),
                 outbox: b.write.clone(),
                 read: b.read.clone(),
-                log: b.log.clone(),
+                log,
+                leases: None,
                 local: LocalData::Embedded(b),
             })
         }
@@ -100,28 +130,49 @@ pub async fn open_backend(config: &DevConfig) -> Result<Backend, AppError> {
                 scylla::migrate(&session, &scylla_config.keyspace, replication, *tablets).await?;
             }
             let b = ScyllaBackend::open(scylla_config).await?;
-            std::fs::create_dir_all(&config.data_dir)?;
-            let lock = Arc::new(DataDirLock::acquire(&config.data_dir)?);
-            let path = config.data_dir.join("log.db");
-            let log = SqliteEventLog::open(&path, config.partitions, config.wal)?;
+            if let Some(every) = config.outbox_scan_every {
+                b.write.scan_outbox_every(every);
+            }
+            let (log, local) = match (&config.bus, needs_log) {
+                (BusConfig::Embedded, true) => {
+                    std::fs::create_dir_all(&config.data_dir)?;
+                    let lock = Arc::new(DataDirLock::acquire(&config.data_dir)?);
+                    let path = config.data_dir.join("log.db");
+                    let log = SqliteEventLog::open(&path, config.partitions, config.wal)?;
+                    (
+                        Some(Arc::new(log) as Arc<dyn EventLog>),
+                        LocalData::Log { lock, path },
+                    )
+                }
+                _ => (kafka, LocalData::Nothing),
+            };
             Ok(Backend {
                 write: b.write.clone(),
                 outbox: b.write,
                 read: b.read,
-                log: Arc::new(log),
-                local: LocalData::Log { lock, path },
+                log,
+                leases: Some(b.leases),
+                local,
             })
         }
     }
 }
 
-/// Settings of the platform `stockflow dev` runs.
+/// Settings of the platform `stockflow dev` runs, or of one role of a region.
 #[derive(Debug, Clone)]
 pub struct DevConfig {
-    /// Where the SQLite files (or, with ScyllaDB, the event log) live.
+    /// Where the SQLite files (or, with ScyllaDB and the embedded bus, the event log) live.
     pub data_dir: PathBuf,
     /// Which stores to use.
     pub store: StoreConfig,
+    /// Which bus to use.
+    pub bus: BusConfig,
+    /// Which routes this process serves.
+    pub routes: Routes,
+    /// This replica's name in leases (unique per process).
+    pub member: String,
+    /// How often a ScyllaDB outbox is scanned for entries other processes committed.
+    pub outbox_scan_every: Option<Duration>,
     /// Partitions of the event log (fixed when the data directory is created).
     pub partitions: u32,
     /// Projector settings.
@@ -167,6 +218,10 @@ impl DevConfig {
         Self {
             data_dir,
             store: StoreConfig::Embedded,
+            bus: BusConfig::Embedded,
+            routes: Routes::ALL,
+            member: default_member(),
+            outbox_scan_every: None,
             partitions: 8,
             projector: ProjectorConfig::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
@@ -176,12 +231,27 @@ impl DevConfig {
     }
 }
 
+/// A name for this process among the replicas of a role: host name and pid, plus a
+/// random suffix so a restarted process never inherits its predecessor's leases.
+pub fn default_member() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &suffix[suffix.len() - 8..]
+    )
+}
+
 /// Why the platform could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The stores could not be opened.
-    #[error("cannot open the data directory: {0}")]
+    #[error("cannot open the stores: {0}")]
     Store(#[from] stockflow_storage::StoreError),
+    /// The bus could not be opened.
+    #[error("cannot open the bus: {0}")]
+    Bus(#[from] stockflow_bus::BusError),
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
@@ -237,8 +307,26 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         projector: projector_handle.clone(),
         metrics: metrics_handle(),
         draining: draining.clone(),
+        bus: backend.log.clone(),
     };
     let shutdown = CancellationToken::new();
+    // Leases outlive the workers using them: released only once those have drained.
+    let releasing = CancellationToken::new();
+    let mut lease_jobs = Vec::new();
+    let mut owned = |group: String, shards: u32| -> Owned {
+        match &backend.leases {
+            None => leases::all_shards(shards),
+            Some(store) => {
+                let (owned, job) = leases::spawn(
+                    store.clone(),
+                    LeaseConfig::new(group, shards, config.member.clone()),
+                    releasing.clone(),
+                );
+                lease_jobs.push(job);
+                owned
+            }
+        }
+    };
     // Two stages: first everything that produces events, then the projectors, which drain
     // the log before they stop.
     let producers = CancellationToken::new();
@@ -249,11 +337,13 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         config.idempotency_ttl,
         producers.clone(),
     ))];
-    if workers.publish {
+    if let (true, Some(log)) = (workers.publish, &backend.log) {
+        let shards = owned("publisher".into(), backend.outbox.shards());
         producer_jobs.push(tokio::spawn(publisher::run(
             backend.outbox.clone(),
-            backend.log.clone(),
+            log.clone(),
             PublisherConfig::default(),
+            shards,
             producers.clone(),
         )));
     }
@@ -265,16 +355,23 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
             producers.clone(),
         )));
     }
-    let projector_job = workers.project.then(|| {
-        tokio::spawn(projector::run(
-            backend.log.clone(),
-            backend.read.clone(),
-            config.projector.clone(),
-            projector_handle,
-            projecting.clone(),
-        ))
-    });
-    let app = router(state);
+    let projector_job = match (workers.project, &backend.log) {
+        (true, Some(log)) => {
+            let partitions = owned(format!("projector:{}", log.identity()), log.partitions());
+            let mut projector_config = config.projector.clone();
+            projector_config.consumer = projector::consumer_for(&**log);
+            Some(tokio::spawn(projector::run(
+                log.clone(),
+                backend.read.clone(),
+                projector_config,
+                projector_handle,
+                partitions,
+                projecting.clone(),
+            )))
+        }
+        _ => None,
+    };
+    let app = router(state, config.routes);
     let stop = shutdown.clone();
     let local = backend.local.clone();
     let task = tokio::spawn(async move {
@@ -304,6 +401,15 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         {
             tracing::warn!("the projectors did not catch up within 10 s");
         }
+        releasing.cancel();
+        for job in lease_jobs {
+            if tokio::time::timeout(Duration::from_secs(5), job)
+                .await
+                .is_err()
+            {
+                tracing::warn!("leases were not released within 5 s; they will expire");
+            }
+        }
         // Nothing writes any more: leave no WAL behind.
         let local = local.clone();
         match tokio::task::spawn_blocking(move || local.checkpoint()).await {
@@ -316,7 +422,7 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         tracing::info!("stopped");
         served.map_err(AppError::from)
     });
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "stockflow dev is serving");
+    tracing::info!(%addr, member = %config.member, "stockflow is serving");
     Ok(Running {
         addr,
         backend,

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use stockflow::http::Routes;
 use stockflow::{app, bench, telemetry};
+use stockflow_bus::kafka::KafkaConfig;
 use stockflow_storage::scylla::{self, Replication, ScyllaConfig};
 
 // The request path allocates many small, short-lived buffers across threads; mimalloc
@@ -33,25 +35,26 @@ enum Role {
         /// Address for the command and query APIs.
         #[arg(long, env = "STOCKFLOW_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Event-log partitions (fixed when the data directory is created).
-        #[arg(long, env = "STOCKFLOW_PARTITIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        /// Event-log partitions (fixed when the data directory or topic is created).
+        #[arg(long, alias = "bus-partitions", env = "STOCKFLOW_PARTITIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
         partitions: u32,
         /// Where the write and read sides live.
         #[arg(long, env = "STOCKFLOW_STORE", value_enum, default_value = "embedded")]
         store: Store,
         #[command(flatten)]
         scylla: ScyllaArgs,
+        #[command(flatten)]
+        bus: BusArgs,
     },
-    /// Command API over ScyllaDB: commands, reservation expiry (several replicas are safe).
+    /// Command API over ScyllaDB: commands and reservation expiry (several replicas are
+    /// safe: every change is a Paxos-guarded command).
     CommandApi(RoleArgs),
-    /// Query API over ScyllaDB: the read models.
+    /// Query API over ScyllaDB: the read models, and dead-letter administration.
     QueryApi(RoleArgs),
-    /// Outbox publisher. Until the Fluvio bus adapter lands it publishes to a log in its
-    /// data directory and projects from there itself (several replicas are safe: delivery
-    /// is at least once and projection idempotent).
+    /// Outbox publisher: ScyllaDB outbox → bus. Replicas split the outbox shards by leases.
     Publisher(RoleArgs),
-    /// Projector reading the Fluvio bus. Not in this build: the Fluvio adapter is missing,
-    /// so this role refuses to start; the publisher role projects meanwhile.
+    /// Projector: bus → read models on ScyllaDB. Replicas split the topic's partitions by
+    /// leases.
     Projector(RoleArgs),
     /// Create the ScyllaDB keyspace and tables (idempotent) and record the schema version.
     Migrate {
@@ -64,27 +67,107 @@ enum Role {
     BenchLwt(bench::LwtArgs),
 }
 
-/// Settings of a distributed role.
+/// Settings of a distributed role. Nothing is kept on local disk.
 #[derive(Debug, Args)]
 struct RoleArgs {
     /// Address for HTTP (API, /healthz, /readyz, /metrics).
     #[arg(long, env = "STOCKFLOW_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
-    /// Scratch directory (the publisher's local log).
-    #[arg(long, env = "STOCKFLOW_DATA_DIR", default_value = "/tmp/stockflow")]
-    data_dir: PathBuf,
-    /// Event-log partitions.
-    #[arg(long, env = "STOCKFLOW_PARTITIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Partitions of the region's topic.
+    #[arg(long, alias = "bus-partitions", env = "STOCKFLOW_PARTITIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     partitions: u32,
+    /// How often the publisher reads every outbox marker of its shards, in milliseconds:
+    /// the longest a committed change waits before it is published.
+    #[arg(long, env = "STOCKFLOW_OUTBOX_SCAN_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    outbox_scan_ms: u64,
     #[command(flatten)]
     scylla: ScyllaArgs,
+    #[command(flatten)]
+    bus: BusArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Bus {
+    /// The SQLite log in the data directory (`stockflow dev` only).
+    Embedded,
+    /// Apache Kafka or a compatible broker (Redpanda, managed Kafka).
+    Kafka,
+    /// Fluvio (not in this build).
+    Fluvio,
+}
+
+/// Which bus carries the region's events.
+#[derive(Debug, Args)]
+struct BusArgs {
+    /// The event bus.
+    #[arg(long, env = "STOCKFLOW_BUS", value_enum, default_value = "embedded")]
+    bus: Bus,
+    /// The region, which names the default topic.
+    #[arg(long, env = "STOCKFLOW_REGION", default_value = "dev")]
+    region: String,
+    /// The topic (default `stockflow.<region>.stock-events`).
+    #[arg(long, env = "STOCKFLOW_BUS_TOPIC")]
+    bus_topic: Option<String>,
+    /// Replication factor of a topic this process creates.
+    #[arg(long, env = "STOCKFLOW_BUS_REPLICATION", default_value_t = 1)]
+    bus_replication: u16,
+    /// Create the topic when missing (default: yes for `dev`, no for the roles, whose
+    /// topic the operator creates).
+    #[arg(long, env = "STOCKFLOW_BUS_CREATE_TOPIC")]
+    bus_create_topic: Option<bool>,
+    /// Kafka bootstrap brokers, comma-separated `host:port`.
+    #[arg(long, env = "STOCKFLOW_KAFKA_BROKERS", value_delimiter = ',')]
+    kafka_brokers: Vec<String>,
+    /// Extra librdkafka settings, `key=value` (repeat, or comma-separate in the env), e.g.
+    /// `security.protocol=SASL_SSL`.
+    #[arg(
+        long = "kafka-option",
+        env = "STOCKFLOW_KAFKA_OPTIONS",
+        value_delimiter = ','
+    )]
+    kafka_options: Vec<String>,
+}
+
+impl BusArgs {
+    fn config(&self, partitions: u32, create_by_default: bool) -> Result<app::BusConfig, String> {
+        match self.bus {
+            Bus::Embedded => Ok(app::BusConfig::Embedded),
+            Bus::Fluvio => Err("--bus fluvio: this build has no Fluvio adapter yet; use --bus kafka (Kafka, Redpanda or a managed Kafka) or the embedded log".into()),
+            Bus::Kafka => {
+                if self.kafka_brokers.is_empty() {
+                    return Err("--bus kafka needs --kafka-brokers (or STOCKFLOW_KAFKA_BROKERS)".into());
+                }
+                let topic = self
+                    .bus_topic
+                    .clone()
+                    .unwrap_or_else(|| stockflow_bus::default_topic(&self.region));
+                let mut config = KafkaConfig::new(self.kafka_brokers.clone(), topic, partitions);
+                config.replication = self.bus_replication;
+                config.create_topic = self.bus_create_topic.unwrap_or(create_by_default);
+                for option in &self.kafka_options {
+                    let (k, v) = option.split_once('=').ok_or_else(|| {
+                        format!("--kafka-option: expected key=value, got {option:?}")
+                    })?;
+                    config.options.push((k.trim().to_string(), v.trim().to_string()));
+                }
+                Ok(app::BusConfig::Kafka(config))
+            }
+        }
+    }
+}
+
+/// What a role runs and serves.
+struct RoleKind {
+    name: &'static str,
+    workers: app::Workers,
+    routes: Routes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Store {
     /// SQLite files in the data directory.
     Embedded,
-    /// ScyllaDB or Cassandra (the event log stays in the data directory).
+    /// ScyllaDB or Cassandra (with the embedded bus, the log stays in the data directory).
     Scylla,
 }
 
@@ -170,6 +253,7 @@ fn main() -> ExitCode {
                 partitions,
                 store,
                 scylla,
+                bus,
             } => {
                 let store = match store {
                     Store::Embedded => app::StoreConfig::Embedded,
@@ -179,15 +263,63 @@ fn main() -> ExitCode {
                         create: Some((scylla.replication(1)?, scylla.scylla_tablets)),
                     },
                 };
-                run_dev(data_dir, listen, partitions, store).await
+                let bus = bus.config(partitions, true)?;
+                run_dev(data_dir, listen, partitions, store, bus).await
             }
             Role::Migrate { scylla } => migrate(&scylla).await,
-            Role::CommandApi(args) => run_role(args, app::Workers { expire: true, ..app::Workers::NONE }).await,
-            Role::QueryApi(args) => run_role(args, app::Workers::NONE).await,
-            Role::Projector(_) => Err("the projector role reads the Fluvio bus, and this build has no Fluvio adapter yet; \
-                 the publisher role projects from its own log in the meantime (run it instead)"
-                .into()),
-            Role::Publisher(args) => run_role(args, app::Workers { publish: true, project: true, expire: false }).await,
+            Role::CommandApi(args) => {
+                run_role(
+                    args,
+                    RoleKind {
+                        name: "command-api",
+                        workers: app::Workers {
+                            expire: true,
+                            ..app::Workers::NONE
+                        },
+                        routes: Routes::COMMANDS,
+                    },
+                )
+                .await
+            }
+            Role::QueryApi(args) => {
+                run_role(
+                    args,
+                    RoleKind {
+                        name: "query-api",
+                        workers: app::Workers::NONE,
+                        routes: Routes::QUERIES,
+                    },
+                )
+                .await
+            }
+            Role::Publisher(args) => {
+                run_role(
+                    args,
+                    RoleKind {
+                        name: "publisher",
+                        workers: app::Workers {
+                            publish: true,
+                            ..app::Workers::NONE
+                        },
+                        routes: Routes::NONE,
+                    },
+                )
+                .await
+            }
+            Role::Projector(args) => {
+                run_role(
+                    args,
+                    RoleKind {
+                        name: "projector",
+                        workers: app::Workers {
+                            project: true,
+                            ..app::Workers::NONE
+                        },
+                        routes: Routes::PROJECTOR,
+                    },
+                )
+                .await
+            }
             Role::Bench(args) => bench::run(args).await.map_err(|e| e.to_string()),
             Role::BenchLwt(args) => bench::run_lwt(args).await.map_err(|e| e.to_string()),
         }
@@ -202,15 +334,29 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_role(args: RoleArgs, workers: app::Workers) -> Result<(), String> {
-    let mut config = app::DevConfig::new(args.data_dir);
+async fn run_role(args: RoleArgs, role: RoleKind) -> Result<(), String> {
+    let bus = args.bus.config(args.partitions, false)?;
+    let needs_bus = role.workers.publish || role.workers.project;
+    if needs_bus && matches!(bus, app::BusConfig::Embedded) {
+        return Err(format!(
+            "the {} role needs a bus shared by every replica: --bus kafka --kafka-brokers HOST:PORT \
+             (the embedded log lives inside one process; `stockflow dev` runs everything over it)",
+            role.name
+        ));
+    }
+    // No data directory: a role over ScyllaDB and a bus keeps nothing on local disk.
+    let mut config = app::DevConfig::new(PathBuf::new());
     config.partitions = args.partitions;
     // Roles never create schema: `stockflow migrate` (the operator's Job) does.
     config.store = app::StoreConfig::Scylla {
         config: args.scylla.config(),
         create: None,
     };
-    config.workers = workers;
+    config.bus = bus;
+    config.workers = role.workers;
+    config.routes = role.routes;
+    config.outbox_scan_every = Some(std::time::Duration::from_millis(args.outbox_scan_ms));
+    tracing::info!(role = role.name, "starting");
     serve(args.listen, config).await
 }
 
@@ -254,9 +400,11 @@ async fn run_dev(
     listen: SocketAddr,
     partitions: u32,
     store: app::StoreConfig,
+    bus: app::BusConfig,
 ) -> Result<(), String> {
     let mut config = app::DevConfig::new(data_dir);
     config.partitions = partitions;
     config.store = store;
+    config.bus = bus;
     serve(listen, config).await
 }

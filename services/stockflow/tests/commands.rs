@@ -412,10 +412,14 @@ async fn reservations_expire_promptly_with_an_event() {
         (StatusCode::CONFLICT, Some("expired"))
     );
     // The expiry is an event in the log.
-    let log = &p.running.backend.log;
+    let log = p.running.backend.log.as_ref().expect("dev runs a log");
     let mut kinds = Vec::new();
     for part in 0..log.partitions() {
-        for rec in log.fetch(part, 0, usize::MAX).await.unwrap() {
+        for rec in log
+            .fetch(part, 0, usize::MAX, std::time::Duration::ZERO)
+            .await
+            .unwrap()
+        {
             let v: Value = serde_json::from_slice(&rec.value).unwrap();
             if v["sku"] == "E" && v["stream"] == "stock" {
                 kinds.push(v["type"].as_str().unwrap().to_string());

@@ -5,7 +5,7 @@ mod common;
 use common::{Platform, problem};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use stockflow_storage::ports::NewRecord;
+use stockflow_bus::NewRecord;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_carry_etags_and_answer_conditional_gets() {
@@ -157,6 +157,8 @@ async fn an_event_the_projector_cannot_apply_lands_in_the_dlq() {
     p.running
         .backend
         .log
+        .as_ref()
+        .expect("dev runs a log")
         .append(vec![NewRecord {
             key: "D".into(),
             value: b"{\"stream\":\"stock\",\"garbage\":1}".to_vec(),

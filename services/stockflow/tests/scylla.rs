@@ -15,11 +15,12 @@ use serde_json::json;
 use stockflow::app::{self, DevConfig, StoreConfig};
 use stockflow::workers::projector::{self, ProjectorConfig, Step};
 use stockflow::workers::publisher;
+use stockflow_bus::{EventLog, NewRecord};
 use stockflow_domain::{
     Adjust, AdjustReason, Command, LocationId, LocationKind, OnHandChange, Region, Sku, StockKey,
 };
 use stockflow_storage::embedded::{SqliteEventLog, WalPolicy};
-use stockflow_storage::ports::{CommandRequest, EventLog, Outbox, ReadStore, WriteStore};
+use stockflow_storage::ports::{CommandRequest, Outbox, ReadStore, WriteStore};
 use stockflow_storage::scylla::{self, Replication, ScyllaBackend, ScyllaConfig};
 
 fn nodes(test: &str) -> Option<Vec<String>> {
@@ -233,7 +234,7 @@ async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly
     log.append(
         pending
             .iter()
-            .map(|e| stockflow_storage::ports::NewRecord {
+            .map(|e| NewRecord {
                 key: e.key.clone(),
                 value: e.payload.clone(),
             })
@@ -243,7 +244,7 @@ async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly
     .unwrap();
     // Restarted, it publishes the same entries again and marks them.
     assert_eq!(
-        publisher::publish_batch(&*b.write, &*log, 100)
+        publisher::publish_batch(&*b.write, &*log, &(0..b.write.shards()).collect(), 100)
             .await
             .unwrap(),
         5
@@ -258,9 +259,10 @@ async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly
     let pc = ProjectorConfig::default();
     for p in 0..2 {
         let mut next = 0;
-        while let Step::Advanced(to) = projector::step(&*log, &*b.read, &pc, p, next)
-            .await
-            .unwrap()
+        while let Step::Advanced(to) =
+            projector::step(&*log, &*b.read, &pc, p, next, std::time::Duration::ZERO)
+                .await
+                .unwrap()
         {
             next = to;
         }

@@ -19,6 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
+use stockflow_bus::EventLog;
 use stockflow_storage::ports::{Outbox, ReadStore, WriteStore};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -48,6 +49,55 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Set when shutdown starts, so `/readyz` fails and load balancers drain us.
     pub draining: Arc<AtomicBool>,
+    /// The event log, when this process publishes or projects (`/readyz` checks it).
+    pub bus: Option<Arc<dyn EventLog>>,
+}
+
+/// Which groups of routes a process serves. Health, readiness, metrics and the OpenAPI
+/// document are always served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routes {
+    /// Commands, catalog writes and reservation reads (the write side).
+    pub commands: bool,
+    /// Read-model queries.
+    pub queries: bool,
+    /// Dead-letter administration.
+    pub dead_letters: bool,
+    /// Projection replay: only where the projectors run.
+    pub projection_replay: bool,
+}
+
+impl Routes {
+    /// Everything (`stockflow dev`).
+    pub const ALL: Routes = Routes {
+        commands: true,
+        queries: true,
+        dead_letters: true,
+        projection_replay: true,
+    };
+    /// The command API.
+    pub const COMMANDS: Routes = Routes {
+        commands: true,
+        ..Routes::NONE
+    };
+    /// The query API, with the dead-letter administration.
+    pub const QUERIES: Routes = Routes {
+        queries: true,
+        dead_letters: true,
+        ..Routes::NONE
+    };
+    /// A projector: operations and projection replay.
+    pub const PROJECTOR: Routes = Routes {
+        projection_replay: true,
+        ..Routes::NONE
+    };
+    /// Operations endpoints only (the publisher).
+    pub const NONE: Routes = Routes {
+        commands: false,
+        queries: false,
+        dead_letters: false,
+        projection_replay: false,
+    };
 }
 
 /// The OpenAPI document, generated from the handlers and types.
@@ -71,8 +121,7 @@ pub struct AppState {
 )]
 pub struct ApiDoc;
 
-/// The whole API on one router.
-pub fn router(state: AppState) -> Router {
+fn command_routes() -> Router<AppState> {
     Router::new()
         .route("/v1/locations/{location}", put(commands::put_location))
         .route("/v1/skus/{sku}", put(commands::put_sku))
@@ -81,21 +130,45 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reservations/{id}", get(commands::get_reservation))
         .route("/v1/reservations/{id}/confirm", post(commands::confirm))
         .route("/v1/reservations/{id}/release", post(commands::release))
+}
+
+fn query_routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/stock/{sku}", get(queries::stock_by_sku))
         .route("/v1/stock/{sku}/{location}", get(queries::stock_at))
         .route("/v1/availability/{sku}", get(queries::availability))
         .route("/v1/search", get(queries::search))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+}
+
+fn dead_letter_routes() -> Router<AppState> {
+    Router::new()
         .route("/admin/dead-letters", get(ops::dead_letters))
         .route(
             "/admin/dead-letters/{id}/replay",
             post(ops::replay_dead_letter),
         )
-        .route("/admin/projections/replay", post(ops::replay_projections))
-        .fallback(not_found)
+}
+
+/// The routes `routes` selects on one router.
+pub fn router(state: AppState, routes: Routes) -> Router {
+    let mut app = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi));
+    if routes.commands {
+        app = app.merge(command_routes());
+    }
+    if routes.queries {
+        app = app.merge(query_routes());
+    }
+    if routes.dead_letters {
+        app = app.merge(dead_letter_routes());
+    }
+    if routes.projection_replay {
+        app = app.route("/admin/projections/replay", post(ops::replay_projections));
+    }
+    app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), record_http))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

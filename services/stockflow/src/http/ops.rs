@@ -22,7 +22,8 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: the stores answer and the process is not draining.
+/// Readiness: the stores (and the bus, where this process uses one) answer and the process
+/// is not draining.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200), (status = 503, body = Problem)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
@@ -34,6 +35,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
     if let Err(e) = state.read.check_ready().await {
         return not_ready(&format!("read store: {e}"));
+    }
+    if let Some(bus) = &state.bus
+        && let Err(e) = bus.check_ready().await
+    {
+        return not_ready(&format!("bus: {e}"));
     }
     (StatusCode::OK, "ready").into_response()
 }

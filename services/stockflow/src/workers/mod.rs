@@ -1,11 +1,24 @@
-//! Background workers: the outbox publisher, the projectors and reservation expiry.
+//! Background workers: the outbox publisher, the projectors, reservation expiry, and the
+//! lease keeper that splits publishing and projection among replicas.
 //!
 //! Each takes its ports and a cancellation token, so the same code runs in `stockflow dev`
 //! over the embedded backend and, as separate roles, over the distributed one.
 
 pub mod expiry;
+pub mod leases;
 pub mod projector;
 pub mod publisher;
+
+/// Why a step of a worker failed: its store or its bus. Either way the worker retries.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A store failed.
+    #[error(transparent)]
+    Store(#[from] stockflow_storage::StoreError),
+    /// The bus failed.
+    #[error(transparent)]
+    Bus(#[from] stockflow_bus::BusError),
+}
 
 use std::time::Duration;
 

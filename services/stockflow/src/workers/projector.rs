@@ -1,4 +1,5 @@
-//! Projectors: one task per log partition applies events to the read models.
+//! Projectors: one task per log partition this replica holds a lease on applies events to
+//! the read models.
 //!
 //! - Offsets are stored with the read models in the same transaction (the inbox), so a
 //!   restart resumes exactly where the last committed batch ended.
@@ -8,17 +9,20 @@
 //! - A record that cannot be decoded, or fails `max_attempts` times, goes to the DLQ with
 //!   its error and the partition moves on.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use stockflow_bus::{EventLog, LogRecord};
 use stockflow_domain::BusEvent;
 use stockflow_storage::now_ms;
-use stockflow_storage::ports::{DeadLetter, EventLog, LogRecord, ReadStore};
+use stockflow_storage::ports::{DeadLetter, ReadStore};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff;
+use super::leases::Owned;
+use super::{WorkerError, backoff};
 
 /// Projector settings.
 #[derive(Debug, Clone)]
@@ -29,7 +33,7 @@ pub struct ProjectorConfig {
     pub max_bytes: usize,
     /// Attempts before a record goes to the DLQ.
     pub max_attempts: u32,
-    /// Poll interval when nothing signals new records.
+    /// How long one fetch waits for a record at the end of a partition (a long poll).
     pub idle_poll: Duration,
     /// Pause after a short batch, trading a few milliseconds of lag for fewer, larger
     /// read-model transactions under load.
@@ -49,6 +53,13 @@ impl Default for ProjectorConfig {
             coalesce: Duration::from_millis(5),
         }
     }
+}
+
+/// The consumer name under which the offsets of `log` are stored: tied to the log's
+/// identity, so offsets stored for another log (a recreated data directory, another topic)
+/// are never applied to this one.
+pub fn consumer_for(log: &dyn EventLog) -> String {
+    format!("read-models@{}", log.identity())
 }
 
 /// Lets the API ask running projectors to start again from offset 0.
@@ -72,29 +83,60 @@ impl ProjectorHandle {
     }
 }
 
-/// Runs one projector task per partition until `shutdown`.
+/// Runs one projector task per partition in `owned` until `shutdown`, starting and
+/// stopping tasks as leases come and go.
 pub async fn run(
     log: Arc<dyn EventLog>,
     read: Arc<dyn ReadStore>,
     config: ProjectorConfig,
     handle: ProjectorHandle,
+    mut owned: Owned,
     shutdown: CancellationToken,
 ) {
-    let mut tasks = JoinSet::new();
-    for partition in 0..log.partitions() {
-        tasks.spawn(run_partition(
-            log.clone(),
-            read.clone(),
-            config.clone(),
-            partition,
-            handle.replay.subscribe(),
-            shutdown.clone(),
-        ));
+    let mut running: BTreeMap<u32, (CancellationToken, JoinHandle<()>)> = BTreeMap::new();
+    loop {
+        let wanted = owned.borrow_and_update().clone();
+        let lost: Vec<u32> = running
+            .keys()
+            .copied()
+            .filter(|p| !wanted.contains(p))
+            .collect();
+        for partition in lost {
+            if let Some((revoked, task)) = running.remove(&partition) {
+                revoked.cancel();
+                let _ = task.await;
+                tracing::info!(partition, "stopped projecting a partition");
+            }
+        }
+        for &partition in &wanted {
+            if running.contains_key(&partition) || partition >= log.partitions() {
+                continue;
+            }
+            let revoked = CancellationToken::new();
+            let task = tokio::spawn(run_partition(
+                log.clone(),
+                read.clone(),
+                config.clone(),
+                partition,
+                handle.replay.subscribe(),
+                shutdown.clone(),
+                revoked.clone(),
+            ));
+            running.insert(partition, (revoked, task));
+        }
+        tokio::select! {
+            Ok(()) = owned.changed() => {}
+            _ = shutdown.cancelled() => break,
+        }
     }
-    while tasks.join_next().await.is_some() {}
+    for (_, (_, task)) in running {
+        let _ = task.await;
+    }
     tracing::info!("projectors stopped");
 }
 
+/// Projects one partition until `shutdown` (after catching up) or until its lease is
+/// `revoked` (at once).
 async fn run_partition(
     log: Arc<dyn EventLog>,
     read: Arc<dyn ReadStore>,
@@ -102,6 +144,7 @@ async fn run_partition(
     partition: u32,
     mut replay: watch::Receiver<u64>,
     shutdown: CancellationToken,
+    revoked: CancellationToken,
 ) {
     let mut failures = 0u32;
     let mut next = loop {
@@ -113,23 +156,37 @@ async fn run_partition(
                 tokio::select! {
                     _ = tokio::time::sleep(backoff(failures)) => {}
                     _ = shutdown.cancelled() => return,
+                    _ = revoked.cancelled() => return,
                 }
             }
         }
     };
-    let mut tick = log.subscribe();
+    tracing::info!(partition, offset = next, "projecting a partition");
     let mut generation = *replay.borrow_and_update();
     // On shutdown, keep going until caught up with the log: the publisher stops first, so
     // everything it appended still reaches the read models.
     loop {
+        if revoked.is_cancelled() {
+            return;
+        }
         let requested = *replay.borrow();
         if requested != generation {
             generation = requested;
             tracing::info!(partition, "replaying the log from offset 0");
             next = 0;
         }
-        tick.borrow_and_update();
-        match step(&*log, &*read, &config, partition, next).await {
+        // Once draining, stop waiting for records that will not come.
+        let wait = if shutdown.is_cancelled() {
+            Duration::ZERO
+        } else {
+            config.idle_poll
+        };
+        let stepped = tokio::select! {
+            stepped = step(&*log, &*read, &config, partition, next, wait) => stepped,
+            Ok(()) = replay.changed() => continue,
+            _ = revoked.cancelled() => return,
+        };
+        match stepped {
             Ok(Step::Advanced(to)) => {
                 failures = 0;
                 // A short batch means we are keeping up: let records accumulate briefly
@@ -147,12 +204,6 @@ async fn run_partition(
                 if shutdown.is_cancelled() {
                     break;
                 }
-                tokio::select! {
-                    _ = tick.changed() => {}
-                    _ = replay.changed() => {}
-                    _ = tokio::time::sleep(config.idle_poll) => {}
-                    _ = shutdown.cancelled() => {}
-                }
             }
             Err(e) => {
                 failures += 1;
@@ -163,6 +214,7 @@ async fn run_partition(
                 tokio::select! {
                     _ = tokio::time::sleep(backoff(failures)) => {}
                     _ = shutdown.cancelled() => {}
+                    _ = revoked.cancelled() => return,
                 }
             }
         }
@@ -198,15 +250,17 @@ fn contiguous(records: Vec<LogRecord>, next: u64) -> (Vec<LogRecord>, bool) {
     (out, gap)
 }
 
-/// Fetches from `next` and projects what continues from it.
+/// Fetches from `next` (waiting up to `wait` for a record) and projects what continues
+/// from it.
 pub async fn step(
     log: &dyn EventLog,
     read: &dyn ReadStore,
     config: &ProjectorConfig,
     partition: u32,
     next: u64,
-) -> stockflow_storage::Result<Step> {
-    let fetched = log.fetch(partition, next, config.max_bytes).await?;
+    wait: Duration,
+) -> Result<Step, WorkerError> {
+    let fetched = log.fetch(partition, next, config.max_bytes, wait).await?;
     if fetched.is_empty() {
         return Ok(Step::Idle);
     }
@@ -264,7 +318,7 @@ pub async fn step(
                         }
                         // The store itself is failing: not this record's fault, so retry
                         // the whole step later instead of dead-lettering good events.
-                        Err(e) if e.retryable() => return Err(e),
+                        Err(e) if e.retryable() => return Err(e.into()),
                         Err(e) => {
                             last_error = e.to_string();
                             if attempt < config.max_attempts {

@@ -1,16 +1,20 @@
 //! The outbox publisher: moves committed outbox entries to the event log, at least once.
 //!
 //! Append first, mark second. A crash between the two re-publishes the batch on restart;
-//! the duplicates carry the same event ids and versions, so projectors ignore them.
+//! the duplicates carry the same event ids and versions, so projectors ignore them. Each
+//! replica publishes only the outbox shards it holds leases on ([`super::leases`]).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use stockflow_bus::{EventLog, NewRecord};
 use stockflow_storage::now_ms;
-use stockflow_storage::ports::{EventLog, NewRecord, Outbox};
+use stockflow_storage::ports::Outbox;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff;
+use super::leases::Owned;
+use super::{WorkerError, backoff};
 
 /// Publisher settings.
 #[derive(Debug, Clone)]
@@ -33,18 +37,21 @@ impl Default for PublisherConfig {
     }
 }
 
-/// Publishes until `shutdown`, then drains what is already committed.
+/// Publishes the shards in `owned` until `shutdown`, then drains what is already
+/// committed in them.
 pub async fn run(
     outbox: Arc<dyn Outbox>,
     log: Arc<dyn EventLog>,
     config: PublisherConfig,
+    mut owned: Owned,
     shutdown: CancellationToken,
 ) {
     let mut tick = outbox.subscribe();
     let mut failures = 0u32;
     loop {
         tick.borrow_and_update();
-        match publish_batch(&*outbox, &*log, config.batch).await {
+        let shards = owned.borrow_and_update().clone();
+        match publish_batch(&*outbox, &*log, &shards, config.batch).await {
             Ok(0) => {
                 failures = 0;
                 if shutdown.is_cancelled() {
@@ -52,6 +59,7 @@ pub async fn run(
                 }
                 tokio::select! {
                     _ = tick.changed() => {}
+                    Ok(()) = owned.changed() => {}
                     _ = tokio::time::sleep(config.idle_poll) => {}
                     _ = shutdown.cancelled() => {}
                 }
@@ -76,13 +84,17 @@ pub async fn run(
     tracing::info!("publisher stopped");
 }
 
-/// Publishes one batch; returns how many entries moved.
+/// Publishes one batch of the entries in `shards`; returns how many entries moved.
 pub async fn publish_batch(
     outbox: &dyn Outbox,
     log: &dyn EventLog,
+    shards: &BTreeSet<u32>,
     batch: usize,
-) -> stockflow_storage::Result<usize> {
-    let entries = outbox.pending(batch).await?;
+) -> Result<usize, WorkerError> {
+    if shards.is_empty() {
+        return Ok(0);
+    }
+    let entries = outbox.pending_in(shards, batch).await?;
     if entries.is_empty() {
         metrics::gauge!("stockflow_outbox_backlog").set(0.0);
         return Ok(0);

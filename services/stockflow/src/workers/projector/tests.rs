@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use stockflow_bus::{EventLog, LogRecord, NewRecord};
 use stockflow_domain::{AdjustReason, BusEvent, EventKind, LocationId, Region, Sku, StockEvent};
 use stockflow_storage::embedded::EmbeddedBackend;
-use stockflow_storage::ports::{EventLog, LogRecord, NewRecord, ReadStore};
-use tokio::sync::watch;
+use stockflow_storage::ports::ReadStore;
 
 use super::*;
 
@@ -49,7 +49,10 @@ impl EventLog for LossyLog {
     fn partitions(&self) -> u32 {
         self.inner.partitions()
     }
-    async fn append(&self, records: Vec<NewRecord>) -> stockflow_storage::Result<Vec<(u32, u64)>> {
+    fn identity(&self) -> String {
+        self.inner.identity()
+    }
+    async fn append(&self, records: Vec<NewRecord>) -> stockflow_bus::Result<Vec<(u32, u64)>> {
         self.inner.append(records).await
     }
     async fn fetch(
@@ -57,8 +60,9 @@ impl EventLog for LossyLog {
         p: u32,
         offset: u64,
         max: usize,
-    ) -> stockflow_storage::Result<Vec<LogRecord>> {
-        let mut records = self.inner.fetch(p, offset, max).await?;
+        wait: Duration,
+    ) -> stockflow_bus::Result<Vec<LogRecord>> {
+        let mut records = self.inner.fetch(p, offset, max, wait).await?;
         if self
             .fetches
             .fetch_add(1, Ordering::Relaxed)
@@ -69,11 +73,11 @@ impl EventLog for LossyLog {
         }
         Ok(records)
     }
-    async fn end_offset(&self, p: u32) -> stockflow_storage::Result<u64> {
+    async fn end_offset(&self, p: u32) -> stockflow_bus::Result<u64> {
         self.inner.end_offset(p).await
     }
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.subscribe()
+    async fn check_ready(&self) -> stockflow_bus::Result<()> {
+        self.inner.check_ready().await
     }
 }
 
@@ -85,7 +89,10 @@ async fn drain(log: &dyn EventLog, read: &dyn ReadStore, config: &ProjectorConfi
         loop {
             steps += 1;
             assert!(steps < 10_000, "projector does not converge");
-            match step(log, read, config, p, next).await.unwrap() {
+            match step(log, read, config, p, next, Duration::ZERO)
+                .await
+                .unwrap()
+            {
                 Step::Idle if next == log.end_offset(p).await.unwrap() => break,
                 Step::Idle => {}
                 Step::Advanced(to) => next = to,
