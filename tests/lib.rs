@@ -142,3 +142,114 @@ impl Drop for DevProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A running distributed role (`stockflow command-api`, `publisher`, ...), configured
+/// through its environment as a pod would be.
+pub struct RoleProcess {
+    child: Child,
+    /// The role's name.
+    pub role: String,
+    /// Where it serves HTTP.
+    pub addr: SocketAddr,
+}
+
+impl RoleProcess {
+    /// Starts `stockflow <role>` with `env` (plus `STOCKFLOW_LISTEN`) in an empty working
+    /// directory and waits until `/readyz` answers.
+    pub async fn start(role: &str, env: &[(String, String)], workdir: &Path) -> Self {
+        let process = Self::spawn(role, env, workdir);
+        process.wait_ready().await;
+        process
+    }
+
+    /// Starts it without waiting.
+    pub fn spawn(role: &str, env: &[(String, String)], workdir: &Path) -> Self {
+        let addr = free_addr();
+        let child = Command::new(stockflow_bin())
+            .arg(role)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("STOCKFLOW_LISTEN", addr.to_string())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(workdir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("stockflow starts");
+        Self {
+            child,
+            role: role.to_string(),
+            addr,
+        }
+    }
+
+    /// Base URL of its HTTP API.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client
+                .get(format!("{}/readyz", self.base()))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stockflow {} did not become ready",
+                self.role
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for the process to exit by itself; returns its exit status.
+    pub fn wait_exit(mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stockflow {} did not exit",
+                self.role
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    pub fn kill_hard(mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let role = self.role.clone();
+        let status = self.wait_exit(Duration::from_secs(30));
+        assert!(status.success(), "stockflow {role} exited with {status}");
+    }
+}
+
+impl Drop for RoleProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
