@@ -14,7 +14,7 @@ test:
 
 # Run only the fast unit and contract tests
 test-unit:
-    cargo test -p stockflow-domain -p stockflow-storage
+    cargo test -p stockflow-domain -p stockflow-storage --lib
 
 # Format all code
 fmt:
@@ -47,6 +47,18 @@ cassandra-up:
 # Stop the Cassandra started by cassandra-up and delete its data
 cassandra-down:
     ./scripts/cassandra.sh down
+
+# Start a single-node Kafka (KRaft) on 127.0.0.1:9092; jars cached in ~/.cache/stockflow
+kafka-up:
+    ./scripts/kafka.sh up
+
+# Stop the Kafka started by kafka-up and delete its data
+kafka-down:
+    ./scripts/kafka.sh down
+
+# Run the whole platform in one process with the events on a local Kafka topic
+dev-kafka brokers="127.0.0.1:9092":
+    cargo run --release -p stockflow -- dev --bus kafka --kafka-brokers {{brokers}}
 
 # Run the platform with the write and read sides on a local Cassandra/ScyllaDB
 dev-scylla nodes="127.0.0.1:9042" keyspace="stockflow":
