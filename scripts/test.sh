@@ -56,6 +56,9 @@ export KAFKA_PORT="${KAFKA_PORT:-19092}"
 export KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 ./scripts/kafka.sh up
 export STOCKFLOW_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+# The bus-outage test freezes this broker with SIGSTOP (and thaws it).
+STOCKFLOW_KAFKA_PID="$(cat "${KAFKA_RUN_DIR:-${TMPDIR:-/tmp}/stockflow-kafka-$KAFKA_PORT}/pid")"
+export STOCKFLOW_KAFKA_PID
 
 step "start a real kube-apiserver over kine on 127.0.0.1 (built once, cached)"
 export KUBE_API_PORT="${KUBE_API_PORT:-16443}"
