@@ -56,7 +56,7 @@ async fn adjust(client: &reqwest::Client, base: &str, key: &str, body: Value) {
         .json(&body)
         .send()
         .await
-        .unwrap();
+        .expect("the platform answers");
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
 }
 
