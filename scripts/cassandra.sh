@@ -16,46 +16,17 @@ STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-17000}"
 CACHE="${STOCKFLOW_CACHE:-$HOME/.cache/stockflow}/cassandra-$VERSION"
 RUN="${CASSANDRA_RUN_DIR:-${TMPDIR:-/tmp}/stockflow-cassandra-$PORT}"
 
-find_java17() {
-    if [[ -n "${CASSANDRA_JAVA:-}" ]]; then echo "$CASSANDRA_JAVA"; return; fi
-    for candidate in /usr/lib/jvm/java-17-openjdk-amd64/bin/java /usr/lib/jvm/java-17-openjdk*/bin/java /usr/lib/jvm/openjdk-17/bin/java; do
-        [[ -x "$candidate" ]] && { echo "$candidate"; return; }
-    done
-    if command -v java >/dev/null && java -version 2>&1 | grep -q '"17\.'; then command -v java; return; fi
-    echo "cassandra.sh: JDK 17 not found (Cassandra 5.0 runs on 17, not 24+); install openjdk-17-jre-headless" >&2
-    exit 1
-}
+# shellcheck source=scripts/jvm.sh
+source "$(dirname "$0")/jvm.sh"
 
 fetch() {
     [[ -f "$CACHE/.complete" ]] && return
-    command -v mvn >/dev/null || { echo "cassandra.sh: mvn not found; install maven" >&2; exit 1; }
     echo "cassandra.sh: fetching cassandra-all $VERSION and its dependencies from Maven Central" >&2
-    local work
-    work="$(mktemp -d)"
-    cat > "$work/pom.xml" <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>dev.stockflow</groupId>
-  <artifactId>cassandra-runtime</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.cassandra</groupId>
-      <artifactId>cassandra-all</artifactId>
-      <version>$VERSION</version>
-    </dependency>
-  </dependencies>
-</project>
-POM
     # cassandra-parent names system-scoped ${jmc5.path} jars; Maven logs an ERROR for
     # them that does not affect the runtime classpath.
-    mvn -q -B -f "$work/pom.xml" dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$CACHE/lib" >"$work/mvn.log" 2>&1 || {
-        cat "$work/mvn.log" >&2; exit 1; }
-    ls "$CACHE/lib"/cassandra-all-*.jar "$CACHE/lib"/jamm-*.jar >/dev/null
-    touch "$CACHE/.complete"
-    rm -rf "$work"
+    maven_fetch cassandra.sh "$CACHE" "
+    <dependency><groupId>org.apache.cassandra</groupId><artifactId>cassandra-all</artifactId><version>$VERSION</version></dependency>" \
+        "cassandra-all-*.jar jamm-*.jar"
 }
 
 write_config() {
@@ -114,7 +85,7 @@ up() {
     fi
     fetch
     local java
-    java="$(find_java17)"
+    java="$(find_java17 cassandra.sh "${CASSANDRA_JAVA:-}")"
     rm -rf "$RUN"
     write_config
     local jamm

@@ -19,51 +19,18 @@ CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 CACHE="${STOCKFLOW_CACHE:-$HOME/.cache/stockflow}/kafka-$VERSION"
 RUN="${KAFKA_RUN_DIR:-${TMPDIR:-/tmp}/stockflow-kafka-$PORT}"
 
-find_java17() {
-    if [[ -n "${KAFKA_JAVA:-}" ]]; then echo "$KAFKA_JAVA"; return; fi
-    for candidate in /usr/lib/jvm/java-17-openjdk-amd64/bin/java /usr/lib/jvm/java-17-openjdk*/bin/java /usr/lib/jvm/openjdk-17/bin/java; do
-        [[ -x "$candidate" ]] && { echo "$candidate"; return; }
-    done
-    if command -v java >/dev/null && java -version 2>&1 | grep -q '"17\.'; then command -v java; return; fi
-    echo "kafka.sh: JDK 17 not found; install openjdk-17-jre-headless" >&2
-    exit 1
-}
+# shellcheck source=scripts/jvm.sh
+source "$(dirname "$0")/jvm.sh"
 
 fetch() {
     [[ -f "$CACHE/.complete" ]] && return
-    command -v mvn >/dev/null || { echo "kafka.sh: mvn not found; install maven" >&2; exit 1; }
     echo "kafka.sh: fetching kafka_$SCALA $VERSION and its dependencies from Maven Central" >&2
-    local work
-    work="$(mktemp -d)"
     # The SLF4J on Kafka's path is 1.7.x, so the log4j bridge is the slf4j (not slf4j2) one;
     # without it the broker logs nothing at all.
-    cat > "$work/pom.xml" <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>dev.stockflow</groupId>
-  <artifactId>kafka-runtime</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_$SCALA</artifactId>
-      <version>$VERSION</version>
-    </dependency>
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j-impl</artifactId>
-      <version>$LOG4J_VERSION</version>
-    </dependency>
-  </dependencies>
-</project>
-POM
-    mvn -q -B -f "$work/pom.xml" dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$CACHE/lib" >"$work/mvn.log" 2>&1 || {
-        cat "$work/mvn.log" >&2; exit 1; }
-    ls "$CACHE/lib"/kafka_"$SCALA"-*.jar >/dev/null
-    touch "$CACHE/.complete"
-    rm -rf "$work"
+    maven_fetch kafka.sh "$CACHE" "
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_$SCALA</artifactId><version>$VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>" \
+        "kafka_$SCALA-*.jar log4j-slf4j-impl-*.jar"
 }
 
 write_config() {
@@ -115,7 +82,7 @@ up() {
     fi
     fetch
     local java
-    java="$(find_java17)"
+    java="$(find_java17 kafka.sh "${KAFKA_JAVA:-}")"
     rm -rf "$RUN"
     write_config
     local cp="$CACHE/lib/*"

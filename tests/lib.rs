@@ -115,24 +115,26 @@ impl DevProcess {
 
     /// SIGTERM, then waits for a clean exit.
     pub fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "stockflow exited with {status}");
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stockflow did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        terminate(&mut self.child, "stockflow");
+    }
+}
+
+/// Sends SIGTERM and waits up to 30 s for a successful exit.
+fn terminate(child: &mut Child, what: &str) {
+    let pid = child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "{what} exited with {status}");
+            return;
         }
+        assert!(Instant::now() < deadline, "{what} did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -234,16 +236,9 @@ impl RoleProcess {
     }
 
     /// SIGTERM, then waits for a clean exit.
-    pub fn stop(self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let role = self.role.clone();
-        let status = self.wait_exit(Duration::from_secs(30));
-        assert!(status.success(), "stockflow {role} exited with {status}");
+    pub fn stop(mut self) {
+        let what = format!("stockflow {}", self.role);
+        terminate(&mut self.child, &what);
     }
 }
 
