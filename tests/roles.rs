@@ -6,7 +6,11 @@
 //! version of every key is on the topic, in order.
 //!
 //! Needs `STOCKFLOW_CQL_NODES` and `STOCKFLOW_KAFKA_BROKERS` (the test command sets both);
-//! fails without them.
+//! fails without them. The same region runs on Fluvio where `FLUVIO_ENDPOINT` names a
+//! cluster (no registry ships Fluvio's server, so CI has none).
+
+// A test: a failed call is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use stockflow_bus::EventLog;
-use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog, ensure_topic};
+use stockflow_bus::fluvio::{FluvioConfig, FluvioEventLog};
+use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
 use stockflow_e2e::{RoleProcess, run_stockflow};
 use stockflow_storage::ports::WriteStore;
 use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
@@ -66,11 +71,68 @@ async fn command(
     panic!("{path} with key {key} never got a definite answer");
 }
 
-#[allow(clippy::too_many_lines)]
+/// The bus a region runs on.
+enum TestBus {
+    /// Kafka bootstrap brokers.
+    Kafka(String),
+    /// A Fluvio SC endpoint.
+    Fluvio(String),
+}
+
+impl TestBus {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            TestBus::Kafka(brokers) => vec![
+                ("STOCKFLOW_BUS", "kafka".into()),
+                ("STOCKFLOW_KAFKA_BROKERS", brokers.clone()),
+            ],
+            TestBus::Fluvio(endpoint) => vec![
+                ("STOCKFLOW_BUS", "fluvio".into()),
+                ("STOCKFLOW_FLUVIO_ENDPOINT", endpoint.clone()),
+            ],
+        }
+    }
+
+    /// Creates the topic, as the operator does, and opens it for reading.
+    async fn create_topic(&self, topic: &str) -> Arc<dyn EventLog> {
+        match self {
+            TestBus::Kafka(brokers) => Arc::new(
+                KafkaEventLog::connect(KafkaConfig::new(
+                    brokers.split(',').map(str::to_string).collect(),
+                    topic.into(),
+                    PARTITIONS,
+                ))
+                .await
+                .expect("the Kafka topic is created"),
+            ),
+            TestBus::Fluvio(endpoint) => Arc::new(
+                FluvioEventLog::connect(FluvioConfig::new(
+                    endpoint.clone(),
+                    topic.into(),
+                    PARTITIONS,
+                ))
+                .await
+                .expect("the Fluvio topic is created"),
+            ),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_roles_as_processes_survive_sigkill_and_converge_exactly() {
+async fn four_roles_on_kafka_survive_sigkill_and_converge_exactly() {
+    region_survives_sigkill_and_converges(TestBus::Kafka(required("STOCKFLOW_KAFKA_BROKERS")))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Fluvio cluster: set FLUVIO_ENDPOINT and run with --ignored"]
+async fn four_roles_on_fluvio_survive_sigkill_and_converge_exactly() {
+    region_survives_sigkill_and_converges(TestBus::Fluvio(required("FLUVIO_ENDPOINT"))).await;
+}
+
+#[allow(clippy::too_many_lines)]
+async fn region_survives_sigkill_and_converges(bus: TestBus) {
     let nodes = required("STOCKFLOW_CQL_NODES");
-    let brokers = required("STOCKFLOW_KAFKA_BROKERS");
     let run = std::process::id();
     let keyspace = format!("roles_{run}");
     let region = format!("roles{run}");
@@ -85,16 +147,15 @@ async fn four_roles_as_processes_survive_sigkill_and_converge_exactly() {
     ]);
     let workdir = tempfile::tempdir().expect("a working directory");
     let env: Vec<(String, String)> = [
-        ("STOCKFLOW_SCYLLA_NODES", nodes.as_str()),
-        ("STOCKFLOW_SCYLLA_KEYSPACE", keyspace.as_str()),
-        ("STOCKFLOW_BUS", "kafka"),
-        ("STOCKFLOW_KAFKA_BROKERS", brokers.as_str()),
-        ("STOCKFLOW_REGION", region.as_str()),
-        ("STOCKFLOW_PARTITIONS", "4"),
-        ("STOCKFLOW_OUTBOX_SCAN_MS", "100"),
+        ("STOCKFLOW_SCYLLA_NODES", nodes.clone()),
+        ("STOCKFLOW_SCYLLA_KEYSPACE", keyspace.clone()),
+        ("STOCKFLOW_REGION", region.clone()),
+        ("STOCKFLOW_PARTITIONS", PARTITIONS.to_string()),
+        ("STOCKFLOW_OUTBOX_SCAN_MS", "100".into()),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain(bus.env())
+    .map(|(k, v)| (k.to_string(), v))
     .collect();
 
     // The roles never create the topic (the operator does): a projector started before
@@ -105,13 +166,9 @@ async fn four_roles_as_processes_survive_sigkill_and_converge_exactly() {
         !status.success(),
         "a projector without its topic must not start"
     );
-    let topic = stockflow_bus::default_topic(&region);
-    let kafka = KafkaConfig::new(
-        brokers.split(',').map(str::to_string).collect(),
-        topic.clone(),
-        PARTITIONS,
-    );
-    ensure_topic(&kafka).await.expect("the topic is created");
+    let log = bus
+        .create_topic(&stockflow_bus::default_topic(&region))
+        .await;
 
     let commands = [
         RoleProcess::start("command-api", &env, workdir.path()).await,
@@ -336,9 +393,6 @@ async fn four_roles_as_processes_survive_sigkill_and_converge_exactly() {
 
     // Every version of every key is on the topic, and in order within its partition
     // (redeliveries after the kills repeat versions already seen, never go back).
-    let log = KafkaEventLog::connect(kafka)
-        .await
-        .expect("the topic opens");
     let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut records = 0u64;
     for p in 0..PARTITIONS {

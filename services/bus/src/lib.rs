@@ -5,12 +5,16 @@
 //! - [`kafka`]: the adapter for Apache Kafka and compatible brokers (Redpanda, managed
 //!   Kafka), over librdkafka: an idempotent producer that picks partitions with the
 //!   project's own partitioner, consumers assigned to explicit offsets, topic admin.
+//! - [`fluvio`]: the adapter for Fluvio, the design's default bus: the project's
+//!   partitioner on the producer, one stream per partition from an explicit offset, and a
+//!   check that offsets continue exactly (the 0.50.1 client can skip records).
 //! - [`error`]: the crate's one error enum.
 //! - [`contract`]: the behaviour every adapter must show (for adapters' tests); the
 //!   embedded log (in `stockflow-storage`, beside the other SQLite stores it shares its
 //!   WAL machinery with) and the Kafka adapter both run it.
 
 pub mod error;
+pub mod fluvio;
 pub mod kafka;
 pub mod port;
 

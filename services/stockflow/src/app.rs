@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use stockflow_bus::EventLog;
+use stockflow_bus::fluvio::{FluvioConfig, FluvioEventLog};
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
 use stockflow_storage::embedded::{
     DataDirLock, EmbeddedBackend, SqliteEventLog, WalPolicy, checkpoint_file,
@@ -48,6 +49,8 @@ pub enum BusConfig {
     Embedded,
     /// A Kafka topic.
     Kafka(KafkaConfig),
+    /// A Fluvio topic.
+    Fluvio(FluvioConfig),
 }
 
 /// The ports of one running platform.
@@ -99,17 +102,16 @@ impl LocalData {
 /// Opens the stores and the bus `config` names.
 pub async fn open_backend(config: &DevConfig) -> Result<Backend, AppError> {
     let needs_log = config.workers.publish || config.workers.project;
-    let kafka = match (&config.bus, needs_log) {
-        (BusConfig::Kafka(k), true) => {
-            Some(Arc::new(KafkaEventLog::connect(k.clone()).await?) as Arc<dyn EventLog>)
-        }
+    let remote: Option<Arc<dyn EventLog>> = match (&config.bus, needs_log) {
+        (BusConfig::Kafka(k), true) => Some(Arc::new(KafkaEventLog::connect(k.clone()).await?)),
+        (BusConfig::Fluvio(f), true) => Some(Arc::new(FluvioEventLog::connect(f.clone()).await?)),
         _ => None,
     };
     match &config.store {
         StoreConfig::Embedded => {
             let b = EmbeddedBackend::open_with(&config.data_dir, config.partitions, config.wal)?;
-            let log = match kafka {
-                Some(k) => Some(k),
+            let log = match remote {
+                Some(remote) => Some(remote),
                 None => Some(b.log.clone() as Arc<dyn EventLog>),
             };
             Ok(Backend {
@@ -144,7 +146,7 @@ pub async fn open_backend(config: &DevConfig) -> Result<Backend, AppError> {
                         LocalData::Log { lock, path },
                     )
                 }
-                _ => (kafka, LocalData::Nothing),
+                _ => (remote, LocalData::Nothing),
             };
             Ok(Backend {
                 write: b.write.clone(),

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use stockflow::http::Routes;
 use stockflow::{app, bench, telemetry};
+use stockflow_bus::fluvio::FluvioConfig;
 use stockflow_bus::kafka::KafkaConfig;
 use stockflow_storage::scylla::{self, Replication, ScyllaConfig};
 
@@ -92,7 +93,7 @@ enum Bus {
     Embedded,
     /// Apache Kafka or a compatible broker (Redpanda, managed Kafka).
     Kafka,
-    /// Fluvio (not in this build).
+    /// Fluvio.
     Fluvio,
 }
 
@@ -126,29 +127,52 @@ struct BusArgs {
         value_delimiter = ','
     )]
     kafka_options: Vec<String>,
+    /// Fluvio's SC public endpoint, `host:port`.
+    #[arg(long, env = "STOCKFLOW_FLUVIO_ENDPOINT")]
+    fluvio_endpoint: Option<String>,
+    /// Bytes a Fluvio consumer stream asks for per fetch.
+    #[arg(long, env = "STOCKFLOW_FLUVIO_MAX_FETCH_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(i32).range(64..))]
+    fluvio_max_fetch_bytes: i32,
 }
 
 impl BusArgs {
+    fn topic(&self) -> String {
+        self.bus_topic
+            .clone()
+            .unwrap_or_else(|| stockflow_bus::default_topic(&self.region))
+    }
+
     fn config(&self, partitions: u32, create_by_default: bool) -> Result<app::BusConfig, String> {
         match self.bus {
             Bus::Embedded => Ok(app::BusConfig::Embedded),
-            Bus::Fluvio => Err("--bus fluvio: this build has no Fluvio adapter yet; use --bus kafka (Kafka, Redpanda or a managed Kafka) or the embedded log".into()),
+            Bus::Fluvio => {
+                let endpoint = self
+                    .fluvio_endpoint
+                    .clone()
+                    .ok_or("--bus fluvio needs --fluvio-endpoint (or STOCKFLOW_FLUVIO_ENDPOINT)")?;
+                let mut config = FluvioConfig::new(endpoint, self.topic(), partitions);
+                config.replication = u32::from(self.bus_replication);
+                config.create_topic = self.bus_create_topic.unwrap_or(create_by_default);
+                config.max_fetch_bytes = self.fluvio_max_fetch_bytes;
+                Ok(app::BusConfig::Fluvio(config))
+            }
             Bus::Kafka => {
                 if self.kafka_brokers.is_empty() {
-                    return Err("--bus kafka needs --kafka-brokers (or STOCKFLOW_KAFKA_BROKERS)".into());
+                    return Err(
+                        "--bus kafka needs --kafka-brokers (or STOCKFLOW_KAFKA_BROKERS)".into(),
+                    );
                 }
-                let topic = self
-                    .bus_topic
-                    .clone()
-                    .unwrap_or_else(|| stockflow_bus::default_topic(&self.region));
-                let mut config = KafkaConfig::new(self.kafka_brokers.clone(), topic, partitions);
+                let mut config =
+                    KafkaConfig::new(self.kafka_brokers.clone(), self.topic(), partitions);
                 config.replication = self.bus_replication;
                 config.create_topic = self.bus_create_topic.unwrap_or(create_by_default);
                 for option in &self.kafka_options {
                     let (k, v) = option.split_once('=').ok_or_else(|| {
                         format!("--kafka-option: expected key=value, got {option:?}")
                     })?;
-                    config.options.push((k.trim().to_string(), v.trim().to_string()));
+                    config
+                        .options
+                        .push((k.trim().to_string(), v.trim().to_string()));
                 }
                 Ok(app::BusConfig::Kafka(config))
             }
@@ -340,6 +364,7 @@ async fn run_role(args: RoleArgs, role: RoleKind) -> Result<(), String> {
     if needs_bus && matches!(bus, app::BusConfig::Embedded) {
         return Err(format!(
             "the {} role needs a bus shared by every replica: --bus kafka --kafka-brokers HOST:PORT \
+             or --bus fluvio --fluvio-endpoint HOST:PORT \
              (the embedded log lives inside one process; `stockflow dev` runs everything over it)",
             role.name
         ));

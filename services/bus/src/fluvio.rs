@@ -1,0 +1,440 @@
+//! The Fluvio adapter (client 0.50.1, servers 0.18.x), the design's default bus.
+//!
+//! - Producing: one topic producer whose partitioner is the project's own
+//!   [`partition_for_key`] (the same function as Fluvio's default keyed partitioner, set
+//!   explicitly so a change of default can never move SKUs), at-least-once delivery; an
+//!   append waits for every record's partition and offset.
+//! - Consuming: one stream per partition read, started at the offset asked for; a fetch at
+//!   another offset starts a new stream there. The 0.50.1 client skips the rest of a batch
+//!   when a fetch hits `max_bytes` (fluvio-community/fluvio#4627), so every fetch checks
+//!   that offsets continue exactly and restarts its stream at the first missing one.
+//! - Admin: the topic is created when missing (if allowed), its partition count checked,
+//!   and partition end offsets read from the partitions' high watermarks.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use fluvio::consumer::{ConsumerConfigExtBuilder, Record};
+use fluvio::dataplane::link::ErrorCode;
+use fluvio::metadata::partition::PartitionSpec;
+use fluvio::metadata::topic::{TopicResolution, TopicSpec};
+use fluvio::{
+    Fluvio, FluvioClusterConfig, Offset, Partitioner, PartitionerConfig,
+    TopicProducerConfigBuilder, TopicProducerPool,
+};
+use futures::{FutureExt, Stream, StreamExt};
+use stockflow_domain::partition_for_key;
+use tokio::sync::Mutex;
+
+use crate::kafka::TopicState;
+use crate::port::{EventLog, LogRecord, NewRecord};
+use crate::{BusError, Result};
+
+/// Most records returned by one fetch, whatever `max_bytes` allows.
+const MAX_FETCH_RECORDS: usize = 2000;
+/// Streams restarted within one fetch before it returns what it has.
+const GAP_RETRIES: usize = 3;
+
+/// How to reach the cluster and which topic to use.
+#[derive(Debug, Clone)]
+pub struct FluvioConfig {
+    /// The SC's public endpoint, `host:port`.
+    pub endpoint: String,
+    /// The region's topic.
+    pub topic: String,
+    /// Partitions the topic has (or is created with).
+    pub partitions: u32,
+    /// Replication factor of a topic this adapter creates.
+    pub replication: u32,
+    /// Create the topic when it is missing; otherwise a missing topic is a start-up error.
+    pub create_topic: bool,
+    /// Bytes a consumer stream asks the SPU for per fetch.
+    pub max_fetch_bytes: i32,
+    /// How long connecting and admin requests may take.
+    pub request_timeout: Duration,
+}
+
+impl FluvioConfig {
+    /// Defaults for a topic on the cluster at `endpoint`.
+    pub fn new(endpoint: String, topic: String, partitions: u32) -> Self {
+        Self {
+            endpoint,
+            topic,
+            partitions,
+            replication: 1,
+            create_topic: true,
+            max_fetch_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(format!("{what}: {e}"))
+}
+
+async fn within<T>(
+    config: &FluvioConfig,
+    what: &str,
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(config.request_timeout, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(unavailable(what, format!("{e:#}"))),
+        Err(_) => Err(BusError::Unavailable(format!(
+            "{what}: no answer from Fluvio at {} within {:?}",
+            config.endpoint, config.request_timeout
+        ))),
+    }
+}
+
+async fn connect(config: &FluvioConfig) -> Result<Fluvio> {
+    let cluster = FluvioClusterConfig::new(config.endpoint.clone());
+    within(
+        config,
+        &format!("cannot connect to Fluvio at {}", config.endpoint),
+        Fluvio::connect_with_config(&cluster),
+    )
+    .await
+}
+
+/// The partition count of the topic, or `None` when it does not exist.
+async fn topic_partitions(
+    client: &Fluvio,
+    config: &FluvioConfig,
+) -> Result<Option<(u32, TopicResolution)>> {
+    let admin = client.admin().await;
+    let topics = within(
+        config,
+        "list topics",
+        admin.list::<TopicSpec, String>(vec![config.topic.clone()]),
+    )
+    .await?;
+    Ok(topics
+        .into_iter()
+        .find(|t| t.name == config.topic)
+        .map(|t| (t.spec.partitions(), t.status.resolution)))
+}
+
+fn check_partitions(config: &FluvioConfig, found: u32) -> Result<()> {
+    if found == config.partitions {
+        return Ok(());
+    }
+    Err(BusError::Config(format!(
+        "topic {} has {found} partitions, not {}: the partition count is fixed once a topic holds events, since changing it would move SKUs between partitions",
+        config.topic, config.partitions
+    )))
+}
+
+/// Creates the topic when missing (if the config allows), checks its partition count and
+/// waits until every partition is provisioned.
+pub async fn ensure_topic(config: &FluvioConfig) -> Result<TopicState> {
+    let client = connect(config).await?;
+    ensure_topic_on(&client, config).await
+}
+
+async fn ensure_topic_on(client: &Fluvio, config: &FluvioConfig) -> Result<TopicState> {
+    let state = match topic_partitions(client, config).await? {
+        Some((found, _)) => {
+            check_partitions(config, found)?;
+            TopicState::Existed
+        }
+        None if !config.create_topic => {
+            return Err(BusError::Config(format!(
+                "topic {} does not exist on {} and topic creation is off (create it with {} partitions, or allow creation)",
+                config.topic, config.endpoint, config.partitions
+            )));
+        }
+        None => {
+            let admin = client.admin().await;
+            let spec = TopicSpec::new_computed(config.partitions, config.replication, None);
+            within(
+                config,
+                "create topic",
+                admin.create(config.topic.clone(), false, spec),
+            )
+            .await?;
+            tracing::info!(topic = %config.topic, partitions = config.partitions, "created the Fluvio topic");
+            TopicState::Created
+        }
+    };
+    let deadline = Instant::now() + config.request_timeout;
+    loop {
+        match topic_partitions(client, config).await? {
+            Some((_, TopicResolution::Provisioned)) => return Ok(state),
+            Some((_, resolution)) if Instant::now() < deadline => {
+                tracing::debug!(?resolution, "waiting for the topic's partitions");
+            }
+            other => {
+                return Err(BusError::Unavailable(format!(
+                    "topic {} is not provisioned after {:?}: {other:?}",
+                    config.topic, config.request_timeout
+                )));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Deletes the topic; a missing topic is not an error.
+pub async fn delete_topic(config: &FluvioConfig) -> Result<()> {
+    let client = connect(config).await?;
+    if topic_partitions(&client, config).await?.is_none() {
+        return Ok(());
+    }
+    let admin = client.admin().await;
+    within(
+        config,
+        "delete topic",
+        admin.delete::<TopicSpec>(config.topic.clone()),
+    )
+    .await
+}
+
+/// The project's partitioner, so a SKU's partition never depends on the client's default.
+#[derive(Debug)]
+struct SkuPartitioner;
+
+impl Partitioner for SkuPartitioner {
+    fn partition(&self, config: &PartitionerConfig, key: Option<&[u8]>, _value: &[u8]) -> u32 {
+        partition_for_key(key.unwrap_or_default(), config.partition_count)
+    }
+}
+
+type RecordStream = Pin<Box<dyn Stream<Item = std::result::Result<Record, ErrorCode>> + Send>>;
+
+/// A stream positioned in one partition, and the offset its next record has.
+struct Reader {
+    stream: RecordStream,
+    next: u64,
+}
+
+/// The region's topic on a Fluvio cluster.
+pub struct FluvioEventLog {
+    config: FluvioConfig,
+    client: Arc<Fluvio>,
+    producer: TopicProducerPool,
+    readers: Vec<Mutex<Option<Reader>>>,
+}
+
+impl FluvioEventLog {
+    /// Connects, checks (or creates) the topic and starts the producer.
+    pub async fn connect(config: FluvioConfig) -> Result<Self> {
+        if config.partitions == 0 {
+            return Err(BusError::Config(
+                "a topic needs at least one partition".into(),
+            ));
+        }
+        let client = connect(&config).await?;
+        ensure_topic_on(&client, &config).await?;
+        let producer_config = TopicProducerConfigBuilder::default()
+            .partitioner(Arc::new(SkuPartitioner))
+            .linger(Duration::from_millis(1))
+            .build()
+            .map_err(|e| BusError::Config(format!("Fluvio producer settings: {e}")))?;
+        let producer = within(
+            &config,
+            "start the producer",
+            client.topic_producer_with_config(config.topic.clone(), producer_config),
+        )
+        .await?;
+        let readers = (0..config.partitions).map(|_| Mutex::new(None)).collect();
+        Ok(Self {
+            config,
+            client: Arc::new(client),
+            producer,
+            readers,
+        })
+    }
+
+    async fn stream_at(&self, partition: u32, offset: u64) -> Result<RecordStream> {
+        let start = Offset::absolute(i64::try_from(offset).unwrap_or(i64::MAX))
+            .map_err(|e| BusError::Refused(format!("offset {offset}: {e}")))?;
+        let consumer = ConsumerConfigExtBuilder::default()
+            .topic(self.config.topic.clone())
+            .partition(partition)
+            .offset_start(start)
+            .max_bytes(self.config.max_fetch_bytes)
+            .build()
+            .map_err(|e| BusError::Config(format!("Fluvio consumer settings: {e}")))?;
+        let stream = within(
+            &self.config,
+            "start a consumer stream",
+            self.client.consumer_with_config(consumer),
+        )
+        .await?;
+        Ok(Box::pin(stream))
+    }
+}
+
+fn to_record(partition: u32, r: &Record) -> LogRecord {
+    LogRecord {
+        partition,
+        offset: u64::try_from(r.offset()).unwrap_or(0),
+        key: r
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+        value: r.value().to_vec(),
+        timestamp_ms: r.timestamp(),
+    }
+}
+
+#[async_trait]
+impl EventLog for FluvioEventLog {
+    fn partitions(&self) -> u32 {
+        self.config.partitions
+    }
+
+    fn identity(&self) -> String {
+        format!("fluvio:{}", self.config.topic)
+    }
+
+    async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<(u32, u64)>> {
+        let mut outputs = Vec::with_capacity(records.len());
+        for r in records {
+            let output = self
+                .producer
+                .send(r.key.into_bytes(), r.value)
+                .await
+                .map_err(|e| unavailable("produce", format!("{e:#}")))?;
+            outputs.push(output);
+        }
+        self.producer
+            .flush()
+            .await
+            .map_err(|e| unavailable("flush the producer", format!("{e:#}")))?;
+        let mut assigned = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let metadata = output
+                .wait()
+                .await
+                .map_err(|e| unavailable("delivery", format!("{e:#}")))?;
+            assigned.push((
+                metadata.partition_id(),
+                u64::try_from(metadata.offset()).unwrap_or(0),
+            ));
+        }
+        Ok(assigned)
+    }
+
+    async fn fetch(
+        &self,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<Vec<LogRecord>> {
+        let slot = self
+            .readers
+            .get(partition as usize)
+            .ok_or_else(|| BusError::Refused(format!("no partition {partition}")))?;
+        let mut guard = slot.lock().await;
+        let deadline = tokio::time::Instant::now() + max_wait;
+        for _ in 0..GAP_RETRIES {
+            if guard.as_ref().is_none_or(|r| r.next != offset) {
+                *guard = Some(Reader {
+                    stream: self.stream_at(partition, offset).await?,
+                    next: offset,
+                });
+            }
+            let Some(reader) = guard.as_mut() else {
+                return Ok(Vec::new());
+            };
+            let first = match tokio::time::timeout_at(deadline, reader.stream.next()).await {
+                Err(_) => return Ok(Vec::new()),
+                Ok(Some(Ok(r))) => to_record(partition, &r),
+                Ok(Some(Err(code))) => {
+                    *guard = None;
+                    return Err(unavailable(
+                        &format!("reading partition {partition} of {}", self.config.topic),
+                        code,
+                    ));
+                }
+                Ok(None) => {
+                    *guard = None;
+                    return Err(BusError::Unavailable(format!(
+                        "the stream of partition {partition} ended"
+                    )));
+                }
+            };
+            if first.offset > offset {
+                // The client skipped records: start a stream at the first missing one.
+                tracing::warn!(
+                    partition,
+                    expected = offset,
+                    got = first.offset,
+                    "Fluvio skipped records; re-reading"
+                );
+                metrics::counter!("stockflow_bus_fluvio_skips_total").increment(1);
+                *guard = None;
+                continue;
+            }
+            let mut out = Vec::new();
+            let mut bytes = 0;
+            let mut expected = offset;
+            let mut pending = Some(first);
+            while let Some(record) = pending.take() {
+                if record.offset < expected {
+                    // Redelivered: already handed out.
+                } else if record.offset > expected {
+                    tracing::warn!(
+                        partition,
+                        expected,
+                        got = record.offset,
+                        "Fluvio skipped records; re-reading"
+                    );
+                    metrics::counter!("stockflow_bus_fluvio_skips_total").increment(1);
+                    reader.next = u64::MAX;
+                    break;
+                } else {
+                    expected += 1;
+                    bytes += record.value.len();
+                    out.push(record);
+                }
+                if bytes >= max_bytes || out.len() >= MAX_FETCH_RECORDS {
+                    break;
+                }
+                pending = match reader.stream.next().now_or_never() {
+                    Some(Some(Ok(r))) => Some(to_record(partition, &r)),
+                    _ => None,
+                };
+            }
+            if reader.next != u64::MAX {
+                reader.next = expected;
+            }
+            return Ok(out);
+        }
+        Ok(Vec::new())
+    }
+
+    async fn end_offset(&self, partition: u32) -> Result<u64> {
+        let admin = self.client.admin().await;
+        let name = format!("{}-{partition}", self.config.topic);
+        let partitions = within(
+            &self.config,
+            "list partitions",
+            admin.list::<PartitionSpec, String>(vec![name.clone()]),
+        )
+        .await?;
+        let found = partitions
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| BusError::Unavailable(format!("partition {name} is not known")))?;
+        Ok(u64::try_from(found.status.leader.hw).unwrap_or(0))
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        let mut config = self.config.clone();
+        config.request_timeout = Duration::from_secs(2);
+        match topic_partitions(&self.client, &config).await? {
+            Some(_) => Ok(()),
+            None => Err(BusError::Unavailable(format!(
+                "topic {} is not available",
+                self.config.topic
+            ))),
+        }
+    }
+}
