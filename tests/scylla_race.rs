@@ -1,6 +1,6 @@
 //! Two command-API processes on one keyspace (Cassandra standing in for ScyllaDB), racing
 //! on the same SKUs: no lost update, no oversell, and every acknowledged command has
-//! exactly one outbox event. Needs `STOCKFLOW_CQL_NODES`; skipped otherwise.
+//! exactly one outbox event. Needs `STOCKFLOW_CQL_NODES` (the test command sets it).
 
 use std::collections::BTreeMap;
 
@@ -26,13 +26,12 @@ struct TwoProcesses {
     config: ScyllaConfig,
 }
 
-/// Migrates keyspace `<prefix>_<pid>` and starts both processes on it; `None` (with a
-/// message) without `STOCKFLOW_CQL_NODES`.
-async fn two_processes(prefix: &str) -> Option<TwoProcesses> {
-    let Ok(nodes) = std::env::var("STOCKFLOW_CQL_NODES") else {
-        eprintln!("skipping: STOCKFLOW_CQL_NODES is not set (scripts/test.sh sets it)");
-        return None;
-    };
+/// Migrates keyspace `<prefix>_<pid>` and starts both processes on it; fails without
+/// `STOCKFLOW_CQL_NODES`.
+async fn two_processes(prefix: &str) -> TwoProcesses {
+    let nodes = std::env::var("STOCKFLOW_CQL_NODES").expect(
+        "STOCKFLOW_CQL_NODES is unset: run ./scripts/test.sh, which starts Cassandra and sets it",
+    );
     let keyspace = format!("{prefix}_{}", std::process::id());
     run_stockflow(&[
         "migrate",
@@ -65,29 +64,26 @@ async fn two_processes(prefix: &str) -> Option<TwoProcesses> {
         .expect("the first process answers");
     assert!(r.status().is_success());
     let config = ScyllaConfig::new(nodes.split(',').map(str::to_string).collect(), keyspace);
-    Some(TwoProcesses {
+    TwoProcesses {
         a,
         b,
         dirs,
         bases,
         client,
         config,
-    })
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_racing_on_one_keyspace_lose_nothing_and_never_oversell() {
-    let Some(TwoProcesses {
+    let TwoProcesses {
         a,
         b,
         dirs: [dir_a, dir_b],
         bases,
         client,
         config,
-    }) = two_processes("race").await
-    else {
-        return;
-    };
+    } = two_processes("race").await;
     for s in 0..SKUS {
         let r = client.post(format!("{}/v1/adjustments", bases[s % 2])).header("idempotency-key", format!("init-{s}"))
             .json(&json!({"sku": format!("R{s}"), "location": "dc", "set_on_hand": STOCK, "reason": "cycle_count"}))
@@ -202,17 +198,14 @@ async fn two_processes_racing_on_one_keyspace_lose_nothing_and_never_oversell() 
 /// either active or final — none is left half-way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_long_and_multi_line_reservations_leave_exactly_their_holds() {
-    let Some(TwoProcesses {
+    let TwoProcesses {
         a,
         b,
         dirs: _dirs,
         bases,
         client,
         config,
-    }) = two_processes("mix").await
-    else {
-        return;
-    };
+    } = two_processes("mix").await;
     let set = |sku: &str, n: i64, key: String| {
         let (client, base) = (client.clone(), bases[0].clone());
         let sku = sku.to_string();

@@ -262,47 +262,97 @@ pub async fn apply(region: &InventoryRegion, ctx: &Context) -> Result<Action> {
 
 /// Removes what lives outside Kubernetes, per the deletion policy. Never blocks deletion
 /// forever: a failure is reported as a Warning event and deletion proceeds, since a stuck
-/// finalizer would hold the namespace hostage.
+/// finalizer would hold the namespace hostage. A keyspace or topic that another region in
+/// the cluster also names is never removed.
 pub async fn cleanup(region: &InventoryRegion, ctx: &Context) -> Result<Action> {
-    match region.spec.deletion_policy {
-        DeletionPolicy::Retain => {
-            ctx.event(
-                region,
-                EventType::Normal,
-                "Retained",
-                format!(
-                    "keyspace {} and topic {} are retained",
-                    region.spec.scylla.keyspace,
-                    resources::topic(region)
-                ),
-            )
-            .await;
-        }
-        DeletionPolicy::Delete => match ctx.external.drop_keyspace(region).await {
+    let keyspace = region.spec.scylla.keyspace.clone();
+    let topic = resources::topic(region);
+    if region.spec.deletion_policy == DeletionPolicy::Retain {
+        ctx.event(
+            region,
+            EventType::Normal,
+            "Retained",
+            format!("keyspace {keyspace} and topic {topic} are retained"),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    let others: Vec<InventoryRegion> = Api::<InventoryRegion>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|o| o.uid() != region.uid() && o.metadata.deletion_timestamp.is_none())
+        .collect();
+    let sharing = |same: &dyn Fn(&InventoryRegion) -> bool| {
+        others
+            .iter()
+            .filter(|o| same(o))
+            .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
+            .collect::<Vec<_>>()
+    };
+    let keyspace_users = sharing(&|o| {
+        o.spec.scylla.keyspace == keyspace
+            && o.spec
+                .scylla
+                .nodes
+                .iter()
+                .any(|n| region.spec.scylla.nodes.contains(n))
+    });
+    if keyspace_users.is_empty() {
+        match ctx.external.drop_keyspace(region).await {
             Ok(()) => {
-                ctx.event(
-                    region,
-                    EventType::Normal,
-                    "KeyspaceDropped",
-                    format!("dropped keyspace {}", region.spec.scylla.keyspace),
-                )
-                .await;
+                let note = format!("dropped keyspace {keyspace}");
+                ctx.event(region, EventType::Normal, "KeyspaceDropped", note)
+                    .await;
             }
             Err(e) => {
-                ctx.event(
-                    region,
-                    EventType::Warning,
-                    "KeyspaceNotDropped",
-                    format!(
-                        "could not drop keyspace {}: {e}; drop it by hand",
-                        region.spec.scylla.keyspace
-                    ),
-                )
-                .await;
+                let note = format!("could not drop keyspace {keyspace}: {e}; drop it by hand");
+                ctx.event(region, EventType::Warning, "KeyspaceNotDropped", note)
+                    .await;
             }
-        },
+        }
+    } else {
+        let note = format!(
+            "keyspace {keyspace} is kept: {} also use it",
+            keyspace_users.join(", ")
+        );
+        ctx.event(region, EventType::Warning, "KeyspaceShared", note)
+            .await;
+    }
+    let topic_users = sharing(&|o| resources::topic(o) == topic && same_bus(o, region));
+    if topic_users.is_empty() {
+        match ctx.external.delete_topic(region).await {
+            Ok(()) => {
+                let note = format!("deleted topic {topic}");
+                ctx.event(region, EventType::Normal, "TopicDeleted", note)
+                    .await;
+            }
+            Err(e) => {
+                let note = format!("could not delete topic {topic}: {e}; delete it by hand");
+                ctx.event(region, EventType::Warning, "TopicNotDeleted", note)
+                    .await;
+            }
+        }
+    } else {
+        let note = format!(
+            "topic {topic} is kept: {} also use it",
+            topic_users.join(", ")
+        );
+        ctx.event(region, EventType::Warning, "TopicShared", note)
+            .await;
     }
     Ok(Action::await_change())
+}
+
+/// Whether two regions' buses are the same cluster (any broker or endpoint in common).
+fn same_bus(a: &InventoryRegion, b: &InventoryRegion) -> bool {
+    let (a, b) = (&a.spec.bus, &b.spec.bus);
+    match ((&a.kafka, &a.fluvio), (&b.kafka, &b.fluvio)) {
+        ((Some(x), _), (Some(y), _)) => x.brokers.iter().any(|h| y.brokers.contains(h)),
+        ((_, Some(x)), (_, Some(y))) => x.endpoint == y.endpoint,
+        _ => false,
+    }
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -355,8 +405,11 @@ mod tests {
     struct Unused;
 
     impl External for Unused {
-        fn drop_keyspace(&self, _: &InventoryRegion) -> BoxFuture<'_, Result<(), String>> {
-            Box::pin(async { Err("not expected in this test".into()) })
+        fn drop_keyspace(&self, _: &InventoryRegion) -> BoxFuture<'_, Result<()>> {
+            Box::pin(async { Err(Error::External("not expected in this test".into())) })
+        }
+        fn delete_topic(&self, _: &InventoryRegion) -> BoxFuture<'_, Result<()>> {
+            Box::pin(async { Err(Error::External("not expected in this test".into())) })
         }
     }
 

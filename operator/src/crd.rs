@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One stockflow region: its command API, query API, publisher and projectors over a
-/// ScyllaDB keyspace and a Fluvio topic.
+/// ScyllaDB keyspace and a topic on a Kafka or Fluvio bus.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "stockflow.dev",
@@ -38,8 +38,8 @@ pub struct InventoryRegionSpec {
     pub image: String,
     /// ScyllaDB connection.
     pub scylla: ScyllaSpec,
-    /// Fluvio connection.
-    pub fluvio: FluvioSpec,
+    /// The event bus: a Kafka or a Fluvio cluster, and the region's topic on it.
+    pub bus: BusSpec,
     /// Replicas and resources per role.
     #[serde(default)]
     pub roles: RolesSpec,
@@ -87,21 +87,28 @@ fn default_rf() -> u32 {
     3
 }
 
-/// Fluvio connection of a region.
+/// The event bus of a region: exactly one of `kafka` or `fluvio`, and the topic.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct FluvioSpec {
-    /// SC endpoint, `host:port`.
-    #[schemars(length(min = 1, max = 256))]
-    pub endpoint: String,
-    /// Topic; defaults to `stockflow-<regionId>`.
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.kafka) != has(self.fluvio)",
+    "message": "set exactly one of bus.kafka and bus.fluvio"
+}]))]
+pub struct BusSpec {
+    /// A Kafka cluster (Apache Kafka, Redpanda, a managed Kafka).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSpec>,
+    /// A Fluvio cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fluvio: Option<FluvioSpec>,
+    /// Topic; defaults to `stockflow-<regionId>-stock-events`. The operator creates it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 63),
         regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
     )]
     pub topic: Option<String>,
-    /// Partitions (events are keyed by SKU).
+    /// Partitions (events are keyed by SKU). Fixed once the topic exists.
     #[serde(default = "default_partitions")]
     #[schemars(range(min = 1, max = 1024))]
     pub partitions: u32,
@@ -109,6 +116,24 @@ pub struct FluvioSpec {
     #[serde(default = "default_replication")]
     #[schemars(range(min = 1, max = 5))]
     pub replication: u32,
+}
+
+/// A Kafka cluster.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    /// Bootstrap brokers, `host:port`.
+    #[schemars(length(min = 1, max = 32))]
+    pub brokers: Vec<String>,
+}
+
+/// A Fluvio cluster.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FluvioSpec {
+    /// SC public endpoint, `host:port`.
+    #[schemars(length(min = 1, max = 256))]
+    pub endpoint: String,
 }
 
 fn default_partitions() -> u32 {

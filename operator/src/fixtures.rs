@@ -4,7 +4,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use kube::api::ObjectMeta;
 
 use crate::crd::{
-    DeletionPolicy, FluvioSpec, InventoryRegion, InventoryRegionSpec, RolesSpec, ScyllaSpec,
+    BusSpec, DeletionPolicy, InventoryRegion, InventoryRegionSpec, KafkaSpec, RolesSpec, ScyllaSpec,
 };
 use crate::resources::{self, Role};
 
@@ -22,8 +22,11 @@ pub fn region(name: &str) -> InventoryRegion {
                 replication_factor: 3,
                 credentials_secret: None,
             },
-            fluvio: FluvioSpec {
-                endpoint: "fluvio-sc:9003".into(),
+            bus: BusSpec {
+                kafka: Some(KafkaSpec {
+                    brokers: vec!["kafka:9092".into()],
+                }),
+                fluvio: None,
                 topic: None,
                 partitions: 8,
                 replication: 1,

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::routing::get;
 use clap::{Parser, Subcommand};
 use stockflow_operator::controller::{self, Context};
-use stockflow_operator::external::Scylla;
+use stockflow_operator::external::Clusters;
 use stockflow_operator::leader::LeaderLease;
 
 #[derive(Parser)]
@@ -137,7 +137,7 @@ async fn run(
     if elect {
         lease.acquire().await;
     }
-    let ctx = Arc::new(Context::new(client, Some(identity), Arc::new(Scylla)));
+    let ctx = Arc::new(Context::new(client, Some(identity), Arc::new(Clusters)));
     if elect {
         tokio::select! {
             _ = controller::run(ctx, watch_namespace) => Ok(()),

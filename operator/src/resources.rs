@@ -130,20 +130,44 @@ fn meta(region: &InventoryRegion, name: String, role: Option<Role>) -> ObjectMet
     }
 }
 
-/// The Fluvio topic of the region.
+/// The topic of the region (the binary's default for the region when the spec names none).
 pub fn topic(region: &InventoryRegion) -> String {
     region
         .spec
-        .fluvio
+        .bus
         .topic
         .clone()
-        .unwrap_or_else(|| format!("stockflow-{}", region.spec.region_id))
+        .unwrap_or_else(|| stockflow_bus::default_topic(&region.spec.region_id))
+}
+
+/// The bus settings every role reads from its environment.
+fn bus_env(region: &InventoryRegion) -> Vec<(String, String)> {
+    let bus = &region.spec.bus;
+    let mut env = vec![
+        ("STOCKFLOW_BUS_TOPIC".to_string(), topic(region)),
+        (
+            "STOCKFLOW_PARTITIONS".to_string(),
+            bus.partitions.to_string(),
+        ),
+        (
+            "STOCKFLOW_BUS_REPLICATION".to_string(),
+            bus.replication.to_string(),
+        ),
+    ];
+    if let Some(kafka) = &bus.kafka {
+        env.push(("STOCKFLOW_BUS".into(), "kafka".into()));
+        env.push(("STOCKFLOW_KAFKA_BROKERS".into(), kafka.brokers.join(",")));
+    } else if let Some(fluvio) = &bus.fluvio {
+        env.push(("STOCKFLOW_BUS".into(), "fluvio".into()));
+        env.push(("STOCKFLOW_FLUVIO_ENDPOINT".into(), fluvio.endpoint.clone()));
+    }
+    env
 }
 
 /// Settings every role reads from its environment.
 pub fn config_data(region: &InventoryRegion) -> BTreeMap<String, String> {
     let s = &region.spec;
-    BTreeMap::from([
+    let mut data = BTreeMap::from([
         ("STOCKFLOW_REGION".into(), s.region_id.clone()),
         ("STOCKFLOW_STORE".into(), "scylla".into()),
         ("STOCKFLOW_SCYLLA_NODES".into(), s.scylla.nodes.join(",")),
@@ -160,21 +184,14 @@ pub fn config_data(region: &InventoryRegion) -> BTreeMap<String, String> {
             format!("{}:{}", s.scylla.local_dc, s.scylla.replication_factor),
         ),
         (
-            "STOCKFLOW_FLUVIO_ENDPOINT".into(),
-            s.fluvio.endpoint.clone(),
-        ),
-        ("STOCKFLOW_FLUVIO_TOPIC".into(), topic(region)),
-        (
-            "STOCKFLOW_PARTITIONS".into(),
-            s.fluvio.partitions.to_string(),
-        ),
-        (
             "STOCKFLOW_RESERVATION_TTL_SECONDS".into(),
             s.reservation_ttl_seconds.to_string(),
         ),
         ("STOCKFLOW_LISTEN".into(), format!("0.0.0.0:{HTTP_PORT}")),
         ("STOCKFLOW_LOG_JSON".into(), "true".into()),
-    ])
+    ]);
+    data.extend(bus_env(region));
+    data
 }
 
 /// The ConfigMap with [`config_data`].
@@ -465,7 +482,10 @@ mod tests {
         let mut r = region("north");
         let data = config_data(&r);
         assert_eq!(data["STOCKFLOW_SCYLLA_KEYSPACE"], "north_ks");
-        assert_eq!(data["STOCKFLOW_FLUVIO_TOPIC"], "stockflow-north");
+        assert_eq!(data["STOCKFLOW_BUS_TOPIC"], "stockflow-north-stock-events");
+        assert_eq!(data["STOCKFLOW_BUS"], "kafka");
+        assert_eq!(data["STOCKFLOW_KAFKA_BROKERS"], "kafka:9092");
+        assert!(!data.contains_key("STOCKFLOW_FLUVIO_ENDPOINT"));
         assert_eq!(data["STOCKFLOW_SCYLLA_REPLICATION"], "datacenter1:3");
         let before = config_hash(&r);
         r.spec.reservation_ttl_seconds = 60;

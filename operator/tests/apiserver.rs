@@ -22,32 +22,55 @@ use stockflow_operator::crd::InventoryRegion;
 use stockflow_operator::external::{External, async_trait_free::BoxFuture};
 use tokio::sync::OnceCell;
 
-/// Records keyspace drops instead of reaching a database.
+/// Records keyspace drops and topic deletions instead of reaching a database or a bus.
 #[derive(Default)]
 struct Recorded(std::sync::Mutex<Vec<String>>);
 
-impl External for Recorded {
-    fn drop_keyspace(&self, region: &InventoryRegion) -> BoxFuture<'_, Result<(), String>> {
-        let keyspace = region.spec.scylla.keyspace.clone();
+impl Recorded {
+    fn record(&self, what: String) -> BoxFuture<'_, stockflow_operator::Result<()>> {
         Box::pin(async move {
-            self.0.lock().map_err(|e| e.to_string())?.push(keyspace);
+            self.0
+                .lock()
+                .map_err(|e| stockflow_operator::Error::External(e.to_string()))?
+                .push(what);
             Ok(())
         })
     }
+
+    fn taken(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().expect("not poisoned"))
+    }
 }
 
-async fn client() -> Option<Client> {
-    let Ok(path) = std::env::var("STOCKFLOW_KUBECONFIG") else {
-        eprintln!(
-            "skipping: STOCKFLOW_KUBECONFIG is not set (scripts/test.sh starts a kube-apiserver and sets it)"
-        );
-        return None;
-    };
+impl External for Recorded {
+    fn drop_keyspace(
+        &self,
+        region: &InventoryRegion,
+    ) -> BoxFuture<'_, stockflow_operator::Result<()>> {
+        self.record(region.spec.scylla.keyspace.clone())
+    }
+    fn delete_topic(
+        &self,
+        region: &InventoryRegion,
+    ) -> BoxFuture<'_, stockflow_operator::Result<()>> {
+        self.record(format!(
+            "topic:{}",
+            stockflow_operator::resources::topic(region)
+        ))
+    }
+}
+
+/// A client of the test command's kube-apiserver. These tests are the operator's proof
+/// against a real API server, so a missing one fails them instead of skipping.
+async fn client() -> Client {
+    let path = std::env::var("STOCKFLOW_KUBECONFIG").expect(
+        "STOCKFLOW_KUBECONFIG is unset: run ./scripts/test.sh, which starts a kube-apiserver and sets it",
+    );
     let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("config");
-    Some(Client::try_from(config).expect("client"))
+    Client::try_from(config).expect("client")
 }
 
 /// Installs the CRD once per test binary, the way `crds/` would.
@@ -94,7 +117,7 @@ fn region_json(name: &str, policy: &str) -> serde_json::Value {
             "regionId": name,
             "image": "stockflow:1",
             "scylla": {"nodes": ["scylla:9042"], "keyspace": format!("{}_ks", name.replace('-', "_"))},
-            "fluvio": {"endpoint": "fluvio-sc:9003"},
+            "bus": {"kafka": {"brokers": ["kafka:9092"]}},
             "deletionPolicy": policy
         }
     })
@@ -151,7 +174,7 @@ async fn succeed_job(client: &Client, ns: &str, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_refuses_invalid_specs_with_the_schema_message() {
-    let Some(client) = client().await else { return };
+    let client = client().await;
     install_crd(&client).await;
     let ns = &format!("invalid-{}", std::process::id());
     namespace(&client, ns).await;
@@ -163,8 +186,16 @@ async fn the_api_server_refuses_invalid_specs_with_the_schema_message() {
             "spec.reservationTtlSeconds",
         ),
         (
-            json!({"fluvio": {"endpoint": "x", "partitions": 5000}}),
-            "spec.fluvio.partitions",
+            json!({"bus": {"kafka": {"brokers": ["x:9092"]}, "partitions": 5000}}),
+            "spec.bus.partitions",
+        ),
+        (
+            json!({"bus": {"kafka": {"brokers": ["x:9092"]}, "fluvio": {"endpoint": "y:9003"}}}),
+            "exactly one of bus.kafka and bus.fluvio",
+        ),
+        (
+            json!({"bus": {"partitions": 4}}),
+            "exactly one of bus.kafka and bus.fluvio",
         ),
         (
             json!({"scylla": {"nodes": [], "keyspace": "k"}}),
@@ -207,7 +238,7 @@ async fn the_api_server_refuses_invalid_specs_with_the_schema_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
-    let Some(client) = client().await else { return };
+    let client = client().await;
     install_crd(&client).await;
     let ns = &format!("lifecycle-{}", std::process::id());
     namespace(&client, ns).await;
@@ -427,22 +458,85 @@ async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
         regions.get_opt("north").await.ok()?.is_none().then_some(())
     })
     .await;
-    assert_eq!(external.0.lock().unwrap().as_slice(), ["north_ks"]);
+    assert_eq!(
+        external.taken(),
+        ["north_ks", "topic:stockflow-north-stock-events"]
+    );
+    controller.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyspace_or_topic_that_another_region_names_is_never_removed() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = &format!("shared-{}", std::process::id());
+    namespace(&client, ns).await;
+    let external = Arc::new(Recorded::default());
+    let controller = start_controller(&client, ns, external.clone());
+    let regions: Api<InventoryRegion> = Api::namespaced(client.clone(), ns);
+    for (name, policy) in [
+        ("twin-a", "Delete"),
+        ("twin-b", "Retain"),
+        ("alone", "Delete"),
+    ] {
+        let mut body = region_json(name, policy);
+        if name.starts_with("twin") {
+            body["spec"]["scylla"]["keyspace"] = json!("shared_ks");
+            body["spec"]["bus"]["topic"] = json!("shared-topic");
+        }
+        let region: InventoryRegion = serde_json::from_value(body).unwrap();
+        regions
+            .create(&PostParams::default(), &region)
+            .await
+            .unwrap();
+        eventually("finalizer", || async {
+            regions
+                .get(name)
+                .await
+                .ok()?
+                .finalizers()
+                .iter()
+                .any(|f| f == "stockflow.dev/cleanup")
+                .then_some(())
+        })
+        .await;
+    }
+    for name in ["twin-a", "twin-b", "alone"] {
+        regions
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually("region gone", || async {
+            regions.get_opt(name).await.ok()?.is_none().then_some(())
+        })
+        .await;
+    }
+    // twin-a's keyspace and topic were also twin-b's; twin-b retains; alone's go.
+    assert_eq!(
+        external.taken(),
+        ["alone_ks", "topic:stockflow-alone-stock-events"]
+    );
     controller.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_and_unreachable_keyspaces_never_block_deletion() {
-    let Some(client) = client().await else { return };
+    let client = client().await;
     install_crd(&client).await;
     let ns = &format!("deletion-{}", std::process::id());
     namespace(&client, ns).await;
-    // The real clean-up, pointed at a ScyllaDB that does not exist: deletion still completes.
-    let controller = start_controller(&client, ns, Arc::new(stockflow_operator::external::Scylla));
+    // The real clean-up, pointed at a ScyllaDB and a Kafka that do not exist: deletion still
+    // completes.
+    let controller = start_controller(
+        &client,
+        ns,
+        Arc::new(stockflow_operator::external::Clusters),
+    );
     let regions: Api<InventoryRegion> = Api::namespaced(client.clone(), ns);
     for (name, policy) in [("keep", "Retain"), ("gone", "Delete")] {
         let mut body = region_json(name, policy);
         body["spec"]["scylla"]["nodes"] = json!(["127.0.0.1:1"]);
+        body["spec"]["bus"]["kafka"]["brokers"] = json!(["127.0.0.1:1"]);
         let region: InventoryRegion = serde_json::from_value(body).unwrap();
         regions
             .create(&PostParams::default(), &region)

@@ -164,7 +164,9 @@ pub async fn ensure_topic(config: &KafkaConfig) -> Result<TopicState> {
         partitions,
         TopicReplication::Fixed(i32::from(config.replication)),
     );
-    let options = AdminOptions::new().operation_timeout(Some(config.request_timeout));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(config.request_timeout))
+        .request_timeout(Some(config.request_timeout));
     let results = admin
         .create_topics([&topic], &options)
         .await
@@ -211,7 +213,9 @@ fn check_partitions(config: &KafkaConfig, found: u32) -> Result<()> {
 /// Deletes the topic; a missing topic is not an error.
 pub async fn delete_topic(config: &KafkaConfig) -> Result<()> {
     let admin = admin(config)?;
-    let options = AdminOptions::new().operation_timeout(Some(config.request_timeout));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(config.request_timeout))
+        .request_timeout(Some(config.request_timeout));
     let results = admin
         .delete_topics(&[config.topic.as_str()], &options)
         .await

@@ -23,7 +23,8 @@ pub mod contract;
 pub use error::{BusError, Result};
 pub use port::{EventLog, LogRecord, NewRecord};
 
-/// The default topic of a region's stock events.
+/// The default topic of a region's stock events. Dashes, not dots: Fluvio topic names are
+/// DNS labels (`[a-z0-9-]`, at most 63 characters), and the same name must work on Kafka.
 pub fn default_topic(region: &str) -> String {
-    format!("stockflow.{region}.stock-events")
+    format!("stockflow-{region}-stock-events")
 }

@@ -175,6 +175,8 @@ pub struct DevConfig {
     pub member: String,
     /// How often a ScyllaDB outbox is scanned for entries other processes committed.
     pub outbox_scan_every: Option<Duration>,
+    /// The TTL of a reservation whose request names none.
+    pub reservation_ttl_seconds: u64,
     /// Partitions of the event log (fixed when the data directory is created).
     pub partitions: u32,
     /// Projector settings.
@@ -224,6 +226,7 @@ impl DevConfig {
             routes: Routes::ALL,
             member: default_member(),
             outbox_scan_every: None,
+            reservation_ttl_seconds: 900,
             partitions: 8,
             projector: ProjectorConfig::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
@@ -310,6 +313,7 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         metrics: metrics_handle(),
         draining: draining.clone(),
         bus: backend.log.clone(),
+        reservation_ttl_seconds: config.reservation_ttl_seconds,
     };
     let shutdown = CancellationToken::new();
     // Leases outlive the workers using them: released only once those have drained.

@@ -46,6 +46,8 @@ enum Role {
         scylla: ScyllaArgs,
         #[command(flatten)]
         bus: BusArgs,
+        #[command(flatten)]
+        commands: CommandArgs,
     },
     /// Command API over ScyllaDB: commands and reservation expiry (several replicas are
     /// safe: every change is a Paxos-guarded command).
@@ -57,10 +59,17 @@ enum Role {
     /// Projector: bus → read models on ScyllaDB. Replicas split the topic's partitions by
     /// leases.
     Projector(RoleArgs),
-    /// Create the ScyllaDB keyspace and tables (idempotent) and record the schema version.
+    /// Create the ScyllaDB keyspace and tables (idempotent) and record the schema version;
+    /// with `--bus kafka|fluvio`, also create the region's topic (idempotent; a topic with
+    /// another partition count is refused).
     Migrate {
         #[command(flatten)]
         scylla: ScyllaArgs,
+        #[command(flatten)]
+        bus: BusArgs,
+        /// Partitions of the region's topic.
+        #[arg(long, alias = "bus-partitions", env = "STOCKFLOW_PARTITIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        partitions: u32,
     },
     /// Drive load against a running stockflow and report throughput, latency and lag.
     Bench(bench::BenchArgs),
@@ -85,6 +94,8 @@ struct RoleArgs {
     scylla: ScyllaArgs,
     #[command(flatten)]
     bus: BusArgs,
+    #[command(flatten)]
+    commands: CommandArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,6 +108,14 @@ enum Bus {
     Fluvio,
 }
 
+/// Settings of the command API.
+#[derive(Debug, Args)]
+struct CommandArgs {
+    /// TTL of a reservation whose request names none, in seconds.
+    #[arg(long, env = "STOCKFLOW_RESERVATION_TTL_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    reservation_ttl_seconds: u64,
+}
+
 /// Which bus carries the region's events.
 #[derive(Debug, Args)]
 struct BusArgs {
@@ -106,7 +125,7 @@ struct BusArgs {
     /// The region, which names the default topic.
     #[arg(long, env = "STOCKFLOW_REGION", default_value = "dev")]
     region: String,
-    /// The topic (default `stockflow.<region>.stock-events`).
+    /// The topic (default `stockflow-<region>-stock-events`).
     #[arg(long, env = "STOCKFLOW_BUS_TOPIC")]
     bus_topic: Option<String>,
     /// Replication factor of a topic this process creates.
@@ -278,6 +297,7 @@ fn main() -> ExitCode {
                 store,
                 scylla,
                 bus,
+                commands,
             } => {
                 let store = match store {
                     Store::Embedded => app::StoreConfig::Embedded,
@@ -288,9 +308,21 @@ fn main() -> ExitCode {
                     },
                 };
                 let bus = bus.config(partitions, true)?;
-                run_dev(data_dir, listen, partitions, store, bus).await
+                let mut config = app::DevConfig::new(data_dir);
+                config.partitions = partitions;
+                config.store = store;
+                config.bus = bus;
+                config.reservation_ttl_seconds = commands.reservation_ttl_seconds;
+                serve(listen, config).await
             }
-            Role::Migrate { scylla } => migrate(&scylla).await,
+            Role::Migrate {
+                scylla,
+                bus,
+                partitions,
+            } => {
+                let bus = bus.config(partitions, true)?;
+                migrate(&scylla, &bus).await
+            }
             Role::CommandApi(args) => {
                 run_role(
                     args,
@@ -381,6 +413,7 @@ async fn run_role(args: RoleArgs, role: RoleKind) -> Result<(), String> {
     config.workers = role.workers;
     config.routes = role.routes;
     config.outbox_scan_every = Some(std::time::Duration::from_millis(args.outbox_scan_ms));
+    config.reservation_ttl_seconds = args.commands.reservation_ttl_seconds;
     tracing::info!(role = role.name, "starting");
     serve(args.listen, config).await
 }
@@ -402,7 +435,7 @@ async fn serve(listen: SocketAddr, config: app::DevConfig) -> Result<(), String>
     running.wait().await.map_err(|e| e.to_string())
 }
 
-async fn migrate(args: &ScyllaArgs) -> Result<(), String> {
+async fn migrate(args: &ScyllaArgs, bus: &app::BusConfig) -> Result<(), String> {
     let config = args.config();
     let session = scylla::connect(&config).await.map_err(|e| e.to_string())?;
     let version = scylla::migrate(
@@ -417,19 +450,12 @@ async fn migrate(args: &ScyllaArgs) -> Result<(), String> {
         "keyspace {} is at schema version {version}",
         config.keyspace
     );
+    let (topic, state) = match bus {
+        app::BusConfig::Embedded => return Ok(()),
+        app::BusConfig::Kafka(k) => (&k.topic, stockflow_bus::kafka::ensure_topic(k).await),
+        app::BusConfig::Fluvio(f) => (&f.topic, stockflow_bus::fluvio::ensure_topic(f).await),
+    };
+    let state = state.map_err(|e| e.to_string())?;
+    println!("topic {topic}: {state:?}");
     Ok(())
-}
-
-async fn run_dev(
-    data_dir: PathBuf,
-    listen: SocketAddr,
-    partitions: u32,
-    store: app::StoreConfig,
-    bus: app::BusConfig,
-) -> Result<(), String> {
-    let mut config = app::DevConfig::new(data_dir);
-    config.partitions = partitions;
-    config.store = store;
-    config.bus = bus;
-    serve(listen, config).await
 }

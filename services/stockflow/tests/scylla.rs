@@ -23,14 +23,10 @@ use stockflow_storage::embedded::{SqliteEventLog, WalPolicy};
 use stockflow_storage::ports::{CommandRequest, Outbox, ReadStore, WriteStore};
 use stockflow_storage::scylla::{self, Replication, ScyllaBackend, ScyllaConfig};
 
-fn nodes(test: &str) -> Option<Vec<String>> {
-    match std::env::var("STOCKFLOW_CQL_NODES") {
-        Ok(n) => Some(n.split(',').map(str::to_string).collect()),
-        Err(_) => {
-            eprintln!("skipping {test}: STOCKFLOW_CQL_NODES is not set (scripts/test.sh sets it)");
-            None
-        }
-    }
+fn nodes(test: &str) -> Vec<String> {
+    let nodes = std::env::var("STOCKFLOW_CQL_NODES")
+        .unwrap_or_else(|_| panic!("{test}: STOCKFLOW_CQL_NODES is unset: run ./scripts/test.sh, which starts Cassandra and sets it"));
+    nodes.split(',').map(str::to_string).collect()
 }
 
 fn keyspace(test: &str) -> String {
@@ -49,9 +45,7 @@ fn store(nodes: Vec<String>, keyspace: &str) -> StoreConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_reservations_on_cassandra_never_oversell() {
-    let Some(nodes) = nodes("oversell") else {
-        return;
-    };
+    let nodes = nodes("oversell");
     let p = Platform::start_with(store(nodes, &keyspace("oversell"))).await;
     p.location("s1", "north").await;
     p.stock("HOT", "s1", 50).await;
@@ -99,9 +93,7 @@ async fn two_hundred_concurrent_reservations_on_cassandra_never_oversell() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_contract_holds_on_cassandra() {
-    let Some(nodes) = nodes("contract") else {
-        return;
-    };
+    let nodes = nodes("contract");
     let p = Platform::start_with(store(nodes, &keyspace("contract"))).await;
     p.location("s1", "north").await;
     p.location("w1", "south").await;
@@ -178,9 +170,7 @@ async fn the_http_contract_holds_on_cassandra() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly() {
-    let Some(nodes) = nodes("publisher") else {
-        return;
-    };
+    let nodes = nodes("publisher");
     let ks = keyspace("publisher");
     let config = ScyllaConfig::new(nodes, ks.clone());
     let session = scylla::connect(&config).await.unwrap();
@@ -281,9 +271,7 @@ async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configuration_fails_clearly() {
-    let Some(nodes) = nodes("badconfig") else {
-        return;
-    };
+    let nodes = nodes("badconfig");
     let dir = tempfile::tempdir().unwrap();
     let start = |store: StoreConfig| {
         let mut config = DevConfig::new(dir.path().to_path_buf());

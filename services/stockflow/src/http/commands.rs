@@ -153,9 +153,10 @@ pub async fn reserve(
 ) -> ApiResult<Response> {
     let CommandBody { value, fingerprint } = body;
     let outcome = run(&state, &headers, fingerprint, || {
-        Ok(Command::Reserve(
-            value.into_command(|| uuid::Uuid::now_v7().to_string())?,
-        ))
+        Ok(Command::Reserve(value.into_command(
+            || uuid::Uuid::now_v7().to_string(),
+            state.reservation_ttl_seconds,
+        )?))
     })
     .await?;
     let reservation = reservation_of(outcome.result.clone())?;

@@ -51,6 +51,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// The event log, when this process publishes or projects (`/readyz` checks it).
     pub bus: Option<Arc<dyn EventLog>>,
+    /// The TTL of a reservation whose request names none.
+    pub reservation_ttl_seconds: u64,
 }
 
 /// Which groups of routes a process serves. Health, readiness, metrics and the OpenAPI

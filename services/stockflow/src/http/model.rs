@@ -235,18 +235,21 @@ pub struct ReservationRequest {
     pub reservation_id: Option<String>,
     /// 1–100 distinct `(sku, location)` lines, reserved all or nothing.
     pub lines: Vec<LineBody>,
-    /// Seconds until the hold expires, 1–86,400.
+    /// Seconds until the hold expires, 1–86,400; when absent, the region's reservation TTL
+    /// (`--reservation-ttl-seconds`, default 900).
     #[schema(example = 900)]
-    pub ttl_seconds: u64,
+    pub ttl_seconds: Option<u64>,
     /// External reference (order, cart).
     pub reference: Option<String>,
 }
 
 impl ReservationRequest {
-    /// Validates into a domain command; `generated` is used when no id was given.
+    /// Validates into a domain command; `generated` is used when no id was given, and
+    /// `default_ttl_seconds` when no TTL was.
     pub fn into_command(
         self,
         generated: impl FnOnce() -> String,
+        default_ttl_seconds: u64,
     ) -> Result<Reserve, ValidationError> {
         let id = ReservationId::parse(self.reservation_id.unwrap_or_else(generated))?;
         let lines = self
@@ -261,7 +264,8 @@ impl ReservationRequest {
                 })
             })
             .collect::<Result<Vec<_>, ValidationError>>()?;
-        Reserve::new(id, lines, self.ttl_seconds, self.reference)
+        let ttl = self.ttl_seconds.unwrap_or(default_ttl_seconds);
+        Reserve::new(id, lines, ttl, self.reference)
     }
 }
 

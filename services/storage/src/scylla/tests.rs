@@ -1,6 +1,6 @@
 //! The ScyllaDB adapters run the port contracts against a real CQL server (Cassandra 5 in
-//! CI). They need `STOCKFLOW_CQL_NODES` (e.g. `127.0.0.1:9042`); without it they are
-//! skipped with a message, and the README's test command always sets it.
+//! CI). They need `STOCKFLOW_CQL_NODES` (e.g. `127.0.0.1:9042`), which the README's test
+//! command sets; without it they fail.
 
 use std::sync::Arc;
 
@@ -8,15 +8,13 @@ use super::*;
 use crate::contract;
 
 /// A fresh keyspace per test, so tests run in parallel without sharing state.
-async fn backend(test: &str) -> Option<ScyllaBackend> {
-    Some(backend_and_config(test).await?.0)
+async fn backend(test: &str) -> ScyllaBackend {
+    backend_and_config(test).await.0
 }
 
-async fn backend_and_config(test: &str) -> Option<(ScyllaBackend, ScyllaConfig)> {
-    let Ok(nodes) = std::env::var("STOCKFLOW_CQL_NODES") else {
-        eprintln!("skipping {test}: STOCKFLOW_CQL_NODES is not set (scripts/test.sh sets it)");
-        return None;
-    };
+async fn backend_and_config(test: &str) -> (ScyllaBackend, ScyllaConfig) {
+    let nodes = std::env::var("STOCKFLOW_CQL_NODES")
+        .unwrap_or_else(|_| panic!("{test}: STOCKFLOW_CQL_NODES is unset: run ./scripts/test.sh, which starts Cassandra and sets it"));
     let keyspace = format!("t_{}_{}", test, std::process::id());
     let config = ScyllaConfig::new(
         nodes.split(',').map(str::to_string).collect(),
@@ -34,58 +32,46 @@ async fn backend_and_config(test: &str) -> Option<(ScyllaBackend, ScyllaConfig)>
     )
     .await
     .expect("migrate");
-    Some((
+    (
         ScyllaBackend::open(&config).await.expect("open backend"),
         config,
-    ))
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_write_store_honours_the_contract() {
-    let Some(b) = backend("write").await else {
-        return;
-    };
+    let b = backend("write").await;
     contract::write_store_contract(b.write.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_write_store_never_oversells() {
-    let Some(b) = backend("oversell").await else {
-        return;
-    };
+    let b = backend("oversell").await;
     contract::write_store_concurrency_contract(b.write.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_scylla_write_stores_apply_each_command_once() {
-    let Some((a, config)) = backend_and_config("race").await else {
-        return;
-    };
+    let (a, config) = backend_and_config("race").await;
     let b = ScyllaBackend::open(&config).await.expect("second instance");
     contract::write_store_race_contract(a.write.clone(), b.write.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_sagas_never_leave_holds_behind() {
-    let Some(b) = backend("saga").await else {
-        return;
-    };
+    let b = backend("saga").await;
     contract::write_store_saga_contract(b.write.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_read_store_honours_the_contract() {
-    let Some(b) = backend("read").await else {
-        return;
-    };
+    let b = backend("read").await;
     contract::read_store_contract(b.read.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_is_idempotent_and_the_version_is_checked() {
-    let Some(b) = backend("migrate").await else {
-        return;
-    };
+    let b = backend("migrate").await;
     let _ = Arc::clone(&b.write);
     let nodes = std::env::var("STOCKFLOW_CQL_NODES").unwrap_or_default();
     let keyspace = format!("t_migrate_{}", std::process::id());
@@ -130,9 +116,7 @@ async fn expiry_recovers_sagas_left_half_way() {
 
     use crate::ports::{CommandRequest, WriteStore};
 
-    let Some(b) = backend("recover").await else {
-        return;
-    };
+    let b = backend("recover").await;
     let w = b.write.clone();
     let p = w.keys.partitions.clone();
     let plain = |command| CommandRequest {
