@@ -1,5 +1,8 @@
 //! Helpers for end-to-end tests: build and run the real `stockflow` binary as a child
-//! process, wait for readiness, stop it gracefully or with `kill -9`.
+//! process, wait for readiness, stop it gracefully or with `kill -9`; [`kubelet`] runs
+//! what an operator writes into a real kube-apiserver as such processes.
+
+pub mod kubelet;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

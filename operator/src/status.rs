@@ -60,8 +60,12 @@ pub fn rollout(deployment: Option<&Deployment>) -> (i32, bool) {
     };
     let ready = status.ready_replicas.unwrap_or(0);
     let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    // As `kubectl rollout status` decides: every replica runs the new template (no old pod
+    // is left), and enough of them are available.
     let done = current
-        && status.updated_replicas.unwrap_or(0) >= desired
+        && updated >= desired
+        && status.replicas.unwrap_or(0) <= updated
         && ready >= desired
         && status.available_replicas.unwrap_or(0) >= desired;
     (ready, done)

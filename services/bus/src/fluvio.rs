@@ -8,17 +8,22 @@
 //!   another offset starts a new stream there. The 0.50.1 client skips the rest of a batch
 //!   when a fetch hits `max_bytes` (fluvio-community/fluvio#4627), so every fetch checks
 //!   that offsets continue exactly and restarts its stream at the first missing one.
-//! - Admin: the topic is created when missing (if allowed), its partition count checked,
-//!   and partition end offsets read from the partitions' high watermarks.
+//! - The SPU answers a fetch with whole batches up to `max_bytes` and can cut the last one;
+//!   a batch larger than `max_bytes` is never delivered at all. So producer batches are
+//!   bounded ([`PRODUCER_BATCH_BYTES`]) and a consumer stream always asks for at least
+//!   [`MIN_FETCH_BYTES`], which holds any batch of any event the API accepts.
+//! - Admin: the topic is created when missing (if allowed) and its partition count checked.
+//!   A partition's end offset comes from its last record, read from the SPU: the SC's
+//!   partition status lags the SPU by seconds.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fluvio::consumer::{ConsumerConfigExtBuilder, Record};
 use fluvio::dataplane::link::ErrorCode;
-use fluvio::metadata::partition::PartitionSpec;
 use fluvio::metadata::topic::{TopicResolution, TopicSpec};
 use fluvio::{
     Fluvio, FluvioClusterConfig, Offset, Partitioner, PartitionerConfig,
@@ -36,6 +41,11 @@ use crate::{BusError, Result};
 const MAX_FETCH_RECORDS: usize = 2000;
 /// Streams restarted within one fetch before it returns what it has.
 const GAP_RETRIES: usize = 3;
+/// Bytes the producer puts in one batch (a larger record gets a batch of its own).
+pub const PRODUCER_BATCH_BYTES: usize = 16 * 1024;
+/// The least a consumer stream asks for per fetch: more than a batch of the largest event
+/// (request bodies are at most 64 KiB), so every fetch makes progress.
+pub const MIN_FETCH_BYTES: i32 = 128 * 1024;
 
 /// How to reach the cluster and which topic to use.
 #[derive(Debug, Clone)]
@@ -50,7 +60,7 @@ pub struct FluvioConfig {
     pub replication: u32,
     /// Create the topic when it is missing; otherwise a missing topic is a start-up error.
     pub create_topic: bool,
-    /// Bytes a consumer stream asks the SPU for per fetch.
+    /// Bytes a consumer stream asks the SPU for per fetch (at least [`MIN_FETCH_BYTES`]).
     pub max_fetch_bytes: i32,
     /// How long connecting and admin requests may take.
     pub request_timeout: Duration,
@@ -217,6 +227,8 @@ pub struct FluvioEventLog {
     client: Arc<Fluvio>,
     producer: TopicProducerPool,
     readers: Vec<Mutex<Option<Reader>>>,
+    /// Skips of the client this log noticed and re-read.
+    skips: AtomicU64,
 }
 
 impl FluvioEventLog {
@@ -231,6 +243,7 @@ impl FluvioEventLog {
         ensure_topic_on(&client, &config).await?;
         let producer_config = TopicProducerConfigBuilder::default()
             .partitioner(Arc::new(SkuPartitioner))
+            .batch_size(PRODUCER_BATCH_BYTES)
             .linger(Duration::from_millis(1))
             .build()
             .map_err(|e| BusError::Config(format!("Fluvio producer settings: {e}")))?;
@@ -246,17 +259,44 @@ impl FluvioEventLog {
             client: Arc::new(client),
             producer,
             readers,
+            skips: AtomicU64::new(0),
         })
+    }
+
+    /// How often the client skipped records and this log re-read them (the 0.50.1 defect).
+    pub fn skips_recovered(&self) -> u64 {
+        self.skips.load(Ordering::Relaxed)
+    }
+
+    fn skipped(&self, partition: u32, expected: u64, got: u64) {
+        tracing::warn!(
+            partition,
+            expected,
+            got,
+            "Fluvio skipped records; re-reading"
+        );
+        metrics::counter!("stockflow_bus_fluvio_skips_total").increment(1);
+        self.skips.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn stream_at(&self, partition: u32, offset: u64) -> Result<RecordStream> {
         let start = Offset::absolute(i64::try_from(offset).unwrap_or(i64::MAX))
             .map_err(|e| BusError::Refused(format!("offset {offset}: {e}")))?;
+        self.stream_from(partition, start, false).await
+    }
+
+    async fn stream_from(
+        &self,
+        partition: u32,
+        start: Offset,
+        only_existing: bool,
+    ) -> Result<RecordStream> {
         let consumer = ConsumerConfigExtBuilder::default()
             .topic(self.config.topic.clone())
             .partition(partition)
             .offset_start(start)
-            .max_bytes(self.config.max_fetch_bytes)
+            .max_bytes(self.config.max_fetch_bytes.max(MIN_FETCH_BYTES))
+            .disable_continuous(only_existing)
             .build()
             .map_err(|e| BusError::Config(format!("Fluvio consumer settings: {e}")))?;
         let stream = within(
@@ -411,19 +451,22 @@ impl EventLog for FluvioEventLog {
     }
 
     async fn end_offset(&self, partition: u32) -> Result<u64> {
-        let admin = self.client.admin().await;
-        let name = format!("{}-{partition}", self.config.topic);
-        let partitions = within(
-            &self.config,
-            "list partitions",
-            admin.list::<PartitionSpec, String>(vec![name.clone()]),
-        )
-        .await?;
-        let found = partitions
-            .into_iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| BusError::Unavailable(format!("partition {name} is not known")))?;
-        Ok(u64::try_from(found.status.leader.hw).unwrap_or(0))
+        if partition >= self.config.partitions {
+            return Err(BusError::Refused(format!("no partition {partition}")));
+        }
+        // The last record, if any, read from the SPU (the SC's status lags).
+        let mut stream = self
+            .stream_from(partition, Offset::from_end(1), true)
+            .await?;
+        match tokio::time::timeout(self.config.request_timeout, stream.next()).await {
+            Ok(Some(Ok(last))) => Ok(u64::try_from(last.offset()).unwrap_or(0) + 1),
+            Ok(None) => Ok(0),
+            Ok(Some(Err(code))) => Err(unavailable("read the partition's end", code)),
+            Err(_) => Err(BusError::Unavailable(format!(
+                "no answer for the end of partition {partition} within {:?}",
+                self.config.request_timeout
+            ))),
+        }
     }
 
     async fn check_ready(&self) -> Result<()> {
