@@ -402,13 +402,7 @@ impl EventLog for FluvioEventLog {
             };
             if first.offset > offset {
                 // The client skipped records: start a stream at the first missing one.
-                tracing::warn!(
-                    partition,
-                    expected = offset,
-                    got = first.offset,
-                    "Fluvio skipped records; re-reading"
-                );
-                metrics::counter!("stockflow_bus_fluvio_skips_total").increment(1);
+                self.skipped(partition, offset, first.offset);
                 *guard = None;
                 continue;
             }
@@ -420,13 +414,7 @@ impl EventLog for FluvioEventLog {
                 if record.offset < expected {
                     // Redelivered: already handed out.
                 } else if record.offset > expected {
-                    tracing::warn!(
-                        partition,
-                        expected,
-                        got = record.offset,
-                        "Fluvio skipped records; re-reading"
-                    );
-                    metrics::counter!("stockflow_bus_fluvio_skips_total").increment(1);
+                    self.skipped(partition, expected, record.offset);
                     reader.next = u64::MAX;
                     break;
                 } else {
