@@ -1,6 +1,6 @@
 //! The operator's region actually runs. Against the test command's real kube-apiserver,
-//! Cassandra and Kafka: the generated CRD and the sample region (`config/samples/`, pointed
-//! at the local servers) are applied; the operator reconciles; the local kubelet
+//! Cassandra and Kafka: the generated CRD and the sample region `config/samples/local.yaml`
+//! (with this run's names and the test command's ports) are applied; the operator reconciles; the local kubelet
 //! ([`stockflow_e2e::kubelet`]) runs the migration Job and every Deployment replica as a
 //! `stockflow` process with a read-only root filesystem. The region must become Available,
 //! serve commands and queries, survive SIGKILLed workers, roll out a spec change, freeze
