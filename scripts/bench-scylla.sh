@@ -3,6 +3,7 @@
 # path over 1,000 SKUs and over one hot SKU, and beside each the raw LWT ceiling (the same
 # conditional batch from a minimal loop, same server, same run).
 # Usage: scripts/bench-scylla.sh [connections] [seconds]
+# BENCH_DEV_ARGS adds arguments to `stockflow dev`, e.g. `--bus kafka --kafka-brokers ...`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 connections="${1:-64}"
@@ -24,8 +25,9 @@ cleanup() {
 trap cleanup EXIT
 ./scripts/cassandra.sh up
 
+# shellcheck disable=SC2086 # BENCH_DEV_ARGS is a list of arguments
 RUST_LOG=warn "$bin" dev --store scylla --scylla-nodes "$nodes" --scylla-keyspace bench \
-    --data-dir "$data" --listen "$addr" &
+    --data-dir "$data" --listen "$addr" ${BENCH_DEV_ARGS:-} &
 server=$!
 for _ in $(seq 300); do curl -fs "http://$addr/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 

@@ -2,6 +2,8 @@
 # Starts a fresh `stockflow dev` (release build, temporary data directory, 127.0.0.1),
 # drives it with `stockflow bench`, prints the report, and stops it.
 # Usage: scripts/bench.sh [connections] [seconds] [skus]
+# BENCH_DEV_ARGS adds arguments to `stockflow dev`, e.g. a real bus:
+#   BENCH_DEV_ARGS="--bus kafka --kafka-brokers 127.0.0.1:9092" scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 connections="${1:-64}"
@@ -12,7 +14,8 @@ addr="127.0.0.1:${BENCH_PORT:-18181}"
 cargo build --release --locked -p stockflow --bin stockflow
 bin=target/release/stockflow
 data="$(mktemp -d)"
-RUST_LOG=warn "$bin" dev --data-dir "$data" --listen "$addr" &
+# shellcheck disable=SC2086 # BENCH_DEV_ARGS is a list of arguments
+RUST_LOG=warn "$bin" dev --data-dir "$data" --listen "$addr" ${BENCH_DEV_ARGS:-} &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 100); do
@@ -21,5 +24,5 @@ for _ in $(seq 100); do
 done
 "$bin" bench --target "$addr" --connections "$connections" --duration "$duration" --skus "$skus"
 echo
-echo "server metrics (group commit):"
-curl -s "http://$addr/metrics" | grep -E '^stockflow_write_batch_size_(sum|count)' || true
+echo "server metrics (group commit; events through the bus over the whole run):"
+curl -s "http://$addr/metrics" | grep -E '^stockflow_write_batch_size_(sum|count)|^stockflow_events_(published|projected)_total' || true

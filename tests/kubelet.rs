@@ -11,7 +11,9 @@
 //!   so a role that writes to local disk fails here as it would in a pod;
 //! - readiness and liveness probes (`httpGet`) are polled; a dead or unhealthy process is
 //!   restarted; a changed template is rolled out (new pods first, old ones stopped once the
-//!   new ones are ready); Job and Deployment status are written back.
+//!   new ones are ready); Job and Deployment status are written back;
+//! - and, standing in for the garbage collector of kube-controller-manager (which does not
+//!   run here), children whose `InventoryRegion` owner is gone are deleted.
 //!
 //! One liberty: every replica shares this machine's loopback, where a pod would have its
 //! own IP, so the container port named `http` is served on a free 127.0.0.1 port given to
@@ -203,12 +205,67 @@ fn stop(pod: &mut Pod, grace: Duration) {
 
 async fn run(client: Client, config: KubeletConfig, state: Arc<Mutex<State>>) {
     let mut env_cache = EnvSources::new(client.clone(), &config.namespace);
+    let mut rounds = 0u64;
     loop {
         if let Err(e) = step(&client, &config, &state, &mut env_cache).await {
             eprintln!("kubelet: {e}");
         }
+        rounds += 1;
+        if rounds.is_multiple_of(8)
+            && let Err(e) = collect_garbage(&client, &config.namespace).await
+        {
+            eprintln!("kubelet: garbage collection: {e}");
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Deletes the objects of `K` whose `InventoryRegion` owner no longer exists.
+async fn collect<K>(client: &Client, namespace: &str, regions: &[String]) -> Result<(), String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let items = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("list: {e}"))?;
+    for item in items.items {
+        let orphaned = item.owner_references().iter().any(|o| {
+            o.kind == "InventoryRegion" && o.controller == Some(true) && !regions.contains(&o.uid)
+        });
+        if orphaned {
+            let _ = api
+                .delete(&item.name_any(), &kube::api::DeleteParams::background())
+                .await;
+        }
+    }
+    Ok(())
+}
+
+/// The garbage collector's part this namespace needs: children of deleted regions go.
+async fn collect_garbage(client: &Client, namespace: &str) -> Result<(), String> {
+    let resource = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "stockflow.dev",
+        "v1alpha1",
+        "InventoryRegion",
+    ));
+    let regions: Api<kube::core::DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &resource);
+    let uids: Vec<String> = match regions.list(&ListParams::default()).await {
+        Ok(list) => list.items.iter().filter_map(|r| r.uid()).collect(),
+        // No CRD (yet): nothing can be owned by a region.
+        Err(_) => return Ok(()),
+    };
+    collect::<Deployment>(client, namespace, &uids).await?;
+    collect::<Job>(client, namespace, &uids).await?;
+    collect::<ConfigMap>(client, namespace, &uids).await?;
+    collect::<k8s_openapi::api::core::v1::Service>(client, namespace, &uids).await?;
+    collect::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(client, namespace, &uids).await
 }
 
 /// ConfigMaps and Secrets of the namespace, read when a pod starts.
@@ -376,6 +433,11 @@ async fn spawn(
         .stderr(log2)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", wrapper[0]))?;
+    eprintln!(
+        "kubelet: pod {name} started ({}), http on 127.0.0.1:{}",
+        c.args.clone().unwrap_or_default().join(" "),
+        pod.port
+    );
     pod.child = Some(child);
     pod.started = Instant::now();
     pod.ready = false;

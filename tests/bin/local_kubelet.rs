@@ -17,7 +17,6 @@ use std::sync::Arc;
 use clap::Parser;
 use kube::Client;
 use stockflow_e2e::kubelet::{Kubelet, KubeletConfig};
-use stockflow_e2e::stockflow_bin;
 use stockflow_operator::controller::{self, Context};
 use stockflow_operator::external::Clusters;
 
@@ -30,6 +29,10 @@ struct Args {
     /// Where pod logs go.
     #[arg(long, default_value = "/tmp/stockflow-local-kubelet")]
     log_dir: PathBuf,
+    /// The `stockflow` binary standing in for the image (default: the one built beside
+    /// this program).
+    #[arg(long, env = "STOCKFLOW_BIN")]
+    binary: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -40,7 +43,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         client.clone(),
         KubeletConfig {
             namespace: args.namespace.clone(),
-            binary: stockflow_bin(),
+            binary: match args.binary {
+                Some(binary) => binary,
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(|dir| dir.join("stockflow"))
+                    .ok_or("cannot locate the stockflow binary; pass --binary")?,
+            },
             log_dir: args.log_dir.clone(),
         },
     );
