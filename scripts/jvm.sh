@@ -1,5 +1,6 @@
 # Shared by the scripts that run a JVM server for tests (cassandra.sh, kafka.sh): find a
-# JDK 17 and fetch a Maven artifact with its runtime dependencies into a cache folder.
+# JDK 17, fetch a Maven artifact with its runtime dependencies into a cache folder, stop a
+# server by its pid file.
 # Sourced, not run.
 
 # Prints the path of a JDK 17 `java` ($1 names the caller in messages; $2 overrides).
@@ -44,4 +45,17 @@ POM
     done
     touch "$cache/.complete"
     rm -rf "$work"
+}
+
+# Stops the server whose pid is in $1/pid (SIGTERM, SIGKILL after 30 s) and deletes $1.
+stop_server() {
+    local run=$1
+    if [[ -f "$run/pid" ]]; then
+        local pid
+        pid="$(cat "$run/pid")"
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$run"
 }

@@ -112,16 +112,7 @@ up() {
     echo "kafka.sh: Kafka $VERSION is up on 127.0.0.1:$PORT after $((SECONDS - started)) s (data in $RUN)" >&2
 }
 
-down() {
-    if [[ -f "$RUN/pid" ]]; then
-        local pid
-        pid="$(cat "$RUN/pid")"
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -rf "$RUN"
-}
+down() { stop_server "$RUN"; }
 
 case "${1:-}" in
     up) up ;;

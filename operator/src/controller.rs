@@ -299,50 +299,75 @@ pub async fn cleanup(region: &InventoryRegion, ctx: &Context) -> Result<Action> 
                 .iter()
                 .any(|n| region.spec.scylla.nodes.contains(n))
     });
-    if keyspace_users.is_empty() {
-        match ctx.external.drop_keyspace(region).await {
-            Ok(()) => {
-                let note = format!("dropped keyspace {keyspace}");
-                ctx.event(region, EventType::Normal, "KeyspaceDropped", note)
-                    .await;
-            }
-            Err(e) => {
-                let note = format!("could not drop keyspace {keyspace}: {e}; drop it by hand");
-                ctx.event(region, EventType::Warning, "KeyspaceNotDropped", note)
-                    .await;
-            }
-        }
-    } else {
-        let note = format!(
-            "keyspace {keyspace} is kept: {} also use it",
-            keyspace_users.join(", ")
-        );
-        ctx.event(region, EventType::Warning, "KeyspaceShared", note)
-            .await;
-    }
+    let keyspace_removal = Removal {
+        what: format!("keyspace {keyspace}"),
+        done: ("KeyspaceDropped", "dropped"),
+        failed: ("KeyspaceNotDropped", "drop"),
+        shared: "KeyspaceShared",
+    };
+    keyspace_removal
+        .run(
+            ctx,
+            region,
+            &keyspace_users,
+            ctx.external.drop_keyspace(region),
+        )
+        .await;
     let topic_users = sharing(&|o| resources::topic(o) == topic && same_bus(o, region));
-    if topic_users.is_empty() {
-        match ctx.external.delete_topic(region).await {
+    let topic_removal = Removal {
+        what: format!("topic {topic}"),
+        done: ("TopicDeleted", "deleted"),
+        failed: ("TopicNotDeleted", "delete"),
+        shared: "TopicShared",
+    };
+    topic_removal
+        .run(ctx, region, &topic_users, ctx.external.delete_topic(region))
+        .await;
+    Ok(Action::await_change())
+}
+
+/// Removing one external resource at deletion, reported as events.
+struct Removal {
+    /// `keyspace x` or `topic y`.
+    what: String,
+    /// Event reason and past participle on success.
+    done: (&'static str, &'static str),
+    /// Event reason and verb on failure.
+    failed: (&'static str, &'static str),
+    /// Event reason when another region uses it.
+    shared: &'static str,
+}
+
+impl Removal {
+    /// Removes it (unless `users` also name it) and reports what happened; never fails,
+    /// since a stuck finalizer would hold the namespace hostage.
+    async fn run(
+        &self,
+        ctx: &Context,
+        region: &InventoryRegion,
+        users: &[String],
+        remove: impl std::future::Future<Output = Result<()>>,
+    ) {
+        let what = &self.what;
+        if !users.is_empty() {
+            let note = format!("{what} is kept: {} also use it", users.join(", "));
+            ctx.event(region, EventType::Warning, self.shared, note)
+                .await;
+            return;
+        }
+        match remove.await {
             Ok(()) => {
-                let note = format!("deleted topic {topic}");
-                ctx.event(region, EventType::Normal, "TopicDeleted", note)
+                let (reason, done) = self.done;
+                ctx.event(region, EventType::Normal, reason, format!("{done} {what}"))
                     .await;
             }
             Err(e) => {
-                let note = format!("could not delete topic {topic}: {e}; delete it by hand");
-                ctx.event(region, EventType::Warning, "TopicNotDeleted", note)
-                    .await;
+                let (reason, verb) = self.failed;
+                let note = format!("could not {verb} {what}: {e}; {verb} it by hand");
+                ctx.event(region, EventType::Warning, reason, note).await;
             }
         }
-    } else {
-        let note = format!(
-            "topic {topic} is kept: {} also use it",
-            topic_users.join(", ")
-        );
-        ctx.event(region, EventType::Warning, "TopicShared", note)
-            .await;
     }
-    Ok(Action::await_change())
 }
 
 /// Whether two regions' buses are the same cluster (any broker or endpoint in common).

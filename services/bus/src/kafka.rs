@@ -112,11 +112,19 @@ fn admin(config: &KafkaConfig) -> Result<Arc<AdminClient<DefaultClientContext>>>
         .map_err(|e| BusError::Config(format!("Kafka client settings: {e}")))
 }
 
-/// The partition count of `topic`, or `None` when the brokers do not know it.
+/// A topic as the metadata describes it.
+#[derive(Debug, Clone, Copy)]
+struct TopicMetadata {
+    partitions: u32,
+    /// Every partition has a leader (a new topic's leaders take a moment to be elected).
+    led: bool,
+}
+
+/// The topic's metadata, or `None` when the brokers do not know it.
 async fn topic_partitions(
     admin: Arc<AdminClient<DefaultClientContext>>,
     config: &KafkaConfig,
-) -> Result<Option<u32>> {
+) -> Result<Option<TopicMetadata>> {
     let topic = config.topic.clone();
     let brokers = config.brokers.join(",");
     let timeout = config.request_timeout;
@@ -133,7 +141,13 @@ async fn topic_partitions(
             return Ok(None);
         };
         match t.error().map(RDKafkaErrorCode::from) {
-            None => Ok(Some(u32::try_from(t.partitions().len()).unwrap_or(u32::MAX))),
+            None => Ok(Some(TopicMetadata {
+                partitions: u32::try_from(t.partitions().len()).unwrap_or(u32::MAX),
+                led: t
+                    .partitions()
+                    .iter()
+                    .all(|p| p.error().is_none() && p.leader() >= 0),
+            })),
             Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(None),
             Some(code) => Err(BusError::Unavailable(format!(
                 "metadata of topic {topic}: {code}"
@@ -143,12 +157,41 @@ async fn topic_partitions(
     .await
 }
 
-/// Creates the topic when missing (if the config allows) and checks its partition count.
+/// Creates the topic when missing (if the config allows), checks its partition count, and
+/// waits until every partition has a leader.
 pub async fn ensure_topic(config: &KafkaConfig) -> Result<TopicState> {
     let admin = admin(config)?;
-    if let Some(found) = topic_partitions(admin.clone(), config).await? {
-        return check_partitions(config, found).map(|()| TopicState::Existed);
+    let state = match topic_partitions(admin.clone(), config).await? {
+        Some(found) => {
+            check_partitions(config, found.partitions)?;
+            TopicState::Existed
+        }
+        None => create_topic(&admin, config).await?,
+    };
+    let deadline = std::time::Instant::now() + config.request_timeout;
+    loop {
+        match topic_partitions(admin.clone(), config).await? {
+            Some(found) if found.led => {
+                check_partitions(config, found.partitions)?;
+                return Ok(state);
+            }
+            _ if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => {
+                return Err(BusError::Unavailable(format!(
+                    "topic {} has no leader for every partition after {:?}: {other:?}",
+                    config.topic, config.request_timeout
+                )));
+            }
+        }
     }
+}
+
+async fn create_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    config: &KafkaConfig,
+) -> Result<TopicState> {
     if !config.create_topic {
         return Err(BusError::Config(format!(
             "topic {} does not exist on {} and topic creation is off (create it with {} partitions, or allow creation)",
@@ -175,7 +218,7 @@ pub async fn ensure_topic(config: &KafkaConfig) -> Result<TopicState> {
     for result in results {
         match result {
             Ok(_) => {}
-            // Someone else created it meanwhile: check it like any existing topic.
+            // Someone else created it meanwhile: it is checked like any existing topic.
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => state = TopicState::Existed,
             Err((name, code)) => {
                 return Err(BusError::Refused(format!(
@@ -184,17 +227,7 @@ pub async fn ensure_topic(config: &KafkaConfig) -> Result<TopicState> {
             }
         }
     }
-    if state == TopicState::Existed {
-        match topic_partitions(admin, config).await? {
-            Some(found) => check_partitions(config, found)?,
-            None => {
-                return Err(BusError::Unavailable(format!(
-                    "topic {} exists but has no metadata yet",
-                    config.topic
-                )));
-            }
-        }
-    } else {
+    if state == TopicState::Created {
         tracing::info!(topic = %config.topic, partitions = config.partitions, "created the Kafka topic");
     }
     Ok(state)
