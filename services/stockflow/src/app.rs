@@ -64,8 +64,8 @@ pub struct Backend {
     pub read: Arc<dyn ReadStore>,
     /// Event log, when this process publishes or projects.
     pub log: Option<Arc<dyn EventLog>>,
-    /// Leases that split the work among replicas; `None` when this process is the only
-    /// one (the embedded store).
+    /// Leases that split the work among replicas of a shared bus; `None` with the embedded
+    /// store.
     pub leases: Option<Arc<dyn LeaseStore>>,
     /// The SQLite files this process holds in its data directory.
     pub local: LocalData,
@@ -319,8 +319,14 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
     // Leases outlive the workers using them: released only once those have drained.
     let releasing = CancellationToken::new();
     let mut lease_jobs = Vec::new();
+    // Replicas split the work only over a bus they share: with the embedded log each
+    // process publishes everything it can see into its own log and projects all of it.
+    let shared = match (&backend.leases, &config.bus) {
+        (Some(store), BusConfig::Kafka(_) | BusConfig::Fluvio(_)) => Some(store.clone()),
+        _ => None,
+    };
     let mut owned = |group: String, shards: u32| -> Owned {
-        match &backend.leases {
+        match &shared {
             None => leases::all_shards(shards),
             Some(store) => {
                 let (owned, job) = leases::spawn(
