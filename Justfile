@@ -1,5 +1,10 @@
 # stockflow workflows. `just --list` shows them all.
 
+# What `deploy-deps` installs on kind, pinned (bump them here, together).
+cert_manager_version := "v1.16.2"
+scylla_operator_version := "v1.15.0"
+fluvio_version := "0.18.1"
+
 # List the recipes
 default:
     @just --list
@@ -98,14 +103,17 @@ images tag="0.1.0":
     docker build -t stockflow/stockflow-operator:{{tag}} -f operator/Dockerfile .
     kind load docker-image --name stockflow stockflow/stockflow:{{tag}} stockflow/stockflow-operator:{{tag}}
 
-# Install ScyllaDB (scylla-operator chart) and Fluvio on kind from their public charts and images
+# Install on kind, at the pinned versions above: cert-manager (the scylla-operator's
+# webhooks need it), the scylla-operator and a one-node ScyllaDB cluster from its charts, and
+# a Fluvio cluster (`config/samples/north.yaml` uses Fluvio) with the fluvio CLI of that version.
 deploy-deps:
     helm repo add scylla https://scylla-operator-charts.storage.googleapis.com/stable
     helm repo add jetstack https://charts.jetstack.io
     helm repo update
-    helm upgrade --install cert-manager jetstack/cert-manager --namespace cert-manager --create-namespace --set crds.enabled=true --wait
-    helm upgrade --install scylla-operator scylla/scylla-operator --namespace scylla-operator --create-namespace --wait
-    helm upgrade --install scylla scylla/scylla --namespace scylla --create-namespace --set datacenter=datacenter1 --set racks[0].name=rack1 --set racks[0].members=1 --wait
+    helm upgrade --install cert-manager jetstack/cert-manager --version {{cert_manager_version}} --namespace cert-manager --create-namespace --set crds.enabled=true --wait
+    helm upgrade --install scylla-operator scylla/scylla-operator --version {{scylla_operator_version}} --namespace scylla-operator --create-namespace --wait
+    helm upgrade --install scylla scylla/scylla --version {{scylla_operator_version}} --namespace scylla --create-namespace --set datacenter=datacenter1 --set racks[0].name=rack1 --set racks[0].members=1 --wait
+    fluvio version | grep -q 'Fluvio CLI *: *{{fluvio_version}}' || { echo "deploy-deps needs the fluvio CLI {{fluvio_version}} (fvm install {{fluvio_version}})" >&2; exit 1; }
     fluvio cluster start --k8s --namespace fluvio
 
 # Install the operator chart (CRDs, RBAC, Deployment) into kind

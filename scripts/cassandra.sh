@@ -8,6 +8,8 @@
 # Cassandra stands in for ScyllaDB (same CQL and LWT). It listens on 127.0.0.1 only
 # (CQL port $CASSANDRA_PORT, default 9042), keeps data in a temporary directory, and
 # runs on JDK 17 with a small heap. Jars live in ~/.cache/stockflow/cassandra-<version>.
+# With $CASSANDRA_TLS_DIR (made by scripts/tls.sh), the CQL port also takes TLS clients
+# (client encryption, optional: plain and TLS connections on the same port).
 set -euo pipefail
 
 VERSION="${CASSANDRA_VERSION:-5.0.8}"
@@ -62,6 +64,16 @@ write_request_timeout: 5000ms
 cas_contention_timeout: 5000ms
 read_request_timeout: 5000ms
 YAML
+    if [[ -n "${CASSANDRA_TLS_DIR:-}" ]]; then
+        cat >> "$RUN/cassandra.yaml" <<YAML
+client_encryption_options:
+  enabled: true
+  optional: true
+  keystore: $CASSANDRA_TLS_DIR/server.p12
+  keystore_password: stockflow-test
+  store_type: PKCS12
+YAML
+    fi
     cat > "$RUN/logback.xml" <<XML
 <configuration>
   <appender name="FILE" class="ch.qos.logback.core.FileAppender">

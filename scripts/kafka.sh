@@ -9,6 +9,10 @@
 # It listens on 127.0.0.1 only (client port $KAFKA_PORT, default 9092; controller port
 # $KAFKA_CONTROLLER_PORT, default 9093), keeps data in a temporary directory, and runs on
 # JDK 17 with a small heap. Jars live in ~/.cache/stockflow/kafka-<version>.
+#
+# With $KAFKA_TLS_DIR (made by scripts/tls.sh), a SASL_SSL listener on $KAFKA_SASL_PORT
+# (default: client port + 2) takes user "stockflow" with password "stockflow-secret" by
+# SCRAM-SHA-512 or PLAIN, as managed Kafkas do.
 set -euo pipefail
 
 VERSION="${KAFKA_VERSION:-4.1.1}"
@@ -16,6 +20,8 @@ SCALA="${KAFKA_SCALA_VERSION:-2.13}"
 LOG4J_VERSION="${KAFKA_LOG4J_VERSION:-2.24.3}"
 PORT="${KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+SASL_PORT="${KAFKA_SASL_PORT:-$((PORT + 2))}"
+TLS_DIR="${KAFKA_TLS_DIR:-}"
 CACHE="${STOCKFLOW_CACHE:-$HOME/.cache/stockflow}/kafka-$VERSION"
 RUN="${KAFKA_RUN_DIR:-${TMPDIR:-/tmp}/stockflow-kafka-$PORT}"
 
@@ -35,13 +41,19 @@ fetch() {
 
 write_config() {
     mkdir -p "$RUN/data"
+    local listeners="PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
+    local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if [[ -n "$TLS_DIR" ]]; then
+        listeners="$listeners,SASL_SSL://127.0.0.1:$SASL_PORT"
+        protocols="$protocols,SASL_SSL:SASL_SSL"
+    fi
     cat > "$RUN/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=$listeners
+advertised.listeners=$listeners
+listener.security.protocol.map=$protocols
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$RUN/data
@@ -56,6 +68,16 @@ group.initial.rebalance.delay.ms=0
 broker.session.timeout.ms=3000
 broker.heartbeat.interval.ms=500
 PROPS
+    if [[ -n "$TLS_DIR" ]]; then
+        cat >> "$RUN/server.properties" <<PROPS
+sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/server.p12
+listener.name.sasl_ssl.ssl.keystore.password=stockflow-test
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_stockflow="stockflow-secret";
+PROPS
+    fi
     cat > "$RUN/log4j2.properties" <<PROPS
 appender.file.type=File
 appender.file.name=FILE
@@ -89,8 +111,11 @@ up() {
     local log4j="-Dlog4j2.configurationFile=$RUN/log4j2.properties"
     local cluster_id
     cluster_id="$("$java" "$log4j" -cp "$cp" kafka.tools.StorageTool random-uuid)"
+    local scram=()
+    # SCRAM users live in the cluster metadata; KRaft adds them when formatting.
+    [[ -n "$TLS_DIR" ]] && scram=(--add-scram 'SCRAM-SHA-512=[name=stockflow,password=stockflow-secret]')
     "$java" "$log4j" -cp "$cp" kafka.tools.StorageTool format --standalone \
-        -t "$cluster_id" -c "$RUN/server.properties" >"$RUN/format.log" 2>&1 || {
+        -t "$cluster_id" -c "$RUN/server.properties" "${scram[@]}" >"$RUN/format.log" 2>&1 || {
         cat "$RUN/format.log" >&2; exit 1; }
     nohup "$java" -Xms256m -Xmx512m -XX:+UseG1GC "$log4j" -cp "$cp" \
         kafka.Kafka "$RUN/server.properties" >"$RUN/stdout.log" 2>&1 &

@@ -23,6 +23,17 @@ if ! { command -v mvn >/dev/null && ls /usr/lib/jvm/java-17-openjdk*/bin/java >/
     fi
 fi
 
+# librdkafka's TLS and SCRAM link the system OpenSSL: headers and pkg-config to build.
+if ! pkg-config --exists openssl 2>/dev/null; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        step "installing libssl-dev and pkg-config (librdkafka's TLS and SCRAM)"
+        apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config >/dev/null
+    else
+        echo "OpenSSL headers not found: install libssl-dev and pkg-config" >&2
+        exit 1
+    fi
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -42,20 +53,30 @@ cleanup() {
     ./scripts/cassandra.sh down || true
     ./scripts/kafka.sh down || true
     ./scripts/kube-apiserver.sh down || true
+    [[ -n "${STOCKFLOW_TEST_TLS_DIR:-}" ]] && rm -rf "$STOCKFLOW_TEST_TLS_DIR"
 }
 trap cleanup EXIT
 
-step "start Cassandra (the CQL/LWT stand-in for ScyllaDB) on 127.0.0.1"
+step "test TLS material (a test CA and the servers' certificate, made with keytool)"
+export STOCKFLOW_TEST_TLS_DIR="${TMPDIR:-/tmp}/stockflow-tls-$$"
+./scripts/tls.sh "$STOCKFLOW_TEST_TLS_DIR"
+export CASSANDRA_TLS_DIR="$STOCKFLOW_TEST_TLS_DIR" KAFKA_TLS_DIR="$STOCKFLOW_TEST_TLS_DIR"
+
+step "start Cassandra (the CQL/LWT stand-in for ScyllaDB; plain and TLS clients) on 127.0.0.1"
 export CASSANDRA_PORT="${CASSANDRA_PORT:-19042}"
 export CASSANDRA_STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-17042}"
 ./scripts/cassandra.sh up
 export STOCKFLOW_CQL_NODES="127.0.0.1:$CASSANDRA_PORT"
 
-step "start Kafka (KRaft, single node) on 127.0.0.1"
+step "start Kafka (KRaft, single node; PLAINTEXT and SASL_SSL listeners) on 127.0.0.1"
 export KAFKA_PORT="${KAFKA_PORT:-19092}"
 export KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+export KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-19094}"
 ./scripts/kafka.sh up
 export STOCKFLOW_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+# Not STOCKFLOW_KAFKA_*: those are the binary's own settings, which every process the tests
+# start would read.
+export STOCKFLOW_TEST_KAFKA_SASL_SSL_BROKERS="127.0.0.1:$KAFKA_SASL_PORT"
 # The bus-outage test freezes this broker with SIGSTOP (and thaws it).
 STOCKFLOW_KAFKA_PID="$(cat "${KAFKA_RUN_DIR:-${TMPDIR:-/tmp}/stockflow-kafka-$KAFKA_PORT}/pid")"
 export STOCKFLOW_KAFKA_PID

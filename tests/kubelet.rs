@@ -147,7 +147,7 @@ impl Kubelet {
         let text =
             std::fs::read_to_string(self.log_dir.join(format!("{pod}.log"))).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 }
 
@@ -420,7 +420,12 @@ async fn spawn(
         ]);
     }
     wrapper.extend(argv);
-    let log = std::fs::File::create(config.log_dir.join(format!("{name}.log")))
+    // Appended across restarts, so a crash's reason survives the next start (what
+    // `kubectl logs --previous` shows).
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.log_dir.join(format!("{name}.log")))
         .map_err(|e| format!("log file: {e}"))?;
     let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
     let child = Command::new(&wrapper[0])
@@ -573,9 +578,30 @@ async fn step(
         }
     }
 
+    // A Job's pod is retried until its backoff limit, then left failed.
+    let backoff_limits: BTreeMap<String, u32> = job_list
+        .items
+        .iter()
+        .map(|j| {
+            let limit = j.spec.as_ref().and_then(|s| s.backoff_limit).unwrap_or(6);
+            (
+                format!("Job/{}", j.name_any()),
+                u32::try_from(limit).unwrap_or(0),
+            )
+        })
+        .collect();
+    // Status written for owners that no longer exist is forgotten (a Job of the same name
+    // may come again, e.g. a region's teardown).
+    reported.retain(|owner, _| wanted.contains_key(owner) || backoff_limits.contains_key(owner));
+
     // Liveness of every process: restart what died (Deployments), record exits (Jobs).
     for (name, pod) in &mut pods {
         let is_job = pod.owner.starts_with("Job/");
+        let gave_up = is_job
+            && pod.exit.is_some_and(|code| code != 0)
+            && backoff_limits
+                .get(&pod.owner)
+                .is_some_and(|limit| pod.restarts >= *limit);
         let exited = match pod.child.as_mut() {
             Some(child) => child.try_wait().ok().flatten(),
             None => None,
@@ -585,7 +611,7 @@ async fn step(
             pod.ready = false;
             pod.exit = Some(status.code().unwrap_or(-1));
         }
-        if pod.child.is_none() && !(is_job && pod.exit == Some(0)) {
+        if pod.child.is_none() && !(is_job && pod.exit == Some(0)) && !gave_up {
             // A crash-looping pod backs off a little, as a kubelet does.
             let backoff = Duration::from_millis(500 * u64::from(pod.restarts.min(6) + 1));
             if pod.started.elapsed() >= backoff {

@@ -24,7 +24,6 @@ use stockflow_e2e::kubelet::{Kubelet, KubeletConfig};
 use stockflow_e2e::stockflow_bin;
 use stockflow_operator::controller::{self, Context};
 use stockflow_operator::crd::InventoryRegion;
-use stockflow_operator::external::Clusters;
 
 fn required(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
@@ -148,18 +147,35 @@ async fn post(client: &reqwest::Client, url: String, key: &str, body: Value) -> 
     panic!("{url} never answered definitely");
 }
 
-/// The sample region, pointed at the test's servers.
+/// The sample region `config/samples/local.yaml`, pointed at the test's servers.
 fn sample(ns: &str, name: &str, keyspace: &str, nodes: &str, brokers: &str, policy: &str) -> Value {
-    let mut region: Value =
-        serde_yaml::from_str(include_str!("../config/samples/north.yaml")).unwrap();
+    let region = named(
+        include_str!("../config/samples/local.yaml"),
+        (ns, name, keyspace),
+        nodes,
+        policy,
+    );
+    with_brokers(region, brokers)
+}
+
+/// A sample with this run's names, nodes and deletion policy.
+fn named(yaml: &str, (ns, name, keyspace): (&str, &str, &str), nodes: &str, policy: &str) -> Value {
+    let mut region: Value = serde_yaml::from_str(yaml).unwrap();
     region["metadata"] = json!({"name": name, "namespace": ns});
     let spec = &mut region["spec"];
     spec["regionId"] = json!(name);
     spec["scylla"]["nodes"] = json!(nodes.split(',').collect::<Vec<_>>());
     spec["scylla"]["keyspace"] = json!(keyspace);
-    spec["bus"] =
-        json!({"kafka": {"brokers": brokers.split(',').collect::<Vec<_>>()}, "partitions": 4});
+    spec["scylla"]["replicationFactor"] = json!(1);
     spec["deletionPolicy"] = json!(policy);
+    region
+}
+
+/// The region's Kafka brokers and a small topic; its other bus settings are kept.
+fn with_brokers(mut region: Value, brokers: &str) -> Value {
+    region["spec"]["bus"]["kafka"]["brokers"] = json!(brokers.split(',').collect::<Vec<_>>());
+    region["spec"]["bus"]["partitions"] = json!(4);
+    region["spec"]["bus"]["replication"] = json!(1);
     region
 }
 
@@ -205,11 +221,7 @@ async fn the_sample_region_runs_serves_rolls_out_pauses_and_is_deleted() {
             log_dir: logs.path().to_path_buf(),
         },
     );
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Some("region-test".into()),
-        Arc::new(Clusters),
-    ));
+    let ctx = Arc::new(Context::new(client.clone(), Some("region-test".into())));
     let operator = tokio::spawn(controller::run(ctx, Some(ns.clone())));
 
     let regions: Api<InventoryRegion> = Api::namespaced(client.clone(), &ns);
@@ -331,12 +343,19 @@ async fn the_sample_region_runs_serves_rolls_out_pauses_and_is_deleted() {
             p.restarts > 0 && (p.owner.ends_with("-publisher") || p.owner.ends_with("-projector"))
         })
         .count();
-    assert_eq!(
-        restarted,
-        2,
-        "the kubelet restarted the killed workers: {:?}",
-        kubelet.pods()
-    );
+    if restarted != 2 {
+        let logs: Vec<String> = kubelet
+            .pods()
+            .iter()
+            .filter(|p| p.restarts > 0)
+            .map(|p| format!("{}:\n{}", p.name, kubelet.log_tail(&p.name)))
+            .collect();
+        panic!(
+            "the kubelet restarted the 2 killed workers and only them: {:?}\n{}",
+            kubelet.pods(),
+            logs.join("\n")
+        );
+    }
 
     // A spec change rolls out: one more command API, a shorter default TTL.
     let generation = regions.get(&name).await.unwrap().metadata.generation;
@@ -419,9 +438,98 @@ async fn the_sample_region_runs_serves_rolls_out_pauses_and_is_deleted() {
         .unwrap();
     available(&regions, &kept, &kubelet).await;
 
-    // Deletion completes for both policies: Delete drops the keyspace and the topic,
-    // Retain keeps its keyspace.
-    for region in [&name, &kept] {
+    // A third region as managed services run: Kafka over SASL_SSL (SCRAM) and ScyllaDB over
+    // TLS, every credential and CA from Secrets, which only the pods read. Its events go
+    // through the broker's SASL_SSL listener, the only one these credentials open.
+    let secure = format!("secure-{run}");
+    let secure_keyspace = format!("secure_{run}");
+    let tls_dir = std::path::PathBuf::from(required("STOCKFLOW_TEST_TLS_DIR"));
+    let ca = std::fs::read_to_string(tls_dir.join("ca.pem")).unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    for (secret, data) in [
+        (
+            "kafka-credentials",
+            json!({"username": "stockflow", "password": "stockflow-secret"}),
+        ),
+        ("test-ca", json!({"ca.crt": ca})),
+    ] {
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": secret}, "stringData": data}))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let sasl_brokers = required("STOCKFLOW_TEST_KAFKA_SASL_SSL_BROKERS");
+    // config/samples/managed.yaml, with the test's servers, Secrets and one pod per role.
+    let managed = named(
+        include_str!("../config/samples/managed.yaml"),
+        (&ns, &secure, &secure_keyspace),
+        &nodes,
+        "Delete",
+    );
+    let mut body = with_brokers(managed, &sasl_brokers);
+    body["spec"]["scylla"]["localDc"] = json!("datacenter1");
+    // The test Cassandra has no authentication; the Secret-sourced TLS CA stays.
+    body["spec"]["scylla"]
+        .as_object_mut()
+        .unwrap()
+        .remove("credentialsSecret");
+    body["spec"]["scylla"]["tls"] = json!({"caSecret": "test-ca"});
+    body["spec"]["bus"]["kafka"]["tls"] = json!({"caSecret": "test-ca"});
+    body["spec"]["roles"] = json!({"commandApi": {"replicas": 1}, "queryApi": {"replicas": 1},
+        "publisher": {"replicas": 1}, "projector": {"replicas": 1}});
+    regions
+        .patch(
+            &secure,
+            &PatchParams::apply("region-test").force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap();
+    available(&regions, &secure, &kubelet).await;
+    let command = format!(
+        "http://127.0.0.1:{}",
+        kubelet.ready_pods(&format!("{secure}-command-api"))[0].port
+    );
+    let query = format!(
+        "http://127.0.0.1:{}",
+        kubelet.ready_pods(&format!("{secure}-query-api"))[0].port
+    );
+    let r = http
+        .put(format!("{command}/v1/locations/dc"))
+        .json(&json!({"region": "secure", "kind": "warehouse", "name": "DC"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let (status, _) = post(
+        &http,
+        format!("{command}/v1/adjustments"),
+        "secure-init",
+        json!({"sku": "S1", "location": "dc", "set_on_hand": 7, "reason": "cycle_count"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually(
+        "S1 in the secure region's read model (through SASL_SSL)",
+        Duration::from_secs(60),
+        || {
+            let http = http.clone();
+            let url = format!("{query}/v1/stock/S1/dc");
+            async move {
+                let body: Value = http.get(url).send().await.ok()?.json().await.ok()?;
+                (body["on_hand"].as_i64() == Some(7)).then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Deletion completes for every policy: Delete drops the keyspace and the topic (the
+    // teardown Job, with the region's own credentials), Retain keeps its keyspace.
+    for region in [&name, &kept, &secure] {
         regions
             .delete(region, &DeleteParams::default())
             .await
@@ -444,6 +552,10 @@ async fn the_sample_region_runs_serves_rolls_out_pauses_and_is_deleted() {
     assert!(
         keyspace_exists(&nodes, &kept_keyspace).await,
         "Retain kept the keyspace"
+    );
+    assert!(
+        !keyspace_exists(&nodes, &secure_keyspace).await,
+        "the secure region's teardown dropped its keyspace over TLS"
     );
     let mut topic = stockflow_bus::kafka::KafkaConfig::new(
         brokers.split(',').map(str::to_string).collect(),

@@ -29,9 +29,8 @@ use serde_json::json;
 
 use crate::crd::{DeletionPolicy, InventoryRegion, InventoryRegionStatus};
 use crate::error::{Error, Result};
-use crate::external::External;
-use crate::resources::{self, ROLES, Role};
-use crate::status::{self, Migration};
+use crate::resources::{self, ROLES, Teardown};
+use crate::status::{self, JobState};
 use crate::{FIELD_MANAGER, FINALIZER};
 
 /// What reconciliations share.
@@ -40,13 +39,11 @@ pub struct Context {
     pub client: Client,
     /// Publishes Kubernetes events on regions.
     pub recorder: Recorder,
-    /// Keyspace and topic clean-up.
-    pub external: Arc<dyn External>,
 }
 
 impl Context {
     /// A context for `client`, reporting events as `instance`.
-    pub fn new(client: Client, instance: Option<String>, external: Arc<dyn External>) -> Self {
+    pub fn new(client: Client, instance: Option<String>) -> Self {
         let reporter = Reporter {
             controller: "stockflow-operator".into(),
             instance,
@@ -54,7 +51,6 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            external,
         }
     }
 
@@ -95,6 +91,15 @@ pub async fn reconcile(region: Arc<InventoryRegion>, ctx: Arc<Context>) -> Resul
 
 /// Logs, counts and retries a failed reconciliation.
 pub fn error_policy(region: Arc<InventoryRegion>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if let Error::Finalizer(e) = error
+        && let kube::runtime::finalizer::Error::CleanupFailed(Error::TeardownRunning(job)) =
+            e.as_ref()
+    {
+        // Not a failure: deletion waits for the teardown Job, which has no owner reference
+        // to wake this region, so look again soon.
+        tracing::debug!(region = %region.name_any(), %job, "waiting for the teardown job");
+        return Action::requeue(Duration::from_secs(2));
+    }
     tracing::warn!(region = %region.name_any(), %error, "reconcile failed");
     metrics::counter!("stockflow_operator_reconcile_errors_total", "error" => error.metric_label())
         .increment(1);
@@ -192,11 +197,13 @@ pub async fn apply(region: &InventoryRegion, ctx: &Context) -> Result<Action> {
         }
     }
     let job = apply_child(client, &ns, &resources::migration_job(region)).await?;
-    let migration = Migration::of(Some(&job));
+    let migration = JobState::of(Some(&job));
     let mut deployments = BTreeMap::new();
     for role in ROLES {
-        // The command API waits for the schema it writes with.
-        if role == Role::CommandApi && migration != Migration::Succeeded {
+        // Every role waits for the schema and the topic the migration creates: started
+        // earlier, each would only crash-loop until then. An existing Deployment keeps its
+        // template until the new migration (a new image) has succeeded.
+        if migration != JobState::Succeeded {
             let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
             if let Some(existing) = api.get_opt(&resources::child_name(region, role)).await? {
                 deployments.insert(role, existing);
@@ -260,10 +267,11 @@ pub async fn apply(region: &InventoryRegion, ctx: &Context) -> Result<Action> {
     })
 }
 
-/// Removes what lives outside Kubernetes, per the deletion policy. Never blocks deletion
-/// forever: a failure is reported as a Warning event and deletion proceeds, since a stuck
-/// finalizer would hold the namespace hostage. A keyspace or topic that another region in
-/// the cluster also names is never removed.
+/// Removes what lives outside Kubernetes, per the deletion policy, through the teardown
+/// Job (`stockflow teardown`, with the region's own credentials). A keyspace or topic that
+/// another region in the cluster also names is never removed. Deletion waits for the Job,
+/// but never forever: a failed Job (its deadline is five minutes) is reported as a Warning
+/// event and deletion proceeds, since a stuck finalizer would hold the namespace hostage.
 pub async fn cleanup(region: &InventoryRegion, ctx: &Context) -> Result<Action> {
     let keyspace = region.spec.scylla.keyspace.clone();
     let topic = resources::topic(region);
@@ -277,6 +285,74 @@ pub async fn cleanup(region: &InventoryRegion, ctx: &Context) -> Result<Action> 
         .await;
         return Ok(Action::await_change());
     }
+    let ns = region
+        .namespace()
+        .ok_or_else(|| Error::Invalid("InventoryRegion without a namespace".into()))?;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = resources::teardown_job_name(region);
+    let Some(job) = jobs.get_opt(&name).await? else {
+        let what = removable(region, ctx).await?;
+        if !what.keyspace && !what.topic {
+            return Ok(Action::await_change());
+        }
+        apply_child(&ctx.client, &ns, &resources::teardown_job(region, what)).await?;
+        ctx.event(
+            region,
+            EventType::Normal,
+            "TeardownStarted",
+            format!("job {name} removes {}", describe(what, &keyspace, &topic)),
+        )
+        .await;
+        return Err(Error::TeardownRunning(name));
+    };
+    let what = Teardown::of(&job);
+    match JobState::of(Some(&job)) {
+        JobState::Running => return Err(Error::TeardownRunning(name)),
+        JobState::Succeeded => {
+            if what.keyspace {
+                ctx.event(
+                    region,
+                    EventType::Normal,
+                    "KeyspaceDropped",
+                    format!("dropped keyspace {keyspace}"),
+                )
+                .await;
+            }
+            if what.topic {
+                ctx.event(
+                    region,
+                    EventType::Normal,
+                    "TopicDeleted",
+                    format!("deleted topic {topic}"),
+                )
+                .await;
+            }
+        }
+        JobState::Failed(why) => {
+            let note = format!(
+                "could not remove {}: job {name} failed ({why}); see `kubectl logs job/{name}` \
+                 and remove them by hand",
+                describe(what, &keyspace, &topic)
+            );
+            ctx.event(region, EventType::Warning, "TeardownFailed", note)
+                .await;
+        }
+    }
+    // Ended: the Job goes (its pods with it) and the finalizer is released.
+    let background = kube::api::DeleteParams::background();
+    if let Err(e) = jobs.delete(&name, &background).await
+        && !matches!(&e, kube::Error::Api(s) if s.code == 404)
+    {
+        return Err(e.into());
+    }
+    Ok(Action::await_change())
+}
+
+/// What this region may remove: not what another live region also names (the same
+/// keyspace on overlapping nodes, the same topic on the same bus), which is reported.
+async fn removable(region: &InventoryRegion, ctx: &Context) -> Result<Teardown> {
+    let keyspace = &region.spec.scylla.keyspace;
+    let topic = resources::topic(region);
     let others: Vec<InventoryRegion> = Api::<InventoryRegion>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await?
@@ -292,81 +368,40 @@ pub async fn cleanup(region: &InventoryRegion, ctx: &Context) -> Result<Action> 
             .collect::<Vec<_>>()
     };
     let keyspace_users = sharing(&|o| {
-        o.spec.scylla.keyspace == keyspace
+        &o.spec.scylla.keyspace == keyspace
             && o.spec
                 .scylla
                 .nodes
                 .iter()
                 .any(|n| region.spec.scylla.nodes.contains(n))
     });
-    let keyspace_removal = Removal {
-        what: format!("keyspace {keyspace}"),
-        done: ("KeyspaceDropped", "dropped"),
-        failed: ("KeyspaceNotDropped", "drop"),
-        shared: "KeyspaceShared",
-    };
-    keyspace_removal
-        .run(
-            ctx,
-            region,
-            &keyspace_users,
-            ctx.external.drop_keyspace(region),
-        )
-        .await;
     let topic_users = sharing(&|o| resources::topic(o) == topic && same_bus(o, region));
-    let topic_removal = Removal {
-        what: format!("topic {topic}"),
-        done: ("TopicDeleted", "deleted"),
-        failed: ("TopicNotDeleted", "delete"),
-        shared: "TopicShared",
-    };
-    topic_removal
-        .run(ctx, region, &topic_users, ctx.external.delete_topic(region))
-        .await;
-    Ok(Action::await_change())
-}
-
-/// Removing one external resource at deletion, reported as events.
-struct Removal {
-    /// `keyspace x` or `topic y`.
-    what: String,
-    /// Event reason and past participle on success.
-    done: (&'static str, &'static str),
-    /// Event reason and verb on failure.
-    failed: (&'static str, &'static str),
-    /// Event reason when another region uses it.
-    shared: &'static str,
-}
-
-impl Removal {
-    /// Removes it (unless `users` also name it) and reports what happened; never fails,
-    /// since a stuck finalizer would hold the namespace hostage.
-    async fn run(
-        &self,
-        ctx: &Context,
-        region: &InventoryRegion,
-        users: &[String],
-        remove: impl std::future::Future<Output = Result<()>>,
-    ) {
-        let what = &self.what;
+    for (users, what, reason) in [
+        (
+            &keyspace_users,
+            format!("keyspace {keyspace}"),
+            "KeyspaceShared",
+        ),
+        (&topic_users, format!("topic {topic}"), "TopicShared"),
+    ] {
         if !users.is_empty() {
             let note = format!("{what} is kept: {} also use it", users.join(", "));
-            ctx.event(region, EventType::Warning, self.shared, note)
-                .await;
-            return;
+            ctx.event(region, EventType::Warning, reason, note).await;
         }
-        match remove.await {
-            Ok(()) => {
-                let (reason, done) = self.done;
-                ctx.event(region, EventType::Normal, reason, format!("{done} {what}"))
-                    .await;
-            }
-            Err(e) => {
-                let (reason, verb) = self.failed;
-                let note = format!("could not {verb} {what}: {e}; {verb} it by hand");
-                ctx.event(region, EventType::Warning, reason, note).await;
-            }
-        }
+    }
+    Ok(Teardown {
+        keyspace: keyspace_users.is_empty(),
+        topic: topic_users.is_empty(),
+    })
+}
+
+/// `keyspace k and topic t`, or one of them.
+fn describe(what: Teardown, keyspace: &str, topic: &str) -> String {
+    match (what.keyspace, what.topic) {
+        (true, true) => format!("keyspace {keyspace} and topic {topic}"),
+        (true, false) => format!("keyspace {keyspace}"),
+        (false, true) => format!("topic {topic}"),
+        (false, false) => "nothing".into(),
     }
 }
 
@@ -423,23 +458,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::external::{External, async_trait_free::BoxFuture};
     use crate::fixtures::mock::{self, Call};
     use crate::fixtures::region;
 
-    struct Unused;
-
-    impl External for Unused {
-        fn drop_keyspace(&self, _: &InventoryRegion) -> BoxFuture<'_, Result<()>> {
-            Box::pin(async { Err(Error::External("not expected in this test".into())) })
-        }
-        fn delete_topic(&self, _: &InventoryRegion) -> BoxFuture<'_, Result<()>> {
-            Box::pin(async { Err(Error::External("not expected in this test".into())) })
-        }
-    }
-
     fn context(client: Client) -> Arc<Context> {
-        Arc::new(Context::new(client, Some("test".into()), Arc::new(Unused)))
+        Arc::new(Context::new(client, Some("test".into())))
     }
 
     #[tokio::test]

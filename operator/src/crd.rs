@@ -77,6 +77,26 @@ pub struct ScyllaSpec {
     /// Secret with `username` and `password`, when authentication is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// TLS to the nodes (client encryption); their certificates must name their IPs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// TLS towards a cluster: the CA that signs its certificates, from a Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Secret holding the CA certificate (PEM).
+    #[schemars(length(min = 1, max = 253))]
+    pub ca_secret: String,
+    /// Key of the certificate in that Secret.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub ca_key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
 }
 
 fn default_dc() -> String {
@@ -121,10 +141,95 @@ pub struct BusSpec {
 /// A Kafka cluster.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.sasl) == (self.securityProtocol in ['SASL_PLAINTEXT', 'SASL_SSL'])",
+        "message": "bus.kafka.sasl is required with securityProtocol SASL_PLAINTEXT or SASL_SSL, and only then"
+    },
+    {
+        "rule": "!has(self.tls) || self.securityProtocol in ['SSL', 'SASL_SSL']",
+        "message": "bus.kafka.tls needs securityProtocol SSL or SASL_SSL"
+    }
+]))]
 pub struct KafkaSpec {
     /// Bootstrap brokers, `host:port`.
     #[schemars(length(min = 1, max = 32))]
     pub brokers: Vec<String>,
+    /// How clients connect (managed Kafkas use `SASL_SSL`).
+    #[serde(default)]
+    pub security_protocol: KafkaSecurityProtocol,
+    /// SASL credentials, with a SASL protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<KafkaSaslSpec>,
+    /// The CA of the brokers' certificates, with a TLS protocol (default: the image's
+    /// system trust store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// Kafka's `security.protocol`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KafkaSecurityProtocol {
+    /// No authentication, no encryption.
+    #[default]
+    Plaintext,
+    /// TLS.
+    Ssl,
+    /// SASL without TLS.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+impl KafkaSecurityProtocol {
+    /// The spelling the binary reads (`--kafka-security-protocol`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaSecurityProtocol::Plaintext => "PLAINTEXT",
+            KafkaSecurityProtocol::Ssl => "SSL",
+            KafkaSecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            KafkaSecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+}
+
+/// SASL credentials for Kafka.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSaslSpec {
+    /// How the password is proven.
+    #[serde(default)]
+    pub mechanism: SaslMechanism,
+    /// Secret with `username` and `password`.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: String,
+}
+
+/// A SASL mechanism.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SaslMechanism {
+    /// PLAIN (use it over TLS only).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// SCRAM-SHA-256.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// SCRAM-SHA-512.
+    #[default]
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The spelling the binary reads (`--kafka-sasl-mechanism`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
 }
 
 /// A Fluvio cluster.

@@ -18,15 +18,9 @@ pub enum Error {
     /// Serializing an object failed.
     #[error("serialize: {0}")]
     Serialize(#[from] serde_json::Error),
-    /// The region's ScyllaDB could not be reached or refused a statement.
-    #[error("scylla: {0}")]
-    Store(#[from] stockflow_storage::StoreError),
-    /// The region's bus could not be reached or refused a request.
-    #[error("bus: {0}")]
-    Bus(#[from] stockflow_bus::BusError),
-    /// Something outside Kubernetes failed.
-    #[error("{0}")]
-    External(String),
+    /// Deletion waits for the teardown Job (named) to end; not a failure.
+    #[error("teardown job {0} is still running")]
+    TeardownRunning(String),
 }
 
 impl Error {
@@ -37,9 +31,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::Invalid(_) => "invalid",
             Error::Serialize(_) => "serialize",
-            Error::Store(_) => "scylla",
-            Error::Bus(_) => "bus",
-            Error::External(_) => "external",
+            Error::TeardownRunning(_) => "teardown_running",
         }
     }
 }

@@ -21,10 +21,14 @@ pub fn region(name: &str) -> InventoryRegion {
                 local_dc: "datacenter1".into(),
                 replication_factor: 3,
                 credentials_secret: None,
+                tls: None,
             },
             bus: BusSpec {
                 kafka: Some(KafkaSpec {
                     brokers: vec!["kafka:9092".into()],
+                    security_protocol: Default::default(),
+                    sasl: None,
+                    tls: None,
                 }),
                 fluvio: None,
                 topic: None,

@@ -5,14 +5,12 @@
 //! - [`resources`]: pure builders of the child objects.
 //! - [`status`]: pure status computation (conditions, phase).
 //! - [`controller`]: reconcile (server-side apply), finalizer clean-up, events.
-//! - [`external`]: keyspace clean-up outside Kubernetes.
 //! - [`leader`]: Lease-based leader election.
 //! - [`error`]: the crate's one error enum.
 
 pub mod controller;
 pub mod crd;
 pub mod error;
-pub mod external;
 pub mod leader;
 pub mod resources;
 pub mod status;

@@ -8,7 +8,6 @@ use axum::Router;
 use axum::routing::get;
 use clap::{Parser, Subcommand};
 use stockflow_operator::controller::{self, Context};
-use stockflow_operator::external::Clusters;
 use stockflow_operator::leader::LeaderLease;
 
 #[derive(Parser)]
@@ -137,7 +136,7 @@ async fn run(
     if elect {
         lease.acquire().await;
     }
-    let ctx = Arc::new(Context::new(client, Some(identity), Arc::new(Clusters)));
+    let ctx = Arc::new(Context::new(client, Some(identity)));
     if elect {
         tokio::select! {
             _ = controller::run(ctx, watch_namespace) => Ok(()),

@@ -137,7 +137,7 @@ pub fn topic(region: &InventoryRegion) -> String {
         .bus
         .topic
         .clone()
-        .unwrap_or_else(|| stockflow_bus::default_topic(&region.spec.region_id))
+        .unwrap_or_else(|| stockflow_domain::default_topic(&region.spec.region_id))
 }
 
 /// The bus settings every role reads from its environment.
@@ -157,6 +157,16 @@ fn bus_env(region: &InventoryRegion) -> Vec<(String, String)> {
     if let Some(kafka) = &bus.kafka {
         env.push(("STOCKFLOW_BUS".into(), "kafka".into()));
         env.push(("STOCKFLOW_KAFKA_BROKERS".into(), kafka.brokers.join(",")));
+        env.push((
+            "STOCKFLOW_KAFKA_SECURITY_PROTOCOL".into(),
+            kafka.security_protocol.as_str().into(),
+        ));
+        if let Some(sasl) = &kafka.sasl {
+            env.push((
+                "STOCKFLOW_KAFKA_SASL_MECHANISM".into(),
+                sasl.mechanism.as_str().into(),
+            ));
+        }
     } else if let Some(fluvio) = &bus.fluvio {
         env.push(("STOCKFLOW_BUS".into(), "fluvio".into()));
         env.push(("STOCKFLOW_FLUVIO_ENDPOINT".into(), fluvio.endpoint.clone()));
@@ -190,6 +200,9 @@ pub fn config_data(region: &InventoryRegion) -> BTreeMap<String, String> {
         ("STOCKFLOW_LISTEN".into(), format!("0.0.0.0:{HTTP_PORT}")),
         ("STOCKFLOW_LOG_JSON".into(), "true".into()),
     ]);
+    if s.scylla.tls.is_some() {
+        data.insert("STOCKFLOW_SCYLLA_TLS".into(), "true".into());
+    }
     data.extend(bus_env(region));
     data
 }
@@ -210,28 +223,61 @@ pub fn config_hash(region: &InventoryRegion) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..6])
 }
 
-fn credentials_env(region: &InventoryRegion) -> Vec<EnvVar> {
-    let Some(secret) = &region.spec.scylla.credentials_secret else {
-        return Vec::new();
-    };
-    [
-        ("STOCKFLOW_SCYLLA_USER", "username"),
-        ("STOCKFLOW_SCYLLA_PASSWORD", "password"),
-    ]
-    .into_iter()
-    .map(|(name, key)| EnvVar {
+/// An env var filled from a Secret's key; the pod does not start without it.
+fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
-                name: secret.clone(),
+                name: secret.into(),
                 key: key.into(),
                 optional: Some(false),
             }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
-    })
-    .collect()
+    }
+}
+
+/// Every secret a container needs, as env vars read from Secrets: the ScyllaDB and Kafka
+/// credentials and CAs. The operator itself never reads a Secret.
+fn secret_env(region: &InventoryRegion) -> Vec<EnvVar> {
+    let scylla = &region.spec.scylla;
+    let mut env = Vec::new();
+    if let Some(secret) = &scylla.credentials_secret {
+        env.push(from_secret("STOCKFLOW_SCYLLA_USER", secret, "username"));
+        env.push(from_secret("STOCKFLOW_SCYLLA_PASSWORD", secret, "password"));
+    }
+    if let Some(tls) = &scylla.tls {
+        env.push(from_secret(
+            "STOCKFLOW_SCYLLA_TLS_CA_PEM",
+            &tls.ca_secret,
+            &tls.ca_key,
+        ));
+    }
+    if let Some(kafka) = &region.spec.bus.kafka {
+        if let Some(sasl) = &kafka.sasl {
+            let secret = &sasl.credentials_secret;
+            env.push(from_secret(
+                "STOCKFLOW_KAFKA_SASL_USERNAME",
+                secret,
+                "username",
+            ));
+            env.push(from_secret(
+                "STOCKFLOW_KAFKA_SASL_PASSWORD",
+                secret,
+                "password",
+            ));
+        }
+        if let Some(tls) = &kafka.tls {
+            env.push(from_secret(
+                "STOCKFLOW_KAFKA_CA_PEM",
+                &tls.ca_secret,
+                &tls.ca_key,
+            ));
+        }
+    }
+    env
 }
 
 fn http_probe(path: &str, period: i32) -> Probe {
@@ -263,7 +309,7 @@ fn container(
             }),
             ..EnvFromSource::default()
         }]),
-        env: Some(credentials_env(region)),
+        env: Some(secret_env(region)),
         resources: resources.and_then(|r| r.resources.clone()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -419,6 +465,85 @@ pub fn migration_job(region: &InventoryRegion) -> Job {
     }
 }
 
+/// Name of the teardown Job of a region being deleted.
+pub fn teardown_job_name(region: &InventoryRegion) -> String {
+    format!("{}-teardown", region.name_any())
+}
+
+/// What a teardown removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Teardown {
+    /// Drop the keyspace.
+    pub keyspace: bool,
+    /// Delete the topic.
+    pub topic: bool,
+}
+
+impl Teardown {
+    /// The `stockflow teardown` arguments.
+    pub fn args(self) -> Vec<String> {
+        let mut args = vec!["teardown".to_string()];
+        if self.keyspace {
+            args.push("--drop-keyspace".into());
+        }
+        if self.topic {
+            args.push("--delete-topic".into());
+        }
+        args
+    }
+
+    /// What a Job's arguments ask to remove.
+    pub fn of(job: &Job) -> Self {
+        let args = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers.first())
+            .and_then(|c| c.args.clone())
+            .unwrap_or_default();
+        Self {
+            keyspace: args.iter().any(|a| a == "--drop-keyspace"),
+            topic: args.iter().any(|a| a == "--delete-topic"),
+        }
+    }
+}
+
+/// The teardown Job (`stockflow teardown`): removes the keyspace and topic with the
+/// region's own credentials, so the operator never needs to read Secrets. No owner
+/// reference: it runs while its region is being deleted, and the operator deletes it once
+/// it has ended.
+pub fn teardown_job(region: &InventoryRegion, what: Teardown) -> Job {
+    let mut labels = labels(region, None);
+    labels.insert("app.kubernetes.io/component".into(), "teardown".into());
+    Job {
+        metadata: ObjectMeta {
+            name: Some(teardown_job_name(region)),
+            namespace: region.namespace(),
+            labels: Some(labels.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(3),
+            // An unreachable cluster must not hold the region's deletion for long.
+            active_deadline_seconds: Some(300),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container(region, what.args(), None)],
+                    restart_policy: Some("OnFailure".into()),
+                    security_context: Some(pod_security()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
 /// In-cluster URL of an exposed role.
 pub fn endpoint(region: &InventoryRegion, role: Role) -> String {
     format!(
@@ -516,6 +641,92 @@ mod tests {
         assert_eq!(migration_job_name(&r), first, "scaling needs no migration");
         r.spec.image = "stockflow:2".into();
         assert_ne!(migration_job_name(&r), first);
+    }
+
+    #[test]
+    fn bus_and_tls_secrets_reach_every_container_as_env_from_secrets() {
+        use crate::crd::{KafkaSaslSpec, KafkaSecurityProtocol, SaslMechanism, TlsSpec};
+        let mut r = region("north");
+        let kafka = r.spec.bus.kafka.as_mut().expect("kafka");
+        kafka.security_protocol = KafkaSecurityProtocol::SaslSsl;
+        kafka.sasl = Some(KafkaSaslSpec {
+            mechanism: SaslMechanism::Plain,
+            credentials_secret: "kafka-auth".into(),
+        });
+        kafka.tls = Some(TlsSpec {
+            ca_secret: "kafka-ca".into(),
+            ca_key: "ca.crt".into(),
+        });
+        r.spec.scylla.tls = Some(TlsSpec {
+            ca_secret: "scylla-ca".into(),
+            ca_key: "root.pem".into(),
+        });
+        let data = config_data(&r);
+        assert_eq!(data["STOCKFLOW_KAFKA_SECURITY_PROTOCOL"], "SASL_SSL");
+        assert_eq!(data["STOCKFLOW_KAFKA_SASL_MECHANISM"], "PLAIN");
+        assert_eq!(data["STOCKFLOW_SCYLLA_TLS"], "true");
+        assert!(
+            data.values().all(|v| !v.contains("kafka-auth")),
+            "no secret name or value in the ConfigMap"
+        );
+        let job = teardown_job(
+            &r,
+            Teardown {
+                keyspace: true,
+                topic: true,
+            },
+        );
+        for containers in [
+            deployment(&r, Role::Publisher)
+                .spec
+                .and_then(|s| s.template.spec),
+            job.spec.clone().and_then(|s| s.template.spec),
+        ] {
+            let env = containers
+                .map(|p| p.containers[0].env.clone().unwrap_or_default())
+                .unwrap_or_default();
+            let secret_of = |name: &str| {
+                env.iter()
+                    .find(|e| e.name == name)
+                    .and_then(|e| e.value_from.as_ref())
+                    .and_then(|v| v.secret_key_ref.as_ref())
+                    .map(|s| (s.name.clone(), s.key.clone()))
+            };
+            assert_eq!(
+                secret_of("STOCKFLOW_KAFKA_SASL_PASSWORD"),
+                Some(("kafka-auth".into(), "password".into()))
+            );
+            assert_eq!(
+                secret_of("STOCKFLOW_KAFKA_CA_PEM"),
+                Some(("kafka-ca".into(), "ca.crt".into()))
+            );
+            assert_eq!(
+                secret_of("STOCKFLOW_SCYLLA_TLS_CA_PEM"),
+                Some(("scylla-ca".into(), "root.pem".into()))
+            );
+        }
+        assert_eq!(
+            Teardown::of(&job),
+            Teardown {
+                keyspace: true,
+                topic: true
+            }
+        );
+        let only_topic = teardown_job(
+            &r,
+            Teardown {
+                keyspace: false,
+                topic: true,
+            },
+        );
+        assert_eq!(
+            Teardown::of(&only_topic).args(),
+            ["teardown", "--delete-topic"]
+        );
+        assert!(
+            only_topic.metadata.owner_references.is_none(),
+            "a teardown outlives nothing: the operator deletes it"
+        );
     }
 
     #[test]

@@ -13,9 +13,9 @@ use kube::ResourceExt;
 use crate::crd::{Condition, Endpoints, InventoryRegion, InventoryRegionStatus};
 use crate::resources::{self, ROLES, Role};
 
-/// How the migration Job is doing.
+/// How a Job (the migration, the teardown) is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Migration {
+pub enum JobState {
     /// Not finished yet.
     Running,
     /// Succeeded: the command API may roll out.
@@ -24,14 +24,14 @@ pub enum Migration {
     Failed(String),
 }
 
-impl Migration {
+impl JobState {
     /// Reads a Job's status.
     pub fn of(job: Option<&Job>) -> Self {
         let Some(status) = job.and_then(|j| j.status.as_ref()) else {
-            return Migration::Running;
+            return JobState::Running;
         };
         if status.succeeded.unwrap_or(0) > 0 {
-            return Migration::Succeeded;
+            return JobState::Succeeded;
         }
         let failed = status
             .conditions
@@ -39,12 +39,8 @@ impl Migration {
             .flatten()
             .find(|c| c.type_ == "Failed" && c.status == "True");
         match failed {
-            Some(c) => Migration::Failed(
-                c.message
-                    .clone()
-                    .unwrap_or_else(|| "migration job failed".into()),
-            ),
-            None => Migration::Running,
+            Some(c) => JobState::Failed(c.message.clone().unwrap_or_else(|| "job failed".into())),
+            None => JobState::Running,
         }
     }
 }
@@ -99,7 +95,7 @@ fn condition(
 /// The status of `region` given its Job and Deployments (by role).
 pub fn compute(
     region: &InventoryRegion,
-    migration: &Migration,
+    migration: &JobState,
     deployments: &BTreeMap<Role, Deployment>,
     now: Time,
 ) -> InventoryRegionStatus {
@@ -119,28 +115,28 @@ pub fn compute(
         }
     }
     let (available, progressing, degraded, phase, message) = match migration {
-        Migration::Failed(msg) => (
+        JobState::Failed(msg) => (
             false,
             false,
             true,
             "Degraded",
             format!("schema migration failed: {msg}"),
         ),
-        Migration::Running => (
+        JobState::Running => (
             false,
             true,
             false,
             "Migrating",
             "waiting for the schema migration job".to_string(),
         ),
-        Migration::Succeeded if pending.is_empty() => (
+        JobState::Succeeded if pending.is_empty() => (
             true,
             false,
             false,
             "Ready",
             "every role is rolled out and ready".to_string(),
         ),
-        Migration::Succeeded => (
+        JobState::Succeeded => (
             false,
             true,
             false,
@@ -230,17 +226,17 @@ mod tests {
     fn a_region_moves_from_migrating_to_ready() {
         let mut r = region("north");
         let none = BTreeMap::new();
-        let s = compute(&r, &Migration::Running, &none, at(1));
+        let s = compute(&r, &JobState::Running, &none, at(1));
         assert_eq!(s.phase.as_deref(), Some("Migrating"));
         assert_eq!(get(&s, "Progressing").status, "True");
-        let s = compute(&r, &Migration::Succeeded, &none, at(2));
+        let s = compute(&r, &JobState::Succeeded, &none, at(2));
         assert_eq!(s.phase.as_deref(), Some("RollingOut"));
         r.status = Some(s);
         let all: BTreeMap<Role, Deployment> = ROLES
             .iter()
             .map(|role| (*role, ready_deployment(&r, *role, 2)))
             .collect();
-        let s = compute(&r, &Migration::Succeeded, &all, at(3));
+        let s = compute(&r, &JobState::Succeeded, &all, at(3));
         assert_eq!(s.phase.as_deref(), Some("Ready"));
         assert_eq!(
             (
@@ -257,13 +253,13 @@ mod tests {
     #[test]
     fn last_transition_time_moves_only_on_a_transition() {
         let mut r = region("north");
-        let s1 = compute(&r, &Migration::Running, &BTreeMap::new(), at(10));
+        let s1 = compute(&r, &JobState::Running, &BTreeMap::new(), at(10));
         r.status = Some(s1.clone());
-        let s2 = compute(&r, &Migration::Running, &BTreeMap::new(), at(20));
+        let s2 = compute(&r, &JobState::Running, &BTreeMap::new(), at(20));
         assert_eq!(get(&s2, "Progressing").last_transition_time, at(10));
         let s3 = compute(
             &r,
-            &Migration::Failed("boom".into()),
+            &JobState::Failed("boom".into()),
             &BTreeMap::new(),
             at(30),
         );

@@ -19,46 +19,7 @@ use kube::{Client, Config, CustomResourceExt, ResourceExt};
 use serde_json::json;
 use stockflow_operator::controller::{self, Context};
 use stockflow_operator::crd::InventoryRegion;
-use stockflow_operator::external::{External, async_trait_free::BoxFuture};
 use tokio::sync::OnceCell;
-
-/// Records keyspace drops and topic deletions instead of reaching a database or a bus.
-#[derive(Default)]
-struct Recorded(std::sync::Mutex<Vec<String>>);
-
-impl Recorded {
-    fn record(&self, what: String) -> BoxFuture<'_, stockflow_operator::Result<()>> {
-        Box::pin(async move {
-            self.0
-                .lock()
-                .map_err(|e| stockflow_operator::Error::External(e.to_string()))?
-                .push(what);
-            Ok(())
-        })
-    }
-
-    fn taken(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().expect("not poisoned"))
-    }
-}
-
-impl External for Recorded {
-    fn drop_keyspace(
-        &self,
-        region: &InventoryRegion,
-    ) -> BoxFuture<'_, stockflow_operator::Result<()>> {
-        self.record(region.spec.scylla.keyspace.clone())
-    }
-    fn delete_topic(
-        &self,
-        region: &InventoryRegion,
-    ) -> BoxFuture<'_, stockflow_operator::Result<()>> {
-        self.record(format!(
-            "topic:{}",
-            stockflow_operator::resources::topic(region)
-        ))
-    }
-}
 
 /// A client of the test command's kube-apiserver. These tests are the operator's proof
 /// against a real API server, so a missing one fails them instead of skipping.
@@ -108,6 +69,12 @@ async fn namespace(client: &Client, name: &str) {
     let _ = api.create(&PostParams::default(), &ns).await;
 }
 
+/// A keyspace of this test run only: regions left by an earlier run on the same API server
+/// would otherwise share it, and a shared keyspace is never dropped.
+fn keyspace(name: &str) -> String {
+    format!("{}_ks_{}", name.replace('-', "_"), std::process::id())
+}
+
 fn region_json(name: &str, policy: &str) -> serde_json::Value {
     json!({
         "apiVersion": "stockflow.dev/v1alpha1",
@@ -116,8 +83,9 @@ fn region_json(name: &str, policy: &str) -> serde_json::Value {
         "spec": {
             "regionId": name,
             "image": "stockflow:1",
-            "scylla": {"nodes": ["scylla:9042"], "keyspace": format!("{}_ks", name.replace('-', "_"))},
-            "bus": {"kafka": {"brokers": ["kafka:9092"]}},
+            "scylla": {"nodes": ["scylla:9042"], "keyspace": keyspace(name)},
+            // A bus of this run only, for the same reason as the keyspace.
+            "bus": {"kafka": {"brokers": [format!("kafka-{}:9092", std::process::id())]}},
             "deletionPolicy": policy
         }
     })
@@ -140,12 +108,13 @@ where
 }
 
 /// A controller for one namespace, so tests running side by side stay apart.
-fn start_controller(
-    client: &Client,
-    ns: &str,
-    external: Arc<dyn External>,
-) -> tokio::task::JoinHandle<()> {
-    let ctx = Arc::new(Context::new(client.clone(), Some("test".into()), external));
+fn start_controller(client: &Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    // The operator's logs, shown for a failed test (RUST_LOG picks the level).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let ctx = Arc::new(Context::new(client.clone(), Some("test".into())));
     tokio::spawn(controller::run(ctx, Some(ns.to_string())))
 }
 
@@ -170,6 +139,76 @@ async fn succeed_job(client: &Client, ns: &str, name: &str) {
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .expect("job status");
+}
+
+/// Plays the kubelet for a region's teardown Job: waits for it, ends it with `outcome`
+/// (`Complete` or `Failed`), and returns its arguments.
+async fn end_teardown(client: &Client, ns: &str, region: &str, outcome: &str) -> Vec<String> {
+    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+    let name = format!("{region}-teardown");
+    let job = eventually("teardown job", || async { api.get_opt(&name).await.ok()? }).await;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = if outcome == "Complete" {
+        json!({"status": {"succeeded": 1, "startTime": now, "completionTime": now,
+        "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "lastProbeTime": now, "lastTransitionTime": now},
+            {"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}
+        ]}})
+    } else {
+        json!({"status": {"failed": 1, "startTime": now,
+        "conditions": [
+            {"type": "FailureTarget", "status": "True", "lastProbeTime": now, "lastTransitionTime": now, "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"},
+            {"type": "Failed", "status": "True", "lastProbeTime": now, "lastTransitionTime": now, "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}
+        ]}})
+    };
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("teardown job status");
+    job.spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.args)
+        .unwrap_or_default()
+}
+
+/// Asks for a region's deletion.
+async fn delete_region(client: &Client, ns: &str, name: &str) {
+    let regions: Api<InventoryRegion> = Api::namespaced(client.clone(), ns);
+    regions
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("delete region");
+}
+
+/// Waits until a region is gone, and its teardown Job with it.
+async fn gone(client: &Client, ns: &str, name: &str) {
+    let regions: Api<InventoryRegion> = Api::namespaced(client.clone(), ns);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let job = format!("{name}-teardown");
+    eventually("region and teardown job gone", || async {
+        let region_gone = regions.get_opt(name).await.ok()?.is_none();
+        // A deleted Job lingers until its own finalizers run; deletion requested is enough.
+        let job_gone = jobs
+            .get_opt(&job)
+            .await
+            .ok()?
+            .is_none_or(|j| j.metadata.deletion_timestamp.is_some());
+        (region_gone && job_gone).then_some(())
+    })
+    .await;
+}
+
+async fn event_reasons(client: &Client, ns: &str, region: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(region))
+        .filter_map(|e| e.reason)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,6 +241,22 @@ async fn the_api_server_refuses_invalid_specs_with_the_schema_message() {
             "spec.scylla.nodes",
         ),
         (json!({"deletionPolicy": "Shred"}), "spec.deletionPolicy"),
+        (
+            json!({"bus": {"kafka": {"brokers": ["x:9092"], "securityProtocol": "SASL_SSL"}}}),
+            "bus.kafka.sasl is required",
+        ),
+        (
+            json!({"bus": {"kafka": {"brokers": ["x:9092"], "sasl": {"credentialsSecret": "s"}}}}),
+            "bus.kafka.sasl is required",
+        ),
+        (
+            json!({"bus": {"kafka": {"brokers": ["x:9092"], "tls": {"caSecret": "ca"}}}}),
+            "bus.kafka.tls needs securityProtocol",
+        ),
+        (
+            json!({"bus": {"kafka": {"brokers": ["x:9092"], "securityProtocol": "TLS"}}}),
+            "securityProtocol",
+        ),
     ];
     for (i, (patch, field)) in cases.into_iter().enumerate() {
         let mut body = region_json(&format!("bad-{i}"), "Retain");
@@ -242,8 +297,7 @@ async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
     install_crd(&client).await;
     let ns = &format!("lifecycle-{}", std::process::id());
     namespace(&client, ns).await;
-    let external = Arc::new(Recorded::default());
-    let controller = start_controller(&client, ns, external.clone());
+    let controller = start_controller(&client, ns);
     let regions: Api<InventoryRegion> = Api::namespaced(client.clone(), ns);
     let region: InventoryRegion = serde_json::from_value(region_json("north", "Delete")).unwrap();
     regions
@@ -251,7 +305,8 @@ async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
         .await
         .expect("create region");
 
-    // Children with owner references; the command API waits for the migration.
+    // Children with owner references; every role waits for the migration (schema and
+    // topic), which would otherwise only crash-loop.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     let job = eventually("migration job", || async {
@@ -263,22 +318,16 @@ async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
             .next()
     })
     .await;
-    for name in ["north-query-api", "north-publisher", "north-projector"] {
-        let d = eventually(name, || async { deployments.get_opt(name).await.ok()? }).await;
-        let owner = &d.owner_references()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
-            ("InventoryRegion", "north", Some(true))
+    for role in ["command-api", "query-api", "publisher", "projector"] {
+        assert!(
+            deployments
+                .get_opt(&format!("north-{role}"))
+                .await
+                .unwrap()
+                .is_none(),
+            "{role} waits for the migration"
         );
     }
-    assert!(
-        deployments
-            .get_opt("north-command-api")
-            .await
-            .unwrap()
-            .is_none(),
-        "command API waits for the migration"
-    );
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     assert!(
         services
@@ -290,7 +339,7 @@ async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
     let configs: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     assert_eq!(
         configs.get("north-config").await.unwrap().data.unwrap()["STOCKFLOW_SCYLLA_KEYSPACE"],
-        "north_ks"
+        keyspace("north")
     );
     let r = eventually("status", || async {
         regions
@@ -306,12 +355,21 @@ async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
     );
     assert!(r.finalizers().iter().any(|f| f == "stockflow.dev/cleanup"));
 
-    // The migration succeeds: the command API rolls out; simulated ready pods → Available.
+    // The migration succeeds: every role rolls out; simulated ready pods → Available.
     succeed_job(&client, ns, &job.name_any()).await;
-    eventually("command api", || async {
-        deployments.get_opt("north-command-api").await.ok()?
-    })
-    .await;
+    for name in [
+        "north-command-api",
+        "north-query-api",
+        "north-publisher",
+        "north-projector",
+    ] {
+        let d = eventually(name, || async { deployments.get_opt(name).await.ok()? }).await;
+        let owner = &d.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("InventoryRegion", "north", Some(true))
+        );
+    }
     for role in ["command-api", "query-api", "publisher", "projector"] {
         set_ready(&client, ns, &format!("north-{role}"), 2).await;
     }
@@ -449,19 +507,19 @@ async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
     })
     .await;
 
-    // Deletion with policy Delete drops the keyspace and completes.
-    regions
-        .delete("north", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("region gone", || async {
-        regions.get_opt("north").await.ok()?.is_none().then_some(())
-    })
-    .await;
-    assert_eq!(
-        external.taken(),
-        ["north_ks", "topic:stockflow-north-stock-events"]
-    );
+    // Deletion with policy Delete runs the teardown Job (the region's credentials, not the
+    // operator's) and completes once it has.
+    delete_region(&client, ns, "north").await;
+    let args = end_teardown(&client, ns, "north", "Complete").await;
+    assert_eq!(args, ["teardown", "--drop-keyspace", "--delete-topic"]);
+    gone(&client, ns, "north").await;
+    let reasons = event_reasons(&client, ns, "north").await;
+    for reason in ["TeardownStarted", "KeyspaceDropped", "TopicDeleted"] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "{reason} in {reasons:?}"
+        );
+    }
     controller.abort();
 }
 
@@ -471,8 +529,7 @@ async fn a_keyspace_or_topic_that_another_region_names_is_never_removed() {
     install_crd(&client).await;
     let ns = &format!("shared-{}", std::process::id());
     namespace(&client, ns).await;
-    let external = Arc::new(Recorded::default());
-    let controller = start_controller(&client, ns, external.clone());
+    let controller = start_controller(&client, ns);
     let regions: Api<InventoryRegion> = Api::namespaced(client.clone(), ns);
     for (name, policy) in [
         ("twin-a", "Delete"),
@@ -481,8 +538,8 @@ async fn a_keyspace_or_topic_that_another_region_names_is_never_removed() {
     ] {
         let mut body = region_json(name, policy);
         if name.starts_with("twin") {
-            body["spec"]["scylla"]["keyspace"] = json!("shared_ks");
-            body["spec"]["bus"]["topic"] = json!("shared-topic");
+            body["spec"]["scylla"]["keyspace"] = json!(keyspace("shared"));
+            body["spec"]["bus"]["topic"] = json!(format!("shared-topic-{}", std::process::id()));
         }
         let region: InventoryRegion = serde_json::from_value(body).unwrap();
         regions
@@ -501,43 +558,36 @@ async fn a_keyspace_or_topic_that_another_region_names_is_never_removed() {
         })
         .await;
     }
-    for name in ["twin-a", "twin-b", "alone"] {
-        regions
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
-        eventually("region gone", || async {
-            regions.get_opt(name).await.ok()?.is_none().then_some(())
-        })
-        .await;
-    }
-    // twin-a's keyspace and topic were also twin-b's; twin-b retains; alone's go.
-    assert_eq!(
-        external.taken(),
-        ["alone_ks", "topic:stockflow-alone-stock-events"]
+    // twin-a's keyspace and topic are also twin-b's: no teardown at all.
+    delete_region(&client, ns, "twin-a").await;
+    gone(&client, ns, "twin-a").await;
+    let reasons = event_reasons(&client, ns, "twin-a").await;
+    assert!(reasons.iter().any(|r| r == "KeyspaceShared"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "TopicShared"), "{reasons:?}");
+    assert!(
+        !reasons.iter().any(|r| r == "TeardownStarted"),
+        "{reasons:?}"
     );
+    // twin-b retains; alone's keyspace and topic go.
+    delete_region(&client, ns, "twin-b").await;
+    gone(&client, ns, "twin-b").await;
+    delete_region(&client, ns, "alone").await;
+    let args = end_teardown(&client, ns, "alone", "Complete").await;
+    assert_eq!(args, ["teardown", "--drop-keyspace", "--delete-topic"]);
+    gone(&client, ns, "alone").await;
     controller.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retained_and_unreachable_keyspaces_never_block_deletion() {
+async fn retained_regions_and_failed_teardowns_never_block_deletion() {
     let client = client().await;
     install_crd(&client).await;
     let ns = &format!("deletion-{}", std::process::id());
     namespace(&client, ns).await;
-    // The real clean-up, pointed at a ScyllaDB and a Kafka that do not exist: deletion still
-    // completes.
-    let controller = start_controller(
-        &client,
-        ns,
-        Arc::new(stockflow_operator::external::Clusters),
-    );
+    let controller = start_controller(&client, ns);
     let regions: Api<InventoryRegion> = Api::namespaced(client.clone(), ns);
     for (name, policy) in [("keep", "Retain"), ("gone", "Delete")] {
-        let mut body = region_json(name, policy);
-        body["spec"]["scylla"]["nodes"] = json!(["127.0.0.1:1"]);
-        body["spec"]["bus"]["kafka"]["brokers"] = json!(["127.0.0.1:1"]);
-        let region: InventoryRegion = serde_json::from_value(body).unwrap();
+        let region: InventoryRegion = serde_json::from_value(region_json(name, policy)).unwrap();
         regions
             .create(&PostParams::default(), &region)
             .await
@@ -553,14 +603,21 @@ async fn retained_and_unreachable_keyspaces_never_block_deletion() {
                 .then_some(())
         })
         .await;
-        regions
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
-        eventually("deleted", || async {
-            regions.get_opt(name).await.ok()?.is_none().then_some(())
-        })
-        .await;
+        delete_region(&client, ns, name).await;
+        if policy == "Delete" {
+            // The cluster is unreachable: the Job fails at its deadline; deletion goes on
+            // and says what was left behind.
+            end_teardown(&client, ns, name, "Failed").await;
+        }
+        gone(&client, ns, name).await;
     }
+    let reasons = event_reasons(&client, ns, "gone").await;
+    assert!(reasons.iter().any(|r| r == "TeardownFailed"), "{reasons:?}");
+    assert!(
+        event_reasons(&client, ns, "keep")
+            .await
+            .iter()
+            .any(|r| r == "Retained")
+    );
     controller.abort();
 }

@@ -18,7 +18,6 @@ use clap::Parser;
 use kube::Client;
 use stockflow_e2e::kubelet::{Kubelet, KubeletConfig};
 use stockflow_operator::controller::{self, Context};
-use stockflow_operator::external::Clusters;
 
 #[derive(Parser)]
 #[command(about = "Run the stockflow operator and a local kubelet for one namespace")]
@@ -53,11 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             log_dir: args.log_dir.clone(),
         },
     );
-    let ctx = Arc::new(Context::new(
-        client,
-        Some("local-kubelet".into()),
-        Arc::new(Clusters),
-    ));
+    let ctx = Arc::new(Context::new(client, Some("local-kubelet".into())));
     let operator = tokio::spawn(controller::run(ctx, Some(args.namespace.clone())));
     println!(
         "operator and kubelet running for namespace {} (pod logs in {}); ctrl-c stops every pod",

@@ -18,18 +18,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use stockflow_domain::partition_for_key;
 use tokio::sync::Mutex;
 
 use crate::port::{EventLog, LogRecord, NewRecord};
 use crate::{BusError, Result};
+
+mod security;
+pub use security::{KafkaSecurity, SaslCredentials, SaslMechanism, SecurityProtocol};
 
 /// Most records returned by one fetch, whatever `max_bytes` allows.
 const MAX_FETCH_RECORDS: usize = 2000;
@@ -47,8 +50,9 @@ pub struct KafkaConfig {
     pub replication: u16,
     /// Create the topic when it is missing; otherwise a missing topic is a start-up error.
     pub create_topic: bool,
-    /// Extra librdkafka settings (`security.protocol`, `sasl.*`, `linger.ms`, ...), applied
-    /// last so they win.
+    /// Protocol, SASL credentials and CA.
+    pub security: KafkaSecurity,
+    /// Extra librdkafka settings (`linger.ms`, `client.id`, ...), applied last so they win.
     pub options: Vec<(String, String)>,
     /// How long admin and metadata requests may take.
     pub request_timeout: Duration,
@@ -63,25 +67,29 @@ impl KafkaConfig {
             partitions,
             replication: 1,
             create_topic: true,
+            security: KafkaSecurity::default(),
             options: Vec::new(),
             request_timeout: Duration::from_secs(10),
         }
     }
 
     /// The shared settings, then `role`'s, then the caller's options (which win).
-    fn client_config(&self, role: &[(&str, &str)]) -> ClientConfig {
+    fn client_config(&self, role: &[(&str, &str)]) -> Result<ClientConfig> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.brokers.join(","))
             // Recover from a broker restart in about a second, not the default ~10 s.
             .set("reconnect.backoff.max.ms", "1000")
             .set("socket.keepalive.enable", "true");
+        for (k, v) in self.security.settings()? {
+            c.set(k, v);
+        }
         for (k, v) in role {
             c.set(*k, *v);
         }
         for (k, v) in &self.options {
             c.set(k, v);
         }
-        c
+        Ok(c)
     }
 }
 
@@ -104,9 +112,72 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| BusError::Unavailable(format!("a bus call panicked: {e}")))?
 }
 
+/// A client context that keeps the first errors librdkafka reported about the brokers, so
+/// a failed start-up says *why* (authentication failed, certificate not trusted) instead
+/// of only "metadata timed out". The first ones: later ones are summaries ("1/1 brokers
+/// are down").
+#[derive(Debug, Default)]
+pub(crate) struct Diagnosed {
+    errors: std::sync::Mutex<Vec<String>>,
+}
+
+impl Diagnosed {
+    const KEPT: usize = 3;
+
+    fn last_error(&self) -> Option<String> {
+        let errors = self.errors.lock().ok()?;
+        (!errors.is_empty()).then(|| errors.join("; "))
+    }
+
+    fn remember(&self, message: &str) {
+        if let Ok(mut errors) = self.errors.lock()
+            && errors.len() < Self::KEPT
+            && !errors.iter().any(|e| e == message)
+        {
+            errors.push(message.to_string());
+        }
+    }
+}
+
+// Never produces: only here for a client whose events `poll` serves.
+impl rdkafka::producer::ProducerContext for Diagnosed {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+impl ClientContext for Diagnosed {
+    // librdkafka reports a failed handshake or authentication as a log line from its
+    // broker thread (facility FAIL), before any request fails.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+                tracing::warn!(facility = fac, "librdkafka: {message}");
+                self.remember(message);
+            }
+            L::Notice | L::Info => tracing::info!(facility = fac, "librdkafka: {message}"),
+            L::Debug => tracing::debug!(facility = fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka client error");
+        self.remember(reason);
+    }
+}
+
+/// A client for metadata requests whose events are polled, so a failure can name its cause.
+fn metadata_client(config: &KafkaConfig) -> Result<Arc<BaseProducer<Diagnosed>>> {
+    config
+        .client_config(&[])?
+        .create_with_context(Diagnosed::default())
+        .map(Arc::new)
+        .map_err(|e| BusError::Config(format!("Kafka client settings: {e}")))
+}
+
 fn admin(config: &KafkaConfig) -> Result<Arc<AdminClient<DefaultClientContext>>> {
     config
-        .client_config(&[])
+        .client_config(&[])?
         .create()
         .map(Arc::new)
         .map_err(|e| BusError::Config(format!("Kafka client settings: {e}")))
@@ -122,19 +193,26 @@ struct TopicMetadata {
 
 /// The topic's metadata, or `None` when the brokers do not know it.
 async fn topic_partitions(
-    admin: Arc<AdminClient<DefaultClientContext>>,
+    probe: Arc<BaseProducer<Diagnosed>>,
     config: &KafkaConfig,
 ) -> Result<Option<TopicMetadata>> {
     let topic = config.topic.clone();
     let brokers = config.brokers.join(",");
     let timeout = config.request_timeout;
     blocking(move || {
-        let metadata = admin
-            .inner()
+        let metadata = probe
+            .client()
             .fetch_metadata(Some(&topic), timeout)
             .map_err(|e| {
+                // Serve the client's pending events: the broker threads' log lines.
+                probe.poll(Duration::from_millis(50));
+                let cause = probe
+                    .context()
+                    .last_error()
+                    .map(|c| format!(" (broker errors: {c})"))
+                    .unwrap_or_default();
                 BusError::Unavailable(format!(
-                    "cannot read topic metadata from Kafka brokers {brokers} within {timeout:?}: {e}"
+                    "cannot read topic metadata from Kafka brokers {brokers} within {timeout:?}: {e}{cause}"
                 ))
             })?;
         let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
@@ -161,7 +239,8 @@ async fn topic_partitions(
 /// waits until every partition has a leader.
 pub async fn ensure_topic(config: &KafkaConfig) -> Result<TopicState> {
     let admin = admin(config)?;
-    let state = match topic_partitions(admin.clone(), config).await? {
+    let probe = metadata_client(config)?;
+    let state = match topic_partitions(probe.clone(), config).await? {
         Some(found) => {
             check_partitions(config, found.partitions)?;
             TopicState::Existed
@@ -170,7 +249,7 @@ pub async fn ensure_topic(config: &KafkaConfig) -> Result<TopicState> {
     };
     let deadline = std::time::Instant::now() + config.request_timeout;
     loop {
-        match topic_partitions(admin.clone(), config).await? {
+        match topic_partitions(probe.clone(), config).await? {
             Some(found) if found.led => {
                 check_partitions(config, found.partitions)?;
                 return Ok(state);
@@ -300,7 +379,7 @@ impl KafkaEventLog {
                 ("linger.ms", "1"),
                 ("message.timeout.ms", "30000"),
                 ("queue.buffering.max.messages", "200000"),
-            ])
+            ])?
             .create()
             .map_err(|e| BusError::Config(format!("Kafka producer settings: {e}")))?;
         let readers = (0..config.partitions).map(|_| Mutex::new(None)).collect();
@@ -323,7 +402,7 @@ impl KafkaEventLog {
                 ("auto.offset.reset", "error"),
                 ("enable.partition.eof", "false"),
                 ("fetch.wait.max.ms", "100"),
-            ])
+            ])?
             .create()
             .map_err(|e| BusError::Config(format!("Kafka consumer settings: {e}")))?;
         assign(&consumer, &self.config.topic, partition, offset)?;

@@ -23,8 +23,4 @@ pub mod contract;
 pub use error::{BusError, Result};
 pub use port::{EventLog, LogRecord, NewRecord};
 
-/// The default topic of a region's stock events. Dashes, not dots: Fluvio topic names are
-/// DNS labels (`[a-z0-9-]`, at most 63 characters), and the same name must work on Kafka.
-pub fn default_topic(region: &str) -> String {
-    format!("stockflow-{region}-stock-events")
-}
+pub use stockflow_domain::default_topic;

@@ -27,7 +27,7 @@ pub use decide::{Applied, CommandResult};
 pub use error::{DomainError, ShortLine, ValidationError};
 pub use event::{BusEvent, CatalogEvent, EventKind, EventMeta, StockEvent};
 pub use ids::{IdempotencyKey, LocationId, Region, ReservationId, Sku};
-pub use partition::partition_for_key;
+pub use partition::{default_topic, partition_for_key};
 pub use reservation::{Reservation, ReservationLine, ReservationStatus};
 pub use stock::{Location, LocationKind, SkuCatalog, StockKey, StockLevel};
 

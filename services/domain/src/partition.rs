@@ -2,7 +2,8 @@
 //! (`SiphashRoundRobinPartitioner` for keyed records): SipHash-2-4 with zero keys over the
 //! key as `Hash for [u8]` feeds it (its length as a native-endian `usize`, then its bytes),
 //! modulo the partition count. Sharing it means a SKU lands in the same partition on the
-//! embedded log and on Fluvio.
+//! embedded log and on Fluvio. Also the default topic name, which the binary and the
+//! operator must agree on.
 
 use std::hash::{Hash, Hasher};
 
@@ -17,6 +18,13 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     let partitions = u64::from(partitions.max(1));
     // The remainder is below `partitions`, which came from a u32.
     u32::try_from(hasher.finish() % partitions).unwrap_or(0)
+}
+
+/// The default topic of a region's stock events (the binary and the operator must agree on
+/// it). Dashes, not dots: Fluvio topic names are DNS labels (`[a-z0-9-]`, at most 63
+/// characters), and the same name must work on Kafka.
+pub fn default_topic(region: &str) -> String {
+    format!("stockflow-{region}-stock-events")
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ use crate::workers::publisher::PublisherConfig;
 use crate::workers::{expiry, projector, publisher};
 
 /// Where the write and read sides live.
+// Built once at start-up: the size of the ScyllaDB variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     /// SQLite files in the data directory.

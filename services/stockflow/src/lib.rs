@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod cli;
 pub mod error;
 pub mod http;
 pub mod telemetry;

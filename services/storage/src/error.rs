@@ -27,6 +27,16 @@ pub enum StoreError {
     /// The database refused a statement for a reason retrying will not fix.
     #[error("database: {0}")]
     Database(String),
+    /// A CQL request failed: the driver's error, kept typed so callers can tell a timeout
+    /// or an unavailable replica (retryable) from a refused statement.
+    #[error("{context}: {source}")]
+    Cql {
+        /// What was being done.
+        context: String,
+        /// The driver's error (shared: one failure may answer several callers).
+        #[source]
+        source: std::sync::Arc<scylla::errors::ExecutionError>,
+    },
     /// SQLite failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -54,6 +64,7 @@ impl StoreError {
     pub fn retryable(&self) -> bool {
         match self {
             StoreError::Unavailable(_) | StoreError::InProgress => true,
+            StoreError::Cql { source, .. } => crate::scylla::transient(source),
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
@@ -73,6 +84,7 @@ impl StoreError {
             StoreError::Corrupt(_) => "corrupt",
             StoreError::Config(_) => "config",
             StoreError::Database(_) => "database",
+            StoreError::Cql { .. } => "cql",
             StoreError::Io(_) => "io",
             StoreError::DataDirInUse { .. } => "data_dir_in_use",
         }

@@ -1,5 +1,6 @@
 //! Session set-up, statement helpers and the mapping of driver errors.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use scylla::client::execution_profile::ExecutionProfile;
@@ -24,6 +25,9 @@ pub struct ScyllaConfig {
     pub local_dc: Option<String>,
     /// Username and password, when authentication is on.
     pub credentials: Option<(String, String)>,
+    /// TLS to every node, trusting the CA certificates of this PEM (client encryption on
+    /// the cluster; a node's certificate must name its IP address).
+    pub tls_ca_pem: Option<String>,
     /// How long to wait for a connection at start-up.
     pub connect_timeout: Duration,
     /// Per-request timeout.
@@ -38,6 +42,7 @@ impl ScyllaConfig {
             keyspace: keyspace.into(),
             local_dc: None,
             credentials: None,
+            tls_ca_pem: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
         }
@@ -83,6 +88,9 @@ pub async fn connect(config: &ScyllaConfig) -> Result<Session> {
     if let Some((user, password)) = &config.credentials {
         builder = builder.user(user, password);
     }
+    if let Some(pem) = &config.tls_ca_pem {
+        builder = builder.tls_context(Some(tls_context(pem)?));
+    }
     let connecting = builder.build();
     match tokio::time::timeout(config.connect_timeout + Duration::from_secs(2), connecting).await {
         Ok(Ok(session)) => Ok(session),
@@ -96,6 +104,33 @@ pub async fn connect(config: &ScyllaConfig) -> Result<Session> {
             config.connect_timeout
         ))),
     }
+}
+
+/// A rustls client configuration trusting the CA certificates in `pem`. The provider is
+/// named (ring) because the process links two and rustls will not choose.
+fn tls_context(pem: &str) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| StoreError::Config(format!("ScyllaDB CA: not PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| StoreError::Config(format!("ScyllaDB CA: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(StoreError::Config(
+            "ScyllaDB CA: no certificate in the PEM given".into(),
+        ));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StoreError::Config(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Whether a failed statement may still have been applied (a Paxos write that timed out).
@@ -113,9 +148,10 @@ pub(crate) fn outcome_unknown(e: &ExecutionError) -> bool {
     }
 }
 
-/// Maps a driver error: timeouts and unavailability are retryable.
-pub(crate) fn db_error(context: &str, e: ExecutionError) -> StoreError {
-    let retryable = match &e {
+/// Whether a failed request may succeed when tried again: timeouts, unavailable or
+/// overloaded replicas, a lost connection.
+pub(crate) fn transient(e: &ExecutionError) -> bool {
+    match e {
         ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
             db,
             DbError::Unavailable { .. }
@@ -126,11 +162,15 @@ pub(crate) fn db_error(context: &str, e: ExecutionError) -> StoreError {
         ),
         ExecutionError::RequestTimeout(_) | ExecutionError::ConnectionPoolError(_) => true,
         _ => false,
-    };
-    if retryable {
-        StoreError::Unavailable(format!("{context}: {e}"))
-    } else {
-        StoreError::Database(format!("{context}: {e}"))
+    }
+}
+
+/// Wraps a driver error with what was being done; [`StoreError::retryable`] reads the
+/// typed error to tell a timeout from a refusal.
+pub(crate) fn db_error(context: &str, e: ExecutionError) -> StoreError {
+    StoreError::Cql {
+        context: context.to_string(),
+        source: Arc::new(e),
     }
 }
 

@@ -28,10 +28,11 @@ mod tests;
 
 use std::sync::Arc;
 
+pub(crate) use cql::transient;
 pub use cql::{ScyllaConfig, connect};
 pub use leases::ScyllaLeaseStore;
 pub use read::ScyllaReadStore;
-pub use schema::{Replication, SCHEMA_VERSION, check_schema, migrate};
+pub use schema::{Replication, SCHEMA_VERSION, check_schema, drop_keyspace, migrate};
 pub use write::ScyllaWriteStore;
 
 use crate::Result;

@@ -172,6 +172,10 @@ pub(super) fn share_error(e: &StoreError) -> StoreError {
         StoreError::IdempotencyKeyReused => StoreError::IdempotencyKeyReused,
         StoreError::InProgress => StoreError::InProgress,
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Cql { context, source } => StoreError::Cql {
+            context: context.clone(),
+            source: source.clone(),
+        },
         StoreError::Config(m) => StoreError::Config(m.clone()),
         StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
         other => StoreError::Database(other.to_string()),

@@ -106,6 +106,21 @@ pub async fn migrate(
     Ok(applied_version(session, keyspace).await?.unwrap_or(0))
 }
 
+/// Drops the keyspace and every table in it (idempotent). Only `stockflow teardown` calls
+/// this, when a region deleted under `deletionPolicy: Delete` takes its data with it.
+pub async fn drop_keyspace(session: &Session, keyspace: &str) -> Result<()> {
+    valid_keyspace(keyspace)?;
+    session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+        .await
+        .map_err(|e| db_error("drop keyspace", e))?;
+    session
+        .await_schema_agreement()
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("schema agreement: {e}")))?;
+    Ok(())
+}
+
 fn strip_comments(statement: &str) -> String {
     statement
         .lines()

@@ -266,3 +266,36 @@ async fn expiry_recovers_sagas_left_half_way() {
         assert_eq!((level.on_hand, level.reserved), (9, 0), "{s}");
     }
 }
+
+/// TLS to the nodes (the test Cassandra takes TLS and plain clients on one port, with a
+/// certificate from `scripts/tls.sh`'s CA): the right CA carries the whole backend, an
+/// unrelated CA is refused at connection, naming the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_nodes_ca_works_and_an_unknown_ca_is_refused() {
+    let test = "tls";
+    let tls = std::env::var("STOCKFLOW_TEST_TLS_DIR").unwrap_or_else(|_| {
+        panic!("{test}: STOCKFLOW_TEST_TLS_DIR is unset: run ./scripts/test.sh, which starts Cassandra with client encryption")
+    });
+    let tls = std::path::Path::new(&tls);
+    let (_, mut config) = backend_and_config(test).await;
+    config.tls_ca_pem = Some(std::fs::read_to_string(tls.join("ca.pem")).expect("ca.pem"));
+    let backend = ScyllaBackend::open(&config).await.expect("open over TLS");
+    contract::write_store_contract(backend.write.clone()).await;
+
+    config.tls_ca_pem = Some(std::fs::read_to_string(tls.join("other-ca.pem")).expect("pem"));
+    config.connect_timeout = std::time::Duration::from_secs(3);
+    let refused = connect(&config)
+        .await
+        .expect_err("an unknown CA is refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("UnknownIssuer") || message.contains("certificate"),
+        "{message}"
+    );
+
+    config.tls_ca_pem = Some("not a certificate".into());
+    assert!(matches!(
+        connect(&config).await,
+        Err(crate::StoreError::Config(_))
+    ));
+}

@@ -1,0 +1,419 @@
+//! Command-line and environment settings shared by the binary's roles, and their
+//! conversion into the store and bus configurations. Every setting also reads an
+//! environment variable (`STOCKFLOW_*`), which is how the operator's pods receive them:
+//! plain values from the region's ConfigMap, secrets (passwords, CA certificates) from
+//! Secrets, never on the command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use stockflow_bus::BusError;
+use stockflow_bus::fluvio::FluvioConfig;
+use stockflow_bus::kafka::{KafkaConfig, KafkaSecurity, SaslCredentials};
+use stockflow_storage::StoreError;
+use stockflow_storage::scylla::{Replication, ScyllaConfig};
+
+use crate::app;
+
+/// Why the binary stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A setting is missing or malformed.
+    #[error("{0}")]
+    Settings(String),
+    /// A file named by a setting cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The platform failed to start or stopped with an error.
+    #[error(transparent)]
+    App(#[from] app::AppError),
+    /// A store call failed (migrate, teardown).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bus call failed (migrate, teardown).
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The load generator failed.
+    #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
+}
+
+/// Result with [`CliError`].
+pub type Result<T, E = CliError> = std::result::Result<T, E>;
+
+fn settings(message: impl Into<String>) -> CliError {
+    CliError::Settings(message.into())
+}
+
+/// A PEM given inline (an env var filled from a Secret) or as a file.
+fn pem(inline: Option<&String>, file: Option<&PathBuf>) -> Result<Option<String>> {
+    match (inline, file) {
+        (Some(pem), _) => Ok(Some(pem.clone())),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path)
+                .map(Some)
+                .map_err(|source| CliError::File {
+                    path: path.clone(),
+                    source,
+                })
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// The event bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Bus {
+    /// The SQLite log in the data directory (`stockflow dev` only).
+    Embedded,
+    /// Apache Kafka or a compatible broker (Redpanda, managed Kafka).
+    Kafka,
+    /// Fluvio.
+    Fluvio,
+}
+
+/// Kafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KafkaProtocol {
+    /// No authentication, no encryption.
+    Plaintext,
+    /// TLS.
+    Ssl,
+    /// SASL without TLS.
+    SaslPlaintext,
+    /// SASL over TLS (managed Kafkas).
+    SaslSsl,
+}
+
+/// Settings of the command API.
+#[derive(Debug, Args)]
+pub struct CommandArgs {
+    /// TTL of a reservation whose request names none, in seconds.
+    #[arg(long, env = "STOCKFLOW_RESERVATION_TTL_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub reservation_ttl_seconds: u64,
+}
+
+/// Which bus carries the region's events, and how to reach it.
+#[derive(Debug, Args)]
+pub struct BusArgs {
+    /// The event bus.
+    #[arg(long, env = "STOCKFLOW_BUS", value_enum, default_value = "embedded")]
+    pub bus: Bus,
+    /// The region, which names the default topic.
+    #[arg(long, env = "STOCKFLOW_REGION", default_value = "dev")]
+    pub region: String,
+    /// The topic (default `stockflow-<region>-stock-events`).
+    #[arg(long, env = "STOCKFLOW_BUS_TOPIC")]
+    pub bus_topic: Option<String>,
+    /// Replication factor of a topic this process creates.
+    #[arg(long, env = "STOCKFLOW_BUS_REPLICATION", default_value_t = 1)]
+    pub bus_replication: u16,
+    /// Create the topic when missing (default: yes for `dev` and `migrate`, no for the
+    /// roles, whose topic the migration creates).
+    #[arg(long, env = "STOCKFLOW_BUS_CREATE_TOPIC")]
+    pub bus_create_topic: Option<bool>,
+    /// Kafka bootstrap brokers, comma-separated `host:port`.
+    #[arg(long, env = "STOCKFLOW_KAFKA_BROKERS", value_delimiter = ',')]
+    pub kafka_brokers: Vec<String>,
+    /// Kafka security protocol.
+    #[arg(
+        long,
+        env = "STOCKFLOW_KAFKA_SECURITY_PROTOCOL",
+        value_enum,
+        default_value = "PLAINTEXT"
+    )]
+    pub kafka_security_protocol: KafkaProtocol,
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(
+        long,
+        env = "STOCKFLOW_KAFKA_SASL_MECHANISM",
+        default_value = "SCRAM-SHA-512"
+    )]
+    pub kafka_sasl_mechanism: String,
+    /// SASL username.
+    #[arg(long, env = "STOCKFLOW_KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// SASL password (prefer the environment variable).
+    #[arg(long, env = "STOCKFLOW_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
+    /// PEM file of the CA that signs the brokers' certificates (default: the system's).
+    #[arg(long, env = "STOCKFLOW_KAFKA_CA_FILE")]
+    pub kafka_ca_file: Option<PathBuf>,
+    /// The same CA as PEM text (what a pod gets from a Secret); wins over the file.
+    #[arg(long, env = "STOCKFLOW_KAFKA_CA_PEM", hide_env_values = true)]
+    pub kafka_ca_pem: Option<String>,
+    /// Extra librdkafka settings, `key=value` (repeat, or comma-separate in the env), e.g.
+    /// `client.id=store-42`.
+    #[arg(
+        long = "kafka-option",
+        env = "STOCKFLOW_KAFKA_OPTIONS",
+        value_delimiter = ','
+    )]
+    pub kafka_options: Vec<String>,
+    /// Fluvio's SC public endpoint, `host:port`.
+    #[arg(long, env = "STOCKFLOW_FLUVIO_ENDPOINT")]
+    pub fluvio_endpoint: Option<String>,
+    /// Bytes a Fluvio consumer stream asks for per fetch.
+    #[arg(long, env = "STOCKFLOW_FLUVIO_MAX_FETCH_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(i32).range(64..))]
+    pub fluvio_max_fetch_bytes: i32,
+}
+
+impl BusArgs {
+    /// The region's topic.
+    pub fn topic(&self) -> String {
+        self.bus_topic
+            .clone()
+            .unwrap_or_else(|| stockflow_bus::default_topic(&self.region))
+    }
+
+    fn kafka_security(&self) -> Result<KafkaSecurity> {
+        use stockflow_bus::kafka::SecurityProtocol as P;
+        let protocol = match self.kafka_security_protocol {
+            KafkaProtocol::Plaintext => P::Plaintext,
+            KafkaProtocol::Ssl => P::Ssl,
+            KafkaProtocol::SaslPlaintext => P::SaslPlaintext,
+            KafkaProtocol::SaslSsl => P::SaslSsl,
+        };
+        let sasl = match (&self.kafka_sasl_username, &self.kafka_sasl_password) {
+            (Some(username), Some(password)) => Some(SaslCredentials {
+                mechanism: self.kafka_sasl_mechanism.parse()?,
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(settings(
+                    "Kafka SASL needs both a username and a password \
+                     (STOCKFLOW_KAFKA_SASL_USERNAME, STOCKFLOW_KAFKA_SASL_PASSWORD)",
+                ));
+            }
+        };
+        let ca_pem = pem(self.kafka_ca_pem.as_ref(), self.kafka_ca_file.as_ref())?;
+        let security = KafkaSecurity {
+            protocol,
+            sasl,
+            ca_pem,
+        };
+        // Refuse a combination that cannot work now, not at the first connection.
+        security.settings()?;
+        Ok(security)
+    }
+
+    /// The bus configuration, with `partitions`; `create_by_default` says whether a
+    /// missing topic is created when `--bus-create-topic` is not given.
+    pub fn config(&self, partitions: u32, create_by_default: bool) -> Result<app::BusConfig> {
+        match self.bus {
+            Bus::Embedded => Ok(app::BusConfig::Embedded),
+            Bus::Fluvio => {
+                let endpoint = self.fluvio_endpoint.clone().ok_or_else(|| {
+                    settings("--bus fluvio needs --fluvio-endpoint (or STOCKFLOW_FLUVIO_ENDPOINT)")
+                })?;
+                let mut config = FluvioConfig::new(endpoint, self.topic(), partitions);
+                config.replication = u32::from(self.bus_replication);
+                config.create_topic = self.bus_create_topic.unwrap_or(create_by_default);
+                config.max_fetch_bytes = self.fluvio_max_fetch_bytes;
+                Ok(app::BusConfig::Fluvio(config))
+            }
+            Bus::Kafka => {
+                if self.kafka_brokers.is_empty() {
+                    return Err(settings(
+                        "--bus kafka needs --kafka-brokers (or STOCKFLOW_KAFKA_BROKERS)",
+                    ));
+                }
+                let mut config =
+                    KafkaConfig::new(self.kafka_brokers.clone(), self.topic(), partitions);
+                config.replication = self.bus_replication;
+                config.create_topic = self.bus_create_topic.unwrap_or(create_by_default);
+                config.security = self.kafka_security()?;
+                for option in &self.kafka_options {
+                    let (k, v) = option.split_once('=').ok_or_else(|| {
+                        settings(format!(
+                            "--kafka-option: expected key=value, got {option:?}"
+                        ))
+                    })?;
+                    config
+                        .options
+                        .push((k.trim().to_string(), v.trim().to_string()));
+                }
+                Ok(app::BusConfig::Kafka(config))
+            }
+        }
+    }
+}
+
+/// Where the write and read sides of `stockflow dev` live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Store {
+    /// SQLite files in the data directory.
+    Embedded,
+    /// ScyllaDB or Cassandra (with the embedded bus, the log stays in the data directory).
+    Scylla,
+}
+
+/// How to reach ScyllaDB.
+#[derive(Debug, Args)]
+pub struct ScyllaArgs {
+    /// Contact points, comma-separated `host:port`.
+    #[arg(
+        long,
+        env = "STOCKFLOW_SCYLLA_NODES",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9042"
+    )]
+    pub scylla_nodes: Vec<String>,
+    /// Keyspace.
+    #[arg(long, env = "STOCKFLOW_SCYLLA_KEYSPACE", default_value = "stockflow")]
+    pub scylla_keyspace: String,
+    /// Local datacenter (LOCAL_QUORUM / LOCAL_SERIAL, and the default replication).
+    #[arg(long, env = "STOCKFLOW_SCYLLA_LOCAL_DC", default_value = "datacenter1")]
+    pub scylla_local_dc: String,
+    /// Replication per datacenter for a new keyspace, `dc:rf[,dc:rf]` (default: local DC, 3).
+    #[arg(long, env = "STOCKFLOW_SCYLLA_REPLICATION")]
+    pub scylla_replication: Option<String>,
+    /// ScyllaDB only: create the keyspace with `tablets = {'enabled': ...}`.
+    #[arg(long, env = "STOCKFLOW_SCYLLA_TABLETS")]
+    pub scylla_tablets: Option<bool>,
+    /// Username, when authentication is on.
+    #[arg(long, env = "STOCKFLOW_SCYLLA_USER")]
+    pub scylla_user: Option<String>,
+    /// Password (prefer the environment variable).
+    #[arg(long, env = "STOCKFLOW_SCYLLA_PASSWORD", hide_env_values = true)]
+    pub scylla_password: Option<String>,
+    /// Connect over TLS (client encryption); needs the CA that signs the nodes'
+    /// certificates, which must name each node's IP address.
+    #[arg(long, env = "STOCKFLOW_SCYLLA_TLS")]
+    pub scylla_tls: bool,
+    /// PEM file of that CA.
+    #[arg(long, env = "STOCKFLOW_SCYLLA_TLS_CA_FILE")]
+    pub scylla_tls_ca_file: Option<PathBuf>,
+    /// The same CA as PEM text (what a pod gets from a Secret); wins over the file.
+    #[arg(long, env = "STOCKFLOW_SCYLLA_TLS_CA_PEM", hide_env_values = true)]
+    pub scylla_tls_ca_pem: Option<String>,
+}
+
+impl ScyllaArgs {
+    /// The connection settings.
+    pub fn config(&self) -> Result<ScyllaConfig> {
+        let mut config = ScyllaConfig::new(self.scylla_nodes.clone(), self.scylla_keyspace.clone());
+        config.local_dc = Some(self.scylla_local_dc.clone());
+        match (&self.scylla_user, &self.scylla_password) {
+            (Some(user), Some(password)) => {
+                config.credentials = Some((user.clone(), password.clone()));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(settings(
+                    "ScyllaDB authentication needs both STOCKFLOW_SCYLLA_USER and STOCKFLOW_SCYLLA_PASSWORD",
+                ));
+            }
+        }
+        let ca = pem(
+            self.scylla_tls_ca_pem.as_ref(),
+            self.scylla_tls_ca_file.as_ref(),
+        )?;
+        match (self.scylla_tls, ca) {
+            (true, Some(ca)) => config.tls_ca_pem = Some(ca),
+            (true, None) => {
+                return Err(settings(
+                    "--scylla-tls needs the CA of the nodes' certificates: --scylla-tls-ca-file \
+                     (or STOCKFLOW_SCYLLA_TLS_CA_PEM)",
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(settings(
+                    "a ScyllaDB CA was given without --scylla-tls (STOCKFLOW_SCYLLA_TLS=true)",
+                ));
+            }
+            (false, None) => {}
+        }
+        Ok(config)
+    }
+
+    /// The replication of a keyspace this process creates.
+    pub fn replication(&self, default_rf: u32) -> Result<Replication> {
+        let Some(spec) = &self.scylla_replication else {
+            return Ok(Replication::NetworkTopology(vec![(
+                self.scylla_local_dc.clone(),
+                default_rf,
+            )]));
+        };
+        let mut dcs = Vec::new();
+        for part in spec.split(',') {
+            let (dc, rf) = part.split_once(':').ok_or_else(|| {
+                settings(format!(
+                    "--scylla-replication: expected dc:rf, got {part:?}"
+                ))
+            })?;
+            let rf = rf.parse().map_err(|_| {
+                settings(format!(
+                    "--scylla-replication: {rf:?} is not a replication factor"
+                ))
+            })?;
+            dcs.push((dc.to_string(), rf));
+        }
+        Ok(Replication::NetworkTopology(dcs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Both {
+        #[command(flatten)]
+        scylla: ScyllaArgs,
+        #[command(flatten)]
+        bus: BusArgs,
+    }
+
+    fn parse(args: &[&str]) -> Both {
+        Both::parse_from(std::iter::once("stockflow").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn kafka_sasl_ssl_settings_reach_the_client_configuration() {
+        let cli = parse(&[
+            "--bus=kafka",
+            "--kafka-brokers=b:9093",
+            "--kafka-security-protocol=SASL_SSL",
+            "--kafka-sasl-mechanism=PLAIN",
+            "--kafka-sasl-username=u",
+            "--kafka-sasl-password=p",
+            "--kafka-ca-pem=-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----",
+        ]);
+        let Ok(app::BusConfig::Kafka(config)) = cli.bus.config(4, false) else {
+            panic!("not a Kafka configuration");
+        };
+        let sasl = config.security.sasl.expect("credentials");
+        assert_eq!(sasl.username, "u");
+        assert!(config.security.ca_pem.is_some());
+    }
+
+    #[test]
+    fn half_given_credentials_and_a_tls_flag_without_ca_are_refused() {
+        let cli = parse(&[
+            "--bus=kafka",
+            "--kafka-brokers=b:9092",
+            "--kafka-sasl-username=u",
+        ]);
+        assert!(matches!(
+            cli.bus.config(4, false),
+            Err(CliError::Settings(_))
+        ));
+        let cli = parse(&["--scylla-tls"]);
+        assert!(matches!(cli.scylla.config(), Err(CliError::Settings(_))));
+        let cli = parse(&["--scylla-user=u"]);
+        assert!(cli.scylla.config().is_err());
+        let cli = parse(&["--scylla-tls-ca-file=/nonexistent/ca.pem", "--scylla-tls"]);
+        assert!(matches!(cli.scylla.config(), Err(CliError::File { .. })));
+    }
+}
