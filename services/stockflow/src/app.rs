@@ -111,7 +111,12 @@ pub async fn open_backend(config: &DevConfig) -> Result<Backend, AppError> {
     };
     match &config.store {
         StoreConfig::Embedded => {
-            let b = EmbeddedBackend::open_with(&config.data_dir, config.partitions, config.wal)?;
+            let b = EmbeddedBackend::open_with_faults(
+                &config.data_dir,
+                config.partitions,
+                config.wal,
+                config.faults.clone(),
+            )?;
             let log = match remote {
                 Some(remote) => Some(remote),
                 None => Some(b.log.clone() as Arc<dyn EventLog>),
@@ -189,6 +194,9 @@ pub struct DevConfig {
     pub workers: Workers,
     /// Bounds of the embedded databases' write-ahead logs.
     pub wal: WalPolicy,
+    /// Faults tests inject into the embedded write store.
+    #[doc(hidden)]
+    pub faults: Arc<stockflow_storage::embedded::FaultInjection>,
 }
 
 /// The background workers a process runs. `stockflow dev` runs all; the roles of a
@@ -234,6 +242,7 @@ impl DevConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             workers: Workers::ALL,
             wal: WalPolicy::default(),
+            faults: Arc::default(),
         }
     }
 }
@@ -262,6 +271,9 @@ pub enum AppError {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
+    /// A store stopped for good (a failed fsync); the process must restart from disk.
+    #[error("stopped after a storage fault: {0}")]
+    Fatal(String),
 }
 
 /// A platform started by [`start`].
@@ -385,6 +397,7 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         }
         _ => None,
     };
+    let fatal_watch = tokio::spawn(fail_stop(backend.write.clone(), shutdown.clone()));
     let app = router(state, config.routes);
     let stop = shutdown.clone();
     let local = backend.local.clone();
@@ -424,6 +437,11 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
                 tracing::warn!("leases were not released within 5 s; they will expire");
             }
         }
+        if let Ok(Some(why)) = fatal_watch.await {
+            // No checkpoint: after a failed fsync the page cache is not to be trusted.
+            tracing::error!("stopped after a storage fault");
+            return Err(AppError::Fatal(why));
+        }
         // Nothing writes any more: leave no WAL behind.
         let local = local.clone();
         match tokio::task::spawn_blocking(move || local.checkpoint()).await {
@@ -444,6 +462,26 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         shutdown,
         task,
     })
+}
+
+/// Fail-stop: when the write store has stopped for good (a failed fsync), the process
+/// shuts down and exits with an error, so its supervisor restarts it from what is on disk
+/// instead of it serving on in a state nobody knows. Returns the reason, or `None` after
+/// an ordinary shutdown.
+async fn fail_stop(write: Arc<dyn WriteStore>, shutdown: CancellationToken) -> Option<String> {
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return write.fatal_error(),
+            _ = every.tick() => {
+                if let Some(why) = write.fatal_error() {
+                    tracing::error!(%why, "the write store stopped for good; shutting down so the process restarts from disk");
+                    shutdown.cancel();
+                    return Some(why);
+                }
+            }
+        }
+    }
 }
 
 async fn purge_idempotency(write: Arc<dyn WriteStore>, ttl: Duration, shutdown: CancellationToken) {

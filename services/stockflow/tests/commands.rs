@@ -602,3 +602,37 @@ async fn graceful_shutdown_drains_the_outbox() {
     assert_eq!(backend.outbox.backlog().await.unwrap(), 0);
     assert_eq!(backend.read.all_inventory().await.unwrap().len(), 50);
 }
+
+/// Fail-stop on a failed fsync: the command it covered answers 503 (retryable: its outcome
+/// is unknown), so does every later one, `/healthz` turns red, and the platform stops by
+/// itself with the storage fault as its error, so the supervisor restarts it from disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_answers_503_turns_healthz_red_and_stops_the_process() {
+    let config = stockflow::app::DevConfig::new(std::path::PathBuf::new());
+    let faults = config.faults.clone();
+    let p = Platform::start_config(config).await;
+    p.location("s1", "north").await;
+    p.stock("F1", "s1", 5).await;
+    assert_eq!(p.get("/healthz").await.status(), StatusCode::OK);
+
+    faults
+        .fail_next_fsync
+        .store(true, std::sync::atomic::Ordering::Release);
+    let body = json!({"sku": "F1", "location": "s1", "delta": 1, "reason": "receipt"});
+    let (status, problem_body) = problem(p.post("/v1/adjustments", "during", body).await).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem_body}");
+    assert_eq!(problem_body["code"], "unavailable");
+    // Never healthy again: red while it drains, then gone.
+    if let Ok(r) = p.http.get(p.url("/healthz")).send().await {
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    // The process shuts itself down: wait() ends with the fault, within a few seconds.
+    let stopped = tokio::time::timeout(Duration::from_secs(15), p.running.wait())
+        .await
+        .expect("the platform stops by itself after a failed fsync");
+    match stopped {
+        Err(stockflow::app::AppError::Fatal(why)) => assert!(why.contains("fsync"), "{why}"),
+        other => panic!("expected a storage fault, got {other:?}"),
+    }
+}

@@ -80,6 +80,12 @@ pub trait WriteStore: Send + Sync + 'static {
     async fn purge_idempotency(&self, before_ms: i64) -> Result<usize>;
     /// Succeeds when the store can take commands.
     async fn check_ready(&self) -> Result<()>;
+    /// Why this store has stopped for good, if it has: after a failed fsync what is on
+    /// disk is unknown, so the process must exit and start again from the disk. Stores
+    /// without local files never stop this way.
+    fn fatal_error(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One outbox entry waiting to be published.

@@ -16,10 +16,21 @@ use utoipa::{OpenApi, ToSchema};
 use super::AppState;
 use crate::error::{ApiError, ApiResult, Problem, problem};
 
-/// Liveness: the process serves HTTP.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200)))]
-pub async fn healthz() -> &'static str {
-    "ok"
+/// Liveness: the process serves HTTP and its write store has not stopped for good (after a
+/// failed fsync it answers 503 until the process, which is shutting down, exits).
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200), (status = 503, body = Problem)))]
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    match state.write.fatal_error() {
+        None => "ok".into_response(),
+        Some(why) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_fault",
+            "Storage fault",
+            &format!("{why}; the process is exiting to restart from disk"),
+            None,
+        ),
+    }
 }
 
 /// Readiness: the stores (and the bus, where this process uses one) answer and the process

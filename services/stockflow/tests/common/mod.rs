@@ -22,13 +22,19 @@ impl Platform {
     }
 
     pub async fn start_with(store: app::StoreConfig) -> Self {
+        let mut config = DevConfig::new(std::path::PathBuf::new());
+        config.store = store;
+        Self::start_config(config).await
+    }
+
+    /// Starts `config` in a fresh temporary data directory, with 4 partitions.
+    pub async fn start_config(mut config: DevConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let mut config = DevConfig::new(dir.path().to_path_buf());
+        config.data_dir = dir.path().to_path_buf();
         config.partitions = 4;
-        config.store = store;
         let running = app::start(config, listener).await.expect("platform starts");
         let base = format!("http://{}", running.addr);
         let http = reqwest::Client::builder()

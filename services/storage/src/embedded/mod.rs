@@ -30,7 +30,7 @@ pub use lock::{DataDirLock, LOCK_FILE};
 pub use log::SqliteEventLog;
 pub use read::SqliteReadStore;
 pub use wal::WalPolicy;
-pub use write::SqliteWriteStore;
+pub use write::{FaultInjection, SqliteWriteStore};
 
 use crate::Result;
 
@@ -66,10 +66,25 @@ impl EmbeddedBackend {
 
     /// [`EmbeddedBackend::open`] with the WAL bounds of `policy`.
     pub fn open_with(dir: &Path, partitions: u32, policy: WalPolicy) -> Result<Self> {
+        Self::open_with_faults(dir, partitions, policy, Arc::default())
+    }
+
+    /// [`EmbeddedBackend::open_with`], with `faults` injected into the write store.
+    #[doc(hidden)]
+    pub fn open_with_faults(
+        dir: &Path,
+        partitions: u32,
+        policy: WalPolicy,
+        faults: Arc<FaultInjection>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let lock = Arc::new(DataDirLock::acquire(dir)?);
         Ok(Self {
-            write: Arc::new(SqliteWriteStore::open(&dir.join("write.db"), policy)?),
+            write: Arc::new(SqliteWriteStore::open_with_faults(
+                &dir.join("write.db"),
+                policy,
+                faults,
+            )?),
             log: Arc::new(SqliteEventLog::open(
                 &dir.join("log.db"),
                 partitions,

@@ -327,3 +327,86 @@ mod wal {
         );
     }
 }
+
+/// A failed WAL fsync fails safe: the batch it covered and every later one are refused
+/// (the next fsync "succeeding" proves nothing), nothing after the failure reaches the
+/// outbox the publisher reads, the store reports itself stopped for good, and a reopened
+/// store (the restarted process) holds every acknowledged change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_stops_the_store_and_loses_nothing_acknowledged() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use stockflow_domain::OnHandChange;
+
+    use super::{FaultInjection, SqliteWriteStore, WalPolicy};
+    use crate::StoreError;
+    use crate::contract::{adjust, keyed, location};
+    use crate::ports::{Outbox, WriteStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("write.db");
+    let faults = Arc::new(FaultInjection::default());
+    let store =
+        SqliteWriteStore::open_with_faults(&path, WalPolicy::default(), faults.clone()).unwrap();
+    store.put_location(location("s1", "north")).await.unwrap();
+    let acknowledged = store
+        .execute(keyed(
+            adjust("A", "s1", OnHandChange::SetOnHand(5), None),
+            "before",
+            "f1",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.fatal_error(), None);
+    let published_before = store.pending(1000).await.unwrap().len();
+
+    faults.fail_next_fsync.store(true, Ordering::Release);
+    let failed = store
+        .execute(keyed(
+            adjust("A", "s1", OnHandChange::Delta(1), None),
+            "during",
+            "f2",
+        ))
+        .await;
+    assert!(
+        matches!(failed, Err(StoreError::Unavailable(ref m)) if m.contains("fsync")),
+        "{failed:?}"
+    );
+    // The injected fault is spent: a naive store would now fsync "successfully" and
+    // acknowledge this one, publishing the failed batch's event with it.
+    let after = store
+        .execute(keyed(
+            adjust("A", "s1", OnHandChange::Delta(1), None),
+            "after",
+            "f3",
+        ))
+        .await;
+    assert!(
+        matches!(after, Err(StoreError::Unavailable(_))),
+        "{after:?}"
+    );
+    assert!(store.fatal_error().is_some_and(|why| why.contains("fsync")));
+    assert!(store.check_ready().await.is_err());
+    assert_eq!(
+        store.pending(1000).await.unwrap().len(),
+        published_before,
+        "nothing unacknowledged is offered to the publisher"
+    );
+    drop(store);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    // The restarted process: the acknowledged change is there.
+    let reopened = SqliteWriteStore::open(&path, WalPolicy::default()).unwrap();
+    let level = reopened
+        .stock_level(&stockflow_domain::StockKey::new(
+            stockflow_domain::Sku::parse("A").unwrap(),
+            stockflow_domain::LocationId::parse("s1").unwrap(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(level.on_hand >= 5, "{level:?}");
+    assert!(acknowledged.events > 0);
+    assert_eq!(reopened.fatal_error(), None);
+}

@@ -16,9 +16,9 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 
 use async_trait::async_trait;
@@ -110,7 +110,16 @@ pub struct SqliteWriteStore {
     /// Highest outbox id known to be on disk; the publisher reads no further.
     durable_outbox: Arc<AtomicI64>,
     /// Set when an fsync failed: the file's state on disk is unknown, so stop taking work.
-    failed: Arc<AtomicBool>,
+    failed: Arc<OnceLock<String>>,
+}
+
+/// Faults a test can inject into the embedded write store, to prove it fails safe.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct FaultInjection {
+    /// The next fsync of the WAL reports an I/O error (as Linux reports EIO once, and then
+    /// lets the next fsync "succeed" over pages it has dropped).
+    pub fail_next_fsync: AtomicBool,
 }
 
 impl SqliteWriteStore {
@@ -121,6 +130,16 @@ impl SqliteWriteStore {
     /// database file) first, so the durable outbox watermark taken below covers only what
     /// is on disk.
     pub fn open(path: &Path, policy: WalPolicy) -> Result<Self> {
+        Self::open_with_faults(path, policy, Arc::default())
+    }
+
+    /// [`SqliteWriteStore::open`], with `faults` injected.
+    #[doc(hidden)]
+    pub fn open_with_faults(
+        path: &Path,
+        policy: WalPolicy,
+        faults: Arc<FaultInjection>,
+    ) -> Result<Self> {
         // Commits only write the WAL; the flusher's fsync makes them durable before anyone
         // is answered, and the WAL keeper (not the commit path) checkpoints.
         let conn = open_writer(path, SCHEMA, Durability::Rebuildable)?;
@@ -135,7 +154,7 @@ impl SqliteWriteStore {
             )
             .optional()?;
         let durable_outbox = Arc::new(AtomicI64::new(seq.unwrap_or(0)));
-        let failed = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(OnceLock::new());
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
         let (tick_tx, outbox_tick) = watch::channel(0);
         let (flush_tx, flush_rx) = std_mpsc::channel();
@@ -144,10 +163,12 @@ impl SqliteWriteStore {
             durable_outbox: durable_outbox.clone(),
             failed: failed.clone(),
             tick: tick_tx,
+            faults,
         };
         let keeper = WalKeeper::start(path, DB_NAME, policy, || {
             open_writer(path, SCHEMA, Durability::Durable)
         })?;
+        let writer_failed = failed.clone();
         thread::Builder::new()
             .name("stockflow-flush".into())
             .spawn(move || flusher.run(flush_rx))?;
@@ -158,6 +179,7 @@ impl SqliteWriteStore {
                     conn,
                     flush: flush_tx,
                     wal: keeper,
+                    failed: writer_failed,
                 }
                 .run(rx)
             })?;
@@ -171,10 +193,10 @@ impl SqliteWriteStore {
     }
 
     async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T> {
-        if self.failed.load(Ordering::Relaxed) {
-            return Err(StoreError::Unavailable(
-                "an fsync of the write-ahead log failed; restart to recover".into(),
-            ));
+        if let Some(why) = self.failed.get() {
+            return Err(StoreError::Unavailable(format!(
+                "{why}; the store refuses writes until the process restarts"
+            )));
         }
         let (tx, rx) = oneshot::channel();
         self.jobs.try_send(job(tx)).map_err(|e| match e {
@@ -257,11 +279,13 @@ impl WriteStore for SqliteWriteStore {
         self.submit(|tx| Job::PurgeIdempotency(before_ms, tx)).await
     }
 
+    fn fatal_error(&self) -> Option<String> {
+        self.failed.get().cloned()
+    }
+
     async fn check_ready(&self) -> Result<()> {
-        if self.failed.load(Ordering::Relaxed) {
-            return Err(StoreError::Unavailable(
-                "an fsync of the write-ahead log failed".into(),
-            ));
+        if let Some(why) = self.failed.get() {
+            return Err(StoreError::Unavailable(why.clone()));
         }
         if self.jobs.is_closed() {
             return Err(StoreError::Unavailable("writer has stopped".into()));
@@ -324,6 +348,8 @@ struct Writer {
     /// Restarts the WAL between batches when it grows past its bound; its checkpointer
     /// thread stops with the writer.
     wal: WalKeeper,
+    /// Set by the flusher when an fsync failed: nothing more is committed.
+    failed: Arc<OnceLock<String>>,
 }
 
 /// A committed batch waiting for its fsync.
@@ -337,19 +363,37 @@ struct Committed {
 struct Flusher {
     wal: File,
     durable_outbox: Arc<AtomicI64>,
-    failed: Arc<AtomicBool>,
+    failed: Arc<OnceLock<String>>,
     tick: watch::Sender<u64>,
+    faults: Arc<FaultInjection>,
 }
 
 impl Flusher {
+    fn sync(&self) -> std::io::Result<()> {
+        if self.faults.fail_next_fsync.swap(false, Ordering::AcqRel) {
+            return Err(std::io::Error::other("injected fsync failure (EIO)"));
+        }
+        // fsync is per file, not per descriptor: this covers every frame the writer's
+        // connection wrote before the commits returned.
+        self.wal.sync_data()
+    }
+
     fn run(self, batches: std_mpsc::Receiver<Committed>) {
         while let Ok(first) = batches.recv() {
             let mut waiting = vec![first];
             waiting.extend(batches.try_iter());
+            // Once an fsync has failed, no later fsync proves anything: Linux reports the
+            // error once and may then "succeed" over pages it dropped (PostgreSQL's
+            // fsyncgate). Every batch after it fails too, and the watermark never moves
+            // past it, so nothing reported as failed is ever published.
+            if let Some(why) = self.failed.get() {
+                for answer in waiting.into_iter().flat_map(|c| c.answers) {
+                    answer.fail(why).send();
+                }
+                continue;
+            }
             let started = std::time::Instant::now();
-            // fsync is per file, not per descriptor: this covers every frame the writer's
-            // connection wrote before the commits above returned.
-            let synced = self.wal.sync_data();
+            let synced = self.sync();
             metrics::histogram!("stockflow_wal_fsync_seconds")
                 .record(started.elapsed().as_secs_f64());
             match synced {
@@ -364,13 +408,12 @@ impl Flusher {
                     }
                 }
                 Err(e) => {
-                    // What reached the disk is unknown (see PostgreSQL's fsyncgate): refuse
-                    // all further work rather than risk acknowledging lost writes.
-                    tracing::error!(error = %e, "fsync of the write-ahead log failed; refusing writes");
-                    self.failed.store(true, Ordering::Relaxed);
-                    let msg = format!("fsync failed: {e}");
+                    let why = format!("an fsync of the write-ahead log failed: {e}");
+                    tracing::error!(error = %e, "fsync of the write-ahead log failed; refusing writes until restart");
+                    metrics::counter!("stockflow_wal_fsync_failures_total").increment(1);
+                    let why = self.failed.get_or_init(|| why);
                     for answer in waiting.into_iter().flat_map(|c| c.answers) {
-                        answer.fail(&msg).send();
+                        answer.fail(why).send();
                     }
                 }
             }
@@ -479,6 +522,12 @@ impl Writer {
                     Ok(job) => batch.push(job),
                     Err(_) => break,
                 }
+            }
+            if let Some(why) = self.failed.get() {
+                for job in batch.drain(..) {
+                    refuse(job, why).send();
+                }
+                continue;
             }
             let size = batch.len();
             let started = std::time::Instant::now();
