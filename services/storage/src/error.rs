@@ -65,10 +65,36 @@ impl StoreError {
         match self {
             StoreError::Unavailable(_) | StoreError::InProgress => true,
             StoreError::Cql { source, .. } => crate::scylla::transient(source),
+            // A full disk or a failed read/write rolls the transaction back: nothing was
+            // applied, and trying again once space or the device is back will work.
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
             ),
+            StoreError::Io(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the failure is about the data given, so trying again can never succeed (a
+    /// projector dead-letters such an event). Every other failure is the store's, and the
+    /// same data is to be tried again later, never dead-lettered.
+    pub fn rejects_the_input(&self) -> bool {
+        match self {
+            StoreError::Domain(_) | StoreError::IdempotencyKeyReused | StoreError::Corrupt(_) => {
+                true
+            }
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TooBig
+                    | rusqlite::ErrorCode::TypeMismatch
+            ),
+            StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(_)) => true,
+            StoreError::Cql { source, .. } => crate::scylla::rejects_the_input(source),
             _ => false,
         }
     }

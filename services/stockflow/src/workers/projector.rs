@@ -316,9 +316,11 @@ pub async fn step(
                             applied = true;
                             break;
                         }
-                        // The store itself is failing: not this record's fault, so retry
-                        // the whole step later instead of dead-lettering good events.
-                        Err(e) if e.retryable() => return Err(e.into()),
+                        // The store is failing (full disk, I/O error, an overloaded or
+                        // failing cluster): not this record's fault, so retry the whole
+                        // step later instead of dead-lettering good events. Only data
+                        // that can never apply goes to the dead-letter queue.
+                        Err(e) if !e.rejects_the_input() => return Err(e.into()),
                         Err(e) => {
                             last_error = e.to_string();
                             if attempt < config.max_attempts {

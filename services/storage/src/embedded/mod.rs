@@ -69,7 +69,7 @@ impl EmbeddedBackend {
         Self::open_with_faults(dir, partitions, policy, Arc::default())
     }
 
-    /// [`EmbeddedBackend::open_with`], with `faults` injected into the write store.
+    /// [`EmbeddedBackend::open_with`], with `faults` injected into the write and read stores.
     #[doc(hidden)]
     pub fn open_with_faults(
         dir: &Path,
@@ -83,14 +83,18 @@ impl EmbeddedBackend {
             write: Arc::new(SqliteWriteStore::open_with_faults(
                 &dir.join("write.db"),
                 policy,
-                faults,
+                faults.clone(),
             )?),
             log: Arc::new(SqliteEventLog::open(
                 &dir.join("log.db"),
                 partitions,
                 policy,
             )?),
-            read: Arc::new(SqliteReadStore::open(&dir.join("read.db"), policy)?),
+            read: Arc::new(SqliteReadStore::open_with_faults(
+                &dir.join("read.db"),
+                policy,
+                faults,
+            )?),
             lock,
         })
     }

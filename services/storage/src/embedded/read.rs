@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -17,6 +17,7 @@ use super::sqlite::{
     Durability, ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64,
 };
 use super::wal::{self, WalKeeper, WalPolicy};
+use super::write::FaultInjection;
 use crate::ports::{
     DeadLetter, InventoryRow, ReadStore, RegionAvailability, SearchHit, SearchQuery,
 };
@@ -75,6 +76,7 @@ pub struct SqliteReadStore {
     writer: Mutex<Connection>,
     readers: ReaderPool,
     wal: WalKeeper,
+    faults: Arc<FaultInjection>,
 }
 
 /// The database's name in metrics and logs.
@@ -84,6 +86,16 @@ impl SqliteReadStore {
     /// Opens `path`, creating the schema and checkpointing what a crashed process left in
     /// its WAL.
     pub fn open(path: &Path, policy: WalPolicy) -> Result<Self> {
+        Self::open_with_faults(path, policy, Arc::default())
+    }
+
+    /// [`SqliteReadStore::open`], with `faults` injected.
+    #[doc(hidden)]
+    pub fn open_with_faults(
+        path: &Path,
+        policy: WalPolicy,
+        faults: Arc<FaultInjection>,
+    ) -> Result<Self> {
         let writer = open_writer(path, SCHEMA, Durability::Rebuildable)?;
         wal::configure_writer(&writer, &policy)?;
         wal::truncate(&writer, DB_NAME)?;
@@ -93,6 +105,7 @@ impl SqliteReadStore {
             wal: WalKeeper::start(path, DB_NAME, policy, || {
                 open_writer(path, SCHEMA, Durability::Rebuildable)
             })?,
+            faults,
         })
     }
 
@@ -256,6 +269,9 @@ impl ReadStore for SqliteReadStore {
         events: &[BusEvent],
         next_offset: u64,
     ) -> Result<()> {
+        if self.faults.take_projection_fault() {
+            return Err(super::write::disk_full());
+        }
         self.write(|tx| {
             apply_all(tx, events)?;
             store_offset(tx, consumer, partition, next_offset)

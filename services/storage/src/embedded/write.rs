@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
 use std::thread;
@@ -120,6 +120,25 @@ pub struct FaultInjection {
     /// The next fsync of the WAL reports an I/O error (as Linux reports EIO once, and then
     /// lets the next fsync "succeed" over pages it has dropped).
     pub fail_next_fsync: AtomicBool,
+    /// The next this many projections into the read store fail as a full disk does.
+    pub fail_projections: AtomicU32,
+}
+
+impl FaultInjection {
+    /// Whether this projection is to fail (and one fewer of the next will).
+    pub(super) fn take_projection_fault(&self) -> bool {
+        self.fail_projections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// The error SQLite gives when the disk is full (`SQLITE_FULL`).
+pub(super) fn disk_full() -> StoreError {
+    StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some("database or disk is full".into()),
+    ))
 }
 
 impl SqliteWriteStore {

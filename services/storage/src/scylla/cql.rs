@@ -165,6 +165,16 @@ pub(crate) fn transient(e: &ExecutionError) -> bool {
     }
 }
 
+/// Whether the server refused the request for its values (an invalid or oversized value),
+/// which no retry fixes. Timeouts, unavailable replicas, `WriteFailure` and `ServerError`
+/// are the cluster's trouble and retried.
+pub(crate) fn rejects_the_input(e: &ExecutionError) -> bool {
+    matches!(
+        e,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(DbError::Invalid, _))
+    )
+}
+
 /// Wraps a driver error with what was being done; [`StoreError::retryable`] reads the
 /// typed error to tell a timeout from a refusal.
 pub(crate) fn db_error(context: &str, e: ExecutionError) -> StoreError {

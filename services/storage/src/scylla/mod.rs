@@ -28,8 +28,8 @@ mod tests;
 
 use std::sync::Arc;
 
-pub(crate) use cql::transient;
 pub use cql::{ScyllaConfig, connect};
+pub(crate) use cql::{rejects_the_input, transient};
 pub use leases::ScyllaLeaseStore;
 pub use read::ScyllaReadStore;
 pub use schema::{Replication, SCHEMA_VERSION, check_schema, drop_keyspace, migrate};

@@ -234,3 +234,38 @@ fn contiguous_cuts_at_the_first_gap_and_skips_redeliveries() {
     let (kept, gap) = contiguous(vec![r(6)], 4);
     assert!(kept.is_empty() && gap);
 }
+
+/// A full disk (or any failure of the store itself) while projecting is retried until it
+/// clears, however long that takes: good events never go to the dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_while_projecting_is_retried_and_never_dead_letters() {
+    use stockflow_storage::embedded::{FaultInjection, WalPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(FaultInjection::default());
+    let b = EmbeddedBackend::open_with_faults(dir.path(), 1, WalPolicy::default(), faults.clone())
+        .unwrap();
+    let events = [event("d", "l", 1, 5, 0), event("d", "l", 2, 6, 1)];
+    b.log
+        .append(events.iter().map(record).collect())
+        .await
+        .unwrap();
+    let config = ProjectorConfig {
+        max_attempts: 2,
+        ..ProjectorConfig::default()
+    };
+    // More failures in a row than a poison record is allowed attempts.
+    faults.fail_projections.store(7, Ordering::Release);
+    let (mut next, mut failures) = (0, 0);
+    while next < b.log.end_offset(0).await.unwrap() {
+        match step(&*b.log, &*b.read, &config, 0, next, Duration::ZERO).await {
+            Ok(Step::Advanced(to)) => next = to,
+            Ok(Step::Idle) => {}
+            Err(_) => failures += 1,
+        }
+        assert!(failures < 100, "the projection never recovered");
+    }
+    assert!(failures > 0, "the injected full disk was seen");
+    assert!(b.read.dead_letters(10).await.unwrap().is_empty());
+    let row = b.read.stock_at("d", "l").await.unwrap().unwrap();
+    assert_eq!((row.version, row.on_hand, row.reserved), (2, 6, 1));
+}
