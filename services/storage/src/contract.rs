@@ -840,6 +840,42 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
     read.reset_offset("c", 0, 0).await.unwrap();
     assert_eq!(read.offset("c", 0).await.unwrap(), 0);
 
+    // Dead letters written at the same moment never overwrite each other (a burst of
+    // poison records in one partition, or the same partition number of two consumers).
+    let burst: Vec<DeadLetter> = (0..20u64)
+        .map(|i| DeadLetter {
+            id: 0,
+            consumer: if i % 2 == 0 {
+                "dlq-a".into()
+            } else {
+                "dlq-b".into()
+            },
+            partition: 1000 * u32::from(i % 4 == 1),
+            offset: 100 + i,
+            key: "a".into(),
+            payload: format!("poison {i}"),
+            error: "expected value".into(),
+            attempts: 1,
+            failed_at_ms: 0,
+        })
+        .collect();
+    futures::future::join_all(burst.into_iter().map(|l| {
+        let next = l.offset + 1;
+        read.dead_letter(l, next)
+    }))
+    .await
+    .into_iter()
+    .collect::<std::result::Result<Vec<()>, StoreError>>()
+    .unwrap();
+    let letters = read.dead_letters(100).await.unwrap();
+    let mut payloads: Vec<&str> = letters.iter().map(|l| l.payload.as_str()).collect();
+    payloads.sort_unstable();
+    payloads.dedup();
+    assert_eq!(payloads.len(), 20, "every dead letter kept: {payloads:?}");
+    for l in &letters {
+        assert!(read.remove_dead_letter(l.id).await.unwrap());
+    }
+
     // An event that breaks the invariant is refused, not stored.
     let bad = stock_event("a", "s1", "north", 9, 1, 5);
     assert!(read.project("c", 0, &[bad], 1).await.is_err());

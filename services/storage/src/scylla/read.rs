@@ -104,7 +104,7 @@ impl ScyllaReadStore {
             terms: p(format!("SELECT sku FROM {ks}.search_terms WHERE term = ?")).await?,
             store_offset: p(format!("INSERT INTO {ks}.consumer_offsets (consumer, partition, next_offset) VALUES (?, ?, ?)")).await?,
             get_offset: p(format!("SELECT next_offset FROM {ks}.consumer_offsets WHERE consumer = ? AND partition = ?")).await?,
-            insert_letter: p(format!("INSERT INTO {ks}.dead_letters (bucket, id, consumer, partition, record_offset, key, payload, error, attempts, failed_at) VALUES (0, ?, ?, ?, ?, ?, ?, ?, ?, ?)")).await?,
+            insert_letter: p(format!("INSERT INTO {ks}.dead_letters (bucket, id, consumer, partition, record_offset, key, payload, error, attempts, failed_at) VALUES (0, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
             letters: p(format!("SELECT id, consumer, partition, record_offset, key, payload, error, attempts, failed_at FROM {ks}.dead_letters WHERE bucket = 0 LIMIT ?")).await?,
             delete_letter: p(format!("DELETE FROM {ks}.dead_letters WHERE bucket = 0 AND id = ? IF EXISTS")).await?,
             stock_by_sku: p(format!("SELECT sku, location, region, on_hand, reserved, version, as_of FROM {ks}.inventory_by_sku_location WHERE sku = ?")).await?,
@@ -301,23 +301,32 @@ impl ReadStore for ScyllaReadStore {
     }
 
     async fn dead_letter(&self, letter: DeadLetter, next_offset: u64) -> Result<()> {
-        let id = now_ms() * 1000 + i64::from(letter.partition % 1000);
-        self.exec(
-            "write dead letter",
-            &self.st.insert_letter,
-            (
-                id,
-                letter.consumer.as_str(),
-                i32::try_from(letter.partition).unwrap_or(i32::MAX),
-                ts(letter.offset),
-                letter.key.as_str(),
-                letter.payload.as_str(),
-                letter.error.as_str(),
-                i32::try_from(letter.attempts).unwrap_or(i32::MAX),
-                now_ms(),
-            ),
-        )
-        .await?;
+        // Time-ordered (the list is oldest first) and never overwritten: the insert is
+        // conditional, and a taken id moves on to the next one.
+        let mut id = dead_letter_id(now_ms(), &letter);
+        loop {
+            let rows = self
+                .rows(
+                    "write dead letter",
+                    &self.st.insert_letter,
+                    (
+                        id,
+                        letter.consumer.as_str(),
+                        i32::try_from(letter.partition).unwrap_or(i32::MAX),
+                        ts(letter.offset),
+                        letter.key.as_str(),
+                        letter.payload.as_str(),
+                        letter.error.as_str(),
+                        i32::try_from(letter.attempts).unwrap_or(i32::MAX),
+                        now_ms(),
+                    ),
+                )
+                .await?;
+            if rows.applied()? {
+                break;
+            }
+            id += 1;
+        }
         self.reset_offset(&letter.consumer, letter.partition, next_offset)
             .await
     }
@@ -530,4 +539,16 @@ impl ReadStore for ScyllaReadStore {
             .map_err(|e| db_error("readiness probe", e))?;
         Ok(())
     }
+}
+
+/// A dead letter's id: the time in milliseconds, then 20 bits that tell apart letters of
+/// the same millisecond (a digest of the consumer, partition and offset), so two letters
+/// written at once get different ids (the old `ms * 1000 + partition` made one overwrite
+/// the other).
+fn dead_letter_id(now_ms: i64, letter: &DeadLetter) -> i64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = siphasher::sip::SipHasher::new();
+    (&letter.consumer, letter.partition, letter.offset).hash(&mut hasher);
+    let low = i64::try_from(hasher.finish() & 0xF_FFFF).unwrap_or(0);
+    (now_ms << 20) | low
 }
