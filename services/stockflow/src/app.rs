@@ -194,6 +194,9 @@ pub struct DevConfig {
     pub workers: Workers,
     /// Bounds of the embedded databases' write-ahead logs.
     pub wal: WalPolicy,
+    /// The most a graceful shutdown may take, from the signal to the exit: under the pod's
+    /// termination grace period (30 s), so the kubelet never has to kill a draining process.
+    pub shutdown_timeout: Duration,
     /// Faults tests inject into the embedded write store.
     #[doc(hidden)]
     pub faults: Arc<stockflow_storage::embedded::FaultInjection>,
@@ -243,6 +246,7 @@ impl DevConfig {
             workers: Workers::ALL,
             wal: WalPolicy::default(),
             faults: Arc::default(),
+            shutdown_timeout: Duration::from_secs(25),
         }
     }
 }
@@ -398,43 +402,60 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         _ => None,
     };
     let fatal_watch = tokio::spawn(fail_stop(backend.write.clone(), shutdown.clone()));
+    let shutdown_timeout = config.shutdown_timeout;
     let app = router(state, config.routes);
     let stop = shutdown.clone();
     let local = backend.local.clone();
     let task = tokio::spawn(async move {
         let drain = draining.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                stop.cancelled().await;
-                drain.store(true, Ordering::Relaxed);
-                tracing::info!("shutting down: draining requests");
-            })
-            .await;
-        // Requests are done; publish what was committed, then project all of it.
+        let requested = stop.clone();
+        let mut server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    stop.cancelled().await;
+                    drain.store(true, Ordering::Relaxed);
+                    tracing::info!("shutting down: draining requests");
+                })
+                .await
+        });
+        // Shutdown has one budget that fits the pod's grace period: requests drain first,
+        // then what was committed is published, then projected, then leases are released.
+        // A phase that overruns its share is abandoned (what it left is redone by the next
+        // process: nothing acknowledged lives only in memory).
+        let served = tokio::select! {
+            served = &mut server => served,
+            () = requested.cancelled() => {
+                let budget = Budget::start(shutdown_timeout);
+                match tokio::time::timeout(budget.until(0.4), &mut server).await {
+                    Ok(served) => served,
+                    Err(_) => {
+                        tracing::warn!("requests still open at the end of their share of the shutdown; closing them");
+                        server.abort();
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        };
+        let served = served.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let budget = Budget::start(shutdown_timeout.mul_f64(0.6));
         producers.cancel();
         for job in producer_jobs {
-            if tokio::time::timeout(Duration::from_secs(10), job)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a worker did not stop within 10 s");
+            if tokio::time::timeout(budget.until(0.5), job).await.is_err() {
+                tracing::warn!("a worker did not stop within its share of the shutdown");
             }
         }
         projecting.cancel();
         if let Some(job) = projector_job
-            && tokio::time::timeout(Duration::from_secs(10), job)
-                .await
-                .is_err()
+            && tokio::time::timeout(budget.until(0.85), job).await.is_err()
         {
-            tracing::warn!("the projectors did not catch up within 10 s");
+            tracing::warn!(
+                "the projectors did not catch up within their share of the shutdown; the next start resumes from the stored offsets"
+            );
         }
         releasing.cancel();
         for job in lease_jobs {
-            if tokio::time::timeout(Duration::from_secs(5), job)
-                .await
-                .is_err()
-            {
-                tracing::warn!("leases were not released within 5 s; they will expire");
+            if tokio::time::timeout(budget.until(1.0), job).await.is_err() {
+                tracing::warn!("leases were not released in time; they will expire");
             }
         }
         if let Ok(Some(why)) = fatal_watch.await {
@@ -462,6 +483,27 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         shutdown,
         task,
     })
+}
+
+/// A time budget split into phases: `until(f)` is what is left until the fraction `f` of
+/// the budget has passed (zero once it has).
+struct Budget {
+    started: tokio::time::Instant,
+    total: Duration,
+}
+
+impl Budget {
+    fn start(total: Duration) -> Self {
+        Self {
+            started: tokio::time::Instant::now(),
+            total,
+        }
+    }
+
+    fn until(&self, fraction: f64) -> Duration {
+        (self.started + self.total.mul_f64(fraction))
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
 }
 
 /// Fail-stop: when the write store has stopped for good (a failed fsync), the process

@@ -91,12 +91,16 @@ pub enum KafkaProtocol {
     SaslSsl,
 }
 
-/// Settings of the command API.
+/// Settings of the command API, and of the process's shutdown.
 #[derive(Debug, Args)]
 pub struct CommandArgs {
     /// TTL of a reservation whose request names none, in seconds.
     #[arg(long, env = "STOCKFLOW_RESERVATION_TTL_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub reservation_ttl_seconds: u64,
+    /// The most a graceful shutdown may take, in seconds (keep it under the pod's
+    /// termination grace period, 30 s in the operator's pods).
+    #[arg(long, env = "STOCKFLOW_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub shutdown_timeout_seconds: u64,
 }
 
 /// Which bus carries the region's events, and how to reach it.

@@ -160,6 +160,8 @@ fn main() -> ExitCode {
                 config.store = store;
                 config.bus = bus;
                 config.reservation_ttl_seconds = commands.reservation_ttl_seconds;
+                config.shutdown_timeout =
+                    std::time::Duration::from_secs(commands.shutdown_timeout_seconds);
                 serve(listen, config).await
             }
             Role::Migrate {
@@ -271,6 +273,8 @@ async fn run_role(args: RoleArgs, role: RoleKind) -> Result<()> {
     config.routes = role.routes;
     config.outbox_scan_every = Some(std::time::Duration::from_millis(args.outbox_scan_ms));
     config.reservation_ttl_seconds = args.commands.reservation_ttl_seconds;
+    config.shutdown_timeout =
+        std::time::Duration::from_secs(args.commands.shutdown_timeout_seconds);
     tracing::info!(role = role.name, "starting");
     serve(args.listen, config).await
 }

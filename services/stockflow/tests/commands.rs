@@ -636,3 +636,29 @@ async fn a_failed_fsync_answers_503_turns_healthz_red_and_stops_the_process() {
         other => panic!("expected a storage fault, got {other:?}"),
     }
 }
+
+/// Shutdown keeps to its budget (the pod's grace period): a projection stuck on its store
+/// does not hold the process past it; what it left is redone from the stored offsets by
+/// the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_keeps_to_its_deadline_when_a_worker_is_stuck() {
+    let mut config = stockflow::app::DevConfig::new(std::path::PathBuf::new());
+    config.shutdown_timeout = Duration::from_secs(2);
+    let faults = config.faults.clone();
+    let p = Platform::start_config(config).await;
+    p.location("s1", "north").await;
+    faults
+        .stall_projections
+        .store(true, std::sync::atomic::Ordering::Release);
+    p.stock("D1", "s1", 5).await;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), p.running.stop())
+        .await
+        .expect("shutdown returned")
+        .expect("a clean shutdown");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
+    faults
+        .stall_projections
+        .store(false, std::sync::atomic::Ordering::Release);
+}

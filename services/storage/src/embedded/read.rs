@@ -269,6 +269,7 @@ impl ReadStore for SqliteReadStore {
         events: &[BusEvent],
         next_offset: u64,
     ) -> Result<()> {
+        self.faults.stall().await;
         if self.faults.take_projection_fault() {
             return Err(super::write::disk_full());
         }

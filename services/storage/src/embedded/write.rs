@@ -122,9 +122,18 @@ pub struct FaultInjection {
     pub fail_next_fsync: AtomicBool,
     /// The next this many projections into the read store fail as a full disk does.
     pub fail_projections: AtomicU32,
+    /// While set, projections into the read store hang (a stuck disk or lock).
+    pub stall_projections: AtomicBool,
 }
 
 impl FaultInjection {
+    /// Waits while projections are stalled.
+    pub(super) async fn stall(&self) {
+        while self.stall_projections.load(Ordering::Acquire) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Whether this projection is to fail (and one fewer of the next will).
     pub(super) fn take_projection_fault(&self) -> bool {
         self.fail_projections
