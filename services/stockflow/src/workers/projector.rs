@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stockflow_bus::{EventLog, LogRecord};
 use stockflow_domain::BusEvent;
@@ -42,6 +42,9 @@ pub struct ProjectorConfig {
 
 /// Batches shorter than this are followed by the coalescing pause.
 const COALESCE_BELOW: u64 = 64;
+
+/// How long a partition waits before re-reading a missing offset.
+const GAP_PAUSE: Duration = Duration::from_millis(200);
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
@@ -163,6 +166,7 @@ async fn run_partition(
     };
     tracing::info!(partition, offset = next, "projecting a partition");
     let mut generation = *replay.borrow_and_update();
+    let mut gap_since: Option<Instant> = None;
     // On shutdown, keep going until caught up with the log: the publisher stops first, so
     // everything it appended still reaches the read models.
     loop {
@@ -186,7 +190,35 @@ async fn run_partition(
             Ok(()) = replay.changed() => continue,
             _ = revoked.cancelled() => return,
         };
+        if !matches!(stepped, Ok(Step::Gap)) && gap_since.take().is_some() {
+            metrics::gauge!("stockflow_projection_gap_seconds", "partition" => partition.to_string())
+                .set(0.0);
+        }
         match stepped {
+            Ok(Step::Gap) => {
+                // Re-read after a pause, not in a hot loop; a gap that stays is a stalled
+                // read model, which the gauge (and its alert) makes visible.
+                let since = *gap_since.get_or_insert_with(Instant::now);
+                let stalled = since.elapsed();
+                metrics::gauge!("stockflow_projection_gap_seconds", "partition" => partition.to_string())
+                    .set(stalled.as_secs_f64());
+                if stalled > Duration::from_secs(30) {
+                    tracing::error!(
+                        partition,
+                        offset = next,
+                        stalled_seconds = stalled.as_secs(),
+                        "the record at this offset is missing from the log; the partition's read models are stalled"
+                    );
+                }
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(GAP_PAUSE) => {}
+                    _ = shutdown.cancelled() => {}
+                    _ = revoked.cancelled() => return,
+                }
+            }
             Ok(Step::Advanced(to)) => {
                 failures = 0;
                 // A short batch means we are keeping up: let records accumulate briefly
@@ -228,6 +260,10 @@ pub enum Step {
     Idle,
     /// Processed up to (excluding) this offset.
     Advanced(u64),
+    /// The record at the expected offset is missing although later ones exist (a client
+    /// that skipped it, or a log that lost it): re-read; if it never comes, the partition
+    /// is stalled and `stockflow_projection_gap_seconds` says for how long.
+    Gap,
 }
 
 /// Keeps the records that continue exactly from `next`; reports whether offsets were
@@ -274,7 +310,7 @@ pub async fn step(
         );
     }
     if records.is_empty() {
-        return Ok(Step::Idle);
+        return Ok(if gap { Step::Gap } else { Step::Idle });
     }
     let last = records[records.len() - 1].offset;
     let mut decoded: Vec<Result<BusEvent, String>> = records

@@ -94,7 +94,7 @@ async fn drain(log: &dyn EventLog, read: &dyn ReadStore, config: &ProjectorConfi
                 .unwrap()
             {
                 Step::Idle if next == log.end_offset(p).await.unwrap() => break,
-                Step::Idle => {}
+                Step::Idle | Step::Gap => {}
                 Step::Advanced(to) => next = to,
             }
         }
@@ -259,7 +259,7 @@ async fn a_full_disk_while_projecting_is_retried_and_never_dead_letters() {
     while next < b.log.end_offset(0).await.unwrap() {
         match step(&*b.log, &*b.read, &config, 0, next, Duration::ZERO).await {
             Ok(Step::Advanced(to)) => next = to,
-            Ok(Step::Idle) => {}
+            Ok(Step::Idle | Step::Gap) => {}
             Err(_) => failures += 1,
         }
         assert!(failures < 100, "the projection never recovered");
@@ -268,4 +268,71 @@ async fn a_full_disk_while_projecting_is_retried_and_never_dead_letters() {
     assert!(b.read.dead_letters(10).await.unwrap().is_empty());
     let row = b.read.stock_at("d", "l").await.unwrap().unwrap();
     assert_eq!((row.version, row.on_hand, row.reserved), (2, 6, 1));
+}
+
+/// A log that has lost one record for good (offset 1 of partition 0).
+struct HoleyLog {
+    inner: Arc<dyn EventLog>,
+}
+
+#[async_trait]
+impl EventLog for HoleyLog {
+    fn partitions(&self) -> u32 {
+        self.inner.partitions()
+    }
+    fn identity(&self) -> String {
+        self.inner.identity()
+    }
+    async fn append(&self, records: Vec<NewRecord>) -> stockflow_bus::Result<Vec<(u32, u64)>> {
+        self.inner.append(records).await
+    }
+    async fn fetch(
+        &self,
+        p: u32,
+        offset: u64,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> stockflow_bus::Result<Vec<LogRecord>> {
+        let mut records = self.inner.fetch(p, offset, max_bytes, wait).await?;
+        records.retain(|r| r.offset != 1);
+        Ok(records)
+    }
+    async fn end_offset(&self, p: u32) -> stockflow_bus::Result<u64> {
+        self.inner.end_offset(p).await
+    }
+    async fn check_ready(&self) -> stockflow_bus::Result<()> {
+        self.inner.check_ready().await
+    }
+}
+
+/// A record lost for good stalls its partition visibly (`Step::Gap`, never `Idle` as if
+/// caught up) and nothing after it is applied out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_missing_for_good_is_reported_as_a_gap_not_as_caught_up() {
+    let (_dir, b) = backend(1);
+    let events = [
+        event("g", "l", 1, 1, 0),
+        event("g", "l", 2, 2, 0),
+        event("g", "l", 3, 3, 0),
+    ];
+    b.log
+        .append(events.iter().map(record).collect())
+        .await
+        .unwrap();
+    let log = HoleyLog {
+        inner: b.log.clone(),
+    };
+    let config = ProjectorConfig::default();
+    let first = step(&log, &*b.read, &config, 0, 0, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(first, Step::Advanced(1));
+    for _ in 0..3 {
+        let again = step(&log, &*b.read, &config, 0, 1, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(again, Step::Gap);
+    }
+    let row = b.read.stock_at("g", "l").await.unwrap().unwrap();
+    assert_eq!(row.version, 1, "nothing past the hole is applied");
 }
