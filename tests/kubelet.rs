@@ -716,7 +716,6 @@ async fn step(
         let Some(pod) = pods.values().find(|p| p.owner == owner) else {
             continue;
         };
-        let limit = j.spec.as_ref().and_then(|s| s.backoff_limit).unwrap_or(6);
         if reported.contains_key(&owner) {
             continue;
         }
@@ -729,7 +728,11 @@ async fn step(
                     {"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}
                 ]}})
             }
-            Some(_) if i64::from(pod.restarts) >= i64::from(limit) => {
+            Some(_)
+                if backoff_limits
+                    .get(&owner)
+                    .is_some_and(|limit| pod.restarts >= *limit) =>
+            {
                 json!({"status": {"failed": 1, "active": 0, "startTime": now,
                 "conditions": [
                     {"type": "FailureTarget", "status": "True", "lastProbeTime": now, "lastTransitionTime": now, "reason": "BackoffLimitExceeded"},

@@ -37,15 +37,18 @@ fn record(e: &BusEvent) -> NewRecord {
     }
 }
 
-/// A log that, like the fluvio 0.50.1 consumer at `max_bytes`, silently drops records from
-/// the middle of a fetch: every other fetch of more than two records loses its third one.
-struct LossyLog {
+/// The embedded log with every fetch's records passed through `filter`: a client or a log
+/// that loses records.
+struct FilteredLog {
     inner: Arc<dyn EventLog>,
-    fetches: AtomicUsize,
+    filter: Box<Filter>,
 }
 
+/// What a [`FilteredLog`] does to each fetch's records.
+type Filter = dyn Fn(&mut Vec<LogRecord>) + Send + Sync;
+
 #[async_trait]
-impl EventLog for LossyLog {
+impl EventLog for FilteredLog {
     fn partitions(&self) -> u32 {
         self.inner.partitions()
     }
@@ -63,14 +66,7 @@ impl EventLog for LossyLog {
         wait: Duration,
     ) -> stockflow_bus::Result<Vec<LogRecord>> {
         let mut records = self.inner.fetch(p, offset, max, wait).await?;
-        if self
-            .fetches
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(2)
-            && records.len() > 2
-        {
-            records.remove(2);
-        }
+        (self.filter)(&mut records);
         Ok(records)
     }
     async fn end_offset(&self, p: u32) -> stockflow_bus::Result<u64> {
@@ -78,6 +74,20 @@ impl EventLog for LossyLog {
     }
     async fn check_ready(&self) -> stockflow_bus::Result<()> {
         self.inner.check_ready().await
+    }
+}
+
+/// Like the fluvio 0.50.1 consumer at `max_bytes`, silently drops records from the middle
+/// of a fetch: every other fetch of more than two records loses its third one.
+fn lossy(inner: Arc<dyn EventLog>) -> FilteredLog {
+    let fetches = AtomicUsize::new(0);
+    FilteredLog {
+        inner,
+        filter: Box::new(move |records| {
+            if fetches.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) && records.len() > 2 {
+                records.remove(2);
+            }
+        }),
     }
 }
 
@@ -132,10 +142,7 @@ async fn gaps_in_fetches_are_re_read_and_nothing_is_skipped() {
         .append(history().iter().map(record).collect())
         .await
         .unwrap();
-    let lossy = LossyLog {
-        inner: b.log.clone(),
-        fetches: AtomicUsize::new(0),
-    };
+    let lossy = lossy(b.log.clone());
     // A small max_bytes forces many fetches, as in the fluvio defect.
     let config = ProjectorConfig {
         max_bytes: 600,
@@ -270,41 +277,6 @@ async fn a_full_disk_while_projecting_is_retried_and_never_dead_letters() {
     assert_eq!((row.version, row.on_hand, row.reserved), (2, 6, 1));
 }
 
-/// A log that has lost one record for good (offset 1 of partition 0).
-struct HoleyLog {
-    inner: Arc<dyn EventLog>,
-}
-
-#[async_trait]
-impl EventLog for HoleyLog {
-    fn partitions(&self) -> u32 {
-        self.inner.partitions()
-    }
-    fn identity(&self) -> String {
-        self.inner.identity()
-    }
-    async fn append(&self, records: Vec<NewRecord>) -> stockflow_bus::Result<Vec<(u32, u64)>> {
-        self.inner.append(records).await
-    }
-    async fn fetch(
-        &self,
-        p: u32,
-        offset: u64,
-        max_bytes: usize,
-        wait: Duration,
-    ) -> stockflow_bus::Result<Vec<LogRecord>> {
-        let mut records = self.inner.fetch(p, offset, max_bytes, wait).await?;
-        records.retain(|r| r.offset != 1);
-        Ok(records)
-    }
-    async fn end_offset(&self, p: u32) -> stockflow_bus::Result<u64> {
-        self.inner.end_offset(p).await
-    }
-    async fn check_ready(&self) -> stockflow_bus::Result<()> {
-        self.inner.check_ready().await
-    }
-}
-
 /// A record lost for good stalls its partition visibly (`Step::Gap`, never `Idle` as if
 /// caught up) and nothing after it is applied out of order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,8 +291,10 @@ async fn a_record_missing_for_good_is_reported_as_a_gap_not_as_caught_up() {
         .append(events.iter().map(record).collect())
         .await
         .unwrap();
-    let log = HoleyLog {
+    // A log that has lost offset 1 for good.
+    let log = FilteredLog {
         inner: b.log.clone(),
+        filter: Box::new(|records| records.retain(|r| r.offset != 1)),
     };
     let config = ProjectorConfig::default();
     let first = step(&log, &*b.read, &config, 0, 0, Duration::ZERO)
