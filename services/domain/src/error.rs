@@ -39,7 +39,11 @@ pub struct ShortLine {
 }
 
 /// Why a command was refused. A refused command changes nothing and yields no event.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Serializable because a refusal is an answer: it is stored under the command's
+/// idempotency key like a success (see [`crate::RecordedAnswer`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DomainError {
     /// The command is malformed.
     #[error("invalid command: {0}")]
@@ -90,6 +94,14 @@ pub enum DomainError {
 }
 
 impl DomainError {
+    /// Whether this refusal is the command's answer, kept under its idempotency key so a
+    /// retry gets it again even after the state changed (409 `insufficient_stock` stays
+    /// 409 after a restock). A malformed command never executed: nothing is recorded and
+    /// a corrected retry with the same key is not a different request's replay.
+    pub fn is_recorded(&self) -> bool {
+        !matches!(self, DomainError::Invalid(_))
+    }
+
     /// A stable, machine-readable code for API clients and metric labels.
     pub fn code(&self) -> &'static str {
         match self {

@@ -13,6 +13,7 @@
 //! Nothing here does I/O, reads a clock or is async: callers pass `now` in, so every
 //! decision is reproducible in tests and identical on every storage backend.
 
+pub mod answer;
 pub mod command;
 pub mod decide;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod partition;
 pub mod reservation;
 pub mod stock;
 
+pub use answer::{IDEMPOTENCY_KEY_LIFETIME_SECS, RecordedAnswer};
 pub use command::{Adjust, AdjustReason, Command, OnHandChange, Reserve, ReserveLine};
 pub use decide::{Applied, CommandResult};
 pub use error::{DomainError, ShortLine, ValidationError};

@@ -242,7 +242,9 @@ impl DevConfig {
             reservation_ttl_seconds: 900,
             partitions: 8,
             projector: ProjectorConfig::default(),
-            idempotency_ttl: Duration::from_secs(24 * 3600),
+            idempotency_ttl: Duration::from_secs(u64::from(
+                stockflow_domain::IDEMPOTENCY_KEY_LIFETIME_SECS,
+            )),
             workers: Workers::ALL,
             wal: WalPolicy::default(),
             faults: Arc::default(),

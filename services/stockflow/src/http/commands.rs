@@ -110,7 +110,7 @@ fn reservation_of(result: CommandResult) -> ApiResult<stockflow_domain::Reservat
 
 /// Changes on-hand by a delta or to a counted value.
 #[utoipa::path(post, path = "/v1/adjustments", tag = "commands",
-    params(("Idempotency-Key" = String, Header, description = "Required; the same key and body replay the stored answer")),
+    params(("Idempotency-Key" = String, Header, description = "Required; a retry with the same key and body within 24 h gets the recorded answer, success or refusal")),
     request_body = AdjustmentRequest,
     responses((status = 200, body = StockLevelResponse), (status = 400, body = Problem),
               (status = 404, body = Problem, description = "location_not_found"),
@@ -140,7 +140,7 @@ pub async fn adjust(
 
 /// Holds stock on one or more lines, all or nothing.
 #[utoipa::path(post, path = "/v1/reservations", tag = "commands",
-    params(("Idempotency-Key" = String, Header, description = "Required")),
+    params(("Idempotency-Key" = String, Header, description = "Required; a retry with the same key within 24 h gets the recorded answer, success or refusal")),
     request_body = ReservationRequest,
     responses((status = 201, body = ReservationResponse), (status = 400, body = Problem),
               (status = 404, body = Problem, description = "location_not_found"),
@@ -193,7 +193,7 @@ async fn settle(
 
 /// Turns a reservation into a sale.
 #[utoipa::path(post, path = "/v1/reservations/{id}/confirm", tag = "commands",
-    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required")),
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required; a retry with the same key within 24 h gets the recorded answer, success or refusal")),
     responses((status = 200, body = ReservationResponse), (status = 404, body = Problem),
               (status = 409, body = Problem, description = "reservation_not_active")))]
 pub async fn confirm(
@@ -210,7 +210,7 @@ pub async fn confirm(
 
 /// Gives held stock back.
 #[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "commands",
-    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required")),
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required; a retry with the same key within 24 h gets the recorded answer, success or refusal")),
     responses((status = 200, body = ReservationResponse), (status = 404, body = Problem),
               (status = 409, body = Problem, description = "reservation_not_active")))]
 pub async fn release(

@@ -105,7 +105,14 @@ impl Routes {
 /// The OpenAPI document, generated from the handlers and types.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "stockflow", description = "Retail inventory: command and query API of one region."),
+    info(title = "stockflow", description = "Retail inventory: command and query API of one region.\n\n\
+        Idempotency: every POST under /v1 needs an Idempotency-Key (1-64 characters of \
+        [A-Za-z0-9._:-]) standing for one request; another body under the same key is refused \
+        with 422 idempotency_key_reused. Once a command ran, every retry of its key within 24 \
+        hours gets the same answer and applies nothing again: a success (header \
+        idempotent-replayed: true) or a refusal (a 409 insufficient_stock stays 409 after a \
+        restock). Requests refused before they ran (400, 503, 409 request_in_progress) record \
+        nothing; retry a 503 with the same key."),
     paths(
         commands::put_location, commands::put_sku, commands::adjust, commands::reserve,
         commands::confirm, commands::release, commands::get_reservation,

@@ -28,6 +28,12 @@ async fn write_store_applies_each_command_once_under_races() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_replay_under_their_key() {
+    let (_dir, b) = backend(4);
+    contract::write_store_refusal_replay_contract(b.write.clone(), b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_line_reservations_never_leave_holds_behind() {
     let (_dir, b) = backend(4);
     contract::write_store_saga_contract(b.write.clone()).await;
@@ -180,8 +186,16 @@ mod wal {
                 .unwrap();
         }
 
-        // Sample every WAL while writers run.
+        // Sample every WAL while writers run. The flag is raised on drop too: a failing
+        // assertion must fail the test, not leave the runtime waiting for the sampler.
+        struct StopOnDrop(Arc<AtomicBool>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
         let done = Arc::new(AtomicBool::new(false));
+        let _stop = StopOnDrop(done.clone());
         let sampler = {
             let (dir, done) = (dir.path().to_path_buf(), done.clone());
             tokio::task::spawn_blocking(move || {

@@ -27,8 +27,8 @@ use stockflow_domain::decide::{self, Settlement};
 use stockflow_domain::ids::Region;
 use stockflow_domain::{
     Applied, BusEvent, CatalogEvent, Command, DomainError, EventMeta, Location, LocationId,
-    LocationKind, Reservation, ReservationId, ReservationStatus, Sku, SkuCatalog, StockKey,
-    StockLevel,
+    LocationKind, RecordedAnswer, Reservation, ReservationId, ReservationStatus, Sku, SkuCatalog,
+    StockKey, StockLevel,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -474,11 +474,13 @@ impl Done {
         }
     }
 
-    /// Replaces a success with `err` when the transaction did not commit.
+    /// Replaces a success with `err` when the transaction did not commit. A refusal too:
+    /// it may have been recorded under its key, and an answer that a retry might not get
+    /// again is not given.
     fn fail(self, err: &str) -> Self {
         let unavailable = || StoreError::Unavailable(format!("commit failed: {err}"));
         match self {
-            Done::Execute(Ok(_)) => Done::Execute(Err(unavailable())),
+            Done::Execute(Ok(_) | Err(StoreError::Domain(_))) => Done::Execute(Err(unavailable())),
             Done::Location(Ok(_)) => Done::Location(Err(unavailable())),
             Done::Sku(Ok(_)) => Done::Sku(Err(unavailable())),
             Done::Marked(Ok(_)) => Done::Marked(Err(unavailable())),
@@ -668,8 +670,9 @@ fn execute(conn: &Connection, req: &CommandRequest, now: i64) -> Result<CommandO
             if fingerprint != token.fingerprint {
                 return Err(StoreError::IdempotencyKeyReused);
             }
+            let answer: RecordedAnswer = serde_json::from_str(&result)?;
             return Ok(CommandOutcome {
-                result: serde_json::from_str(&result)?,
+                result: answer.into_result()?,
                 replayed: true,
                 events: 0,
             });
@@ -680,19 +683,32 @@ fn execute(conn: &Connection, req: &CommandRequest, now: i64) -> Result<CommandO
         trace_context: req.trace_context.clone(),
         occurred_at_ms: now,
     };
-    let applied = decide_command(conn, &req.command, &meta)?;
-    write_applied(conn, &applied, now)?;
-    if let Some(token) = &req.idempotency {
+    let decided = match decide_command(conn, &req.command, &meta) {
+        Ok(applied) => Ok(applied),
+        Err(StoreError::Domain(refusal)) => Err(refusal),
+        Err(e) => return Err(e),
+    };
+    let answer = decided
+        .as_ref()
+        .map(|a| a.result.clone())
+        .map_err(Clone::clone);
+    if let Ok(applied) = &decided {
+        write_applied(conn, applied, now)?;
+    }
+    if let Some(token) = &req.idempotency
+        && let Some(recorded) = RecordedAnswer::of(&answer)
+    {
         conn.prepare_cached(
             "INSERT INTO idempotency (key, fingerprint, result, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![
             token.key.as_str(),
             token.fingerprint,
-            serde_json::to_string(&applied.result)?,
+            serde_json::to_string(&recorded)?,
             now
         ])?;
     }
+    let applied = decided?;
     Ok(CommandOutcome {
         events: applied.events.len(),
         result: applied.result,

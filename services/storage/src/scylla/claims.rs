@@ -7,6 +7,9 @@
 //!   different partition would find no applied-command row there. Every keyed command
 //!   therefore records its fingerprint in `idempotency_fingerprints` (a plain write) and
 //!   checks it first; a mismatch is refused.
+//! - **Refusals** are answers: a keyed command refused after it ran keeps its refusal in
+//!   the fingerprint row too (beside the applied-command row, where a partition decided
+//!   it), so a refusal decided before any partition was touched replays as well.
 //! - **Multi-partition commands** (a reservation spanning keys, or its settlement) run as a
 //!   saga: the key is *claimed* by LWT in `idempotency` and finished with the answer. A
 //!   retry of a finished command replays the answer; a retry of an unfinished one *resumes*
@@ -14,11 +17,11 @@
 //!   A claim whose holder is still running answers "in progress"; one whose holder failed
 //!   (it says so) or vanished (its claim is older than [`CLAIM_STALE_MS`]) is taken over.
 
-use stockflow_domain::CommandResult;
+use stockflow_domain::{DomainError, RecordedAnswer};
 
 use super::cql::{Rows, db_error};
 use super::partition::Partitions;
-use super::statements::ClaimRow;
+use super::statements::{ClaimRow, FingerprintRow};
 use crate::ports::IdempotencyToken;
 use crate::{Result, StoreError, now_ms};
 
@@ -29,23 +32,69 @@ const CLAIM_STALE_MS: i64 = 30_000;
 pub(super) enum Claim {
     /// This call owns the key, stamped with `claimed_at`.
     Owned(i64),
-    /// The command finished before: its answer.
-    Replay(CommandResult),
+    /// The command finished before: its answer (a success or a refusal).
+    Replay(RecordedAnswer),
 }
 
-/// Refuses `token` if its key was first used for another request. `Ok(true)` when the key
-/// is new: the caller then records it with [`record_fingerprint`].
-pub(super) async fn check_fingerprint(p: &Partitions, token: &IdempotencyToken) -> Result<bool> {
-    let rows = p
-        .session
-        .execute_unpaged(&p.st.get_fingerprint, (token.key.as_str(),))
-        .await
-        .map_err(|e| db_error("read idempotency fingerprint", e))?;
-    match Rows::from(rows)?.text(0, "fingerprint") {
-        Some(fp) if fp != token.fingerprint => Err(StoreError::IdempotencyKeyReused),
-        Some(_) => Ok(false),
-        None => Ok(true),
+/// What a key's fingerprint row says before a command runs.
+pub(super) enum KeyState {
+    /// Never used: the caller records it with [`record_fingerprint`].
+    New,
+    /// Used before for this same request: the command finds its own stored answer.
+    Known,
+    /// Used before for this same request, which was refused: the answer again.
+    Refused(DomainError),
+}
+
+/// Refuses `token` if its key was first used for another request; otherwise says what the
+/// key's row holds.
+pub(super) async fn check_fingerprint(
+    p: &Partitions,
+    token: &IdempotencyToken,
+) -> Result<KeyState> {
+    let rows: Vec<FingerprintRow> = p
+        .query(
+            "read idempotency fingerprint",
+            &p.st.get_fingerprint,
+            (token.key.as_str(),),
+        )
+        .await?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(KeyState::New);
+    };
+    match (row.fingerprint, row.refusal) {
+        (Some(fp), _) if fp != token.fingerprint => Err(StoreError::IdempotencyKeyReused),
+        (None, _) => Ok(KeyState::New),
+        (Some(_), Some(refusal)) => match serde_json::from_str(&refusal)? {
+            RecordedAnswer::Refused { refused } => Ok(KeyState::Refused(refused)),
+            RecordedAnswer::Accepted(_) => Ok(KeyState::Known),
+        },
+        (Some(_), None) => Ok(KeyState::Known),
     }
+}
+
+/// Keeps `refusal` as the answer of `token`'s key. A refusal is only answered once this
+/// succeeded: a retry that ran the command again might find the state changed.
+pub(super) async fn record_refusal(
+    p: &Partitions,
+    token: &IdempotencyToken,
+    refusal: &DomainError,
+) -> Result<()> {
+    let answer = RecordedAnswer::Refused {
+        refused: refusal.clone(),
+    };
+    p.session
+        .execute_unpaged(
+            &p.st.put_refusal,
+            (
+                token.key.as_str(),
+                token.fingerprint.as_str(),
+                serde_json::to_string(&answer)?,
+            ),
+        )
+        .await
+        .map_err(|e| db_error("record refusal", e))?;
+    Ok(())
 }
 
 /// Records which request `token`'s key stands for. Only detection depends on it, so it runs
@@ -112,19 +161,20 @@ pub(super) async fn claim(p: &Partitions, token: &IdempotencyToken) -> Result<Cl
     }
 }
 
-/// Records the answer of the command that owns `token` since `claimed_at`.
+/// Records the answer (success or refusal) of the command that owns `token` since
+/// `claimed_at`.
 pub(super) async fn finish(
     p: &Partitions,
     token: &IdempotencyToken,
     claimed_at: i64,
-    result: &CommandResult,
+    answer: &RecordedAnswer,
 ) -> Result<()> {
     let done = p
         .session
         .execute_unpaged(
             &p.st.finish_claim,
             (
-                serde_json::to_string(result)?,
+                serde_json::to_string(answer)?,
                 token.key.as_str(),
                 claimed_at,
             ),
@@ -138,17 +188,18 @@ pub(super) async fn finish(
     Ok(())
 }
 
-/// Gives up the claim after the command failed: a refusal frees the key for any request
-/// (nothing was written); an infrastructure failure marks it resumable at once, so the
-/// client's retry continues the command instead of waiting for the claim to go stale.
+/// Gives up the claim after the command did not finish: a malformed command (nothing
+/// ran, nothing was written) frees the key for any request; an infrastructure failure
+/// marks it resumable at once, so the client's retry continues the command instead of
+/// waiting for the claim to go stale. A refusal is an answer, kept by [`finish`].
 pub(super) async fn release(
     p: &Partitions,
     token: &IdempotencyToken,
     claimed_at: i64,
-    refused: bool,
+    malformed: bool,
 ) {
     let key = token.key.as_str();
-    let outcome = if refused {
+    let outcome = if malformed {
         p.session
             .execute_unpaged(&p.st.drop_claim, (key, claimed_at))
             .await

@@ -26,8 +26,8 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::value::CqlValue;
 use serde::{Deserialize, Serialize};
 use stockflow_domain::{
-    BusEvent, CommandResult, DomainError, Region, Reservation, ReservationId, ReservationStatus,
-    StockEvent, StockKey, StockLevel,
+    BusEvent, CommandResult, DomainError, RecordedAnswer, Region, Reservation, ReservationId,
+    ReservationStatus, StockEvent, StockKey, StockLevel,
 };
 use tokio::sync::watch;
 
@@ -53,11 +53,11 @@ pub(super) struct CmdGuard {
     pub fingerprint: String,
 }
 
-/// What an applied-command row stores.
+/// What an applied-command row stores: the command's answer, a success or a refusal.
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredAnswer {
     fingerprint: String,
-    result: CommandResult,
+    result: RecordedAnswer,
 }
 
 /// What an operation sees of its partition.
@@ -445,16 +445,16 @@ impl Partitions {
     ) -> Result<Attempt> {
         let loaded = self.load(key, ops, with_cmds).await?;
         let expected = loaded.level.as_ref().map(|l| l.version);
+        // `Err` for an unknown location: it refuses every operation.
         let mut level = match &loaded.level {
-            Some(level) => level.clone(),
+            Some(level) => Ok(level.clone()),
             None => match self.region_of(key).await {
-                Ok(region) => StockLevel::empty(key.sku.clone(), key.location.clone(), region),
-                // An unknown location refuses every operation; nothing was written.
-                Err(StoreError::Domain(e)) => {
-                    return Ok(Attempt::Done(
-                        open.iter().map(|i| (*i, Err(e.clone().into()))).collect(),
-                    ));
-                }
+                Ok(region) => Ok(StockLevel::empty(
+                    key.sku.clone(),
+                    key.location.clone(),
+                    region,
+                )),
+                Err(StoreError::Domain(e)) => Err(e),
                 Err(e) => return Err(e),
             },
         };
@@ -463,6 +463,9 @@ impl Partitions {
         let mut replays = Vec::new();
         let mut tentative = Vec::new();
         let mut changes: Vec<(usize, Change, Option<&CmdGuard>)> = Vec::new();
+        // Keyed refusals: each is kept in its applied-command row like a success, so a
+        // retry gets the same refusal even once the stock changed.
+        let mut refusals: Vec<(&CmdGuard, RecordedAnswer)> = Vec::new();
         // A command id seen earlier in this group: the same request arrived twice at once.
         // It waits for the next round, where the first one's applied-command row answers it;
         // deciding it now would apply it twice in one batch (both `IF NOT EXISTS` conditions
@@ -485,11 +488,16 @@ impl Partitions {
                 replays.push((
                     i,
                     if stored.fingerprint == cmd.fingerprint {
-                        Ok(OpOutcome {
-                            result: stored.result.clone(),
-                            events: 0,
-                            replayed: true,
-                        })
+                        stored
+                            .result
+                            .clone()
+                            .into_result()
+                            .map(|result| OpOutcome {
+                                result,
+                                events: 0,
+                                replayed: true,
+                            })
+                            .map_err(StoreError::Domain)
                     } else {
                         Err(StoreError::IdempotencyKeyReused)
                     },
@@ -497,14 +505,23 @@ impl Partitions {
                 continue;
             }
             let line_id = op.line.as_ref().map(|id| id.to_string());
-            let view = View {
-                level: &level,
-                line: line_id.as_ref().and_then(|id| lines.get(id)),
+            let decided = match &level {
+                Ok(level) => (op.decide)(&View {
+                    level,
+                    line: line_id.as_ref().and_then(|id| lines.get(id)),
+                }),
+                Err(unknown_location) => Err(unknown_location.clone()),
             };
-            let decided = (op.decide)(&view);
             keyed_tentative |= op.cmd.is_some() && !matches!(decided, Ok(Decision::Change(_)));
             match decided {
-                Err(e) => tentative.push((i, Err(StoreError::Domain(e)))),
+                Err(e) => {
+                    if let Some(cmd) = &op.cmd
+                        && let Some(answer) = RecordedAnswer::of(&Err(e.clone()))
+                    {
+                        refusals.push((cmd, answer));
+                    }
+                    tentative.push((i, Err(StoreError::Domain(e))));
+                }
                 Ok(Decision::Unchanged(result)) => tentative.push((
                     i,
                     Ok(OpOutcome {
@@ -515,13 +532,19 @@ impl Partitions {
                 )),
                 Ok(Decision::Change(change)) => {
                     let change = *change;
+                    let Ok(level) = &mut level else {
+                        return Err(StoreError::Corrupt(format!(
+                            "a change decided for {}@{}, an unknown location",
+                            key.sku, key.location
+                        )));
+                    };
                     if change.level.version != level.version + 1 {
                         return Err(StoreError::Corrupt(format!(
                             "a decision on {}@{} skipped a version",
                             key.sku, key.location
                         )));
                     }
-                    level = change.level.clone();
+                    *level = change.level.clone();
                     if let (Some(id), Some(write)) = (&line_id, &change.line) {
                         let after = match write {
                             LineWrite::Put(r) => Some(r.clone()),
@@ -548,18 +571,29 @@ impl Partitions {
                 Attempt::Done(done)
             }
         };
-        if changes.is_empty() {
-            // Nothing to write: replays are final, and refusals were decided on the stored
+        if changes.is_empty() && refusals.is_empty() {
+            // Nothing to write: replays are final, and the rest was decided on the stored
             // state.
             replays.extend(tentative);
             return Ok(finish(replays));
         }
-        self.mark(key).await?;
-        let (batch, values) = self.batch(key, &level, expected, &changes, &touched_lines)?;
+        let (batch, values) = match &level {
+            Ok(level) if !changes.is_empty() => {
+                self.mark(key).await?;
+                self.batch(key, level, expected, &changes, &touched_lines, &refusals)?
+            }
+            // Refusals only: their rows' `IF NOT EXISTS` is the whole condition. A refusal
+            // changes nothing, so it holds as of the state it was decided on, whatever
+            // other commands did since; only a concurrent run of the same command could
+            // answer differently, and its row would exist.
+            _ => self.refusal_batch(key, &refusals)?,
+        };
         match self.session.batch(&batch, values).await {
             Ok(result) => {
                 if Rows::from(result)?.applied()? {
-                    self.committed(key.sku.as_str(), key.location.as_str());
+                    if !changes.is_empty() {
+                        self.committed(key.sku.as_str(), key.location.as_str());
+                    }
                     let mut done = replays;
                     done.extend(tentative);
                     done.extend(changes.into_iter().map(|(i, change, _)| {
@@ -592,7 +626,8 @@ impl Partitions {
         })
     }
 
-    /// The conditional batch writing `changes` (level `expected` → `level`).
+    /// The conditional batch writing `changes` (level `expected` → `level`) and the
+    /// applied-command rows of the `refusals` decided beside them.
     fn batch(
         &self,
         key: &StockKey,
@@ -600,6 +635,7 @@ impl Partitions {
         expected: Option<u64>,
         changes: &[(usize, Change, Option<&CmdGuard>)],
         lines: &BTreeMap<String, Option<Reservation>>,
+        refusals: &[(&CmdGuard, RecordedAnswer)],
     ) -> Result<(Batch, Vec<Vec<Option<CqlValue>>>)> {
         let (sku, location) = (key.sku.as_str(), key.location.as_str());
         let text = |s: &str| Some(CqlValue::Text(s.to_string()));
@@ -632,19 +668,12 @@ impl Partitions {
                 bigint(now),
             ]);
             if let Some(cmd) = cmd {
-                let answer = serde_json::to_vec(&StoredAnswer {
-                    fingerprint: cmd.fingerprint.clone(),
-                    result: change.result.clone(),
-                })?;
-                batch.append_statement(self.st.insert_cmd.clone());
-                values.push(vec![
-                    text(sku),
-                    text(location),
-                    text(&cmd.id),
-                    Some(CqlValue::Blob(answer)),
-                    bigint(now),
-                ]);
+                let answer = RecordedAnswer::Accepted(change.result.clone());
+                self.append_cmd(&mut batch, &mut values, key, cmd, answer, now)?;
             }
+        }
+        for (cmd, answer) in refusals {
+            self.append_cmd(&mut batch, &mut values, key, cmd, answer.clone(), now)?;
         }
         for (id, after) in lines {
             match after {
@@ -674,6 +703,48 @@ impl Partitions {
             }
         }
         Ok((batch, values))
+    }
+}
+
+impl Partitions {
+    /// A batch of nothing but refusals' applied-command rows.
+    fn refusal_batch(
+        &self,
+        key: &StockKey,
+        refusals: &[(&CmdGuard, RecordedAnswer)],
+    ) -> Result<(Batch, Vec<Vec<Option<CqlValue>>>)> {
+        let mut batch = Batch::new(BatchType::Logged);
+        let mut values = Vec::new();
+        let now = now_ms();
+        for (cmd, answer) in refusals {
+            self.append_cmd(&mut batch, &mut values, key, cmd, answer.clone(), now)?;
+        }
+        Ok((batch, values))
+    }
+
+    /// Appends `cmd`'s applied-command row (`IF NOT EXISTS`) holding `answer`.
+    fn append_cmd(
+        &self,
+        batch: &mut Batch,
+        values: &mut Vec<Vec<Option<CqlValue>>>,
+        key: &StockKey,
+        cmd: &CmdGuard,
+        answer: RecordedAnswer,
+        now: i64,
+    ) -> Result<()> {
+        let payload = serde_json::to_vec(&StoredAnswer {
+            fingerprint: cmd.fingerprint.clone(),
+            result: answer,
+        })?;
+        batch.append_statement(self.st.insert_cmd.clone());
+        values.push(vec![
+            Some(CqlValue::Text(key.sku.to_string())),
+            Some(CqlValue::Text(key.location.to_string())),
+            Some(CqlValue::Text(cmd.id.clone())),
+            Some(CqlValue::Blob(payload)),
+            Some(CqlValue::BigInt(now)),
+        ]);
+        Ok(())
     }
 }
 

@@ -7,13 +7,17 @@ use super::cql::{Rows, db_error, valid_keyspace};
 use crate::{Result, StoreError, now_ms};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Versioned schema files, applied in order.
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../schema/cql/001_initial.cql")),
     (2, include_str!("../../schema/cql/002_reservation_rows.cql")),
     (3, include_str!("../../schema/cql/003_leases.cql")),
+    (
+        4,
+        include_str!("../../schema/cql/004_recorded_refusals.cql"),
+    ),
 ];
 
 /// How the keyspace is replicated.

@@ -8,8 +8,8 @@ use scylla::statement::prepared::PreparedStatement;
 use crate::{Result, StoreError};
 
 /// Applied-command records and final reservation lines live this long (seconds): the
-/// documented lifetime of an Idempotency-Key on this backend.
-pub(super) const RECORD_TTL: i32 = 2 * 24 * 3600;
+/// documented lifetime of an Idempotency-Key, the same on every backend.
+pub(super) const RECORD_TTL: i32 = stockflow_domain::IDEMPOTENCY_KEY_LIFETIME_SECS as i32;
 /// Partition holding a SKU's catalog data.
 pub(super) const CATALOG: &str = "~catalog";
 
@@ -50,6 +50,7 @@ pub(super) struct Statements {
     pub drop_claim: PreparedStatement,
     pub get_fingerprint: PreparedStatement,
     pub put_fingerprint: PreparedStatement,
+    pub put_refusal: PreparedStatement,
     pub all_levels: PreparedStatement,
 }
 
@@ -102,8 +103,9 @@ impl Statements {
             // Only the claim's owner finishes it, after every step of the command is done.
             finish_claim: p(format!("UPDATE {ks}.idempotency USING TTL {RECORD_TTL} SET state = 'done', result = ? WHERE key = ? IF claimed_at = ?")).await?,
             drop_claim: p(format!("DELETE FROM {ks}.idempotency WHERE key = ? IF claimed_at = ?")).await?,
-            get_fingerprint: p(format!("SELECT fingerprint FROM {ks}.idempotency_fingerprints WHERE key = ?")).await?,
+            get_fingerprint: p(format!("SELECT fingerprint, refusal FROM {ks}.idempotency_fingerprints WHERE key = ?")).await?,
             put_fingerprint: p(format!("INSERT INTO {ks}.idempotency_fingerprints (key, fingerprint) VALUES (?, ?) USING TTL {RECORD_TTL}")).await?,
+            put_refusal: p(format!("INSERT INTO {ks}.idempotency_fingerprints (key, fingerprint, refusal) VALUES (?, ?, ?) USING TTL {RECORD_TTL}")).await?,
             all_levels: p(format!("SELECT DISTINCT sku, location, region, on_hand, reserved, version FROM {sp}")).await?,
         })
     }
@@ -166,6 +168,13 @@ pub(super) struct HeaderRow {
 pub(super) struct IndexRow {
     pub sku: String,
     pub location: String,
+}
+
+/// A key's fingerprint, and its refusal if the command was refused.
+#[derive(Debug, DeserializeRow)]
+pub(super) struct FingerprintRow {
+    pub fingerprint: Option<String>,
+    pub refusal: Option<String>,
 }
 
 /// An idempotency claim (multi-partition commands).

@@ -58,6 +58,13 @@ async fn two_scylla_write_stores_apply_each_command_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_refusals_replay_under_their_key_from_any_instance() {
+    let (a, config) = backend_and_config("refusal").await;
+    let b = ScyllaBackend::open(&config).await.expect("second instance");
+    contract::write_store_refusal_replay_contract(a.write.clone(), b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_sagas_never_leave_holds_behind() {
     let b = backend("saga").await;
     contract::write_store_saga_contract(b.write.clone()).await;

@@ -19,11 +19,11 @@ use scylla::client::session::Session;
 use stockflow_domain::decide::{self, Settlement};
 use stockflow_domain::{
     BusEvent, CatalogEvent, Command, CommandResult, DomainError, EventMeta, Location, LocationId,
-    LocationKind, Region, Reservation, ReservationId, Reserve, Sku, SkuCatalog, StockKey,
-    StockLevel,
+    LocationKind, RecordedAnswer, Region, Reservation, ReservationId, Reserve, Sku, SkuCatalog,
+    StockKey, StockLevel,
 };
 
-use super::claims::{self, Claim};
+use super::claims::{self, Claim, KeyState};
 use super::coalesce::Keys;
 use super::cql::{Rows, db_error, outcome_unknown};
 use super::partition::{
@@ -247,9 +247,9 @@ impl ScyllaWriteStore {
         let p = self.p();
         let (token, claimed_at) = match &request.idempotency {
             Some(token) => match claims::claim(p, token).await? {
-                Claim::Replay(result) => {
+                Claim::Replay(answer) => {
                     return Ok(OpOutcome {
-                        result,
+                        result: answer.into_result()?,
                         events: 0,
                         replayed: true,
                     });
@@ -262,11 +262,22 @@ impl ScyllaWriteStore {
             Some(t) => format!("k:{}", t.key),
             None => format!("u:{}", uuid::Uuid::now_v7()),
         };
-        match run(owner).await {
-            Ok((result, events)) => {
-                if let Some(token) = token
-                    && let Err(e) = claims::finish(p, token, claimed_at, &result).await
-                {
+        let ran = run(owner).await;
+        let answer = match &ran {
+            Ok((result, _)) => RecordedAnswer::of(&Ok(result.clone())),
+            Err(StoreError::Domain(refusal)) => RecordedAnswer::of(&Err(refusal.clone())),
+            Err(_) => None,
+        };
+        let Some(token) = token else {
+            return ran.map(|(result, events)| OpOutcome {
+                result,
+                events,
+                replayed: false,
+            });
+        };
+        match (ran, answer) {
+            (Ok((result, events)), Some(answer)) => {
+                if let Err(e) = claims::finish(p, token, claimed_at, &answer).await {
                     // The command is done; only its record is missing. The client gets its
                     // success, and a retry (after the claim goes stale) resumes the saga,
                     // which finds it complete and answers the same.
@@ -278,12 +289,22 @@ impl ScyllaWriteStore {
                     replayed: false,
                 })
             }
-            Err(e) => {
-                if let Some(token) = token {
-                    let refused = matches!(e, StoreError::Domain(_));
-                    claims::release(p, token, claimed_at, refused).await;
+            (Err(refusal), Some(answer)) => {
+                // A refusal is only given once it is recorded: a retry that ran again might
+                // find the state changed and answer otherwise.
+                claims::finish(p, token, claimed_at, &answer).await?;
+                Err(refusal)
+            }
+            (ran, None) => {
+                let malformed = matches!(ran, Err(StoreError::Domain(_)));
+                if ran.is_err() {
+                    claims::release(p, token, claimed_at, malformed).await;
                 }
-                Err(e)
+                ran.map(|(result, events)| OpOutcome {
+                    result,
+                    events,
+                    replayed: false,
+                })
             }
         }
     }
@@ -362,7 +383,11 @@ fn merge(acc: Option<OpOutcome>, next: OpOutcome) -> OpOutcome {
 impl WriteStore for ScyllaWriteStore {
     async fn execute(&self, request: CommandRequest) -> Result<CommandOutcome> {
         let new_key = match &request.idempotency {
-            Some(token) => claims::check_fingerprint(self.p(), token).await?,
+            Some(token) => match claims::check_fingerprint(self.p(), token).await? {
+                KeyState::Refused(refusal) => return Err(refusal.into()),
+                KeyState::New => true,
+                KeyState::Known => false,
+            },
             None => false,
         };
         let meta = EventMeta {
@@ -376,10 +401,16 @@ impl WriteStore for ScyllaWriteStore {
                     claims::record_fingerprint(self.p(), token),
                     self.run(&request, &meta)
                 );
-                outcome?
+                outcome
             }
-            _ => self.run(&request, &meta).await?,
+            _ => self.run(&request, &meta).await,
         };
+        if let (Some(token), Err(StoreError::Domain(refusal))) = (&request.idempotency, &outcome)
+            && refusal.is_recorded()
+        {
+            claims::record_refusal(self.p(), token, refusal).await?;
+        }
+        let outcome = outcome?;
         Ok(CommandOutcome {
             result: outcome.result,
             replayed: outcome.replayed,
