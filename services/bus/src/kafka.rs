@@ -558,6 +558,20 @@ impl EventLog for KafkaEventLog {
         .await
     }
 
+    async fn start_offset(&self, partition: u32) -> Result<u64> {
+        let producer = self.producer.clone();
+        let topic = self.config.topic.clone();
+        let timeout = self.config.request_timeout;
+        blocking(move || {
+            let (low, _) = producer
+                .client()
+                .fetch_watermarks(&topic, partition as i32, timeout)
+                .map_err(|e| unavailable("read the partition's start offset", e))?;
+            Ok(u64::try_from(low).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn check_ready(&self) -> Result<()> {
         let producer = self.producer.clone();
         let topic = self.config.topic.clone();

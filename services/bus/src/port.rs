@@ -62,6 +62,11 @@ pub trait EventLog: Send + Sync + 'static {
     ) -> Result<Vec<LogRecord>>;
     /// The offset the next record of `partition` will get.
     async fn end_offset(&self, partition: u32) -> Result<u64>;
+    /// The first offset of `partition` still held: retention removes what is older, so a
+    /// consumer reading the whole log starts here, not at 0.
+    async fn start_offset(&self, _partition: u32) -> Result<u64> {
+        Ok(0)
+    }
     /// Succeeds when the log answers (for `/readyz`).
     async fn check_ready(&self) -> Result<()>;
 }

@@ -13,7 +13,6 @@ use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
 use stockflow_storage::embedded::{
     DataDirLock, EmbeddedBackend, SqliteEventLog, WalPolicy, checkpoint_file,
 };
-use stockflow_storage::now_ms;
 use stockflow_storage::ports::{LeaseStore, Outbox, ReadStore, WriteStore};
 use stockflow_storage::scylla::{self, Replication, ScyllaBackend, ScyllaConfig};
 use tokio::net::TcpListener;
@@ -26,6 +25,7 @@ use crate::telemetry::metrics_handle;
 use crate::workers::leases::{self, LeaseConfig, Owned};
 use crate::workers::projector::{ProjectorConfig, ProjectorHandle};
 use crate::workers::publisher::PublisherConfig;
+use crate::workers::retention::{self, Retention};
 use crate::workers::{expiry, projector, publisher};
 
 /// Where the write and read sides live.
@@ -84,6 +84,8 @@ pub enum LocalData {
         lock: Arc<DataDirLock>,
         /// The log's database file.
         path: PathBuf,
+        /// The log.
+        log: Arc<SqliteEventLog>,
     },
     /// Nothing: every store and the bus are servers (a read-only root filesystem is fine).
     Nothing,
@@ -147,10 +149,10 @@ pub async fn open_backend(config: &DevConfig) -> Result<Backend, AppError> {
                     std::fs::create_dir_all(&config.data_dir)?;
                     let lock = Arc::new(DataDirLock::acquire(&config.data_dir)?);
                     let path = config.data_dir.join("log.db");
-                    let log = SqliteEventLog::open(&path, config.partitions, config.wal)?;
+                    let log = Arc::new(SqliteEventLog::open(&path, config.partitions, config.wal)?);
                     (
-                        Some(Arc::new(log) as Arc<dyn EventLog>),
-                        LocalData::Log { lock, path },
+                        Some(log.clone() as Arc<dyn EventLog>),
+                        LocalData::Log { lock, path, log },
                     )
                 }
                 _ => (remote, LocalData::Nothing),
@@ -188,8 +190,8 @@ pub struct DevConfig {
     pub partitions: u32,
     /// Projector settings.
     pub projector: ProjectorConfig,
-    /// How long idempotency records are kept.
-    pub idempotency_ttl: Duration,
+    /// How long each growing table keeps its rows.
+    pub retention: Retention,
     /// Which background workers this process runs.
     pub workers: Workers,
     /// Bounds of the embedded databases' write-ahead logs.
@@ -242,9 +244,7 @@ impl DevConfig {
             reservation_ttl_seconds: 900,
             partitions: 8,
             projector: ProjectorConfig::default(),
-            idempotency_ttl: Duration::from_secs(u64::from(
-                stockflow_domain::IDEMPOTENCY_KEY_LIFETIME_SECS,
-            )),
+            retention: Retention::default(),
             workers: Workers::ALL,
             wal: WalPolicy::default(),
             faults: Arc::default(),
@@ -364,9 +364,30 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
     let producers = CancellationToken::new();
     let projecting = CancellationToken::new();
     let workers = config.workers;
-    let mut producer_jobs = vec![tokio::spawn(purge_idempotency(
-        backend.write.clone(),
-        config.idempotency_ttl,
+    let local_log = match &backend.local {
+        LocalData::Embedded(b) => Some(b.log.clone()),
+        LocalData::Log { log, .. } => Some(log.clone()),
+        LocalData::Nothing => None,
+    };
+    let retention_targets = retention::Targets {
+        write: backend.write.clone(),
+        read: workers.project.then(|| backend.read.clone()),
+        // Only a log this process reads from (one it publishes to and projects from).
+        log: local_log
+            .filter(|local| {
+                backend
+                    .log
+                    .as_ref()
+                    .is_some_and(|l| l.identity() == local.identity())
+            })
+            .map(|log| retention::LocalLog {
+                consumer: workers.project.then(|| projector::consumer_for(&*log)),
+                log,
+            }),
+    };
+    let mut producer_jobs = vec![tokio::spawn(retention::run(
+        retention_targets,
+        config.retention,
         producers.clone(),
     ))];
     if let (true, Some(log)) = (workers.publish, &backend.log) {
@@ -522,23 +543,6 @@ async fn fail_stop(write: Arc<dyn WriteStore>, shutdown: CancellationToken) -> O
                     tracing::error!(%why, "the write store stopped for good; shutting down so the process restarts from disk");
                     shutdown.cancel();
                     return Some(why);
-                }
-            }
-        }
-    }
-}
-
-async fn purge_idempotency(write: Arc<dyn WriteStore>, ttl: Duration, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(600));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = every.tick() => {
-                let before = now_ms() - i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-                match write.purge_idempotency(before).await {
-                    Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency records removed"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot purge idempotency records"),
                 }
             }
         }

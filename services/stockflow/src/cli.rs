@@ -101,6 +101,30 @@ pub struct CommandArgs {
     /// termination grace period, 30 s in the operator's pods).
     #[arg(long, env = "STOCKFLOW_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub shutdown_timeout_seconds: u64,
+    /// How long confirmed, released and expired reservations stay readable, in hours
+    /// (embedded store; ScyllaDB keeps them as long as an Idempotency-Key, 24 h).
+    #[arg(long, env = "STOCKFLOW_FINAL_RESERVATION_RETENTION_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=87_600))]
+    pub final_reservation_retention_hours: u64,
+    /// How long dead letters that were not replayed are kept, in days.
+    #[arg(long, env = "STOCKFLOW_DEAD_LETTER_RETENTION_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..=3_650))]
+    pub dead_letter_retention_days: u64,
+    /// How long records of the embedded event log are kept once every consumer has read
+    /// them, in hours (a replay of the projections starts at the oldest one kept).
+    #[arg(long, env = "STOCKFLOW_LOG_RETENTION_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=87_600))]
+    pub log_retention_hours: u64,
+}
+
+impl CommandArgs {
+    /// The retention these settings ask for.
+    pub fn retention(&self) -> crate::workers::retention::Retention {
+        let hours = |h: u64| std::time::Duration::from_secs(h * 3600);
+        crate::workers::retention::Retention {
+            final_reservations: hours(self.final_reservation_retention_hours),
+            dead_letters: hours(self.dead_letter_retention_days * 24),
+            log: hours(self.log_retention_hours),
+            ..Default::default()
+        }
+    }
 }
 
 /// Which bus carries the region's events, and how to reach it.

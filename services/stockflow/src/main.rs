@@ -160,6 +160,7 @@ fn main() -> ExitCode {
                 config.store = store;
                 config.bus = bus;
                 config.reservation_ttl_seconds = commands.reservation_ttl_seconds;
+                config.retention = commands.retention();
                 config.shutdown_timeout =
                     std::time::Duration::from_secs(commands.shutdown_timeout_seconds);
                 serve(listen, config).await
@@ -273,6 +274,7 @@ async fn run_role(args: RoleArgs, role: RoleKind) -> Result<()> {
     config.routes = role.routes;
     config.outbox_scan_every = Some(std::time::Duration::from_millis(args.outbox_scan_ms));
     config.reservation_ttl_seconds = args.commands.reservation_ttl_seconds;
+    config.retention = args.commands.retention();
     config.shutdown_timeout =
         std::time::Duration::from_secs(args.commands.shutdown_timeout_seconds);
     tracing::info!(role = role.name, "starting");

@@ -1000,6 +1000,31 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
         assert!(read.remove_dead_letter(l.id).await.unwrap());
     }
 
+    // Retention removes old letters in batches, oldest first, and keeps the rest.
+    for i in 0..3u64 {
+        let letter = DeadLetter {
+            id: 0,
+            consumer: "old".into(),
+            partition: 2,
+            offset: i,
+            key: "a".into(),
+            payload: format!("old {i}"),
+            error: "expected value".into(),
+            attempts: 1,
+            failed_at_ms: crate::now_ms(),
+        };
+        read.dead_letter(letter, i + 1).await.unwrap();
+    }
+    assert_eq!(read.dead_letter_count().await.unwrap(), 3);
+    let long_ago = crate::now_ms() - 60_000;
+    assert_eq!(read.purge_dead_letters(long_ago, 2).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let now = crate::now_ms();
+    assert_eq!(read.purge_dead_letters(now, 2).await.unwrap(), 2);
+    assert_eq!(read.dead_letter_count().await.unwrap(), 1);
+    assert_eq!(read.purge_dead_letters(now, 2).await.unwrap(), 1);
+    assert_eq!(read.dead_letter_count().await.unwrap(), 0);
+
     // An event that breaks the invariant is refused, not stored.
     let bad = stock_event("a", "s1", "north", 9, 1, 5);
     assert!(read.project("c", 0, &[bad], 1).await.is_err());

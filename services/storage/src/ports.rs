@@ -76,8 +76,16 @@ pub trait WriteStore: Send + Sync + 'static {
     /// Active reservations with their expiry, soonest first, at most `limit`.
     async fn active_reservation_deadlines(&self, limit: usize)
     -> Result<Vec<(ReservationId, i64)>>;
-    /// Removes idempotency records created before `before_ms` (stores with TTLs do nothing).
-    async fn purge_idempotency(&self, before_ms: i64) -> Result<usize>;
+    /// Removes at most `limit` rows of `what` older than `before_ms`, oldest first, and
+    /// returns how many: one small batch, so commands queue behind it for milliseconds
+    /// only; callers repeat while full batches come back. Stores whose rows expire by TTL
+    /// remove nothing.
+    async fn purge(&self, what: Purge, before_ms: i64, limit: usize) -> Result<usize>;
+    /// How many rows each table that retention bounds holds now, by table name. Stores
+    /// whose rows expire by TTL report nothing.
+    async fn retained(&self) -> Result<Vec<(&'static str, u64)>> {
+        Ok(Vec::new())
+    }
     /// Succeeds when the store can take commands.
     async fn check_ready(&self) -> Result<()>;
     /// Why this store has stopped for good, if it has: after a failed fsync what is on
@@ -86,6 +94,15 @@ pub trait WriteStore: Send + Sync + 'static {
     fn fatal_error(&self) -> Option<String> {
         None
     }
+}
+
+/// Rows that retention removes from a write store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purge {
+    /// Idempotency records (answers of past commands), by when they were written.
+    IdempotencyRecords,
+    /// Confirmed, released and expired reservations, by when they became final.
+    FinalReservations,
 }
 
 /// One outbox entry waiting to be published.
@@ -245,6 +262,11 @@ pub trait ReadStore: Send + Sync + 'static {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>>;
     /// Removes a dead letter (after a successful replay).
     async fn remove_dead_letter(&self, id: i64) -> Result<bool>;
+    /// Removes at most `limit` dead letters written before `before_ms`, oldest first;
+    /// returns how many.
+    async fn purge_dead_letters(&self, before_ms: i64, limit: usize) -> Result<usize>;
+    /// How many dead letters are held.
+    async fn dead_letter_count(&self) -> Result<u64>;
     /// Every location of a SKU.
     async fn stock_by_sku(&self, sku: &str) -> Result<Vec<InventoryRow>>;
     /// One location of a SKU.

@@ -8,6 +8,7 @@ pub mod expiry;
 pub mod leases;
 pub mod projector;
 pub mod publisher;
+pub mod retention;
 
 /// Why a step of a worker failed: its store or its bus. Either way the worker retries.
 #[derive(Debug, thiserror::Error)]

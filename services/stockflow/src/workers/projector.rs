@@ -164,6 +164,11 @@ async fn run_partition(
             }
         }
     };
+    if next == 0 {
+        // Never projected: start where the log starts (retention may have removed the
+        // oldest records; everything they did is in the records that follow).
+        next = first_held(&*log, partition).await;
+    }
     tracing::info!(partition, offset = next, "projecting a partition");
     let mut generation = *replay.borrow_and_update();
     let mut gap_since: Option<Instant> = None;
@@ -176,8 +181,8 @@ async fn run_partition(
         let requested = *replay.borrow();
         if requested != generation {
             generation = requested;
-            tracing::info!(partition, "replaying the log from offset 0");
-            next = 0;
+            next = first_held(&*log, partition).await;
+            tracing::info!(partition, offset = next, "replaying the log from its start");
         }
         // Once draining, stop waiting for records that will not come.
         let wait = if shutdown.is_cancelled() {
@@ -284,6 +289,18 @@ fn contiguous(records: Vec<LogRecord>, next: u64) -> (Vec<LogRecord>, bool) {
         out.push(record);
     }
     (out, gap)
+}
+
+/// The first offset `log` still holds in `partition` (0 if the log cannot say now: a
+/// fetch from there finds the first record, or reports the gap).
+async fn first_held(log: &dyn EventLog, partition: u32) -> u64 {
+    match log.start_offset(partition).await {
+        Ok(offset) => offset,
+        Err(e) => {
+            tracing::warn!(partition, error = %e, "cannot read the log's start offset; reading from 0");
+            0
+        }
+    }
 }
 
 /// Fetches from `next` (waiting up to `wait` for a record) and projects what continues

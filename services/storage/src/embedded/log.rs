@@ -181,6 +181,59 @@ impl SqliteEventLog {
         })
     }
 
+    /// Removes the records of `partition` below `below` (the lowest offset any consumer
+    /// still needs) that were appended before `before_ms`, at most `limit` of them, oldest
+    /// first; returns how many. Only a prefix is ever removed, so offsets stay contiguous
+    /// from [`EventLog::start_offset`]; a partition's last record is always kept.
+    pub fn purge(&self, partition: u32, below: u64, before_ms: i64, limit: usize) -> Result<usize> {
+        let guard = self.appender.lock().map_err(poisoned)?;
+        // The last record of a partition stays: the next offset is recovered from it at
+        // start-up, and must never go back.
+        let Some(last) = guard
+            .next
+            .get(partition as usize)
+            .and_then(|next| next.checked_sub(1))
+        else {
+            return Ok(0);
+        };
+        let below = below.min(last);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The last offset of the prefix that is both consumed and old enough.
+        let upto: Option<i64> = guard.conn.query_row(
+            "SELECT MAX(offset) FROM (
+                 SELECT offset FROM records WHERE partition = ?1 AND offset < ?2
+                 ORDER BY offset LIMIT ?3
+             ) AS prefix
+             WHERE offset <= COALESCE((
+                 SELECT MIN(offset) - 1 FROM records
+                 WHERE partition = ?1 AND offset < ?2 AND timestamp_ms >= ?4
+             ), ?2)",
+            params![partition, to_sql_u64(below), limit, before_ms],
+            |r| r.get(0),
+        )?;
+        let Some(upto) = upto else { return Ok(0) };
+        // Through the appender's connection: one writer for the whole file.
+        let removed = blocking(|| {
+            guard.conn.execute(
+                "DELETE FROM records WHERE partition = ?1 AND offset <= ?2",
+                params![partition, upto],
+            )
+        })?;
+        self.wal.after_commit(&guard.conn);
+        Ok(removed)
+    }
+
+    /// How many records the log holds (a metric of what retention keeps).
+    pub fn record_count(&self) -> Result<u64> {
+        self.readers.with(|conn| {
+            Ok(from_sql_u64(conn.query_row(
+                "SELECT COUNT(*) FROM records",
+                [],
+                |r| r.get(0),
+            )?))
+        })
+    }
+
     /// Ticks after appends (tests wait on it).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.tick.subscribe()
@@ -246,6 +299,21 @@ impl EventLog for SqliteEventLog {
             .get(partition as usize)
             .copied()
             .ok_or_else(|| BusError::Refused(format!("no partition {partition}")))
+    }
+
+    async fn start_offset(&self, partition: u32) -> stockflow_bus::Result<u64> {
+        let end = self.end_offset(partition).await?;
+        let first: Option<i64> = self
+            .readers
+            .with(|conn| {
+                Ok(conn.query_row(
+                    "SELECT MIN(offset) FROM records WHERE partition = ?1",
+                    [partition],
+                    |r| r.get(0),
+                )?)
+            })
+            .map_err(storage)?;
+        Ok(first.map_or(end, from_sql_u64))
     }
 
     async fn check_ready(&self) -> stockflow_bus::Result<()> {

@@ -346,6 +346,27 @@ impl ReadStore for SqliteReadStore {
         self.write(|tx| Ok(tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])? == 1))
     }
 
+    async fn purge_dead_letters(&self, before_ms: i64, limit: usize) -> Result<usize> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM dead_letters WHERE id IN (
+                     SELECT id FROM dead_letters WHERE failed_at_ms < ?1 ORDER BY id LIMIT ?2)",
+                rusqlite::params![before_ms, limit],
+            )?)
+        })
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64> {
+        self.readers.with(|conn| {
+            Ok(super::sqlite::from_sql_u64(conn.query_row(
+                "SELECT COUNT(*) FROM dead_letters",
+                [],
+                |r| r.get(0),
+            )?))
+        })
+    }
+
     async fn stock_by_sku(&self, sku: &str) -> Result<Vec<InventoryRow>> {
         self.readers.with(|conn| {
             let mut stmt = conn.prepare_cached(&format!(

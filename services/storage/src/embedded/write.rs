@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::sqlite::{Durability, ReaderPool, from_sql_u64, open_writer, to_sql_u64};
 use super::wal::{self, WalKeeper, WalPolicy};
-use crate::ports::{CommandOutcome, CommandRequest, Outbox, OutboxEntry, WriteStore};
+use crate::ports::{CommandOutcome, CommandRequest, Outbox, OutboxEntry, Purge, WriteStore};
 use crate::{Result, StoreError, now_ms};
 
 /// Most jobs committed by one transaction.
@@ -77,6 +77,8 @@ CREATE TABLE IF NOT EXISTS reservations (
 );
 CREATE INDEX IF NOT EXISTS reservations_active_by_expiry
     ON reservations (expires_at_ms) WHERE status = 'active';
+CREATE INDEX IF NOT EXISTS reservations_final_by_age
+    ON reservations (updated_at_ms) WHERE status != 'active';
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL,
@@ -99,7 +101,7 @@ enum Job {
     PutLocation(Location, Reply<Location>),
     PutSku(Sku, String, BTreeMap<String, String>, Reply<SkuCatalog>),
     MarkPublished(Vec<i64>, Reply<()>),
-    PurgeIdempotency(i64, Reply<usize>),
+    Purge(Purge, i64, usize, Reply<usize>),
 }
 
 /// The embedded write store. Cheap to share behind an `Arc`.
@@ -303,8 +305,24 @@ impl WriteStore for SqliteWriteStore {
         })
     }
 
-    async fn purge_idempotency(&self, before_ms: i64) -> Result<usize> {
-        self.submit(|tx| Job::PurgeIdempotency(before_ms, tx)).await
+    async fn purge(&self, what: Purge, before_ms: i64, limit: usize) -> Result<usize> {
+        self.submit(|tx| Job::Purge(what, before_ms, limit, tx))
+            .await
+    }
+
+    async fn retained(&self) -> Result<Vec<(&'static str, u64)>> {
+        self.readers.with(|conn| {
+            let count = |sql: &str| -> Result<u64> {
+                Ok(from_sql_u64(conn.query_row(sql, [], |r| r.get(0))?))
+            };
+            Ok(vec![
+                ("idempotency", count("SELECT COUNT(*) FROM idempotency")?),
+                (
+                    "final_reservations",
+                    count("SELECT COUNT(*) FROM reservations WHERE status != 'active'")?,
+                ),
+            ])
+        })
     }
 
     fn fatal_error(&self) -> Option<String> {
@@ -512,12 +530,12 @@ impl Pending {
             (Job::PutLocation(_, tx), Done::Location(r)) => tx.send(r).map_err(drop),
             (Job::PutSku(_, _, _, tx), Done::Sku(r)) => tx.send(r).map_err(drop),
             (Job::MarkPublished(_, tx), Done::Marked(r)) => tx.send(r).map_err(drop),
-            (Job::PurgeIdempotency(_, tx), Done::Purged(r)) => tx.send(r).map_err(drop),
+            (Job::Purge(.., tx), Done::Purged(r)) => tx.send(r).map_err(drop),
             (Job::Execute(_, tx), _) => tx.send(Err(mismatch())).map_err(drop),
             (Job::PutLocation(_, tx), _) => tx.send(Err(mismatch())).map_err(drop),
             (Job::PutSku(_, _, _, tx), _) => tx.send(Err(mismatch())).map_err(drop),
             (Job::MarkPublished(_, tx), _) => tx.send(Err(mismatch())).map_err(drop),
-            (Job::PurgeIdempotency(_, tx), _) => tx.send(Err(mismatch())).map_err(drop),
+            (Job::Purge(.., tx), _) => tx.send(Err(mismatch())).map_err(drop),
         };
     }
 }
@@ -535,10 +553,7 @@ fn run_job(conn: &Connection, job: &Job, now: i64) -> Done {
             now,
         )),
         Job::MarkPublished(ids, _) => Done::Marked(mark_published(conn, ids)),
-        Job::PurgeIdempotency(before, _) => Done::Purged(
-            conn.execute("DELETE FROM idempotency WHERE created_at_ms < ?1", [before])
-                .map_err(StoreError::from),
-        ),
+        Job::Purge(what, before, limit, _) => Done::Purged(purge(conn, *what, *before, *limit)),
     }
 }
 
@@ -655,9 +670,27 @@ fn refuse(job: Job, msg: &str) -> Pending {
         Job::PutLocation(..) => Done::Location(Err(err())),
         Job::PutSku(..) => Done::Sku(Err(err())),
         Job::MarkPublished(..) => Done::Marked(Err(err())),
-        Job::PurgeIdempotency(..) => Done::Purged(Err(err())),
+        Job::Purge(..) => Done::Purged(Err(err())),
     };
     Pending { job, done }
+}
+
+/// One batch of retention: the oldest rows first, through the indexes by age.
+fn purge(conn: &Connection, what: Purge, before: i64, limit: usize) -> Result<usize> {
+    let sql = match what {
+        Purge::IdempotencyRecords => {
+            "DELETE FROM idempotency WHERE key IN (
+                 SELECT key FROM idempotency WHERE created_at_ms < ?1
+                 ORDER BY created_at_ms LIMIT ?2)"
+        }
+        Purge::FinalReservations => {
+            "DELETE FROM reservations WHERE id IN (
+                 SELECT id FROM reservations WHERE status != 'active' AND updated_at_ms < ?1
+                 ORDER BY updated_at_ms LIMIT ?2)"
+        }
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    Ok(conn.prepare_cached(sql)?.execute(params![before, limit])?)
 }
 
 fn execute(conn: &Connection, req: &CommandRequest, now: i64) -> Result<CommandOutcome> {

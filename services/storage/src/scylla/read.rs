@@ -38,6 +38,9 @@ struct Statements {
     insert_letter: PreparedStatement,
     letters: PreparedStatement,
     delete_letter: PreparedStatement,
+    letters_before: PreparedStatement,
+    delete_letters_through: PreparedStatement,
+    count_letters: PreparedStatement,
     stock_by_sku: PreparedStatement,
     stock_at: PreparedStatement,
     regions: PreparedStatement,
@@ -107,6 +110,9 @@ impl ScyllaReadStore {
             insert_letter: p(format!("INSERT INTO {ks}.dead_letters (bucket, id, consumer, partition, record_offset, key, payload, error, attempts, failed_at) VALUES (0, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
             letters: p(format!("SELECT id, consumer, partition, record_offset, key, payload, error, attempts, failed_at FROM {ks}.dead_letters WHERE bucket = 0 LIMIT ?")).await?,
             delete_letter: p(format!("DELETE FROM {ks}.dead_letters WHERE bucket = 0 AND id = ? IF EXISTS")).await?,
+            letters_before: p(format!("SELECT id FROM {ks}.dead_letters WHERE bucket = 0 AND id < ? LIMIT ?")).await?,
+            delete_letters_through: p(format!("DELETE FROM {ks}.dead_letters WHERE bucket = 0 AND id <= ?")).await?,
+            count_letters: p(format!("SELECT COUNT(*) AS n FROM {ks}.dead_letters WHERE bucket = 0")).await?,
             stock_by_sku: p(format!("SELECT sku, location, region, on_hand, reserved, version, as_of FROM {ks}.inventory_by_sku_location WHERE sku = ?")).await?,
             stock_at: p(format!("SELECT sku, location, region, on_hand, reserved, version, as_of FROM {ks}.inventory_by_sku_location WHERE sku = ? AND location = ?")).await?,
             regions: p(format!("SELECT region FROM {ks}.regions_by_sku WHERE sku = ?")).await?,
@@ -385,6 +391,34 @@ impl ReadStore for ScyllaReadStore {
             .await
             .map_err(|e| db_error("remove dead letter", e))?;
         Rows::from(result)?.applied()
+    }
+
+    async fn purge_dead_letters(&self, before_ms: i64, limit: usize) -> Result<usize> {
+        // Ids are time-ordered (milliseconds in the high bits): the old letters are one
+        // range of the partition, removed by one range tombstone.
+        let first_kept = before_ms.saturating_mul(1 << 20);
+        let rows = self
+            .rows(
+                "find old dead letters",
+                &self.st.letters_before,
+                (first_kept, i32::try_from(limit).unwrap_or(i32::MAX)),
+            )
+            .await?;
+        let Some(last) = (0..rows.len()).filter_map(|r| rows.bigint(r, "id")).max() else {
+            return Ok(0);
+        };
+        self.session
+            .execute_unpaged(&self.st.delete_letters_through, (last,))
+            .await
+            .map_err(|e| db_error("purge dead letters", e))?;
+        Ok(rows.len())
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64> {
+        let rows = self
+            .rows("count dead letters", &self.st.count_letters, ())
+            .await?;
+        Ok(u64::try_from(rows.bigint(0, "n").unwrap_or(0)).unwrap_or(0))
     }
 
     async fn stock_by_sku(&self, sku: &str) -> Result<Vec<InventoryRow>> {

@@ -32,7 +32,7 @@ use super::partition::{
 };
 use super::saga::{self, minute_of};
 use super::statements::{CATALOG, Statements};
-use crate::ports::{CommandOutcome, CommandRequest, WriteStore};
+use crate::ports::{CommandOutcome, CommandRequest, Purge, WriteStore};
 use crate::{Result, StoreError, now_ms};
 
 /// Attempts of one catalog update before giving up with a retryable error.
@@ -626,8 +626,9 @@ impl WriteStore for ScyllaWriteStore {
         Ok(out)
     }
 
-    async fn purge_idempotency(&self, _before_ms: i64) -> Result<usize> {
-        // Records carry a TTL; the database removes them.
+    async fn purge(&self, _what: Purge, _before_ms: i64, _limit: usize) -> Result<usize> {
+        // Idempotency records and final reservations carry a TTL; the database removes
+        // them.
         Ok(0)
     }
 
