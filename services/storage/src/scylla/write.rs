@@ -291,8 +291,13 @@ impl ScyllaWriteStore {
             }
             (Err(refusal), Some(answer)) => {
                 // A refusal is only given once it is recorded: a retry that ran again might
-                // find the state changed and answer otherwise.
-                claims::finish(p, token, claimed_at, &answer).await?;
+                // find the state changed and answer otherwise. Unrecorded, the claim is
+                // handed back at once, so the retry runs the command instead of waiting for
+                // the claim to go stale.
+                if let Err(e) = claims::finish(p, token, claimed_at, &answer).await {
+                    claims::release(p, token, claimed_at, false).await;
+                    return Err(e);
+                }
                 Err(refusal)
             }
             (ran, None) => {
