@@ -360,6 +360,25 @@ pub struct KafkaEventLog {
 }
 
 impl KafkaEventLog {
+    /// The partition's low and high watermarks: its first offset held and the offset its
+    /// next record will get.
+    async fn watermarks(&self, partition: u32) -> Result<(u64, u64)> {
+        let producer = self.producer.clone();
+        let topic = self.config.topic.clone();
+        let timeout = self.config.request_timeout;
+        blocking(move || {
+            let (low, high) = producer
+                .client()
+                .fetch_watermarks(&topic, partition as i32, timeout)
+                .map_err(|e| unavailable("read the partition's watermarks", e))?;
+            Ok((
+                u64::try_from(low).unwrap_or(0),
+                u64::try_from(high).unwrap_or(0),
+            ))
+        })
+        .await
+    }
+
     /// Checks (or creates) the topic and starts the producer.
     pub async fn connect(config: KafkaConfig) -> Result<Self> {
         if config.brokers.is_empty() {
@@ -545,31 +564,11 @@ impl EventLog for KafkaEventLog {
     }
 
     async fn end_offset(&self, partition: u32) -> Result<u64> {
-        let producer = self.producer.clone();
-        let topic = self.config.topic.clone();
-        let timeout = self.config.request_timeout;
-        blocking(move || {
-            let (_, high) = producer
-                .client()
-                .fetch_watermarks(&topic, partition as i32, timeout)
-                .map_err(|e| unavailable("read the partition's end offset", e))?;
-            Ok(u64::try_from(high).unwrap_or(0))
-        })
-        .await
+        Ok(self.watermarks(partition).await?.1)
     }
 
     async fn start_offset(&self, partition: u32) -> Result<u64> {
-        let producer = self.producer.clone();
-        let topic = self.config.topic.clone();
-        let timeout = self.config.request_timeout;
-        blocking(move || {
-            let (low, _) = producer
-                .client()
-                .fetch_watermarks(&topic, partition as i32, timeout)
-                .map_err(|e| unavailable("read the partition's start offset", e))?;
-            Ok(u64::try_from(low).unwrap_or(0))
-        })
-        .await
+        Ok(self.watermarks(partition).await?.0)
     }
 
     async fn check_ready(&self) -> Result<()> {

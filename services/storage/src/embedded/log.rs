@@ -17,7 +17,7 @@ use stockflow_domain::partition_for_key;
 use tokio::sync::watch;
 
 use super::sqlite::{
-    Durability, ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64,
+    Durability, ReaderPool, blocking, count_rows, from_sql_u64, open_writer, poisoned, to_sql_u64,
 };
 use super::wal::{self, WalKeeper, WalPolicy};
 use crate::{Result, StoreError, now_ms};
@@ -198,9 +198,12 @@ impl SqliteEventLog {
         };
         let below = below.min(last);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // The last offset of the prefix that is both consumed and old enough.
-        let upto: Option<i64> = guard.conn.query_row(
-            "SELECT MAX(offset) FROM (
+        // Through the appender's connection, off the async workers: one writer for the
+        // whole file.
+        let removed = blocking(|| -> Result<usize> {
+            // The last offset of the prefix that is both consumed and old enough.
+            let upto: Option<i64> = guard.conn.query_row(
+                "SELECT MAX(offset) FROM (
                  SELECT offset FROM records WHERE partition = ?1 AND offset < ?2
                  ORDER BY offset LIMIT ?3
              ) AS prefix
@@ -208,16 +211,14 @@ impl SqliteEventLog {
                  SELECT MIN(offset) - 1 FROM records
                  WHERE partition = ?1 AND offset < ?2 AND timestamp_ms >= ?4
              ), ?2)",
-            params![partition, to_sql_u64(below), limit, before_ms],
-            |r| r.get(0),
-        )?;
-        let Some(upto) = upto else { return Ok(0) };
-        // Through the appender's connection: one writer for the whole file.
-        let removed = blocking(|| {
-            guard.conn.execute(
+                params![partition, to_sql_u64(below), limit, before_ms],
+                |r| r.get(0),
+            )?;
+            let Some(upto) = upto else { return Ok(0) };
+            Ok(guard.conn.execute(
                 "DELETE FROM records WHERE partition = ?1 AND offset <= ?2",
                 params![partition, upto],
-            )
+            )?)
         })?;
         self.wal.after_commit(&guard.conn);
         Ok(removed)
@@ -225,12 +226,10 @@ impl SqliteEventLog {
 
     /// How many records the log holds (a metric of what retention keeps).
     pub fn record_count(&self) -> Result<u64> {
-        self.readers.with(|conn| {
-            Ok(from_sql_u64(conn.query_row(
-                "SELECT COUNT(*) FROM records",
-                [],
-                |r| r.get(0),
-            )?))
+        // Counting a long log takes milliseconds: off the async workers.
+        blocking(|| {
+            self.readers
+                .with(|conn| count_rows(conn, "SELECT COUNT(*) FROM records"))
         })
     }
 

@@ -358,13 +358,8 @@ impl ReadStore for SqliteReadStore {
     }
 
     async fn dead_letter_count(&self) -> Result<u64> {
-        self.readers.with(|conn| {
-            Ok(super::sqlite::from_sql_u64(conn.query_row(
-                "SELECT COUNT(*) FROM dead_letters",
-                [],
-                |r| r.get(0),
-            )?))
-        })
+        self.readers
+            .with(|conn| super::sqlite::count_rows(conn, "SELECT COUNT(*) FROM dead_letters"))
     }
 
     async fn stock_by_sku(&self, sku: &str) -> Result<Vec<InventoryRow>> {

@@ -98,6 +98,12 @@ pub(crate) fn from_sql_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
+/// The number `sql` (a `SELECT COUNT(*) ...`) counts.
+pub(crate) fn count_rows(conn: &Connection, sql: &str) -> Result<u64> {
+    let n: i64 = conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
+    Ok(from_sql_u64(n))
+}
+
 /// Runs blocking work (an fsyncing commit) without stalling other tasks on this worker:
 /// `block_in_place` on the multi-threaded runtime, inline elsewhere (single-threaded test
 /// runtimes, where there is nobody to stall).

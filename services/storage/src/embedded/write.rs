@@ -32,7 +32,9 @@ use stockflow_domain::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::sqlite::{Durability, ReaderPool, from_sql_u64, open_writer, to_sql_u64};
+use super::sqlite::{
+    Durability, ReaderPool, blocking, count_rows, from_sql_u64, open_writer, to_sql_u64,
+};
 use super::wal::{self, WalKeeper, WalPolicy};
 use crate::ports::{CommandOutcome, CommandRequest, Outbox, OutboxEntry, Purge, WriteStore};
 use crate::{Result, StoreError, now_ms};
@@ -311,17 +313,23 @@ impl WriteStore for SqliteWriteStore {
     }
 
     async fn retained(&self) -> Result<Vec<(&'static str, u64)>> {
-        self.readers.with(|conn| {
-            let count = |sql: &str| -> Result<u64> {
-                Ok(from_sql_u64(conn.query_row(sql, [], |r| r.get(0))?))
-            };
-            Ok(vec![
-                ("idempotency", count("SELECT COUNT(*) FROM idempotency")?),
-                (
-                    "final_reservations",
-                    count("SELECT COUNT(*) FROM reservations WHERE status != 'active'")?,
-                ),
-            ])
+        // Counting a million rows takes milliseconds: off the async workers.
+        blocking(|| {
+            self.readers.with(|conn| {
+                Ok(vec![
+                    (
+                        "idempotency",
+                        count_rows(conn, "SELECT COUNT(*) FROM idempotency")?,
+                    ),
+                    (
+                        "final_reservations",
+                        count_rows(
+                            conn,
+                            "SELECT COUNT(*) FROM reservations WHERE status != 'active'",
+                        )?,
+                    ),
+                ])
+            })
         })
     }
 
@@ -376,10 +384,8 @@ impl Outbox for SqliteWriteStore {
     }
 
     async fn backlog(&self) -> Result<u64> {
-        self.readers.with(|conn| {
-            let n: i64 = conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
-            Ok(from_sql_u64(n))
-        })
+        self.readers
+            .with(|conn| count_rows(conn, "SELECT COUNT(*) FROM outbox"))
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
