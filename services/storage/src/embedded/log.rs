@@ -122,7 +122,9 @@ impl SqliteEventLog {
         let Appender { conn, next } = &mut *guard;
         let mut assigned = Vec::with_capacity(records.len());
         let mut advanced = next.clone();
-        let tx = conn.transaction()?;
+        // Immediate, like every writer here: the write lock is taken (and waited for) at
+        // the start, never upgraded from a read.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO records (partition, offset, key, value, timestamp_ms) VALUES (?1, ?2, ?3, ?4, ?5)",

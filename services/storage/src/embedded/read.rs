@@ -112,7 +112,11 @@ impl SqliteReadStore {
     fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
         blocking(|| {
             let mut conn = self.writer.lock().map_err(poisoned)?;
-            let tx = conn.transaction()?;
+            // Immediate: a deferred transaction that reads before it writes cannot wait
+            // for a checkpoint holding the write lock (SQLite answers SQLITE_BUSY at once,
+            // bypassing the busy timeout, to break the deadlock); taking the lock first lets
+            // it wait like any writer.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
             self.wal.after_commit(&conn);
