@@ -37,6 +37,10 @@ bench connections="64" duration="20" skus="1000":
 bench-wal duration="600" connections="64" skus="1000":
     ./scripts/bench-wal.sh {{duration}} {{connections}} {{skus}}
 
+# Expiry at scale: a 1 s TTL burst, then a backlog overdue at once after a restart.
+bench-expiry reservations="100000" connections="64" skus="100":
+    ./scripts/bench-expiry.sh {{reservations}} {{connections}} {{skus}}
+
 # Print the OpenAPI document of a running platform
 openapi addr="127.0.0.1:8080":
     curl -s http://{{addr}}/openapi.json

@@ -319,7 +319,7 @@ impl Running {
 pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, AppError> {
     let backend = open_backend(&config).await?;
     let addr = listener.local_addr()?;
-    let (expiry_handle, expiry_rx) = expiry::channel();
+    let expiry_handle = expiry::ExpiryHandle::default();
     let projector_handle = ProjectorHandle::default();
     let draining = Arc::new(AtomicBool::new(false));
     let in_flight = Arc::new(InFlight::default());
@@ -404,7 +404,6 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         producer_jobs.push(tokio::spawn(expiry::run(
             backend.write.clone(),
             expiry_handle.clone(),
-            expiry_rx,
             producers.clone(),
         )));
     }

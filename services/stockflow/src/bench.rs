@@ -6,6 +6,8 @@
 //!   lag (command acknowledged → its version visible in the query API), sampled on a
 //!   separate connection.
 //! - `query`: each connection loops `GET /v1/stock/{sku}/{location}`.
+//! - `expiry`: a burst of `--reservations` 1-second reservations; reports how long until
+//!   all have expired, on the write side and in the query API (see [`expiry`]).
 //!
 //! Every connection is one keep-alive HTTP/1.1 connection driven by hyper directly, so the
 //! generator spends as little CPU as possible on the machine it shares with the server.
@@ -24,6 +26,8 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
+mod expiry;
+
 /// Arguments of `stockflow bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -39,6 +43,20 @@ pub struct BenchArgs {
     /// Distinct SKUs to spread load over (1 = a single hot SKU).
     #[arg(long, default_value_t = 1000)]
     pub skus: usize,
+    /// Reservations the `expiry` workload makes.
+    #[arg(long, default_value_t = 100_000)]
+    pub reservations: usize,
+    /// TTL of the `expiry` workload's reservations, in seconds.
+    #[arg(long, default_value_t = 1)]
+    pub ttl_seconds: u64,
+    /// Which part of the `expiry` workload to run: `make` only makes the reservations,
+    /// `wait` only waits for `--reservations` expiries counted by a freshly started server
+    /// (to measure a backlog that is all overdue at once, after a restart).
+    #[arg(long, value_enum, default_value = "both")]
+    pub expiry_phase: expiry::Phase,
+    /// Reuse the SKUs of an earlier run (its id is printed at start).
+    #[arg(long)]
+    pub run_id: Option<String>,
     /// Which workload(s) to run.
     #[arg(long, value_enum, default_value = "all")]
     pub workload: Workload,
@@ -53,6 +71,8 @@ pub enum Workload {
     Query,
     /// Reserve, then query.
     All,
+    /// A burst of 1-second reservations, all expiring (not part of `all`).
+    Expiry,
 }
 
 /// Why a bench run failed.
@@ -135,11 +155,15 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 
 /// Runs the selected workloads and prints a report.
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
-    let run_id = uuid::Uuid::now_v7().simple().to_string();
-    let run_id = &run_id[run_id.len() - 10..];
+    let fresh = uuid::Uuid::now_v7().simple().to_string();
+    let run_id = match &args.run_id {
+        Some(id) => id.as_str(),
+        None => &fresh[fresh.len() - 10..],
+    };
+    // Stocking is keyed by the run id, so a reused run replays it.
     setup(&args, run_id).await.map_err(BenchError::Setup)?;
     println!(
-        "stockflow bench: target {} · {} connections · {} s per workload · {} SKU(s)",
+        "stockflow bench: target {} · {} connections · {} s per workload · {} SKU(s) · run {run_id}",
         args.target, args.connections, args.duration, args.skus
     );
     if matches!(args.workload, Workload::Reserve | Workload::All) {
@@ -149,6 +173,11 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     }
     if matches!(args.workload, Workload::Query | Workload::All) {
         query_workload(&args, run_id)
+            .await
+            .map_err(BenchError::Setup)?;
+    }
+    if args.workload == Workload::Expiry {
+        expiry::expiry_workload(&args, run_id)
             .await
             .map_err(BenchError::Setup)?;
     }

@@ -12,6 +12,9 @@ use stockflow_domain::{
     ReservationId, ReservationStatus, Reserve, ReserveLine, Sku, StockEvent, StockKey, StockLevel,
 };
 
+mod expiry;
+pub(crate) use expiry::write_store_expiry_contract;
+
 use crate::StoreError;
 use crate::ports::{
     CommandRequest, DeadLetter, IdempotencyToken, Outbox, ReadStore, SearchQuery, WriteStore,
@@ -25,7 +28,7 @@ fn loc(s: &str) -> LocationId {
     LocationId::parse(s).expect("valid location")
 }
 
-fn key(s: &str, l: &str) -> StockKey {
+pub(crate) fn key(s: &str, l: &str) -> StockKey {
     StockKey::new(sku(s), loc(l))
 }
 
@@ -65,7 +68,7 @@ pub(crate) fn reserve(id: &str, lines: &[(&str, &str, i64)], ttl: u64) -> Comman
     )
 }
 
-fn plain(command: Command) -> CommandRequest {
+pub(crate) fn plain(command: Command) -> CommandRequest {
     CommandRequest {
         command,
         idempotency: None,
@@ -105,7 +108,7 @@ fn level_of(result: CommandResult) -> StockLevel {
     }
 }
 
-async fn stock_events<S: Outbox + ?Sized>(store: &S) -> Vec<StockEvent> {
+pub(crate) async fn stock_events<S: Outbox + ?Sized>(store: &S) -> Vec<StockEvent> {
     store
         .pending(10_000)
         .await
@@ -343,8 +346,12 @@ pub(crate) async fn write_store_contract<S: WriteStore + Outbox>(store: Arc<S>) 
         (reservation_of(early.result).status, early.events),
         (ReservationStatus::Active, 0)
     );
-    let deadlines = store.active_reservation_deadlines(10).await.unwrap();
-    assert_eq!(deadlines, vec![(r3.id.clone(), r3.expires_at_ms)]);
+    // Not due yet: a round expires nothing and names its deadline as the next.
+    let round = store.expire_due(crate::now_ms(), 10).await.unwrap();
+    assert_eq!(
+        (round.expired, round.failed, round.next_deadline_ms),
+        (0, 0, Some(r3.expires_at_ms))
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let expired = store
         .execute(plain(Command::Expire { id: r3.id.clone() }))
@@ -371,12 +378,15 @@ pub(crate) async fn write_store_contract<S: WriteStore + Outbox>(store: Arc<S>) 
         .rfind(|e| e.sku.as_str() == "a" && e.location.as_str() == "s1")
         .unwrap();
     assert_eq!(last.kind, EventKind::ReservationExpired);
-    assert!(
-        store
-            .active_reservation_deadlines(10)
-            .await
-            .unwrap()
-            .is_empty()
+    let round = store.expire_due(crate::now_ms(), 10).await.unwrap();
+    assert_eq!(
+        (
+            round.expired,
+            round.failed,
+            round.next_deadline_ms,
+            round.full
+        ),
+        (0, 0, None, false)
     );
 
     // A location's region is fixed once it exists, with or without stock there; its name

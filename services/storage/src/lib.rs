@@ -8,12 +8,14 @@
 //!   `stockflow dev` and on laptops, including the embedded event log (an adapter of
 //!   `stockflow_bus::EventLog`).
 //! - [`scylla`]: the adapters over ScyllaDB (or Cassandra).
+//! - `expiry`: expiry rounds, shared by the write stores.
 //! - [`error`]: the crate's one error enum.
 //! - `contract` (tests only): the behaviour every adapter of a port must show; each adapter's
 //!   tests run it.
 
 pub mod embedded;
 pub mod error;
+mod expiry;
 pub mod ports;
 pub mod scylla;
 

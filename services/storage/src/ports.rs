@@ -73,9 +73,12 @@ pub trait WriteStore: Send + Sync + 'static {
     async fn stock_level(&self, key: &StockKey) -> Result<Option<StockLevel>>;
     /// Every stock level (used by tests and consistency checks; not on a hot path).
     async fn all_stock_levels(&self) -> Result<Vec<StockLevel>>;
-    /// Active reservations with their expiry, soonest first, at most `limit`.
-    async fn active_reservation_deadlines(&self, limit: usize)
-    -> Result<Vec<(ReservationId, i64)>>;
+    /// One round of expiry: expires active reservations whose deadline has passed by
+    /// `now_ms`, at most `limit` of them (soonest first, through the domain's decision for
+    /// `Command::Expire`), and tells when the next deadline falls. Only `limit` deadlines
+    /// are ever held in memory; callers repeat while [`ExpiryRound::full`] and otherwise
+    /// sleep until [`ExpiryRound::next_deadline_ms`].
+    async fn expire_due(&self, now_ms: i64, limit: usize) -> Result<ExpiryRound>;
     /// Removes at most `limit` rows of `what` older than `before_ms`, oldest first, and
     /// returns how many: one small batch, so commands queue behind it for milliseconds
     /// only; callers repeat while full batches come back. Stores whose rows expire by TTL
@@ -93,6 +96,32 @@ pub trait WriteStore: Send + Sync + 'static {
     /// without local files never stop this way.
     fn fatal_error(&self) -> Option<String> {
         None
+    }
+}
+
+/// What one [`WriteStore::expire_due`] round did.
+#[derive(Debug, Default)]
+pub struct ExpiryRound {
+    /// Reservations this round expired. (A multi-line reservation that two replicas
+    /// expire at once is finished by both, each settling some lines, and counted by each.)
+    pub expired: usize,
+    /// Due entries whose reservation was already settled or expired (by another replica,
+    /// or a settle racing the deadline).
+    pub already_final: usize,
+    /// Due reservations the store could not expire this round; they stay due.
+    pub failed: usize,
+    /// The first of those failures.
+    pub last_error: Option<crate::StoreError>,
+    /// The soonest deadline still ahead that the round saw, if any.
+    pub next_deadline_ms: Option<i64>,
+    /// True when the round stopped at its limit: more may be due now.
+    pub full: bool,
+}
+
+impl ExpiryRound {
+    /// Records a deadline still ahead.
+    pub fn note_deadline(&mut self, at_ms: i64) {
+        self.next_deadline_ms = Some(self.next_deadline_ms.map_or(at_ms, |t| t.min(at_ms)));
     }
 }
 

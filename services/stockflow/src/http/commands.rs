@@ -161,9 +161,7 @@ pub async fn reserve(
     .await?;
     let reservation = reservation_of(outcome.result.clone())?;
     if !outcome.replayed {
-        state
-            .expiry
-            .schedule(reservation.id.clone(), reservation.expires_at_ms);
+        state.expiry.schedule(reservation.expires_at_ms);
     }
     Ok(respond(
         StatusCode::CREATED,

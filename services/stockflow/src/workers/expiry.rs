@@ -1,139 +1,134 @@
 //! Reservation expiry: each active reservation is expired when its TTL passes, through the
 //! normal command path, so expiry is an event (`reservation_expired`) like any change.
 //!
-//! Deadlines live in a timer queue fed by new reservations and by a periodic scan of the
-//! store (which also recovers them after a restart), so expiry fires within milliseconds
-//! of the deadline instead of waiting for a sweep.
+//! The store's own deadline index is the timer ([`WriteStore::expire_due`]): this worker
+//! keeps no entry per reservation, only the time of the next deadline, so a million active
+//! reservations cost it nothing. It sleeps until that time, or until a request handler
+//! reports an earlier one, then expires what is due in rounds of [`ROUND_LIMIT`], back to
+//! back while rounds come back full: a burst of abandoned carts is applied in batches.
 
-use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
-use stockflow_domain::{Command, DomainError, ReservationId, ReservationStatus};
-use stockflow_storage::ports::{CommandRequest, WriteStore};
-use stockflow_storage::{StoreError, now_ms};
-use tokio::sync::mpsc;
+use stockflow_storage::now_ms;
+use stockflow_storage::ports::{ExpiryRound, WriteStore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::time::DelayQueue;
 
-/// How often the store is scanned for deadlines this process does not know.
+/// Due reservations expired per round.
+const ROUND_LIMIT: usize = 2048;
+/// Longest sleep between rounds: deadlines written by other replicas are found this late
+/// at worst.
 const RESCAN: Duration = Duration::from_secs(30);
-/// Reservations loaded per scan.
-const SCAN_LIMIT: usize = 50_000;
+/// Longest wait before retrying after the store failed.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Schedules expiries from request handlers.
-#[derive(Clone)]
+/// Tells the expiry worker about new deadlines. Cheap to clone; one per process.
+#[derive(Clone, Default)]
 pub struct ExpiryHandle {
-    tx: mpsc::UnboundedSender<(ReservationId, i64)>,
+    timer: Arc<Timer>,
+}
+
+#[derive(Default)]
+struct Timer {
+    /// When the worker will next wake (ms since the epoch); `i64::MAX` while it runs a
+    /// round, so any deadline reported meanwhile wakes it again at once.
+    wake_at: AtomicI64,
+    wake: Notify,
 }
 
 impl ExpiryHandle {
-    /// Expire `id` at `expires_at_ms` unless it is settled first.
-    pub fn schedule(&self, id: ReservationId, expires_at_ms: i64) {
-        // The worker only stops at shutdown; the periodic scan covers anything lost then.
-        let _ = self.tx.send((id, expires_at_ms));
-    }
-}
-
-/// The handle and the receiving end for [`run`].
-pub fn channel() -> (ExpiryHandle, mpsc::UnboundedReceiver<(ReservationId, i64)>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (ExpiryHandle { tx }, rx)
-}
-
-fn delay_until(expires_at_ms: i64) -> Duration {
-    Duration::from_millis(u64::try_from(expires_at_ms - now_ms()).unwrap_or(0))
-}
-
-/// Scans the store for deadlines now and every [`RESCAN`], feeding the timer loop. It runs
-/// apart from the timers so a slow scan never delays an expiry that is due.
-async fn scan(write: Arc<dyn WriteStore>, handle: ExpiryHandle, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(RESCAN);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        match write.active_reservation_deadlines(SCAN_LIMIT).await {
-            Ok(deadlines) => {
-                for (id, at) in deadlines {
-                    handle.schedule(id, at);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot scan reservation deadlines"),
+    /// A reservation was made that expires at `expires_at_ms`: wake the worker earlier if
+    /// it would sleep past that.
+    pub fn schedule(&self, expires_at_ms: i64) {
+        let before = self
+            .timer
+            .wake_at
+            .fetch_min(expires_at_ms, Ordering::AcqRel);
+        if before > expires_at_ms {
+            // Keeps a permit if the worker is not waiting yet, so no wake-up is lost.
+            self.timer.wake.notify_one();
         }
     }
 }
 
-/// Expires reservations until `shutdown`. `handle` must be the sender of `requests`.
-pub async fn run(
-    write: Arc<dyn WriteStore>,
-    handle: ExpiryHandle,
-    mut requests: mpsc::UnboundedReceiver<(ReservationId, i64)>,
-    shutdown: CancellationToken,
-) {
-    let scanner = tokio::spawn(scan(write.clone(), handle, shutdown.clone()));
-    let mut queue: DelayQueue<(ReservationId, i64)> = DelayQueue::new();
-    let mut scheduled: HashSet<ReservationId> = HashSet::new();
+fn delay_until(at_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(0))
+}
+
+/// Expires reservations until `shutdown`; `handle` is the one request handlers report to.
+pub async fn run(write: Arc<dyn WriteStore>, handle: ExpiryHandle, shutdown: CancellationToken) {
+    let timer = &handle.timer;
+    let mut backoff = Duration::from_millis(100);
     loop {
-        tokio::select! {
+        timer.wake_at.store(i64::MAX, Ordering::Release);
+        let round = tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some((id, at)) = requests.recv() => {
-                if scheduled.insert(id.clone()) {
-                    queue.insert((id, at), delay_until(at));
+            round = write.expire_due(now_ms(), ROUND_LIMIT) => round,
+        };
+        let mut wake_at = now_ms().saturating_add(RESCAN.as_millis() as i64);
+        match round {
+            Ok(round) => {
+                record(&round);
+                let progress = round.expired + round.already_final > 0;
+                if round.failed == 0 || progress {
+                    backoff = Duration::from_millis(100);
+                }
+                if round.full && progress {
+                    // More is due now. (Yield so a burst cannot starve the runtime.)
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                if round.failed > 0 {
+                    tracing::warn!(
+                        failed = round.failed,
+                        error = %round.last_error.as_ref().map(ToString::to_string).unwrap_or_default(),
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "cannot expire some due reservations; retrying"
+                    );
+                    wake_at = wake_at.min(now_ms() + backoff.as_millis() as i64);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                if let Some(next) = round.next_deadline_ms {
+                    wake_at = wake_at.min(next);
                 }
             }
-            Some(expired) = queue.next(), if !queue.is_empty() => {
-                let (id, at) = expired.into_inner();
-                match expire(&*write, &id).await {
-                    Ok(None) => { scheduled.remove(&id); }
-                    Ok(Some(due)) => {
-                        // Not due by the store's clock yet: try again when it is (a deadline
-                        // recorded early, or a clock a little ahead of the store's).
-                        let wait = delay_until(due).max(Duration::from_millis(50));
-                        queue.insert((id, due.max(at)), wait);
-                    }
-                    Err(e) => {
-                        tracing::warn!(reservation = %id, error = %e, "expiry failed; retrying");
-                        queue.insert((id, at), Duration::from_millis(500));
-                    }
-                }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot look for due reservations; retrying");
+                wake_at = now_ms() + backoff.as_millis() as i64;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+        // A deadline reported during the round already lowered `wake_at`; keep the earlier.
+        timer.wake_at.fetch_min(wake_at, Ordering::AcqRel);
+        if !sleep_until_due(timer, &shutdown).await {
+            break;
+        }
     }
-    scanner.abort();
     tracing::info!("expiry worker stopped");
 }
 
-/// Expires one reservation. `Ok(None)` when it is settled (now or before), `Ok(Some(at))`
-/// when it is not due until `at`.
-async fn expire(write: &dyn WriteStore, id: &ReservationId) -> Result<Option<i64>, StoreError> {
-    let result = write
-        .execute(CommandRequest {
-            command: Command::Expire { id: id.clone() },
-            idempotency: None,
-            trace_context: None,
-        })
-        .await;
-    match result {
-        Ok(outcome) => {
-            let due = match &outcome.result {
-                stockflow_domain::CommandResult::Reservation(r)
-                    if r.status == ReservationStatus::Active =>
-                {
-                    Some(r.expires_at_ms)
-                }
-                _ => None,
-            };
-            if due.is_none() {
-                metrics::counter!("stockflow_reservations_expired_total").increment(1);
-            }
-            Ok(due)
+/// Sleeps until `wake_at`, which handlers may lower meanwhile; false on shutdown. A wake-up
+/// only rereads the time: a deadline reported during a round leaves a permit even when it
+/// falls after the planned wake.
+async fn sleep_until_due(timer: &Timer, shutdown: &CancellationToken) -> bool {
+    loop {
+        let sleep = delay_until(timer.wake_at.load(Ordering::Acquire));
+        if sleep.is_zero() {
+            return true;
         }
-        Err(StoreError::Domain(
-            DomainError::ReservationNotActive { .. } | DomainError::ReservationNotFound(_),
-        )) => Ok(None),
-        Err(e) => Err(e),
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(sleep) => return true,
+            _ = timer.wake.notified() => {}
+        }
+    }
+}
+
+fn record(round: &ExpiryRound) {
+    metrics::counter!("stockflow_reservations_expired_total").increment(round.expired as u64);
+    if round.failed > 0 {
+        metrics::counter!("stockflow_expiry_failures_total").increment(round.failed as u64);
     }
 }

@@ -36,7 +36,10 @@ use super::sqlite::{
     Durability, ReaderPool, blocking, count_rows, from_sql_u64, open_writer, to_sql_u64,
 };
 use super::wal::{self, WalKeeper, WalPolicy};
-use crate::ports::{CommandOutcome, CommandRequest, Outbox, OutboxEntry, Purge, WriteStore};
+use crate::expiry;
+use crate::ports::{
+    CommandOutcome, CommandRequest, ExpiryRound, Outbox, OutboxEntry, Purge, WriteStore,
+};
 use crate::{Result, StoreError, now_ms};
 
 /// Most jobs committed by one transaction.
@@ -286,25 +289,49 @@ impl WriteStore for SqliteWriteStore {
         })
     }
 
-    async fn active_reservation_deadlines(
-        &self,
-        limit: usize,
-    ) -> Result<Vec<(ReservationId, i64)>> {
-        self.readers.with(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, expires_at_ms FROM reservations WHERE status = 'active' ORDER BY expires_at_ms LIMIT ?1",
-            )?;
-            let rows = stmt.query_map([to_sql_u64(limit as u64)], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, at) = row?;
-                let id = ReservationId::parse(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                out.push((id, at));
-            }
-            Ok(out)
+    async fn expire_due(&self, now_ms: i64, limit: usize) -> Result<ExpiryRound> {
+        // The partial index `reservations_active_by_expiry` is the timer: the due rows
+        // (one more than the limit tells whether the round is full), then the next
+        // deadline, both read from the index alone.
+        let (due, next) = blocking(|| {
+            self.readers.with(|conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, expires_at_ms FROM reservations WHERE status = 'active' AND expires_at_ms <= ?1 ORDER BY expires_at_ms LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![now_ms, to_sql_u64(limit as u64 + 1)], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })?;
+                let mut due = Vec::with_capacity(limit + 1);
+                for row in rows {
+                    let (id, at) = row?;
+                    let id =
+                        ReservationId::parse(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    due.push((id, at));
+                }
+                let next: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT MIN(expires_at_ms) FROM reservations WHERE status = 'active' AND expires_at_ms > ?1",
+                    )?
+                    .query_row([now_ms], |row| row.get(0))?;
+                Ok((due, next))
+            })
+        })?;
+        let mut round = ExpiryRound::default();
+        let mut due = due;
+        if due.len() > limit {
+            due.truncate(limit);
+            round.full = true;
+        }
+        if let Some(at) = next {
+            round.note_deadline(at);
+        }
+        // Concurrent commands share the writer's transactions: a batch per MAX_BATCH. The
+        // index is the reservations table itself: nothing to tidy.
+        expiry::expire_all(self, due, MAX_BATCH, &mut round, |_, _, found| async {
+            found
         })
+        .await;
+        Ok(round)
     }
 
     async fn purge(&self, what: Purge, before_ms: i64, limit: usize) -> Result<usize> {

@@ -8,12 +8,14 @@
 //!   idempotency keys across partitions; `outbox`: markers, bounded scans, deletion once
 //!   published; `statements`: the prepared CQL and its typed rows.
 //! - [`read`]: read models written `USING TIMESTAMP <version>`.
+//! - `expiry`: expiry rounds over the per-minute deadline index.
 //! - `leases`: shards of the outbox and partitions of the topic, one replica each.
 //! - [`cql`]: session set-up, statement helpers, error mapping.
 
 mod claims;
 mod coalesce;
 mod cql;
+mod expiry;
 mod leases;
 mod outbox;
 mod partition;

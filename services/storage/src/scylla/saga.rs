@@ -118,11 +118,20 @@ pub(super) async fn deadline(p: &Partitions, id: &ReservationId, at_ms: i64) -> 
     p.session
         .execute_unpaged(
             &p.st.insert_deadline,
-            (minute_of(at_ms), at_ms, id.as_str()),
+            (minute_of(at_ms), at_ms, id.as_str(), deadline_ttl(at_ms)),
         )
         .await
         .map_err(|e| db_error("record deadline", e))?;
     Ok(())
+}
+
+/// Seconds a deadline row lives: past its time by [`super::expiry::LOOK_BACK_MS`] and an
+/// hour, so a row whose delete was lost (a crash, a timeout) leaves the index by itself once
+/// expiry no longer looks that far back.
+fn deadline_ttl(at_ms: i64) -> i32 {
+    let ahead_ms = (at_ms - crate::now_ms()).max(0);
+    let secs = (ahead_ms + super::expiry::LOOK_BACK_MS) / 1000 + 3600;
+    i32::try_from(secs).unwrap_or(i32::MAX)
 }
 
 /// Forgets the deadlines of `id` at `times` (best effort: a stale one finds nothing to do).
@@ -434,7 +443,9 @@ pub(super) async fn settle(
             let recovery_at = meta.occurred_at_ms + RECOVERY_MS;
             deadline(p, &id, recovery_at).await?;
             if !move_header(p, &id, "active", &target, meta.occurred_at_ms).await? {
-                // Someone settled it first: answer from the new state.
+                // Someone settled it first: answer from the new state, and take back the
+                // recovery deadline nothing will need.
+                forget_deadlines(p, &id, &[recovery_at]).await;
                 let now = header(p, &id).await?;
                 let status = now.map_or(ReservationStatus::Released, |h| h.reservation.status);
                 return Err(DomainError::ReservationNotActive { id, status }.into());

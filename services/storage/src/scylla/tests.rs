@@ -71,6 +71,13 @@ async fn scylla_sagas_never_leave_holds_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scylla_write_stores_expire_a_burst_once_in_bounded_rounds() {
+    let (a, config) = backend_and_config("expiry").await;
+    let b = ScyllaBackend::open(&config).await.expect("second instance");
+    contract::write_store_expiry_contract(a.write.clone(), b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_read_store_honours_the_contract() {
     let b = backend("read").await;
     contract::read_store_contract(b.read.clone()).await;
@@ -305,4 +312,78 @@ async fn tls_with_the_nodes_ca_works_and_an_unknown_ca_is_refused() {
         connect(&config).await,
         Err(crate::StoreError::Config(_))
     ));
+}
+
+/// The deadline index lives apart from the reservations, so an expiry round tidies it: a row
+/// left by a reservation that settled is removed, and a recovery row of a reservation that
+/// is active again gives way to that reservation's own deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_rounds_tidy_the_deadline_index() {
+    use stockflow_domain::{Command, OnHandChange, ReservationId};
+
+    use crate::contract::{adjust, location, plain, reserve};
+    use crate::ports::WriteStore;
+
+    let b = backend("tidy").await;
+    let w = b.write.clone();
+    let p = w.keys.partitions.clone();
+    let rows_of = |id: &'static str| {
+        let p = p.clone();
+        async move {
+            let now = crate::now_ms();
+            let mut at = Vec::new();
+            for minute in saga::minute_of(now - 120_000)..=saga::minute_of(now + 700_000) {
+                let rows = cql::Rows::from(
+                    p.session
+                        .execute_unpaged(&p.st.deadlines_from, (minute, 0i64, 1000i32))
+                        .await
+                        .unwrap(),
+                )
+                .unwrap();
+                for r in 0..rows.len() {
+                    if rows.text(r, "id").as_deref() == Some(id) {
+                        at.push(rows.bigint(r, "expires_at").unwrap());
+                    }
+                }
+            }
+            at
+        }
+    };
+    w.put_location(location("x", "north")).await.unwrap();
+    w.execute(plain(adjust("t", "x", OnHandChange::Delta(10), None)))
+        .await
+        .unwrap();
+    let settled = ReservationId::parse("settled").unwrap();
+    let live = ReservationId::parse("live").unwrap();
+    w.execute(plain(reserve("settled", &[("t", "x", 1)], 600)))
+        .await
+        .unwrap();
+    w.execute(plain(Command::Confirm {
+        id: settled.clone(),
+    }))
+    .await
+    .unwrap();
+    w.execute(plain(reserve("live", &[("t", "x", 1)], 600)))
+        .await
+        .unwrap();
+    let live_deadline = w.reservation(&live).await.unwrap().unwrap().expires_at_ms;
+    assert_eq!(rows_of("settled").await, Vec::<i64>::new());
+    // What a crash leaves: a row whose delete was lost, and a recovery row now past.
+    let now = crate::now_ms();
+    saga::deadline(&p, &settled, now - 5_000).await.unwrap();
+    saga::deadline(&p, &live, now - 3_000).await.unwrap();
+
+    let round = w.expire_due(crate::now_ms(), 10).await.unwrap();
+    assert_eq!(
+        (round.expired, round.already_final, round.failed),
+        (0, 1, 0),
+        "{:?}",
+        round.last_error
+    );
+    assert_eq!(round.next_deadline_ms, Some(live_deadline));
+    assert_eq!(rows_of("settled").await, Vec::<i64>::new());
+    assert_eq!(rows_of("live").await, vec![live_deadline]);
+    let round = w.expire_due(crate::now_ms(), 10).await.unwrap();
+    assert_eq!((round.expired, round.already_final), (0, 0));
+    assert_eq!(round.next_deadline_ms, Some(live_deadline));
 }

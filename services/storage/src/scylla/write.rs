@@ -30,9 +30,9 @@ use super::partition::{
     Change, CmdGuard, Decision, KeyOp, LineWrite, OpOutcome, Partitions, View, corrupt, jitter,
     shard_of,
 };
-use super::saga::{self, minute_of};
+use super::saga;
 use super::statements::{CATALOG, Statements};
-use crate::ports::{CommandOutcome, CommandRequest, Purge, WriteStore};
+use crate::ports::{CommandOutcome, CommandRequest, ExpiryRound, Purge, WriteStore};
 use crate::{Result, StoreError, now_ms};
 
 /// Attempts of one catalog update before giving up with a retryable error.
@@ -42,6 +42,7 @@ const MAX_CATALOG_ATTEMPTS: u32 = 30;
 pub struct ScyllaWriteStore {
     pub(super) keys: Keys,
     pub(super) cursors: super::outbox::OutboxCursors,
+    deadline_floor: super::expiry::DeadlineFloor,
     keyspace: String,
 }
 
@@ -52,6 +53,7 @@ impl ScyllaWriteStore {
         Ok(Self {
             keys: Keys::new(Arc::new(Partitions::new(session, st))),
             cursors: Default::default(),
+            deadline_floor: Default::default(),
             keyspace: keyspace.to_string(),
         })
     }
@@ -598,37 +600,8 @@ impl WriteStore for ScyllaWriteStore {
         Ok(out)
     }
 
-    async fn active_reservation_deadlines(
-        &self,
-        limit: usize,
-    ) -> Result<Vec<(ReservationId, i64)>> {
-        use futures::StreamExt;
-        let p = self.p();
-        let now = now_ms();
-        // Due soon or overdue by up to the longest TTL: what the expiry worker needs. One
-        // partition per minute, read 32 at a time.
-        let minutes = minute_of(now - 25 * 3_600_000)..=minute_of(now + 10 * 60_000);
-        let mut scans = futures::stream::iter(minutes)
-            .map(|minute| async move {
-                p.session
-                    .execute_unpaged(&p.st.deadlines, (minute,))
-                    .await
-                    .map_err(|e| db_error("scan deadlines", e))
-                    .and_then(Rows::from)
-            })
-            .buffer_unordered(32);
-        let mut out = Vec::new();
-        while let Some(rows) = scans.next().await {
-            let rows = rows?;
-            for r in 0..rows.len() {
-                if let (Some(at), Some(id)) = (rows.bigint(r, "expires_at"), rows.text(r, "id")) {
-                    out.push((ReservationId::parse(id).map_err(corrupt)?, at));
-                }
-            }
-        }
-        out.sort_by_key(|(_, at)| *at);
-        out.truncate(limit);
-        Ok(out)
+    async fn expire_due(&self, now_ms: i64, limit: usize) -> Result<ExpiryRound> {
+        super::expiry::expire_due(self, self.p(), &self.deadline_floor, now_ms, limit).await
     }
 
     async fn purge(&self, _what: Purge, _before_ms: i64, _limit: usize) -> Result<usize> {

@@ -1,0 +1,92 @@
+//! Expiry rounds shared by the write stores: each store finds its due deadlines in its own
+//! index, and every due reservation is expired here through the normal command path
+//! (`Command::Expire`, decided by the domain), many at once, so a store that commits
+//! concurrent commands together (the embedded writer's group commit, ScyllaDB's parallel
+//! conditional batches) expires a burst in a few transactions instead of one per cart.
+
+use futures::StreamExt;
+use stockflow_domain::{Command, CommandResult, DomainError, ReservationId, ReservationStatus};
+
+use crate::StoreError;
+use crate::ports::{CommandRequest, ExpiryRound, WriteStore};
+
+/// What expiring one reservation found.
+#[derive(Debug)]
+pub(crate) enum Expired {
+    /// It was active and due, and is expired now.
+    Now,
+    /// It is still active: by the store's clock it is due at this time.
+    NotDue(i64),
+    /// It was settled (or given back) before: nothing to do.
+    AlreadyFinal,
+    /// The store could not tell; try again later.
+    Failed(StoreError),
+}
+
+/// Expires one reservation through the command path.
+pub(crate) async fn expire(store: &dyn WriteStore, id: &ReservationId) -> Expired {
+    let result = store
+        .execute(CommandRequest {
+            command: Command::Expire { id: id.clone() },
+            idempotency: None,
+            trace_context: None,
+        })
+        .await;
+    match result {
+        Ok(outcome) => match outcome.result {
+            CommandResult::Reservation(r) if r.status == ReservationStatus::Active => {
+                Expired::NotDue(r.expires_at_ms)
+            }
+            // Expired by this call when it wrote events; otherwise another worker or a
+            // settle got there first.
+            _ if outcome.events > 0 => Expired::Now,
+            _ => Expired::AlreadyFinal,
+        },
+        Err(StoreError::Domain(
+            DomainError::ReservationNotActive { .. } | DomainError::ReservationNotFound(_),
+        )) => Expired::AlreadyFinal,
+        Err(e) => Expired::Failed(e),
+    }
+}
+
+/// Expires `due` (deadlines that have passed), at most `concurrency` at a time, and tallies
+/// them into `round`. `on_each` sees every reservation with what expiring it found, for
+/// stores that keep their deadline index apart from the reservation and tidy it. Returns
+/// the earliest deadline among those that stay in the index (failed or not due yet).
+pub(crate) async fn expire_all<F, Fut>(
+    store: &dyn WriteStore,
+    due: Vec<(ReservationId, i64)>,
+    concurrency: usize,
+    round: &mut ExpiryRound,
+    on_each: F,
+) -> Option<i64>
+where
+    F: Fn(ReservationId, i64, Expired) -> Fut,
+    Fut: Future<Output = Expired>,
+{
+    let mut runs = futures::stream::iter(due)
+        .map(|(id, at)| {
+            let on_each = &on_each;
+            async move {
+                let found = expire(store, &id).await;
+                (at, on_each(id, at, found).await)
+            }
+        })
+        .buffer_unordered(concurrency.max(1));
+    let mut left: Option<i64> = None;
+    while let Some((at, found)) = runs.next().await {
+        if matches!(found, Expired::NotDue(_) | Expired::Failed(_)) {
+            left = Some(left.map_or(at, |l| l.min(at)));
+        }
+        match found {
+            Expired::Now => round.expired += 1,
+            Expired::AlreadyFinal => round.already_final += 1,
+            Expired::NotDue(at) => round.note_deadline(at),
+            Expired::Failed(e) => {
+                round.failed += 1;
+                round.last_error.get_or_insert(e);
+            }
+        }
+    }
+    left
+}
