@@ -50,8 +50,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub ttl_seconds: u64,
     /// Which part of the `expiry` workload to run: `make` only makes the reservations,
-    /// `wait` only waits for `--reservations` expiries counted by a freshly started server
-    /// (to measure a backlog that is all overdue at once, after a restart).
+    /// `wait` only waits until a freshly started server has expired them (to measure a
+    /// backlog that is all overdue at once, after a restart; use the same `--run-id`).
     #[arg(long, value_enum, default_value = "both")]
     pub expiry_phase: expiry::Phase,
     /// Reuse the SKUs of an earlier run (its id is printed at start).

@@ -136,7 +136,7 @@ pub async fn pass(
             shutdown,
         )
         .await?;
-        let held = local.log.record_count()?;
+        let held = local.log.record_count().await?;
         metrics::gauge!("stockflow_retained_rows", "table" => "log_records").set(held as f64);
     }
     Ok(removed)

@@ -151,36 +151,39 @@ impl SqliteEventLog {
         Ok(assigned)
     }
 
-    fn read_blocking(
+    async fn read_records(
         &self,
         partition: u32,
         offset: u64,
         max_bytes: usize,
     ) -> Result<Vec<LogRecord>> {
-        self.readers.with(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT offset, key, value, timestamp_ms FROM records
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT offset, key, value, timestamp_ms FROM records
                  WHERE partition = ?1 AND offset >= ?2 ORDER BY offset LIMIT ?3",
-            )?;
-            let mut rows = stmt.query(params![partition, to_sql_u64(offset), MAX_FETCH_RECORDS])?;
-            let mut out = Vec::new();
-            let mut bytes = 0usize;
-            while let Some(row) = rows.next()? {
-                let value: Vec<u8> = row.get(2)?;
-                if !out.is_empty() && bytes + value.len() > max_bytes {
-                    break;
+                )?;
+                let mut rows =
+                    stmt.query(params![partition, to_sql_u64(offset), MAX_FETCH_RECORDS])?;
+                let mut out = Vec::new();
+                let mut bytes = 0usize;
+                while let Some(row) = rows.next()? {
+                    let value: Vec<u8> = row.get(2)?;
+                    if !out.is_empty() && bytes + value.len() > max_bytes {
+                        break;
+                    }
+                    bytes += value.len();
+                    out.push(LogRecord {
+                        partition,
+                        offset: from_sql_u64(row.get(0)?),
+                        key: row.get(1)?,
+                        value,
+                        timestamp_ms: row.get(3)?,
+                    });
                 }
-                bytes += value.len();
-                out.push(LogRecord {
-                    partition,
-                    offset: from_sql_u64(row.get(0)?),
-                    key: row.get(1)?,
-                    value,
-                    timestamp_ms: row.get(3)?,
-                });
-            }
-            Ok(out)
-        })
+                Ok(out)
+            })
+            .await
     }
 
     /// Removes the records of `partition` below `below` (the lowest offset any consumer
@@ -227,12 +230,10 @@ impl SqliteEventLog {
     }
 
     /// How many records the log holds (a metric of what retention keeps).
-    pub fn record_count(&self) -> Result<u64> {
-        // Counting a long log takes milliseconds: off the async workers.
-        blocking(|| {
-            self.readers
-                .with(|conn| count_rows(conn, "SELECT COUNT(*) FROM records"))
-        })
+    pub async fn record_count(&self) -> Result<u64> {
+        self.readers
+            .read(|conn| count_rows(conn, "SELECT COUNT(*) FROM records"))
+            .await
     }
 
     /// Ticks after appends (tests wait on it).
@@ -281,7 +282,8 @@ impl EventLog for SqliteEventLog {
             // Mark the tick seen before reading, so an append in between wakes us.
             tick.borrow_and_update();
             let records = self
-                .read_blocking(partition, offset, max_bytes)
+                .read_records(partition, offset, max_bytes)
+                .await
                 .map_err(storage)?;
             if !records.is_empty() {
                 return Ok(records);
@@ -306,13 +308,14 @@ impl EventLog for SqliteEventLog {
         let end = self.end_offset(partition).await?;
         let first: Option<i64> = self
             .readers
-            .with(|conn| {
+            .read(move |conn| {
                 Ok(conn.query_row(
                     "SELECT MIN(offset) FROM records WHERE partition = ?1",
                     [partition],
                     |r| r.get(0),
                 )?)
             })
+            .await
             .map_err(storage)?;
         Ok(first.map_or(end, from_sql_u64))
     }

@@ -308,7 +308,8 @@ impl ReadStore for SqliteReadStore {
     }
 
     async fn offset(&self, consumer: &str, partition: u32) -> Result<u64> {
-        self.readers.with(|conn| {
+        let consumer = consumer.to_string();
+        self.readers.read(move |conn| {
             let offset: Option<i64> = conn
                 .prepare_cached(
                     "SELECT next_offset FROM consumer_offsets WHERE consumer = ?1 AND partition = ?2",
@@ -317,6 +318,7 @@ impl ReadStore for SqliteReadStore {
                 .optional()?;
             Ok(offset.map_or(0, from_sql_u64))
         })
+        .await
     }
 
     async fn reset_offset(&self, consumer: &str, partition: u32, offset: u64) -> Result<()> {
@@ -324,26 +326,28 @@ impl ReadStore for SqliteReadStore {
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.readers.with(|conn| {
-            let mut stmt = conn.prepare_cached(
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
                 "SELECT id, consumer, partition, offset, key, payload, error, attempts, failed_at_ms
                  FROM dead_letters ORDER BY id LIMIT ?1",
             )?;
-            let rows = stmt.query_map([to_sql_u64(limit as u64)], |r| {
-                Ok(DeadLetter {
-                    id: r.get(0)?,
-                    consumer: r.get(1)?,
-                    partition: r.get(2)?,
-                    offset: from_sql_u64(r.get(3)?),
-                    key: r.get(4)?,
-                    payload: r.get(5)?,
-                    error: r.get(6)?,
-                    attempts: r.get(7)?,
-                    failed_at_ms: r.get(8)?,
-                })
-            })?;
-            Ok(rows.collect::<std::result::Result<_, _>>()?)
-        })
+                let rows = stmt.query_map([to_sql_u64(limit as u64)], |r| {
+                    Ok(DeadLetter {
+                        id: r.get(0)?,
+                        consumer: r.get(1)?,
+                        partition: r.get(2)?,
+                        offset: from_sql_u64(r.get(3)?),
+                        key: r.get(4)?,
+                        payload: r.get(5)?,
+                        error: r.get(6)?,
+                        attempts: r.get(7)?,
+                        failed_at_ms: r.get(8)?,
+                    })
+                })?;
+                Ok(rows.collect::<std::result::Result<_, _>>()?)
+            })
+            .await
     }
 
     async fn remove_dead_letter(&self, id: i64) -> Result<bool> {
@@ -363,21 +367,25 @@ impl ReadStore for SqliteReadStore {
 
     async fn dead_letter_count(&self) -> Result<u64> {
         self.readers
-            .with(|conn| super::sqlite::count_rows(conn, "SELECT COUNT(*) FROM dead_letters"))
+            .read(|conn| super::sqlite::count_rows(conn, "SELECT COUNT(*) FROM dead_letters"))
+            .await
     }
 
     async fn stock_by_sku(&self, sku: &str) -> Result<Vec<InventoryRow>> {
-        self.readers.with(|conn| {
+        let sku = sku.to_string();
+        self.readers.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {INVENTORY_COLUMNS} FROM inventory_by_sku_location WHERE sku = ?1 ORDER BY location"
             ))?;
             let rows = stmt.query_map([sku], row_to_inventory)?;
             Ok(rows.collect::<std::result::Result<_, _>>()?)
         })
+        .await
     }
 
     async fn stock_at(&self, sku: &str, location: &str) -> Result<Option<InventoryRow>> {
-        self.readers.with(|conn| {
+        let (sku, location) = (sku.to_string(), location.to_string());
+        self.readers.read(move |conn| {
             Ok(conn
                 .prepare_cached(&format!(
                     "SELECT {INVENTORY_COLUMNS} FROM inventory_by_sku_location WHERE sku = ?1 AND location = ?2"
@@ -385,6 +393,7 @@ impl ReadStore for SqliteReadStore {
                 .query_row([sku, location], row_to_inventory)
                 .optional()?)
         })
+        .await
     }
 
     async fn availability(
@@ -392,7 +401,8 @@ impl ReadStore for SqliteReadStore {
         sku: &str,
         region: Option<&str>,
     ) -> Result<Vec<RegionAvailability>> {
-        self.readers.with(|conn| {
+        let (sku, region) = (sku.to_string(), region.map(str::to_string));
+        self.readers.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT sku, region, on_hand, reserved, locations, as_of_ms FROM availability_by_region
                  WHERE sku = ?1 AND (?2 IS NULL OR region = ?2) AND locations > 0 ORDER BY region",
@@ -412,65 +422,72 @@ impl ReadStore for SqliteReadStore {
             })?;
             Ok(rows.collect::<std::result::Result<_, _>>()?)
         })
+        .await
     }
 
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>> {
         let limit = to_sql_u64(query.limit.clamp(1, 200) as u64);
         let fts = fts_query(&query.text);
-        self.readers.with(|conn| {
-            let availability =
-                "COALESCE((SELECT SUM(a.on_hand - a.reserved) FROM availability_by_region a
+        let (region, in_stock) = (query.region.clone(), query.in_stock);
+        self.readers
+            .read(move |conn| {
+                let availability =
+                    "COALESCE((SELECT SUM(a.on_hand - a.reserved) FROM availability_by_region a
                  WHERE a.sku = d.sku AND (?2 IS NULL OR a.region = ?2)), 0)";
-            let sql = match fts {
-                Some(_) => format!(
-                    "SELECT d.sku, d.name, d.attributes, {availability} AS available
+                let sql = match fts {
+                    Some(_) => format!(
+                        "SELECT d.sku, d.name, d.attributes, {availability} AS available
                      FROM search_index f JOIN search_documents d ON d.sku = f.sku
                      WHERE search_index MATCH ?1 AND (?3 = 0 OR available > 0)
                      ORDER BY f.rank, d.sku LIMIT ?4"
-                ),
-                None => format!(
-                    "SELECT d.sku, d.name, d.attributes, {availability} AS available
+                    ),
+                    None => format!(
+                        "SELECT d.sku, d.name, d.attributes, {availability} AS available
                      FROM search_documents d WHERE ?1 IS NULL AND (?3 = 0 OR available > 0)
                      ORDER BY d.sku LIMIT ?4"
-                ),
-            };
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![fts, query.region, query.in_stock, limit], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })?;
-            let mut hits = Vec::new();
-            for row in rows {
-                let (sku, name, attributes, available) = row?;
-                let attributes: BTreeMap<String, String> = serde_json::from_str(&attributes)?;
-                hits.push(SearchHit {
-                    sku,
-                    name,
-                    attributes,
-                    available,
-                });
-            }
-            Ok(hits)
-        })
+                    ),
+                };
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params![fts, region, in_stock, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })?;
+                let mut hits = Vec::new();
+                for row in rows {
+                    let (sku, name, attributes, available) = row?;
+                    let attributes: BTreeMap<String, String> = serde_json::from_str(&attributes)?;
+                    hits.push(SearchHit {
+                        sku,
+                        name,
+                        attributes,
+                        available,
+                    });
+                }
+                Ok(hits)
+            })
+            .await
     }
 
     async fn all_inventory(&self) -> Result<Vec<InventoryRow>> {
-        self.readers.with(|conn| {
-            let mut stmt = conn.prepare(&format!(
+        self.readers
+            .read(|conn| {
+                let mut stmt = conn.prepare(&format!(
                 "SELECT {INVENTORY_COLUMNS} FROM inventory_by_sku_location ORDER BY sku, location"
             ))?;
-            let rows = stmt.query_map([], row_to_inventory)?;
-            Ok(rows.collect::<std::result::Result<_, _>>()?)
-        })
+                let rows = stmt.query_map([], row_to_inventory)?;
+                Ok(rows.collect::<std::result::Result<_, _>>()?)
+            })
+            .await
     }
 
     async fn check_ready(&self) -> Result<()> {
         self.readers
-            .with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
     }
 }
 

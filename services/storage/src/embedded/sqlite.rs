@@ -1,9 +1,11 @@
 //! SQLite plumbing shared by the embedded stores: connection set-up and a reader pool.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread;
 
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::{Result, StoreError};
 
@@ -50,36 +52,91 @@ fn open_reader(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Read-only connections, handed out one per query.
+/// Threads each reader pool runs, each with its own read-only connection.
+const READER_THREADS: usize = 3;
+/// Reads queued or running at once per pool; past this, callers wait (asynchronously).
+const READER_QUEUE: usize = 256;
+
+type ReadJob = Box<dyn FnOnce(Result<&Connection>) + Send>;
+
+/// Read-only connections on threads of their own.
 ///
-/// Queries run inline on the caller's thread: a point lookup in WAL mode takes a few
-/// microseconds and never waits for the writer, less than a hop to a blocking pool costs.
+/// Every query runs on one of [`READER_THREADS`] threads, each owning a connection, never
+/// on an async worker: a big scan, a cold page cache or a stalled disk then delays the
+/// queries queued behind it, not the runtime (health checks, commands, timers). Admission
+/// is bounded ([`READER_QUEUE`]): a flood of slow reads makes callers wait instead of piling
+/// up work.
 pub(crate) struct ReaderPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    jobs: crossbeam_channel::Sender<ReadJob>,
+    admission: Arc<Semaphore>,
 }
 
 impl ReaderPool {
     pub(crate) fn new(path: &Path) -> Self {
+        let (jobs, queue) = crossbeam_channel::unbounded::<ReadJob>();
+        for i in 0..READER_THREADS {
+            let (queue, path) = (queue.clone(), path.to_path_buf());
+            let name = format!("sqlite-reader-{i}");
+            // A pool without threads answers every read with an error (below), so a
+            // failed spawn is reported where the read is made.
+            if let Err(e) = thread::Builder::new()
+                .name(name)
+                .spawn(move || serve_reads(&path, &queue))
+            {
+                tracing::error!(error = %e, "cannot start a SQLite reader thread");
+            }
+        }
         Self {
-            path: path.to_path_buf(),
-            idle: Mutex::new(Vec::new()),
+            jobs,
+            admission: Arc::new(Semaphore::new(READER_QUEUE)),
         }
     }
 
-    /// Runs `f` on an idle connection, opening one if none is idle.
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.idle.lock().map_err(poisoned)?.pop();
-        let conn = match conn {
-            Some(conn) => conn,
-            None => open_reader(&self.path)?,
-        };
-        let result = f(&conn);
-        let mut idle = self.idle.lock().map_err(poisoned)?;
-        if idle.len() < 16 {
-            idle.push(conn);
+    /// Runs `f` on a reader thread and waits for its answer.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let permit = self
+            .admission
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the reader pool is closed".into()))?;
+        let (answer, answered) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn: Result<&Connection>| {
+                let _ = answer.send(conn.and_then(f));
+                drop(permit);
+            }))
+            .map_err(|_| StoreError::Unavailable("no SQLite reader thread is running".into()))?;
+        answered
+            .await
+            .map_err(|_| StoreError::Unavailable("a SQLite read failed without answering".into()))?
+    }
+}
+
+/// One reader thread: opens its connection on first use (again after a failure) and runs
+/// reads until the pool is dropped.
+fn serve_reads(path: &Path, queue: &crossbeam_channel::Receiver<ReadJob>) {
+    let mut conn: Option<Connection> = None;
+    while let Ok(job) = queue.recv() {
+        if conn.is_none() {
+            match open_reader(path) {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    job(Err(e));
+                    continue;
+                }
+            }
         }
-        result
+        let Some(c) = conn.as_ref() else { continue };
+        // A panicking read answers nobody (its caller sees an error) and must not take the
+        // thread with it; the connection is reopened, as its state is unknown.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(c)))).is_err() {
+            conn = None;
+        }
     }
 }
 
@@ -113,5 +170,53 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
             tokio::task::block_in_place(f)
         }
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A slow read runs on a reader thread, not on an async worker: on a runtime with a
+    /// single worker, timers keep firing while it runs, and it answers when done.
+    #[test]
+    fn a_slow_read_leaves_the_runtime_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slow.db");
+        drop(open_writer(&path, "CREATE TABLE t (x INTEGER);", Durability::Durable).unwrap());
+        let pool = ReaderPool::new(&path);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let slow = pool.read(|conn| {
+                // Counting to a few million takes long enough to watch the runtime.
+                Ok(conn.query_row(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000000)
+                     SELECT COUNT(*) FROM c",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            });
+            tokio::pin!(slow);
+            let (started, mut ticks) = (Instant::now(), 0);
+            let counted = loop {
+                tokio::select! {
+                    counted = &mut slow => break counted.unwrap(),
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => ticks += 1,
+                }
+            };
+            assert_eq!(counted, 5_000_000);
+            let took = started.elapsed();
+            // Inline, the read would have held the only worker: no tick at all.
+            assert!(
+                ticks as u128 * 5 * 4 >= took.as_millis(),
+                "{ticks} ticks of 5 ms while the read took {took:?}"
+            );
+            assert!(ticks > 0);
+        });
     }
 }

@@ -566,7 +566,7 @@ mod retention {
         assert_eq!(fetched.first().map(|r| r.offset), Some(6));
         // Everything consumed: the last record stays, so the next offset never goes back.
         assert_eq!(b.log.purge(0, u64::MAX, future, 100).unwrap(), 3);
-        assert_eq!(b.log.record_count().unwrap(), 1);
+        assert_eq!(b.log.record_count().await.unwrap(), 1);
         drop(b);
         let b = EmbeddedBackend::open(dir.path(), 1).unwrap();
         let appended = b

@@ -32,9 +32,7 @@ use stockflow_domain::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::sqlite::{
-    Durability, ReaderPool, blocking, count_rows, from_sql_u64, open_writer, to_sql_u64,
-};
+use super::sqlite::{Durability, ReaderPool, count_rows, from_sql_u64, open_writer, to_sql_u64};
 use super::wal::{self, WalKeeper, WalPolicy};
 use crate::expiry;
 use crate::ports::{
@@ -268,33 +266,43 @@ impl WriteStore for SqliteWriteStore {
     }
 
     async fn location(&self, id: &LocationId) -> Result<Option<Location>> {
-        self.readers.with(|conn| load_location(conn, id))
+        let id = id.clone();
+        self.readers
+            .read(move |conn| load_location(conn, &id))
+            .await
     }
 
     async fn reservation(&self, id: &ReservationId) -> Result<Option<Reservation>> {
-        self.readers.with(|conn| load_reservation(conn, id))
+        let id = id.clone();
+        self.readers
+            .read(move |conn| load_reservation(conn, &id))
+            .await
     }
 
     async fn stock_level(&self, key: &StockKey) -> Result<Option<StockLevel>> {
-        self.readers.with(|conn| load_level(conn, key))
+        let key = key.clone();
+        self.readers.read(move |conn| load_level(conn, &key)).await
     }
 
     async fn all_stock_levels(&self) -> Result<Vec<StockLevel>> {
-        self.readers.with(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT sku, location, region, on_hand, reserved, version FROM stock ORDER BY sku, location",
-            )?;
-            let rows = stmt.query_map([], row_to_level)?;
-            rows.map(|r| r?).collect()
-        })
+        self.readers
+            .read(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT sku, location, region, on_hand, reserved, version FROM stock ORDER BY sku, location",
+                )?;
+                let rows = stmt.query_map([], row_to_level)?;
+                rows.map(|r| r?).collect()
+            })
+            .await
     }
 
     async fn expire_due(&self, now_ms: i64, limit: usize) -> Result<ExpiryRound> {
         // The partial index `reservations_active_by_expiry` is the timer: the due rows
         // (one more than the limit tells whether the round is full), then the next
         // deadline, both read from the index alone.
-        let (due, next) = blocking(|| {
-            self.readers.with(|conn| {
+        let (due, next) = self
+            .readers
+            .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT id, expires_at_ms FROM reservations WHERE status = 'active' AND expires_at_ms <= ?1 ORDER BY expires_at_ms LIMIT ?2",
                 )?;
@@ -315,7 +323,7 @@ impl WriteStore for SqliteWriteStore {
                     .query_row([now_ms], |row| row.get(0))?;
                 Ok((due, next))
             })
-        })?;
+            .await?;
         let mut round = ExpiryRound::default();
         let mut due = due;
         if due.len() > limit {
@@ -340,9 +348,8 @@ impl WriteStore for SqliteWriteStore {
     }
 
     async fn retained(&self) -> Result<Vec<(&'static str, u64)>> {
-        // Counting a million rows takes milliseconds: off the async workers.
-        blocking(|| {
-            self.readers.with(|conn| {
+        self.readers
+            .read(|conn| {
                 Ok(vec![
                     (
                         "idempotency",
@@ -357,7 +364,7 @@ impl WriteStore for SqliteWriteStore {
                     ),
                 ])
             })
-        })
+            .await
     }
 
     fn fatal_error(&self) -> Option<String> {
@@ -372,18 +379,19 @@ impl WriteStore for SqliteWriteStore {
             return Err(StoreError::Unavailable("writer has stopped".into()));
         }
         self.readers
-            .with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
     }
 }
 
 #[async_trait]
 impl Outbox for SqliteWriteStore {
     async fn pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
-        self.readers.with(|conn| {
+        let durable = self.durable_outbox.load(Ordering::Acquire);
+        self.readers.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, key, payload, created_at_ms FROM outbox WHERE id <= ?1 ORDER BY id LIMIT ?2",
             )?;
-            let durable = self.durable_outbox.load(Ordering::Acquire);
             let rows = stmt.query_map(params![durable, to_sql_u64(limit as u64)], |row| {
                 Ok(OutboxEntry {
                     id: row.get::<_, i64>(0)?.to_string(),
@@ -394,6 +402,7 @@ impl Outbox for SqliteWriteStore {
             })?;
             Ok(rows.collect::<std::result::Result<_, _>>()?)
         })
+        .await
     }
 
     async fn mark_published(&self, ids: &[String]) -> Result<()> {
@@ -412,7 +421,8 @@ impl Outbox for SqliteWriteStore {
 
     async fn backlog(&self) -> Result<u64> {
         self.readers
-            .with(|conn| count_rows(conn, "SELECT COUNT(*) FROM outbox"))
+            .read(|conn| count_rows(conn, "SELECT COUNT(*) FROM outbox"))
+            .await
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
