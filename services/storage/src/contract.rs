@@ -951,6 +951,35 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
         read.search(&q("coat", false, None)).await.unwrap()[0].name,
         "Red rain coat"
     );
+    // A term shared by more SKUs than a page: hits come in SKU order, at most the limit,
+    // every word matched.
+    let boots: Vec<BusEvent> = (0..600)
+        .map(|i| {
+            let colour = if i % 3 == 0 { "Blue" } else { "Grey" };
+            catalog(
+                &format!("tb-{i:04}"),
+                &format!("{colour} trail boot"),
+                "Acme",
+                1,
+            )
+        })
+        .collect();
+    read.project("search", 0, &boots, 600).await.unwrap();
+    let many = |text: &str, limit: usize| SearchQuery {
+        limit,
+        ..q(text, false, None)
+    };
+    let hits = read.search(&many("trail boot", 200)).await.unwrap();
+    let skus: Vec<&str> = hits.iter().map(|h| h.sku.as_str()).collect();
+    let expected: Vec<String> = (0..200).map(|i| format!("tb-{i:04}")).collect();
+    assert_eq!(
+        skus,
+        expected.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let hits = read.search(&many("blue boot", 200)).await.unwrap();
+    assert_eq!(hits.len(), 200);
+    assert!(hits.iter().all(|h| h.name == "Blue trail boot"));
+    assert_eq!(hits[199].sku.as_str(), "tb-0597");
 
     // The DLQ advances the offset with the letter.
     let letter = DeadLetter {

@@ -40,7 +40,9 @@ pub(crate) async fn write_store_expiry_contract<S: WriteStore + Outbox>(a: Arc<S
     }
     let mut commands = Vec::new();
     for i in 0..SHORT {
-        commands.push(reserve(&format!("short-{i}"), &[(&sku_of(i), "x", 1)], 1));
+        // The ones settled below get time to be settled before their deadline.
+        let ttl = if i < SETTLED { 600 } else { 1 };
+        commands.push(reserve(&format!("short-{i}"), &[(&sku_of(i), "x", 1)], ttl));
     }
     for i in 0..MULTI_LINE {
         let (first, second) = (sku_of(i), sku_of(i + 1));

@@ -23,6 +23,13 @@ use crate::{Result, StoreError, now_ms};
 
 /// Longest indexed prefix of a word.
 const MAX_TERM: usize = 12;
+/// Candidate SKUs read per page of a search term's partition.
+const SEARCH_PAGE: i32 = 256;
+/// Candidates one search looks at, at most: a term shared by a million SKUs costs a
+/// bounded read, at the price of fewer hits than asked when most candidates fail the filters.
+const SEARCH_CANDIDATES: usize = 2_000;
+/// Candidates checked at once.
+const SEARCH_PARALLEL: usize = 16;
 
 struct Statements {
     upsert_inventory: PreparedStatement,
@@ -107,12 +114,12 @@ impl ScyllaReadStore {
             terms: p(format!("SELECT sku FROM {ks}.search_terms WHERE term = ?")).await?,
             store_offset: p(format!("INSERT INTO {ks}.consumer_offsets (consumer, partition, next_offset) VALUES (?, ?, ?)")).await?,
             get_offset: p(format!("SELECT next_offset FROM {ks}.consumer_offsets WHERE consumer = ? AND partition = ?")).await?,
-            insert_letter: p(format!("INSERT INTO {ks}.dead_letters (bucket, id, consumer, partition, record_offset, key, payload, error, attempts, failed_at) VALUES (0, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
-            letters: p(format!("SELECT id, consumer, partition, record_offset, key, payload, error, attempts, failed_at FROM {ks}.dead_letters WHERE bucket = 0 LIMIT ?")).await?,
-            delete_letter: p(format!("DELETE FROM {ks}.dead_letters WHERE bucket = 0 AND id = ? IF EXISTS")).await?,
-            letters_before: p(format!("SELECT id FROM {ks}.dead_letters WHERE bucket = 0 AND id < ? LIMIT ?")).await?,
-            delete_letters_through: p(format!("DELETE FROM {ks}.dead_letters WHERE bucket = 0 AND id <= ?")).await?,
-            count_letters: p(format!("SELECT COUNT(*) AS n FROM {ks}.dead_letters WHERE bucket = 0")).await?,
+            insert_letter: p(format!("INSERT INTO {ks}.dead_letters (bucket, id, consumer, partition, record_offset, key, payload, error, attempts, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
+            letters: p(format!("SELECT id, consumer, partition, record_offset, key, payload, error, attempts, failed_at FROM {ks}.dead_letters WHERE bucket = ? LIMIT ?")).await?,
+            delete_letter: p(format!("DELETE FROM {ks}.dead_letters WHERE bucket = ? AND id = ? IF EXISTS")).await?,
+            letters_before: p(format!("SELECT id FROM {ks}.dead_letters WHERE bucket = ? AND id < ? LIMIT ?")).await?,
+            delete_letters_through: p(format!("DELETE FROM {ks}.dead_letters WHERE bucket = ? AND id <= ?")).await?,
+            count_letters: p(format!("SELECT COUNT(*) AS n FROM {ks}.dead_letters WHERE bucket = ?")).await?,
             stock_by_sku: p(format!("SELECT sku, location, region, on_hand, reserved, version, as_of FROM {ks}.inventory_by_sku_location WHERE sku = ?")).await?,
             stock_at: p(format!("SELECT sku, location, region, on_hand, reserved, version, as_of FROM {ks}.inventory_by_sku_location WHERE sku = ? AND location = ?")).await?,
             regions: p(format!("SELECT region FROM {ks}.regions_by_sku WHERE sku = ?")).await?,
@@ -120,6 +127,59 @@ impl ScyllaReadStore {
             all_inventory: p(format!("SELECT sku, location, region, on_hand, reserved, version, as_of FROM {ks}.inventory_by_sku_location")).await?,
         };
         Ok(Self { session, st })
+    }
+
+    /// `sku` as a search hit, if its document has every wanted word and it passes the
+    /// query's stock filter.
+    async fn search_hit(
+        &self,
+        sku: String,
+        wanted: &[String],
+        query: &SearchQuery,
+    ) -> Result<Option<SearchHit>> {
+        let doc = self
+            .rows(
+                "load search document",
+                &self.st.get_document,
+                (sku.as_str(),),
+            )
+            .await?;
+        if doc.len() == 0 {
+            return Ok(None);
+        }
+        let name = doc.text(0, "name").unwrap_or_default();
+        let attributes = doc.text_map(0, "attributes");
+        // Terms stop at 12 characters and only one word was looked up: confirm every word
+        // against the document.
+        let doc_words = words(&format!(
+            "{name} {}",
+            attributes
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        if !wanted
+            .iter()
+            .all(|w| doc_words.iter().any(|d| d.starts_with(w.as_str())))
+        {
+            return Ok(None);
+        }
+        let available: i64 = self
+            .availability(&sku, query.region.as_deref())
+            .await?
+            .iter()
+            .map(|r| r.available)
+            .sum();
+        if query.in_stock && available <= 0 {
+            return Ok(None);
+        }
+        Ok(Some(SearchHit {
+            sku,
+            name,
+            attributes,
+            available,
+        }))
     }
 
     async fn rows(
@@ -316,6 +376,7 @@ impl ReadStore for ScyllaReadStore {
                     "write dead letter",
                     &self.st.insert_letter,
                     (
+                        letter_bucket(id),
                         id,
                         letter.consumer.as_str(),
                         i32::try_from(letter.partition).unwrap_or(i32::MAX),
@@ -362,15 +423,15 @@ impl ReadStore for ScyllaReadStore {
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        let rows = self
-            .rows(
-                "read dead letters",
-                &self.st.letters,
-                (i32::try_from(limit).unwrap_or(i32::MAX),),
-            )
-            .await?;
-        Ok((0..rows.len())
-            .map(|r| DeadLetter {
+        // Each bucket is in id order: the oldest `limit` overall are among the oldest
+        // `limit` of every bucket.
+        let limit_i32 = i32::try_from(limit).unwrap_or(i32::MAX);
+        let reads = (0..LETTER_BUCKETS)
+            .map(|bucket| self.rows("read dead letters", &self.st.letters, (bucket, limit_i32)));
+        let mut out = Vec::new();
+        for rows in futures::future::join_all(reads).await {
+            let rows = rows?;
+            out.extend((0..rows.len()).map(|r| DeadLetter {
                 id: rows.bigint(r, "id").unwrap_or(0),
                 consumer: rows.text(r, "consumer").unwrap_or_default(),
                 partition: u32::try_from(rows.bigint(r, "partition").unwrap_or(0)).unwrap_or(0),
@@ -380,45 +441,81 @@ impl ReadStore for ScyllaReadStore {
                 error: rows.text(r, "error").unwrap_or_default(),
                 attempts: u32::try_from(rows.bigint(r, "attempts").unwrap_or(0)).unwrap_or(0),
                 failed_at_ms: rows.bigint(r, "failed_at").unwrap_or(0),
-            })
-            .collect())
+            }));
+        }
+        out.sort_by_key(|l| l.id);
+        out.truncate(limit);
+        Ok(out)
     }
 
     async fn remove_dead_letter(&self, id: i64) -> Result<bool> {
-        let result = self
-            .session
-            .execute_unpaged(&self.st.delete_letter, (id,))
-            .await
-            .map_err(|e| db_error("remove dead letter", e))?;
-        Rows::from(result)?.applied()
+        // Letters written before the buckets all live in bucket 0.
+        let mut buckets = vec![letter_bucket(id)];
+        if buckets[0] != 0 {
+            buckets.push(0);
+        }
+        for bucket in buckets {
+            let result = self
+                .session
+                .execute_unpaged(&self.st.delete_letter, (bucket, id))
+                .await
+                .map_err(|e| db_error("remove dead letter", e))?;
+            if Rows::from(result)?.applied()? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     async fn purge_dead_letters(&self, before_ms: i64, limit: usize) -> Result<usize> {
-        // Ids are time-ordered (milliseconds in the high bits): the old letters are one
-        // range of the partition, removed by one range tombstone.
+        // Ids are time-ordered (milliseconds in the high bits): a bucket's old letters are
+        // one range of its partition, removed by one range tombstone.
         let first_kept = before_ms.saturating_mul(1 << 20);
-        let rows = self
-            .rows(
-                "find old dead letters",
-                &self.st.letters_before,
-                (first_kept, i32::try_from(limit).unwrap_or(i32::MAX)),
+        let limit_i32 = i32::try_from(limit).unwrap_or(i32::MAX);
+        // The oldest `limit` overall are a prefix of each bucket: each bucket's share goes
+        // with one range tombstone through its newest chosen id.
+        let finds = (0..LETTER_BUCKETS).map(|bucket| async move {
+            let rows = self
+                .rows(
+                    "find old dead letters",
+                    &self.st.letters_before,
+                    (bucket, first_kept, limit_i32),
+                )
+                .await?;
+            Ok::<_, StoreError>(
+                (0..rows.len())
+                    .filter_map(|r| rows.bigint(r, "id"))
+                    .map(|id| (id, bucket))
+                    .collect::<Vec<_>>(),
             )
-            .await?;
-        let Some(last) = (0..rows.len()).filter_map(|r| rows.bigint(r, "id")).max() else {
-            return Ok(0);
-        };
-        self.session
-            .execute_unpaged(&self.st.delete_letters_through, (last,))
-            .await
-            .map_err(|e| db_error("purge dead letters", e))?;
-        Ok(rows.len())
+        });
+        let mut old = Vec::new();
+        for found in futures::future::join_all(finds).await {
+            old.extend(found?);
+        }
+        old.sort_unstable();
+        old.truncate(limit);
+        let mut through: BTreeMap<i32, i64> = BTreeMap::new();
+        for (id, bucket) in &old {
+            through.insert(*bucket, *id);
+        }
+        for (bucket, last) in through {
+            self.session
+                .execute_unpaged(&self.st.delete_letters_through, (bucket, last))
+                .await
+                .map_err(|e| db_error("purge dead letters", e))?;
+        }
+        Ok(old.len())
     }
 
     async fn dead_letter_count(&self) -> Result<u64> {
-        let rows = self
-            .rows("count dead letters", &self.st.count_letters, ())
-            .await?;
-        Ok(u64::try_from(rows.bigint(0, "n").unwrap_or(0)).unwrap_or(0))
+        let counts = (0..LETTER_BUCKETS)
+            .map(|bucket| self.rows("count dead letters", &self.st.count_letters, (bucket,)));
+        let mut total = 0;
+        for rows in futures::future::join_all(counts).await {
+            total += u64::try_from(rows?.bigint(0, "n").unwrap_or(0)).unwrap_or(0);
+        }
+        Ok(total)
     }
 
     async fn stock_by_sku(&self, sku: &str) -> Result<Vec<InventoryRow>> {
@@ -460,71 +557,40 @@ impl ReadStore for ScyllaReadStore {
     }
 
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>> {
-        let wanted = words(&query.text);
+        use futures::StreamExt;
+        let wanted: Vec<String> = words(&query.text).into_iter().take(16).collect();
         let limit = query.limit.clamp(1, 200);
-        let mut candidates: Option<BTreeSet<String>> = None;
-        for word in wanted.iter().take(16) {
-            let term: String = word.chars().take(MAX_TERM).collect();
-            let rows = self
-                .rows("search terms", &self.st.terms, (term.as_str(),))
-                .await?;
-            let skus: BTreeSet<String> = (0..rows.len())
-                .filter_map(|r| rows.text(r, "sku"))
-                .collect();
-            candidates = Some(match candidates {
-                None => skus,
-                Some(c) => c.intersection(&skus).cloned().collect(),
-            });
-        }
-        let Some(candidates) = candidates else {
+        // The longest word's term names the fewest SKUs: its partition, read page by page
+        // in SKU order, gives the candidates, and each candidate's document confirms the
+        // other words. At most SEARCH_CANDIDATES are looked at, whatever the catalog holds.
+        let Some(driver) = wanted.iter().max_by_key(|w| w.chars().count()) else {
             return Ok(Vec::new());
         };
+        let term: String = driver.chars().take(MAX_TERM).collect();
+        let mut statement = self.st.terms.clone();
+        statement.set_page_size(SEARCH_PAGE);
+        let candidates = self
+            .session
+            .execute_iter(statement, (term,))
+            .await
+            .map_err(|e| StoreError::Database(format!("search terms: {e}")))?
+            .rows_stream::<(String,)>()
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let wanted = &wanted;
+        let mut checked = candidates
+            .take(SEARCH_CANDIDATES)
+            .map(|row| async move {
+                let (sku,) = row.map_err(|e| StoreError::Database(e.to_string()))?;
+                self.search_hit(sku, wanted, query).await
+            })
+            .buffered(SEARCH_PARALLEL);
         let mut hits = Vec::new();
-        for sku in candidates {
-            let doc = self
-                .rows(
-                    "load search document",
-                    &self.st.get_document,
-                    (sku.as_str(),),
-                )
-                .await?;
-            if doc.len() == 0 {
-                continue;
-            }
-            let name = doc.text(0, "name").unwrap_or_default();
-            let attributes = doc.text_map(0, "attributes");
-            // Terms stop at 12 characters: confirm longer words against the document.
-            let doc_words = words(&format!(
-                "{name} {}",
-                attributes
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ));
-            if !wanted
-                .iter()
-                .all(|w| doc_words.iter().any(|d| d.starts_with(w.as_str())))
-            {
-                continue;
-            }
-            let available: i64 = self
-                .availability(&sku, query.region.as_deref())
-                .await?
-                .iter()
-                .map(|r| r.available)
-                .sum();
-            if query.in_stock && available <= 0 {
-                continue;
-            }
-            hits.push(SearchHit {
-                sku,
-                name,
-                attributes,
-                available,
-            });
-            if hits.len() >= limit {
-                break;
+        while let Some(hit) = checked.next().await {
+            if let Some(hit) = hit? {
+                hits.push(hit);
+                if hits.len() >= limit {
+                    break;
+                }
             }
         }
         Ok(hits)
@@ -579,6 +645,15 @@ impl ReadStore for ScyllaReadStore {
 /// the same millisecond (a digest of the consumer, partition and offset), so two letters
 /// written at once get different ids (the old `ms * 1000 + partition` made one overwrite
 /// the other).
+/// Partitions the dead-letter table is spread over, so a poison burst does not make one
+/// hot, ever-growing partition.
+const LETTER_BUCKETS: i32 = 16;
+
+/// The bucket of letter `id`: its low bits, which come from a hash of the letter's origin.
+fn letter_bucket(id: i64) -> i32 {
+    i32::try_from(id.rem_euclid(i64::from(LETTER_BUCKETS))).unwrap_or(0)
+}
+
 fn dead_letter_id(now_ms: i64, letter: &DeadLetter) -> i64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = siphasher::sip::SipHasher::new();

@@ -387,3 +387,61 @@ async fn expiry_rounds_tidy_the_deadline_index() {
     assert_eq!((round.expired, round.already_final), (0, 0));
     assert_eq!(round.next_deadline_ms, Some(live_deadline));
 }
+
+/// Dead letters spread over several partitions of the table, and every one is still listed,
+/// removed and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_spread_over_buckets() {
+    use crate::ports::{DeadLetter, ReadStore};
+
+    let b = backend("letters").await;
+    for offset in 0..40u64 {
+        let letter = DeadLetter {
+            id: 0,
+            consumer: "c".into(),
+            partition: (offset % 4) as u32,
+            offset,
+            key: "k".into(),
+            payload: "{}".into(),
+            error: "poison".into(),
+            attempts: 1,
+            failed_at_ms: crate::now_ms(),
+        };
+        b.read.dead_letter(letter, offset + 1).await.unwrap();
+    }
+    let nodes = std::env::var("STOCKFLOW_CQL_NODES").unwrap_or_default();
+    let keyspace = format!("t_letters_{}", std::process::id());
+    let session = connect(&ScyllaConfig::new(vec![nodes], keyspace.clone()))
+        .await
+        .unwrap();
+    let buckets = cql::Rows::from(
+        session
+            .query_unpaged(
+                format!("SELECT DISTINCT bucket FROM {keyspace}.dead_letters"),
+                (),
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(buckets.len() > 4, "{} buckets", buckets.len());
+    let letters = b.read.dead_letters(100).await.unwrap();
+    assert_eq!(letters.len(), 40);
+    assert!(
+        letters.windows(2).all(|w| w[0].id < w[1].id),
+        "oldest first"
+    );
+    assert_eq!(b.read.dead_letter_count().await.unwrap(), 40);
+    for l in &letters[..10] {
+        assert!(b.read.remove_dead_letter(l.id).await.unwrap());
+    }
+    assert_eq!(b.read.dead_letter_count().await.unwrap(), 30);
+    assert_eq!(
+        b.read
+            .purge_dead_letters(crate::now_ms() + 1_000, 1_000)
+            .await
+            .unwrap(),
+        30
+    );
+    assert_eq!(b.read.dead_letter_count().await.unwrap(), 0);
+}
