@@ -13,8 +13,8 @@ use crate::ports::{CommandRequest, ExpiryRound, WriteStore};
 /// What expiring one reservation found.
 #[derive(Debug)]
 pub(crate) enum Expired {
-    /// It was active and due, and is expired now.
-    Now,
+    /// It was active and due, and is expired now; its deadline was this.
+    Now(i64),
     /// It is still active: by the store's clock it is due at this time.
     NotDue(i64),
     /// It was settled (or given back) before: nothing to do.
@@ -39,7 +39,7 @@ pub(crate) async fn expire(store: &dyn WriteStore, id: &ReservationId) -> Expire
             }
             // Expired by this call when it wrote events; otherwise another worker or a
             // settle got there first.
-            _ if outcome.events > 0 => Expired::Now,
+            CommandResult::Reservation(r) if outcome.events > 0 => Expired::Now(r.expires_at_ms),
             _ => Expired::AlreadyFinal,
         },
         Err(StoreError::Domain(
@@ -79,7 +79,7 @@ where
             left = Some(left.map_or(at, |l| l.min(at)));
         }
         match found {
-            Expired::Now => round.expired += 1,
+            Expired::Now(_) => round.expired += 1,
             Expired::AlreadyFinal => round.already_final += 1,
             Expired::NotDue(at) => round.note_deadline(at),
             Expired::Failed(e) => {

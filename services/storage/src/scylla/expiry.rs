@@ -135,7 +135,9 @@ async fn tidy(p: &Partitions, id: ReservationId, at: i64, found: Expired) -> Exp
         }
     };
     match found {
-        Expired::Now | Expired::AlreadyFinal => match forget(at).await {
+        // The expiry removed the row of the reservation's own deadline with its command.
+        Expired::Now(deadline) if deadline == at => found,
+        Expired::Now(_) | Expired::AlreadyFinal => match forget(at).await {
             Ok(_) => found,
             Err(e) => Expired::Failed(e),
         },
