@@ -41,6 +41,10 @@ bench-wal duration="600" connections="64" skus="1000":
 bench-expiry reservations="100000" connections="64" skus="100":
     ./scripts/bench-expiry.sh {{reservations}} {{connections}} {{skus}}
 
+# One hour of mixed load; RSS and disk sampled each minute must stay flat after warm-up
+soak minutes="60" rate="300":
+    ./scripts/soak.sh {{minutes}} {{rate}}
+
 # Print the OpenAPI document of a running platform
 openapi addr="127.0.0.1:8080":
     curl -s http://{{addr}}/openapi.json

@@ -8,6 +8,8 @@
 //! - `query`: each connection loops `GET /v1/stock/{sku}/{location}`.
 //! - `expiry`: a burst of `--reservations` 1-second reservations; reports how long until
 //!   all have expired, on the write side and in the query API (see [`expiry`]).
+//! - `soak`: mixed carts at a steady `--rate`, reported each minute and checked exact at
+//!   the end (see [`soak`]).
 //!
 //! Every connection is one keep-alive HTTP/1.1 connection driven by hyper directly, so the
 //! generator spends as little CPU as possible on the machine it shares with the server.
@@ -27,6 +29,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 mod expiry;
+mod soak;
 
 /// Arguments of `stockflow bench`.
 #[derive(Debug, Args)]
@@ -57,6 +60,9 @@ pub struct BenchArgs {
     /// Reuse the SKUs of an earlier run (its id is printed at start).
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Carts per second the `soak` workload sends, spread over the connections.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
     /// Which workload(s) to run.
     #[arg(long, value_enum, default_value = "all")]
     pub workload: Workload,
@@ -73,6 +79,9 @@ pub enum Workload {
     All,
     /// A burst of 1-second reservations, all expiring (not part of `all`).
     Expiry,
+    /// Mixed load at a steady `--rate` for `--duration`, checked exact at the end (not
+    /// part of `all`; `scripts/soak.sh` runs it for an hour).
+    Soak,
 }
 
 /// Why a bench run failed.
@@ -178,6 +187,11 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     }
     if args.workload == Workload::Expiry {
         expiry::expiry_workload(&args, run_id)
+            .await
+            .map_err(BenchError::Setup)?;
+    }
+    if args.workload == Workload::Soak {
+        soak::soak_workload(&args, run_id)
             .await
             .map_err(BenchError::Setup)?;
     }

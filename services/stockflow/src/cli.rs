@@ -112,12 +112,28 @@ pub struct CommandArgs {
     /// them, in hours (a replay of the projections starts at the oldest one kept).
     #[arg(long, env = "STOCKFLOW_LOG_RETENTION_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=87_600))]
     pub log_retention_hours: u64,
+    /// Keeps idempotency records, final reservations, dead letters and log records only
+    /// this many seconds, and runs retention every 10 s. For soak tests, which must reach
+    /// every bound within their hour; keys then live shorter than documented.
+    #[arg(long, env = "STOCKFLOW_SOAK_RETENTION_SECONDS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub soak_retention_seconds: Option<u64>,
 }
 
 impl CommandArgs {
     /// The retention these settings ask for.
     pub fn retention(&self) -> crate::workers::retention::Retention {
         let hours = |h: u64| std::time::Duration::from_secs(h * 3600);
+        if let Some(seconds) = self.soak_retention_seconds {
+            let keep = std::time::Duration::from_secs(seconds);
+            return crate::workers::retention::Retention {
+                idempotency: keep,
+                final_reservations: keep,
+                dead_letters: keep,
+                log: keep,
+                every: std::time::Duration::from_secs(10),
+                ..Default::default()
+            };
+        }
         crate::workers::retention::Retention {
             final_reservations: hours(self.final_reservation_retention_hours),
             dead_letters: hours(self.dead_letter_retention_days * 24),

@@ -38,6 +38,10 @@ enum Role {
         /// Event-log partitions (fixed when the data directory or topic is created).
         #[arg(long, alias = "bus-partitions", env = "STOCKFLOW_PARTITIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
         partitions: u32,
+        /// Free space, in MiB, the data directory's filesystem keeps: below it `/readyz`
+        /// answers 503, before commands start failing with a full disk.
+        #[arg(long, env = "STOCKFLOW_MIN_FREE_DISK_MB", default_value_t = 256)]
+        min_free_disk_mb: u64,
         /// Where the write and read sides live.
         #[arg(long, env = "STOCKFLOW_STORE", value_enum, default_value = "embedded")]
         store: Store,
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
                 data_dir,
                 listen,
                 partitions,
+                min_free_disk_mb,
                 store,
                 scylla,
                 bus,
@@ -157,6 +162,7 @@ fn main() -> ExitCode {
                 let bus = bus.config(partitions, true)?;
                 let mut config = app::DevConfig::new(data_dir);
                 config.partitions = partitions;
+                config.wal.min_free_disk_bytes = min_free_disk_mb.saturating_mul(1 << 20);
                 config.store = store;
                 config.bus = bus;
                 config.reservation_ttl_seconds = commands.reservation_ttl_seconds;

@@ -5,6 +5,7 @@ mod common;
 use common::{Platform, problem};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use stockflow::app::DevConfig;
 use stockflow_bus::NewRecord;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,4 +251,25 @@ async fn operations_endpoints_answer() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_before_the_disk_is_full() {
+    // No filesystem has this much room: the data directory is "short of space".
+    let mut config = DevConfig::new(std::path::PathBuf::new());
+    config.wal.min_free_disk_bytes = u64::MAX;
+    let p = Platform::start_config(config).await;
+    let ready = p.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.headers()["content-type"], "application/problem+json");
+    let problem: Value = ready.json().await.unwrap();
+    assert_eq!(problem["code"], "not_ready");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("MiB free"), "{detail}");
+    // Readiness only steers traffic away: the process is alive and still serves commands.
+    assert_eq!(p.get("/healthz").await.status(), StatusCode::OK);
+    p.location("s1", "north").await;
+    p.stock("O", "s1", 1).await;
+    let metrics = p.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("stockflow_data_dir_free_bytes"));
 }

@@ -115,6 +115,7 @@ mod wal {
             busy_interval: Duration::from_millis(5),
             idle_interval: Duration::from_millis(20),
             truncate_when_idle_for: Duration::from_millis(200),
+            min_free_disk_bytes: 0,
         }
     }
 

@@ -53,6 +53,10 @@ pub struct WalPolicy {
     pub idle_interval: Duration,
     /// After this long without a new frame, the WAL is truncated to zero bytes.
     pub truncate_when_idle_for: Duration,
+    /// Below this much free space on the data directory's filesystem the write store
+    /// reports not ready (`/readyz` answers 503), so load balancers move traffic away
+    /// before commands start failing with a full disk: each WAL may grow to `keep_bytes`.
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for WalPolicy {
@@ -66,6 +70,7 @@ impl Default for WalPolicy {
             busy_interval: Duration::from_millis(100),
             idle_interval: Duration::from_millis(250),
             truncate_when_idle_for: Duration::from_secs(1),
+            min_free_disk_bytes: 256 << 20,
         }
     }
 }

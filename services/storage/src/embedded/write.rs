@@ -32,6 +32,7 @@ use stockflow_domain::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::disk::Headroom;
 use super::sqlite::{Durability, ReaderPool, count_rows, from_sql_u64, open_writer, to_sql_u64};
 use super::wal::{self, WalKeeper, WalPolicy};
 use crate::expiry;
@@ -116,6 +117,8 @@ pub struct SqliteWriteStore {
     durable_outbox: Arc<AtomicI64>,
     /// Set when an fsync failed: the file's state on disk is unknown, so stop taking work.
     failed: Arc<OnceLock<String>>,
+    /// Free space the data directory keeps to report ready.
+    headroom: Headroom,
 }
 
 /// Faults a test can inject into the embedded write store, to prove it fails safe.
@@ -222,6 +225,7 @@ impl SqliteWriteStore {
             outbox_tick,
             durable_outbox,
             failed,
+            headroom: Headroom::of(path, policy.min_free_disk_bytes),
         })
     }
 
@@ -378,6 +382,7 @@ impl WriteStore for SqliteWriteStore {
         if self.jobs.is_closed() {
             return Err(StoreError::Unavailable("writer has stopped".into()));
         }
+        self.headroom.check()?;
         self.readers
             .read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
