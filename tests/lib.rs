@@ -176,6 +176,9 @@ impl RoleProcess {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn")
             .env("STOCKFLOW_LISTEN", addr.to_string())
+            // These tests are about crashes and convergence, not the edge (which
+            // services/stockflow/tests/auth.rs covers): the roles serve without tokens.
+            .env("STOCKFLOW_INSECURE_NO_AUTH", "true")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(workdir)
             .stdout(Stdio::null())

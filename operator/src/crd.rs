@@ -50,6 +50,26 @@ pub struct InventoryRegionSpec {
     /// What happens to the keyspace and topic when the region is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Bearer-token authentication of the region's APIs. Without it the roles run with
+    /// `--insecure-no-auth`: anyone who reaches their Services may change any stock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+/// How the region's APIs check bearer tokens (JWTs signed with RS256, ES256 or EdDSA).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// The `iss` every token must carry.
+    #[schemars(length(min = 1, max = 512))]
+    pub issuer: String,
+    /// An `aud` every token must include.
+    #[schemars(length(min = 1, max = 512))]
+    pub audience: String,
+    /// The identity provider's JWKS (`jwks_uri`), re-read every 5 minutes and when a
+    /// token names an unknown `kid`, so keys rotate without restarts.
+    #[schemars(length(min = 8, max = 2048), regex(pattern = r"^https?://"))]
+    pub jwks_url: String,
 }
 
 fn default_ttl() -> u32 {

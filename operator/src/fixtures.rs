@@ -38,6 +38,7 @@ pub fn region(name: &str) -> InventoryRegion {
             roles: RolesSpec::default(),
             reservation_ttl_seconds: 900,
             deletion_policy: DeletionPolicy::Retain,
+            auth: None,
         },
     );
     r.metadata = ObjectMeta {

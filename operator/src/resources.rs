@@ -203,6 +203,16 @@ pub fn config_data(region: &InventoryRegion) -> BTreeMap<String, String> {
     if s.scylla.tls.is_some() {
         data.insert("STOCKFLOW_SCYLLA_TLS".into(), "true".into());
     }
+    match &s.auth {
+        Some(auth) => {
+            data.insert("STOCKFLOW_AUTH_ISSUER".into(), auth.issuer.clone());
+            data.insert("STOCKFLOW_AUTH_AUDIENCE".into(), auth.audience.clone());
+            data.insert("STOCKFLOW_AUTH_JWKS".into(), auth.jwks_url.clone());
+        }
+        None => {
+            data.insert("STOCKFLOW_INSECURE_NO_AUTH".into(), "true".into());
+        }
+    }
     data.extend(bus_env(region));
     data
 }
@@ -599,6 +609,27 @@ mod tests {
         assert_eq!(
             migration_job(&r).metadata.owner_references.map(|o| o.len()),
             Some(1)
+        );
+    }
+
+    #[test]
+    fn a_region_without_auth_says_so_and_one_with_auth_passes_it_on() {
+        let mut r = region("north");
+        let open = config_data(&r);
+        assert_eq!(open["STOCKFLOW_INSECURE_NO_AUTH"], "true");
+        assert!(!open.contains_key("STOCKFLOW_AUTH_JWKS"));
+        r.spec.auth = Some(crate::crd::AuthSpec {
+            issuer: "https://idp.example".into(),
+            audience: "stockflow-north".into(),
+            jwks_url: "https://idp.example/.well-known/jwks.json".into(),
+        });
+        let secured = config_data(&r);
+        assert!(!secured.contains_key("STOCKFLOW_INSECURE_NO_AUTH"));
+        assert_eq!(secured["STOCKFLOW_AUTH_ISSUER"], "https://idp.example");
+        assert_eq!(secured["STOCKFLOW_AUTH_AUDIENCE"], "stockflow-north");
+        assert_eq!(
+            secured["STOCKFLOW_AUTH_JWKS"],
+            "https://idp.example/.well-known/jwks.json"
         );
     }
 

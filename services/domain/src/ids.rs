@@ -99,9 +99,43 @@ id_type!(
     "region"
 );
 
+impl IdempotencyKey {
+    /// This key as used by one actor: keys are scoped per caller, so two clients that pick
+    /// the same key never see each other's answers. `actor_tag` (1-32 lowercase hex digits,
+    /// a digest of the caller's identity) is joined with `~`, which no client key contains,
+    /// so a scoped key never equals an unscoped one.
+    pub fn scoped_to(&self, actor_tag: &str) -> Result<Self, ValidationError> {
+        if actor_tag.is_empty()
+            || actor_tag.len() > 32
+            || !actor_tag
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(ValidationError::new(
+                "actor",
+                "an actor tag is 1-32 lowercase hex digits",
+            ));
+        }
+        Ok(Self(format!("{actor_tag}~{}", self.0)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scoped_keys_differ_per_actor_and_from_the_bare_key() {
+        let key = IdempotencyKey::parse("order-1").expect("valid");
+        let a = key.scoped_to("00ff").expect("valid tag");
+        let b = key.scoped_to("00fe").expect("valid tag");
+        assert_ne!(a, b);
+        assert_ne!(a, key);
+        assert_eq!(a.as_str(), "00ff~order-1");
+        assert!(key.scoped_to("").is_err());
+        assert!(key.scoped_to("XYZ").is_err());
+        assert!(key.scoped_to(&"a".repeat(33)).is_err());
+    }
 
     #[test]
     fn accepts_the_documented_alphabet() {

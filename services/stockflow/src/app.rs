@@ -199,9 +199,36 @@ pub struct DevConfig {
     /// The most a graceful shutdown may take, from the signal to the exit: under the pod's
     /// termination grace period (30 s), so the kubelet never has to kill a draining process.
     pub shutdown_timeout: Duration,
+    /// Authentication, rate limits, concurrency and deadlines at the HTTP edge.
+    pub security: Security,
     /// Faults tests inject into the embedded write store.
     #[doc(hidden)]
     pub faults: Arc<stockflow_storage::embedded::FaultInjection>,
+}
+
+/// What the HTTP edge enforces; see [`crate::http::guard`].
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// `None`: no authentication.
+    pub auth: Option<crate::auth::AuthSettings>,
+    /// Per authenticated caller.
+    pub rate_limit: Option<crate::http::guard::RateLimit>,
+    /// Requests served at once.
+    pub max_concurrent: usize,
+    /// The most one request may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        let open = crate::http::guard::EdgeConfig::open();
+        Self {
+            auth: None,
+            rate_limit: None,
+            max_concurrent: open.max_concurrent,
+            request_timeout: open.request_timeout,
+        }
+    }
 }
 
 /// The background workers a process runs. `stockflow dev` runs all; the roles of a
@@ -247,6 +274,7 @@ impl DevConfig {
             retention: Retention::default(),
             workers: Workers::ALL,
             wal: WalPolicy::default(),
+            security: Security::default(),
             faults: Arc::default(),
             shutdown_timeout: Duration::from_secs(25),
         }
@@ -277,6 +305,9 @@ pub enum AppError {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
+    /// Authentication could not be set up (the JWKS, the settings).
+    #[error("authentication: {0}")]
+    Auth(#[from] crate::auth::AuthError),
     /// A store stopped for good (a failed fsync); the process must restart from disk.
     #[error("stopped after a storage fault: {0}")]
     Fatal(String),
@@ -315,6 +346,37 @@ impl Running {
     }
 }
 
+/// The edge `security` asks for; its JWKS refresh and bucket pruning run until `shutdown`.
+async fn start_edge(
+    security: &Security,
+    shutdown: &CancellationToken,
+) -> Result<Arc<crate::http::guard::Edge>, AppError> {
+    let auth = match &security.auth {
+        Some(settings) => {
+            Some(crate::auth::Authenticator::start(settings.clone(), shutdown.clone()).await?)
+        }
+        None => None,
+    };
+    let edge = crate::http::guard::Edge::new(crate::http::guard::EdgeConfig {
+        auth,
+        rate_limit: security.rate_limit,
+        max_concurrent: security.max_concurrent,
+        request_timeout: security.request_timeout,
+    });
+    let pruned = edge.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => pruned.forget_idle_callers(),
+            }
+        }
+    });
+    Ok(edge)
+}
+
 /// Opens the data directory, starts the workers and serves HTTP on `listener`.
 pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, AppError> {
     let backend = open_backend(&config).await?;
@@ -323,6 +385,8 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
     let projector_handle = ProjectorHandle::default();
     let draining = Arc::new(AtomicBool::new(false));
     let in_flight = Arc::new(InFlight::default());
+    let shutdown = CancellationToken::new();
+    let edge = start_edge(&config.security, &shutdown).await?;
     let state = AppState {
         write: backend.write.clone(),
         outbox: backend.outbox.clone(),
@@ -334,8 +398,8 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         draining: draining.clone(),
         bus: backend.log.clone(),
         reservation_ttl_seconds: config.reservation_ttl_seconds,
+        edge,
     };
-    let shutdown = CancellationToken::new();
     // Leases outlive the workers using them: released only once those have drained.
     let releasing = CancellationToken::new();
     let mut lease_jobs = Vec::new();

@@ -15,6 +15,9 @@ use stockflow_storage::scylla::{Replication, ScyllaConfig};
 
 use crate::app;
 
+mod security;
+pub use security::{SecurityArgs, TokenArgs};
+
 /// Why the binary stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {

@@ -41,6 +41,32 @@ pub enum ApiError {
     /// 405: the endpoint exists but not with this method.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    /// 401: no credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// 401: credentials that do not hold (signature, algorithm, issuer, audience, time).
+    #[error("{0}")]
+    InvalidToken(String),
+    /// 403: the token lacks the route's scope.
+    #[error("this endpoint needs the {0} scope")]
+    InsufficientScope(crate::auth::Scope),
+    /// 403: the token may not act at this location.
+    #[error("this token may not change stock at location {0}")]
+    LocationForbidden(String),
+    /// 429: the caller's token bucket is empty.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until a request would be accepted.
+        retry_after_secs: u64,
+    },
+    /// 503: too many requests at once.
+    #[error("too many requests at once; retry shortly with the same Idempotency-Key")]
+    Overloaded,
+    /// 504: the request ran out of time.
+    #[error(
+        "the request took longer than {0:?} and was cut off; it may have run: retry with the same Idempotency-Key to get its outcome"
+    )]
+    Timeout(std::time::Duration),
     /// From the domain or the store.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -101,6 +127,23 @@ impl ApiError {
                 "method_not_allowed",
                 "Method not allowed",
             ),
+            ApiError::Unauthenticated(_) => (
+                S::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+            ),
+            ApiError::InvalidToken(_) => (S::UNAUTHORIZED, "invalid_token", "Invalid token"),
+            ApiError::InsufficientScope(_) => {
+                (S::FORBIDDEN, "insufficient_scope", "Insufficient scope")
+            }
+            ApiError::LocationForbidden(_) => {
+                (S::FORBIDDEN, "location_forbidden", "Location not allowed")
+            }
+            ApiError::RateLimited { .. } => {
+                (S::TOO_MANY_REQUESTS, "rate_limited", "Too many requests")
+            }
+            ApiError::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
+            ApiError::Timeout(_) => (S::GATEWAY_TIMEOUT, "timeout", "Request timed out"),
             ApiError::Store(StoreError::Domain(e)) => match e {
                 DomainError::Invalid(_) => (S::BAD_REQUEST, e.code(), "Invalid request"),
                 DomainError::VersionConflict { .. } => (S::CONFLICT, e.code(), "Version conflict"),
@@ -157,6 +200,8 @@ impl ApiError {
                 status,
                 ..
             })) => Some(json!({ "reservation_status": status })),
+            ApiError::InsufficientScope(scope) => Some(json!({ "scope": scope.as_str() })),
+            ApiError::LocationForbidden(location) => Some(json!({ "location": location })),
             _ => None,
         }
     }
@@ -192,7 +237,9 @@ pub fn problem(
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, title) = self.classify();
-        let detail = if status.is_server_error() {
+        let detail = if matches!(self, ApiError::Overloaded | ApiError::Timeout(_)) {
+            self.to_string()
+        } else if status.is_server_error() {
             tracing::error!(error = %self, code, "request failed");
             match status {
                 StatusCode::SERVICE_UNAVAILABLE => {
@@ -205,10 +252,30 @@ impl IntoResponse for ApiError {
             self.to_string()
         };
         let mut response = problem(status, code, title, &detail, self.extensions());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let headers = response.headers_mut();
+        match &self {
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::Unauthenticated(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::InvalidToken(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            ApiError::InsufficientScope(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+                );
+            }
+            _ => {}
         }
         response
     }

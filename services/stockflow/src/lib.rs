@@ -2,6 +2,7 @@
 //! wiring that runs them.
 //!
 //! Layout:
+//! - [`auth`]: bearer tokens, scopes and the locations a token may act at.
 //! - [`http`]: the axum router — command API, query API, operations endpoints, OpenAPI.
 //! - [`error`]: the one error type and its mapping to RFC 9457 problem responses.
 //! - [`workers`]: outbox publisher, projectors, reservation expiry.
@@ -10,6 +11,7 @@
 //! - [`telemetry`]: tracing and the Prometheus recorder.
 
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod error;

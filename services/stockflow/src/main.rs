@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use stockflow::cli::{BusArgs, CliError, CommandArgs, Result, ScyllaArgs, Store};
+use stockflow::cli::{
+    BusArgs, CliError, CommandArgs, Result, ScyllaArgs, SecurityArgs, Store, TokenArgs,
+};
 use stockflow::http::Routes;
 use stockflow::{app, bench, telemetry};
 use stockflow_storage::scylla;
@@ -42,6 +44,12 @@ enum Role {
         /// answers 503, before commands start failing with a full disk.
         #[arg(long, env = "STOCKFLOW_MIN_FREE_DISK_MB", default_value_t = 256)]
         min_free_disk_mb: u64,
+        /// Require bearer tokens signed by a development key kept in the data directory
+        /// (made on first use); mint them with `stockflow token`.
+        #[arg(long, env = "STOCKFLOW_AUTH_DEV")]
+        auth_dev: bool,
+        #[command(flatten)]
+        security: SecurityArgs,
         /// Where the write and read sides live.
         #[arg(long, env = "STOCKFLOW_STORE", value_enum, default_value = "embedded")]
         store: Store,
@@ -92,6 +100,9 @@ enum Role {
         #[arg(long)]
         delete_topic: bool,
     },
+    /// Print a bearer token signed by the development key of a data directory (or by
+    /// --key), for `stockflow dev --auth-dev` and tests.
+    Token(TokenArgs),
     /// Drive load against a running stockflow and report throughput, latency and lag.
     Bench(bench::BenchArgs),
     /// Measure the raw LWT ceiling of a CQL server with the service's conditional batch.
@@ -117,6 +128,8 @@ struct RoleArgs {
     bus: BusArgs,
     #[command(flatten)]
     commands: CommandArgs,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 /// What a role runs and serves.
@@ -146,6 +159,8 @@ fn main() -> ExitCode {
                 listen,
                 partitions,
                 min_free_disk_mb,
+                auth_dev,
+                security,
                 store,
                 scylla,
                 bus,
@@ -160,7 +175,17 @@ fn main() -> ExitCode {
                     },
                 };
                 let bus = bus.config(partitions, true)?;
+                let security = security.security(listen, auth_dev.then_some(data_dir.as_path()), true)?;
+                if auth_dev {
+                    println!(
+                        "stockflow dev: bearer tokens required. Mint one with\n  \
+                         TOKEN=$(stockflow token --data-dir {} --scopes stock:read,stock:reserve)\n\
+                         and send it as\n  curl -H \"Authorization: Bearer $TOKEN\" http://{listen}/v1/stock/SKU",
+                        data_dir.display()
+                    );
+                }
                 let mut config = app::DevConfig::new(data_dir);
+                config.security = security;
                 config.partitions = partitions;
                 config.wal.min_free_disk_bytes = min_free_disk_mb.saturating_mul(1 << 20);
                 config.store = store;
@@ -242,6 +267,7 @@ fn main() -> ExitCode {
                 )
                 .await
             }
+            Role::Token(args) => args.run(),
             Role::Bench(args) => Ok(bench::run(args).await?),
             Role::BenchLwt(args) => Ok(bench::run_lwt(args).await?),
         }
@@ -269,6 +295,7 @@ async fn run_role(args: RoleArgs, role: RoleKind) -> Result<()> {
     }
     // No data directory: a role over ScyllaDB and a bus keeps nothing on local disk.
     let mut config = app::DevConfig::new(PathBuf::new());
+    config.security = args.security.security(args.listen, None, false)?;
     config.partitions = args.partitions;
     // Roles never create schema: `stockflow migrate` (the operator's Job) does.
     config.store = app::StoreConfig::Scylla {

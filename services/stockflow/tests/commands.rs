@@ -123,9 +123,13 @@ async fn retried_posts_apply_once_and_key_misuse_is_refused() {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
-    // Same key while the first request still runs.
+    // Same key while the first request still runs (the harness's caller's key space).
+    let tag = stockflow::auth::actor_tag(common::TEST_ISSUER, "harness");
     let token = IdempotencyToken {
-        key: IdempotencyKey::parse("busy").unwrap(),
+        key: IdempotencyKey::parse("busy")
+            .unwrap()
+            .scoped_to(&tag)
+            .unwrap(),
         fingerprint: String::new(),
     };
     let guard = p.running.in_flight.enter(&token).unwrap();

@@ -2,16 +2,17 @@
 
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use stockflow_domain::{Command, CommandResult, LocationId, ReservationId, Sku};
 use stockflow_storage::ports::{CommandOutcome, CommandRequest, IdempotencyToken};
 
 use super::AppState;
 use super::extract::{CommandBody, idempotency_key, trace_context};
 use super::model::*;
+use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult, Problem};
 
 /// Creates or updates a location.
@@ -56,15 +57,30 @@ pub async fn put_sku(
     }))
 }
 
-/// Runs a command under its idempotency key and records metrics.
+/// A store's token changes stock only at its own locations.
+fn check_locations(identity: &Identity, command: &Command) -> ApiResult<()> {
+    let touched: Vec<&LocationId> = match command {
+        Command::Adjust(a) => vec![&a.key.location],
+        Command::Reserve(r) => r.lines.iter().map(|l| &l.location).collect(),
+        Command::Confirm { .. } | Command::Release { .. } | Command::Expire { .. } => vec![],
+    };
+    match touched.into_iter().find(|l| !identity.may_act_at(l)) {
+        Some(location) => Err(ApiError::LocationForbidden(location.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Runs a command under the caller's idempotency key and records metrics.
 async fn run(
     state: &AppState,
+    identity: &Identity,
     headers: &HeaderMap,
     fingerprint: String,
     command: impl FnOnce() -> ApiResult<Command>,
 ) -> ApiResult<CommandOutcome> {
-    let key = idempotency_key(headers)?;
+    let key = identity.idempotency_key(idempotency_key(headers)?);
     let command = command()?;
+    check_locations(identity, &command)?;
     let name = command.name();
     let token = IdempotencyToken { key, fingerprint };
     let _guard = state.in_flight.enter(&token)?;
@@ -118,11 +134,12 @@ fn reservation_of(result: CommandResult) -> ApiResult<stockflow_domain::Reservat
               (status = 422, body = Problem, description = "idempotency_key_reused")))]
 pub async fn adjust(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     body: CommandBody<AdjustmentRequest>,
 ) -> ApiResult<Response> {
     let CommandBody { value, fingerprint } = body;
-    let outcome = run(&state, &headers, fingerprint, || {
+    let outcome = run(&state, &identity, &headers, fingerprint, || {
         Ok(Command::Adjust(value.into_command()?))
     })
     .await?;
@@ -148,11 +165,12 @@ pub async fn adjust(
               (status = 422, body = Problem, description = "idempotency_key_reused")))]
 pub async fn reserve(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     body: CommandBody<ReservationRequest>,
 ) -> ApiResult<Response> {
     let CommandBody { value, fingerprint } = body;
-    let outcome = run(&state, &headers, fingerprint, || {
+    let outcome = run(&state, &identity, &headers, fingerprint, || {
         Ok(Command::Reserve(value.into_command(
             || uuid::Uuid::now_v7().to_string(),
             state.reservation_ttl_seconds,
@@ -172,12 +190,13 @@ pub async fn reserve(
 
 async fn settle(
     state: AppState,
+    identity: Identity,
     headers: HeaderMap,
     id: String,
     fingerprint: String,
     make: fn(ReservationId) -> Command,
 ) -> ApiResult<Response> {
-    let outcome = run(&state, &headers, fingerprint, || {
+    let outcome = run(&state, &identity, &headers, fingerprint, || {
         Ok(make(ReservationId::parse(id)?))
     })
     .await?;
@@ -196,11 +215,12 @@ async fn settle(
               (status = 409, body = Problem, description = "reservation_not_active")))]
 pub async fn confirm(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: OptionalBody,
 ) -> ApiResult<Response> {
-    settle(state, headers, id, body.fingerprint, |id| {
+    settle(state, identity, headers, id, body.fingerprint, |id| {
         Command::Confirm { id }
     })
     .await
@@ -213,11 +233,12 @@ pub async fn confirm(
               (status = 409, body = Problem, description = "reservation_not_active")))]
 pub async fn release(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: OptionalBody,
 ) -> ApiResult<Response> {
-    settle(state, headers, id, body.fingerprint, |id| {
+    settle(state, identity, headers, id, body.fingerprint, |id| {
         Command::Release { id }
     })
     .await

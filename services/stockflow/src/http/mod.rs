@@ -5,7 +5,9 @@
 
 pub mod commands;
 pub mod extract;
+pub mod guard;
 pub mod model;
+pub mod openapi;
 pub mod ops;
 pub mod queries;
 
@@ -29,6 +31,7 @@ use crate::error::ApiError;
 use crate::workers::expiry::ExpiryHandle;
 use crate::workers::projector::ProjectorHandle;
 use extract::{InFlight, MAX_BODY_BYTES};
+use openapi::EdgeDocs;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -53,6 +56,8 @@ pub struct AppState {
     pub bus: Option<Arc<dyn EventLog>>,
     /// The TTL of a reservation whose request names none.
     pub reservation_ttl_seconds: u64,
+    /// Authentication, limits and deadlines at the edge.
+    pub edge: Arc<guard::Edge>,
 }
 
 /// Which groups of routes a process serves. Health, readiness, metrics and the OpenAPI
@@ -112,7 +117,10 @@ impl Routes {
         hours gets the same answer and applies nothing again: a success (header \
         idempotent-replayed: true) or a refusal (a 409 insufficient_stock stays 409 after a \
         restock). Requests refused before they ran (400, 503, 409 request_in_progress) record \
-        nothing; retry a 503 with the same key."),
+        nothing; retry a 503 or 504 with the same key. Keys are scoped per caller (the token's \
+        issuer and subject).\n\n\
+        Authentication: a bearer JWT with the scope each operation lists (see the bearer \
+        security scheme)."),
     paths(
         commands::put_location, commands::put_sku, commands::adjust, commands::reserve,
         commands::confirm, commands::release, commands::get_reservation,
@@ -121,6 +129,7 @@ impl Routes {
         ops::replay_dead_letter, ops::replay_projections,
     ),
     components(schemas(crate::error::Problem)),
+    modifiers(&EdgeDocs),
     tags(
         (name = "commands", description = "Write side: every POST needs an Idempotency-Key"),
         (name = "queries", description = "Read models, cacheable, with ETag"),
@@ -177,7 +186,8 @@ pub fn router(state: AppState, routes: Routes) -> Router {
     if routes.projection_replay {
         app = app.route("/admin/projections/replay", post(ops::replay_projections));
     }
-    app.fallback(not_found)
+    app.route_layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), record_http))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -8,12 +8,38 @@ use std::time::{Duration, Instant};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use stockflow::app::{self, DevConfig, Running};
+use stockflow::auth::signing::{SigningKey, TokenClaims};
+use stockflow::auth::{AuthSettings, KeySource, Scope};
 
 pub struct Platform {
     pub running: Running,
     pub base: String,
+    /// Sends a token holding every scope with each request, unless the test configured
+    /// authentication itself (then it sends none).
     pub http: reqwest::Client,
+    /// Signs tokens the platform accepts (when the harness set up authentication).
+    pub signer: Option<SigningKey>,
     _dir: tempfile::TempDir,
+}
+
+/// Issuer and audience of the harness's tokens.
+pub const TEST_ISSUER: &str = "https://idp.test";
+pub const TEST_AUDIENCE: &str = "stockflow-test";
+
+/// A fresh Ed25519 key with `kid`, its JWKS written to `jwks`.
+pub fn key_with_jwks(kid: &str, jwks: &std::path::Path) -> SigningKey {
+    let (key, _pem, set) = SigningKey::generate_ed25519(kid).expect("key");
+    std::fs::write(jwks, set.to_string()).expect("write jwks");
+    key
+}
+
+/// Claims of a harness token for `subject` with `scopes`.
+pub fn claims(subject: &str, scopes: &[Scope]) -> TokenClaims {
+    TokenClaims {
+        issuer: TEST_ISSUER.into(),
+        audience: TEST_AUDIENCE.into(),
+        ..TokenClaims::dev(subject, scopes)
+    }
 }
 
 impl Platform {
@@ -35,18 +61,34 @@ impl Platform {
             .expect("bind");
         config.data_dir = dir.path().to_path_buf();
         config.partitions = 4;
+        // Every test runs with authentication on, as production does.
+        let signer = if config.security.auth.is_none() {
+            let jwks = dir.path().join("test-jwks.json");
+            let key = key_with_jwks("test-1", &jwks);
+            config.security.auth = Some(AuthSettings::new(
+                KeySource::File(jwks),
+                TEST_ISSUER,
+                TEST_AUDIENCE,
+            ));
+            Some(key)
+        } else {
+            None
+        };
         let running = app::start(config, listener).await.expect("platform starts");
         let base = format!("http://{}", running.addr);
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(600)
-            .build()
-            .expect("client");
+        let http = client(signer.as_ref());
         Self {
             running,
             base,
             http,
+            signer,
             _dir: dir,
         }
+    }
+
+    /// The harness's helpers send tokens `key` signed (the test set up authentication).
+    pub fn authorize_with(&mut self, key: &SigningKey) {
+        self.http = client(Some(key));
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -114,6 +156,23 @@ impl Platform {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// A client sending a token `key` signed with every scope, if given.
+fn client(key: Option<&SigningKey>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        let token = key.mint(&claims("harness", &Scope::ALL)).expect("token");
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header"),
+        );
+    }
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(600)
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 pub async fn problem(r: Response) -> (StatusCode, Value) {

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
 use std::thread;
@@ -132,6 +132,8 @@ pub struct FaultInjection {
     pub fail_projections: AtomicU32,
     /// While set, projections into the read store hang (a stuck disk or lock).
     pub stall_projections: AtomicBool,
+    /// Every WAL fsync takes this many milliseconds longer (a slow disk).
+    pub slow_fsync_ms: AtomicU64,
 }
 
 impl FaultInjection {
@@ -466,6 +468,10 @@ impl Flusher {
     fn sync(&self) -> std::io::Result<()> {
         if self.faults.fail_next_fsync.swap(false, Ordering::AcqRel) {
             return Err(std::io::Error::other("injected fsync failure (EIO)"));
+        }
+        let slow = self.faults.slow_fsync_ms.load(Ordering::Acquire);
+        if slow > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(slow));
         }
         // fsync is per file, not per descriptor: this covers every frame the writer's
         // connection wrote before the commits returned.

@@ -1,0 +1,347 @@
+//! Who is calling and what they may do: `Authorization: Bearer <JWT>` checked against a
+//! JWKS ([`keys`]), scopes per route, and the locations a store's token may act at.
+//! [`signing`] mints tokens from a local key for development and tests.
+//!
+//! Only asymmetric algorithms are accepted (RS256, ES256, EdDSA): a JWKS is public, so a
+//! verifier that accepted HS256 could be fooled by a token "signed" with a public key, and
+//! `alg: none` is no signature at all.
+
+pub mod keys;
+pub mod signing;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use stockflow_domain::{IdempotencyKey, LocationId};
+use tokio_util::sync::CancellationToken;
+
+pub use keys::{KeySet, KeySource};
+
+/// The algorithms a token may be signed with.
+pub const ACCEPTED_ALGORITHMS: [Algorithm; 3] =
+    [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
+
+/// The most clock skew `--auth-leeway-seconds` may allow.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+/// A permission a token carries in its `scope` (space-separated) or `scp` (list) claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// The query API and reading reservations.
+    StockRead,
+    /// Adjustments.
+    StockAdjust,
+    /// Reserve, confirm, release.
+    StockReserve,
+    /// Locations and SKUs.
+    CatalogWrite,
+    /// Dead letters, projection replays, metrics.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, in the order the docs list them.
+    pub const ALL: [Scope; 5] = [
+        Scope::StockRead,
+        Scope::StockAdjust,
+        Scope::StockReserve,
+        Scope::CatalogWrite,
+        Scope::Admin,
+    ];
+
+    /// The scope's name in tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::StockRead => "stock:read",
+            Scope::StockAdjust => "stock:adjust",
+            Scope::StockReserve => "stock:reserve",
+            Scope::CatalogWrite => "catalog:write",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// The scope named `name`, if it is one.
+    pub fn parse(name: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The caller of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's subject; `anonymous` when authentication is off.
+    pub subject: String,
+    /// The OAuth2 client (`client_id` or `azp`), if the token names one.
+    pub client_id: Option<String>,
+    /// `None`: every scope (authentication is off).
+    scopes: Option<BTreeSet<Scope>>,
+    /// `None`: any location.
+    locations: Option<BTreeSet<String>>,
+    /// Digest of issuer and subject, which scopes idempotency keys; `None` when anonymous.
+    actor_tag: Option<String>,
+}
+
+impl Identity {
+    /// The caller when authentication is off: every scope, any location, one shared
+    /// idempotency scope.
+    pub fn anonymous() -> Self {
+        Self {
+            subject: "anonymous".into(),
+            client_id: None,
+            scopes: None,
+            locations: None,
+            actor_tag: None,
+        }
+    }
+
+    /// Whether the caller holds `scope`.
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.as_ref().is_none_or(|s| s.contains(&scope))
+    }
+
+    /// Whether the caller may change stock at `location` (a token with a `locations`
+    /// claim acts only there).
+    pub fn may_act_at(&self, location: &LocationId) -> bool {
+        self.locations
+            .as_ref()
+            .is_none_or(|l| l.contains(location.as_str()))
+    }
+
+    /// `key` as this caller's: authenticated callers each have their own key space.
+    pub fn idempotency_key(&self, key: IdempotencyKey) -> IdempotencyKey {
+        match &self.actor_tag {
+            // The tag is hex of a digest, always valid; fall back to the bare key rather
+            // than fail a request over it.
+            Some(tag) => key.scoped_to(tag).unwrap_or(key),
+            None => key,
+        }
+    }
+
+    /// The rate-limit bucket of this caller; `None` when anonymous.
+    pub fn rate_key(&self) -> Option<&str> {
+        self.actor_tag.as_deref()
+    }
+}
+
+/// The tag that scopes a caller's idempotency keys and names its rate-limit bucket: 64
+/// bits of SHA-256 over issuer and subject.
+pub fn actor_tag(issuer: &str, subject: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(issuer.as_bytes());
+    digest.update(b"\n");
+    digest.update(subject.as_bytes());
+    hex::encode(&digest.finalize()[..8])
+}
+
+/// How tokens are checked.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Where the verification keys come from.
+    pub jwks: KeySource,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// An `aud` every token must include.
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf` (at most [`MAX_LEEWAY`]).
+    pub leeway: Duration,
+    /// How often the JWKS is re-read even when every `kid` is known.
+    pub refresh_every: Duration,
+    /// The least time between two re-reads caused by unknown `kid`s, so forged `kid`s
+    /// cannot make us hammer the key source.
+    pub min_refresh_gap: Duration,
+}
+
+impl AuthSettings {
+    /// Settings with the default leeway (60 s) and refresh periods (5 min, 10 s).
+    pub fn new(jwks: KeySource, issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            jwks,
+            issuer: issuer.into(),
+            audience: audience.into(),
+            leeway: Duration::from_secs(60),
+            refresh_every: Duration::from_secs(300),
+            min_refresh_gap: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a request's credentials were refused, or the verifier could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    #[error("this endpoint needs an Authorization: Bearer token")]
+    Missing,
+    /// The header or token is not a well-formed bearer JWT.
+    #[error("malformed bearer token: {0}")]
+    Malformed(String),
+    /// Signature, algorithm, issuer, audience or time checks failed.
+    #[error("token rejected: {0}")]
+    Rejected(String),
+    /// The token's `kid` is in no key of the JWKS, even after re-reading it.
+    #[error("token rejected: no key with kid {0:?} in the JWKS")]
+    UnknownKey(String),
+    /// The JWKS could not be loaded.
+    #[error("cannot load the JWKS from {location}: {reason}")]
+    KeySource {
+        /// Where from.
+        location: String,
+        /// Why.
+        reason: String,
+    },
+    /// The settings are not usable.
+    #[error("{0}")]
+    Settings(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<Vec<String>>,
+    #[serde(default)]
+    locations: Option<Vec<String>>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    azp: Option<String>,
+}
+
+/// Checks bearer tokens.
+pub struct Authenticator {
+    keys: Arc<KeySet>,
+    issuer: String,
+    audience: String,
+    leeway: Duration,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Loads the JWKS (failing when it cannot be read) and keeps it fresh until `shutdown`.
+    pub async fn start(
+        settings: AuthSettings,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, AuthError> {
+        if settings.leeway > MAX_LEEWAY {
+            return Err(AuthError::Settings(format!(
+                "the token leeway may be at most {} s",
+                MAX_LEEWAY.as_secs()
+            )));
+        }
+        if settings.issuer.is_empty() || settings.audience.is_empty() {
+            return Err(AuthError::Settings(
+                "authentication needs both an issuer and an audience".into(),
+            ));
+        }
+        let keys = KeySet::load(settings.jwks.clone(), settings.min_refresh_gap).await?;
+        keys.clone().keep_fresh(settings.refresh_every, shutdown);
+        Ok(Arc::new(Self {
+            keys,
+            issuer: settings.issuer,
+            audience: settings.audience,
+            leeway: settings.leeway,
+        }))
+    }
+
+    /// The caller `authorization` (the header's value) names.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, AuthError> {
+        let header = authorization.ok_or(AuthError::Missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| AuthError::Malformed("expected `Bearer <token>`".into()))?;
+        let jose = decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        if !ACCEPTED_ALGORITHMS.contains(&jose.alg) {
+            return Err(AuthError::Rejected(format!(
+                "algorithm {:?} is not accepted (RS256, ES256 or EdDSA only)",
+                jose.alg
+            )));
+        }
+        let kid = jose.kid.unwrap_or_default();
+        let key = self
+            .keys
+            .find(&kid)
+            .await
+            .ok_or_else(|| AuthError::UnknownKey(kid.clone()))?;
+        if key.algorithm.is_some_and(|a| a != jose.alg) {
+            return Err(AuthError::Rejected(format!(
+                "key {kid:?} is for {:?}, the token says {:?}",
+                key.algorithm, jose.alg
+            )));
+        }
+        let mut validation = Validation::new(jose.alg);
+        validation.algorithms = vec![jose.alg];
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let claims = decode::<Claims>(token, &key.decoding, &validation)
+            .map_err(|e| AuthError::Rejected(e.to_string()))?
+            .claims;
+        Ok(self.identity(claims))
+    }
+
+    fn identity(&self, claims: Claims) -> Identity {
+        let names: Vec<String> = match (claims.scope, claims.scp) {
+            (Some(s), _) => s.split_whitespace().map(str::to_string).collect(),
+            (None, Some(list)) => list,
+            (None, None) => Vec::new(),
+        };
+        // Unknown scopes are other services' business: ignored, never an error.
+        let scopes = names.iter().filter_map(|n| Scope::parse(n)).collect();
+        let tag = actor_tag(&self.issuer, &claims.sub);
+        Identity {
+            subject: claims.sub,
+            client_id: claims.client_id.or(claims.azp),
+            scopes: Some(scopes),
+            locations: claims.locations.map(|l| l.into_iter().collect()),
+            actor_tag: Some(tag),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_round_trip_and_unknown_names_are_none() {
+        for scope in Scope::ALL {
+            assert_eq!(Scope::parse(scope.as_str()), Some(scope));
+        }
+        assert_eq!(Scope::parse("stock:write"), None);
+    }
+
+    #[test]
+    fn anonymous_may_do_anything_and_shares_one_key_space() {
+        let anonymous = Identity::anonymous();
+        assert!(Scope::ALL.iter().all(|s| anonymous.allows(*s)));
+        assert!(anonymous.may_act_at(&LocationId::parse("any").expect("valid")));
+        let key = IdempotencyKey::parse("k1").expect("valid");
+        assert_eq!(anonymous.idempotency_key(key.clone()), key);
+        assert_eq!(anonymous.rate_key(), None);
+    }
+}

@@ -1,0 +1,570 @@
+//! The edge, against a real platform: every route refuses every bad credential with exactly
+//! 401 or 403 (never 2xx, never 5xx), keys rotate without a restart, idempotency keys are
+//! scoped per caller, the rate limit answers 429 and recovers, and a request cut off by its
+//! deadline is applied once with its retry.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{Platform, TEST_AUDIENCE, TEST_ISSUER, key_with_jwks};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use stockflow::app::DevConfig;
+use stockflow::auth::signing::SigningKey;
+use stockflow::auth::{AuthSettings, KeySource, Scope};
+use stockflow::http::guard::RateLimit;
+
+/// A platform whose JWKS file the test controls, and its current key.
+struct Secured {
+    platform: Platform,
+    key: SigningKey,
+    jwks: std::path::PathBuf,
+    _keys: tempfile::TempDir,
+}
+
+async fn secured(adjust: impl FnOnce(&mut DevConfig)) -> Secured {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let jwks = keys.path().join("jwks.json");
+    let key = key_with_jwks("k1", &jwks);
+    let mut settings = AuthSettings::new(KeySource::File(jwks.clone()), TEST_ISSUER, TEST_AUDIENCE);
+    settings.min_refresh_gap = Duration::ZERO;
+    let mut config = DevConfig::new(std::path::PathBuf::new());
+    config.security.auth = Some(settings);
+    adjust(&mut config);
+    let mut platform = Platform::start_config(config).await;
+    platform.authorize_with(&key);
+    Secured {
+        platform,
+        key,
+        jwks,
+        _keys: keys,
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// Claims as `key` would sign them for `scopes`, editable before signing.
+fn raw_claims(scopes: &[Scope]) -> Value {
+    let scope: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    json!({"sub": "store-7", "iss": TEST_ISSUER, "aud": TEST_AUDIENCE, "iat": now(),
+           "nbf": now(), "exp": now() + 600, "scope": scope.join(" ")})
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+/// One route of the API, with a request that would succeed (or fail in the domain) when
+/// authorized.
+struct Route {
+    method: Method,
+    path: &'static str,
+    body: Option<Value>,
+    scope: Scope,
+    /// Touches stock at a location (the `locations` claim applies).
+    at_location: bool,
+}
+
+fn routes() -> Vec<Route> {
+    let r = |method: Method, path, body, scope, at_location| Route {
+        method,
+        path,
+        body,
+        scope,
+        at_location,
+    };
+    let adjust = json!({"sku": "SKU-1", "location": "s2", "delta": 1, "reason": "receipt"});
+    let reserve = json!({"lines": [{"sku": "SKU-1", "location": "s2", "qty": 1}]});
+    vec![
+        r(
+            Method::GET,
+            "/v1/stock/SKU-1",
+            None,
+            Scope::StockRead,
+            false,
+        ),
+        r(
+            Method::GET,
+            "/v1/stock/SKU-1/s1",
+            None,
+            Scope::StockRead,
+            false,
+        ),
+        r(
+            Method::GET,
+            "/v1/availability/SKU-1",
+            None,
+            Scope::StockRead,
+            false,
+        ),
+        r(
+            Method::GET,
+            "/v1/search?q=shoe",
+            None,
+            Scope::StockRead,
+            false,
+        ),
+        r(
+            Method::GET,
+            "/v1/reservations/r-1",
+            None,
+            Scope::StockRead,
+            false,
+        ),
+        r(
+            Method::POST,
+            "/v1/adjustments",
+            Some(adjust),
+            Scope::StockAdjust,
+            true,
+        ),
+        r(
+            Method::POST,
+            "/v1/reservations",
+            Some(reserve),
+            Scope::StockReserve,
+            true,
+        ),
+        r(
+            Method::POST,
+            "/v1/reservations/r-1/confirm",
+            None,
+            Scope::StockReserve,
+            false,
+        ),
+        r(
+            Method::POST,
+            "/v1/reservations/r-1/release",
+            None,
+            Scope::StockReserve,
+            false,
+        ),
+        r(
+            Method::PUT,
+            "/v1/locations/s3",
+            Some(json!({"region": "north", "kind": "store", "name": "S3"})),
+            Scope::CatalogWrite,
+            false,
+        ),
+        r(
+            Method::PUT,
+            "/v1/skus/SKU-1",
+            Some(json!({"name": "Shoe"})),
+            Scope::CatalogWrite,
+            false,
+        ),
+        r(
+            Method::GET,
+            "/admin/dead-letters",
+            None,
+            Scope::Admin,
+            false,
+        ),
+        r(
+            Method::POST,
+            "/admin/dead-letters/1/replay",
+            None,
+            Scope::Admin,
+            false,
+        ),
+        r(
+            Method::POST,
+            "/admin/projections/replay",
+            None,
+            Scope::Admin,
+            false,
+        ),
+        r(Method::GET, "/metrics", None, Scope::Admin, false),
+    ]
+}
+
+async fn send(p: &Platform, route: &Route, token: Option<&str>, key: &str) -> (StatusCode, Value) {
+    // A client without the harness's default token.
+    let client = reqwest::Client::new();
+    let mut req = client
+        .request(route.method.clone(), p.url(route.path))
+        .header("idempotency-key", key);
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(body) = &route.body {
+        req = req.json(body);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status();
+    let body = r.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_refuses_every_bad_credential() {
+    let s = secured(|_| {}).await;
+    let p = &s.platform;
+    p.location("s1", "north").await;
+    p.location("s2", "north").await;
+    let all = Scope::ALL;
+    let good = s.key.sign(&raw_claims(&all)).expect("token");
+    let stranger = SigningKey::generate_ed25519("k-unknown").expect("key").0;
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut tampered_claims = raw_claims(&all);
+    tampered_claims["sub"] = json!("someone-else");
+    let header_none = json!({"alg": "none", "typ": "JWT", "kid": "k1"});
+    let public_x = std::fs::read_to_string(&s.jwks).expect("jwks");
+    let mut hs_header = Header::new(Algorithm::HS256);
+    hs_header.kid = Some("k1".into());
+    let edit = |f: &dyn Fn(&mut Value)| {
+        let mut c = raw_claims(&all);
+        f(&mut c);
+        s.key.sign(&c).expect("token")
+    };
+    let bad: Vec<(&str, Option<String>, &str)> = vec![
+        ("no token", None, "unauthenticated"),
+        (
+            "expired",
+            Some(edit(&|c| c["exp"] = json!(now() - 3600))),
+            "invalid_token",
+        ),
+        (
+            "not yet valid",
+            Some(edit(&|c| c["nbf"] = json!(now() + 3600))),
+            "invalid_token",
+        ),
+        (
+            "wrong issuer",
+            Some(edit(&|c| c["iss"] = json!("https://evil.test"))),
+            "invalid_token",
+        ),
+        (
+            "wrong audience",
+            Some(edit(&|c| c["aud"] = json!("other-service"))),
+            "invalid_token",
+        ),
+        (
+            "no subject",
+            Some(edit(&|c| {
+                c.as_object_mut().map(|m| m.remove("sub"));
+            })),
+            "invalid_token",
+        ),
+        (
+            "alg none",
+            Some(format!("{}.{}.", b64(&header_none), b64(&raw_claims(&all)))),
+            "invalid_token",
+        ),
+        (
+            "HS256 with the public key",
+            Some(
+                jsonwebtoken::encode(
+                    &hs_header,
+                    &raw_claims(&all),
+                    &EncodingKey::from_secret(public_x.as_bytes()),
+                )
+                .expect("forged"),
+            ),
+            "invalid_token",
+        ),
+        (
+            "unknown kid",
+            Some(stranger.sign(&raw_claims(&all)).expect("token")),
+            "invalid_token",
+        ),
+        (
+            "tampered payload",
+            Some(format!(
+                "{}.{}.{}",
+                parts[0],
+                b64(&tampered_claims),
+                parts[2]
+            )),
+            "invalid_token",
+        ),
+        ("garbage", Some("not-a-jwt".into()), "invalid_token"),
+    ];
+    for (n, route) in routes().iter().enumerate() {
+        for (case, token, code) in &bad {
+            let (status, body) = send(p, route, token.as_deref(), &format!("bad-{n}")).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{case} on {} {}: {body}",
+                route.method,
+                route.path
+            );
+            assert_eq!(body["code"], *code, "{case} on {}", route.path);
+        }
+        // The right token without the route's scope.
+        let others: Vec<Scope> = all.into_iter().filter(|x| *x != route.scope).collect();
+        let token = s.key.sign(&raw_claims(&others)).expect("token");
+        let (status, body) = send(p, route, Some(&token), &format!("scope-{n}")).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "missing scope on {}: {body}",
+            route.path
+        );
+        assert_eq!(body["code"], "insufficient_scope");
+        assert_eq!(body["scope"], route.scope.as_str());
+        if route.at_location {
+            // A store's token, at another store.
+            let mut c = raw_claims(&all);
+            c["locations"] = json!(["s1"]);
+            let token = s.key.sign(&c).expect("token");
+            let (status, body) = send(p, route, Some(&token), &format!("loc-{n}")).await;
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "other location on {}: {body}",
+                route.path
+            );
+            assert_eq!(body["code"], "location_forbidden");
+            assert_eq!(body["location"], "s2");
+        }
+        // The right token passes the edge: whatever the domain answers, never 401/403/5xx.
+        let (status, body) = send(p, route, Some(&good), &format!("good-{n}")).await;
+        assert!(
+            status != StatusCode::UNAUTHORIZED
+                && status != StatusCode::FORBIDDEN
+                && !status.is_server_error(),
+            "good token on {} {}: {status} {body}",
+            route.method,
+            route.path
+        );
+    }
+    // Open routes need nothing.
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        let r = reqwest::get(p.url(path)).await.expect("request");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    // Nothing the refused requests asked for happened.
+    let (_, stock) = send(p, &routes()[1], Some(&good), "after").await;
+    assert_eq!(
+        stock["code"], "not_found",
+        "no stock was ever set at s1: {stock}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_token_acts_at_its_own_locations() {
+    let s = secured(|_| {}).await;
+    let p = &s.platform;
+    p.location("s1", "north").await;
+    let mut c = raw_claims(&[Scope::StockAdjust, Scope::StockReserve]);
+    c["locations"] = json!(["s1"]);
+    let token = s.key.sign(&c).expect("token");
+    let adjust = Route {
+        method: Method::POST,
+        path: "/v1/adjustments",
+        body: Some(
+            json!({"sku": "SKU-1", "location": "s1", "set_on_hand": 5, "reason": "receipt"}),
+        ),
+        scope: Scope::StockAdjust,
+        at_location: true,
+    };
+    let (status, body) = send(p, &adjust, Some(&token), "own-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["on_hand"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_without_a_restart() {
+    let s = secured(|_| {}).await;
+    let p = &s.platform;
+    let route = &routes()[0];
+    let old = s.key.sign(&raw_claims(&[Scope::StockRead])).expect("token");
+    assert_ne!(
+        send(p, route, Some(&old), "r").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // The identity provider rotates: the set now holds only k2.
+    let next = key_with_jwks("k2", &s.jwks);
+    let new = next.sign(&raw_claims(&[Scope::StockRead])).expect("token");
+    let (status, body) = send(p, route, Some(&new), "r").await;
+    assert!(
+        status == StatusCode::NOT_FOUND || status == StatusCode::OK,
+        "new key: {status} {body}"
+    );
+    // The unknown kid made the set reload: the retired key no longer verifies.
+    let (status, _) = send(p, route, Some(&old), "r").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_scoped_per_caller() {
+    let s = secured(|_| {}).await;
+    let p = &s.platform;
+    p.location("s1", "north").await;
+    let token = |sub: &str| {
+        let mut c = raw_claims(&Scope::ALL);
+        c["sub"] = json!(sub);
+        s.key.sign(&c).expect("token")
+    };
+    let route = |delta: i64| Route {
+        method: Method::POST,
+        path: "/v1/adjustments",
+        body: Some(json!({"sku": "SKU-1", "location": "s1", "delta": delta, "reason": "receipt"})),
+        scope: Scope::StockAdjust,
+        at_location: true,
+    };
+    // Two POS systems pick the same key for different requests.
+    let (a, a_body) = send(p, &route(3), Some(&token("pos-a")), "same-key").await;
+    let (b, b_body) = send(p, &route(4), Some(&token("pos-b")), "same-key").await;
+    assert_eq!(
+        (a, b),
+        (StatusCode::OK, StatusCode::OK),
+        "{a_body} {b_body}"
+    );
+    assert_eq!(a_body["on_hand"], 3);
+    assert_eq!(
+        b_body["on_hand"], 7,
+        "b's adjustment applied, not a's answer replayed"
+    );
+    // Each one's retry replays its own answer.
+    let (again, again_body) = send(p, &route(3), Some(&token("pos-a")), "same-key").await;
+    assert_eq!(again, StatusCode::OK);
+    assert_eq!(again_body["on_hand"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_answers_429_and_recovers() {
+    let per_second = std::num::NonZeroU32::new(5).expect("non-zero");
+    let s = secured(|c| {
+        c.security.rate_limit = Some(RateLimit {
+            per_second,
+            burst: per_second,
+        })
+    })
+    .await;
+    let p = &s.platform;
+    let route = &routes()[0];
+    let token = s.key.sign(&raw_claims(&[Scope::StockRead])).expect("token");
+    let mut limited = None;
+    for i in 0..20 {
+        let client = reqwest::Client::new();
+        let r = client
+            .get(p.url(route.path))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .expect("request");
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after: u64 = r.headers()["retry-after"]
+                .to_str()
+                .expect("ascii")
+                .parse()
+                .expect("seconds");
+            let body: Value = r.json().await.expect("json");
+            assert_eq!(body["code"], "rate_limited");
+            limited = Some((i, retry_after));
+            break;
+        }
+    }
+    let (i, retry_after) = limited.expect("the sixth request in a burst of twenty is limited");
+    assert!(i >= 5, "the burst of 5 passes first");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    // Another caller has its own bucket.
+    let mut other = raw_claims(&[Scope::StockRead]);
+    other["sub"] = json!("another-store");
+    let other = s.key.sign(&other).expect("token");
+    assert_ne!(
+        send(p, route, Some(&other), "k").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_ne!(
+        send(p, route, Some(&token), "k").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_command_and_its_retry_apply_once() {
+    let faults = std::sync::Arc::new(stockflow_storage::embedded::FaultInjection::default());
+    let injected = faults.clone();
+    let s = secured(move |c| {
+        c.security.request_timeout = Duration::from_millis(300);
+        c.faults = injected;
+    })
+    .await;
+    let p = &s.platform;
+    p.location("s1", "north").await;
+    let token = s.key.sign(&raw_claims(&Scope::ALL)).expect("token");
+    let route = Route {
+        method: Method::POST,
+        path: "/v1/adjustments",
+        body: Some(json!({"sku": "SKU-1", "location": "s1", "delta": 2, "reason": "receipt"})),
+        scope: Scope::StockAdjust,
+        at_location: true,
+    };
+    // The disk turns slow: the command outlives its deadline.
+    faults.slow_fsync_ms.store(1000, Ordering::Release);
+    let (status, body) = send(p, &route, Some(&token), "slow-1").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["code"], "timeout");
+    faults.slow_fsync_ms.store(0, Ordering::Release);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The retry finds the outcome: applied once.
+    let (status, body) = send(p, &route, Some(&token), "slow-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["on_hand"], 2);
+    let (status, body) = send(p, &route, Some(&token), "slow-1").await;
+    assert_eq!(
+        (status, body["on_hand"].clone()),
+        (StatusCode::OK, json!(2))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_states_each_routes_scope_and_edge_answers() {
+    let s = secured(|_| {}).await;
+    let doc: Value = reqwest::get(s.platform.url("/openapi.json"))
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for route in routes() {
+        let path = route.path.split('?').next().unwrap_or_default();
+        let template = match path {
+            "/v1/stock/SKU-1" => "/v1/stock/{sku}",
+            "/v1/stock/SKU-1/s1" => "/v1/stock/{sku}/{location}",
+            "/v1/availability/SKU-1" => "/v1/availability/{sku}",
+            "/v1/reservations/r-1" => "/v1/reservations/{id}",
+            "/v1/reservations/r-1/confirm" => "/v1/reservations/{id}/confirm",
+            "/v1/reservations/r-1/release" => "/v1/reservations/{id}/release",
+            "/v1/locations/s3" => "/v1/locations/{location}",
+            "/v1/skus/SKU-1" => "/v1/skus/{sku}",
+            "/admin/dead-letters/1/replay" => "/admin/dead-letters/{id}/replay",
+            other => other,
+        };
+        let op = &doc["paths"][template][route.method.as_str().to_lowercase()];
+        assert_eq!(
+            op["security"][0]["bearer"],
+            json!([route.scope.as_str()]),
+            "{} {template}",
+            route.method
+        );
+        for status in ["401", "403", "429", "503", "504"] {
+            assert_eq!(
+                op["responses"][status]["content"]["application/problem+json"]["schema"]["$ref"],
+                "#/components/schemas/Problem",
+                "{status} of {} {template}",
+                route.method
+            );
+        }
+    }
+    assert!(doc["paths"]["/healthz"]["get"]["security"].is_null());
+}
