@@ -217,6 +217,8 @@ pub struct Security {
     pub max_concurrent: usize,
     /// The most one request may take.
     pub request_timeout: Duration,
+    /// HTTPS (and mutual TLS with a client CA); `None`: plain HTTP.
+    pub tls: Option<crate::http::tls::TlsSettings>,
 }
 
 impl Default for Security {
@@ -227,6 +229,7 @@ impl Default for Security {
             rate_limit: None,
             max_concurrent: open.max_concurrent,
             request_timeout: open.request_timeout,
+            tls: None,
         }
     }
 }
@@ -305,6 +308,9 @@ pub enum AppError {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
+    /// TLS could not be set up (certificate, key, client CA).
+    #[error("tls: {0}")]
+    Tls(#[from] crate::http::tls::TlsError),
     /// Authentication could not be set up (the JWKS, the settings).
     #[error("authentication: {0}")]
     Auth(#[from] crate::auth::AuthError),
@@ -387,6 +393,10 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
     let in_flight = Arc::new(InFlight::default());
     let shutdown = CancellationToken::new();
     let edge = start_edge(&config.security, &shutdown).await?;
+    let tls = match &config.security.tls {
+        Some(settings) => Some(crate::http::tls::acceptor(settings)?),
+        None => None,
+    };
     let state = AppState {
         write: backend.write.clone(),
         outbox: backend.outbox.clone(),
@@ -496,13 +506,19 @@ pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, 
         let drain = draining.clone();
         let requested = stop.clone();
         let mut server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    stop.cancelled().await;
-                    drain.store(true, Ordering::Relaxed);
-                    tracing::info!("shutting down: draining requests");
-                })
-                .await
+            let stopped = async move {
+                stop.cancelled().await;
+                drain.store(true, Ordering::Relaxed);
+                tracing::info!("shutting down: draining requests");
+            };
+            match tls {
+                Some(acceptor) => crate::http::tls::serve(listener, app, acceptor, stopped).await,
+                None => {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+            }
         });
         // Shutdown has one budget that fits the pod's grace period: requests drain first,
         // then what was committed is published, then projected, then leases are released.

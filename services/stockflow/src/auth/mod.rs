@@ -105,6 +105,18 @@ impl Identity {
         }
     }
 
+    /// A caller known by its verified client certificate (mutual TLS without bearer
+    /// tokens): every scope, any location, its own idempotency key space.
+    pub fn from_certificate(subject: &str) -> Self {
+        Self {
+            subject: subject.to_string(),
+            client_id: None,
+            scopes: None,
+            locations: None,
+            actor_tag: Some(actor_tag("mtls", subject)),
+        }
+    }
+
     /// Whether the caller holds `scope`.
     pub fn allows(&self, scope: Scope) -> bool {
         self.scopes.as_ref().is_none_or(|s| s.contains(&scope))

@@ -19,6 +19,7 @@ use crate::auth::signing::{
 };
 use crate::auth::{AuthSettings, KeySource, MAX_LEEWAY, Scope};
 use crate::http::guard::RateLimit;
+use crate::http::tls::TlsSettings;
 
 /// Who may call, and how much.
 #[derive(Debug, Args)]
@@ -36,6 +37,16 @@ pub struct SecurityArgs {
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     #[arg(long, env = "STOCKFLOW_AUTH_LEEWAY_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=MAX_LEEWAY.as_secs()))]
     pub auth_leeway_seconds: u64,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "STOCKFLOW_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "STOCKFLOW_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mutual TLS); without bearer
+    /// tokens, the certificate's common name names the caller.
+    #[arg(long, env = "STOCKFLOW_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Serve without authentication: anyone who reaches the port may change any stock.
     #[arg(long, env = "STOCKFLOW_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
@@ -98,7 +109,25 @@ impl SecurityArgs {
             a.leeway = Duration::from_secs(self.auth_leeway_seconds);
             a
         });
+        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (Some(cert), Some(key), client_ca) => Some(TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: client_ca.clone(),
+            }),
+            (None, None, None) => None,
+            _ => {
+                return Err(CliError::Settings(
+                    "--tls-cert and --tls-key go together, and --tls-client-ca needs both".into(),
+                ));
+            }
+        };
+        // Client certificates authenticate callers as bearer tokens do.
+        let mutual_tls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         match (&auth, self.insecure_no_auth) {
+            (None, false) if mutual_tls => {
+                tracing::info!(%listen, "mutual TLS: client certificates name the callers")
+            }
             (Some(_), true) => {
                 return Err(CliError::Settings(
                     "--insecure-no-auth contradicts the authentication settings given".into(),
@@ -130,6 +159,7 @@ impl SecurityArgs {
             rate_limit,
             max_concurrent: usize::try_from(self.max_concurrent_requests).unwrap_or(usize::MAX),
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            tls,
         })
     }
 }

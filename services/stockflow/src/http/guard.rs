@@ -133,8 +133,13 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
+    let certificate = req.extensions().get::<super::tls::PeerSubject>().cloned();
     let identity = match (&edge.config.auth, required_scope(req.method(), &route)) {
-        (None, _) | (Some(_), None) => Identity::anonymous(),
+        (None, _) => match certificate {
+            Some(subject) => Identity::from_certificate(&subject.0),
+            None => Identity::anonymous(),
+        },
+        (Some(_), None) => Identity::anonymous(),
         (Some(auth), Some(scope)) => {
             let authorization = req
                 .headers()

@@ -10,6 +10,7 @@ pub mod model;
 pub mod openapi;
 pub mod ops;
 pub mod queries;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

@@ -61,8 +61,14 @@ impl Platform {
             .expect("bind");
         config.data_dir = dir.path().to_path_buf();
         config.partitions = 4;
-        // Every test runs with authentication on, as production does.
-        let signer = if config.security.auth.is_none() {
+        // Every test runs with authentication on, as production does: bearer tokens, unless
+        // the test authenticates callers by client certificates.
+        let mutual_tls = config
+            .security
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some());
+        let signer = if config.security.auth.is_none() && !mutual_tls {
             let jwks = dir.path().join("test-jwks.json");
             let key = key_with_jwks("test-1", &jwks);
             config.security.auth = Some(AuthSettings::new(

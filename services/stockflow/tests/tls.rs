@@ -1,0 +1,174 @@
+//! HTTPS and mutual TLS against a real platform: plain HTTP is not answered on a TLS port,
+//! a client without a certificate (or with one from another CA) is refused in the
+//! handshake, and a client certificate names its caller (its own idempotency key space).
+
+mod common;
+
+use std::path::Path;
+
+use common::Platform;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use stockflow::app::DevConfig;
+use stockflow::http::tls::TlsSettings;
+
+struct Pki {
+    ca_pem: String,
+    server: (String, String),
+    client: (String, String),
+    stranger: (String, String),
+}
+
+fn ca(name: &str) -> (CertificateParams, KeyPair, String) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().expect("key");
+    let pem = params.self_signed(&key).expect("ca").pem();
+    (params, key, pem)
+}
+
+fn leaf(names: &[&str], cn: &str, issuer: &Issuer<'_, KeyPair>) -> (String, String) {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("params");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, issuer).expect("signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+fn pki() -> Pki {
+    let (ca_params, ca_key, ca_pem) = ca("stockflow test CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let (other_params, other_key, _) = ca("another CA");
+    let other = Issuer::new(other_params, other_key);
+    Pki {
+        ca_pem,
+        server: leaf(&["127.0.0.1", "localhost"], "stockflow", &issuer),
+        client: leaf(&[], "store-7-pos", &issuer),
+        stranger: leaf(&[], "stranger", &other),
+    }
+}
+
+async fn https_platform(dir: &Path, pki: &Pki, mutual: bool) -> Platform {
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let mut config = DevConfig::new(std::path::PathBuf::new());
+    config.security.tls = Some(TlsSettings {
+        cert: write("server.pem", &pki.server.0),
+        key: write("server-key.pem", &pki.server.1),
+        client_ca: mutual.then(|| write("ca.pem", &pki.ca_pem)),
+    });
+    let mut p = Platform::start_config(config).await;
+    p.base = p.base.replace("http://", "https://");
+    p
+}
+
+fn client(pki: &Pki, identity: Option<&(String, String)>, token: Option<&str>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).expect("ca"));
+    if let Some((cert, key)) = identity {
+        builder = builder.identity(
+            reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).expect("identity"),
+        );
+    }
+    if let Some(token) = token {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        builder = builder.default_headers(headers);
+    }
+    builder.build().expect("client")
+}
+
+fn harness_token(p: &Platform) -> String {
+    p.signer
+        .as_ref()
+        .expect("the harness set up authentication")
+        .mint(&common::claims("harness", &stockflow::auth::Scope::ALL))
+        .expect("token")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_api_and_plain_http_gets_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    let p = https_platform(dir.path(), &pki, false).await;
+    let token = harness_token(&p);
+    let https = client(&pki, None, Some(&token));
+    let r = https.get(p.url("/readyz")).send().await.expect("https");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = https
+        .put(p.url("/v1/locations/s1"))
+        .json(&json!({"region": "north", "kind": "store", "name": "S1"}))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(r.status(), StatusCode::OK);
+    let plain = p.url("/readyz").replace("https://", "http://");
+    assert!(
+        reqwest::get(plain).await.is_err(),
+        "plain HTTP answered on the TLS port"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    // Client certificates alone authenticate (the harness adds no bearer tokens then).
+    let mut config_dir = DevConfig::new(std::path::PathBuf::new());
+    let p = {
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        config_dir.security.tls = Some(TlsSettings {
+            cert: write("server.pem", &pki.server.0),
+            key: write("server-key.pem", &pki.server.1),
+            client_ca: Some(write("ca.pem", &pki.ca_pem)),
+        });
+        let mut p = Platform::start_config(config_dir).await;
+        p.base = p.base.replace("http://", "https://");
+        p
+    };
+    let anonymous = client(&pki, None, None);
+    assert!(
+        anonymous.get(p.url("/healthz")).send().await.is_err(),
+        "a client without a certificate got through the handshake"
+    );
+    let stranger = client(&pki, Some(&pki.stranger), None);
+    assert!(
+        stranger.get(p.url("/healthz")).send().await.is_err(),
+        "a certificate from another CA got through the handshake"
+    );
+    let store = client(&pki, Some(&pki.client), None);
+    let r = store
+        .put(p.url("/v1/locations/s1"))
+        .json(&json!({"region": "north", "kind": "store", "name": "S1"}))
+        .send()
+        .await
+        .expect("mutual TLS");
+    assert_eq!(r.status(), StatusCode::OK);
+    let adjust =
+        |delta: i64| json!({"sku": "A", "location": "s1", "delta": delta, "reason": "receipt"});
+    let r = store
+        .post(p.url("/v1/adjustments"))
+        .header("idempotency-key", "k1")
+        .json(&adjust(4))
+        .send()
+        .await
+        .expect("mutual TLS");
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["on_hand"], 4);
+}
