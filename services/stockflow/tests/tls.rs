@@ -125,22 +125,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = pki();
     // Client certificates alone authenticate (the harness adds no bearer tokens then).
-    let mut config_dir = DevConfig::new(std::path::PathBuf::new());
-    let p = {
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).expect("write");
-            path
-        };
-        config_dir.security.tls = Some(TlsSettings {
-            cert: write("server.pem", &pki.server.0),
-            key: write("server-key.pem", &pki.server.1),
-            client_ca: Some(write("ca.pem", &pki.ca_pem)),
-        });
-        let mut p = Platform::start_config(config_dir).await;
-        p.base = p.base.replace("http://", "https://");
-        p
-    };
+    let p = https_platform(dir.path(), &pki, true).await;
     let anonymous = client(&pki, None, None);
     assert!(
         anonymous.get(p.url("/healthz")).send().await.is_err(),
