@@ -49,6 +49,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build the stockflow binary (end-to-end tests run it)"
 cargo build --locked -p stockflow --bin stockflow
 
+step "the HTTP contract: schemathesis and a generated client against stockflow dev"
+./scripts/api-contract.sh target/debug/stockflow
+
 cleanup() {
     ./scripts/cassandra.sh down || true
     ./scripts/kafka.sh down || true
@@ -88,7 +91,15 @@ STOCKFLOW_KUBECONFIG="$(./scripts/kube-apiserver.sh up)"
 export STOCKFLOW_KUBECONFIG
 
 step "cargo test (embedded, contract, Cassandra, Kafka, end-to-end)"
-cargo test --workspace --locked
+test_log="${TMPDIR:-/tmp}/stockflow-cargo-test-$$.log"
+cargo test --workspace --locked 2>&1 | tee "$test_log"
+# Nothing is skipped silently: every test that did not run says why.
+skipped="$(grep -E '^test .* \.\.\. ignored' "$test_log" | sed -E 's/^test (.*) \.\.\. ignored(, )?/  \1: /' || true)"
+rm -f "$test_log"
+if [[ -n "$skipped" ]]; then
+    step "not run here, and why"
+    printf '%s\n' "$skipped"
+fi
 
 # No registry ships Fluvio's server, so CI has none; where a cluster is reachable, its
 # adapter runs the same contract and the region runs on it end to end.

@@ -21,6 +21,18 @@ pub enum Error {
     /// Deletion waits for the teardown Job (named) to end; not a failure.
     #[error("teardown job {0} is still running")]
     TeardownRunning(String),
+    /// The operator could not start (its listener, its metrics recorder).
+    #[error("start-up: {context}: {source}")]
+    Startup {
+        /// What was being set up.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Another replica holds the leader lease now.
+    #[error("lost leadership; exiting so a follower can take over")]
+    LostLeadership,
 }
 
 impl Error {
@@ -32,6 +44,8 @@ impl Error {
             Error::Invalid(_) => "invalid",
             Error::Serialize(_) => "serialize",
             Error::TeardownRunning(_) => "teardown_running",
+            Error::Startup { .. } => "startup",
+            Error::LostLeadership => "lost_leadership",
         }
     }
 }

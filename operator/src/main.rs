@@ -8,6 +8,7 @@ use axum::Router;
 use axum::routing::get;
 use clap::{Parser, Subcommand};
 use stockflow_operator::controller::{self, Context};
+use stockflow_operator::error::Error;
 use stockflow_operator::leader::LeaderLease;
 
 #[derive(Parser)]
@@ -102,10 +103,13 @@ async fn run(
     identity: String,
     elect: bool,
     watch_namespace: Option<String>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
-    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    metrics::set_global_recorder(recorder).map_err(|e| Error::Startup {
+        context: "metrics recorder".into(),
+        source: e.to_string().into(),
+    })?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
@@ -118,15 +122,16 @@ async fn run(
         );
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
-        .map_err(|e| format!("bind {http_addr}: {e}"))?;
+        .map_err(|e| Error::Startup {
+            context: format!("bind {http_addr}"),
+            source: Box::new(e),
+        })?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "health server stopped");
         }
     });
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| format!("kubernetes client: {e}"))?;
+    let client = kube::Client::try_default().await?;
     let lease = LeaderLease::new(
         client.clone(),
         &lease_namespace,
@@ -140,7 +145,7 @@ async fn run(
     if elect {
         tokio::select! {
             _ = controller::run(ctx, watch_namespace) => Ok(()),
-            _ = lease.keep() => Err("lost leadership; exiting so a follower can take over".into()),
+            _ = lease.keep() => Err(Error::LostLeadership),
         }
     } else {
         controller::run(ctx, watch_namespace).await;

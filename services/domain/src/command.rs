@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ValidationError;
 use crate::ids::{LocationId, ReservationId, Sku};
 use crate::stock::StockKey;
-use crate::{MAX_LINE_QTY, MAX_LINES, MAX_ON_HAND, MAX_TTL_SECONDS};
+use crate::{MAX_LINE_QTY, MAX_LINES, MAX_ON_HAND, MAX_TTL_SECONDS, MAX_VERSION};
 
 /// Why on-hand changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +94,12 @@ impl Adjust {
         if let Some(reference) = &reference {
             validate_reference("reference", reference)?;
         }
+        if expected_version.is_some_and(|v| v > MAX_VERSION) {
+            return Err(ValidationError::new(
+                "expected_version",
+                format!("must be between 0 and {MAX_VERSION}"),
+            ));
+        }
         Ok(Self {
             key,
             change,
@@ -158,7 +164,7 @@ impl Reserve {
                 ));
             }
             if !seen.insert(line.key()) {
-                return Err(ValidationError::new(
+                return Err(ValidationError::duplicate(
                     format!("lines[{i}]"),
                     format!(
                         "duplicate line for sku {} at {}; merge the quantities",

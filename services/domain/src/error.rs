@@ -13,6 +13,24 @@ pub struct ValidationError {
     pub field: String,
     /// What is wrong with it.
     pub message: String,
+    /// What kind of rule the field broke.
+    #[serde(default)]
+    pub kind: ValidationKind,
+}
+
+/// Which rule a field broke: its own shape, or its relation to the other fields.
+///
+/// The API answers the two differently (400 and 422) because a schema can state the first
+/// but not the second: every field of a reservation naming one `(sku, location)` twice is
+/// valid on its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidationKind {
+    /// The value itself is out of its range, too long, or of the wrong characters.
+    #[default]
+    Shape,
+    /// The value repeats another one that must be unique (a reservation's line keys).
+    Duplicate,
 }
 
 impl ValidationError {
@@ -21,6 +39,15 @@ impl ValidationError {
         Self {
             field: field.into(),
             message: message.into(),
+            kind: ValidationKind::Shape,
+        }
+    }
+
+    /// `field` repeats a value that must be unique.
+    pub fn duplicate(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: ValidationKind::Duplicate,
+            ..Self::new(field, message)
         }
     }
 }

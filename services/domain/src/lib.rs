@@ -26,9 +26,9 @@ pub mod stock;
 pub use answer::{IDEMPOTENCY_KEY_LIFETIME_SECS, RecordedAnswer};
 pub use command::{Adjust, AdjustReason, Command, OnHandChange, Reserve, ReserveLine};
 pub use decide::{Applied, CommandResult};
-pub use error::{DomainError, ShortLine, ValidationError};
+pub use error::{DomainError, ShortLine, ValidationError, ValidationKind};
 pub use event::{BusEvent, CatalogEvent, EventKind, EventMeta, StockEvent};
-pub use ids::{IdempotencyKey, LocationId, Region, ReservationId, Sku};
+pub use ids::{ID_PATTERN, IdempotencyKey, LocationId, MAX_ID_LEN, Region, ReservationId, Sku};
 pub use partition::{default_topic, partition_for_key};
 pub use reservation::{Reservation, ReservationLine, ReservationStatus};
 pub use stock::{Location, LocationKind, SkuCatalog, StockKey, StockLevel};
@@ -41,3 +41,6 @@ pub const MAX_ON_HAND: i64 = 1_000_000_000_000;
 pub const MAX_LINES: usize = 100;
 /// Longest reservation TTL, in seconds (one day).
 pub const MAX_TTL_SECONDS: u64 = 86_400;
+/// Largest version a client may name in `expected_version`: 2^53 - 1, the largest integer
+/// every JSON client (JavaScript's included) reads exactly.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;

@@ -104,7 +104,7 @@ impl LocalData {
 }
 
 /// Opens the stores and the bus `config` names.
-pub async fn open_backend(config: &DevConfig) -> Result<Backend, AppError> {
+pub async fn open_backend(config: &AppConfig) -> Result<Backend, AppError> {
     let needs_log = config.workers.publish || config.workers.project;
     let remote: Option<Arc<dyn EventLog>> = match (&config.bus, needs_log) {
         (BusConfig::Kafka(k), true) => Some(Arc::new(KafkaEventLog::connect(k.clone()).await?)),
@@ -171,7 +171,7 @@ pub async fn open_backend(config: &DevConfig) -> Result<Backend, AppError> {
 
 /// Settings of the platform `stockflow dev` runs, or of one role of a region.
 #[derive(Debug, Clone)]
-pub struct DevConfig {
+pub struct AppConfig {
     /// Where the SQLite files (or, with ScyllaDB and the embedded bus, the event log) live.
     pub data_dir: PathBuf,
     /// Which stores to use.
@@ -261,7 +261,7 @@ impl Workers {
     };
 }
 
-impl DevConfig {
+impl AppConfig {
     /// Defaults for `data_dir`.
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
@@ -384,7 +384,7 @@ async fn start_edge(
 }
 
 /// Opens the data directory, starts the workers and serves HTTP on `listener`.
-pub async fn start(config: DevConfig, listener: TcpListener) -> Result<Running, AppError> {
+pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, AppError> {
     let backend = open_backend(&config).await?;
     let addr = listener.local_addr()?;
     let expiry_handle = expiry::ExpiryHandle::default();

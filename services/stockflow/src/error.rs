@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
-use stockflow_domain::{DomainError, ValidationError};
+use stockflow_domain::{DomainError, ValidationError, ValidationKind};
 use stockflow_storage::StoreError;
 use utoipa::ToSchema;
 
@@ -23,6 +23,12 @@ pub enum ApiError {
     /// 400: the body is not JSON, or not the expected shape.
     #[error("{0}")]
     MalformedBody(String),
+    /// 400: a query parameter is missing, unknown or not of its type.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// 400: a path segment is not of its type (or not valid percent-encoded UTF-8).
+    #[error("{0}")]
+    InvalidPath(String),
     /// 400: a POST came without an `Idempotency-Key`.
     #[error("the Idempotency-Key header is required on every POST")]
     MissingIdempotencyKey,
@@ -67,6 +73,23 @@ pub enum ApiError {
         "the request took longer than {0:?} and was cut off; it may have run: retry with the same Idempotency-Key to get its outcome"
     )]
     Timeout(std::time::Duration),
+    /// 503 on `/readyz`: a dependency does not answer, or the process is draining.
+    #[error("{0}")]
+    NotReady(String),
+    /// 503 on `/healthz`: the write store stopped for good (after a failed fsync).
+    #[error("{0}; the process is exiting to restart from disk")]
+    StorageFault(String),
+    /// 409: a replayed dead letter fails again.
+    #[error("dead letter {id} still fails: {error}")]
+    DeadLetterStillFailing {
+        /// The letter.
+        id: i64,
+        /// Why it fails.
+        error: String,
+    },
+    /// 500: a bug (a panic, a response that does not serialize); the cause is logged.
+    #[error("{0}")]
+    Internal(String),
     /// From the domain or the store.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -90,8 +113,55 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong in this request.
     pub detail: String,
-    /// Stable machine-readable code (`insufficient_stock`, `version_conflict`, ...).
+    /// Stable machine-readable code clients branch on.
+    #[schema(schema_with = problem_code)]
     pub code: String,
+}
+
+/// Every `code` a problem document may carry. [`ApiError::code`] draws from this list (a
+/// test walks every variant), and the document states it as the enum of `Problem.code`.
+pub const PROBLEM_CODES: &[&str] = &[
+    "invalid_request",
+    "invalid_query",
+    "invalid_path",
+    "malformed_body",
+    "duplicate_line",
+    "idempotency_key_missing",
+    "idempotency_key_reused",
+    "request_in_progress",
+    "payload_too_large",
+    "unsupported_media_type",
+    "not_found",
+    "method_not_allowed",
+    "unauthenticated",
+    "invalid_token",
+    "insufficient_scope",
+    "location_forbidden",
+    "rate_limited",
+    "overloaded",
+    "timeout",
+    "not_ready",
+    "storage_fault",
+    "dead_letter_still_failing",
+    "version_conflict",
+    "insufficient_stock",
+    "location_not_found",
+    "reservation_not_found",
+    "reservation_not_active",
+    "reservation_exists",
+    "location_region_immutable",
+    "unavailable",
+    "internal",
+];
+
+fn problem_code() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(
+            "Stable machine-readable code clients branch on (insufficient_stock, version_conflict, ...)",
+        ))
+        .enum_values(Some(PROBLEM_CODES.iter().copied()))
+        .build()
 }
 
 impl ApiError {
@@ -99,7 +169,14 @@ impl ApiError {
     fn classify(&self) -> (StatusCode, &'static str, &'static str) {
         use StatusCode as S;
         match self {
+            ApiError::Invalid(v) | ApiError::Store(StoreError::Domain(DomainError::Invalid(v)))
+                if v.kind == ValidationKind::Duplicate =>
+            {
+                (S::UNPROCESSABLE_ENTITY, "duplicate_line", "Duplicate line")
+            }
             ApiError::Invalid(_) => (S::BAD_REQUEST, "invalid_request", "Invalid request"),
+            ApiError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_query", "Invalid query"),
+            ApiError::InvalidPath(_) => (S::BAD_REQUEST, "invalid_path", "Invalid path"),
             ApiError::MalformedBody(_) => {
                 (S::BAD_REQUEST, "malformed_body", "Malformed request body")
             }
@@ -144,6 +221,14 @@ impl ApiError {
             }
             ApiError::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
             ApiError::Timeout(_) => (S::GATEWAY_TIMEOUT, "timeout", "Request timed out"),
+            ApiError::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not_ready", "Not ready"),
+            ApiError::StorageFault(_) => (S::SERVICE_UNAVAILABLE, "storage_fault", "Storage fault"),
+            ApiError::DeadLetterStillFailing { .. } => (
+                S::CONFLICT,
+                "dead_letter_still_failing",
+                "Dead letter still failing",
+            ),
+            ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
             ApiError::Store(StoreError::Domain(e)) => match e {
                 DomainError::Invalid(_) => (S::BAD_REQUEST, e.code(), "Invalid request"),
                 DomainError::VersionConflict { .. } => (S::CONFLICT, e.code(), "Version conflict"),
@@ -237,7 +322,13 @@ pub fn problem(
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, title) = self.classify();
-        let detail = if matches!(self, ApiError::Overloaded | ApiError::Timeout(_)) {
+        let detail = if matches!(
+            self,
+            ApiError::Overloaded
+                | ApiError::Timeout(_)
+                | ApiError::NotReady(_)
+                | ApiError::StorageFault(_)
+        ) {
             self.to_string()
         } else if status.is_server_error() {
             tracing::error!(error = %self, code, "request failed");
@@ -278,5 +369,93 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use stockflow_domain::{LocationId, ReservationId, ReservationStatus, Sku};
+
+    use super::*;
+    use crate::auth::Scope;
+
+    /// One of every variant (and every domain refusal): each code is in [`PROBLEM_CODES`],
+    /// which the document states as the enum of `Problem.code`.
+    #[test]
+    fn every_code_is_documented() {
+        let sku = || Sku::parse("S").unwrap();
+        let location = || LocationId::parse("L").unwrap();
+        let id = || ReservationId::parse("R").unwrap();
+        let domain = [
+            DomainError::Invalid(ValidationError::new("f", "m")),
+            DomainError::VersionConflict {
+                sku: sku(),
+                location: location(),
+                expected: 1,
+                current: 2,
+            },
+            DomainError::InsufficientStock { lines: vec![] },
+            DomainError::LocationNotFound(location()),
+            DomainError::ReservationNotFound(id()),
+            DomainError::ReservationNotActive {
+                id: id(),
+                status: ReservationStatus::Confirmed,
+            },
+            DomainError::ReservationExists(id()),
+            DomainError::LocationRegionImmutable {
+                location: location(),
+                current: "north".into(),
+            },
+        ];
+        let mut errors = vec![
+            ApiError::Invalid(ValidationError::new("f", "m")),
+            ApiError::Invalid(ValidationError::duplicate("lines[1]", "m")),
+            ApiError::InvalidQuery("q".into()),
+            ApiError::InvalidPath("p".into()),
+            ApiError::MalformedBody("b".into()),
+            ApiError::MissingIdempotencyKey,
+            ApiError::RequestInProgress,
+            ApiError::PayloadTooLarge(1),
+            ApiError::UnsupportedMediaType,
+            ApiError::NotFound("n".into()),
+            ApiError::MethodNotAllowed,
+            ApiError::Unauthenticated("u".into()),
+            ApiError::InvalidToken("t".into()),
+            ApiError::InsufficientScope(Scope::Admin),
+            ApiError::LocationForbidden("L".into()),
+            ApiError::RateLimited {
+                retry_after_secs: 1,
+            },
+            ApiError::Overloaded,
+            ApiError::Timeout(Duration::from_secs(1)),
+            ApiError::NotReady("r".into()),
+            ApiError::StorageFault("f".into()),
+            ApiError::DeadLetterStillFailing {
+                id: 1,
+                error: "e".into(),
+            },
+            ApiError::Internal("i".into()),
+            ApiError::Store(StoreError::IdempotencyKeyReused),
+            ApiError::Store(StoreError::InProgress),
+            ApiError::Store(StoreError::Io(std::io::Error::other("disk"))),
+            ApiError::Store(StoreError::Corrupt("c".into())),
+        ];
+        errors.extend(domain.into_iter().map(ApiError::from));
+        for error in &errors {
+            assert!(
+                PROBLEM_CODES.contains(&error.code()),
+                "{} ({error:?}) is not in PROBLEM_CODES",
+                error.code()
+            );
+        }
+        let used: std::collections::BTreeSet<_> = errors.iter().map(ApiError::code).collect();
+        for code in PROBLEM_CODES {
+            assert!(
+                used.contains(code),
+                "{code} is listed but no error gives it"
+            );
+        }
     }
 }

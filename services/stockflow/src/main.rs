@@ -184,7 +184,7 @@ fn main() -> ExitCode {
                         data_dir.display()
                     );
                 }
-                let mut config = app::DevConfig::new(data_dir);
+                let mut config = app::AppConfig::new(data_dir);
                 config.security = security;
                 config.partitions = partitions;
                 config.wal.min_free_disk_bytes = min_free_disk_mb.saturating_mul(1 << 20);
@@ -294,7 +294,7 @@ async fn run_role(args: RoleArgs, role: RoleKind) -> Result<()> {
         )));
     }
     // No data directory: a role over ScyllaDB and a bus keeps nothing on local disk.
-    let mut config = app::DevConfig::new(PathBuf::new());
+    let mut config = app::AppConfig::new(PathBuf::new());
     config.security = args.security.security(args.listen, None, false)?;
     config.partitions = args.partitions;
     // Roles never create schema: `stockflow migrate` (the operator's Job) does.
@@ -316,7 +316,7 @@ async fn run_role(args: RoleArgs, role: RoleKind) -> Result<()> {
 
 /// Binds `listen`, starts the platform `config` describes, and runs it until ctrl-c or
 /// SIGTERM.
-async fn serve(listen: SocketAddr, config: app::DevConfig) -> Result<()> {
+async fn serve(listen: SocketAddr, config: app::AppConfig) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| CliError::Settings(format!("cannot listen on {listen}: {e}")))?;

@@ -14,7 +14,7 @@ use common::{Platform, TEST_AUDIENCE, TEST_ISSUER, key_with_jwks};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use stockflow::app::DevConfig;
+use stockflow::app::AppConfig;
 use stockflow::auth::signing::SigningKey;
 use stockflow::auth::{AuthSettings, KeySource, Scope};
 use stockflow::http::guard::RateLimit;
@@ -27,13 +27,13 @@ struct Secured {
     _keys: tempfile::TempDir,
 }
 
-async fn secured(adjust: impl FnOnce(&mut DevConfig)) -> Secured {
+async fn secured(adjust: impl FnOnce(&mut AppConfig)) -> Secured {
     let keys = tempfile::tempdir().expect("tempdir");
     let jwks = keys.path().join("jwks.json");
     let key = key_with_jwks("k1", &jwks);
     let mut settings = AuthSettings::new(KeySource::File(jwks.clone()), TEST_ISSUER, TEST_AUDIENCE);
     settings.min_refresh_gap = Duration::ZERO;
-    let mut config = DevConfig::new(std::path::PathBuf::new());
+    let mut config = AppConfig::new(std::path::PathBuf::new());
     config.security.auth = Some(settings);
     adjust(&mut config);
     let mut platform = Platform::start_config(config).await;

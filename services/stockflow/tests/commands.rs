@@ -524,7 +524,13 @@ async fn bad_input_gets_a_clear_400_and_changes_nothing() {
     ];
     for (i, (path, body, needle)) in cases.into_iter().enumerate() {
         let (status, problem) = problem(p.post(path, format!("bad-{i}"), body.clone()).await).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {problem}");
+        // A repeated line is valid field by field: 422, the rest 400.
+        let expected = if needle == "duplicate" {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(status, expected, "{body} → {problem}");
         let text = problem.to_string();
         assert!(
             text.contains(needle),
@@ -612,7 +618,7 @@ async fn graceful_shutdown_drains_the_outbox() {
 /// itself with the storage fault as its error, so the supervisor restarts it from disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_answers_503_turns_healthz_red_and_stops_the_process() {
-    let config = stockflow::app::DevConfig::new(std::path::PathBuf::new());
+    let config = stockflow::app::AppConfig::new(std::path::PathBuf::new());
     let faults = config.faults.clone();
     let p = Platform::start_config(config).await;
     p.location("s1", "north").await;
@@ -646,7 +652,7 @@ async fn a_failed_fsync_answers_503_turns_healthz_red_and_stops_the_process() {
 /// the next start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_keeps_to_its_deadline_when_a_worker_is_stuck() {
-    let mut config = stockflow::app::DevConfig::new(std::path::PathBuf::new());
+    let mut config = stockflow::app::AppConfig::new(std::path::PathBuf::new());
     config.shutdown_timeout = Duration::from_secs(2);
     let faults = config.faults.clone();
     let p = Platform::start_config(config).await;

@@ -5,7 +5,7 @@ mod common;
 use common::{Platform, problem};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use stockflow::app::DevConfig;
+use stockflow::app::AppConfig;
 use stockflow_bus::NewRecord;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,7 +256,7 @@ async fn operations_endpoints_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_before_the_disk_is_full() {
     // No filesystem has this much room: the data directory is "short of space".
-    let mut config = DevConfig::new(std::path::PathBuf::new());
+    let mut config = AppConfig::new(std::path::PathBuf::new());
     config.wal.min_free_disk_bytes = u64::MAX;
     let p = Platform::start_config(config).await;
     let ready = p.get("/readyz").await;

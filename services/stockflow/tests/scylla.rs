@@ -12,7 +12,7 @@ use common::{Platform, problem};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
-use stockflow::app::{self, DevConfig, StoreConfig};
+use stockflow::app::{self, AppConfig, StoreConfig};
 use stockflow::workers::projector::{self, ProjectorConfig, Step};
 use stockflow::workers::publisher;
 use stockflow_bus::{EventLog, NewRecord};
@@ -274,7 +274,7 @@ async fn bad_configuration_fails_clearly() {
     let nodes = nodes("badconfig");
     let dir = tempfile::tempdir().unwrap();
     let start = |store: StoreConfig| {
-        let mut config = DevConfig::new(dir.path().to_path_buf());
+        let mut config = AppConfig::new(dir.path().to_path_buf());
         config.store = store;
         async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

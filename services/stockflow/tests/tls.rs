@@ -10,7 +10,7 @@ use common::Platform;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use stockflow::app::DevConfig;
+use stockflow::app::AppConfig;
 use stockflow::http::tls::TlsSettings;
 
 struct Pki {
@@ -58,7 +58,7 @@ async fn https_platform(dir: &Path, pki: &Pki, mutual: bool) -> Platform {
         std::fs::write(&path, text).expect("write");
         path
     };
-    let mut config = DevConfig::new(std::path::PathBuf::new());
+    let mut config = AppConfig::new(std::path::PathBuf::new());
     config.security.tls = Some(TlsSettings {
         cert: write("server.pem", &pki.server.0),
         key: write("server-key.pem", &pki.server.1),

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -10,20 +10,21 @@ use stockflow_domain::{Command, CommandResult, LocationId, ReservationId, Sku};
 use stockflow_storage::ports::{CommandOutcome, CommandRequest, IdempotencyToken};
 
 use super::AppState;
-use super::extract::{CommandBody, idempotency_key, trace_context};
+use super::docs::{IdempotencyKeyHeader, LocationPath, ReservationPath, SkuPath};
+use super::extract::{CommandBody, OptionalBody, PathParams, idempotency_key, trace_context};
 use super::model::*;
 use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult, Problem};
 
 /// Creates or updates a location.
 #[utoipa::path(put, path = "/v1/locations/{location}", tag = "catalog",
-    params(("location" = String, Path, description = "Location id")),
+    params(LocationPath),
     request_body = LocationRequest,
-    responses((status = 200, body = LocationResponse), (status = 400, body = Problem),
+    responses((status = 200, body = LocationResponse),
               (status = 409, body = Problem, description = "location_region_immutable")))]
-pub async fn put_location(
+pub(crate) async fn put_location(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(LocationPath { location: id }): PathParams<LocationPath>,
     body: CommandBody<LocationRequest>,
 ) -> ApiResult<Json<LocationResponse>> {
     let location = body.value.into_location(LocationId::parse(id)?)?;
@@ -38,12 +39,12 @@ pub async fn put_location(
 
 /// Creates or updates a SKU's catalog data (feeds search).
 #[utoipa::path(put, path = "/v1/skus/{sku}", tag = "catalog",
-    params(("sku" = String, Path, description = "SKU")),
+    params(SkuPath),
     request_body = SkuRequest,
-    responses((status = 200, body = SkuResponse), (status = 400, body = Problem)))]
-pub async fn put_sku(
+    responses((status = 200, body = SkuResponse)))]
+pub(crate) async fn put_sku(
     State(state): State<AppState>,
-    Path(sku): Path<String>,
+    PathParams(SkuPath { sku }): PathParams<SkuPath>,
     body: CommandBody<SkuRequest>,
 ) -> ApiResult<Json<SkuResponse>> {
     let sku = Sku::parse(sku)?;
@@ -118,21 +119,21 @@ fn respond<T: serde::Serialize>(status: StatusCode, outcome: &CommandOutcome, bo
 fn reservation_of(result: CommandResult) -> ApiResult<stockflow_domain::Reservation> {
     match result {
         CommandResult::Reservation(r) => Ok(r),
-        CommandResult::Stock(_) => Err(ApiError::MalformedBody(
-            "this Idempotency-Key belongs to an adjustment, not a reservation".into(),
+        // The fingerprint names the route, so a key's answer is of its route's kind.
+        CommandResult::Stock(_) => Err(ApiError::Store(
+            stockflow_storage::StoreError::IdempotencyKeyReused,
         )),
     }
 }
 
 /// Changes on-hand by a delta or to a counted value.
 #[utoipa::path(post, path = "/v1/adjustments", tag = "commands",
-    params(("Idempotency-Key" = String, Header, description = "Required; a retry with the same key and body within 24 h gets the recorded answer, success or refusal")),
+    params(IdempotencyKeyHeader),
     request_body = AdjustmentRequest,
-    responses((status = 200, body = StockLevelResponse), (status = 400, body = Problem),
+    responses((status = 200, body = StockLevelResponse),
               (status = 404, body = Problem, description = "location_not_found"),
-              (status = 409, body = Problem, description = "version_conflict, insufficient_stock or request_in_progress"),
-              (status = 422, body = Problem, description = "idempotency_key_reused")))]
-pub async fn adjust(
+              (status = 409, body = Problem, description = "version_conflict, insufficient_stock or request_in_progress")))]
+pub(crate) async fn adjust(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
     headers: HeaderMap,
@@ -149,21 +150,21 @@ pub async fn adjust(
             &outcome,
             StockLevelResponse::from(level),
         )),
-        CommandResult::Reservation(_) => Err(ApiError::MalformedBody(
-            "this Idempotency-Key belongs to a reservation command, not an adjustment".into(),
+        CommandResult::Reservation(_) => Err(ApiError::Store(
+            stockflow_storage::StoreError::IdempotencyKeyReused,
         )),
     }
 }
 
 /// Holds stock on one or more lines, all or nothing.
 #[utoipa::path(post, path = "/v1/reservations", tag = "commands",
-    params(("Idempotency-Key" = String, Header, description = "Required; a retry with the same key within 24 h gets the recorded answer, success or refusal")),
+    params(IdempotencyKeyHeader),
     request_body = ReservationRequest,
-    responses((status = 201, body = ReservationResponse), (status = 400, body = Problem),
+    responses((status = 201, body = ReservationResponse),
               (status = 404, body = Problem, description = "location_not_found"),
               (status = 409, body = Problem, description = "insufficient_stock (with the short lines), reservation_exists or request_in_progress"),
-              (status = 422, body = Problem, description = "idempotency_key_reused")))]
-pub async fn reserve(
+              (status = 422, body = Problem, description = "duplicate_line (one (sku, location) twice), or idempotency_key_reused")))]
+pub(crate) async fn reserve(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
     headers: HeaderMap,
@@ -210,14 +211,15 @@ async fn settle(
 
 /// Turns a reservation into a sale.
 #[utoipa::path(post, path = "/v1/reservations/{id}/confirm", tag = "commands",
-    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required; a retry with the same key within 24 h gets the recorded answer, success or refusal")),
-    responses((status = 200, body = ReservationResponse), (status = 404, body = Problem),
-              (status = 409, body = Problem, description = "reservation_not_active")))]
-pub async fn confirm(
+    params(ReservationPath, IdempotencyKeyHeader),
+    responses((status = 200, body = ReservationResponse),
+              (status = 404, body = Problem, description = "reservation_not_found"),
+              (status = 409, body = Problem, description = "reservation_not_active or request_in_progress")))]
+pub(crate) async fn confirm(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathParams(ReservationPath { id }): PathParams<ReservationPath>,
     body: OptionalBody,
 ) -> ApiResult<Response> {
     settle(state, identity, headers, id, body.fingerprint, |id| {
@@ -228,14 +230,15 @@ pub async fn confirm(
 
 /// Gives held stock back.
 #[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "commands",
-    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required; a retry with the same key within 24 h gets the recorded answer, success or refusal")),
-    responses((status = 200, body = ReservationResponse), (status = 404, body = Problem),
-              (status = 409, body = Problem, description = "reservation_not_active")))]
-pub async fn release(
+    params(ReservationPath, IdempotencyKeyHeader),
+    responses((status = 200, body = ReservationResponse),
+              (status = 404, body = Problem, description = "reservation_not_found"),
+              (status = 409, body = Problem, description = "reservation_not_active or request_in_progress")))]
+pub(crate) async fn release(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathParams(ReservationPath { id }): PathParams<ReservationPath>,
     body: OptionalBody,
 ) -> ApiResult<Response> {
     settle(state, identity, headers, id, body.fingerprint, |id| {
@@ -246,11 +249,12 @@ pub async fn release(
 
 /// A reservation as the write side holds it.
 #[utoipa::path(get, path = "/v1/reservations/{id}", tag = "commands",
-    params(("id" = String, Path)),
-    responses((status = 200, body = ReservationResponse), (status = 404, body = Problem)))]
-pub async fn get_reservation(
+    params(ReservationPath),
+    responses((status = 200, body = ReservationResponse),
+              (status = 404, body = Problem, description = "reservation_not_found")))]
+pub(crate) async fn get_reservation(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(ReservationPath { id }): PathParams<ReservationPath>,
 ) -> ApiResult<Json<ReservationResponse>> {
     let id = ReservationId::parse(id)?;
     let reservation = state
@@ -259,36 +263,4 @@ pub async fn get_reservation(
         .await?
         .ok_or(stockflow_domain::DomainError::ReservationNotFound(id))?;
     Ok(Json(reservation.into()))
-}
-
-/// The body of confirm/release: empty, or an empty JSON object. Fingerprinted by path.
-pub struct OptionalBody {
-    fingerprint: String,
-}
-
-impl<S: Send + Sync> axum::extract::FromRequest<S> for OptionalBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let path = req.uri().path().to_string();
-        let bytes = bytes::Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(super::extract::MAX_BODY_BYTES)
-            } else {
-                ApiError::MalformedBody(r.to_string())
-            }
-        })?;
-        if !bytes.iter().all(u8::is_ascii_whitespace) {
-            let value: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::MalformedBody(format!("body is not valid JSON: {e}")))?;
-            if value.as_object().is_none_or(|m| !m.is_empty()) {
-                return Err(ApiError::MalformedBody(
-                    "this endpoint takes no body (or an empty JSON object)".into(),
-                ));
-            }
-        }
-        Ok(Self {
-            fingerprint: format!("POST {path}"),
-        })
-    }
 }

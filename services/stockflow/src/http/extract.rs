@@ -1,11 +1,14 @@
-//! Request extraction shared by the command handlers: strict JSON bodies with a request
-//! fingerprint, the `Idempotency-Key`, the in-flight registry and the trace context.
+//! Request extraction shared by the handlers: strict JSON bodies with a request
+//! fingerprint (and the empty body of confirm and release), path and query parameters whose
+//! refusals are problem documents, the `Idempotency-Key`, the in-flight registry and the
+//! trace context.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, header};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -15,11 +18,11 @@ use stockflow_storage::ports::IdempotencyToken;
 use crate::error::ApiError;
 
 /// Largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A JSON body parsed strictly (unknown fields are refused by the target types), with a
 /// fingerprint of the request for idempotency checks.
-pub struct CommandBody<T> {
+pub(crate) struct CommandBody<T> {
     /// The parsed body.
     pub value: T,
     /// SHA-256 over method, path and the canonical JSON of the body, so the same request
@@ -53,14 +56,15 @@ where
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(MAX_BODY_BYTES)
             } else {
                 ApiError::MalformedBody(format!("could not read the body: {rejection}"))
             }
         })?;
-        let json: serde_json::Value = serde_json::from_slice(&bytes)
+        let mut json: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::MalformedBody(format!("body is not valid JSON: {e}")))?;
+        integral_numbers(&mut json);
         // serde_json's map is ordered by key, so re-serializing canonicalises the body.
         let canonical = serde_json::to_vec(&json)
             .map_err(|e| ApiError::MalformedBody(format!("body is not valid JSON: {e}")))?;
@@ -79,8 +83,93 @@ where
     }
 }
 
+/// Writes every whole number given as a float (`2.0`, `1e3`) as an integer. JSON and its
+/// schemas do not tell them apart (`2.0` is an `integer`), so neither do the bodies, nor the
+/// fingerprint of the request.
+fn integral_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.007_199_254_740_992e15
+            {
+                // Below 2^53 in magnitude a whole f64 converts to i64 exactly.
+                #[allow(clippy::cast_possible_truncation)]
+                let whole = f as i64;
+                *value = Value::from(whole);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(map) => map.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
+}
+
+/// The body of confirm and release: empty, or an empty JSON object. Fingerprinted by path,
+/// so a retry under the same key is the same request.
+pub(crate) struct OptionalBody {
+    /// `POST <path>`.
+    pub fingerprint: String,
+}
+
+impl<S: Send + Sync> FromRequest<S> for OptionalBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let path = req.uri().path().to_string();
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(MAX_BODY_BYTES)
+            } else {
+                ApiError::MalformedBody(r.to_string())
+            }
+        })?;
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            let value: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::MalformedBody(format!("body is not valid JSON: {e}")))?;
+            if value.as_object().is_none_or(|m| !m.is_empty()) {
+                return Err(ApiError::MalformedBody(
+                    "this endpoint takes no body (or an empty JSON object)".into(),
+                ));
+            }
+        }
+        Ok(Self {
+            fingerprint: format!("POST {path}"),
+        })
+    }
+}
+
+/// Path parameters; a segment that does not parse is a 400 problem, not axum's plain text.
+pub(crate) struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|r| ApiError::InvalidPath(r.body_text()))
+    }
+}
+
+/// A query string; unknown, missing or mistyped parameters are a 400 problem.
+pub(crate) struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|r| ApiError::InvalidQuery(r.body_text()))
+    }
+}
+
 /// The request's `Idempotency-Key`, required on every POST.
-pub fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
     let value = headers
         .get("idempotency-key")
         .ok_or(ApiError::MissingIdempotencyKey)?;
@@ -91,7 +180,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> 
 }
 
 /// The W3C `traceparent` of the request, stamped on the events it causes.
-pub fn trace_context(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn trace_context(headers: &HeaderMap) -> Option<String> {
     headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())

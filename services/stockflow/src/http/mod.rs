@@ -3,13 +3,14 @@
 //! Modules: `commands` (write side), `queries` (read models), `ops` (health, metrics,
 //! admin), `model` (JSON shapes), `extract` (bodies, idempotency keys).
 
-pub mod commands;
+pub(crate) mod commands;
+pub(crate) mod docs;
 pub mod extract;
 pub mod guard;
-pub mod model;
-pub mod openapi;
-pub mod ops;
-pub mod queries;
+pub(crate) mod model;
+pub(crate) mod openapi;
+pub(crate) mod ops;
+pub(crate) mod queries;
 pub mod tls;
 
 use std::sync::Arc;
@@ -129,7 +130,7 @@ impl Routes {
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::dead_letters,
         ops::replay_dead_letter, ops::replay_projections,
     ),
-    components(schemas(crate::error::Problem)),
+    components(schemas(crate::error::Problem, ops::ReplayedBody, ops::ReplayingBody)),
     modifiers(&EdgeDocs),
     tags(
         (name = "commands", description = "Write side: every POST needs an Idempotency-Key"),
@@ -138,7 +139,7 @@ impl Routes {
         (name = "operations", description = "Health, metrics and administration"),
     )
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 fn command_routes() -> Router<AppState> {
     Router::new()
@@ -194,10 +195,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Store(stockflow_storage::StoreError::Corrupt(
-                "handler panicked".into(),
-            ))
-            .into_response()
+            ApiError::Internal("a handler panicked".into()).into_response()
         }))
         .with_state(state)
 }

@@ -14,8 +14,10 @@ use stockflow_domain::{
 use stockflow_storage::ports::{InventoryRow, RegionAvailability, SearchHit};
 use utoipa::ToSchema;
 
+use super::docs;
+
 /// RFC 3339 text of a Unix-millisecond timestamp.
-pub fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     let ms = u64::try_from(ms).unwrap_or(0);
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
@@ -23,21 +25,28 @@ pub fn rfc3339(ms: i64) -> String {
 /// `PUT /v1/locations/{location}`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LocationRequest {
-    /// Region the location belongs to; fixed once it holds stock.
-    #[schema(example = "north")]
+pub(crate) struct LocationRequest {
+    /// Region the location belongs to; fixed once set.
+    #[schema(schema_with = docs::region)]
     pub region: String,
     /// `store` or `warehouse`.
-    #[schema(example = "store")]
+    #[schema(schema_with = location_kind)]
     pub kind: String,
     /// Display name.
-    #[schema(example = "Oslo Storo")]
+    #[schema(schema_with = docs::name)]
     pub name: String,
+}
+
+fn location_kind() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["store", "warehouse"]))
+        .build()
 }
 
 /// A location.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LocationResponse {
+pub(crate) struct LocationResponse {
     /// Location id.
     pub location: String,
     /// Region.
@@ -66,10 +75,10 @@ impl LocationRequest {
 }
 
 fn display_name(name: String) -> Result<String, ValidationError> {
-    if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+    if !docs::is_display_name(&name) {
         return Err(ValidationError::new(
             "name",
-            "must be 1-200 characters without control characters",
+            "must be 1-200 characters without control characters, not only spaces",
         ));
     }
     Ok(name)
@@ -78,12 +87,13 @@ fn display_name(name: String) -> Result<String, ValidationError> {
 /// `PUT /v1/skus/{sku}`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SkuRequest {
+pub(crate) struct SkuRequest {
     /// Display name, searchable.
-    #[schema(example = "Trail running shoe")]
+    #[schema(schema_with = docs::name)]
     pub name: String,
     /// Searchable attributes such as brand, colour, size.
     #[serde(default)]
+    #[schema(schema_with = docs::attributes)]
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -91,14 +101,17 @@ impl SkuRequest {
     /// Validates name and attributes.
     pub fn validate(self) -> Result<(String, BTreeMap<String, String>), ValidationError> {
         let name = display_name(self.name)?;
-        if self.attributes.len() > 50 {
+        if self.attributes.len() > docs::MAX_ATTRIBUTES {
             return Err(ValidationError::new("attributes", "at most 50 attributes"));
         }
         for (k, v) in &self.attributes {
-            if k.is_empty() || k.len() > 64 || v.chars().count() > 500 {
+            let name = k.chars().count();
+            if !(1..=docs::MAX_ATTRIBUTE_NAME_CHARS).contains(&name)
+                || v.chars().count() > docs::MAX_ATTRIBUTE_VALUE_CHARS
+            {
                 return Err(ValidationError::new(
                     format!("attributes.{k}"),
-                    "names are 1-64 bytes, values at most 500 characters",
+                    "names are 1-64 characters, values at most 500 characters",
                 ));
             }
         }
@@ -108,7 +121,7 @@ impl SkuRequest {
 
 /// A SKU's catalog entry.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SkuResponse {
+pub(crate) struct SkuResponse {
     /// SKU.
     pub sku: String,
     /// Display name.
@@ -119,29 +132,39 @@ pub struct SkuResponse {
     pub version: u64,
 }
 
-/// `POST /v1/adjustments`: exactly one of `delta` and `set_on_hand`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// `POST /v1/adjustments`: exactly one of `delta` and `set_on_hand`. Parsed as one struct,
+/// so a body giving both or neither gets a message naming them; documented as the `oneOf`
+/// of the two modes ([`docs::adjustment`]).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdjustmentRequest {
+pub(crate) struct AdjustmentRequest {
     /// SKU.
-    #[schema(example = "SKU-1")]
     pub sku: String,
     /// Location.
-    #[schema(example = "store-1")]
     pub location: String,
     /// Units to add (negative to remove), 1–1,000,000 either way.
-    #[schema(example = 40)]
     pub delta: Option<i64>,
     /// Counted on-hand to set.
     pub set_on_hand: Option<i64>,
-    /// `receipt`, `cycle_count`, `damage`, `correction` or `return`.
-    #[schema(example = "receipt")]
+    /// One of [`ADJUST_REASONS`].
     pub reason: String,
     /// External reference (ASN, ticket).
     pub reference: Option<String>,
     /// Apply only if the key is at this version; otherwise 409 `version_conflict`.
     pub expected_version: Option<u64>,
 }
+
+impl utoipa::PartialSchema for AdjustmentRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        docs::adjustment().into()
+    }
+}
+
+impl ToSchema for AdjustmentRequest {}
+
+/// The reasons an adjustment may give, as the API spells them.
+pub(crate) const ADJUST_REASONS: [&str; 5] =
+    ["receipt", "cycle_count", "damage", "correction", "return"];
 
 fn parse_reason(reason: &str) -> Result<AdjustReason, ValidationError> {
     Ok(match reason {
@@ -184,7 +207,7 @@ impl AdjustmentRequest {
 
 /// The quantities of one `(sku, location)` after a change.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct StockLevelResponse {
+pub(crate) struct StockLevelResponse {
     /// SKU.
     pub sku: String,
     /// Location.
@@ -215,31 +238,34 @@ impl From<StockLevel> for StockLevelResponse {
 /// One line of a reservation.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LineBody {
+pub(crate) struct LineBody {
     /// SKU.
-    #[schema(example = "SKU-1")]
+    #[schema(schema_with = docs::sku)]
     pub sku: String,
     /// Location.
-    #[schema(example = "store-1")]
+    #[schema(schema_with = docs::location)]
     pub location: String,
     /// Units, 1–1,000,000.
-    #[schema(example = 2)]
+    #[schema(schema_with = docs::quantity)]
     pub qty: i64,
 }
 
 /// `POST /v1/reservations`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ReservationRequest {
+pub(crate) struct ReservationRequest {
     /// Client-chosen id; generated when absent.
+    #[schema(schema_with = docs::optional_reservation_id)]
     pub reservation_id: Option<String>,
     /// 1–100 distinct `(sku, location)` lines, reserved all or nothing.
+    #[schema(schema_with = docs::lines)]
     pub lines: Vec<LineBody>,
     /// Seconds until the hold expires, 1–86,400; when absent, the region's reservation TTL
     /// (`--reservation-ttl-seconds`, default 900).
-    #[schema(example = 900)]
+    #[schema(schema_with = docs::ttl_seconds)]
     pub ttl_seconds: Option<u64>,
     /// External reference (order, cart).
+    #[schema(schema_with = docs::reference)]
     pub reference: Option<String>,
 }
 
@@ -270,12 +296,15 @@ impl ReservationRequest {
 }
 
 fn prefix(i: usize, e: ValidationError) -> ValidationError {
-    ValidationError::new(format!("lines[{i}].{}", e.field), e.message)
+    ValidationError {
+        field: format!("lines[{i}].{}", e.field),
+        ..e
+    }
 }
 
 /// A reservation.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ReservationResponse {
+pub(crate) struct ReservationResponse {
     /// Id.
     pub reservation_id: String,
     /// `active`, `confirmed`, `released` or `expired`.
@@ -316,7 +345,7 @@ impl From<Reservation> for ReservationResponse {
 
 /// One location's stock in the read model.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LocationStock {
+pub(crate) struct LocationStock {
     /// SKU.
     pub sku: String,
     /// Location.
@@ -352,7 +381,7 @@ impl From<InventoryRow> for LocationStock {
 
 /// `GET /v1/stock/{sku}`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SkuStockResponse {
+pub(crate) struct SkuStockResponse {
     /// SKU.
     pub sku: String,
     /// Every location with a stock row.
@@ -365,7 +394,7 @@ pub struct SkuStockResponse {
 
 /// One region's availability.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RegionAvailabilityBody {
+pub(crate) struct RegionAvailabilityBody {
     /// Region.
     pub region: String,
     /// On hand summed over the region's locations.
@@ -395,7 +424,7 @@ impl From<RegionAvailability> for RegionAvailabilityBody {
 
 /// `GET /v1/availability/{sku}`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AvailabilityResponse {
+pub(crate) struct AvailabilityResponse {
     /// SKU.
     pub sku: String,
     /// Per region.
@@ -406,7 +435,7 @@ pub struct AvailabilityResponse {
 
 /// One search hit.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SearchHitBody {
+pub(crate) struct SearchHitBody {
     /// SKU.
     pub sku: String,
     /// Display name.
@@ -430,7 +459,7 @@ impl From<SearchHit> for SearchHitBody {
 
 /// `GET /v1/search`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SearchResponse {
+pub(crate) struct SearchResponse {
     /// The query text.
     pub query: String,
     /// Hits, best first.

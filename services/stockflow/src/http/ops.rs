@@ -4,70 +4,58 @@
 use std::sync::atomic::Ordering;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
 use stockflow_domain::BusEvent;
 use stockflow_storage::ports::DeadLetter;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use super::AppState;
-use crate::error::{ApiError, ApiResult, Problem, problem};
+use super::docs::DeadLetterPath;
+use super::extract::PathParams;
+use crate::error::{ApiError, ApiResult, Problem};
 
 /// Liveness: the process serves HTTP and its write store has not stopped for good (after a
 /// failed fsync it answers 503 until the process, which is shutting down, exits).
 #[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200), (status = 503, body = Problem)))]
-pub async fn healthz(State(state): State<AppState>) -> Response {
+    responses((status = 200, body = String, content_type = "text/plain"),
+              (status = 503, body = Problem, description = "storage_fault")))]
+pub(crate) async fn healthz(State(state): State<AppState>) -> ApiResult<&'static str> {
     match state.write.fatal_error() {
-        None => "ok".into_response(),
-        Some(why) => problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_fault",
-            "Storage fault",
-            &format!("{why}; the process is exiting to restart from disk"),
-            None,
-        ),
+        None => Ok("ok"),
+        Some(why) => Err(ApiError::StorageFault(why.to_string())),
     }
 }
 
 /// Readiness: the stores (and the bus, where this process uses one) answer and the process
 /// is not draining.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200), (status = 503, body = Problem)))]
-pub async fn readyz(State(state): State<AppState>) -> Response {
+    responses((status = 200, body = String, content_type = "text/plain"),
+              (status = 503, body = Problem, description = "not_ready")))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
+    let not_ready = ApiError::NotReady;
     if state.draining.load(Ordering::Relaxed) {
-        return not_ready("shutting down");
+        return Err(not_ready("shutting down".into()));
     }
     if let Err(e) = state.write.check_ready().await {
-        return not_ready(&format!("write store: {e}"));
+        return Err(not_ready(format!("write store: {e}")));
     }
     if let Err(e) = state.read.check_ready().await {
-        return not_ready(&format!("read store: {e}"));
+        return Err(not_ready(format!("read store: {e}")));
     }
     if let Some(bus) = &state.bus
         && let Err(e) = bus.check_ready().await
     {
-        return not_ready(&format!("bus: {e}"));
+        return Err(not_ready(format!("bus: {e}")));
     }
-    (StatusCode::OK, "ready").into_response()
-}
-
-fn not_ready(reason: &str) -> Response {
-    problem(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not_ready",
-        "Not ready",
-        reason,
-        None,
-    )
+    Ok("ready")
 }
 
 /// Prometheus metrics in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     // Scraping never scans the outbox: the publisher keeps `stockflow_outbox_backlog`.
     (
         [(
@@ -80,14 +68,15 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// The OpenAPI description of this API, generated from the code.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200)))]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(super::ApiDoc::openapi())
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, body = Object, description = "OpenAPI 3.1 document")))]
+pub(crate) async fn openapi() -> Json<serde_json::Value> {
+    Json(super::openapi::document())
 }
 
 /// A dead letter as listed by the admin API.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DeadLetterBody {
+pub(crate) struct DeadLetterBody {
     /// DLQ id.
     pub id: i64,
     /// Consumer that gave up.
@@ -124,7 +113,9 @@ impl From<DeadLetter> for DeadLetterBody {
 /// Events the projector could not apply.
 #[utoipa::path(get, path = "/admin/dead-letters", tag = "operations",
     responses((status = 200, body = [DeadLetterBody])))]
-pub async fn dead_letters(State(state): State<AppState>) -> ApiResult<Json<Vec<DeadLetterBody>>> {
+pub(crate) async fn dead_letters(
+    State(state): State<AppState>,
+) -> ApiResult<Json<Vec<DeadLetterBody>>> {
     let letters = state.read.dead_letters(1000).await?;
     Ok(Json(letters.into_iter().map(Into::into).collect()))
 }
@@ -132,44 +123,58 @@ pub async fn dead_letters(State(state): State<AppState>) -> ApiResult<Json<Vec<D
 /// Re-applies a dead letter (after a fix); removes it when it applies. Idempotent: the
 /// projection ignores versions it already holds.
 #[utoipa::path(post, path = "/admin/dead-letters/{id}/replay", tag = "operations",
-    params(("id" = i64, Path)),
-    responses((status = 200), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn replay_dead_letter(
+    params(DeadLetterPath),
+    responses((status = 200, body = ReplayedBody),
+              (status = 404, body = Problem, description = "not_found: no dead letter with this id"),
+              (status = 409, body = Problem, description = "dead_letter_still_failing")))]
+pub(crate) async fn replay_dead_letter(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
-) -> ApiResult<Response> {
+    PathParams(DeadLetterPath { id }): PathParams<DeadLetterPath>,
+) -> ApiResult<Json<ReplayedBody>> {
     let letters = state.read.dead_letters(100_000).await?;
     let letter = letters
         .into_iter()
         .find(|l| l.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
-    let event: BusEvent = match serde_json::from_str(&letter.payload) {
-        Ok(event) => event,
-        Err(e) => return Ok(still_failing(id, &format!("payload does not decode: {e}"))),
-    };
-    if let Err(e) = state.read.replay(std::slice::from_ref(&event)).await {
-        return Ok(still_failing(id, &e.to_string()));
-    }
+    let still_failing = |error: String| ApiError::DeadLetterStillFailing { id, error };
+    let event: BusEvent = serde_json::from_str(&letter.payload)
+        .map_err(|e| still_failing(format!("payload does not decode: {e}")))?;
+    state
+        .read
+        .replay(std::slice::from_ref(&event))
+        .await
+        .map_err(|e| still_failing(e.to_string()))?;
     state.read.remove_dead_letter(id).await?;
     metrics::counter!("stockflow_dead_letters_replayed_total").increment(1);
-    Ok(Json(json!({ "id": id, "replayed": true })).into_response())
+    Ok(Json(ReplayedBody { id, replayed: true }))
 }
 
-fn still_failing(id: i64, error: &str) -> Response {
-    problem(
-        StatusCode::CONFLICT,
-        "dead_letter_still_failing",
-        "Dead letter still failing",
-        &format!("dead letter {id} still fails: {error}"),
-        None,
-    )
+/// The answer of a dead letter's replay.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ReplayedBody {
+    /// The letter, now removed.
+    pub id: i64,
+    /// Always true.
+    pub replayed: bool,
+}
+
+/// The answer of a projection replay.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ReplayingBody {
+    /// Always true: the projectors re-read the log in the background.
+    pub replaying: bool,
 }
 
 /// Re-reads the whole event log into the read models. Harmless by construction: every
 /// event older than what a row holds is ignored.
 #[utoipa::path(post, path = "/admin/projections/replay", tag = "operations",
-    responses((status = 202)))]
-pub async fn replay_projections(State(state): State<AppState>) -> Response {
+    responses((status = 202, body = ReplayingBody)))]
+pub(crate) async fn replay_projections(
+    State(state): State<AppState>,
+) -> (StatusCode, Json<ReplayingBody>) {
     state.projector.replay_from_start();
-    (StatusCode::ACCEPTED, Json(json!({ "replaying": true }))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        Json(ReplayingBody { replaying: true }),
+    )
 }

@@ -1,6 +1,6 @@
 //! The query API: read models only, with `ETag`, `Cache-Control` and conditional GETs.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,8 @@ use stockflow_storage::ports::SearchQuery;
 use utoipa::IntoParams;
 
 use super::AppState;
+use super::docs::{self, SkuLocationPath, SkuPath};
+use super::extract::{PathParams, QueryParams};
 use super::model::*;
 use crate::error::{ApiError, ApiResult, Problem};
 
@@ -20,7 +22,7 @@ const CACHE_CONTROL: &str = "public, max-age=1, stale-while-revalidate=2";
 /// Serializes `body` with an `ETag` over its bytes, answering 304 when the client has it.
 fn cached<T: Serialize>(headers: &HeaderMap, body: &T) -> ApiResult<Response> {
     let bytes = serde_json::to_vec(body)
-        .map_err(|e| ApiError::Store(stockflow_storage::StoreError::Corrupt(e.to_string())))?;
+        .map_err(|e| ApiError::Internal(format!("response does not serialize: {e}")))?;
     let digest = Sha256::digest(&bytes);
     let etag = format!("\"{}\"", hex::encode(&digest[..12]));
     let matches = headers
@@ -55,13 +57,13 @@ fn cached<T: Serialize>(headers: &HeaderMap, body: &T) -> ApiResult<Response> {
 
 /// Stock of a SKU at every location.
 #[utoipa::path(get, path = "/v1/stock/{sku}", tag = "queries",
-    params(("sku" = String, Path), ("If-None-Match" = Option<String>, Header)),
+    params(SkuPath, ("If-None-Match" = Option<String>, Header)),
     responses((status = 200, body = SkuStockResponse, description = "With ETag and Cache-Control"),
-              (status = 304, description = "Not modified"), (status = 400, body = Problem)))]
-pub async fn stock_by_sku(
+              (status = 304, description = "Not modified")))]
+pub(crate) async fn stock_by_sku(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(sku): Path<String>,
+    PathParams(SkuPath { sku }): PathParams<SkuPath>,
 ) -> ApiResult<Response> {
     let sku = Sku::parse(sku)?;
     let rows = state.read.stock_by_sku(sku.as_str()).await?;
@@ -77,13 +79,13 @@ pub async fn stock_by_sku(
 
 /// Stock of a SKU at one location.
 #[utoipa::path(get, path = "/v1/stock/{sku}/{location}", tag = "queries",
-    params(("sku" = String, Path), ("location" = String, Path), ("If-None-Match" = Option<String>, Header)),
+    params(SkuLocationPath, ("If-None-Match" = Option<String>, Header)),
     responses((status = 200, body = LocationStock), (status = 304, description = "Not modified"),
-              (status = 404, body = Problem)))]
-pub async fn stock_at(
+              (status = 404, body = Problem, description = "not_found: no stock row for the key")))]
+pub(crate) async fn stock_at(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((sku, location)): Path<(String, String)>,
+    PathParams(SkuLocationPath { sku, location }): PathParams<SkuLocationPath>,
 ) -> ApiResult<Response> {
     let sku = Sku::parse(sku)?;
     let location = LocationId::parse(location)?;
@@ -98,24 +100,24 @@ pub async fn stock_at(
 /// `?region=` of the availability query.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct RegionFilter {
+#[into_params(parameter_in = Query)]
+pub(crate) struct RegionFilter {
     /// Only this region.
+    #[param(schema_with = docs::region)]
     pub region: Option<String>,
 }
 
 /// Available stock of a SKU summed per region.
 #[utoipa::path(get, path = "/v1/availability/{sku}", tag = "queries",
-    params(("sku" = String, Path), RegionFilter),
-    responses((status = 200, body = AvailabilityResponse), (status = 304, description = "Not modified"),
-              (status = 400, body = Problem)))]
-pub async fn availability(
+    params(SkuPath, RegionFilter, ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, body = AvailabilityResponse), (status = 304, description = "Not modified")))]
+pub(crate) async fn availability(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(sku): Path<String>,
-    query: Result<Query<RegionFilter>, axum::extract::rejection::QueryRejection>,
+    PathParams(SkuPath { sku }): PathParams<SkuPath>,
+    QueryParams(filter): QueryParams<RegionFilter>,
 ) -> ApiResult<Response> {
     let sku = Sku::parse(sku)?;
-    let Query(filter) = query.map_err(|e| ApiError::MalformedBody(e.body_text()))?;
     let region = filter.region.map(Region::parse).transpose()?;
     let rows = state
         .read
@@ -132,29 +134,32 @@ pub async fn availability(
 /// Query string of a search.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct SearchParams {
-    /// Words matched (as prefixes) against name and attributes.
+#[into_params(parameter_in = Query)]
+pub(crate) struct SearchParams {
+    /// Words matched (as prefixes) against name and attributes; at most 200 characters.
+    #[param(max_length = 200)]
     pub q: String,
     /// Only SKUs with available stock.
     #[serde(default)]
     pub in_stock: bool,
     /// Count availability in this region only.
+    #[param(schema_with = docs::region)]
     pub region: Option<String>,
     /// At most this many hits (1–100, default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
 }
 
 /// Catalog text search, filterable by stock.
-#[utoipa::path(get, path = "/v1/search", tag = "queries", params(SearchParams),
-    responses((status = 200, body = SearchResponse), (status = 304, description = "Not modified"),
-              (status = 400, body = Problem)))]
-pub async fn search(
+#[utoipa::path(get, path = "/v1/search", tag = "queries",
+    params(SearchParams, ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, body = SearchResponse), (status = 304, description = "Not modified")))]
+pub(crate) async fn search(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+    QueryParams(p): QueryParams<SearchParams>,
 ) -> ApiResult<Response> {
-    let Query(p) = query.map_err(|e| ApiError::MalformedBody(e.body_text()))?;
-    if p.q.chars().count() > 200 {
+    if p.q.chars().count() > docs::MAX_QUERY_CHARS {
         return Err(ValidationError::new("q", "at most 200 characters").into());
     }
     let limit = p.limit.unwrap_or(20);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use stockflow::app::{self, DevConfig, Running};
+use stockflow::app::{self, AppConfig, Running};
 use stockflow::auth::signing::{SigningKey, TokenClaims};
 use stockflow::auth::{AuthSettings, KeySource, Scope};
 
@@ -48,13 +48,13 @@ impl Platform {
     }
 
     pub async fn start_with(store: app::StoreConfig) -> Self {
-        let mut config = DevConfig::new(std::path::PathBuf::new());
+        let mut config = AppConfig::new(std::path::PathBuf::new());
         config.store = store;
         Self::start_config(config).await
     }
 
     /// Starts `config` in a fresh temporary data directory, with 4 partitions.
-    pub async fn start_config(mut config: DevConfig) -> Self {
+    pub async fn start_config(mut config: AppConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -1,0 +1,305 @@
+//! The schemas of the OpenAPI document that derive cannot state: every bound comes from the
+//! constant the validation uses (the domain's, or this module's for the API-only rules), so
+//! the document says exactly what the server enforces. schemathesis checks the two agree
+//! (`scripts/api-contract.sh`).
+
+use serde::Deserialize;
+use stockflow_domain::{ID_PATTERN, MAX_ID_LEN, MAX_LINE_QTY, MAX_ON_HAND, MAX_VERSION};
+use utoipa::IntoParams;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema,
+    SchemaFormat, SchemaType, Type,
+};
+
+/// Longest display name (locations, SKUs), in characters.
+pub(crate) const MAX_NAME_CHARS: usize = 200;
+/// Longest free-text reference, in characters (the domain's rule).
+pub(crate) const MAX_REFERENCE_CHARS: usize = 128;
+/// Attributes one SKU may carry.
+pub(crate) const MAX_ATTRIBUTES: usize = 50;
+/// Longest attribute name, in characters.
+pub(crate) const MAX_ATTRIBUTE_NAME_CHARS: usize = 64;
+/// Longest attribute value, in characters.
+pub(crate) const MAX_ATTRIBUTE_VALUE_CHARS: usize = 500;
+/// Longest search text, in characters.
+pub(crate) const MAX_QUERY_CHARS: usize = 200;
+
+/// No C0 or C1 control character anywhere (Rust's `char::is_control`).
+const NO_CONTROLS: &str = "^[^\\x00-\\x1F\\x7F-\\x9F]*$";
+/// No control character, and at least one character that is neither a control nor a space.
+const NOT_BLANK: &str =
+    "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$";
+
+/// Whether `text` is a display name: what [`name`] documents.
+pub(crate) fn is_display_name(text: &str) -> bool {
+    let chars = text.chars().count();
+    (1..=MAX_NAME_CHARS).contains(&chars)
+        && !text.chars().any(char::is_control)
+        && text.chars().any(|c| c != ' ')
+}
+
+fn string(description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+}
+
+fn integer(description: &str, minimum: i64, maximum: i64) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .description(Some(description))
+        .minimum(Some(minimum))
+        .maximum(Some(maximum))
+}
+
+fn nullable(schema: ObjectBuilder) -> ObjectBuilder {
+    schema.schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+}
+
+fn id_builder(description: &str, example: &str) -> ObjectBuilder {
+    string(description)
+        .pattern(Some(ID_PATTERN))
+        .min_length(Some(1))
+        .max_length(Some(MAX_ID_LEN))
+        .examples([example])
+}
+
+const ID_RULE: &str = "1-64 characters of A-Z a-z 0-9 . _ : -";
+
+/// A SKU. The examples name what `scripts/api-contract.sh` seeds, so examples reach the
+/// success paths.
+pub(crate) fn sku() -> Object {
+    id_builder(ID_RULE, "SKU-1").build()
+}
+
+/// A location.
+pub(crate) fn location() -> Object {
+    id_builder(ID_RULE, "store-1").build()
+}
+
+/// A region.
+pub(crate) fn region() -> Object {
+    id_builder(ID_RULE, "north").build()
+}
+
+/// A reservation id.
+pub(crate) fn reservation_id() -> Object {
+    id_builder(ID_RULE, "cart-1").build()
+}
+
+/// An `Idempotency-Key`.
+pub(crate) fn idempotency_key() -> Object {
+    // No example: one fixed key on every operation would make every example after the
+    // first a 422 idempotency_key_reused.
+    string(ID_RULE)
+        .pattern(Some(ID_PATTERN))
+        .min_length(Some(1))
+        .max_length(Some(MAX_ID_LEN))
+        .build()
+}
+
+/// An optional client-chosen reservation id.
+pub(crate) fn optional_reservation_id() -> Object {
+    nullable(id_builder(
+        "1-64 characters of A-Z a-z 0-9 . _ : -; generated when absent",
+        "cart-1",
+    ))
+    .build()
+}
+
+/// A display name.
+pub(crate) fn name() -> Object {
+    string("1-200 characters, no control characters, not only spaces")
+        .pattern(Some(NOT_BLANK))
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME_CHARS))
+        .build()
+}
+
+/// An optional external reference.
+pub(crate) fn reference() -> Object {
+    nullable(string(
+        "External reference (order, cart, ASN, ticket): 1-128 characters, no control characters",
+    ))
+    .pattern(Some(NO_CONTROLS))
+    .min_length(Some(1))
+    .max_length(Some(MAX_REFERENCE_CHARS))
+    .build()
+}
+
+/// A SKU's searchable attributes.
+pub(crate) fn attributes() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "Searchable attributes such as brand, colour, size: at most 50, names of 1-64 characters, values of at most 500",
+        ))
+        .max_properties(Some(MAX_ATTRIBUTES))
+        .property_names(Some(
+            string("attribute name")
+                .min_length(Some(1))
+                .max_length(Some(MAX_ATTRIBUTE_NAME_CHARS))
+                .build(),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(
+            string("attribute value")
+                .max_length(Some(MAX_ATTRIBUTE_VALUE_CHARS))
+                .build(),
+        )))))
+        .build()
+}
+
+/// Units of one reservation line.
+pub(crate) fn quantity() -> Object {
+    integer("Units, 1-1,000,000", 1, MAX_LINE_QTY).build()
+}
+
+/// Seconds a reservation is held.
+pub(crate) fn ttl_seconds() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .description(Some(
+            "Seconds until the hold expires, 1-86,400; when absent, the region's reservation TTL (--reservation-ttl-seconds, default 900)",
+        ))
+        .minimum(Some(1))
+        .maximum(Some(i64::try_from(stockflow_domain::MAX_TTL_SECONDS).unwrap_or(i64::MAX)))
+        .examples([900])
+        .build()
+}
+
+/// The lines of a reservation.
+pub(crate) fn lines() -> utoipa::openapi::schema::Array {
+    ArrayBuilder::new()
+        .description(Some(
+            "1-100 lines, reserved all or nothing; each (sku, location) at most once (a repeat is refused with 422 duplicate_line)",
+        ))
+        .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("LineBody")))
+        .min_items(Some(1))
+        .max_items(Some(stockflow_domain::MAX_LINES))
+        .build()
+}
+
+fn max_version() -> i64 {
+    i64::try_from(MAX_VERSION).unwrap_or(i64::MAX)
+}
+
+/// `POST /v1/adjustments`: a delta or a counted on-hand, never both.
+pub(crate) fn adjustment() -> Schema {
+    let delta = OneOfBuilder::new()
+        .description(Some(
+            "Units to add (negative to remove), 1-1,000,000 either way",
+        ))
+        .item(integer("Units to remove", -MAX_LINE_QTY, -1).build())
+        .item(integer("Units to add", 1, MAX_LINE_QTY).build())
+        .build();
+    let set_on_hand = integer(
+        "Counted on-hand to set, 0-1,000,000,000,000",
+        0,
+        MAX_ON_HAND,
+    )
+    .build();
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .description(Some(
+                "Exactly one of `delta` (units to add or remove) and `set_on_hand` (a counted value)",
+            ))
+            .item(adjustment_mode("delta", Schema::OneOf(delta)))
+            .item(adjustment_mode("set_on_hand", Schema::Object(set_on_hand)))
+            .build(),
+    )
+}
+
+/// One way of adjusting: the shared fields and `mode`, nothing else.
+fn adjustment_mode(mode: &str, change: Schema) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .title(Some(mode))
+        .property("sku", sku())
+        .property("location", location())
+        .property(mode, change)
+        .property(
+            "reason",
+            string("Why on-hand changed")
+                .enum_values(Some(super::model::ADJUST_REASONS.iter().copied()))
+                .build(),
+        )
+        .property("reference", reference())
+        .property(
+            "expected_version",
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .description(Some(
+                    "Apply only if the key is at this version; otherwise 409 version_conflict",
+                ))
+                .minimum(Some(0))
+                .maximum(Some(max_version()))
+                .build(),
+        )
+        .required("sku")
+        .required("location")
+        .required(mode)
+        .required("reason")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .build()
+}
+
+/// The `Idempotency-Key` header of every command.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub(crate) struct IdempotencyKeyHeader {
+    /// Described (and marked required) by `openapi::required_parameters`.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(schema_with = idempotency_key)]
+    #[allow(dead_code)]
+    idempotency_key: String,
+}
+
+/// `{sku}` in a path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct SkuPath {
+    /// SKU.
+    #[param(schema_with = sku)]
+    pub sku: String,
+}
+
+/// `{location}` in a path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct LocationPath {
+    /// Location.
+    #[param(schema_with = location)]
+    pub location: String,
+}
+
+/// `{sku}/{location}` in a path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct SkuLocationPath {
+    /// SKU.
+    #[param(schema_with = sku)]
+    pub sku: String,
+    /// Location.
+    #[param(schema_with = location)]
+    pub location: String,
+}
+
+/// `{id}` of a reservation in a path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct ReservationPath {
+    /// Reservation id.
+    #[param(schema_with = reservation_id)]
+    pub id: String,
+}
+
+/// `{id}` of a dead letter in a path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct DeadLetterPath {
+    /// Dead-letter id, as listed by `GET /admin/dead-letters`.
+    pub id: i64,
+}
