@@ -74,7 +74,10 @@ echo "==> schemathesis $SCHEMATHESIS_VERSION: all checks, every phase (seed $SEE
 # Deterministic generation (which also keeps no example database between runs): the seed
 # alone decides what is sent.
 status=0
-"$VENV/bin/st" --config-file tests/contract/schemathesis.toml run "$base/openapi.json" \
+# From the scratch directory: schemathesis keeps a `.schemathesis/` cache in its working
+# directory, which belongs to no one's checkout.
+config="$PWD/tests/contract/schemathesis.toml"
+(cd "$work" && "$VENV/bin/st" --config-file "$config" run "$base/openapi.json" \
     --checks all \
     --phases examples,coverage,fuzzing,stateful \
     --header "Authorization: Bearer $token" \
@@ -83,7 +86,7 @@ status=0
     --generation-deterministic \
     --workers 1 \
     --no-color \
-    --report junit --report-dir "$work/report" || status=$?
+    --report junit --report-dir "$work/report") || status=$?
 if [[ $status -ne 0 ]]; then
     echo "schemathesis found failures (exit $status); the platform's log ends with:" >&2
     tail -n 20 "$work/dev.log" >&2
