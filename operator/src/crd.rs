@@ -54,11 +54,51 @@ pub struct InventoryRegionSpec {
     /// `--insecure-no-auth`: anyone who reaches their Services may change any stock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+    /// HTTPS for the region's APIs, optionally with client certificates (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ApiTlsSpec>,
+}
+
+/// HTTPS at the roles' port, from Secrets mounted into the pods (kubelet refreshes them
+/// when they change; a new certificate is used by new connections after a restart).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiTlsSpec {
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`) with the serving certificate.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// A Secret with the CA (key `ca.crt`) whose client certificates may call the APIs:
+    /// mutual TLS. A certificate's common name names the caller when there is no `auth`;
+    /// requests without one reach only `/healthz` and `/readyz` (the kubelet's probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub client_ca_secret: Option<String>,
+}
+
+/// A key of a Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySpec {
+    /// The Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key in it.
+    #[serde(default = "default_jwks_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_jwks_key() -> String {
+    "jwks.json".into()
 }
 
 /// How the region's APIs check bearer tokens (JWTs signed with RS256, ES256 or EdDSA).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.jwksUrl) != has(self.jwksSecret)",
+    "message": "set exactly one of auth.jwksUrl and auth.jwksSecret"
+}]))]
 pub struct AuthSpec {
     /// The `iss` every token must carry.
     #[schemars(length(min = 1, max = 512))]
@@ -68,8 +108,14 @@ pub struct AuthSpec {
     pub audience: String,
     /// The identity provider's JWKS (`jwks_uri`), re-read every 5 minutes and when a
     /// token names an unknown `kid`, so keys rotate without restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 8, max = 2048), regex(pattern = r"^https?://"))]
-    pub jwks_url: String,
+    pub jwks_url: Option<String>,
+    /// A JWKS document kept in a Secret (key `jwks.json` unless named), for providers the
+    /// pods cannot reach. Mounted as a file: kubelet refreshes it when the Secret changes,
+    /// and the roles re-read it every 5 minutes, so keys rotate without restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_secret: Option<SecretKeySpec>,
 }
 
 fn default_ttl() -> u32 {

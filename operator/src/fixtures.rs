@@ -39,6 +39,7 @@ pub fn region(name: &str) -> InventoryRegion {
             reservation_ttl_seconds: 900,
             deletion_policy: DeletionPolicy::Retain,
             auth: None,
+            tls: None,
         },
     );
     r.metadata = ObjectMeta {

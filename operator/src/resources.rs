@@ -10,7 +10,8 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
     EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -207,14 +208,75 @@ pub fn config_data(region: &InventoryRegion) -> BTreeMap<String, String> {
         Some(auth) => {
             data.insert("STOCKFLOW_AUTH_ISSUER".into(), auth.issuer.clone());
             data.insert("STOCKFLOW_AUTH_AUDIENCE".into(), auth.audience.clone());
-            data.insert("STOCKFLOW_AUTH_JWKS".into(), auth.jwks_url.clone());
+            let jwks = match (&auth.jwks_url, &auth.jwks_secret) {
+                (Some(url), _) => url.clone(),
+                (None, Some(secret)) => format!("{JWKS_DIR}/{}", secret.key),
+                // Refused by the CRD's validation rule; the roles then refuse to start.
+                (None, None) => String::new(),
+            };
+            data.insert("STOCKFLOW_AUTH_JWKS".into(), jwks);
         }
         None => {
             data.insert("STOCKFLOW_INSECURE_NO_AUTH".into(), "true".into());
         }
     }
+    if let Some(tls) = &s.tls {
+        data.insert("STOCKFLOW_TLS_CERT".into(), format!("{TLS_DIR}/tls.crt"));
+        data.insert("STOCKFLOW_TLS_KEY".into(), format!("{TLS_DIR}/tls.key"));
+        if tls.client_ca_secret.is_some() {
+            data.insert(
+                "STOCKFLOW_TLS_CLIENT_CA".into(),
+                format!("{CLIENT_CA_DIR}/ca.crt"),
+            );
+        }
+    }
     data.extend(bus_env(region));
     data
+}
+
+/// Where the serving certificate's Secret is mounted.
+const TLS_DIR: &str = "/etc/stockflow/tls";
+/// Where the client CA's Secret is mounted.
+const CLIENT_CA_DIR: &str = "/etc/stockflow/client-ca";
+/// Where the JWKS Secret is mounted.
+const JWKS_DIR: &str = "/etc/stockflow/jwks";
+
+/// The Secrets a role reads as files (its serving certificate, the client CA, a JWKS), as
+/// read-only volumes and their mounts. Files, not env vars: kubelet refreshes a mounted
+/// Secret when it changes, and the roles re-read the JWKS.
+fn secret_volumes(region: &InventoryRegion) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let s = &region.spec;
+    let mut wanted: Vec<(&str, &str, &str)> = Vec::new();
+    if let Some(tls) = &s.tls {
+        wanted.push(("tls", tls.secret_name.as_str(), TLS_DIR));
+        if let Some(ca) = &tls.client_ca_secret {
+            wanted.push(("client-ca", ca.as_str(), CLIENT_CA_DIR));
+        }
+    }
+    if let Some(secret) = s.auth.as_ref().and_then(|a| a.jwks_secret.as_ref()) {
+        wanted.push(("jwks", secret.name.as_str(), JWKS_DIR));
+    }
+    wanted
+        .into_iter()
+        .map(|(name, secret, dir)| {
+            let volume = Volume {
+                name: name.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.into()),
+                    optional: Some(false),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            };
+            let mount = VolumeMount {
+                name: name.into(),
+                mount_path: dir.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            };
+            (volume, mount)
+        })
+        .unzip()
 }
 
 /// The ConfigMap with [`config_data`].
@@ -290,11 +352,12 @@ fn secret_env(region: &InventoryRegion) -> Vec<EnvVar> {
     env
 }
 
-fn http_probe(path: &str, period: i32) -> Probe {
+fn http_probe(path: &str, period: i32, https: bool) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::String("http".into()),
+            scheme: https.then(|| "HTTPS".into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -353,8 +416,15 @@ pub fn deployment(region: &InventoryRegion, role: Role) -> Deployment {
         container_port: HTTP_PORT,
         ..ContainerPort::default()
     }]);
-    c.readiness_probe = Some(http_probe("/readyz", 5));
-    c.liveness_probe = Some(http_probe("/healthz", 10));
+    // With mutual TLS the probes still pass: the handshake lets clients without a
+    // certificate in, and the roles answer them on these two routes only.
+    let https = region.spec.tls.is_some();
+    c.readiness_probe = Some(http_probe("/readyz", 5, https));
+    c.liveness_probe = Some(http_probe("/healthz", 10, https));
+    let (volumes, mounts) = secret_volumes(region);
+    if !mounts.is_empty() {
+        c.volume_mounts = Some(mounts);
+    }
     let mut template_labels = labels(region, Some(role));
     template_labels.extend(selector(region, role));
     Deployment {
@@ -384,6 +454,7 @@ pub fn deployment(region: &InventoryRegion, role: Role) -> Deployment {
                 }),
                 spec: Some(PodSpec {
                     containers: vec![c],
+                    volumes: (!volumes.is_empty()).then_some(volumes),
                     security_context: Some(pod_security()),
                     termination_grace_period_seconds: Some(30),
                     ..PodSpec::default()
@@ -621,7 +692,8 @@ mod tests {
         r.spec.auth = Some(crate::crd::AuthSpec {
             issuer: "https://idp.example".into(),
             audience: "stockflow-north".into(),
-            jwks_url: "https://idp.example/.well-known/jwks.json".into(),
+            jwks_url: Some("https://idp.example/.well-known/jwks.json".into()),
+            jwks_secret: None,
         });
         let secured = config_data(&r);
         assert!(!secured.contains_key("STOCKFLOW_INSECURE_NO_AUTH"));
@@ -630,6 +702,95 @@ mod tests {
         assert_eq!(
             secured["STOCKFLOW_AUTH_JWKS"],
             "https://idp.example/.well-known/jwks.json"
+        );
+        assert!(
+            deployment(&r, Role::CommandApi)
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .volumes
+                .is_none(),
+            "a JWKS URL mounts nothing"
+        );
+    }
+
+    #[test]
+    fn a_jwks_secret_and_tls_secrets_are_mounted_as_files_the_roles_read() {
+        let mut r = region("north");
+        r.spec.auth = Some(crate::crd::AuthSpec {
+            issuer: "https://idp.example".into(),
+            audience: "stockflow-north".into(),
+            jwks_url: None,
+            jwks_secret: Some(crate::crd::SecretKeySpec {
+                name: "north-jwks".into(),
+                key: "keys.json".into(),
+            }),
+        });
+        r.spec.tls = Some(crate::crd::ApiTlsSpec {
+            secret_name: "north-tls".into(),
+            client_ca_secret: Some("stores-ca".into()),
+        });
+        let data = config_data(&r);
+        assert_eq!(data["STOCKFLOW_AUTH_JWKS"], "/etc/stockflow/jwks/keys.json");
+        assert_eq!(data["STOCKFLOW_TLS_CERT"], "/etc/stockflow/tls/tls.crt");
+        assert_eq!(data["STOCKFLOW_TLS_KEY"], "/etc/stockflow/tls/tls.key");
+        assert_eq!(
+            data["STOCKFLOW_TLS_CLIENT_CA"],
+            "/etc/stockflow/client-ca/ca.crt"
+        );
+        let pod = deployment(&r, Role::QueryApi)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let volumes: Vec<(String, String)> = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.name, v.secret.unwrap().secret_name.unwrap()))
+            .collect();
+        assert_eq!(
+            volumes,
+            [
+                ("tls".to_string(), "north-tls".to_string()),
+                ("client-ca".to_string(), "stores-ca".to_string()),
+                ("jwks".to_string(), "north-jwks".to_string()),
+            ]
+        );
+        let c = &pod.containers[0];
+        let mounts: Vec<(&str, bool)> = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.mount_path.as_str(), m.read_only == Some(true)))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("/etc/stockflow/tls", true),
+                ("/etc/stockflow/client-ca", true),
+                ("/etc/stockflow/jwks", true)
+            ]
+        );
+        let probe = |p: &Option<Probe>| {
+            p.as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .scheme
+                .clone()
+        };
+        assert_eq!(probe(&c.readiness_probe).as_deref(), Some("HTTPS"));
+        assert_eq!(probe(&c.liveness_probe).as_deref(), Some("HTTPS"));
+        // Secrets reach the pods as mounts, never through the ConfigMap.
+        assert!(
+            data.values()
+                .all(|v| !v.contains("north-tls") && !v.contains("north-jwks"))
         );
     }
 

@@ -368,6 +368,10 @@ async fn start_edge(
         rate_limit: security.rate_limit,
         max_concurrent: security.max_concurrent,
         request_timeout: security.request_timeout,
+        client_certificate_required: security
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca.is_some()),
     });
     let pruned = edge.clone();
     let stop = shutdown.clone();

@@ -294,7 +294,7 @@ impl ApiError {
 
 /// An RFC 9457 `application/problem+json` response; `code` also names the problem type.
 /// Every problem the service answers is built here.
-pub fn problem(
+fn problem(
     status: StatusCode,
     code: &str,
     title: &str,

@@ -1,6 +1,7 @@
-//! HTTPS and mutual TLS against a real platform: plain HTTP is not answered on a TLS port,
-//! a client without a certificate (or with one from another CA) is refused in the
-//! handshake, and a client certificate names its caller (its own idempotency key space).
+//! HTTPS and mutual TLS against a real platform: plain HTTP is not answered on a TLS port;
+//! with a client CA, a certificate from another CA is refused in the handshake, a client
+//! without one reaches only the probes' routes (401 elsewhere), and a client certificate
+//! names its caller (its own idempotency key space).
 
 mod common;
 
@@ -126,11 +127,34 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
     let pki = pki();
     // Client certificates alone authenticate (the harness adds no bearer tokens then).
     let p = https_platform(dir.path(), &pki, true).await;
+    // Without a certificate only the probes' routes answer (a kubelet sends none).
     let anonymous = client(&pki, None, None);
-    assert!(
-        anonymous.get(p.url("/healthz")).send().await.is_err(),
-        "a client without a certificate got through the handshake"
-    );
+    for path in ["/healthz", "/readyz"] {
+        let r = anonymous.get(p.url(path)).send().await.expect("probe");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/stock/A"),
+        (reqwest::Method::POST, "/v1/adjustments"),
+        (reqwest::Method::GET, "/metrics"),
+    ] {
+        let r = anonymous
+            .request(method, p.url(path))
+            .header("idempotency-key", "k0")
+            .json(&json!({"sku": "A", "location": "s1", "delta": 1, "reason": "receipt"}))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let body: Value = r.json().await.expect("problem");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("client certificate"),
+            "{body}"
+        );
+    }
     let stranger = client(&pki, Some(&pki.stranger), None);
     assert!(
         stranger.get(p.url("/healthz")).send().await.is_err(),

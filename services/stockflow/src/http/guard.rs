@@ -41,6 +41,10 @@ pub struct EdgeConfig {
     pub max_concurrent: usize,
     /// The most one request may take.
     pub request_timeout: Duration,
+    /// Mutual TLS: every guarded route needs a client certificate of the client CA. The
+    /// handshake accepts clients without one, so health probes (a kubelet presents no
+    /// certificate) still reach `/healthz` and `/readyz`.
+    pub client_certificate_required: bool,
 }
 
 impl EdgeConfig {
@@ -51,6 +55,7 @@ impl EdgeConfig {
             rate_limit: None,
             max_concurrent: 4096,
             request_timeout: Duration::from_secs(30),
+            client_certificate_required: false,
         }
     }
 }
@@ -134,7 +139,14 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     let certificate = req.extensions().get::<super::tls::PeerSubject>().cloned();
-    let identity = match (&edge.config.auth, required_scope(req.method(), &route)) {
+    let scope = required_scope(req.method(), &route);
+    if edge.config.client_certificate_required && certificate.is_none() && scope.is_some() {
+        return ApiError::Unauthenticated(
+            "this endpoint needs a client certificate signed by the region's client CA".into(),
+        )
+        .into_response();
+    }
+    let identity = match (&edge.config.auth, scope) {
         (None, _) => match certificate {
             Some(subject) => Identity::from_certificate(&subject.0),
             None => Identity::anonymous(),

@@ -83,7 +83,11 @@ pub fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, TlsError> {
                     .add(cert.map_err(|e| pem(ca, e.to_string()))?)
                     .map_err(|e| pem(ca, e.to_string()))?;
             }
+            // A certificate, when sent, must chain to `ca` (else the handshake fails); one
+            // may be left out, so probes reach the open routes, and the guard refuses
+            // every other route without one (`EdgeConfig::client_certificate_required`).
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
                 .build()
                 .map_err(|e| TlsError::Config(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
