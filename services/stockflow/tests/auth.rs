@@ -373,6 +373,70 @@ async fn a_store_token_acts_at_its_own_locations() {
     let (status, body) = send(p, &adjust, Some(&token), "own-1").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["on_hand"], 5);
+
+    // Settling a reservation acts at its lines' locations: the store settles its own, not
+    // another store's (which the central token made).
+    p.location("s2", "north").await;
+    p.stock("SKU-1", "s2", 5).await;
+    let central = s.key.sign(&raw_claims(&Scope::ALL)).expect("token");
+    let route = |method, path: &'static str, body, scope| Route {
+        method,
+        path,
+        body,
+        scope,
+        at_location: true,
+    };
+    let reserve_at = |location: &str, id: &str| {
+        route(
+            Method::POST,
+            "/v1/reservations",
+            Some(
+                json!({"reservation_id": id, "lines": [{"sku": "SKU-1", "location": location, "qty": 1}]}),
+            ),
+            Scope::StockReserve,
+        )
+    };
+    let (status, body) = send(p, &reserve_at("s2", "r-s2"), Some(&central), "c-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = send(p, &reserve_at("s1", "r-s1"), Some(&token), "own-2").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for path in [
+        "/v1/reservations/r-s2/confirm",
+        "/v1/reservations/r-s2/release",
+    ] {
+        let settle = route(Method::POST, path, None, Scope::StockReserve);
+        let (status, body) = send(p, &settle, Some(&token), "own-3").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(
+            (body["code"].as_str(), body["location"].as_str()),
+            (Some("location_forbidden"), Some("s2"))
+        );
+    }
+    let confirm = route(
+        Method::POST,
+        "/v1/reservations/r-s1/confirm",
+        None,
+        Scope::StockReserve,
+    );
+    let (status, body) = send(p, &confirm, Some(&token), "own-4").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("confirmed")),
+        "{body}"
+    );
+    // The other store's reservation is untouched, and its owner still settles it.
+    let release = route(
+        Method::POST,
+        "/v1/reservations/r-s2/release",
+        None,
+        Scope::StockReserve,
+    );
+    let (status, body) = send(p, &release, Some(&central), "c-2").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("released")),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,6 +130,11 @@ impl Identity {
             .is_none_or(|l| l.contains(location.as_str()))
     }
 
+    /// Whether a `locations` claim limits where the caller may act.
+    pub fn is_limited_to_locations(&self) -> bool {
+        self.locations.is_some()
+    }
+
     /// `key` as this caller's: authenticated callers each have their own key space.
     pub fn idempotency_key(&self, key: IdempotencyKey) -> IdempotencyKey {
         match &self.actor_tag {

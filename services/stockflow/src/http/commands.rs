@@ -58,12 +58,26 @@ pub(crate) async fn put_sku(
     }))
 }
 
-/// A store's token changes stock only at its own locations.
-fn check_locations(identity: &Identity, command: &Command) -> ApiResult<()> {
-    let touched: Vec<&LocationId> = match command {
-        Command::Adjust(a) => vec![&a.key.location],
-        Command::Reserve(r) => r.lines.iter().map(|l| &l.location).collect(),
-        Command::Confirm { .. } | Command::Release { .. } | Command::Expire { .. } => vec![],
+/// A store's token changes stock only at its own locations: the command's own, or those
+/// of the reservation it settles (read first, only for a token limited to locations; an
+/// unknown reservation is left to the command, which answers 404).
+async fn check_locations(
+    state: &AppState,
+    identity: &Identity,
+    command: &Command,
+) -> ApiResult<()> {
+    if !identity.is_limited_to_locations() {
+        return Ok(());
+    }
+    let touched: Vec<LocationId> = match command {
+        Command::Adjust(a) => vec![a.key.location.clone()],
+        Command::Reserve(r) => r.lines.iter().map(|l| l.location.clone()).collect(),
+        Command::Confirm { id } | Command::Release { id } | Command::Expire { id } => state
+            .write
+            .reservation(id)
+            .await?
+            .map(|r| r.lines.into_iter().map(|l| l.location).collect())
+            .unwrap_or_default(),
     };
     match touched.into_iter().find(|l| !identity.may_act_at(l)) {
         Some(location) => Err(ApiError::LocationForbidden(location.to_string())),
@@ -81,7 +95,7 @@ async fn run(
 ) -> ApiResult<CommandOutcome> {
     let key = identity.idempotency_key(idempotency_key(headers)?);
     let command = command()?;
-    check_locations(identity, &command)?;
+    check_locations(state, identity, &command).await?;
     let name = command.name();
     let token = IdempotencyToken { key, fingerprint };
     let _guard = state.in_flight.enter(&token)?;
