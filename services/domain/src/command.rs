@@ -25,6 +25,19 @@ pub enum AdjustReason {
     Return,
 }
 
+impl AdjustReason {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdjustReason::Receipt => "receipt",
+            AdjustReason::CycleCount => "cycle_count",
+            AdjustReason::Damage => "damage",
+            AdjustReason::Correction => "correction",
+            AdjustReason::Return => "return",
+        }
+    }
+}
+
 /// How an adjustment changes on-hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -44,6 +44,8 @@ impl EventKind {
 /// Context a caller attaches to the events of one command.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMeta {
+    /// Who asked for the change, if a client did (expiry has no actor).
+    pub actor: Option<Actor>,
     /// The command's idempotency key, if it came from a client.
     pub idempotency_key: Option<String>,
     /// W3C `traceparent` of the request that caused the change.
@@ -81,10 +83,25 @@ pub struct StockEvent {
     pub reference: Option<String>,
     /// The idempotency key of the command.
     pub idempotency_key: Option<String>,
+    /// Who asked for the change (audit); absent for expiry and for events written before
+    /// actors were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
     /// When the change was decided, Unix milliseconds.
     pub occurred_at_ms: i64,
     /// W3C trace context of the causing request.
     pub trace_context: Option<String>,
+}
+
+/// The caller behind a change, as its credentials named it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The token's subject (or a client certificate's common name); `anonymous` when the
+    /// API runs without authentication.
+    pub subject: String,
+    /// The OAuth2 client the token was issued to, if it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 impl StockEvent {
@@ -110,6 +127,7 @@ impl StockEvent {
             reason,
             reference,
             idempotency_key: meta.idempotency_key.clone(),
+            actor: meta.actor.clone(),
             occurred_at_ms: meta.occurred_at_ms,
             trace_context: meta.trace_context.clone(),
         }

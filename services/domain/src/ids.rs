@@ -104,6 +104,12 @@ id_type!(
 );
 
 impl IdempotencyKey {
+    /// The client's own key inside a scoped one (what it sent): the part after the actor
+    /// tag, or the whole key when it is not scoped.
+    pub fn client_part(scoped: &str) -> &str {
+        scoped.split_once('~').map_or(scoped, |(_, key)| key)
+    }
+
     /// This key as used by one actor: keys are scoped per caller, so two clients that pick
     /// the same key never see each other's answers. `actor_tag` (1-32 lowercase hex digits,
     /// a digest of the caller's identity) is joined with `~`, which no client key contains,

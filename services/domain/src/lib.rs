@@ -27,7 +27,7 @@ pub use answer::{IDEMPOTENCY_KEY_LIFETIME_SECS, RecordedAnswer};
 pub use command::{Adjust, AdjustReason, Command, OnHandChange, Reserve, ReserveLine};
 pub use decide::{Applied, CommandResult};
 pub use error::{DomainError, ShortLine, ValidationError, ValidationKind};
-pub use event::{BusEvent, CatalogEvent, EventKind, EventMeta, StockEvent};
+pub use event::{Actor, BusEvent, CatalogEvent, EventKind, EventMeta, StockEvent};
 pub use ids::{ID_PATTERN, IdempotencyKey, LocationId, MAX_ID_LEN, Region, ReservationId, Sku};
 pub use partition::{default_topic, partition_for_key};
 pub use reservation::{Reservation, ReservationLine, ReservationStatus};

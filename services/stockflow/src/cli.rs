@@ -111,6 +111,10 @@ pub struct CommandArgs {
     /// How long dead letters that were not replayed are kept, in days.
     #[arg(long, env = "STOCKFLOW_DEAD_LETTER_RETENTION_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..=3_650))]
     pub dead_letter_retention_days: u64,
+    /// How long the movement history (`GET /v1/movements`) is kept, in days (embedded
+    /// store; ScyllaDB expires it after 90 days by the table's TTL).
+    #[arg(long, env = "STOCKFLOW_MOVEMENT_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=3_650))]
+    pub movement_retention_days: u64,
     /// How long records of the embedded event log are kept once every consumer has read
     /// them, in hours (a replay of the projections starts at the oldest one kept).
     #[arg(long, env = "STOCKFLOW_LOG_RETENTION_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=87_600))]
@@ -132,6 +136,7 @@ impl CommandArgs {
                 idempotency: keep,
                 final_reservations: keep,
                 dead_letters: keep,
+                movements: keep,
                 log: keep,
                 every: std::time::Duration::from_secs(10),
                 ..Default::default()
@@ -140,6 +145,7 @@ impl CommandArgs {
         crate::workers::retention::Retention {
             final_reservations: hours(self.final_reservation_retention_hours),
             dead_letters: hours(self.dead_letter_retention_days * 24),
+            movements: hours(self.movement_retention_days * 24),
             log: hours(self.log_retention_hours),
             ..Default::default()
         }

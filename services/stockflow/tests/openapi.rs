@@ -72,6 +72,21 @@ async fn every_error_answer_is_a_documented_problem() {
             if parameter["in"] == "path" {
                 assert_eq!(parameter["required"], true, "{method} {path} {parameter}");
             }
+            // Every id is stated with the domain's own rule.
+            let name = parameter["name"].as_str().unwrap_or_default();
+            let is_id = ["sku", "location", "region"].contains(&name)
+                || (name == "id" && !path.starts_with("/admin/"));
+            if is_id {
+                assert_eq!(
+                    parameter["schema"]["pattern"],
+                    stockflow_domain::ID_PATTERN,
+                    "{method} {path} {name}"
+                );
+                assert_eq!(
+                    parameter["schema"]["maxLength"], 64,
+                    "{method} {path} {name}"
+                );
+            }
         }
         if method == "post" && path.starts_with("/v1/") {
             let key = parameters

@@ -273,3 +273,89 @@ async fn readiness_fails_before_the_disk_is_full() {
     let metrics = p.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("stockflow_data_dir_free_bytes"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn movements_say_who_changed_what_and_why_paged_by_version() {
+    let p = Platform::start().await;
+    p.location("s1", "north").await;
+    let r = p
+        .post(
+            "/v1/adjustments",
+            "asn-1",
+            json!({"sku": "M", "location": "s1", "delta": 10, "reason": "receipt", "reference": "ASN-77"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = p
+        .post(
+            "/v1/reservations",
+            "cart-1",
+            json!({"reservation_id": "order-1", "lines": [{"sku": "M", "location": "s1", "qty": 3}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = p
+        .post("/v1/reservations/order-1/confirm", "pay-1", json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    p.eventually_stock("M", "s1", |v| v["version"] == 3).await;
+
+    let page: Value = p
+        .get("/v1/movements?sku=M&location=s1&limit=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let moves = page["movements"].as_array().unwrap();
+    assert_eq!(moves.len(), 2, "{page}");
+    assert_eq!(
+        (
+            &moves[0]["kind"],
+            &moves[0]["reason"],
+            &moves[0]["reference"],
+            &moves[0]["on_hand"],
+            &moves[0]["idempotency_key"],
+            &moves[0]["actor"]["subject"],
+        ),
+        (
+            &json!("stock_adjusted"),
+            &json!("receipt"),
+            &json!("ASN-77"),
+            &json!(10),
+            &json!("asn-1"),
+            &json!("harness"),
+        ),
+        "{page}"
+    );
+    assert_eq!(
+        (
+            &moves[1]["kind"],
+            &moves[1]["reserved"],
+            &moves[1]["reservation_id"]
+        ),
+        (&json!("stock_reserved"), &json!(3), &json!("order-1"))
+    );
+    assert_eq!(page["next_after"], 2);
+    let rest: Value = p
+        .get("/v1/movements?sku=M&location=s1&after=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let moves = rest["movements"].as_array().unwrap();
+    assert_eq!(moves.len(), 1, "{rest}");
+    assert_eq!(
+        (
+            &moves[0]["kind"],
+            &moves[0]["on_hand"],
+            &moves[0]["idempotency_key"]
+        ),
+        (&json!("reservation_confirmed"), &json!(7), &json!("pay-1"))
+    );
+    assert!(rest["next_after"].is_null());
+    let (status, body) = problem(p.get("/v1/movements?sku=M").await).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_query"))
+    );
+}

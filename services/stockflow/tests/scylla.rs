@@ -214,6 +214,7 @@ async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly
                 command: Command::Adjust(cmd),
                 idempotency: None,
                 trace_context: None,
+                actor: None,
             })
             .await
             .unwrap();

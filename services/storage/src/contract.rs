@@ -73,6 +73,7 @@ pub(crate) fn plain(command: Command) -> CommandRequest {
         command,
         idempotency: None,
         trace_context: None,
+        actor: None,
     }
 }
 
@@ -84,6 +85,10 @@ pub(crate) fn keyed(command: Command, k: &str, fingerprint: &str) -> CommandRequ
             fingerprint: fingerprint.into(),
         }),
         trace_context: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        actor: Some(stockflow_domain::Actor {
+            subject: "contract".into(),
+            client_id: Some("pos-7".into()),
+        }),
     }
 }
 
@@ -852,6 +857,7 @@ fn stock_event(
         reason: Some(AdjustReason::Receipt),
         reference: None,
         idempotency_key: None,
+        actor: None,
         occurred_at_ms: EventMeta::default().occurred_at_ms + i64::try_from(version).unwrap(),
         trace_context: None,
     })
@@ -895,6 +901,50 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
     assert_eq!(read.offset("c", 0).await.unwrap(), 4);
     assert_eq!(read.offset("c", 1).await.unwrap(), 3);
     assert_eq!(read.offset("c", 9).await.unwrap(), 0);
+
+    // The movement history holds every version once, in order, whatever order (and how
+    // often) the events came; it pages by version.
+    let history = read.movements("a", "s1", 0, 10).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|m| (m.version, m.on_hand, m.reserved))
+            .collect::<Vec<_>>(),
+        [(1, 10, 0), (2, 10, 4), (3, 8, 2)]
+    );
+    assert_eq!(history[0].kind, "stock_adjusted");
+    assert_eq!(history[0].reason.as_deref(), Some("receipt"));
+    let page = read.movements("a", "s1", 1, 1).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.version).collect::<Vec<_>>(), [2]);
+    assert!(read.movements("a", "s1", 3, 10).await.unwrap().is_empty());
+    assert!(read.movements("a", "zz", 0, 10).await.unwrap().is_empty());
+    let mut audited = match stock_event("m", "s1", "north", 1, 3, 0) {
+        BusEvent::Stock(e) => e,
+        BusEvent::Catalog(_) => unreachable!(),
+    };
+    audited.actor = Some(stockflow_domain::Actor {
+        subject: "store-7-pos".into(),
+        client_id: Some("pos".into()),
+    });
+    audited.idempotency_key = Some("0123abcd~till-42".into());
+    audited.reference = Some("count-9".into());
+    read.replay(&[BusEvent::Stock(audited)]).await.unwrap();
+    let m = &read.movements("m", "s1", 0, 10).await.unwrap()[0];
+    assert_eq!(
+        (
+            m.actor
+                .as_ref()
+                .map(|a| (a.subject.as_str(), a.client_id.as_deref())),
+            m.idempotency_key.as_deref(),
+            m.reference.as_deref()
+        ),
+        (
+            Some(("store-7-pos", Some("pos"))),
+            Some("till-42"),
+            Some("count-9")
+        ),
+        "who asked, under the key the client sent"
+    );
 
     // Catalog search with stock filters.
     let catalog = |s: &str, name: &str, brand: &str, version: u64| {

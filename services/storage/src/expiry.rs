@@ -27,6 +27,7 @@ pub(crate) enum Expired {
 pub(crate) async fn expire(store: &dyn WriteStore, id: &ReservationId) -> Expired {
     let result = store
         .execute(CommandRequest {
+            actor: None,
             command: Command::Expire { id: id.clone() },
             idempotency: None,
             trace_context: None,

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stockflow_domain::{
-    BusEvent, Command, CommandResult, IdempotencyKey, Location, LocationId, Reservation,
-    ReservationId, Sku, SkuCatalog, StockKey, StockLevel,
+    Actor, BusEvent, Command, CommandResult, IdempotencyKey, Location, LocationId, Reservation,
+    ReservationId, Sku, SkuCatalog, StockEvent, StockKey, StockLevel,
 };
 use tokio::sync::watch;
 
@@ -37,6 +37,8 @@ pub struct CommandRequest {
     pub idempotency: Option<IdempotencyToken>,
     /// W3C `traceparent` to stamp on the events.
     pub trace_context: Option<String>,
+    /// Who asked, recorded in the events (audit); `None` for internal commands.
+    pub actor: Option<Actor>,
 }
 
 /// What executing a command did.
@@ -266,6 +268,59 @@ pub struct DeadLetter {
     pub failed_at_ms: i64,
 }
 
+/// One change of one key in the movement history (audit): what happened, why, who asked,
+/// and the levels it left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Movement {
+    /// SKU.
+    pub sku: String,
+    /// Location.
+    pub location: String,
+    /// The key's version after the change.
+    pub version: u64,
+    /// The event type (`stock_adjusted`, `stock_reserved`, ...).
+    pub kind: String,
+    /// On hand after the change.
+    pub on_hand: i64,
+    /// Reserved after the change.
+    pub reserved: i64,
+    /// The reservation involved.
+    pub reservation_id: Option<String>,
+    /// Why on-hand changed (adjustments).
+    pub reason: Option<String>,
+    /// The command's external reference.
+    pub reference: Option<String>,
+    /// Who asked.
+    pub actor: Option<Actor>,
+    /// The client's Idempotency-Key.
+    pub idempotency_key: Option<String>,
+    /// When, Unix milliseconds.
+    pub occurred_at_ms: i64,
+}
+
+impl Movement {
+    /// The movement an event records.
+    pub fn of(e: &StockEvent) -> Self {
+        Self {
+            sku: e.sku.to_string(),
+            location: e.location.to_string(),
+            version: e.version,
+            kind: e.kind.as_str().to_string(),
+            on_hand: e.on_hand,
+            reserved: e.reserved,
+            reservation_id: e.reservation_id.as_ref().map(ToString::to_string),
+            reason: e.reason.map(|r| r.as_str().to_string()),
+            reference: e.reference.clone(),
+            actor: e.actor.clone(),
+            idempotency_key: e
+                .idempotency_key
+                .as_deref()
+                .map(|k| stockflow_domain::IdempotencyKey::client_part(k).to_string()),
+            occurred_at_ms: e.occurred_at_ms,
+        }
+    }
+}
+
 /// The read side: read models, consumer offsets and the DLQ.
 #[async_trait]
 pub trait ReadStore: Send + Sync + 'static {
@@ -308,6 +363,18 @@ pub trait ReadStore: Send + Sync + 'static {
     ) -> Result<Vec<RegionAvailability>>;
     /// Catalog search.
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>>;
+    /// The change history of one key, oldest first: at most `limit` movements with a
+    /// version above `after`.
+    async fn movements(
+        &self,
+        sku: &str,
+        location: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Movement>>;
+    /// Removes at most `limit` movements that happened before `before_ms`; returns how
+    /// many (0 where the store expires them itself).
+    async fn purge_movements(&self, before_ms: i64, limit: usize) -> Result<usize>;
     /// Every inventory row (tests and consistency checks).
     async fn all_inventory(&self) -> Result<Vec<InventoryRow>>;
     /// Succeeds when queries can be served.

@@ -130,6 +130,14 @@ impl Identity {
             .is_none_or(|l| l.contains(location.as_str()))
     }
 
+    /// The caller as recorded in the events of its commands (audit).
+    pub fn actor(&self) -> stockflow_domain::Actor {
+        stockflow_domain::Actor {
+            subject: self.subject.clone(),
+            client_id: self.client_id.clone(),
+        }
+    }
+
     /// Whether a `locations` claim limits where the caller may act.
     pub fn is_limited_to_locations(&self) -> bool {
         self.locations.is_some()

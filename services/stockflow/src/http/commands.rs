@@ -106,6 +106,7 @@ async fn run(
             command,
             idempotency: Some(token),
             trace_context: trace_context(headers),
+            actor: Some(identity.actor()),
         })
         .await;
     let outcome = match &result {

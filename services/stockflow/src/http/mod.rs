@@ -126,7 +126,7 @@ impl Routes {
     paths(
         commands::put_location, commands::put_sku, commands::adjust, commands::reserve,
         commands::confirm, commands::release, commands::get_reservation,
-        queries::stock_by_sku, queries::stock_at, queries::availability, queries::search,
+        queries::stock_by_sku, queries::stock_at, queries::availability, queries::search, queries::movements,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::dead_letters,
         ops::replay_dead_letter, ops::replay_projections,
     ),
@@ -158,6 +158,7 @@ fn query_routes() -> Router<AppState> {
         .route("/v1/stock/{sku}/{location}", get(queries::stock_at))
         .route("/v1/availability/{sku}", get(queries::availability))
         .route("/v1/search", get(queries::search))
+        .route("/v1/movements", get(queries::movements))
 }
 
 fn dead_letter_routes() -> Router<AppState> {

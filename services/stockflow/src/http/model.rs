@@ -11,7 +11,7 @@ use stockflow_domain::{
     Adjust, AdjustReason, LocationId, LocationKind, OnHandChange, Region, Reservation,
     ReservationId, Reserve, ReserveLine, Sku, StockKey, StockLevel, ValidationError,
 };
-use stockflow_storage::ports::{InventoryRow, RegionAvailability, SearchHit};
+use stockflow_storage::ports::{InventoryRow, Movement, RegionAvailability, SearchHit};
 use utoipa::ToSchema;
 
 use super::docs;
@@ -431,6 +431,75 @@ pub(crate) struct AvailabilityResponse {
     pub regions: Vec<RegionAvailabilityBody>,
     /// Sum over the listed regions.
     pub total_available: i64,
+}
+
+/// Who asked for a change.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ActorBody {
+    /// The token's subject (a client certificate's common name with mutual TLS alone;
+    /// `anonymous` without authentication).
+    pub subject: String,
+    /// The OAuth2 client the token was issued to.
+    pub client_id: Option<String>,
+}
+
+/// One change of a key.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MovementBody {
+    /// The key's version after the change.
+    pub version: u64,
+    /// `stock_adjusted`, `stock_reserved`, `reservation_confirmed`, `reservation_released`
+    /// or `reservation_expired`.
+    pub kind: String,
+    /// On hand after the change.
+    pub on_hand: i64,
+    /// Reserved after the change.
+    pub reserved: i64,
+    /// The reservation involved.
+    pub reservation_id: Option<String>,
+    /// Why on-hand changed (adjustments).
+    pub reason: Option<String>,
+    /// The command's external reference.
+    pub reference: Option<String>,
+    /// Who asked; absent for expiry.
+    pub actor: Option<ActorBody>,
+    /// The Idempotency-Key the client sent.
+    pub idempotency_key: Option<String>,
+    /// When (RFC 3339).
+    pub occurred_at: String,
+}
+
+impl From<Movement> for MovementBody {
+    fn from(m: Movement) -> Self {
+        Self {
+            version: m.version,
+            kind: m.kind,
+            on_hand: m.on_hand,
+            reserved: m.reserved,
+            reservation_id: m.reservation_id,
+            reason: m.reason,
+            reference: m.reference,
+            actor: m.actor.map(|a| ActorBody {
+                subject: a.subject,
+                client_id: a.client_id,
+            }),
+            idempotency_key: m.idempotency_key,
+            occurred_at: rfc3339(m.occurred_at_ms),
+        }
+    }
+}
+
+/// `GET /v1/movements`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MovementsResponse {
+    /// SKU.
+    pub sku: String,
+    /// Location.
+    pub location: String,
+    /// Oldest first.
+    pub movements: Vec<MovementBody>,
+    /// Pass as `after` for the next page; absent on the last one.
+    pub next_after: Option<u64>,
 }
 
 /// One search hit.

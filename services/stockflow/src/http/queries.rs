@@ -131,6 +131,74 @@ pub(crate) async fn availability(
     cached(&headers, &body)
 }
 
+/// Query string of the movement history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct MovementParams {
+    // Stated inline rather than through `schema_with`, which would drop `required`; the
+    // document test checks the pattern is the domain's `ID_PATTERN`.
+    /// SKU: 1-64 characters of A-Z a-z 0-9 . _ : -
+    #[param(
+        pattern = "^[A-Za-z0-9._:-]+$",
+        min_length = 1,
+        max_length = 64,
+        example = "SKU-1"
+    )]
+    pub sku: String,
+    /// Location: 1-64 characters of A-Z a-z 0-9 . _ : -
+    #[param(
+        pattern = "^[A-Za-z0-9._:-]+$",
+        min_length = 1,
+        max_length = 64,
+        example = "store-1"
+    )]
+    pub location: String,
+    /// Only movements after this version (the `next_after` of the previous page).
+    #[param(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
+    pub after: Option<u64>,
+    /// At most this many movements (1–500, default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+}
+
+/// The change history of one `(sku, location)`, oldest first, paged by version: who asked,
+/// what happened and why, under which Idempotency-Key, and the levels it left. Follows the
+/// write side like every read model.
+#[utoipa::path(get, path = "/v1/movements", tag = "queries",
+    params(MovementParams, ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, body = MovementsResponse), (status = 304, description = "Not modified")))]
+pub(crate) async fn movements(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    QueryParams(p): QueryParams<MovementParams>,
+) -> ApiResult<Response> {
+    let sku = Sku::parse(p.sku)?;
+    let location = LocationId::parse(p.location)?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ValidationError::new("limit", "must be between 1 and 500").into());
+    }
+    let after = p.after.unwrap_or(0);
+    if after > stockflow_domain::MAX_VERSION {
+        return Err(ValidationError::new("after", "must be between 0 and 2^53-1").into());
+    }
+    let rows = state
+        .read
+        .movements(sku.as_str(), location.as_str(), after, limit)
+        .await?;
+    let next_after = (rows.len() == limit)
+        .then(|| rows.last().map(|m| m.version))
+        .flatten();
+    let body = MovementsResponse {
+        sku: sku.to_string(),
+        location: location.to_string(),
+        movements: rows.into_iter().map(MovementBody::from).collect(),
+        next_after,
+    };
+    cached(&headers, &body)
+}
+
 /// Query string of a search.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -24,6 +24,8 @@ pub struct Retention {
     pub final_reservations: Duration,
     /// Dead letters not replayed.
     pub dead_letters: Duration,
+    /// The movement history of the read side.
+    pub movements: Duration,
     /// Records of the embedded event log, once every consumer has read them.
     pub log: Duration,
     /// How often retention runs.
@@ -43,6 +45,7 @@ impl Default for Retention {
             // As long as a key: a retried confirm finds its reservation.
             final_reservations: day,
             dead_letters: 14 * day,
+            movements: 90 * day,
             log: 7 * day,
             every: Duration::from_secs(60),
             batch: 1000,
@@ -122,6 +125,12 @@ pub async fn pass(
         removed += in_batches("dead_letters", retention.batch, shutdown, || {
             let read = read.clone();
             async move { read.purge_dead_letters(cutoff, retention.batch).await }
+        })
+        .await?;
+        let cutoff = before(retention.movements);
+        removed += in_batches("movements", retention.batch, shutdown, || {
+            let read = read.clone();
+            async move { read.purge_movements(cutoff, retention.batch).await }
         })
         .await?;
         let held = read.dead_letter_count().await?;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
-use stockflow_domain::{BusEvent, CatalogEvent, StockEvent};
+use stockflow_domain::{Actor, BusEvent, CatalogEvent, StockEvent};
 
 use super::sqlite::{
     Durability, ReaderPool, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64,
@@ -19,7 +19,7 @@ use super::sqlite::{
 use super::wal::{self, WalKeeper, WalPolicy};
 use super::write::FaultInjection;
 use crate::ports::{
-    DeadLetter, InventoryRow, ReadStore, RegionAvailability, SearchHit, SearchQuery,
+    DeadLetter, InventoryRow, Movement, ReadStore, RegionAvailability, SearchHit, SearchQuery,
 };
 use crate::{Result, StoreError, now_ms};
 
@@ -58,6 +58,23 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
     next_offset INTEGER NOT NULL,
     PRIMARY KEY (consumer, partition)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stock_movements (
+    sku TEXT NOT NULL,
+    location TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    on_hand INTEGER NOT NULL,
+    reserved INTEGER NOT NULL,
+    reservation_id TEXT,
+    reason TEXT,
+    reference TEXT,
+    actor_subject TEXT,
+    actor_client_id TEXT,
+    idempotency_key TEXT,
+    occurred_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (sku, location, version)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS stock_movements_by_time ON stock_movements (occurred_at_ms);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     consumer TEXT NOT NULL,
@@ -134,8 +151,60 @@ fn store_offset(conn: &Connection, consumer: &str, partition: u32, next: u64) ->
     Ok(())
 }
 
+/// Records the event in the movement history. Every version once, whatever order the
+/// events arrive in: a re-delivered or older event changes nothing.
+fn record_movement(conn: &Connection, e: &StockEvent) -> Result<()> {
+    let m = Movement::of(e);
+    let (subject, client_id) = match &m.actor {
+        Some(a) => (Some(a.subject.as_str()), a.client_id.as_deref()),
+        None => (None, None),
+    };
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO stock_movements (sku, location, version, kind, on_hand, reserved,
+             reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key,
+             occurred_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        m.sku,
+        m.location,
+        to_sql_u64(m.version),
+        m.kind,
+        m.on_hand,
+        m.reserved,
+        m.reservation_id,
+        m.reason,
+        m.reference,
+        subject,
+        client_id,
+        m.idempotency_key,
+        m.occurred_at_ms
+    ])?;
+    Ok(())
+}
+
+fn row_to_movement(r: &rusqlite::Row<'_>) -> rusqlite::Result<Movement> {
+    let subject: Option<String> = r.get(9)?;
+    let client_id: Option<String> = r.get(10)?;
+    Ok(Movement {
+        sku: r.get(0)?,
+        location: r.get(1)?,
+        version: from_sql_u64(r.get(2)?),
+        kind: r.get(3)?,
+        on_hand: r.get(4)?,
+        reserved: r.get(5)?,
+        reservation_id: r.get(6)?,
+        reason: r.get(7)?,
+        reference: r.get(8)?,
+        actor: subject.map(|subject| Actor { subject, client_id }),
+        idempotency_key: r.get(11)?,
+        occurred_at_ms: r.get(12)?,
+    })
+}
+
 fn apply_stock(conn: &Connection, e: &StockEvent) -> Result<()> {
     e.validate().map_err(StoreError::Corrupt)?;
+    record_movement(conn, e)?;
     let before: Option<(String, i64, i64, i64)> = conn
         .prepare_cached(
             "SELECT region, on_hand, reserved, version FROM inventory_by_sku_location WHERE sku = ?1 AND location = ?2",
@@ -360,6 +429,44 @@ impl ReadStore for SqliteReadStore {
             Ok(tx.execute(
                 "DELETE FROM dead_letters WHERE id IN (
                      SELECT id FROM dead_letters WHERE failed_at_ms < ?1 ORDER BY id LIMIT ?2)",
+                rusqlite::params![before_ms, limit],
+            )?)
+        })
+    }
+
+    async fn movements(
+        &self,
+        sku: &str,
+        location: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Movement>> {
+        let (sku, location) = (sku.to_string(), location.to_string());
+        let limit = to_sql_u64(limit.clamp(1, 1000) as u64);
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT sku, location, version, kind, on_hand, reserved, reservation_id, reason,
+                         reference, actor_subject, actor_client_id, idempotency_key, occurred_at_ms
+                     FROM stock_movements WHERE sku = ?1 AND location = ?2 AND version > ?3
+                     ORDER BY version LIMIT ?4",
+                )?;
+                let rows = stmt.query_map(
+                    params![sku, location, to_sql_u64(after), limit],
+                    row_to_movement,
+                )?;
+                Ok(rows.collect::<std::result::Result<_, _>>()?)
+            })
+            .await
+    }
+
+    async fn purge_movements(&self, before_ms: i64, limit: usize) -> Result<usize> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM stock_movements WHERE (sku, location, version) IN (
+                     SELECT sku, location, version FROM stock_movements
+                     WHERE occurred_at_ms < ?1 ORDER BY occurred_at_ms LIMIT ?2)",
                 rusqlite::params![before_ms, limit],
             )?)
         })

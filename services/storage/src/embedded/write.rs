@@ -766,6 +766,7 @@ fn execute(conn: &Connection, req: &CommandRequest, now: i64) -> Result<CommandO
         }
     }
     let meta = EventMeta {
+        actor: req.actor.clone(),
         idempotency_key: req.idempotency.as_ref().map(|t| t.key.to_string()),
         trace_context: req.trace_context.clone(),
         occurred_at_ms: now,

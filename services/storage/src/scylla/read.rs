@@ -13,11 +13,11 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use stockflow_domain::{BusEvent, CatalogEvent, StockEvent};
+use stockflow_domain::{Actor, BusEvent, CatalogEvent, StockEvent};
 
 use super::cql::{Rows, db_error};
 use crate::ports::{
-    DeadLetter, InventoryRow, ReadStore, RegionAvailability, SearchHit, SearchQuery,
+    DeadLetter, InventoryRow, Movement, ReadStore, RegionAvailability, SearchHit, SearchQuery,
 };
 use crate::{Result, StoreError, now_ms};
 
@@ -53,6 +53,8 @@ struct Statements {
     regions: PreparedStatement,
     region_rows: PreparedStatement,
     all_inventory: PreparedStatement,
+    insert_movement: PreparedStatement,
+    movements: PreparedStatement,
 }
 
 /// The ScyllaDB read store.
@@ -125,6 +127,8 @@ impl ScyllaReadStore {
             regions: p(format!("SELECT region FROM {ks}.regions_by_sku WHERE sku = ?")).await?,
             region_rows: p(format!("SELECT on_hand, reserved, as_of FROM {ks}.availability_by_region WHERE sku = ? AND region = ?")).await?,
             all_inventory: p(format!("SELECT sku, location, region, on_hand, reserved, version, as_of FROM {ks}.inventory_by_sku_location")).await?,
+            insert_movement: p(format!("INSERT INTO {ks}.stock_movements (sku, location, version, kind, on_hand, reserved, reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key, occurred_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")).await?,
+            movements: p(format!("SELECT sku, location, version, kind, on_hand, reserved, reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key, occurred_at FROM {ks}.stock_movements WHERE sku = ? AND location = ? AND version > ? ORDER BY version LIMIT ?")).await?,
         };
         Ok(Self { session, st })
     }
@@ -242,8 +246,38 @@ impl ScyllaReadStore {
             ),
         );
         let regions = self.exec("project regions", &self.st.add_region, (sku, region));
-        let (a, b, c) = tokio::join!(inventory, availability, regions);
-        a.and(b).and(c)
+        let movement = self.record_movement(e);
+        let (a, b, c, d) = tokio::join!(inventory, availability, regions, movement);
+        a.and(b).and(c).and(d)
+    }
+
+    /// The event's row in the key's movement history; writing it again writes the same.
+    async fn record_movement(&self, e: &StockEvent) -> Result<()> {
+        let m = Movement::of(e);
+        let (subject, client_id) = match &m.actor {
+            Some(a) => (Some(a.subject.as_str()), a.client_id.as_deref()),
+            None => (None, None),
+        };
+        self.exec(
+            "record movement",
+            &self.st.insert_movement,
+            (
+                m.sku.as_str(),
+                m.location.as_str(),
+                ts(m.version),
+                m.kind.as_str(),
+                m.on_hand,
+                m.reserved,
+                m.reservation_id.as_deref(),
+                m.reason.as_deref(),
+                m.reference.as_deref(),
+                subject,
+                client_id,
+                m.idempotency_key.as_deref(),
+                m.occurred_at_ms,
+            ),
+        )
+        .await
     }
 
     async fn apply_catalog(&self, e: &CatalogEvent) -> Result<()> {
@@ -506,6 +540,47 @@ impl ReadStore for ScyllaReadStore {
                 .map_err(|e| db_error("purge dead letters", e))?;
         }
         Ok(old.len())
+    }
+
+    async fn movements(
+        &self,
+        sku: &str,
+        location: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Movement>> {
+        let limit = i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
+        let rows = self
+            .rows(
+                "read movements",
+                &self.st.movements,
+                (sku, location, ts(after), limit),
+            )
+            .await?;
+        Ok((0..rows.len())
+            .map(|r| Movement {
+                sku: rows.text(r, "sku").unwrap_or_default(),
+                location: rows.text(r, "location").unwrap_or_default(),
+                version: u64::try_from(rows.bigint(r, "version").unwrap_or(0)).unwrap_or(0),
+                kind: rows.text(r, "kind").unwrap_or_default(),
+                on_hand: rows.bigint(r, "on_hand").unwrap_or(0),
+                reserved: rows.bigint(r, "reserved").unwrap_or(0),
+                reservation_id: rows.text(r, "reservation_id"),
+                reason: rows.text(r, "reason"),
+                reference: rows.text(r, "reference"),
+                actor: rows.text(r, "actor_subject").map(|subject| Actor {
+                    subject,
+                    client_id: rows.text(r, "actor_client_id"),
+                }),
+                idempotency_key: rows.text(r, "idempotency_key"),
+                occurred_at_ms: rows.bigint(r, "occurred_at").unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn purge_movements(&self, _before_ms: i64, _limit: usize) -> Result<usize> {
+        // The table's default TTL (90 days) expires movements on ScyllaDB.
+        Ok(0)
     }
 
     async fn dead_letter_count(&self) -> Result<u64> {

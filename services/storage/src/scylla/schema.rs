@@ -7,7 +7,7 @@ use super::cql::{Rows, db_error, valid_keyspace};
 use crate::{Result, StoreError, now_ms};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Versioned schema files, applied in order.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         4,
         include_str!("../../schema/cql/004_recorded_refusals.cql"),
     ),
+    (5, include_str!("../../schema/cql/005_movements.cql")),
 ];
 
 /// How the keyspace is replicated.

@@ -137,6 +137,7 @@ async fn expiry_recovers_sagas_left_half_way() {
         command,
         idempotency: None,
         trace_context: None,
+        actor: None,
     };
     let key = |s: &str| StockKey::new(Sku::parse(s).unwrap(), LocationId::parse("x1").unwrap());
     let reserved = |s: &'static str| {
@@ -171,6 +172,7 @@ async fn expiry_recovers_sagas_left_half_way() {
     // A reservation whose process died after holding its first line, 31 s ago.
     let old = crate::now_ms() - 31_000;
     let meta = EventMeta {
+        actor: None,
         idempotency_key: None,
         trace_context: None,
         occurred_at_ms: old,

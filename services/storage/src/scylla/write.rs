@@ -398,6 +398,7 @@ impl WriteStore for ScyllaWriteStore {
             None => false,
         };
         let meta = EventMeta {
+            actor: request.actor.clone(),
             idempotency_key: request.idempotency.as_ref().map(|t| t.key.to_string()),
             trace_context: request.trace_context.clone(),
             occurred_at_ms: now_ms(),

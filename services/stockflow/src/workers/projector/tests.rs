@@ -25,6 +25,7 @@ fn event(sku: &str, location: &str, version: u64, on_hand: i64, reserved: i64) -
         reason: Some(AdjustReason::Receipt),
         reference: None,
         idempotency_key: None,
+        actor: None,
         occurred_at_ms: 1,
         trace_context: None,
     })
