@@ -66,7 +66,16 @@ pub struct BenchArgs {
     /// Which workload(s) to run.
     #[arg(long, value_enum, default_value = "all")]
     pub workload: Workload,
+    /// Bearer token sent with every request, for a platform that requires one (e.g.
+    /// `$(stockflow token --data-dir DIR)` for `stockflow dev --auth-dev`). It needs the
+    /// stock:read, stock:adjust, stock:reserve and catalog:write scopes. All requests are
+    /// then one caller's: raise the server's --rate-limit-per-second (200) to measure more.
+    #[arg(long, env = "STOCKFLOW_BENCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
+
+/// The `Authorization` header of every bench request, set once from `--token`.
+static AUTHORIZATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Workload selection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -122,6 +131,9 @@ impl Conn {
             .method(method)
             .uri(path)
             .header("host", "stockflow");
+        if let Some(authorization) = AUTHORIZATION.get() {
+            req = req.header("authorization", authorization.as_str());
+        }
         if let Some(key) = key {
             req = req.header("idempotency-key", key);
         }
@@ -164,6 +176,9 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 
 /// Runs the selected workloads and prints a report.
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    if let Some(token) = &args.token {
+        let _ = AUTHORIZATION.set(format!("Bearer {token}"));
+    }
     let fresh = uuid::Uuid::now_v7().simple().to_string();
     let run_id = match &args.run_id {
         Some(id) => id.as_str(),
