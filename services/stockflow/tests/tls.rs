@@ -181,3 +181,47 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["on_hand"], 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    // The platform starts with a certificate the client does not trust (as good as an
+    // expired one), then the files are renewed in place, as cert-manager does.
+    let (old_params, old_key, _) = ca("retired CA");
+    let retired = Issuer::new(old_params, old_key);
+    let start = Pki {
+        ca_pem: pki.ca_pem.clone(),
+        server: leaf(&["127.0.0.1", "localhost"], "stockflow", &retired),
+        client: pki.client.clone(),
+        stranger: pki.stranger.clone(),
+    };
+    let p = https_platform(dir.path(), &start, false).await;
+    assert!(
+        client(&pki, None, None)
+            .get(p.url("/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "the client trusts the first certificate"
+    );
+    std::fs::write(dir.path().join("server-key.pem"), &pki.server.1).expect("key");
+    std::fs::write(dir.path().join("server.pem"), &pki.server.0).expect("cert");
+    // The files are looked at every 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    loop {
+        match client(&pki, None, None).get(p.url("/healthz")).send().await {
+            Ok(r) => {
+                assert_eq!(r.status(), StatusCode::OK);
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the renewed certificate is not served: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

@@ -1,11 +1,13 @@
-//! HTTPS for the APIs (rustls), and mutual TLS: with a client CA, a client without a
-//! certificate that CA signed is refused in the handshake, and the certificate's subject
-//! names the caller when no bearer token does (see [`super::guard`]).
+//! HTTPS for the APIs (rustls), with the serving certificate re-read when its files are
+//! renewed, and mutual TLS: with a client CA, a certificate it did not sign is refused in
+//! the handshake, a client without one reaches only the probes' routes (see
+//! [`super::guard`]), and the certificate's subject names the caller when no bearer token
+//! does.
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::Request;
@@ -16,7 +18,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -57,20 +60,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The acceptor `settings` describe.
 pub fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, TlsError> {
-    let pem = |path: &PathBuf, reason: String| TlsError::Pem {
-        path: path.display().to_string(),
-        reason,
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.cert)
-        .map_err(|e| pem(&settings.cert, e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem(&settings.cert, e.to_string()))?;
-    if certs.is_empty() {
-        return Err(pem(&settings.cert, "no certificate".into()));
-    }
-    let key = PrivateKeyDer::from_pem_file(&settings.key)
-        .map_err(|e| pem(&settings.key, e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certificate = ReloadingCertificate::load(settings, provider.clone())?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -93,11 +84,118 @@ pub fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = builder.with_cert_resolver(Arc::new(certificate));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn pem(path: &Path, reason: String) -> TlsError {
+    TlsError::Pem {
+        path: path.display().to_string(),
+        reason,
+    }
+}
+
+/// How often the certificate files are looked at for a renewal.
+const RELOAD_CHECK: Duration = Duration::from_secs(10);
+
+/// The serving certificate, read again when its files change: cert-manager (or any
+/// renewal) rewrites a mounted Secret in place, and the pods must serve the new certificate
+/// before the old one expires, without a restart. A renewal that does not load (half
+/// written, a key that does not match) keeps the current certificate and is retried.
+#[derive(Debug)]
+struct ReloadingCertificate {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: RwLock<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    /// Modification times of the certificate and key files when they were read.
+    stamp: (Option<SystemTime>, Option<SystemTime>),
+    checked: Instant,
+}
+
+impl ReloadingCertificate {
+    fn load(
+        settings: &TlsSettings,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Self, TlsError> {
+        let stamp = stamp(&settings.cert, &settings.key);
+        let key = certified_key(&settings.cert, &settings.key, &provider)?;
+        Ok(Self {
+            cert: settings.cert.clone(),
+            key: settings.key.clone(),
+            provider,
+            current: RwLock::new(Loaded {
+                key,
+                stamp,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// Re-reads the files if they changed since they were read (looked at every
+    /// [`RELOAD_CHECK`], so a handshake rarely pays for a `stat`).
+    fn refresh(&self) {
+        {
+            let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+            if current.checked.elapsed() < RELOAD_CHECK {
+                return;
+            }
+        }
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        current.checked = Instant::now();
+        let stamp = stamp(&self.cert, &self.key);
+        if stamp == current.stamp {
+            return;
+        }
+        match certified_key(&self.cert, &self.key, &self.provider) {
+            Ok(key) => {
+                tracing::info!(cert = %self.cert.display(), "serving a renewed TLS certificate");
+                current.key = key;
+                current.stamp = stamp;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the changed TLS certificate does not load; serving the previous one");
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadingCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.refresh();
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        Some(current.key.clone())
+    }
+}
+
+fn stamp(cert: &Path, key: &Path) -> (Option<SystemTime>, Option<SystemTime>) {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    (modified(cert), modified(key))
+}
+
+fn certified_key(
+    cert: &Path,
+    key: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| pem(cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem(cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem(cert, "no certificate".into()));
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| pem(key, e.to_string()))?;
+    // `from_der` also checks that the key belongs to the certificate.
+    CertifiedKey::from_der(certs, private, provider)
+        .map(Arc::new)
+        .map_err(|e| TlsError::Config(e.to_string()))
 }
 
 /// The subject of a client certificate: its common name, or the whole distinguished name.
