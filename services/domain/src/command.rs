@@ -26,6 +26,20 @@ pub enum AdjustReason {
 }
 
 impl AdjustReason {
+    /// Every reason, in the order the API lists them.
+    pub const ALL: [AdjustReason; 5] = [
+        AdjustReason::Receipt,
+        AdjustReason::CycleCount,
+        AdjustReason::Damage,
+        AdjustReason::Correction,
+        AdjustReason::Return,
+    ];
+
+    /// The reason spelled `text`, if any.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {
         match self {

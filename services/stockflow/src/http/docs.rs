@@ -222,7 +222,9 @@ fn adjustment_mode(mode: &str, change: Schema) -> Object {
         .property(
             "reason",
             string("Why on-hand changed")
-                .enum_values(Some(super::model::ADJUST_REASONS.iter().copied()))
+                .enum_values(Some(
+                    stockflow_domain::AdjustReason::ALL.map(stockflow_domain::AdjustReason::as_str),
+                ))
                 .build(),
         )
         .property("reference", reference())

@@ -146,7 +146,7 @@ pub(crate) struct AdjustmentRequest {
     pub delta: Option<i64>,
     /// Counted on-hand to set.
     pub set_on_hand: Option<i64>,
-    /// One of [`ADJUST_REASONS`].
+    /// One of [`AdjustReason::ALL`], as the API spells them.
     pub reason: String,
     /// External reference (ASN, ticket).
     pub reference: Option<String>,
@@ -162,23 +162,12 @@ impl utoipa::PartialSchema for AdjustmentRequest {
 
 impl ToSchema for AdjustmentRequest {}
 
-/// The reasons an adjustment may give, as the API spells them.
-pub(crate) const ADJUST_REASONS: [&str; 5] =
-    ["receipt", "cycle_count", "damage", "correction", "return"];
-
 fn parse_reason(reason: &str) -> Result<AdjustReason, ValidationError> {
-    Ok(match reason {
-        "receipt" => AdjustReason::Receipt,
-        "cycle_count" => AdjustReason::CycleCount,
-        "damage" => AdjustReason::Damage,
-        "correction" => AdjustReason::Correction,
-        "return" => AdjustReason::Return,
-        _ => {
-            return Err(ValidationError::new(
-                "reason",
-                "must be one of receipt, cycle_count, damage, correction, return",
-            ));
-        }
+    AdjustReason::parse(reason).ok_or_else(|| {
+        ValidationError::new(
+            "reason",
+            "must be one of receipt, cycle_count, damage, correction, return",
+        )
     })
 }
 
