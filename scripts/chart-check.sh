@@ -23,17 +23,48 @@ if [[ ! -x "$promtool" ]]; then
 fi
 "$promtool" check rules charts/stockflow-operator/files/stockflow-alerts.yaml
 "$promtool" test rules tests/alerts/stockflow-alerts.test.yaml
+# The dashboard: valid JSON whose every query is valid PromQL (checked by promtool as
+# recording rules, with Grafana's variables bound), over metrics the code emits.
+dashboard=charts/stockflow-operator/files/stockflow-dashboard.json
+dashboard_rules="$(mktemp)"
+trap 'rm -f "$dashboard_rules"' EXIT
+python3 - "$dashboard" >"$dashboard_rules" <<'PY'
+import json, sys
+panels = json.load(open(sys.argv[1]))["panels"]
+exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
+if not exprs:
+    sys.exit("the dashboard has no queries")
+print("groups:\n  - name: dashboard\n    rules:")
+for i, e in enumerate(exprs):
+    e = e.replace("$__rate_interval", "5m").replace("$namespace", ".*")
+    print(f"      - record: dashboard:query{i}\n        expr: {json.dumps(e)}")
+PY
+"$promtool" check rules "$dashboard_rules" >/dev/null
+missing=""
+for metric in $(grep -ohE 'stockflow_[a-z0-9_]+' "$dashboard" charts/stockflow-operator/files/stockflow-alerts.yaml |
+    sed -E 's/_(bucket|sum|count)$//' | sort -u); do
+    grep -rqF "\"$metric\"" services operator --include=*.rs || missing="$missing $metric"
+done
+[[ -z "$missing" ]] || { echo "chart-check.sh: the dashboard or alerts use metrics no code emits:$missing" >&2; exit 1; }
 monitored="$("$helm" template stockflow-operator charts/stockflow-operator --namespace stockflow-system \
     --api-versions monitoring.coreos.com/v1/PrometheusRule)"
 grep -q '^kind: PrometheusRule$' <<<"$monitored" || { echo "chart-check.sh: no PrometheusRule where its CRD exists" >&2; exit 1; }
 grep -q 'alert: StockflowProjectionOffsetGap' <<<"$monitored" || { echo "chart-check.sh: the PrometheusRule lacks its alerts" >&2; exit 1; }
+monitored="$("$helm" template stockflow-operator charts/stockflow-operator --namespace stockflow-system \
+    --api-versions monitoring.coreos.com/v1/PodMonitor --api-versions monitoring.coreos.com/v1/ServiceMonitor)"
+for kind in PodMonitor ServiceMonitor; do
+    grep -q "^kind: $kind\$" <<<"$monitored" || { echo "chart-check.sh: no $kind where its CRD exists" >&2; exit 1; }
+done
 rendered="$("$helm" template stockflow-operator charts/stockflow-operator --namespace stockflow-system --include-crds)"
-for kind in CustomResourceDefinition ServiceAccount ClusterRole ClusterRoleBinding Role RoleBinding Deployment Service; do
+for kind in CustomResourceDefinition ServiceAccount ClusterRole ClusterRoleBinding Role RoleBinding Deployment Service ConfigMap; do
     grep -q "^kind: $kind\$" <<<"$rendered" || { echo "chart-check.sh: rendered chart lacks a $kind" >&2; exit 1; }
 done
 # The RBAC stays least-privilege: the operator never reads Secrets.
 if grep -A3 'resources:' <<<"$rendered" | grep -q secrets; then
     echo "chart-check.sh: the operator's RBAC must not grant Secrets" >&2; exit 1
 fi
-grep -q '^kind: PrometheusRule$' <<<"$rendered" && { echo "chart-check.sh: a PrometheusRule rendered without its CRD" >&2; exit 1; }
-echo "chart-check.sh: helm lint and template are clean; the alert rules pass promtool"
+for kind in PrometheusRule PodMonitor ServiceMonitor; do
+    grep -q "^kind: $kind\$" <<<"$rendered" && { echo "chart-check.sh: a $kind rendered without its CRD" >&2; exit 1; }
+done
+grep -q 'grafana_dashboard: "1"' <<<"$rendered" || { echo "chart-check.sh: the dashboard ConfigMap lacks the sidecar label" >&2; exit 1; }
+echo "chart-check.sh: helm lint and template are clean; the alert rules and the dashboard queries pass promtool"

@@ -92,7 +92,7 @@ export STOCKFLOW_KUBECONFIG
 
 step "cargo test (embedded, contract, Cassandra, Kafka, end-to-end)"
 test_log="${TMPDIR:-/tmp}/stockflow-cargo-test-$$.log"
-cargo test --workspace --locked 2>&1 | tee "$test_log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_log"
 # Nothing is skipped silently: every test that did not run says why.
 skipped="$(grep -E '^test .* \.\.\. ignored' "$test_log" | sed -E 's/^test (.*) \.\.\. ignored(, )?/  \1: /' || true)"
 rm -f "$test_log"

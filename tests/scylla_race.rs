@@ -337,8 +337,55 @@ async fn short_long_and_multi_line_reservations_leave_exactly_their_holds() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    a.stop();
-    b.stop();
+    // One process expires at a time: the holder of the expiry lease. Stopped, it hands
+    // over: a one-second reservation made on the other process still expires.
+    let leaders = [
+        expiry_leader(&client, &bases[0]).await,
+        expiry_leader(&client, &bases[1]).await,
+    ];
+    assert_eq!(
+        leaders.iter().filter(|l| **l).count(),
+        1,
+        "exactly one process holds the expiry lease: {leaders:?}"
+    );
+    let (leader, other, other_base) = if leaders[0] {
+        (a, b, bases[1].clone())
+    } else {
+        (b, a, bases[0].clone())
+    };
+    leader.stop();
+    let r = client
+        .post(format!("{other_base}/v1/reservations"))
+        .header("idempotency-key", "after-handover")
+        .json(
+            &json!({"reservation_id": "after-handover", "ttl_seconds": 1,
+            "lines": [{"sku": "M0", "location": "dc", "qty": 1}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let v: serde_json::Value = client
+            .get(format!("{other_base}/v1/reservations/after-handover"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "expired" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the remaining process took the expiry lease over: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(expiry_leader(&client, &other_base).await);
+    other.stop();
     let backend = ScyllaBackend::open(&config).await.unwrap();
     for sku in (0..SKUS).map(|s| format!("M{s}")).chain(["Q".to_string()]) {
         let key = StockKey::new(
@@ -353,4 +400,19 @@ async fn short_long_and_multi_line_reservations_leave_exactly_their_holds() {
         );
         assert!(level.reserved <= level.on_hand, "{sku}: no oversell");
     }
+}
+
+/// Whether the process at `base` holds the expiry lease, by its `/metrics`.
+async fn expiry_leader(client: &reqwest::Client, base: &str) -> bool {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("stockflow_expiry_leader "))
+        .is_some_and(|v| v.trim() == "1")
 }

@@ -417,6 +417,20 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
     // Leases outlive the workers using them: released only once those have drained.
     let releasing = CancellationToken::new();
     let mut lease_jobs = Vec::new();
+    // Replicas of one write store take turns at expiry, whatever the bus: the store is
+    // what they share.
+    let expiry_turn = match (&backend.leases, config.workers.expire) {
+        (Some(store), true) => {
+            let (turn, job) = leases::spawn(
+                store.clone(),
+                LeaseConfig::new(expiry::LEASE_GROUP, 1, config.member.clone()),
+                releasing.clone(),
+            );
+            lease_jobs.push(job);
+            (turn, expiry::RESCAN_SHARED)
+        }
+        _ => (leases::all_shards(1), expiry::RESCAN_ALONE),
+    };
     // Replicas split the work only over a bus they share: with the embedded log each
     // process publishes everything it can see into its own log and projects all of it.
     let shared = match (&backend.leases, &config.bus) {
@@ -479,9 +493,12 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
         )));
     }
     if workers.expire {
+        let (turn, rescan) = expiry_turn;
         producer_jobs.push(tokio::spawn(expiry::run(
             backend.write.clone(),
             expiry_handle.clone(),
+            turn,
+            rescan,
             producers.clone(),
         )));
     }

@@ -23,6 +23,9 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// Buckets of the group sizes (commands per transaction or per coalesced batch), so their
+/// percentiles aggregate across replicas (summaries would not).
+const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> PrometheusHandle {
@@ -33,7 +36,13 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full("stockflow_write_batch_size".into()),
-                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                        SIZE_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("stockflow_coalesced_group_size".into()),
+                        SIZE_BUCKETS,
                     )
                 });
             let recorder = match builder {
@@ -125,5 +134,9 @@ fn describe() {
     describe_counter!(
         "stockflow_reservations_expired_total",
         "Reservations expired by the expiry worker."
+    );
+    describe_gauge!(
+        "stockflow_expiry_leader",
+        "1 on the replica that expires reservations (the expiry lease holder), 0 on the others."
     );
 }

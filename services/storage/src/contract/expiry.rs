@@ -128,7 +128,15 @@ pub(crate) async fn write_store_expiry_contract<S: WriteStore + Outbox>(a: Arc<S
         assert_eq!(r.status, ReservationStatus::Active);
         first_long = first_long.min(r.expires_at_ms);
     }
-    assert_eq!((next_a, next_b), (Some(first_long), Some(first_long)));
+    // The next deadline is the first long-lived one, or earlier only where a row outlived
+    // its reservation: deleting a settled saga's recovery row is best effort (a timed-out
+    // delete leaves it), and the round that reaches it finds nothing due and removes it.
+    for next in [next_a, next_b] {
+        assert!(
+            next.is_some_and(|at| at <= first_long && at > now_ms() - 60_000),
+            "next deadline {next:?}, first long-lived one {first_long}"
+        );
+    }
     for (prefix, n, settled) in [("short", SHORT, SETTLED), ("multi", MULTI_LINE, 0)] {
         for i in 0..n {
             let r = b

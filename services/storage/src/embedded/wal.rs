@@ -142,15 +142,24 @@ pub(crate) fn checkpoint(conn: &Connection, db: &'static str, mode: Mode) -> Res
     Ok(c)
 }
 
+/// How long [`truncate`] keeps retrying a checkpoint that another connection's checkpoint
+/// is in the way of.
+const TRUNCATE_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Copies every frame into the database file and truncates the WAL to zero bytes. Waits
-/// (up to the connection's busy timeout) for readers and writers; fails if it cannot finish,
-/// because callers rely on the WAL being empty afterwards.
+/// (up to the connection's busy timeout) for readers and writers, and retries while the
+/// checkpointer thread's own checkpoint runs (SQLite answers busy at once then, without
+/// waiting); fails if it cannot finish, because callers rely on the WAL being empty
+/// afterwards.
 pub(crate) fn truncate(conn: &Connection, db: &'static str) -> Result<()> {
-    let c = checkpoint(conn, db, Mode::Truncate)?;
-    if c.busy {
-        return Err(crate::StoreError::Unavailable(format!(
-            "cannot checkpoint {db}.db: another connection keeps using its write-ahead log"
-        )));
+    let started = Instant::now();
+    while checkpoint(conn, db, Mode::Truncate)?.busy {
+        if started.elapsed() >= TRUNCATE_PATIENCE {
+            return Err(crate::StoreError::Unavailable(format!(
+                "cannot checkpoint {db}.db: another connection keeps using its write-ahead log"
+            )));
+        }
+        thread::sleep(Duration::from_millis(10));
     }
     if let Some(path) = conn.path() {
         record_wal_size(db, &wal_path(Path::new(path)));

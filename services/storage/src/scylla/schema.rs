@@ -7,7 +7,7 @@ use super::cql::{Rows, db_error, valid_keyspace};
 use crate::{Result, StoreError, now_ms};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Versioned schema files, applied in order.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -19,6 +19,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../schema/cql/004_recorded_refusals.cql"),
     ),
     (5, include_str!("../../schema/cql/005_movements.cql")),
+    (
+        6,
+        include_str!("../../schema/cql/006_deadline_tombstones.cql"),
+    ),
 ];
 
 /// How the keyspace is replicated.

@@ -99,6 +99,23 @@ async fn migrate_is_idempotent_and_the_version_is_checked() {
         SCHEMA_VERSION
     );
     check_schema(&session, &keyspace).await.unwrap();
+    // Version 6: the deadline index drops its deletions after hours, by time window.
+    let options = session
+        .query_unpaged(
+            "SELECT gc_grace_seconds, compaction FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'reservation_deadlines'",
+            (keyspace.as_str(),),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let (gc_grace, compaction): (i32, std::collections::HashMap<String, String>) =
+        options.single_row().unwrap();
+    assert_eq!(gc_grace, 10_800);
+    assert!(
+        compaction["class"].ends_with("TimeWindowCompactionStrategy"),
+        "{compaction:?}"
+    );
     session
         .query_unpaged(
             format!("UPDATE {keyspace}.schema_version SET version = 99 WHERE name = 'stockflow'"),
