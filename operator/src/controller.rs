@@ -69,7 +69,19 @@ impl Context {
 }
 
 /// Routes a region through the finalizer to [`apply`] or [`cleanup`].
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(
+        otel.name = "reconcile InventoryRegion",
+        region = %region.name_any(),
+        namespace = region.namespace().as_deref().unwrap_or_default(),
+        generation = region.metadata.generation.unwrap_or_default(),
+        trace_id = tracing::field::Empty,
+    )
+)]
 pub async fn reconcile(region: Arc<InventoryRegion>, ctx: Arc<Context>) -> Result<Action> {
+    stockflow_telemetry::traces::record_trace_id(&tracing::Span::current());
     let started = Instant::now();
     let ns = region
         .namespace()

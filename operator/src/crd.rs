@@ -57,6 +57,36 @@ pub struct InventoryRegionSpec {
     /// HTTPS for the region's APIs, optionally with client certificates (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ApiTlsSpec>,
+    /// OpenTelemetry traces of every role, exported over OTLP/HTTP. Without it no span is
+    /// made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
+}
+
+/// Where the roles send their spans, and how many they keep.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://otel-collector.observability:4318`
+    /// (`/v1/traces` is appended).
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub otlp_endpoint: String,
+    /// `OTEL_TRACES_SAMPLER`: `parentbased_traceidratio` (the default here, which follows
+    /// the caller's decision and samples `samplerArg` of new traces), `always_on`,
+    /// `traceidratio`, ...
+    #[serde(default = "default_sampler")]
+    pub sampler: String,
+    /// `OTEL_TRACES_SAMPLER_ARG`: the share of new traces kept by a ratio sampler.
+    #[serde(default = "default_sampler_arg")]
+    pub sampler_arg: String,
+}
+
+fn default_sampler() -> String {
+    "parentbased_traceidratio".into()
+}
+
+fn default_sampler_arg() -> String {
+    "0.1".into()
 }
 
 /// HTTPS at the roles' port, from Secrets mounted into the pods (kubelet refreshes them

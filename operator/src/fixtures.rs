@@ -40,6 +40,7 @@ pub fn region(name: &str) -> InventoryRegion {
             deletion_policy: DeletionPolicy::Retain,
             auth: None,
             tls: None,
+            tracing: None,
         },
     );
     r.metadata = ObjectMeta {

@@ -66,13 +66,8 @@ fn main() -> ExitCode {
             no_leader_election,
             watch_namespace,
         } => {
-            tracing_subscriber::fmt()
-                .json()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .init();
+            // JSON logs; a span per reconciliation where OTEL_EXPORTER_OTLP_ENDPOINT is set.
+            let traces = stockflow_telemetry::init_tracing(true, "stockflow-operator");
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -80,13 +75,15 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(
+            let result = runtime.block_on(run(
                 http_addr,
                 lease_namespace,
                 identity,
                 !no_leader_election,
                 watch_namespace,
-            )) {
+            ));
+            traces.shutdown();
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

@@ -230,6 +230,23 @@ pub fn config_data(region: &InventoryRegion) -> BTreeMap<String, String> {
             );
         }
     }
+    if let Some(tracing) = &s.tracing {
+        data.insert(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            tracing.otlp_endpoint.clone(),
+        );
+        data.insert("OTEL_TRACES_SAMPLER".into(), tracing.sampler.clone());
+        data.insert(
+            "OTEL_TRACES_SAMPLER_ARG".into(),
+            tracing.sampler_arg.clone(),
+        );
+        // Each role names itself (stockflow-command-api, ...); the pod name (HOSTNAME)
+        // is the replica.
+        data.insert(
+            "OTEL_RESOURCE_ATTRIBUTES".into(),
+            format!("stockflow.region={}", s.region_id),
+        );
+    }
     data.extend(bus_env(region));
     data
 }
@@ -714,6 +731,31 @@ mod tests {
                 .is_none(),
             "a JWKS URL mounts nothing"
         );
+    }
+
+    #[test]
+    fn tracing_reaches_every_role_as_the_standard_otel_variables() {
+        let mut r = region("north");
+        let untraced = config_data(&r);
+        assert!(
+            !untraced.keys().any(|k| k.starts_with("OTEL_")),
+            "off by default"
+        );
+        let hash = config_hash(&r);
+        r.spec.tracing = Some(crate::crd::TracingSpec {
+            otlp_endpoint: "http://otel-collector.observability:4318".into(),
+            sampler: "parentbased_traceidratio".into(),
+            sampler_arg: "0.25".into(),
+        });
+        let traced = config_data(&r);
+        assert_eq!(
+            traced["OTEL_EXPORTER_OTLP_ENDPOINT"],
+            "http://otel-collector.observability:4318"
+        );
+        assert_eq!(traced["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
+        assert_eq!(traced["OTEL_TRACES_SAMPLER_ARG"], "0.25");
+        assert_eq!(traced["OTEL_RESOURCE_ATTRIBUTES"], "stockflow.region=north");
+        assert_ne!(config_hash(&r), hash, "turning traces on rolls the pods");
     }
 
     #[test]

@@ -199,4 +199,13 @@ impl BusEvent {
             BusEvent::Catalog(e) => e.occurred_at_ms,
         }
     }
+
+    /// The W3C `traceparent` of the write that caused the event; catalog changes carry
+    /// none.
+    pub fn trace_context(&self) -> Option<&str> {
+        match self {
+            BusEvent::Stock(e) => e.trace_context.as_deref(),
+            BusEvent::Catalog(_) => None,
+        }
+    }
 }

@@ -507,6 +507,7 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
             let partitions = owned(format!("projector:{}", log.identity()), log.partitions());
             let mut projector_config = config.projector.clone();
             projector_config.consumer = projector::consumer_for(&**log);
+            projector_config.replica = config.member.clone();
             Some(tokio::spawn(projector::run(
                 log.clone(),
                 backend.read.clone(),

@@ -8,7 +8,7 @@
 //! - [`workers`]: outbox publisher, projectors, reservation expiry.
 //! - [`app`]: wiring of the embedded platform (`stockflow dev`) and graceful shutdown.
 //! - [`bench`]: the HTTP load generator (`stockflow bench`).
-//! - [`telemetry`]: tracing and the Prometheus recorder.
+//! - [`telemetry`]: the Prometheus recorder (logs and traces: `stockflow-telemetry`).
 
 pub mod app;
 pub mod auth;

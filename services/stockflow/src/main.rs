@@ -9,7 +9,7 @@ use stockflow::cli::{
     BusArgs, CliError, CommandArgs, Result, ScyllaArgs, SecurityArgs, Store, TokenArgs,
 };
 use stockflow::http::Routes;
-use stockflow::{app, bench, telemetry};
+use stockflow::{app, bench};
 use stockflow_storage::scylla;
 
 // The request path allocates many small, short-lived buffers across threads; mimalloc
@@ -132,6 +132,21 @@ struct RoleArgs {
     security: SecurityArgs,
 }
 
+impl Role {
+    /// The `service.name` of this process's spans, unless `OTEL_SERVICE_NAME` says otherwise.
+    fn service_name(&self) -> &'static str {
+        match self {
+            Role::Dev { .. } => "stockflow-dev",
+            Role::CommandApi(_) => "stockflow-command-api",
+            Role::QueryApi(_) => "stockflow-query-api",
+            Role::Publisher(_) => "stockflow-publisher",
+            Role::Projector(_) => "stockflow-projector",
+            Role::Migrate { .. } | Role::Teardown { .. } => "stockflow-migrate",
+            Role::Token(_) | Role::Bench(_) | Role::BenchLwt(_) => "stockflow",
+        }
+    }
+}
+
 /// What a role runs and serves.
 struct RoleKind {
     name: &'static str,
@@ -141,7 +156,8 @@ struct RoleKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_tracing(cli.log_json);
+    // Before the runtime: the OTLP exporter's blocking client refuses to be built inside it.
+    let traces = stockflow_telemetry::init_tracing(cli.log_json, cli.role.service_name());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -272,6 +288,7 @@ fn main() -> ExitCode {
             Role::BenchLwt(args) => Ok(bench::run_lwt(args).await?),
         }
     });
+    traces.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

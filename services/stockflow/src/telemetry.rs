@@ -1,22 +1,10 @@
-//! Logging and metrics set-up.
+//! Metrics set-up: the process-wide Prometheus recorder and its buckets. (Logs and traces
+//! are set up by `stockflow-telemetry`.)
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
-
-/// Installs the tracing subscriber: `RUST_LOG` filters (default `info`), `--log-format json`
-/// for machines, compact text for people.
-pub fn init_tracing(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.compact().try_init()
-    };
-}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

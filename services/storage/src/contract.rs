@@ -17,8 +17,25 @@ pub(crate) use expiry::write_store_expiry_contract;
 
 use crate::StoreError;
 use crate::ports::{
-    CommandRequest, DeadLetter, IdempotencyToken, Outbox, ReadStore, SearchQuery, WriteStore,
+    Batch, CommandRequest, DeadLetter, IdempotencyToken, Outbox, Provenance, ReadStore,
+    SearchQuery, WriteStore,
 };
+
+/// The records of `partition` ending just before `next_offset`, projected by replica `r1`.
+pub(crate) fn batch<'a>(
+    consumer: &'a str,
+    partition: u32,
+    events: &'a [BusEvent],
+    next_offset: u64,
+) -> Batch<'a> {
+    Batch {
+        consumer,
+        replica: "r1",
+        partition,
+        first_offset: next_offset - events.len() as u64,
+        events,
+    }
+}
 
 fn sku(s: &str) -> Sku {
     Sku::parse(s).expect("valid sku")
@@ -871,10 +888,15 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
     let other = stock_event("a", "s2", "north", 1, 5, 0);
     let south = stock_event("a", "w1", "south", 1, 100, 0);
     // Out of order and duplicated: the newest version wins, totals stay exact.
-    read.project("c", 0, &[v1.clone(), v3.clone(), v2.clone(), v1.clone()], 4)
-        .await
-        .unwrap();
-    read.project("c", 1, &[other, south, v3.clone()], 3)
+    read.project(batch(
+        "c",
+        0,
+        &[v1.clone(), v3.clone(), v2.clone(), v1.clone()],
+        4,
+    ))
+    .await
+    .unwrap();
+    read.project(batch("c", 1, &[other, south, v3.clone()], 3))
         .await
         .unwrap();
     let row = read.stock_at("a", "s1").await.unwrap().unwrap();
@@ -914,6 +936,37 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
     );
     assert_eq!(history[0].kind, "stock_adjusted");
     assert_eq!(history[0].reason.as_deref(), Some("receipt"));
+    // Each movement says where its event was read at its latest projection, and by whom.
+    let placed = |m: &crate::ports::Movement| {
+        let p = m
+            .projection
+            .as_ref()
+            .expect("a projected movement has its provenance");
+        assert!(p.projected_at_ms > 0);
+        (p.partition, p.offset, p.projected_by.clone())
+    };
+    assert_eq!(
+        history.iter().map(placed).collect::<Vec<_>>(),
+        [
+            (0, 3, "r1".into()),
+            (0, 2, "r1".into()),
+            (1, 2, "r1".into())
+        ],
+        "v1 last read at 0/3, v2 at 0/2, v3 at 1/2"
+    );
+    // Replaying an event (a dead letter) keeps where it was projected from.
+    read.replay(std::slice::from_ref(&v2)).await.unwrap();
+    let again = read.movements("a", "s1", 1, 1).await.unwrap();
+    assert_eq!(
+        again[0].projection,
+        Some(Provenance {
+            projected_at_ms: again[0]
+                .projection
+                .as_ref()
+                .map_or(0, |p| p.projected_at_ms),
+            ..history[1].projection.clone().unwrap()
+        })
+    );
     let page = read.movements("a", "s1", 1, 1).await.unwrap();
     assert_eq!(page.iter().map(|m| m.version).collect::<Vec<_>>(), [2]);
     assert!(read.movements("a", "s1", 3, 10).await.unwrap().is_empty());
@@ -930,6 +983,10 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
     audited.reference = Some("count-9".into());
     read.replay(&[BusEvent::Stock(audited)]).await.unwrap();
     let m = &read.movements("m", "s1", 0, 10).await.unwrap()[0];
+    assert_eq!(
+        m.projection, None,
+        "a replayed event was read from no partition"
+    );
     assert_eq!(
         (
             m.actor
@@ -957,7 +1014,7 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
             occurred_at_ms: 1,
         })
     };
-    read.project(
+    read.project(batch(
         "c",
         2,
         &[
@@ -966,7 +1023,7 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
             catalog("b", "Old name", "Zed", 0),
         ],
         3,
-    )
+    ))
     .await
     .unwrap();
     let q = |text: &str, in_stock: bool, region: Option<&str>| SearchQuery {
@@ -1014,7 +1071,7 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
             )
         })
         .collect();
-    read.project("search", 0, &boots, 600).await.unwrap();
+    read.project(batch("search", 0, &boots, 600)).await.unwrap();
     let many = |text: &str, limit: usize| SearchQuery {
         limit,
         ..q(text, false, None)
@@ -1116,7 +1173,7 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
 
     // An event that breaks the invariant is refused, not stored.
     let bad = stock_event("a", "s1", "north", 9, 1, 5);
-    assert!(read.project("c", 0, &[bad], 1).await.is_err());
+    assert!(read.project(batch("c", 0, &[bad], 1)).await.is_err());
     assert_eq!(read.stock_at("a", "s1").await.unwrap().unwrap().version, 3);
     assert_eq!(
         read.offset("c", 0).await.unwrap(),

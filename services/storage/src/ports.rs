@@ -296,6 +296,56 @@ pub struct Movement {
     pub idempotency_key: Option<String>,
     /// When, Unix milliseconds.
     pub occurred_at_ms: i64,
+    /// Where the event was read from and who applied it, at its latest projection; absent
+    /// for a replayed dead letter (and rows projected before this was recorded).
+    pub projection: Option<Provenance>,
+}
+
+/// The bus record an event was projected from and the replica that applied it: the last
+/// legs of one command's path (`stockflow trace`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// The log partition.
+    pub partition: u32,
+    /// The record's offset in it.
+    pub offset: u64,
+    /// When the read models applied it, Unix milliseconds.
+    pub projected_at_ms: i64,
+    /// The projector replica (its lease member name: pod, pid, start).
+    pub projected_by: String,
+}
+
+/// Records of one partition for [`ReadStore::project`]: `events[i]` is the record at
+/// offset `first_offset + i`.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The consumer whose offset moves.
+    pub consumer: &'a str,
+    /// The replica applying the batch, recorded in each movement's [`Provenance`].
+    pub replica: &'a str,
+    /// The log partition.
+    pub partition: u32,
+    /// Offset of `events[0]`.
+    pub first_offset: u64,
+    /// The decoded records, contiguous.
+    pub events: &'a [BusEvent],
+}
+
+impl Batch<'_> {
+    /// The offset the consumer reads next once the batch is applied.
+    pub fn next_offset(&self) -> u64 {
+        self.first_offset + self.events.len() as u64
+    }
+
+    /// The provenance of `events[index]`, applied at `now_ms`.
+    pub fn provenance(&self, index: usize, now_ms: i64) -> Provenance {
+        Provenance {
+            partition: self.partition,
+            offset: self.first_offset + index as u64,
+            projected_at_ms: now_ms,
+            projected_by: self.replica.to_string(),
+        }
+    }
 }
 
 impl Movement {
@@ -317,6 +367,7 @@ impl Movement {
                 .as_deref()
                 .map(|k| stockflow_domain::IdempotencyKey::client_part(k).to_string()),
             occurred_at_ms: e.occurred_at_ms,
+            projection: None,
         }
     }
 }
@@ -324,16 +375,11 @@ impl Movement {
 /// The read side: read models, consumer offsets and the DLQ.
 #[async_trait]
 pub trait ReadStore: Send + Sync + 'static {
-    /// Applies decoded events and advances `consumer`'s offset for `partition` to
-    /// `next_offset`, in one atomic step. Each event is applied only if newer than what the
-    /// read models hold, so re-applying is harmless.
-    async fn project(
-        &self,
-        consumer: &str,
-        partition: u32,
-        events: &[BusEvent],
-        next_offset: u64,
-    ) -> Result<()>;
+    /// Applies a batch's events and advances its consumer's offset for its partition to
+    /// [`Batch::next_offset`], in one atomic step. Each event is applied only if newer than
+    /// what the read models hold, so re-applying is harmless; its movement records where
+    /// it was read and by whom.
+    async fn project(&self, batch: Batch<'_>) -> Result<()>;
     /// Applies events without moving any offset (replaying a dead letter).
     async fn replay(&self, events: &[BusEvent]) -> Result<()>;
     /// Records a poison record in the DLQ and advances the offset past it, atomically.

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use stockflow_domain::{Command, CommandResult, LocationId, ReservationId, Sku};
 use stockflow_storage::ports::{CommandOutcome, CommandRequest, IdempotencyToken};
+use tracing::Instrument;
 
 use super::AppState;
 use super::docs::{IdempotencyKeyHeader, LocationPath, ReservationPath, SkuPath};
@@ -15,6 +16,7 @@ use super::extract::{CommandBody, OptionalBody, PathParams, idempotency_key, tra
 use super::model::*;
 use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult, Problem};
+use stockflow_telemetry::traces;
 
 /// Creates or updates a location.
 #[utoipa::path(put, path = "/v1/locations/{location}", tag = "catalog",
@@ -100,15 +102,20 @@ async fn run(
     let token = IdempotencyToken { key, fingerprint };
     let _guard = state.in_flight.enter(&token)?;
     let started = Instant::now();
-    let result = state
-        .write
-        .execute(CommandRequest {
-            command,
-            idempotency: Some(token),
-            trace_context: trace_context(headers),
-            actor: Some(identity.actor()),
-        })
-        .await;
+    let request = |trace_context| CommandRequest {
+        command,
+        idempotency: Some(token),
+        trace_context,
+        actor: Some(identity.actor()),
+    };
+    let result = if traces::enabled() {
+        // The events carry the write's span, so their publish and projection hang below it.
+        let span = tracing::info_span!("store write", otel.name = %format!("execute {name}"), command = name);
+        let request = request(traces::traceparent_of(&span));
+        state.write.execute(request).instrument(span).await
+    } else {
+        state.write.execute(request(trace_context(headers))).await
+    };
     let outcome = match &result {
         Ok(o) if o.replayed => "replayed",
         Ok(_) => "applied",

@@ -1,7 +1,8 @@
 //! The HTTP API: routes, shared state, middleware and the OpenAPI document.
 //!
 //! Modules: `commands` (write side), `queries` (read models), `ops` (health, metrics,
-//! admin), `model` (JSON shapes), `extract` (bodies, idempotency keys).
+//! admin), `model` (JSON shapes), `extract` (bodies, idempotency keys), `spans` (the
+//! request's trace span).
 
 pub(crate) mod commands;
 pub(crate) mod docs;
@@ -11,6 +12,7 @@ pub(crate) mod model;
 pub(crate) mod openapi;
 pub(crate) mod ops;
 pub(crate) mod queries;
+mod spans;
 pub mod tls;
 
 use std::sync::Arc;
@@ -122,7 +124,10 @@ impl Routes {
         nothing; retry a 503 or 504 with the same key. Keys are scoped per caller (the token's \
         issuer and subject).\n\n\
         Authentication: a bearer JWT with the scope each operation lists (see the bearer \
-        security scheme)."),
+        security scheme).\n\n\
+        Tracing: a W3C traceparent (and tracestate) header is continued: with trace export \
+        on, the request, its store write and the publish and projection of its events are \
+        spans of the caller's trace."),
     paths(
         commands::put_location, commands::put_sku, commands::adjust, commands::reserve,
         commands::confirm, commands::release, commands::get_reservation,
@@ -194,6 +199,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), record_http))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(spans::server_span))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("a handler panicked".into()).into_response()

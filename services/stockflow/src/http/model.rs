@@ -456,6 +456,22 @@ pub(crate) struct MovementBody {
     pub idempotency_key: Option<String>,
     /// When (RFC 3339).
     pub occurred_at: String,
+    /// Where the read models read the event from the bus and which projector replica
+    /// applied it, when (its latest projection); absent for a replayed dead letter.
+    pub projection: Option<ProjectionBody>,
+}
+
+/// The bus record a movement was projected from.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProjectionBody {
+    /// Partition of the region's topic.
+    pub partition: u32,
+    /// Offset of the record in it.
+    pub offset: u64,
+    /// When the read models applied it (RFC 3339).
+    pub projected_at: String,
+    /// The projector replica (pod name, pid and start).
+    pub projected_by: String,
 }
 
 impl From<Movement> for MovementBody {
@@ -474,6 +490,12 @@ impl From<Movement> for MovementBody {
             }),
             idempotency_key: m.idempotency_key,
             occurred_at: rfc3339(m.occurred_at_ms),
+            projection: m.projection.map(|p| ProjectionBody {
+                partition: p.partition,
+                offset: p.offset,
+                projected_at: rfc3339(p.projected_at_ms),
+                projected_by: p.projected_by,
+            }),
         }
     }
 }

@@ -177,6 +177,16 @@ async fn sleep_until_due(timer: &Timer, turn: &mut Owned, shutdown: &Cancellatio
 
 fn record(round: &ExpiryRound) {
     metrics::counter!("stockflow_reservations_expired_total").increment(round.expired as u64);
+    // Due reservations known to be still waiting after the round: those it could not
+    // expire and, when it stopped at its limit, at least as many as it handled. 0 while
+    // expiry keeps up; a figure that stays above 0 is holds outliving their deadline.
+    let waiting = round.failed
+        + if round.full {
+            round.expired + round.already_final
+        } else {
+            0
+        };
+    metrics::gauge!("stockflow_expiry_backlog").set(waiting as f64);
     if round.failed > 0 {
         metrics::counter!("stockflow_expiry_failures_total").increment(round.failed as u64);
     }

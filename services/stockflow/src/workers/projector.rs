@@ -16,19 +16,23 @@ use std::time::{Duration, Instant};
 use stockflow_bus::{EventLog, LogRecord};
 use stockflow_domain::BusEvent;
 use stockflow_storage::now_ms;
-use stockflow_storage::ports::{DeadLetter, ReadStore};
+use stockflow_storage::ports::{Batch, DeadLetter, ReadStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
 
 use super::leases::Owned;
 use super::{WorkerError, backoff};
+use stockflow_telemetry::traces;
 
 /// Projector settings.
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
     /// Consumer name under which offsets are stored.
     pub consumer: String,
+    /// This replica's name, recorded with every movement it projects.
+    pub replica: String,
     /// Bytes asked for per fetch.
     pub max_bytes: usize,
     /// Attempts before a record goes to the DLQ.
@@ -45,11 +49,14 @@ const COALESCE_BELOW: u64 = 64;
 
 /// How long a partition waits before re-reading a missing offset.
 const GAP_PAUSE: Duration = Duration::from_millis(200);
+/// How often a partition's lag behind the log's end is measured (one offset lookup).
+const LAG_EVERY: Duration = Duration::from_secs(5);
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
         Self {
             consumer: "read-models".into(),
+            replica: "local".into(),
             max_bytes: 1 << 20,
             max_attempts: 3,
             idle_poll: Duration::from_millis(200),
@@ -172,11 +179,17 @@ async fn run_partition(
     tracing::info!(partition, offset = next, "projecting a partition");
     let mut generation = *replay.borrow_and_update();
     let mut gap_since: Option<Instant> = None;
+    let lag = LagGauge::new(partition);
+    let mut lag_measured: Option<Instant> = None;
     // On shutdown, keep going until caught up with the log: the publisher stops first, so
     // everything it appended still reaches the read models.
     loop {
         if revoked.is_cancelled() {
             return;
+        }
+        if lag_measured.is_none_or(|at| at.elapsed() >= LAG_EVERY) {
+            lag_measured = Some(Instant::now());
+            lag.measure(&*log, next).await;
         }
         let requested = *replay.borrow();
         if requested != generation {
@@ -258,6 +271,40 @@ async fn run_partition(
     }
 }
 
+/// `stockflow_consumer_lag_records{partition}`: records of the partition on the log not
+/// yet projected. Reset to 0 when this replica lets the partition go, so a moved lease
+/// leaves no stale figure behind.
+struct LagGauge {
+    gauge: metrics::Gauge,
+    partition: u32,
+}
+
+impl LagGauge {
+    fn new(partition: u32) -> Self {
+        let gauge =
+            metrics::gauge!("stockflow_consumer_lag_records", "partition" => partition.to_string());
+        Self { gauge, partition }
+    }
+
+    /// Sets the gauge from the log's end offset; a bus that does not answer within a
+    /// second keeps the last figure (its outage shows in `/readyz` and the publish metrics).
+    async fn measure(&self, log: &dyn EventLog, next: u64) {
+        match tokio::time::timeout(Duration::from_secs(1), log.end_offset(self.partition)).await {
+            Ok(Ok(end)) => self.gauge.set(end.saturating_sub(next) as f64),
+            Ok(Err(e)) => {
+                tracing::debug!(partition = self.partition, error = %e, "cannot read the log's end offset");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+impl Drop for LagGauge {
+    fn drop(&mut self) {
+        self.gauge.set(0.0);
+    }
+}
+
 /// What one step of a partition's projector did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
@@ -334,21 +381,27 @@ pub async fn step(
         .iter()
         .map(|r| serde_json::from_slice::<BusEvent>(&r.value).map_err(|e| e.to_string()))
         .collect();
+    // Live until the step returns: each ends once its event is projected (or dead-lettered).
+    let spans = traces::enabled().then(|| projection_spans(&records, &decoded, config, partition));
+    let span_of = |index: usize| spans.as_ref().and_then(|s| s[index].as_ref());
     // Fast path: the whole batch in one transaction.
     if decoded.iter().all(Result::is_ok) {
         let events: Vec<BusEvent> = decoded.into_iter().filter_map(Result::ok).collect();
-        if read
-            .project(&config.consumer, partition, &events, last + 1)
-            .await
-            .is_ok()
-        {
+        let batch = Batch {
+            consumer: &config.consumer,
+            replica: &config.replica,
+            partition,
+            first_offset: records[0].offset,
+            events: &events,
+        };
+        if read.project(batch).await.is_ok() {
             observe(&events);
             return Ok(Step::Advanced(last + 1));
         }
         decoded = events.into_iter().map(Ok).collect();
     }
     // Slow path: record by record, so one poison record cannot stall the partition.
-    for (record, event) in records.iter().zip(decoded) {
+    for (index, (record, event)) in records.iter().zip(decoded).enumerate() {
         let next_offset = record.offset + 1;
         let error = match event {
             Err(e) => format!("cannot decode event: {e}"),
@@ -356,15 +409,14 @@ pub async fn step(
                 let mut last_error = String::new();
                 let mut applied = false;
                 for attempt in 1..=config.max_attempts {
-                    match read
-                        .project(
-                            &config.consumer,
-                            partition,
-                            std::slice::from_ref(&event),
-                            next_offset,
-                        )
-                        .await
-                    {
+                    let batch = Batch {
+                        consumer: &config.consumer,
+                        replica: &config.replica,
+                        partition,
+                        first_offset: record.offset,
+                        events: std::slice::from_ref(&event),
+                    };
+                    match read.project(batch).await {
                         Ok(()) => {
                             applied = true;
                             break;
@@ -390,6 +442,10 @@ pub async fn step(
             }
         };
         tracing::error!(partition, offset = record.offset, %error, "sending record to the dead-letter queue");
+        if let Some(span) = span_of(index) {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", error.as_str());
+        }
         read.dead_letter(
             DeadLetter {
                 id: 0,
@@ -408,6 +464,36 @@ pub async fn step(
         metrics::counter!("stockflow_dead_letters_total").increment(1);
     }
     Ok(Step::Advanced(last + 1))
+}
+
+/// One span per traced event, each a child of the store write that caused it (the
+/// `traceparent` the event carries): the trace shows when, and by which replica (the
+/// process's `service.instance.id`), the read models caught up.
+fn projection_spans(
+    records: &[LogRecord],
+    decoded: &[Result<BusEvent, String>],
+    config: &ProjectorConfig,
+    partition: u32,
+) -> Vec<Option<tracing::Span>> {
+    records
+        .iter()
+        .zip(decoded)
+        .map(|(record, event)| {
+            let traceparent = event.as_ref().ok()?.trace_context()?;
+            let span = tracing::info_span!(
+                parent: None,
+                "project event",
+                otel.kind = "consumer",
+                consumer = %config.consumer,
+                partition,
+                offset = record.offset,
+                otel.status_code = Empty,
+                otel.status_description = Empty,
+            );
+            traces::continue_traceparent(&span, traceparent);
+            Some(span)
+        })
+        .collect()
 }
 
 fn observe(events: &[BusEvent]) {

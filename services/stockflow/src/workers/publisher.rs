@@ -8,13 +8,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize;
 use stockflow_bus::{EventLog, NewRecord};
 use stockflow_storage::now_ms;
-use stockflow_storage::ports::Outbox;
+use stockflow_storage::ports::{Outbox, OutboxEntry};
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
 
 use super::leases::Owned;
 use super::{WorkerError, backoff};
+use stockflow_telemetry::traces;
 
 /// Publisher settings.
 #[derive(Debug, Clone)]
@@ -84,6 +87,35 @@ pub async fn run(
     tracing::info!("publisher stopped");
 }
 
+/// The part of an event the publisher reads when tracing: who caused it.
+#[derive(Deserialize)]
+struct Cause {
+    #[serde(default)]
+    trace_context: Option<String>,
+}
+
+/// One span per traced entry, each a child of the store write that committed it (the
+/// `traceparent` stored in the event), so the trace shows when it reached the bus.
+fn publish_spans(entries: &[OutboxEntry]) -> Vec<Option<tracing::Span>> {
+    entries
+        .iter()
+        .map(|entry| {
+            let cause = serde_json::from_slice::<Cause>(&entry.payload).ok()?;
+            let traceparent = cause.trace_context?;
+            let span = tracing::info_span!(
+                parent: None,
+                "publish event",
+                otel.kind = "producer",
+                sku = %entry.key,
+                partition = Empty,
+                offset = Empty,
+            );
+            traces::continue_traceparent(&span, &traceparent);
+            Some(span)
+        })
+        .collect()
+}
+
 /// Publishes one batch of the entries in `shards`; returns how many entries moved.
 pub async fn publish_batch(
     outbox: &dyn Outbox,
@@ -97,9 +129,16 @@ pub async fn publish_batch(
     let entries = outbox.pending_in(shards, batch).await?;
     if entries.is_empty() {
         metrics::gauge!("stockflow_outbox_backlog").set(0.0);
+        metrics::gauge!("stockflow_outbox_oldest_age_seconds").set(0.0);
         return Ok(0);
     }
+    // The oldest entry waiting in this publisher's shards: what a stuck bus makes grow.
+    if let Some(oldest) = entries.iter().map(|e| e.created_at_ms).min() {
+        metrics::gauge!("stockflow_outbox_oldest_age_seconds")
+            .set((now_ms() - oldest).max(0) as f64 / 1000.0);
+    }
     let count = entries.len();
+    let spans = traces::enabled().then(|| publish_spans(&entries));
     let mut ids = Vec::with_capacity(count);
     let mut created_at_ms = Vec::with_capacity(count);
     // Payloads move into the append; only ids and commit times stay behind.
@@ -114,8 +153,15 @@ pub async fn publish_batch(
             }
         })
         .collect();
-    log.append(records).await?;
+    let placed = log.append(records).await?;
     outbox.mark_published(&ids).await?;
+    // The spans end here, once the entries are on the bus and off the outbox.
+    for (span, (partition, offset)) in spans.iter().flatten().zip(placed) {
+        if let Some(span) = span {
+            span.record("partition", partition);
+            span.record("offset", offset);
+        }
+    }
     let now = now_ms();
     for created in created_at_ms {
         metrics::histogram!("stockflow_publish_delay_seconds")

@@ -19,7 +19,8 @@ use super::sqlite::{
 use super::wal::{self, WalKeeper, WalPolicy};
 use super::write::FaultInjection;
 use crate::ports::{
-    DeadLetter, InventoryRow, Movement, ReadStore, RegionAvailability, SearchHit, SearchQuery,
+    Batch, DeadLetter, InventoryRow, Movement, Provenance, ReadStore, RegionAvailability,
+    SearchHit, SearchQuery,
 };
 use crate::{Result, StoreError, now_ms};
 
@@ -72,6 +73,10 @@ CREATE TABLE IF NOT EXISTS stock_movements (
     actor_client_id TEXT,
     idempotency_key TEXT,
     occurred_at_ms INTEGER NOT NULL,
+    bus_partition INTEGER,
+    bus_offset INTEGER,
+    projected_at_ms INTEGER,
+    projected_by TEXT,
     PRIMARY KEY (sku, location, version)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS stock_movements_by_time ON stock_movements (occurred_at_ms);
@@ -114,6 +119,7 @@ impl SqliteReadStore {
         faults: Arc<FaultInjection>,
     ) -> Result<Self> {
         let writer = open_writer(path, SCHEMA, Durability::Rebuildable)?;
+        add_missing_columns(&writer)?;
         wal::configure_writer(&writer, &policy)?;
         wal::truncate(&writer, DB_NAME)?;
         Ok(Self {
@@ -153,17 +159,23 @@ fn store_offset(conn: &Connection, consumer: &str, partition: u32, next: u64) ->
 
 /// Records the event in the movement history. Every version once, whatever order the
 /// events arrive in: a re-delivered or older event changes nothing.
-fn record_movement(conn: &Connection, e: &StockEvent) -> Result<()> {
+/// The provenance columns say where the event was read at its latest projection.
+fn record_movement(conn: &Connection, e: &StockEvent, from: Option<&Provenance>) -> Result<()> {
     let m = Movement::of(e);
     let (subject, client_id) = match &m.actor {
         Some(a) => (Some(a.subject.as_str()), a.client_id.as_deref()),
         None => (None, None),
     };
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO stock_movements (sku, location, version, kind, on_hand, reserved,
+        "INSERT INTO stock_movements (sku, location, version, kind, on_hand, reserved,
              reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key,
-             occurred_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             occurred_at_ms, bus_partition, bus_offset, projected_at_ms, projected_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+         ON CONFLICT (sku, location, version) DO UPDATE SET
+             bus_partition = coalesce(excluded.bus_partition, bus_partition),
+             bus_offset = coalesce(excluded.bus_offset, bus_offset),
+             projected_at_ms = coalesce(excluded.projected_at_ms, projected_at_ms),
+             projected_by = coalesce(excluded.projected_by, projected_by)",
     )?
     .execute(params![
         m.sku,
@@ -178,7 +190,11 @@ fn record_movement(conn: &Connection, e: &StockEvent) -> Result<()> {
         subject,
         client_id,
         m.idempotency_key,
-        m.occurred_at_ms
+        m.occurred_at_ms,
+        from.map(|p| p.partition),
+        from.map(|p| to_sql_u64(p.offset)),
+        from.map(|p| p.projected_at_ms),
+        from.map(|p| p.projected_by.as_str()),
     ])?;
     Ok(())
 }
@@ -199,12 +215,28 @@ fn row_to_movement(r: &rusqlite::Row<'_>) -> rusqlite::Result<Movement> {
         actor: subject.map(|subject| Actor { subject, client_id }),
         idempotency_key: r.get(11)?,
         occurred_at_ms: r.get(12)?,
+        projection: match (
+            r.get(13)?,
+            r.get::<_, Option<i64>>(14)?,
+            r.get(15)?,
+            r.get(16)?,
+        ) {
+            (Some(partition), Some(offset), Some(projected_at_ms), Some(projected_by)) => {
+                Some(Provenance {
+                    partition,
+                    offset: from_sql_u64(offset),
+                    projected_at_ms,
+                    projected_by,
+                })
+            }
+            _ => None,
+        },
     })
 }
 
-fn apply_stock(conn: &Connection, e: &StockEvent) -> Result<()> {
+fn apply_stock(conn: &Connection, e: &StockEvent, from: Option<&Provenance>) -> Result<()> {
     e.validate().map_err(StoreError::Corrupt)?;
-    record_movement(conn, e)?;
+    record_movement(conn, e, from)?;
     let before: Option<(String, i64, i64, i64)> = conn
         .prepare_cached(
             "SELECT region, on_hand, reserved, version FROM inventory_by_sku_location WHERE sku = ?1 AND location = ?2",
@@ -294,11 +326,38 @@ fn apply_catalog(conn: &Connection, e: &CatalogEvent) -> Result<()> {
     Ok(())
 }
 
-fn apply_all(conn: &Connection, events: &[BusEvent]) -> Result<()> {
-    for event in events {
+/// Applies `events`; `batch`, when they come from the log, says where each was read.
+fn apply_all(conn: &Connection, events: &[BusEvent], batch: Option<&Batch<'_>>) -> Result<()> {
+    let now = now_ms();
+    for (index, event) in events.iter().enumerate() {
         match event {
-            BusEvent::Stock(e) => apply_stock(conn, e)?,
+            BusEvent::Stock(e) => {
+                let from = batch.map(|b| b.provenance(index, now));
+                apply_stock(conn, e, from.as_ref())?;
+            }
             BusEvent::Catalog(e) => apply_catalog(conn, e)?,
+        }
+    }
+    Ok(())
+}
+
+/// Adds the columns later versions introduced to a read database made by an earlier one
+/// (SQLite has no `ADD COLUMN IF NOT EXISTS`).
+fn add_missing_columns(conn: &Connection) -> Result<()> {
+    let present: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('stock_movements')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    for (column, kind) in [
+        ("bus_partition", "INTEGER"),
+        ("bus_offset", "INTEGER"),
+        ("projected_at_ms", "INTEGER"),
+        ("projected_by", "TEXT"),
+    ] {
+        if !present.iter().any(|p| p == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE stock_movements ADD COLUMN {column} {kind}"
+            ))?;
         }
     }
     Ok(())
@@ -335,25 +394,19 @@ fn fts_query(text: &str) -> Option<String> {
 
 #[async_trait]
 impl ReadStore for SqliteReadStore {
-    async fn project(
-        &self,
-        consumer: &str,
-        partition: u32,
-        events: &[BusEvent],
-        next_offset: u64,
-    ) -> Result<()> {
+    async fn project(&self, batch: Batch<'_>) -> Result<()> {
         self.faults.stall().await;
         if self.faults.take_projection_fault() {
             return Err(super::write::disk_full());
         }
         self.write(|tx| {
-            apply_all(tx, events)?;
-            store_offset(tx, consumer, partition, next_offset)
+            apply_all(tx, batch.events, Some(&batch))?;
+            store_offset(tx, batch.consumer, batch.partition, batch.next_offset())
         })
     }
 
     async fn replay(&self, events: &[BusEvent]) -> Result<()> {
-        self.write(|tx| apply_all(tx, events))
+        self.write(|tx| apply_all(tx, events, None))
     }
 
     async fn dead_letter(&self, letter: DeadLetter, next_offset: u64) -> Result<()> {
@@ -447,7 +500,8 @@ impl ReadStore for SqliteReadStore {
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT sku, location, version, kind, on_hand, reserved, reservation_id, reason,
-                         reference, actor_subject, actor_client_id, idempotency_key, occurred_at_ms
+                         reference, actor_subject, actor_client_id, idempotency_key, occurred_at_ms,
+                         bus_partition, bus_offset, projected_at_ms, projected_by
                      FROM stock_movements WHERE sku = ?1 AND location = ?2 AND version > ?3
                      ORDER BY version LIMIT ?4",
                 )?;

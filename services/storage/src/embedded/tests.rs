@@ -167,7 +167,7 @@ mod wal {
                 .map(|r| serde_json::from_slice(&r.value).unwrap())
                 .collect();
             b.read
-                .project("wal-test", p, &events, last + 1)
+                .project(crate::contract::batch("wal-test", p, &events, last + 1))
                 .await
                 .unwrap();
             *next = last + 1;

@@ -11,13 +11,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use scylla::SerializeRow;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use stockflow_domain::{Actor, BusEvent, CatalogEvent, StockEvent};
 
 use super::cql::{Rows, db_error};
 use crate::ports::{
-    DeadLetter, InventoryRow, Movement, ReadStore, RegionAvailability, SearchHit, SearchQuery,
+    Batch, DeadLetter, InventoryRow, Movement, Provenance, ReadStore, RegionAvailability,
+    SearchHit, SearchQuery,
 };
 use crate::{Result, StoreError, now_ms};
 
@@ -54,6 +56,7 @@ struct Statements {
     region_rows: PreparedStatement,
     all_inventory: PreparedStatement,
     insert_movement: PreparedStatement,
+    insert_projected_movement: PreparedStatement,
     movements: PreparedStatement,
 }
 
@@ -128,7 +131,8 @@ impl ScyllaReadStore {
             region_rows: p(format!("SELECT on_hand, reserved, as_of FROM {ks}.availability_by_region WHERE sku = ? AND region = ?")).await?,
             all_inventory: p(format!("SELECT sku, location, region, on_hand, reserved, version, as_of FROM {ks}.inventory_by_sku_location")).await?,
             insert_movement: p(format!("INSERT INTO {ks}.stock_movements (sku, location, version, kind, on_hand, reserved, reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key, occurred_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")).await?,
-            movements: p(format!("SELECT sku, location, version, kind, on_hand, reserved, reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key, occurred_at FROM {ks}.stock_movements WHERE sku = ? AND location = ? AND version > ? ORDER BY version LIMIT ?")).await?,
+            insert_projected_movement: p(format!("INSERT INTO {ks}.stock_movements (sku, location, version, kind, on_hand, reserved, reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key, occurred_at, bus_partition, bus_offset, projected_at, projected_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")).await?,
+            movements: p(format!("SELECT sku, location, version, kind, on_hand, reserved, reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key, occurred_at, bus_partition, bus_offset, projected_at, projected_by FROM {ks}.stock_movements WHERE sku = ? AND location = ? AND version > ? ORDER BY version LIMIT ?")).await?,
         };
         Ok(Self { session, st })
     }
@@ -213,7 +217,7 @@ impl ScyllaReadStore {
         Ok(())
     }
 
-    async fn apply_stock(&self, e: &StockEvent) -> Result<()> {
+    async fn apply_stock(&self, e: &StockEvent, from: Option<&Provenance>) -> Result<()> {
         e.validate().map_err(StoreError::Corrupt)?;
         let (sku, location, region) = (e.sku.as_str(), e.location.as_str(), e.region.as_str());
         let version = ts(e.version);
@@ -246,38 +250,55 @@ impl ScyllaReadStore {
             ),
         );
         let regions = self.exec("project regions", &self.st.add_region, (sku, region));
-        let movement = self.record_movement(e);
+        let movement = self.record_movement(e, from);
         let (a, b, c, d) = tokio::join!(inventory, availability, regions, movement);
         a.and(b).and(c).and(d)
     }
 
-    /// The event's row in the key's movement history; writing it again writes the same.
-    async fn record_movement(&self, e: &StockEvent) -> Result<()> {
+    /// The event's row in the key's movement history; writing it again writes the same,
+    /// apart from where it was last projected from (`from`; a replay leaves that alone).
+    async fn record_movement(&self, e: &StockEvent, from: Option<&Provenance>) -> Result<()> {
         let m = Movement::of(e);
         let (subject, client_id) = match &m.actor {
             Some(a) => (Some(a.subject.as_str()), a.client_id.as_deref()),
             None => (None, None),
         };
-        self.exec(
-            "record movement",
-            &self.st.insert_movement,
-            (
-                m.sku.as_str(),
-                m.location.as_str(),
-                ts(m.version),
-                m.kind.as_str(),
-                m.on_hand,
-                m.reserved,
-                m.reservation_id.as_deref(),
-                m.reason.as_deref(),
-                m.reference.as_deref(),
-                subject,
-                client_id,
-                m.idempotency_key.as_deref(),
-                m.occurred_at_ms,
-            ),
-        )
-        .await
+        let row = MovementRow {
+            sku: m.sku.as_str(),
+            location: m.location.as_str(),
+            version: ts(m.version),
+            kind: m.kind.as_str(),
+            on_hand: m.on_hand,
+            reserved: m.reserved,
+            reservation_id: m.reservation_id.as_deref(),
+            reason: m.reason.as_deref(),
+            reference: m.reference.as_deref(),
+            actor_subject: subject,
+            actor_client_id: client_id,
+            idempotency_key: m.idempotency_key.as_deref(),
+            occurred_at: m.occurred_at_ms,
+        };
+        match from {
+            None => {
+                self.exec("record movement", &self.st.insert_movement, row)
+                    .await
+            }
+            Some(p) => {
+                let projected = ProjectedMovementRow {
+                    row,
+                    bus_partition: i32::try_from(p.partition).unwrap_or(i32::MAX),
+                    bus_offset: ts(p.offset),
+                    projected_at: p.projected_at_ms,
+                    projected_by: p.projected_by.as_str(),
+                };
+                self.exec(
+                    "record movement",
+                    &self.st.insert_projected_movement,
+                    projected,
+                )
+                .await
+            }
+        }
     }
 
     async fn apply_catalog(&self, e: &CatalogEvent) -> Result<()> {
@@ -325,10 +346,15 @@ impl ScyllaReadStore {
         .await
     }
 
-    async fn apply_all(&self, events: &[BusEvent]) -> Result<()> {
-        for event in events {
+    /// Applies `events`; `batch`, when they come from the log, says where each was read.
+    async fn apply_all(&self, events: &[BusEvent], batch: Option<&Batch<'_>>) -> Result<()> {
+        let now = now_ms();
+        for (index, event) in events.iter().enumerate() {
             match event {
-                BusEvent::Stock(e) => self.apply_stock(e).await?,
+                BusEvent::Stock(e) => {
+                    let from = batch.map(|b| b.provenance(index, now));
+                    self.apply_stock(e, from.as_ref()).await?;
+                }
                 BusEvent::Catalog(e) => self.apply_catalog(e).await?,
             }
         }
@@ -381,23 +407,48 @@ impl ScyllaReadStore {
     }
 }
 
+/// A movement's columns, bound by name.
+#[derive(SerializeRow)]
+struct MovementRow<'a> {
+    sku: &'a str,
+    location: &'a str,
+    version: i64,
+    kind: &'a str,
+    on_hand: i64,
+    reserved: i64,
+    reservation_id: Option<&'a str>,
+    reason: Option<&'a str>,
+    reference: Option<&'a str>,
+    actor_subject: Option<&'a str>,
+    actor_client_id: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    occurred_at: i64,
+}
+
+/// A movement with where it was projected from (seventeen columns: past the driver's
+/// tuples).
+#[derive(SerializeRow)]
+struct ProjectedMovementRow<'a> {
+    #[scylla(flatten)]
+    row: MovementRow<'a>,
+    bus_partition: i32,
+    bus_offset: i64,
+    projected_at: i64,
+    projected_by: &'a str,
+}
+
 #[async_trait]
 impl ReadStore for ScyllaReadStore {
-    async fn project(
-        &self,
-        consumer: &str,
-        partition: u32,
-        events: &[BusEvent],
-        next_offset: u64,
-    ) -> Result<()> {
+    async fn project(&self, batch: Batch<'_>) -> Result<()> {
         // Without cross-table transactions the offset follows the writes: a crash in
         // between re-applies events, which the timestamps make harmless.
-        self.apply_all(events).await?;
-        self.reset_offset(consumer, partition, next_offset).await
+        self.apply_all(batch.events, Some(&batch)).await?;
+        self.reset_offset(batch.consumer, batch.partition, batch.next_offset())
+            .await
     }
 
     async fn replay(&self, events: &[BusEvent]) -> Result<()> {
-        self.apply_all(events).await
+        self.apply_all(events, None).await
     }
 
     async fn dead_letter(&self, letter: DeadLetter, next_offset: u64) -> Result<()> {
@@ -574,6 +625,22 @@ impl ReadStore for ScyllaReadStore {
                 }),
                 idempotency_key: rows.text(r, "idempotency_key"),
                 occurred_at_ms: rows.bigint(r, "occurred_at").unwrap_or(0),
+                projection: match (
+                    rows.bigint(r, "bus_partition"),
+                    rows.bigint(r, "bus_offset"),
+                    rows.bigint(r, "projected_at"),
+                    rows.text(r, "projected_by"),
+                ) {
+                    (Some(partition), Some(offset), Some(projected_at_ms), Some(projected_by)) => {
+                        Some(Provenance {
+                            partition: u32::try_from(partition).unwrap_or(0),
+                            offset: u64::try_from(offset).unwrap_or(0),
+                            projected_at_ms,
+                            projected_by,
+                        })
+                    }
+                    _ => None,
+                },
             })
             .collect())
     }

@@ -7,7 +7,7 @@ use super::cql::{Rows, db_error, valid_keyspace};
 use crate::{Result, StoreError, now_ms};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// Versioned schema files, applied in order.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -22,6 +22,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         6,
         include_str!("../../schema/cql/006_deadline_tombstones.cql"),
+    ),
+    (
+        7,
+        include_str!("../../schema/cql/007_movement_provenance.cql"),
     ),
 ];
 
