@@ -51,6 +51,20 @@ pub fn run_stockflow(args: &[&str]) {
     );
 }
 
+/// Creates `keyspace` on the test Cassandra at `nodes` with the schema this build needs
+/// (replication 1), as the operator's migrate Job does.
+pub fn migrate_keyspace(nodes: &str, keyspace: &str) {
+    run_stockflow(&[
+        "migrate",
+        "--scylla-nodes",
+        nodes,
+        "--scylla-keyspace",
+        keyspace,
+        "--scylla-replication",
+        "datacenter1:1",
+    ]);
+}
+
 /// A free port on 127.0.0.1 (released before the child binds it).
 pub fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

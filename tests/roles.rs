@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use stockflow_bus::EventLog;
 use stockflow_bus::fluvio::{FluvioConfig, FluvioEventLog};
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
-use stockflow_e2e::{RoleProcess, run_stockflow};
+use stockflow_e2e::{RoleProcess, migrate_keyspace};
 use stockflow_storage::ports::WriteStore;
 use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
 
@@ -136,15 +136,7 @@ async fn region_survives_sigkill_and_converges(bus: TestBus) {
     let run = std::process::id();
     let keyspace = format!("roles_{run}");
     let region = format!("roles{run}");
-    run_stockflow(&[
-        "migrate",
-        "--scylla-nodes",
-        &nodes,
-        "--scylla-keyspace",
-        &keyspace,
-        "--scylla-replication",
-        "datacenter1:1",
-    ]);
+    migrate_keyspace(&nodes, &keyspace);
     let workdir = tempfile::tempdir().expect("a working directory");
     let env: Vec<(String, String)> = [
         ("STOCKFLOW_SCYLLA_NODES", nodes.clone()),

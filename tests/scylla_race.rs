@@ -8,7 +8,7 @@ use futures::future::join_all;
 use serde_json::json;
 use stockflow_bus::EventLog;
 use stockflow_domain::{LocationId, Sku, StockKey};
-use stockflow_e2e::{DevProcess, free_addr, run_stockflow};
+use stockflow_e2e::{DevProcess, free_addr, migrate_keyspace};
 use stockflow_storage::embedded::{SqliteEventLog, WalPolicy};
 use stockflow_storage::ports::WriteStore;
 use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
@@ -33,15 +33,7 @@ async fn two_processes(prefix: &str) -> TwoProcesses {
         "STOCKFLOW_CQL_NODES is unset: run ./scripts/test.sh, which starts Cassandra and sets it",
     );
     let keyspace = format!("{prefix}_{}", std::process::id());
-    run_stockflow(&[
-        "migrate",
-        "--scylla-nodes",
-        &nodes,
-        "--scylla-keyspace",
-        &keyspace,
-        "--scylla-replication",
-        "datacenter1:1",
-    ]);
+    migrate_keyspace(&nodes, &keyspace);
     let extra = [
         "--store",
         "scylla",

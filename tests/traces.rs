@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
 use serde_json::json;
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
-use stockflow_e2e::{RoleProcess, run_stockflow};
+use stockflow_e2e::{RoleProcess, migrate_keyspace};
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
@@ -143,15 +143,7 @@ async fn one_reservation_is_one_trace_across_command_api_publisher_and_projector
     let run = std::process::id();
     let keyspace = format!("traces_{run}");
     let region = format!("traces{run}");
-    run_stockflow(&[
-        "migrate",
-        "--scylla-nodes",
-        &nodes,
-        "--scylla-keyspace",
-        &keyspace,
-        "--scylla-replication",
-        "datacenter1:1",
-    ]);
+    migrate_keyspace(&nodes, &keyspace);
     KafkaEventLog::connect(KafkaConfig::new(
         brokers.split(',').map(str::to_string).collect(),
         stockflow_bus::default_topic(&region),
