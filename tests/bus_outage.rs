@@ -10,13 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stockflow_e2e::{DevProcess, free_addr};
-
-fn required(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is unset: run ./scripts/test.sh, which starts Kafka and sets it")
-    })
-}
+use stockflow_e2e::{DevProcess, free_addr, required};
 
 /// Freezes the broker; thaws it when dropped, even if the test fails.
 struct Frozen(String);

@@ -9,8 +9,9 @@
 //! - `readOnlyRootFilesystem` is enforced: the process runs in its own mount namespace where
 //!   `/` (and `/dev/shm`) are remounted read-only, and `runAsUser`/`runAsGroup` are applied,
 //!   so a role that writes to local disk fails here as it would in a pod;
-//! - readiness and liveness probes (`httpGet`) are polled; a dead or unhealthy process is
-//!   restarted; a changed template is rolled out (new pods first, old ones stopped once the
+//! - readiness and liveness probes (`httpGet`) are polled (readiness at every step,
+//!   liveness every `periodSeconds` with its `timeoutSeconds` and `failureThreshold`); a
+//!   dead or unhealthy process is restarted; a changed template is rolled out (new pods first, old ones stopped once the
 //!   new ones are ready); Job and Deployment status are written back;
 //! - and, standing in for the garbage collector of kube-controller-manager (which does not
 //!   run here), children whose `InventoryRegion` owner is gone are deleted.
@@ -57,6 +58,8 @@ struct Pod {
     port: u16,
     ready: bool,
     liveness_failures: u32,
+    /// When the liveness probe last ran (it runs every `periodSeconds`, as a kubelet's).
+    liveness_probed: Instant,
     restarts: u32,
     started: Instant,
     exit: Option<i32>,
@@ -447,27 +450,48 @@ async fn spawn(
     pod.started = Instant::now();
     pod.ready = false;
     pod.liveness_failures = 0;
+    pod.liveness_probed = pod.started;
     pod.exit = None;
     Ok(())
 }
 
-async fn probe(client: &reqwest::Client, port: u16, path: &str) -> bool {
+async fn probe(client: &reqwest::Client, port: u16, path: &str, timeout: Duration) -> bool {
     client
         .get(format!("http://127.0.0.1:{port}{path}"))
-        .timeout(Duration::from_secs(1))
+        .timeout(timeout)
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())
 }
 
-fn probe_path(spec: &PodTemplateSpec, readiness: bool) -> Option<String> {
+/// An `httpGet` probe of the pod's container, with Kubernetes' defaults for what it
+/// leaves out.
+struct HttpProbe {
+    path: String,
+    period: Duration,
+    timeout: Duration,
+    failure_threshold: u32,
+}
+
+fn http_probe(spec: &PodTemplateSpec, readiness: bool) -> Option<HttpProbe> {
     let c = spec.spec.as_ref()?.containers.first()?;
     let p = if readiness {
         c.readiness_probe.as_ref()
     } else {
         c.liveness_probe.as_ref()
     }?;
-    p.http_get.as_ref()?.path.clone()
+    let seconds = |v: Option<i32>, default: u64| {
+        Duration::from_secs(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(default))
+    };
+    Some(HttpProbe {
+        path: p.http_get.as_ref()?.path.clone()?,
+        period: seconds(p.period_seconds, 10),
+        timeout: seconds(p.timeout_seconds, 1),
+        failure_threshold: p
+            .failure_threshold
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(3),
+    })
 }
 
 fn new_pod(owner: String, template: String, spec: PodTemplateSpec) -> Pod {
@@ -478,6 +502,7 @@ fn new_pod(owner: String, template: String, spec: PodTemplateSpec) -> Pod {
         port: free_addr().port(),
         ready: false,
         liveness_failures: 0,
+        liveness_probed: Instant::now(),
         restarts: 0,
         started: Instant::now(),
         exit: None,
@@ -625,20 +650,27 @@ async fn step(
         if pod.child.is_none() {
             continue;
         }
-        if let Some(path) = probe_path(&pod.spec, true) {
-            pod.ready = probe(&http, pod.port, &path).await;
+        // Readiness is probed every step (faster than `periodSeconds`, so tests do not
+        // wait on it); liveness as a kubelet does, or a slow moment on a loaded machine
+        // would restart a healthy process.
+        if let Some(readiness) = http_probe(&pod.spec, true) {
+            pod.ready = probe(&http, pod.port, &readiness.path, readiness.timeout).await;
         } else {
             pod.ready = true;
         }
-        if let Some(path) = probe_path(&pod.spec, false)
-            && pod.started.elapsed() > Duration::from_secs(10)
+        if let Some(liveness) = http_probe(&pod.spec, false)
+            && pod.liveness_probed.elapsed() >= liveness.period
         {
-            if probe(&http, pod.port, &path).await {
+            pod.liveness_probed = Instant::now();
+            if probe(&http, pod.port, &liveness.path, liveness.timeout).await {
                 pod.liveness_failures = 0;
             } else {
                 pod.liveness_failures += 1;
-                if pod.liveness_failures >= 3 {
-                    eprintln!("kubelet: {name} failed its liveness probe 3 times; restarting");
+                if pod.liveness_failures >= liveness.failure_threshold {
+                    eprintln!(
+                        "kubelet: {name} failed its liveness probe {} times; restarting",
+                        pod.liveness_failures
+                    );
                     stop(pod, Duration::from_secs(5));
                 }
             }

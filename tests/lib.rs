@@ -37,8 +37,23 @@ pub fn stockflow_bin() -> PathBuf {
     .clone()
 }
 
+/// A setting `scripts/test.sh` exports for the tests (the servers it started).
+pub fn required(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is unset: run ./scripts/test.sh, which starts the servers (Cassandra, Kafka, kube-apiserver) and sets it"
+        )
+    })
+}
+
 /// Runs `stockflow` with `args` to completion; panics with its output on failure.
 pub fn run_stockflow(args: &[&str]) {
+    stockflow_output(args);
+}
+
+/// Runs `stockflow` with `args` to completion and returns what it printed; panics with its
+/// output on failure.
+pub fn stockflow_output(args: &[&str]) -> String {
     let out = Command::new(stockflow_bin())
         .args(args)
         .output()
@@ -49,6 +64,7 @@ pub fn run_stockflow(args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Creates `keyspace` on the test Cassandra at `nodes` with the schema this build needs

@@ -21,15 +21,9 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
 use stockflow_e2e::kubelet::{Kubelet, KubeletConfig};
-use stockflow_e2e::stockflow_bin;
+use stockflow_e2e::{required, stockflow_bin};
 use stockflow_operator::controller::{self, Context};
 use stockflow_operator::crd::InventoryRegion;
-
-fn required(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is unset: run ./scripts/test.sh, which starts the servers and sets it")
-    })
-}
 
 async fn client() -> Client {
     let kubeconfig = Kubeconfig::read_from(required("STOCKFLOW_KUBECONFIG")).unwrap();

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use stockflow_bus::EventLog;
 use stockflow_bus::fluvio::{FluvioConfig, FluvioEventLog};
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
-use stockflow_e2e::{RoleProcess, migrate_keyspace};
+use stockflow_e2e::{RoleProcess, migrate_keyspace, required};
 use stockflow_storage::ports::WriteStore;
 use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
 
@@ -30,14 +30,6 @@ const STOCK: i64 = 60;
 const PARTITIONS: u32 = 4;
 const CLIENTS: usize = 16;
 const OPS_PER_CLIENT: usize = 30;
-
-fn required(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!(
-            "{var} is unset: run ./scripts/test.sh, which starts Cassandra and Kafka and sets it"
-        )
-    })
-}
 
 /// What the acknowledged commands did to one key.
 #[derive(Debug, Default, Clone, Copy)]

@@ -25,19 +25,12 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
 use serde_json::json;
+use stockflow_bus::EventLog;
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
-use stockflow_e2e::{RoleProcess, migrate_keyspace};
+use stockflow_e2e::{RoleProcess, migrate_keyspace, required, stockflow_output};
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-fn required(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!(
-            "{var} is unset: run ./scripts/test.sh, which starts Cassandra and Kafka and sets it"
-        )
-    })
-}
 
 /// A span as the receiver got it, ids in hex.
 #[derive(Debug, Clone)]
@@ -144,7 +137,7 @@ async fn one_reservation_is_one_trace_across_command_api_publisher_and_projector
     let keyspace = format!("traces_{run}");
     let region = format!("traces{run}");
     migrate_keyspace(&nodes, &keyspace);
-    KafkaEventLog::connect(KafkaConfig::new(
+    let topic = KafkaEventLog::connect(KafkaConfig::new(
         brokers.split(',').map(str::to_string).collect(),
         stockflow_bus::default_topic(&region),
         2,
@@ -272,6 +265,29 @@ async fn one_reservation_is_one_trace_across_command_api_publisher_and_projector
         "the projected record is the published one"
     );
 
+    // The record on the topic carries the write's traceparent as a header too, for
+    // consumers that read it there.
+    let partition: u32 = publish.attribute("partition").unwrap().parse().unwrap();
+    let offset: u64 = publish.attribute("offset").unwrap().parse().unwrap();
+    let record = topic
+        .fetch(partition, offset, 1 << 20, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+        .expect("the published record");
+    assert_eq!(record.offset, offset);
+    let header = record
+        .headers
+        .iter()
+        .find(|(k, _)| k == "traceparent")
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        header,
+        Some(format!("00-{CALLER_TRACE}-{}-01", write.span_id)),
+        "the header names the store write"
+    );
+
     // The movement history says the same without a trace backend: where the event was
     // read from the bus and which projector replica applied it.
     let movements: serde_json::Value = client
@@ -307,6 +323,94 @@ async fn one_reservation_is_one_trace_across_command_api_publisher_and_projector
             .is_some_and(|by| by.starts_with("projector-0-")),
         "{reserved:#}"
     );
+
+    // `stockflow trace` joins both sides: confirm, wait until the read models have it, and
+    // the printout shows the write side's state and each movement's record and replica.
+    let r = client
+        .post(format!("{base}/v1/reservations/traced-order/confirm"))
+        .header("idempotency-key", "traced-order-confirm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let filtered = format!(
+        "{}/v1/movements?sku=T1&location=dc&reservation_id=traced-order",
+        query_api.base()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page: serde_json::Value = client
+            .get(&filtered)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = page["movements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["kind"].as_str())
+            .collect();
+        if kinds == ["stock_reserved", "reservation_confirmed"] {
+            break;
+        }
+        assert!(
+            !kinds.contains(&"stock_adjusted"),
+            "the filter keeps only the reservation's movements: {page:#}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the confirm never projected: {page:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let printout = stockflow_output(&[
+        "trace",
+        "traced-order",
+        "--api",
+        &base,
+        "--query-api",
+        &query_api.base(),
+    ]);
+    let published = format!(
+        "published  partition {}, offset {}",
+        publish.attribute("partition").unwrap(),
+        publish.attribute("offset").unwrap()
+    );
+    for expected in [
+        "reservation traced-order: confirmed",
+        "T1 @ dc, qty 2",
+        "stock_reserved  on hand 5, reserved 2",
+        "reservation_confirmed  on hand 3, reserved 0",
+        "Idempotency-Key traced-order-confirm",
+        &published,
+        "by projector-0-",
+    ] {
+        assert!(printout.contains(expected), "{expected:?} in:\n{printout}");
+    }
+    assert!(!printout.contains("not in the read models"), "{printout}");
+    let by_key = stockflow_output(&[
+        "trace",
+        "--idempotency-key",
+        "stock-in",
+        "--sku",
+        "T1",
+        "--location",
+        "dc",
+        "--query-api",
+        &query_api.base(),
+        "--json",
+    ]);
+    let by_key: serde_json::Value = serde_json::from_str(&by_key).unwrap();
+    let kinds: Vec<&str> = by_key["keys"][0]["movements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["stock_adjusted"], "{by_key:#}");
 
     // The earlier commands, sent without a traceparent, start traces of their own.
     let others: Vec<Received> = spans

@@ -62,6 +62,41 @@ pub async fn event_log_contract(log: Arc<dyn EventLog>) {
     long_poll_returns_a_record_appended_while_waiting(log.clone()).await;
     concurrent_appends_keep_each_keys_order(log.clone()).await;
     a_large_backlog_arrives_whole_in_small_fetches(&*log).await;
+    headers_come_back_where_the_log_keeps_them(&*log).await;
+}
+
+/// A record's headers are read back as appended on a log that keeps headers, and dropped
+/// (never mixed into key or payload) on one that does not.
+pub async fn headers_come_back_where_the_log_keeps_them(log: &dyn EventLog) {
+    let key = "headers";
+    let partition = partition_for_key(key.as_bytes(), log.partitions());
+    let from = log.end_offset(partition).await.unwrap();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut record = NewRecord::new(key, b"with headers".to_vec());
+    record.headers = vec![
+        ("traceparent".into(), traceparent.into()),
+        ("tracestate".into(), "vendor=1".into()),
+    ];
+    let placed = log
+        .append(vec![record, NewRecord::new(key, b"without".to_vec())])
+        .await
+        .unwrap();
+    assert_eq!(placed[0], (partition, from));
+    let read = read_exactly(log, partition, from, 2, 1 << 20).await;
+    assert_eq!(read[0].value, b"with headers");
+    assert_eq!(read[0].key, key);
+    if log.keeps_headers() {
+        assert_eq!(
+            read[0].headers,
+            [
+                ("traceparent".to_string(), traceparent.to_string()),
+                ("tracestate".to_string(), "vendor=1".to_string())
+            ]
+        );
+    } else {
+        assert!(read[0].headers.is_empty(), "{:?}", read[0].headers);
+    }
+    assert!(read[1].headers.is_empty(), "{:?}", read[1].headers);
 }
 
 /// Each record lands in `partition_for_key(key)`, at the offset the append reported, in
@@ -70,9 +105,11 @@ pub async fn partition_by_key_in_append_order(log: &dyn EventLog) {
     let n = log.partitions();
     let before = end_offsets(log).await;
     let records: Vec<NewRecord> = (0..50)
-        .map(|i| NewRecord {
-            key: format!("sku-{}", i % 7),
-            value: format!("{i:04}").into_bytes().repeat(25 + i),
+        .map(|i| {
+            NewRecord::new(
+                format!("sku-{}", i % 7),
+                format!("{i:04}").into_bytes().repeat(25 + i),
+            )
         })
         .collect();
     let assigned = log.append(records.clone()).await.unwrap();
@@ -110,10 +147,7 @@ pub async fn tiny_fetches_return_one_record_each(log: &dyn EventLog) {
     let p = partition_for_key(key.as_bytes(), log.partitions());
     let from = log.end_offset(p).await.unwrap();
     let records: Vec<NewRecord> = (0..20)
-        .map(|i| NewRecord {
-            key: key.into(),
-            value: format!("tiny-{i}").into_bytes(),
-        })
+        .map(|i| NewRecord::new(key, format!("tiny-{i}").into_bytes()))
         .collect();
     log.append(records.clone()).await.unwrap();
     let mut got = Vec::new();
@@ -134,10 +168,7 @@ pub async fn resumes_from_any_stored_offset(log: &dyn EventLog) {
     let p = partition_for_key(key.as_bytes(), log.partitions());
     let from = log.end_offset(p).await.unwrap();
     let records: Vec<NewRecord> = (0..30)
-        .map(|i| NewRecord {
-            key: key.into(),
-            value: format!("resume-{i}").into_bytes(),
-        })
+        .map(|i| NewRecord::new(key, format!("resume-{i}").into_bytes()))
         .collect();
     log.append(records).await.unwrap();
     for start in [17u64, 3, 29, 0, 17] {
@@ -184,12 +215,9 @@ pub async fn long_poll_returns_a_record_appended_while_waiting(log: Arc<dyn Even
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    log.append(vec![NewRecord {
-        key: key.into(),
-        value: b"woken".to_vec(),
-    }])
-    .await
-    .unwrap();
+    log.append(vec![NewRecord::new(key, b"woken".to_vec())])
+        .await
+        .unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .expect("the waiting fetch returns once a record arrives")
@@ -211,12 +239,9 @@ pub async fn concurrent_appends_keep_each_keys_order(log: Arc<dyn EventLog>) {
         let log = log.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..40u32 {
-                log.append(vec![NewRecord {
-                    key: key.clone(),
-                    value: i.to_be_bytes().to_vec(),
-                }])
-                .await
-                .unwrap();
+                log.append(vec![NewRecord::new(key.clone(), i.to_be_bytes().to_vec())])
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -251,9 +276,11 @@ pub async fn a_large_backlog_arrives_whole_in_small_fetches(log: &dyn EventLog) 
     let p = partition_for_key(key.as_bytes(), log.partitions());
     let from = log.end_offset(p).await.unwrap();
     let records: Vec<NewRecord> = (0..600)
-        .map(|i| NewRecord {
-            key: key.into(),
-            value: format!("backlog-{i:05}-{}", "x".repeat(90)).into_bytes(),
+        .map(|i| {
+            NewRecord::new(
+                key,
+                format!("backlog-{i:05}-{}", "x".repeat(90)).into_bytes(),
+            )
         })
         .collect();
     for chunk in records.chunks(100) {

@@ -319,6 +319,8 @@ fn to_record(partition: u32, r: &Record) -> LogRecord {
             .unwrap_or_default(),
         value: r.value().to_vec(),
         timestamp_ms: r.timestamp(),
+        // The 0.50 client reads and writes no record headers.
+        headers: Vec::new(),
     }
 }
 

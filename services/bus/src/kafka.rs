@@ -22,7 +22,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use stockflow_domain::partition_for_key;
@@ -450,7 +450,32 @@ fn to_record(partition: u32, m: &impl Message) -> LogRecord {
             .unwrap_or_default(),
         value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+        headers: m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                        (h.key.to_string(), value.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
+}
+
+fn to_headers(headers: &[(String, String)]) -> Option<OwnedHeaders> {
+    (!headers.is_empty()).then(|| {
+        headers.iter().fold(
+            OwnedHeaders::new_with_capacity(headers.len()),
+            |all, (key, value)| {
+                all.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                })
+            },
+        )
+    })
 }
 
 #[async_trait]
@@ -463,6 +488,10 @@ impl EventLog for KafkaEventLog {
         format!("kafka:{}", self.config.topic)
     }
 
+    fn keeps_headers(&self) -> bool {
+        true
+    }
+
     async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<(u32, u64)>> {
         let mut deliveries = Vec::with_capacity(records.len());
         for r in &records {
@@ -471,6 +500,9 @@ impl EventLog for KafkaEventLog {
                 .partition(partition as i32)
                 .key(r.key.as_str())
                 .payload(r.value.as_slice());
+            if let Some(headers) = to_headers(&r.headers) {
+                record = record.headers(headers);
+            }
             loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => {

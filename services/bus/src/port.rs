@@ -20,6 +20,21 @@ pub struct NewRecord {
     pub key: String,
     /// Payload.
     pub value: Vec<u8>,
+    /// Record headers (the W3C `traceparent` of the change), for consumers that read them
+    /// there; kept only where the bus has headers ([`EventLog::keeps_headers`]), so nothing
+    /// of ours depends on them: the payload carries the same.
+    pub headers: Vec<(String, String)>,
+}
+
+impl NewRecord {
+    /// A record without headers.
+    pub fn new(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// A record read from the log.
@@ -35,6 +50,8 @@ pub struct LogRecord {
     pub value: Vec<u8>,
     /// When it was appended, Unix milliseconds.
     pub timestamp_ms: i64,
+    /// Its headers (none where the bus keeps none).
+    pub headers: Vec<(String, String)>,
 }
 
 /// A durable log partitioned by record key.
@@ -45,6 +62,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// Names this log for the offsets consumers store: two logs with the same identity
     /// hold the same records at the same offsets.
     fn identity(&self) -> String;
+    /// Whether appended headers are stored and read back (Kafka); where not (Fluvio 0.50,
+    /// the embedded log) they are dropped.
+    fn keeps_headers(&self) -> bool {
+        false
+    }
     /// Appends records durably (acknowledged by the bus); returns each record's
     /// `(partition, offset)`. Records of one key keep their order.
     async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<(u32, u64)>>;

@@ -41,9 +41,11 @@ async fn the_smallest_fetches_over_a_large_backlog_skip_nothing() {
     c.max_fetch_bytes = 1;
     let log = FluvioEventLog::connect(c.clone()).await.unwrap();
     let records: Vec<NewRecord> = (0..4000)
-        .map(|i| NewRecord {
-            key: "backlog".into(),
-            value: format!("{i:06}-{}", "y".repeat(500)).into_bytes(),
+        .map(|i| {
+            NewRecord::new(
+                "backlog",
+                format!("{i:06}-{}", "y".repeat(500)).into_bytes(),
+            )
         })
         .collect();
     for chunk in records.chunks(500) {

@@ -53,10 +53,7 @@ async fn sasl_ssl_with_the_right_credentials_and_ca_carries_events() {
         let log = KafkaEventLog::connect(config.clone()).await.unwrap();
         log.check_ready().await.unwrap();
         let payload = b"{\"n\":1}".to_vec();
-        let records = vec![NewRecord {
-            key: "SKU-1".into(),
-            value: payload.clone(),
-        }];
+        let records = vec![NewRecord::new("SKU-1", payload.clone())];
         let appended = log.append(records).await.unwrap();
         let (partition, offset) = appended[0];
         let fetched = log

@@ -44,6 +44,9 @@ pub enum CliError {
     /// The load generator failed.
     #[error(transparent)]
     Bench(#[from] crate::bench::BenchError),
+    /// `stockflow trace` could not follow the command.
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceError),
 }
 
 /// Result with [`CliError`].

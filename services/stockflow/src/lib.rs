@@ -9,6 +9,7 @@
 //! - [`app`]: wiring of the embedded platform (`stockflow dev`) and graceful shutdown.
 //! - [`bench`]: the HTTP load generator (`stockflow bench`).
 //! - [`telemetry`]: the Prometheus recorder (logs and traces: `stockflow-telemetry`).
+//! - [`trace`]: `stockflow trace`, the path of one command read from a region's APIs.
 
 pub mod app;
 pub mod auth;
@@ -17,4 +18,5 @@ pub mod cli;
 pub mod error;
 pub mod http;
 pub mod telemetry;
+pub mod trace;
 pub mod workers;

@@ -74,7 +74,14 @@ async fn every_error_answer_is_a_documented_problem() {
             }
             // Every id is stated with the domain's own rule.
             let name = parameter["name"].as_str().unwrap_or_default();
-            let is_id = ["sku", "location", "region"].contains(&name)
+            let is_id = [
+                "sku",
+                "location",
+                "region",
+                "reservation_id",
+                "idempotency_key",
+            ]
+            .contains(&name)
                 || (name == "id" && !path.starts_with("/admin/"));
             if is_id {
                 assert_eq!(

@@ -160,10 +160,10 @@ async fn an_event_the_projector_cannot_apply_lands_in_the_dlq() {
         .log
         .as_ref()
         .expect("dev runs a log")
-        .append(vec![NewRecord {
-            key: "D".into(),
-            value: b"{\"stream\":\"stock\",\"garbage\":1}".to_vec(),
-        }])
+        .append(vec![NewRecord::new(
+            "D",
+            b"{\"stream\":\"stock\",\"garbage\":1}".to_vec(),
+        )])
         .await
         .unwrap();
     p.stock("D", "s1", 6).await;
@@ -357,5 +357,99 @@ async fn movements_say_who_changed_what_and_why_paged_by_version() {
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_query"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn movements_filtered_by_reservation_or_key_read_a_bounded_scan_per_page() {
+    use futures::StreamExt;
+    let p = Platform::start().await;
+    p.location("s1", "north").await;
+    let r = p
+        .post(
+            "/v1/adjustments",
+            "stock-in",
+            json!({"sku": "F", "location": "s1", "delta": 10, "reason": "receipt"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = p
+        .post(
+            "/v1/reservations",
+            "cart-1",
+            json!({"reservation_id": "order-1", "lines": [{"sku": "F", "location": "s1", "qty": 3}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // More unrelated history than one filtered page reads (5,000 movements).
+    let noise = 5_050;
+    futures::stream::iter(0..noise)
+        .map(|i| {
+            p.post(
+                "/v1/adjustments",
+                format!("noise-{i}"),
+                json!({"sku": "F", "location": "s1", "delta": 1, "reason": "receipt"}),
+            )
+        })
+        .buffer_unordered(32)
+        .for_each(|r| async move { assert_eq!(r.status(), StatusCode::OK) })
+        .await;
+    let r = p
+        .post("/v1/reservations/order-1/confirm", "pay-1", json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let last = 3 + noise;
+    p.eventually_stock("F", "s1", |v| v["version"] == last)
+        .await;
+
+    let page: Value = p
+        .get("/v1/movements?sku=F&location=s1&reservation_id=order-1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let kinds = |page: &Value| -> Vec<String> {
+        page["movements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(kinds(&page), ["stock_reserved"], "{page}");
+    let next = page["next_after"]
+        .as_u64()
+        .expect("the scan stopped at its budget");
+    assert_eq!(next, 5_000, "one page reads 5,000 movements: {page}");
+    let rest: Value = p
+        .get(&format!(
+            "/v1/movements?sku=F&location=s1&reservation_id=order-1&after={next}"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kinds(&rest), ["reservation_confirmed"], "{rest}");
+    assert!(
+        rest["next_after"].is_null(),
+        "the end of the history: {rest}"
+    );
+
+    let by_key: Value = p
+        .get("/v1/movements?sku=F&location=s1&idempotency_key=stock-in&limit=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kinds(&by_key), ["stock_adjusted"], "{by_key}");
+    assert_eq!(by_key["next_after"], 1, "the limit was reached: {by_key}");
+    let (status, body) = problem(
+        p.get("/v1/movements?sku=F&location=s1&reservation_id=no%20such")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
     );
 }

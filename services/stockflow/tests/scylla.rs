@@ -225,10 +225,7 @@ async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly
     log.append(
         pending
             .iter()
-            .map(|e| NewRecord {
-                key: e.key.clone(),
-                value: e.payload.clone(),
-            })
+            .map(|e| NewRecord::new(e.key.clone(), e.payload.clone()))
             .collect(),
     )
     .await

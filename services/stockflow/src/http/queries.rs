@@ -5,8 +5,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use stockflow_domain::{LocationId, Region, Sku, ValidationError};
-use stockflow_storage::ports::SearchQuery;
+use stockflow_domain::{IdempotencyKey, LocationId, Region, ReservationId, Sku, ValidationError};
+use stockflow_storage::StoreError;
+use stockflow_storage::ports::{Movement, ReadStore, SearchQuery};
 use utoipa::IntoParams;
 
 use super::AppState;
@@ -160,6 +161,83 @@ pub(crate) struct MovementParams {
     /// At most this many movements (1–500, default 100).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
+    /// Only the movements of this reservation (`stockflow trace`). A filtered page reads
+    /// at most 5,000 movements of the key: it may hold fewer than `limit` and still give a
+    /// `next_after` to go on from.
+    #[param(pattern = "^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 64)]
+    pub reservation_id: Option<String>,
+    /// Only the movements of commands sent with this Idempotency-Key, by any caller (read
+    /// like `reservation_id`).
+    #[param(pattern = "^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 64)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Movements a filtered page reads at most, so one request stays bounded on a key with
+/// a long history; the caller goes on from `next_after`.
+const FILTER_SCAN_BUDGET: usize = 5_000;
+/// Movements read from the store at a time while filtering.
+const FILTER_SCAN_PAGE: usize = 500;
+
+/// Which movements of a key a page keeps.
+#[derive(Debug, Default)]
+struct MovementFilter {
+    reservation_id: Option<ReservationId>,
+    idempotency_key: Option<IdempotencyKey>,
+}
+
+impl MovementFilter {
+    fn is_empty(&self) -> bool {
+        self.reservation_id.is_none() && self.idempotency_key.is_none()
+    }
+
+    fn keeps(&self, m: &Movement) -> bool {
+        self.reservation_id
+            .as_ref()
+            .is_none_or(|id| m.reservation_id.as_deref() == Some(id.as_str()))
+            && self
+                .idempotency_key
+                .as_ref()
+                .is_none_or(|key| m.idempotency_key.as_deref() == Some(key.as_str()))
+    }
+}
+
+/// A page of `limit` movements above `after`, and where the next page starts (absent when
+/// the history has been read to its end).
+async fn movement_page(
+    read: &dyn ReadStore,
+    (sku, location): (&str, &str),
+    after: u64,
+    limit: usize,
+    filter: &MovementFilter,
+) -> Result<(Vec<Movement>, Option<u64>), StoreError> {
+    if filter.is_empty() {
+        let rows = read.movements(sku, location, after, limit).await?;
+        let next = (rows.len() == limit).then(|| rows.last().map(|m| m.version));
+        return Ok((rows, next.flatten()));
+    }
+    let (mut kept, mut scanned, mut cursor) = (Vec::new(), 0, after);
+    loop {
+        let rows = read
+            .movements(sku, location, cursor, FILTER_SCAN_PAGE)
+            .await?;
+        let end_of_history = rows.len() < FILTER_SCAN_PAGE;
+        for m in rows {
+            scanned += 1;
+            cursor = m.version;
+            if filter.keeps(&m) {
+                kept.push(m);
+                if kept.len() == limit {
+                    return Ok((kept, Some(cursor)));
+                }
+            }
+        }
+        if end_of_history {
+            return Ok((kept, None));
+        }
+        if scanned >= FILTER_SCAN_BUDGET {
+            return Ok((kept, Some(cursor)));
+        }
+    }
 }
 
 /// The change history of one `(sku, location)`, oldest first, paged by version: who asked,
@@ -183,13 +261,18 @@ pub(crate) async fn movements(
     if after > stockflow_domain::MAX_VERSION {
         return Err(ValidationError::new("after", "must be between 0 and 2^53-1").into());
     }
-    let rows = state
-        .read
-        .movements(sku.as_str(), location.as_str(), after, limit)
-        .await?;
-    let next_after = (rows.len() == limit)
-        .then(|| rows.last().map(|m| m.version))
-        .flatten();
+    let filter = MovementFilter {
+        reservation_id: p.reservation_id.map(ReservationId::parse).transpose()?,
+        idempotency_key: p.idempotency_key.map(IdempotencyKey::parse).transpose()?,
+    };
+    let (rows, next_after) = movement_page(
+        state.read.as_ref(),
+        (sku.as_str(), location.as_str()),
+        after,
+        limit,
+        &filter,
+    )
+    .await?;
     let body = MovementsResponse {
         sku: sku.to_string(),
         location: location.to_string(),

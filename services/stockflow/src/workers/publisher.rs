@@ -94,14 +94,26 @@ struct Cause {
     trace_context: Option<String>,
 }
 
-/// One span per traced entry, each a child of the store write that committed it (the
-/// `traceparent` stored in the event), so the trace shows when it reached the bus.
-fn publish_spans(entries: &[OutboxEntry]) -> Vec<Option<tracing::Span>> {
+/// The `traceparent` stored in each entry's event (the store write that committed it).
+fn causes(entries: &[OutboxEntry]) -> Vec<Option<String>> {
     entries
         .iter()
         .map(|entry| {
-            let cause = serde_json::from_slice::<Cause>(&entry.payload).ok()?;
-            let traceparent = cause.trace_context?;
+            serde_json::from_slice::<Cause>(&entry.payload)
+                .ok()
+                .and_then(|c| c.trace_context)
+        })
+        .collect()
+}
+
+/// One span per traced entry, each a child of the store write that committed it, so the
+/// trace shows when it reached the bus.
+fn publish_spans(entries: &[OutboxEntry], causes: &[Option<String>]) -> Vec<Option<tracing::Span>> {
+    entries
+        .iter()
+        .zip(causes)
+        .map(|(entry, traceparent)| {
+            let traceparent = traceparent.as_ref()?;
             let span = tracing::info_span!(
                 parent: None,
                 "publish event",
@@ -110,7 +122,7 @@ fn publish_spans(entries: &[OutboxEntry]) -> Vec<Option<tracing::Span>> {
                 partition = Empty,
                 offset = Empty,
             );
-            traces::continue_traceparent(&span, &traceparent);
+            traces::continue_traceparent(&span, traceparent);
             Some(span)
         })
         .collect()
@@ -138,19 +150,24 @@ pub async fn publish_batch(
             .set((now_ms() - oldest).max(0) as f64 / 1000.0);
     }
     let count = entries.len();
-    let spans = traces::enabled().then(|| publish_spans(&entries));
+    let causes = causes(&entries);
+    let spans = traces::enabled().then(|| publish_spans(&entries, &causes));
     let mut ids = Vec::with_capacity(count);
     let mut created_at_ms = Vec::with_capacity(count);
     // Payloads move into the append; only ids and commit times stay behind.
     let records = entries
         .into_iter()
-        .map(|e| {
+        .zip(causes)
+        .map(|(e, traceparent)| {
             ids.push(e.id);
             created_at_ms.push(e.created_at_ms);
-            NewRecord {
-                key: e.key,
-                value: e.payload,
-            }
+            // Also as a record header, where the bus has them, for consumers that are
+            // not ours (OpenTelemetry's Kafka instrumentation reads it there).
+            let mut record = NewRecord::new(e.key, e.payload);
+            record
+                .headers
+                .extend(traceparent.map(|t| ("traceparent".to_string(), t)));
+            record
         })
         .collect();
     let placed = log.append(records).await?;

@@ -179,6 +179,8 @@ impl SqliteEventLog {
                         key: row.get(1)?,
                         value,
                         timestamp_ms: row.get(3)?,
+                        // Only the payload is stored; it carries the trace context.
+                        headers: Vec::new(),
                     });
                 }
                 Ok(out)

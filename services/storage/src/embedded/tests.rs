@@ -144,10 +144,7 @@ mod wal {
         let entries = b.write.pending(500).await.unwrap();
         let records = entries
             .iter()
-            .map(|e| NewRecord {
-                key: e.key.clone(),
-                value: e.payload.clone(),
-            })
+            .map(|e| NewRecord::new(e.key.clone(), e.payload.clone()))
             .collect();
         b.log.append(records).await.unwrap();
         let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
@@ -552,10 +549,7 @@ mod retention {
         let dir = tempfile::tempdir().unwrap();
         let b = EmbeddedBackend::open(dir.path(), 1).unwrap();
         let records: Vec<NewRecord> = (0..10)
-            .map(|i| NewRecord {
-                key: "k".into(),
-                value: format!("v{i}").into_bytes(),
-            })
+            .map(|i| NewRecord::new("k", format!("v{i}").into_bytes()))
             .collect();
         b.log.append(records).await.unwrap();
         let future = now_ms() + 1000;
@@ -576,10 +570,7 @@ mod retention {
         let b = EmbeddedBackend::open(dir.path(), 1).unwrap();
         let appended = b
             .log
-            .append(vec![NewRecord {
-                key: "k".into(),
-                value: b"v10".to_vec(),
-            }])
+            .append(vec![NewRecord::new("k", b"v10".to_vec())])
             .await
             .unwrap();
         assert_eq!(appended, vec![(0, 10)]);

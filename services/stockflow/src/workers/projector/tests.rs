@@ -32,10 +32,7 @@ fn event(sku: &str, location: &str, version: u64, on_hand: i64, reserved: i64) -
 }
 
 fn record(e: &BusEvent) -> NewRecord {
-    NewRecord {
-        key: e.key().to_string(),
-        value: serde_json::to_vec(e).unwrap(),
-    }
+    NewRecord::new(e.key().to_string(), serde_json::to_vec(e).unwrap())
 }
 
 /// The embedded log with every fetch's records passed through `filter`: a client or a log
@@ -171,10 +168,7 @@ async fn poison_records_go_to_the_dlq_and_the_partition_moves_on() {
     let broken = event("a", "l", 2, 1, 9); // reserved > on_hand: cannot be applied
     let good2 = event("a", "l", 3, 7, 1);
     let mut records = vec![record(&good1), record(&broken)];
-    records.push(NewRecord {
-        key: "a".into(),
-        value: b"{not json".to_vec(),
-    });
+    records.push(NewRecord::new("a", b"{not json".to_vec()));
     records.push(record(&good2));
     b.log.append(records).await.unwrap();
     let config = ProjectorConfig {
@@ -232,6 +226,7 @@ fn contiguous_cuts_at_the_first_gap_and_skips_redeliveries() {
         key: String::new(),
         value: Vec::new(),
         timestamp_ms: 0,
+        headers: Vec::new(),
     };
     let (kept, gap) = contiguous(vec![r(3), r(4), r(5), r(7), r(8)], 4);
     assert_eq!(
