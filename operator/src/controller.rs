@@ -489,6 +489,61 @@ mod tests {
         server.await.expect("scenario");
     }
 
+    /// Spans exported by a test's tracer provider.
+    #[derive(Debug, Clone, Default)]
+    struct Exported(Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Exported {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().expect("not poisoned").extend(batch);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_is_a_span_naming_its_region_and_trace() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        let exported = Exported::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(exported.clone())
+            .build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("operator"));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let (client, handle) = mock::client();
+        let r = region("north");
+        let server = tokio::spawn(mock::serve(handle, r.clone(), vec![Call::AddFinalizer]));
+        {
+            let _traced = tracing::subscriber::set_default(subscriber);
+            reconcile(Arc::new(r), context(client))
+                .await
+                .expect("reconcile");
+        }
+        server.await.expect("scenario");
+        let spans = exported.0.lock().expect("not poisoned");
+        let span = spans
+            .iter()
+            .find(|s| s.name == "reconcile InventoryRegion")
+            .unwrap_or_else(|| panic!("a reconcile span among {spans:#?}"));
+        let attribute = |key: &str| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == key)
+                .map(|kv| kv.value.to_string())
+        };
+        assert_eq!(attribute("region").as_deref(), Some("north"));
+        assert_eq!(attribute("namespace").as_deref(), Some("stores"));
+        assert_eq!(
+            attribute("trace_id"),
+            Some(span.span_context.trace_id().to_string()),
+            "its log lines name the exported trace"
+        );
+    }
+
     #[tokio::test]
     async fn a_paused_region_only_reports_that_it_is_paused() {
         let (client, handle) = mock::client();
