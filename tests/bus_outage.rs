@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stockflow_e2e::{DevProcess, free_addr, required};
+use stockflow_e2e::{DevProcess, free_addr, put_warehouse, required};
 
 /// Freezes the broker; thaws it when dropped, even if the test fails.
 struct Frozen(String);
@@ -75,13 +75,7 @@ async fn readiness_follows_the_bus_and_nothing_is_lost_across_an_outage() {
     .await;
     let base = format!("http://{}", dev.addr);
     let client = reqwest::Client::new();
-    let r = client
-        .put(format!("{base}/v1/locations/dc"))
-        .json(&json!({"region": "north", "kind": "warehouse", "name": "DC"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    put_warehouse(&client, &base, "dc", "north").await;
     for s in 0..4 {
         adjust(&client, &base, &format!("init-{s}"), json!({"sku": format!("O{s}"), "location": "dc", "set_on_hand": 10, "reason": "cycle_count"})).await;
     }

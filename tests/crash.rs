@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use stockflow_bus::EventLog;
-use stockflow_e2e::{DevProcess, free_addr};
+use stockflow_e2e::{DevProcess, free_addr, put_warehouse};
 use stockflow_storage::embedded::EmbeddedBackend;
 use stockflow_storage::ports::{Outbox, ReadStore, WriteStore};
 use tokio::sync::Mutex;
@@ -55,13 +55,7 @@ async fn kill_9_under_load_loses_no_acknowledged_command() {
         .unwrap();
 
     let first = DevProcess::start(dir.path(), addr).await;
-    let r = client
-        .put(format!("{base}/v1/locations/dc1"))
-        .json(&json!({"region": "north", "kind": "warehouse", "name": "DC 1"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    put_warehouse(&client, &base, "dc1", "north").await;
     for s in 0..SKUS {
         let a = Attempt {
             path: "/v1/adjustments".into(),

@@ -46,6 +46,18 @@ pub fn required(var: &str) -> String {
     })
 }
 
+/// Creates (or updates) warehouse `id` in `region` through the command API at `base`;
+/// panics unless it is accepted.
+pub async fn put_warehouse(client: &reqwest::Client, base: &str, id: &str, region: &str) {
+    let r = client
+        .put(format!("{base}/v1/locations/{id}"))
+        .json(&serde_json::json!({"region": region, "kind": "warehouse", "name": id}))
+        .send()
+        .await
+        .expect("the command API answers");
+    assert!(r.status().is_success(), "PUT location {id}: {}", r.status());
+}
+
 /// Runs `stockflow` with `args` to completion; panics with its output on failure.
 pub fn run_stockflow(args: &[&str]) {
     stockflow_output(args);

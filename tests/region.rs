@@ -21,7 +21,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
 use stockflow_e2e::kubelet::{Kubelet, KubeletConfig};
-use stockflow_e2e::{required, stockflow_bin};
+use stockflow_e2e::{put_warehouse, required, stockflow_bin};
 use stockflow_operator::controller::{self, Context};
 use stockflow_operator::crd::InventoryRegion;
 
@@ -248,13 +248,7 @@ async fn the_sample_region_runs_serves_rolls_out_pauses_and_is_deleted() {
     );
     let command = |i: usize| format!("http://127.0.0.1:{}", commands[i % commands.len()].port);
     let query = format!("http://127.0.0.1:{}", queries[0].port);
-    let r = http
-        .put(format!("{}/v1/locations/dc", command(0)))
-        .json(&json!({"region": "north", "kind": "warehouse", "name": "DC"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    put_warehouse(&http, &command(0), "dc", "north").await;
     let skus = 6;
     for s in 0..skus {
         let (status, _) = post(&http, format!("{}/v1/adjustments", command(s)), &format!("init-{s}"),
@@ -492,13 +486,7 @@ async fn the_sample_region_runs_serves_rolls_out_pauses_and_is_deleted() {
         "http://127.0.0.1:{}",
         kubelet.ready_pods(&format!("{secure}-query-api"))[0].port
     );
-    let r = http
-        .put(format!("{command}/v1/locations/dc"))
-        .json(&json!({"region": "secure", "kind": "warehouse", "name": "DC"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    put_warehouse(&http, &command, "dc", "secure").await;
     let (status, _) = post(
         &http,
         format!("{command}/v1/adjustments"),

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use stockflow_bus::EventLog;
 use stockflow_bus::fluvio::{FluvioConfig, FluvioEventLog};
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
-use stockflow_e2e::{RoleProcess, migrate_keyspace, required};
+use stockflow_e2e::{RoleProcess, migrate_keyspace, put_warehouse, required};
 use stockflow_storage::ports::WriteStore;
 use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
 
@@ -185,13 +185,7 @@ async fn region_survives_sigkill_and_converges(bus: TestBus) {
         .unwrap();
     assert_eq!(r.status(), 404, "the query API takes no commands");
 
-    let r = client
-        .put(format!("{}/v1/locations/dc", bases[0]))
-        .json(&json!({"region": "north", "kind": "warehouse", "name": "DC"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    put_warehouse(&client, &bases[0], "dc", "north").await;
     let mut expected: BTreeMap<String, Expected> = BTreeMap::new();
     for s in 0..SKUS {
         let sku = format!("K{s}");

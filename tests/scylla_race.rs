@@ -8,7 +8,7 @@ use futures::future::join_all;
 use serde_json::json;
 use stockflow_bus::EventLog;
 use stockflow_domain::{LocationId, Sku, StockKey};
-use stockflow_e2e::{DevProcess, free_addr, migrate_keyspace};
+use stockflow_e2e::{DevProcess, free_addr, migrate_keyspace, put_warehouse};
 use stockflow_storage::embedded::{SqliteEventLog, WalPolicy};
 use stockflow_storage::ports::WriteStore;
 use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
@@ -48,13 +48,7 @@ async fn two_processes(prefix: &str) -> TwoProcesses {
     let b = DevProcess::start_with(dirs[1].path(), free_addr(), &extra).await;
     let bases = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
     let client = reqwest::Client::new();
-    let r = client
-        .put(format!("{}/v1/locations/dc", bases[0]))
-        .json(&json!({"region": "north", "kind": "warehouse", "name": "DC"}))
-        .send()
-        .await
-        .expect("the first process answers");
-    assert!(r.status().is_success());
+    put_warehouse(&client, &bases[0], "dc", "north").await;
     let config = ScyllaConfig::new(nodes.split(',').map(str::to_string).collect(), keyspace);
     TwoProcesses {
         a,

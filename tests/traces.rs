@@ -27,7 +27,7 @@ use prost::Message;
 use serde_json::json;
 use stockflow_bus::EventLog;
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
-use stockflow_e2e::{RoleProcess, migrate_keyspace, required, stockflow_output};
+use stockflow_e2e::{RoleProcess, migrate_keyspace, put_warehouse, required, stockflow_output};
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
@@ -172,13 +172,7 @@ async fn one_reservation_is_one_trace_across_command_api_publisher_and_projector
 
     let client = reqwest::Client::new();
     let base = command_api.base();
-    let r = client
-        .put(format!("{base}/v1/locations/dc"))
-        .json(&json!({"region": "north", "kind": "warehouse", "name": "DC"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    put_warehouse(&client, &base, "dc", "north").await;
     let r = client
         .post(format!("{base}/v1/adjustments"))
         .header("idempotency-key", "stock-in")
