@@ -13,6 +13,7 @@
 //! Each WAL is kept bounded by its own checkpointer ([`wal`]), and one process at a time
 //! holds the directory ([`lock`]).
 
+mod commands;
 mod disk;
 mod lock;
 mod log;
