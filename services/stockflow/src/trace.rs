@@ -21,7 +21,7 @@ pub enum TraceError {
     #[error("{0}")]
     Usage(&'static str),
     /// An API could not be reached or did not answer in time.
-    #[error("{url}: {source}")]
+    #[error("{url}: {}", causes(.source))]
     Unreachable {
         /// The request.
         url: String,
@@ -42,6 +42,19 @@ pub enum TraceError {
     /// their retention).
     #[error("reservation {0} not found on the command API")]
     NotFound(String),
+}
+
+/// An error and its causes, as one line: reqwest's own message alone ("error sending
+/// request") hides the "connection refused" an operator needs.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// Settings of `stockflow trace`.
