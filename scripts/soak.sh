@@ -10,8 +10,8 @@
 #   SOAK_TOLERANCE          growth allowed over the checked window, as a fraction of the
 #                           level (default 0.10)
 # Writes target/soak/<time>.csv (minute, rss_kib, hwm_kib, disk_kib, wal_kib, retained
-# rows) and prints the curve and a verdict; exits non-zero when the load saw an error,
-# the stock was not exact, or RSS or disk kept growing.
+# rows, anon_huge_kib) and prints the curve and a verdict; exits non-zero when the load saw
+# an error, the stock was not exact, or RSS or disk kept growing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes="${1:-60}"
@@ -56,9 +56,12 @@ sample() {
     hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$server/status")
     disk=$(du -sk "$data" | cut -f1)
     wal=$(find "$data" -name '*-wal' -printf '%s\n' | awk '{ s += $1 } END { printf "%d", s / 1024 }')
-    echo "$minute,$rss,$hwm,$disk,$wal,$(retained idempotency),$(retained final_reservations),$(retained log_records)" >>"$out.csv"
+    # Transparent huge pages in the RSS: an allocator whose heap khugepaged collapses into
+    # 2 MiB pages shows RSS steps that are not the program's memory.
+    huge=$(awk '/^AnonHugePages:/ { print $2 }' "/proc/$server/smaps_rollup")
+    echo "$minute,$rss,$hwm,$disk,$wal,$(retained idempotency),$(retained final_reservations),$(retained log_records),$huge" >>"$out.csv"
 }
-echo "minute,rss_kib,hwm_kib,disk_kib,wal_kib,idempotency_rows,final_reservation_rows,log_rows" >"$out.csv"
+echo "minute,rss_kib,hwm_kib,disk_kib,wal_kib,idempotency_rows,final_reservation_rows,log_rows,anon_huge_kib" >"$out.csv"
 (
     for m in $(seq 1 "$minutes"); do
         sleep 60
