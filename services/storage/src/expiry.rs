@@ -19,6 +19,10 @@ pub(crate) enum Expired {
     NotDue(i64),
     /// It was settled (or given back) before: nothing to do.
     AlreadyFinal,
+    /// No reservation has this id. Final where the deadline and the reservation are written
+    /// together; where the deadline is written first (ScyllaDB), the reservation may still
+    /// be on its way, and the store's tidying decides.
+    Missing,
     /// The store could not tell; try again later.
     Failed(StoreError),
 }
@@ -43,9 +47,8 @@ pub(crate) async fn expire(store: &dyn WriteStore, id: &ReservationId) -> Expire
             CommandResult::Reservation(r) if outcome.events > 0 => Expired::Now(r.expires_at_ms),
             _ => Expired::AlreadyFinal,
         },
-        Err(StoreError::Domain(
-            DomainError::ReservationNotActive { .. } | DomainError::ReservationNotFound(_),
-        )) => Expired::AlreadyFinal,
+        Err(StoreError::Domain(DomainError::ReservationNotActive { .. })) => Expired::AlreadyFinal,
+        Err(StoreError::Domain(DomainError::ReservationNotFound(_))) => Expired::Missing,
         Err(e) => Expired::Failed(e),
     }
 }
@@ -81,7 +84,7 @@ where
         }
         match found {
             Expired::Now(_) => round.expired += 1,
-            Expired::AlreadyFinal => round.already_final += 1,
+            Expired::AlreadyFinal | Expired::Missing => round.already_final += 1,
             Expired::NotDue(at) => round.note_deadline(at),
             Expired::Failed(e) => {
                 round.failed += 1;

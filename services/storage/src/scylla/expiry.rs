@@ -32,6 +32,12 @@ const LOOK_AHEAD_MS: i64 = 10 * 60_000;
 const PARALLEL_MINUTES: usize = 8;
 /// Expiries in flight at once, each a few conditional batches.
 const CONCURRENCY: usize = 64;
+/// How long past its time a deadline whose reservation is not found is kept: longer than
+/// any reserve can still be retrying its batch (30 attempts, each bounded by the driver's
+/// and the node's timeouts).
+const MISSING_GRACE_MS: i64 = 120_000;
+/// How often such a deadline is looked at again meanwhile.
+const MISSING_RECHECK_MS: i64 = 2_000;
 
 /// Everything in the index before this time has been dealt with.
 #[derive(Debug)]
@@ -137,7 +143,14 @@ async fn tidy(p: &Partitions, id: ReservationId, at: i64, found: Expired) -> Exp
     match found {
         // The expiry removed the row of the reservation's own deadline with its command.
         Expired::Now(deadline) if deadline == at => found,
-        Expired::Now(_) | Expired::AlreadyFinal => match forget(at).await {
+        // The row is written before the reservation's conditional batch, which may still be
+        // retrying (contention, a slow node): dropping the row now could leave the
+        // reservation active with no deadline. It is looked at again until no command that
+        // wrote it can still be running.
+        Expired::Missing if now_ms() - at < MISSING_GRACE_MS => {
+            Expired::NotDue(now_ms() + MISSING_RECHECK_MS)
+        }
+        Expired::Now(_) | Expired::AlreadyFinal | Expired::Missing => match forget(at).await {
             Ok(_) => found,
             Err(e) => Expired::Failed(e),
         },

@@ -203,7 +203,7 @@ async fn expiry_recovers_sagas_left_half_way() {
         expires_at_ms: old + 600_000,
         updated_at_ms: old,
     };
-    saga::index(&p, &crashed.id, &[key("a"), key("b")])
+    saga::index_with_deadlines(&p, &crashed.id, &[key("a"), key("b")], &[])
         .await
         .unwrap();
     p.session
@@ -346,28 +346,7 @@ async fn expiry_rounds_tidy_the_deadline_index() {
     let b = backend("tidy").await;
     let w = b.write.clone();
     let p = w.keys.partitions.clone();
-    let rows_of = |id: &'static str| {
-        let p = p.clone();
-        async move {
-            let now = crate::now_ms();
-            let mut at = Vec::new();
-            for minute in saga::minute_of(now - 120_000)..=saga::minute_of(now + 700_000) {
-                let rows = cql::Rows::from(
-                    p.session
-                        .execute_unpaged(&p.st.deadlines_from, (minute, 0i64, 1000i32))
-                        .await
-                        .unwrap(),
-                )
-                .unwrap();
-                for r in 0..rows.len() {
-                    if rows.text(r, "id").as_deref() == Some(id) {
-                        at.push(rows.bigint(r, "expires_at").unwrap());
-                    }
-                }
-            }
-            at
-        }
-    };
+    let rows_of = |id: &'static str| deadline_rows(&p, id);
     w.put_location(location("x", "north")).await.unwrap();
     w.execute(plain(adjust("t", "x", OnHandChange::Delta(10), None)))
         .await
@@ -405,6 +384,90 @@ async fn expiry_rounds_tidy_the_deadline_index() {
     let round = w.expire_due(crate::now_ms(), 10).await.unwrap();
     assert_eq!((round.expired, round.already_final), (0, 0));
     assert_eq!(round.next_deadline_ms, Some(live_deadline));
+}
+
+/// The times of `id`'s rows in the deadline index, from two minutes ago to well ahead.
+async fn deadline_rows(p: &partition::Partitions, id: &str) -> Vec<i64> {
+    let now = crate::now_ms();
+    let mut at = Vec::new();
+    for minute in saga::minute_of(now - 240_000)..=saga::minute_of(now + 700_000) {
+        let rows = cql::Rows::from(
+            p.session
+                .execute_unpaged(&p.st.deadlines_from, (minute, 0i64, 1000i32))
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        for r in 0..rows.len() {
+            if rows.text(r, "id").as_deref() == Some(id) {
+                at.push(rows.bigint(r, "expires_at").unwrap());
+            }
+        }
+    }
+    at
+}
+
+/// A one-line reserve writes its deadline before its conditional batch; while the batch is
+/// still retrying, expiry must not take the missing reservation for a settled one and drop
+/// the row (the reservation would then land with no deadline and hold its stock forever).
+/// A row whose reservation never came is dropped once no batch can still be on its way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_written_before_its_reservation_is_kept_until_it_lands() {
+    use stockflow_domain::{
+        LocationId, OnHandChange, ReservationId, ReservationStatus, Sku, StockKey,
+    };
+
+    use crate::contract::{adjust, location, plain, reserve};
+    use crate::ports::WriteStore;
+
+    let b = backend("late").await;
+    let w = b.write.clone();
+    let p = w.keys.partitions.clone();
+    w.put_location(location("x", "north")).await.unwrap();
+    w.execute(plain(adjust("t", "x", OnHandChange::Delta(10), None)))
+        .await
+        .unwrap();
+    let late = ReservationId::parse("late").unwrap();
+    let orphan = ReservationId::parse("orphan").unwrap();
+    let now = crate::now_ms();
+    let key = StockKey::new(Sku::parse("t").unwrap(), LocationId::parse("x").unwrap());
+    saga::index_with_deadlines(&p, &late, std::slice::from_ref(&key), &[now - 1_000])
+        .await
+        .unwrap();
+    saga::deadline(&p, &orphan, now - 200_000).await.unwrap();
+
+    let round = w.expire_due(crate::now_ms(), 10).await.unwrap();
+    assert_eq!(
+        (round.expired, round.already_final, round.failed),
+        (0, 1, 0),
+        "only the orphan is dropped: {:?}",
+        round.last_error
+    );
+    assert!(
+        round
+            .next_deadline_ms
+            .is_some_and(|t| t <= crate::now_ms() + 5_000),
+        "the kept row is looked at again soon: {:?}",
+        round.next_deadline_ms
+    );
+    assert_eq!(deadline_rows(&p, "late").await, vec![now - 1_000]);
+    assert_eq!(deadline_rows(&p, "orphan").await, Vec::<i64>::new());
+
+    // The batch lands, with a one-second TTL; expiry then expires the reservation.
+    w.execute(plain(reserve("late", &[("t", "x", 1)], 1)))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let round = w.expire_due(crate::now_ms(), 10).await.unwrap();
+    assert_eq!(round.expired, 1, "{:?}", round.last_error);
+    let held = w.reservation(&late).await.unwrap().unwrap();
+    assert_eq!(held.status, ReservationStatus::Expired);
+    assert_eq!(deadline_rows(&p, "late").await, Vec::<i64>::new());
+    let level = w.stock_level(&key).await.unwrap().unwrap();
+    assert_eq!(
+        level.reserved, 0,
+        "the expired reservation gave its unit back"
+    );
 }
 
 /// Dead letters spread over several partitions of the table, and every one is still listed,
