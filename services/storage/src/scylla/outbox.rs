@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -33,6 +34,9 @@ const MARKER_GRACE_MS: i64 = 15_000;
 const SCAN_CONCURRENCY: usize = 32;
 /// How often every marker is read by default, beside the partitions this process wrote.
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
+/// How far apart full scans drift, in multiples of the scan interval, while they find
+/// nothing that this process did not commit itself (and so already knew of).
+const QUIET_SCAN_STRETCH: u32 = 10;
 
 /// What the publisher side of a store remembers between calls.
 pub(super) struct OutboxCursors {
@@ -42,6 +46,8 @@ pub(super) struct OutboxCursors {
     last_full_scan: Mutex<Option<Instant>>,
     /// How often every marker is read.
     scan_every: Mutex<Duration>,
+    /// Full scans in a row that found nothing but what this process committed itself.
+    quiet_scans: AtomicU32,
     /// Partitions whose entries `pending` handed out and nobody marked published yet: read
     /// again by the next call, as an outbox must until its entries are marked.
     unmarked: Mutex<BTreeSet<(String, String)>>,
@@ -53,6 +59,7 @@ impl Default for OutboxCursors {
             published: Mutex::default(),
             last_full_scan: Mutex::default(),
             scan_every: Mutex::new(FULL_SCAN_EVERY),
+            quiet_scans: AtomicU32::new(0),
             unmarked: Mutex::default(),
         }
     }
@@ -228,18 +235,30 @@ impl ScyllaWriteStore {
             .lock()
             .map(|d| *d)
             .unwrap_or(FULL_SCAN_EVERY);
+        // A process that commits knows its own partitions without scanning: there the scans
+        // only find other writers' commits and a crashed run's leftovers, and they drift
+        // apart while they find none. A publisher that does not commit (its own process,
+        // in a region) finds everything by scanning, so it scans at the set interval.
+        let commits_here = *p.tick.borrow() != 0;
+        let quiet = self.cursors.quiet_scans.load(Ordering::Relaxed);
+        let interval = if commits_here {
+            scan_every * (1 + quiet.min(QUIET_SCAN_STRETCH - 1))
+        } else {
+            scan_every
+        };
         let full = self
             .cursors
             .last_full_scan
             .lock()
             .map(|mut last| {
-                let due = last.is_none_or(|t| t.elapsed() >= scan_every);
+                let due = last.is_none_or(|t| t.elapsed() >= interval);
                 if due {
                     *last = Some(Instant::now());
                 }
                 due
             })
             .unwrap_or(true);
+        let known_here = if full { dirty.clone() } else { BTreeSet::new() };
         let mut targets: BTreeMap<(String, String), (i32, MarkerRow)> = BTreeMap::new();
         if full {
             for (shard, marker) in all_markers(p, owned).await? {
@@ -272,6 +291,20 @@ impl ScyllaWriteStore {
             .collect();
         let scanned = read_partitions(p, targets, per_partition).await;
         drop_empty_markers(p, &scanned).await;
+        if full {
+            let committed_since = p.dirty.lock().map(|d| d.clone()).unwrap_or_default();
+            let foreign = scanned.iter().any(|s| {
+                let partition = (s.marker.sku.clone(), s.marker.location.clone());
+                !s.entries.is_empty()
+                    && !known_here.contains(&partition)
+                    && !committed_since.contains(&partition)
+            });
+            if foreign {
+                self.cursors.quiet_scans.store(0, Ordering::Relaxed);
+            } else {
+                self.cursors.quiet_scans.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let mut entries = Vec::new();
         let mut handed_out = BTreeSet::new();
         let mut more = Vec::new();

@@ -32,6 +32,7 @@ use stockflow_domain::{
 use tokio::sync::watch;
 
 use super::cql::{Rows, db_error, outcome_unknown};
+use super::known::{KnownPartitions, KnownState};
 use super::statements::{CmdRow, LevelRow, LineRow, RECORD_TTL, Statements};
 use crate::{Result, StoreError, now_ms};
 
@@ -109,6 +110,9 @@ pub(super) struct KeyOp {
     pub cmd: Option<CmdGuard>,
     /// The reservation line this operation reads and may write.
     pub line: Option<ReservationId>,
+    /// The line is meant to be new (a reservation made here): when its state is not known
+    /// it is taken as absent without a read, and the batch inserts it only if it is.
+    pub new_line: bool,
     /// The domain decision, called again whenever the state must be reloaded.
     pub decide: Box<Decide>,
 }
@@ -135,6 +139,8 @@ pub(super) struct Partitions {
     /// Partitions this process committed outbox rows to since the publisher last looked:
     /// read at once, without waiting for a scan of every marker.
     pub dirty: std::sync::Mutex<BTreeSet<(String, String)>>,
+    /// The state of each partition as of this process's last batch or read of it.
+    known: KnownPartitions,
 }
 
 /// A partition as loaded.
@@ -142,6 +148,26 @@ struct Loaded {
     level: Option<StockLevel>,
     cmds: BTreeMap<String, StoredAnswer>,
     lines: BTreeMap<String, Reservation>,
+}
+
+/// The state a round decides on.
+struct Decidable {
+    /// The version the batch is conditioned on (`None`: never written).
+    expected: Option<u64>,
+    /// The level, or the refusal of every operation (an unknown location).
+    level: std::result::Result<StockLevel, DomainError>,
+    /// The lines of the operations: `Some` held here, `None` absent.
+    lines: BTreeMap<String, Option<Reservation>>,
+    /// Applied-command rows read (none in a first round).
+    cmds: BTreeMap<String, StoredAnswer>,
+    /// New lines taken as absent without a read; their inserts carry `IF NOT EXISTS`.
+    assumed_absent: BTreeSet<String>,
+}
+
+/// The line ids of `ops`.
+fn line_ids<'a>(ops: &'a [&KeyOp]) -> impl Iterator<Item = (String, bool)> + 'a {
+    ops.iter()
+        .filter_map(|op| op.line.as_ref().map(|id| (id.to_string(), op.new_line)))
 }
 
 pub(super) fn shard_of(sku: &str, location: &str) -> i32 {
@@ -190,6 +216,7 @@ impl Partitions {
             tick: watch::channel(0).0,
             markers: std::sync::Mutex::new(BTreeMap::new()),
             dirty: std::sync::Mutex::new(BTreeSet::new()),
+            known: KnownPartitions::default(),
         }
     }
 
@@ -318,6 +345,78 @@ impl Partitions {
         })
     }
 
+    /// Reads the partition for a round.
+    async fn read_state(
+        &self,
+        key: &StockKey,
+        ops: &[&KeyOp],
+        with_cmds: bool,
+    ) -> Result<Decidable> {
+        let loaded = self.load(key, ops, with_cmds).await?;
+        let expected = loaded.level.as_ref().map(|l| l.version);
+        let level = match loaded.level {
+            Some(level) => Ok(level),
+            None => match self.region_of(key).await {
+                Ok(region) => Ok(StockLevel::empty(
+                    key.sku.clone(),
+                    key.location.clone(),
+                    region,
+                )),
+                Err(StoreError::Domain(e)) => Err(e),
+                Err(e) => return Err(e),
+            },
+        };
+        let mut lines: BTreeMap<String, Option<Reservation>> =
+            line_ids(ops).map(|(id, _)| (id, None)).collect();
+        lines.extend(loaded.lines.into_iter().map(|(id, r)| (id, Some(r))));
+        Ok(Decidable {
+            expected,
+            level,
+            lines,
+            cmds: loaded.cmds,
+            assumed_absent: BTreeSet::new(),
+        })
+    }
+
+    /// A remembered state, with the lines it does not know: new ones taken as absent,
+    /// others read.
+    async fn complete(
+        &self,
+        key: &StockKey,
+        ops: &[&KeyOp],
+        state: KnownState,
+    ) -> Result<Decidable> {
+        let mut lines = state.lines;
+        let mut assumed_absent = BTreeSet::new();
+        let mut unknown = Vec::new();
+        for (id, new_line) in line_ids(ops) {
+            if lines.contains_key(&id) {
+                continue;
+            }
+            if new_line {
+                assumed_absent.insert(id.clone());
+            } else {
+                unknown.push(id.clone());
+            }
+            lines.insert(id, None);
+        }
+        if !unknown.is_empty() {
+            lines.extend(
+                self.lines(key, &unknown)
+                    .await?
+                    .into_iter()
+                    .map(|(id, r)| (id, Some(r))),
+            );
+        }
+        Ok(Decidable {
+            expected: state.expected,
+            level: Ok(state.level),
+            lines,
+            cmds: BTreeMap::new(),
+            assumed_absent,
+        })
+    }
+
     /// Notes a commit of outbox rows to a partition, for the publisher.
     pub(super) fn committed(&self, sku: &str, location: &str) {
         if let Ok(mut dirty) = self.dirty.lock() {
@@ -443,22 +542,20 @@ impl Partitions {
         ops: &[&KeyOp],
         with_cmds: bool,
     ) -> Result<Attempt> {
-        let loaded = self.load(key, ops, with_cmds).await?;
-        let expected = loaded.level.as_ref().map(|l| l.version);
-        // `Err` for an unknown location: it refuses every operation.
-        let mut level = match &loaded.level {
-            Some(level) => Ok(level.clone()),
-            None => match self.region_of(key).await {
-                Ok(region) => Ok(StockLevel::empty(
-                    key.sku.clone(),
-                    key.location.clone(),
-                    region,
-                )),
-                Err(StoreError::Domain(e)) => Err(e),
-                Err(e) => return Err(e),
-            },
+        // A state this process knows is decided on without reading; the first round only
+        // (a reload always reads), and only its changes are answered (below).
+        let remembered = if with_cmds { None } else { self.known.get(key) };
+        let from_memory = remembered.is_some();
+        let Decidable {
+            expected,
+            mut level,
+            mut lines,
+            cmds,
+            assumed_absent,
+        } = match remembered {
+            Some(state) => self.complete(key, ops, state).await?,
+            None => self.read_state(key, ops, with_cmds).await?,
         };
-        let mut lines = loaded.lines;
         let mut touched_lines: BTreeMap<String, Option<Reservation>> = BTreeMap::new();
         let mut replays = Vec::new();
         let mut tentative = Vec::new();
@@ -483,7 +580,7 @@ impl Partitions {
                 continue;
             }
             if let Some(cmd) = &op.cmd
-                && let Some(stored) = loaded.cmds.get(&cmd.id)
+                && let Some(stored) = cmds.get(&cmd.id)
             {
                 replays.push((
                     i,
@@ -508,7 +605,10 @@ impl Partitions {
             let decided = match &level {
                 Ok(level) => (op.decide)(&View {
                     level,
-                    line: line_id.as_ref().and_then(|id| lines.get(id)),
+                    line: line_id
+                        .as_ref()
+                        .and_then(|id| lines.get(id))
+                        .and_then(Option::as_ref),
                 }),
                 Err(unknown_location) => Err(unknown_location.clone()),
             };
@@ -550,18 +650,16 @@ impl Partitions {
                             LineWrite::Put(r) => Some(r.clone()),
                             LineWrite::Delete => None,
                         };
-                        match &after {
-                            Some(r) => lines.insert(id.clone(), r.clone()),
-                            None => lines.remove(id),
-                        };
+                        lines.insert(id.clone(), after.clone());
                         touched_lines.insert(id.clone(), after);
                     }
                     changes.push((i, change, op.cmd.as_ref()));
                 }
             }
         }
-        if !with_cmds && keyed_tentative {
-            // Only its applied-command row can tell: read it before answering.
+        if !with_cmds && (keyed_tentative || (from_memory && !tentative.is_empty())) {
+            // Only its applied-command row can tell, and a remembered state may be outdated:
+            // read both before answering.
             return Ok(Attempt::Reload);
         }
         let finish = |done| {
@@ -574,13 +672,30 @@ impl Partitions {
         if changes.is_empty() && refusals.is_empty() {
             // Nothing to write: replays are final, and the rest was decided on the stored
             // state.
+            if let Ok(level) = &level {
+                self.known.put(
+                    key,
+                    KnownState {
+                        expected,
+                        level: level.clone(),
+                        lines,
+                    },
+                );
+            }
             replays.extend(tentative);
             return Ok(finish(replays));
         }
         let (batch, values) = match &level {
             Ok(level) if !changes.is_empty() => {
                 self.mark(key).await?;
-                self.batch(key, level, expected, &changes, &touched_lines, &refusals)?
+                self.batch(
+                    key,
+                    level,
+                    expected,
+                    &changes,
+                    (&touched_lines, &assumed_absent),
+                    &refusals,
+                )?
             }
             // Refusals only: their rows' `IF NOT EXISTS` is the whole condition. A refusal
             // changes nothing, so it holds as of the state it was decided on, whatever
@@ -593,6 +708,21 @@ impl Partitions {
                 if Rows::from(result)?.applied()? {
                     if !changes.is_empty() {
                         self.committed(key.sku.as_str(), key.location.as_str());
+                    }
+                    if let Ok(level) = &level {
+                        let expected = if changes.is_empty() {
+                            expected
+                        } else {
+                            Some(level.version)
+                        };
+                        self.known.put(
+                            key,
+                            KnownState {
+                                expected,
+                                level: level.clone(),
+                                lines,
+                            },
+                        );
                     }
                     let mut done = replays;
                     done.extend(tentative);
@@ -609,13 +739,26 @@ impl Partitions {
                     return Ok(finish(done));
                 }
                 metrics::counter!("stockflow_lwt_conflicts_total").increment(1);
+                if from_memory {
+                    metrics::counter!("stockflow_lwt_stale_known_state_total").increment(1);
+                }
+                self.known.forget(key, from_memory);
             }
             Err(e) if outcome_unknown(&e) => {
+                self.known.forget(key, false);
+                if !changes.is_empty() {
+                    // If it did apply, its outbox rows are published without waiting for a
+                    // scan to come across them.
+                    self.committed(key.sku.as_str(), key.location.as_str());
+                }
                 // Applied or not: the reload reads the applied-command rows and lines back.
                 metrics::counter!("stockflow_lwt_unknown_outcomes_total").increment(1);
                 tracing::warn!(sku = %key.sku, location = %key.location, error = %e, "conditional batch outcome unknown; reading back");
             }
-            Err(e) => return Err(db_error("conditional batch", e)),
+            Err(e) => {
+                self.known.forget(key, false);
+                return Err(db_error("conditional batch", e));
+            }
         }
         Ok(if !with_cmds {
             Attempt::Reload
@@ -634,7 +777,7 @@ impl Partitions {
         level: &StockLevel,
         expected: Option<u64>,
         changes: &[(usize, Change, Option<&CmdGuard>)],
-        lines: &BTreeMap<String, Option<Reservation>>,
+        (lines, assumed_absent): (&BTreeMap<String, Option<Reservation>>, &BTreeSet<String>),
         refusals: &[(&CmdGuard, RecordedAnswer)],
     ) -> Result<(Batch, Vec<Vec<Option<CqlValue>>>)> {
         let (sku, location) = (key.sku.as_str(), key.location.as_str());
@@ -685,7 +828,12 @@ impl Partitions {
                     } else {
                         RECORD_TTL
                     };
-                    batch.append_statement(self.st.put_line.clone());
+                    // A line taken as absent unread is inserted only if it is.
+                    batch.append_statement(if assumed_absent.contains(id) {
+                        self.st.insert_new_line.clone()
+                    } else {
+                        self.st.put_line.clone()
+                    });
                     values.push(vec![
                         text(sku),
                         text(location),

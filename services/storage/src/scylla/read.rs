@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use scylla::SerializeRow;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
@@ -32,6 +32,8 @@ const SEARCH_PAGE: i32 = 256;
 const SEARCH_CANDIDATES: usize = 2_000;
 /// Candidates checked at once.
 const SEARCH_PARALLEL: usize = 16;
+/// Read-model writes of one projected batch in flight at once.
+const PROJECTION_WRITES: usize = 64;
 
 struct Statements {
     upsert_inventory: PreparedStatement,
@@ -217,42 +219,97 @@ impl ScyllaReadStore {
         Ok(())
     }
 
-    async fn apply_stock(&self, e: &StockEvent, from: Option<&Provenance>) -> Result<()> {
-        e.validate().map_err(StoreError::Corrupt)?;
-        let (sku, location, region) = (e.sku.as_str(), e.location.as_str(), e.region.as_str());
+    /// The inventory row of `e`'s key as of `e`.
+    async fn project_inventory(&self, e: &StockEvent) -> Result<()> {
         let version = ts(e.version);
-        let inventory = self.exec(
+        self.exec(
             "project inventory",
             &self.st.upsert_inventory,
             (
-                sku,
-                location,
-                region,
+                e.sku.as_str(),
+                e.location.as_str(),
+                e.region.as_str(),
                 e.on_hand,
                 e.reserved,
                 version,
                 e.occurred_at_ms,
                 version,
             ),
-        );
-        let availability = self.exec(
+        )
+        .await
+    }
+
+    /// The availability row of `e`'s key in its region as of `e`.
+    async fn project_availability(&self, e: &StockEvent) -> Result<()> {
+        let version = ts(e.version);
+        self.exec(
             "project availability",
             &self.st.upsert_availability,
             (
-                sku,
-                region,
-                location,
+                e.sku.as_str(),
+                e.region.as_str(),
+                e.location.as_str(),
                 e.on_hand,
                 e.reserved,
                 version,
                 e.occurred_at_ms,
                 version,
             ),
+        )
+        .await
+    }
+
+    /// Writes what the stock events of one batch change, concurrently: every row is
+    /// written `USING TIMESTAMP <version>`, so order does not matter, and a row several
+    /// events of the batch change is written once, as of the newest of them (the state the
+    /// events applied one by one would leave). Movements are one row per event.
+    async fn apply_stock<'e>(&self, events: &[(&'e StockEvent, Option<Provenance>)]) -> Result<()> {
+        let mut inventory: BTreeMap<(&str, &str), &'e StockEvent> = BTreeMap::new();
+        let mut availability: BTreeMap<(&str, &str, &str), &'e StockEvent> = BTreeMap::new();
+        let mut regions: BTreeSet<(&str, &str)> = BTreeSet::new();
+        for &(e, _) in events {
+            e.validate().map_err(StoreError::Corrupt)?;
+            let (sku, location, region) = (e.sku.as_str(), e.location.as_str(), e.region.as_str());
+            let newest = |slot: &mut &'e StockEvent| {
+                if e.version > slot.version {
+                    *slot = e;
+                }
+            };
+            inventory
+                .entry((sku, location))
+                .and_modify(newest)
+                .or_insert(e);
+            availability
+                .entry((sku, region, location))
+                .and_modify(newest)
+                .or_insert(e);
+            regions.insert((sku, region));
+        }
+        let mut writes: Vec<futures::future::BoxFuture<'_, Result<()>>> = Vec::new();
+        writes.extend(
+            inventory
+                .into_values()
+                .map(|e| self.project_inventory(e).boxed()),
         );
-        let regions = self.exec("project regions", &self.st.add_region, (sku, region));
-        let movement = self.record_movement(e, from);
-        let (a, b, c, d) = tokio::join!(inventory, availability, regions, movement);
-        a.and(b).and(c).and(d)
+        writes.extend(
+            availability
+                .into_values()
+                .map(|e| self.project_availability(e).boxed()),
+        );
+        writes.extend(regions.into_iter().map(|(sku, region)| {
+            self.exec("project regions", &self.st.add_region, (sku, region))
+                .boxed()
+        }));
+        writes.extend(
+            events
+                .iter()
+                .map(|(e, from)| self.record_movement(e, from.as_ref()).boxed()),
+        );
+        let mut written = futures::stream::iter(writes).buffer_unordered(PROJECTION_WRITES);
+        while let Some(result) = written.next().await {
+            result?;
+        }
+        Ok(())
     }
 
     /// The event's row in the key's movement history; writing it again writes the same,
@@ -347,15 +404,22 @@ impl ScyllaReadStore {
     }
 
     /// Applies `events`; `batch`, when they come from the log, says where each was read.
+    /// Stock events are written together ([`Self::apply_stock`]); catalog events one by
+    /// one, in order (each replaces the search terms of the one before).
     async fn apply_all(&self, events: &[BusEvent], batch: Option<&Batch<'_>>) -> Result<()> {
         let now = now_ms();
-        for (index, event) in events.iter().enumerate() {
-            match event {
-                BusEvent::Stock(e) => {
-                    let from = batch.map(|b| b.provenance(index, now));
-                    self.apply_stock(e, from.as_ref()).await?;
-                }
-                BusEvent::Catalog(e) => self.apply_catalog(e).await?,
+        let stock: Vec<(&StockEvent, Option<Provenance>)> = events
+            .iter()
+            .enumerate()
+            .filter_map(|(index, event)| match event {
+                BusEvent::Stock(e) => Some((e, batch.map(|b| b.provenance(index, now)))),
+                BusEvent::Catalog(_) => None,
+            })
+            .collect();
+        self.apply_stock(&stock).await?;
+        for event in events {
+            if let BusEvent::Catalog(e) = event {
+                self.apply_catalog(e).await?;
             }
         }
         Ok(())

@@ -21,6 +21,8 @@
 
 use std::collections::BTreeMap;
 
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::value::CqlValue;
 use stockflow_domain::decide::{self, Settlement};
 use stockflow_domain::{
     CommandResult, DomainError, EventKind, EventMeta, Reservation, ReservationId, ReservationLine,
@@ -96,20 +98,40 @@ pub(super) async fn indexed(p: &Partitions, id: &ReservationId) -> Result<Vec<St
         .collect()
 }
 
-/// Records that `id` has a line at each of `keys`, before the lines are written.
-pub(super) async fn index(p: &Partitions, id: &ReservationId, keys: &[StockKey]) -> Result<()> {
-    let writes = keys.iter().map(|k| async move {
-        p.session
-            .execute_unpaged(
-                &p.st.index_line,
-                (id.as_str(), k.sku.as_str(), k.location.as_str(), INDEX_TTL),
-            )
-            .await
-            .map_err(|e| db_error("index reservation", e))
-    });
-    for written in futures::future::join_all(writes).await {
-        written?;
+/// Records that `id` has a line at each of `keys` and asks expiry to look at it at each of
+/// `deadlines`, in one request (an unlogged batch: the rows are independent, and each is
+/// idempotent, so a partial write is completed by the retry that must follow its error).
+pub(super) async fn index_with_deadlines(
+    p: &Partitions,
+    id: &ReservationId,
+    keys: &[StockKey],
+    deadlines: &[i64],
+) -> Result<()> {
+    let mut batch = Batch::new(BatchType::Unlogged);
+    let mut values: Vec<Vec<CqlValue>> = Vec::new();
+    let text = |s: &str| CqlValue::Text(s.to_string());
+    for k in keys {
+        batch.append_statement(p.st.index_line.clone());
+        values.push(vec![
+            text(id.as_str()),
+            text(k.sku.as_str()),
+            text(k.location.as_str()),
+            CqlValue::Int(INDEX_TTL),
+        ]);
     }
+    for at in deadlines {
+        batch.append_statement(p.st.insert_deadline.clone());
+        values.push(vec![
+            CqlValue::BigInt(minute_of(*at)),
+            CqlValue::BigInt(*at),
+            text(id.as_str()),
+            CqlValue::Int(deadline_ttl(*at)),
+        ]);
+    }
+    p.session
+        .batch(&batch, values)
+        .await
+        .map_err(|e| db_error("index reservation and record its deadlines", e))?;
     Ok(())
 }
 
@@ -181,6 +203,7 @@ pub(super) fn reserve_step(
     KeyOp {
         cmd: None,
         line: Some(reservation.id.clone()),
+        new_line: false,
         decide: Box::new(move |view: &View<'_>| match view.line {
             Some(held) if held.status == ReservationStatus::Active => Ok(Decision::Unchanged(
                 CommandResult::Stock(view.level.clone()),
@@ -211,6 +234,7 @@ fn compensate_step(id: &ReservationId, meta: &EventMeta) -> KeyOp {
     KeyOp {
         cmd: None,
         line: Some(id.clone()),
+        new_line: false,
         decide: Box::new(move |view: &View<'_>| match view.line {
             Some(held) if held.status == ReservationStatus::Active => {
                 let qty = held.lines.first().map_or(0, |l| l.qty);
@@ -242,6 +266,7 @@ pub(super) fn settle_step(
     KeyOp {
         cmd: None,
         line: Some(reservation.id.clone()),
+        new_line: false,
         decide: Box::new(move |view: &View<'_>| match view.line {
             Some(held) if held.status == ReservationStatus::Active => {
                 let Some(line) = held.lines.first() else {
@@ -326,9 +351,13 @@ pub(super) async fn reserve(
     let recovery_at = meta.occurred_at_ms + RECOVERY_MS;
     if !resuming {
         let line_keys: Vec<StockKey> = reservation.lines.iter().map(|l| l.key()).collect();
-        index(p, &cmd.id, &line_keys).await?;
-        deadline(p, &cmd.id, reservation.expires_at_ms).await?;
-        deadline(p, &cmd.id, recovery_at).await?;
+        index_with_deadlines(
+            p,
+            &cmd.id,
+            &line_keys,
+            &[reservation.expires_at_ms, recovery_at],
+        )
+        .await?;
         let created = p
             .session
             .execute_unpaged(

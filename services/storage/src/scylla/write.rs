@@ -93,6 +93,7 @@ impl ScyllaWriteStore {
                 KeyOp {
                     cmd: Some(guard),
                     line: None,
+                    new_line: false,
                     decide: Box::new(move |view: &View<'_>| {
                         let applied = decide::adjust(view.level, &adjust, &meta)?;
                         single_change(applied, None)
@@ -125,13 +126,8 @@ impl ScyllaWriteStore {
         }
         // The deadline the domain will give the reservation decided below with this `meta`.
         let expires_at = decide::new_reservation(cmd, meta.occurred_at_ms).expires_at_ms;
-        // Both before the batch, so nothing it commits is unreachable.
-        let (indexed, dated) = tokio::join!(
-            saga::index(p, &cmd.id, std::slice::from_ref(&key)),
-            saga::deadline(p, &cmd.id, expires_at)
-        );
-        indexed?;
-        dated?;
+        // Before the batch, so nothing it commits is unreachable.
+        saga::index_with_deadlines(p, &cmd.id, std::slice::from_ref(&key), &[expires_at]).await?;
         let (reserve, op_meta) = (cmd.clone(), meta.clone());
         let outcome = self
             .keys
@@ -140,6 +136,7 @@ impl ScyllaWriteStore {
                 KeyOp {
                     cmd: Some(guard),
                     line: Some(cmd.id.clone()),
+                    new_line: true,
                     decide: Box::new(move |view: &View<'_>| {
                         if view.line.is_some() {
                             return Err(DomainError::ReservationExists(reserve.id.clone()));
@@ -184,6 +181,7 @@ impl ScyllaWriteStore {
                     KeyOp {
                         cmd: Some(guard.clone()),
                         line: Some(line_id.clone()),
+                        new_line: false,
                         decide: Box::new(move |view: &View<'_>| {
                             let Some(reservation) = view.line else {
                                 return Err(DomainError::ReservationNotFound(line_id.clone()));
