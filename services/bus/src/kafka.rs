@@ -322,7 +322,8 @@ fn check_partitions(config: &KafkaConfig, found: u32) -> Result<()> {
     )))
 }
 
-/// Deletes the topic; a missing topic is not an error.
+/// Deletes the topic, returning once the brokers no longer describe it; a missing topic is
+/// not an error.
 pub async fn delete_topic(config: &KafkaConfig) -> Result<()> {
     let admin = admin(config)?;
     let options = AdminOptions::new()
@@ -341,6 +342,20 @@ pub async fn delete_topic(config: &KafkaConfig) -> Result<()> {
                 )));
             }
         }
+    }
+    // The controller acknowledges a deletion before every broker's metadata forgets the
+    // topic; return only once it is gone, so whoever deletes it (a region's clean-up, a
+    // test) does not find it again.
+    let probe = metadata_client(config)?;
+    let deadline = tokio::time::Instant::now() + config.request_timeout;
+    while topic_partitions(probe.clone(), config).await?.is_some() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BusError::Unavailable(format!(
+                "topic {} was deleted but the brokers still describe it after {:?}",
+                config.topic, config.request_timeout
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }
