@@ -292,12 +292,15 @@ impl ScyllaWriteStore {
         let scanned = read_partitions(p, targets, per_partition).await;
         drop_empty_markers(p, &scanned).await;
         if full {
-            let committed_since = p.dirty.lock().map(|d| d.clone()).unwrap_or_default();
-            let foreign = scanned.iter().any(|s| {
-                let partition = (s.marker.sku.clone(), s.marker.location.clone());
-                !s.entries.is_empty()
-                    && !known_here.contains(&partition)
-                    && !committed_since.contains(&partition)
+            // Partitions committed to since this call took the dirty set are this process's
+            // own too.
+            let foreign = p.dirty.lock().map_or(true, |committed_since| {
+                scanned.iter().any(|s| {
+                    let partition = (s.marker.sku.clone(), s.marker.location.clone());
+                    !s.entries.is_empty()
+                        && !known_here.contains(&partition)
+                        && !committed_since.contains(&partition)
+                })
             });
             if foreign {
                 self.cursors.quiet_scans.store(0, Ordering::Relaxed);

@@ -417,6 +417,28 @@ impl Partitions {
         })
     }
 
+    /// Keeps `key`'s state as stored at version `expected`, for the next round to decide on
+    /// without reading (an unknown location is not kept: it refuses everything anyway).
+    fn remember(
+        &self,
+        key: &StockKey,
+        expected: Option<u64>,
+        level: &std::result::Result<StockLevel, DomainError>,
+        lines: BTreeMap<String, Option<Reservation>>,
+    ) {
+        if let Ok(level) = level {
+            let level = level.clone();
+            self.known.put(
+                key,
+                KnownState {
+                    expected,
+                    level,
+                    lines,
+                },
+            );
+        }
+    }
+
     /// Notes a commit of outbox rows to a partition, for the publisher.
     pub(super) fn committed(&self, sku: &str, location: &str) {
         if let Ok(mut dirty) = self.dirty.lock() {
@@ -672,16 +694,7 @@ impl Partitions {
         if changes.is_empty() && refusals.is_empty() {
             // Nothing to write: replays are final, and the rest was decided on the stored
             // state.
-            if let Ok(level) = &level {
-                self.known.put(
-                    key,
-                    KnownState {
-                        expected,
-                        level: level.clone(),
-                        lines,
-                    },
-                );
-            }
+            self.remember(key, expected, &level, lines);
             replays.extend(tentative);
             return Ok(finish(replays));
         }
@@ -709,21 +722,11 @@ impl Partitions {
                     if !changes.is_empty() {
                         self.committed(key.sku.as_str(), key.location.as_str());
                     }
-                    if let Ok(level) = &level {
-                        let expected = if changes.is_empty() {
-                            expected
-                        } else {
-                            Some(level.version)
-                        };
-                        self.known.put(
-                            key,
-                            KnownState {
-                                expected,
-                                level: level.clone(),
-                                lines,
-                            },
-                        );
-                    }
+                    let stored = match &level {
+                        Ok(level) if !changes.is_empty() => Some(level.version),
+                        _ => expected,
+                    };
+                    self.remember(key, stored, &level, lines);
                     let mut done = replays;
                     done.extend(tentative);
                     done.extend(changes.into_iter().map(|(i, change, _)| {
