@@ -16,6 +16,7 @@ mod claims;
 mod coalesce;
 mod cql;
 mod expiry;
+mod fresh;
 mod known;
 mod leases;
 mod outbox;

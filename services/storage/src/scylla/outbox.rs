@@ -37,6 +37,11 @@ const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
 /// How far apart full scans drift, in multiples of the scan interval, while they find
 /// nothing that this process did not commit itself (and so already knew of).
 const QUIET_SCAN_STRETCH: u32 = 10;
+/// How often a full scan in a process that commits also reads the partitions it marked
+/// last itself (it skips them otherwise: it knows what it committed there). This bounds how
+/// long a row is missed that another writer committed behind such a marker without marking
+/// it again, and then crashed before publishing it.
+const DEEP_SCAN_EVERY: Duration = Duration::from_secs(60);
 
 /// What the publisher side of a store remembers between calls.
 pub(super) struct OutboxCursors {
@@ -44,6 +49,8 @@ pub(super) struct OutboxCursors {
     published: Mutex<BTreeMap<(String, String), String>>,
     /// When every marker was last read.
     last_full_scan: Mutex<Option<Instant>>,
+    /// When every marked partition was last read.
+    last_deep_scan: Mutex<Option<Instant>>,
     /// How often every marker is read.
     scan_every: Mutex<Duration>,
     /// Full scans in a row that found nothing but what this process committed itself.
@@ -58,6 +65,7 @@ impl Default for OutboxCursors {
         Self {
             published: Mutex::default(),
             last_full_scan: Mutex::default(),
+            last_deep_scan: Mutex::default(),
             scan_every: Mutex::new(FULL_SCAN_EVERY),
             quiet_scans: AtomicU32::new(0),
             unmarked: Mutex::default(),
@@ -118,24 +126,37 @@ async fn partition(
     })
 }
 
-/// Reads `targets` (each after its cursor), up to `per_partition` entries each.
+/// Reads `targets` (each after its cursor), up to `per_partition` entries each. A partition
+/// that cannot be read is marked dirty, so the next call reads it again.
 async fn read_partitions(
     p: &Partitions,
     targets: Vec<(i32, MarkerRow, String)>,
     per_partition: i32,
 ) -> Vec<Scanned> {
     let mut reads = futures::stream::iter(targets)
-        .map(|(shard, marker, after)| partition(p, shard, marker, after, per_partition))
+        .map(|(shard, marker, after)| async move {
+            let partition_of = (marker.sku.clone(), marker.location.clone());
+            partition(p, shard, marker, after, per_partition)
+                .await
+                .map_err(|e| (partition_of, e))
+        })
         .buffer_unordered(SCAN_CONCURRENCY);
     let mut out = Vec::new();
+    let mut failed = Vec::new();
     while let Some(read) = reads.next().await {
         match read {
             Ok(scanned) => out.push(scanned),
             // One unreadable partition must not stop the others from publishing.
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read a partition's outbox; skipped this round")
+            Err((partition, e)) => {
+                tracing::warn!(error = %e, "cannot read a partition's outbox; skipped this round");
+                failed.push(partition);
             }
         }
+    }
+    if !failed.is_empty()
+        && let Ok(mut dirty) = p.dirty.lock()
+    {
+        dirty.extend(failed);
     }
     out
 }
@@ -218,6 +239,7 @@ impl ScyllaWriteStore {
             })
         };
         let per_partition = i32::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000);
+        p.fresh.want();
         let mut dirty: BTreeSet<(String, String)> = p
             .dirty
             .lock()
@@ -228,7 +250,13 @@ impl ScyllaWriteStore {
         }
         // Partitions of shards another replica holds now are its to publish: its scans
         // find them through their markers.
-        dirty.retain(|(s, l)| mine(s, l));
+        dirty.retain(|(s, l)| {
+            let kept = mine(s, l);
+            if !kept {
+                p.fresh.forget(s, l);
+            }
+            kept
+        });
         let scan_every = self
             .cursors
             .scan_every
@@ -259,9 +287,28 @@ impl ScyllaWriteStore {
             })
             .unwrap_or(true);
         let known_here = if full { dirty.clone() } else { BTreeSet::new() };
+        // A process that commits skips, in most full scans, the partitions whose marker it
+        // wrote last: its dirty set brings what it commits there.
+        let skip_own = commits_here
+            && full
+            && !self
+                .cursors
+                .last_deep_scan
+                .lock()
+                .map(|mut last| {
+                    let due = last.is_none_or(|t| t.elapsed() >= DEEP_SCAN_EVERY);
+                    if due {
+                        *last = Some(Instant::now());
+                    }
+                    due
+                })
+                .unwrap_or(true);
         let mut targets: BTreeMap<(String, String), (i32, MarkerRow)> = BTreeMap::new();
         if full {
             for (shard, marker) in all_markers(p, owned).await? {
+                if skip_own && p.marked_here_last(&marker.sku, &marker.location, marker.touched) {
+                    continue;
+                }
                 targets.insert(
                     (marker.sku.clone(), marker.location.clone()),
                     (shard, marker),
@@ -277,19 +324,48 @@ impl ScyllaWriteStore {
                     let marker = MarkerRow {
                         sku,
                         location,
+                        touched: None,
                         written: None,
                     };
                     (shard, marker)
                 });
         }
-        let targets = targets
-            .into_values()
-            .map(|(shard, marker)| {
-                let after = self.cursor(&marker.sku, &marker.location);
-                (shard, marker, after)
-            })
-            .collect();
-        let scanned = read_partitions(p, targets, per_partition).await;
+        let mut remembered = Vec::new();
+        let mut reads = Vec::new();
+        for (shard, marker) in targets.into_values() {
+            let after = self.cursor(&marker.sku, &marker.location);
+            // A full scan reads every partition: it is how other writers' rows are found.
+            let fresh = (!full)
+                .then(|| after.parse::<u64>().ok())
+                .flatten()
+                .and_then(|v| {
+                    p.fresh
+                        .after(&marker.sku, &marker.location, v, per_partition as usize)
+                });
+            match fresh {
+                Some(rows) => remembered.push(Scanned {
+                    shard,
+                    entries: rows
+                        .into_iter()
+                        .map(|row| OutboxEntry {
+                            id: entry_id(
+                                &marker.sku,
+                                &marker.location,
+                                &format!("{:020}", row.version),
+                            ),
+                            key: marker.sku.clone(),
+                            payload: row.payload,
+                            created_at_ms: row.created_at_ms,
+                        })
+                        .collect(),
+                    marker,
+                    read_at_us: now_ms() * 1000,
+                }),
+                None => reads.push((shard, marker, after)),
+            }
+        }
+        let mut scanned = read_partitions(p, reads, per_partition).await;
+        scanned.extend(remembered);
         drop_empty_markers(p, &scanned).await;
         if full {
             // Partitions committed to since this call took the dirty set are this process's
@@ -385,6 +461,11 @@ impl Outbox for ScyllaWriteStore {
         if let Ok(mut unmarked) = self.cursors.unmarked.lock() {
             for partition in upto.keys() {
                 unmarked.remove(partition);
+            }
+        }
+        for ((sku, location), row) in &upto {
+            if let Ok(version) = row.parse::<u64>() {
+                p.fresh.published(sku, location, version);
             }
         }
         if let Ok(mut published) = self.cursors.published.lock() {

@@ -32,6 +32,7 @@ use stockflow_domain::{
 use tokio::sync::watch;
 
 use super::cql::{Rows, db_error, outcome_unknown};
+use super::fresh::{FreshOutbox, FreshRow};
 use super::known::{KnownPartitions, KnownState};
 use super::statements::{CmdRow, LevelRow, LineRow, RECORD_TTL, Statements};
 use crate::{Result, StoreError, now_ms};
@@ -60,6 +61,9 @@ struct StoredAnswer {
     fingerprint: String,
     result: RecordedAnswer,
 }
+
+/// The values of a batch's statements, one row each.
+type BatchValues = Vec<Vec<Option<CqlValue>>>;
 
 /// What an operation sees of its partition.
 #[derive(Debug)]
@@ -141,6 +145,8 @@ pub(super) struct Partitions {
     pub dirty: std::sync::Mutex<BTreeSet<(String, String)>>,
     /// The state of each partition as of this process's last batch or read of it.
     known: KnownPartitions,
+    /// The outbox rows this process committed, for its own publisher.
+    pub fresh: FreshOutbox,
 }
 
 /// A partition as loaded.
@@ -217,6 +223,7 @@ impl Partitions {
             markers: std::sync::Mutex::new(BTreeMap::new()),
             dirty: std::sync::Mutex::new(BTreeSet::new()),
             known: KnownPartitions::default(),
+            fresh: FreshOutbox::default(),
         }
     }
 
@@ -503,6 +510,18 @@ impl Partitions {
         Ok(())
     }
 
+    /// Whether the marker of `(sku, location)` holds the value this process last wrote
+    /// there: then nobody marked the partition since, and what it commits after that
+    /// reaches this process's publisher without a scan.
+    pub(super) fn marked_here_last(&self, sku: &str, location: &str, touched: Option<i64>) -> bool {
+        let Some(touched) = touched else {
+            return false;
+        };
+        self.markers.lock().is_ok_and(|markers| {
+            markers.get(&(sku.to_string(), location.to_string())) == Some(&touched)
+        })
+    }
+
     /// Applies `ops` to `key`'s partition, in order, in as few conditional batches as the
     /// races allow (one when uncontended). Returns one answer per operation.
     ///
@@ -698,7 +717,7 @@ impl Partitions {
             replays.extend(tentative);
             return Ok(finish(replays));
         }
-        let (batch, values) = match &level {
+        let (batch, values, fresh) = match &level {
             Ok(level) if !changes.is_empty() => {
                 self.mark(key).await?;
                 self.batch(
@@ -714,12 +733,17 @@ impl Partitions {
             // changes nothing, so it holds as of the state it was decided on, whatever
             // other commands did since; only a concurrent run of the same command could
             // answer differently, and its row would exist.
-            _ => self.refusal_batch(key, &refusals)?,
+            _ => {
+                let (batch, values) = self.refusal_batch(key, &refusals)?;
+                (batch, values, Vec::new())
+            }
         };
         match self.session.batch(&batch, values).await {
             Ok(result) => {
                 if Rows::from(result)?.applied()? {
                     if !changes.is_empty() {
+                        self.fresh
+                            .committed(key.sku.as_str(), key.location.as_str(), fresh);
                         self.committed(key.sku.as_str(), key.location.as_str());
                     }
                     let stored = match &level {
@@ -773,7 +797,8 @@ impl Partitions {
     }
 
     /// The conditional batch writing `changes` (level `expected` → `level`) and the
-    /// applied-command rows of the `refusals` decided beside them.
+    /// applied-command rows of the `refusals` decided beside them, with its outbox rows for
+    /// this process's publisher (if it has one).
     fn batch(
         &self,
         key: &StockKey,
@@ -782,8 +807,10 @@ impl Partitions {
         changes: &[(usize, Change, Option<&CmdGuard>)],
         (lines, assumed_absent): (&BTreeMap<String, Option<Reservation>>, &BTreeSet<String>),
         refusals: &[(&CmdGuard, RecordedAnswer)],
-    ) -> Result<(Batch, Vec<Vec<Option<CqlValue>>>)> {
+    ) -> Result<(Batch, BatchValues, Vec<FreshRow>)> {
         let (sku, location) = (key.sku.as_str(), key.location.as_str());
+        let keep = self.fresh.wanted();
+        let mut fresh = Vec::new();
         let text = |s: &str| Some(CqlValue::Text(s.to_string()));
         let bigint = |v: i64| Some(CqlValue::BigInt(v));
         let version = |v: u64| i64::try_from(v).map_err(corrupt);
@@ -805,6 +832,13 @@ impl Partitions {
         ]);
         for (_, change, cmd) in changes {
             let payload = serde_json::to_vec(&BusEvent::Stock(change.event.clone()))?;
+            if keep {
+                fresh.push(FreshRow {
+                    version: change.level.version,
+                    payload: payload.clone(),
+                    created_at_ms: now,
+                });
+            }
             batch.append_statement(self.st.insert_outbox.clone());
             values.push(vec![
                 text(sku),
@@ -853,7 +887,7 @@ impl Partitions {
                 }
             }
         }
-        Ok((batch, values))
+        Ok((batch, values, fresh))
     }
 }
 
@@ -863,7 +897,7 @@ impl Partitions {
         &self,
         key: &StockKey,
         refusals: &[(&CmdGuard, RecordedAnswer)],
-    ) -> Result<(Batch, Vec<Vec<Option<CqlValue>>>)> {
+    ) -> Result<(Batch, BatchValues)> {
         let mut batch = Batch::new(BatchType::Logged);
         let mut values = Vec::new();
         let now = now_ms();
@@ -877,7 +911,7 @@ impl Partitions {
     fn append_cmd(
         &self,
         batch: &mut Batch,
-        values: &mut Vec<Vec<Option<CqlValue>>>,
+        values: &mut BatchValues,
         key: &StockKey,
         cmd: &CmdGuard,
         answer: RecordedAnswer,

@@ -6,8 +6,8 @@
 //! delete at `2·version` and inserts at `2·version + 1`, so a newer catalog version always
 //! shadows an older one's terms.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
@@ -62,10 +62,23 @@ struct Statements {
     movements: PreparedStatement,
 }
 
+/// `(sku, region)` pairs this store wrote to `regions_by_sku` that it remembers, at most.
+const KNOWN_REGIONS: usize = 100_000;
+
+/// Regions each SKU is known to have in `regions_by_sku`, and how many pairs that is.
+#[derive(Default)]
+struct KnownRegions {
+    by_sku: HashMap<String, HashSet<String>>,
+    pairs: usize,
+}
+
 /// The ScyllaDB read store.
 pub struct ScyllaReadStore {
     session: Arc<Session>,
     st: Statements,
+    /// `(sku, region)` rows known to be in `regions_by_sku`. Nothing deletes those rows, so
+    /// an event for a SKU in a region seen before has nothing to add there.
+    known_regions: Mutex<KnownRegions>,
 }
 
 fn words(text: &str) -> Vec<String> {
@@ -136,7 +149,11 @@ impl ScyllaReadStore {
             insert_projected_movement: p(format!("INSERT INTO {ks}.stock_movements (sku, location, version, kind, on_hand, reserved, reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key, occurred_at, bus_partition, bus_offset, projected_at, projected_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")).await?,
             movements: p(format!("SELECT sku, location, version, kind, on_hand, reserved, reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key, occurred_at, bus_partition, bus_offset, projected_at, projected_by FROM {ks}.stock_movements WHERE sku = ? AND location = ? AND version > ? ORDER BY version LIMIT ?")).await?,
         };
-        Ok(Self { session, st })
+        Ok(Self {
+            session,
+            st,
+            known_regions: Mutex::default(),
+        })
     }
 
     /// `sku` as a search hit, if its document has every wanted word and it passes the
@@ -285,6 +302,18 @@ impl ScyllaReadStore {
                 .or_insert(e);
             regions.insert((sku, region));
         }
+        if let Ok(known) = self.known_regions.lock() {
+            regions.retain(|&(sku, region)| {
+                !known
+                    .by_sku
+                    .get(sku)
+                    .is_some_and(|regions| regions.contains(region))
+            });
+        }
+        let new_regions: Vec<(String, String)> = regions
+            .iter()
+            .map(|&(sku, region)| (sku.to_string(), region.to_string()))
+            .collect();
         let mut writes: Vec<futures::future::BoxFuture<'_, Result<()>>> = Vec::new();
         writes.extend(
             inventory
@@ -308,6 +337,16 @@ impl ScyllaReadStore {
         let mut written = futures::stream::iter(writes).buffer_unordered(PROJECTION_WRITES);
         while let Some(result) = written.next().await {
             result?;
+        }
+        if let Ok(mut known) = self.known_regions.lock() {
+            if known.pairs + new_regions.len() > KNOWN_REGIONS {
+                *known = KnownRegions::default();
+            }
+            for (sku, region) in new_regions {
+                if known.by_sku.entry(sku).or_default().insert(region) {
+                    known.pairs += 1;
+                }
+            }
         }
         Ok(())
     }

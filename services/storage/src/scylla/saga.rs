@@ -98,6 +98,30 @@ pub(super) async fn indexed(p: &Partitions, id: &ReservationId) -> Result<Vec<St
         .collect()
 }
 
+/// Where a reservation's state lives.
+pub(super) enum Located {
+    /// A saga: its header.
+    Saga(Header),
+    /// Lines found through the index (none if the id is unknown), each a one-partition
+    /// reservation of its own or the racing twin of one.
+    Lines(Vec<StockKey>),
+}
+
+/// Finds reservation `id` with one read where it can: the index first, the header only if
+/// the index names two keys or more. A saga writes its index rows (at least two: its lines
+/// are on distinct keys, the domain refuses a key named twice) in one batch before its
+/// header, and they outlive it ([`INDEX_TTL`]), so an id indexed on fewer keys has no
+/// header.
+pub(super) async fn locate(p: &Partitions, id: &ReservationId) -> Result<Located> {
+    let keys = indexed(p, id).await?;
+    if keys.len() >= 2
+        && let Some(h) = header(p, id).await?
+    {
+        return Ok(Located::Saga(h));
+    }
+    Ok(Located::Lines(keys))
+}
+
 /// Records that `id` has a line at each of `keys` and asks expiry to look at it at each of
 /// `deadlines`, in one request (an unlogged batch: the rows are independent, and each is
 /// idempotent, so a partial write is completed by the retry that must follow its error).
@@ -479,7 +503,7 @@ pub(super) async fn settle(
                 let status = now.map_or(ReservationStatus::Released, |h| h.reservation.status);
                 return Err(DomainError::ReservationNotActive { id, status }.into());
             }
-            finish(keys, &h.reservation, how, status, kind, recovery_at, meta).await
+            finish(keys, &h, how, status, kind, recovery_at, meta).await
         }
         s if s.starts_with("settling:") => {
             // A settlement left half-way: finish it, whoever asks.
@@ -488,16 +512,7 @@ pub(super) async fn settle(
                 return Err(StoreError::Corrupt(format!("reservation status {s}")));
             };
             let recovery_at = h.reservation.updated_at_ms + RECOVERY_MS;
-            let finished = finish(
-                keys,
-                &h.reservation,
-                started,
-                status,
-                kind,
-                recovery_at,
-                meta,
-            )
-            .await?;
+            let finished = finish(keys, &h, started, status, kind, recovery_at, meta).await?;
             if started == how || how == Settlement::Expire {
                 Ok(finished)
             } else {
@@ -528,7 +543,7 @@ fn settlement_of(status: ReservationStatus) -> Option<(Settlement, EventKind)> {
 #[allow(clippy::too_many_arguments)]
 async fn finish(
     keys: &Keys,
-    reservation: &Reservation,
+    header: &Header,
     how: Settlement,
     status: ReservationStatus,
     kind: EventKind,
@@ -536,6 +551,7 @@ async fn finish(
     meta: &EventMeta,
 ) -> Result<(CommandResult, usize)> {
     let p = &*keys.partitions;
+    let reservation = &header.reservation;
     let events = each_line(keys, &reservation.lines, |_| {
         settle_step(how, kind, reservation, status, meta)
     })
@@ -544,9 +560,14 @@ async fn finish(
         .execute_unpaged(
             &p.st.finish_header,
             (
-                status.as_str(),
-                meta.occurred_at_ms,
                 reservation.id.as_str(),
+                status.as_str(),
+                header.owner.as_str(),
+                serde_json::to_string(&reservation.lines)?,
+                reservation.reference.as_deref(),
+                reservation.created_at_ms,
+                reservation.expires_at_ms,
+                meta.occurred_at_ms,
             ),
         )
         .await
@@ -567,13 +588,14 @@ async fn finish(
     ))
 }
 
-/// Lines of reservation `id` found through the index, by partition.
+/// Lines of reservation `id` at `keys` (its index), by partition.
 pub(super) async fn single_lines(
     p: &Partitions,
     id: &ReservationId,
+    keys: Vec<StockKey>,
 ) -> Result<BTreeMap<StockKey, Reservation>> {
     let mut out = BTreeMap::new();
-    for key in indexed(p, id).await? {
+    for key in keys {
         if let Some(line) = p.lines(&key, &[id.to_string()]).await?.remove(id.as_str()) {
             out.insert(key, line);
         }

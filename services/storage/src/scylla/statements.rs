@@ -76,7 +76,7 @@ impl Statements {
             insert_new_line: p(format!("INSERT INTO {sp} (sku, location, row_kind, row_id, status, payload, created_at) VALUES (?, ?, 'r', ?, ?, ?, ?) IF NOT EXISTS USING TTL ?")).await?,
             delete_line: p(format!("DELETE FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'r' AND row_id = ?")).await?,
             insert_marker: p(format!("INSERT INTO {ks}.outbox_markers (shard, sku, location, touched) VALUES (?, ?, ?, ?)")).await?,
-            markers: p(format!("SELECT sku, location, writetime(touched) AS written FROM {ks}.outbox_markers WHERE shard = ?")).await?,
+            markers: p(format!("SELECT sku, location, touched, writetime(touched) AS written FROM {ks}.outbox_markers WHERE shard = ?")).await?,
             delete_marker: p(format!("DELETE FROM {ks}.outbox_markers USING TIMESTAMP ? WHERE shard = ? AND sku = ? AND location = ?")).await?,
             partition_outbox: p(format!("SELECT row_id, payload, created_at FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'o' LIMIT ?")).await?,
             outbox_after: p(format!("SELECT row_id, payload, created_at FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'o' AND row_id > ? LIMIT ?")).await?,
@@ -91,8 +91,10 @@ impl Statements {
             get_header: p(format!("SELECT status, owner, lines, reference, created_at, expires_at, updated_at FROM {ks}.reservations WHERE id = ?")).await?,
             move_header: p(format!("UPDATE {ks}.reservations SET status = ?, updated_at = ? WHERE id = ? IF status = ?")).await?,
             // Plain: only the settlement that won `active → settling:<how>` writes it, and
-            // readers already report `settling:<how>` as its outcome.
-            finish_header: p(format!("UPDATE {ks}.reservations USING TTL {RECORD_TTL} SET status = ?, updated_at = ? WHERE id = ?")).await?,
+            // readers already report `settling:<how>` as its outcome. Every column again,
+            // so the whole row expires: an UPDATE's TTL covers only the cells it sets, and
+            // the rest of the header (with no status) would outlive it as an active one.
+            finish_header: p(format!("INSERT INTO {ks}.reservations (id, status, owner, lines, reference, created_at, expires_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL {RECORD_TTL}")).await?,
             delete_header: p(format!("DELETE FROM {ks}.reservations WHERE id = ? IF status = ?")).await?,
             index_line: p(format!("INSERT INTO {ks}.reservation_index (id, sku, location) VALUES (?, ?, ?) USING TTL ?")).await?,
             index_of: p(format!("SELECT sku, location FROM {ks}.reservation_index WHERE id = ?")).await?,
@@ -150,6 +152,8 @@ pub(super) struct OutboxRow {
 pub(super) struct MarkerRow {
     pub sku: String,
     pub location: String,
+    /// The writer's clock when it wrote the marker, milliseconds.
+    pub touched: Option<i64>,
     pub written: Option<i64>,
 }
 

@@ -386,6 +386,134 @@ async fn expiry_rounds_tidy_the_deadline_index() {
     assert_eq!(round.next_deadline_ms, Some(live_deadline));
 }
 
+/// A finished saga's header expires as a whole: were only the cells its last write set to
+/// expire, the rest of the row would stay behind with no status, which reads as active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_saga_header_expires_with_every_column() {
+    use stockflow_domain::{Command, OnHandChange, ReservationId, ReservationStatus};
+
+    use crate::contract::{adjust, location, plain, reserve};
+    use crate::ports::WriteStore;
+
+    let b = backend("header_ttl").await;
+    let w = b.write.clone();
+    let p = w.keys.partitions.clone();
+    w.put_location(location("x", "north")).await.unwrap();
+    for sku in ["a", "b"] {
+        w.execute(plain(adjust(sku, "x", OnHandChange::Delta(10), None)))
+            .await
+            .unwrap();
+    }
+    let id = ReservationId::parse("two-lines").unwrap();
+    w.execute(plain(reserve(
+        "two-lines",
+        &[("a", "x", 1), ("b", "x", 2)],
+        600,
+    )))
+    .await
+    .unwrap();
+    assert!(
+        matches!(saga::locate(&p, &id).await.unwrap(), saga::Located::Saga(_)),
+        "a reservation over two keys is found through its header"
+    );
+    w.execute(plain(Command::Confirm { id: id.clone() }))
+        .await
+        .unwrap();
+    let ttl_of = |column: &'static str| {
+        let session = p.session.clone();
+        let keyspace = format!("t_header_ttl_{}", std::process::id());
+        async move {
+            let rows = session
+                .query_unpaged(
+                    format!("SELECT TTL({column}) AS ttl FROM {keyspace}.reservations WHERE id = 'two-lines'"),
+                    (),
+                )
+                .await
+                .unwrap()
+                .into_rows_result()
+                .unwrap();
+            rows.maybe_first_row::<(Option<i32>,)>().unwrap().unwrap().0
+        }
+    };
+    for column in [
+        "status",
+        "owner",
+        "lines",
+        "created_at",
+        "expires_at",
+        "updated_at",
+    ] {
+        let ttl = ttl_of(column).await;
+        assert!(
+            ttl.is_some_and(|t| t > 0 && t <= statements::RECORD_TTL),
+            "{column} of a confirmed saga carries the record TTL, found {ttl:?}"
+        );
+    }
+    let confirmed = w.reservation(&id).await.unwrap().unwrap();
+    assert_eq!(confirmed.status, ReservationStatus::Confirmed);
+    assert_eq!(confirmed.lines.len(), 2);
+}
+
+/// A publisher hands out the rows its own process committed without reading them back,
+/// but only while they follow its cursor with no gap: a row another writer slipped in
+/// between (behind this process's marker, which that writer did not write again) is read,
+/// and everything is published in version order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_another_writer_between_this_process_rows_are_published_in_order() {
+    use stockflow_domain::{BusEvent, LocationId, OnHandChange, Sku, StockKey};
+
+    use crate::contract::{adjust, location, plain};
+    use crate::ports::{Outbox, WriteStore};
+
+    let (a, config) = backend_and_config("fresh_gap").await;
+    let b = ScyllaBackend::open(&config).await.expect("second instance");
+    let (a, b) = (a.write.clone(), b.write.clone());
+    let key = StockKey::new(Sku::parse("g").unwrap(), LocationId::parse("x").unwrap());
+    let versions = |entries: &[crate::ports::OutboxEntry]| -> Vec<u64> {
+        entries
+            .iter()
+            .map(|e| match serde_json::from_slice(&e.payload).unwrap() {
+                BusEvent::Stock(e) => e.version,
+                BusEvent::Catalog(_) => panic!("a catalog event"),
+            })
+            .collect()
+    };
+    a.put_location(location("x", "north")).await.unwrap();
+    let add = |store: Arc<ScyllaWriteStore>| async move {
+        store
+            .execute(plain(adjust("g", "x", OnHandChange::Delta(1), None)))
+            .await
+            .unwrap();
+    };
+    add(a.clone()).await;
+    let first = a.pending(100).await.unwrap();
+    assert_eq!(versions(&first), vec![1]);
+    a.mark_published(&first.iter().map(|e| e.id.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    add(a.clone()).await;
+    // Another writer, then this process again (its marker is fresh: it does not write it).
+    add(b.clone()).await;
+    add(a.clone()).await;
+    let next = a.pending(100).await.unwrap();
+    assert_eq!(
+        versions(&next),
+        vec![2, 3, 4],
+        "the other writer's row is read"
+    );
+    a.mark_published(&next.iter().map(|e| e.id.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    add(a.clone()).await;
+    let last = a.pending(100).await.unwrap();
+    assert_eq!(versions(&last), vec![5]);
+    a.mark_published(&last.iter().map(|e| e.id.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(a.pending(100).await.unwrap().is_empty());
+    assert!(a.outbox_versions(&key).await.unwrap().is_empty());
+}
+
 /// The times of `id`'s rows in the deadline index, from two minutes ago to well ahead.
 async fn deadline_rows(p: &partition::Partitions, id: &str) -> Vec<i64> {
     let now = crate::now_ms();

@@ -115,11 +115,10 @@ impl ScyllaWriteStore {
         // An id already used for a reservation elsewhere is refused. (Two concurrent
         // requests racing with one id on different keys both land; the index then names
         // both partitions and the reservation settles and expires as one.)
-        let (header, indexed) = tokio::join!(saga::header(p, &cmd.id), saga::indexed(p, &cmd.id));
-        if header?.is_some() {
+        let saga::Located::Lines(indexed) = saga::locate(p, &cmd.id).await? else {
             return Err(DomainError::ReservationExists(cmd.id.clone()).into());
-        }
-        for other in indexed? {
+        };
+        for other in indexed {
             if other != key && !p.lines(&other, &[cmd.id.to_string()]).await?.is_empty() {
                 return Err(DomainError::ReservationExists(cmd.id.clone()).into());
             }
@@ -160,16 +159,17 @@ impl ScyllaWriteStore {
         outcome
     }
 
-    /// Settles a reservation whose lines were found through the index (no saga header).
+    /// Settles a reservation whose lines were found through the index at `keys` (no saga
+    /// header).
     async fn settle_lines(
         &self,
         id: &ReservationId,
+        keys: Vec<StockKey>,
         how: Settlement,
         guard: CmdGuard,
         meta: &EventMeta,
     ) -> Result<OpOutcome> {
         let p = self.p();
-        let keys = saga::indexed(p, id).await?;
         let mut last: Option<OpOutcome> = None;
         let mut held = 0;
         for key in keys {
@@ -227,14 +227,14 @@ impl ScyllaWriteStore {
         guard: CmdGuard,
         meta: &EventMeta,
     ) -> Result<OpOutcome> {
-        match saga::header(self.p(), id).await? {
-            Some(header) => {
+        match saga::locate(self.p(), id).await? {
+            saga::Located::Saga(header) => {
                 self.claimed(request, |_| async move {
                     saga::settle(&self.keys, header, how, meta).await
                 })
                 .await
             }
-            None => self.settle_lines(id, how, guard, meta).await,
+            saga::Located::Lines(keys) => self.settle_lines(id, keys, how, guard, meta).await,
         }
     }
 
@@ -534,15 +534,16 @@ impl WriteStore for ScyllaWriteStore {
 
     async fn reservation(&self, id: &ReservationId) -> Result<Option<Reservation>> {
         let p = self.p();
-        if let Some(h) = saga::header(p, id).await? {
+        let keys = match saga::locate(p, id).await? {
             // A saga that is not active yet (or is being rolled back) does not exist for
             // clients.
-            if matches!(h.status.as_str(), "pending" | "aborting") {
+            saga::Located::Saga(h) if matches!(h.status.as_str(), "pending" | "aborting") => {
                 return Ok(None);
             }
-            return Ok(Some(h.reservation));
-        }
-        let lines = saga::single_lines(p, id).await?;
+            saga::Located::Saga(h) => return Ok(Some(h.reservation)),
+            saga::Located::Lines(keys) => keys,
+        };
+        let lines = saga::single_lines(p, id, keys).await?;
         let mut found: Option<Reservation> = None;
         for (_, line) in lines {
             found = Some(match found {
