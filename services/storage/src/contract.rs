@@ -242,6 +242,34 @@ pub(crate) async fn write_store_contract<S: WriteStore + Outbox>(store: Arc<S>) 
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::IdempotencyKeyReused));
+    // A key first used for a one-line reservation stands for it on every other key too.
+    store
+        .execute(plain(adjust("fpk", "s1", OnHandChange::Delta(5), None)))
+        .await
+        .unwrap();
+    store
+        .execute(keyed(
+            reserve("r-fpk", &[("fpk", "s1", 1)], 600),
+            "k-2",
+            "fp-r",
+        ))
+        .await
+        .unwrap();
+    let err = store
+        .execute(keyed(
+            adjust("fpk", "s2", OnHandChange::Delta(1), None),
+            "k-2",
+            "fp-other",
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::IdempotencyKeyReused), "{err}");
+    store
+        .execute(plain(Command::Release {
+            id: ReservationId::parse("r-fpk").unwrap(),
+        }))
+        .await
+        .unwrap();
 
     // On-hand may not drop below reserved.
     let r = reservation_of(

@@ -33,6 +33,7 @@ use super::coalesce::Keys;
 use super::cql::{Rows, db_error};
 use super::partition::{Decision, KeyOp, LineWrite, Partitions, View, corrupt};
 use super::statements::{HeaderRow, IndexRow, RECORD_TTL};
+use crate::ports::IdempotencyToken;
 use crate::{Result, StoreError, now_ms};
 
 /// How long a saga may stay `pending`, `aborting` or `settling` before expiry completes it.
@@ -123,13 +124,15 @@ pub(super) async fn locate(p: &Partitions, id: &ReservationId) -> Result<Located
 }
 
 /// Records that `id` has a line at each of `keys` and asks expiry to look at it at each of
-/// `deadlines`, in one request (an unlogged batch: the rows are independent, and each is
-/// idempotent, so a partial write is completed by the retry that must follow its error).
+/// `deadlines`, with `fingerprint`'s row if given, in one request (an unlogged batch: the
+/// rows are independent, and each is idempotent, so a partial write is completed by the
+/// retry that must follow its error).
 pub(super) async fn index_with_deadlines(
     p: &Partitions,
     id: &ReservationId,
     keys: &[StockKey],
     deadlines: &[i64],
+    fingerprint: Option<&IdempotencyToken>,
 ) -> Result<()> {
     let mut batch = Batch::new(BatchType::Unlogged);
     let mut values: Vec<Vec<CqlValue>> = Vec::new();
@@ -150,6 +153,13 @@ pub(super) async fn index_with_deadlines(
             CqlValue::BigInt(*at),
             text(id.as_str()),
             CqlValue::Int(deadline_ttl(*at)),
+        ]);
+    }
+    if let Some(token) = fingerprint {
+        batch.append_statement(p.st.put_fingerprint.clone());
+        values.push(vec![
+            text(token.key.as_str()),
+            text(token.fingerprint.as_str()),
         ]);
     }
     p.session
@@ -380,6 +390,7 @@ pub(super) async fn reserve(
             &cmd.id,
             &line_keys,
             &[reservation.expires_at_ms, recovery_at],
+            None,
         )
         .await?;
         let created = p

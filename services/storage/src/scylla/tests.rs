@@ -203,7 +203,7 @@ async fn expiry_recovers_sagas_left_half_way() {
         expires_at_ms: old + 600_000,
         updated_at_ms: old,
     };
-    saga::index_with_deadlines(&p, &crashed.id, &[key("a"), key("b")], &[])
+    saga::index_with_deadlines(&p, &crashed.id, &[key("a"), key("b")], &[], None)
         .await
         .unwrap();
     p.session
@@ -559,7 +559,7 @@ async fn a_deadline_written_before_its_reservation_is_kept_until_it_lands() {
     let orphan = ReservationId::parse("orphan").unwrap();
     let now = crate::now_ms();
     let key = StockKey::new(Sku::parse("t").unwrap(), LocationId::parse("x").unwrap());
-    saga::index_with_deadlines(&p, &late, std::slice::from_ref(&key), &[now - 1_000])
+    saga::index_with_deadlines(&p, &late, std::slice::from_ref(&key), &[now - 1_000], None)
         .await
         .unwrap();
     saga::deadline(&p, &orphan, now - 200_000).await.unwrap();

@@ -32,7 +32,9 @@ use super::partition::{
 };
 use super::saga;
 use super::statements::{CATALOG, Statements};
-use crate::ports::{CommandOutcome, CommandRequest, ExpiryRound, Purge, WriteStore};
+use crate::ports::{
+    CommandOutcome, CommandRequest, ExpiryRound, IdempotencyToken, Purge, WriteStore,
+};
 use crate::{Result, StoreError, now_ms};
 
 /// Attempts of one catalog update before giving up with a retryable error.
@@ -103,11 +105,13 @@ impl ScyllaWriteStore {
             .await
     }
 
-    /// A one-line reservation: one conditional batch in its partition.
+    /// A one-line reservation: one conditional batch in its partition. `unrecorded`, a key
+    /// seen for the first time, has its fingerprint written with the reservation's index.
     async fn reserve_one(
         &self,
         cmd: &Reserve,
         guard: CmdGuard,
+        unrecorded: Option<&IdempotencyToken>,
         meta: &EventMeta,
     ) -> Result<OpOutcome> {
         let p = self.p();
@@ -115,18 +119,36 @@ impl ScyllaWriteStore {
         // An id already used for a reservation elsewhere is refused. (Two concurrent
         // requests racing with one id on different keys both land; the index then names
         // both partitions and the reservation settles and expires as one.)
-        let saga::Located::Lines(indexed) = saga::locate(p, &cmd.id).await? else {
-            return Err(DomainError::ReservationExists(cmd.id.clone()).into());
-        };
-        for other in indexed {
-            if other != key && !p.lines(&other, &[cmd.id.to_string()]).await?.is_empty() {
-                return Err(DomainError::ReservationExists(cmd.id.clone()).into());
+        let exists = match saga::locate(p, &cmd.id).await? {
+            saga::Located::Saga(_) => true,
+            saga::Located::Lines(indexed) => {
+                let mut elsewhere = false;
+                for other in indexed {
+                    if other != key && !p.lines(&other, &[cmd.id.to_string()]).await?.is_empty() {
+                        elsewhere = true;
+                        break;
+                    }
+                }
+                elsewhere
             }
+        };
+        if exists {
+            if let Some(token) = unrecorded {
+                claims::record_fingerprint(p, token).await;
+            }
+            return Err(DomainError::ReservationExists(cmd.id.clone()).into());
         }
         // The deadline the domain will give the reservation decided below with this `meta`.
         let expires_at = decide::new_reservation(cmd, meta.occurred_at_ms).expires_at_ms;
         // Before the batch, so nothing it commits is unreachable.
-        saga::index_with_deadlines(p, &cmd.id, std::slice::from_ref(&key), &[expires_at]).await?;
+        saga::index_with_deadlines(
+            p,
+            &cmd.id,
+            std::slice::from_ref(&key),
+            &[expires_at],
+            unrecorded,
+        )
+        .await?;
         let (reserve, op_meta) = (cmd.clone(), meta.clone());
         let outcome = self
             .keys
@@ -314,7 +336,26 @@ impl ScyllaWriteStore {
         }
     }
 
-    async fn run(&self, request: &CommandRequest, meta: &EventMeta) -> Result<OpOutcome> {
+    /// Runs `command`, recording `unrecorded`'s fingerprint beside it (if any).
+    async fn beside<T>(
+        &self,
+        unrecorded: Option<&IdempotencyToken>,
+        command: impl std::future::Future<Output = T>,
+    ) -> T {
+        match unrecorded {
+            Some(token) => tokio::join!(claims::record_fingerprint(self.p(), token), command).1,
+            None => command.await,
+        }
+    }
+
+    /// Runs `request`; `unrecorded` is its key when seen for the first time, whose
+    /// fingerprint is written beside the command (or with it, where it writes anyway).
+    async fn run(
+        &self,
+        request: &CommandRequest,
+        unrecorded: Option<&IdempotencyToken>,
+        meta: &EventMeta,
+    ) -> Result<OpOutcome> {
         let guard = match &request.idempotency {
             Some(token) => CmdGuard {
                 id: format!("k:{}", token.key),
@@ -325,30 +366,26 @@ impl ScyllaWriteStore {
                 fingerprint: String::new(),
             },
         };
-        match &request.command {
-            Command::Adjust(cmd) => self.adjust(cmd, guard, meta).await,
+        let how = match &request.command {
+            Command::Adjust(cmd) => {
+                return self.beside(unrecorded, self.adjust(cmd, guard, meta)).await;
+            }
             Command::Reserve(cmd) if cmd.lines.len() == 1 => {
-                self.reserve_one(cmd, guard, meta).await
+                return self.reserve_one(cmd, guard, unrecorded, meta).await;
             }
             Command::Reserve(cmd) => {
-                self.claimed(request, |owner| async move {
+                let saga = self.claimed(request, |owner| async move {
                     saga::reserve(&self.keys, cmd, &owner, meta).await
-                })
-                .await
+                });
+                return self.beside(unrecorded, saga).await;
             }
-            Command::Confirm { id } => {
-                self.settle(request, id, Settlement::Confirm, guard, meta)
-                    .await
-            }
-            Command::Release { id } => {
-                self.settle(request, id, Settlement::Release, guard, meta)
-                    .await
-            }
-            Command::Expire { id } => {
-                self.settle(request, id, Settlement::Expire, guard, meta)
-                    .await
-            }
-        }
+            Command::Confirm { id } => (id, Settlement::Confirm),
+            Command::Release { id } => (id, Settlement::Release),
+            Command::Expire { id } => (id, Settlement::Expire),
+        };
+        let (id, how) = how;
+        self.beside(unrecorded, self.settle(request, id, how, guard, meta))
+            .await
     }
 }
 
@@ -401,16 +438,8 @@ impl WriteStore for ScyllaWriteStore {
             trace_context: request.trace_context.clone(),
             occurred_at_ms: now_ms(),
         };
-        let outcome = match (&request.idempotency, new_key) {
-            (Some(token), true) => {
-                let (_, outcome) = tokio::join!(
-                    claims::record_fingerprint(self.p(), token),
-                    self.run(&request, &meta)
-                );
-                outcome
-            }
-            _ => self.run(&request, &meta).await,
-        };
+        let unrecorded = request.idempotency.as_ref().filter(|_| new_key);
+        let outcome = self.run(&request, unrecorded, &meta).await;
         if let (Some(token), Err(StoreError::Domain(refusal))) = (&request.idempotency, &outcome)
             && refusal.is_recorded()
         {
