@@ -5,10 +5,11 @@
 //! versions of a partition go up by exactly one per change. So when this process holds the
 //! rows right after the last one it published there, with no gap between them, they are
 //! exactly what a read after that cursor would find first: nothing else can sit between
-//! two consecutive versions. Anything else (a gap, a row whose batch had an unknown
-//! outcome, a catalog row, a partition this process has no cursor for yet) is read, as
-//! before. Rows are kept only once a publisher in this process asked for them, and the
-//! whole set is bounded: a row not kept is simply read.
+//! two consecutive versions. Anything else (a gap, a catalog row, a partition this process
+//! has no cursor for yet) is read, as before. A batch whose outcome is unknown, or a row
+//! that finds no room, drops the partition's kept rows, so its next round is a read that
+//! goes to the end of the partition. Rows are kept only once a publisher in this process
+//! asked for them, and the whole set is bounded.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -62,7 +63,11 @@ impl FreshOutbox {
             return;
         };
         if kept.rows + rows.len() > MAX_ROWS {
-            // The publisher is behind (or stopped): its reads find these rows instead.
+            // The publisher is behind (or stopped): its reads find these rows instead. The
+            // partition's older rows go too, or they would stand for a read that stops
+            // short of these.
+            drop(kept);
+            self.forget(sku, location);
             return;
         }
         kept.rows += rows.len();
@@ -176,6 +181,18 @@ mod tests {
         fresh.published("s", "l", 8);
         assert_eq!(versions(fresh.after("s", "l", 8, 10)), Some(vec![9]));
         assert_eq!(versions(fresh.after("other", "l", 0, 10)), None);
+    }
+
+    #[test]
+    fn a_row_without_room_takes_its_partitions_kept_rows_with_it() {
+        let fresh = FreshOutbox::default();
+        fresh.want();
+        fresh.committed("t", "l", rows(&[1]));
+        let all: Vec<u64> = (1..MAX_ROWS as u64).collect();
+        fresh.committed("s", "l", rows(&all));
+        // Row 2 of t is not kept; row 1 alone would stand for a read that misses it.
+        fresh.committed("t", "l", rows(&[2]));
+        assert_eq!(versions(fresh.after("t", "l", 0, 10)), None);
     }
 
     #[test]

@@ -37,11 +37,6 @@ const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
 /// How far apart full scans drift, in multiples of the scan interval, while they find
 /// nothing that this process did not commit itself (and so already knew of).
 const QUIET_SCAN_STRETCH: u32 = 10;
-/// How often a full scan in a process that commits also reads the partitions it marked
-/// last itself (it skips them otherwise: it knows what it committed there). This bounds how
-/// long a row is missed that another writer committed behind such a marker without marking
-/// it again, and then crashed before publishing it.
-const DEEP_SCAN_EVERY: Duration = Duration::from_secs(60);
 
 /// What the publisher side of a store remembers between calls.
 pub(super) struct OutboxCursors {
@@ -49,8 +44,6 @@ pub(super) struct OutboxCursors {
     published: Mutex<BTreeMap<(String, String), String>>,
     /// When every marker was last read.
     last_full_scan: Mutex<Option<Instant>>,
-    /// When every marked partition was last read.
-    last_deep_scan: Mutex<Option<Instant>>,
     /// How often every marker is read.
     scan_every: Mutex<Duration>,
     /// Full scans in a row that found nothing but what this process committed itself.
@@ -65,7 +58,6 @@ impl Default for OutboxCursors {
         Self {
             published: Mutex::default(),
             last_full_scan: Mutex::default(),
-            last_deep_scan: Mutex::default(),
             scan_every: Mutex::new(FULL_SCAN_EVERY),
             quiet_scans: AtomicU32::new(0),
             unmarked: Mutex::default(),
@@ -287,28 +279,19 @@ impl ScyllaWriteStore {
             })
             .unwrap_or(true);
         let known_here = if full { dirty.clone() } else { BTreeSet::new() };
-        // A process that commits skips, in most full scans, the partitions whose marker it
-        // wrote last: its dirty set brings what it commits there.
-        let skip_own = commits_here
-            && full
-            && !self
-                .cursors
-                .last_deep_scan
-                .lock()
-                .map(|mut last| {
-                    let due = last.is_none_or(|t| t.elapsed() >= DEEP_SCAN_EVERY);
-                    if due {
-                        *last = Some(Instant::now());
-                    }
-                    due
-                })
-                .unwrap_or(true);
         let mut targets: BTreeMap<(String, String), (i32, MarkerRow)> = BTreeMap::new();
         if full {
-            for (shard, marker) in all_markers(p, owned).await? {
-                if skip_own && p.marked_here_last(&marker.sku, &marker.location, marker.touched) {
-                    continue;
+            let marked = match all_markers(p, owned).await {
+                Ok(marked) => marked,
+                Err(e) => {
+                    // What this call took stays to be read by the next one.
+                    if let Ok(mut again) = p.dirty.lock() {
+                        again.extend(dirty);
+                    }
+                    return Err(e);
                 }
+            };
+            for (shard, marker) in marked {
                 targets.insert(
                     (marker.sku.clone(), marker.location.clone()),
                     (shard, marker),
@@ -324,7 +307,6 @@ impl ScyllaWriteStore {
                     let marker = MarkerRow {
                         sku,
                         location,
-                        touched: None,
                         written: None,
                     };
                     (shard, marker)

@@ -510,18 +510,6 @@ impl Partitions {
         Ok(())
     }
 
-    /// Whether the marker of `(sku, location)` holds the value this process last wrote
-    /// there: then nobody marked the partition since, and what it commits after that
-    /// reaches this process's publisher without a scan.
-    pub(super) fn marked_here_last(&self, sku: &str, location: &str, touched: Option<i64>) -> bool {
-        let Some(touched) = touched else {
-            return false;
-        };
-        self.markers.lock().is_ok_and(|markers| {
-            markers.get(&(sku.to_string(), location.to_string())) == Some(&touched)
-        })
-    }
-
     /// Applies `ops` to `key`'s partition, in order, in as few conditional batches as the
     /// races allow (one when uncontended). Returns one answer per operation.
     ///
@@ -773,6 +761,9 @@ impl Partitions {
             }
             Err(e) if outcome_unknown(&e) => {
                 self.known.forget(key, false);
+                // Its rows may be there: the kept ones must not stand for a read that
+                // stops short of them.
+                self.fresh.forget(key.sku.as_str(), key.location.as_str());
                 if !changes.is_empty() {
                     // If it did apply, its outbox rows are published without waiting for a
                     // scan to come across them.

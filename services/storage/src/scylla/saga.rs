@@ -109,13 +109,14 @@ pub(super) enum Located {
 }
 
 /// Finds reservation `id` with one read where it can: the index first, the header only if
-/// the index names two keys or more. A saga writes its index rows (at least two: its lines
-/// are on distinct keys, the domain refuses a key named twice) in one batch before its
-/// header, and they outlive it ([`INDEX_TTL`]), so an id indexed on fewer keys has no
-/// header.
+/// the index names two keys or more, or none. A saga writes its index rows (at least two:
+/// its lines are on distinct keys, the domain refuses a key named twice) in one batch
+/// before its header, so an id indexed on exactly one key has no header. An empty index
+/// may be a saga's that expired ([`INDEX_TTL`]) while its header did not (an active header
+/// has no TTL), so the header is read then too.
 pub(super) async fn locate(p: &Partitions, id: &ReservationId) -> Result<Located> {
     let keys = indexed(p, id).await?;
-    if keys.len() >= 2
+    if keys.len() != 1
         && let Some(h) = header(p, id).await?
     {
         return Ok(Located::Saga(h));

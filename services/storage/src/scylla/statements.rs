@@ -76,7 +76,7 @@ impl Statements {
             insert_new_line: p(format!("INSERT INTO {sp} (sku, location, row_kind, row_id, status, payload, created_at) VALUES (?, ?, 'r', ?, ?, ?, ?) IF NOT EXISTS USING TTL ?")).await?,
             delete_line: p(format!("DELETE FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'r' AND row_id = ?")).await?,
             insert_marker: p(format!("INSERT INTO {ks}.outbox_markers (shard, sku, location, touched) VALUES (?, ?, ?, ?)")).await?,
-            markers: p(format!("SELECT sku, location, touched, writetime(touched) AS written FROM {ks}.outbox_markers WHERE shard = ?")).await?,
+            markers: p(format!("SELECT sku, location, writetime(touched) AS written FROM {ks}.outbox_markers WHERE shard = ?")).await?,
             delete_marker: p(format!("DELETE FROM {ks}.outbox_markers USING TIMESTAMP ? WHERE shard = ? AND sku = ? AND location = ?")).await?,
             partition_outbox: p(format!("SELECT row_id, payload, created_at FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'o' LIMIT ?")).await?,
             outbox_after: p(format!("SELECT row_id, payload, created_at FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'o' AND row_id > ? LIMIT ?")).await?,
@@ -152,8 +152,6 @@ pub(super) struct OutboxRow {
 pub(super) struct MarkerRow {
     pub sku: String,
     pub location: String,
-    /// The writer's clock when it wrote the marker, milliseconds.
-    pub touched: Option<i64>,
     pub written: Option<i64>,
 }
 
