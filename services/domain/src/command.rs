@@ -104,7 +104,9 @@ impl Adjust {
             OnHandChange::Delta(0) => {
                 return Err(ValidationError::new("delta", "must not be zero"));
             }
-            OnHandChange::Delta(d) if d.abs() > MAX_LINE_QTY => {
+            // A range test, not `d.abs() > MAX`: `i64::MIN.abs()` overflows (to itself
+            // in release builds), which let the most negative delta through.
+            OnHandChange::Delta(d) if !(-MAX_LINE_QTY..=MAX_LINE_QTY).contains(&d) => {
                 return Err(ValidationError::new(
                     "delta",
                     format!("must be between -{MAX_LINE_QTY} and {MAX_LINE_QTY}"),
@@ -252,6 +254,47 @@ impl Command {
             Command::Confirm { .. } => "confirm",
             Command::Release { .. } => "release",
             Command::Expire { .. } => "expire",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> StockKey {
+        StockKey::new(
+            Sku::parse("s").expect("valid"),
+            LocationId::parse("l").expect("valid"),
+        )
+    }
+
+    #[test]
+    fn deltas_are_bounded_without_overflow() {
+        let adjust = |d| {
+            Adjust::new(
+                key(),
+                OnHandChange::Delta(d),
+                AdjustReason::Receipt,
+                None,
+                None,
+            )
+        };
+        for refused in [
+            i64::MIN,
+            i64::MIN + 1,
+            -MAX_LINE_QTY - 1,
+            MAX_LINE_QTY + 1,
+            i64::MAX,
+            0,
+        ] {
+            assert!(adjust(refused).is_err(), "delta {refused} must be refused");
+        }
+        for accepted in [-MAX_LINE_QTY, -1, 1, MAX_LINE_QTY] {
+            assert!(
+                adjust(accepted).is_ok(),
+                "delta {accepted} must be accepted"
+            );
         }
     }
 }

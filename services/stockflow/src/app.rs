@@ -219,6 +219,14 @@ pub struct Security {
     pub request_timeout: Duration,
     /// HTTPS (and mutual TLS with a client CA); `None`: plain HTTP.
     pub tls: Option<crate::http::tls::TlsSettings>,
+    /// Mutual TLS without bearer tokens: the file granting each client certificate its
+    /// scopes and locations.
+    pub mtls_principals: Option<std::path::PathBuf>,
+    /// Whether anonymous callers (a platform without authentication) are rate limited,
+    /// one bucket per client address.
+    pub limit_anonymous: bool,
+    /// Open connections, header and idle deadlines.
+    pub connections: crate::http::server::ConnectionLimits,
 }
 
 impl Default for Security {
@@ -230,6 +238,9 @@ impl Default for Security {
             max_concurrent: open.max_concurrent,
             request_timeout: open.request_timeout,
             tls: None,
+            mtls_principals: None,
+            limit_anonymous: open.limit_anonymous,
+            connections: crate::http::server::ConnectionLimits::default(),
         }
     }
 }
@@ -363,8 +374,14 @@ async fn start_edge(
         }
         None => None,
     };
+    let principals = match &security.mtls_principals {
+        Some(path) => Some(Arc::new(crate::auth::Principals::load(path)?)),
+        None => None,
+    };
     let edge = crate::http::guard::Edge::new(crate::http::guard::EdgeConfig {
         auth,
+        principals,
+        limit_anonymous: security.limit_anonymous,
         rate_limit: security.rate_limit,
         max_concurrent: security.max_concurrent,
         request_timeout: security.request_timeout,
@@ -521,6 +538,7 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
     };
     let fatal_watch = tokio::spawn(fail_stop(backend.write.clone(), shutdown.clone()));
     let shutdown_timeout = config.shutdown_timeout;
+    let connections = config.security.connections;
     let app = router(state, config.routes);
     let stop = shutdown.clone();
     let local = backend.local.clone();
@@ -533,14 +551,7 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
                 drain.store(true, Ordering::Relaxed);
                 tracing::info!("shutting down: draining requests");
             };
-            match tls {
-                Some(acceptor) => crate::http::tls::serve(listener, app, acceptor, stopped).await,
-                None => {
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stopped)
-                        .await
-                }
-            }
+            crate::http::server::serve(listener, app, tls, connections, stopped).await
         });
         // Shutdown has one budget that fits the pod's grace period: requests drain first,
         // then what was committed is published, then projected, then leases are released.

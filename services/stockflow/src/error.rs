@@ -56,6 +56,19 @@ pub enum ApiError {
     /// 403: the token lacks the route's scope.
     #[error("this endpoint needs the {0} scope")]
     InsufficientScope(crate::auth::Scope),
+    /// 403: mutual TLS without bearer tokens, and the principals file names no entry for
+    /// this client certificate.
+    #[error("client certificate {0} is not listed among the region's principals")]
+    PrincipalNotListed(String),
+    /// 415: the body is compressed (or otherwise encoded) with a coding we do not decode.
+    #[error("Content-Encoding {0} is not supported: send the body uncompressed")]
+    UnsupportedEncoding(String),
+    /// 501: the body uses a transfer coding besides `chunked` (RFC 9112 section 6.1).
+    #[error("Transfer-Encoding {0} is not supported: only chunked is")]
+    UnsupportedTransferCoding(String),
+    /// 431: too many header fields, or too many bytes of them.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// 403: the token may not act at this location.
     #[error("this token may not change stock at location {0}")]
     LocationForbidden(String),
@@ -137,6 +150,10 @@ pub const PROBLEM_CODES: &[&str] = &[
     "invalid_token",
     "insufficient_scope",
     "location_forbidden",
+    "principal_not_listed",
+    "unsupported_encoding",
+    "unsupported_transfer_coding",
+    "headers_too_large",
     "rate_limited",
     "overloaded",
     "timeout",
@@ -216,6 +233,26 @@ impl ApiError {
             ApiError::LocationForbidden(_) => {
                 (S::FORBIDDEN, "location_forbidden", "Location not allowed")
             }
+            ApiError::PrincipalNotListed(_) => (
+                S::FORBIDDEN,
+                "principal_not_listed",
+                "Client certificate not authorized",
+            ),
+            ApiError::UnsupportedEncoding(_) => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                "Unsupported content encoding",
+            ),
+            ApiError::UnsupportedTransferCoding(_) => (
+                S::NOT_IMPLEMENTED,
+                "unsupported_transfer_coding",
+                "Unsupported transfer coding",
+            ),
+            ApiError::HeadersTooLarge(_) => (
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "Request header fields too large",
+            ),
             ApiError::RateLimited { .. } => {
                 (S::TOO_MANY_REQUESTS, "rate_limited", "Too many requests")
             }
@@ -328,6 +365,7 @@ impl IntoResponse for ApiError {
                 | ApiError::Timeout(_)
                 | ApiError::NotReady(_)
                 | ApiError::StorageFault(_)
+                | ApiError::UnsupportedTransferCoding(_)
         ) {
             self.to_string()
         } else if status.is_server_error() {
@@ -364,6 +402,13 @@ impl IntoResponse for ApiError {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+                );
+            }
+            ApiError::UnsupportedEncoding(_) => {
+                // RFC 9110 section 12.5.3: say which codings are accepted.
+                headers.insert(
+                    header::ACCEPT_ENCODING,
+                    HeaderValue::from_static("identity"),
                 );
             }
             _ => {}
@@ -425,6 +470,10 @@ mod tests {
             ApiError::InvalidToken("t".into()),
             ApiError::InsufficientScope(Scope::Admin),
             ApiError::LocationForbidden("L".into()),
+            ApiError::PrincipalNotListed("cn".into()),
+            ApiError::UnsupportedEncoding("gzip".into()),
+            ApiError::UnsupportedTransferCoding("gzip".into()),
+            ApiError::HeadersTooLarge("h".into()),
             ApiError::RateLimited {
                 retry_after_secs: 1,
             },

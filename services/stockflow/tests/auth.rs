@@ -68,131 +68,134 @@ fn b64(v: &Value) -> String {
 /// authorized.
 struct Route {
     method: Method,
-    path: &'static str,
+    /// The concrete path (and query) sent.
+    path: String,
+    /// The operation's path template in the document.
+    template: String,
     body: Option<Value>,
     scope: Scope,
-    /// Touches stock at a location (the `locations` claim applies).
+    /// Names a location other than the store token's own (`s2`): the token is refused.
     at_location: bool,
 }
 
-fn routes() -> Vec<Route> {
-    let r = |method: Method, path, body, scope, at_location| Route {
-        method,
-        path,
-        body,
-        scope,
-        at_location,
-    };
-    let adjust = json!({"sku": "SKU-1", "location": "s2", "delta": 1, "reason": "receipt"});
-    let reserve = json!({"lines": [{"sku": "SKU-1", "location": "s2", "qty": 1}]});
-    vec![
-        r(
-            Method::GET,
-            "/v1/stock/SKU-1",
-            None,
-            Scope::StockRead,
-            false,
-        ),
-        r(
-            Method::GET,
-            "/v1/stock/SKU-1/s1",
-            None,
-            Scope::StockRead,
-            false,
-        ),
-        r(
-            Method::GET,
-            "/v1/availability/SKU-1",
-            None,
-            Scope::StockRead,
-            false,
-        ),
-        r(
-            Method::GET,
-            "/v1/search?q=shoe",
-            None,
-            Scope::StockRead,
-            false,
-        ),
-        r(
-            Method::GET,
-            "/v1/reservations/r-1",
-            None,
-            Scope::StockRead,
-            false,
-        ),
-        r(
-            Method::POST,
-            "/v1/adjustments",
-            Some(adjust),
-            Scope::StockAdjust,
-            true,
-        ),
-        r(
-            Method::POST,
-            "/v1/reservations",
-            Some(reserve),
-            Scope::StockReserve,
-            true,
-        ),
-        r(
-            Method::POST,
-            "/v1/reservations/r-1/confirm",
-            None,
-            Scope::StockReserve,
-            false,
-        ),
-        r(
-            Method::POST,
-            "/v1/reservations/r-1/release",
-            None,
-            Scope::StockReserve,
-            false,
-        ),
-        r(
-            Method::PUT,
-            "/v1/locations/s3",
-            Some(json!({"region": "north", "kind": "store", "name": "S3"})),
-            Scope::CatalogWrite,
-            false,
-        ),
-        r(
-            Method::PUT,
-            "/v1/skus/SKU-1",
-            Some(json!({"name": "Shoe"})),
-            Scope::CatalogWrite,
-            false,
-        ),
-        r(
-            Method::GET,
-            "/admin/dead-letters",
-            None,
-            Scope::Admin,
-            false,
-        ),
-        r(
-            Method::POST,
-            "/admin/dead-letters/1/replay",
-            None,
-            Scope::Admin,
-            false,
-        ),
-        r(
-            Method::POST,
-            "/admin/projections/replay",
-            None,
-            Scope::Admin,
-            false,
-        ),
-        r(Method::GET, "/metrics", None, Scope::Admin, false),
-    ]
+impl Route {
+    fn new(method: Method, path: &str, body: Option<Value>, scope: Scope) -> Self {
+        Route {
+            method,
+            path: path.to_string(),
+            template: path.to_string(),
+            body,
+            scope,
+            at_location: true,
+        }
+    }
+}
+
+/// The value a test request gives each path or query parameter, by name: everything that
+/// names a location names `s2` (another store than the store token's `s1`), and `r-1` is
+/// a reservation held at `s2`.
+fn sample(parameter: &str) -> &'static str {
+    match parameter {
+        "sku" => "SKU-1",
+        "location" => "s2",
+        "id" => "r-1",
+        "q" => "shoe",
+        other => panic!("no sample value for parameter {other}: add one"),
+    }
+}
+
+/// A body that the operation `template` accepts. Every operation with a request body in the
+/// document must have one here, so a new route cannot escape the matrix.
+fn sample_body(method: &Method, template: &str) -> Option<Value> {
+    match (method.as_str(), template) {
+        ("POST", "/v1/adjustments") => {
+            Some(json!({"sku": "SKU-1", "location": "s2", "delta": 1, "reason": "receipt"}))
+        }
+        ("POST", "/v1/reservations") => {
+            Some(json!({"lines": [{"sku": "SKU-1", "location": "s2", "qty": 1}]}))
+        }
+        ("PUT", "/v1/locations/{location}") => {
+            Some(json!({"region": "north", "kind": "store", "name": "S2"}))
+        }
+        ("PUT", "/v1/skus/{sku}") => Some(json!({"name": "Shoe"})),
+        _ => None,
+    }
+}
+
+/// Every operation of the platform's own `/openapi.json` that needs a credential, with a
+/// request for it: generated from the document, not listed by hand.
+async fn routes(p: &Platform) -> Vec<Route> {
+    let doc: Value = reqwest::get(p.url("/openapi.json"))
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let mut routes = Vec::new();
+    let paths = doc["paths"].as_object().expect("paths");
+    for (template, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            let method: Method = method.to_uppercase().parse().expect("method");
+            let Some(scope) = op["security"][0]["bearer"][0].as_str() else {
+                assert!(
+                    ["/healthz", "/readyz", "/openapi.json"].contains(&template.as_str()),
+                    "{method} {template} needs no credential"
+                );
+                continue;
+            };
+            let scope = Scope::parse(scope).expect("a documented scope");
+            let mut path = template.clone();
+            let mut query = Vec::new();
+            let mut at_location = false;
+            for parameter in op["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().expect("name");
+                match parameter["in"].as_str() {
+                    Some("path") => {
+                        let value = match (template.as_str(), name) {
+                            ("/admin/dead-letters/{id}/replay", "id") => "1",
+                            _ => sample(name),
+                        };
+                        at_location |= name == "location" && !template.starts_with("/v1/locations");
+                        at_location |= template.starts_with("/v1/reservations/{id}");
+                        path = path.replace(&format!("{{{name}}}"), value);
+                    }
+                    Some("query") if parameter["required"] == json!(true) => {
+                        at_location |= name == "location";
+                        query.push(format!("{name}={}", sample(name)));
+                    }
+                    _ => {}
+                }
+            }
+            if !query.is_empty() {
+                path = format!("{path}?{}", query.join("&"));
+            }
+            let body = sample_body(&method, template);
+            assert_eq!(
+                body.is_some(),
+                !op["requestBody"].is_null(),
+                "{method} {template}: give it a sample body"
+            );
+            at_location |= body
+                .as_ref()
+                .is_some_and(|b| b.to_string().contains("\"location\":\"s2\""));
+            routes.push(Route {
+                method,
+                path,
+                template: template.clone(),
+                body,
+                scope,
+                at_location,
+            });
+        }
+    }
+    routes
 }
 
 async fn send(p: &Platform, route: &Route, token: Option<&str>, key: &str) -> (StatusCode, Value) {
     // A client without the harness's default token.
     let client = reqwest::Client::new();
     let mut req = client
-        .request(route.method.clone(), p.url(route.path))
+        .request(route.method.clone(), p.url(&route.path))
         .header("idempotency-key", key);
     if let Some(token) = token {
         req = req.header("authorization", format!("Bearer {token}"));
@@ -206,14 +209,54 @@ async fn send(p: &Platform, route: &Route, token: Option<&str>, key: &str) -> (S
     (status, body)
 }
 
+/// What the platform holds: every stock level, the reservation `r-1`, and the movements of
+/// both stores' keys. A refused request must leave it as it was.
+async fn state_of(p: &Platform) -> Value {
+    let write = &p.running.backend.write;
+    let levels = write.all_stock_levels().await.expect("levels");
+    let reservation = write
+        .reservation(&stockflow_domain::ReservationId::parse("r-1").expect("id"))
+        .await
+        .expect("reservation");
+    let mut movements = Vec::new();
+    for location in ["s1", "s2"] {
+        let rows = p
+            .running
+            .backend
+            .read
+            .movements("SKU-1", location, 0, 500)
+            .await
+            .expect("movements");
+        movements.push(rows.iter().map(|m| m.version).collect::<Vec<_>>());
+    }
+    json!({
+        "levels": levels.iter().map(|l| json!([l.sku.as_str(), l.location.as_str(), l.on_hand, l.reserved, l.version])).collect::<Vec<_>>(),
+        "reservation": reservation.map(|r| json!([r.status.as_str(), r.lines.len()])),
+        "movements": movements,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_refuses_every_bad_credential() {
     let s = secured(|_| {}).await;
     let p = &s.platform;
     p.location("s1", "north").await;
     p.location("s2", "north").await;
+    p.stock("SKU-1", "s2", 10).await;
     let all = Scope::ALL;
     let good = s.key.sign(&raw_claims(&all)).expect("token");
+    let reserve = Route::new(
+        Method::POST,
+        "/v1/reservations",
+        Some(
+            json!({"reservation_id": "r-1", "lines": [{"sku": "SKU-1", "location": "s2", "qty": 1}]}),
+        ),
+        Scope::StockReserve,
+    );
+    let (status, body) = send(p, &reserve, Some(&good), "setup-r-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    p.eventually_stock("SKU-1", "s2", |v| v["reserved"] == 1)
+        .await;
     let stranger = SigningKey::generate_ed25519("k-unknown").expect("key").0;
     let parts: Vec<&str> = good.split('.').collect();
     let mut tampered_claims = raw_claims(&all);
@@ -226,6 +269,13 @@ async fn every_route_refuses_every_bad_credential() {
         let mut c = raw_claims(&all);
         f(&mut c);
         s.key.sign(&c).expect("token")
+    };
+    let empty_kid = {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(String::new());
+        s.key
+            .sign_with_header(&header, &raw_claims(&all))
+            .expect("token")
     };
     let bad: Vec<(&str, Option<String>, &str)> = vec![
         ("no token", None, "unauthenticated"),
@@ -245,6 +295,13 @@ async fn every_route_refuses_every_bad_credential() {
             "invalid_token",
         ),
         (
+            "issuer as a list holding the right one",
+            Some(edit(&|c| {
+                c["iss"] = json!(["https://evil.test", TEST_ISSUER])
+            })),
+            "invalid_token",
+        ),
+        (
             "wrong audience",
             Some(edit(&|c| c["aud"] = json!("other-service"))),
             "invalid_token",
@@ -256,6 +313,22 @@ async fn every_route_refuses_every_bad_credential() {
             })),
             "invalid_token",
         ),
+        (
+            "subject not a string",
+            Some(edit(&|c| c["sub"] = json!(["store-7"]))),
+            "invalid_token",
+        ),
+        (
+            "locations null",
+            Some(edit(&|c| c["locations"] = Value::Null)),
+            "invalid_token",
+        ),
+        (
+            "locations a string",
+            Some(edit(&|c| c["locations"] = json!("s2"))),
+            "invalid_token",
+        ),
+        ("empty kid", Some(empty_kid), "unauthenticated_or_invalid"),
         (
             "alg none",
             Some(format!("{}.{}.", b64(&header_none), b64(&raw_claims(&all)))),
@@ -290,9 +363,18 @@ async fn every_route_refuses_every_bad_credential() {
         ),
         ("garbage", Some("not-a-jwt".into()), "invalid_token"),
     ];
-    for (n, route) in routes().iter().enumerate() {
+    let routes = routes(p).await;
+    assert!(
+        routes.len() >= 15,
+        "the document lists {} routes",
+        routes.len()
+    );
+    let before = state_of(p).await;
+    let mut cases = 0;
+    for (n, route) in routes.iter().enumerate() {
         for (case, token, code) in &bad {
             let (status, body) = send(p, route, token.as_deref(), &format!("bad-{n}")).await;
+            cases += 1;
             assert_eq!(
                 status,
                 StatusCode::UNAUTHORIZED,
@@ -300,12 +382,15 @@ async fn every_route_refuses_every_bad_credential() {
                 route.method,
                 route.path
             );
-            assert_eq!(body["code"], *code, "{case} on {}", route.path);
+            if *code != "unauthenticated_or_invalid" {
+                assert_eq!(body["code"], *code, "{case} on {}", route.path);
+            }
         }
         // The right token without the route's scope.
         let others: Vec<Scope> = all.into_iter().filter(|x| *x != route.scope).collect();
         let token = s.key.sign(&raw_claims(&others)).expect("token");
         let (status, body) = send(p, route, Some(&token), &format!("scope-{n}")).await;
+        cases += 1;
         assert_eq!(
             status,
             StatusCode::FORBIDDEN,
@@ -315,21 +400,32 @@ async fn every_route_refuses_every_bad_credential() {
         assert_eq!(body["code"], "insufficient_scope");
         assert_eq!(body["scope"], route.scope.as_str());
         if route.at_location {
-            // A store's token, at another store.
+            // A store's token with every scope, at another store: commands and reads.
             let mut c = raw_claims(&all);
             c["locations"] = json!(["s1"]);
             let token = s.key.sign(&c).expect("token");
             let (status, body) = send(p, route, Some(&token), &format!("loc-{n}")).await;
+            cases += 1;
             assert_eq!(
                 status,
                 StatusCode::FORBIDDEN,
-                "other location on {}: {body}",
+                "other location on {} {}: {body}",
+                route.method,
                 route.path
             );
             assert_eq!(body["code"], "location_forbidden");
             assert_eq!(body["location"], "s2");
         }
-        // The right token passes the edge: whatever the domain answers, never 401/403/5xx.
+    }
+    // Nothing any refused request asked for happened: levels, the reservation, movements.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(state_of(p).await, before, "a refused request changed state");
+    eprintln!(
+        "authorization matrix: {} routes from /openapi.json, {cases} refused requests",
+        routes.len()
+    );
+    // The right token passes the edge: whatever the domain answers, never 401/403/5xx.
+    for (n, route) in routes.iter().enumerate() {
         let (status, body) = send(p, route, Some(&good), &format!("good-{n}")).await;
         assert!(
             status != StatusCode::UNAUTHORIZED
@@ -345,12 +441,76 @@ async fn every_route_refuses_every_bad_credential() {
         let r = reqwest::get(p.url(path)).await.expect("request");
         assert_eq!(r.status(), StatusCode::OK, "{path}");
     }
-    // Nothing the refused requests asked for happened.
-    let (_, stock) = send(p, &routes()[1], Some(&good), "after").await;
-    assert_eq!(
-        stock["code"], "not_found",
-        "no stock was ever set at s1: {stock}"
-    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_token_reads_only_its_own_locations() {
+    let s = secured(|_| {}).await;
+    let p = &s.platform;
+    p.location("s1", "north").await;
+    p.location("s2", "north").await;
+    p.stock("SKU-1", "s1", 4).await;
+    p.stock("SKU-1", "s2", 6).await;
+    p.eventually_stock("SKU-1", "s2", |v| v["on_hand"] == 6)
+        .await;
+    p.eventually_stock("SKU-1", "s1", |v| v["on_hand"] == 4)
+        .await;
+    let mut c = raw_claims(&[Scope::StockRead]);
+    c["locations"] = json!(["s1"]);
+    let store = s.key.sign(&c).expect("token");
+    let get = |path: &str| Route::new(Method::GET, path, None, Scope::StockRead);
+    // Its own location: as anyone sees it, but never for a shared cache.
+    let client = reqwest::Client::new();
+    let r = client
+        .get(p.url("/v1/stock/SKU-1"))
+        .header("authorization", format!("Bearer {store}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    let cache = r.headers()["cache-control"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(cache.starts_with("private"), "{cache}");
+    let body: Value = r.json().await.expect("json");
+    let locations: Vec<&str> = body["locations"]
+        .as_array()
+        .expect("locations")
+        .iter()
+        .filter_map(|l| l["location"].as_str())
+        .collect();
+    assert_eq!(locations, ["s1"], "{body}");
+    assert_eq!(body["total_available"], 4);
+    let (status, _) = send(p, &get("/v1/stock/SKU-1/s1"), Some(&store), "k").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = send(
+        p,
+        &get("/v1/movements?sku=SKU-1&location=s1"),
+        Some(&store),
+        "k",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // Another store's stock and movements: refused.
+    for path in ["/v1/stock/SKU-1/s2", "/v1/movements?sku=SKU-1&location=s2"] {
+        let (status, body) = send(p, &get(path), Some(&store), "k").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(body["location"], "s2");
+    }
+    // Region availability and search are any stock:read caller's.
+    for path in ["/v1/availability/SKU-1?region=north", "/v1/search?q=SKU"] {
+        let (status, body) = send(p, &get(path), Some(&store), "k").await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    let (_, body) = send(
+        p,
+        &get("/v1/availability/SKU-1?region=north"),
+        Some(&store),
+        "k",
+    )
+    .await;
+    assert_eq!(body["total_available"], 10, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,15 +521,12 @@ async fn a_store_token_acts_at_its_own_locations() {
     let mut c = raw_claims(&[Scope::StockAdjust, Scope::StockReserve]);
     c["locations"] = json!(["s1"]);
     let token = s.key.sign(&c).expect("token");
-    let adjust = Route {
-        method: Method::POST,
-        path: "/v1/adjustments",
-        body: Some(
-            json!({"sku": "SKU-1", "location": "s1", "set_on_hand": 5, "reason": "receipt"}),
-        ),
-        scope: Scope::StockAdjust,
-        at_location: true,
-    };
+    let adjust = Route::new(
+        Method::POST,
+        "/v1/adjustments",
+        Some(json!({"sku": "SKU-1", "location": "s1", "set_on_hand": 5, "reason": "receipt"})),
+        Scope::StockAdjust,
+    );
     let (status, body) = send(p, &adjust, Some(&token), "own-1").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["on_hand"], 5);
@@ -379,13 +536,7 @@ async fn a_store_token_acts_at_its_own_locations() {
     p.location("s2", "north").await;
     p.stock("SKU-1", "s2", 5).await;
     let central = s.key.sign(&raw_claims(&Scope::ALL)).expect("token");
-    let route = |method, path: &'static str, body, scope| Route {
-        method,
-        path,
-        body,
-        scope,
-        at_location: true,
-    };
+    let route = |method, path: &'static str, body, scope| Route::new(method, path, body, scope);
     let reserve_at = |location: &str, id: &str| {
         route(
             Method::POST,
@@ -443,7 +594,7 @@ async fn a_store_token_acts_at_its_own_locations() {
 async fn keys_rotate_without_a_restart() {
     let s = secured(|_| {}).await;
     let p = &s.platform;
-    let route = &routes()[0];
+    let route = &Route::new(Method::GET, "/v1/stock/SKU-1", None, Scope::StockRead);
     let old = s.key.sign(&raw_claims(&[Scope::StockRead])).expect("token");
     assert_ne!(
         send(p, route, Some(&old), "r").await.0,
@@ -472,12 +623,13 @@ async fn idempotency_keys_are_scoped_per_caller() {
         c["sub"] = json!(sub);
         s.key.sign(&c).expect("token")
     };
-    let route = |delta: i64| Route {
-        method: Method::POST,
-        path: "/v1/adjustments",
-        body: Some(json!({"sku": "SKU-1", "location": "s1", "delta": delta, "reason": "receipt"})),
-        scope: Scope::StockAdjust,
-        at_location: true,
+    let route = |delta: i64| {
+        Route::new(
+            Method::POST,
+            "/v1/adjustments",
+            Some(json!({"sku": "SKU-1", "location": "s1", "delta": delta, "reason": "receipt"})),
+            Scope::StockAdjust,
+        )
     };
     // Two POS systems pick the same key for different requests.
     let (a, a_body) = send(p, &route(3), Some(&token("pos-a")), "same-key").await;
@@ -509,13 +661,13 @@ async fn the_rate_limit_answers_429_and_recovers() {
     })
     .await;
     let p = &s.platform;
-    let route = &routes()[0];
+    let route = &Route::new(Method::GET, "/v1/stock/SKU-1", None, Scope::StockRead);
     let token = s.key.sign(&raw_claims(&[Scope::StockRead])).expect("token");
     let mut limited = None;
     for i in 0..20 {
         let client = reqwest::Client::new();
         let r = client
-            .get(p.url(route.path))
+            .get(p.url(&route.path))
             .header("authorization", format!("Bearer {token}"))
             .send()
             .await
@@ -562,13 +714,12 @@ async fn a_timed_out_command_and_its_retry_apply_once() {
     let p = &s.platform;
     p.location("s1", "north").await;
     let token = s.key.sign(&raw_claims(&Scope::ALL)).expect("token");
-    let route = Route {
-        method: Method::POST,
-        path: "/v1/adjustments",
-        body: Some(json!({"sku": "SKU-1", "location": "s1", "delta": 2, "reason": "receipt"})),
-        scope: Scope::StockAdjust,
-        at_location: true,
-    };
+    let route = Route::new(
+        Method::POST,
+        "/v1/adjustments",
+        Some(json!({"sku": "SKU-1", "location": "s1", "delta": 2, "reason": "receipt"})),
+        Scope::StockAdjust,
+    );
     // The disk turns slow: the command outlives its deadline.
     faults.slow_fsync_ms.store(1000, Ordering::Release);
     let (status, body) = send(p, &route, Some(&token), "slow-1").await;
@@ -600,20 +751,15 @@ async fn the_openapi_document_states_each_routes_scope_and_edge_answers() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
-    for route in routes() {
-        let path = route.path.split('?').next().unwrap_or_default();
-        let template = match path {
-            "/v1/stock/SKU-1" => "/v1/stock/{sku}",
-            "/v1/stock/SKU-1/s1" => "/v1/stock/{sku}/{location}",
-            "/v1/availability/SKU-1" => "/v1/availability/{sku}",
-            "/v1/reservations/r-1" => "/v1/reservations/{id}",
-            "/v1/reservations/r-1/confirm" => "/v1/reservations/{id}/confirm",
-            "/v1/reservations/r-1/release" => "/v1/reservations/{id}/release",
-            "/v1/locations/s3" => "/v1/locations/{location}",
-            "/v1/skus/SKU-1" => "/v1/skus/{sku}",
-            "/admin/dead-letters/1/replay" => "/admin/dead-letters/{id}/replay",
-            other => other,
-        };
+    let routes = routes(&s.platform).await;
+    for route in &routes {
+        let template = route.template.as_str();
+        assert_eq!(
+            Some(route.scope),
+            stockflow::http::guard::required_scope(&route.method, template),
+            "{} {template}: the document states the scope the guard checks",
+            route.method
+        );
         let op = &doc["paths"][template][route.method.as_str().to_lowercase()];
         assert_eq!(
             op["security"][0]["bearer"],
@@ -621,7 +767,7 @@ async fn the_openapi_document_states_each_routes_scope_and_edge_answers() {
             "{} {template}",
             route.method
         );
-        for status in ["401", "403", "429", "503", "504"] {
+        for status in ["401", "403", "429", "431", "503", "504"] {
             assert_eq!(
                 op["responses"][status]["content"]["application/problem+json"]["schema"]["$ref"],
                 "#/components/schemas/Problem",

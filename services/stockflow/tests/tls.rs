@@ -1,14 +1,15 @@
 //! HTTPS and mutual TLS against a real platform: plain HTTP is not answered on a TLS port;
 //! with a client CA, a certificate from another CA is refused in the handshake, a client
 //! without one reaches only the probes' routes (401 elsewhere), and a client certificate
-//! names its caller (its own idempotency key space).
+//! gets exactly what the principals file grants it: a certificate of the right CA that the
+//! file does not name gets 403 on every route.
 
 mod common;
 
 use std::path::Path;
 
 use common::Platform;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use stockflow::app::AppConfig;
@@ -19,6 +20,10 @@ struct Pki {
     server: (String, String),
     client: (String, String),
     stranger: (String, String),
+    /// Signed by the region's CA, named by no principal.
+    unlisted: (String, String),
+    /// Signed by the region's CA, known by its SAN URI and limited to store s1.
+    store_uri: (String, String),
 }
 
 fn ca(name: &str) -> (CertificateParams, KeyPair, String) {
@@ -50,8 +55,28 @@ fn pki() -> Pki {
         server: leaf(&["127.0.0.1", "localhost"], "stockflow", &issuer),
         client: leaf(&[], "store-7-pos", &issuer),
         stranger: leaf(&[], "stranger", &other),
+        unlisted: leaf(&[], "someone-the-ca-also-signed", &issuer),
+        store_uri: uri_leaf("spiffe://stockflow.test/store/s1", "pos", &issuer),
     }
 }
+
+fn uri_leaf(uri: &str, cn: &str, issuer: &Issuer<'_, KeyPair>) -> (String, String) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params
+        .subject_alt_names
+        .push(SanType::URI(uri.try_into().expect("uri")));
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, issuer).expect("signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// What the test region grants: the POS certificate catalog writes and adjustments
+/// anywhere, the SAN-URI certificate adjustments and reads at s1 only.
+const PRINCIPALS: &str = r#"{"principals": [
+    {"cn": "store-7-pos", "scopes": ["catalog:write", "stock:adjust", "stock:read"]},
+    {"uri": "spiffe://stockflow.test/store/s1", "scopes": ["stock:adjust", "stock:read"], "locations": ["s1"]}
+]}"#;
 
 async fn https_platform(dir: &Path, pki: &Pki, mutual: bool) -> Platform {
     let write = |name: &str, text: &str| {
@@ -65,6 +90,7 @@ async fn https_platform(dir: &Path, pki: &Pki, mutual: bool) -> Platform {
         key: write("server-key.pem", &pki.server.1),
         client_ca: mutual.then(|| write("ca.pem", &pki.ca_pem)),
     });
+    config.security.mtls_principals = mutual.then(|| write("principals.json", PRINCIPALS));
     let mut p = Platform::start_config(config).await;
     p.base = p.base.replace("http://", "https://");
     p
@@ -180,6 +206,88 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["on_hand"], 4);
+    // Its grant holds no admin scope.
+    let r = store.get(p.url("/metrics")).send().await.expect("answer");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body: Value = r.json().await.expect("problem");
+    assert_eq!(body["code"], "insufficient_scope", "{body}");
+    // A certificate limited to s1 adjusts there, not at s2.
+    let limited = client(&pki, Some(&pki.store_uri), None);
+    let r = limited
+        .post(p.url("/v1/adjustments"))
+        .header("idempotency-key", "k2")
+        .json(&adjust(1))
+        .send()
+        .await
+        .expect("mutual TLS");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = limited
+        .post(p.url("/v1/adjustments"))
+        .header("idempotency-key", "k3")
+        .json(&json!({"sku": "A", "location": "s2", "delta": 1, "reason": "receipt"}))
+        .send()
+        .await
+        .expect("mutual TLS");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body: Value = r.json().await.expect("problem");
+    assert_eq!(body["code"], "location_forbidden", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_the_principals_file_does_not_name_gets_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    let p = https_platform(dir.path(), &pki, true).await;
+    let unlisted = client(&pki, Some(&pki.unlisted), None);
+    let doc: Value = unlisted
+        .get(p.url("/openapi.json"))
+        .send()
+        .await
+        .expect("document")
+        .json()
+        .await
+        .expect("json");
+    let mut refused = 0;
+    for (template, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("item") {
+            if op["security"].is_null() {
+                continue;
+            }
+            let path = template
+                .replace("{sku}", "A")
+                .replace("{location}", "s1")
+                .replace("{id}", "1");
+            let method: reqwest::Method = method.to_uppercase().parse().expect("method");
+            let r = unlisted
+                .request(
+                    method.clone(),
+                    p.url(&format!("{path}?sku=A&location=s1&q=a")),
+                )
+                .header("idempotency-key", "k")
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("answer");
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {template}");
+            let body: Value = r.json().await.expect("problem");
+            assert_eq!(
+                body["code"], "principal_not_listed",
+                "{method} {template}: {body}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused >= 15, "{refused} routes");
+    assert!(
+        p.running
+            .backend
+            .write
+            .all_stock_levels()
+            .await
+            .expect("levels")
+            .is_empty(),
+        "a refused request changed stock"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,6 +303,8 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
         server: leaf(&["127.0.0.1", "localhost"], "stockflow", &retired),
         client: pki.client.clone(),
         stranger: pki.stranger.clone(),
+        unlisted: pki.unlisted.clone(),
+        store_uri: pki.store_uri.clone(),
     };
     let p = https_platform(dir.path(), &start, false).await;
     assert!(

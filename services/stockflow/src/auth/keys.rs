@@ -57,14 +57,23 @@ pub struct VerifyingKey {
 pub struct KeySet {
     source: KeySource,
     keys: RwLock<Arc<HashMap<String, VerifyingKey>>>,
+    /// Why the set is still empty, until the first successful load.
+    not_loaded: RwLock<Option<String>>,
     last_load: Mutex<Instant>,
     min_refresh_gap: Duration,
     http: reqwest::Client,
 }
 
+/// The first retry of a JWKS that could not be loaded at start-up, doubled up to
+/// [`LOAD_RETRY_MAX`].
+const LOAD_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between two retries of a JWKS never loaded.
+const LOAD_RETRY_MAX: Duration = Duration::from_secs(30);
+
 impl KeySet {
-    /// Reads `source` once; fails when it cannot be read or holds no usable key.
-    pub async fn load(
+    /// Reads `source` once. When that fails the set starts empty and not ready
+    /// ([`KeySet::ready`]); [`KeySet::keep_fresh`] retries with backoff until it loads.
+    pub async fn start(
         source: KeySource,
         min_refresh_gap: Duration,
     ) -> Result<Arc<Self>, AuthError> {
@@ -75,14 +84,29 @@ impl KeySet {
                 location: source.to_string(),
                 reason: e.to_string(),
             })?;
-        let keys = read(&source, &http).await?;
+        let (keys, not_loaded) = match read(&source, &http).await {
+            Ok(keys) => (keys, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load the JWKS at start-up; not ready until it loads, retrying");
+                (HashMap::new(), Some(e.to_string()))
+            }
+        };
         Ok(Arc::new(Self {
             source,
             keys: RwLock::new(Arc::new(keys)),
+            not_loaded: RwLock::new(not_loaded),
             last_load: Mutex::new(Instant::now()),
             min_refresh_gap,
             http,
         }))
+    }
+
+    /// `Err` while no JWKS has ever been loaded, with the last reason.
+    pub fn ready(&self) -> Result<(), AuthError> {
+        match &*self.not_loaded.read().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(()),
+            Some(why) => Err(AuthError::KeysUnavailable(why.clone())),
+        }
     }
 
     /// The key `kid` names, re-reading the source once if it is unknown and the last read
@@ -117,22 +141,49 @@ impl KeySet {
     }
 
     /// Re-reads the source; on failure keeps the keys it had (a flaky identity provider
-    /// must not lock every caller out).
-    async fn reload(&self) {
+    /// must not lock every caller out). True when it loaded.
+    async fn reload(&self) -> bool {
         match read(&self.source, &self.http).await {
             Ok(keys) => {
                 tracing::debug!(source = %self.source, keys = keys.len(), "JWKS reloaded");
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+                let mut not_loaded = self.not_loaded.write().unwrap_or_else(|p| p.into_inner());
+                if not_loaded.take().is_some() {
+                    tracing::info!(source = %self.source, "JWKS loaded; tokens are checked now");
+                }
+                true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot reload the JWKS; keeping the keys loaded before")
+                let mut not_loaded = self.not_loaded.write().unwrap_or_else(|p| p.into_inner());
+                match not_loaded.as_mut() {
+                    Some(why) => {
+                        tracing::warn!(error = %e, "the JWKS still cannot be loaded; retrying");
+                        *why = e.to_string();
+                    }
+                    None => {
+                        tracing::warn!(error = %e, "cannot reload the JWKS; keeping the keys loaded before")
+                    }
+                }
+                false
             }
         }
     }
 
-    /// Re-reads the source every `every` until `shutdown`.
+    /// Until `shutdown`: retries a set never loaded with backoff (0.5 s doubling to 30 s),
+    /// then re-reads the source every `every`.
     pub fn keep_fresh(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
         tokio::spawn(async move {
+            let mut retry = LOAD_RETRY_FIRST;
+            while self.ready().is_err() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(retry) => {}
+                }
+                *self.last_load.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                if !self.reload().await {
+                    retry = (retry * 2).min(LOAD_RETRY_MAX);
+                }
+            }
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

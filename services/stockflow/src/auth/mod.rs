@@ -7,10 +7,12 @@
 //! `alg: none` is no signature at all.
 
 pub mod keys;
+pub mod principals;
 pub mod signing;
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use stockflow_domain::{IdempotencyKey, LocationId};
 use tokio_util::sync::CancellationToken;
 
 pub use keys::{KeySet, KeySource};
+pub use principals::{Grant, PeerCertificate, PrincipalTable, Principals};
 
 /// The algorithms a token may be signed with.
 pub const ACCEPTED_ALGORITHMS: [Algorithm; 3] =
@@ -77,57 +80,78 @@ impl fmt::Display for Scope {
     }
 }
 
-/// The caller of one request.
+/// The caller of one request, and exactly what it was granted. Nothing here grants a
+/// scope or a location by default: every constructor states what the caller gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// The token's subject; `anonymous` when authentication is off.
+    /// The token's subject, the certificate's principal, or `anonymous`.
     pub subject: String,
     /// The OAuth2 client (`client_id` or `azp`), if the token names one.
     pub client_id: Option<String>,
-    /// `None`: every scope (authentication is off).
-    scopes: Option<BTreeSet<Scope>>,
+    scopes: BTreeSet<Scope>,
     /// `None`: any location.
     locations: Option<BTreeSet<String>>,
     /// Digest of issuer and subject, which scopes idempotency keys; `None` when anonymous.
     actor_tag: Option<String>,
+    /// The caller's token bucket.
+    rate_key: String,
 }
 
 impl Identity {
-    /// The caller when authentication is off: every scope, any location, one shared
-    /// idempotency scope.
-    pub fn anonymous() -> Self {
+    /// A caller of a platform that runs without authentication (`--insecure-no-auth`, or
+    /// `stockflow dev` on loopback): whoever reaches the port was knowingly given every
+    /// scope at every location. Anonymous callers share one idempotency key space and
+    /// one token bucket per client address.
+    pub fn unauthenticated(client: Option<IpAddr>) -> Self {
         Self {
             subject: "anonymous".into(),
             client_id: None,
-            scopes: None,
+            scopes: Scope::ALL.into_iter().collect(),
             locations: None,
             actor_tag: None,
+            rate_key: anonymous_rate_key(client),
+        }
+    }
+
+    /// A caller of an open route (`/healthz`, `/readyz`, `/openapi.json`) on a platform
+    /// that authenticates: it holds nothing.
+    pub fn nobody(client: Option<IpAddr>) -> Self {
+        Self {
+            scopes: BTreeSet::new(),
+            locations: Some(BTreeSet::new()),
+            ..Self::unauthenticated(client)
         }
     }
 
     /// A caller known by its verified client certificate (mutual TLS without bearer
-    /// tokens): every scope, any location, its own idempotency key space.
-    pub fn from_certificate(subject: &str) -> Self {
+    /// tokens), with what the principals file grants it.
+    pub fn from_principal(grant: Grant) -> Self {
+        let tag = actor_tag("mtls", &grant.principal);
         Self {
-            subject: subject.to_string(),
+            subject: grant.principal,
             client_id: None,
-            scopes: None,
-            locations: None,
-            actor_tag: Some(actor_tag("mtls", subject)),
+            scopes: grant.scopes,
+            locations: grant.locations,
+            rate_key: tag.clone(),
+            actor_tag: Some(tag),
         }
     }
 
     /// Whether the caller holds `scope`.
     pub fn allows(&self, scope: Scope) -> bool {
-        self.scopes.as_ref().is_none_or(|s| s.contains(&scope))
+        self.scopes.contains(&scope)
     }
 
     /// Whether the caller may change stock at `location` (a token with a `locations`
     /// claim acts only there).
     pub fn may_act_at(&self, location: &LocationId) -> bool {
-        self.locations
-            .as_ref()
-            .is_none_or(|l| l.contains(location.as_str()))
+        self.may_read_at(location.as_str())
+    }
+
+    /// Whether the caller may read stock and movements at `location`: the same locations
+    /// it may act at.
+    pub fn may_read_at(&self, location: &str) -> bool {
+        self.locations.as_ref().is_none_or(|l| l.contains(location))
     }
 
     /// The caller as recorded in the events of its commands (audit).
@@ -153,9 +177,17 @@ impl Identity {
         }
     }
 
-    /// The rate-limit bucket of this caller; `None` when anonymous.
-    pub fn rate_key(&self) -> Option<&str> {
-        self.actor_tag.as_deref()
+    /// The rate-limit bucket of this caller: its own when authenticated, its client
+    /// address's when anonymous.
+    pub fn rate_key(&self) -> &str {
+        &self.rate_key
+    }
+}
+
+fn anonymous_rate_key(client: Option<IpAddr>) -> String {
+    match client {
+        Some(ip) => format!("anonymous@{ip}"),
+        None => "anonymous".into(),
     }
 }
 
@@ -185,6 +217,9 @@ pub struct AuthSettings {
     /// The least time between two re-reads caused by unknown `kid`s, so forged `kid`s
     /// cannot make us hammer the key source.
     pub min_refresh_gap: Duration,
+    /// Accept an `http://` JWKS URL (tests against a local server only): keys fetched in
+    /// clear text can be replaced by anyone on the path, who could then sign any token.
+    pub allow_http_jwks: bool,
 }
 
 impl AuthSettings {
@@ -197,6 +232,7 @@ impl AuthSettings {
             leeway: Duration::from_secs(60),
             refresh_every: Duration::from_secs(300),
             min_refresh_gap: Duration::from_secs(10),
+            allow_http_jwks: false,
         }
     }
 }
@@ -224,24 +260,39 @@ pub enum AuthError {
         /// Why.
         reason: String,
     },
+    /// The JWKS has not been loaded yet (its source was unreachable since start-up): no
+    /// token can be checked, so the request is answered 503, never 401.
+    #[error("the token verification keys are not loaded yet: {0}")]
+    KeysUnavailable(String),
     /// The settings are not usable.
     #[error("{0}")]
     Settings(String),
 }
 
+/// The claims we read. `iss` and `sub` must be strings (RFC 7519 makes them one
+/// StringOrURI; a list is refused, whatever the JWT library would accept), and `locations`
+/// is kept raw so that a present but unusable value (`null`, a string) is refused instead
+/// of meaning "any location".
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    iss: String,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
     scp: Option<Vec<String>>,
-    #[serde(default)]
-    locations: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    locations: Option<serde_json::Value>,
     #[serde(default)]
     client_id: Option<String>,
     #[serde(default)]
     azp: Option<String>,
+}
+
+/// `Some` for a claim that is present, `null` included (serde's `Option` would read a
+/// `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 /// Checks bearer tokens.
@@ -262,7 +313,10 @@ impl fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// Loads the JWKS (failing when it cannot be read) and keeps it fresh until `shutdown`.
+    /// Checks the settings and starts loading the JWKS. An unreachable key source does not
+    /// stop the start: it is retried with backoff while the process reports not-ready
+    /// ([`Authenticator::ready`]) and answers 503, so an identity provider that is down
+    /// when a pod starts does not crash-loop the region.
     pub async fn start(
         settings: AuthSettings,
         shutdown: CancellationToken,
@@ -278,7 +332,17 @@ impl Authenticator {
                 "authentication needs both an issuer and an audience".into(),
             ));
         }
-        let keys = KeySet::load(settings.jwks.clone(), settings.min_refresh_gap).await?;
+        if let KeySource::Url(url) = &settings.jwks
+            && !url.starts_with("https://")
+            && !settings.allow_http_jwks
+        {
+            return Err(AuthError::Settings(format!(
+                "the JWKS URL {url} is not https://: keys fetched in clear text can be replaced \
+                 on the way (use https, a file, or, for a local test server only, \
+                 --auth-jwks-allow-http)"
+            )));
+        }
+        let keys = KeySet::start(settings.jwks.clone(), settings.min_refresh_gap).await?;
         keys.clone().keep_fresh(settings.refresh_every, shutdown);
         Ok(Arc::new(Self {
             keys,
@@ -286,6 +350,11 @@ impl Authenticator {
             audience: settings.audience,
             leeway: settings.leeway,
         }))
+    }
+
+    /// `Err` with the last load error while no JWKS has been loaded yet.
+    pub fn ready(&self) -> Result<(), AuthError> {
+        self.keys.ready()
     }
 
     /// The caller `authorization` (the header's value) names.
@@ -304,7 +373,16 @@ impl Authenticator {
                 jose.alg
             )));
         }
-        let kid = jose.kid.unwrap_or_default();
+        self.keys.ready()?;
+        // A token without `kid` is checked against the JWKS's only key (and refused when
+        // it holds several); an empty `kid` names nothing and is refused.
+        let kid = match jose.kid {
+            Some(kid) if kid.is_empty() => {
+                return Err(AuthError::Malformed("the kid header is empty".into()));
+            }
+            Some(kid) => kid,
+            None => String::new(),
+        };
         let key = self
             .keys
             .find(&kid)
@@ -326,10 +404,13 @@ impl Authenticator {
         let claims = decode::<Claims>(token, &key.decoding, &validation)
             .map_err(|e| AuthError::Rejected(e.to_string()))?
             .claims;
-        Ok(self.identity(claims))
+        self.identity(claims)
     }
 
-    fn identity(&self, claims: Claims) -> Identity {
+    fn identity(&self, claims: Claims) -> Result<Identity, AuthError> {
+        if claims.iss != self.issuer {
+            return Err(AuthError::Rejected("wrong issuer".into()));
+        }
         let names: Vec<String> = match (claims.scope, claims.scp) {
             (Some(s), _) => s.split_whitespace().map(str::to_string).collect(),
             (None, Some(list)) => list,
@@ -337,14 +418,34 @@ impl Authenticator {
         };
         // Unknown scopes are other services' business: ignored, never an error.
         let scopes = names.iter().filter_map(|n| Scope::parse(n)).collect();
+        let locations = match claims.locations {
+            None => None,
+            Some(serde_json::Value::Array(items)) => Some(
+                items
+                    .into_iter()
+                    .map(|item| match item {
+                        serde_json::Value::String(l) => Ok(l),
+                        other => Err(AuthError::Rejected(format!(
+                            "the locations claim holds {other}, not a location id"
+                        ))),
+                    })
+                    .collect::<Result<BTreeSet<_>, _>>()?,
+            ),
+            Some(other) => {
+                return Err(AuthError::Rejected(format!(
+                    "the locations claim must be a list of location ids, not {other}"
+                )));
+            }
+        };
         let tag = actor_tag(&self.issuer, &claims.sub);
-        Identity {
+        Ok(Identity {
             subject: claims.sub,
             client_id: claims.client_id.or(claims.azp),
-            scopes: Some(scopes),
-            locations: claims.locations.map(|l| l.into_iter().collect()),
+            scopes,
+            locations,
+            rate_key: tag.clone(),
             actor_tag: Some(tag),
-        }
+        })
     }
 }
 
@@ -361,12 +462,24 @@ mod tests {
     }
 
     #[test]
-    fn anonymous_may_do_anything_and_shares_one_key_space() {
-        let anonymous = Identity::anonymous();
+    fn an_open_platform_grants_everything_explicitly_and_buckets_by_address() {
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let anonymous = Identity::unauthenticated(Some(a));
         assert!(Scope::ALL.iter().all(|s| anonymous.allows(*s)));
         assert!(anonymous.may_act_at(&LocationId::parse("any").expect("valid")));
         let key = IdempotencyKey::parse("k1").expect("valid");
         assert_eq!(anonymous.idempotency_key(key.clone()), key);
-        assert_eq!(anonymous.rate_key(), None);
+        assert_ne!(
+            anonymous.rate_key(),
+            Identity::unauthenticated(Some(b)).rate_key()
+        );
+    }
+
+    #[test]
+    fn nobody_holds_nothing() {
+        let nobody = Identity::nobody(None);
+        assert!(Scope::ALL.iter().all(|s| !nobody.allows(*s)));
+        assert!(!nobody.may_read_at("s1"));
     }
 }

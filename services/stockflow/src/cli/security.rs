@@ -43,10 +43,30 @@ pub struct SecurityArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "STOCKFLOW_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Require client certificates signed by this PEM CA (mutual TLS); without bearer
-    /// tokens, the certificate's common name names the caller.
+    /// Accept an `http://` JWKS URL. Only for a test identity provider on this host: keys
+    /// fetched in clear text can be swapped on the way by anyone who then signs any token.
+    #[arg(long, env = "STOCKFLOW_AUTH_JWKS_ALLOW_HTTP")]
+    pub auth_jwks_allow_http: bool,
+    /// Require client certificates signed by this PEM CA (mutual TLS). Without bearer
+    /// tokens, callers are known by their certificate and get what --mtls-principals
+    /// grants them.
     #[arg(long, env = "STOCKFLOW_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Mutual TLS without bearer tokens: a JSON file granting each client certificate (by
+    /// common name, SAN DNS name or SAN URI) its scopes and locations; a certificate it
+    /// does not name is refused (403). Read again when it changes.
+    #[arg(long, env = "STOCKFLOW_MTLS_PRINCIPALS")]
+    pub mtls_principals: Option<PathBuf>,
+    /// Connections open at once; more wait in the accept queue.
+    #[arg(long, env = "STOCKFLOW_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Seconds a client may take to send a request's headers (also how long an idle
+    /// HTTP/1.1 keep-alive connection stays open).
+    #[arg(long, env = "STOCKFLOW_HTTP_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_header_read_timeout_seconds: u64,
+    /// Seconds an HTTP/2 connection may stay without a request before it is closed.
+    #[arg(long, env = "STOCKFLOW_HTTP_IDLE_TIMEOUT_SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub http_idle_timeout_seconds: u64,
     /// Serve without authentication: anyone who reaches the port may change any stock.
     #[arg(long, env = "STOCKFLOW_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
@@ -107,8 +127,21 @@ impl SecurityArgs {
         };
         let auth = auth.map(|mut a| {
             a.leeway = Duration::from_secs(self.auth_leeway_seconds);
+            a.allow_http_jwks = self.auth_jwks_allow_http;
             a
         });
+        if let Some(AuthSettings {
+            jwks: KeySource::Url(url),
+            ..
+        }) = &auth
+            && url.starts_with("http://")
+            && !self.auth_jwks_allow_http
+        {
+            return Err(CliError::Settings(format!(
+                "refusing the JWKS URL {url}: keys fetched over plain http can be swapped on the \
+                 way; use https:// or a file (--auth-jwks-allow-http is for local tests only)"
+            )));
+        }
         let tls = match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
             (Some(cert), Some(key), client_ca) => Some(TlsSettings {
                 cert: cert.clone(),
@@ -122,11 +155,41 @@ impl SecurityArgs {
                 ));
             }
         };
-        // Client certificates authenticate callers as bearer tokens do.
+        // Client certificates authenticate callers as bearer tokens do, with what the
+        // principals file grants: being signed by the client CA grants nothing.
         let mutual_tls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        match (&self.mtls_principals, mutual_tls, &auth) {
+            (Some(_), false, _) => {
+                return Err(CliError::Settings(
+                    "--mtls-principals needs mutual TLS (--tls-client-ca)".into(),
+                ));
+            }
+            (Some(_), true, Some(_)) => {
+                return Err(CliError::Settings(
+                    "--mtls-principals grants client certificates what bearer tokens grant otherwise: \
+                     give one or the other (with both, tokens decide and the certificate only \
+                     proves the client is the region's)"
+                        .into(),
+                ));
+            }
+            (None, true, None) if !self.insecure_no_auth => {
+                return Err(CliError::Settings(
+                    "mutual TLS without bearer tokens needs --mtls-principals: a client certificate \
+                     proves who calls, not what it may do"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        let principals = self.mtls_principals.is_some();
         match (&auth, self.insecure_no_auth) {
-            (None, false) if mutual_tls => {
-                tracing::info!(%listen, "mutual TLS: client certificates name the callers")
+            (None, false) if principals => {
+                tracing::info!(%listen, "mutual TLS: client certificates get what the principals file grants")
+            }
+            (None, true) if principals => {
+                return Err(CliError::Settings(
+                    "--insecure-no-auth contradicts --mtls-principals".into(),
+                ));
             }
             (Some(_), true) => {
                 return Err(CliError::Settings(
@@ -160,6 +223,15 @@ impl SecurityArgs {
             max_concurrent: usize::try_from(self.max_concurrent_requests).unwrap_or(usize::MAX),
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
             tls,
+            mtls_principals: self.mtls_principals.clone(),
+            // Anonymous callers of an exposed platform share one bucket per address;
+            // `stockflow dev` open on loopback serves only this host's own processes.
+            limit_anonymous: self.insecure_no_auth,
+            connections: crate::http::server::ConnectionLimits {
+                max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+                header_read_timeout: Duration::from_secs(self.http_header_read_timeout_seconds),
+                idle_timeout: Duration::from_secs(self.http_idle_timeout_seconds),
+            },
         })
     }
 }

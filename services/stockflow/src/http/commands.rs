@@ -276,6 +276,7 @@ pub(crate) async fn release(
               (status = 404, body = Problem, description = "reservation_not_found")))]
 pub(crate) async fn get_reservation(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     PathParams(ReservationPath { id }): PathParams<ReservationPath>,
 ) -> ApiResult<Json<ReservationResponse>> {
     let id = ReservationId::parse(id)?;
@@ -284,5 +285,13 @@ pub(crate) async fn get_reservation(
         .reservation(&id)
         .await?
         .ok_or(stockflow_domain::DomainError::ReservationNotFound(id))?;
+    // A store's token reads only reservations held entirely at its own locations.
+    if let Some(line) = reservation
+        .lines
+        .iter()
+        .find(|l| !identity.may_read_at(l.location.as_str()))
+    {
+        return Err(ApiError::LocationForbidden(line.location.to_string()));
+    }
     Ok(Json(reservation.into()))
 }

@@ -62,7 +62,7 @@ where
                 ApiError::MalformedBody(format!("could not read the body: {rejection}"))
             }
         })?;
-        let mut json: serde_json::Value = serde_json::from_slice(&bytes)
+        let mut json = strict_json(&bytes)
             .map_err(|e| ApiError::MalformedBody(format!("body is not valid JSON: {e}")))?;
         integral_numbers(&mut json);
         // serde_json's map is ordered by key, so re-serializing canonicalises the body.
@@ -80,6 +80,78 @@ where
             value,
             fingerprint: hex::encode(digest.finalize()),
         })
+    }
+}
+
+/// Parses JSON refusing an object that names a member twice. RFC 8259 leaves duplicate
+/// names to the parser, and serde's answer (the last one wins) is not what every client,
+/// proxy or signature check before us read: `{"delta": 1, "delta": 1000000}` must not add a
+/// million.
+pub(crate) fn strict_json(bytes: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = StrictValue.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// A [`serde_json::Value`] seed whose objects refuse repeated member names, at any depth.
+struct StrictValue;
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrictValue {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictValue {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(StrictValue)? {
+            items.push(item);
+        }
+        Ok(items.into())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            let value = map.next_value_seed(StrictValue)?;
+            if members.contains_key(&name) {
+                return Err(serde::de::Error::custom(format!(
+                    "member {name:?} appears more than once"
+                )));
+            }
+            members.insert(name, value);
+        }
+        Ok(members.into())
     }
 }
 
@@ -126,7 +198,7 @@ impl<S: Send + Sync> FromRequest<S> for OptionalBody {
             }
         })?;
         if !bytes.iter().all(u8::is_ascii_whitespace) {
-            let value: serde_json::Value = serde_json::from_slice(&bytes)
+            let value = strict_json(&bytes)
                 .map_err(|e| ApiError::MalformedBody(format!("body is not valid JSON: {e}")))?;
             if value.as_object().is_none_or(|m| !m.is_empty()) {
                 return Err(ApiError::MalformedBody(
@@ -168,11 +240,19 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for QueryPa
     }
 }
 
-/// The request's `Idempotency-Key`, required on every POST.
+/// The request's `Idempotency-Key`, required on every POST, exactly once: with two, which
+/// one a retry would be matched by is a guess, and a second key could apply the request
+/// twice.
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
-    let value = headers
-        .get("idempotency-key")
-        .ok_or(ApiError::MissingIdempotencyKey)?;
+    let mut values = headers.get_all("idempotency-key").iter();
+    let value = values.next().ok_or(ApiError::MissingIdempotencyKey)?;
+    if values.next().is_some() {
+        return Err(stockflow_domain::ValidationError::new(
+            "Idempotency-Key",
+            "send exactly one Idempotency-Key header",
+        )
+        .into());
+    }
     let text = value.to_str().map_err(|_| {
         stockflow_domain::ValidationError::new("Idempotency-Key", "must be visible ASCII")
     })?;
@@ -220,5 +300,37 @@ impl Drop for InFlightGuard {
     fn drop(&mut self) {
         let mut keys = self.registry.keys.lock().unwrap_or_else(|p| p.into_inner());
         keys.remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_members_are_refused_at_every_depth() {
+        assert!(strict_json(br#"{"delta": 1, "delta": 1000000}"#).is_err());
+        assert!(strict_json(br#"{"lines": [{"qty": 1, "qty": 9}]}"#).is_err());
+        assert!(strict_json(br#"{"a": {"b": 1}, "c": {"b": 2}}"#).is_ok());
+        assert!(strict_json(br#"{"a": 1} {"a": 2}"#).is_err());
+        let value = strict_json(br#"{"n": 2.5, "m": [true, null, "x", -3]}"#).expect("valid");
+        assert_eq!(value["n"], 2.5);
+        assert_eq!(value["m"][3], -3);
+    }
+
+    #[test]
+    fn one_idempotency_key_exactly() {
+        let mut headers = HeaderMap::new();
+        assert!(matches!(
+            idempotency_key(&headers),
+            Err(ApiError::MissingIdempotencyKey)
+        ));
+        headers.append("idempotency-key", "k1".parse().expect("value"));
+        assert!(idempotency_key(&headers).is_ok());
+        headers.append("idempotency-key", "k2".parse().expect("value"));
+        assert!(matches!(
+            idempotency_key(&headers),
+            Err(ApiError::Invalid(_))
+        ));
     }
 }

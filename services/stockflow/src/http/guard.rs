@@ -18,7 +18,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
 use super::AppState;
-use crate::auth::{AuthError, Authenticator, Identity, Scope};
+use super::server::ClientAddr;
+use crate::auth::{AuthError, Authenticator, Identity, PeerCertificate, Principals, Scope};
 use crate::error::ApiError;
 
 /// A token bucket per caller.
@@ -33,10 +34,18 @@ pub struct RateLimit {
 /// The edge's settings.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
-    /// `None`: no authentication (every caller is [`Identity::anonymous`]).
+    /// Bearer tokens; with neither this nor `principals`, every caller is
+    /// [`Identity::unauthenticated`].
     pub auth: Option<Arc<Authenticator>>,
-    /// Per authenticated caller; anonymous callers share no bucket.
+    /// Mutual TLS without bearer tokens: what each client certificate may do. A
+    /// certificate it does not name is refused.
+    pub principals: Option<Arc<Principals>>,
+    /// Per caller: each authenticated caller has its own bucket, anonymous callers one per
+    /// client address.
     pub rate_limit: Option<RateLimit>,
+    /// Whether anonymous callers are rate limited too (off only for `stockflow dev` open
+    /// on loopback, where every caller is a local process: its benches and tests).
+    pub limit_anonymous: bool,
     /// Requests served at once; more are refused with 503 rather than queued.
     pub max_concurrent: usize,
     /// The most one request may take.
@@ -52,7 +61,9 @@ impl EdgeConfig {
     pub fn open() -> Self {
         Self {
             auth: None,
+            principals: None,
             rate_limit: None,
+            limit_anonymous: false,
             max_concurrent: 4096,
             request_timeout: Duration::from_secs(30),
             client_certificate_required: false,
@@ -96,16 +107,32 @@ impl Edge {
         }
     }
 
-    fn rate_limit(&self, identity: &Identity) -> Result<(), ApiError> {
-        let (Some(limiter), Some(key)) = (&self.limiter, identity.rate_key()) else {
+    fn rate_limit(&self, identity: &Identity, anonymous: bool) -> Result<(), ApiError> {
+        let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        limiter.check_key(&key.to_string()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::RateLimited {
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-            }
-        })
+        if anonymous && !self.config.limit_anonymous {
+            return Ok(());
+        }
+        limiter
+            .check_key(&identity.rate_key().to_string())
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                // Rounded up, and never 0: `Retry-After: 0` invites an immediate retry
+                // that the bucket refuses again.
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                ApiError::RateLimited {
+                    retry_after_secs: secs.max(1),
+                }
+            })
+    }
+
+    /// `Err` while the edge cannot check credentials yet (its JWKS never loaded).
+    pub fn ready(&self) -> Result<(), crate::auth::AuthError> {
+        match &self.config.auth {
+            Some(auth) => auth.ready(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -138,7 +165,8 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
-    let certificate = req.extensions().get::<super::tls::PeerSubject>().cloned();
+    let client = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+    let certificate = req.extensions().get::<PeerCertificate>().cloned();
     let scope = required_scope(req.method(), &route);
     if edge.config.client_certificate_required && certificate.is_none() && scope.is_some() {
         return ApiError::Unauthenticated(
@@ -146,24 +174,31 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         )
         .into_response();
     }
-    let identity = match (&edge.config.auth, scope) {
-        (None, _) => match certificate {
-            Some(subject) => Identity::from_certificate(&subject.0),
-            None => Identity::anonymous(),
-        },
-        (Some(_), None) => Identity::anonymous(),
-        (Some(auth), Some(scope)) => {
-            let authorization = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            match authorize(auth, authorization, scope).await {
-                Ok(identity) => identity,
-                Err(e) => return e.into_response(),
+    let authenticates = edge.config.auth.is_some() || edge.config.principals.is_some();
+    let (identity, anonymous) = match scope {
+        // Open routes (probes, the document): nobody needs to say who they are, and on a
+        // platform that authenticates, nobody gets anything there.
+        None if authenticates => (Identity::nobody(client), true),
+        None => (Identity::unauthenticated(client), true),
+        Some(scope) => match (&edge.config.auth, &edge.config.principals) {
+            (Some(auth), _) => {
+                let authorization = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                match authorize(auth, authorization, scope).await {
+                    Ok(identity) => (identity, false),
+                    Err(e) => return e.into_response(),
+                }
             }
-        }
+            (None, Some(principals)) => match grant_of(principals, certificate.as_ref(), scope) {
+                Ok(identity) => (identity, false),
+                Err(e) => return e.into_response(),
+            },
+            (None, None) => (Identity::unauthenticated(client), true),
+        },
     };
-    if let Err(e) = edge.rate_limit(&identity) {
+    if let Err(e) = edge.rate_limit(&identity, anonymous) {
         return e.into_response();
     }
     req.extensions_mut().insert(identity);
@@ -171,6 +206,27 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         Ok(response) => response,
         Err(_) => ApiError::Timeout(edge.config.request_timeout).into_response(),
     }
+}
+
+/// The identity the principals file grants `certificate`, if it holds `scope`.
+fn grant_of(
+    principals: &Principals,
+    certificate: Option<&PeerCertificate>,
+    scope: Scope,
+) -> Result<Identity, ApiError> {
+    let Some(certificate) = certificate else {
+        return Err(ApiError::Unauthenticated(
+            "this endpoint needs a client certificate signed by the region's client CA".into(),
+        ));
+    };
+    let grant = principals
+        .grant(certificate)
+        .ok_or_else(|| ApiError::PrincipalNotListed(certificate.display_name().to_string()))?;
+    let identity = Identity::from_principal(grant);
+    if !identity.allows(scope) {
+        return Err(ApiError::InsufficientScope(scope));
+    }
+    Ok(identity)
 }
 
 async fn authorize(
@@ -183,6 +239,7 @@ async fn authorize(
         .await
         .map_err(|e| match e {
             AuthError::Missing => ApiError::Unauthenticated(e.to_string()),
+            AuthError::KeysUnavailable(_) => ApiError::NotReady(e.to_string()),
             other => ApiError::InvalidToken(other.to_string()),
         })?;
     if !identity.allows(scope) {

@@ -1,8 +1,9 @@
 //! The HTTP API: routes, shared state, middleware and the OpenAPI document.
 //!
 //! Modules: `commands` (write side), `queries` (read models), `ops` (health, metrics,
-//! admin), `model` (JSON shapes), `extract` (bodies, idempotency keys), `spans` (the
-//! request's trace span).
+//! admin), `model` (JSON shapes), `extract` (bodies, idempotency keys), `guard` (who is
+//! calling, limits), `protocol` (framing checks before routing), `server` (connections),
+//! `tls` (HTTPS), `spans` (the request's trace span).
 
 pub(crate) mod commands;
 pub(crate) mod docs;
@@ -11,7 +12,9 @@ pub mod guard;
 pub(crate) mod model;
 pub(crate) mod openapi;
 pub(crate) mod ops;
+mod protocol;
 pub(crate) mod queries;
+pub mod server;
 mod spans;
 pub mod tls;
 
@@ -199,6 +202,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), record_http))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(protocol::check))
         .layer(middleware::from_fn(spans::server_span))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {

@@ -244,11 +244,20 @@ fn extractor_answers(op: &mut Operation) {
         );
     }
     if json_body {
-        add(op, "413", "payload_too_large: bodies are at most 64 KiB");
+        add(
+            op,
+            "413",
+            "payload_too_large: bodies are at most 64 KiB (a larger Content-Length is refused before the body is read)",
+        );
         add(
             op,
             "415",
-            "unsupported_media_type: bodies are application/json",
+            "unsupported_media_type: bodies are application/json; or unsupported_encoding: a Content-Encoding other than identity",
+        );
+        add(
+            op,
+            "501",
+            "unsupported_transfer_coding: a Transfer-Encoding other than chunked",
         );
     }
     if keyed {
@@ -301,6 +310,11 @@ impl Modify for EdgeDocs {
                 );
                 add(
                     op,
+                    "431",
+                    "headers_too_large: more than 100 header fields or 32 KiB of them",
+                );
+                add(
+                    op,
                     "504",
                     "timeout: the request was cut off; it may have run, retry with the same Idempotency-Key",
                 );
@@ -312,7 +326,7 @@ impl Modify for EdgeDocs {
                 add(
                     op,
                     "403",
-                    "insufficient_scope, or location_forbidden (a store's token elsewhere)",
+                    "insufficient_scope, location_forbidden (a store's token elsewhere), or principal_not_listed (a client certificate the principals file does not name)",
                 );
                 add(op, "429", "rate_limited; see Retry-After");
             }

@@ -39,6 +39,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<&'static 
     if state.draining.load(Ordering::Relaxed) {
         return Err(not_ready("shutting down".into()));
     }
+    if let Err(e) = state.edge.ready() {
+        return Err(not_ready(format!("authentication: {e}")));
+    }
     if let Err(e) = state.write.check_ready().await {
         return Err(not_ready(format!("write store: {e}")));
     }

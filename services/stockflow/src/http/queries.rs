@@ -1,5 +1,6 @@
 //! The query API: read models only, with `ETag`, `Cache-Control` and conditional GETs.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,14 +15,48 @@ use super::AppState;
 use super::docs::{self, SkuLocationPath, SkuPath};
 use super::extract::{PathParams, QueryParams};
 use super::model::*;
+use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult, Problem};
 
 /// Edge caches may serve a response for a second and revalidate in the background for two
 /// more: stock moves fast, but a burst of identical reads should not reach the origin.
 const CACHE_CONTROL: &str = "public, max-age=1, stale-while-revalidate=2";
 
+/// The answer to a caller limited to some locations is cut to them: no shared cache may
+/// keep it for another caller.
+const CACHE_CONTROL_PRIVATE: &str = "private, max-age=1";
+
+/// Who may see an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    /// Any caller with `stock:read` gets the same bytes.
+    Everyone,
+    /// Cut to one caller's locations.
+    Caller,
+}
+
+impl Audience {
+    fn of(identity: &Identity) -> Self {
+        if identity.is_limited_to_locations() {
+            Audience::Caller
+        } else {
+            Audience::Everyone
+        }
+    }
+}
+
+/// A store's token reads stock and movements only at its own locations (region
+/// availability and search are for every `stock:read` caller).
+fn readable_at(identity: &Identity, location: &LocationId) -> ApiResult<()> {
+    if identity.may_read_at(location.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::LocationForbidden(location.to_string()))
+    }
+}
+
 /// Serializes `body` with an `ETag` over its bytes, answering 304 when the client has it.
-fn cached<T: Serialize>(headers: &HeaderMap, body: &T) -> ApiResult<Response> {
+fn cached<T: Serialize>(headers: &HeaderMap, body: &T, audience: Audience) -> ApiResult<Response> {
     let bytes = serde_json::to_vec(body)
         .map_err(|e| ApiError::Internal(format!("response does not serialize: {e}")))?;
     let digest = Sha256::digest(&bytes);
@@ -49,10 +84,21 @@ fn cached<T: Serialize>(headers: &HeaderMap, body: &T) -> ApiResult<Response> {
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(CACHE_CONTROL),
-    );
+    match audience {
+        Audience::Everyone => {
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(CACHE_CONTROL),
+            );
+        }
+        Audience::Caller => {
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(CACHE_CONTROL_PRIVATE),
+            );
+            h.insert(header::VARY, HeaderValue::from_static("authorization"));
+        }
+    }
     Ok(response)
 }
 
@@ -63,11 +109,13 @@ fn cached<T: Serialize>(headers: &HeaderMap, body: &T) -> ApiResult<Response> {
               (status = 304, description = "Not modified")))]
 pub(crate) async fn stock_by_sku(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     PathParams(SkuPath { sku }): PathParams<SkuPath>,
 ) -> ApiResult<Response> {
     let sku = Sku::parse(sku)?;
-    let rows = state.read.stock_by_sku(sku.as_str()).await?;
+    let mut rows = state.read.stock_by_sku(sku.as_str()).await?;
+    rows.retain(|r| identity.may_read_at(&r.location));
     let as_of = rows.iter().map(|r| r.as_of_ms).max().map(rfc3339);
     let body = SkuStockResponse {
         sku: sku.to_string(),
@@ -75,7 +123,7 @@ pub(crate) async fn stock_by_sku(
         locations: rows.into_iter().map(LocationStock::from).collect(),
         as_of,
     };
-    cached(&headers, &body)
+    cached(&headers, &body, Audience::of(&identity))
 }
 
 /// Stock of a SKU at one location.
@@ -85,17 +133,19 @@ pub(crate) async fn stock_by_sku(
               (status = 404, body = Problem, description = "not_found: no stock row for the key")))]
 pub(crate) async fn stock_at(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     PathParams(SkuLocationPath { sku, location }): PathParams<SkuLocationPath>,
 ) -> ApiResult<Response> {
     let sku = Sku::parse(sku)?;
     let location = LocationId::parse(location)?;
+    readable_at(&identity, &location)?;
     let row = state
         .read
         .stock_at(sku.as_str(), location.as_str())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no stock of {sku} at {location}")))?;
-    cached(&headers, &LocationStock::from(row))
+    cached(&headers, &LocationStock::from(row), Audience::of(&identity))
 }
 
 /// `?region=` of the availability query.
@@ -129,7 +179,7 @@ pub(crate) async fn availability(
         total_available: rows.iter().map(|r| r.available).sum(),
         regions: rows.into_iter().map(Into::into).collect(),
     };
-    cached(&headers, &body)
+    cached(&headers, &body, Audience::Everyone)
 }
 
 /// Query string of the movement history.
@@ -248,11 +298,13 @@ async fn movement_page(
     responses((status = 200, body = MovementsResponse), (status = 304, description = "Not modified")))]
 pub(crate) async fn movements(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     headers: HeaderMap,
     QueryParams(p): QueryParams<MovementParams>,
 ) -> ApiResult<Response> {
     let sku = Sku::parse(p.sku)?;
     let location = LocationId::parse(p.location)?;
+    readable_at(&identity, &location)?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(ValidationError::new("limit", "must be between 1 and 500").into());
@@ -279,7 +331,7 @@ pub(crate) async fn movements(
         movements: rows.into_iter().map(MovementBody::from).collect(),
         next_after,
     };
-    cached(&headers, &body)
+    cached(&headers, &body, Audience::of(&identity))
 }
 
 /// Query string of a search.
@@ -331,5 +383,5 @@ pub(crate) async fn search(
         query: p.q,
         hits: hits.into_iter().map(Into::into).collect(),
     };
-    cached(&headers, &body)
+    cached(&headers, &body, Audience::Everyone)
 }

@@ -1,28 +1,19 @@
 //! HTTPS for the APIs (rustls), with the serving certificate re-read when its files are
 //! renewed, and mutual TLS: with a client CA, a certificate it did not sign is refused in
 //! the handshake, a client without one reaches only the probes' routes (see
-//! [`super::guard`]), and the certificate's subject names the caller when no bearer token
-//! does.
+//! [`super::guard`]), and the certificate's names are handed to the guard, which grants
+//! what the principals file says (see [`crate::auth::principals`]). Connections are served
+//! by [`super::server`].
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::Router;
-use axum::extract::Request;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 /// Where the server's certificate and key are, and the CA of its clients for mutual TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,13 +41,6 @@ pub enum TlsError {
     #[error("TLS configuration: {0}")]
     Config(String),
 }
-
-/// The subject of the verified client certificate of a connection (mutual TLS).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerSubject(pub String);
-
-/// How long a client may take to finish the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The acceptor `settings` describe.
 pub fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, TlsError> {
@@ -198,77 +182,39 @@ fn certified_key(
         .map_err(|e| TlsError::Config(e.to_string()))
 }
 
-/// The subject of a client certificate: its common name, or the whole distinguished name.
-fn subject_of(cert: &CertificateDer<'_>) -> Option<String> {
+/// The names of the verified client certificate of `stream`, if the client sent one (the
+/// handshake already checked it chains to the client CA).
+pub fn peer_certificate<IO>(
+    stream: &tokio_rustls::server::TlsStream<IO>,
+) -> Option<crate::auth::PeerCertificate> {
+    let chain = stream.get_ref().1.peer_certificates()?;
+    names_of(chain.first()?)
+}
+
+/// The subject's common name and the DNS and URI subject alternative names of `cert`.
+fn names_of(cert: &CertificateDer<'_>) -> Option<crate::auth::PeerCertificate> {
+    use x509_parser::extensions::GeneralName;
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let subject = parsed.subject();
-    let cn = subject
+    let common_name = subject
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
         .map(str::to_string);
-    Some(cn.unwrap_or_else(|| subject.to_string()))
-}
-
-/// Serves `app` over TLS on `listener` until `shutdown`, then lets open connections finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    acceptor: TlsAcceptor,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    // Out of descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, app, builder) = (acceptor.clone(), app.clone(), builder.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let subject = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(subject_of)
-                .map(PeerSubject);
-            let service = app.map_request(move |mut req: Request<Incoming>| {
-                if let Some(subject) = &subject {
-                    req.extensions_mut().insert(subject.clone());
-                }
-                req
-            });
-            let connection = builder
-                .serve_connection_with_upgrades(
-                    TokioIo::new(tls),
-                    TowerToHyperService::new(service),
-                )
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(error = %e, "connection ended with an error");
+    let (mut dns_names, mut uris) = (Vec::new(), Vec::new());
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => dns_names.push((*dns).to_string()),
+                GeneralName::URI(uri) => uris.push((*uri).to_string()),
+                _ => {}
             }
-        });
+        }
     }
-    graceful.shutdown().await;
-    Ok(())
+    Some(crate::auth::PeerCertificate {
+        common_name,
+        dns_names,
+        uris,
+        subject: subject.to_string(),
+    })
 }
