@@ -221,6 +221,8 @@ impl RoleProcess {
             // These tests are about crashes and convergence, not the edge (which
             // services/stockflow/tests/auth.rs covers): the roles serve without tokens.
             .env("STOCKFLOW_INSECURE_NO_AUTH", "true")
+            // Their load all comes from this host's one address: no per-address bucket.
+            .env("STOCKFLOW_RATE_LIMIT_PER_SECOND", "0")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(workdir)
             .stdout(Stdio::null())

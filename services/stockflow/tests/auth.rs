@@ -778,3 +778,69 @@ async fn the_openapi_document_states_each_routes_scope_and_edge_answers() {
     }
     assert!(doc["paths"]["/healthz"]["get"]["security"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_url_in_clear_text_is_refused() {
+    let mut config = AppConfig::new(std::path::PathBuf::new());
+    config.security.auth = Some(AuthSettings::new(
+        KeySource::Url("http://127.0.0.1:9/jwks.json".into()),
+        TEST_ISSUER,
+        TEST_AUDIENCE,
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    config.data_dir = dir.path().to_path_buf();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let error = stockflow::app::start(config, listener)
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("not https"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_missing_at_start_is_retried_and_the_platform_is_not_ready_meanwhile() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let jwks = keys.path().join("jwks.json");
+    let mut config = AppConfig::new(std::path::PathBuf::new());
+    config.security.auth = Some(AuthSettings::new(
+        KeySource::File(jwks.clone()),
+        TEST_ISSUER,
+        TEST_AUDIENCE,
+    ));
+    // The identity provider is down: the platform starts anyway, not ready.
+    let p = Platform::start_config(config).await;
+    let r = reqwest::get(p.url("/readyz")).await.expect("answer");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.expect("problem");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("authentication"),
+        "{body}"
+    );
+    let key = key_with_jwks("k1", &jwks.with_extension("later"));
+    let token = key.sign(&raw_claims(&[Scope::StockRead])).expect("token");
+    let route = Route::new(Method::GET, "/v1/stock/SKU-1", None, Scope::StockRead);
+    let (status, body) = send(&p, &route, Some(&token), "k").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "not_ready");
+    // It comes back: the retry loads it, the platform turns ready and checks tokens.
+    std::fs::rename(jwks.with_extension("later"), &jwks).expect("publish the JWKS");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = reqwest::get(p.url("/readyz")).await.expect("answer");
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still not ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = send(&p, &route, Some(&token), "k").await;
+    assert!(
+        status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+        "{status} {body}"
+    );
+}

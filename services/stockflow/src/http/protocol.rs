@@ -3,7 +3,7 @@
 //! after waiting for a body that may never come.
 
 use axum::extract::Request;
-use axum::http::header;
+use axum::http::{HeaderValue, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -19,7 +19,18 @@ pub(crate) const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// the server does not decode.
 pub(crate) async fn check(req: Request, next: Next) -> Response {
     match refusal(&req) {
-        Some(error) => error.into_response(),
+        Some(error) => {
+            let mut response = error.into_response();
+            // The body was never read, so the connection cannot carry another request:
+            // say so, or a client reusing it races the close (HTTP/2 frames bodies
+            // itself and forbids the header).
+            if req.version() <= Version::HTTP_11 {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
         None => next.run(req).await,
     }
 }
