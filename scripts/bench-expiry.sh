@@ -16,7 +16,8 @@ connections="${2:-64}"
 skus="${3:-100}"
 addr="127.0.0.1:${BENCH_PORT:-18182}"
 
-cargo build --release --locked -p stockflow --bin stockflow
+cargo build --release --locked -p stockflow -p stockflow-bench --bins
+bench_bin=target/release/stockflow-bench
 bin=target/release/stockflow
 data="$(mktemp -d)"
 server=
@@ -37,7 +38,7 @@ stop() {
 trap 'stop; rm -rf "$data"' EXIT
 rss() { awk -v k="$1" '$1 == k":" {printf "%.0f MiB", $2 / 1024}' "/proc/$server/status"; }
 bench() {
-    "$bin" bench --target "$addr" --workload expiry --reservations "$reservations" \
+    "$bench_bin" http --target "$addr" --workload expiry --reservations "$reservations" \
         --connections "$connections" --skus "$skus" "$@"
 }
 

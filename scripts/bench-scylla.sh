@@ -13,7 +13,8 @@ export CASSANDRA_STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-17142}"
 nodes="127.0.0.1:$CASSANDRA_PORT"
 addr="127.0.0.1:${BENCH_PORT:-18183}"
 
-cargo build --release --locked -p stockflow --bin stockflow
+cargo build --release --locked -p stockflow -p stockflow-bench --bins
+bench_bin=target/release/stockflow-bench
 bin=target/release/stockflow
 data="$(mktemp -d)"
 server=""
@@ -33,6 +34,6 @@ for _ in $(seq 300); do curl -fs "http://$addr/readyz" >/dev/null 2>&1 && break;
 
 for skus in 1000 1; do
     echo "=== $skus SKU(s) ==="
-    "$bin" bench --target "$addr" --connections "$connections" --duration "$duration" --skus "$skus" --workload reserve
-    "$bin" bench-lwt --scylla-nodes "$nodes" --connections "$connections" --duration "$duration" --skus "$skus"
+    "$bench_bin" http --target "$addr" --connections "$connections" --duration "$duration" --skus "$skus" --workload reserve
+    "$bench_bin" lwt --scylla-nodes "$nodes" --connections "$connections" --duration "$duration" --skus "$skus"
 done

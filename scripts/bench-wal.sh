@@ -17,6 +17,8 @@ if [[ -z "${STOCKFLOW_BIN:-}" ]]; then
     cargo build --release --locked -p stockflow --bin stockflow
 fi
 bin="${STOCKFLOW_BIN:-target/release/stockflow}"
+cargo build --release --locked -p stockflow-bench
+bench_bin=target/release/stockflow-bench
 data="$(mktemp -d)"
 RUST_LOG=warn "$bin" dev --data-dir "$data" --listen "$addr" &
 server=$!
@@ -30,7 +32,7 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 size() { stat -c %s "$1" 2>/dev/null || echo 0; }
 
 report="$(mktemp)"
-"$bin" bench --target "$addr" --connections "$connections" --duration "$duration" \
+"$bench_bin" http --target "$addr" --connections "$connections" --duration "$duration" \
     --skus "$skus" --workload reserve >"$report" 2>&1 &
 bench=$!
 printf '%6s %12s %12s %12s %12s %14s\n' "t (s)" "write-wal MiB" "log-wal MiB" "read-wal MiB" "max-wal MiB" "data dir MiB"

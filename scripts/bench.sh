@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts a fresh `stockflow dev` (release build, temporary data directory, 127.0.0.1),
-# drives it with `stockflow bench`, prints the report, and stops it.
+# drives it with `stockflow-bench http`, prints the report, and stops it.
 # Usage: scripts/bench.sh [connections] [seconds] [skus]
 # BENCH_DEV_ARGS adds arguments to `stockflow dev`, e.g. a real bus:
 #   BENCH_DEV_ARGS="--bus kafka --kafka-brokers 127.0.0.1:9092" scripts/bench.sh
@@ -11,7 +11,8 @@ duration="${2:-20}"
 skus="${3:-1000}"
 addr="127.0.0.1:${BENCH_PORT:-18181}"
 
-cargo build --release --locked -p stockflow --bin stockflow
+cargo build --release --locked -p stockflow -p stockflow-bench --bins
+bench_bin=target/release/stockflow-bench
 bin=target/release/stockflow
 data="$(mktemp -d)"
 # shellcheck disable=SC2086 # BENCH_DEV_ARGS is a list of arguments
@@ -22,7 +23,7 @@ for _ in $(seq 100); do
     curl -fs "http://$addr/readyz" >/dev/null 2>&1 && break
     sleep 0.1
 done
-"$bin" bench --target "$addr" --connections "$connections" --duration "$duration" --skus "$skus"
+"$bench_bin" http --target "$addr" --connections "$connections" --duration "$duration" --skus "$skus"
 echo
 echo "server metrics (group commit; events through the bus over the whole run):"
 curl -s "http://$addr/metrics" | grep -E '^stockflow_write_batch_size_(sum|count)|^stockflow_events_(published|projected)_total' || true

@@ -22,7 +22,8 @@ tolerance="${SOAK_TOLERANCE:-0.10}"
 addr="127.0.0.1:${SOAK_PORT:-18191}"
 skus=1000
 
-cargo build --release --locked -p stockflow --bin stockflow
+cargo build --release --locked -p stockflow -p stockflow-bench --bins
+bench_bin=target/release/stockflow-bench
 bin=target/release/stockflow
 mkdir -p target/soak
 out="target/soak/$(date -u +%Y%m%dT%H%M%SZ)"
@@ -70,7 +71,7 @@ echo "minute,rss_kib,hwm_kib,disk_kib,wal_kib,idempotency_rows,final_reservation
 ) &
 sampler=$!
 
-"$bin" bench --target "$addr" --workload soak --connections 16 --skus "$skus" \
+"$bench_bin" http --target "$addr" --workload soak --connections 16 --skus "$skus" \
     --rate "$rate" --duration $((minutes * 60)) | tee "$out.bench.log" &
 bench=$!
 load=0

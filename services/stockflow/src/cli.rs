@@ -41,9 +41,6 @@ pub enum CliError {
     /// A bus call failed (migrate, teardown).
     #[error(transparent)]
     Bus(#[from] BusError),
-    /// The load generator failed.
-    #[error(transparent)]
-    Bench(#[from] crate::bench::BenchError),
     /// `stockflow trace` could not follow the command.
     #[error(transparent)]
     Trace(#[from] crate::trace::TraceError),

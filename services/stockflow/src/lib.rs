@@ -7,13 +7,11 @@
 //! - [`error`]: the one error type and its mapping to RFC 9457 problem responses.
 //! - [`workers`]: outbox publisher, projectors, reservation expiry.
 //! - [`app`]: wiring of the embedded platform (`stockflow dev`) and graceful shutdown.
-//! - [`bench`]: the HTTP load generator (`stockflow bench`).
 //! - [`telemetry`]: the Prometheus recorder (logs and traces: `stockflow-telemetry`).
 //! - [`trace`]: `stockflow trace`, the path of one command read from a region's APIs.
 
 pub mod app;
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod http;

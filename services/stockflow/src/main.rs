@@ -9,7 +9,7 @@ use stockflow::cli::{
     BusArgs, CliError, CommandArgs, Result, ScyllaArgs, SecurityArgs, Store, TokenArgs,
 };
 use stockflow::http::Routes;
-use stockflow::{app, bench, trace};
+use stockflow::{app, trace};
 use stockflow_storage::scylla;
 
 // The request path allocates many small, short-lived buffers across threads; mimalloc
@@ -106,10 +106,6 @@ enum Role {
     /// Print a bearer token signed by the development key of a data directory (or by
     /// --key), for `stockflow dev --auth-dev` and tests.
     Token(TokenArgs),
-    /// Drive load against a running stockflow and report throughput, latency and lag.
-    Bench(bench::BenchArgs),
-    /// Measure the raw LWT ceiling of a CQL server with the service's conditional batch.
-    BenchLwt(bench::LwtArgs),
     /// Print the path of one command from a region's APIs: the reservation on the write
     /// side, then per key when each change was committed, the bus partition and offset it
     /// was projected from, and when and by which projector replica.
@@ -149,7 +145,7 @@ impl Role {
             Role::Publisher(_) => "stockflow-publisher",
             Role::Projector(_) => "stockflow-projector",
             Role::Migrate { .. } | Role::Teardown { .. } => "stockflow-migrate",
-            Role::Token(_) | Role::Bench(_) | Role::BenchLwt(_) | Role::Trace(_) => "stockflow",
+            Role::Token(_) | Role::Trace(_) => "stockflow",
         }
     }
 }
@@ -291,8 +287,6 @@ fn main() -> ExitCode {
                 .await
             }
             Role::Token(args) => args.run(),
-            Role::Bench(args) => Ok(bench::run(args).await?),
-            Role::BenchLwt(args) => Ok(bench::run_lwt(args).await?),
             Role::Trace(args) => Ok(trace::run(args).await?),
         }
     });

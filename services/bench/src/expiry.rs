@@ -16,7 +16,8 @@ use clap::ValueEnum;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use super::{BenchArgs, Conn, LOCATION, sku};
+use crate::conn::{Conn, LOCATION, sku};
+use crate::http::BenchArgs;
 
 /// How long the bench waits for the burst to expire before it reports a failure.
 const PATIENCE: Duration = Duration::from_secs(300);

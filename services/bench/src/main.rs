@@ -1,0 +1,59 @@
+//! `stockflow-bench`: load generators for a running stockflow, kept out of the product
+//! binary.
+//!
+//! Layout:
+//! - `http`: workloads over the HTTP API (reserve + confirm, queries, an expiry burst, a
+//!   soak), with `conn` (one keep-alive connection, the histograms), `expiry` and `soak`.
+//! - `lwt`: the raw ScyllaDB conditional-batch ceiling the command path is measured
+//!   against.
+
+mod conn;
+mod expiry;
+mod http;
+mod lwt;
+mod soak;
+
+use clap::{Parser, Subcommand};
+
+/// Why a bench run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The target could not be reached or answered badly during set-up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stockflow-bench",
+    version,
+    about = "Load generators for stockflow"
+)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Drive a running stockflow over HTTP.
+    Http(http::BenchArgs),
+    /// The raw ScyllaDB LWT ceiling (the command path's conditional batch, nothing else).
+    Lwt(lwt::LwtArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.bench {
+        Bench::Http(args) => http::run(args).await,
+        Bench::Lwt(args) => lwt::run_lwt(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stockflow-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
