@@ -548,7 +548,7 @@ async fn the_sample_region_runs_serves_rolls_out_pauses_and_is_deleted() {
     assert!(
         matches!(
             stockflow_bus::kafka::ensure_topic(&topic).await,
-            Err(stockflow_bus::BusError::Config(_))
+            Err(stockflow_bus::BusError::TopicMissing { .. })
         ),
         "Delete deleted the topic"
     );

@@ -81,8 +81,25 @@ impl FluvioConfig {
     }
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> BusError {
-    BusError::Unavailable(format!("{what}: {e}"))
+/// The Fluvio client's error, shown with its whole chain of causes (the client wraps
+/// the cause that matters, a refused connection or a missing topic, in several contexts).
+#[derive(Debug)]
+struct FluvioFailure(anyhow::Error);
+
+impl std::fmt::Display for FluvioFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for FluvioFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+fn failed(what: &str, e: anyhow::Error) -> BusError {
+    BusError::fluvio(what, FluvioFailure(e))
 }
 
 async fn within<T>(
@@ -92,11 +109,11 @@ async fn within<T>(
 ) -> Result<T> {
     match tokio::time::timeout(config.request_timeout, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(unavailable(what, format!("{e:#}"))),
-        Err(_) => Err(BusError::Unavailable(format!(
-            "{what}: no answer from Fluvio at {} within {:?}",
-            config.endpoint, config.request_timeout
-        ))),
+        Ok(Err(e)) => Err(failed(what, e)),
+        Err(_) => Err(BusError::TimedOut {
+            what: format!("{what} (Fluvio at {})", config.endpoint),
+            after: config.request_timeout,
+        }),
     }
 }
 
@@ -132,10 +149,11 @@ fn check_partitions(config: &FluvioConfig, found: u32) -> Result<()> {
     if found == config.partitions {
         return Ok(());
     }
-    Err(BusError::Config(format!(
-        "topic {} has {found} partitions, not {}: the partition count is fixed once a topic holds events, since changing it would move SKUs between partitions",
-        config.topic, config.partitions
-    )))
+    Err(BusError::PartitionCountMismatch {
+        topic: config.topic.clone(),
+        found,
+        expected: config.partitions,
+    })
 }
 
 /// Creates the topic when missing (if the config allows), checks its partition count and
@@ -152,10 +170,11 @@ async fn ensure_topic_on(client: &Fluvio, config: &FluvioConfig) -> Result<Topic
             TopicState::Existed
         }
         None if !config.create_topic => {
-            return Err(BusError::Config(format!(
-                "topic {} does not exist on {} and topic creation is off (create it with {} partitions, or allow creation)",
-                config.topic, config.endpoint, config.partitions
-            )));
+            return Err(BusError::TopicMissing {
+                topic: config.topic.clone(),
+                bus: config.endpoint.clone(),
+                partitions: config.partitions,
+            });
         }
         None => {
             let admin = client.admin().await;
@@ -178,10 +197,13 @@ async fn ensure_topic_on(client: &Fluvio, config: &FluvioConfig) -> Result<Topic
                 tracing::debug!(?resolution, "waiting for the topic's partitions");
             }
             other => {
-                return Err(BusError::Unavailable(format!(
-                    "topic {} is not provisioned after {:?}: {other:?}",
-                    config.topic, config.request_timeout
-                )));
+                return Err(BusError::TopicNotReady {
+                    topic: config.topic.clone(),
+                    state: format!(
+                        "is not provisioned after {:?}: {other:?}",
+                        config.request_timeout
+                    ),
+                });
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -235,9 +257,10 @@ impl FluvioEventLog {
     /// Connects, checks (or creates) the topic and starts the producer.
     pub async fn connect(config: FluvioConfig) -> Result<Self> {
         if config.partitions == 0 {
-            return Err(BusError::Config(
-                "a topic needs at least one partition".into(),
-            ));
+            return Err(BusError::Settings {
+                setting: "partitions",
+                reason: "a topic needs at least one partition".into(),
+            });
         }
         let client = connect(&config).await?;
         ensure_topic_on(&client, &config).await?;
@@ -246,7 +269,7 @@ impl FluvioEventLog {
             .batch_size(PRODUCER_BATCH_BYTES)
             .linger(Duration::from_millis(1))
             .build()
-            .map_err(|e| BusError::Config(format!("Fluvio producer settings: {e}")))?;
+            .map_err(|e| BusError::fluvio("Fluvio producer settings", e))?;
         let producer = within(
             &config,
             "start the producer",
@@ -281,7 +304,7 @@ impl FluvioEventLog {
 
     async fn stream_at(&self, partition: u32, offset: u64) -> Result<RecordStream> {
         let start = Offset::absolute(i64::try_from(offset).unwrap_or(i64::MAX))
-            .map_err(|e| BusError::Refused(format!("offset {offset}: {e}")))?;
+            .map_err(|_| BusError::OffsetOutOfRange { offset })?;
         self.stream_from(partition, start, false).await
     }
 
@@ -298,7 +321,7 @@ impl FluvioEventLog {
             .max_bytes(self.config.max_fetch_bytes.max(MIN_FETCH_BYTES))
             .disable_continuous(only_existing)
             .build()
-            .map_err(|e| BusError::Config(format!("Fluvio consumer settings: {e}")))?;
+            .map_err(|e| BusError::fluvio("Fluvio consumer settings", e))?;
         let stream = within(
             &self.config,
             "start a consumer stream",
@@ -341,19 +364,19 @@ impl EventLog for FluvioEventLog {
                 .producer
                 .send(r.key.into_bytes(), r.value)
                 .await
-                .map_err(|e| unavailable("produce", format!("{e:#}")))?;
+                .map_err(|e| failed("produce", e))?;
             outputs.push(output);
         }
         self.producer
             .flush()
             .await
-            .map_err(|e| unavailable("flush the producer", format!("{e:#}")))?;
+            .map_err(|e| failed("flush the producer", e))?;
         let mut assigned = Vec::with_capacity(outputs.len());
         for output in outputs {
             let metadata = output
                 .wait()
                 .await
-                .map_err(|e| unavailable("delivery", format!("{e:#}")))?;
+                .map_err(|e| BusError::fluvio("delivery", e))?;
             assigned.push((
                 metadata.partition_id(),
                 u64::try_from(metadata.offset()).unwrap_or(0),
@@ -372,7 +395,10 @@ impl EventLog for FluvioEventLog {
         let slot = self
             .readers
             .get(partition as usize)
-            .ok_or_else(|| BusError::Refused(format!("no partition {partition}")))?;
+            .ok_or(BusError::NoSuchPartition {
+                partition,
+                partitions: self.config.partitions,
+            })?;
         let mut guard = slot.lock().await;
         let deadline = tokio::time::Instant::now() + max_wait;
         for _ in 0..GAP_RETRIES {
@@ -390,16 +416,14 @@ impl EventLog for FluvioEventLog {
                 Ok(Some(Ok(r))) => to_record(partition, &r),
                 Ok(Some(Err(code))) => {
                     *guard = None;
-                    return Err(unavailable(
-                        &format!("reading partition {partition} of {}", self.config.topic),
+                    return Err(BusError::fluvio(
+                        format!("reading partition {partition} of {}", self.config.topic),
                         code,
                     ));
                 }
                 Ok(None) => {
                     *guard = None;
-                    return Err(BusError::Unavailable(format!(
-                        "the stream of partition {partition} ended"
-                    )));
+                    return Err(BusError::StreamEnded { partition });
                 }
             };
             if first.offset > offset {
@@ -442,7 +466,10 @@ impl EventLog for FluvioEventLog {
 
     async fn end_offset(&self, partition: u32) -> Result<u64> {
         if partition >= self.config.partitions {
-            return Err(BusError::Refused(format!("no partition {partition}")));
+            return Err(BusError::NoSuchPartition {
+                partition,
+                partitions: self.config.partitions,
+            });
         }
         // The last record, if any, read from the SPU (the SC's status lags).
         let mut stream = self
@@ -451,11 +478,11 @@ impl EventLog for FluvioEventLog {
         match tokio::time::timeout(self.config.request_timeout, stream.next()).await {
             Ok(Some(Ok(last))) => Ok(u64::try_from(last.offset()).unwrap_or(0) + 1),
             Ok(None) => Ok(0),
-            Ok(Some(Err(code))) => Err(unavailable("read the partition's end", code)),
-            Err(_) => Err(BusError::Unavailable(format!(
-                "no answer for the end of partition {partition} within {:?}",
-                self.config.request_timeout
-            ))),
+            Ok(Some(Err(code))) => Err(BusError::fluvio("read the partition's end", code)),
+            Err(_) => Err(BusError::TimedOut {
+                what: format!("the end of partition {partition}"),
+                after: self.config.request_timeout,
+            }),
         }
     }
 
@@ -464,10 +491,10 @@ impl EventLog for FluvioEventLog {
         config.request_timeout = Duration::from_secs(2);
         match topic_partitions(&self.client, &config).await? {
             Some(_) => Ok(()),
-            None => Err(BusError::Unavailable(format!(
-                "topic {} is not available",
-                self.config.topic
-            ))),
+            None => Err(BusError::TopicNotReady {
+                topic: self.config.topic.clone(),
+                state: "is not available".into(),
+            }),
         }
     }
 }

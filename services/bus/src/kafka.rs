@@ -102,14 +102,10 @@ pub enum TopicState {
     Existed,
 }
 
-fn unavailable(what: &str, e: KafkaError) -> BusError {
-    BusError::Unavailable(format!("{what}: {e}"))
-}
-
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| BusError::Unavailable(format!("a bus call panicked: {e}")))?
+        .map_err(BusError::Panicked)?
 }
 
 /// A client context that keeps the first errors librdkafka reported about the brokers, so
@@ -172,7 +168,7 @@ fn metadata_client(config: &KafkaConfig) -> Result<Arc<BaseProducer<Diagnosed>>>
         .client_config(&[])?
         .create_with_context(Diagnosed::default())
         .map(Arc::new)
-        .map_err(|e| BusError::Config(format!("Kafka client settings: {e}")))
+        .map_err(|e| BusError::kafka("Kafka client settings", e))
 }
 
 fn admin(config: &KafkaConfig) -> Result<Arc<AdminClient<DefaultClientContext>>> {
@@ -180,7 +176,7 @@ fn admin(config: &KafkaConfig) -> Result<Arc<AdminClient<DefaultClientContext>>>
         .client_config(&[])?
         .create()
         .map(Arc::new)
-        .map_err(|e| BusError::Config(format!("Kafka client settings: {e}")))
+        .map_err(|e| BusError::kafka("Kafka client settings", e))
 }
 
 /// A topic as the metadata describes it.
@@ -211,9 +207,12 @@ async fn topic_partitions(
                     .last_error()
                     .map(|c| format!(" (broker errors: {c})"))
                     .unwrap_or_default();
-                BusError::Unavailable(format!(
-                    "cannot read topic metadata from Kafka brokers {brokers} within {timeout:?}: {e}{cause}"
-                ))
+                BusError::kafka(
+                    format!(
+                        "cannot read topic metadata from Kafka brokers {brokers} within {timeout:?}{cause}"
+                    ),
+                    e,
+                )
             })?;
         let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
             return Ok(None);
@@ -227,9 +226,10 @@ async fn topic_partitions(
                     .all(|p| p.error().is_none() && p.leader() >= 0),
             })),
             Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(None),
-            Some(code) => Err(BusError::Unavailable(format!(
-                "metadata of topic {topic}: {code}"
-            ))),
+            Some(code) => Err(BusError::TopicNotReady {
+                topic,
+                state: format!("has no usable metadata: {code}"),
+            }),
         }
     })
     .await
@@ -258,10 +258,13 @@ pub async fn ensure_topic(config: &KafkaConfig) -> Result<TopicState> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             other => {
-                return Err(BusError::Unavailable(format!(
-                    "topic {} has no leader for every partition after {:?}: {other:?}",
-                    config.topic, config.request_timeout
-                )));
+                return Err(BusError::TopicNotReady {
+                    topic: config.topic.clone(),
+                    state: format!(
+                        "has no leader for every partition after {:?}: {other:?}",
+                        config.request_timeout
+                    ),
+                });
             }
         }
     }
@@ -272,15 +275,16 @@ async fn create_topic(
     config: &KafkaConfig,
 ) -> Result<TopicState> {
     if !config.create_topic {
-        return Err(BusError::Config(format!(
-            "topic {} does not exist on {} and topic creation is off (create it with {} partitions, or allow creation)",
-            config.topic,
-            config.brokers.join(","),
-            config.partitions
-        )));
+        return Err(BusError::TopicMissing {
+            topic: config.topic.clone(),
+            bus: config.brokers.join(","),
+            partitions: config.partitions,
+        });
     }
-    let partitions = i32::try_from(config.partitions)
-        .map_err(|_| BusError::Config(format!("{} partitions", config.partitions)))?;
+    let partitions = i32::try_from(config.partitions).map_err(|_| BusError::Settings {
+        setting: "partitions",
+        reason: format!("{} is more than Kafka allows", config.partitions),
+    })?;
     let topic = NewTopic::new(
         &config.topic,
         partitions,
@@ -292,17 +296,19 @@ async fn create_topic(
     let results = admin
         .create_topics([&topic], &options)
         .await
-        .map_err(|e| unavailable("create topic", e))?;
+        .map_err(|e| BusError::kafka("create topic", e))?;
     let mut state = TopicState::Created;
     for result in results {
         match result {
             Ok(_) => {}
             // Someone else created it meanwhile: it is checked like any existing topic.
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => state = TopicState::Existed,
-            Err((name, code)) => {
-                return Err(BusError::Refused(format!(
-                    "cannot create topic {name}: {code}"
-                )));
+            Err((topic, code)) => {
+                return Err(BusError::TopicRefused {
+                    action: "create",
+                    topic,
+                    reason: code.to_string(),
+                });
             }
         }
     }
@@ -316,10 +322,11 @@ fn check_partitions(config: &KafkaConfig, found: u32) -> Result<()> {
     if found == config.partitions {
         return Ok(());
     }
-    Err(BusError::Config(format!(
-        "topic {} has {found} partitions, not {}: the partition count is fixed once a topic holds events, since changing it would move SKUs between partitions",
-        config.topic, config.partitions
-    )))
+    Err(BusError::PartitionCountMismatch {
+        topic: config.topic.clone(),
+        found,
+        expected: config.partitions,
+    })
 }
 
 /// Deletes the topic, returning once the brokers no longer describe it; a missing topic is
@@ -332,14 +339,16 @@ pub async fn delete_topic(config: &KafkaConfig) -> Result<()> {
     let results = admin
         .delete_topics(&[config.topic.as_str()], &options)
         .await
-        .map_err(|e| unavailable("delete topic", e))?;
+        .map_err(|e| BusError::kafka("delete topic", e))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-            Err((name, code)) => {
-                return Err(BusError::Refused(format!(
-                    "cannot delete topic {name}: {code}"
-                )));
+            Err((topic, code)) => {
+                return Err(BusError::TopicRefused {
+                    action: "delete",
+                    topic,
+                    reason: code.to_string(),
+                });
             }
         }
     }
@@ -350,10 +359,13 @@ pub async fn delete_topic(config: &KafkaConfig) -> Result<()> {
     let deadline = tokio::time::Instant::now() + config.request_timeout;
     while topic_partitions(probe.clone(), config).await?.is_some() {
         if tokio::time::Instant::now() >= deadline {
-            return Err(BusError::Unavailable(format!(
-                "topic {} was deleted but the brokers still describe it after {:?}",
-                config.topic, config.request_timeout
-            )));
+            return Err(BusError::TopicNotReady {
+                topic: config.topic.clone(),
+                state: format!(
+                    "was deleted but the brokers still describe it after {:?}",
+                    config.request_timeout
+                ),
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -385,7 +397,7 @@ impl KafkaEventLog {
             let (low, high) = producer
                 .client()
                 .fetch_watermarks(&topic, partition as i32, timeout)
-                .map_err(|e| unavailable("read the partition's watermarks", e))?;
+                .map_err(|e| BusError::kafka("read the partition's watermarks", e))?;
             Ok((
                 u64::try_from(low).unwrap_or(0),
                 u64::try_from(high).unwrap_or(0),
@@ -397,12 +409,16 @@ impl KafkaEventLog {
     /// Checks (or creates) the topic and starts the producer.
     pub async fn connect(config: KafkaConfig) -> Result<Self> {
         if config.brokers.is_empty() {
-            return Err(BusError::Config("no Kafka brokers given".into()));
+            return Err(BusError::Settings {
+                setting: "brokers",
+                reason: "no Kafka brokers given".into(),
+            });
         }
         if config.partitions == 0 {
-            return Err(BusError::Config(
-                "a topic needs at least one partition".into(),
-            ));
+            return Err(BusError::Settings {
+                setting: "partitions",
+                reason: "a topic needs at least one partition".into(),
+            });
         }
         ensure_topic(&config).await?;
         let producer: FutureProducer = config
@@ -415,7 +431,7 @@ impl KafkaEventLog {
                 ("queue.buffering.max.messages", "200000"),
             ])?
             .create()
-            .map_err(|e| BusError::Config(format!("Kafka producer settings: {e}")))?;
+            .map_err(|e| BusError::kafka("Kafka producer settings", e))?;
         let readers = (0..config.partitions).map(|_| Mutex::new(None)).collect();
         Ok(Self {
             config,
@@ -438,7 +454,7 @@ impl KafkaEventLog {
                 ("fetch.wait.max.ms", "100"),
             ])?
             .create()
-            .map_err(|e| BusError::Config(format!("Kafka consumer settings: {e}")))?;
+            .map_err(|e| BusError::kafka("Kafka consumer settings", e))?;
         assign(&consumer, &self.config.topic, partition, offset)?;
         Ok(consumer)
     }
@@ -446,13 +462,12 @@ impl KafkaEventLog {
 
 fn assign(consumer: &StreamConsumer, topic: &str, partition: u32, offset: u64) -> Result<()> {
     let mut tpl = TopicPartitionList::new();
-    let offset = i64::try_from(offset)
-        .map_err(|_| BusError::Refused(format!("offset {offset} is out of range")))?;
+    let offset = i64::try_from(offset).map_err(|_| BusError::OffsetOutOfRange { offset })?;
     tpl.add_partition_offset(topic, partition as i32, Offset::Offset(offset))
-        .map_err(|e| unavailable("assign partition", e))?;
+        .map_err(|e| BusError::kafka("assign partition", e))?;
     consumer
         .assign(&tpl)
-        .map_err(|e| unavailable("assign partition", e))
+        .map_err(|e| BusError::kafka("assign partition", e))
 }
 
 fn to_record(partition: u32, m: &impl Message) -> LogRecord {
@@ -529,7 +544,7 @@ impl EventLog for KafkaEventLog {
                         record = back;
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
-                    Err((e, _)) => return Err(unavailable("produce", e)),
+                    Err((e, _)) => return Err(BusError::kafka("produce", e)),
                 }
             }
         }
@@ -540,11 +555,9 @@ impl EventLog for KafkaEventLog {
                     u32::try_from(d.partition).unwrap_or(0),
                     u64::try_from(d.offset).unwrap_or(0),
                 )),
-                Ok(Err((e, _))) => return Err(unavailable("delivery", e)),
+                Ok(Err((e, _))) => return Err(BusError::kafka("delivery", e)),
                 Err(_) => {
-                    return Err(BusError::Unavailable(
-                        "the producer dropped a delivery".into(),
-                    ));
+                    return Err(BusError::DeliveryDropped);
                 }
             }
         }
@@ -561,7 +574,10 @@ impl EventLog for KafkaEventLog {
         let slot = self
             .readers
             .get(partition as usize)
-            .ok_or_else(|| BusError::Refused(format!("no partition {partition}")))?;
+            .ok_or(BusError::NoSuchPartition {
+                partition,
+                partitions: self.config.partitions,
+            })?;
         let mut guard = slot.lock().await;
         match guard.as_mut() {
             Some(reader) if reader.next == offset => {}
@@ -585,10 +601,13 @@ impl EventLog for KafkaEventLog {
             Ok(Err(e)) => {
                 // Start over at the next fetch with a fresh assignment.
                 *guard = None;
-                return Err(BusError::Unavailable(format!(
-                    "reading partition {partition} of {} at offset {offset}: {e}",
-                    self.config.topic
-                )));
+                return Err(BusError::kafka(
+                    format!(
+                        "reading partition {partition} of {} at offset {offset}",
+                        self.config.topic
+                    ),
+                    e,
+                ));
             }
         };
         let mut bytes = first.value.len();
@@ -625,7 +644,7 @@ impl EventLog for KafkaEventLog {
             let metadata = producer
                 .client()
                 .fetch_metadata(Some(&topic), Duration::from_secs(2))
-                .map_err(|e| unavailable("Kafka metadata", e))?;
+                .map_err(|e| BusError::kafka("Kafka metadata", e))?;
             let known: HashMap<&str, usize> = metadata
                 .topics()
                 .iter()
@@ -635,9 +654,10 @@ impl EventLog for KafkaEventLog {
             if known.contains_key(topic.as_str()) {
                 Ok(())
             } else {
-                Err(BusError::Unavailable(format!(
-                    "topic {topic} is not available"
-                )))
+                Err(BusError::TopicNotReady {
+                    topic,
+                    state: "is not available".into(),
+                })
             }
         })
         .await

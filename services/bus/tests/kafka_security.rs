@@ -102,7 +102,7 @@ fn the_client_refuses_credentials_it_cannot_use_before_any_connection() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let result = runtime.block_on(KafkaEventLog::connect(config));
     assert!(
-        matches!(result, Err(stockflow_bus::BusError::Config(ref m)) if m.contains("needs SASL credentials")),
+        matches!(result, Err(ref e @ stockflow_bus::BusError::Settings { .. }) if e.to_string().contains("needs SASL credentials")),
         "{:?}",
         result.err()
     );

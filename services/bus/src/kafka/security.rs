@@ -53,9 +53,10 @@ impl FromStr for SecurityProtocol {
             "ssl" => Ok(SecurityProtocol::Ssl),
             "sasl_plaintext" => Ok(SecurityProtocol::SaslPlaintext),
             "sasl_ssl" => Ok(SecurityProtocol::SaslSsl),
-            other => Err(BusError::Config(format!(
-                "Kafka security protocol {other:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
-            ))),
+            other => Err(BusError::Settings {
+                setting: "Kafka security protocol",
+                reason: format!("{other:?}: expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+            }),
         }
     }
 }
@@ -90,9 +91,10 @@ impl FromStr for SaslMechanism {
             "PLAIN" => Ok(SaslMechanism::Plain),
             "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
             "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
-            other => Err(BusError::Config(format!(
-                "SASL mechanism {other:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
-            ))),
+            other => Err(BusError::Settings {
+                setting: "SASL mechanism",
+                reason: format!("{other:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+            }),
         }
     }
 }
@@ -143,34 +145,43 @@ impl KafkaSecurity {
                 out.push(("sasl.password", sasl.password.clone()));
             }
             (None, true) => {
-                return Err(BusError::Config(format!(
-                    "Kafka security protocol {} needs SASL credentials (a username and a password)",
-                    protocol.as_str()
-                )));
+                return Err(BusError::Settings {
+                    setting: "Kafka security protocol",
+                    reason: format!(
+                        "{} needs SASL credentials (a username and a password)",
+                        protocol.as_str()
+                    ),
+                });
             }
             (Some(_), false) => {
-                return Err(BusError::Config(format!(
-                    "SASL credentials were given but the Kafka security protocol is {}; \
-                     use sasl_plaintext or sasl_ssl",
-                    protocol.as_str()
-                )));
+                return Err(BusError::Settings {
+                    setting: "SASL credentials",
+                    reason: format!(
+                        "given, but the Kafka security protocol is {}; use sasl_plaintext or sasl_ssl",
+                        protocol.as_str()
+                    ),
+                });
             }
             (None, false) => {}
         }
         match (&self.ca_pem, protocol.uses_tls()) {
             (Some(pem), true) => {
                 if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(BusError::Config(
-                        "the Kafka CA is not a PEM certificate (no BEGIN CERTIFICATE line)".into(),
-                    ));
+                    return Err(BusError::Settings {
+                        setting: "Kafka CA",
+                        reason: "not a PEM certificate (no BEGIN CERTIFICATE line)".into(),
+                    });
                 }
                 out.push(("ssl.ca.pem", pem.clone()));
             }
             (Some(_), false) => {
-                return Err(BusError::Config(format!(
-                    "a Kafka CA was given but the security protocol is {}; use ssl or sasl_ssl",
-                    protocol.as_str()
-                )));
+                return Err(BusError::Settings {
+                    setting: "Kafka CA",
+                    reason: format!(
+                        "given, but the security protocol is {}; use ssl or sasl_ssl",
+                        protocol.as_str()
+                    ),
+                });
             }
             (None, _) => {}
         }
@@ -232,7 +243,7 @@ mod tests {
         };
         assert!(matches!(
             no_credentials.settings(),
-            Err(BusError::Config(_))
+            Err(BusError::Settings { .. })
         ));
         let credentials_without_sasl = KafkaSecurity {
             protocol: SecurityProtocol::Ssl,

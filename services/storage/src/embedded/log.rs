@@ -245,7 +245,10 @@ impl SqliteEventLog {
 }
 
 fn storage(e: StoreError) -> BusError {
-    BusError::Storage(e.to_string())
+    BusError::Storage {
+        retryable: e.retryable(),
+        source: Box::new(e),
+    }
 }
 
 #[async_trait]
@@ -276,7 +279,10 @@ impl EventLog for SqliteEventLog {
         max_wait: Duration,
     ) -> stockflow_bus::Result<Vec<LogRecord>> {
         if partition >= self.partitions {
-            return Err(BusError::Refused(format!("no partition {partition}")));
+            return Err(BusError::NoSuchPartition {
+                partition,
+                partitions: self.partitions,
+            });
         }
         let deadline = tokio::time::Instant::now() + max_wait;
         let mut tick = self.tick.subscribe();
@@ -303,7 +309,10 @@ impl EventLog for SqliteEventLog {
             .next
             .get(partition as usize)
             .copied()
-            .ok_or_else(|| BusError::Refused(format!("no partition {partition}")))
+            .ok_or(BusError::NoSuchPartition {
+                partition,
+                partitions: self.partitions,
+            })
     }
 
     async fn start_offset(&self, partition: u32) -> stockflow_bus::Result<u64> {
