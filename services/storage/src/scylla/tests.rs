@@ -737,9 +737,12 @@ async fn a_stalled_saga_and_its_rollback_exclude_each_other() {
     let all = ["st-1", "st-2", "st-3", "st-4"];
 
     // 1. Stalled between its lines: expiry leaves it alone while it is within its window,
-    //    then rolls it back; woken, it takes no lease and holds nothing.
+    //    then rolls it back; woken, it takes no lease and holds nothing. (Had it gone on to
+    //    write its second line, its request would be cut off before its move to `active`,
+    //    as the HTTP timeout drops it: nothing may stay held then either.)
     let gate = stall("st-1", Point::BeforeLease(1));
-    let run = start("st-1", "k-st-1");
+    let late = stall("st-1", Point::BeforeActive);
+    let mut run = start("st-1", "k-st-1");
     gate.reached().await;
     assert_eq!(reserved("a", "sx").await, 2, "its first line is held");
     expire().await;
@@ -754,7 +757,10 @@ async fn a_stalled_saga_and_its_rollback_exclude_each_other() {
             .is_none()
     );
     gate.open();
-    unavailable(run.await.unwrap(), "st-1");
+    tokio::select! {
+        answer = &mut run => unavailable(answer.unwrap(), "st-1"),
+        () = late.reached() => run.abort(),
+    }
     assert_eq!(
         (reserved("a", "sx").await, reserved("b", "sy").await),
         (0, 0)
@@ -806,14 +812,19 @@ async fn a_stalled_saga_and_its_rollback_exclude_each_other() {
     assert_holds_match(&*w, &all).await;
 
     // 3. Stalled after its second line's lease, past the window: expiry rolls it back, and
-    //    the step whose lease ran out is never sent.
+    //    the step whose lease ran out is never sent (were it sent, the request would again
+    //    be cut off before its move to `active`).
     let gate = stall("st-3", Point::AfterLease(1));
-    let run = start("st-3", "k-st-3");
+    let late = stall("st-3", Point::BeforeActive);
+    let mut run = start("st-3", "k-st-3");
     gate.reached().await;
     past_window().await;
     expire().await;
     gate.open();
-    unavailable(run.await.unwrap(), "st-3");
+    tokio::select! {
+        answer = &mut run => unavailable(answer.unwrap(), "st-3"),
+        () = late.reached() => run.abort(),
+    }
     assert_eq!(
         (reserved("a", "sx").await, reserved("b", "sy").await),
         (2, 3),
