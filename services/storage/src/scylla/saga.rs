@@ -31,6 +31,9 @@
 //!   the attempt takes a *lease*: `updated_at = now IF status = 'pending' AND owner AND
 //!   created_at` are its own. The step is decided and sent only within half the recovery
 //!   window after that ([`KeyOp::not_after`]); the driver's timeout bounds when it lands.
+//!   The lease is stamped by the saga's clock and judged by expiry's: what is left of the
+//!   window's second half after the driver's request timeout (10 s) is the clock skew
+//!   tolerated (5 s at the default 30 s).
 //! - Expiry rolls back only a saga idle for the whole window, by `pending → aborting IF
 //!   updated_at = <the value it judged>`: a lease taken meanwhile makes it lose, and once it
 //!   wins no lease can be taken. Its rollback reads each line through Paxos, completing a
