@@ -4,12 +4,20 @@
 //! Callers load the stock levels a command touches (a never-written key is
 //! [`StockLevel::empty`]), call the decision, and write [`Applied`] atomically — or, on a
 //! backend without multi-key transactions, key by key with compensation.
+//!
+//! Every decision takes the caller's [`LocationGrant`] and refuses first (before any other
+//! rule, so a caller learns nothing about stock it may not touch) with
+//! [`DomainError::LocationForbidden`] when the command touches a location outside it: the
+//! locations a command names, or, for a settlement, the lines of the reservation as
+//! loaded for this decision. Only a reservation that does not exist answers before that
+//! (`reservation_not_found`, decided by the caller that found nothing to load).
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Adjust, Reserve};
+use crate::command::{Adjust, Command, Reserve};
 use crate::error::{DomainError, ShortLine};
 use crate::event::{EventKind, EventMeta, StockEvent};
+use crate::grant::LocationGrant;
 use crate::ids::ReservationId;
 use crate::reservation::{Reservation, ReservationLine, ReservationStatus};
 use crate::stock::StockLevel;
@@ -51,12 +59,27 @@ impl Applied {
     }
 }
 
+/// Refuses `command` when a location it names is outside `grant`, before anything is
+/// loaded: an adjustment's key, a reservation's lines (so a caller is told `forbidden`, not
+/// whether the location exists or what it holds). A settlement names no location: its
+/// reservation's lines are checked by [`settle`] (or [`settlement`]) on the state loaded
+/// for the decision.
+pub fn authorize(command: &Command, grant: &LocationGrant) -> Result<(), DomainError> {
+    match command {
+        Command::Adjust(cmd) => grant.check(&cmd.key.location),
+        Command::Reserve(cmd) => grant.check_all(cmd.lines.iter().map(|l| &l.location)),
+        Command::Confirm { .. } | Command::Release { .. } | Command::Expire { .. } => Ok(()),
+    }
+}
+
 /// Decides an adjustment of `current`.
 pub fn adjust(
     current: &StockLevel,
     cmd: &Adjust,
+    grant: &LocationGrant,
     meta: &EventMeta,
 ) -> Result<Applied, DomainError> {
+    grant.check(&cmd.key.location)?;
     let next = current.adjust(cmd.change, cmd.expected_version)?;
     let event = StockEvent::for_level(
         EventKind::StockAdjusted,
@@ -81,8 +104,10 @@ pub fn reserve(
     levels: &[StockLevel],
     existing: Option<&Reservation>,
     cmd: &Reserve,
+    grant: &LocationGrant,
     meta: &EventMeta,
 ) -> Result<Applied, DomainError> {
+    grant.check_all(cmd.lines.iter().map(|l| &l.location))?;
     if existing.is_some() {
         return Err(DomainError::ReservationExists(cmd.id.clone()));
     }
@@ -91,11 +116,12 @@ pub fn reserve(
     let mut events = Vec::with_capacity(levels.len());
     let mut short = Vec::new();
     for (line, level) in cmd.lines.iter().zip(levels) {
-        match reserve_line(level, &cmd.id, line.qty, cmd.reference.clone(), meta) {
+        match reserve_line(level, &cmd.id, line.qty, grant, cmd.reference.clone(), meta) {
             Ok((level, event)) => {
                 next.push(level);
                 events.push(event);
             }
+            Err(e @ DomainError::LocationForbidden { .. }) => return Err(e),
             Err(_) => short.push(ShortLine {
                 sku: line.sku.clone(),
                 location: line.location.clone(),
@@ -144,9 +170,11 @@ pub fn reserve_line(
     level: &StockLevel,
     id: &ReservationId,
     qty: i64,
+    grant: &LocationGrant,
     reference: Option<String>,
     meta: &EventMeta,
 ) -> Result<(StockLevel, StockEvent), DomainError> {
+    grant.check(&level.location)?;
     let next = level.reserve(qty)?;
     let event = StockEvent::for_level(
         EventKind::StockReserved,
@@ -161,7 +189,8 @@ pub fn reserve_line(
 
 /// Gives back a line that reservation `id` held when the reservation as a whole failed
 /// (a later line was short): the compensation step of a key-by-key reservation. The event
-/// is a release, so read models and consumers see the hold disappear.
+/// is a release, so read models and consumers see the hold disappear. No grant: it undoes
+/// what the failed attempt itself did, whoever finishes the rollback.
 pub fn compensate_line(
     level: &StockLevel,
     id: &ReservationId,
@@ -189,8 +218,10 @@ pub fn settle_line(
     reservation: &Reservation,
     line: &ReservationLine,
     level: &StockLevel,
+    grant: &LocationGrant,
     meta: &EventMeta,
-) -> (StockLevel, StockEvent) {
+) -> Result<(StockLevel, StockEvent), DomainError> {
+    grant.check(&line.location)?;
     let next = match how {
         Settlement::Confirm => level.confirm(line.qty),
         Settlement::Release | Settlement::Expire => level.unreserve(line.qty),
@@ -203,7 +234,7 @@ pub fn settle_line(
         reservation.reference.clone(),
         meta,
     );
-    (next, event)
+    Ok((next, event))
 }
 
 /// How an active reservation ends.
@@ -217,13 +248,17 @@ pub enum Settlement {
     Expire,
 }
 
-/// Whether `reservation` may end `how` at `now_ms`: the status it moves to and the event
-/// kind of its lines, `None` when it is not due yet (expiry only), or a refusal.
+/// Whether `reservation` may end `how` at `now_ms` for a caller holding `grant`: the status
+/// it moves to and the event kind of its lines, `None` when it is not due yet (expiry
+/// only), or a refusal — first [`DomainError::LocationForbidden`] if any of its lines is
+/// outside the grant, whatever its status.
 pub fn settlement(
     how: Settlement,
     reservation: &Reservation,
+    grant: &LocationGrant,
     now_ms: i64,
 ) -> Result<Option<(ReservationStatus, EventKind)>, DomainError> {
+    grant.check_reservation(reservation)?;
     if reservation.status != ReservationStatus::Active {
         return Err(not_active(&reservation.id, reservation.status));
     }
@@ -248,10 +283,11 @@ pub fn settle(
     how: Settlement,
     reservation: &Reservation,
     levels: &[StockLevel],
+    grant: &LocationGrant,
     meta: &EventMeta,
 ) -> Result<Applied, DomainError> {
     let now = meta.occurred_at_ms;
-    let Some((status, kind)) = settlement(how, reservation, now)? else {
+    let Some((status, kind)) = settlement(how, reservation, grant, now)? else {
         return Ok(Applied::unchanged(CommandResult::Reservation(
             reservation.clone(),
         )));
@@ -261,7 +297,9 @@ pub fn settle(
         .lines
         .iter()
         .zip(levels)
-        .map(|(line, level)| settle_line(how, kind, reservation, line, level, meta))
+        .map(|(line, level)| settle_line(how, kind, reservation, line, level, grant, meta))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
         .unzip();
     let updated = Reservation {
         status,

@@ -110,6 +110,13 @@ pub enum DomainError {
     /// A reservation with this id exists already.
     #[error("reservation {0} already exists")]
     ReservationExists(ReservationId),
+    /// The caller may not change stock at this location: a store's token acting at another
+    /// store's location, or settling a reservation held there.
+    #[error("this caller may not change stock at location {location}")]
+    LocationForbidden {
+        /// The first location of the command outside the caller's grant.
+        location: LocationId,
+    },
     /// A location's region cannot move: read models aggregate stock by region.
     #[error("location {location} belongs to region {current}; its region cannot change")]
     LocationRegionImmutable {
@@ -125,8 +132,16 @@ impl DomainError {
     /// retry gets it again even after the state changed (409 `insufficient_stock` stays
     /// 409 after a restock). A malformed command never executed: nothing is recorded and
     /// a corrected retry with the same key is not a different request's replay.
+    ///
+    /// Nor is a command refused for the caller's grant ([`DomainError::LocationForbidden`])
+    /// recorded: it says who asked, not what the stock allowed, and nothing of the command
+    /// ran. Kept, it would answer the key's later retries with 403 after the caller's grant
+    /// was widened; unkept, each retry is checked against the grant it carries.
     pub fn is_recorded(&self) -> bool {
-        !matches!(self, DomainError::Invalid(_))
+        !matches!(
+            self,
+            DomainError::Invalid(_) | DomainError::LocationForbidden { .. }
+        )
     }
 
     /// A stable, machine-readable code for API clients and metric labels.
@@ -139,6 +154,7 @@ impl DomainError {
             DomainError::ReservationNotFound(_) => "reservation_not_found",
             DomainError::ReservationNotActive { .. } => "reservation_not_active",
             DomainError::ReservationExists(_) => "reservation_exists",
+            DomainError::LocationForbidden { .. } => "location_forbidden",
             DomainError::LocationRegionImmutable { .. } => "location_region_immutable",
         }
     }

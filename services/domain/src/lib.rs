@@ -6,6 +6,7 @@
 //! - [`reservation`]: reservations and their life cycle.
 //! - [`command`]: the commands channels send, validated on construction.
 //! - [`event`]: the events every applied change yields.
+//! - [`grant`]: where a caller may change stock (a store's token: its own locations).
 //! - [`decide`]: pure decisions: loaded state + command → new state + events, or a rejection.
 //! - [`partition`]: the Fluvio-compatible key partitioner.
 //! - [`error`]: the crate's one error enum.
@@ -18,6 +19,7 @@ pub mod command;
 pub mod decide;
 pub mod error;
 pub mod event;
+pub mod grant;
 pub mod ids;
 pub mod partition;
 pub mod reservation;
@@ -28,6 +30,7 @@ pub use command::{Adjust, AdjustReason, Command, OnHandChange, Reserve, ReserveL
 pub use decide::{Applied, CommandResult};
 pub use error::{DomainError, ShortLine, ValidationError, ValidationKind};
 pub use event::{Actor, BusEvent, CatalogEvent, EventKind, EventMeta, StockEvent};
+pub use grant::LocationGrant;
 pub use ids::{ID_PATTERN, IdempotencyKey, LocationId, MAX_ID_LEN, Region, ReservationId, Sku};
 pub use partition::{default_topic, partition_for_key};
 pub use reservation::{Reservation, ReservationLine, ReservationStatus};

@@ -283,6 +283,9 @@ impl ApiError {
                 DomainError::LocationRegionImmutable { .. } => {
                     (S::CONFLICT, e.code(), "Location region is fixed")
                 }
+                DomainError::LocationForbidden { .. } => {
+                    (S::FORBIDDEN, e.code(), "Location not allowed")
+                }
             },
             ApiError::Store(StoreError::IdempotencyKeyReused) => (
                 S::UNPROCESSABLE_ENTITY,
@@ -324,6 +327,9 @@ impl ApiError {
             })) => Some(json!({ "reservation_status": status })),
             ApiError::InsufficientScope(scope) => Some(json!({ "scope": scope.as_str() })),
             ApiError::LocationForbidden(location) => Some(json!({ "location": location })),
+            ApiError::Store(StoreError::Domain(DomainError::LocationForbidden { location })) => {
+                Some(json!({ "location": location }))
+            }
             _ => None,
         }
     }
@@ -452,6 +458,9 @@ mod tests {
             DomainError::LocationRegionImmutable {
                 location: location(),
                 current: "north".into(),
+            },
+            DomainError::LocationForbidden {
+                location: location(),
             },
         ];
         let mut errors = vec![

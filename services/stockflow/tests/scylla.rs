@@ -215,6 +215,7 @@ async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly
                 idempotency: None,
                 trace_context: None,
                 actor: None,
+                grant: stockflow_domain::LocationGrant::Any,
             })
             .await
             .unwrap();

@@ -5,7 +5,9 @@
 //! conditional batches) expires a burst in a few transactions instead of one per cart.
 
 use futures::StreamExt;
-use stockflow_domain::{Command, CommandResult, DomainError, ReservationId, ReservationStatus};
+use stockflow_domain::{
+    Command, CommandResult, DomainError, LocationGrant, ReservationId, ReservationStatus,
+};
 
 use crate::StoreError;
 use crate::ports::{CommandRequest, ExpiryRound, WriteStore};
@@ -35,6 +37,7 @@ pub(crate) async fn expire(store: &dyn WriteStore, id: &ReservationId) -> Expire
             command: Command::Expire { id: id.clone() },
             idempotency: None,
             trace_context: None,
+            grant: LocationGrant::Any,
         })
         .await;
     match result {

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stockflow_domain::{
-    Actor, BusEvent, Command, CommandResult, IdempotencyKey, Location, LocationId, Reservation,
-    ReservationId, Sku, SkuCatalog, StockEvent, StockKey, StockLevel,
+    Actor, BusEvent, Command, CommandResult, IdempotencyKey, Location, LocationGrant, LocationId,
+    Reservation, ReservationId, Sku, SkuCatalog, StockEvent, StockKey, StockLevel,
 };
 use tokio::sync::watch;
 
@@ -39,6 +39,11 @@ pub struct CommandRequest {
     pub trace_context: Option<String>,
     /// Who asked, recorded in the events (audit); `None` for internal commands.
     pub actor: Option<Actor>,
+    /// Where the caller may change stock. The store hands it to the domain's decision,
+    /// which checks it against the state loaded for that decision (a settlement: the
+    /// reservation's lines as they are when it is decided), so no check runs apart from the
+    /// command. [`LocationGrant::Any`] for central callers and internal commands.
+    pub grant: LocationGrant,
 }
 
 /// What executing a command did.

@@ -58,6 +58,11 @@ impl Model {
     }
 
     fn apply(&mut self, op: &Op) -> bool {
+        self.apply_as(op, &LocationGrant::Any)
+    }
+
+    /// Applies `op` for a caller holding `grant`.
+    fn apply_as(&mut self, op: &Op, grant: &LocationGrant) -> bool {
         let meta = self.meta();
         match op {
             Op::Adjust { key, change } => {
@@ -67,7 +72,7 @@ impl Model {
                 else {
                     return false;
                 };
-                let result = adjust(&self.level(&key), &cmd, &meta);
+                let result = adjust(&self.level(&key), &cmd, grant, &meta);
                 self.write(result)
             }
             Op::Reserve { id, lines, ttl } => {
@@ -87,7 +92,7 @@ impl Model {
                     return false;
                 };
                 let levels: Vec<_> = cmd.lines.iter().map(|l| self.level(&l.key())).collect();
-                let result = reserve(&levels, self.reservations.get(&id), &cmd, &meta);
+                let result = reserve(&levels, self.reservations.get(&id), &cmd, grant, &meta);
                 self.write(result)
             }
             Op::Settle { id, how } => {
@@ -96,7 +101,7 @@ impl Model {
                     return false;
                 };
                 let levels: Vec<_> = r.lines.iter().map(|l| self.level(&l.key())).collect();
-                let result = settle(*how, &r, &levels, &meta);
+                let result = settle(*how, &r, &levels, grant, &meta);
                 self.write(result)
             }
             Op::Tick(ms) => {
@@ -191,15 +196,25 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn random_command_sequences_keep_every_invariant(ops in prop::collection::vec(op(), 1..80)) {
+    fn random_command_sequences_keep_every_invariant(
+        ops in prop::collection::vec((op(), prop::option::of(0u8..2)), 1..80)
+    ) {
         let mut model = Model::default();
-        for op in &ops {
+        for (op, store) in &ops {
             let before_levels = model.levels.clone();
             let before_events = model.events.len();
-            let applied = model.apply(op);
+            // `Some(n)`: a store's token, limited to location `loc<n>`.
+            let grant = match store {
+                Some(n) => LocationGrant::only([LocationId::parse(format!("loc{n}")).unwrap()]),
+                None => LocationGrant::Any,
+            };
+            let applied = model.apply_as(op, &grant);
             if !applied {
                 prop_assert_eq!(&model.levels, &before_levels, "a rejected command changes nothing");
                 prop_assert_eq!(model.events.len(), before_events, "a rejected command yields no event");
+            }
+            for event in &model.events[before_events..] {
+                prop_assert!(grant.permits(&event.location), "a change outside the grant: {:?}", event);
             }
             model.check_invariants();
         }
@@ -236,7 +251,7 @@ fn multi_line_reserve_is_all_or_nothing_and_names_short_lines() {
         None,
     )
     .unwrap();
-    let err = reserve(&levels, None, &cmd, &model.meta()).unwrap_err();
+    let err = reserve(&levels, None, &cmd, &LocationGrant::Any, &model.meta()).unwrap_err();
     let DomainError::InsufficientStock { lines } = err else {
         panic!("{err:?}")
     };
@@ -258,12 +273,113 @@ fn confirm_after_ttl_is_refused_and_expire_before_ttl_changes_nothing() {
     }));
     let r = model.reservations.values().next().unwrap().clone();
     let levels = vec![model.level(&key_of(0))];
-    let early = settle(Settlement::Expire, &r, &levels, &model.meta()).unwrap();
+    let any = LocationGrant::Any;
+    let early = settle(Settlement::Expire, &r, &levels, &any, &model.meta()).unwrap();
     assert!(early.levels.is_empty() && early.events.is_empty());
     model.now += 10_000;
-    let err = settle(Settlement::Confirm, &r, &levels, &model.meta()).unwrap_err();
+    let err = settle(Settlement::Confirm, &r, &levels, &any, &model.meta()).unwrap_err();
     assert_eq!(err.code(), "reservation_not_active");
-    let expired = settle(Settlement::Expire, &r, &levels, &model.meta()).unwrap();
+    let expired = settle(Settlement::Expire, &r, &levels, &any, &model.meta()).unwrap();
     assert_eq!(expired.events[0].kind, EventKind::ReservationExpired);
     assert_eq!(expired.levels[0].reserved, 0);
+}
+
+/// A store's token acts only at its own locations, and that refusal comes before every
+/// other answer: the caller learns nothing about the stock or the reservation it may not
+/// touch (not its quantities, not whether it is still active).
+#[test]
+fn a_grant_refuses_first_and_changes_nothing() {
+    let mut model = Model::default();
+    for key in [0, 3] {
+        assert!(model.apply(&Op::Adjust {
+            key,
+            change: OnHandChange::Delta(5)
+        }));
+    }
+    // Keys 0 and 3 are at loc0 and loc1: a reservation over both, made centrally.
+    assert!(model.apply(&Op::Reserve {
+        id: 1,
+        lines: vec![(0, 1), (3, 1)],
+        ttl: 60
+    }));
+    let loc0 = LocationGrant::only([key_of(0).location]);
+    let forbidden = |e: DomainError| {
+        assert_eq!(
+            e,
+            DomainError::LocationForbidden {
+                location: key_of(3).location
+            }
+        );
+        assert!(!e.is_recorded(), "nothing ran: not kept under the key");
+    };
+    let meta = model.meta();
+    let r = model.reservations.values().next().unwrap().clone();
+    let levels: Vec<_> = r.lines.iter().map(|l| model.level(&l.key())).collect();
+    for how in [Settlement::Confirm, Settlement::Release] {
+        forbidden(settle(how, &r, &levels, &loc0, &meta).unwrap_err());
+    }
+    // Even once it is no longer active, or its TTL has passed.
+    let done = Reservation {
+        status: ReservationStatus::Confirmed,
+        ..r.clone()
+    };
+    forbidden(settle(Settlement::Release, &done, &levels, &loc0, &meta).unwrap_err());
+    forbidden(settlement(Settlement::Confirm, &r, &loc0, r.expires_at_ms + 1).unwrap_err());
+    // A reserve naming a location outside the grant: before `reservation_exists` and
+    // before the short line it would also be.
+    let cmd = Reserve::new(
+        r.id.clone(),
+        vec![
+            ReserveLine {
+                sku: key_of(0).sku,
+                location: key_of(0).location,
+                qty: 1,
+            },
+            ReserveLine {
+                sku: key_of(3).sku,
+                location: key_of(3).location,
+                qty: 500,
+            },
+        ],
+        60,
+        None,
+    )
+    .unwrap();
+    let lv = vec![model.level(&key_of(0)), model.level(&key_of(3))];
+    forbidden(reserve(&lv, Some(&r), &cmd, &loc0, &meta).unwrap_err());
+    forbidden(authorize(&Command::Reserve(cmd.clone()), &loc0).unwrap_err());
+    let adj = Adjust::new(
+        key_of(3),
+        OnHandChange::Delta(-100),
+        AdjustReason::Damage,
+        None,
+        Some(42),
+    )
+    .unwrap();
+    forbidden(adjust(&model.level(&key_of(3)), &adj, &loc0, &meta).unwrap_err());
+    forbidden(authorize(&Command::Adjust(adj), &loc0).unwrap_err());
+    // The per-line steps of a key-by-key backend refuse too.
+    let line = &r.lines[1];
+    forbidden(reserve_line(&model.level(&key_of(3)), &r.id, 1, &loc0, None, &meta).unwrap_err());
+    forbidden(
+        settle_line(
+            Settlement::Confirm,
+            EventKind::ReservationConfirmed,
+            &r,
+            line,
+            &model.level(&key_of(3)),
+            &loc0,
+            &meta,
+        )
+        .unwrap_err(),
+    );
+    // A settlement names no location: only its loaded reservation can be checked.
+    assert_eq!(
+        authorize(&Command::Confirm { id: r.id.clone() }, &loc0),
+        Ok(())
+    );
+    // At its own location the store acts as anyone would.
+    let both = LocationGrant::only([key_of(0).location, key_of(3).location]);
+    let confirmed = settle(Settlement::Confirm, &r, &levels, &both, &meta).unwrap();
+    assert_eq!(confirmed.events.len(), 2);
 }

@@ -162,9 +162,18 @@ impl Identity {
         }
     }
 
-    /// Whether a `locations` claim limits where the caller may act.
-    pub fn is_limited_to_locations(&self) -> bool {
-        self.locations.is_some()
+    /// Where the caller may change stock, for the write side to check where each command
+    /// is decided: any location, or only those of its `locations` claim (a name that is not
+    /// a valid location id matches no location).
+    pub fn location_grant(&self) -> stockflow_domain::LocationGrant {
+        match &self.locations {
+            None => stockflow_domain::LocationGrant::Any,
+            Some(names) => stockflow_domain::LocationGrant::only(
+                names
+                    .iter()
+                    .filter_map(|n| LocationId::parse(n.as_str()).ok()),
+            ),
+        }
     }
 
     /// `key` as this caller's: authenticated callers each have their own key space.

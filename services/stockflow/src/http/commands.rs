@@ -60,33 +60,6 @@ pub(crate) async fn put_sku(
     }))
 }
 
-/// A store's token changes stock only at its own locations: the command's own, or those
-/// of the reservation it settles (read first, only for a token limited to locations; an
-/// unknown reservation is left to the command, which answers 404).
-async fn check_locations(
-    state: &AppState,
-    identity: &Identity,
-    command: &Command,
-) -> ApiResult<()> {
-    if !identity.is_limited_to_locations() {
-        return Ok(());
-    }
-    let touched: Vec<LocationId> = match command {
-        Command::Adjust(a) => vec![a.key.location.clone()],
-        Command::Reserve(r) => r.lines.iter().map(|l| l.location.clone()).collect(),
-        Command::Confirm { id } | Command::Release { id } | Command::Expire { id } => state
-            .write
-            .reservation(id)
-            .await?
-            .map(|r| r.lines.into_iter().map(|l| l.location).collect())
-            .unwrap_or_default(),
-    };
-    match touched.into_iter().find(|l| !identity.may_act_at(l)) {
-        Some(location) => Err(ApiError::LocationForbidden(location.to_string())),
-        None => Ok(()),
-    }
-}
-
 /// Runs a command under the caller's idempotency key and records metrics.
 async fn run(
     state: &AppState,
@@ -97,7 +70,6 @@ async fn run(
 ) -> ApiResult<CommandOutcome> {
     let key = identity.idempotency_key(idempotency_key(headers)?);
     let command = command()?;
-    check_locations(state, identity, &command).await?;
     let name = command.name();
     let token = IdempotencyToken { key, fingerprint };
     let _guard = state.in_flight.enter(&token)?;
@@ -107,6 +79,9 @@ async fn run(
         idempotency: Some(token),
         trace_context,
         actor: Some(identity.actor()),
+        // A store's token acts only at its locations: checked by the domain where the
+        // command is decided (403 `location_forbidden`).
+        grant: identity.location_grant(),
     };
     let result = if traces::enabled() {
         // The events carry the write's span, so their publish and projection hang below it.

@@ -9,9 +9,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use stockflow_domain::decide::{self, Settlement};
 use stockflow_domain::ids::Region;
 use stockflow_domain::{
-    Applied, BusEvent, CatalogEvent, Command, DomainError, EventMeta, Location, LocationId,
-    LocationKind, RecordedAnswer, Reservation, ReservationId, ReservationStatus, Sku, SkuCatalog,
-    StockKey, StockLevel,
+    Applied, BusEvent, CatalogEvent, Command, DomainError, EventMeta, Location, LocationGrant,
+    LocationId, LocationKind, RecordedAnswer, Reservation, ReservationId, ReservationStatus, Sku,
+    SkuCatalog, StockKey, StockLevel,
 };
 
 use super::sqlite::{from_sql_u64, to_sql_u64};
@@ -37,6 +37,10 @@ pub(super) fn purge(conn: &Connection, what: Purge, before: i64, limit: usize) -
 }
 
 pub(super) fn execute(conn: &Connection, req: &CommandRequest, now: i64) -> Result<CommandOutcome> {
+    // A command naming a location outside the caller's grant is refused before anything is
+    // read (not kept under its key: nothing ran). A settlement's lines are checked by its
+    // decision below, in this transaction.
+    decide::authorize(&req.command, &req.grant)?;
     if let Some(token) = &req.idempotency {
         let stored: Option<(String, String)> = conn
             .prepare_cached("SELECT fingerprint, result FROM idempotency WHERE key = ?1")?
@@ -60,7 +64,7 @@ pub(super) fn execute(conn: &Connection, req: &CommandRequest, now: i64) -> Resu
         trace_context: req.trace_context.clone(),
         occurred_at_ms: now,
     };
-    let decided = match decide_command(conn, &req.command, &meta) {
+    let decided = match decide_command(conn, &req.command, &req.grant, &meta) {
         Ok(applied) => Ok(applied),
         Err(StoreError::Domain(refusal)) => Err(refusal),
         Err(e) => return Err(e),
@@ -93,12 +97,18 @@ pub(super) fn execute(conn: &Connection, req: &CommandRequest, now: i64) -> Resu
     })
 }
 
-/// Loads what `command` touches and asks the domain what to do.
-fn decide_command(conn: &Connection, command: &Command, meta: &EventMeta) -> Result<Applied> {
+/// Loads what `command` touches and asks the domain what to do, for a caller holding
+/// `grant`.
+fn decide_command(
+    conn: &Connection,
+    command: &Command,
+    grant: &LocationGrant,
+    meta: &EventMeta,
+) -> Result<Applied> {
     Ok(match command {
         Command::Adjust(cmd) => {
             let level = level_or_empty(conn, &cmd.key)?;
-            decide::adjust(&level, cmd, meta)?
+            decide::adjust(&level, cmd, grant, meta)?
         }
         Command::Reserve(cmd) => {
             let existing = load_reservation(conn, &cmd.id)?;
@@ -107,18 +117,21 @@ fn decide_command(conn: &Connection, command: &Command, meta: &EventMeta) -> Res
                 .iter()
                 .map(|line| level_or_empty(conn, &line.key()))
                 .collect::<Result<Vec<_>>>()?;
-            decide::reserve(&levels, existing.as_ref(), cmd, meta)?
+            decide::reserve(&levels, existing.as_ref(), cmd, grant, meta)?
         }
-        Command::Confirm { id } => settle(conn, id, Settlement::Confirm, meta)?,
-        Command::Release { id } => settle(conn, id, Settlement::Release, meta)?,
-        Command::Expire { id } => settle(conn, id, Settlement::Expire, meta)?,
+        Command::Confirm { id } => settle(conn, id, Settlement::Confirm, grant, meta)?,
+        Command::Release { id } => settle(conn, id, Settlement::Release, grant, meta)?,
+        Command::Expire { id } => settle(conn, id, Settlement::Expire, grant, meta)?,
     })
 }
 
+/// Loads the reservation (an unknown id is `reservation_not_found`, for any caller) and its
+/// lines' levels, and asks the domain, which checks the loaded lines against `grant`.
 fn settle(
     conn: &Connection,
     id: &ReservationId,
     how: Settlement,
+    grant: &LocationGrant,
     meta: &EventMeta,
 ) -> Result<Applied> {
     let reservation =
@@ -128,7 +141,7 @@ fn settle(
         .iter()
         .map(|line| level_or_empty(conn, &line.key()))
         .collect::<Result<Vec<_>>>()?;
-    Ok(decide::settle(how, &reservation, &levels, meta)?)
+    Ok(decide::settle(how, &reservation, &levels, grant, meta)?)
 }
 
 /// The level of `key`, or an empty one at a known location; unknown locations are refused.

@@ -40,6 +40,12 @@ async fn multi_line_reservations_never_leave_holds_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_token_acts_only_at_its_locations() {
+    let (_dir, b) = backend(4);
+    contract::write_store_location_grant_contract(b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_due_reservations_expires_once_in_bounded_rounds() {
     let (_dir, b) = backend(4);
     contract::write_store_expiry_contract(b.write.clone(), b.write.clone()).await;

@@ -15,7 +15,9 @@
 //!   retry of a finished command replays the answer; a retry of an unfinished one *resumes*
 //!   it (every step is guarded by its reservation line, so resuming applies nothing twice).
 //!   A claim whose holder is still running answers "in progress"; one whose holder failed
-//!   (it says so) or vanished (its claim is older than [`CLAIM_STALE_MS`]) is taken over.
+//!   (it says so) or vanished (its claim is older than the saga recovery window,
+//!   [`super::saga::RECOVERY_MS`]: by then expiry may have rolled its saga back) is taken
+//!   over.
 
 use stockflow_domain::{DomainError, RecordedAnswer};
 
@@ -24,9 +26,6 @@ use super::partition::Partitions;
 use super::statements::{ClaimRow, FingerprintRow};
 use crate::ports::IdempotencyToken;
 use crate::{Result, StoreError, now_ms};
-
-/// A claim older than this is taken over: its holder crashed.
-const CLAIM_STALE_MS: i64 = 30_000;
 
 /// What claiming a key found.
 pub(super) enum Claim {
@@ -146,7 +145,7 @@ pub(super) async fn claim(p: &Partitions, token: &IdempotencyToken) -> Result<Cl
     }
     let claimed_at = row.claimed_at.unwrap_or(0);
     // `claimed_at = 0` is a claim its holder gave up after an infrastructure error.
-    if claimed_at != 0 && now - claimed_at < CLAIM_STALE_MS {
+    if claimed_at != 0 && now - claimed_at < p.recovery_ms {
         return Err(StoreError::InProgress);
     }
     let result = p

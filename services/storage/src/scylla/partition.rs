@@ -119,6 +119,33 @@ pub(super) struct KeyOp {
     pub new_line: bool,
     /// The domain decision, called again whenever the state must be reloaded.
     pub decide: Box<Decide>,
+    /// A saga step's lease: past this time (Unix ms) the operation is no longer decided, so
+    /// no batch of it is sent once expiry may judge its saga abandoned (it is answered
+    /// `Unavailable` instead). `None`: no limit.
+    pub not_after: Option<i64>,
+    /// Read the partition through Paxos (`LOCAL_SERIAL`), never from memory: a rollback
+    /// first completes any write of the partition still in flight (a saga step whose
+    /// outcome its writer never learned), so it gives back what that write held.
+    pub serial: bool,
+}
+
+impl KeyOp {
+    /// An operation of a one-partition command or saga step with no lease and plain reads.
+    pub(super) fn new(
+        cmd: Option<CmdGuard>,
+        line: Option<ReservationId>,
+        new_line: bool,
+        decide: Box<Decide>,
+    ) -> Self {
+        Self {
+            cmd,
+            line,
+            new_line,
+            decide,
+            not_after: None,
+            serial: false,
+        }
+    }
 }
 
 /// What an operation did.
@@ -147,6 +174,10 @@ pub(super) struct Partitions {
     known: KnownPartitions,
     /// The outbox rows this process committed, for its own publisher.
     pub fresh: FreshOutbox,
+    /// How long a pending saga may go without taking a step's lease before expiry rolls it
+    /// back (and the first half of it, how long each step may still be sent):
+    /// [`super::saga::RECOVERY_MS`] but in tests.
+    pub recovery_ms: i64,
 }
 
 /// A partition as loaded.
@@ -224,6 +255,7 @@ impl Partitions {
             dirty: std::sync::Mutex::new(BTreeSet::new()),
             known: KnownPartitions::default(),
             fresh: FreshOutbox::default(),
+            recovery_ms: super::saga::RECOVERY_MS,
         }
     }
 
@@ -279,17 +311,28 @@ impl Partitions {
         key: &StockKey,
         ids: &[String],
     ) -> Result<BTreeMap<String, Reservation>> {
+        self.lines_read(key, ids, false).await
+    }
+
+    /// [`Partitions::lines`], read through Paxos when `serial` (see [`KeyOp::serial`]).
+    async fn lines_read(
+        &self,
+        key: &StockKey,
+        ids: &[String],
+        serial: bool,
+    ) -> Result<BTreeMap<String, Reservation>> {
         let mut out = BTreeMap::new();
         if ids.is_empty() {
             return Ok(out);
         }
         let (sku, location) = (key.sku.as_str(), key.location.as_str());
+        let st = if serial {
+            &self.st.load_lines_serial
+        } else {
+            &self.st.load_lines
+        };
         let rows: Vec<LineRow> = self
-            .query(
-                "load reservation lines",
-                &self.st.load_lines,
-                (sku, location, ids),
-            )
+            .query("load reservation lines", st, (sku, location, ids))
             .await?;
         for row in rows {
             let Some(payload) = row.payload else { continue };
@@ -340,6 +383,17 @@ impl Partitions {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        if ops.iter().any(|op| op.serial) {
+            // The serial read first: it completes any write still in flight, which the
+            // other reads then see.
+            let lines = self.lines_read(key, &line_ids, true).await?;
+            let (level, cmds) = tokio::join!(self.level(key), self.cmds(key, &cmd_ids));
+            return Ok(Loaded {
+                level: level?,
+                cmds: cmds?,
+                lines,
+            });
+        }
         let (level, cmds, lines) = tokio::join!(
             self.level(key),
             self.cmds(key, &cmd_ids),
@@ -573,7 +627,11 @@ impl Partitions {
     ) -> Result<Attempt> {
         // A state this process knows is decided on without reading; the first round only
         // (a reload always reads), and only its changes are answered (below).
-        let remembered = if with_cmds { None } else { self.known.get(key) };
+        let remembered = if with_cmds || ops.iter().any(|op| op.serial) {
+            None
+        } else {
+            self.known.get(key)
+        };
         let from_memory = remembered.is_some();
         let Decidable {
             expected,
@@ -627,6 +685,17 @@ impl Partitions {
                     } else {
                         Err(StoreError::IdempotencyKeyReused)
                     },
+                ));
+                continue;
+            }
+            if op.not_after.is_some_and(|t| now_ms() > t) {
+                // Its lease ran out: expiry may be rolling its saga back, so nothing of it
+                // may land any more. (Not recorded: saga steps carry no command guard.)
+                tentative.push((
+                    i,
+                    Err(StoreError::Unavailable(
+                        "a step of this reservation outlived its lease; retry".into(),
+                    )),
                 ));
                 continue;
             }

@@ -18,6 +18,7 @@ pub(super) struct Statements {
     pub load_level: PreparedStatement,
     pub load_cmds: PreparedStatement,
     pub load_lines: PreparedStatement,
+    pub load_lines_serial: PreparedStatement,
     pub write_level: PreparedStatement,
     pub insert_outbox: PreparedStatement,
     pub insert_cmd: PreparedStatement,
@@ -37,6 +38,8 @@ pub(super) struct Statements {
     pub create_header: PreparedStatement,
     pub get_header: PreparedStatement,
     pub move_header: PreparedStatement,
+    pub fence_header: PreparedStatement,
+    pub abandon_header: PreparedStatement,
     pub finish_header: PreparedStatement,
     pub delete_header: PreparedStatement,
     pub index_line: PreparedStatement,
@@ -63,10 +66,14 @@ impl Statements {
                 .map_err(|e| StoreError::Database(format!("prepare: {e}")))
         };
         let sp = format!("{ks}.stock_partitions");
+        let load_lines = p(format!("SELECT row_id, status, payload FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'r' AND row_id IN ?")).await?;
+        let mut load_lines_serial = load_lines.clone();
+        load_lines_serial.set_consistency(scylla::statement::Consistency::LocalSerial);
         Ok(Self {
             load_level: p(format!("SELECT region, on_hand, reserved, version FROM {sp} WHERE sku = ? AND location = ? LIMIT 1")).await?,
             load_cmds: p(format!("SELECT row_id, payload FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'c' AND row_id IN ?")).await?,
-            load_lines: p(format!("SELECT row_id, status, payload FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'r' AND row_id IN ?")).await?,
+            load_lines,
+            load_lines_serial,
             // `IF version = ?` bound to null holds for a partition never written, so the
             // first change of a key needs no separate Paxos round to create it.
             write_level: p(format!("UPDATE {sp} SET region = ?, on_hand = ?, reserved = ?, version = ? WHERE sku = ? AND location = ? IF version = ?")).await?,
@@ -90,6 +97,12 @@ impl Statements {
             create_header: p(format!("INSERT INTO {ks}.reservations (id, status, owner, lines, reference, created_at, expires_at, updated_at) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
             get_header: p(format!("SELECT status, owner, lines, reference, created_at, expires_at, updated_at FROM {ks}.reservations WHERE id = ?")).await?,
             move_header: p(format!("UPDATE {ks}.reservations SET status = ?, updated_at = ? WHERE id = ? IF status = ?")).await?,
+            // A saga attempt's own moves (a step's lease, `active`, its own rollback): only
+            // while the header is still `pending` and still this attempt's.
+            fence_header: p(format!("UPDATE {ks}.reservations SET status = ?, updated_at = ? WHERE id = ? IF status = 'pending' AND owner = ? AND created_at = ?")).await?,
+            // Expiry's rollback of an abandoned saga: only if no step took a lease since
+            // expiry read the header.
+            abandon_header: p(format!("UPDATE {ks}.reservations SET status = 'aborting', updated_at = ? WHERE id = ? IF status = 'pending' AND updated_at = ?")).await?,
             // Plain: only the settlement that won `active → settling:<how>` writes it, and
             // readers already report `settling:<how>` as its outcome. Every column again,
             // so the whole row expires: an UPDATE's TTL covers only the cells it sets, and

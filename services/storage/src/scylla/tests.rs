@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::StoreError;
+
 use super::*;
 use crate::contract;
 
@@ -68,6 +70,12 @@ async fn scylla_refusals_replay_under_their_key_from_any_instance() {
 async fn scylla_sagas_never_leave_holds_behind() {
     let b = backend("saga").await;
     contract::write_store_saga_contract(b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_store_tokens_act_only_at_their_locations() {
+    let b = backend("grant").await;
+    contract::write_store_location_grant_contract(b.write.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,8 +149,8 @@ async fn migrate_is_idempotent_and_the_version_is_checked() {
 async fn expiry_recovers_sagas_left_half_way() {
     use stockflow_domain::decide::Settlement;
     use stockflow_domain::{
-        Command, EventKind, EventMeta, LocationId, Reservation, ReservationId, ReservationLine,
-        ReservationStatus, Sku, StockKey,
+        Command, EventKind, EventMeta, LocationGrant, LocationId, Reservation, ReservationId,
+        ReservationLine, ReservationStatus, Sku, StockKey,
     };
 
     use crate::ports::{CommandRequest, WriteStore};
@@ -155,6 +163,7 @@ async fn expiry_recovers_sagas_left_half_way() {
         idempotency: None,
         trace_context: None,
         actor: None,
+        grant: LocationGrant::Any,
     };
     let key = |s: &str| StockKey::new(Sku::parse(s).unwrap(), LocationId::parse("x1").unwrap());
     let reserved = |s: &'static str| {
@@ -224,7 +233,13 @@ async fn expiry_recovers_sagas_left_half_way() {
     w.keys
         .apply(
             &key("a"),
-            saga::reserve_step(&crashed, &crashed.lines[0], &meta),
+            saga::reserve_step(
+                &crashed,
+                &crashed.lines[0],
+                &LocationGrant::Any,
+                i64::MAX,
+                &meta,
+            ),
         )
         .await
         .unwrap();
@@ -277,6 +292,7 @@ async fn expiry_recovers_sagas_left_half_way() {
                 EventKind::ReservationConfirmed,
                 &half,
                 ReservationStatus::Confirmed,
+                &LocationGrant::Any,
                 &meta,
             ),
         )
@@ -654,4 +670,193 @@ async fn dead_letters_spread_over_buckets() {
         30
     );
     assert_eq!(b.read.dead_letter_count().await.unwrap(), 0);
+}
+
+/// A multi-line reservation whose saga stalls between its lines past the recovery window
+/// is rolled back by expiry, and its lines and that rollback exclude each other: woken, the
+/// stalled attempt holds nothing more; the client's retry (same key) makes a new, whole
+/// reservation that the stale attempt never touches; a step whose lease ran out is not
+/// sent; a line that lands after the header left `pending` is given back by its writer.
+/// After each case, every key's `reserved` equals what active reservations hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_saga_and_its_rollback_exclude_each_other() {
+    use std::time::Duration;
+
+    use stockflow_domain::{LocationId, OnHandChange, ReservationId, Sku, StockKey};
+
+    use crate::contract::{adjust, assert_holds_match, keyed, location, plain, reserve};
+    use crate::ports::WriteStore;
+    use saga::faults::{Point, stall};
+
+    /// The recovery window of this test's store (30 s in production).
+    const WINDOW: i64 = 3_000;
+    let (_, config) = backend_and_config("stall").await;
+    let session = Arc::new(connect(&config).await.expect("connect"));
+    let w = Arc::new(
+        ScyllaWriteStore::with_recovery(session, &config.keyspace, WINDOW)
+            .await
+            .expect("store"),
+    );
+    let p = w.keys.partitions.clone();
+    w.put_location(location("sx", "north")).await.unwrap();
+    w.put_location(location("sy", "south")).await.unwrap();
+    for (s, l) in [("a", "sx"), ("b", "sy")] {
+        w.execute(plain(adjust(s, l, OnHandChange::Delta(10), None)))
+            .await
+            .unwrap();
+    }
+    let key =
+        |s: &str, l: &str| StockKey::new(Sku::parse(s).unwrap(), LocationId::parse(l).unwrap());
+    let reserved = |s: &'static str, l: &'static str| {
+        let w = w.clone();
+        async move { w.stock_level(&key(s, l)).await.unwrap().unwrap().reserved }
+    };
+    let start = |id: &'static str, k: &'static str| {
+        let w = w.clone();
+        tokio::spawn(async move {
+            w.execute(keyed(
+                reserve(id, &[("a", "sx", 2), ("b", "sy", 3)], 600),
+                k,
+                k,
+            ))
+            .await
+        })
+    };
+    let past_window = || tokio::time::sleep(Duration::from_millis(WINDOW as u64 + 500));
+    let expire = || {
+        let w = w.clone();
+        async move {
+            let round = w.expire_due(crate::now_ms(), 100).await.unwrap();
+            assert_eq!(round.failed, 0, "{:?}", round.last_error);
+        }
+    };
+    let unavailable = |r: crate::Result<crate::ports::CommandOutcome>, case: &str| match r {
+        Err(e @ StoreError::Unavailable(_)) => assert!(e.retryable()),
+        other => panic!("{case}: expected a retryable refusal, got {other:?}"),
+    };
+    let all = ["st-1", "st-2", "st-3", "st-4"];
+
+    // 1. Stalled between its lines: expiry leaves it alone while it is within its window,
+    //    then rolls it back; woken, it takes no lease and holds nothing. (Had it gone on to
+    //    write its second line, its request would be cut off before its move to `active`,
+    //    as the HTTP timeout drops it: nothing may stay held then either.)
+    let gate = stall("st-1", Point::BeforeLease(1));
+    let late = stall("st-1", Point::BeforeActive);
+    let mut run = start("st-1", "k-st-1");
+    gate.reached().await;
+    assert_eq!(reserved("a", "sx").await, 2, "its first line is held");
+    expire().await;
+    assert_eq!(reserved("a", "sx").await, 2, "not idle long enough");
+    past_window().await;
+    expire().await;
+    assert_eq!(reserved("a", "sx").await, 0, "rolled back");
+    assert!(
+        saga::header(&p, &ReservationId::parse("st-1").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    gate.open();
+    tokio::select! {
+        answer = &mut run => unavailable(answer.unwrap(), "st-1"),
+        () = late.reached() => run.abort(),
+    }
+    assert_eq!(
+        (reserved("a", "sx").await, reserved("b", "sy").await),
+        (0, 0)
+    );
+    assert_holds_match(&*w, &all).await;
+
+    // 2. Rolled back, then retried by the client with the same key: a new attempt, which
+    //    the stale one — woken while the new one is half-way — leaves alone.
+    let gate = stall("st-2", Point::BeforeLease(1));
+    let stale = start("st-2", "k-st-2");
+    gate.reached().await;
+    past_window().await;
+    expire().await;
+    assert_eq!(reserved("a", "sx").await, 0, "rolled back");
+    let gate_retry = stall("st-2", Point::BeforeLease(1));
+    let retry = start("st-2", "k-st-2");
+    gate_retry.reached().await;
+    assert_eq!(
+        reserved("a", "sx").await,
+        2,
+        "the retry holds its first line"
+    );
+    gate.open();
+    unavailable(stale.await.unwrap(), "st-2 stale");
+    assert_eq!(
+        reserved("a", "sx").await,
+        2,
+        "the stale attempt gave back nothing of the new one"
+    );
+    gate_retry.open();
+    let made = retry
+        .await
+        .unwrap()
+        .expect("the retry makes the reservation");
+    assert!(!made.replayed);
+    assert_eq!(
+        (reserved("a", "sx").await, reserved("b", "sy").await),
+        (2, 3)
+    );
+    let again = w
+        .execute(keyed(
+            reserve("st-2", &[("a", "sx", 2), ("b", "sy", 3)], 600),
+            "k-st-2",
+            "k-st-2",
+        ))
+        .await
+        .unwrap();
+    assert!(again.replayed, "its answer is kept under the key");
+    assert_holds_match(&*w, &all).await;
+
+    // 3. Stalled after its second line's lease, past the window: expiry rolls it back, and
+    //    the step whose lease ran out is never sent (were it sent, the request would again
+    //    be cut off before its move to `active`).
+    let gate = stall("st-3", Point::AfterLease(1));
+    let late = stall("st-3", Point::BeforeActive);
+    let mut run = start("st-3", "k-st-3");
+    gate.reached().await;
+    past_window().await;
+    expire().await;
+    gate.open();
+    tokio::select! {
+        answer = &mut run => unavailable(answer.unwrap(), "st-3"),
+        () = late.reached() => run.abort(),
+    }
+    assert_eq!(
+        (reserved("a", "sx").await, reserved("b", "sy").await),
+        (2, 3),
+        "only st-2 holds stock"
+    );
+    assert_holds_match(&*w, &all).await;
+
+    // 4. Every line held, then the header leaves `pending` under it — as when a rollback
+    //    looked at a partition before the last step landed there: the writer, refused its
+    //    move to `active`, gives back what it holds.
+    let gate = stall("st-4", Point::BeforeActive);
+    let run = start("st-4", "k-st-4");
+    gate.reached().await;
+    assert_eq!(
+        (reserved("a", "sx").await, reserved("b", "sy").await),
+        (4, 6)
+    );
+    p.session
+        .query_unpaged(
+            format!(
+                "DELETE FROM {}.reservations WHERE id = 'st-4'",
+                config.keyspace
+            ),
+            (),
+        )
+        .await
+        .unwrap();
+    gate.open();
+    unavailable(run.await.unwrap(), "st-4");
+    assert_eq!(
+        (reserved("a", "sx").await, reserved("b", "sy").await),
+        (2, 3)
+    );
+    assert_holds_match(&*w, &all).await;
 }

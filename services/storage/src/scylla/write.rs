@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use scylla::client::session::Session;
 use stockflow_domain::decide::{self, Settlement};
 use stockflow_domain::{
-    BusEvent, CatalogEvent, Command, CommandResult, DomainError, EventMeta, Location, LocationId,
-    LocationKind, RecordedAnswer, Region, Reservation, ReservationId, Reserve, Sku, SkuCatalog,
-    StockKey, StockLevel,
+    BusEvent, CatalogEvent, Command, CommandResult, DomainError, EventMeta, Location,
+    LocationGrant, LocationId, LocationKind, RecordedAnswer, Region, Reservation, ReservationId,
+    Reserve, Sku, SkuCatalog, StockKey, StockLevel,
 };
 
 use super::claims::{self, Claim, KeyState};
@@ -51,9 +51,30 @@ pub struct ScyllaWriteStore {
 impl ScyllaWriteStore {
     /// Prepares every statement on `session` for `keyspace`.
     pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<Self> {
+        Self::with_partitions(session, keyspace, |_| {}).await
+    }
+
+    /// A store whose sagas are rolled back after `recovery_ms` idle instead of
+    /// [`saga::RECOVERY_MS`], so tests need not wait half a minute.
+    #[cfg(test)]
+    pub(super) async fn with_recovery(
+        session: Arc<Session>,
+        keyspace: &str,
+        recovery_ms: i64,
+    ) -> Result<Self> {
+        Self::with_partitions(session, keyspace, |p| p.recovery_ms = recovery_ms).await
+    }
+
+    async fn with_partitions(
+        session: Arc<Session>,
+        keyspace: &str,
+        tune: impl FnOnce(&mut Partitions),
+    ) -> Result<Self> {
         let st = Arc::new(Statements::prepare(&session, keyspace).await?);
+        let mut partitions = Partitions::new(session, st);
+        tune(&mut partitions);
         Ok(Self {
-            keys: Keys::new(Arc::new(Partitions::new(session, st))),
+            keys: Keys::new(Arc::new(partitions)),
             cursors: Default::default(),
             deadline_floor: Default::default(),
             keyspace: keyspace.to_string(),
@@ -86,21 +107,22 @@ impl ScyllaWriteStore {
         &self,
         cmd: &stockflow_domain::Adjust,
         guard: CmdGuard,
+        grant: &LocationGrant,
         meta: &EventMeta,
     ) -> Result<OpOutcome> {
-        let (adjust, meta) = (cmd.clone(), meta.clone());
+        let (adjust, grant, meta) = (cmd.clone(), grant.clone(), meta.clone());
         self.keys
             .apply(
                 &cmd.key,
-                KeyOp {
-                    cmd: Some(guard),
-                    line: None,
-                    new_line: false,
-                    decide: Box::new(move |view: &View<'_>| {
-                        let applied = decide::adjust(view.level, &adjust, &meta)?;
+                KeyOp::new(
+                    Some(guard),
+                    None,
+                    false,
+                    Box::new(move |view: &View<'_>| {
+                        let applied = decide::adjust(view.level, &adjust, &grant, &meta)?;
                         single_change(applied, None)
                     }),
-                },
+                ),
             )
             .await
     }
@@ -112,6 +134,7 @@ impl ScyllaWriteStore {
         cmd: &Reserve,
         guard: CmdGuard,
         unrecorded: Option<&IdempotencyToken>,
+        grant: &LocationGrant,
         meta: &EventMeta,
     ) -> Result<OpOutcome> {
         let p = self.p();
@@ -149,29 +172,27 @@ impl ScyllaWriteStore {
             unrecorded,
         )
         .await?;
-        let (reserve, op_meta) = (cmd.clone(), meta.clone());
+        let (reserve, grant, op_meta) = (cmd.clone(), grant.clone(), meta.clone());
         let outcome = self
             .keys
             .apply(
                 &key,
-                KeyOp {
-                    cmd: Some(guard),
-                    line: Some(cmd.id.clone()),
-                    new_line: true,
-                    decide: Box::new(move |view: &View<'_>| {
-                        if view.line.is_some() {
-                            return Err(DomainError::ReservationExists(reserve.id.clone()));
-                        }
+                KeyOp::new(
+                    Some(guard),
+                    Some(cmd.id.clone()),
+                    true,
+                    Box::new(move |view: &View<'_>| {
                         let applied = decide::reserve(
                             std::slice::from_ref(view.level),
-                            None,
+                            view.line,
                             &reserve,
+                            &grant,
                             &op_meta,
                         )?;
                         let line = applied.reservation.clone().map(LineWrite::Put);
                         single_change(applied, line)
                     }),
-                },
+                ),
             )
             .await;
         if let Err(StoreError::Domain(_)) = &outcome {
@@ -182,29 +203,41 @@ impl ScyllaWriteStore {
     }
 
     /// Settles a reservation whose lines were found through the index at `keys` (no saga
-    /// header).
+    /// header), for a caller holding `grant`: each line's decision checks the line as loaded
+    /// for it, in its partition's conditional batch.
     async fn settle_lines(
         &self,
         id: &ReservationId,
         keys: Vec<StockKey>,
         how: Settlement,
         guard: CmdGuard,
+        grant: &LocationGrant,
         meta: &EventMeta,
     ) -> Result<OpOutcome> {
         let p = self.p();
+        if keys.len() > 1 {
+            // Lines of one id in several partitions without a header: twins of racing
+            // one-line reserves (or index rows of refused attempts). Each line's own decision
+            // below is the check that counts; this one, first, keeps a caller allowed at
+            // some of them from settling those before being refused at another.
+            for line in saga::single_lines(p, id, keys.clone()).await?.values() {
+                grant.check_reservation(line)?;
+            }
+        }
         let mut last: Option<OpOutcome> = None;
         let mut held = 0;
         for key in keys {
-            let (line_id, op_meta) = (id.clone(), meta.clone());
+            let (line_id, grant, op_meta) = (id.clone(), grant.clone(), meta.clone());
             let outcome = self
                 .keys
                 .apply(
                     &key,
-                    KeyOp {
-                        cmd: Some(guard.clone()),
-                        line: Some(line_id.clone()),
-                        new_line: false,
-                        decide: Box::new(move |view: &View<'_>| {
+                    KeyOp::new(
+                        Some(guard.clone()),
+                        Some(line_id.clone()),
+                        false,
+                        Box::new(move |view: &View<'_>| {
+                            // Not found before forbidden: an unknown id tells nothing.
                             let Some(reservation) = view.line else {
                                 return Err(DomainError::ReservationNotFound(line_id.clone()));
                             };
@@ -212,12 +245,13 @@ impl ScyllaWriteStore {
                                 how,
                                 reservation,
                                 std::slice::from_ref(view.level),
+                                &grant,
                                 &op_meta,
                             )?;
                             let line = applied.reservation.clone().map(LineWrite::Put);
                             single_change(applied, line)
                         }),
-                    },
+                    ),
                 )
                 .await;
             match outcome {
@@ -249,14 +283,17 @@ impl ScyllaWriteStore {
         guard: CmdGuard,
         meta: &EventMeta,
     ) -> Result<OpOutcome> {
+        let grant = &request.grant;
         match saga::locate(self.p(), id).await? {
             saga::Located::Saga(header) => {
                 self.claimed(request, |_| async move {
-                    saga::settle(&self.keys, header, how, meta).await
+                    saga::settle(&self.keys, header, how, grant, meta).await
                 })
                 .await
             }
-            saga::Located::Lines(keys) => self.settle_lines(id, keys, how, guard, meta).await,
+            saga::Located::Lines(keys) => {
+                self.settle_lines(id, keys, how, guard, grant, meta).await
+            }
         }
     }
 
@@ -366,16 +403,19 @@ impl ScyllaWriteStore {
                 fingerprint: String::new(),
             },
         };
+        let grant = &request.grant;
         let how = match &request.command {
             Command::Adjust(cmd) => {
-                return self.beside(unrecorded, self.adjust(cmd, guard, meta)).await;
+                return self
+                    .beside(unrecorded, self.adjust(cmd, guard, grant, meta))
+                    .await;
             }
             Command::Reserve(cmd) if cmd.lines.len() == 1 => {
-                return self.reserve_one(cmd, guard, unrecorded, meta).await;
+                return self.reserve_one(cmd, guard, unrecorded, grant, meta).await;
             }
             Command::Reserve(cmd) => {
                 let saga = self.claimed(request, |owner| async move {
-                    saga::reserve(&self.keys, cmd, &owner, meta).await
+                    saga::reserve(&self.keys, cmd, &owner, grant, meta).await
                 });
                 return self.beside(unrecorded, saga).await;
             }
@@ -424,6 +464,10 @@ fn merge(acc: Option<OpOutcome>, next: OpOutcome) -> OpOutcome {
 #[async_trait]
 impl WriteStore for ScyllaWriteStore {
     async fn execute(&self, request: CommandRequest) -> Result<CommandOutcome> {
+        // A command naming a location outside the caller's grant is refused before anything
+        // is read or written (not kept under its key: nothing ran). A settlement's lines are
+        // checked by its decision, on the state loaded for it.
+        decide::authorize(&request.command, &request.grant)?;
         let new_key = match &request.idempotency {
             Some(token) => match claims::check_fingerprint(self.p(), token).await? {
                 KeyState::Refused(refusal) => return Err(refusal.into()),
