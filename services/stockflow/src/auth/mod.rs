@@ -142,14 +142,13 @@ impl Identity {
         self.scopes.contains(&scope)
     }
 
-    /// Whether the caller may change stock at `location` (a token with a `locations`
-    /// claim acts only there).
-    pub fn may_act_at(&self, location: &LocationId) -> bool {
-        self.may_read_at(location.as_str())
+    /// Whether a `locations` claim (or grant) limits the caller to some locations.
+    pub fn is_limited_to_locations(&self) -> bool {
+        self.locations.is_some()
     }
 
-    /// Whether the caller may read stock and movements at `location`: the same locations
-    /// it may act at.
+    /// Whether the caller may read stock and movements at `location`: the locations its
+    /// [`Identity::location_grant`] lets it change.
     pub fn may_read_at(&self, location: &str) -> bool {
         self.locations.as_ref().is_none_or(|l| l.contains(location))
     }
@@ -476,7 +475,11 @@ mod tests {
         let b: IpAddr = "10.0.0.2".parse().expect("ip");
         let anonymous = Identity::unauthenticated(Some(a));
         assert!(Scope::ALL.iter().all(|s| anonymous.allows(*s)));
-        assert!(anonymous.may_act_at(&LocationId::parse("any").expect("valid")));
+        assert!(anonymous.may_read_at("any"));
+        assert_eq!(
+            anonymous.location_grant(),
+            stockflow_domain::LocationGrant::Any
+        );
         let key = IdempotencyKey::parse("k1").expect("valid");
         assert_eq!(anonymous.idempotency_key(key.clone()), key);
         assert_ne!(
