@@ -764,10 +764,8 @@ mod tests {
         });
         same_topic.metadata.deletion_timestamp = Some(now());
         let unrelated = region("west");
-        let (keyspace_users, topic_users) = sharers(
-            &me,
-            &[me.clone(), same_keyspace, same_topic, unrelated],
-        );
+        let (keyspace_users, topic_users) =
+            sharers(&me, &[me.clone(), same_keyspace, same_topic, unrelated]);
         assert_eq!(keyspace_users, ["elsewhere/south"]);
         assert_eq!(topic_users, ["stores/east"]);
     }

@@ -218,7 +218,10 @@ pub fn secret_references(region: &InventoryRegion) -> Vec<(&'static str, String)
     }
     if let Some(kafka) = &s.bus.kafka {
         if let Some(sasl) = &kafka.sasl {
-            add("spec.bus.kafka.sasl.credentialsSecret", &sasl.credentials_secret);
+            add(
+                "spec.bus.kafka.sasl.credentialsSecret",
+                &sasl.credentials_secret,
+            );
         }
         if let Some(tls) = &kafka.tls {
             add("spec.bus.kafka.tls.caSecret", &tls.ca_secret);
@@ -379,11 +382,7 @@ fn secret_volumes(region: &InventoryRegion) -> (Vec<Volume>, Vec<VolumeMount>) {
             wanted.push(("client-ca", ca.as_str(), CLIENT_CA_DIR));
         }
         if let Some(principals) = &tls.principals_secret {
-            wanted.push((
-                "mtls-principals",
-                principals.name.as_str(),
-                PRINCIPALS_DIR,
-            ));
+            wanted.push(("mtls-principals", principals.name.as_str(), PRINCIPALS_DIR));
         }
     }
     if let Some(secret) = s.auth.as_ref().and_then(|a| a.jwks_secret.as_ref()) {
@@ -1123,7 +1122,10 @@ mod tests {
                 key: "principals.json".into(),
             }),
         });
-        assert!(authenticated(&r), "mutual TLS with principals authenticates");
+        assert!(
+            authenticated(&r),
+            "mutual TLS with principals authenticates"
+        );
         let data = config_data(&r);
         assert_eq!(
             data["STOCKFLOW_MTLS_PRINCIPALS"],
@@ -1265,7 +1267,10 @@ mod tests {
             "registry.example.com/other/stockflow:1",
             &prefixes
         ));
-        assert!(!image_allowed("evil.example.com/stockflow/stockflow:1", &prefixes));
+        assert!(!image_allowed(
+            "evil.example.com/stockflow/stockflow:1",
+            &prefixes
+        ));
         assert!(!image_allowed("stockflow/stockflow-debug:1", &prefixes));
     }
 
@@ -1289,7 +1294,10 @@ mod tests {
         let mut explicit = a.clone();
         explicit.spec.scylla.keyspace = Some("mine".into());
         explicit.spec.bus.topic = Some("my-topic".into());
-        assert_eq!((keyspace(&explicit), topic(&explicit)), ("mine".into(), "my-topic".into()));
+        assert_eq!(
+            (keyspace(&explicit), topic(&explicit)),
+            ("mine".into(), "my-topic".into())
+        );
         // What the status recorded wins over any default computed later.
         a.status = Some(crate::crd::InventoryRegionStatus {
             observed_generation: Some(1),
