@@ -1175,3 +1175,38 @@ async fn unlabelled_secrets_and_unlisted_images_are_refused_and_nothing_is_appli
     .await;
     controller.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_samples_pass_the_crds_validation() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = &format!("samples-{}", std::process::id());
+    namespace(&client, ns).await;
+    let api: Api<InventoryRegion> = Api::namespaced(client.clone(), ns);
+    for (file, yaml) in [
+        (
+            "local.yaml",
+            include_str!("../../config/samples/local.yaml"),
+        ),
+        (
+            "north.yaml",
+            include_str!("../../config/samples/north.yaml"),
+        ),
+        (
+            "managed.yaml",
+            include_str!("../../config/samples/managed.yaml"),
+        ),
+    ] {
+        let mut region: InventoryRegion = serde_yaml::from_str(yaml).expect(file);
+        region.metadata.namespace = Some(ns.clone());
+        api.create(
+            &PostParams {
+                dry_run: true,
+                field_manager: None,
+            },
+            &region,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
