@@ -202,7 +202,15 @@ pub fn compute(
 /// keep their meaning: an open region that rolled out is Available and not Degraded.
 pub fn insecure(region: &InventoryRegion, previous: &[Condition], now: &Time) -> Condition {
     let open = !resources::authenticated(region);
-    let (reason, message) = if open {
+    let (reason, message) = if open && !region.spec.insecure_no_auth {
+        (
+            "NoAuthentication",
+            "the spec names no authentication (stored before the CRD required it): nothing new \
+             is applied until it sets spec.auth, spec.tls.principalsSecret or \
+             spec.insecureNoAuth: true"
+                .to_string(),
+        )
+    } else if open {
         (
             "InsecureNoAuth",
             "spec.insecureNoAuth is true: the APIs take every request without authentication; \
