@@ -59,10 +59,18 @@ rendered="$("$helm" template stockflow-operator charts/stockflow-operator --name
 for kind in CustomResourceDefinition ServiceAccount ClusterRole ClusterRoleBinding Role RoleBinding Deployment Service ConfigMap; do
     grep -q "^kind: $kind\$" <<<"$rendered" || { echo "chart-check.sh: rendered chart lacks a $kind" >&2; exit 1; }
 done
-# The RBAC stays least-privilege: the operator never reads Secrets.
-if grep -A3 'resources:' <<<"$rendered" | grep -q secrets; then
-    echo "chart-check.sh: the operator's RBAC must not grant Secrets" >&2; exit 1
+# The RBAC stays least-privilege: on Secrets, `get` alone (the operator reads their labels
+# with metadata-only requests), never list or watch.
+secret_rules="$(grep -c 'resources: \[.*"secrets".*\]' <<<"$rendered" || true)"
+secret_verbs="$(grep -A1 'resources: \[.*"secrets".*\]' <<<"$rendered" | grep 'verbs:' || true)"
+if [[ "$secret_rules" != 1 || "$secret_verbs" != *'verbs: ["get"]' ]]; then
+    echo "chart-check.sh: the operator's RBAC may grant Secrets only get (found $secret_rules rule(s): $secret_verbs)" >&2; exit 1
 fi
+prefixed="$("$helm" template stockflow-operator charts/stockflow-operator --namespace stockflow-system \
+    --set 'allowedImagePrefixes={registry.example.com/stockflow/,stockflow/stockflow:}')"
+grep -q -- '- "--allowed-image-prefix=registry.example.com/stockflow/"' <<<"$prefixed" &&
+    grep -q -- '- "--allowed-image-prefix=stockflow/stockflow:"' <<<"$prefixed" ||
+    { echo "chart-check.sh: allowedImagePrefixes do not reach the operator's args" >&2; exit 1; }
 for kind in PrometheusRule PodMonitor ServiceMonitor; do
     grep -q "^kind: $kind\$" <<<"$rendered" && { echo "chart-check.sh: a $kind rendered without its CRD" >&2; exit 1; }
 done

@@ -444,8 +444,10 @@ async fn the_sample_region_runs_serves_rolls_out_pauses_and_is_deleted() {
         secrets
             .create(
                 &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": secret}, "stringData": data}))
-                    .unwrap(),
+                // Labelled for regions: the operator mounts no other Secret.
+                &serde_json::from_value(json!({"metadata": {"name": secret,
+                    "labels": {"stockflow.dev/usage": "region"}}, "stringData": data}))
+                .unwrap(),
             )
             .await
             .unwrap();
@@ -467,6 +469,11 @@ async fn the_sample_region_runs_serves_rolls_out_pauses_and_is_deleted() {
         .remove("credentialsSecret");
     body["spec"]["scylla"]["tls"] = json!({"caSecret": "test-ca"});
     body["spec"]["bus"]["kafka"]["tls"] = json!({"caSecret": "test-ca"});
+    // The test calls the APIs without tokens: open, said explicitly (the sample's `auth`
+    // names an identity provider the test has not).
+    let spec = body["spec"].as_object_mut().unwrap();
+    spec.remove("auth");
+    spec.insert("insecureNoAuth".into(), json!(true));
     body["spec"]["roles"] = json!({"commandApi": {"replicas": 1}, "queryApi": {"replicas": 1},
         "publisher": {"replicas": 1}, "projector": {"replicas": 1}});
     regions
@@ -509,6 +516,16 @@ async fn the_sample_region_runs_serves_rolls_out_pauses_and_is_deleted() {
     )
     .await;
 
+    // The default topic carries the region's uid; the status says which one it is.
+    let topic_name = regions
+        .get(&name)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.topic)
+        .unwrap();
+    assert!(topic_name.starts_with(&format!("stockflow-{name}-")));
+
     // Deletion completes for every policy: Delete drops the keyspace and the topic (the
     // teardown Job, with the region's own credentials), Retain keeps its keyspace.
     for region in [&name, &kept, &secure] {
@@ -541,7 +558,7 @@ async fn the_sample_region_runs_serves_rolls_out_pauses_and_is_deleted() {
     );
     let mut topic = stockflow_bus::kafka::KafkaConfig::new(
         brokers.split(',').map(str::to_string).collect(),
-        stockflow_bus::default_topic(&name),
+        topic_name,
         4,
     );
     topic.create_topic = false;

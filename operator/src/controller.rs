@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -30,8 +30,8 @@ use serde_json::json;
 use crate::crd::{DeletionPolicy, InventoryRegion, InventoryRegionStatus};
 use crate::error::{Error, Result};
 use crate::resources::{self, ROLES, Teardown};
-use crate::status::{self, JobState};
-use crate::{FIELD_MANAGER, FINALIZER};
+use crate::status::{self, JobState, Refusal};
+use crate::{FIELD_MANAGER, FINALIZER, SECRET_USAGE_LABEL, SECRET_USAGE_VALUE};
 
 /// What reconciliations share.
 pub struct Context {
@@ -39,10 +39,12 @@ pub struct Context {
     pub client: Client,
     /// Publishes Kubernetes events on regions.
     pub recorder: Recorder,
+    /// Image prefixes a region may run (`--allowed-image-prefix`); empty: any image.
+    pub allowed_image_prefixes: Vec<String>,
 }
 
 impl Context {
-    /// A context for `client`, reporting events as `instance`.
+    /// A context for `client`, reporting events as `instance`, allowing any image.
     pub fn new(client: Client, instance: Option<String>) -> Self {
         let reporter = Reporter {
             controller: "stockflow-operator".into(),
@@ -51,7 +53,15 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            allowed_image_prefixes: Vec::new(),
         }
+    }
+
+    /// Only images starting with one of `prefixes` may run (none: any image).
+    #[must_use]
+    pub fn with_allowed_image_prefixes(mut self, prefixes: Vec<String>) -> Self {
+        self.allowed_image_prefixes = prefixes;
+        self
     }
 
     async fn event(&self, region: &InventoryRegion, type_: EventType, reason: &str, note: String) {
@@ -189,6 +199,24 @@ pub async fn apply(region: &InventoryRegion, ctx: &Context) -> Result<Action> {
     }
     let first_apply =
         region.status.as_ref().and_then(|s| s.observed_generation) != region.metadata.generation;
+    let before = region.status.clone().unwrap_or_default();
+
+    // Nothing is applied for a spec the operator refuses: it would run an image nobody
+    // allowed, or mount Secrets not meant for a region, with the operator's privileges.
+    if let Some(refusal) = admission(region, ctx).await? {
+        let status = status::refused(region, &refusal, now());
+        patch_status(client, region, &status).await?;
+        let already = before
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == refusal.reason);
+        if first_apply || !already {
+            ctx.event(region, EventType::Warning, refusal.reason, refusal.message)
+                .await;
+        }
+        // Secrets are not watched (that would take list and watch on them): look again.
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
 
     apply_child(client, &ns, &resources::config_map(region)).await?;
     for role in ROLES {
@@ -226,7 +254,6 @@ pub async fn apply(region: &InventoryRegion, ctx: &Context) -> Result<Action> {
         deployments.insert(role, d);
     }
     let status = status::compute(region, &migration, &deployments, now());
-    let before = region.status.clone().unwrap_or_default();
     patch_status(client, region, &status).await?;
 
     if first_apply {
@@ -262,6 +289,17 @@ pub async fn apply(region: &InventoryRegion, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
+    if is(status::INSECURE) && (first_apply || !was(status::INSECURE)) {
+        ctx.event(
+            region,
+            EventType::Warning,
+            "InsecureNoAuth",
+            "spec.insecureNoAuth is true: the region's APIs take every request without \
+             authentication; set spec.auth or spec.tls.principalsSecret"
+                .into(),
+        )
+        .await;
+    }
     if is("Degraded") && !was("Degraded") {
         let message = status
             .conditions
@@ -279,13 +317,84 @@ pub async fn apply(region: &InventoryRegion, ctx: &Context) -> Result<Action> {
     })
 }
 
+/// Whether the operator may act on `region`'s spec: it authenticates its callers (or says
+/// `insecureNoAuth: true`; the CRD refuses anything else, but an object stored before that
+/// rule is not re-validated), its image is allowed, and every Secret it names exists and is
+/// labelled `stockflow.dev/usage: region`. Reads Secret metadata only.
+pub async fn admission(region: &InventoryRegion, ctx: &Context) -> Result<Option<Refusal>> {
+    if !resources::authenticated(region) && !region.spec.insecure_no_auth {
+        return Ok(Some(Refusal {
+            reason: "AuthenticationRequired",
+            message: "the region has no authentication: set spec.auth or \
+                      spec.tls.principalsSecret, or write spec.insecureNoAuth: true"
+                .into(),
+        }));
+    }
+    if !resources::image_allowed(&region.spec.image, &ctx.allowed_image_prefixes) {
+        return Ok(Some(Refusal {
+            reason: "ImageNotAllowed",
+            message: format!(
+                "image {} is not under an allowed prefix ({}); the operator runs no other image",
+                region.spec.image,
+                ctx.allowed_image_prefixes.join(", ")
+            ),
+        }));
+    }
+    let ns = region
+        .namespace()
+        .ok_or_else(|| Error::Invalid("InventoryRegion without a namespace".into()))?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut missing = Vec::new();
+    let mut unlabelled = Vec::new();
+    for (field, name) in resources::secret_references(region) {
+        // A metadata-only request (PartialObjectMetadata): the Secret's data never reaches
+        // the operator.
+        match secrets.get_metadata_opt(&name).await? {
+            None => missing.push(format!("{name} ({field})")),
+            Some(meta) => {
+                let labelled = meta
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SECRET_USAGE_LABEL))
+                    .is_some_and(|v| v == SECRET_USAGE_VALUE);
+                if !labelled {
+                    unlabelled.push(format!("{name} ({field})"));
+                }
+            }
+        }
+    }
+    if !unlabelled.is_empty() {
+        return Ok(Some(Refusal {
+            reason: "SecretNotLabelled",
+            message: format!(
+                "Secret {} not labelled {SECRET_USAGE_LABEL}={SECRET_USAGE_VALUE}: a region \
+                 mounts only Secrets meant for it (`kubectl label secret NAME \
+                 {SECRET_USAGE_LABEL}={SECRET_USAGE_VALUE}`)",
+                unlabelled.join(", ")
+            ),
+        }));
+    }
+    if !missing.is_empty() {
+        return Ok(Some(Refusal {
+            reason: "SecretNotFound",
+            message: format!(
+                "Secret {} not found in namespace {ns}; create it labelled \
+                 {SECRET_USAGE_LABEL}={SECRET_USAGE_VALUE}",
+                missing.join(", ")
+            ),
+        }));
+    }
+    Ok(None)
+}
+
 /// Removes what lives outside Kubernetes, per the deletion policy, through the teardown
 /// Job (`stockflow teardown`, with the region's own credentials). A keyspace or topic that
 /// another region in the cluster also names is never removed. Deletion waits for the Job,
 /// but never forever: a failed Job (its deadline is five minutes) is reported as a Warning
 /// event and deletion proceeds, since a stuck finalizer would hold the namespace hostage.
 pub async fn cleanup(region: &InventoryRegion, ctx: &Context) -> Result<Action> {
-    let keyspace = region.spec.scylla.keyspace.clone();
+    let keyspace = resources::keyspace(region);
     let topic = resources::topic(region);
     if region.spec.deletion_policy == DeletionPolicy::Retain {
         ctx.event(
@@ -305,6 +414,20 @@ pub async fn cleanup(region: &InventoryRegion, ctx: &Context) -> Result<Action> 
     let Some(job) = jobs.get_opt(&name).await? else {
         let what = removable(region, ctx).await?;
         if !what.keyspace && !what.topic {
+            return Ok(Action::await_change());
+        }
+        // The teardown Job runs the region's image with its Secrets: the same admission as
+        // any other child, or a refused region could still run through its deletion.
+        if let Some(refusal) = admission(region, ctx).await? {
+            let note = format!(
+                "{} is left in place: no teardown job for a refused spec ({}: {}); remove \
+                 it by hand",
+                describe(what, &keyspace, &topic),
+                refusal.reason,
+                refusal.message
+            );
+            ctx.event(region, EventType::Warning, "TeardownRefused", note)
+                .await;
             return Ok(Action::await_change());
         }
         apply_child(&ctx.client, &ns, &resources::teardown_job(region, what)).await?;
@@ -360,34 +483,21 @@ pub async fn cleanup(region: &InventoryRegion, ctx: &Context) -> Result<Action> 
     Ok(Action::await_change())
 }
 
-/// What this region may remove: not what another live region also names (the same
-/// keyspace on overlapping nodes, the same topic on the same bus), which is reported.
+/// What this region may remove: not a keyspace or topic that any other `InventoryRegion`
+/// of the cluster names (any namespace, any deletion policy, being deleted or not), which
+/// is reported. Names alone are compared: `10.0.0.1:9042` and `scylla.ns.svc:9042` may be
+/// the same cluster, and no connection string can prove two clusters apart.
 async fn removable(region: &InventoryRegion, ctx: &Context) -> Result<Teardown> {
-    let keyspace = &region.spec.scylla.keyspace;
-    let topic = resources::topic(region);
     let others: Vec<InventoryRegion> = Api::<InventoryRegion>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await?
         .items
         .into_iter()
-        .filter(|o| o.uid() != region.uid() && o.metadata.deletion_timestamp.is_none())
+        .filter(|o| o.uid() != region.uid())
         .collect();
-    let sharing = |same: &dyn Fn(&InventoryRegion) -> bool| {
-        others
-            .iter()
-            .filter(|o| same(o))
-            .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
-            .collect::<Vec<_>>()
-    };
-    let keyspace_users = sharing(&|o| {
-        &o.spec.scylla.keyspace == keyspace
-            && o.spec
-                .scylla
-                .nodes
-                .iter()
-                .any(|n| region.spec.scylla.nodes.contains(n))
-    });
-    let topic_users = sharing(&|o| resources::topic(o) == topic && same_bus(o, region));
+    let (keyspace_users, topic_users) = sharers(region, &others);
+    let keyspace = resources::keyspace(region);
+    let topic = resources::topic(region);
     for (users, what, reason) in [
         (
             &keyspace_users,
@@ -397,7 +507,7 @@ async fn removable(region: &InventoryRegion, ctx: &Context) -> Result<Teardown> 
         (&topic_users, format!("topic {topic}"), "TopicShared"),
     ] {
         if !users.is_empty() {
-            let note = format!("{what} is kept: {} also use it", users.join(", "));
+            let note = format!("{what} is kept: {} also name it", users.join(", "));
             ctx.event(region, EventType::Warning, reason, note).await;
         }
     }
@@ -407,6 +517,24 @@ async fn removable(region: &InventoryRegion, ctx: &Context) -> Result<Teardown> 
     })
 }
 
+/// The other regions (`namespace/name`) naming `region`'s keyspace, and those naming its
+/// topic, by name alone.
+pub fn sharers(region: &InventoryRegion, others: &[InventoryRegion]) -> (Vec<String>, Vec<String>) {
+    let keyspace = resources::keyspace(region);
+    let topic = resources::topic(region);
+    let users = |same: &dyn Fn(&InventoryRegion) -> bool| {
+        others
+            .iter()
+            .filter(|o| o.uid() != region.uid() && same(o))
+            .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
+            .collect::<Vec<_>>()
+    };
+    (
+        users(&|o| resources::keyspace(o) == keyspace),
+        users(&|o| resources::topic(o) == topic),
+    )
+}
+
 /// `keyspace k and topic t`, or one of them.
 fn describe(what: Teardown, keyspace: &str, topic: &str) -> String {
     match (what.keyspace, what.topic) {
@@ -414,16 +542,6 @@ fn describe(what: Teardown, keyspace: &str, topic: &str) -> String {
         (true, false) => format!("keyspace {keyspace}"),
         (false, true) => format!("topic {topic}"),
         (false, false) => "nothing".into(),
-    }
-}
-
-/// Whether two regions' buses are the same cluster (any broker or endpoint in common).
-fn same_bus(a: &InventoryRegion, b: &InventoryRegion) -> bool {
-    let (a, b) = (&a.spec.bus, &b.spec.bus);
-    match ((&a.kafka, &a.fluvio), (&b.kafka, &b.fluvio)) {
-        ((Some(x), _), (Some(y), _)) => x.brokers.iter().any(|h| y.brokers.contains(h)),
-        ((_, Some(x)), (_, Some(y))) => x.endpoint == y.endpoint,
-        _ => false,
     }
 }
 
@@ -564,5 +682,91 @@ mod tests {
             .expect("reconcile");
         assert_eq!(action, Action::await_change());
         server.await.expect("scenario: no child was applied");
+    }
+
+    #[tokio::test]
+    async fn an_image_outside_the_allow_list_is_refused_and_nothing_is_applied() {
+        let (client, handle) = mock::client();
+        let mut r = region("north");
+        r.metadata.finalizers = Some(vec![crate::FINALIZER.into()]);
+        r.spec.image = "evil.example.com/miner:1".into();
+        let server = tokio::spawn(mock::serve(
+            handle,
+            r.clone(),
+            vec![
+                Call::PatchStatus(|patch| {
+                    let degraded = patch["status"]["conditions"]
+                        .as_array()
+                        .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+                        .cloned()
+                        .unwrap_or_default();
+                    assert_eq!(degraded["status"], "True");
+                    assert_eq!(degraded["reason"], "ImageNotAllowed");
+                    assert!(
+                        degraded["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("evil.example.com/miner:1")),
+                        "{degraded}"
+                    );
+                }),
+                Call::PublishEvent("ImageNotAllowed"),
+            ],
+        ));
+        let ctx = Arc::new(
+            Context::new(client, Some("test".into()))
+                .with_allowed_image_prefixes(vec!["stockflow:".into()]),
+        );
+        let action = reconcile(Arc::new(r), ctx).await.expect("reconcile");
+        assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+        server
+            .await
+            .expect("scenario: no child was applied, no Secret was read");
+    }
+
+    #[tokio::test]
+    async fn a_region_without_any_authentication_is_refused() {
+        let (client, handle) = mock::client();
+        let mut r = region("north");
+        r.metadata.finalizers = Some(vec![crate::FINALIZER.into()]);
+        r.spec.insecure_no_auth = false;
+        let server = tokio::spawn(mock::serve(
+            handle,
+            r.clone(),
+            vec![
+                Call::PatchStatus(|patch| {
+                    assert_eq!(patch["status"]["phase"], "Degraded");
+                    assert!(patch.to_string().contains("AuthenticationRequired"));
+                }),
+                Call::PublishEvent("AuthenticationRequired"),
+            ],
+        ));
+        reconcile(Arc::new(r), context(client))
+            .await
+            .expect("reconcile");
+        server.await.expect("scenario: no child was applied");
+    }
+
+    #[test]
+    fn any_other_region_naming_the_keyspace_or_topic_shares_it_whatever_its_nodes() {
+        let mut me = region("north");
+        me.spec.scylla.nodes = vec!["10.0.0.1:9042".into()];
+        me.spec.bus.topic = Some("orders".into());
+        let mut same_keyspace = region("south");
+        same_keyspace.metadata.namespace = Some("elsewhere".into());
+        same_keyspace.spec.scylla.keyspace = me.spec.scylla.keyspace.clone();
+        same_keyspace.spec.scylla.nodes = vec!["scylla.db.svc:9042".into()];
+        same_keyspace.spec.deletion_policy = DeletionPolicy::Retain;
+        let mut same_topic = region("east");
+        same_topic.spec.bus.topic = Some("orders".into());
+        same_topic.spec.bus.kafka = None;
+        same_topic.spec.bus.fluvio = Some(crate::crd::FluvioSpec {
+            endpoint: "fluvio:9003".into(),
+        });
+        same_topic.metadata.deletion_timestamp = Some(now());
+        let unrelated = region("west");
+        let (keyspace_users, topic_users) =
+            sharers(&me, &[me.clone(), same_keyspace, same_topic, unrelated]);
+        assert_eq!(keyspace_users, ["elsewhere/south"]);
+        assert_eq!(topic_users, ["stores/east"]);
     }
 }

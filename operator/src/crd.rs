@@ -26,6 +26,16 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.auth) || (has(self.tls) && has(self.tls.principalsSecret)) || (has(self.insecureNoAuth) && self.insecureNoAuth)",
+        "message": "authentication is required: set spec.auth (bearer tokens) or spec.tls.principalsSecret (mutual TLS with a principals list), or write spec.insecureNoAuth: true to serve the APIs to anyone who reaches them"
+    },
+    {
+        "rule": "!(has(self.insecureNoAuth) && self.insecureNoAuth) || !(has(self.auth) || (has(self.tls) && has(self.tls.principalsSecret)))",
+        "message": "spec.insecureNoAuth: true contradicts spec.auth and spec.tls.principalsSecret: remove it"
+    }
+]))]
 pub struct InventoryRegionSpec {
     /// Region id used in events and read models (lowercase, 1-32 characters).
     #[schemars(
@@ -33,7 +43,8 @@ pub struct InventoryRegionSpec {
         regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
     )]
     pub region_id: String,
-    /// The stockflow image every role runs.
+    /// The stockflow image every role runs. The operator may be limited to images under
+    /// given prefixes (`--allowed-image-prefix`); another image is refused.
     #[schemars(length(min = 1, max = 512))]
     pub image: String,
     /// ScyllaDB connection.
@@ -50,10 +61,16 @@ pub struct InventoryRegionSpec {
     /// What happens to the keyspace and topic when the region is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-    /// Bearer-token authentication of the region's APIs. Without it the roles run with
-    /// `--insecure-no-auth`: anyone who reaches their Services may change any stock.
+    /// Bearer-token authentication of the region's APIs. A region needs it, or mutual TLS
+    /// with a principals list (`tls.principalsSecret`), or `insecureNoAuth: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+    /// Serve the APIs without any authentication (`--insecure-no-auth`): anyone who reaches
+    /// their Services may change any stock. Only when written explicitly, never with `auth`
+    /// or `tls.principalsSecret`; the region then carries an `Insecure` condition and a
+    /// Warning event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_no_auth: bool,
     /// HTTPS for the region's APIs, optionally with client certificates (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ApiTlsSpec>,
@@ -93,16 +110,43 @@ fn default_sampler_arg() -> String {
 /// when they change; a new certificate is used by new connections after a restart).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.principalsSecret) || has(self.clientCaSecret)",
+    "message": "tls.principalsSecret needs tls.clientCaSecret (the principals are client certificates that CA signs)"
+}]))]
 pub struct ApiTlsSpec {
     /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`) with the serving certificate.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
     /// A Secret with the CA (key `ca.crt`) whose client certificates may call the APIs:
-    /// mutual TLS. A certificate's common name names the caller when there is no `auth`;
-    /// requests without one reach only `/healthz` and `/readyz` (the kubelet's probes).
+    /// mutual TLS. Requests without a certificate reach only `/healthz` and `/readyz` (the
+    /// kubelet's probes); `principalsSecret` says what each certificate may do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub client_ca_secret: Option<String>,
+    /// A Secret with the mutual-TLS principals (key `principals.json` unless named): which
+    /// client certificate (by common name, DNS name or URI SAN) gets which scopes and
+    /// locations. Mounted as a file in every role (`STOCKFLOW_MTLS_PRINCIPALS`), re-read
+    /// when it changes. Needs `clientCaSecret`; counts as the region's authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principals_secret: Option<PrincipalsSecretSpec>,
+}
+
+/// The Secret key holding the mutual-TLS principals document.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrincipalsSecretSpec {
+    /// The Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key in it.
+    #[serde(default = "default_principals_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_principals_key() -> String {
+    "principals.json".into()
 }
 
 /// A key of a Secret.
@@ -159,9 +203,12 @@ pub struct ScyllaSpec {
     /// Contact points, `host:port`.
     #[schemars(length(min = 1, max = 32))]
     pub nodes: Vec<String>,
-    /// Keyspace (a-z, 0-9, _; 1-48 characters).
+    /// Keyspace (a-z, 0-9, _; 1-48 characters). Without one, a new region gets
+    /// `stockflow_<regionId>_<6 hex digits derived from its uid>` (`-` as `_`, the id cut
+    /// to 31 characters), recorded in `status.keyspace` and kept from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 48), regex(pattern = r"^[a-z0-9_]+$"))]
-    pub keyspace: String,
+    pub keyspace: Option<String>,
     /// Local datacenter.
     #[serde(default = "default_dc")]
     #[schemars(length(min = 1, max = 64))]
@@ -217,7 +264,10 @@ pub struct BusSpec {
     /// A Fluvio cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fluvio: Option<FluvioSpec>,
-    /// Topic; defaults to `stockflow-<regionId>-stock-events`. The operator creates it.
+    /// Topic, created by the migration. Without one, a new region gets
+    /// `stockflow-<regionId>-<6 hex digits derived from its uid>-stock-events`, recorded in
+    /// `status.topic` and kept from then on (a region first reconciled by an older operator
+    /// keeps `stockflow-<regionId>-stock-events`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 63),
@@ -406,7 +456,8 @@ pub struct InventoryRegionStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Available`, `Progressing`, `Degraded`.
+    /// `Available`, `Progressing`, `Degraded`, and `Insecure` (True while the APIs run
+    /// without authentication).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// `Migrating`, `RollingOut`, `Ready`, `Degraded` or `Paused`.
@@ -418,6 +469,14 @@ pub struct InventoryRegionStatus {
     /// Where the APIs are served inside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
+    /// The keyspace the region uses: `spec.scylla.keyspace`, or the default chosen at its
+    /// first reconciliation. Kept, so a default never changes under a running region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyspace: Option<String>,
+    /// The topic the region uses: `spec.bus.topic`, or the default chosen at its first
+    /// reconciliation. Kept, so a default never changes under a running region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 /// In-cluster URLs of a region's APIs.
@@ -434,7 +493,7 @@ pub struct Endpoints {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// `Available`, `Progressing` or `Degraded`.
+    /// `Available`, `Progressing`, `Degraded` or `Insecure`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.

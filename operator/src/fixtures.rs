@@ -8,7 +8,8 @@ use crate::crd::{
 };
 use crate::resources::{self, Role};
 
-/// A valid region named `name` in namespace `stores`, generation 1.
+/// A valid region named `name` in namespace `stores`, generation 1 (open: it says
+/// `insecureNoAuth: true`).
 pub fn region(name: &str) -> InventoryRegion {
     let mut r = InventoryRegion::new(
         name,
@@ -17,7 +18,7 @@ pub fn region(name: &str) -> InventoryRegion {
             image: "stockflow:1".into(),
             scylla: ScyllaSpec {
                 nodes: vec!["scylla:9042".into()],
-                keyspace: format!("{name}_ks"),
+                keyspace: Some(format!("{name}_ks")),
                 local_dc: "datacenter1".into(),
                 replication_factor: 3,
                 credentials_secret: None,
@@ -39,6 +40,7 @@ pub fn region(name: &str) -> InventoryRegion {
             reservation_ttl_seconds: 900,
             deletion_policy: DeletionPolicy::Retain,
             auth: None,
+            insecure_no_auth: true,
             tls: None,
             tracing: None,
         },

@@ -26,6 +26,10 @@ pub const FIELD_MANAGER: &str = "stockflow-operator";
 pub const FINALIZER: &str = "stockflow.dev/cleanup";
 /// Annotation that stops reconciliation of a region when `"true"`.
 pub const PAUSED_ANNOTATION: &str = "stockflow.dev/paused";
+/// Label a Secret must carry (with [`SECRET_USAGE_VALUE`]) before a region may mount it.
+pub const SECRET_USAGE_LABEL: &str = "stockflow.dev/usage";
+/// Value of [`SECRET_USAGE_LABEL`] on a Secret meant for regions.
+pub const SECRET_USAGE_VALUE: &str = "region";
 
 /// The CRD as YAML, exactly as `crds/` holds it.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {

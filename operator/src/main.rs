@@ -43,6 +43,16 @@ enum Command {
         /// Watch one namespace instead of all.
         #[arg(long, env = "WATCH_NAMESPACE")]
         watch_namespace: Option<String>,
+        /// Regions may run only images starting with this prefix (repeatable, or
+        /// comma-separated in the env var); end it with `/` or `:` so that
+        /// `registry.example.com/stockflow/` does not also allow
+        /// `registry.example.com/stockflow-evil`. None: any image (warned at start-up).
+        #[arg(
+            long = "allowed-image-prefix",
+            env = "OPERATOR_ALLOWED_IMAGE_PREFIXES",
+            value_delimiter = ','
+        )]
+        allowed_image_prefixes: Vec<String>,
     },
 }
 
@@ -65,6 +75,7 @@ fn main() -> ExitCode {
             identity,
             no_leader_election,
             watch_namespace,
+            allowed_image_prefixes,
         } => {
             // JSON logs; a span per reconciliation where OTEL_EXPORTER_OTLP_ENDPOINT is set.
             let traces = stockflow_telemetry::init_tracing(true, "stockflow-operator");
@@ -75,13 +86,14 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let result = runtime.block_on(run(
+            let result = runtime.block_on(run(Settings {
                 http_addr,
                 lease_namespace,
                 identity,
-                !no_leader_election,
+                elect: !no_leader_election,
                 watch_namespace,
-            ));
+                allowed_image_prefixes,
+            }));
             traces.shutdown();
             match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -94,13 +106,45 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(
+/// What `run` was asked to do.
+struct Settings {
     http_addr: SocketAddr,
     lease_namespace: String,
     identity: String,
     elect: bool,
     watch_namespace: Option<String>,
-) -> Result<(), Error> {
+    allowed_image_prefixes: Vec<String>,
+}
+
+async fn run(settings: Settings) -> Result<(), Error> {
+    let Settings {
+        http_addr,
+        lease_namespace,
+        identity,
+        elect,
+        watch_namespace,
+        allowed_image_prefixes,
+    } = settings;
+    let allowed_image_prefixes: Vec<String> = allowed_image_prefixes
+        .into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if allowed_image_prefixes.is_empty() {
+        tracing::warn!(
+            "no --allowed-image-prefix: whoever may create an InventoryRegion may run any image \
+             with the Secrets of its namespace labelled stockflow.dev/usage=region"
+        );
+    }
+    for prefix in &allowed_image_prefixes {
+        if !prefix.ends_with(['/', ':', '@']) {
+            tracing::warn!(
+                %prefix,
+                "an allowed image prefix that does not end with '/', ':' or '@' also allows \
+                 every repository whose name merely starts with it"
+            );
+        }
+    }
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| Error::Startup {
@@ -138,7 +182,9 @@ async fn run(
     if elect {
         lease.acquire().await;
     }
-    let ctx = Arc::new(Context::new(client, Some(identity)));
+    let ctx = Arc::new(
+        Context::new(client, Some(identity)).with_allowed_image_prefixes(allowed_image_prefixes),
+    );
     if elect {
         tokio::select! {
             _ = controller::run(ctx, watch_namespace) => Ok(()),

@@ -131,14 +131,120 @@ fn meta(region: &InventoryRegion, name: String, role: Option<Role>) -> ObjectMet
     }
 }
 
-/// The topic of the region (the binary's default for the region when the spec names none).
-pub fn topic(region: &InventoryRegion) -> String {
+/// Six hex digits derived from the region's uid: what makes a default keyspace or topic
+/// name this region's own, so two regions never pick the same one by accident.
+pub fn uid_suffix(region: &InventoryRegion) -> String {
+    let uid = region.uid().unwrap_or_default();
+    hex::encode(Sha256::digest(uid.as_bytes()))[..6].to_string()
+}
+
+/// Whether the region's status was written by an operator that predates recorded names
+/// (it has an `observedGeneration` but no `status.topic`): such a region already runs on
+/// the old default topic, which must not change under it.
+fn reconciled_before_names_were_recorded(region: &InventoryRegion) -> bool {
     region
+        .status
+        .as_ref()
+        .is_some_and(|s| s.observed_generation.is_some() && s.topic.is_none())
+}
+
+/// The keyspace of the region: the spec's, else the one recorded in its status at its
+/// first reconciliation, else (a new region) `stockflow_<regionId>_<uid suffix>`.
+pub fn keyspace(region: &InventoryRegion) -> String {
+    if let Some(k) = &region.spec.scylla.keyspace {
+        return k.clone();
+    }
+    if let Some(k) = region.status.as_ref().and_then(|s| s.keyspace.clone()) {
+        return k;
+    }
+    // 10 + 31 + 1 + 6 = 48 characters at most, the CQL limit.
+    let id: String = region
         .spec
-        .bus
-        .topic
-        .clone()
-        .unwrap_or_else(|| stockflow_domain::default_topic(&region.spec.region_id))
+        .region_id
+        .replace('-', "_")
+        .chars()
+        .take(31)
+        .collect();
+    format!("stockflow_{id}_{}", uid_suffix(region))
+}
+
+/// The topic of the region: the spec's, else the one recorded in its status at its first
+/// reconciliation, else `stockflow-<regionId>-<uid suffix>-stock-events` for a new region
+/// (the binary's unsuffixed default, `stockflow-<regionId>-stock-events`, for one an older
+/// operator already runs on).
+pub fn topic(region: &InventoryRegion) -> String {
+    if let Some(t) = &region.spec.bus.topic {
+        return t.clone();
+    }
+    if let Some(t) = region.status.as_ref().and_then(|s| s.topic.clone()) {
+        return t;
+    }
+    if reconciled_before_names_were_recorded(region) {
+        return stockflow_domain::default_topic(&region.spec.region_id);
+    }
+    // At most 10 + 32 + 1 + 6 + 13 = 62 characters: a valid Fluvio and Kafka topic.
+    format!(
+        "stockflow-{}-{}-stock-events",
+        region.spec.region_id,
+        uid_suffix(region)
+    )
+}
+
+/// Whether the region's APIs authenticate callers: bearer tokens (`auth`) or mutual TLS
+/// with a principals list.
+pub fn authenticated(region: &InventoryRegion) -> bool {
+    let s = &region.spec;
+    s.auth.is_some()
+        || s.tls
+            .as_ref()
+            .is_some_and(|t| t.principals_secret.is_some() && t.client_ca_secret.is_some())
+}
+
+/// Every Secret the region's pods would read, with the spec field that names it, in spec
+/// order (each Secret once, at its first field).
+pub fn secret_references(region: &InventoryRegion) -> Vec<(&'static str, String)> {
+    let s = &region.spec;
+    let mut refs: Vec<(&'static str, String)> = Vec::new();
+    let mut add = |field: &'static str, name: &str| {
+        if !refs.iter().any(|(_, n)| n == name) {
+            refs.push((field, name.to_string()));
+        }
+    };
+    if let Some(name) = &s.scylla.credentials_secret {
+        add("spec.scylla.credentialsSecret", name);
+    }
+    if let Some(tls) = &s.scylla.tls {
+        add("spec.scylla.tls.caSecret", &tls.ca_secret);
+    }
+    if let Some(kafka) = &s.bus.kafka {
+        if let Some(sasl) = &kafka.sasl {
+            add(
+                "spec.bus.kafka.sasl.credentialsSecret",
+                &sasl.credentials_secret,
+            );
+        }
+        if let Some(tls) = &kafka.tls {
+            add("spec.bus.kafka.tls.caSecret", &tls.ca_secret);
+        }
+    }
+    if let Some(tls) = &s.tls {
+        add("spec.tls.secretName", &tls.secret_name);
+        if let Some(ca) = &tls.client_ca_secret {
+            add("spec.tls.clientCaSecret", ca);
+        }
+        if let Some(p) = &tls.principals_secret {
+            add("spec.tls.principalsSecret", &p.name);
+        }
+    }
+    if let Some(jwks) = s.auth.as_ref().and_then(|a| a.jwks_secret.as_ref()) {
+        add("spec.auth.jwksSecret", &jwks.name);
+    }
+    refs
+}
+
+/// Whether `image` is under one of `prefixes` (none: every image is).
+pub fn image_allowed(image: &str, prefixes: &[String]) -> bool {
+    prefixes.is_empty() || prefixes.iter().any(|p| image.starts_with(p.as_str()))
 }
 
 /// The bus settings every role reads from its environment.
@@ -182,10 +288,7 @@ pub fn config_data(region: &InventoryRegion) -> BTreeMap<String, String> {
         ("STOCKFLOW_REGION".into(), s.region_id.clone()),
         ("STOCKFLOW_STORE".into(), "scylla".into()),
         ("STOCKFLOW_SCYLLA_NODES".into(), s.scylla.nodes.join(",")),
-        (
-            "STOCKFLOW_SCYLLA_KEYSPACE".into(),
-            s.scylla.keyspace.clone(),
-        ),
+        ("STOCKFLOW_SCYLLA_KEYSPACE".into(), keyspace(region)),
         (
             "STOCKFLOW_SCYLLA_LOCAL_DC".into(),
             s.scylla.local_dc.clone(),
@@ -204,21 +307,21 @@ pub fn config_data(region: &InventoryRegion) -> BTreeMap<String, String> {
     if s.scylla.tls.is_some() {
         data.insert("STOCKFLOW_SCYLLA_TLS".into(), "true".into());
     }
-    match &s.auth {
-        Some(auth) => {
-            data.insert("STOCKFLOW_AUTH_ISSUER".into(), auth.issuer.clone());
-            data.insert("STOCKFLOW_AUTH_AUDIENCE".into(), auth.audience.clone());
-            let jwks = match (&auth.jwks_url, &auth.jwks_secret) {
-                (Some(url), _) => url.clone(),
-                (None, Some(secret)) => format!("{JWKS_DIR}/{}", secret.key),
-                // Refused by the CRD's validation rule; the roles then refuse to start.
-                (None, None) => String::new(),
-            };
-            data.insert("STOCKFLOW_AUTH_JWKS".into(), jwks);
-        }
-        None => {
-            data.insert("STOCKFLOW_INSECURE_NO_AUTH".into(), "true".into());
-        }
+    if let Some(auth) = &s.auth {
+        data.insert("STOCKFLOW_AUTH_ISSUER".into(), auth.issuer.clone());
+        data.insert("STOCKFLOW_AUTH_AUDIENCE".into(), auth.audience.clone());
+        let jwks = match (&auth.jwks_url, &auth.jwks_secret) {
+            (Some(url), _) => url.clone(),
+            (None, Some(secret)) => format!("{JWKS_DIR}/{}", secret.key),
+            // Refused by the CRD's validation rule; the roles then refuse to start.
+            (None, None) => String::new(),
+        };
+        data.insert("STOCKFLOW_AUTH_JWKS".into(), jwks);
+    }
+    // Open only when the spec says so in so many words; a region with no authentication
+    // at all is refused before anything is applied (and its roles would refuse to start).
+    if s.insecure_no_auth && !authenticated(region) {
+        data.insert("STOCKFLOW_INSECURE_NO_AUTH".into(), "true".into());
     }
     if let Some(tls) = &s.tls {
         data.insert("STOCKFLOW_TLS_CERT".into(), format!("{TLS_DIR}/tls.crt"));
@@ -227,6 +330,12 @@ pub fn config_data(region: &InventoryRegion) -> BTreeMap<String, String> {
             data.insert(
                 "STOCKFLOW_TLS_CLIENT_CA".into(),
                 format!("{CLIENT_CA_DIR}/ca.crt"),
+            );
+        }
+        if let Some(principals) = &tls.principals_secret {
+            data.insert(
+                "STOCKFLOW_MTLS_PRINCIPALS".into(),
+                format!("{PRINCIPALS_DIR}/{}", principals.key),
             );
         }
     }
@@ -257,10 +366,13 @@ const TLS_DIR: &str = "/etc/stockflow/tls";
 const CLIENT_CA_DIR: &str = "/etc/stockflow/client-ca";
 /// Where the JWKS Secret is mounted.
 const JWKS_DIR: &str = "/etc/stockflow/jwks";
+/// Where the mutual-TLS principals Secret is mounted.
+const PRINCIPALS_DIR: &str = "/etc/stockflow/mtls-principals";
 
-/// The Secrets a role reads as files (its serving certificate, the client CA, a JWKS), as
-/// read-only volumes and their mounts. Files, not env vars: kubelet refreshes a mounted
-/// Secret when it changes, and the roles re-read the JWKS.
+/// The Secrets a role reads as files (its serving certificate, the client CA, the
+/// mutual-TLS principals, a JWKS), as read-only volumes and their mounts. Files, not env
+/// vars: kubelet refreshes a mounted Secret when it changes, and the roles re-read the JWKS
+/// and the principals.
 fn secret_volumes(region: &InventoryRegion) -> (Vec<Volume>, Vec<VolumeMount>) {
     let s = &region.spec;
     let mut wanted: Vec<(&str, &str, &str)> = Vec::new();
@@ -268,6 +380,9 @@ fn secret_volumes(region: &InventoryRegion) -> (Vec<Volume>, Vec<VolumeMount>) {
         wanted.push(("tls", tls.secret_name.as_str(), TLS_DIR));
         if let Some(ca) = &tls.client_ca_secret {
             wanted.push(("client-ca", ca.as_str(), CLIENT_CA_DIR));
+        }
+        if let Some(principals) = &tls.principals_secret {
+            wanted.push(("mtls-principals", principals.name.as_str(), PRINCIPALS_DIR));
         }
     }
     if let Some(secret) = s.auth.as_ref().and_then(|a| a.jwks_secret.as_ref()) {
@@ -524,7 +639,10 @@ pub fn migration_job_name(region: &InventoryRegion) -> String {
     let s = &region.spec;
     let key = format!(
         "{}|{}|{}|{}",
-        s.image, s.scylla.keyspace, s.scylla.local_dc, s.scylla.replication_factor
+        s.image,
+        keyspace(region),
+        s.scylla.local_dc,
+        s.scylla.replication_factor
     );
     format!(
         "{}-migrate-{}",
@@ -706,6 +824,12 @@ mod tests {
         let open = config_data(&r);
         assert_eq!(open["STOCKFLOW_INSECURE_NO_AUTH"], "true");
         assert!(!open.contains_key("STOCKFLOW_AUTH_JWKS"));
+        r.spec.insecure_no_auth = false;
+        assert!(
+            !config_data(&r).contains_key("STOCKFLOW_INSECURE_NO_AUTH"),
+            "open only when the spec says so"
+        );
+        assert!(!authenticated(&r));
         r.spec.auth = Some(crate::crd::AuthSpec {
             issuer: "https://idp.example".into(),
             audience: "stockflow-north".into(),
@@ -773,6 +897,7 @@ mod tests {
         r.spec.tls = Some(crate::crd::ApiTlsSpec {
             secret_name: "north-tls".into(),
             client_ca_secret: Some("stores-ca".into()),
+            principals_secret: None,
         });
         let data = config_data(&r);
         assert_eq!(data["STOCKFLOW_AUTH_JWKS"], "/etc/stockflow/jwks/keys.json");
@@ -841,7 +966,10 @@ mod tests {
         let mut r = region("north");
         let data = config_data(&r);
         assert_eq!(data["STOCKFLOW_SCYLLA_KEYSPACE"], "north_ks");
-        assert_eq!(data["STOCKFLOW_BUS_TOPIC"], "stockflow-north-stock-events");
+        assert_eq!(
+            data["STOCKFLOW_BUS_TOPIC"],
+            format!("stockflow-north-{}-stock-events", uid_suffix(&r))
+        );
         assert_eq!(data["STOCKFLOW_BUS"], "kafka");
         assert_eq!(data["STOCKFLOW_KAFKA_BROKERS"], "kafka:9092");
         assert!(!data.contains_key("STOCKFLOW_FLUVIO_ENDPOINT"));
@@ -980,5 +1108,218 @@ mod tests {
                 .and_then(|v| v.secret_key_ref.as_ref())
                 .is_some_and(|s| s.name == "scylla-auth")
         }));
+    }
+
+    #[test]
+    fn a_principals_secret_is_mounted_in_every_role_and_named_by_its_env_var() {
+        let mut r = region("north");
+        r.spec.insecure_no_auth = false;
+        r.spec.tls = Some(crate::crd::ApiTlsSpec {
+            secret_name: "north-tls".into(),
+            client_ca_secret: Some("stores-ca".into()),
+            principals_secret: Some(crate::crd::PrincipalsSecretSpec {
+                name: "north-principals".into(),
+                key: "principals.json".into(),
+            }),
+        });
+        assert!(
+            authenticated(&r),
+            "mutual TLS with principals authenticates"
+        );
+        let data = config_data(&r);
+        assert_eq!(
+            data["STOCKFLOW_MTLS_PRINCIPALS"],
+            "/etc/stockflow/mtls-principals/principals.json"
+        );
+        assert!(!data.contains_key("STOCKFLOW_INSECURE_NO_AUTH"));
+        for role in ROLES {
+            let pod = deployment(&r, role).spec.unwrap().template.spec.unwrap();
+            let volume = pod
+                .volumes
+                .unwrap()
+                .into_iter()
+                .find(|v| v.name == "mtls-principals")
+                .unwrap_or_else(|| panic!("{role:?} has the principals volume"));
+            let secret = volume.secret.unwrap();
+            assert_eq!(secret.secret_name.as_deref(), Some("north-principals"));
+            assert_eq!(secret.optional, Some(false));
+            let mount = pod.containers[0]
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.name == "mtls-principals")
+                .cloned()
+                .unwrap_or_else(|| panic!("{role:?} mounts the principals"));
+            assert_eq!(mount.mount_path, "/etc/stockflow/mtls-principals");
+            assert_eq!(mount.read_only, Some(true));
+        }
+        // Another key of the Secret; the document rolls the pods when it moves.
+        let hash = config_hash(&r);
+        if let Some(p) = r
+            .spec
+            .tls
+            .as_mut()
+            .and_then(|t| t.principals_secret.as_mut())
+        {
+            p.key = "north.json".into();
+        }
+        assert_eq!(
+            config_data(&r)["STOCKFLOW_MTLS_PRINCIPALS"],
+            "/etc/stockflow/mtls-principals/north.json"
+        );
+        assert_ne!(config_hash(&r), hash);
+        // Without the client CA the principals authenticate nobody (the CRD refuses it).
+        if let Some(t) = r.spec.tls.as_mut() {
+            t.client_ca_secret = None;
+        }
+        assert!(!authenticated(&r));
+    }
+
+    #[test]
+    fn every_secret_a_region_names_is_listed_once_with_its_field() {
+        use crate::crd::{KafkaSaslSpec, KafkaSecurityProtocol, SaslMechanism, TlsSpec};
+        let mut r = region("north");
+        assert!(secret_references(&r).is_empty());
+        r.spec.scylla.credentials_secret = Some("scylla-auth".into());
+        r.spec.scylla.tls = Some(TlsSpec {
+            ca_secret: "shared-ca".into(),
+            ca_key: "ca.crt".into(),
+        });
+        let kafka = r.spec.bus.kafka.as_mut().expect("kafka");
+        kafka.security_protocol = KafkaSecurityProtocol::SaslSsl;
+        kafka.sasl = Some(KafkaSaslSpec {
+            mechanism: SaslMechanism::ScramSha512,
+            credentials_secret: "kafka-auth".into(),
+        });
+        kafka.tls = Some(TlsSpec {
+            ca_secret: "shared-ca".into(),
+            ca_key: "ca.crt".into(),
+        });
+        r.spec.tls = Some(crate::crd::ApiTlsSpec {
+            secret_name: "north-tls".into(),
+            client_ca_secret: Some("stores-ca".into()),
+            principals_secret: Some(crate::crd::PrincipalsSecretSpec {
+                name: "north-principals".into(),
+                key: "principals.json".into(),
+            }),
+        });
+        r.spec.auth = Some(crate::crd::AuthSpec {
+            issuer: "https://idp.example".into(),
+            audience: "north".into(),
+            jwks_url: None,
+            jwks_secret: Some(crate::crd::SecretKeySpec {
+                name: "north-jwks".into(),
+                key: "jwks.json".into(),
+            }),
+        });
+        let refs = secret_references(&r);
+        let names: Vec<(&str, &str)> = refs.iter().map(|(f, n)| (*f, n.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                ("spec.scylla.credentialsSecret", "scylla-auth"),
+                ("spec.scylla.tls.caSecret", "shared-ca"),
+                ("spec.bus.kafka.sasl.credentialsSecret", "kafka-auth"),
+                ("spec.tls.secretName", "north-tls"),
+                ("spec.tls.clientCaSecret", "stores-ca"),
+                ("spec.tls.principalsSecret", "north-principals"),
+                ("spec.auth.jwksSecret", "north-jwks"),
+            ]
+        );
+        // Every Secret a pod of the region reads is among them.
+        let listed: Vec<String> = secret_references(&r).into_iter().map(|(_, n)| n).collect();
+        for pod in [
+            deployment(&r, Role::CommandApi).spec.unwrap().template.spec,
+            migration_job(&r).spec.unwrap().template.spec,
+        ] {
+            let pod = pod.unwrap();
+            let from_env = pod.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+                .map(|s| s.name.clone());
+            let from_volumes = pod
+                .volumes
+                .iter()
+                .flatten()
+                .filter_map(|v| v.secret.as_ref()?.secret_name.clone());
+            for name in from_env.chain(from_volumes) {
+                assert!(listed.contains(&name), "{name} is checked");
+            }
+        }
+    }
+
+    #[test]
+    fn images_are_allowed_by_prefix_and_any_image_without_prefixes() {
+        let prefixes = vec![
+            "registry.example.com/stockflow/".to_string(),
+            "stockflow/stockflow:".to_string(),
+        ];
+        assert!(image_allowed("anything:1", &[]));
+        assert!(image_allowed(
+            "registry.example.com/stockflow/stockflow:1.2",
+            &prefixes
+        ));
+        assert!(image_allowed("stockflow/stockflow:0.1.0", &prefixes));
+        assert!(!image_allowed(
+            "registry.example.com/other/stockflow:1",
+            &prefixes
+        ));
+        assert!(!image_allowed(
+            "evil.example.com/stockflow/stockflow:1",
+            &prefixes
+        ));
+        assert!(!image_allowed("stockflow/stockflow-debug:1", &prefixes));
+    }
+
+    #[test]
+    fn default_names_carry_the_uid_and_are_kept_once_recorded() {
+        let mut a = region("north");
+        a.spec.scylla.keyspace = None;
+        let mut b = a.clone();
+        b.metadata.namespace = Some("other".into());
+        b.metadata.uid = Some("another-uid".into());
+        // Two regions with the same regionId never pick the same default.
+        assert_ne!(keyspace(&a), keyspace(&b));
+        assert_ne!(topic(&a), topic(&b));
+        assert_eq!(keyspace(&a), format!("stockflow_north_{}", uid_suffix(&a)));
+        assert_eq!(
+            topic(&a),
+            format!("stockflow-north-{}-stock-events", uid_suffix(&a))
+        );
+        assert_eq!(uid_suffix(&a).len(), 6);
+        // Explicit names are kept as written.
+        let mut explicit = a.clone();
+        explicit.spec.scylla.keyspace = Some("mine".into());
+        explicit.spec.bus.topic = Some("my-topic".into());
+        assert_eq!(
+            (keyspace(&explicit), topic(&explicit)),
+            ("mine".into(), "my-topic".into())
+        );
+        // What the status recorded wins over any default computed later.
+        a.status = Some(crate::crd::InventoryRegionStatus {
+            observed_generation: Some(1),
+            keyspace: Some("recorded_ks".into()),
+            topic: Some("recorded-topic".into()),
+            ..Default::default()
+        });
+        assert_eq!(keyspace(&a), "recorded_ks");
+        assert_eq!(topic(&a), "recorded-topic");
+        assert_eq!(config_data(&a)["STOCKFLOW_BUS_TOPIC"], "recorded-topic");
+        // A region an older operator reconciled (a status without names) keeps the old
+        // default topic it already runs on.
+        a.status = Some(crate::crd::InventoryRegionStatus {
+            observed_generation: Some(4),
+            ..Default::default()
+        });
+        assert_eq!(topic(&a), "stockflow-north-stock-events");
+        // The longest region id still gives valid names.
+        let mut long = region("north");
+        long.spec.region_id = "a".repeat(32);
+        long.spec.scylla.keyspace = None;
+        assert!(keyspace(&long).len() <= 48, "{}", keyspace(&long));
+        assert!(topic(&long).len() <= 63, "{}", topic(&long));
     }
 }

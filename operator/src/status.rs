@@ -181,6 +181,8 @@ pub fn compute(
             &now,
         ),
     ];
+    let mut conditions = conditions;
+    conditions.push(insecure(region, &previous, &now));
     InventoryRegionStatus {
         observed_generation: generation,
         conditions,
@@ -190,13 +192,124 @@ pub fn compute(
             command_api: resources::endpoint(region, Role::CommandApi),
             query_api: resources::endpoint(region, Role::QueryApi),
         }),
+        keyspace: Some(resources::keyspace(region)),
+        topic: Some(resources::topic(region)),
     }
 }
 
-/// The status of a paused region: conditions kept, phase `Paused`.
+/// The `Insecure` condition: True while the spec runs the APIs without authentication
+/// (`insecureNoAuth: true`). A warning beside `Available`/`Progressing`/`Degraded`, which
+/// keep their meaning: an open region that rolled out is Available and not Degraded.
+pub fn insecure(region: &InventoryRegion, previous: &[Condition], now: &Time) -> Condition {
+    let open = !resources::authenticated(region);
+    let (reason, message) = if open && !region.spec.insecure_no_auth {
+        (
+            "NoAuthentication",
+            "the spec names no authentication (stored before the CRD required it): nothing new \
+             is applied until it sets spec.auth, spec.tls.principalsSecret or \
+             spec.insecureNoAuth: true"
+                .to_string(),
+        )
+    } else if open {
+        (
+            "InsecureNoAuth",
+            "spec.insecureNoAuth is true: the APIs take every request without authentication; \
+             set spec.auth or spec.tls.principalsSecret"
+                .to_string(),
+        )
+    } else if region.spec.auth.is_some() {
+        ("BearerTokens", "callers present bearer tokens".to_string())
+    } else {
+        (
+            "MutualTLSPrincipals",
+            "callers present client certificates listed in spec.tls.principalsSecret".to_string(),
+        )
+    };
+    condition(
+        previous,
+        INSECURE,
+        open,
+        reason,
+        message,
+        region.metadata.generation,
+        now,
+    )
+}
+
+/// Type of the condition that flags a region serving without authentication.
+pub const INSECURE: &str = "Insecure";
+
+/// Why the operator refused to apply a region's spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// CamelCase reason, also the Warning event's: `AuthenticationRequired`,
+    /// `ImageNotAllowed`, `SecretNotLabelled`, `SecretNotFound`.
+    pub reason: &'static str,
+    /// What was refused and how to fix it, naming the image or Secrets.
+    pub message: String,
+}
+
+/// The status of a region whose spec the operator refused: `Degraded` with the refusal's
+/// reason, not `Progressing` (nothing new is applied until the spec or the Secrets change),
+/// `Available` as it was (the children of an earlier generation keep running).
+pub fn refused(region: &InventoryRegion, refusal: &Refusal, now: Time) -> InventoryRegionStatus {
+    let before = region.status.clone().unwrap_or_default();
+    let previous = before.conditions.clone();
+    let generation = region.metadata.generation;
+    let available = previous
+        .iter()
+        .find(|c| c.type_ == "Available")
+        .cloned()
+        .unwrap_or_else(|| {
+            condition(
+                &previous,
+                "Available",
+                false,
+                "RolloutPending",
+                "nothing is applied until the spec is accepted".into(),
+                generation,
+                &now,
+            )
+        });
+    let conditions = vec![
+        available,
+        condition(
+            &previous,
+            "Progressing",
+            false,
+            "Refused",
+            refusal.message.clone(),
+            generation,
+            &now,
+        ),
+        condition(
+            &previous,
+            "Degraded",
+            true,
+            refusal.reason,
+            refusal.message.clone(),
+            generation,
+            &now,
+        ),
+        insecure(region, &previous, &now),
+    ];
+    InventoryRegionStatus {
+        observed_generation: generation,
+        conditions,
+        phase: Some("Degraded".into()),
+        keyspace: Some(resources::keyspace(region)),
+        topic: Some(resources::topic(region)),
+        ..before
+    }
+}
+
+/// The status of a paused region: conditions kept, phase `Paused` (and the names the region
+/// uses recorded, as in every status the operator writes).
 pub fn paused(region: &InventoryRegion) -> InventoryRegionStatus {
     let mut status = region.status.clone().unwrap_or_default();
     status.phase = Some("Paused".into());
+    status.keyspace = Some(resources::keyspace(region));
+    status.topic = Some(resources::topic(region));
     status
 }
 
@@ -278,5 +391,86 @@ mod tests {
         let mut d = ready_deployment(&r, Role::QueryApi, 2);
         d.metadata.generation = Some(3);
         assert_eq!(rollout(Some(&d)), (2, false));
+    }
+
+    #[test]
+    fn an_open_region_is_flagged_insecure_without_being_degraded() {
+        let r = region("north");
+        let all: BTreeMap<Role, Deployment> = ROLES
+            .iter()
+            .map(|role| (*role, ready_deployment(&r, *role, 2)))
+            .collect();
+        let s = compute(&r, &JobState::Succeeded, &all, at(1));
+        let insecure = get(&s, INSECURE);
+        assert_eq!(
+            (insecure.status.as_str(), insecure.reason.as_str()),
+            ("True", "InsecureNoAuth")
+        );
+        assert_eq!(
+            (
+                get(&s, "Available").status.as_str(),
+                get(&s, "Progressing").status.as_str(),
+                get(&s, "Degraded").status.as_str()
+            ),
+            ("True", "False", "False"),
+            "Available/Progressing/Degraded keep their meaning"
+        );
+        let mut secured = region("north");
+        secured.spec.insecure_no_auth = false;
+        secured.spec.auth = Some(crate::crd::AuthSpec {
+            issuer: "https://idp.example".into(),
+            audience: "north".into(),
+            jwks_url: Some("https://idp.example/jwks.json".into()),
+            jwks_secret: None,
+        });
+        let s = compute(&secured, &JobState::Succeeded, &all, at(1));
+        assert_eq!(get(&s, INSECURE).status, "False");
+    }
+
+    #[test]
+    fn every_status_records_the_names_the_region_uses() {
+        let mut r = region("north");
+        r.spec.scylla.keyspace = None;
+        let s = compute(&r, &JobState::Running, &BTreeMap::new(), at(1));
+        assert_eq!(s.keyspace, Some(resources::keyspace(&r)));
+        assert_eq!(s.topic, Some(resources::topic(&r)));
+        let refusal = Refusal {
+            reason: "ImageNotAllowed",
+            message: "image x is not allowed".into(),
+        };
+        let s = refused(&r, &refusal, at(2));
+        assert_eq!(s.topic, Some(resources::topic(&r)));
+        assert_eq!(paused(&r).topic, Some(resources::topic(&r)));
+    }
+
+    #[test]
+    fn a_refused_spec_is_degraded_with_its_reason_and_keeps_availability() {
+        let mut r = region("north");
+        let all: BTreeMap<Role, Deployment> = ROLES
+            .iter()
+            .map(|role| (*role, ready_deployment(&r, *role, 2)))
+            .collect();
+        r.status = Some(compute(&r, &JobState::Succeeded, &all, at(1)));
+        r.metadata.generation = Some(2);
+        let refusal = Refusal {
+            reason: "SecretNotLabelled",
+            message: "Secret creds (spec.scylla.credentialsSecret) not labelled".into(),
+        };
+        let s = refused(&r, &refusal, at(5));
+        let degraded = get(&s, "Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "SecretNotLabelled")
+        );
+        assert!(degraded.message.contains("creds"));
+        assert_eq!(degraded.last_transition_time, at(5));
+        assert_eq!(get(&s, "Progressing").status, "False");
+        assert_eq!(
+            get(&s, "Available").status,
+            "True",
+            "the earlier generation's pods still serve"
+        );
+        assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(s.phase.as_deref(), Some("Degraded"));
     }
 }
