@@ -335,3 +335,64 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_and_principals_a_token_decides_and_a_bare_certificate_gets_its_grant() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let jwks = dir.path().join("jwks.json");
+    let key = common::key_with_jwks("k1", &jwks);
+    let mut config = AppConfig::new(std::path::PathBuf::new());
+    config.security.tls = Some(TlsSettings {
+        cert: write("server.pem", &pki.server.0),
+        key: write("server-key.pem", &pki.server.1),
+        client_ca: Some(write("ca.pem", &pki.ca_pem)),
+    });
+    config.security.mtls_principals = Some(write("principals.json", PRINCIPALS));
+    config.security.auth = Some(stockflow::auth::AuthSettings::new(
+        stockflow::auth::KeySource::File(jwks),
+        common::TEST_ISSUER,
+        common::TEST_AUDIENCE,
+    ));
+    let mut p = Platform::start_config(config).await;
+    p.base = p.base.replace("http://", "https://");
+    let location = json!({"region": "north", "kind": "store", "name": "S1"});
+    // A listed certificate without a token: its principal's grant (catalog:write).
+    let listed = client(&pki, Some(&pki.client), None);
+    let r = listed
+        .put(p.url("/v1/locations/s1"))
+        .json(&location)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), StatusCode::OK);
+    // An unlisted certificate without a token: nothing.
+    let unlisted = client(&pki, Some(&pki.unlisted), None);
+    let r = unlisted
+        .put(p.url("/v1/locations/s1"))
+        .json(&location)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The same unlisted certificate with a token: the token decides.
+    let token = key
+        .mint(&common::claims(
+            "erp",
+            &[stockflow::auth::Scope::CatalogWrite],
+        ))
+        .expect("token");
+    let with_token = client(&pki, Some(&pki.unlisted), Some(&token));
+    let r = with_token
+        .put(p.url("/v1/locations/s1"))
+        .json(&location)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), StatusCode::OK);
+}

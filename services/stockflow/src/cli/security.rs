@@ -164,14 +164,6 @@ impl SecurityArgs {
                     "--mtls-principals needs mutual TLS (--tls-client-ca)".into(),
                 ));
             }
-            (Some(_), true, Some(_)) => {
-                return Err(CliError::Settings(
-                    "--mtls-principals grants client certificates what bearer tokens grant otherwise: \
-                     give one or the other (with both, tokens decide and the certificate only \
-                     proves the client is the region's)"
-                        .into(),
-                ));
-            }
             (None, true, None) if !self.insecure_no_auth => {
                 return Err(CliError::Settings(
                     "mutual TLS without bearer tokens needs --mtls-principals: a client certificate \

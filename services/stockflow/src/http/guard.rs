@@ -181,6 +181,16 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         None if authenticates => (Identity::nobody(client), true),
         None => (Identity::unauthenticated(client), true),
         Some(scope) => match (&edge.config.auth, &edge.config.principals) {
+            // Both: a request with a bearer token is judged by it; one with only a client
+            // certificate (a system calling over mutual TLS) by the principals file.
+            (Some(_), Some(principals))
+                if !req.headers().contains_key(header::AUTHORIZATION) && certificate.is_some() =>
+            {
+                match grant_of(principals, certificate.as_ref(), scope) {
+                    Ok(identity) => (identity, false),
+                    Err(e) => return e.into_response(),
+                }
+            }
             (Some(auth), _) => {
                 let authorization = req
                     .headers()
