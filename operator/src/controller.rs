@@ -29,7 +29,7 @@ use serde_json::json;
 
 use crate::crd::{DeletionPolicy, InventoryRegion, InventoryRegionStatus};
 use crate::error::{Error, Result};
-use crate::resources::{self, ROLES, Teardown};
+use crate::resources::{self, Role, Teardown};
 use crate::status::{self, JobState, Refusal};
 use crate::{FIELD_MANAGER, FINALIZER, SECRET_USAGE_LABEL, SECRET_USAGE_VALUE};
 
@@ -219,7 +219,7 @@ pub async fn apply(region: &InventoryRegion, ctx: &Context) -> Result<Action> {
     }
 
     apply_child(client, &ns, &resources::config_map(region)).await?;
-    for role in ROLES {
+    for role in Role::REGION {
         if role.exposed() {
             apply_child(client, &ns, &resources::service(region, role)).await?;
         }
@@ -239,7 +239,7 @@ pub async fn apply(region: &InventoryRegion, ctx: &Context) -> Result<Action> {
     let job = apply_child(client, &ns, &resources::migration_job(region)).await?;
     let migration = JobState::of(Some(&job));
     let mut deployments = BTreeMap::new();
-    for role in ROLES {
+    for role in Role::REGION {
         // Every role waits for the schema and the topic the migration creates: started
         // earlier, each would only crash-loop until then. An existing Deployment keeps its
         // template until the new migration (a new image) has succeeded.

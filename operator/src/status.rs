@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::crd::{Condition, Endpoints, InventoryRegion, InventoryRegionStatus};
-use crate::resources::{self, ROLES, Role};
+use crate::resources::{self, Role};
 
 /// How a Job (the migration, the teardown) is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +107,7 @@ pub fn compute(
     let generation = region.metadata.generation;
     let mut ready_replicas = BTreeMap::new();
     let mut pending = Vec::new();
-    for role in ROLES {
+    for role in Role::REGION {
         let (ready, done) = rollout(deployments.get(&role));
         ready_replicas.insert(role.name().to_string(), ready);
         if !done {
@@ -345,7 +345,7 @@ mod tests {
         let s = compute(&r, &JobState::Succeeded, &none, at(2));
         assert_eq!(s.phase.as_deref(), Some("RollingOut"));
         r.status = Some(s);
-        let all: BTreeMap<Role, Deployment> = ROLES
+        let all: BTreeMap<Role, Deployment> = Role::REGION
             .iter()
             .map(|role| (*role, ready_deployment(&r, *role, 2)))
             .collect();
@@ -396,7 +396,7 @@ mod tests {
     #[test]
     fn an_open_region_is_flagged_insecure_without_being_degraded() {
         let r = region("north");
-        let all: BTreeMap<Role, Deployment> = ROLES
+        let all: BTreeMap<Role, Deployment> = Role::REGION
             .iter()
             .map(|role| (*role, ready_deployment(&r, *role, 2)))
             .collect();
@@ -446,7 +446,7 @@ mod tests {
     #[test]
     fn a_refused_spec_is_degraded_with_its_reason_and_keeps_availability() {
         let mut r = region("north");
-        let all: BTreeMap<Role, Deployment> = ROLES
+        let all: BTreeMap<Role, Deployment> = Role::REGION
             .iter()
             .map(|role| (*role, ready_deployment(&r, *role, 2)))
             .collect();

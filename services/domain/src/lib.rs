@@ -9,6 +9,7 @@
 //! - [`grant`]: where a caller may change stock (a store's token: its own locations).
 //! - [`decide`]: pure decisions: loaded state + command → new state + events, or a rejection.
 //! - [`partition`]: the Fluvio-compatible key partitioner.
+//! - [`role`]: the roles a region deploys (shared by the binary and the operator).
 //! - [`error`]: the crate's one error enum.
 //!
 //! Nothing here does I/O, reads a clock or is async: callers pass `now` in, so every
@@ -23,6 +24,7 @@ pub mod grant;
 pub mod ids;
 pub mod partition;
 pub mod reservation;
+pub mod role;
 pub mod stock;
 
 pub use answer::{IDEMPOTENCY_KEY_LIFETIME_SECS, RecordedAnswer};
@@ -34,6 +36,7 @@ pub use grant::LocationGrant;
 pub use ids::{ID_PATTERN, IdempotencyKey, LocationId, MAX_ID_LEN, Region, ReservationId, Sku};
 pub use partition::{default_topic, partition_for_key};
 pub use reservation::{Reservation, ReservationLine, ReservationStatus};
+pub use role::Role;
 pub use stock::{Location, LocationKind, SkuCatalog, StockKey, StockLevel};
 
 /// Largest quantity one command line may move.

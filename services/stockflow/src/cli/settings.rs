@@ -1,73 +1,17 @@
-//! Command-line and environment settings shared by the binary's roles, and their
-//! conversion into the store and bus configurations. Every setting also reads an
-//! environment variable (`STOCKFLOW_*`), which is how the operator's pods receive them:
-//! plain values from the region's ConfigMap, secrets (passwords, CA certificates) from
-//! Secrets, never on the command line.
+//! The settings the subcommands share: where the write and read sides live (embedded or
+//! ScyllaDB), the event bus (embedded, Kafka with its security, Fluvio), and the command
+//! path's limits (reservation TTL, retention, shutdown budget); each converted here into
+//! the store and bus configurations.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use stockflow_bus::BusError;
 use stockflow_bus::fluvio::FluvioConfig;
 use stockflow_bus::kafka::{KafkaConfig, KafkaSecurity, SaslCredentials};
-use stockflow_storage::StoreError;
 use stockflow_storage::scylla::{Replication, ScyllaConfig};
 
+use super::{Result, pem, settings};
 use crate::app;
-
-mod security;
-pub use security::{SecurityArgs, TokenArgs};
-
-/// Why the binary stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// A setting is missing or malformed.
-    #[error("{0}")]
-    Settings(String),
-    /// A file named by a setting cannot be read.
-    #[error("cannot read {}: {source}", path.display())]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The platform failed to start or stopped with an error.
-    #[error(transparent)]
-    App(#[from] app::AppError),
-    /// A store call failed (migrate, teardown).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A bus call failed (migrate, teardown).
-    #[error(transparent)]
-    Bus(#[from] BusError),
-    /// `stockflow trace` could not follow the command.
-    #[error(transparent)]
-    Trace(#[from] crate::trace::TraceError),
-}
-
-/// Result with [`CliError`].
-pub type Result<T, E = CliError> = std::result::Result<T, E>;
-
-fn settings(message: impl Into<String>) -> CliError {
-    CliError::Settings(message.into())
-}
-
-/// A PEM given inline (an env var filled from a Secret) or as a file.
-fn pem(inline: Option<&String>, file: Option<&PathBuf>) -> Result<Option<String>> {
-    match (inline, file) {
-        (Some(pem), _) => Ok(Some(pem.clone())),
-        (None, Some(path)) => {
-            std::fs::read_to_string(path)
-                .map(Some)
-                .map_err(|source| CliError::File {
-                    path: path.clone(),
-                    source,
-                })
-        }
-        (None, None) => Ok(None),
-    }
-}
 
 /// The event bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,6 +71,14 @@ pub struct CommandArgs {
 }
 
 impl CommandArgs {
+    /// Sets the command path's limits on `config`: the default reservation TTL, retention
+    /// and the shutdown budget.
+    pub fn apply(&self, config: &mut app::AppConfig) {
+        config.reservation_ttl_seconds = self.reservation_ttl_seconds;
+        config.retention = self.retention();
+        config.shutdown_timeout = std::time::Duration::from_secs(self.shutdown_timeout_seconds);
+    }
+
     /// The retention these settings ask for.
     pub fn retention(&self) -> crate::workers::retention::Retention {
         let hours = |h: u64| std::time::Duration::from_secs(h * 3600);
@@ -419,6 +371,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::cli::CliError;
 
     #[derive(Parser)]
     struct Both {
