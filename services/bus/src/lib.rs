@@ -14,6 +14,7 @@
 //!   WAL machinery with) and the Kafka adapter both run it.
 
 pub mod error;
+mod fetch;
 pub mod fluvio;
 pub mod kafka;
 pub mod port;
@@ -21,6 +22,7 @@ pub mod port;
 pub mod contract;
 
 pub use error::{BusError, Result};
+pub use fetch::TopicState;
 pub use port::{EventLog, LogRecord, NewRecord};
 
 pub use stockflow_domain::default_topic;

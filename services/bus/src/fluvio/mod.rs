@@ -19,26 +19,27 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use fluvio::consumer::{ConsumerConfigExtBuilder, Record};
 use fluvio::dataplane::link::ErrorCode;
-use fluvio::metadata::topic::{TopicResolution, TopicSpec};
 use fluvio::{
-    Fluvio, FluvioClusterConfig, Offset, Partitioner, PartitionerConfig,
-    TopicProducerConfigBuilder, TopicProducerPool,
+    Fluvio, Offset, Partitioner, PartitionerConfig, TopicProducerConfigBuilder, TopicProducerPool,
 };
 use futures::{FutureExt, Stream, StreamExt};
 use stockflow_domain::partition_for_key;
-use tokio::sync::Mutex;
 
-use crate::kafka::TopicState;
+pub use crate::fetch::TopicState;
+use crate::fetch::{Gathered, Readers};
+
+mod admin;
+
 use crate::port::{EventLog, LogRecord, NewRecord};
 use crate::{BusError, Result};
+use admin::{connect, ensure_topic_on, topic_partitions};
+pub use admin::{delete_topic, ensure_topic};
 
-/// Most records returned by one fetch, whatever `max_bytes` allows.
-const MAX_FETCH_RECORDS: usize = 2000;
 /// Streams restarted within one fetch before it returns what it has.
 const GAP_RETRIES: usize = 3;
 /// Bytes the producer puts in one batch (a larger record gets a batch of its own).
@@ -117,114 +118,6 @@ async fn within<T>(
     }
 }
 
-async fn connect(config: &FluvioConfig) -> Result<Fluvio> {
-    let cluster = FluvioClusterConfig::new(config.endpoint.clone());
-    within(
-        config,
-        &format!("cannot connect to Fluvio at {}", config.endpoint),
-        Fluvio::connect_with_config(&cluster),
-    )
-    .await
-}
-
-/// The partition count of the topic, or `None` when it does not exist.
-async fn topic_partitions(
-    client: &Fluvio,
-    config: &FluvioConfig,
-) -> Result<Option<(u32, TopicResolution)>> {
-    let admin = client.admin().await;
-    let topics = within(
-        config,
-        "list topics",
-        admin.list::<TopicSpec, String>(vec![config.topic.clone()]),
-    )
-    .await?;
-    Ok(topics
-        .into_iter()
-        .find(|t| t.name == config.topic)
-        .map(|t| (t.spec.partitions(), t.status.resolution)))
-}
-
-fn check_partitions(config: &FluvioConfig, found: u32) -> Result<()> {
-    if found == config.partitions {
-        return Ok(());
-    }
-    Err(BusError::PartitionCountMismatch {
-        topic: config.topic.clone(),
-        found,
-        expected: config.partitions,
-    })
-}
-
-/// Creates the topic when missing (if the config allows), checks its partition count and
-/// waits until every partition is provisioned.
-pub async fn ensure_topic(config: &FluvioConfig) -> Result<TopicState> {
-    let client = connect(config).await?;
-    ensure_topic_on(&client, config).await
-}
-
-async fn ensure_topic_on(client: &Fluvio, config: &FluvioConfig) -> Result<TopicState> {
-    let state = match topic_partitions(client, config).await? {
-        Some((found, _)) => {
-            check_partitions(config, found)?;
-            TopicState::Existed
-        }
-        None if !config.create_topic => {
-            return Err(BusError::TopicMissing {
-                topic: config.topic.clone(),
-                bus: config.endpoint.clone(),
-                partitions: config.partitions,
-            });
-        }
-        None => {
-            let admin = client.admin().await;
-            let spec = TopicSpec::new_computed(config.partitions, config.replication, None);
-            within(
-                config,
-                "create topic",
-                admin.create(config.topic.clone(), false, spec),
-            )
-            .await?;
-            tracing::info!(topic = %config.topic, partitions = config.partitions, "created the Fluvio topic");
-            TopicState::Created
-        }
-    };
-    let deadline = Instant::now() + config.request_timeout;
-    loop {
-        match topic_partitions(client, config).await? {
-            Some((_, TopicResolution::Provisioned)) => return Ok(state),
-            Some((_, resolution)) if Instant::now() < deadline => {
-                tracing::debug!(?resolution, "waiting for the topic's partitions");
-            }
-            other => {
-                return Err(BusError::TopicNotReady {
-                    topic: config.topic.clone(),
-                    state: format!(
-                        "is not provisioned after {:?}: {other:?}",
-                        config.request_timeout
-                    ),
-                });
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Deletes the topic; a missing topic is not an error.
-pub async fn delete_topic(config: &FluvioConfig) -> Result<()> {
-    let client = connect(config).await?;
-    if topic_partitions(&client, config).await?.is_none() {
-        return Ok(());
-    }
-    let admin = client.admin().await;
-    within(
-        config,
-        "delete topic",
-        admin.delete::<TopicSpec>(config.topic.clone()),
-    )
-    .await
-}
-
 /// The project's partitioner, so a SKU's partition never depends on the client's default.
 #[derive(Debug)]
 struct SkuPartitioner;
@@ -248,7 +141,7 @@ pub struct FluvioEventLog {
     config: FluvioConfig,
     client: Arc<Fluvio>,
     producer: TopicProducerPool,
-    readers: Vec<Mutex<Option<Reader>>>,
+    readers: Readers<Reader>,
     /// Skips of the client this log noticed and re-read.
     skips: AtomicU64,
 }
@@ -276,7 +169,7 @@ impl FluvioEventLog {
             client.topic_producer_with_config(config.topic.clone(), producer_config),
         )
         .await?;
-        let readers = (0..config.partitions).map(|_| Mutex::new(None)).collect();
+        let readers = Readers::new(config.partitions);
         Ok(Self {
             config,
             client: Arc::new(client),
@@ -392,14 +285,7 @@ impl EventLog for FluvioEventLog {
         max_bytes: usize,
         max_wait: Duration,
     ) -> Result<Vec<LogRecord>> {
-        let slot = self
-            .readers
-            .get(partition as usize)
-            .ok_or(BusError::NoSuchPartition {
-                partition,
-                partitions: self.config.partitions,
-            })?;
-        let mut guard = slot.lock().await;
+        let mut guard = self.readers.lock(partition).await?;
         let deadline = tokio::time::Instant::now() + max_wait;
         for _ in 0..GAP_RETRIES {
             if guard.as_ref().is_none_or(|r| r.next != offset) {
@@ -432,8 +318,7 @@ impl EventLog for FluvioEventLog {
                 *guard = None;
                 continue;
             }
-            let mut out = Vec::new();
-            let mut bytes = 0;
+            let mut out = Gathered::new(max_bytes);
             let mut expected = offset;
             let mut pending = Some(first);
             while let Some(record) = pending.take() {
@@ -445,10 +330,9 @@ impl EventLog for FluvioEventLog {
                     break;
                 } else {
                     expected += 1;
-                    bytes += record.value.len();
                     out.push(record);
                 }
-                if bytes >= max_bytes || out.len() >= MAX_FETCH_RECORDS {
+                if !out.has_room() {
                     break;
                 }
                 pending = match reader.stream.next().now_or_never() {
@@ -459,7 +343,7 @@ impl EventLog for FluvioEventLog {
             if reader.next != u64::MAX {
                 reader.next = expected;
             }
-            return Ok(out);
+            return Ok(out.into_records());
         }
         Ok(Vec::new())
     }

@@ -12,30 +12,29 @@
 //!   because a different count would move SKUs between partitions.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use stockflow_domain::partition_for_key;
-use tokio::sync::Mutex;
 
+pub use crate::fetch::TopicState;
+use crate::fetch::{Gathered, Readers};
 use crate::port::{EventLog, LogRecord, NewRecord};
 use crate::{BusError, Result};
 
+mod admin;
+mod diagnosed;
 mod security;
-pub use security::{KafkaSecurity, SaslCredentials, SaslMechanism, SecurityProtocol};
 
-/// Most records returned by one fetch, whatever `max_bytes` allows.
-const MAX_FETCH_RECORDS: usize = 2000;
+pub use admin::{delete_topic, ensure_topic};
+pub use security::{KafkaSecurity, SaslCredentials, SaslMechanism, SecurityProtocol};
 
 /// How to reach the brokers and which topic to use.
 #[derive(Debug, Clone)]
@@ -93,283 +92,10 @@ impl KafkaConfig {
     }
 }
 
-/// A topic as the admin calls found it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopicState {
-    /// This call created it.
-    Created,
-    /// It existed with the expected partition count.
-    Existed,
-}
-
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(BusError::Panicked)?
-}
-
-/// A client context that keeps the first errors librdkafka reported about the brokers, so
-/// a failed start-up says *why* (authentication failed, certificate not trusted) instead
-/// of only "metadata timed out". The first ones: later ones are summaries ("1/1 brokers
-/// are down").
-#[derive(Debug, Default)]
-pub(crate) struct Diagnosed {
-    errors: std::sync::Mutex<Vec<String>>,
-}
-
-impl Diagnosed {
-    const KEPT: usize = 3;
-
-    fn last_error(&self) -> Option<String> {
-        let errors = self.errors.lock().ok()?;
-        (!errors.is_empty()).then(|| errors.join("; "))
-    }
-
-    fn remember(&self, message: &str) {
-        if let Ok(mut errors) = self.errors.lock()
-            && errors.len() < Self::KEPT
-            && !errors.iter().any(|e| e == message)
-        {
-            errors.push(message.to_string());
-        }
-    }
-}
-
-// Never produces: only here for a client whose events `poll` serves.
-impl rdkafka::producer::ProducerContext for Diagnosed {
-    type DeliveryOpaque = ();
-    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
-}
-
-impl ClientContext for Diagnosed {
-    // librdkafka reports a failed handshake or authentication as a log line from its
-    // broker thread (facility FAIL), before any request fails.
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as L;
-        match level {
-            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
-                tracing::warn!(facility = fac, "librdkafka: {message}");
-                self.remember(message);
-            }
-            L::Notice | L::Info => tracing::info!(facility = fac, "librdkafka: {message}"),
-            L::Debug => tracing::debug!(facility = fac, "librdkafka: {message}"),
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "Kafka client error");
-        self.remember(reason);
-    }
-}
-
-/// A client for metadata requests whose events are polled, so a failure can name its cause.
-fn metadata_client(config: &KafkaConfig) -> Result<Arc<BaseProducer<Diagnosed>>> {
-    config
-        .client_config(&[])?
-        .create_with_context(Diagnosed::default())
-        .map(Arc::new)
-        .map_err(|e| BusError::kafka("Kafka client settings", e))
-}
-
-fn admin(config: &KafkaConfig) -> Result<Arc<AdminClient<DefaultClientContext>>> {
-    config
-        .client_config(&[])?
-        .create()
-        .map(Arc::new)
-        .map_err(|e| BusError::kafka("Kafka client settings", e))
-}
-
-/// A topic as the metadata describes it.
-#[derive(Debug, Clone, Copy)]
-struct TopicMetadata {
-    partitions: u32,
-    /// Every partition has a leader (a new topic's leaders take a moment to be elected).
-    led: bool,
-}
-
-/// The topic's metadata, or `None` when the brokers do not know it.
-async fn topic_partitions(
-    probe: Arc<BaseProducer<Diagnosed>>,
-    config: &KafkaConfig,
-) -> Result<Option<TopicMetadata>> {
-    let topic = config.topic.clone();
-    let brokers = config.brokers.join(",");
-    let timeout = config.request_timeout;
-    blocking(move || {
-        let metadata = probe
-            .client()
-            .fetch_metadata(Some(&topic), timeout)
-            .map_err(|e| {
-                // Serve the client's pending events: the broker threads' log lines.
-                probe.poll(Duration::from_millis(50));
-                let cause = probe
-                    .context()
-                    .last_error()
-                    .map(|c| format!(" (broker errors: {c})"))
-                    .unwrap_or_default();
-                BusError::kafka(
-                    format!(
-                        "cannot read topic metadata from Kafka brokers {brokers} within {timeout:?}{cause}"
-                    ),
-                    e,
-                )
-            })?;
-        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            return Ok(None);
-        };
-        match t.error().map(RDKafkaErrorCode::from) {
-            None => Ok(Some(TopicMetadata {
-                partitions: u32::try_from(t.partitions().len()).unwrap_or(u32::MAX),
-                led: t
-                    .partitions()
-                    .iter()
-                    .all(|p| p.error().is_none() && p.leader() >= 0),
-            })),
-            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(None),
-            Some(code) => Err(BusError::TopicNotReady {
-                topic,
-                state: format!("has no usable metadata: {code}"),
-            }),
-        }
-    })
-    .await
-}
-
-/// Creates the topic when missing (if the config allows), checks its partition count, and
-/// waits until every partition has a leader.
-pub async fn ensure_topic(config: &KafkaConfig) -> Result<TopicState> {
-    let admin = admin(config)?;
-    let probe = metadata_client(config)?;
-    let state = match topic_partitions(probe.clone(), config).await? {
-        Some(found) => {
-            check_partitions(config, found.partitions)?;
-            TopicState::Existed
-        }
-        None => create_topic(&admin, config).await?,
-    };
-    let deadline = std::time::Instant::now() + config.request_timeout;
-    loop {
-        match topic_partitions(probe.clone(), config).await? {
-            Some(found) if found.led => {
-                check_partitions(config, found.partitions)?;
-                return Ok(state);
-            }
-            _ if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => {
-                return Err(BusError::TopicNotReady {
-                    topic: config.topic.clone(),
-                    state: format!(
-                        "has no leader for every partition after {:?}: {other:?}",
-                        config.request_timeout
-                    ),
-                });
-            }
-        }
-    }
-}
-
-async fn create_topic(
-    admin: &AdminClient<DefaultClientContext>,
-    config: &KafkaConfig,
-) -> Result<TopicState> {
-    if !config.create_topic {
-        return Err(BusError::TopicMissing {
-            topic: config.topic.clone(),
-            bus: config.brokers.join(","),
-            partitions: config.partitions,
-        });
-    }
-    let partitions = i32::try_from(config.partitions).map_err(|_| BusError::Settings {
-        setting: "partitions",
-        reason: format!("{} is more than Kafka allows", config.partitions),
-    })?;
-    let topic = NewTopic::new(
-        &config.topic,
-        partitions,
-        TopicReplication::Fixed(i32::from(config.replication)),
-    );
-    let options = AdminOptions::new()
-        .operation_timeout(Some(config.request_timeout))
-        .request_timeout(Some(config.request_timeout));
-    let results = admin
-        .create_topics([&topic], &options)
-        .await
-        .map_err(|e| BusError::kafka("create topic", e))?;
-    let mut state = TopicState::Created;
-    for result in results {
-        match result {
-            Ok(_) => {}
-            // Someone else created it meanwhile: it is checked like any existing topic.
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => state = TopicState::Existed,
-            Err((topic, code)) => {
-                return Err(BusError::TopicRefused {
-                    action: "create",
-                    topic,
-                    reason: code.to_string(),
-                });
-            }
-        }
-    }
-    if state == TopicState::Created {
-        tracing::info!(topic = %config.topic, partitions = config.partitions, "created the Kafka topic");
-    }
-    Ok(state)
-}
-
-fn check_partitions(config: &KafkaConfig, found: u32) -> Result<()> {
-    if found == config.partitions {
-        return Ok(());
-    }
-    Err(BusError::PartitionCountMismatch {
-        topic: config.topic.clone(),
-        found,
-        expected: config.partitions,
-    })
-}
-
-/// Deletes the topic, returning once the brokers no longer describe it; a missing topic is
-/// not an error.
-pub async fn delete_topic(config: &KafkaConfig) -> Result<()> {
-    let admin = admin(config)?;
-    let options = AdminOptions::new()
-        .operation_timeout(Some(config.request_timeout))
-        .request_timeout(Some(config.request_timeout));
-    let results = admin
-        .delete_topics(&[config.topic.as_str()], &options)
-        .await
-        .map_err(|e| BusError::kafka("delete topic", e))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-            Err((topic, code)) => {
-                return Err(BusError::TopicRefused {
-                    action: "delete",
-                    topic,
-                    reason: code.to_string(),
-                });
-            }
-        }
-    }
-    // The controller acknowledges a deletion before every broker's metadata forgets the
-    // topic; return only once it is gone, so whoever deletes it (a region's clean-up, a
-    // test) does not find it again.
-    let probe = metadata_client(config)?;
-    let deadline = tokio::time::Instant::now() + config.request_timeout;
-    while topic_partitions(probe.clone(), config).await?.is_some() {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(BusError::TopicNotReady {
-                topic: config.topic.clone(),
-                state: format!(
-                    "was deleted but the brokers still describe it after {:?}",
-                    config.request_timeout
-                ),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
 }
 
 /// A consumer assigned to one partition, and the offset its next record has.
@@ -383,7 +109,7 @@ pub struct KafkaEventLog {
     config: KafkaConfig,
     producer: FutureProducer,
     /// One slot per partition: a reader is created when the partition is first fetched.
-    readers: Vec<Mutex<Option<Reader>>>,
+    readers: Readers<Reader>,
 }
 
 impl KafkaEventLog {
@@ -432,7 +158,7 @@ impl KafkaEventLog {
             ])?
             .create()
             .map_err(|e| BusError::kafka("Kafka producer settings", e))?;
-        let readers = (0..config.partitions).map(|_| Mutex::new(None)).collect();
+        let readers = Readers::new(config.partitions);
         Ok(Self {
             config,
             producer,
@@ -571,14 +297,7 @@ impl EventLog for KafkaEventLog {
         max_bytes: usize,
         max_wait: Duration,
     ) -> Result<Vec<LogRecord>> {
-        let slot = self
-            .readers
-            .get(partition as usize)
-            .ok_or(BusError::NoSuchPartition {
-                partition,
-                partitions: self.config.partitions,
-            })?;
-        let mut guard = slot.lock().await;
+        let mut guard = self.readers.lock(partition).await?;
         match guard.as_mut() {
             Some(reader) if reader.next == offset => {}
             Some(reader) => {
@@ -610,23 +329,19 @@ impl EventLog for KafkaEventLog {
                 ));
             }
         };
-        let mut bytes = first.value.len();
-        let mut out = vec![first];
-        while bytes < max_bytes && out.len() < MAX_FETCH_RECORDS {
+        let mut out = Gathered::new(max_bytes);
+        out.push(first);
+        while out.has_room() {
             match reader.consumer.recv().now_or_never() {
-                Some(Ok(m)) => {
-                    let r = to_record(partition, &m);
-                    bytes += r.value.len();
-                    out.push(r);
-                }
+                Some(Ok(m)) => out.push(to_record(partition, &m)),
                 // An error after records: hand out what we have; the next fetch sees it.
                 Some(Err(_)) | None => break,
             }
         }
-        if let Some(last) = out.last() {
-            reader.next = last.offset + 1;
+        if let Some(next) = out.next_offset() {
+            reader.next = next;
         }
-        Ok(out)
+        Ok(out.into_records())
     }
 
     async fn end_offset(&self, partition: u32) -> Result<u64> {
