@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::BenchError;
 use crate::conn::{AUTHORIZATION, Conn, LOCATION, histogram, ms, sku};
-use crate::{expiry, soak};
+use crate::{expiry_burst, soak};
 
 /// Arguments of `stockflow-bench http`.
 #[derive(Debug, Args)]
@@ -53,7 +53,7 @@ pub struct BenchArgs {
     /// `wait` only waits until a freshly started server has expired them (to measure a
     /// backlog that is all overdue at once, after a restart; use the same `--run-id`).
     #[arg(long, value_enum, default_value = "both")]
-    pub expiry_phase: expiry::Phase,
+    pub expiry_phase: expiry_burst::Phase,
     /// Reuse the SKUs of an earlier run (its id is printed at start).
     #[arg(long)]
     pub run_id: Option<String>,
@@ -114,7 +114,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             .map_err(BenchError::Setup)?;
     }
     if args.workload == Workload::Expiry {
-        expiry::expiry_workload(&args, run_id)
+        expiry_burst::expiry_workload(&args, run_id)
             .await
             .map_err(BenchError::Setup)?;
     }

@@ -3,12 +3,12 @@
 //!
 //! Layout:
 //! - `http`: workloads over the HTTP API (reserve + confirm, queries, an expiry burst, a
-//!   soak), with `conn` (one keep-alive connection, the histograms), `expiry` and `soak`.
+//!   soak), with `conn` (one keep-alive connection, the histograms), `expiry_burst` and `soak`.
 //! - `lwt`: the raw ScyllaDB conditional-batch ceiling the command path is measured
 //!   against.
 
 mod conn;
-mod expiry;
+mod expiry_burst;
 mod http;
 mod lwt;
 mod soak;

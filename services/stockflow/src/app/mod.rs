@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::http::extract::InFlight;
 use crate::http::{AppState, Routes, router};
 use crate::telemetry::metrics_handle;
-use crate::workers::expiry;
+use crate::workers::expirer;
 use crate::workers::projector::{ProjectorConfig, ProjectorHandle};
 use crate::workers::retention::Retention;
 
@@ -229,7 +229,7 @@ impl Running {
 pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, AppError> {
     let backend = open_backend(&config).await?;
     let addr = listener.local_addr()?;
-    let expiry_handle = expiry::ExpiryHandle::default();
+    let expiry_handle = expirer::ExpiryHandle::default();
     let projector_handle = ProjectorHandle::default();
     let draining = Arc::new(AtomicBool::new(false));
     let in_flight = Arc::new(InFlight::default());

@@ -10,7 +10,7 @@ use super::{AppConfig, Backend, BusConfig, LocalData};
 use crate::workers::leases::{self, LeaseConfig, Owned};
 use crate::workers::projector::ProjectorHandle;
 use crate::workers::publisher::PublisherConfig;
-use crate::workers::{expiry, projector, publisher, retention};
+use crate::workers::{expirer, projector, publisher, retention};
 
 /// The spawned workers, in the stages a shutdown stops them in.
 pub(super) struct Spawned {
@@ -29,7 +29,7 @@ pub(super) struct Spawned {
 pub(super) fn spawn(
     config: &AppConfig,
     backend: &Backend,
-    expiry_handle: &expiry::ExpiryHandle,
+    expiry_handle: &expirer::ExpiryHandle,
     projector_handle: ProjectorHandle,
 ) -> Spawned {
     // Leases outlive the workers using them: released only once those have drained.
@@ -41,13 +41,13 @@ pub(super) fn spawn(
         (Some(store), true) => {
             let (turn, job) = leases::spawn(
                 store.clone(),
-                LeaseConfig::new(expiry::LEASE_GROUP, 1, config.member.clone()),
+                LeaseConfig::new(expirer::LEASE_GROUP, 1, config.member.clone()),
                 releasing.clone(),
             );
             lease_jobs.push(job);
-            (turn, expiry::RESCAN_SHARED)
+            (turn, expirer::RESCAN_SHARED)
         }
-        _ => (leases::all_shards(1), expiry::RESCAN_ALONE),
+        _ => (leases::all_shards(1), expirer::RESCAN_ALONE),
     };
     // Replicas split the work only over a bus they share: with the embedded log each
     // process publishes everything it can see into its own log and projects all of it.
@@ -112,7 +112,7 @@ pub(super) fn spawn(
     }
     if workers.expire {
         let (turn, rescan) = expiry_turn;
-        producer_jobs.push(tokio::spawn(expiry::run(
+        producer_jobs.push(tokio::spawn(expirer::run(
             backend.write.clone(),
             expiry_handle.clone(),
             turn,

@@ -35,7 +35,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 use crate::error::ApiError;
-use crate::workers::expiry::ExpiryHandle;
+use crate::workers::expirer::ExpiryHandle;
 use crate::workers::projector::ProjectorHandle;
 use extract::{InFlight, MAX_BODY_BYTES};
 use openapi::EdgeDocs;

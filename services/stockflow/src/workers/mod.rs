@@ -4,7 +4,7 @@
 //! Each takes its ports and a cancellation token, so the same code runs in `stockflow dev`
 //! over the embedded backend and, as separate roles, over the distributed one.
 
-pub mod expiry;
+pub mod expirer;
 pub mod leases;
 pub mod projector;
 pub mod publisher;

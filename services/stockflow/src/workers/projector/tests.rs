@@ -9,6 +9,7 @@ use stockflow_domain::{AdjustReason, BusEvent, EventKind, LocationId, Region, Sk
 use stockflow_storage::embedded::EmbeddedBackend;
 use stockflow_storage::ports::ReadStore;
 
+use super::step::contiguous;
 use super::*;
 
 fn event(sku: &str, location: &str, version: u64, on_hand: i64, reserved: i64) -> BusEvent {

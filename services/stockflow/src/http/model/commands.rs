@@ -1,0 +1,211 @@
+//! Bodies of the commands: adjustments and reservations, and the answers they get.
+
+use serde::{Deserialize, Serialize};
+use stockflow_domain::{
+    Adjust, AdjustReason, LocationId, OnHandChange, Reservation, ReservationId, Reserve,
+    ReserveLine, Sku, StockKey, StockLevel, ValidationError,
+};
+use utoipa::ToSchema;
+
+use super::super::docs;
+use super::rfc3339;
+
+/// `POST /v1/adjustments`: exactly one of `delta` and `set_on_hand`. Parsed as one struct,
+/// so a body giving both or neither gets a message naming them; documented as the `oneOf`
+/// of the two modes ([`docs::adjustment`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdjustmentRequest {
+    /// SKU.
+    pub sku: String,
+    /// Location.
+    pub location: String,
+    /// Units to add (negative to remove), 1–1,000,000 either way.
+    pub delta: Option<i64>,
+    /// Counted on-hand to set.
+    pub set_on_hand: Option<i64>,
+    /// One of [`AdjustReason::ALL`], as the API spells them.
+    pub reason: String,
+    /// External reference (ASN, ticket).
+    pub reference: Option<String>,
+    /// Apply only if the key is at this version; otherwise 409 `version_conflict`.
+    pub expected_version: Option<u64>,
+}
+
+impl utoipa::PartialSchema for AdjustmentRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        docs::adjustment().into()
+    }
+}
+
+impl ToSchema for AdjustmentRequest {}
+
+fn parse_reason(reason: &str) -> Result<AdjustReason, ValidationError> {
+    AdjustReason::parse(reason).ok_or_else(|| {
+        ValidationError::new(
+            "reason",
+            "must be one of receipt, cycle_count, damage, correction, return",
+        )
+    })
+}
+
+impl AdjustmentRequest {
+    /// Validates into a domain command.
+    pub fn into_command(self) -> Result<Adjust, ValidationError> {
+        let change = match (self.delta, self.set_on_hand) {
+            (Some(d), None) => OnHandChange::Delta(d),
+            (None, Some(n)) => OnHandChange::SetOnHand(n),
+            _ => {
+                return Err(ValidationError::new(
+                    "delta",
+                    "give exactly one of \"delta\" and \"set_on_hand\"",
+                ));
+            }
+        };
+        Adjust::new(
+            StockKey::new(Sku::parse(self.sku)?, LocationId::parse(self.location)?),
+            change,
+            parse_reason(&self.reason)?,
+            self.reference,
+            self.expected_version,
+        )
+    }
+}
+
+/// The quantities of one `(sku, location)` after a change.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StockLevelResponse {
+    /// SKU.
+    pub sku: String,
+    /// Location.
+    pub location: String,
+    /// Units on hand.
+    pub on_hand: i64,
+    /// Units held by active reservations.
+    pub reserved: i64,
+    /// `on_hand - reserved`.
+    pub available: i64,
+    /// Per-key version, +1 per applied change.
+    pub version: u64,
+}
+
+impl From<StockLevel> for StockLevelResponse {
+    fn from(l: StockLevel) -> Self {
+        Self {
+            available: l.available(),
+            sku: l.sku.to_string(),
+            location: l.location.to_string(),
+            on_hand: l.on_hand,
+            reserved: l.reserved,
+            version: l.version,
+        }
+    }
+}
+
+/// One line of a reservation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LineBody {
+    /// SKU.
+    #[schema(schema_with = docs::sku)]
+    pub sku: String,
+    /// Location.
+    #[schema(schema_with = docs::location)]
+    pub location: String,
+    /// Units, 1–1,000,000.
+    #[schema(schema_with = docs::quantity)]
+    pub qty: i64,
+}
+
+/// `POST /v1/reservations`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReservationRequest {
+    /// Client-chosen id; generated when absent.
+    #[schema(schema_with = docs::optional_reservation_id)]
+    pub reservation_id: Option<String>,
+    /// 1–100 distinct `(sku, location)` lines, reserved all or nothing.
+    #[schema(schema_with = docs::lines)]
+    pub lines: Vec<LineBody>,
+    /// Seconds until the hold expires, 1–86,400; when absent, the region's reservation TTL
+    /// (`--reservation-ttl-seconds`, default 900).
+    #[schema(schema_with = docs::ttl_seconds)]
+    pub ttl_seconds: Option<u64>,
+    /// External reference (order, cart).
+    #[schema(schema_with = docs::reference)]
+    pub reference: Option<String>,
+}
+
+impl ReservationRequest {
+    /// Validates into a domain command; `generated` is used when no id was given, and
+    /// `default_ttl_seconds` when no TTL was.
+    pub fn into_command(
+        self,
+        generated: impl FnOnce() -> String,
+        default_ttl_seconds: u64,
+    ) -> Result<Reserve, ValidationError> {
+        let id = ReservationId::parse(self.reservation_id.unwrap_or_else(generated))?;
+        let lines = self
+            .lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| {
+                Ok(ReserveLine {
+                    sku: Sku::parse(l.sku).map_err(|e| prefix(i, e))?,
+                    location: LocationId::parse(l.location).map_err(|e| prefix(i, e))?,
+                    qty: l.qty,
+                })
+            })
+            .collect::<Result<Vec<_>, ValidationError>>()?;
+        let ttl = self.ttl_seconds.unwrap_or(default_ttl_seconds);
+        Reserve::new(id, lines, ttl, self.reference)
+    }
+}
+
+fn prefix(i: usize, e: ValidationError) -> ValidationError {
+    ValidationError {
+        field: format!("lines[{i}].{}", e.field),
+        ..e
+    }
+}
+
+/// A reservation.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ReservationResponse {
+    /// Id.
+    pub reservation_id: String,
+    /// `active`, `confirmed`, `released` or `expired`.
+    pub status: String,
+    /// When an active reservation expires (RFC 3339).
+    pub expires_at: String,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Last status change (RFC 3339).
+    pub updated_at: String,
+    /// External reference.
+    pub reference: Option<String>,
+    /// Held lines.
+    pub lines: Vec<LineBody>,
+}
+
+impl From<Reservation> for ReservationResponse {
+    fn from(r: Reservation) -> Self {
+        Self {
+            reservation_id: r.id.to_string(),
+            status: r.status.as_str().to_string(),
+            expires_at: rfc3339(r.expires_at_ms),
+            created_at: rfc3339(r.created_at_ms),
+            updated_at: rfc3339(r.updated_at_ms),
+            reference: r.reference,
+            lines: r
+                .lines
+                .into_iter()
+                .map(|l| LineBody {
+                    sku: l.sku.to_string(),
+                    location: l.location.to_string(),
+                    qty: l.qty,
+                })
+                .collect(),
+        }
+    }
+}

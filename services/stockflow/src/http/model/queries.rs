@@ -1,0 +1,223 @@
+//! Bodies of the queries: stock, availability, movements and search.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use stockflow_storage::ports::{InventoryRow, Movement, RegionAvailability, SearchHit};
+use utoipa::ToSchema;
+
+use super::rfc3339;
+
+/// One location's stock in the read model.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LocationStock {
+    /// SKU.
+    pub sku: String,
+    /// Location.
+    pub location: String,
+    /// Region of the location.
+    pub region: String,
+    /// On hand.
+    pub on_hand: i64,
+    /// Reserved.
+    pub reserved: i64,
+    /// Available.
+    pub available: i64,
+    /// The write-side version reflected.
+    pub version: u64,
+    /// When that change happened (RFC 3339).
+    pub as_of: String,
+}
+
+impl From<InventoryRow> for LocationStock {
+    fn from(r: InventoryRow) -> Self {
+        Self {
+            sku: r.sku,
+            location: r.location,
+            region: r.region,
+            on_hand: r.on_hand,
+            reserved: r.reserved,
+            available: r.available,
+            version: r.version,
+            as_of: rfc3339(r.as_of_ms),
+        }
+    }
+}
+
+/// `GET /v1/stock/{sku}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SkuStockResponse {
+    /// SKU.
+    pub sku: String,
+    /// Every location with a stock row.
+    pub locations: Vec<LocationStock>,
+    /// Sum of available over the locations.
+    pub total_available: i64,
+    /// Newest change reflected (RFC 3339), absent when there is no row.
+    pub as_of: Option<String>,
+}
+
+/// One region's availability.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RegionAvailabilityBody {
+    /// Region.
+    pub region: String,
+    /// On hand summed over the region's locations.
+    pub on_hand: i64,
+    /// Reserved, summed.
+    pub reserved: i64,
+    /// Available, summed.
+    pub available: i64,
+    /// Locations with a stock row.
+    pub locations: u64,
+    /// Newest change reflected (RFC 3339).
+    pub as_of: String,
+}
+
+impl From<RegionAvailability> for RegionAvailabilityBody {
+    fn from(r: RegionAvailability) -> Self {
+        Self {
+            region: r.region,
+            on_hand: r.on_hand,
+            reserved: r.reserved,
+            available: r.available,
+            locations: r.locations,
+            as_of: rfc3339(r.as_of_ms),
+        }
+    }
+}
+
+/// `GET /v1/availability/{sku}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AvailabilityResponse {
+    /// SKU.
+    pub sku: String,
+    /// Per region.
+    pub regions: Vec<RegionAvailabilityBody>,
+    /// Sum over the listed regions.
+    pub total_available: i64,
+}
+
+/// Who asked for a change.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ActorBody {
+    /// The token's subject (a client certificate's common name with mutual TLS alone;
+    /// `anonymous` without authentication).
+    pub subject: String,
+    /// The OAuth2 client the token was issued to.
+    pub client_id: Option<String>,
+}
+
+/// One change of a key.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MovementBody {
+    /// The key's version after the change.
+    pub version: u64,
+    /// `stock_adjusted`, `stock_reserved`, `reservation_confirmed`, `reservation_released`
+    /// or `reservation_expired`.
+    pub kind: String,
+    /// On hand after the change.
+    pub on_hand: i64,
+    /// Reserved after the change.
+    pub reserved: i64,
+    /// The reservation involved.
+    pub reservation_id: Option<String>,
+    /// Why on-hand changed (adjustments).
+    pub reason: Option<String>,
+    /// The command's external reference.
+    pub reference: Option<String>,
+    /// Who asked; absent for expiry.
+    pub actor: Option<ActorBody>,
+    /// The Idempotency-Key the client sent.
+    pub idempotency_key: Option<String>,
+    /// When (RFC 3339).
+    pub occurred_at: String,
+    /// Where the read models read the event from the bus and which projector replica
+    /// applied it, when (its latest projection); absent for a replayed dead letter.
+    pub projection: Option<ProjectionBody>,
+}
+
+/// The bus record a movement was projected from.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProjectionBody {
+    /// Partition of the region's topic.
+    pub partition: u32,
+    /// Offset of the record in it.
+    pub offset: u64,
+    /// When the read models applied it (RFC 3339).
+    pub projected_at: String,
+    /// The projector replica (pod name, pid and start).
+    pub projected_by: String,
+}
+
+impl From<Movement> for MovementBody {
+    fn from(m: Movement) -> Self {
+        Self {
+            version: m.version,
+            kind: m.kind,
+            on_hand: m.on_hand,
+            reserved: m.reserved,
+            reservation_id: m.reservation_id,
+            reason: m.reason,
+            reference: m.reference,
+            actor: m.actor.map(|a| ActorBody {
+                subject: a.subject,
+                client_id: a.client_id,
+            }),
+            idempotency_key: m.idempotency_key,
+            occurred_at: rfc3339(m.occurred_at_ms),
+            projection: m.projection.map(|p| ProjectionBody {
+                partition: p.partition,
+                offset: p.offset,
+                projected_at: rfc3339(p.projected_at_ms),
+                projected_by: p.projected_by,
+            }),
+        }
+    }
+}
+
+/// `GET /v1/movements`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MovementsResponse {
+    /// SKU.
+    pub sku: String,
+    /// Location.
+    pub location: String,
+    /// Oldest first.
+    pub movements: Vec<MovementBody>,
+    /// Pass as `after` for the next page; absent on the last one.
+    pub next_after: Option<u64>,
+}
+
+/// One search hit.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SearchHitBody {
+    /// SKU.
+    pub sku: String,
+    /// Display name.
+    pub name: String,
+    /// Attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Available units (in the region, if one was given).
+    pub available: i64,
+}
+
+impl From<SearchHit> for SearchHitBody {
+    fn from(h: SearchHit) -> Self {
+        Self {
+            sku: h.sku,
+            name: h.name,
+            attributes: h.attributes,
+            available: h.available,
+        }
+    }
+}
+
+/// `GET /v1/search`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SearchResponse {
+    /// The query text.
+    pub query: String,
+    /// Hits, best first.
+    pub hits: Vec<SearchHitBody>,
+}
