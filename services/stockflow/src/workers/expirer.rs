@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::leases::Owned;
 
-/// Due reservations expired per round.
+/// Due reservations expired per round: enough that a burst drains in few rounds (the
+/// embedded writer group-commits a round), few enough that one round holds the writer for
+/// milliseconds and keeps only this many deadlines in memory.
 const ROUND_LIMIT: usize = 2048;
 /// Longest sleep between rounds of a process that is the only writer: deadlines reach it
 /// through [`ExpiryHandle::schedule`], so this only bounds a missed wake-up.

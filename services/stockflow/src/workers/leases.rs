@@ -34,15 +34,22 @@ pub struct LeaseConfig {
     pub renew_every: Duration,
 }
 
+/// How long a lease lasts without renewal: a dead replica's shards move to the others
+/// within this, and a replica paused longer than it loses them.
+pub const LEASE_TTL: Duration = Duration::from_secs(6);
+/// How often a held lease is renewed: four renewals per TTL, so one or two slow store
+/// round trips never let a live replica's lease lapse.
+pub const LEASE_RENEW_EVERY: Duration = Duration::from_millis(1500);
+
 impl LeaseConfig {
-    /// Defaults: 6 s leases renewed every 1.5 s.
+    /// Defaults: [`LEASE_TTL`] leases renewed every [`LEASE_RENEW_EVERY`].
     pub fn new(group: impl Into<String>, shards: u32, member: impl Into<String>) -> Self {
         Self {
             group: group.into(),
             shards,
             member: member.into(),
-            ttl: Duration::from_secs(6),
-            renew_every: Duration::from_millis(1500),
+            ttl: LEASE_TTL,
+            renew_every: LEASE_RENEW_EVERY,
         }
     }
 }
