@@ -127,28 +127,11 @@ up() {
         -cp "$CACHE/lib/*" org.apache.cassandra.service.CassandraDaemon \
         >"$RUN/stdout.log" 2>&1 &
     echo $! > "$RUN/pid"
-    local started=$SECONDS
-    until is_up; do
-        if ! kill -0 "$(cat "$RUN/pid")" 2>/dev/null; then
-            echo "cassandra.sh: Cassandra exited during start-up:" >&2
-            tail -30 "$RUN/stdout.log" "$RUN/system.log" >&2 2>/dev/null || true
-            exit 1
-        fi
-        if (( SECONDS - started > 180 )); then
-            echo "cassandra.sh: no CQL on 127.0.0.1:$PORT after 180 s" >&2
-            tail -30 "$RUN/system.log" >&2 2>/dev/null || true
-            down; exit 1
-        fi
-        sleep 1
-    done
-    echo "cassandra.sh: Cassandra $VERSION is up on 127.0.0.1:$PORT after $((SECONDS - started)) s (data in $RUN)" >&2
+    local took
+    took="$(wait_started cassandra.sh "$RUN" is_up 180 "$RUN/stdout.log" "$RUN/system.log")"
+    echo "cassandra.sh: Cassandra $VERSION is up on 127.0.0.1:$PORT after $took s (data in $RUN)" >&2
 }
 
 down() { stop_server "$RUN"; }
 
-case "${1:-}" in
-    up) up ;;
-    down) down ;;
-    status) if is_up; then echo "up on 127.0.0.1:$PORT"; else echo "down"; exit 1; fi ;;
-    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
-esac
+serve_main cassandra.sh "$PORT" "${1:-}"

@@ -1,6 +1,6 @@
 # Shared by the scripts that run a JVM server for tests (cassandra.sh, kafka.sh): find a
-# JDK 17, fetch a Maven artifact with its runtime dependencies into a cache folder, stop a
-# server by its pid file.
+# JDK 17, fetch a Maven artifact with its runtime dependencies into a cache folder, wait
+# for a started server, stop it by its pid file, and the up|down|status command line.
 # Sourced, not run.
 
 # Prints the path of a JDK 17 `java` ($1 names the caller in messages; $2 overrides).
@@ -58,4 +58,39 @@ stop_server() {
         kill -9 "$pid" 2>/dev/null || true
     fi
     rm -rf "$run"
+}
+
+# Waits until the command `$3` succeeds for the server started with its pid in $2/pid; fails
+# (printing the tail of the logs $5...) when it exits meanwhile or after $4 seconds ($1
+# names the caller). Prints how long the start took.
+wait_started() {
+    local who=$1 run=$2 ready=$3 limit=$4
+    shift 4
+    local started=$SECONDS
+    until $ready; do
+        if ! kill -0 "$(cat "$run/pid")" 2>/dev/null; then
+            echo "$who: the server exited during start-up:" >&2
+            tail -30 "$@" >&2 2>/dev/null || true
+            exit 1
+        fi
+        if (( SECONDS - started > limit )); then
+            echo "$who: not ready after $limit s" >&2
+            tail -30 "$@" >&2 2>/dev/null || true
+            stop_server "$run"; exit 1
+        fi
+        sleep 0.5
+    done
+    echo $((SECONDS - started))
+}
+
+# The scripts' command line: up, down or status of the server on 127.0.0.1:$2, with the
+# caller's `up`, `down` and `is_up` functions ($1 names the caller, $3 is the verb).
+serve_main() {
+    local who=$1 port=$2 verb=${3:-}
+    case "$verb" in
+        up) up ;;
+        down) down ;;
+        status) if is_up; then echo "up on 127.0.0.1:$port"; else echo "down"; exit 1; fi ;;
+        *) echo "usage: $who up|down|status" >&2; exit 2 ;;
+    esac
 }

@@ -120,28 +120,14 @@ up() {
     nohup "$java" -Xms256m -Xmx512m -XX:+UseG1GC "$log4j" -cp "$cp" \
         kafka.Kafka "$RUN/server.properties" >"$RUN/stdout.log" 2>&1 &
     echo $! > "$RUN/pid"
-    local started=$SECONDS
-    until is_up && grep -q "Kafka Server started" "$RUN/server.log" 2>/dev/null; do
-        if ! kill -0 "$(cat "$RUN/pid")" 2>/dev/null; then
-            echo "kafka.sh: Kafka exited during start-up:" >&2
-            tail -30 "$RUN/stdout.log" "$RUN/server.log" >&2 2>/dev/null || true
-            exit 1
-        fi
-        if (( SECONDS - started > 120 )); then
-            echo "kafka.sh: Kafka not ready on 127.0.0.1:$PORT after 120 s" >&2
-            tail -30 "$RUN/server.log" >&2 2>/dev/null || true
-            down; exit 1
-        fi
-        sleep 0.5
-    done
-    echo "kafka.sh: Kafka $VERSION is up on 127.0.0.1:$PORT after $((SECONDS - started)) s (data in $RUN)" >&2
+    local took
+    took="$(wait_started kafka.sh "$RUN" started 120 "$RUN/stdout.log" "$RUN/server.log")"
+    echo "kafka.sh: Kafka $VERSION is up on 127.0.0.1:$PORT after $took s (data in $RUN)" >&2
 }
+
+# Serving: the port answers and the broker logged its readiness line.
+started() { is_up && grep -q "Kafka Server started" "$RUN/server.log" 2>/dev/null; }
 
 down() { stop_server "$RUN"; }
 
-case "${1:-}" in
-    up) up ;;
-    down) down ;;
-    status) if is_up; then echo "up on 127.0.0.1:$PORT"; else echo "down"; exit 1; fi ;;
-    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
-esac
+serve_main kafka.sh "$PORT" "${1:-}"
