@@ -2,6 +2,7 @@
 //! wiring that runs them.
 //!
 //! Layout:
+//! - [`agent`]: `stockflow store-agent`, the store's offline-capable agent beside the POS.
 //! - [`auth`]: bearer tokens, scopes and the locations a token may act at.
 //! - [`http`]: the axum router — command API, query API, operations endpoints, OpenAPI.
 //! - [`error`]: the one error type and its mapping to RFC 9457 problem responses.
@@ -10,6 +11,7 @@
 //! - [`telemetry`]: the Prometheus recorder (logs and traces: `stockflow-telemetry`).
 //! - [`trace`]: `stockflow trace`, the path of one command read from a region's APIs.
 
+pub mod agent;
 pub mod app;
 pub mod auth;
 pub mod cli;

@@ -1,0 +1,135 @@
+//! The agent store: order per key, quarantine leaves the queue, replays, the view.
+
+use serde_json::json;
+
+use super::*;
+
+fn store() -> (tempfile::TempDir, AgentStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = AgentStore::open(dir.path()).expect("opens");
+    (dir, store)
+}
+
+fn sale(key: &str, sku: &str, location: &str, qty: i64) -> NewCommand {
+    NewCommand {
+        origin_key: key.into(),
+        path: "/v1/adjustments".into(),
+        body: json!({"sku": sku, "location": location, "delta": -qty, "reason": "sale"}),
+        effects: vec![Effect {
+            sku: sku.into(),
+            location: location.into(),
+            on_hand: -qty,
+            reserved: 0,
+            set_on_hand: None,
+        }],
+        answer: json!({"ok": key}),
+        essential: true,
+    }
+}
+
+#[test]
+fn a_retried_origin_key_gets_its_first_answer_and_queues_nothing() {
+    let (_dir, s) = store();
+    let first = s.record(sale("pos-1", "A", "s1", 1), 10).expect("records");
+    let again = s.record(sale("pos-1", "A", "s1", 1), 20).expect("replays");
+    assert!(again.replayed && !first.replayed);
+    assert_eq!((again.seq, again.command_id), (first.seq, first.command_id));
+    assert_eq!(s.counts().expect("counts").pending, 1);
+}
+
+#[test]
+fn one_key_is_sent_in_order_and_a_waiting_key_holds_up_no_other() {
+    let (_dir, s) = store();
+    let a1 = s.record(sale("1", "A", "s1", 1), 0).expect("a1");
+    let a2 = s.record(sale("2", "A", "s1", 1), 0).expect("a2");
+    let b1 = s.record(sale("3", "B", "s1", 1), 0).expect("b1");
+    let due: Vec<i64> = s.due(0, 10).expect("due").iter().map(|q| q.seq).collect();
+    assert_eq!(due, [a1.seq, b1.seq], "a2 waits behind a1; b1 does not");
+    // a1 fails and backs off: a2 still waits, b1 is not held up.
+    s.retry_at(a1.seq, 1_000, "region down").expect("retry");
+    let due: Vec<i64> = s.due(0, 10).expect("due").iter().map(|q| q.seq).collect();
+    assert_eq!(due, [b1.seq]);
+    s.acknowledge(a1.seq, &json!({}), None, 1_000).expect("ack");
+    let due: Vec<i64> = s.due(1_000, 10).expect("due").iter().map(|q| q.seq).collect();
+    assert_eq!(due, [a2.seq, b1.seq]);
+}
+
+#[test]
+fn a_command_on_several_keys_waits_for_each_and_holds_each() {
+    let (_dir, s) = store();
+    let a = s.record(sale("1", "A", "s1", 1), 0).expect("a");
+    let mut both = sale("2", "A", "s1", 1);
+    both.effects.push(Effect {
+        sku: "B".into(),
+        location: "s1".into(),
+        on_hand: 0,
+        reserved: 1,
+        set_on_hand: None,
+    });
+    let ab = s.record(both, 0).expect("ab");
+    let b = s.record(sale("3", "B", "s1", 1), 0).expect("b");
+    let due: Vec<i64> = s.due(0, 10).expect("due").iter().map(|q| q.seq).collect();
+    assert_eq!(due, [a.seq]);
+    s.acknowledge(a.seq, &json!({}), None, 0).expect("ack");
+    let due: Vec<i64> = s.due(0, 10).expect("due").iter().map(|q| q.seq).collect();
+    assert_eq!(due, [ab.seq], "b waits behind the two-key command");
+    let _ = b;
+}
+
+#[test]
+fn a_quarantined_command_leaves_the_queue_and_can_be_resent_or_dropped() {
+    let (_dir, s) = store();
+    let a1 = s.record(sale("1", "A", "s1", 1), 0).expect("a1");
+    let a2 = s.record(sale("2", "A", "s1", 1), 0).expect("a2");
+    s.quarantine(a1.seq, &json!({"code": "invalid_request"}), 5)
+        .expect("quarantine");
+    let due: Vec<i64> = s.due(0, 10).expect("due").iter().map(|q| q.seq).collect();
+    assert_eq!(due, [a2.seq], "the rest of the key flows");
+    let parked = s.quarantined(10).expect("list");
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].problem["code"], "invalid_request");
+    assert!(s.requeue(a1.seq, 10).expect("requeue"));
+    let due: Vec<i64> = s.due(10, 10).expect("due").iter().map(|q| q.seq).collect();
+    assert_eq!(due, [a1.seq], "back at its own place, ahead of a2");
+    s.quarantine(a1.seq, &json!({}), 11).expect("again");
+    assert!(s.drop_quarantined(a1.seq, 12).expect("drop"));
+    assert!(!s.requeue(a1.seq, 13).expect("a dropped command stays dropped"));
+    assert_eq!(s.counts().expect("counts").quarantined, 0);
+}
+
+#[test]
+fn the_view_only_moves_forward_and_keeps_its_cursor_with_it() {
+    let (_dir, s) = store();
+    let row = |version, on_hand| ViewRow {
+        sku: "A".into(),
+        location: "s1".into(),
+        on_hand,
+        reserved: 0,
+        version,
+        as_of_ms: 0,
+    };
+    s.apply_changes(&[row(3, 30)], "c3").expect("apply");
+    s.apply_changes(&[row(2, 20)], "c4").expect("older");
+    assert_eq!(s.view("A", "s1").expect("view").map(|r| r.on_hand), Some(30));
+    assert_eq!(s.cursor().expect("cursor").as_deref(), Some("c4"));
+    let pending = s.record(sale("1", "A", "s1", 2), 0).expect("sale");
+    assert_eq!(s.pending_effects("A", "s1").expect("effects").len(), 1);
+    s.acknowledge(pending.seq, &json!({}), Some(row(4, 28)), 1)
+        .expect("ack");
+    assert!(s.pending_effects("A", "s1").expect("effects").is_empty());
+    assert_eq!(s.view("A", "s1").expect("view").map(|r| r.version), Some(4));
+    s.reset_view(&[row(1, 5)], "snap").expect("reset");
+    assert_eq!(s.view("A", "s1").expect("view").map(|r| r.on_hand), Some(5));
+}
+
+#[test]
+fn compaction_removes_only_settled_commands() {
+    let (_dir, s) = store();
+    let a = s.record(sale("1", "A", "s1", 1), 0).expect("a");
+    let _b = s.record(sale("2", "B", "s1", 1), 0).expect("b");
+    s.acknowledge(a.seq, &json!({}), None, 100).expect("ack");
+    assert_eq!(s.compact(50, 100).expect("nothing old enough"), 0);
+    assert_eq!(s.compact(200, 100).expect("compacts"), 1);
+    let counts = s.counts().expect("counts");
+    assert_eq!((counts.pending, counts.acknowledged), (1, 0));
+}
