@@ -66,6 +66,9 @@ pub enum ApiError {
     /// 501: the body uses a transfer coding besides `chunked` (RFC 9112 section 6.1).
     #[error("Transfer-Encoding {0} is not supported: only chunked is")]
     UnsupportedTransferCoding(String),
+    /// 507: the store agent's queue is nearly full; only sales and returns are taken.
+    #[error("{0}")]
+    QueueFull(String),
     /// 431: too many header fields, or too many bytes of them.
     #[error("{0}")]
     HeadersTooLarge(String),
@@ -154,6 +157,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "unsupported_encoding",
     "unsupported_transfer_coding",
     "headers_too_large",
+    "queue_full",
     "rate_limited",
     "overloaded",
     "timeout",
@@ -248,6 +252,7 @@ impl ApiError {
                 "unsupported_transfer_coding",
                 "Unsupported transfer coding",
             ),
+            ApiError::QueueFull(_) => (S::INSUFFICIENT_STORAGE, "queue_full", "Queue full"),
             ApiError::HeadersTooLarge(_) => (
                 S::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers_too_large",
@@ -372,6 +377,7 @@ impl IntoResponse for ApiError {
                 | ApiError::NotReady(_)
                 | ApiError::StorageFault(_)
                 | ApiError::UnsupportedTransferCoding(_)
+                | ApiError::QueueFull(_)
         ) {
             self.to_string()
         } else if status.is_server_error() {
@@ -483,6 +489,7 @@ mod tests {
             ApiError::UnsupportedEncoding("gzip".into()),
             ApiError::UnsupportedTransferCoding("gzip".into()),
             ApiError::HeadersTooLarge("h".into()),
+            ApiError::QueueFull("q".into()),
             ApiError::RateLimited {
                 retry_after_secs: 1,
             },

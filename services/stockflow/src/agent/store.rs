@@ -51,6 +51,19 @@ pub struct NewCommand {
     pub answer: serde_json::Value,
     /// Whether this is a sale (or return): still accepted when the disk is nearly full.
     pub essential: bool,
+    /// The local reservation this command creates or settles.
+    pub reservation: Option<LocalReservation>,
+}
+
+/// A click-and-collect reservation as the agent holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalReservation {
+    /// Its id (the region's too).
+    pub id: String,
+    /// `(sku, location, qty)` lines.
+    pub lines: Vec<(String, String, i64)>,
+    /// `active`, `confirmed` or `released`.
+    pub status: String,
 }
 
 /// What recording did.
@@ -190,6 +203,12 @@ CREATE TABLE IF NOT EXISTS view (
     as_of_ms INTEGER NOT NULL,
     PRIMARY KEY (sku, location)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT PRIMARY KEY,
+    lines TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -225,7 +244,10 @@ impl AgentStore {
         &self.path
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, AgentError>) -> Result<T, AgentError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, AgentError>,
+    ) -> Result<T, AgentError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn)
     }
@@ -268,6 +290,19 @@ impl AgentStore {
             )
             .map_err(sqlite("queue the command"))?;
             let seq = tx.last_insert_rowid();
+            if let Some(r) = &command.reservation {
+                tx.execute(
+                    "INSERT INTO reservations (id, lines, status, created_at_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status",
+                    params![
+                        r.id,
+                        serde_json::to_string(&r.lines).map_err(encode)?,
+                        r.status,
+                        now_ms
+                    ],
+                )
+                .map_err(sqlite("record the reservation"))?;
+            }
             for effect in &command.effects {
                 tx.execute(
                     "INSERT OR IGNORE INTO command_keys (seq, sku, location, pending) VALUES (?1, ?2, ?3, 1)",
@@ -282,6 +317,46 @@ impl AgentStore {
                 answer: command.answer,
                 replayed: false,
             })
+        })
+    }
+
+    /// The answer recorded under `origin_key`, if any.
+    pub fn answer_of(&self, origin_key: &str) -> Result<Option<serde_json::Value>, AgentError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT answer FROM commands WHERE origin_key = ?1",
+                params![origin_key],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(sqlite("look up the origin key"))?
+            .map(|a| json(&a))
+            .transpose()
+        })
+    }
+
+    /// A local reservation.
+    pub fn reservation(&self, id: &str) -> Result<Option<LocalReservation>, AgentError> {
+        self.with(|conn| {
+            let row = conn
+                .query_row(
+                    "SELECT lines, status FROM reservations WHERE id = ?1",
+                    params![id],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                )
+                .optional()
+                .map_err(sqlite("read the reservation"))?;
+            row.map(|(lines, status)| {
+                Ok(LocalReservation {
+                    id: id.to_string(),
+                    lines: serde_json::from_str(&lines).map_err(|e| AgentError::Corrupt {
+                        what: "a reservation's lines".into(),
+                        source: e,
+                    })?,
+                    status,
+                })
+            })
+            .transpose()
         })
     }
 
@@ -593,12 +668,13 @@ impl AgentStore {
                 .map_err(sqlite("read pending commands"))?;
             let mut out = Vec::new();
             for row in rows {
-                let effects: Vec<Effect> =
-                    serde_json::from_str(&row.map_err(sqlite("read a pending command"))?)
-                        .map_err(|e| AgentError::Corrupt {
-                            what: "a queued command's effects".into(),
-                            source: e,
-                        })?;
+                let effects: Vec<Effect> = serde_json::from_str(
+                    &row.map_err(sqlite("read a pending command"))?,
+                )
+                .map_err(|e| AgentError::Corrupt {
+                    what: "a queued command's effects".into(),
+                    source: e,
+                })?;
                 out.extend(
                     effects
                         .into_iter()

@@ -49,6 +49,9 @@ enum Action {
     /// operator's Job when a region with `deletionPolicy: Delete` is deleted). Each removal
     /// must be asked for; both are idempotent.
     Teardown(TeardownArgs),
+    /// Run beside a store's POS: answer it locally, queue every command, forward them to
+    /// the region exactly once and in order, and keep a local view of the store's stock.
+    StoreAgent(Box<AgentArgs>),
     /// Print a bearer token signed by the development key of a data directory (or by
     /// --key), for `stockflow dev --auth-dev` and tests.
     Token(TokenArgs),
@@ -114,6 +117,86 @@ struct RoleArgs {
     security: SecurityArgs,
 }
 
+/// Arguments of `stockflow store-agent`.
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// The region's command API, e.g. `https://north.stockflow.example`.
+    #[arg(long, env = "STOCKFLOW_REGION_URL")]
+    region_url: String,
+    /// The store this agent serves.
+    #[arg(long, env = "STOCKFLOW_STORE_ID")]
+    store_id: String,
+    /// The store's locations, comma-separated: commands elsewhere are refused.
+    #[arg(
+        long,
+        env = "STOCKFLOW_LOCATIONS",
+        value_delimiter = ',',
+        required = true
+    )]
+    locations: Vec<String>,
+    /// A file holding the store's bearer token (read again when it changes).
+    #[arg(long, env = "STOCKFLOW_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Where the agent keeps its queue and view (one agent per directory).
+    #[arg(long, env = "STOCKFLOW_DATA_DIR", default_value = "stockflow-agent")]
+    data_dir: PathBuf,
+    /// Where the POS reaches the agent.
+    #[arg(long, env = "STOCKFLOW_LISTEN", default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    /// The longest the store may sell offline, in hours: the region must keep idempotency
+    /// records at least this long.
+    #[arg(long, env = "STOCKFLOW_MAX_OFFLINE_HOURS", default_value_t = 168)]
+    max_offline_hours: u64,
+    /// The size the queue may take on disk, in MiB (past 95% only sales and returns are
+    /// taken).
+    #[arg(long, env = "STOCKFLOW_DISK_CAP_MB", default_value_t = 1024)]
+    disk_cap_mb: u64,
+    /// How long acknowledged commands are kept before compaction, in hours.
+    #[arg(long, env = "STOCKFLOW_KEEP_ACKNOWLEDGED_HOURS", default_value_t = 24)]
+    keep_acknowledged_hours: u64,
+    /// How long one attempt waits for the region's answer, in seconds.
+    #[arg(long, env = "STOCKFLOW_REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]
+    request_timeout_seconds: u64,
+    /// Serve the POS on a non-loopback address (the API has no authentication of its own:
+    /// only with a firewall that lets nothing but the tills in).
+    #[arg(long, env = "STOCKFLOW_AGENT_ALLOW_NON_LOOPBACK")]
+    allow_non_loopback: bool,
+}
+
+impl AgentArgs {
+    async fn run(self) -> Result<()> {
+        if !self.listen.ip().is_loopback() && !self.allow_non_loopback {
+            return Err(CliError::Settings(format!(
+                "refusing to serve the store agent on {}: its API has no authentication of its \
+                 own; listen on loopback, or give --allow-non-loopback behind a firewall",
+                self.listen
+            )));
+        }
+        let config = crate::agent::AgentConfig {
+            region_url: self.region_url,
+            store_id: self.store_id,
+            locations: self.locations.into_iter().collect(),
+            token_file: self.token_file,
+            data_dir: self.data_dir,
+            listen: self.listen,
+            max_offline: Duration::from_secs(self.max_offline_hours * 3600),
+            disk_cap_bytes: self.disk_cap_mb.saturating_mul(1 << 20),
+            keep_acknowledged: Duration::from_secs(self.keep_acknowledged_hours * 3600),
+            request_timeout: Duration::from_secs(self.request_timeout_seconds),
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| CliError::Settings(format!("cannot listen on {}: {e}", config.listen)))?;
+        let running = crate::agent::start(config, listener).await?;
+        let token = running.stop_token();
+        tokio::spawn(async move {
+            app::shutdown_signal().await;
+            token.cancel();
+        });
+        Ok(running.wait().await?)
+    }
+}
+
 /// Arguments of `stockflow migrate`.
 #[derive(Debug, Args)]
 struct MigrateArgs {
@@ -150,6 +233,7 @@ impl Cli {
         match &self.command {
             Action::Dev(_) => "stockflow-dev",
             Action::Migrate(_) | Action::Teardown(_) => "stockflow-migrate",
+            Action::StoreAgent(_) => "stockflow-store-agent",
             Action::Token(_) | Action::Trace(_) => "stockflow",
             command => command.role().map_or("stockflow", Role::service_name),
         }
@@ -169,6 +253,7 @@ impl Cli {
             },
             Action::Migrate(args) => args.run().await,
             Action::Teardown(args) => args.run().await,
+            Action::StoreAgent(args) => args.run().await,
             Action::Token(args) => args.run(),
             Action::Trace(args) => Ok(trace::run(args).await?),
         }

@@ -44,6 +44,9 @@ pub enum CliError {
     /// A bus call failed (migrate, teardown).
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The store agent failed.
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
     /// `stockflow trace` could not follow the command.
     #[error(transparent)]
     Trace(#[from] crate::trace::TraceError),

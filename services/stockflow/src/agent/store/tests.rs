@@ -24,6 +24,7 @@ fn sale(key: &str, sku: &str, location: &str, qty: i64) -> NewCommand {
         }],
         answer: json!({"ok": key}),
         essential: true,
+        reservation: None,
     }
 }
 
@@ -50,7 +51,12 @@ fn one_key_is_sent_in_order_and_a_waiting_key_holds_up_no_other() {
     let due: Vec<i64> = s.due(0, 10).expect("due").iter().map(|q| q.seq).collect();
     assert_eq!(due, [b1.seq]);
     s.acknowledge(a1.seq, &json!({}), None, 1_000).expect("ack");
-    let due: Vec<i64> = s.due(1_000, 10).expect("due").iter().map(|q| q.seq).collect();
+    let due: Vec<i64> = s
+        .due(1_000, 10)
+        .expect("due")
+        .iter()
+        .map(|q| q.seq)
+        .collect();
     assert_eq!(due, [a2.seq, b1.seq]);
 }
 
@@ -93,7 +99,10 @@ fn a_quarantined_command_leaves_the_queue_and_can_be_resent_or_dropped() {
     assert_eq!(due, [a1.seq], "back at its own place, ahead of a2");
     s.quarantine(a1.seq, &json!({}), 11).expect("again");
     assert!(s.drop_quarantined(a1.seq, 12).expect("drop"));
-    assert!(!s.requeue(a1.seq, 13).expect("a dropped command stays dropped"));
+    assert!(
+        !s.requeue(a1.seq, 13)
+            .expect("a dropped command stays dropped")
+    );
     assert_eq!(s.counts().expect("counts").quarantined, 0);
 }
 
@@ -110,7 +119,10 @@ fn the_view_only_moves_forward_and_keeps_its_cursor_with_it() {
     };
     s.apply_changes(&[row(3, 30)], "c3").expect("apply");
     s.apply_changes(&[row(2, 20)], "c4").expect("older");
-    assert_eq!(s.view("A", "s1").expect("view").map(|r| r.on_hand), Some(30));
+    assert_eq!(
+        s.view("A", "s1").expect("view").map(|r| r.on_hand),
+        Some(30)
+    );
     assert_eq!(s.cursor().expect("cursor").as_deref(), Some("c4"));
     let pending = s.record(sale("1", "A", "s1", 2), 0).expect("sale");
     assert_eq!(s.pending_effects("A", "s1").expect("effects").len(), 1);
