@@ -51,6 +51,8 @@ pub struct AgentState {
     pub disk_cap_bytes: u64,
     /// When the agent started, Unix ms.
     pub started_ms: i64,
+    /// Times the status page was served (it reloads itself; tests count the reloads).
+    pub page_views: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The routes.
@@ -499,6 +501,9 @@ async fn status_json(State(state): State<AgentState>) -> Result<Json<Status>, Ap
 }
 
 async fn status_page(State(state): State<AgentState>) -> Result<Html<String>, ApiError> {
+    state
+        .page_views
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(Html(status::page(&status_of(&state)?)))
 }
 

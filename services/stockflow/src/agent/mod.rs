@@ -183,6 +183,7 @@ pub async fn start(
         wake: Arc::new(Notify::new()),
         disk_cap_bytes: config.disk_cap_bytes,
         started_ms: now_ms(),
+        page_views: Arc::default(),
     };
     tokio::spawn(forward::run(
         store.clone(),

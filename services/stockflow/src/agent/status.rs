@@ -51,6 +51,8 @@ pub struct Status {
     pub disk_warning: bool,
     /// Past 95%: only sales and returns are taken.
     pub sales_only: bool,
+    /// Times the status page was served.
+    pub page_views: u64,
     /// Now, Unix ms.
     pub now_ms: i64,
 }
@@ -84,6 +86,7 @@ pub fn collect(state: &AgentState) -> Result<Status, AgentError> {
         link,
         queue,
         feed,
+        page_views: state.page_views.load(std::sync::atomic::Ordering::Relaxed),
         now_ms: now,
     })
 }
