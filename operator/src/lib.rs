@@ -6,12 +6,14 @@
 //! - [`status`]: pure status computation (conditions, phase).
 //! - [`controller`]: reconcile (server-side apply), finalizer clean-up, events.
 //! - [`leader`]: Lease-based leader election.
+//! - [`reference`]: the field reference rendered from the CRD's schema.
 //! - [`error`]: the crate's one error enum.
 
 pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod leader;
+pub mod reference;
 pub mod resources;
 pub mod status;
 

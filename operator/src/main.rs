@@ -26,6 +26,8 @@ struct Cli {
 enum Command {
     /// Print the InventoryRegion CRD as YAML (what crds/ holds).
     Crd,
+    /// Print the InventoryRegion field reference as Markdown (docs/reference/).
+    CrdReference,
     /// Run the controller.
     Run {
         /// Health and metrics address.
@@ -62,6 +64,16 @@ fn main() -> ExitCode {
         Command::Crd => match stockflow_operator::crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::CrdReference => match stockflow_operator::reference::markdown() {
+            Ok(text) => {
+                print!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => {

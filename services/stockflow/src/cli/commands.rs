@@ -55,6 +55,9 @@ enum Action {
     /// Print a bearer token signed by the development key of a data directory (or by
     /// --key), for `stockflow dev --auth-dev` and tests.
     Token(TokenArgs),
+    /// Print the configuration reference (every subcommand's settings) as Markdown.
+    #[command(hide = true)]
+    Reference,
     /// Print the path of one command from a region's APIs: the reservation on the write
     /// side, then per key when each change was committed, the bus partition and offset it
     /// was projected from, and when and by which projector replica.
@@ -234,7 +237,7 @@ impl Cli {
             Action::Dev(_) => "stockflow-dev",
             Action::Migrate(_) | Action::Teardown(_) => "stockflow-migrate",
             Action::StoreAgent(_) => "stockflow-store-agent",
-            Action::Token(_) | Action::Trace(_) => "stockflow",
+            Action::Token(_) | Action::Trace(_) | Action::Reference => "stockflow",
             command => command.role().map_or("stockflow", Role::service_name),
         }
     }
@@ -255,6 +258,10 @@ impl Cli {
             Action::Teardown(args) => args.run().await,
             Action::StoreAgent(args) => args.run().await,
             Action::Token(args) => args.run(),
+            Action::Reference => {
+                print!("{}", super::reference::markdown());
+                Ok(())
+            }
             Action::Trace(args) => Ok(trace::run(args).await?),
         }
     }

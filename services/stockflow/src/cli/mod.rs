@@ -14,6 +14,7 @@ use stockflow_storage::StoreError;
 use crate::app;
 
 mod commands;
+pub mod reference;
 mod security;
 mod settings;
 
