@@ -1,56 +1,14 @@
-//! The domain's one error enum: every way a command can be refused.
+//! Refusals: every way a command can be turned down. A refusal is an answer, not a
+//! failure: the command changed nothing and yielded no event, and (most kinds) the answer
+//! is kept under the command's idempotency key like a success.
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{LocationId, ReservationId, Sku};
 use crate::reservation::ReservationStatus;
 
-/// A field that failed validation, with a message a client developer can act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[error("{field}: {message}")]
-pub struct ValidationError {
-    /// The offending field, as named in the API.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-    /// What kind of rule the field broke.
-    #[serde(default)]
-    pub kind: ValidationKind,
-}
-
-/// Which rule a field broke: its own shape, or its relation to the other fields.
-///
-/// The API answers the two differently (400 and 422) because a schema can state the first
-/// but not the second: every field of a reservation naming one `(sku, location)` twice is
-/// valid on its own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ValidationKind {
-    /// The value itself is out of its range, too long, or of the wrong characters.
-    #[default]
-    Shape,
-    /// The value repeats another one that must be unique (a reservation's line keys).
-    Duplicate,
-}
-
-impl ValidationError {
-    /// A validation error on `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-            kind: ValidationKind::Shape,
-        }
-    }
-
-    /// `field` repeats a value that must be unique.
-    pub fn duplicate(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            kind: ValidationKind::Duplicate,
-            ..Self::new(field, message)
-        }
-    }
-}
+/// A command's answer: its result, or why it was refused.
+pub type Answer<T> = Result<T, Refusal>;
 
 /// One line a reservation or adjustment could not satisfy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,13 +26,11 @@ pub struct ShortLine {
 /// Why a command was refused. A refused command changes nothing and yields no event.
 ///
 /// Serializable because a refusal is an answer: it is stored under the command's
-/// idempotency key like a success (see [`crate::RecordedAnswer`]).
+/// idempotency key like a success (see [`crate::RecordedAnswer`]); the spelling is that of
+/// the records already stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DomainError {
-    /// The command is malformed.
-    #[error("invalid command: {0}")]
-    Invalid(#[from] ValidationError),
+pub enum Refusal {
     /// The client's `expected_version` is not the current one.
     #[error("version conflict on {sku}@{location}: expected {expected}, current {current}")]
     VersionConflict {
@@ -125,37 +81,49 @@ pub enum DomainError {
         /// Its region now.
         current: String,
     },
+    /// The idempotency key was used before for a different request.
+    #[error("idempotency key was already used for a different request")]
+    IdempotencyKeyReused,
+    /// A request with the same idempotency key is being executed (by this or another
+    /// process); the same request may be sent again later.
+    #[error("a request with this idempotency key is in progress")]
+    RequestInProgress,
 }
 
-impl DomainError {
+impl Refusal {
     /// Whether this refusal is the command's answer, kept under its idempotency key so a
     /// retry gets it again even after the state changed (409 `insufficient_stock` stays
-    /// 409 after a restock). A malformed command never executed: nothing is recorded and
-    /// a corrected retry with the same key is not a different request's replay.
+    /// 409 after a restock).
     ///
-    /// Nor is a command refused for the caller's grant ([`DomainError::LocationForbidden`])
-    /// recorded: it says who asked, not what the stock allowed, and nothing of the command
-    /// ran. Kept, it would answer the key's later retries with 403 after the caller's grant
-    /// was widened; unkept, each retry is checked against the grant it carries.
+    /// Not kept: a command refused for the caller's grant
+    /// ([`Refusal::LocationForbidden`]) — it says who asked, not what the stock allowed,
+    /// and nothing of the command ran; kept, it would answer the key's later retries with
+    /// 403 after the caller's grant was widened, unkept each retry is checked against the
+    /// grant it carries. Nor the answers about the key itself
+    /// ([`Refusal::IdempotencyKeyReused`], [`Refusal::RequestInProgress`]): the command
+    /// never ran under it.
     pub fn is_recorded(&self) -> bool {
         !matches!(
             self,
-            DomainError::Invalid(_) | DomainError::LocationForbidden { .. }
+            Refusal::LocationForbidden { .. }
+                | Refusal::IdempotencyKeyReused
+                | Refusal::RequestInProgress
         )
     }
 
     /// A stable, machine-readable code for API clients and metric labels.
     pub fn code(&self) -> &'static str {
         match self {
-            DomainError::Invalid(_) => "invalid_request",
-            DomainError::VersionConflict { .. } => "version_conflict",
-            DomainError::InsufficientStock { .. } => "insufficient_stock",
-            DomainError::LocationNotFound(_) => "location_not_found",
-            DomainError::ReservationNotFound(_) => "reservation_not_found",
-            DomainError::ReservationNotActive { .. } => "reservation_not_active",
-            DomainError::ReservationExists(_) => "reservation_exists",
-            DomainError::LocationForbidden { .. } => "location_forbidden",
-            DomainError::LocationRegionImmutable { .. } => "location_region_immutable",
+            Refusal::VersionConflict { .. } => "version_conflict",
+            Refusal::InsufficientStock { .. } => "insufficient_stock",
+            Refusal::LocationNotFound(_) => "location_not_found",
+            Refusal::ReservationNotFound(_) => "reservation_not_found",
+            Refusal::ReservationNotActive { .. } => "reservation_not_active",
+            Refusal::ReservationExists(_) => "reservation_exists",
+            Refusal::LocationForbidden { .. } => "location_forbidden",
+            Refusal::LocationRegionImmutable { .. } => "location_region_immutable",
+            Refusal::IdempotencyKeyReused => "idempotency_key_reused",
+            Refusal::RequestInProgress => "request_in_progress",
         }
     }
 }
