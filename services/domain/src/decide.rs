@@ -96,9 +96,7 @@ pub fn reserve(
     meta: &EventMeta,
 ) -> Answer<Applied> {
     grant.check_all(cmd.lines.iter().map(|l| &l.location))?;
-    if existing.is_some() {
-        return Err(Refusal::ReservationExists(cmd.id.clone()));
-    }
+    check_new(&cmd.id, existing)?;
     debug_assert_eq!(levels.len(), cmd.lines.len());
     let mut next = Vec::with_capacity(levels.len());
     let mut events = Vec::with_capacity(levels.len());
@@ -128,6 +126,15 @@ pub fn reserve(
         events,
         result: CommandResult::Reservation(reservation),
     })
+}
+
+/// Refuses to make reservation `id` when one of that id exists (`existing`: any record of
+/// it a store found, wherever it keeps them).
+pub fn check_new(id: &ReservationId, existing: Option<&Reservation>) -> Answer<()> {
+    match existing {
+        Some(_) => Err(Refusal::ReservationExists(id.clone())),
+        None => Ok(()),
+    }
 }
 
 /// The reservation `cmd` creates when accepted at `now_ms`.
