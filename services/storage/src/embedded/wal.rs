@@ -143,6 +143,11 @@ pub(crate) fn checkpoint(conn: &Connection, db: &'static str, mode: Mode) -> Res
     Ok(c)
 }
 
+/// A WAL frame's header, bytes: each frame is this header and one page.
+const FRAME_HEADER_BYTES: u64 = 24;
+/// SQLite's default page size, assumed if the page size cannot be read as a number.
+const DEFAULT_PAGE_BYTES: u64 = 4096;
+
 /// How long [`truncate`] keeps retrying a checkpoint that another connection's checkpoint
 /// is in the way of.
 const TRUNCATE_PATIENCE: Duration = Duration::from_secs(5);
@@ -248,8 +253,8 @@ impl WalKeeper {
         let page_size: i64 = conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .what("read the page size")?;
-        // A frame is a 24-byte header and one page.
-        let frame_bytes = u64::try_from(page_size).unwrap_or(4096) + 24;
+        let frame_bytes =
+            u64::try_from(page_size).unwrap_or(DEFAULT_PAGE_BYTES) + FRAME_HEADER_BYTES;
         let restart_above_frames = (policy.restart_above_bytes / frame_bytes).max(1);
         let shared = Arc::new(Shared {
             db,

@@ -55,6 +55,6 @@ pub(super) async fn all_stock_levels(p: &Partitions) -> Result<Vec<StockLevel>> 
             version: u64::try_from(version).unwrap_or(0),
         });
     }
-    out.sort_by(|a, b| a.key().cmp(&b.key()));
+    out.sort_by_key(StockLevel::key);
     Ok(out)
 }

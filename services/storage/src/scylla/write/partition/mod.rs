@@ -79,7 +79,7 @@ fn line_ids<'a>(ops: &'a [&KeyOp]) -> impl Iterator<Item = (String, bool)> + 'a 
 }
 
 /// The distinct values `of` gives for `ops`.
-fn distinct<'a>(ops: &'a [&KeyOp], of: impl Fn(&KeyOp) -> Option<String>) -> Vec<String> {
+fn distinct(ops: &[&KeyOp], of: impl Fn(&KeyOp) -> Option<String>) -> Vec<String> {
     ops.iter()
         .filter_map(|op| of(op))
         .collect::<BTreeSet<_>>()
