@@ -106,6 +106,16 @@ pub(crate) fn applied(what: &'static str, result: QueryResult) -> Result<Lwt> {
     })
 }
 
+/// Runs `st` (unpaged), its error naming `what`.
+async fn run(
+    session: &Session,
+    what: &'static str,
+    st: &PreparedStatement,
+    values: impl SerializeRow,
+) -> Result<QueryResult> {
+    session.execute_unpaged(st, values).await.map_err(cql(what))
+}
+
 /// Runs `st` (unpaged) and decodes every row as `R`.
 pub(crate) async fn rows<R>(
     session: &Session,
@@ -116,11 +126,7 @@ pub(crate) async fn rows<R>(
 where
     R: for<'f, 'm> DeserializeRow<'f, 'm>,
 {
-    let result = session
-        .execute_unpaged(st, values)
-        .await
-        .map_err(cql(what))?;
-    decode(what, result)
+    decode(what, run(session, what, st, values).await?)
 }
 
 /// Runs `st` (unpaged) and decodes its first row as `R`, if any.
@@ -143,11 +149,7 @@ pub(crate) async fn exec(
     st: &PreparedStatement,
     values: impl SerializeRow,
 ) -> Result<()> {
-    session
-        .execute_unpaged(st, values)
-        .await
-        .map_err(cql(what))?;
-    Ok(())
+    run(session, what, st, values).await.map(drop)
 }
 
 /// Runs the conditional statement `st` and reads its outcome.
@@ -157,9 +159,5 @@ pub(crate) async fn lwt(
     st: &PreparedStatement,
     values: impl SerializeRow,
 ) -> Result<Lwt> {
-    let result = session
-        .execute_unpaged(st, values)
-        .await
-        .map_err(cql(what))?;
-    applied(what, result)
+    applied(what, run(session, what, st, values).await?)
 }
