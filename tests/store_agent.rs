@@ -134,7 +134,7 @@ async fn lossy_proxy(upstream: SocketAddr, drop_every: usize) -> (SocketAddr, Ar
                 return;
             };
             n += 1;
-            let lose = n % drop_every == 0;
+            let lose = n.is_multiple_of(drop_every);
             let counter = counter.clone();
             tokio::spawn(async move {
                 let Ok(mut server) = TcpStream::connect(upstream).await else {

@@ -4,10 +4,11 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ValidationError;
-use crate::ids::{LocationId, ReservationId, Sku};
-use crate::stock::StockKey;
-use crate::{MAX_LINE_QTY, MAX_LINES, MAX_ON_HAND, MAX_TTL_SECONDS, MAX_VERSION};
+use crate::ids::{LocationId, ReservationId, Sku, StockKey};
+use crate::limits::{
+    MAX_LINE_QTY, MAX_LINES, MAX_ON_HAND, MAX_REFERENCE_CHARS, MAX_TTL_SECONDS, MAX_VERSION,
+};
+use crate::validation::ValidationError;
 
 /// Why on-hand changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,8 +65,11 @@ pub enum OnHandChange {
 
 /// Checks a free-text reference (order number, ASN, ticket): 1–128 printable characters.
 pub fn validate_reference(field: &str, value: &str) -> Result<(), ValidationError> {
-    if value.is_empty() || value.chars().count() > 128 {
-        return Err(ValidationError::new(field, "must be 1-128 characters"));
+    if value.is_empty() || value.chars().count() > MAX_REFERENCE_CHARS {
+        return Err(ValidationError::new(
+            field,
+            format!("must be 1-{MAX_REFERENCE_CHARS} characters"),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(ValidationError::new(

@@ -7,31 +7,19 @@
 //!
 //! Every decision takes the caller's [`LocationGrant`] and refuses first (before any other
 //! rule, so a caller learns nothing about stock it may not touch) with
-//! [`DomainError::LocationForbidden`] when the command touches a location outside it: the
+//! [`Refusal::LocationForbidden`] when the command touches a location outside it: the
 //! locations a command names, or, for a settlement, the lines of the reservation as
 //! loaded for this decision. Only a reservation that does not exist answers before that
 //! (`reservation_not_found`, decided by the caller that found nothing to load).
 
-use serde::{Deserialize, Serialize};
-
+use crate::answer::CommandResult;
 use crate::command::{Adjust, Command, Reserve};
-use crate::error::{DomainError, ShortLine};
 use crate::event::{EventKind, EventMeta, StockEvent};
 use crate::grant::LocationGrant;
 use crate::ids::ReservationId;
+use crate::refusal::{Answer, Refusal, ShortLine};
 use crate::reservation::{Reservation, ReservationLine, ReservationStatus};
 use crate::stock::StockLevel;
-
-/// What a client is told a command did; stored with the idempotency key so a retry gets
-/// the same answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum CommandResult {
-    /// The level after an adjustment.
-    Stock(StockLevel),
-    /// The reservation after reserve, confirm, release or expire.
-    Reservation(Reservation),
-}
 
 /// The outcome of an accepted command: what to write and what to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +52,7 @@ impl Applied {
 /// whether the location exists or what it holds). A settlement names no location: its
 /// reservation's lines are checked by [`settle`] (or [`settlement`]) on the state loaded
 /// for the decision.
-pub fn authorize(command: &Command, grant: &LocationGrant) -> Result<(), DomainError> {
+pub fn authorize(command: &Command, grant: &LocationGrant) -> Answer<()> {
     match command {
         Command::Adjust(cmd) => grant.check(&cmd.key.location),
         Command::Reserve(cmd) => grant.check_all(cmd.lines.iter().map(|l| &l.location)),
@@ -78,7 +66,7 @@ pub fn adjust(
     cmd: &Adjust,
     grant: &LocationGrant,
     meta: &EventMeta,
-) -> Result<Applied, DomainError> {
+) -> Answer<Applied> {
     grant.check(&cmd.key.location)?;
     let next = current.adjust(cmd.change, cmd.expected_version)?;
     let event = StockEvent::for_level(
@@ -106,11 +94,9 @@ pub fn reserve(
     cmd: &Reserve,
     grant: &LocationGrant,
     meta: &EventMeta,
-) -> Result<Applied, DomainError> {
+) -> Answer<Applied> {
     grant.check_all(cmd.lines.iter().map(|l| &l.location))?;
-    if existing.is_some() {
-        return Err(DomainError::ReservationExists(cmd.id.clone()));
-    }
+    check_new(&cmd.id, existing)?;
     debug_assert_eq!(levels.len(), cmd.lines.len());
     let mut next = Vec::with_capacity(levels.len());
     let mut events = Vec::with_capacity(levels.len());
@@ -121,7 +107,7 @@ pub fn reserve(
                 next.push(level);
                 events.push(event);
             }
-            Err(e @ DomainError::LocationForbidden { .. }) => return Err(e),
+            Err(e @ Refusal::LocationForbidden { .. }) => return Err(e),
             Err(_) => short.push(ShortLine {
                 sku: line.sku.clone(),
                 location: line.location.clone(),
@@ -131,7 +117,7 @@ pub fn reserve(
         }
     }
     if !short.is_empty() {
-        return Err(DomainError::InsufficientStock { lines: short });
+        return Err(Refusal::InsufficientStock { lines: short });
     }
     let reservation = new_reservation(cmd, meta.occurred_at_ms);
     Ok(Applied {
@@ -140,6 +126,15 @@ pub fn reserve(
         events,
         result: CommandResult::Reservation(reservation),
     })
+}
+
+/// Refuses to make reservation `id` when one of that id exists (`existing`: any record of
+/// it a store found, wherever it keeps them).
+pub fn check_new(id: &ReservationId, existing: Option<&Reservation>) -> Answer<()> {
+    match existing {
+        Some(_) => Err(Refusal::ReservationExists(id.clone())),
+        None => Ok(()),
+    }
 }
 
 /// The reservation `cmd` creates when accepted at `now_ms`.
@@ -173,7 +168,7 @@ pub fn reserve_line(
     grant: &LocationGrant,
     reference: Option<String>,
     meta: &EventMeta,
-) -> Result<(StockLevel, StockEvent), DomainError> {
+) -> Answer<(StockLevel, StockEvent)> {
     grant.check(&level.location)?;
     let next = level.reserve(qty)?;
     let event = StockEvent::for_level(
@@ -210,24 +205,23 @@ pub fn compensate_line(
     (next, event)
 }
 
-/// Applies the settlement `how` (already decided by [`settlement`], yielding `kind`) to one
-/// line of `reservation` at `level`.
+/// Applies the settlement `how` (already decided by [`settlement`]) to one line of
+/// `reservation` at `level`.
 pub fn settle_line(
     how: Settlement,
-    kind: EventKind,
     reservation: &Reservation,
     line: &ReservationLine,
     level: &StockLevel,
     grant: &LocationGrant,
     meta: &EventMeta,
-) -> Result<(StockLevel, StockEvent), DomainError> {
+) -> Answer<(StockLevel, StockEvent)> {
     grant.check(&line.location)?;
     let next = match how {
         Settlement::Confirm => level.confirm(line.qty),
         Settlement::Release | Settlement::Expire => level.unreserve(line.qty),
     };
     let event = StockEvent::for_level(
-        kind,
+        how.event_kind(),
         &next,
         Some(reservation.id.clone()),
         None,
@@ -248,18 +242,54 @@ pub enum Settlement {
     Expire,
 }
 
+impl Settlement {
+    /// The status a reservation ends in.
+    pub fn status(self) -> ReservationStatus {
+        match self {
+            Settlement::Confirm => ReservationStatus::Confirmed,
+            Settlement::Release => ReservationStatus::Released,
+            Settlement::Expire => ReservationStatus::Expired,
+        }
+    }
+
+    /// The event kind of each settled line.
+    pub fn event_kind(self) -> EventKind {
+        match self {
+            Settlement::Confirm => EventKind::ReservationConfirmed,
+            Settlement::Release => EventKind::ReservationReleased,
+            Settlement::Expire => EventKind::ReservationExpired,
+        }
+    }
+
+    /// The settlement that ends in `status` (`None` for `Active`, which ends nothing).
+    pub fn ending_in(status: ReservationStatus) -> Option<Self> {
+        match status {
+            ReservationStatus::Confirmed => Some(Settlement::Confirm),
+            ReservationStatus::Released => Some(Settlement::Release),
+            ReservationStatus::Expired => Some(Settlement::Expire),
+            ReservationStatus::Active => None,
+        }
+    }
+
+    /// Whether a request to settle `asked` is answered with the outcome of a settlement
+    /// `self` already under way: the same request, or expiry (which only wants it ended).
+    pub fn answers(self, asked: Settlement) -> bool {
+        self == asked || asked == Settlement::Expire
+    }
+}
+
 /// Whether `reservation` may end `how` at `now_ms` for a caller holding `grant`: the status
 /// it moves to and the event kind of its lines, `None` when it is not due yet (expiry
-/// only), or a refusal — first [`DomainError::LocationForbidden`] if any of its lines is
+/// only), or a refusal — first [`Refusal::LocationForbidden`] if any of its lines is
 /// outside the grant, whatever its status.
 pub fn settlement(
     how: Settlement,
     reservation: &Reservation,
     grant: &LocationGrant,
     now_ms: i64,
-) -> Result<Option<(ReservationStatus, EventKind)>, DomainError> {
+) -> Answer<Option<(ReservationStatus, EventKind)>> {
     grant.check_reservation(reservation)?;
-    if reservation.status != ReservationStatus::Active {
+    if !reservation.is_active() {
         return Err(not_active(&reservation.id, reservation.status));
     }
     Ok(match how {
@@ -268,12 +298,7 @@ pub fn settlement(
             return Err(not_active(&reservation.id, ReservationStatus::Expired));
         }
         Settlement::Expire if !reservation.is_due(now_ms) => None,
-        Settlement::Confirm => Some((
-            ReservationStatus::Confirmed,
-            EventKind::ReservationConfirmed,
-        )),
-        Settlement::Release => Some((ReservationStatus::Released, EventKind::ReservationReleased)),
-        Settlement::Expire => Some((ReservationStatus::Expired, EventKind::ReservationExpired)),
+        _ => Some((how.status(), how.event_kind())),
     })
 }
 
@@ -285,9 +310,9 @@ pub fn settle(
     levels: &[StockLevel],
     grant: &LocationGrant,
     meta: &EventMeta,
-) -> Result<Applied, DomainError> {
+) -> Answer<Applied> {
     let now = meta.occurred_at_ms;
-    let Some((status, kind)) = settlement(how, reservation, grant, now)? else {
+    let Some((status, _)) = settlement(how, reservation, grant, now)? else {
         return Ok(Applied::unchanged(CommandResult::Reservation(
             reservation.clone(),
         )));
@@ -297,7 +322,7 @@ pub fn settle(
         .lines
         .iter()
         .zip(levels)
-        .map(|(line, level)| settle_line(how, kind, reservation, line, level, grant, meta))
+        .map(|(line, level)| settle_line(how, reservation, line, level, grant, meta))
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .unzip();
@@ -314,8 +339,8 @@ pub fn settle(
     })
 }
 
-fn not_active(id: &ReservationId, status: ReservationStatus) -> DomainError {
-    DomainError::ReservationNotActive {
+fn not_active(id: &ReservationId, status: ReservationStatus) -> Refusal {
+    Refusal::ReservationNotActive {
         id: id.clone(),
         status,
     }

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::SkuCatalog;
 use crate::command::AdjustReason;
+use crate::idempotency::ScopedKey;
 use crate::ids::{LocationId, Region, ReservationId, Sku};
 use crate::stock::StockLevel;
 
@@ -47,7 +49,7 @@ pub struct EventMeta {
     /// Who asked for the change, if a client did (expiry has no actor).
     pub actor: Option<Actor>,
     /// The command's idempotency key, if it came from a client.
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<ScopedKey>,
     /// W3C `traceparent` of the request that caused the change.
     pub trace_context: Option<String>,
     /// When the change was decided, Unix milliseconds.
@@ -81,8 +83,8 @@ pub struct StockEvent {
     pub reason: Option<AdjustReason>,
     /// External reference of the command.
     pub reference: Option<String>,
-    /// The idempotency key of the command.
-    pub idempotency_key: Option<String>,
+    /// The idempotency key of the command, in its caller's key space.
+    pub idempotency_key: Option<ScopedKey>,
     /// Who asked for the change (audit); absent for expiry and for events written before
     /// actors were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,18 +136,34 @@ impl StockEvent {
     }
 
     /// Checks what a projector relies on: a positive version and sane quantities.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), EventInvalid> {
         if self.version == 0 {
-            return Err("version must be at least 1".into());
+            return Err(EventInvalid::VersionZero);
         }
         if !(0 <= self.reserved && self.reserved <= self.on_hand) {
-            return Err(format!(
-                "quantities break the invariant: on_hand {} reserved {}",
-                self.on_hand, self.reserved
-            ));
+            return Err(EventInvalid::Quantities {
+                on_hand: self.on_hand,
+                reserved: self.reserved,
+            });
         }
         Ok(())
     }
+}
+
+/// Why an event can never be projected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventInvalid {
+    /// Versions start at 1.
+    #[error("version must be at least 1")]
+    VersionZero,
+    /// The quantities break the stock invariant.
+    #[error("quantities break the invariant: on_hand {on_hand} reserved {reserved}")]
+    Quantities {
+        /// On hand after the change.
+        on_hand: i64,
+        /// Reserved after the change.
+        reserved: i64,
+    },
 }
 
 /// A SKU's catalog data changed (feeds the search index).
@@ -163,6 +181,21 @@ pub struct CatalogEvent {
     pub version: u64,
     /// Unix milliseconds.
     pub occurred_at_ms: i64,
+}
+
+impl CatalogEvent {
+    /// The event describing `catalog` (already at its new revision), decided at
+    /// `occurred_at_ms`.
+    pub fn of(catalog: &SkuCatalog, occurred_at_ms: i64) -> Self {
+        Self {
+            event_id: format!("{}/catalog/{}", catalog.sku, catalog.version),
+            sku: catalog.sku.clone(),
+            name: catalog.name.clone(),
+            attributes: catalog.attributes.clone(),
+            version: catalog.version,
+            occurred_at_ms,
+        }
+    }
 }
 
 /// Everything that travels on the bus; the record key is always the SKU.

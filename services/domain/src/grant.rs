@@ -8,8 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::error::DomainError;
 use crate::ids::LocationId;
+use crate::refusal::{Answer, Refusal};
 use crate::reservation::Reservation;
 
 /// The locations a caller may change stock at.
@@ -39,27 +39,24 @@ impl LocationGrant {
     }
 
     /// Refuses `location` unless permitted.
-    pub fn check(&self, location: &LocationId) -> Result<(), DomainError> {
+    pub fn check(&self, location: &LocationId) -> Answer<()> {
         if self.permits(location) {
             Ok(())
         } else {
-            Err(DomainError::LocationForbidden {
+            Err(Refusal::LocationForbidden {
                 location: location.clone(),
             })
         }
     }
 
     /// Refuses the first of `locations` not permitted.
-    pub fn check_all<'a>(
-        &self,
-        locations: impl IntoIterator<Item = &'a LocationId>,
-    ) -> Result<(), DomainError> {
+    pub fn check_all<'a>(&self, locations: impl IntoIterator<Item = &'a LocationId>) -> Answer<()> {
         locations.into_iter().try_for_each(|l| self.check(l))
     }
 
     /// Refuses `reservation` unless every one of its lines is at a permitted location: a
     /// caller settles a reservation only where it may change stock.
-    pub fn check_reservation(&self, reservation: &Reservation) -> Result<(), DomainError> {
+    pub fn check_reservation(&self, reservation: &Reservation) -> Answer<()> {
         self.check_all(reservation.lines.iter().map(|l| &l.location))
     }
 }
@@ -79,7 +76,7 @@ mod tests {
         assert!(store.permits(&loc("s1")));
         assert_eq!(
             store.check_all([&loc("s2"), &loc("s3"), &loc("s4")]),
-            Err(DomainError::LocationForbidden {
+            Err(Refusal::LocationForbidden {
                 location: loc("s3")
             }),
             "the first location outside the grant is named"

@@ -1,4 +1,4 @@
-//! Validated identifiers.
+//! Validated identifiers, and the stock key made of two of them.
 //!
 //! Every id that crosses the API boundary is 1–64 characters of `[A-Za-z0-9._:-]`: safe in
 //! URLs, log lines, CQL keys and Fluvio record keys without escaping.
@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ValidationError;
+use crate::validation::ValidationError;
 
 /// Longest identifier accepted anywhere.
 pub const MAX_ID_LEN: usize = 64;
@@ -103,49 +103,31 @@ id_type!(
     "region"
 );
 
-impl IdempotencyKey {
-    /// The client's own key inside a scoped one (what it sent): the part after the actor
-    /// tag, or the whole key when it is not scoped.
-    pub fn client_part(scoped: &str) -> &str {
-        scoped.split_once('~').map_or(scoped, |(_, key)| key)
-    }
+/// The key of a stock aggregate: one SKU at one location; also its storage partition.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StockKey {
+    /// The SKU.
+    pub sku: Sku,
+    /// The location.
+    pub location: LocationId,
+}
 
-    /// This key as used by one actor: keys are scoped per caller, so two clients that pick
-    /// the same key never see each other's answers. `actor_tag` (1-32 lowercase hex digits,
-    /// a digest of the caller's identity) is joined with `~`, which no client key contains,
-    /// so a scoped key never equals an unscoped one.
-    pub fn scoped_to(&self, actor_tag: &str) -> Result<Self, ValidationError> {
-        if actor_tag.is_empty()
-            || actor_tag.len() > 32
-            || !actor_tag
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return Err(ValidationError::new(
-                "actor",
-                "an actor tag is 1-32 lowercase hex digits",
-            ));
-        }
-        Ok(Self(format!("{actor_tag}~{}", self.0)))
+impl StockKey {
+    /// The key of `sku` at `location`.
+    pub fn new(sku: Sku, location: LocationId) -> Self {
+        Self { sku, location }
+    }
+}
+
+impl fmt::Display for StockKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.sku, self.location)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scoped_keys_differ_per_actor_and_from_the_bare_key() {
-        let key = IdempotencyKey::parse("order-1").expect("valid");
-        let a = key.scoped_to("00ff").expect("valid tag");
-        let b = key.scoped_to("00fe").expect("valid tag");
-        assert_ne!(a, b);
-        assert_ne!(a, key);
-        assert_eq!(a.as_str(), "00ff~order-1");
-        assert!(key.scoped_to("").is_err());
-        assert!(key.scoped_to("XYZ").is_err());
-        assert!(key.scoped_to(&"a".repeat(33)).is_err());
-    }
 
     #[test]
     fn accepts_the_documented_alphabet() {

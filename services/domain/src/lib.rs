@@ -1,52 +1,61 @@
-//! The pure inventory domain of stockflow.
+//! The pure inventory domain of stockflow: every rule lives here, once. Stores load state,
+//! ask these functions, and persist the answer.
 //!
-//! Layout:
-//! - [`ids`]: validated identifiers (SKU, location, reservation, idempotency key).
-//! - [`stock`]: the stock aggregate of one `(sku, location)` and its quantity rules.
-//! - [`reservation`]: reservations and their life cycle.
+//! Layout, from the bottom floor up (a module imports only those above it in this list):
+//! - [`validation`], [`limits`]: field errors and the bounds every command keeps.
+//! - [`ids`]: validated identifiers and the stock key.
+//! - [`idempotency`]: keys scoped per caller, and how long their answers are kept.
+//! - [`reservation`]: reservations, their life cycle and predicates.
+//! - [`refusal`]: every way a command is turned down (an answer, not a failure).
 //! - [`command`]: the commands channels send, validated on construction.
+//! - [`stock`]: the stock aggregate of one `(sku, location)` and its quantity rules.
+//! - [`catalog`]: locations (with their region) and SKUs.
 //! - [`event`]: the events every applied change yields.
+//! - [`answer`]: what a command answers, and how it is kept under its key.
 //! - [`grant`]: where a caller may change stock (a store's token: its own locations).
-//! - [`decide`]: pure decisions: loaded state + command → new state + events, or a rejection.
+//! - [`decide`]: pure decisions: loaded state + command → new state + events, or a refusal.
+//! - [`saga`]: the states of a reservation made partition by partition, and their rules.
+//! - [`claim`]: claims on the keys of commands that span partitions.
+//! - [`read_model`]: read-model rows built from events, for every read store.
 //! - [`partition`]: the Fluvio-compatible key partitioner.
 //! - [`role`]: the roles a region deploys (shared by the binary and the operator).
-//! - [`error`]: the crate's one error enum.
 //!
 //! Nothing here does I/O, reads a clock or is async: callers pass `now` in, so every
 //! decision is reproducible in tests and identical on every storage backend.
 
 pub mod answer;
+pub mod catalog;
+pub mod claim;
 pub mod command;
 pub mod decide;
-pub mod error;
 pub mod event;
 pub mod grant;
+pub mod idempotency;
 pub mod ids;
+pub mod limits;
 pub mod partition;
+pub mod read_model;
+pub mod refusal;
 pub mod reservation;
 pub mod role;
+pub mod saga;
 pub mod stock;
+pub mod validation;
 
-pub use answer::{IDEMPOTENCY_KEY_LIFETIME_SECS, RecordedAnswer};
+pub use answer::{CommandResult, RecordedAnswer};
+pub use catalog::{Location, LocationKind, SkuCatalog};
 pub use command::{Adjust, AdjustReason, Command, OnHandChange, Reserve, ReserveLine};
-pub use decide::{Applied, CommandResult};
-pub use error::{DomainError, ShortLine, ValidationError, ValidationKind};
-pub use event::{Actor, BusEvent, CatalogEvent, EventKind, EventMeta, StockEvent};
+pub use decide::Applied;
+pub use event::{Actor, BusEvent, CatalogEvent, EventInvalid, EventKind, EventMeta, StockEvent};
 pub use grant::LocationGrant;
-pub use ids::{ID_PATTERN, IdempotencyKey, LocationId, MAX_ID_LEN, Region, ReservationId, Sku};
+pub use idempotency::{CallerTag, IDEMPOTENCY_KEY_LIFETIME_SECS, ScopedKey};
+pub use ids::{
+    ID_PATTERN, IdempotencyKey, LocationId, MAX_ID_LEN, Region, ReservationId, Sku, StockKey,
+};
+pub use limits::{MAX_LINE_QTY, MAX_LINES, MAX_ON_HAND, MAX_TTL_SECONDS, MAX_VERSION};
 pub use partition::{default_topic, partition_for_key};
+pub use refusal::{Answer, Refusal, ShortLine};
 pub use reservation::{Reservation, ReservationLine, ReservationStatus};
 pub use role::Role;
-pub use stock::{Location, LocationKind, SkuCatalog, StockKey, StockLevel};
-
-/// Largest quantity one command line may move.
-pub const MAX_LINE_QTY: i64 = 1_000_000;
-/// Largest on-hand count a stock key may hold; keeps every sum far from i64 overflow.
-pub const MAX_ON_HAND: i64 = 1_000_000_000_000;
-/// Lines one reservation may hold.
-pub const MAX_LINES: usize = 100;
-/// Longest reservation TTL, in seconds (one day).
-pub const MAX_TTL_SECONDS: u64 = 86_400;
-/// Largest version a client may name in `expected_version`: 2^53 - 1, the largest integer
-/// every JSON client (JavaScript's included) reads exactly.
-pub const MAX_VERSION: u64 = (1 << 53) - 1;
+pub use stock::StockLevel;
+pub use validation::{ValidationError, ValidationKind};

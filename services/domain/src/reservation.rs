@@ -6,8 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{LocationId, ReservationId, Sku};
-use crate::stock::StockKey;
+use crate::ids::{LocationId, ReservationId, Sku, StockKey};
 
 /// Where a reservation is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,5 +92,26 @@ impl Reservation {
     /// Whether the TTL has passed at `now_ms`.
     pub fn is_due(&self, now_ms: i64) -> bool {
         now_ms >= self.expires_at_ms
+    }
+
+    /// Whether it still holds stock (neither settled nor expired).
+    pub fn is_active(&self) -> bool {
+        self.status == ReservationStatus::Active
+    }
+
+    /// The reservation as one of its lines stores it, where lines live apart (a partition
+    /// per line): the same reservation, with `line` alone.
+    pub fn line_record(&self, line: &ReservationLine) -> Reservation {
+        Reservation {
+            lines: vec![line.clone()],
+            ..self.clone()
+        }
+    }
+
+    /// This reservation with the lines of `other`, another record of the same reservation
+    /// (its lines found in other partitions).
+    pub fn join(mut self, other: Reservation) -> Reservation {
+        self.lines.extend(other.lines);
+        self
     }
 }

@@ -1,30 +1,19 @@
-//! The stock aggregate of one `(sku, location)`, and the catalog it refers to.
+//! The stock aggregate of one `(sku, location)` and its quantity rules.
 //!
 //! Invariant after every applied change: `0 <= reserved <= on_hand <= MAX_ON_HAND`.
 //! `version` starts at 0 for a key never written and grows by exactly one per applied change.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::error::{DomainError, ShortLine};
-use crate::ids::{LocationId, Region, Sku};
-use crate::{MAX_ON_HAND, command::OnHandChange};
+use crate::command::OnHandChange;
+use crate::ids::{LocationId, Region, Sku, StockKey};
+use crate::limits::MAX_ON_HAND;
+use crate::refusal::{Answer, Refusal, ShortLine};
 
-/// The key of a stock aggregate; also its storage partition.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct StockKey {
-    /// The SKU.
-    pub sku: Sku,
-    /// The location.
-    pub location: LocationId,
-}
-
-impl StockKey {
-    /// The key of `sku` at `location`.
-    pub fn new(sku: Sku, location: LocationId) -> Self {
-        Self { sku, location }
-    }
+/// Units that can still be reserved out of `on_hand` when `reserved` are held: the one
+/// place `available` is derived (the read models call it too).
+pub fn available(on_hand: i64, reserved: i64) -> i64 {
+    on_hand - reserved
 }
 
 /// Quantities of one SKU at one location.
@@ -57,6 +46,15 @@ impl StockLevel {
         }
     }
 
+    /// The state of `key` as a store finds it never written: empty at a known location
+    /// (`region` is the location's, `None` when the location is unknown), else refused.
+    pub fn never_written(key: &StockKey, region: Option<Region>) -> Answer<Self> {
+        match region {
+            Some(region) => Ok(Self::empty(key.sku.clone(), key.location.clone(), region)),
+            None => Err(Refusal::LocationNotFound(key.location.clone())),
+        }
+    }
+
     /// The key of this level.
     pub fn key(&self) -> StockKey {
         StockKey::new(self.sku.clone(), self.location.clone())
@@ -64,7 +62,7 @@ impl StockLevel {
 
     /// Units that can still be reserved.
     pub fn available(&self) -> i64 {
-        self.on_hand - self.reserved
+        available(self.on_hand, self.reserved)
     }
 
     /// Whether the quantities satisfy the aggregate's invariant.
@@ -72,8 +70,8 @@ impl StockLevel {
         0 <= self.reserved && self.reserved <= self.on_hand && self.on_hand <= MAX_ON_HAND
     }
 
-    fn short(&self, requested: i64) -> DomainError {
-        DomainError::InsufficientStock {
+    fn short(&self, requested: i64) -> Refusal {
+        Refusal::InsufficientStock {
             lines: vec![ShortLine {
                 sku: self.sku.clone(),
                 location: self.location.clone(),
@@ -97,11 +95,11 @@ impl StockLevel {
         &self,
         change: OnHandChange,
         expected_version: Option<u64>,
-    ) -> Result<StockLevel, DomainError> {
+    ) -> Result<StockLevel, Refusal> {
         if let Some(expected) = expected_version
             && expected != self.version
         {
-            return Err(DomainError::VersionConflict {
+            return Err(Refusal::VersionConflict {
                 sku: self.sku.clone(),
                 location: self.location.clone(),
                 expected,
@@ -119,7 +117,7 @@ impl StockLevel {
     }
 
     /// Holds `qty` units for a reservation; refused when fewer are available.
-    pub fn reserve(&self, qty: i64) -> Result<StockLevel, DomainError> {
+    pub fn reserve(&self, qty: i64) -> Result<StockLevel, Refusal> {
         if qty <= 0 || qty > self.available() {
             return Err(self.short(qty));
         }
@@ -141,80 +139,6 @@ impl StockLevel {
     }
 }
 
-/// What kind of place a location is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LocationKind {
-    /// A shop with a POS.
-    Store,
-    /// A distribution centre.
-    Warehouse,
-}
-
-impl LocationKind {
-    /// The API spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LocationKind::Store => "store",
-            LocationKind::Warehouse => "warehouse",
-        }
-    }
-
-    /// Parses the API spelling.
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "store" => Some(LocationKind::Store),
-            "warehouse" => Some(LocationKind::Warehouse),
-            _ => None,
-        }
-    }
-}
-
-/// A store or warehouse and the region it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Location {
-    /// The location id.
-    pub id: LocationId,
-    /// Its region; fixed once the location exists.
-    pub region: Region,
-    /// Store or warehouse.
-    pub kind: LocationKind,
-    /// Display name.
-    pub name: String,
-}
-
-impl Location {
-    /// Whether `self` may replace `current` (the stored location of the same id, if any).
-    ///
-    /// Kind and name may change; the region may not, on every backend alike: stock levels,
-    /// events and read models copy the region, and a backend without a location → stock
-    /// index could not tell whether the location still holds stock.
-    pub fn may_replace(&self, current: Option<&Location>) -> Result<(), DomainError> {
-        match current {
-            Some(current) if current.region != self.region => {
-                Err(DomainError::LocationRegionImmutable {
-                    location: self.id.clone(),
-                    current: current.region.to_string(),
-                })
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Catalog data of a SKU, used by the search index.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SkuCatalog {
-    /// The SKU.
-    pub sku: Sku,
-    /// Display name.
-    pub name: String,
-    /// Free-form attributes (brand, colour, size...).
-    pub attributes: BTreeMap<String, String>,
-    /// Catalog revision, +1 on every update.
-    pub version: u64,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,7 +158,7 @@ mod tests {
     #[test]
     fn adjust_refuses_going_below_reserved() {
         let err = level(10, 8).adjust(OnHandChange::Delta(-3), None);
-        assert!(matches!(err, Err(DomainError::InsufficientStock { .. })));
+        assert!(matches!(err, Err(Refusal::InsufficientStock { .. })));
         let ok = level(10, 8).adjust(OnHandChange::Delta(-2), None);
         assert_eq!(ok.map(|l| (l.on_hand, l.version)), Ok((8, 1)));
     }
@@ -244,7 +168,7 @@ mod tests {
         let err = level(10, 0).adjust(OnHandChange::SetOnHand(3), Some(4));
         assert!(matches!(
             err,
-            Err(DomainError::VersionConflict { current: 0, .. })
+            Err(Refusal::VersionConflict { current: 0, .. })
         ));
     }
 

@@ -1,5 +1,7 @@
 //! The service's one error type and its single mapping to HTTP: RFC 9457
-//! `application/problem+json` with a stable `code` clients can branch on.
+//! `application/problem+json` with a stable `code` clients can branch on. A domain
+//! [`Refusal`] (an answer: 4xx) and a [`StoreError`] (a failure: 503 when retryable, else
+//! 500) are mapped here and nowhere else.
 //!
 //! 5xx bodies stay generic; the real cause goes to the log.
 
@@ -7,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
-use stockflow_domain::{DomainError, ValidationError, ValidationKind};
+use stockflow_domain::{Refusal, ValidationError, ValidationKind};
 use stockflow_storage::StoreError;
 use utoipa::ToSchema;
 
@@ -106,15 +108,12 @@ pub enum ApiError {
     /// 500: a bug (a panic, a response that does not serialize); the cause is logged.
     #[error("{0}")]
     Internal(String),
-    /// From the domain or the store.
+    /// 4xx: the command was refused (by the domain, or for its idempotency key).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// 503 or 500: the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<DomainError> for ApiError {
-    fn from(e: DomainError) -> Self {
-        ApiError::Store(StoreError::Domain(e))
-    }
 }
 
 /// The RFC 9457 problem document, as documented in the OpenAPI description.
@@ -190,9 +189,7 @@ impl ApiError {
     fn classify(&self) -> (StatusCode, &'static str, &'static str) {
         use StatusCode as S;
         match self {
-            ApiError::Invalid(v) | ApiError::Store(StoreError::Domain(DomainError::Invalid(v)))
-                if v.kind == ValidationKind::Duplicate =>
-            {
+            ApiError::Invalid(v) if v.kind == ValidationKind::Duplicate => {
                 (S::UNPROCESSABLE_ENTITY, "duplicate_line", "Duplicate line")
             }
             ApiError::Invalid(_) => (S::BAD_REQUEST, "invalid_request", "Invalid request"),
@@ -271,35 +268,28 @@ impl ApiError {
                 "Dead letter still failing",
             ),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
-            ApiError::Store(StoreError::Domain(e)) => match e {
-                DomainError::Invalid(_) => (S::BAD_REQUEST, e.code(), "Invalid request"),
-                DomainError::VersionConflict { .. } => (S::CONFLICT, e.code(), "Version conflict"),
-                DomainError::InsufficientStock { .. } => {
-                    (S::CONFLICT, e.code(), "Insufficient stock")
-                }
-                DomainError::LocationNotFound(_) => (S::NOT_FOUND, e.code(), "Location not found"),
-                DomainError::ReservationNotFound(_) => {
+            ApiError::Refused(e) => match e {
+                Refusal::VersionConflict { .. } => (S::CONFLICT, e.code(), "Version conflict"),
+                Refusal::InsufficientStock { .. } => (S::CONFLICT, e.code(), "Insufficient stock"),
+                Refusal::LocationNotFound(_) => (S::NOT_FOUND, e.code(), "Location not found"),
+                Refusal::ReservationNotFound(_) => {
                     (S::NOT_FOUND, e.code(), "Reservation not found")
                 }
-                DomainError::ReservationNotActive { .. } => {
+                Refusal::ReservationNotActive { .. } => {
                     (S::CONFLICT, e.code(), "Reservation not active")
                 }
-                DomainError::ReservationExists(_) => (S::CONFLICT, e.code(), "Reservation exists"),
-                DomainError::LocationRegionImmutable { .. } => {
+                Refusal::ReservationExists(_) => (S::CONFLICT, e.code(), "Reservation exists"),
+                Refusal::LocationRegionImmutable { .. } => {
                     (S::CONFLICT, e.code(), "Location region is fixed")
                 }
-                DomainError::LocationForbidden { .. } => {
+                Refusal::LocationForbidden { .. } => {
                     (S::FORBIDDEN, e.code(), "Location not allowed")
                 }
+                Refusal::IdempotencyKeyReused => {
+                    (S::UNPROCESSABLE_ENTITY, e.code(), "Idempotency-Key reused")
+                }
+                Refusal::RequestInProgress => (S::CONFLICT, e.code(), "Request in progress"),
             },
-            ApiError::Store(StoreError::IdempotencyKeyReused) => (
-                S::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "Idempotency-Key reused",
-            ),
-            ApiError::Store(StoreError::InProgress) => {
-                (S::CONFLICT, "request_in_progress", "Request in progress")
-            }
             ApiError::Store(e) if e.retryable() => {
                 (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
             }
@@ -315,24 +305,19 @@ impl ApiError {
     /// Extra members of the problem document for errors that carry data.
     fn extensions(&self) -> Option<Value> {
         match self {
-            ApiError::Invalid(v) | ApiError::Store(StoreError::Domain(DomainError::Invalid(v))) => {
-                Some(json!({ "field": v.field }))
-            }
-            ApiError::Store(StoreError::Domain(DomainError::VersionConflict {
-                expected,
-                current,
-                ..
-            })) => Some(json!({ "expected_version": expected, "current_version": current })),
-            ApiError::Store(StoreError::Domain(DomainError::InsufficientStock { lines })) => {
+            ApiError::Invalid(v) => Some(json!({ "field": v.field })),
+            ApiError::Refused(Refusal::VersionConflict {
+                expected, current, ..
+            }) => Some(json!({ "expected_version": expected, "current_version": current })),
+            ApiError::Refused(Refusal::InsufficientStock { lines }) => {
                 Some(json!({ "lines": lines }))
             }
-            ApiError::Store(StoreError::Domain(DomainError::ReservationNotActive {
-                status,
-                ..
-            })) => Some(json!({ "reservation_status": status })),
+            ApiError::Refused(Refusal::ReservationNotActive { status, .. }) => {
+                Some(json!({ "reservation_status": status }))
+            }
             ApiError::InsufficientScope(scope) => Some(json!({ "scope": scope.as_str() })),
             ApiError::LocationForbidden(location) => Some(json!({ "location": location })),
-            ApiError::Store(StoreError::Domain(DomainError::LocationForbidden { location })) => {
+            ApiError::Refused(Refusal::LocationForbidden { location }) => {
                 Some(json!({ "location": location }))
             }
             _ => None,
@@ -438,36 +423,37 @@ mod tests {
     use super::*;
     use crate::auth::Scope;
 
-    /// One of every variant (and every domain refusal): each code is in [`PROBLEM_CODES`],
+    /// One of every variant (and every refusal): each code is in [`PROBLEM_CODES`],
     /// which the document states as the enum of `Problem.code`.
     #[test]
     fn every_code_is_documented() {
         let sku = || Sku::parse("S").unwrap();
         let location = || LocationId::parse("L").unwrap();
         let id = || ReservationId::parse("R").unwrap();
-        let domain = [
-            DomainError::Invalid(ValidationError::new("f", "m")),
-            DomainError::VersionConflict {
+        let refusals = [
+            Refusal::VersionConflict {
                 sku: sku(),
                 location: location(),
                 expected: 1,
                 current: 2,
             },
-            DomainError::InsufficientStock { lines: vec![] },
-            DomainError::LocationNotFound(location()),
-            DomainError::ReservationNotFound(id()),
-            DomainError::ReservationNotActive {
+            Refusal::InsufficientStock { lines: vec![] },
+            Refusal::LocationNotFound(location()),
+            Refusal::ReservationNotFound(id()),
+            Refusal::ReservationNotActive {
                 id: id(),
                 status: ReservationStatus::Confirmed,
             },
-            DomainError::ReservationExists(id()),
-            DomainError::LocationRegionImmutable {
+            Refusal::ReservationExists(id()),
+            Refusal::LocationRegionImmutable {
                 location: location(),
                 current: "north".into(),
             },
-            DomainError::LocationForbidden {
+            Refusal::LocationForbidden {
                 location: location(),
             },
+            Refusal::IdempotencyKeyReused,
+            Refusal::RequestInProgress,
         ];
         let mut errors = vec![
             ApiError::Invalid(ValidationError::new("f", "m")),
@@ -502,12 +488,13 @@ mod tests {
                 error: "e".into(),
             },
             ApiError::Internal("i".into()),
-            ApiError::Store(StoreError::IdempotencyKeyReused),
-            ApiError::Store(StoreError::InProgress),
-            ApiError::Store(StoreError::Io(std::io::Error::other("disk"))),
-            ApiError::Store(StoreError::Corrupt("c".into())),
+            ApiError::Store(StoreError::QueueFull { queue: "q" }),
+            ApiError::Store(StoreError::Invariant {
+                what: "w",
+                detail: "d".into(),
+            }),
         ];
-        errors.extend(domain.into_iter().map(ApiError::from));
+        errors.extend(refusals.into_iter().map(ApiError::from));
         for error in &errors {
             assert!(
                 PROBLEM_CODES.contains(&error.code()),

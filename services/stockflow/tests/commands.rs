@@ -9,7 +9,7 @@ use common::{Platform, problem};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use stockflow_domain::IdempotencyKey;
+use stockflow_domain::{CallerTag, IdempotencyKey, ScopedKey};
 use stockflow_storage::ports::IdempotencyToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,10 +126,10 @@ async fn retried_posts_apply_once_and_key_misuse_is_refused() {
     // Same key while the first request still runs (the harness's caller's key space).
     let tag = stockflow::auth::actor_tag(common::TEST_ISSUER, "harness");
     let token = IdempotencyToken {
-        key: IdempotencyKey::parse("busy")
-            .unwrap()
-            .scoped_to(&tag)
-            .unwrap(),
+        key: ScopedKey::new(
+            Some(CallerTag::parse(tag).unwrap()),
+            IdempotencyKey::parse("busy").unwrap(),
+        ),
         fingerprint: String::new(),
     };
     let guard = p.running.in_flight.enter(&token).unwrap();

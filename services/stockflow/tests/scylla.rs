@@ -195,6 +195,7 @@ async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly
             name: "S1".into(),
         })
         .await
+        .unwrap()
         .unwrap();
     for i in 1..=5 {
         let key = StockKey::new(
@@ -218,7 +219,9 @@ async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly
                 grant: stockflow_domain::LocationGrant::Any,
             })
             .await
-            .unwrap();
+            .unwrap()
+            .answer
+            .expect("applied");
     }
     // The publisher appends, then dies before marking.
     let pending = b.write.pending(100).await.unwrap();

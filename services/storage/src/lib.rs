@@ -1,4 +1,6 @@
-//! Storage for stockflow: the ports the services depend on, and their adapters.
+//! Storage for stockflow: the ports the services depend on, and their adapters. The
+//! adapters load state, ask `stockflow_domain` (which owns every rule), and persist the
+//! answer.
 //!
 //! Layout:
 //! - [`ports`]: the traits — [`ports::WriteStore`] (commands, catalog, reservations with
@@ -8,16 +10,18 @@
 //!   `stockflow dev` and on laptops, including the embedded event log (an adapter of
 //!   `stockflow_bus::EventLog`).
 //! - [`scylla`]: the adapters over ScyllaDB (or Cassandra).
-//! - `expiry`: expiry rounds, shared by the write stores.
-//! - [`error`]: the crate's one error enum.
+//! - `expiry_rounds`: expiry through the command path, shared by the write stores.
+//! - [`error`]: the crate's one error enum; `stop`: a refusal or a failure, inside a
+//!   command path.
 //! - `contract` (tests only): the behaviour every adapter of a port must show; each adapter's
 //!   tests run it.
 
 pub mod embedded;
 pub mod error;
-mod expiry;
+mod expiry_rounds;
 pub mod ports;
 pub mod scylla;
+mod stop;
 
 #[cfg(test)]
 mod contract;

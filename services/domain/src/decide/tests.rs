@@ -7,8 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::command::{AdjustReason, OnHandChange, ReserveLine};
-use crate::ids::{LocationId, Region, Sku};
-use crate::stock::StockKey;
+use crate::ids::{LocationId, Region, Sku, StockKey};
 
 /// A tiny in-memory write side that applies decisions the way a store would.
 #[derive(Default)]
@@ -37,7 +36,7 @@ impl Model {
         }
     }
 
-    fn write(&mut self, applied: Result<Applied, DomainError>) -> bool {
+    fn write(&mut self, applied: Result<Applied, Refusal>) -> bool {
         let Ok(applied) = applied else { return false };
         assert_eq!(applied.levels.len(), applied.events.len());
         for (level, event) in applied.levels.iter().zip(&applied.events) {
@@ -252,7 +251,7 @@ fn multi_line_reserve_is_all_or_nothing_and_names_short_lines() {
     )
     .unwrap();
     let err = reserve(&levels, None, &cmd, &LocationGrant::Any, &model.meta()).unwrap_err();
-    let DomainError::InsufficientStock { lines } = err else {
+    let Refusal::InsufficientStock { lines } = err else {
         panic!("{err:?}")
     };
     assert_eq!(lines.len(), 1);
@@ -303,10 +302,10 @@ fn a_grant_refuses_first_and_changes_nothing() {
         ttl: 60
     }));
     let loc0 = LocationGrant::only([key_of(0).location]);
-    let forbidden = |e: DomainError| {
+    let forbidden = |e: Refusal| {
         assert_eq!(
             e,
-            DomainError::LocationForbidden {
+            Refusal::LocationForbidden {
                 location: key_of(3).location
             }
         );
@@ -364,7 +363,6 @@ fn a_grant_refuses_first_and_changes_nothing() {
     forbidden(
         settle_line(
             Settlement::Confirm,
-            EventKind::ReservationConfirmed,
             &r,
             line,
             &model.level(&key_of(3)),

@@ -15,8 +15,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use stockflow_domain::{
-    DomainError, LocationId, MAX_LINE_QTY, MAX_LINES, ReservationId, ShortLine, Sku,
-    ValidationError,
+    LocationId, MAX_LINE_QTY, MAX_LINES, Refusal, ReservationId, ShortLine, Sku, ValidationError,
 };
 use tokio::sync::Notify;
 
@@ -334,7 +333,7 @@ async fn reserve(
         lines.push((sku.to_string(), location.to_string(), line.qty));
     }
     if !short.is_empty() {
-        return Err(DomainError::InsufficientStock { lines: short }.into());
+        return Err(Refusal::InsufficientStock { lines: short }.into());
     }
     let mut forwarded = json!({
         "reservation_id": id.as_str(),
@@ -387,7 +386,7 @@ async fn settle(
     let reservation = state
         .store
         .reservation(id.as_str())?
-        .ok_or_else(|| DomainError::ReservationNotFound(id.clone()))?;
+        .ok_or_else(|| Refusal::ReservationNotFound(id.clone()))?;
     let (action, status) = if confirm {
         ("confirm", "confirmed")
     } else {
@@ -417,7 +416,7 @@ async fn settle(
             "confirmed" => stockflow_domain::ReservationStatus::Confirmed,
             _ => stockflow_domain::ReservationStatus::Released,
         };
-        return Err(DomainError::ReservationNotActive { id, status }.into());
+        return Err(Refusal::ReservationNotActive { id, status }.into());
     }
     let answer =
         json!({"reservation_id": id.as_str(), "status": status, "acknowledged_by_region": false});

@@ -19,7 +19,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use stockflow_domain::{IdempotencyKey, LocationId};
+use stockflow_domain::{CallerTag, IdempotencyKey, LocationId, ScopedKey};
 use tokio_util::sync::CancellationToken;
 
 pub use keys::{KeySet, KeySource};
@@ -176,13 +176,14 @@ impl Identity {
     }
 
     /// `key` as this caller's: authenticated callers each have their own key space.
-    pub fn idempotency_key(&self, key: IdempotencyKey) -> IdempotencyKey {
-        match &self.actor_tag {
-            // The tag is hex of a digest, always valid; fall back to the bare key rather
-            // than fail a request over it.
-            Some(tag) => key.scoped_to(tag).unwrap_or(key),
-            None => key,
-        }
+    pub fn scoped_key(&self, key: IdempotencyKey) -> ScopedKey {
+        // The tag is hex of a digest, always valid; fall back to the shared key space
+        // rather than fail a request over it.
+        let caller = self
+            .actor_tag
+            .as_deref()
+            .and_then(|tag| CallerTag::parse(tag).ok());
+        ScopedKey::new(caller, key)
     }
 
     /// The rate-limit bucket of this caller: its own when authenticated, its client
@@ -481,7 +482,7 @@ mod tests {
             stockflow_domain::LocationGrant::Any
         );
         let key = IdempotencyKey::parse("k1").expect("valid");
-        assert_eq!(anonymous.idempotency_key(key.clone()), key);
+        assert_eq!(anonymous.scoped_key(key.clone()), ScopedKey::new(None, key));
         assert_ne!(
             anonymous.rate_key(),
             Identity::unauthenticated(Some(b)).rate_key()

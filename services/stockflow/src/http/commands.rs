@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use stockflow_domain::{Command, CommandResult, LocationId, ReservationId, Sku};
-use stockflow_storage::ports::{CommandOutcome, CommandRequest, IdempotencyToken};
+use stockflow_domain::{Command, CommandResult, LocationId, Refusal, ReservationId, Sku};
+use stockflow_storage::ports::{CommandRequest, IdempotencyToken};
 use tracing::Instrument;
 
 use super::AppState;
@@ -30,7 +30,7 @@ pub(crate) async fn put_location(
     body: CommandBody<LocationRequest>,
 ) -> ApiResult<Json<LocationResponse>> {
     let location = body.value.into_location(LocationId::parse(id)?)?;
-    let saved = state.write.put_location(location).await?;
+    let saved = state.write.put_location(location).await??;
     Ok(Json(LocationResponse {
         location: saved.id.to_string(),
         region: saved.region.to_string(),
@@ -60,6 +60,13 @@ pub(crate) async fn put_sku(
     }))
 }
 
+/// What a command that ran answers the client: its result, and whether it is the answer
+/// recorded by an earlier run.
+struct Answered {
+    result: CommandResult,
+    replayed: bool,
+}
+
 /// Runs a command under the caller's idempotency key and records metrics.
 async fn run(
     state: &AppState,
@@ -67,8 +74,8 @@ async fn run(
     headers: &HeaderMap,
     fingerprint: String,
     command: impl FnOnce() -> ApiResult<Command>,
-) -> ApiResult<CommandOutcome> {
-    let key = identity.idempotency_key(idempotency_key(headers)?);
+) -> ApiResult<Answered> {
+    let key = identity.scoped_key(idempotency_key(headers)?);
     let command = command()?;
     let name = command.name();
     let token = IdempotencyToken { key, fingerprint };
@@ -92,18 +99,25 @@ async fn run(
         state.write.execute(request(trace_context(headers))).await
     };
     let outcome = match &result {
-        Ok(o) if o.replayed => "replayed",
-        Ok(_) => "applied",
+        Ok(executed) => match &executed.answer {
+            Err(refusal) => refusal.code(),
+            Ok(_) if executed.replayed => "replayed",
+            Ok(_) => "applied",
+        },
         Err(e) => e.metric_label(),
     };
     metrics::counter!("stockflow_commands_total", "command" => name, "outcome" => outcome)
         .increment(1);
     metrics::histogram!("stockflow_command_duration_seconds", "command" => name)
         .record(started.elapsed().as_secs_f64());
-    Ok(result?)
+    let executed = result?;
+    Ok(Answered {
+        result: executed.answer?,
+        replayed: executed.replayed,
+    })
 }
 
-fn respond<T: serde::Serialize>(status: StatusCode, outcome: &CommandOutcome, body: T) -> Response {
+fn respond<T: serde::Serialize>(status: StatusCode, outcome: &Answered, body: T) -> Response {
     let mut response = (status, Json(body)).into_response();
     if outcome.replayed {
         response
@@ -117,9 +131,7 @@ fn reservation_of(result: CommandResult) -> ApiResult<stockflow_domain::Reservat
     match result {
         CommandResult::Reservation(r) => Ok(r),
         // The fingerprint names the route, so a key's answer is of its route's kind.
-        CommandResult::Stock(_) => Err(ApiError::Store(
-            stockflow_storage::StoreError::IdempotencyKeyReused,
-        )),
+        CommandResult::Stock(_) => Err(Refusal::IdempotencyKeyReused.into()),
     }
 }
 
@@ -147,9 +159,7 @@ pub(crate) async fn adjust(
             &outcome,
             StockLevelResponse::from(level),
         )),
-        CommandResult::Reservation(_) => Err(ApiError::Store(
-            stockflow_storage::StoreError::IdempotencyKeyReused,
-        )),
+        CommandResult::Reservation(_) => Err(Refusal::IdempotencyKeyReused.into()),
     }
 }
 
@@ -259,7 +269,7 @@ pub(crate) async fn get_reservation(
         .write
         .reservation(&id)
         .await?
-        .ok_or(stockflow_domain::DomainError::ReservationNotFound(id))?;
+        .ok_or(Refusal::ReservationNotFound(id))?;
     // A store's token reads only reservations held entirely at its own locations.
     if let Some(line) = reservation
         .lines

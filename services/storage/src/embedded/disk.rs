@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error::Context;
 use crate::{Result, StoreError};
 
 /// The free space one data directory needs to report ready.
@@ -32,13 +33,11 @@ impl Headroom {
         let free = free_bytes(&self.dir)?;
         metrics::gauge!("stockflow_data_dir_free_bytes").set(free as f64);
         if free < self.min_free_bytes {
-            return Err(StoreError::Unavailable(format!(
-                "only {} MiB free on the filesystem of {}, below the {} MiB a ready replica keeps \
-                 (commands fail once the disk is full)",
-                free >> 20,
-                self.dir.display(),
-                self.min_free_bytes >> 20
-            )));
+            return Err(StoreError::LowDisk {
+                dir: self.dir.clone(),
+                free_mib: free >> 20,
+                needed_mib: self.min_free_bytes >> 20,
+            });
         }
         Ok(())
     }
@@ -46,7 +45,9 @@ impl Headroom {
 
 /// Bytes an unprivileged process may still write on the filesystem holding `dir`.
 pub(super) fn free_bytes(dir: &Path) -> Result<u64> {
-    let stat = rustix::fs::statvfs(dir).map_err(std::io::Error::from)?;
+    let stat = rustix::fs::statvfs(dir)
+        .map_err(std::io::Error::from)
+        .what("read the free space of the data directory")?;
     Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
@@ -64,7 +65,7 @@ mod tests {
             .check()
             .expect_err("nothing has that much room");
         assert!(
-            matches!(err, StoreError::Unavailable(ref m) if m.contains("MiB free")),
+            matches!(err, StoreError::LowDisk { .. }) && err.to_string().contains("MiB free"),
             "{err}"
         );
     }

@@ -10,6 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use crate::error::Context;
 use crate::{Result, StoreError};
 
 /// Name of the lock file inside a data directory.
@@ -35,7 +36,8 @@ impl DataDirLock {
             .open(&path)
             .map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
-            })?;
+            })
+            .what("open the lock file")?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -53,10 +55,10 @@ impl DataDirLock {
                     },
                 });
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e).what("lock the data directory"),
         }
-        file.set_len(0)?;
-        file.rewind()?;
+        file.set_len(0).what("write the lock file")?;
+        file.rewind().what("write the lock file")?;
         let exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "unknown".into());
@@ -65,8 +67,9 @@ impl DataDirLock {
             "pid {} ({exe}), started {}",
             std::process::id(),
             humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        )?;
-        file.sync_data()?;
+        )
+        .what("write the lock file")?;
+        file.sync_data().what("write the lock file")?;
         Ok(Self {
             _file: file,
             dir: dir.to_path_buf(),

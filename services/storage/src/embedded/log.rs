@@ -20,6 +20,7 @@ use super::sqlite::{
     Durability, ReaderPool, blocking, count_rows, from_sql_u64, open_writer, poisoned, to_sql_u64,
 };
 use super::wal::{self, WalKeeper, WalPolicy};
+use crate::error::Context;
 use crate::{Result, StoreError, now_ms};
 
 const SCHEMA: &str = r#"
@@ -65,44 +66,54 @@ impl SqliteEventLog {
     /// crashed process left in its WAL.
     pub fn open(path: &Path, partitions: u32, policy: WalPolicy) -> Result<Self> {
         if partitions == 0 {
-            return Err(StoreError::Unavailable(
-                "a log needs at least one partition".into(),
-            ));
+            return Err(StoreError::Config {
+                setting: "partitions",
+                reason: "a log needs at least one partition".into(),
+            });
         }
         let conn = open_writer(path, SCHEMA, Durability::Durable)?;
         wal::configure_writer(&conn, &policy)?;
         wal::truncate(&conn, DB_NAME)?;
-        conn.execute(
-            "INSERT OR IGNORE INTO log_meta (name, value) VALUES ('partitions', ?1)",
-            [partitions],
-        )?;
-        let stored: u32 = conn.query_row(
-            "SELECT value FROM log_meta WHERE name = 'partitions'",
-            [],
-            |r| r.get(0),
-        )?;
+        let stored: u32 = (|| {
+            conn.execute(
+                "INSERT OR IGNORE INTO log_meta (name, value) VALUES ('partitions', ?1)",
+                [partitions],
+            )?;
+            conn.query_row(
+                "SELECT value FROM log_meta WHERE name = 'partitions'",
+                [],
+                |r| r.get(0),
+            )
+        })()
+        .what("read the log's partition count")?;
         if stored != partitions {
-            return Err(StoreError::Unavailable(format!(
-                "the log at {} has {stored} partitions, not {partitions}; changing it would move SKUs between partitions",
-                path.display()
-            )));
+            return Err(StoreError::PartitionsFixed {
+                path: path.to_path_buf(),
+                stored,
+                wanted: partitions,
+            });
         }
-        conn.execute(
-            "INSERT OR IGNORE INTO log_meta (name, value) VALUES ('identity', random())",
-            [],
-        )?;
-        let identity: i64 = conn.query_row(
-            "SELECT value FROM log_meta WHERE name = 'identity'",
-            [],
-            |r| r.get(0),
-        )?;
+        let identity: i64 = (|| {
+            conn.execute(
+                "INSERT OR IGNORE INTO log_meta (name, value) VALUES ('identity', random())",
+                [],
+            )?;
+            conn.query_row(
+                "SELECT value FROM log_meta WHERE name = 'identity'",
+                [],
+                |r| r.get(0),
+            )
+        })()
+        .what("read the log's identity")?;
         let mut next = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
-            let max: Option<i64> = conn.query_row(
-                "SELECT max(offset) FROM records WHERE partition = ?1",
-                [p],
-                |r| r.get(0),
-            )?;
+            let max: Option<i64> = conn
+                .query_row(
+                    "SELECT max(offset) FROM records WHERE partition = ?1",
+                    [p],
+                    |r| r.get(0),
+                )
+                .what("read a partition's last offset")?;
             next.push(max.map_or(0, |m| from_sql_u64(m) + 1));
         }
         Ok(Self {
@@ -122,29 +133,32 @@ impl SqliteEventLog {
         let Appender { conn, next } = &mut *guard;
         let mut assigned = Vec::with_capacity(records.len());
         let mut advanced = next.clone();
-        // Immediate, like every writer here: the write lock is taken (and waited for) at
-        // the start, never upgraded from a read.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO records (partition, offset, key, value, timestamp_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let now = now_ms();
-            for record in records {
-                let partition = partition_for_key(record.key.as_bytes(), self.partitions);
-                let slot = &mut advanced[partition as usize];
-                stmt.execute(params![
-                    partition,
-                    to_sql_u64(*slot),
-                    record.key,
-                    record.value,
-                    now
-                ])?;
-                assigned.push((partition, *slot));
-                *slot += 1;
+        (|| {
+            // Immediate, like every writer here: the write lock is taken (and waited for)
+            // at the start, never upgraded from a read.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO records (partition, offset, key, value, timestamp_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                let now = now_ms();
+                for record in records {
+                    let partition = partition_for_key(record.key.as_bytes(), self.partitions);
+                    let slot = &mut advanced[partition as usize];
+                    stmt.execute(params![
+                        partition,
+                        to_sql_u64(*slot),
+                        record.key,
+                        record.value,
+                        now
+                    ])?;
+                    assigned.push((partition, *slot));
+                    *slot += 1;
+                }
             }
-        }
-        tx.commit()?;
+            tx.commit()
+        })()
+        .what("append records to the log")?;
         // Only after the commit: a failed append must not leave gaps in the offsets.
         *next = advanced;
         self.wal.after_commit(conn);
@@ -159,31 +173,34 @@ impl SqliteEventLog {
     ) -> Result<Vec<LogRecord>> {
         self.readers
             .read(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT offset, key, value, timestamp_ms FROM records
+                (|| {
+                    let mut stmt = conn.prepare_cached(
+                        "SELECT offset, key, value, timestamp_ms FROM records
                  WHERE partition = ?1 AND offset >= ?2 ORDER BY offset LIMIT ?3",
-                )?;
-                let mut rows =
-                    stmt.query(params![partition, to_sql_u64(offset), MAX_FETCH_RECORDS])?;
-                let mut out = Vec::new();
-                let mut bytes = 0usize;
-                while let Some(row) = rows.next()? {
-                    let value: Vec<u8> = row.get(2)?;
-                    if !out.is_empty() && bytes + value.len() > max_bytes {
-                        break;
+                    )?;
+                    let mut rows =
+                        stmt.query(params![partition, to_sql_u64(offset), MAX_FETCH_RECORDS])?;
+                    let mut out = Vec::new();
+                    let mut bytes = 0usize;
+                    while let Some(row) = rows.next()? {
+                        let value: Vec<u8> = row.get(2)?;
+                        if !out.is_empty() && bytes + value.len() > max_bytes {
+                            break;
+                        }
+                        bytes += value.len();
+                        out.push(LogRecord {
+                            partition,
+                            offset: from_sql_u64(row.get(0)?),
+                            key: row.get(1)?,
+                            value,
+                            timestamp_ms: row.get(3)?,
+                            // Only the payload is stored; it carries the trace context.
+                            headers: Vec::new(),
+                        });
                     }
-                    bytes += value.len();
-                    out.push(LogRecord {
-                        partition,
-                        offset: from_sql_u64(row.get(0)?),
-                        key: row.get(1)?,
-                        value,
-                        timestamp_ms: row.get(3)?,
-                        // Only the payload is stored; it carries the trace context.
-                        headers: Vec::new(),
-                    });
-                }
-                Ok(out)
+                    Ok::<_, rusqlite::Error>(out)
+                })()
+                .what("read log records")
             })
             .await
     }
@@ -207,7 +224,7 @@ impl SqliteEventLog {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // Through the appender's connection, off the async workers: one writer for the
         // whole file.
-        let removed = blocking(|| -> Result<usize> {
+        let removed = blocking(|| -> rusqlite::Result<usize> {
             // The last offset of the prefix that is both consumed and old enough.
             let upto: Option<i64> = guard.conn.query_row(
                 "SELECT MAX(offset) FROM (
@@ -222,11 +239,12 @@ impl SqliteEventLog {
                 |r| r.get(0),
             )?;
             let Some(upto) = upto else { return Ok(0) };
-            Ok(guard.conn.execute(
+            guard.conn.execute(
                 "DELETE FROM records WHERE partition = ?1 AND offset <= ?2",
                 params![partition, upto],
-            )?)
-        })?;
+            )
+        })
+        .what("purge log records")?;
         self.wal.after_commit(&guard.conn);
         Ok(removed)
     }
@@ -320,11 +338,12 @@ impl EventLog for SqliteEventLog {
         let first: Option<i64> = self
             .readers
             .read(move |conn| {
-                Ok(conn.query_row(
+                conn.query_row(
                     "SELECT MIN(offset) FROM records WHERE partition = ?1",
                     [partition],
                     |r| r.get(0),
-                )?)
+                )
+                .what("read a partition's first offset")
             })
             .await
             .map_err(storage)?;

@@ -11,10 +11,12 @@
 //! power loss (its offsets commit with its rows).
 //!
 //! Each WAL is kept bounded by its own checkpointer ([`wal`]), and one process at a time
-//! holds the directory ([`lock`]).
+//! holds the directory ([`lock`]). The rooms: `write` (the write store and its writer
+//! threads), `read` (the read store), `log` (the event log), `sqlite` (connections and the
+//! reader pool), `disk` (free-space readiness), `faults` (test hooks, inert in release).
 
-mod commands;
 mod disk;
+mod faults;
 mod lock;
 mod log;
 mod read;
@@ -28,13 +30,15 @@ mod tests;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use faults::FaultInjection;
 pub use lock::{DataDirLock, LOCK_FILE};
 pub use log::SqliteEventLog;
 pub use read::SqliteReadStore;
 pub use wal::WalPolicy;
-pub use write::{FaultInjection, SqliteWriteStore};
+pub use write::SqliteWriteStore;
 
 use crate::Result;
+use crate::error::Context;
 
 /// File names of the databases in a data directory, with their names in metrics.
 const DATABASES: [(&str, &str); 3] = [
@@ -71,15 +75,15 @@ impl EmbeddedBackend {
         Self::open_with_faults(dir, partitions, policy, Arc::default())
     }
 
-    /// [`EmbeddedBackend::open_with`], with `faults` injected into the write and read stores.
-    #[doc(hidden)]
+    /// [`EmbeddedBackend::open_with`], with `faults` injected into the write and read stores
+    /// (inert without the `test-hooks` feature).
     pub fn open_with_faults(
         dir: &Path,
         partitions: u32,
         policy: WalPolicy,
         faults: Arc<FaultInjection>,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).what("create the data directory")?;
         let lock = Arc::new(DataDirLock::acquire(dir)?);
         Ok(Self {
             write: Arc::new(SqliteWriteStore::open_with_faults(
@@ -117,7 +121,8 @@ impl EmbeddedBackend {
 /// Truncates the WAL of the database at `path` on a connection of its own, waiting for its
 /// writer and readers to step aside.
 pub fn checkpoint_file(path: &Path, db: &'static str) -> Result<()> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.pragma_update(None, "busy_timeout", 5000)?;
+    let conn = rusqlite::Connection::open(path).what("open a database to checkpoint")?;
+    conn.pragma_update(None, "busy_timeout", sqlite::BUSY_TIMEOUT_MS)
+        .what("configure a checkpoint connection")?;
     wal::truncate(&conn, db)
 }

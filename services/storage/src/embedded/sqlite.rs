@@ -7,7 +7,19 @@ use std::thread;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, oneshot};
 
+use crate::error::Context;
 use crate::{Result, StoreError};
+
+/// How long a connection waits for another's lock before SQLite answers busy: longer than
+/// any one commit or checkpoint takes.
+pub(crate) const BUSY_TIMEOUT_MS: i64 = 5_000;
+/// Page cache of a writer, KiB (negative means KiB to SQLite): the hot rows of a busy
+/// store stay in memory.
+const WRITER_CACHE_KIB: i64 = 32_000;
+/// Prepared statements a writer keeps: every statement of its store, with room.
+const WRITER_STATEMENT_CACHE: usize = 64;
+/// Prepared statements a reader keeps.
+const READER_STATEMENT_CACHE: usize = 32;
 
 /// How hard a commit tries to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,20 +35,23 @@ pub(crate) enum Durability {
 
 /// Opens a read-write connection in WAL mode.
 pub(crate) fn open_writer(path: &Path, schema: &str, durability: Durability) -> Result<Connection> {
-    let conn = Connection::open(path)?;
+    let conn = Connection::open(path).what("open a database")?;
     // WAL lets readers run beside the writer; FULL fsyncs the WAL on every commit, which is
     // what makes an acknowledged command durable (group commit keeps it cheap).
-    conn.pragma_update(None, "journal_mode", "WAL")?;
     let synchronous = match durability {
         Durability::Durable => "FULL",
         Durability::Rebuildable => "NORMAL",
     };
-    conn.pragma_update(None, "synchronous", synchronous)?;
-    conn.pragma_update(None, "busy_timeout", 5000)?;
-    conn.pragma_update(None, "cache_size", -32_000)?;
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.set_prepared_statement_cache_capacity(64);
-    conn.execute_batch(schema)?;
+    (|| {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", synchronous)?;
+        conn.pragma_update(None, "busy_timeout", BUSY_TIMEOUT_MS)?;
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")
+    })()
+    .what("configure a writer connection")?;
+    conn.set_prepared_statement_cache_capacity(WRITER_STATEMENT_CACHE);
+    conn.execute_batch(schema).what("create the schema")?;
     Ok(conn)
 }
 
@@ -46,9 +61,11 @@ fn open_reader(path: &Path) -> Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI,
-    )?;
-    conn.pragma_update(None, "busy_timeout", 5000)?;
-    conn.set_prepared_statement_cache_capacity(32);
+    )
+    .what("open a reader connection")?;
+    conn.pragma_update(None, "busy_timeout", BUSY_TIMEOUT_MS)
+        .what("configure a reader connection")?;
+    conn.set_prepared_statement_cache_capacity(READER_STATEMENT_CACHE);
     Ok(conn)
 }
 
@@ -98,22 +115,26 @@ impl ReaderPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let permit = self
-            .admission
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Unavailable("the reader pool is closed".into()))?;
+        let permit =
+            self.admission
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| StoreError::Stopped {
+                    worker: "the SQLite reader pool",
+                })?;
         let (answer, answered) = oneshot::channel();
         self.jobs
             .send(Box::new(move |conn: Result<&Connection>| {
                 let _ = answer.send(conn.and_then(f));
                 drop(permit);
             }))
-            .map_err(|_| StoreError::Unavailable("no SQLite reader thread is running".into()))?;
-        answered
-            .await
-            .map_err(|_| StoreError::Unavailable("a SQLite read failed without answering".into()))?
+            .map_err(|_| StoreError::Stopped {
+                worker: "every SQLite reader thread",
+            })?;
+        answered.await.map_err(|_| StoreError::Stopped {
+            worker: "a SQLite read (it panicked)",
+        })?
     }
 }
 
@@ -141,7 +162,9 @@ fn serve_reads(path: &Path, queue: &crossbeam_channel::Receiver<ReadJob>) {
 }
 
 pub(crate) fn poisoned<T>(_: std::sync::PoisonError<T>) -> StoreError {
-    StoreError::Unavailable("a previous operation panicked while holding the connection".into())
+    StoreError::Poisoned {
+        what: "the writer connection",
+    }
 }
 
 /// u64 → i64 for SQLite, which stores signed integers; versions and offsets never get near
@@ -157,7 +180,10 @@ pub(crate) fn from_sql_u64(value: i64) -> u64 {
 
 /// The number `sql` (a `SELECT COUNT(*) ...`) counts.
 pub(crate) fn count_rows(conn: &Connection, sql: &str) -> Result<u64> {
-    let n: i64 = conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
+    let n: i64 = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .what("count rows")?;
     Ok(from_sql_u64(n))
 }
 
@@ -194,12 +220,13 @@ mod tests {
         runtime.block_on(async {
             let slow = pool.read(|conn| {
                 // Counting to a few million takes long enough to watch the runtime.
-                Ok(conn.query_row(
+                conn.query_row(
                     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000000)
                      SELECT COUNT(*) FROM c",
                     [],
                     |r| r.get::<_, i64>(0),
-                )?)
+                )
+                .what("count")
             });
             tokio::pin!(slow);
             let (started, mut ticks) = (Instant::now(), 0);

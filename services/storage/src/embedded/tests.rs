@@ -108,7 +108,7 @@ mod wal {
     use stockflow_domain::{BusEvent, OnHandChange};
 
     use super::super::{EmbeddedBackend, WalPolicy};
-    use crate::contract::{adjust, keyed, location, reserve};
+    use crate::contract::{Exec, adjust, keyed, location, reserve};
     use crate::ports::{Outbox, ReadStore, WriteStore};
     use stockflow_bus::{EventLog, NewRecord};
 
@@ -182,7 +182,11 @@ mod wal {
         let policy = small_wal();
         let dir = tempfile::tempdir().unwrap();
         let b = EmbeddedBackend::open_with(dir.path(), 4, policy).unwrap();
-        b.write.put_location(location("s1", "north")).await.unwrap();
+        b.write
+            .put_location(location("s1", "north"))
+            .await
+            .unwrap()
+            .unwrap();
         for s in 0..64 {
             let cmd = adjust(
                 &format!("sku-{s}"),
@@ -191,7 +195,7 @@ mod wal {
                 None,
             );
             b.write
-                .execute(keyed(cmd, &format!("init-{s}"), "f"))
+                .exec(keyed(cmd, &format!("init-{s}"), "f"))
                 .await
                 .unwrap();
         }
@@ -230,7 +234,7 @@ mod wal {
                         let id = format!("r-{round}-{w}-{i}");
                         let sku = format!("sku-{}", (w * 50 + i) % 64);
                         let cmd = reserve(&id, &[(&sku, "s1", 1)], 3600);
-                        write.execute(keyed(cmd, &id, "f")).await.unwrap();
+                        write.exec(keyed(cmd, &id, "f")).await.unwrap();
                     }
                 }));
             }
@@ -299,11 +303,15 @@ mod wal {
             bystander
                 .query_row("SELECT count(*) FROM stock", [], |r| r.get::<_, i64>(0))
                 .unwrap();
-            b.write.put_location(location("s1", "north")).await.unwrap();
+            b.write
+                .put_location(location("s1", "north"))
+                .await
+                .unwrap()
+                .unwrap();
             for s in 0..20 {
                 let cmd = adjust(&format!("sku-{s}"), "s1", OnHandChange::Delta(5), None);
                 b.write
-                    .execute(keyed(cmd, &format!("k-{s}"), "f"))
+                    .exec(keyed(cmd, &format!("k-{s}"), "f"))
                     .await
                     .unwrap();
             }
@@ -320,7 +328,7 @@ mod wal {
             }
             // Write again and "crash": drop without checkpointing.
             let cmd = adjust("sku-0", "s1", OnHandChange::Delta(1), None);
-            b.write.execute(keyed(cmd, "after", "f")).await.unwrap();
+            b.write.exec(keyed(cmd, "after", "f")).await.unwrap();
         }
         // Give the dropped stores' threads time to close their connections.
         std::thread::sleep(Duration::from_millis(300));
@@ -368,8 +376,8 @@ async fn a_failed_fsync_stops_the_store_and_loses_nothing_acknowledged() {
     use stockflow_domain::OnHandChange;
 
     use super::{FaultInjection, SqliteWriteStore, WalPolicy};
-    use crate::StoreError;
-    use crate::contract::{adjust, keyed, location};
+
+    use crate::contract::{Exec, adjust, keyed, location};
     use crate::ports::{Outbox, WriteStore};
 
     let dir = tempfile::tempdir().unwrap();
@@ -377,9 +385,13 @@ async fn a_failed_fsync_stops_the_store_and_loses_nothing_acknowledged() {
     let faults = Arc::new(FaultInjection::default());
     let store =
         SqliteWriteStore::open_with_faults(&path, WalPolicy::default(), faults.clone()).unwrap();
-    store.put_location(location("s1", "north")).await.unwrap();
+    store
+        .put_location(location("s1", "north"))
+        .await
+        .unwrap()
+        .unwrap();
     let acknowledged = store
-        .execute(keyed(
+        .exec(keyed(
             adjust("A", "s1", OnHandChange::SetOnHand(5), None),
             "before",
             "f1",
@@ -398,7 +410,7 @@ async fn a_failed_fsync_stops_the_store_and_loses_nothing_acknowledged() {
         ))
         .await;
     assert!(
-        matches!(failed, Err(StoreError::Unavailable(ref m)) if m.contains("fsync")),
+        matches!(failed, Err(ref e) if e.retryable() && e.to_string().contains("fsync")),
         "{failed:?}"
     );
     // The injected fault is spent: a naive store would now fsync "successfully" and
@@ -410,10 +422,7 @@ async fn a_failed_fsync_stops_the_store_and_loses_nothing_acknowledged() {
             "f3",
         ))
         .await;
-    assert!(
-        matches!(after, Err(StoreError::Unavailable(_))),
-        "{after:?}"
-    );
+    assert!(matches!(after, Err(ref e) if e.retryable()), "{after:?}");
     assert!(store.fatal_error().is_some_and(|why| why.contains("fsync")));
     assert!(store.check_ready().await.is_err());
     assert_eq!(
@@ -449,7 +458,7 @@ mod retention {
     use stockflow_domain::{Command, OnHandChange, ReservationId};
 
     use super::super::EmbeddedBackend;
-    use crate::contract::{adjust, keyed, location, reserve};
+    use crate::contract::{Exec, adjust, keyed, location, reserve};
     use crate::now_ms;
     use crate::ports::{Purge, WriteStore};
 
@@ -472,8 +481,12 @@ mod retention {
     async fn a_million_old_records_shrink_to_what_is_recent() {
         let dir = tempfile::tempdir().unwrap();
         let b = EmbeddedBackend::open(dir.path(), 4).unwrap();
-        b.write.put_location(location("s1", "north")).await.unwrap();
-        let run = |command: Command, k: &str| b.write.execute(keyed(command, k, k));
+        b.write
+            .put_location(location("s1", "north"))
+            .await
+            .unwrap()
+            .unwrap();
+        let run = |command: Command, k: &str| b.write.exec(keyed(command, k, k));
         run(
             adjust("sku-r", "s1", OnHandChange::Delta(100), None),
             "stock-1",

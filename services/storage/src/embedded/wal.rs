@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use crate::Result;
+use crate::error::Context;
 
 /// When the WAL of a database is restarted, and how large its file may stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +134,7 @@ pub(crate) fn checkpoint(conn: &Connection, db: &'static str, mode: Mode) -> Res
         metrics::histogram!("stockflow_sqlite_checkpoint_seconds", "db" => db, "mode" => mode.as_str())
             .record(started.elapsed().as_secs_f64());
     }
-    let c = result?;
+    let c = result.what("checkpoint a write-ahead log")?;
     if c.wal_frames >= 0 {
         metrics::gauge!("stockflow_sqlite_wal_frames", "db" => db).set(c.wal_frames as f64);
         metrics::gauge!("stockflow_sqlite_wal_checkpointed_frames", "db" => db)
@@ -142,9 +143,16 @@ pub(crate) fn checkpoint(conn: &Connection, db: &'static str, mode: Mode) -> Res
     Ok(c)
 }
 
+/// A WAL frame's header, bytes: each frame is this header and one page.
+const FRAME_HEADER_BYTES: u64 = 24;
+/// SQLite's default page size, assumed if the page size cannot be read as a number.
+const DEFAULT_PAGE_BYTES: u64 = 4096;
+
 /// How long [`truncate`] keeps retrying a checkpoint that another connection's checkpoint
 /// is in the way of.
 const TRUNCATE_PATIENCE: Duration = Duration::from_secs(5);
+/// Pause between two tries of [`truncate`]: a checkpoint of a bounded WAL takes about this.
+const TRUNCATE_RETRY: Duration = Duration::from_millis(10);
 
 /// Copies every frame into the database file and truncates the WAL to zero bytes. Waits
 /// (up to the connection's busy timeout) for readers and writers, and retries while the
@@ -155,11 +163,9 @@ pub(crate) fn truncate(conn: &Connection, db: &'static str) -> Result<()> {
     let started = Instant::now();
     while checkpoint(conn, db, Mode::Truncate)?.busy {
         if started.elapsed() >= TRUNCATE_PATIENCE {
-            return Err(crate::StoreError::Unavailable(format!(
-                "cannot checkpoint {db}.db: another connection keeps using its write-ahead log"
-            )));
+            return Err(crate::StoreError::CheckpointBusy { db });
         }
-        thread::sleep(Duration::from_millis(10));
+        thread::sleep(TRUNCATE_RETRY);
     }
     if let Some(path) = conn.path() {
         record_wal_size(db, &wal_path(Path::new(path)));
@@ -183,13 +189,15 @@ fn record_wal_size(db: &'static str, wal: &Path) {
 /// Sets the pragmas the writer of a database needs under this scheme: no checkpoint on the
 /// commit path (the keeper does them) and a size the WAL file returns to when it restarts.
 pub(crate) fn configure_writer(conn: &Connection, policy: &WalPolicy) -> Result<()> {
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    conn.pragma_update(
-        None,
-        "journal_size_limit",
-        i64::try_from(policy.keep_bytes).unwrap_or(i64::MAX),
-    )?;
-    Ok(())
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .and_then(|()| {
+            conn.pragma_update(
+                None,
+                "journal_size_limit",
+                i64::try_from(policy.keep_bytes).unwrap_or(i64::MAX),
+            )
+        })
+        .what("configure the write-ahead log")
 }
 
 /// Longest a WAL restart or an idle truncation waits for readers (and holds writers off).
@@ -242,9 +250,11 @@ impl WalKeeper {
         open: impl FnOnce() -> Result<Connection>,
     ) -> Result<Self> {
         let conn = open()?;
-        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        // A frame is a 24-byte header and one page.
-        let frame_bytes = u64::try_from(page_size).unwrap_or(4096) + 24;
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .what("read the page size")?;
+        let frame_bytes =
+            u64::try_from(page_size).unwrap_or(DEFAULT_PAGE_BYTES) + FRAME_HEADER_BYTES;
         let restart_above_frames = (policy.restart_above_bytes / frame_bytes).max(1);
         let shared = Arc::new(Shared {
             db,
@@ -260,7 +270,8 @@ impl WalKeeper {
         };
         thread::Builder::new()
             .name(format!("stockflow-ckpt-{db}"))
-            .spawn(move || checkpointer.run(stopped))?;
+            .spawn(move || checkpointer.run(stopped))
+            .what("start a checkpointer thread")?;
         Ok(Self {
             shared,
             _stop: stop,

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
-use super::cql::{Rows, db_error};
+use super::cql::errors::unreadable;
+use super::cql::query::{self, Lwt};
+use super::cql::rows::MemberRow;
 use crate::ports::LeaseStore;
 use crate::{Result, StoreError, now_ms};
 
@@ -30,7 +32,10 @@ pub struct ScyllaLeaseStore {
 }
 
 fn shard_value(shard: u32) -> Result<i32> {
-    i32::try_from(shard).map_err(|_| StoreError::Config(format!("shard {shard}")))
+    i32::try_from(shard).map_err(|_| StoreError::Config {
+        setting: "lease shard",
+        reason: format!("shard {shard} is out of range"),
+    })
 }
 
 fn ttl_value(ttl: u32) -> i32 {
@@ -45,7 +50,7 @@ impl ScyllaLeaseStore {
         let p = |cql: String| async move {
             s.prepare(cql)
                 .await
-                .map_err(|e| StoreError::Database(format!("prepare: {e}")))
+                .map_err(unreadable("prepare a statement"))
         };
         let st = Statements {
             acquire: p(format!("INSERT INTO {ks}.leases (group_name, shard, owner) VALUES (?, ?, ?) IF NOT EXISTS USING TTL ?")).await?,
@@ -59,35 +64,27 @@ impl ScyllaLeaseStore {
 
     async fn conditional(
         &self,
-        context: &str,
+        what: &'static str,
         st: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
-    ) -> Result<Rows> {
-        let result = self
-            .session
-            .execute_unpaged(st, values)
-            .await
-            .map_err(|e| db_error(context, e))?;
-        Rows::from(result)
+    ) -> Result<Lwt> {
+        query::lwt(&self.session, what, st, values).await
     }
 }
 
 #[async_trait]
 impl LeaseStore for ScyllaLeaseStore {
     async fn acquire(&self, group: &str, shard: u32, owner: &str, ttl_secs: u32) -> Result<bool> {
-        let rows = self
+        let taken = self
             .conditional(
                 "take a lease",
                 &self.st.acquire,
                 (group, shard_value(shard)?, owner, ttl_value(ttl_secs)),
             )
             .await?;
-        if rows.applied()? {
-            return Ok(true);
-        }
         // Not applied: the row that exists is returned. Ours when an earlier attempt whose
         // answer was lost did take it.
-        Ok(rows.text(0, "owner").as_deref() == Some(owner))
+        Ok(taken.applied || taken.owner.as_deref() == Some(owner))
     }
 
     async fn renew(&self, group: &str, shard: u32, owner: &str, ttl_secs: u32) -> Result<bool> {
@@ -102,8 +99,8 @@ impl LeaseStore for ScyllaLeaseStore {
                 owner,
             ),
         )
-        .await?
-        .applied()
+        .await
+        .map(|renewed| renewed.applied)
     }
 
     async fn release(&self, group: &str, shard: u32, owner: &str) -> Result<()> {
@@ -117,22 +114,23 @@ impl LeaseStore for ScyllaLeaseStore {
     }
 
     async fn heartbeat(&self, group: &str, member: &str, ttl_secs: u32) -> Result<()> {
-        self.session
-            .execute_unpaged(
-                &self.st.heartbeat,
-                (group, member, now_ms(), ttl_value(ttl_secs)),
-            )
-            .await
-            .map_err(|e| db_error("lease heartbeat", e))?;
-        Ok(())
+        query::exec(
+            &self.session,
+            "lease heartbeat",
+            &self.st.heartbeat,
+            (group, member, now_ms(), ttl_value(ttl_secs)),
+        )
+        .await
     }
 
     async fn members(&self, group: &str) -> Result<Vec<String>> {
-        let rows = self
-            .conditional("list lease members", &self.st.members, (group,))
-            .await?;
-        Ok((0..rows.len())
-            .filter_map(|r| rows.text(r, "member"))
-            .collect())
+        let rows: Vec<MemberRow> = query::rows(
+            &self.session,
+            "list lease members",
+            &self.st.members,
+            (group,),
+        )
+        .await?;
+        Ok(rows.into_iter().map(|r| r.member).collect())
     }
 }

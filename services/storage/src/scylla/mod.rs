@@ -1,30 +1,21 @@
 //! The ScyllaDB backend (also runs on Apache Cassandra 5): the write store with
-//! lightweight transactions and a per-partition outbox, and the read store.
+//! lightweight transactions and a per-partition outbox, and the read store. The rooms:
 //!
-//! - [`schema`]: keyspace creation, versioned CQL files, the schema-version check.
-//! - `write`: routes each command to its path; `partition`: one conditional batch per
-//!   group of changes to a `(sku, location)` partition; `coalesce`: concurrent commands on
-//!   one hot key share batches; `saga`: reservations spanning partitions; `claims`:
-//!   idempotency keys across partitions; `outbox`: markers, bounded scans, deletion once
-//!   published; `statements`: the prepared CQL and its typed rows.
-//! - [`read`]: read models written `USING TIMESTAMP <version>`.
-//! - `expiry`: expiry rounds over the per-minute deadline index.
+//! - `write`: the write store — one conditional batch per group of changes to a
+//!   `(sku, location)` partition, hot keys coalesced, sagas for reservations spanning
+//!   partitions, idempotency claims, the deadline index and expiry over it, the catalog.
+//! - `outbox`: markers, bounded scans, deletion once published, the rows this process
+//!   committed kept for its own publisher.
+//! - `read`: the read store — read models written `USING TIMESTAMP <version>`, search,
+//!   the dead-letter queue.
+//! - `cql`: session set-up, the driver's errors told apart, typed rows, the prepared
+//!   statements, the versioned schema.
 //! - `leases`: shards of the outbox and partitions of the topic, one replica each.
-//! - [`cql`]: session set-up, statement helpers, error mapping.
 
-mod claims;
-mod coalesce;
 mod cql;
-mod expiry;
-mod fresh;
-mod known;
 mod leases;
 mod outbox;
-mod partition;
 mod read;
-mod saga;
-pub mod schema;
-mod statements;
 mod write;
 
 #[cfg(test)]
@@ -32,11 +23,11 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use cql::{ScyllaConfig, connect};
-pub(crate) use cql::{rejects_the_input, transient};
+pub use cql::{
+    Replication, SCHEMA_VERSION, ScyllaConfig, check_schema, connect, drop_keyspace, migrate,
+};
 pub use leases::ScyllaLeaseStore;
 pub use read::ScyllaReadStore;
-pub use schema::{Replication, SCHEMA_VERSION, check_schema, drop_keyspace, migrate};
 pub use write::ScyllaWriteStore;
 
 use crate::Result;

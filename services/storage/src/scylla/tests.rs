@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use crate::StoreError;
-
 use super::*;
-use crate::contract;
+use crate::contract::{self, Exec};
+use crate::scylla::cql::query;
+use crate::scylla::cql::rows::{DeadlineRow, HeaderMove, HeaderWrite};
+use crate::scylla::write::{deadlines, partition, saga};
 
 /// A fresh keyspace per test, so tests run in parallel without sharing state.
 async fn backend(test: &str) -> ScyllaBackend {
@@ -148,9 +149,10 @@ async fn migrate_is_idempotent_and_the_version_is_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_recovers_sagas_left_half_way() {
     use stockflow_domain::decide::Settlement;
+    use stockflow_domain::saga::SagaState;
     use stockflow_domain::{
-        Command, EventKind, EventMeta, LocationGrant, LocationId, Reservation, ReservationId,
-        ReservationLine, ReservationStatus, Sku, StockKey,
+        Command, EventMeta, LocationGrant, LocationId, Reservation, ReservationId, ReservationLine,
+        ReservationStatus, Sku, StockKey,
     };
 
     use crate::ports::{CommandRequest, WriteStore};
@@ -177,6 +179,7 @@ async fn expiry_recovers_sagas_left_half_way() {
         name: "X1".into(),
     })
     .await
+    .unwrap()
     .unwrap();
     for s in ["a", "b"] {
         let adjust = stockflow_domain::Adjust::new(
@@ -187,7 +190,7 @@ async fn expiry_recovers_sagas_left_half_way() {
             None,
         )
         .unwrap();
-        w.execute(plain(Command::Adjust(adjust))).await.unwrap();
+        w.exec(plain(Command::Adjust(adjust))).await.unwrap();
     }
     let line = |s: &str, qty| ReservationLine {
         sku: Sku::parse(s).unwrap(),
@@ -212,22 +215,23 @@ async fn expiry_recovers_sagas_left_half_way() {
         expires_at_ms: old + 600_000,
         updated_at_ms: old,
     };
-    saga::index_with_deadlines(&p, &crashed.id, &[key("a"), key("b")], &[], None)
+    deadlines::index_with_deadlines(&p, &crashed.id, &[key("a"), key("b")], &[], None)
         .await
         .unwrap();
+    let lines = serde_json::to_string(&crashed.lines).unwrap();
+    let pending = SagaState::Pending.to_string();
+    let header = HeaderWrite {
+        id: crashed.id.as_str(),
+        status: &pending,
+        owner: "k:gone",
+        lines: &lines,
+        reference: None,
+        created_at: old,
+        expires_at: crashed.expires_at_ms,
+        updated_at: old,
+    };
     p.session
-        .execute_unpaged(
-            &p.st.create_header,
-            (
-                crashed.id.as_str(),
-                "k:gone",
-                serde_json::to_string(&crashed.lines).unwrap(),
-                None::<String>,
-                old,
-                crashed.expires_at_ms,
-                old,
-            ),
-        )
+        .execute_unpaged(&p.st.create_header, header)
         .await
         .unwrap();
     w.keys
@@ -246,7 +250,7 @@ async fn expiry_recovers_sagas_left_half_way() {
     assert_eq!(reserved("a").await, 2, "the dead saga holds its first line");
     assert!(w.reservation(&crashed.id).await.unwrap().is_none());
     let _ = w
-        .execute(plain(Command::Expire {
+        .exec(plain(Command::Expire {
             id: crashed.id.clone(),
         }))
         .await;
@@ -270,36 +274,36 @@ async fn expiry_recovers_sagas_left_half_way() {
         None,
     )
     .unwrap();
-    w.execute(plain(Command::Reserve(again)))
+    w.exec(plain(Command::Reserve(again)))
         .await
         .expect("the id is free again");
     assert_eq!((reserved("a").await, reserved("b").await), (1, 1));
 
     // A confirmation whose process died after settling one line of two.
     let half = w.reservation(&crashed.id).await.unwrap().unwrap();
+    let (settling, active) = (
+        SagaState::Settling(Settlement::Confirm).to_string(),
+        SagaState::Active.to_string(),
+    );
+    let settle = HeaderMove {
+        new_status: &settling,
+        moved_at: old,
+        id: half.id.as_str(),
+        old_status: &active,
+    };
     p.session
-        .execute_unpaged(
-            &p.st.move_header,
-            ("settling:confirmed", old, half.id.as_str(), "active"),
-        )
+        .execute_unpaged(&p.st.move_header, settle)
         .await
         .unwrap();
     w.keys
         .apply(
             &key("a"),
-            saga::settle_step(
-                Settlement::Confirm,
-                EventKind::ReservationConfirmed,
-                &half,
-                ReservationStatus::Confirmed,
-                &LocationGrant::Any,
-                &meta,
-            ),
+            saga::settle_step(Settlement::Confirm, &half, &LocationGrant::Any, &meta),
         )
         .await
         .unwrap();
     let done = w
-        .execute(plain(Command::Expire {
+        .exec(plain(Command::Expire {
             id: half.id.clone(),
         }))
         .await
@@ -345,7 +349,7 @@ async fn tls_with_the_nodes_ca_works_and_an_unknown_ca_is_refused() {
     config.tls_ca_pem = Some("not a certificate".into());
     assert!(matches!(
         connect(&config).await,
-        Err(crate::StoreError::Config(_))
+        Err(crate::StoreError::Config { .. })
     ));
 }
 
@@ -356,36 +360,41 @@ async fn tls_with_the_nodes_ca_works_and_an_unknown_ca_is_refused() {
 async fn expiry_rounds_tidy_the_deadline_index() {
     use stockflow_domain::{Command, OnHandChange, ReservationId};
 
-    use crate::contract::{adjust, location, plain, reserve};
+    use crate::contract::{Exec, adjust, location, plain, reserve};
     use crate::ports::WriteStore;
 
     let b = backend("tidy").await;
     let w = b.write.clone();
     let p = w.keys.partitions.clone();
     let rows_of = |id: &'static str| deadline_rows(&p, id);
-    w.put_location(location("x", "north")).await.unwrap();
-    w.execute(plain(adjust("t", "x", OnHandChange::Delta(10), None)))
+    w.put_location(location("x", "north"))
+        .await
+        .unwrap()
+        .unwrap();
+    w.exec(plain(adjust("t", "x", OnHandChange::Delta(10), None)))
         .await
         .unwrap();
     let settled = ReservationId::parse("settled").unwrap();
     let live = ReservationId::parse("live").unwrap();
-    w.execute(plain(reserve("settled", &[("t", "x", 1)], 600)))
+    w.exec(plain(reserve("settled", &[("t", "x", 1)], 600)))
         .await
         .unwrap();
-    w.execute(plain(Command::Confirm {
+    w.exec(plain(Command::Confirm {
         id: settled.clone(),
     }))
     .await
     .unwrap();
-    w.execute(plain(reserve("live", &[("t", "x", 1)], 600)))
+    w.exec(plain(reserve("live", &[("t", "x", 1)], 600)))
         .await
         .unwrap();
     let live_deadline = w.reservation(&live).await.unwrap().unwrap().expires_at_ms;
     assert_eq!(rows_of("settled").await, Vec::<i64>::new());
     // What a crash leaves: a row whose delete was lost, and a recovery row now past.
     let now = crate::now_ms();
-    saga::deadline(&p, &settled, now - 5_000).await.unwrap();
-    saga::deadline(&p, &live, now - 3_000).await.unwrap();
+    deadlines::deadline(&p, &settled, now - 5_000)
+        .await
+        .unwrap();
+    deadlines::deadline(&p, &live, now - 3_000).await.unwrap();
 
     let round = w.expire_due(crate::now_ms(), 10).await.unwrap();
     assert_eq!(
@@ -408,20 +417,23 @@ async fn expiry_rounds_tidy_the_deadline_index() {
 async fn a_finished_saga_header_expires_with_every_column() {
     use stockflow_domain::{Command, OnHandChange, ReservationId, ReservationStatus};
 
-    use crate::contract::{adjust, location, plain, reserve};
+    use crate::contract::{Exec, adjust, location, plain, reserve};
     use crate::ports::WriteStore;
 
     let b = backend("header_ttl").await;
     let w = b.write.clone();
     let p = w.keys.partitions.clone();
-    w.put_location(location("x", "north")).await.unwrap();
+    w.put_location(location("x", "north"))
+        .await
+        .unwrap()
+        .unwrap();
     for sku in ["a", "b"] {
-        w.execute(plain(adjust(sku, "x", OnHandChange::Delta(10), None)))
+        w.exec(plain(adjust(sku, "x", OnHandChange::Delta(10), None)))
             .await
             .unwrap();
     }
     let id = ReservationId::parse("two-lines").unwrap();
-    w.execute(plain(reserve(
+    w.exec(plain(reserve(
         "two-lines",
         &[("a", "x", 1), ("b", "x", 2)],
         600,
@@ -432,7 +444,7 @@ async fn a_finished_saga_header_expires_with_every_column() {
         matches!(saga::locate(&p, &id).await.unwrap(), saga::Located::Saga(_)),
         "a reservation over two keys is found through its header"
     );
-    w.execute(plain(Command::Confirm { id: id.clone() }))
+    w.exec(plain(Command::Confirm { id: id.clone() }))
         .await
         .unwrap();
     let ttl_of = |column: &'static str| {
@@ -461,7 +473,7 @@ async fn a_finished_saga_header_expires_with_every_column() {
     ] {
         let ttl = ttl_of(column).await;
         assert!(
-            ttl.is_some_and(|t| t > 0 && t <= statements::RECORD_TTL),
+            ttl.is_some_and(|t| t > 0 && t <= cql::write_statements::RECORD_TTL),
             "{column} of a confirmed saga carries the record TTL, found {ttl:?}"
         );
     }
@@ -478,7 +490,7 @@ async fn a_finished_saga_header_expires_with_every_column() {
 async fn rows_of_another_writer_between_this_process_rows_are_published_in_order() {
     use stockflow_domain::{BusEvent, LocationId, OnHandChange, Sku, StockKey};
 
-    use crate::contract::{adjust, location, plain};
+    use crate::contract::{Exec, adjust, location, plain};
     use crate::ports::{Outbox, WriteStore};
 
     let (a, config) = backend_and_config("fresh_gap").await;
@@ -494,10 +506,13 @@ async fn rows_of_another_writer_between_this_process_rows_are_published_in_order
             })
             .collect()
     };
-    a.put_location(location("x", "north")).await.unwrap();
+    a.put_location(location("x", "north"))
+        .await
+        .unwrap()
+        .unwrap();
     let add = |store: Arc<ScyllaWriteStore>| async move {
         store
-            .execute(plain(adjust("g", "x", OnHandChange::Delta(1), None)))
+            .exec(plain(adjust("g", "x", OnHandChange::Delta(1), None)))
             .await
             .unwrap();
     };
@@ -534,19 +549,20 @@ async fn rows_of_another_writer_between_this_process_rows_are_published_in_order
 async fn deadline_rows(p: &partition::Partitions, id: &str) -> Vec<i64> {
     let now = crate::now_ms();
     let mut at = Vec::new();
-    for minute in saga::minute_of(now - 240_000)..=saga::minute_of(now + 700_000) {
-        let rows = cql::Rows::from(
-            p.session
-                .execute_unpaged(&p.st.deadlines_from, (minute, 0i64, 1000i32))
-                .await
-                .unwrap(),
+    for minute in deadlines::minute_of(now - 240_000)..=deadlines::minute_of(now + 700_000) {
+        let rows: Vec<DeadlineRow> = query::rows(
+            &p.session,
+            "scan deadlines",
+            &p.st.deadlines_from,
+            (minute, 0i64, 1000i32),
         )
+        .await
         .unwrap();
-        for r in 0..rows.len() {
-            if rows.text(r, "id").as_deref() == Some(id) {
-                at.push(rows.bigint(r, "expires_at").unwrap());
-            }
-        }
+        at.extend(
+            rows.into_iter()
+                .filter(|r| r.id == id)
+                .map(|r| r.expires_at),
+        );
     }
     at
 }
@@ -561,24 +577,29 @@ async fn a_deadline_written_before_its_reservation_is_kept_until_it_lands() {
         LocationId, OnHandChange, ReservationId, ReservationStatus, Sku, StockKey,
     };
 
-    use crate::contract::{adjust, location, plain, reserve};
+    use crate::contract::{Exec, adjust, location, plain, reserve};
     use crate::ports::WriteStore;
 
     let b = backend("late").await;
     let w = b.write.clone();
     let p = w.keys.partitions.clone();
-    w.put_location(location("x", "north")).await.unwrap();
-    w.execute(plain(adjust("t", "x", OnHandChange::Delta(10), None)))
+    w.put_location(location("x", "north"))
+        .await
+        .unwrap()
+        .unwrap();
+    w.exec(plain(adjust("t", "x", OnHandChange::Delta(10), None)))
         .await
         .unwrap();
     let late = ReservationId::parse("late").unwrap();
     let orphan = ReservationId::parse("orphan").unwrap();
     let now = crate::now_ms();
     let key = StockKey::new(Sku::parse("t").unwrap(), LocationId::parse("x").unwrap());
-    saga::index_with_deadlines(&p, &late, std::slice::from_ref(&key), &[now - 1_000], None)
+    deadlines::index_with_deadlines(&p, &late, std::slice::from_ref(&key), &[now - 1_000], None)
         .await
         .unwrap();
-    saga::deadline(&p, &orphan, now - 200_000).await.unwrap();
+    deadlines::deadline(&p, &orphan, now - 200_000)
+        .await
+        .unwrap();
 
     let round = w.expire_due(crate::now_ms(), 10).await.unwrap();
     assert_eq!(
@@ -598,7 +619,7 @@ async fn a_deadline_written_before_its_reservation_is_kept_until_it_lands() {
     assert_eq!(deadline_rows(&p, "orphan").await, Vec::<i64>::new());
 
     // The batch lands, with a one-second TTL; expiry then expires the reservation.
-    w.execute(plain(reserve("late", &[("t", "x", 1)], 1)))
+    w.exec(plain(reserve("late", &[("t", "x", 1)], 1)))
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
@@ -640,7 +661,8 @@ async fn dead_letters_spread_over_buckets() {
     let session = connect(&ScyllaConfig::new(vec![nodes], keyspace.clone()))
         .await
         .unwrap();
-    let buckets = cql::Rows::from(
+    let buckets: Vec<(i32,)> = query::decode(
+        "list buckets",
         session
             .query_unpaged(
                 format!("SELECT DISTINCT bucket FROM {keyspace}.dead_letters"),
@@ -684,9 +706,9 @@ async fn a_stalled_saga_and_its_rollback_exclude_each_other() {
 
     use stockflow_domain::{LocationId, OnHandChange, ReservationId, Sku, StockKey};
 
-    use crate::contract::{adjust, assert_holds_match, keyed, location, plain, reserve};
+    use crate::contract::{Exec, adjust, assert_holds_match, keyed, location, plain, reserve};
     use crate::ports::WriteStore;
-    use saga::faults::{Point, stall};
+    use saga::pauses::{Point, stall};
 
     /// The recovery window of this test's store (30 s in production).
     const WINDOW: i64 = 3_000;
@@ -698,10 +720,16 @@ async fn a_stalled_saga_and_its_rollback_exclude_each_other() {
             .expect("store"),
     );
     let p = w.keys.partitions.clone();
-    w.put_location(location("sx", "north")).await.unwrap();
-    w.put_location(location("sy", "south")).await.unwrap();
+    w.put_location(location("sx", "north"))
+        .await
+        .unwrap()
+        .unwrap();
+    w.put_location(location("sy", "south"))
+        .await
+        .unwrap()
+        .unwrap();
     for (s, l) in [("a", "sx"), ("b", "sy")] {
-        w.execute(plain(adjust(s, l, OnHandChange::Delta(10), None)))
+        w.exec(plain(adjust(s, l, OnHandChange::Delta(10), None)))
             .await
             .unwrap();
     }
@@ -730,9 +758,9 @@ async fn a_stalled_saga_and_its_rollback_exclude_each_other() {
             assert_eq!(round.failed, 0, "{:?}", round.last_error);
         }
     };
-    let unavailable = |r: crate::Result<crate::ports::CommandOutcome>, case: &str| match r {
-        Err(e @ StoreError::Unavailable(_)) => assert!(e.retryable()),
-        other => panic!("{case}: expected a retryable refusal, got {other:?}"),
+    let unavailable = |r: crate::Result<crate::ports::Executed>, case: &str| match r {
+        Err(e) if e.retryable() => {}
+        other => panic!("{case}: expected a retryable failure, got {other:?}"),
     };
     let all = ["st-1", "st-2", "st-3", "st-4"];
 
@@ -795,13 +823,13 @@ async fn a_stalled_saga_and_its_rollback_exclude_each_other() {
         .await
         .unwrap()
         .expect("the retry makes the reservation");
-    assert!(!made.replayed);
+    assert!(!made.replayed && made.answer.is_ok());
     assert_eq!(
         (reserved("a", "sx").await, reserved("b", "sy").await),
         (2, 3)
     );
     let again = w
-        .execute(keyed(
+        .exec(keyed(
             reserve("st-2", &[("a", "sx", 2), ("b", "sy", 3)], 600),
             "k-st-2",
             "k-st-2",

@@ -1,0 +1,26 @@
+//! The ports: what the services need from storage and the bus, independent of backend.
+//!
+//! Shaped for both the embedded backend and the distributed one (ScyllaDB + a bus): a
+//! command is one call (the adapter owns its transaction or conditional batch), outbox
+//! entries are discovered and marked in batches, and read-model writes carry the consumer
+//! offset they advance to, so both are stored together. The event log's port lives in
+//! `stockflow-bus`.
+//!
+//! - [`write`]: [`WriteStore`] — commands with idempotency and a transactional outbox.
+//! - [`outbox`]: [`Outbox`] — what the publisher drains.
+//! - [`read`]: [`ReadStore`] — read models (rows built by `stockflow_domain::read_model`),
+//!   consumer offsets, the DLQ.
+//! - [`leases`]: [`LeaseStore`] — shards owned by one replica at a time.
+
+pub mod leases;
+pub mod outbox;
+pub mod read;
+pub mod write;
+
+pub use leases::LeaseStore;
+pub use outbox::{Outbox, OutboxEntry};
+pub use read::{
+    Batch, DeadLetter, InventoryRow, Movement, Provenance, ReadStore, RegionAvailability,
+    SearchHit, SearchQuery,
+};
+pub use write::{CommandRequest, Executed, ExpiryRound, IdempotencyToken, Purge, WriteStore};

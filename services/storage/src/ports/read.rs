@@ -1,0 +1,148 @@
+//! The read side's port: read models, consumer offsets and the DLQ. The rows are built by
+//! `stockflow_domain::read_model`, which both read stores call.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use stockflow_domain::BusEvent;
+pub use stockflow_domain::read_model::{InventoryRow, Movement, Provenance, RegionAvailability};
+
+use crate::Result;
+
+/// One search hit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// SKU.
+    pub sku: String,
+    /// Display name.
+    pub name: String,
+    /// Catalog attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Available units (in `region` if the query named one, else everywhere).
+    pub available: i64,
+}
+
+/// A search query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// Free text, matched against name and attributes (every word must match a prefix).
+    pub text: String,
+    /// Only SKUs with available stock.
+    pub in_stock: bool,
+    /// Restrict availability to one region.
+    pub region: Option<String>,
+    /// At most this many hits.
+    pub limit: usize,
+}
+
+/// An event the projector gave up on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// DLQ id.
+    pub id: i64,
+    /// The consumer that failed.
+    pub consumer: String,
+    /// Where the record was.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: u64,
+    /// Its key.
+    pub key: String,
+    /// Its payload, as text (lossy for binary payloads).
+    pub payload: String,
+    /// The last error.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was dead-lettered, Unix milliseconds.
+    pub failed_at_ms: i64,
+}
+
+/// Records of one partition for [`ReadStore::project`]: `events[i]` is the record at
+/// offset `first_offset + i`.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The consumer whose offset moves.
+    pub consumer: &'a str,
+    /// The replica applying the batch, recorded in each movement's [`Provenance`].
+    pub replica: &'a str,
+    /// The log partition.
+    pub partition: u32,
+    /// Offset of `events[0]`.
+    pub first_offset: u64,
+    /// The decoded records, contiguous.
+    pub events: &'a [BusEvent],
+}
+
+impl Batch<'_> {
+    /// The offset the consumer reads next once the batch is applied.
+    pub fn next_offset(&self) -> u64 {
+        self.first_offset + self.events.len() as u64
+    }
+
+    /// The provenance of `events[index]`, applied at `now_ms`.
+    pub fn provenance(&self, index: usize, now_ms: i64) -> Provenance {
+        Provenance {
+            partition: self.partition,
+            offset: self.first_offset + index as u64,
+            projected_at_ms: now_ms,
+            projected_by: self.replica.to_string(),
+        }
+    }
+}
+
+/// The read side: read models, consumer offsets and the DLQ.
+#[async_trait]
+pub trait ReadStore: Send + Sync + 'static {
+    /// Applies a batch's events and advances its consumer's offset for its partition to
+    /// [`Batch::next_offset`], in one atomic step. Each event is applied only if newer than
+    /// what the read models hold, so re-applying is harmless; its movement records where
+    /// it was read and by whom.
+    async fn project(&self, batch: Batch<'_>) -> Result<()>;
+    /// Applies events without moving any offset (replaying a dead letter).
+    async fn replay(&self, events: &[BusEvent]) -> Result<()>;
+    /// Records a poison record in the DLQ and advances the offset past it, atomically.
+    async fn dead_letter(&self, letter: DeadLetter, next_offset: u64) -> Result<()>;
+    /// The next offset `consumer` should read from `partition` (0 if never stored).
+    async fn offset(&self, consumer: &str, partition: u32) -> Result<u64>;
+    /// Sets a consumer's offset (used to replay the log).
+    async fn reset_offset(&self, consumer: &str, partition: u32, offset: u64) -> Result<()>;
+    /// Dead letters, oldest first.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>>;
+    /// Removes a dead letter (after a successful replay).
+    async fn remove_dead_letter(&self, id: i64) -> Result<bool>;
+    /// Removes at most `limit` dead letters written before `before_ms`, oldest first;
+    /// returns how many.
+    async fn purge_dead_letters(&self, before_ms: i64, limit: usize) -> Result<usize>;
+    /// How many dead letters are held.
+    async fn dead_letter_count(&self) -> Result<u64>;
+    /// Every location of a SKU.
+    async fn stock_by_sku(&self, sku: &str) -> Result<Vec<InventoryRow>>;
+    /// One location of a SKU.
+    async fn stock_at(&self, sku: &str, location: &str) -> Result<Option<InventoryRow>>;
+    /// Availability of a SKU per region (one region if given).
+    async fn availability(
+        &self,
+        sku: &str,
+        region: Option<&str>,
+    ) -> Result<Vec<RegionAvailability>>;
+    /// Catalog search.
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>>;
+    /// The change history of one key, oldest first: at most `limit` movements with a
+    /// version above `after`.
+    async fn movements(
+        &self,
+        sku: &str,
+        location: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Movement>>;
+    /// Removes at most `limit` movements that happened before `before_ms`; returns how
+    /// many (0 where the store expires them itself).
+    async fn purge_movements(&self, before_ms: i64, limit: usize) -> Result<usize>;
+    /// Every inventory row (tests and consistency checks).
+    async fn all_inventory(&self) -> Result<Vec<InventoryRow>>;
+    /// Succeeds when queries can be served.
+    async fn check_ready(&self) -> Result<()>;
+}

@@ -1,0 +1,286 @@
+//! The ScyllaDB read store: read models written by [`project`] (rows the domain builds,
+//! written `USING TIMESTAMP <version>`), catalog search ([`search`]), the dead-letter queue
+//! ([`letters`]), consumer offsets, and the queries the API serves.
+
+mod letters;
+mod project;
+mod search;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use scylla::client::session::Session;
+use stockflow_domain::read_model::{InventoryRow, LocationShare, Movement, Provenance};
+use stockflow_domain::{Actor, BusEvent};
+
+use super::cql::errors::{cql, unreadable};
+use super::cql::query;
+use super::cql::read_statements::ReadStatements;
+use super::cql::rows::{InventoryReadRow, MovementRow, OffsetRow, RegionRow, ShareRow};
+use crate::Result;
+use crate::ports::{Batch, DeadLetter, ReadStore, RegionAvailability, SearchHit, SearchQuery};
+
+/// Most movements one page returns: a page of audit history, not a dump.
+const MAX_MOVEMENTS_PAGE: usize = 1000;
+
+/// Regions each SKU is known to have in `regions_by_sku`, and how many pairs that is.
+#[derive(Default)]
+struct KnownRegions {
+    by_sku: HashMap<String, HashSet<String>>,
+    pairs: usize,
+}
+
+/// The ScyllaDB read store.
+pub struct ScyllaReadStore {
+    session: Arc<Session>,
+    st: ReadStatements,
+    /// `(sku, region)` rows known to be in `regions_by_sku`. Nothing deletes those rows, so
+    /// an event for a SKU in a region seen before has nothing to add there.
+    known_regions: Mutex<KnownRegions>,
+}
+
+/// A version or offset as a CQL bigint (and a write timestamp): they never get near 2^63.
+fn timestamp(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}
+
+/// A stored row of `inventory_by_sku_location`, through the domain.
+fn inventory(row: InventoryReadRow) -> InventoryRow {
+    InventoryRow::stored(
+        row.sku,
+        row.location,
+        row.region.unwrap_or_default(),
+        row.on_hand.unwrap_or(0),
+        row.reserved.unwrap_or(0),
+        u64::try_from(row.version.unwrap_or(0)).unwrap_or(0),
+        row.as_of.unwrap_or(0),
+    )
+}
+
+fn movement(r: MovementRow) -> Movement {
+    Movement {
+        sku: r.sku,
+        location: r.location,
+        version: u64::try_from(r.version).unwrap_or(0),
+        kind: r.kind.unwrap_or_default(),
+        on_hand: r.on_hand.unwrap_or(0),
+        reserved: r.reserved.unwrap_or(0),
+        reservation_id: r.reservation_id,
+        reason: r.reason,
+        reference: r.reference,
+        actor: r.actor_subject.map(|subject| Actor {
+            subject,
+            client_id: r.actor_client_id,
+        }),
+        idempotency_key: r.idempotency_key,
+        occurred_at_ms: r.occurred_at.unwrap_or(0),
+        projection: match (
+            r.bus_partition,
+            r.bus_offset,
+            r.projected_at,
+            r.projected_by,
+        ) {
+            (Some(partition), Some(offset), Some(projected_at_ms), Some(projected_by)) => {
+                Some(Provenance {
+                    partition: u32::try_from(partition).unwrap_or(0),
+                    offset: u64::try_from(offset).unwrap_or(0),
+                    projected_at_ms,
+                    projected_by,
+                })
+            }
+            _ => None,
+        },
+    }
+}
+
+impl ScyllaReadStore {
+    /// Prepares every statement on `session` for `keyspace`.
+    pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<Self> {
+        let st = ReadStatements::prepare(&session, keyspace).await?;
+        Ok(Self {
+            session,
+            st,
+            known_regions: Mutex::default(),
+        })
+    }
+
+    /// The availability of `sku` in each of `regions` (every region it has rows in when
+    /// `None`), summed over the locations' rows by the domain.
+    async fn region_totals(
+        &self,
+        sku: &str,
+        region: Option<&str>,
+    ) -> Result<Vec<RegionAvailability>> {
+        let regions: Vec<String> = match region {
+            Some(r) => vec![r.to_string()],
+            None => {
+                let rows: Vec<RegionRow> =
+                    query::rows(&self.session, "read regions", &self.st.regions, (sku,)).await?;
+                rows.into_iter().map(|r| r.region).collect()
+            }
+        };
+        let mut out = Vec::new();
+        for region in regions {
+            let shares: Vec<ShareRow> = query::rows(
+                &self.session,
+                "read availability",
+                &self.st.region_rows,
+                (sku, region.as_str()),
+            )
+            .await?;
+            let shares = shares.into_iter().map(|s| LocationShare {
+                on_hand: s.on_hand.unwrap_or(0),
+                reserved: s.reserved.unwrap_or(0),
+                as_of_ms: s.as_of.unwrap_or(0),
+            });
+            if let Some(total) = RegionAvailability::over(sku, &region, shares) {
+                out.push(total);
+            }
+        }
+        out.sort_by(|a, b| a.region.cmp(&b.region));
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ReadStore for ScyllaReadStore {
+    async fn project(&self, batch: Batch<'_>) -> Result<()> {
+        // Without cross-table transactions the offset follows the writes: a crash in
+        // between re-applies events, which the timestamps make harmless.
+        self.apply_all(batch.events, Some(&batch)).await?;
+        self.reset_offset(batch.consumer, batch.partition, batch.next_offset())
+            .await
+    }
+
+    async fn replay(&self, events: &[BusEvent]) -> Result<()> {
+        self.apply_all(events, None).await
+    }
+
+    async fn dead_letter(&self, letter: DeadLetter, next_offset: u64) -> Result<()> {
+        self.write_letter(&letter).await?;
+        self.reset_offset(&letter.consumer, letter.partition, next_offset)
+            .await
+    }
+
+    async fn offset(&self, consumer: &str, partition: u32) -> Result<u64> {
+        let row: Option<OffsetRow> = query::first(
+            &self.session,
+            "read offset",
+            &self.st.get_offset,
+            (consumer, i32::try_from(partition).unwrap_or(i32::MAX)),
+        )
+        .await?;
+        Ok(row
+            .and_then(|r| r.next_offset)
+            .and_then(|o| u64::try_from(o).ok())
+            .unwrap_or(0))
+    }
+
+    async fn reset_offset(&self, consumer: &str, partition: u32, offset: u64) -> Result<()> {
+        query::exec(
+            &self.session,
+            "store offset",
+            &self.st.store_offset,
+            (
+                consumer,
+                i32::try_from(partition).unwrap_or(i32::MAX),
+                timestamp(offset),
+            ),
+        )
+        .await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.oldest_letters(limit).await
+    }
+
+    async fn remove_dead_letter(&self, id: i64) -> Result<bool> {
+        self.remove_letter(id).await
+    }
+
+    async fn purge_dead_letters(&self, before_ms: i64, limit: usize) -> Result<usize> {
+        self.purge_letters(before_ms, limit).await
+    }
+
+    async fn movements(
+        &self,
+        sku: &str,
+        location: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Movement>> {
+        let limit = i32::try_from(limit.clamp(1, MAX_MOVEMENTS_PAGE)).unwrap_or(i32::MAX);
+        let rows: Vec<MovementRow> = query::rows(
+            &self.session,
+            "read movements",
+            &self.st.movements,
+            (sku, location, timestamp(after), limit),
+        )
+        .await?;
+        Ok(rows.into_iter().map(movement).collect())
+    }
+
+    async fn purge_movements(&self, _before_ms: i64, _limit: usize) -> Result<usize> {
+        // The table's default TTL (90 days) expires movements on ScyllaDB.
+        Ok(0)
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64> {
+        self.count_letters().await
+    }
+
+    async fn stock_by_sku(&self, sku: &str) -> Result<Vec<InventoryRow>> {
+        let rows: Vec<InventoryReadRow> =
+            query::rows(&self.session, "read stock", &self.st.stock_by_sku, (sku,)).await?;
+        Ok(rows.into_iter().map(inventory).collect())
+    }
+
+    async fn stock_at(&self, sku: &str, location: &str) -> Result<Option<InventoryRow>> {
+        let row: Option<InventoryReadRow> = query::first(
+            &self.session,
+            "read stock",
+            &self.st.stock_at,
+            (sku, location),
+        )
+        .await?;
+        Ok(row.map(inventory))
+    }
+
+    async fn availability(
+        &self,
+        sku: &str,
+        region: Option<&str>,
+    ) -> Result<Vec<RegionAvailability>> {
+        self.region_totals(sku, region).await
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>> {
+        self.find(query).await
+    }
+
+    async fn all_inventory(&self) -> Result<Vec<InventoryRow>> {
+        let mut out = Vec::new();
+        let mut pager = self
+            .session
+            .execute_iter(self.st.all_inventory.clone(), ())
+            .await
+            .map_err(unreadable("scan inventory"))?
+            .rows_stream::<InventoryReadRow>()
+            .map_err(unreadable("scan inventory"))?;
+        while let Some(row) = pager.next().await {
+            out.push(inventory(row.map_err(unreadable("scan inventory"))?));
+        }
+        out.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+        Ok(out)
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        self.session
+            .query_unpaged("SELECT release_version FROM system.local", ())
+            .await
+            .map_err(cql("readiness probe"))?;
+        Ok(())
+    }
+}
