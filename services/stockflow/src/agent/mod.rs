@@ -194,12 +194,18 @@ pub async fn start(
     ));
     tokio::spawn(feed::run(
         store.clone(),
-        region,
+        region.clone(),
         config.locations.iter().cloned().collect(),
         state.feed.clone(),
         stop.clone(),
     ));
     tokio::spawn(compact(store, config.keep_acknowledged, stop.clone()));
+    tokio::spawn(learn_key_lifetime(
+        region,
+        state.link.clone(),
+        config.max_offline,
+        stop.clone(),
+    ));
     let app = api::router(state.clone());
     let stopping = stop.clone();
     let task = tokio::spawn(async move {
@@ -215,6 +221,45 @@ pub async fn start(
         task,
         _lock: lock,
     })
+}
+
+/// Reads how long the region keeps an Idempotency-Key (retrying until it answers) and
+/// says so when that is shorter than the agent may hold a command.
+async fn learn_key_lifetime(
+    region: Arc<region::Region>,
+    link: Arc<forward::Link>,
+    max_offline: Duration,
+    stop: CancellationToken,
+) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match region.key_lifetime_seconds().await {
+            Ok(secs) => {
+                let lifetime = Duration::from_secs(secs);
+                link.set_key_lifetime(lifetime);
+                if lifetime < max_offline {
+                    tracing::warn!(
+                        region_keeps_s = secs,
+                        agent_may_hold_s = max_offline.as_secs(),
+                        "the region forgets Idempotency-Keys sooner than this store may sell offline: \
+                         a command held longer is quarantined instead of resent"
+                    );
+                } else {
+                    tracing::info!(
+                        region_keeps_s = secs,
+                        "the region keeps Idempotency-Keys long enough"
+                    );
+                }
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the region's key lifetime yet"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(60));
+    }
 }
 
 /// Removes acknowledged commands once they are `keep` old.

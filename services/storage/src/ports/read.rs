@@ -92,6 +92,34 @@ impl Batch<'_> {
     }
 }
 
+/// What the change feed answers from a cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// The rows of the asked locations that changed after the cursor, in the order they
+    /// changed (each key's in version order), and the cursor to go on from.
+    Page {
+        /// The rows as they are after each change.
+        rows: Vec<InventoryRow>,
+        /// Where the next page starts.
+        cursor: String,
+    },
+    /// The feed no longer holds what follows the cursor (retention passed it): load the
+    /// snapshot and follow from its cursor.
+    Expired,
+    /// The cursor is not one this store gave out.
+    BadCursor(String),
+}
+
+/// Every row of some locations, and the feed's cursor from which changes after it follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeSnapshot {
+    /// The rows.
+    pub rows: Vec<InventoryRow>,
+    /// The feed's cursor as of the snapshot (changes at or before it may come again:
+    /// they are version-guarded).
+    pub cursor: String,
+}
+
 /// The read side: read models, consumer offsets and the DLQ.
 #[async_trait]
 pub trait ReadStore: Send + Sync + 'static {
@@ -143,6 +171,19 @@ pub trait ReadStore: Send + Sync + 'static {
     async fn purge_movements(&self, before_ms: i64, limit: usize) -> Result<usize>;
     /// Every inventory row (tests and consistency checks).
     async fn all_inventory(&self) -> Result<Vec<InventoryRow>>;
+    /// The change feed of `locations` after `cursor` (`None`: from the start of what is
+    /// held), at most `limit` rows.
+    async fn changes(
+        &self,
+        locations: &[String],
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Changes>;
+    /// Every row of `locations`, with the feed's cursor to follow from.
+    async fn change_snapshot(&self, locations: &[String]) -> Result<ChangeSnapshot>;
+    /// Removes at most `limit` feed entries older than `before_ms`; returns how many (0
+    /// where the store expires them itself).
+    async fn purge_changes(&self, before_ms: i64, limit: usize) -> Result<usize>;
     /// Succeeds when queries can be served.
     async fn check_ready(&self) -> Result<()>;
 }
