@@ -15,8 +15,10 @@
 //! - [`feed`]: the region's change feed followed into the local view.
 //! - [`api`]: the loopback API for the POS and the staff endpoints.
 //! - [`status`]: the status as JSON, metrics and an HTML page.
+//! - [`capture`]: sales read from the POS's own PostgreSQL (logical replication).
 
 pub mod api;
+pub mod capture;
 pub mod feed;
 pub mod forward;
 pub mod region;
@@ -102,6 +104,8 @@ pub struct AgentConfig {
     pub keep_acknowledged: Duration,
     /// How long one attempt waits for the region's answer.
     pub request_timeout: Duration,
+    /// The POS's PostgreSQL to capture sales from, if the POS writes there.
+    pub capture: Option<capture::postgres::PostgresCapture>,
 }
 
 /// How often settled commands are compacted.
@@ -199,6 +203,16 @@ pub async fn start(
         state.feed.clone(),
         stop.clone(),
     ));
+    if let Some(pos) = config.capture.clone() {
+        let columns = pos.columns.clone();
+        let source = capture::postgres::PostgresSource::new(pos, store.clone(), stop.clone());
+        tokio::spawn(capture::run(
+            state.clone(),
+            Box::new(source),
+            columns,
+            stop.clone(),
+        ));
+    }
     tokio::spawn(compact(store, config.keep_acknowledged, stop.clone()));
     tokio::spawn(learn_key_lifetime(
         region,
