@@ -38,10 +38,21 @@ const DEFAULT_LIMIT: usize = 500;
 #[into_params(parameter_in = Query)]
 pub(crate) struct ChangesParams {
     /// Comma-separated locations (1-100): a store's token may name only its own.
-    #[param(min_length = 1, max_length = 6500, example = "store-1,store-2")]
+    // Stated inline (see `MovementParams`); the document test checks both patterns.
+    #[param(
+        pattern = "^[A-Za-z0-9._:-]{1,64}(,[A-Za-z0-9._:-]{1,64}){0,99}$",
+        min_length = 1,
+        max_length = 6499,
+        example = "store-1,store-2"
+    )]
     pub locations: String,
-    /// The cursor of the previous page (absent: from the oldest change held).
-    #[param(min_length = 1, max_length = 200)]
+    /// The cursor of the previous page (absent: from the oldest change held). A cursor of
+    /// another backend's feed answers 410 `cursor_expired`.
+    #[param(
+        pattern = "^(e:[0-9]{1,18}|s@[0-9]{1,15}|s:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-1[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$",
+        min_length = 1,
+        max_length = 38
+    )]
     pub after: Option<String>,
     /// At most this many rows (1-1000, default 500).
     #[param(minimum = 1, maximum = 1000)]
@@ -51,13 +62,38 @@ pub(crate) struct ChangesParams {
     pub wait_ms: Option<u64>,
 }
 
+/// The header an event stream resumes from (documented here; read from the header map,
+/// where an empty value means no cursor, as EventSource has it).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[expect(
+    dead_code,
+    reason = "documents the header; the handler reads the header map"
+)]
+pub(crate) struct ResumeHeader {
+    /// Resume an event stream (instead of `after`; empty: no cursor).
+    #[param(
+        rename = "Last-Event-ID",
+        nullable = false,
+        pattern = "^$|^(e:[0-9]{1,18}|s@[0-9]{1,15}|s:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-1[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$",
+        max_length = 38
+    )]
+    last_event_id: Option<String>,
+}
+
 /// Query of the snapshot.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct SnapshotParams {
     /// Comma-separated locations (1-100): a store's token may name only its own.
-    #[param(min_length = 1, max_length = 6500, example = "store-1,store-2")]
+    // Stated inline (see `MovementParams`); the document test checks both patterns.
+    #[param(
+        pattern = "^[A-Za-z0-9._:-]{1,64}(,[A-Za-z0-9._:-]{1,64}){0,99}$",
+        min_length = 1,
+        max_length = 6499,
+        example = "store-1,store-2"
+    )]
     pub locations: String,
 }
 
@@ -140,6 +176,24 @@ fn locations(identity: &Identity, text: &str) -> ApiResult<Vec<String>> {
     Ok(out)
 }
 
+/// The `Last-Event-ID` cursor, if one is sent: an empty one resets it (the EventSource
+/// rule); anything else must be a cursor, even when `after` wins over it.
+fn resume_cursor(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let id = String::from_utf8_lossy(value.as_bytes());
+    if id.is_empty() {
+        return Ok(None);
+    }
+    if stockflow_storage::ports::ChangeCursor::parse(&id).is_none() {
+        return Err(ApiError::InvalidQuery(format!(
+            "Last-Event-ID: {id:?} is not a cursor this feed gave out"
+        )));
+    }
+    Ok(Some(id.into_owned()))
+}
+
 fn snapshot_link(locations: &[String]) -> String {
     format!("/v1/changes/snapshot?locations={}", locations.join(","))
 }
@@ -183,7 +237,7 @@ async fn next_page(
 /// Server-Sent Events (`event: changes`, the page as `data`, its cursor as `id`;
 /// `Last-Event-ID` resumes) with `Accept: text/event-stream`.
 #[utoipa::path(get, path = "/v1/changes", tag = "queries",
-    params(ChangesParams, ("Last-Event-ID" = Option<String>, Header, description = "Resume an event stream (instead of `after`)")),
+    params(ChangesParams, ResumeHeader),
     responses((status = 200, body = ChangesResponse, description = "A page (JSON), or an event stream"),
               (status = 410, body = Problem, description = "cursor_expired: load the snapshot the problem names and follow from its cursor")))]
 pub(crate) async fn changes(
@@ -199,11 +253,15 @@ pub(crate) async fn changes(
             stockflow_domain::ValidationError::new("limit", "must be between 1 and 1000").into(),
         );
     }
-    let wait = Duration::from_millis(p.wait_ms.unwrap_or(0)).min(MAX_WAIT);
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let wait = Duration::from_millis(p.wait_ms.unwrap_or(0));
+    if wait > MAX_WAIT {
+        return Err(stockflow_domain::ValidationError::new(
+            "wait_ms",
+            format!("must be between 0 and {}", MAX_WAIT.as_millis()),
+        )
+        .into());
+    }
+    let resume = resume_cursor(&headers)?;
     let after = p.after.or(resume);
     let wants_stream = headers
         .get(header::ACCEPT)

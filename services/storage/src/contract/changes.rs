@@ -132,4 +132,17 @@ pub(crate) async fn change_feed_contract<R: ReadStore>(read: Arc<R>) {
             .expect("answers"),
         Changes::BadCursor(_)
     ));
+    // Well-formed cursors of either backend: this store's own reads as a page, the
+    // other's as expired (the reader reloads the snapshot), never as a client error.
+    for foreign in ["e:0", "s@0", "s:5e1b3c2a-0b7d-11ef-8000-000000000000"] {
+        assert!(
+            matches!(
+                read.changes(&s1, Some(foreign), 100)
+                    .await
+                    .expect("answers"),
+                Changes::Page { .. } | Changes::Expired
+            ),
+            "{foreign}"
+        );
+    }
 }

@@ -9,7 +9,7 @@ use stockflow_domain::read_model::InventoryRow;
 
 use super::queries::inventory;
 use crate::error::Context;
-use crate::ports::{ChangeSnapshot, Changes};
+use crate::ports::{ChangeCursor, ChangeSnapshot, Changes};
 use crate::{Result, StoreError};
 
 /// The feed's tables.
@@ -44,12 +44,8 @@ pub(super) fn record(conn: &Connection, row: &InventoryRow, now_ms: i64) -> Resu
     Ok(())
 }
 
-fn parse(cursor: &str) -> Option<i64> {
-    cursor.strip_prefix("e:")?.parse().ok()
-}
-
 fn cursor_of(seq: i64) -> String {
-    format!("e:{seq}")
+    ChangeCursor::Embedded(seq).to_string()
 }
 
 /// The highest sequence number retention removed.
@@ -79,9 +75,11 @@ pub(super) fn page(
 ) -> Result<Changes> {
     let after = match cursor {
         None => None,
-        Some(c) => match parse(c) {
-            Some(seq) if seq >= 0 => Some(seq),
-            _ => return Ok(Changes::BadCursor(c.to_string())),
+        Some(c) => match ChangeCursor::parse(c) {
+            Some(ChangeCursor::Embedded(seq)) => Some(seq),
+            // ScyllaDB's: this feed cannot say what follows it.
+            Some(_) => return Ok(Changes::Expired),
+            None => return Ok(Changes::BadCursor(c.to_string())),
         },
     };
     let tx = conn

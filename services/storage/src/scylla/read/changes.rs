@@ -17,7 +17,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimeuuid;
 use stockflow_domain::read_model::InventoryRow;
 
-use crate::ports::{ChangeSnapshot, Changes};
+use crate::ports::{ChangeCursor, ChangeSnapshot, Changes};
 use crate::scylla::cql::errors::unreadable;
 use crate::scylla::cql::query;
 use crate::{Result, StoreError, now_ms};
@@ -78,12 +78,13 @@ enum From {
 }
 
 impl From {
-    fn parse(cursor: &str) -> Option<Self> {
-        if let Some(ms) = cursor.strip_prefix("s@") {
-            return ms.parse().ok().map(From::Time);
+    /// Where `cursor` starts; `None` for the embedded store's (it cannot be followed here).
+    fn of(cursor: ChangeCursor) -> Option<Self> {
+        match cursor {
+            ChangeCursor::ScyllaTime(ms) => Some(From::Time(ms)),
+            ChangeCursor::ScyllaRow(id) => Some(From::Row(CqlTimeuuid::from(id))),
+            ChangeCursor::Embedded(_) => None,
         }
-        let id: uuid::Uuid = cursor.strip_prefix("s:")?.parse().ok()?;
-        (id.get_version_num() == 1).then(|| From::Row(CqlTimeuuid::from(id)))
     }
 
     fn ms(&self) -> i64 {
@@ -153,8 +154,9 @@ pub(crate) async fn page(
     let oldest = now - i64::try_from(RETENTION.as_millis()).unwrap_or(i64::MAX);
     let from = match cursor {
         None => From::Time(oldest),
-        Some(c) => match From::parse(c) {
-            Some(from) => from,
+        Some(c) => match ChangeCursor::parse(c).map(From::of) {
+            Some(Some(from)) => from,
+            Some(None) => return Ok(Changes::Expired),
             None => return Ok(Changes::BadCursor(c.to_string())),
         },
     };
@@ -207,10 +209,10 @@ pub(crate) async fn page(
     let cursor = if found.len() == limit {
         found
             .last()
-            .map(|(id, _)| format!("s:{}", uuid::Uuid::from(*id)))
-            .unwrap_or_else(|| format!("s@{upto}"))
+            .map(|(id, _)| ChangeCursor::ScyllaRow(uuid::Uuid::from(*id)).to_string())
+            .unwrap_or_else(|| ChangeCursor::ScyllaTime(upto).to_string())
     } else {
-        format!("s@{}", upto.max(from.ms()))
+        ChangeCursor::ScyllaTime(upto.max(from.ms())).to_string()
     };
     let rows = found
         .iter()
@@ -246,6 +248,6 @@ pub(crate) async fn snapshot(
     }
     Ok(ChangeSnapshot {
         rows,
-        cursor: format!("s@{since}"),
+        cursor: ChangeCursor::ScyllaTime(since).to_string(),
     })
 }
