@@ -52,6 +52,10 @@ enum Action {
     /// Run beside a store's POS: answer it locally, queue every command, forward them to
     /// the region exactly once and in order, and keep a local view of the store's stock.
     StoreAgent(Box<AgentArgs>),
+    /// Copy an embedded data directory consistently while `stockflow dev` serves it.
+    Backup(super::backup::BackupArgs),
+    /// Restore a backup of an embedded data directory into an empty directory.
+    Restore(super::backup::RestoreArgs),
     /// Print a bearer token signed by the development key of a data directory (or by
     /// --key), for `stockflow dev --auth-dev` and tests.
     Token(TokenArgs),
@@ -301,7 +305,11 @@ impl Cli {
             Action::Dev(_) => "stockflow-dev",
             Action::Migrate(_) | Action::Teardown(_) => "stockflow-migrate",
             Action::StoreAgent(_) => "stockflow-store-agent",
-            Action::Token(_) | Action::Trace(_) | Action::Reference => "stockflow",
+            Action::Token(_)
+            | Action::Trace(_)
+            | Action::Reference
+            | Action::Backup(_)
+            | Action::Restore(_) => "stockflow",
             command => command.role().map_or("stockflow", Role::service_name),
         }
     }
@@ -322,6 +330,8 @@ impl Cli {
             Action::Teardown(args) => args.run().await,
             Action::StoreAgent(args) => args.run().await,
             Action::Token(args) => args.run(),
+            Action::Backup(args) => args.run(),
+            Action::Restore(args) => args.run(),
             Action::Reference => {
                 print!("{}", super::reference::markdown());
                 Ok(())
