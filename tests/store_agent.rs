@@ -649,6 +649,22 @@ async fn the_status_page_loads_in_a_real_browser_and_refreshes() {
         async || agent.status().await["state"] == "offline",
     )
     .await;
+    // The metrics: the status gauges and the counters the agent's tasks keep.
+    let metrics = reqwest::get(agent.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("stockflow_agent_queue_pending 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stockflow_agent_commands_total 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("stockflow_agent_online 0"), "{metrics}");
     let profile = agent_dir.path().join("chromium");
     let dom = Command::new(&chromium)
         .args(chromium_flags(&profile))

@@ -575,7 +575,8 @@ async fn metrics(State(state): State<AgentState>) -> Result<Response, ApiError> 
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        status::prometheus(&status),
+        // The gauges of the status, then the counters the agent's tasks record.
+        status::prometheus(&status) + &crate::telemetry::metrics_handle().render(),
     )
         .into_response())
 }

@@ -106,6 +106,8 @@ pub struct AgentConfig {
     pub request_timeout: Duration,
     /// The POS's PostgreSQL to capture sales from, if the POS writes there.
     pub capture: Option<capture::postgres::PostgresCapture>,
+    /// TLS to the region beyond the public roots: its CA, the store's client certificate.
+    pub region_tls: region::RegionTls,
 }
 
 /// How often settled commands are compacted.
@@ -160,6 +162,8 @@ pub async fn start(
             "a store agent needs the store's --locations".into(),
         ));
     }
+    // The recorder first, so the counters of every task are kept from their first event.
+    let _ = crate::telemetry::metrics_handle();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::Io {
         what: format!("create {}", config.data_dir.display()),
         source,
@@ -171,6 +175,7 @@ pub async fn start(
         &config.store_id,
         config.token_file.clone(),
         config.request_timeout,
+        &config.region_tls,
     )?);
     let addr = listener.local_addr().map_err(|source| AgentError::Io {
         what: "read the listen address".into(),

@@ -144,6 +144,25 @@ struct AgentArgs {
     /// A file holding the store's bearer token (read again when it changes).
     #[arg(long, env = "STOCKFLOW_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// PEM certificates of the region's CA, trusted besides the public roots (a region
+    /// served by a private PKI).
+    #[arg(long, env = "STOCKFLOW_REGION_CA_FILE")]
+    region_ca_file: Option<PathBuf>,
+    /// The store's PEM client certificate, for a region that requires mutual TLS (its
+    /// principals file names the certificate, with the store's scopes and locations).
+    #[arg(
+        long,
+        env = "STOCKFLOW_REGION_CLIENT_CERT_FILE",
+        requires = "region_client_key_file"
+    )]
+    region_client_cert_file: Option<PathBuf>,
+    /// The private key of --region-client-cert-file (PEM).
+    #[arg(
+        long,
+        env = "STOCKFLOW_REGION_CLIENT_KEY_FILE",
+        requires = "region_client_cert_file"
+    )]
+    region_client_key_file: Option<PathBuf>,
     /// Where the agent keeps its queue and view (one agent per directory).
     #[arg(long, env = "STOCKFLOW_DATA_DIR", default_value = "stockflow-agent")]
     data_dir: PathBuf,
@@ -234,6 +253,11 @@ impl AgentArgs {
             store_id: self.store_id,
             locations: self.locations.into_iter().collect(),
             token_file: self.token_file,
+            region_tls: crate::agent::region::RegionTls {
+                ca_file: self.region_ca_file,
+                client_cert_file: self.region_client_cert_file,
+                client_key_file: self.region_client_key_file,
+            },
             data_dir: self.data_dir,
             listen: self.listen,
             max_offline: Duration::from_secs(self.max_offline_hours * 3600),
