@@ -97,7 +97,7 @@ impl Route {
 fn sample(parameter: &str) -> &'static str {
     match parameter {
         "sku" => "SKU-1",
-        "location" => "s2",
+        "location" | "locations" => "s2",
         "id" => "r-1",
         "q" => "shoe",
         other => panic!("no sample value for parameter {other}: add one"),
@@ -160,7 +160,7 @@ async fn routes(p: &Platform) -> Vec<Route> {
                         path = path.replace(&format!("{{{name}}}"), value);
                     }
                     Some("query") if parameter["required"] == json!(true) => {
-                        at_location |= name == "location";
+                        at_location |= name == "location" || name == "locations";
                         query.push(format!("{name}={}", sample(name)));
                     }
                     _ => {}
