@@ -13,7 +13,8 @@
 //! - [`forward`]: the queue drained in order per key, with backoff, jitter and a circuit
 //!   breaker.
 //! - [`feed`]: the region's change feed followed into the local view.
-//! - [`api`]: the loopback API for the POS and the staff endpoints.
+//! - [`state`]: what the handlers and tasks share.
+//! - [`api`]: the loopback API for the POS; [`staff`]: the staff's endpoints.
 //! - [`status`]: the status as JSON, metrics and an HTML page.
 //! - [`capture`]: sales read from the POS's own PostgreSQL (logical replication).
 
@@ -22,6 +23,8 @@ pub mod capture;
 pub mod feed;
 pub mod forward;
 pub mod region;
+pub mod staff;
+pub mod state;
 pub mod status;
 pub mod store;
 

@@ -6,9 +6,9 @@
 
 use serde::Serialize;
 
-use super::api::AgentState;
 use super::feed::FeedState;
 use super::forward::LinkState;
+use super::state::AgentState;
 use super::store::QueueCounts;
 use super::{AgentError, now_ms};
 
