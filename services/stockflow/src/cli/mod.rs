@@ -13,6 +13,7 @@ use stockflow_storage::StoreError;
 
 use crate::app;
 
+mod agent;
 mod backup;
 mod commands;
 pub mod reference;

@@ -1,0 +1,99 @@
+//! Every error maps to the documented problem (status, code, headers), and 5xx bodies stay generic.
+
+use std::time::Duration;
+
+use stockflow_domain::{LocationId, ReservationId, ReservationStatus, Sku};
+
+use super::*;
+use crate::auth::Scope;
+
+/// One of every variant (and every refusal): each code is in [`PROBLEM_CODES`],
+/// which the document states as the enum of `Problem.code`.
+#[test]
+fn every_code_is_documented() {
+    let sku = || Sku::parse("S").unwrap();
+    let location = || LocationId::parse("L").unwrap();
+    let id = || ReservationId::parse("R").unwrap();
+    let refusals = [
+        Refusal::VersionConflict {
+            sku: sku(),
+            location: location(),
+            expected: 1,
+            current: 2,
+        },
+        Refusal::InsufficientStock { lines: vec![] },
+        Refusal::LocationNotFound(location()),
+        Refusal::ReservationNotFound(id()),
+        Refusal::ReservationNotActive {
+            id: id(),
+            status: ReservationStatus::Confirmed,
+        },
+        Refusal::ReservationExists(id()),
+        Refusal::LocationRegionImmutable {
+            location: location(),
+            current: "north".into(),
+        },
+        Refusal::LocationForbidden {
+            location: location(),
+        },
+        Refusal::IdempotencyKeyReused,
+        Refusal::RequestInProgress,
+    ];
+    let mut errors = vec![
+        ApiError::Invalid(ValidationError::new("f", "m")),
+        ApiError::Invalid(ValidationError::duplicate("lines[1]", "m")),
+        ApiError::InvalidQuery("q".into()),
+        ApiError::InvalidPath("p".into()),
+        ApiError::MalformedBody("b".into()),
+        ApiError::MissingIdempotencyKey,
+        ApiError::RequestInProgress,
+        ApiError::PayloadTooLarge(1),
+        ApiError::UnsupportedMediaType,
+        ApiError::NotFound("n".into()),
+        ApiError::MethodNotAllowed,
+        ApiError::Unauthenticated("u".into()),
+        ApiError::InvalidToken("t".into()),
+        ApiError::InsufficientScope(Scope::Admin),
+        ApiError::LocationForbidden("L".into()),
+        ApiError::PrincipalNotListed("cn".into()),
+        ApiError::UnsupportedEncoding("gzip".into()),
+        ApiError::UnsupportedTransferCoding("gzip".into()),
+        ApiError::HeadersTooLarge("h".into()),
+        ApiError::QueueFull("q".into()),
+        ApiError::CursorExpired {
+            snapshot: "/v1/changes/snapshot?locations=a".into(),
+        },
+        ApiError::RateLimited {
+            retry_after_secs: 1,
+        },
+        ApiError::Overloaded,
+        ApiError::Timeout(Duration::from_secs(1)),
+        ApiError::NotReady("r".into()),
+        ApiError::StorageFault("f".into()),
+        ApiError::DeadLetterStillFailing {
+            id: 1,
+            error: "e".into(),
+        },
+        ApiError::Internal("i".into()),
+        ApiError::Store(StoreError::QueueFull { queue: "q" }),
+        ApiError::Store(StoreError::Invariant {
+            what: "w",
+            detail: "d".into(),
+        }),
+    ];
+    errors.extend(refusals.into_iter().map(ApiError::from));
+    for error in &errors {
+        assert!(
+            PROBLEM_CODES.contains(&error.code()),
+            "{} ({error:?}) is not in PROBLEM_CODES",
+            error.code()
+        );
+    }
+    let used: std::collections::BTreeSet<_> = errors.iter().map(ApiError::code).collect();
+    for code in PROBLEM_CODES {
+        assert!(
+            used.contains(code),
+            "{code} is listed but no error gives it"
+        );
+    }
+}
