@@ -174,7 +174,7 @@ pub(crate) async fn stock_events<S: Outbox + ?Sized>(store: &S) -> Vec<StockEven
         .filter_map(
             |e| match serde_json::from_slice(&e.payload).expect("outbox payload decodes") {
                 BusEvent::Stock(e) => Some(e),
-                BusEvent::Catalog(_) => None,
+                BusEvent::Catalog(_) | BusEvent::Policy(_) => None,
             },
         )
         .collect()

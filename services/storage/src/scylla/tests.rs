@@ -196,6 +196,7 @@ async fn expiry_recovers_sagas_left_half_way() {
         sku: Sku::parse(s).unwrap(),
         location: LocationId::parse("x1").unwrap(),
         qty,
+        backordered: 0,
     };
 
     // A reservation whose process died after holding its first line, 31 s ago.
@@ -502,7 +503,7 @@ async fn rows_of_another_writer_between_this_process_rows_are_published_in_order
             .iter()
             .map(|e| match serde_json::from_slice(&e.payload).unwrap() {
                 BusEvent::Stock(e) => e.version,
-                BusEvent::Catalog(_) => panic!("a catalog event"),
+                BusEvent::Catalog(_) | BusEvent::Policy(_) => panic!("not a stock event"),
             })
             .collect()
     };

@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use futures::StreamExt;
 use scylla::client::session::Session;
-use stockflow_domain::read_model::{InventoryRow, LocationShare, Movement, Provenance};
-use stockflow_domain::{Actor, BusEvent};
+use stockflow_domain::read_model::{
+    Flow, InventoryRow, LocationShare, Movement, MovementDetail, Provenance,
+};
+use stockflow_domain::{Actor, BusEvent, Quantities};
 
 use super::cql::errors::{cql, unreadable};
 use super::cql::query;
@@ -49,11 +51,13 @@ fn timestamp(version: u64) -> i64 {
 /// A stored row of `inventory_by_sku_location`, through the domain.
 fn inventory(row: InventoryReadRow) -> InventoryRow {
     InventoryRow::stored(
-        row.sku,
-        row.location,
-        row.region.unwrap_or_default(),
-        row.on_hand.unwrap_or(0),
-        row.reserved.unwrap_or(0),
+        (row.sku, row.location, row.region.unwrap_or_default()),
+        Quantities {
+            on_hand: row.on_hand.unwrap_or(0),
+            reserved: row.reserved.unwrap_or(0),
+            ..Quantities::default()
+        },
+        Flow::default(),
         u64::try_from(row.version.unwrap_or(0)).unwrap_or(0),
         row.as_of.unwrap_or(0),
     )
@@ -76,6 +80,7 @@ fn movement(r: MovementRow) -> Movement {
         }),
         idempotency_key: r.idempotency_key,
         occurred_at_ms: r.occurred_at.unwrap_or(0),
+        detail: MovementDetail::default(),
         projection: match (
             r.bus_partition,
             r.bus_offset,
@@ -131,8 +136,12 @@ impl ScyllaReadStore {
             )
             .await?;
             let shares = shares.into_iter().map(|s| LocationShare {
-                on_hand: s.on_hand.unwrap_or(0),
-                reserved: s.reserved.unwrap_or(0),
+                quantities: Quantities {
+                    on_hand: s.on_hand.unwrap_or(0),
+                    reserved: s.reserved.unwrap_or(0),
+                    ..Quantities::default()
+                },
+                flow: Flow::default(),
                 as_of_ms: s.as_of.unwrap_or(0),
             });
             if let Some(total) = RegionAvailability::over(sku, &region, shares) {

@@ -63,7 +63,8 @@ impl ScyllaReadStore {
             .enumerate()
             .filter_map(|(index, event)| match event {
                 BusEvent::Stock(e) => Some((e, batch.map(|b| b.provenance(index, now)))),
-                BusEvent::Catalog(_) => None,
+                // A SKU's policy is audited on the bus; no read model shows it.
+                BusEvent::Catalog(_) | BusEvent::Policy(_) => None,
             })
             .collect();
         self.apply_stock(&stock).await?;

@@ -163,6 +163,12 @@ impl ScyllaWriteStore {
             Command::Confirm { id } => (id, Settlement::Confirm),
             Command::Release { id } => (id, Settlement::Release),
             Command::Expire { id } => (id, Settlement::Expire),
+            other => {
+                return Err(Stop::Failed(crate::StoreError::Unsupported {
+                    backend: "ScyllaDB",
+                    command: other.name(),
+                }));
+            }
         };
         self.beside(unrecorded, self.settle(request, id, how, guard, meta))
             .await

@@ -60,7 +60,7 @@ pub(super) async fn adjust(
         None,
         false,
         Box::new(move |view: &View<'_>| {
-            let applied = decide::adjust(view.level, &adjust, &grant, &meta)?;
+            let applied = decide::adjust(view.level, &adjust, &grant, &[], &meta)?;
             single_change(applied, None)
         }),
     );

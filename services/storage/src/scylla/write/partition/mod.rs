@@ -122,13 +122,12 @@ impl Partitions {
         else {
             return Ok(None);
         };
+        let region = Region::parse(region).map_err(StoreError::corrupt("level region"))?;
         Ok(Some(StockLevel {
-            sku: key.sku.clone(),
-            location: key.location.clone(),
-            region: Region::parse(region).map_err(StoreError::corrupt("level region"))?,
             on_hand: on_hand.unwrap_or(0),
             reserved: reserved.unwrap_or(0),
             version: u64::try_from(version).unwrap_or(0),
+            ..StockLevel::empty(key.sku.clone(), key.location.clone(), region)
         }))
     }
 
