@@ -84,6 +84,7 @@ config="$PWD/tests/contract/schemathesis.toml"
     --seed "$SEED" \
     --max-examples "$MAX_EXAMPLES" \
     --generation-deterministic \
+    --request-timeout 40 \
     --workers 1 \
     --no-color \
     --report junit --report-dir "$work/report") || status=$?

@@ -34,6 +34,21 @@ if ! pkg-config --exists openssl 2>/dev/null; then
     fi
 fi
 
+# The store agent's tests: its POS capture reads a real PostgreSQL (logical replication), and
+# its status page is loaded in a real headless Chromium. Both are Debian packages.
+missing=()
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
+command -v chromium >/dev/null || missing+=(chromium)
+if ((${#missing[@]})); then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        step "installing ${missing[*]} (the store agent's POS capture and status page tests)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "missing ${missing[*]}: install Debian's packages of that name" >&2
+        exit 1
+    fi
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -56,6 +71,7 @@ cleanup() {
     ./scripts/cassandra.sh down || true
     ./scripts/kafka.sh down || true
     ./scripts/kube-apiserver.sh down || true
+    ./scripts/postgres.sh down || true
     [[ -n "${STOCKFLOW_TEST_TLS_DIR:-}" ]] && rm -rf "$STOCKFLOW_TEST_TLS_DIR"
 }
 trap cleanup EXIT
@@ -90,7 +106,12 @@ export KINE_PORT="${KINE_PORT:-12379}"
 STOCKFLOW_KUBECONFIG="$(./scripts/kube-apiserver.sh up)"
 export STOCKFLOW_KUBECONFIG
 
-step "cargo test (embedded, contract, Cassandra, Kafka, end-to-end)"
+step "start PostgreSQL (the POS database the store agent captures sales from) on 127.0.0.1"
+export POSTGRES_PORT="${POSTGRES_PORT:-15432}"
+STOCKFLOW_TEST_POSTGRES_URL="$(./scripts/postgres.sh up)"
+export STOCKFLOW_TEST_POSTGRES_URL
+
+step "cargo test (embedded, contract, Cassandra, Kafka, PostgreSQL, end-to-end)"
 test_log="${TMPDIR:-/tmp}/stockflow-cargo-test-$$.log"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_log"
 # Nothing is skipped silently: every test that did not run says why.

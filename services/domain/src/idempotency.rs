@@ -14,8 +14,9 @@ use crate::validation::ValidationError;
 
 /// How long an Idempotency-Key keeps its answer, on every backend: a retry within this
 /// time gets the recorded answer; after it, the key is forgotten and a request under it
-/// runs as new.
-pub const IDEMPOTENCY_KEY_LIFETIME_SECS: u32 = 24 * 3600;
+/// runs as new. Seven days: a store agent may hold a store's sales that long while the
+/// store is cut off, and a resend after an unanswered attempt must still find its answer.
+pub const IDEMPOTENCY_KEY_LIFETIME_SECS: u32 = 7 * 24 * 3600;
 
 /// Longest caller tag: 128 bits of a digest, in hex.
 const MAX_TAG_LEN: usize = 32;

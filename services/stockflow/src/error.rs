@@ -68,6 +68,14 @@ pub enum ApiError {
     /// 501: the body uses a transfer coding besides `chunked` (RFC 9112 section 6.1).
     #[error("Transfer-Encoding {0} is not supported: only chunked is")]
     UnsupportedTransferCoding(String),
+    /// 410: the change feed no longer holds what follows the cursor.
+    #[error(
+        "the change feed no longer holds what follows this cursor; load {snapshot} and follow from its cursor"
+    )]
+    CursorExpired {
+        /// The snapshot to load.
+        snapshot: String,
+    },
     /// 507: the store agent's queue is nearly full; only sales and returns are taken.
     #[error("{0}")]
     QueueFull(String),
@@ -157,6 +165,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "unsupported_transfer_coding",
     "headers_too_large",
     "queue_full",
+    "cursor_expired",
     "rate_limited",
     "overloaded",
     "timeout",
@@ -249,6 +258,7 @@ impl ApiError {
                 "unsupported_transfer_coding",
                 "Unsupported transfer coding",
             ),
+            ApiError::CursorExpired { .. } => (S::GONE, "cursor_expired", "Cursor expired"),
             ApiError::QueueFull(_) => (S::INSUFFICIENT_STORAGE, "queue_full", "Queue full"),
             ApiError::HeadersTooLarge(_) => (
                 S::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -316,6 +326,7 @@ impl ApiError {
                 Some(json!({ "reservation_status": status }))
             }
             ApiError::InsufficientScope(scope) => Some(json!({ "scope": scope.as_str() })),
+            ApiError::CursorExpired { snapshot } => Some(json!({ "snapshot": snapshot })),
             ApiError::LocationForbidden(location) => Some(json!({ "location": location })),
             ApiError::Refused(Refusal::LocationForbidden { location }) => {
                 Some(json!({ "location": location }))
@@ -476,6 +487,9 @@ mod tests {
             ApiError::UnsupportedTransferCoding("gzip".into()),
             ApiError::HeadersTooLarge("h".into()),
             ApiError::QueueFull("q".into()),
+            ApiError::CursorExpired {
+                snapshot: "/v1/changes/snapshot?locations=a".into(),
+            },
             ApiError::RateLimited {
                 retry_after_secs: 1,
             },

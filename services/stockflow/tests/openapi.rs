@@ -83,6 +83,23 @@ async fn every_error_answer_is_a_documented_problem() {
             ]
             .contains(&name)
                 || (name == "id" && !path.starts_with("/admin/"));
+            if name == "locations" {
+                let id = stockflow_domain::ID_PATTERN
+                    .trim_start_matches('^')
+                    .trim_end_matches("+$");
+                assert_eq!(
+                    parameter["schema"]["pattern"],
+                    format!("^{id}{{1,64}}(,{id}{{1,64}}){{0,99}}$"),
+                    "{method} {path} {name}"
+                );
+            }
+            if name == "after" && path.starts_with("/v1/changes") {
+                assert_eq!(
+                    parameter["schema"]["pattern"],
+                    stockflow_storage::ports::CHANGE_CURSOR_PATTERN,
+                    "{method} {path} {name}"
+                );
+            }
             if is_id {
                 assert_eq!(
                     parameter["schema"]["pattern"],

@@ -453,3 +453,114 @@ async fn movements_filtered_by_reservation_or_key_read_a_bounded_scan_per_page()
         (StatusCode::BAD_REQUEST, Some("invalid_request"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_pages_long_polls_streams_and_refuses_what_is_not_a_cursor() {
+    let p = Platform::start().await;
+    p.location("s1", "north").await;
+    p.location("s2", "north").await;
+    p.stock("F", "s1", 5).await;
+    p.stock("F", "s2", 6).await;
+    p.eventually_stock("F", "s2", |v| v["version"] == 1).await;
+
+    // From the start: both rows, then a cursor that has nothing after it.
+    let page: Value = p
+        .get("/v1/changes?locations=s1,s2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let skus: Vec<(&str, i64)> = page["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["location"].as_str().unwrap(),
+                c["on_hand"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(skus, vec![("s1", 5), ("s2", 6)]);
+    let cursor = page["cursor"].as_str().unwrap().to_string();
+    let empty: Value = p
+        .get(&format!("/v1/changes?locations=s1&after={cursor}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty["changes"], json!([]));
+
+    // A long poll answers with the change that arrives while it waits.
+    let poll = {
+        let (http, url) = (
+            p.http.clone(),
+            p.url(&format!(
+                "/v1/changes?locations=s1&after={cursor}&wait_ms=20000"
+            )),
+        );
+        tokio::spawn(async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    p.stock("F", "s1", 9).await;
+    let got = poll.await.unwrap();
+    assert_eq!(got["changes"][0]["on_hand"], 9, "{got}");
+
+    // Server-Sent Events from the same cursor: the first event is that change, its id the
+    // cursor after it.
+    let mut sse = p
+        .http
+        .get(p.url("/v1/changes?locations=s1"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", &cursor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), StatusCode::OK);
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = sse.chunk().await.unwrap().expect("an event");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("event: changes"), "{text}");
+    assert!(text.contains("\"on_hand\":9"), "{text}");
+    drop(sse);
+
+    // The other backend's cursor is expired here (reload the snapshot); garbage is a 400.
+    let (status, body) = problem(p.get("/v1/changes?locations=s1&after=s@0").await).await;
+    assert_eq!(status, StatusCode::GONE);
+    assert_eq!(body["code"], "cursor_expired");
+    for bad in [
+        "/v1/changes?locations=s1&after=0",
+        "/v1/changes?locations=s1&wait_ms=30001",
+    ] {
+        let (status, _) = problem(p.get(bad).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let r = p
+        .http
+        .get(p.url("/v1/changes?locations=s1"))
+        .header("last-event-id", "nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // The snapshot: every row of the locations and a cursor to follow from.
+    let snap: Value = p
+        .get("/v1/changes/snapshot?locations=s1,s2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snap["rows"].as_array().map(Vec::len), Some(2), "{snap}");
+    assert!(snap["cursor"].as_str().is_some(), "{snap}");
+}

@@ -83,14 +83,18 @@ pub struct InventoryRow {
     /// Reserved.
     pub reserved: i64,
     /// Damaged.
+    #[serde(default)]
     pub damaged: i64,
     /// Held for inspection.
+    #[serde(default)]
     pub quality_hold: i64,
     /// Safety stock.
+    #[serde(default)]
     pub safety_stock: i64,
     /// What channels are shown: on hand minus every other state, never below zero.
     pub available: i64,
     /// Backorders and incoming units.
+    #[serde(default)]
     pub flow: Flow,
     /// The write-side version this row reflects.
     pub version: u64,

@@ -23,7 +23,7 @@ use super::feed::FeedState;
 use super::forward::Link;
 use super::region::Region;
 use super::status::{self, Status};
-use super::store::{AgentStore, Effect, LocalReservation, NewCommand};
+use super::store::{AgentStore, Effect, LocalReservation, NewCommand, Recorded};
 use super::{AgentError, now_ms};
 use crate::error::ApiError;
 use crate::http::extract::CommandBody;
@@ -108,7 +108,9 @@ impl AgentState {
         Ok(())
     }
 
-    async fn record(&self, command: NewCommand) -> Result<Response, ApiError> {
+    /// Commits `command` to the agent's store (sales and returns even when it is nearly
+    /// full) and wakes the forwarder.
+    pub(super) async fn commit(&self, command: NewCommand) -> Result<Recorded, ApiError> {
         self.room_for(command.essential)?;
         let store = self.store.clone();
         let recorded = tokio::task::spawn_blocking(move || store.record(command, now_ms()))
@@ -118,6 +120,11 @@ impl AgentState {
             self.wake.notify_one();
             metrics::counter!("stockflow_agent_commands_total").increment(1);
         }
+        Ok(recorded)
+    }
+
+    async fn record(&self, command: NewCommand) -> Result<Response, ApiError> {
+        let recorded = self.commit(command).await?;
         let mut response = (StatusCode::OK, Json(recorded.answer)).into_response();
         let headers = response.headers_mut();
         if recorded.replayed {
@@ -159,19 +166,19 @@ impl AgentState {
     }
 }
 
-/// `POST /v1/adjustments` on the agent.
+/// `POST /v1/adjustments` on the agent (and a captured POS row).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AdjustBody {
-    sku: String,
-    location: String,
+pub(super) struct AdjustBody {
+    pub(super) sku: String,
+    pub(super) location: String,
     #[serde(default)]
-    delta: Option<i64>,
+    pub(super) delta: Option<i64>,
     #[serde(default)]
-    set_on_hand: Option<i64>,
-    reason: String,
+    pub(super) set_on_hand: Option<i64>,
+    pub(super) reason: String,
     #[serde(default)]
-    reference: Option<String>,
+    pub(super) reference: Option<String>,
 }
 
 /// The reasons a store records, and the region's spelling of each.
@@ -195,65 +202,77 @@ async fn adjust(
     body: CommandBody<AdjustBody>,
 ) -> Result<Response, ApiError> {
     let origin = origin_key(&headers)?;
-    let b = body.value;
-    let sku = Sku::parse(b.sku)?;
-    let location = LocationId::parse(b.location)?;
-    state.own(location.as_str())?;
-    let reason = region_reason(&b.reason).ok_or_else(|| {
-        ValidationError::new(
-            "reason",
-            "must be sale, return, receipt, count, damage, correction, shrinkage or write_off",
-        )
-    })?;
-    if let Some(reference) = &b.reference {
-        stockflow_domain::command::validate_reference("reference", reference)?;
-    }
-    let (change, effect) = match (b.delta, b.set_on_hand) {
-        (Some(d), None) if d != 0 && (-MAX_LINE_QTY..=MAX_LINE_QTY).contains(&d) => {
-            (json!({"delta": d}), (d, None))
-        }
-        (None, Some(n)) if (0..=stockflow_domain::MAX_ON_HAND).contains(&n) => {
-            (json!({"set_on_hand": n}), (0, Some(n)))
-        }
-        _ => {
-            return Err(ValidationError::new(
-                "delta",
-                format!(
-                    "give either delta (non-zero, -{MAX_LINE_QTY}..{MAX_LINE_QTY}) or set_on_hand (>= 0)"
-                ),
+    let command = state.adjustment(body.value, format!("pos:{origin}"))?;
+    state.record(command).await
+}
+
+impl AgentState {
+    /// The command an adjustment records: checked as the region would, forwarded as a fact
+    /// (`mode: record`), with its effect on the local view and the answer the POS gets.
+    pub(super) fn adjustment(
+        &self,
+        b: AdjustBody,
+        origin_key: String,
+    ) -> Result<NewCommand, ApiError> {
+        let sku = Sku::parse(b.sku)?;
+        let location = LocationId::parse(b.location)?;
+        self.own(location.as_str())?;
+        let reason = region_reason(&b.reason).ok_or_else(|| {
+            ValidationError::new(
+                "reason",
+                "must be sale, return, receipt, count, damage, correction, shrinkage or write_off",
             )
-            .into());
-        }
-    };
-    // What the store records is a fact: the region applies it even below zero.
-    let mut forwarded = json!({"sku": sku.as_str(), "location": location.as_str(),
-        "reason": reason, "mode": "record"});
-    if let (Some(map), Some(extra)) = (forwarded.as_object_mut(), change.as_object()) {
-        map.extend(extra.clone());
+        })?;
         if let Some(reference) = &b.reference {
-            map.insert("reference".into(), json!(reference));
+            stockflow_domain::command::validate_reference("reference", reference)?;
         }
-    }
-    let effect = Effect {
-        sku: sku.to_string(),
-        location: location.to_string(),
-        on_hand: effect.0,
-        reserved: 0,
-        set_on_hand: effect.1,
-    };
-    let mut answer = state.level(sku.as_str(), location.as_str())?;
-    apply(&mut answer, &effect);
-    state
-        .record(NewCommand {
-            origin_key: format!("pos:{origin}"),
+        let (change, effect) = match (b.delta, b.set_on_hand) {
+            (Some(d), None) if d != 0 && (-MAX_LINE_QTY..=MAX_LINE_QTY).contains(&d) => {
+                (json!({"delta": d}), (d, None))
+            }
+            (None, Some(n)) if (0..=stockflow_domain::MAX_ON_HAND).contains(&n) => {
+                (json!({"set_on_hand": n}), (0, Some(n)))
+            }
+            _ => {
+                return Err(ValidationError::new(
+                    "delta",
+                    format!(
+                        "give either delta (non-zero, -{MAX_LINE_QTY}..{MAX_LINE_QTY}) or set_on_hand (>= 0)"
+                    ),
+                )
+                .into());
+            }
+        };
+        // What the store records is a fact: the region applies it even below zero.
+        let mut forwarded = json!({"sku": sku.as_str(), "location": location.as_str(),
+            "reason": reason, "mode": "record"});
+        if let (Some(map), Some(extra)) = (forwarded.as_object_mut(), change.as_object()) {
+            map.extend(extra.clone());
+            if let Some(reference) = &b.reference {
+                map.insert("reference".into(), json!(reference));
+            }
+        }
+        let effect = Effect {
+            sku: sku.to_string(),
+            location: location.to_string(),
+            on_hand: effect.0,
+            reserved: 0,
+            set_on_hand: effect.1,
+        };
+        let mut answer = self.level(sku.as_str(), location.as_str())?;
+        apply(&mut answer, &effect);
+        Ok(NewCommand {
+            origin_key,
             path: "/v1/adjustments".into(),
             body: forwarded,
             effects: vec![effect],
             answer,
             essential: matches!(reason, "sale" | "return"),
             reservation: None,
+            remember_origin: false,
+            refused: None,
         })
-        .await
+    }
 }
 
 /// Shows `effect` on a level answer (the answer the POS gets for its own command).
@@ -371,6 +390,8 @@ async fn reserve(
             answer,
             essential: false,
             reservation: Some(reservation),
+            remember_origin: false,
+            refused: None,
         })
         .await
 }
@@ -429,6 +450,8 @@ async fn settle(
             answer,
             essential: confirm,
             reservation: Some(settled),
+            remember_origin: false,
+            refused: None,
         })
         .await
 }

@@ -60,9 +60,21 @@ pub struct Link {
     state: Mutex<LinkState>,
     /// The current cooldown of an open breaker.
     cooldown: Mutex<Duration>,
+    /// How long the region keeps an Idempotency-Key's answer, once read from it.
+    key_lifetime: Mutex<Option<Duration>>,
 }
 
 impl Link {
+    /// How long the region keeps an Idempotency-Key's answer, if known.
+    pub fn key_lifetime(&self) -> Option<Duration> {
+        *self.key_lifetime.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the region's key lifetime.
+    pub fn set_key_lifetime(&self, lifetime: Duration) {
+        *self.key_lifetime.lock().unwrap_or_else(|p| p.into_inner()) = Some(lifetime);
+    }
+
     /// A snapshot for the status page.
     pub fn state(&self) -> LinkState {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -175,9 +187,34 @@ async fn round(store: &AgentStore, region: &Region, link: &Link) -> Result<Round
     let state = link.state();
     // An open breaker lets one probe through per cooldown.
     let limit = if state.breaker_open { 1 } else { PARALLEL };
-    let due = store.due(now_ms(), limit)?;
+    let mut due = store.due(now_ms(), limit)?;
     if due.is_empty() {
         return Ok(Round::Idle);
+    }
+    // A command sent before without an answer, older than the region remembers keys: a
+    // resend could apply it twice. Staff decide (the region's movements show whether it
+    // landed).
+    if let Some(lifetime) = link.key_lifetime() {
+        let now = now_ms();
+        let oldest = now - millis(lifetime);
+        let (outlived, keep): (Vec<Queued>, Vec<Queued>) = due
+            .into_iter()
+            .partition(|q| q.attempts > 0 && q.created_at_ms < oldest);
+        for q in outlived {
+            let problem = serde_json::json!({
+                "code": "outlived_idempotency_key",
+                "detail": format!(
+                    "sent before without an answer, and older than the {} s the region keeps an Idempotency-Key: check the region's movements for Idempotency-Key {} before resending",
+                    lifetime.as_secs(), q.command_id
+                ),
+            });
+            tracing::warn!(seq = q.seq, command_id = %q.command_id, "a command outlived the region's key lifetime; quarantined");
+            store.quarantine(q.seq, &problem, now)?;
+        }
+        due = keep;
+        if due.is_empty() {
+            return Ok(Round::Sent);
+        }
     }
     let attempts = due.into_iter().map(|queued| async move {
         let outcome = region

@@ -15,8 +15,10 @@
 //! - [`feed`]: the region's change feed followed into the local view.
 //! - [`api`]: the loopback API for the POS and the staff endpoints.
 //! - [`status`]: the status as JSON, metrics and an HTML page.
+//! - [`capture`]: sales read from the POS's own PostgreSQL (logical replication).
 
 pub mod api;
+pub mod capture;
 pub mod feed;
 pub mod forward;
 pub mod region;
@@ -102,6 +104,8 @@ pub struct AgentConfig {
     pub keep_acknowledged: Duration,
     /// How long one attempt waits for the region's answer.
     pub request_timeout: Duration,
+    /// The POS's PostgreSQL to capture sales from, if the POS writes there.
+    pub capture: Option<capture::postgres::PostgresCapture>,
 }
 
 /// How often settled commands are compacted.
@@ -194,12 +198,28 @@ pub async fn start(
     ));
     tokio::spawn(feed::run(
         store.clone(),
-        region,
+        region.clone(),
         config.locations.iter().cloned().collect(),
         state.feed.clone(),
         stop.clone(),
     ));
+    if let Some(pos) = config.capture.clone() {
+        let columns = pos.columns.clone();
+        let source = capture::postgres::PostgresSource::new(pos, store.clone(), stop.clone());
+        tokio::spawn(capture::run(
+            state.clone(),
+            Box::new(source),
+            columns,
+            stop.clone(),
+        ));
+    }
     tokio::spawn(compact(store, config.keep_acknowledged, stop.clone()));
+    tokio::spawn(learn_key_lifetime(
+        region,
+        state.link.clone(),
+        config.max_offline,
+        stop.clone(),
+    ));
     let app = api::router(state.clone());
     let stopping = stop.clone();
     let task = tokio::spawn(async move {
@@ -215,6 +235,45 @@ pub async fn start(
         task,
         _lock: lock,
     })
+}
+
+/// Reads how long the region keeps an Idempotency-Key (retrying until it answers) and
+/// says so when that is shorter than the agent may hold a command.
+async fn learn_key_lifetime(
+    region: Arc<region::Region>,
+    link: Arc<forward::Link>,
+    max_offline: Duration,
+    stop: CancellationToken,
+) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match region.key_lifetime_seconds().await {
+            Ok(secs) => {
+                let lifetime = Duration::from_secs(secs);
+                link.set_key_lifetime(lifetime);
+                if lifetime < max_offline {
+                    tracing::warn!(
+                        region_keeps_s = secs,
+                        agent_may_hold_s = max_offline.as_secs(),
+                        "the region forgets Idempotency-Keys sooner than this store may sell offline: \
+                         a command held longer is quarantined instead of resent"
+                    );
+                } else {
+                    tracing::info!(
+                        region_keeps_s = secs,
+                        "the region keeps Idempotency-Keys long enough"
+                    );
+                }
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the region's key lifetime yet"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(60));
+    }
 }
 
 /// Removes acknowledged commands once they are `keep` old.

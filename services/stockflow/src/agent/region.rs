@@ -131,6 +131,29 @@ impl Region {
             .unwrap_or_else(|p| p.into_inner()) = Some(theirs - ours);
     }
 
+    /// How long the region keeps an Idempotency-Key's answer, in seconds, as its API
+    /// document states it.
+    pub async fn key_lifetime_seconds(&self) -> Result<u64, AgentError> {
+        let doc: serde_json::Value = self
+            .http
+            .get(format!("{}/openapi.json", self.base))
+            .send()
+            .await
+            .map_err(|e| {
+                AgentError::Region(format!("read the region's API document: {}", describe(&e)))
+            })?
+            .json()
+            .await
+            .map_err(|e| AgentError::Region(format!("the region's API document: {e}")))?;
+        doc["info"][crate::http::openapi::IDEMPOTENCY_LIFETIME_EXTENSION]
+            .as_u64()
+            .ok_or_else(|| {
+                AgentError::Region(
+                    "the region's API document does not state its key lifetime".into(),
+                )
+            })
+    }
+
     /// A request to the region with the agent's credentials.
     pub fn request(
         &self,

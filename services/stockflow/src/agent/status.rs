@@ -51,6 +51,8 @@ pub struct Status {
     pub disk_warning: bool,
     /// Past 95%: only sales and returns are taken.
     pub sales_only: bool,
+    /// How long the region keeps an Idempotency-Key's answer, in seconds (once read).
+    pub region_key_lifetime_seconds: Option<u64>,
     /// Times the status page was served.
     pub page_views: u64,
     /// Now, Unix ms.
@@ -86,6 +88,7 @@ pub fn collect(state: &AgentState) -> Result<Status, AgentError> {
         link,
         queue,
         feed,
+        region_key_lifetime_seconds: state.link.key_lifetime().map(|d| d.as_secs()),
         page_views: state.page_views.load(std::sync::atomic::Ordering::Relaxed),
         now_ms: now,
     })

@@ -164,6 +164,41 @@ struct AgentArgs {
     /// only with a firewall that lets nothing but the tills in).
     #[arg(long, env = "STOCKFLOW_AGENT_ALLOW_NON_LOOPBACK")]
     allow_non_loopback: bool,
+    /// The POS's own PostgreSQL, for a POS that writes its sales there: the agent reads the
+    /// sales table by logical replication (the server needs `wal_level=logical`; the user
+    /// needs REPLICATION and the table's ownership to create the publication).
+    #[arg(long, env = "STOCKFLOW_POS_CAPTURE_URL")]
+    pos_capture_url: Option<String>,
+    /// The POS's sales table (`schema.table`).
+    #[arg(
+        long,
+        env = "STOCKFLOW_POS_CAPTURE_TABLE",
+        default_value = "public.pos_sales"
+    )]
+    pos_capture_table: String,
+    /// Which columns hold what, as `field=column` pairs (fields: id, sku, location,
+    /// quantity, kind); a field not named reads the column of its own name.
+    #[arg(long, env = "STOCKFLOW_POS_CAPTURE_COLUMNS", default_value = "")]
+    pos_capture_columns: String,
+    /// The publication the agent creates for the table when it is missing.
+    #[arg(
+        long,
+        env = "STOCKFLOW_POS_CAPTURE_PUBLICATION",
+        default_value = "stockflow_pos_sales"
+    )]
+    pos_capture_publication: String,
+    /// The agent's replication slot (default: `stockflow_agent_<store id>`).
+    #[arg(long, env = "STOCKFLOW_POS_CAPTURE_SLOT")]
+    pos_capture_slot: Option<String>,
+    /// What the first capture does with the rows the table already holds: `record` them
+    /// (sales the region has not seen) or `ignore` them (the region has them).
+    #[arg(
+        long,
+        env = "STOCKFLOW_POS_CAPTURE_EXISTING_ROWS",
+        value_enum,
+        default_value = "record"
+    )]
+    pos_capture_existing_rows: crate::agent::capture::postgres::ExistingRows,
 }
 
 impl AgentArgs {
@@ -175,7 +210,22 @@ impl AgentArgs {
                 self.listen
             )));
         }
+        let capture = match self.pos_capture_url {
+            None => None,
+            Some(url) => Some(crate::agent::capture::postgres::PostgresCapture {
+                url,
+                slot: self
+                    .pos_capture_slot
+                    .unwrap_or_else(|| format!("stockflow_agent_{}", slot_safe(&self.store_id))),
+                table: self.pos_capture_table,
+                publication: self.pos_capture_publication,
+                columns: crate::agent::capture::Columns::parse(&self.pos_capture_columns)
+                    .map_err(|e| CliError::Settings(format!("--pos-capture-columns: {e}")))?,
+                existing_rows: self.pos_capture_existing_rows,
+            }),
+        };
         let config = crate::agent::AgentConfig {
+            capture,
             region_url: self.region_url,
             store_id: self.store_id,
             locations: self.locations.into_iter().collect(),
@@ -198,6 +248,20 @@ impl AgentArgs {
         });
         Ok(running.wait().await?)
     }
+}
+
+/// A replication slot's name may hold lower-case letters, digits and underscores.
+fn slot_safe(store_id: &str) -> String {
+    store_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Arguments of `stockflow migrate`.

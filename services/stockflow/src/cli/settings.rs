@@ -63,6 +63,11 @@ pub struct CommandArgs {
     /// them, in hours (a replay of the projections starts at the oldest one kept).
     #[arg(long, env = "STOCKFLOW_LOG_RETENTION_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=87_600))]
     pub log_retention_hours: u64,
+    /// How long the change feed store agents follow is kept, in seconds (embedded store;
+    /// ScyllaDB keeps it three days by the table's TTL). A store agent offline longer
+    /// reloads its locations' snapshot.
+    #[arg(long, env = "STOCKFLOW_CHANGE_FEED_RETENTION_SECONDS", default_value_t = 259_200, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub change_feed_retention_seconds: u64,
     /// Keeps idempotency records, final reservations, dead letters and log records only
     /// this many seconds, and runs retention every 10 s. For soak tests, which must reach
     /// every bound within their hour; keys then live shorter than documented.
@@ -90,6 +95,7 @@ impl CommandArgs {
                 dead_letters: keep,
                 movements: keep,
                 log: keep,
+                change_feed: keep,
                 every: std::time::Duration::from_secs(10),
                 ..Default::default()
             };
@@ -99,6 +105,7 @@ impl CommandArgs {
             dead_letters: hours(self.dead_letter_retention_days * 24),
             movements: hours(self.movement_retention_days * 24),
             log: hours(self.log_retention_hours),
+            change_feed: std::time::Duration::from_secs(self.change_feed_retention_seconds),
             ..Default::default()
         }
     }

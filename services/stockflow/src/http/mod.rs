@@ -5,6 +5,7 @@
 //! calling, limits), `protocol` (framing checks before routing), `server` (connections),
 //! `tls` (HTTPS), `spans` (the request's trace span).
 
+pub(crate) mod changes;
 pub(crate) mod commands;
 pub(crate) mod docs;
 pub mod extract;
@@ -135,6 +136,7 @@ impl Routes {
         commands::put_location, commands::put_sku, commands::adjust, commands::reserve,
         commands::confirm, commands::release, commands::get_reservation,
         queries::stock_by_sku, queries::stock_at, queries::availability, queries::search, queries::movements,
+        changes::changes, changes::snapshot,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::dead_letters,
         ops::replay_dead_letter, ops::replay_projections,
     ),
@@ -167,6 +169,8 @@ fn query_routes() -> Router<AppState> {
         .route("/v1/availability/{sku}", get(queries::availability))
         .route("/v1/search", get(queries::search))
         .route("/v1/movements", get(queries::movements))
+        .route("/v1/changes", get(changes::changes))
+        .route("/v1/changes/snapshot", get(changes::snapshot))
 }
 
 fn dead_letter_routes() -> Router<AppState> {

@@ -274,8 +274,24 @@ fn extractor_answers(op: &mut Operation) {
     }
 }
 
+/// The document's `info` extension naming how long an Idempotency-Key keeps its answer,
+/// in seconds.
+pub const IDEMPOTENCY_LIFETIME_EXTENSION: &str = "x-idempotency-key-lifetime-seconds";
+
 impl Modify for EdgeDocs {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        // Machine-readable for store agents, which must not hold a command longer than
+        // the region remembers its key.
+        let lifetime = utoipa::openapi::extensions::ExtensionsBuilder::new()
+            .add(
+                IDEMPOTENCY_LIFETIME_EXTENSION,
+                stockflow_domain::IDEMPOTENCY_KEY_LIFETIME_SECS,
+            )
+            .build();
+        match &mut api.info.extensions {
+            Some(existing) => existing.merge(lifetime),
+            None => api.info.extensions = Some(lifetime),
+        }
         let components = api.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             BEARER,

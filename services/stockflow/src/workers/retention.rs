@@ -28,6 +28,9 @@ pub struct Retention {
     pub movements: Duration,
     /// Records of the embedded event log, once every consumer has read them.
     pub log: Duration,
+    /// The change feed store agents follow (ScyllaDB keeps it by its TTL, three days): a
+    /// cursor older than this is answered "expired" and the agent loads the snapshot.
+    pub change_feed: Duration,
     /// How often retention runs.
     pub every: Duration,
     /// Rows removed per batch: one batch holds the embedded writer for about a
@@ -47,6 +50,7 @@ impl Default for Retention {
             dead_letters: 14 * day,
             movements: 90 * day,
             log: 7 * day,
+            change_feed: 3 * day,
             every: Duration::from_secs(60),
             batch: 1000,
         }
@@ -131,6 +135,12 @@ pub async fn pass(
         removed += in_batches("movements", retention.batch, shutdown, || {
             let read = read.clone();
             async move { read.purge_movements(cutoff, retention.batch).await }
+        })
+        .await?;
+        let cutoff = before(retention.change_feed);
+        removed += in_batches("change_feed", retention.batch, shutdown, || {
+            let read = read.clone();
+            async move { read.purge_changes(cutoff, retention.batch).await }
         })
         .await?;
         let held = read.dead_letter_count().await?;

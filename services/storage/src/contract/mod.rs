@@ -9,6 +9,7 @@ use stockflow_domain::{
     ReservationId, Reserve, ReserveLine, ScopedKey, Sku, StockEvent, StockKey, StockLevel,
 };
 
+mod changes;
 mod expire_due;
 mod grants;
 mod races;
@@ -17,6 +18,7 @@ mod refusals;
 mod sagas;
 mod write;
 
+pub(crate) use changes::change_feed_contract;
 pub(crate) use expire_due::write_store_expiry_contract;
 pub(crate) use grants::write_store_location_grant_contract;
 pub(crate) use races::{write_store_concurrency_contract, write_store_race_contract};

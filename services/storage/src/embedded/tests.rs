@@ -64,6 +64,25 @@ async fn read_store_honours_the_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_feed_honours_the_contract_and_expires_what_retention_removed() {
+    use crate::ports::{Changes, ReadStore};
+    let (_dir, b) = backend(1);
+    contract::change_feed_contract(b.read.clone()).await;
+    let s1 = vec!["s1".to_string()];
+    let before = b.read.change_snapshot(&s1).await.unwrap().cursor;
+    // Retention removes everything: a cursor from before is expired, the head is not.
+    assert!(b.read.purge_changes(i64::MAX, 1_000_000).await.unwrap() > 0);
+    assert!(matches!(
+        b.read.changes(&s1, Some("e:1"), 10).await.unwrap(),
+        Changes::Expired
+    ));
+    assert!(matches!(
+        b.read.changes(&s1, Some(&before), 10).await.unwrap(),
+        Changes::Page { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_keeps_offsets_and_partition_count_across_reopen() {
     use stockflow_bus::EventLog;
     let dir = tempfile::tempdir().unwrap();

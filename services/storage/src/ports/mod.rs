@@ -20,7 +20,7 @@ pub mod write;
 pub use leases::LeaseStore;
 pub use outbox::{Outbox, OutboxEntry};
 pub use read::{
-    Batch, DeadLetter, InventoryRow, Movement, Provenance, ReadStore, RegionAvailability,
-    SearchHit, SearchQuery,
+    Batch, CHANGE_CURSOR_PATTERN, ChangeCursor, ChangeSnapshot, Changes, DeadLetter, InventoryRow,
+    Movement, Provenance, ReadStore, RegionAvailability, SearchHit, SearchQuery,
 };
 pub use write::{CommandRequest, Executed, ExpiryRound, IdempotencyToken, Purge, WriteStore};

@@ -92,6 +92,81 @@ impl Batch<'_> {
     }
 }
 
+/// What the change feed answers from a cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// The rows of the asked locations that changed after the cursor, in the order they
+    /// changed (each key's in version order), and the cursor to go on from.
+    Page {
+        /// The rows as they are after each change.
+        rows: Vec<InventoryRow>,
+        /// Where the next page starts.
+        cursor: String,
+    },
+    /// The feed no longer holds what follows the cursor (retention passed it): load the
+    /// snapshot and follow from its cursor.
+    Expired,
+    /// The cursor is not one this store gave out.
+    BadCursor(String),
+}
+
+/// The shape every change-feed cursor has (the HTTP schema documents it): `e:<seq>` from
+/// the embedded store, `s:<timeuuid>` or `s@<unix ms>` from ScyllaDB.
+pub const CHANGE_CURSOR_PATTERN: &str = "^(e:[0-9]{1,18}|s@[0-9]{1,15}|s:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-1[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$";
+
+/// A change-feed cursor, parsed. One type for both backends so a cursor of the other one
+/// (a region moved from the embedded store to ScyllaDB) is told apart from garbage: it
+/// reads as expired, and the agent reloads the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeCursor {
+    /// The embedded feed: after this sequence number.
+    Embedded(i64),
+    /// The ScyllaDB feed: after this row (a version-1 UUID).
+    ScyllaRow(uuid::Uuid),
+    /// The ScyllaDB feed: after everything written at or before these Unix milliseconds.
+    ScyllaTime(i64),
+}
+
+impl ChangeCursor {
+    /// The cursor `text` spells, if it has the shape of one.
+    pub fn parse(text: &str) -> Option<Self> {
+        let digits = |s: &str, max: usize| {
+            (!s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<i64>().ok())
+                .flatten()
+        };
+        if let Some(seq) = text.strip_prefix("e:") {
+            return digits(seq, 18).map(Self::Embedded);
+        }
+        if let Some(ms) = text.strip_prefix("s@") {
+            return digits(ms, 15).map(Self::ScyllaTime);
+        }
+        let id: uuid::Uuid = text.strip_prefix("s:")?.parse().ok()?;
+        // Only the hyphenated form the feed writes (uuid also parses braces and URNs).
+        (text.len() == 38 && id.get_version_num() == 1).then_some(Self::ScyllaRow(id))
+    }
+}
+
+impl std::fmt::Display for ChangeCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded(seq) => write!(f, "e:{seq}"),
+            Self::ScyllaRow(id) => write!(f, "s:{}", id.hyphenated()),
+            Self::ScyllaTime(ms) => write!(f, "s@{ms}"),
+        }
+    }
+}
+
+/// Every row of some locations, and the feed's cursor from which changes after it follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeSnapshot {
+    /// The rows.
+    pub rows: Vec<InventoryRow>,
+    /// The feed's cursor as of the snapshot (changes at or before it may come again:
+    /// they are version-guarded).
+    pub cursor: String,
+}
+
 /// The read side: read models, consumer offsets and the DLQ.
 #[async_trait]
 pub trait ReadStore: Send + Sync + 'static {
@@ -143,6 +218,55 @@ pub trait ReadStore: Send + Sync + 'static {
     async fn purge_movements(&self, before_ms: i64, limit: usize) -> Result<usize>;
     /// Every inventory row (tests and consistency checks).
     async fn all_inventory(&self) -> Result<Vec<InventoryRow>>;
+    /// The change feed of `locations` after `cursor` (`None`: from the start of what is
+    /// held), at most `limit` rows.
+    async fn changes(
+        &self,
+        locations: &[String],
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Changes>;
+    /// Every row of `locations`, with the feed's cursor to follow from.
+    async fn change_snapshot(&self, locations: &[String]) -> Result<ChangeSnapshot>;
+    /// Removes at most `limit` feed entries older than `before_ms`; returns how many (0
+    /// where the store expires them itself).
+    async fn purge_changes(&self, before_ms: i64, limit: usize) -> Result<usize>;
     /// Succeeds when queries can be served.
     async fn check_ready(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChangeCursor;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_does_not_parse() {
+        for c in [
+            ChangeCursor::Embedded(0),
+            ChangeCursor::Embedded(i64::MAX / 10),
+            ChangeCursor::ScyllaTime(1_733_000_000_000),
+            ChangeCursor::ScyllaRow(
+                "5e1b3c2a-0b7d-11ef-8000-000000000000"
+                    .parse()
+                    .expect("a uuid"),
+            ),
+        ] {
+            assert_eq!(ChangeCursor::parse(&c.to_string()), Some(c));
+        }
+        for bad in [
+            "",
+            "0",
+            "e:",
+            "e:-1",
+            "e:1x",
+            "s@",
+            "s@-5",
+            "s:nope",
+            "s:{5e1b3c2a-0b7d-11ef-8000-000000000000}",
+            // A version-4 UUID is not a timeuuid.
+            "s:5e1b3c2a-0b7d-41ef-8000-000000000000",
+        ] {
+            assert_eq!(ChangeCursor::parse(bad), None, "{bad}");
+        }
+    }
 }

@@ -93,6 +93,21 @@ async fn scylla_read_store_honours_the_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_change_feed_honours_the_contract_and_expires_old_cursors() {
+    use crate::ports::{Changes, ReadStore};
+    let b = backend("changes").await;
+    contract::change_feed_contract(b.read.clone()).await;
+    // Older than the table's TTL: expired.
+    assert!(matches!(
+        b.read
+            .changes(&["s1".to_string()], Some("s@1000"), 10)
+            .await
+            .unwrap(),
+        Changes::Expired
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_is_idempotent_and_the_version_is_checked() {
     let b = backend("migrate").await;
     let _ = Arc::clone(&b.write);

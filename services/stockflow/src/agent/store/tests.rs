@@ -25,6 +25,8 @@ fn sale(key: &str, sku: &str, location: &str, qty: i64) -> NewCommand {
         answer: json!({"ok": key}),
         essential: true,
         reservation: None,
+        remember_origin: false,
+        refused: None,
     }
 }
 
@@ -144,4 +146,43 @@ fn compaction_removes_only_settled_commands() {
     assert_eq!(s.compact(200, 100).expect("compacts"), 1);
     let counts = s.counts().expect("counts");
     assert_eq!((counts.pending, counts.acknowledged), (1, 0));
+}
+
+#[test]
+fn a_captured_row_is_recognised_after_its_command_is_compacted() {
+    let (_dir, s) = store();
+    let mut row = sale("capture:line-7", "A", "s1", 1);
+    row.remember_origin = true;
+    let first = s.record(row.clone(), 0).expect("records");
+    s.acknowledge(first.seq, &json!({}), None, 10).expect("ack");
+    assert_eq!(s.compact(100, 10).expect("compacts"), 1);
+    // A rebuilt capture reads the row again: nothing is queued.
+    let again = s.record(row, 200).expect("recognised");
+    assert!(again.replayed);
+    assert_eq!(again.seq, first.seq);
+    assert_eq!(s.counts().expect("counts").pending, 0);
+    // Rows the region already had are remembered without being queued.
+    s.remember_origins(&["capture:old-1".into()])
+        .expect("remembers");
+    let mut old = sale("capture:old-1", "A", "s1", 1);
+    old.remember_origin = true;
+    assert!(s.record(old, 300).expect("recognised").replayed);
+    assert_eq!(s.counts().expect("counts").pending, 0);
+}
+
+#[test]
+fn a_row_the_agent_refuses_goes_straight_to_the_quarantine() {
+    let (_dir, s) = store();
+    let mut bad = sale("capture:line-9", "A", "s1", 1);
+    bad.refused = Some(json!({"code": "capture_row_invalid"}));
+    let recorded = s.record(bad, 0).expect("records");
+    let next = s.record(sale("pos-2", "A", "s1", 1), 0).expect("records");
+    let counts = s.counts().expect("counts");
+    assert_eq!((counts.pending, counts.quarantined), (1, 1));
+    let held = s.quarantined(10).expect("quarantine");
+    assert_eq!(held[0].seq, recorded.seq);
+    assert_eq!(held[0].problem["code"], "capture_row_invalid");
+    // It holds up nothing on its key.
+    let due: Vec<i64> = s.due(0, 10).expect("due").iter().map(|q| q.seq).collect();
+    assert_eq!(due, [next.seq]);
 }

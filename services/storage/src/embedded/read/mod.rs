@@ -4,6 +4,7 @@
 //! ([`queries`]); the schema is [`schema`]'s. Offsets commit in the same transaction as
 //! the rows they cover.
 
+mod changes;
 mod project;
 mod queries;
 mod schema;
@@ -22,8 +23,8 @@ use super::sqlite::{
 use super::wal::{self, WalKeeper, WalPolicy};
 use crate::error::Context;
 use crate::ports::{
-    Batch, DeadLetter, InventoryRow, Movement, ReadStore, RegionAvailability, SearchHit,
-    SearchQuery,
+    Batch, ChangeSnapshot, Changes, DeadLetter, InventoryRow, Movement, ReadStore,
+    RegionAvailability, SearchHit, SearchQuery,
 };
 use crate::{Result, now_ms};
 use schema::{SCHEMA, add_missing_columns};
@@ -32,6 +33,8 @@ use schema::{SCHEMA, add_missing_columns};
 const DB_NAME: &str = "read";
 /// Most movements one page returns: a page of audit history, not a dump.
 const MAX_MOVEMENTS_PAGE: usize = 1000;
+/// Most rows one page of the change feed returns.
+const MAX_CHANGES_PAGE: usize = 1000;
 /// Most hits one search returns.
 const MAX_SEARCH_HITS: usize = 200;
 
@@ -59,6 +62,9 @@ impl SqliteReadStore {
     ) -> Result<Self> {
         let writer = open_writer(path, SCHEMA, Durability::Rebuildable)?;
         add_missing_columns(&writer)?;
+        writer
+            .execute_batch(changes::SCHEMA)
+            .what("create the change feed")?;
         wal::configure_writer(&writer, &policy)?;
         wal::truncate(&writer, DB_NAME)?;
         Ok(Self {
@@ -262,6 +268,31 @@ impl ReadStore for SqliteReadStore {
         self.readers
             .read(|conn| queries::inventory(conn, "", []))
             .await
+    }
+
+    async fn changes(
+        &self,
+        locations: &[String],
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Changes> {
+        let locations = locations.to_vec();
+        let cursor = cursor.map(str::to_string);
+        let limit = limit.clamp(1, MAX_CHANGES_PAGE);
+        self.readers
+            .read(move |conn| changes::page(conn, &locations, cursor.as_deref(), limit))
+            .await
+    }
+
+    async fn change_snapshot(&self, locations: &[String]) -> Result<ChangeSnapshot> {
+        let locations = locations.to_vec();
+        self.readers
+            .read(move |conn| changes::snapshot(conn, &locations))
+            .await
+    }
+
+    async fn purge_changes(&self, before_ms: i64, limit: usize) -> Result<usize> {
+        self.write(|tx| changes::purge(tx, before_ms, limit))
     }
 
     async fn check_ready(&self) -> Result<()> {

@@ -90,6 +90,7 @@ fn apply_stock(conn: &Connection, e: &StockEvent, from: Option<&Provenance>) -> 
         ])
     })
     .what("write an inventory row")?;
+    super::changes::record(conn, &after, now_ms())?;
     for (region, change) in read_model::region_changes(before.as_ref(), &after) {
         let totals = load_totals(conn, &after.sku, &region)?
             .unwrap_or_else(RegionTotals::none)

@@ -2,6 +2,7 @@
 //! written `USING TIMESTAMP <version>`), catalog search ([`search`]), the dead-letter queue
 //! ([`letters`]), consumer offsets, and the queries the API serves.
 
+mod changes;
 mod letters;
 mod project;
 mod search;
@@ -22,7 +23,10 @@ use super::cql::query;
 use super::cql::read_statements::ReadStatements;
 use super::cql::rows::{InventoryReadRow, MovementRow, OffsetRow, RegionRow, ShareRow};
 use crate::Result;
-use crate::ports::{Batch, DeadLetter, ReadStore, RegionAvailability, SearchHit, SearchQuery};
+use crate::ports::{
+    Batch, ChangeSnapshot, Changes, DeadLetter, ReadStore, RegionAvailability, SearchHit,
+    SearchQuery,
+};
 
 /// Most movements one page returns: a page of audit history, not a dump.
 const MAX_MOVEMENTS_PAGE: usize = 1000;
@@ -41,6 +45,8 @@ pub struct ScyllaReadStore {
     /// `(sku, region)` rows known to be in `regions_by_sku`. Nothing deletes those rows, so
     /// an event for a SKU in a region seen before has nothing to add there.
     known_regions: Mutex<KnownRegions>,
+    /// The change feed's statements.
+    feed: changes::FeedStatements,
 }
 
 /// A version or offset as a CQL bigint (and a write timestamp): they never get near 2^63.
@@ -104,10 +110,12 @@ impl ScyllaReadStore {
     /// Prepares every statement on `session` for `keyspace`.
     pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<Self> {
         let st = ReadStatements::prepare(&session, keyspace).await?;
+        let feed = changes::FeedStatements::prepare(&session, keyspace).await?;
         Ok(Self {
             session,
             st,
             known_regions: Mutex::default(),
+            feed,
         })
     }
 
@@ -283,6 +291,31 @@ impl ReadStore for ScyllaReadStore {
         }
         out.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
         Ok(out)
+    }
+
+    async fn changes(
+        &self,
+        locations: &[String],
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Changes> {
+        changes::page(
+            &self.session,
+            &self.feed,
+            locations,
+            cursor,
+            limit.clamp(1, 1000),
+        )
+        .await
+    }
+
+    async fn change_snapshot(&self, locations: &[String]) -> Result<ChangeSnapshot> {
+        changes::snapshot(&self.session, &self.feed, locations).await
+    }
+
+    async fn purge_changes(&self, _before_ms: i64, _limit: usize) -> Result<usize> {
+        // The table's TTL expires the feed.
+        Ok(0)
     }
 
     async fn check_ready(&self) -> Result<()> {

@@ -115,6 +115,11 @@ impl ScyllaReadStore {
             )
             .boxed()
         }));
+        writes.extend(
+            inventory
+                .iter()
+                .map(|row| super::changes::record(&self.session, &self.feed, row).boxed()),
+        );
         writes.extend(availability.iter().map(|row| {
             let write = InventoryWrite::of(row);
             let st = &self.st.upsert_availability;
