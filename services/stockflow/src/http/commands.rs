@@ -131,7 +131,7 @@ fn reservation_of(result: CommandResult) -> ApiResult<stockflow_domain::Reservat
     match result {
         CommandResult::Reservation(r) => Ok(r),
         // The fingerprint names the route, so a key's answer is of its route's kind.
-        CommandResult::Stock(_) => Err(Refusal::IdempotencyKeyReused.into()),
+        _ => Err(Refusal::IdempotencyKeyReused.into()),
     }
 }
 
@@ -140,8 +140,9 @@ fn reservation_of(result: CommandResult) -> ApiResult<stockflow_domain::Reservat
     params(IdempotencyKeyHeader),
     request_body = AdjustmentRequest,
     responses((status = 200, body = StockLevelResponse),
+              (status = 403, body = Problem, description = "location_forbidden, or record_mode_forbidden (mode record from a token without a store's locations claim)"),
               (status = 404, body = Problem, description = "location_not_found"),
-              (status = 409, body = Problem, description = "version_conflict, insufficient_stock or request_in_progress")))]
+              (status = 409, body = Problem, description = "version_conflict, on_hand_conflict (with current_on_hand), insufficient_stock or request_in_progress")))]
 pub(crate) async fn adjust(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
@@ -159,7 +160,7 @@ pub(crate) async fn adjust(
             &outcome,
             StockLevelResponse::from(level),
         )),
-        CommandResult::Reservation(_) => Err(Refusal::IdempotencyKeyReused.into()),
+        _ => Err(Refusal::IdempotencyKeyReused.into()),
     }
 }
 

@@ -205,14 +205,29 @@ pub(crate) fn adjustment() -> Schema {
             .description(Some(
                 "Exactly one of `delta` (units to add or remove) and `set_on_hand` (a counted value)",
             ))
-            .item(adjustment_mode("delta", Schema::OneOf(delta)))
-            .item(adjustment_mode("set_on_hand", Schema::Object(set_on_hand)))
+            .item(adjustment_mode("delta", Schema::OneOf(delta)).build())
+            .item(
+                adjustment_mode("set_on_hand", Schema::Object(set_on_hand))
+                    .property(
+                        "expected_on_hand",
+                        ObjectBuilder::new()
+                            .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+                            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                            .description(Some(
+                                "The on-hand the count started from: apply only if on-hand is still this; otherwise 409 on_hand_conflict naming the current value",
+                            ))
+                            .minimum(Some(0))
+                            .maximum(Some(MAX_ON_HAND))
+                            .build(),
+                    )
+                    .build(),
+            )
             .build(),
     )
 }
 
 /// One way of adjusting: the shared fields and `mode`, nothing else.
-fn adjustment_mode(mode: &str, change: Schema) -> Object {
+fn adjustment_mode(mode: &str, change: Schema) -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::Object)
         .title(Some(mode))
@@ -228,6 +243,16 @@ fn adjustment_mode(mode: &str, change: Schema) -> Object {
                 .build(),
         )
         .property("reference", reference())
+        .property(
+            "mode",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["check", "record"]))
+                .description(Some(
+                    "check (default): refused when it conflicts or oversells. record: a fact that already happened (a sale at a till), applied even below zero with a stock_oversold event; only a store's token (one carrying a locations claim), at its own locations, may record (otherwise 403 record_mode_forbidden)",
+                ))
+                .build(),
+        )
         .property(
             "expected_version",
             ObjectBuilder::new()
@@ -245,7 +270,6 @@ fn adjustment_mode(mode: &str, change: Schema) -> Object {
         .required(mode)
         .required("reason")
         .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        .build()
 }
 
 /// The `Idempotency-Key` header of every command.

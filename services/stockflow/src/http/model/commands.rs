@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use stockflow_domain::{
-    Adjust, AdjustReason, LocationId, OnHandChange, Reservation, ReservationId, Reserve,
+    Adjust, AdjustReason, LocationId, Mode, OnHandChange, Reservation, ReservationId, Reserve,
     ReserveLine, Sku, StockKey, StockLevel, ValidationError,
 };
 use utoipa::ToSchema;
@@ -30,6 +30,11 @@ pub(crate) struct AdjustmentRequest {
     pub reference: Option<String>,
     /// Apply only if the key is at this version; otherwise 409 `version_conflict`.
     pub expected_version: Option<u64>,
+    /// With `set_on_hand` only: apply only if on-hand is still this (the count the clerk
+    /// started from); otherwise 409 `on_hand_conflict` naming the current value.
+    pub expected_on_hand: Option<i64>,
+    /// `check` (the default) or `record` (a fact: a store's token only).
+    pub mode: Option<String>,
 }
 
 impl utoipa::PartialSchema for AdjustmentRequest {
@@ -42,11 +47,17 @@ impl ToSchema for AdjustmentRequest {}
 
 fn parse_reason(reason: &str) -> Result<AdjustReason, ValidationError> {
     AdjustReason::parse(reason).ok_or_else(|| {
-        ValidationError::new(
-            "reason",
-            "must be one of receipt, cycle_count, damage, correction, return",
-        )
+        let names: Vec<&str> = AdjustReason::ALL.iter().map(|r| r.as_str()).collect();
+        ValidationError::new("reason", format!("must be one of {}", names.join(", ")))
     })
+}
+
+fn parse_mode(mode: Option<&str>) -> Result<Mode, ValidationError> {
+    match mode {
+        None | Some("check") => Ok(Mode::Check),
+        Some("record") => Ok(Mode::Record),
+        Some(_) => Err(ValidationError::new("mode", "must be check or record")),
+    }
 }
 
 impl AdjustmentRequest {
@@ -62,13 +73,20 @@ impl AdjustmentRequest {
                 ));
             }
         };
-        Adjust::new(
+        let mut adjust = Adjust::new(
             StockKey::new(Sku::parse(self.sku)?, LocationId::parse(self.location)?),
             change,
             parse_reason(&self.reason)?,
             self.reference,
             self.expected_version,
-        )
+        )?;
+        if let Some(expected) = self.expected_on_hand {
+            adjust = adjust.expecting_on_hand(expected)?;
+        }
+        if parse_mode(self.mode.as_deref())? == Mode::Record {
+            adjust = adjust.recorded();
+        }
+        Ok(adjust)
     }
 }
 
@@ -83,16 +101,33 @@ pub(crate) struct StockLevelResponse {
     pub on_hand: i64,
     /// Units held by active reservations.
     pub reserved: i64,
-    /// `on_hand - reserved`.
+    /// Broken units (on hand, never sold).
+    pub damaged: i64,
+    /// Units held for inspection.
+    pub quality_hold: i64,
+    /// Units kept back from channels.
+    pub safety_stock: i64,
+    /// What channels are offered: on-hand minus every other state, never below zero.
     pub available: i64,
+    /// Units short beyond backorders after a recorded fact took more than there was
+    /// (0 when nothing is oversold).
+    pub shortfall: i64,
+    /// Reservation units accepted beyond stock under a backorder policy.
+    pub backordered: i64,
     /// Per-key version, +1 per applied change.
     pub version: u64,
 }
 
 impl From<StockLevel> for StockLevelResponse {
     fn from(l: StockLevel) -> Self {
+        let q = l.quantities();
         Self {
-            available: l.available(),
+            available: q.channel_available(),
+            shortfall: l.shortfall(),
+            backordered: l.backordered(),
+            damaged: q.damaged,
+            quality_hold: q.quality_hold,
+            safety_stock: q.safety_stock,
             sku: l.sku.to_string(),
             location: l.location.to_string(),
             on_hand: l.on_hand,
