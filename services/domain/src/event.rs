@@ -396,6 +396,9 @@ impl CatalogEvent {
 }
 
 /// Everything that travels on the bus; the record key is always the SKU.
+// Stock events are by far the most frequent and are serialized as soon as they are made:
+// boxing them would cost an allocation on the hot path to save memory on the rare others.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "stream", rename_all = "snake_case")]
 pub enum BusEvent {

@@ -1,9 +1,9 @@
 //! Commands, validated on construction: a value of these types is always well-formed.
 //!
-//! - [`stock`]: commands on one key — adjustments, moves between states, incoming
-//!   purchase-order lines, a location's policy — and a SKU's policy.
-//! - [`reserve`]: reservations.
-//! - [`transfer`]: transfers between two locations.
+//! - [`stock`] holds the commands on one key — adjustments, moves between states,
+//!   incoming purchase-order lines, a location's policy — and a SKU's policy;
+//! - [`reserve`] holds reservations;
+//! - [`transfer`] holds transfers between two locations.
 
 mod reserve;
 mod stock;

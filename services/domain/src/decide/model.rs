@@ -156,13 +156,14 @@ impl Model {
                 "on_hand is the sum of its states"
             );
             let after = level.available();
-            if !recorded && after < before.available() {
-                if let Some(floor) = before.policy().oversell.floor() {
-                    assert!(
-                        after >= floor,
-                        "available {after} below the policy's floor {floor}: {event:?}"
-                    );
-                }
+            if !recorded
+                && after < before.available()
+                && let Some(floor) = before.policy().oversell.floor()
+            {
+                assert!(
+                    after >= floor,
+                    "available {after} below the policy's floor {floor}: {event:?}"
+                );
             }
             self.levels.insert(level.key(), level.clone());
         }

@@ -205,8 +205,10 @@ fn transfers_move_on_hand_into_transit_and_back() {
 #[test]
 fn extras_are_stored_only_when_set() {
     assert_eq!(Extras::default().to_stored().map_err(|_| ()), Ok(None));
-    let mut e = Extras::default();
-    e.damaged = 2;
+    let e = Extras {
+        damaged: 2,
+        ..Extras::default()
+    };
     let stored = e.to_stored().expect("encode").expect("something to store");
     assert_eq!(Extras::from_stored(Some(&stored)).expect("decode"), e);
     assert_eq!(Extras::from_stored(None).expect("none"), Extras::default());

@@ -80,6 +80,18 @@ async fn scylla_store_tokens_act_only_at_their_locations() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_store_records_facts_below_zero_and_channels_see_zero() {
+    let b = backend("facts").await;
+    contract::records_facts_contract(b.write.clone(), b.read.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_moves_counts_and_a_location_policy_keep_one_event_per_change() {
+    let b = backend("states").await;
+    contract::states_contract(b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_scylla_write_stores_expire_a_burst_once_in_bounded_rounds() {
     let (a, config) = backend_and_config("expiry").await;
     let b = ScyllaBackend::open(&config).await.expect("second instance");

@@ -2,7 +2,9 @@
 //! through the index), a key's level, and every level (a scan, for tests and audits).
 
 use futures::StreamExt;
-use stockflow_domain::{LocationId, Region, Reservation, ReservationId, Sku, StockKey, StockLevel};
+use stockflow_domain::{
+    Extras, LocationId, Region, Reservation, ReservationId, Sku, StockKey, StockLevel,
+};
 
 use super::partition::Partitions;
 use super::saga::{self, Located};
@@ -47,6 +49,8 @@ pub(super) async fn all_stock_levels(p: &Partitions) -> Result<Vec<StockLevel>> 
         }
         const WHAT: &str = "stock level";
         out.push(StockLevel {
+            extras: Extras::from_stored(row.extras.as_deref())
+                .map_err(StoreError::corrupt(WHAT))?,
             on_hand: row.on_hand.unwrap_or(0),
             reserved: row.reserved.unwrap_or(0),
             version: u64::try_from(version).unwrap_or(0),
