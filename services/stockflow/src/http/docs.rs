@@ -156,6 +156,128 @@ pub(crate) fn quantity() -> Object {
     integer("Units, 1-1,000,000", 1, MAX_LINE_QTY).build()
 }
 
+/// `POST /v1/moves`: one variant per source state, so `to` is never `from` (a move to
+/// where the units already are is refused with 400).
+pub(crate) fn move_request() -> Schema {
+    let mut variants = OneOfBuilder::new().description(Some(
+        "Units between quantity states of one key: from a state to another state, or gone (a write-off: on-hand drops)",
+    ));
+    for from in stockflow_domain::State::ALL {
+        let mut targets: Vec<&str> = stockflow_domain::State::ALL
+            .iter()
+            .filter(|s| **s != from)
+            .map(|s| s.as_str())
+            .collect();
+        targets.push("gone");
+        let variant = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some(from.as_str()))
+            .property("sku", sku())
+            .property("location", location())
+            .property(
+                "from",
+                string("The state the units leave").enum_values(Some([from.as_str()])),
+            )
+            .property(
+                "to",
+                string("Where the units go: another state, or gone").enum_values(Some(targets)),
+            )
+            .property("qty", quantity())
+            .property("reason", reason())
+            .property("reference", reference())
+            .required("sku")
+            .required("location")
+            .required("from")
+            .required("to")
+            .required("qty")
+            .required("reason")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        variants = variants.item(variant.build());
+    }
+    Schema::OneOf(variants.build())
+}
+
+/// Why units moved or on-hand changed.
+pub(crate) fn reason() -> Object {
+    string("Why")
+        .enum_values(Some(
+            stockflow_domain::AdjustReason::ALL.map(stockflow_domain::AdjustReason::as_str),
+        ))
+        .build()
+}
+
+/// An oversell policy.
+pub(crate) fn oversell() -> Object {
+    nullable(string(
+        "deny (refuse what stock cannot cover), backorder (accept down to -backorder_limit) or track_only (never refuse); absent: unchanged default deny",
+    ))
+    .enum_values(Some(["deny", "backorder", "track_only"]))
+    .build()
+}
+
+/// A backorder policy's limit.
+pub(crate) fn backorder_limit() -> Object {
+    nullable(integer(
+        "With oversell backorder only: how far below zero available may go, 1-1,000,000",
+        1,
+        MAX_LINE_QTY,
+    ))
+    .build()
+}
+
+/// A low-stock threshold.
+pub(crate) fn low_stock_threshold() -> Object {
+    nullable(integer(
+        "Emit low_stock when what channels see drops to this or below",
+        0,
+        MAX_ON_HAND,
+    ))
+    .build()
+}
+
+/// An optional optimistic-concurrency guard.
+pub(crate) fn expected_version() -> Object {
+    nullable(integer(
+        "Apply only if the record is at this version; otherwise 409",
+        0,
+        max_version(),
+    ))
+    .build()
+}
+
+/// An optional location.
+pub(crate) fn optional_location() -> Object {
+    nullable(id_builder(
+        "The location whose override to set; absent: the SKU's own policy (not from a store's token)",
+        "store-1",
+    ))
+    .build()
+}
+
+/// A purchase order's id.
+pub(crate) fn purchase_order() -> Object {
+    id_builder("Purchase order", "po-1").build()
+}
+
+/// A purchase-order line number.
+pub(crate) fn po_line() -> Object {
+    integer(
+        "Line of the purchase order, 1 or more",
+        1,
+        i64::from(u32::MAX),
+    )
+    .build()
+}
+
+/// A calendar day.
+pub(crate) fn date() -> Object {
+    string("The day units are expected (YYYY-MM-DD, 2000-9999)")
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
+        .pattern(Some("^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))
+        .examples(["2026-12-12"])
+        .build()
+}
+
 /// Seconds a reservation is held.
 pub(crate) fn ttl_seconds() -> Object {
     ObjectBuilder::new()

@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 use stockflow_domain::{
-    Adjust, AdjustReason, LocationId, Mode, OnHandChange, Reservation, ReservationId, Reserve,
-    ReserveLine, Sku, StockKey, StockLevel, ValidationError,
+    Adjust, AdjustReason, CloseIncoming, Date, ExpectIncoming, LocationId, Mode, Move,
+    OnHandChange, Oversell, PoLine, PurchaseOrderId, Reservation, ReservationId, Reserve,
+    ReserveLine, SetPolicy, Settings, Sku, SkuPolicy, State, StockKey, StockLevel, Target,
+    ValidationError,
 };
 use utoipa::ToSchema;
 
@@ -87,6 +89,238 @@ impl AdjustmentRequest {
             adjust = adjust.recorded();
         }
         Ok(adjust)
+    }
+}
+
+/// `POST /v1/moves`: units between states of one key. Documented as one variant per
+/// source state ([`docs::move_request`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MoveRequest {
+    /// SKU.
+    pub sku: String,
+    /// Location.
+    pub location: String,
+    /// The state the units leave.
+    pub from: String,
+    /// Where they go: a state, or `gone`.
+    pub to: String,
+    /// Units, 1-1,000,000.
+    pub qty: i64,
+    /// Why.
+    pub reason: String,
+    /// External reference.
+    pub reference: Option<String>,
+}
+
+impl utoipa::PartialSchema for MoveRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        docs::move_request().into()
+    }
+}
+
+impl ToSchema for MoveRequest {}
+
+impl MoveRequest {
+    /// Validates into a domain command.
+    pub fn into_command(self) -> Result<Move, ValidationError> {
+        let from = State::parse(&self.from).ok_or_else(|| {
+            ValidationError::new(
+                "from",
+                "must be available, damaged, quality_hold or safety_stock",
+            )
+        })?;
+        let to = Target::parse(&self.to).ok_or_else(|| {
+            ValidationError::new(
+                "to",
+                "must be available, damaged, quality_hold, safety_stock or gone",
+            )
+        })?;
+        Move::new(
+            StockKey::new(Sku::parse(self.sku)?, LocationId::parse(self.location)?),
+            from,
+            to,
+            self.qty,
+            parse_reason(&self.reason)?,
+            self.reference,
+        )
+    }
+}
+
+/// `POST /v1/policies`: a SKU's oversell policy and low-stock threshold, or a location's
+/// override of them. Each change is versioned and audited.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyRequest {
+    /// SKU.
+    #[schema(schema_with = docs::sku)]
+    pub sku: String,
+    /// The location whose override to set; absent: the SKU's own policy.
+    #[schema(schema_with = docs::optional_location)]
+    pub location: Option<String>,
+    /// `deny`, `backorder` or `track_only`.
+    #[schema(schema_with = docs::oversell)]
+    pub oversell: Option<String>,
+    /// With `backorder`: how far below zero available may go.
+    #[schema(schema_with = docs::backorder_limit)]
+    pub backorder_limit: Option<i64>,
+    /// Emit `low_stock` at or below this.
+    #[schema(schema_with = docs::low_stock_threshold)]
+    pub low_stock_threshold: Option<i64>,
+    /// Apply only at this version (the SKU policy's, or the key's for a location).
+    #[schema(schema_with = docs::expected_version)]
+    pub expected_version: Option<u64>,
+    /// External reference.
+    #[schema(schema_with = docs::reference)]
+    pub reference: Option<String>,
+}
+
+impl PolicyRequest {
+    /// Validates into a domain command.
+    pub fn into_command(self) -> Result<SetPolicy, ValidationError> {
+        let oversell = match self.oversell.as_deref() {
+            Some(mode) => Some(Oversell::parse(mode, self.backorder_limit)?),
+            None if self.backorder_limit.is_some() => {
+                return Err(ValidationError::new(
+                    "backorder_limit",
+                    "only the backorder mode takes a limit",
+                ));
+            }
+            None => None,
+        };
+        let location = self.location.map(LocationId::parse).transpose()?;
+        SetPolicy::new(
+            Sku::parse(self.sku)?,
+            location,
+            Settings::new(oversell, self.low_stock_threshold)?,
+            self.expected_version,
+            self.reference,
+        )
+    }
+}
+
+/// `POST /v1/incoming`: a purchase-order line expected at a location on a day (sent
+/// again, it revises the line).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IncomingRequest {
+    /// SKU.
+    #[schema(schema_with = docs::sku)]
+    pub sku: String,
+    /// Location expecting the units.
+    #[schema(schema_with = docs::location)]
+    pub location: String,
+    /// Purchase order.
+    #[schema(schema_with = docs::purchase_order)]
+    pub purchase_order: String,
+    /// Its line.
+    #[schema(schema_with = docs::po_line)]
+    pub line: u32,
+    /// Units expected, 1-1,000,000.
+    #[schema(schema_with = docs::quantity)]
+    pub qty: i64,
+    /// The day they are expected.
+    #[schema(schema_with = docs::date)]
+    pub expected_date: String,
+    /// External reference.
+    #[schema(schema_with = docs::reference)]
+    pub reference: Option<String>,
+}
+
+impl IncomingRequest {
+    /// Validates into a domain command.
+    pub fn into_command(self) -> Result<ExpectIncoming, ValidationError> {
+        ExpectIncoming::new(
+            StockKey::new(Sku::parse(self.sku)?, LocationId::parse(self.location)?),
+            PoLine {
+                purchase_order: PurchaseOrderId::parse(self.purchase_order)?,
+                line: self.line,
+            },
+            self.qty,
+            Date::parse("expected_date", &self.expected_date)?,
+            self.reference,
+        )
+    }
+}
+
+/// `POST /v1/incoming/close`: a purchase-order line closed (what was not received stops
+/// being expected).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CloseIncomingRequest {
+    /// SKU.
+    #[schema(schema_with = docs::sku)]
+    pub sku: String,
+    /// Location.
+    #[schema(schema_with = docs::location)]
+    pub location: String,
+    /// Purchase order.
+    #[schema(schema_with = docs::purchase_order)]
+    pub purchase_order: String,
+    /// Its line.
+    #[schema(schema_with = docs::po_line)]
+    pub line: u32,
+    /// External reference.
+    #[schema(schema_with = docs::reference)]
+    pub reference: Option<String>,
+}
+
+impl CloseIncomingRequest {
+    /// Validates into a domain command.
+    pub fn into_command(self) -> Result<CloseIncoming, ValidationError> {
+        CloseIncoming::new(
+            StockKey::new(Sku::parse(self.sku)?, LocationId::parse(self.location)?),
+            PoLine {
+                purchase_order: PurchaseOrderId::parse(self.purchase_order)?,
+                line: self.line,
+            },
+            self.reference,
+        )
+    }
+}
+
+/// A SKU's own policy after a change.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PolicyResponse {
+    /// SKU.
+    pub sku: String,
+    /// The location of an override; absent for the SKU's own policy.
+    pub location: Option<String>,
+    /// `deny`, `backorder` or `track_only`; absent: deny.
+    pub oversell: Option<String>,
+    /// With `backorder`: how far below zero available may go.
+    pub backorder_limit: Option<i64>,
+    /// The low-stock threshold.
+    pub low_stock_threshold: Option<i64>,
+    /// The SKU policy's version, or the key's for an override (+1 per change).
+    pub version: u64,
+}
+
+impl PolicyResponse {
+    /// A location's override as its key holds it.
+    pub fn of_location(level: &StockLevel) -> Self {
+        let settings = level.extras.policy;
+        Self {
+            sku: level.sku.to_string(),
+            location: Some(level.location.to_string()),
+            oversell: settings.oversell.map(|o| o.as_str().to_string()),
+            backorder_limit: settings.oversell.and_then(Oversell::limit),
+            low_stock_threshold: settings.low_stock_threshold,
+            version: level.version,
+        }
+    }
+}
+
+impl From<SkuPolicy> for PolicyResponse {
+    fn from(p: SkuPolicy) -> Self {
+        Self {
+            location: None,
+            sku: p.sku.to_string(),
+            oversell: p.settings.oversell.map(|o| o.as_str().to_string()),
+            backorder_limit: p.settings.oversell.and_then(Oversell::limit),
+            low_stock_threshold: p.settings.low_stock_threshold,
+            version: p.version,
+        }
     }
 }
 
