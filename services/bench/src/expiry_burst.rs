@@ -12,27 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::ValueEnum;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
+use crate::args::{BenchArgs, Phase};
 use crate::conn::{Conn, LOCATION, sku};
-use crate::http::BenchArgs;
 
 /// How long the bench waits for the burst to expire before it reports a failure.
 const PATIENCE: Duration = Duration::from_secs(300);
 const SAMPLE: Duration = Duration::from_millis(20);
-
-/// Parts of the workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Phase {
-    /// Make the reservations, then wait for them to expire.
-    Both,
-    /// Only make them.
-    Make,
-    /// Only wait for a freshly started server to expire them.
-    Wait,
-}
 
 pub(super) async fn expiry_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> {
     let mut probe = Conn::open(args.target).await?;

@@ -7,6 +7,7 @@
 //! - `lwt`: the raw ScyllaDB conditional-batch ceiling the command path is measured
 //!   against.
 
+mod args;
 mod conn;
 mod expiry_burst;
 mod http;
@@ -37,7 +38,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Bench {
     /// Drive a running stockflow over HTTP.
-    Http(http::BenchArgs),
+    Http(args::BenchArgs),
     /// The raw ScyllaDB LWT ceiling (the command path's conditional batch, nothing else).
     Lwt(lwt::LwtArgs),
 }

@@ -21,8 +21,8 @@ use hdrhistogram::Histogram;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::args::BenchArgs;
 use crate::conn::{Conn, LOCATION, histogram, ms, sku};
-use crate::http::BenchArgs;
 
 /// On-hand every SKU starts with (set by the bench's set-up).
 const START_ON_HAND: i64 = 1_000_000_000;

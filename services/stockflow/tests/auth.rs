@@ -172,7 +172,7 @@ async fn routes(p: &Platform) -> Vec<Route> {
                         path = path.replace(&format!("{{{name}}}"), value);
                     }
                     Some("query") if parameter["required"] == json!(true) => {
-                        at_location |= name == "location";
+                        at_location |= name == "location" || name == "locations";
                         query.push(format!("{name}={}", sample(name)));
                     }
                     _ => {}

@@ -396,3 +396,127 @@ async fn with_tokens_and_principals_a_token_decides_and_a_bare_certificate_gets_
         .expect("answer");
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// A store agent with the region's CA and the store's client certificate follows a region
+/// that requires mutual TLS; without the certificate it cannot, and says offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_agent_reaches_a_mutual_tls_region_with_its_certificate() {
+    use stockflow::agent::{AgentConfig, region::RegionTls};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    let p = https_platform(dir.path(), &pki, true).await;
+    let pos = client(&pki, Some(&pki.client), None);
+    let r = pos
+        .put(p.url("/v1/locations/s1"))
+        .json(&json!({"region": "north", "kind": "store", "name": "S1"}))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = pos
+        .post(p.url("/v1/adjustments"))
+        .header("idempotency-key", "agent-tls-1")
+        .json(&json!({"sku": "A", "location": "s1", "delta": 7, "reason": "receipt"}))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        Some(path)
+    };
+    let start = |name: &'static str, tls: RegionTls| {
+        let base = p.base.clone();
+        let data_dir = dir.path().join(name);
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("a port");
+            stockflow::agent::start(
+                AgentConfig {
+                    region_url: base,
+                    store_id: "store-s1".into(),
+                    locations: ["s1".to_string()].into(),
+                    token_file: None,
+                    region_tls: tls,
+                    data_dir,
+                    listen: listener.local_addr().expect("address"),
+                    max_offline: std::time::Duration::from_secs(7 * 24 * 3600),
+                    disk_cap_bytes: 1 << 30,
+                    keep_acknowledged: std::time::Duration::from_secs(3600),
+                    request_timeout: std::time::Duration::from_secs(5),
+                    capture: None,
+                },
+                listener,
+            )
+            .await
+            .expect("the agent starts")
+        }
+    };
+    let with_cert = start(
+        "agent",
+        RegionTls {
+            ca_file: file("region-ca.pem", &pki.ca_pem),
+            client_cert_file: file("store.pem", &pki.store_uri.0),
+            client_key_file: file("store-key.pem", &pki.store_uri.1),
+        },
+    )
+    .await;
+    let without = start(
+        "agent-without-cert",
+        RegionTls {
+            ca_file: file("region-ca-2.pem", &pki.ca_pem),
+            ..RegionTls::default()
+        },
+    )
+    .await;
+    let plain = reqwest::Client::new();
+    let stock = |addr: std::net::SocketAddr| {
+        let plain = plain.clone();
+        async move {
+            plain
+                .get(format!("http://{addr}/v1/stock/A/s1"))
+                .send()
+                .await
+                .expect("the agent answers")
+                .json::<Value>()
+                .await
+                .unwrap_or(Value::Null)
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let v = stock(with_cert.addr).await;
+        if v["on_hand"] == 7 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never saw the region's stock over mutual TLS: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let status = |addr: std::net::SocketAddr| {
+        let plain = plain.clone();
+        async move {
+            plain
+                .get(format!("http://{addr}/agent/status"))
+                .send()
+                .await
+                .expect("the agent answers")
+                .json::<Value>()
+                .await
+                .expect("status")
+        }
+    };
+    assert_eq!(status(with_cert.addr).await["state"], "online");
+    // The one without a certificate is refused in the handshake: it never gets the stock.
+    let v = stock(without.addr).await;
+    assert_ne!(v["on_hand"], 7, "{v}");
+    assert_ne!(status(without.addr).await["state"], "online");
+    with_cert.stop().await.expect("stops");
+    without.stop().await.expect("stops");
+}

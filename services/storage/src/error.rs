@@ -178,6 +178,14 @@ pub enum StoreError {
         /// The key or catalog entry.
         on: String,
     },
+    /// A backup or restore was refused: the directory is not what it must be.
+    #[error("{}: {reason}", path.display())]
+    Backup {
+        /// The directory (or file) at fault.
+        path: std::path::PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
     /// A command spanning partitions was interrupted; nothing of it is kept half-done,
     /// and a retry with the same key runs (or resumes) it.
     #[error(transparent)]
@@ -323,7 +331,9 @@ impl StoreError {
             StoreError::Io { .. } => "io",
             StoreError::Encode { .. } | StoreError::Corrupt { .. } => "corrupt",
             StoreError::InvalidEvent { .. } => "invalid_event",
-            StoreError::Config { .. } | StoreError::PartitionsFixed { .. } => "config",
+            StoreError::Config { .. }
+            | StoreError::PartitionsFixed { .. }
+            | StoreError::Backup { .. } => "config",
             StoreError::Invariant { .. } => "invariant",
             StoreError::Unsupported { .. } => "unsupported",
             StoreError::DataDirInUse { .. } => "data_dir_in_use",

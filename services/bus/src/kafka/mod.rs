@@ -98,6 +98,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(BusError::Panicked)?
 }
 
+/// How long, and how often, a read of watermarks waits for a partition's new leader.
+const LEADER_WAIT: Duration = Duration::from_millis(250);
+const LEADER_WAIT_TRIES: u32 = 40;
+
+/// Whether `e` says the partition has no leader right now (it will have one shortly).
+fn leader_moving(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::NotLeaderForPartition | RDKafkaErrorCode::LeaderNotAvailable)
+    )
+}
+
 /// A consumer assigned to one partition, and the offset its next record has.
 struct Reader {
     consumer: StreamConsumer,
@@ -116,20 +128,33 @@ impl KafkaEventLog {
     /// The partition's low and high watermarks: its first offset held and the offset its
     /// next record will get.
     async fn watermarks(&self, partition: u32) -> Result<(u64, u64)> {
-        let producer = self.producer.clone();
-        let topic = self.config.topic.clone();
-        let timeout = self.config.request_timeout;
-        blocking(move || {
-            let (low, high) = producer
-                .client()
-                .fetch_watermarks(&topic, partition as i32, timeout)
-                .map_err(|e| BusError::kafka("read the partition's watermarks", e))?;
-            Ok((
-                u64::try_from(low).unwrap_or(0),
-                u64::try_from(high).unwrap_or(0),
-            ))
-        })
-        .await
+        let mut attempt = 0;
+        loop {
+            let producer = self.producer.clone();
+            let topic = self.config.topic.clone();
+            let timeout = self.config.request_timeout;
+            let answer = blocking(move || {
+                Ok(producer
+                    .client()
+                    .fetch_watermarks(&topic, partition as i32, timeout))
+            })
+            .await?;
+            match answer {
+                Ok((low, high)) => {
+                    return Ok((
+                        u64::try_from(low).unwrap_or(0),
+                        u64::try_from(high).unwrap_or(0),
+                    ));
+                }
+                // A partition between leaders (a topic just created, a broker restarting)
+                // has one again within moments.
+                Err(e) if leader_moving(&e) && attempt < LEADER_WAIT_TRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(LEADER_WAIT).await;
+                }
+                Err(e) => return Err(BusError::kafka("read the partition's watermarks", e)),
+            }
+        }
     }
 
     /// Checks (or creates) the topic and starts the producer.

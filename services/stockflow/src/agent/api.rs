@@ -4,12 +4,9 @@
 //! view (the region's state plus what the region has not acknowledged yet); and the
 //! staff's endpoints (status, the quarantine, "send now").
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
-
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -17,42 +14,16 @@ use serde_json::{Value, json};
 use stockflow_domain::{
     LocationId, MAX_LINE_QTY, MAX_LINES, Refusal, ReservationId, ShortLine, Sku, ValidationError,
 };
-use tokio::sync::Notify;
 
-use super::feed::FeedState;
-use super::forward::Link;
-use super::region::Region;
-use super::status::{self, Status};
-use super::store::{AgentStore, Effect, LocalReservation, NewCommand, Recorded};
+use super::staff::{
+    metrics, quarantine, quarantine_drop, quarantine_retry, readyz, status_json, status_page,
+    sync_now,
+};
+pub use super::state::AgentState;
+use super::store::{Effect, LocalReservation, NewCommand, Recorded};
 use super::{AgentError, now_ms};
 use crate::error::ApiError;
 use crate::http::extract::CommandBody;
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AgentState {
-    /// The agent's store.
-    pub store: AgentStore,
-    /// The store this agent serves.
-    pub store_id: String,
-    /// Its locations: commands elsewhere are refused.
-    pub locations: Arc<BTreeSet<String>>,
-    /// The link to the region.
-    pub link: Arc<Link>,
-    /// The change feed's progress.
-    pub feed: Arc<Mutex<FeedState>>,
-    /// The region (its clock offset).
-    pub region: Arc<Region>,
-    /// Wakes the forwarder after a new command.
-    pub wake: Arc<Notify>,
-    /// The size the store may take on disk: past 80% the status warns, past 95% only
-    /// sales and returns are taken.
-    pub disk_cap_bytes: u64,
-    /// When the agent started, Unix ms.
-    pub started_ms: i64,
-    /// Times the status page was served (it reloads itself; tests count the reloads).
-    pub page_views: Arc<std::sync::atomic::AtomicU64>,
-}
 
 /// The routes.
 pub fn router(state: AgentState) -> Router {
@@ -512,70 +483,4 @@ async fn stock_of_sku(
         .map(|l| state.level(sku.as_str(), l))
         .collect::<Result<_, _>>()?;
     Ok(Json(json!({"sku": sku.as_str(), "locations": locations})))
-}
-
-fn status_of(state: &AgentState) -> Result<Status, ApiError> {
-    Ok(status::collect(state)?)
-}
-
-async fn status_json(State(state): State<AgentState>) -> Result<Json<Status>, ApiError> {
-    Ok(Json(status_of(&state)?))
-}
-
-async fn status_page(State(state): State<AgentState>) -> Result<Html<String>, ApiError> {
-    state
-        .page_views
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(Html(status::page(&status_of(&state)?)))
-}
-
-async fn quarantine(State(state): State<AgentState>) -> Result<Json<Value>, ApiError> {
-    let parked = state.store.quarantined(1000)?;
-    Ok(Json(json!({"commands": parked})))
-}
-
-async fn quarantine_retry(
-    State(state): State<AgentState>,
-    Path(seq): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
-    if !state.store.requeue(seq, now_ms())? {
-        return Err(ApiError::NotFound(format!("no quarantined command #{seq}")));
-    }
-    state.wake.notify_one();
-    Ok(Json(json!({"seq": seq, "state": "pending"})))
-}
-
-async fn quarantine_drop(
-    State(state): State<AgentState>,
-    Path(seq): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
-    if !state.store.drop_quarantined(seq, now_ms())? {
-        return Err(ApiError::NotFound(format!("no quarantined command #{seq}")));
-    }
-    Ok(Json(json!({"seq": seq, "state": "dropped"})))
-}
-
-async fn sync_now(State(state): State<AgentState>) -> Result<Json<Value>, ApiError> {
-    let woken = state.store.retry_all_now(now_ms())?;
-    state.wake.notify_one();
-    Ok(Json(json!({"sending": woken})))
-}
-
-async fn readyz(State(state): State<AgentState>) -> Result<&'static str, ApiError> {
-    // Ready as long as the store takes commands: the region being away is what the agent
-    // is for.
-    state.store.counts()?;
-    Ok("ready")
-}
-
-async fn metrics(State(state): State<AgentState>) -> Result<Response, ApiError> {
-    let status = status_of(&state)?;
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        status::prometheus(&status),
-    )
-        .into_response())
 }

@@ -13,7 +13,8 @@
 //! - [`forward`]: the queue drained in order per key, with backoff, jitter and a circuit
 //!   breaker.
 //! - [`feed`]: the region's change feed followed into the local view.
-//! - [`api`]: the loopback API for the POS and the staff endpoints.
+//! - [`state`]: what the handlers and tasks share.
+//! - [`api`]: the loopback API for the POS; [`staff`]: the staff's endpoints.
 //! - [`status`]: the status as JSON, metrics and an HTML page.
 //! - [`capture`]: sales read from the POS's own PostgreSQL (logical replication).
 
@@ -22,6 +23,8 @@ pub mod capture;
 pub mod feed;
 pub mod forward;
 pub mod region;
+pub mod staff;
+pub mod state;
 pub mod status;
 pub mod store;
 
@@ -106,6 +109,8 @@ pub struct AgentConfig {
     pub request_timeout: Duration,
     /// The POS's PostgreSQL to capture sales from, if the POS writes there.
     pub capture: Option<capture::postgres::PostgresCapture>,
+    /// TLS to the region beyond the public roots: its CA, the store's client certificate.
+    pub region_tls: region::RegionTls,
 }
 
 /// How often settled commands are compacted.
@@ -160,6 +165,8 @@ pub async fn start(
             "a store agent needs the store's --locations".into(),
         ));
     }
+    // The recorder first, so the counters of every task are kept from their first event.
+    let _ = crate::telemetry::metrics_handle();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::Io {
         what: format!("create {}", config.data_dir.display()),
         source,
@@ -171,6 +178,7 @@ pub async fn start(
         &config.store_id,
         config.token_file.clone(),
         config.request_timeout,
+        &config.region_tls,
     )?);
     let addr = listener.local_addr().map_err(|source| AgentError::Io {
         what: "read the listen address".into(),

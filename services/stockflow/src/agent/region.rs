@@ -61,6 +61,26 @@ impl TokenFile {
     }
 }
 
+/// How the agent's TLS connections to the region trust and identify: the region's CA when
+/// it is not publicly trusted, and a client certificate for a region that requires mutual
+/// TLS (its principals file grants the store's certificate its scopes and locations).
+#[derive(Debug, Clone, Default)]
+pub struct RegionTls {
+    /// PEM certificates to trust besides the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// The store's PEM client certificate (chain).
+    pub client_cert_file: Option<PathBuf>,
+    /// Its PEM private key.
+    pub client_key_file: Option<PathBuf>,
+}
+
+fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, AgentError> {
+    std::fs::read(path).map_err(|source| AgentError::Io {
+        what: format!("read {}", path.display()),
+        source,
+    })
+}
+
 /// The region, as the agent reaches it.
 #[derive(Debug)]
 pub struct Region {
@@ -79,10 +99,41 @@ impl Region {
         store_id: &str,
         token_file: Option<PathBuf>,
         timeout: Duration,
+        tls: &RegionTls,
     ) -> Result<Self, AgentError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .timeout(timeout)
+            .timeout(timeout);
+        if let Some(path) = &tls.ca_file {
+            // The region's own CA, trusted besides the public roots (a private PKI).
+            let pem = read_pem(path)?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                AgentError::Settings(format!("{}: not PEM certificates: {e}", path.display()))
+            })? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        match (&tls.client_cert_file, &tls.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read_pem(cert)?;
+                pem.extend(read_pem(key)?);
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    AgentError::Settings(format!(
+                        "{} and {}: not a PEM certificate and private key: {e}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })?;
+                builder = builder.identity(identity);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(AgentError::Settings(
+                    "a client certificate needs both --region-client-cert-file and --region-client-key-file".into(),
+                ));
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| AgentError::Settings(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {

@@ -6,9 +6,9 @@
 
 use serde::Serialize;
 
-use super::api::AgentState;
 use super::feed::FeedState;
 use super::forward::LinkState;
+use super::state::AgentState;
 use super::store::QueueCounts;
 use super::{AgentError, now_ms};
 
@@ -59,6 +59,16 @@ pub struct Status {
     pub now_ms: i64,
 }
 
+/// Whether the region is reachable, from what both the forwarder and the feed last saw:
+/// neither is failing, and at least one of them got through (a store with nothing to send
+/// is online as soon as the feed answers).
+fn reachable(link: &LinkState, feed: &FeedState) -> bool {
+    let forwarding_fails = link.breaker_open || (!link.online && link.last_error.is_some());
+    let feed_fails = feed.last_error.is_some();
+    let got_through = link.online || feed.last_update_ms.is_some();
+    !forwarding_fails && !feed_fails && got_through
+}
+
 /// Reads the status.
 pub fn collect(state: &AgentState) -> Result<Status, AgentError> {
     let now = now_ms();
@@ -72,7 +82,7 @@ pub fn collect(state: &AgentState) -> Result<Status, AgentError> {
         store_id: state.store_id.clone(),
         locations: state.locations.iter().cloned().collect(),
         region: state.region.base().to_string(),
-        state: if link.online && !link.breaker_open {
+        state: if reachable(&link, &feed) {
             "online"
         } else {
             "offline"
@@ -256,4 +266,51 @@ td {{ padding: .2rem 1rem .2rem 0; }}
         region = escape(&s.region),
         now = crate::http::model::rfc3339(s.now_ms),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FeedState, LinkState, reachable};
+
+    #[test]
+    fn online_needs_one_contact_and_no_failure() {
+        let never = (LinkState::default(), FeedState::default());
+        assert!(!reachable(&never.0, &never.1), "nothing heard yet");
+        let fed = FeedState {
+            last_update_ms: Some(1),
+            ..FeedState::default()
+        };
+        assert!(
+            reachable(&LinkState::default(), &fed),
+            "nothing to send, feed answers"
+        );
+        let forwarded = LinkState {
+            online: true,
+            ..LinkState::default()
+        };
+        assert!(reachable(&forwarded, &FeedState::default()));
+        let feed_down = FeedState {
+            last_update_ms: Some(1),
+            last_error: Some("connection refused".into()),
+            ..FeedState::default()
+        };
+        assert!(
+            !reachable(&forwarded, &feed_down),
+            "the feed lost the region"
+        );
+        let breaker = LinkState {
+            breaker_open: true,
+            ..LinkState::default()
+        };
+        assert!(!reachable(&breaker, &fed), "sending is paused");
+        let failing = LinkState {
+            last_error: Some("timeout".into()),
+            consecutive_failures: 1,
+            ..LinkState::default()
+        };
+        assert!(
+            !reachable(&failing, &fed),
+            "the last send did not get through"
+        );
+    }
 }

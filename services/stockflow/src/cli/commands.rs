@@ -52,6 +52,10 @@ enum Action {
     /// Run beside a store's POS: answer it locally, queue every command, forward them to
     /// the region exactly once and in order, and keep a local view of the store's stock.
     StoreAgent(Box<AgentArgs>),
+    /// Copy an embedded data directory consistently while `stockflow dev` serves it.
+    Backup(super::backup::BackupArgs),
+    /// Restore a backup of an embedded data directory into an empty directory.
+    Restore(super::backup::RestoreArgs),
     /// Print a bearer token signed by the development key of a data directory (or by
     /// --key), for `stockflow dev --auth-dev` and tests.
     Token(TokenArgs),
@@ -140,6 +144,25 @@ struct AgentArgs {
     /// A file holding the store's bearer token (read again when it changes).
     #[arg(long, env = "STOCKFLOW_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// PEM certificates of the region's CA, trusted besides the public roots (a region
+    /// served by a private PKI).
+    #[arg(long, env = "STOCKFLOW_REGION_CA_FILE")]
+    region_ca_file: Option<PathBuf>,
+    /// The store's PEM client certificate, for a region that requires mutual TLS (its
+    /// principals file names the certificate, with the store's scopes and locations).
+    #[arg(
+        long,
+        env = "STOCKFLOW_REGION_CLIENT_CERT_FILE",
+        requires = "region_client_key_file"
+    )]
+    region_client_cert_file: Option<PathBuf>,
+    /// The private key of --region-client-cert-file (PEM).
+    #[arg(
+        long,
+        env = "STOCKFLOW_REGION_CLIENT_KEY_FILE",
+        requires = "region_client_cert_file"
+    )]
+    region_client_key_file: Option<PathBuf>,
     /// Where the agent keeps its queue and view (one agent per directory).
     #[arg(long, env = "STOCKFLOW_DATA_DIR", default_value = "stockflow-agent")]
     data_dir: PathBuf,
@@ -230,6 +253,11 @@ impl AgentArgs {
             store_id: self.store_id,
             locations: self.locations.into_iter().collect(),
             token_file: self.token_file,
+            region_tls: crate::agent::region::RegionTls {
+                ca_file: self.region_ca_file,
+                client_cert_file: self.region_client_cert_file,
+                client_key_file: self.region_client_key_file,
+            },
             data_dir: self.data_dir,
             listen: self.listen,
             max_offline: Duration::from_secs(self.max_offline_hours * 3600),
@@ -301,7 +329,11 @@ impl Cli {
             Action::Dev(_) => "stockflow-dev",
             Action::Migrate(_) | Action::Teardown(_) => "stockflow-migrate",
             Action::StoreAgent(_) => "stockflow-store-agent",
-            Action::Token(_) | Action::Trace(_) | Action::Reference => "stockflow",
+            Action::Token(_)
+            | Action::Trace(_)
+            | Action::Reference
+            | Action::Backup(_)
+            | Action::Restore(_) => "stockflow",
             command => command.role().map_or("stockflow", Role::service_name),
         }
     }
@@ -322,6 +354,8 @@ impl Cli {
             Action::Teardown(args) => args.run().await,
             Action::StoreAgent(args) => args.run().await,
             Action::Token(args) => args.run(),
+            Action::Backup(args) => args.run(),
+            Action::Restore(args) => args.run(),
             Action::Reference => {
                 print!("{}", super::reference::markdown());
                 Ok(())

@@ -1,5 +1,5 @@
 //! The command line of the `stockflow` binary: its subcommands ([`commands`]: `dev`, the
-//! region roles, `migrate`, `teardown`, `token`, `trace`), the settings they share
+//! region roles, `migrate`, `teardown`, `token`, `trace`, `backup`, `restore`), the settings they share
 //! ([`settings`]: store, bus, command limits) and the HTTP edge's ([`security`]).
 //!
 //! Every setting also reads an environment variable (`STOCKFLOW_*`), which is how the
@@ -13,6 +13,7 @@ use stockflow_storage::StoreError;
 
 use crate::app;
 
+mod backup;
 mod commands;
 pub mod reference;
 mod security;

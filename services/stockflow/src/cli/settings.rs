@@ -49,7 +49,7 @@ pub struct CommandArgs {
     #[arg(long, env = "STOCKFLOW_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub shutdown_timeout_seconds: u64,
     /// How long confirmed, released and expired reservations stay readable, in hours
-    /// (embedded store; ScyllaDB keeps them as long as an Idempotency-Key, 24 h).
+    /// (embedded store; ScyllaDB keeps them as long as an Idempotency-Key, 7 days).
     #[arg(long, env = "STOCKFLOW_FINAL_RESERVATION_RETENTION_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=87_600))]
     pub final_reservation_retention_hours: u64,
     /// How long dead letters that were not replayed are kept, in days.

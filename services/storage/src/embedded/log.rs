@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use stockflow_bus::{BusError, EventLog, LogRecord, NewRecord};
 use stockflow_domain::partition_for_key;
 use tokio::sync::watch;
@@ -114,7 +114,18 @@ impl SqliteEventLog {
                     |r| r.get(0),
                 )
                 .what("read a partition's last offset")?;
-            next.push(max.map_or(0, |m| from_sql_u64(m) + 1));
+            // A restored backup whose copy of the log was cut keeps the cut's offset as a
+            // floor: the read models may have consumed up to it.
+            let floor: Option<i64> = conn
+                .query_row(
+                    "SELECT value FROM log_meta WHERE name = ?1",
+                    [format!("floor:{p}")],
+                    |r| r.get(0),
+                )
+                .optional()
+                .what("read a partition's floor")?;
+            let after_last = max.map_or(0, |m| from_sql_u64(m) + 1);
+            next.push(after_last.max(floor.map_or(0, from_sql_u64)));
         }
         Ok(Self {
             partitions,

@@ -11,10 +11,11 @@
 //! power loss (its offsets commit with its rows).
 //!
 //! Each WAL is kept bounded by its own checkpointer ([`wal`]), and one process at a time
-//! holds the directory ([`lock`]). The rooms: `write` (the write store and its writer
+//! holds the directory ([`lock`]); [`backup`] copies a served directory consistently. The rooms: `write` (the write store and its writer
 //! threads), `read` (the read store), `log` (the event log), `sqlite` (connections and the
 //! reader pool), `disk` (free-space readiness), `faults` (test hooks, inert in release).
 
+pub mod backup;
 mod disk;
 mod faults;
 mod lock;
