@@ -58,6 +58,12 @@ fn nullable(schema: ObjectBuilder) -> ObjectBuilder {
     schema.schema_type(SchemaType::from_iter([Type::String, Type::Null]))
 }
 
+/// An integer that may be null or absent.
+fn nullable_integer(description: &str, minimum: i64, maximum: i64) -> ObjectBuilder {
+    integer(description, minimum, maximum)
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+}
+
 fn id_builder(description: &str, example: &str) -> ObjectBuilder {
     string(description)
         .pattern(Some(ID_PATTERN))
@@ -206,42 +212,71 @@ pub(crate) fn reason() -> Object {
         .build()
 }
 
-/// An oversell policy.
-pub(crate) fn oversell() -> Object {
-    nullable(string(
-        "deny (refuse what stock cannot cover), backorder (accept down to -backorder_limit) or track_only (never refuse); absent: unchanged default deny",
-    ))
-    .enum_values(Some(["deny", "backorder", "track_only"]))
-    .build()
-}
-
-/// A backorder policy's limit.
-pub(crate) fn backorder_limit() -> Object {
-    nullable(integer(
-        "With oversell backorder only: how far below zero available may go, 1-1,000,000",
-        1,
-        MAX_LINE_QTY,
-    ))
-    .build()
+/// `POST /v1/policies`: one variant per oversell mode, so a backorder always names its
+/// limit and no other mode takes one.
+pub(crate) fn policy_request() -> Schema {
+    let base = |title: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some(title))
+            .property("sku", sku())
+            .property("location", optional_location())
+            .property("low_stock_threshold", low_stock_threshold())
+            .property("expected_version", expected_version())
+            .property("reference", reference())
+            .required("sku")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+    };
+    let mode = |modes: &[&str]| {
+        string("deny (refuse what stock cannot cover), backorder (accept down to -backorder_limit) or track_only (never refuse)")
+            .enum_values(Some(modes.to_vec()))
+            .build()
+    };
+    let backorder = base("backorder")
+        .property("oversell", mode(&["backorder"]))
+        .property(
+            "backorder_limit",
+            integer(
+                "How far below zero available may go, 1-1,000,000",
+                1,
+                MAX_LINE_QTY,
+            ),
+        )
+        .required("oversell")
+        .required("backorder_limit");
+    let other = base("deny or track_only")
+        .property("oversell", mode(&["deny", "track_only"]))
+        .required("oversell");
+    let threshold_only = base("threshold only");
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .description(Some(
+                "A SKU's oversell policy and low-stock threshold, or (with location) a location's override",
+            ))
+            .item(backorder.build())
+            .item(other.build())
+            .item(threshold_only.build())
+            .build(),
+    )
 }
 
 /// A low-stock threshold.
 pub(crate) fn low_stock_threshold() -> Object {
-    nullable(integer(
+    nullable_integer(
         "Emit low_stock when what channels see drops to this or below",
         0,
         MAX_ON_HAND,
-    ))
+    )
     .build()
 }
 
 /// An optional optimistic-concurrency guard.
 pub(crate) fn expected_version() -> Object {
-    nullable(integer(
+    nullable_integer(
         "Apply only if the record is at this version; otherwise 409",
         0,
         max_version(),
-    ))
+    )
     .build()
 }
 
@@ -273,7 +308,9 @@ pub(crate) fn po_line() -> Object {
 pub(crate) fn date() -> Object {
     string("The day units are expected (YYYY-MM-DD, 2000-9999)")
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
-        .pattern(Some("^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))
+        .pattern(Some(
+            "^[2-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
+        ))
         .examples(["2026-12-12"])
         .build()
 }

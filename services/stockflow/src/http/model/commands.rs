@@ -148,32 +148,34 @@ impl MoveRequest {
 }
 
 /// `POST /v1/policies`: a SKU's oversell policy and low-stock threshold, or a location's
-/// override of them. Each change is versioned and audited.
-#[derive(Debug, Deserialize, ToSchema)]
+/// override of them. Each change is versioned and audited. Documented as one variant per
+/// mode ([`docs::policy_request`]).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PolicyRequest {
     /// SKU.
-    #[schema(schema_with = docs::sku)]
     pub sku: String,
     /// The location whose override to set; absent: the SKU's own policy.
-    #[schema(schema_with = docs::optional_location)]
     pub location: Option<String>,
     /// `deny`, `backorder` or `track_only`.
-    #[schema(schema_with = docs::oversell)]
     pub oversell: Option<String>,
     /// With `backorder`: how far below zero available may go.
-    #[schema(schema_with = docs::backorder_limit)]
     pub backorder_limit: Option<i64>,
     /// Emit `low_stock` at or below this.
-    #[schema(schema_with = docs::low_stock_threshold)]
     pub low_stock_threshold: Option<i64>,
     /// Apply only at this version (the SKU policy's, or the key's for a location).
-    #[schema(schema_with = docs::expected_version)]
     pub expected_version: Option<u64>,
     /// External reference.
-    #[schema(schema_with = docs::reference)]
     pub reference: Option<String>,
 }
+
+impl utoipa::PartialSchema for PolicyRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        docs::policy_request().into()
+    }
+}
+
+impl ToSchema for PolicyRequest {}
 
 impl PolicyRequest {
     /// Validates into a domain command.
