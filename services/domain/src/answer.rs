@@ -6,9 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::SkuPolicy;
 use crate::refusal::{Answer, Refusal};
 use crate::reservation::Reservation;
 use crate::stock::StockLevel;
+use crate::transfer::Transfer;
 
 /// What a client is told a command did; stored with the idempotency key so a retry gets
 /// the same answer.
@@ -19,6 +21,10 @@ pub enum CommandResult {
     Stock(StockLevel),
     /// The reservation after reserve, confirm, release or expire.
     Reservation(Reservation),
+    /// The transfer after create, ship, receive or cancel.
+    Transfer(Transfer),
+    /// A SKU's policy after a change.
+    Policy(SkuPolicy),
 }
 
 /// A recorded answer. Serialized untagged: an accepted answer is the plain

@@ -30,6 +30,12 @@ impl LocationGrant {
         Self::Only(locations.into_iter().collect())
     }
 
+    /// Whether the caller is a store (its token names its locations): only a store records
+    /// facts, and a store never changes what holds at every location.
+    pub fn is_store(&self) -> bool {
+        matches!(self, Self::Only(_))
+    }
+
     /// Whether the caller may change stock at `location`.
     pub fn permits(&self, location: &LocationId) -> bool {
         match self {

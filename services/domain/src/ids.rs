@@ -102,6 +102,16 @@ id_type!(
     Region,
     "region"
 );
+id_type!(
+    /// A transfer of stock between two locations, chosen by the client.
+    TransferId,
+    "transfer_id"
+);
+id_type!(
+    /// A purchase order whose lines are expected at a location.
+    PurchaseOrderId,
+    "purchase_order"
+);
 
 /// The key of a stock aggregate: one SKU at one location; also its storage partition.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

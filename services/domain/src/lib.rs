@@ -4,8 +4,11 @@
 //! Layout, from the bottom floor up (a module imports only those above it in this list):
 //! - [`validation`], [`limits`]: field errors and the bounds every command keeps.
 //! - [`ids`]: validated identifiers and the stock key.
+//! - [`quantity`]: quantity states, dates, incoming lines and backorders.
+//! - [`policy`]: oversell policies and stock-level thresholds.
 //! - [`idempotency`]: keys scoped per caller, and how long their answers are kept.
 //! - [`reservation`]: reservations, their life cycle and predicates.
+//! - [`transfer`]: transfers between locations as records.
 //! - [`refusal`]: every way a command is turned down (an answer, not a failure).
 //! - [`command`]: the commands channels send, validated on construction.
 //! - [`stock`]: the stock aggregate of one `(sku, location)` and its quantity rules.
@@ -34,28 +37,42 @@ pub mod idempotency;
 pub mod ids;
 pub mod limits;
 pub mod partition;
+pub mod policy;
+pub mod quantity;
 pub mod read_model;
 pub mod refusal;
 pub mod reservation;
 pub mod role;
 pub mod saga;
 pub mod stock;
+pub mod transfer;
 pub mod validation;
 
 pub use answer::{CommandResult, RecordedAnswer};
 pub use catalog::{Location, LocationKind, SkuCatalog};
-pub use command::{Adjust, AdjustReason, Command, OnHandChange, Reserve, ReserveLine};
+pub use command::{
+    Adjust, AdjustReason, CloseIncoming, Command, CreateTransfer, ExpectIncoming, Mode, Move,
+    OnHandChange, ReceiveLine, ReceiveTransfer, Reserve, ReserveLine, SetPolicy,
+    TransferLineRequest,
+};
 pub use decide::Applied;
-pub use event::{Actor, BusEvent, CatalogEvent, EventInvalid, EventKind, EventMeta, StockEvent};
+pub use event::{
+    Actor, BusEvent, CatalogEvent, Detail, EventInvalid, EventKind, EventMeta, Moved, PolicyEvent,
+    StockEvent,
+};
 pub use grant::LocationGrant;
 pub use idempotency::{CallerTag, IDEMPOTENCY_KEY_LIFETIME_SECS, ScopedKey};
 pub use ids::{
-    ID_PATTERN, IdempotencyKey, LocationId, MAX_ID_LEN, Region, ReservationId, Sku, StockKey,
+    ID_PATTERN, IdempotencyKey, LocationId, MAX_ID_LEN, PurchaseOrderId, Region, ReservationId,
+    Sku, StockKey, TransferId,
 };
 pub use limits::{MAX_LINE_QTY, MAX_LINES, MAX_ON_HAND, MAX_TTL_SECONDS, MAX_VERSION};
 pub use partition::{default_topic, partition_for_key};
+pub use policy::{Oversell, Policy, Settings, Signal, SkuPolicy};
+pub use quantity::{Backorder, Date, Dated, Filled, Incoming, PoLine, Source, State, Target};
 pub use refusal::{Answer, Refusal, ShortLine};
 pub use reservation::{Reservation, ReservationLine, ReservationStatus};
 pub use role::Role;
-pub use stock::StockLevel;
+pub use stock::{Extras, Quantities, StockLevel};
+pub use transfer::{Transfer, TransferLine, TransferStatus};
 pub use validation::{ValidationError, ValidationKind};

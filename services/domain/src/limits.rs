@@ -15,3 +15,11 @@ pub const MAX_VERSION: u64 = (1 << 53) - 1;
 /// Longest free-text reference (order number, ASN, ticket), in characters: enough for any
 /// external id, short enough for a log line.
 pub const MAX_REFERENCE_CHARS: usize = 128;
+/// Open incoming lines (purchase-order lines and transfers) one key may hold: a key's
+/// state is one document, kept small.
+pub const MAX_INCOMING: usize = 100;
+/// Backordered reservations one key may hold at once; past this, reservations beyond stock
+/// are refused as under `deny`.
+pub const MAX_BACKORDERS: usize = 1000;
+/// Lines one transfer may hold.
+pub const MAX_TRANSFER_LINES: usize = 100;

@@ -51,6 +51,10 @@ impl fmt::Display for ReservationStatus {
     }
 }
 
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
 /// One held line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReservationLine {
@@ -60,6 +64,11 @@ pub struct ReservationLine {
     pub location: LocationId,
     /// Units held.
     pub qty: i64,
+    /// Of those, units backordered (accepted beyond stock, waiting for it), as the key
+    /// says now. Not kept with the reservation: the key's backorders are the truth, and
+    /// readers fill this in from them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub backordered: i64,
 }
 
 impl ReservationLine {
@@ -112,6 +121,19 @@ impl Reservation {
     /// (its lines found in other partitions).
     pub fn join(mut self, other: Reservation) -> Reservation {
         self.lines.extend(other.lines);
+        self
+    }
+
+    /// This reservation with each line's `backordered` as `backordered(line)` says (the
+    /// units its key holds backordered for it now).
+    pub fn with_backorders(mut self, backordered: impl Fn(&ReservationLine) -> i64) -> Self {
+        for line in &mut self.lines {
+            line.backordered = if self.status == ReservationStatus::Active {
+                backordered(line)
+            } else {
+                0
+            };
+        }
         self
     }
 }

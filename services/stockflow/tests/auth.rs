@@ -118,6 +118,18 @@ fn sample_body(method: &Method, template: &str) -> Option<Value> {
             Some(json!({"region": "north", "kind": "store", "name": "S2"}))
         }
         ("PUT", "/v1/skus/{sku}") => Some(json!({"name": "Shoe"})),
+        ("POST", "/v1/moves") => Some(
+            json!({"sku": "SKU-1", "location": "s2", "from": "available", "to": "damaged", "qty": 1, "reason": "damage"}),
+        ),
+        ("POST", "/v1/incoming") => Some(
+            json!({"sku": "SKU-1", "location": "s2", "purchase_order": "po-1", "line": 1, "qty": 5, "expected_date": "2026-12-12"}),
+        ),
+        ("POST", "/v1/incoming/close") => {
+            Some(json!({"sku": "SKU-1", "location": "s2", "purchase_order": "po-1", "line": 1}))
+        }
+        ("POST", "/v1/policies") => {
+            Some(json!({"sku": "SKU-1", "location": "s2", "oversell": "track_only"}))
+        }
         _ => None,
     }
 }
@@ -586,6 +598,51 @@ async fn a_store_token_acts_at_its_own_locations() {
     assert_eq!(
         (status, body["status"].as_str()),
         (StatusCode::OK, Some("released")),
+        "{body}"
+    );
+}
+
+/// A store records what already happened (`mode: record`): applied below zero and shown to
+/// channels as zero, flagged in the movements; nobody else records, and a store only at
+/// its own locations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_token_records_facts_and_no_other_token_may() {
+    let s = secured(|_| {}).await;
+    let p = &s.platform;
+    p.location("s1", "north").await;
+    p.location("s2", "north").await;
+    p.stock("SKU-1", "s1", 1).await;
+    let mut c = raw_claims(&[Scope::StockAdjust, Scope::StockRead]);
+    c["locations"] = json!(["s1"]);
+    let store = s.key.sign(&c).expect("token");
+    let central = s.key.sign(&raw_claims(&Scope::ALL)).expect("token");
+    let sale = |location: &str| {
+        Route::new(
+            Method::POST,
+            "/v1/adjustments",
+            Some(
+                json!({"sku": "SKU-1", "location": location, "delta": -3, "reason": "sale", "mode": "record"}),
+            ),
+            Scope::StockAdjust,
+        )
+    };
+    let (status, body) = send(p, &sale("s1"), Some(&store), "till-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["on_hand"], &body["available"], &body["shortfall"]),
+        (&json!(-2), &json!(0), &json!(2)),
+        "{body}"
+    );
+    let (status, body) = send(p, &sale("s1"), Some(&central), "central-1").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("record_mode_forbidden")),
+        "{body}"
+    );
+    let (status, body) = send(p, &sale("s2"), Some(&store), "till-2").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("location_forbidden")),
         "{body}"
     );
 }

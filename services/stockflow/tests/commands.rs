@@ -274,6 +274,68 @@ async fn adjustments_refuse_negative_stock_and_unknown_locations() {
     );
 }
 
+/// Moves between quantity states and counts guarded by the on-hand they started from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_change_states_and_a_stale_count_names_the_current_on_hand() {
+    let p = Platform::start().await;
+    p.location("s1", "north").await;
+    p.stock("M", "s1", 10).await;
+    let r = p
+        .post(
+            "/v1/moves",
+            "m1",
+            json!({"sku": "M", "location": "s1", "from": "available", "to": "damaged", "qty": 4, "reason": "damage"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(
+        (&body["on_hand"], &body["damaged"], &body["available"]),
+        (&json!(10), &json!(4), &json!(6)),
+        "{body}"
+    );
+    let (status, body) = problem(
+        p.post(
+            "/v1/moves",
+            "m2",
+            json!({"sku": "M", "location": "s1", "from": "quality_hold", "to": "available", "qty": 1, "reason": "correction"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str(), &body["held"]),
+        (
+            StatusCode::CONFLICT,
+            Some("insufficient_quantity"),
+            &json!(0)
+        ),
+        "{body}"
+    );
+    let (status, body) = problem(
+        p.post(
+            "/v1/adjustments",
+            "c1",
+            json!({"sku": "M", "location": "s1", "set_on_hand": 12, "expected_on_hand": 7, "reason": "cycle_count"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str(), &body["current_on_hand"]),
+        (StatusCode::CONFLICT, Some("on_hand_conflict"), &json!(10)),
+        "{body}"
+    );
+    let r = p
+        .post(
+            "/v1/adjustments",
+            "c2",
+            json!({"sku": "M", "location": "s1", "set_on_hand": 12, "expected_on_hand": 10, "reason": "cycle_count"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_line_reservations_are_all_or_nothing() {
     let p = Platform::start().await;

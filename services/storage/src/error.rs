@@ -198,6 +198,15 @@ pub enum StoreError {
         /// What was found.
         detail: String,
     },
+    /// A command this backend does not run yet (the embedded backend runs every command;
+    /// the ScyllaDB adapter gains the newer ones step by step).
+    #[error("the {backend} backend does not run {command} commands yet")]
+    Unsupported {
+        /// The backend.
+        backend: &'static str,
+        /// The command's name.
+        command: &'static str,
+    },
     /// One failure answering several callers (a shared batch).
     #[error(transparent)]
     Shared(Arc<StoreError>),
@@ -326,6 +335,7 @@ impl StoreError {
             | StoreError::PartitionsFixed { .. }
             | StoreError::Backup { .. } => "config",
             StoreError::Invariant { .. } => "invariant",
+            StoreError::Unsupported { .. } => "unsupported",
             StoreError::DataDirInUse { .. } => "data_dir_in_use",
             StoreError::Shared(e) => e.metric_label(),
             StoreError::Unreachable { .. }

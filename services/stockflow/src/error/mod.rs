@@ -179,6 +179,18 @@ pub const PROBLEM_CODES: &[&str] = &[
     "reservation_not_active",
     "reservation_exists",
     "location_region_immutable",
+    "on_hand_conflict",
+    "insufficient_quantity",
+    "incoming_not_found",
+    "limit_reached",
+    "reservation_backordered",
+    "record_mode_forbidden",
+    "transfer_not_found",
+    "transfer_exists",
+    "transfer_status_conflict",
+    "transfer_quantity_exceeded",
+    "transfer_changed",
+    "not_implemented",
     "unavailable",
     "internal",
 ];
@@ -299,7 +311,37 @@ impl ApiError {
                     (S::UNPROCESSABLE_ENTITY, e.code(), "Idempotency-Key reused")
                 }
                 Refusal::RequestInProgress => (S::CONFLICT, e.code(), "Request in progress"),
+                Refusal::OnHandConflict { .. } => (S::CONFLICT, e.code(), "On-hand changed"),
+                Refusal::StateShort { .. } => (S::CONFLICT, e.code(), "Not enough in that state"),
+                Refusal::IncomingNotFound { .. } => {
+                    (S::NOT_FOUND, e.code(), "Purchase-order line not found")
+                }
+                Refusal::LimitReached { .. } => (S::CONFLICT, e.code(), "Limit reached"),
+                Refusal::ReservationBackordered { .. } => {
+                    (S::CONFLICT, e.code(), "Reservation backordered")
+                }
+                Refusal::RecordModeForbidden => (S::FORBIDDEN, e.code(), "Recording not allowed"),
+                Refusal::SkuWideForbidden => {
+                    (S::FORBIDDEN, e.code(), "SKU-wide policy not allowed")
+                }
+                Refusal::PolicyVersionConflict { .. } => {
+                    (S::CONFLICT, e.code(), "Policy version conflict")
+                }
+                Refusal::TransferNotFound(_) => (S::NOT_FOUND, e.code(), "Transfer not found"),
+                Refusal::TransferExists(_) => (S::CONFLICT, e.code(), "Transfer exists"),
+                Refusal::TransferStatusConflict { .. } => {
+                    (S::CONFLICT, e.code(), "Transfer status conflict")
+                }
+                Refusal::TransferQuantityExceeded { .. } => {
+                    (S::CONFLICT, e.code(), "More than in transit")
+                }
+                Refusal::TransferChanged(_) => (S::CONFLICT, e.code(), "Transfer changed"),
             },
+            ApiError::Store(StoreError::Unsupported { .. }) => (
+                S::NOT_IMPLEMENTED,
+                "not_implemented",
+                "Not implemented on this backend",
+            ),
             ApiError::Store(e) if e.retryable() => {
                 (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
             }
@@ -324,6 +366,23 @@ impl ApiError {
             }
             ApiError::Refused(Refusal::ReservationNotActive { status, .. }) => {
                 Some(json!({ "reservation_status": status }))
+            }
+            // A count refused because on-hand moved names the value it moved to, so the
+            // clerk can recount from there.
+            ApiError::Refused(Refusal::OnHandConflict {
+                expected, current, ..
+            }) => Some(json!({ "expected_on_hand": expected, "current_on_hand": current })),
+            ApiError::Refused(Refusal::StateShort {
+                state,
+                requested,
+                held,
+                ..
+            }) => Some(json!({ "state": state, "requested": requested, "held": held })),
+            ApiError::Refused(Refusal::PolicyVersionConflict {
+                expected, current, ..
+            }) => Some(json!({ "expected_version": expected, "current_version": current })),
+            ApiError::Refused(Refusal::ReservationBackordered { lines, .. }) => {
+                Some(json!({ "lines": lines }))
             }
             ApiError::InsufficientScope(scope) => Some(json!({ "scope": scope.as_str() })),
             ApiError::CursorExpired { snapshot } => Some(json!({ "snapshot": snapshot })),

@@ -131,7 +131,7 @@ fn reservation_of(result: CommandResult) -> ApiResult<stockflow_domain::Reservat
     match result {
         CommandResult::Reservation(r) => Ok(r),
         // The fingerprint names the route, so a key's answer is of its route's kind.
-        CommandResult::Stock(_) => Err(Refusal::IdempotencyKeyReused.into()),
+        _ => Err(Refusal::IdempotencyKeyReused.into()),
     }
 }
 
@@ -140,8 +140,9 @@ fn reservation_of(result: CommandResult) -> ApiResult<stockflow_domain::Reservat
     params(IdempotencyKeyHeader),
     request_body = AdjustmentRequest,
     responses((status = 200, body = StockLevelResponse),
+              (status = 403, body = Problem, description = "location_forbidden, or record_mode_forbidden (mode record from a token without a store's locations claim)"),
               (status = 404, body = Problem, description = "location_not_found"),
-              (status = 409, body = Problem, description = "version_conflict, insufficient_stock or request_in_progress")))]
+              (status = 409, body = Problem, description = "version_conflict, on_hand_conflict (with current_on_hand), insufficient_stock or request_in_progress")))]
 pub(crate) async fn adjust(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
@@ -159,7 +160,126 @@ pub(crate) async fn adjust(
             &outcome,
             StockLevelResponse::from(level),
         )),
-        CommandResult::Reservation(_) => Err(Refusal::IdempotencyKeyReused.into()),
+        _ => Err(Refusal::IdempotencyKeyReused.into()),
+    }
+}
+
+/// Moves units between quantity states of one key (a broken unit to damaged, an
+/// inspected one back to available, damaged ones gone as a write-off): one version, one
+/// event.
+#[utoipa::path(post, path = "/v1/moves", tag = "commands",
+    params(IdempotencyKeyHeader),
+    request_body = MoveRequest,
+    responses((status = 200, body = StockLevelResponse),
+              (status = 404, body = Problem, description = "location_not_found"),
+              (status = 409, body = Problem, description = "insufficient_quantity (the source state holds fewer units; with state, requested, held) or request_in_progress")))]
+pub(crate) async fn move_units(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    headers: HeaderMap,
+    body: CommandBody<MoveRequest>,
+) -> ApiResult<Response> {
+    let CommandBody { value, fingerprint } = body;
+    let outcome = run(&state, &identity, &headers, fingerprint, || {
+        Ok(Command::Move(value.into_command()?))
+    })
+    .await?;
+    match outcome.result.clone() {
+        CommandResult::Stock(level) => Ok(respond(
+            StatusCode::OK,
+            &outcome,
+            StockLevelResponse::from(level),
+        )),
+        _ => Err(Refusal::IdempotencyKeyReused.into()),
+    }
+}
+
+/// Sets a SKU's oversell policy and low-stock threshold, or (with `location`) a
+/// location's override; a versioned, audited change (`policy_changed`).
+#[utoipa::path(post, path = "/v1/policies", tag = "commands",
+    params(IdempotencyKeyHeader),
+    request_body = PolicyRequest,
+    responses((status = 200, description = "The SKU's policy (without location) or the key's level (with location)", body = PolicyResponse),
+              (status = 404, body = Problem, description = "location_not_found"),
+              (status = 409, body = Problem, description = "policy_version_conflict, version_conflict or request_in_progress")))]
+pub(crate) async fn set_policy(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    headers: HeaderMap,
+    body: CommandBody<PolicyRequest>,
+) -> ApiResult<Response> {
+    let CommandBody { value, fingerprint } = body;
+    let outcome = run(&state, &identity, &headers, fingerprint, || {
+        Ok(Command::SetPolicy(value.into_command()?))
+    })
+    .await?;
+    match outcome.result.clone() {
+        CommandResult::Policy(policy) => Ok(respond(
+            StatusCode::OK,
+            &outcome,
+            PolicyResponse::from(policy),
+        )),
+        CommandResult::Stock(level) => Ok(respond(
+            StatusCode::OK,
+            &outcome,
+            PolicyResponse::of_location(&level),
+        )),
+        _ => Err(Refusal::IdempotencyKeyReused.into()),
+    }
+}
+
+/// Expects a purchase-order line at a location on a day (sent again: revised). Units
+/// expected show as `incoming` by date in stock and availability.
+#[utoipa::path(post, path = "/v1/incoming", tag = "commands",
+    params(IdempotencyKeyHeader),
+    request_body = IncomingRequest,
+    responses((status = 200, body = StockLevelResponse),
+              (status = 404, body = Problem, description = "location_not_found"),
+              (status = 409, body = Problem, description = "limit_reached or request_in_progress")))]
+pub(crate) async fn expect_incoming(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    headers: HeaderMap,
+    body: CommandBody<IncomingRequest>,
+) -> ApiResult<Response> {
+    let CommandBody { value, fingerprint } = body;
+    let outcome = run(&state, &identity, &headers, fingerprint, || {
+        Ok(Command::ExpectIncoming(value.into_command()?))
+    })
+    .await?;
+    stock_answer(&outcome)
+}
+
+/// Closes a purchase-order line: what was not received stops being expected.
+#[utoipa::path(post, path = "/v1/incoming/close", tag = "commands",
+    params(IdempotencyKeyHeader),
+    request_body = CloseIncomingRequest,
+    responses((status = 200, body = StockLevelResponse),
+              (status = 404, body = Problem, description = "location_not_found or incoming_not_found"),
+              (status = 409, body = Problem, description = "request_in_progress")))]
+pub(crate) async fn close_incoming(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    headers: HeaderMap,
+    body: CommandBody<CloseIncomingRequest>,
+) -> ApiResult<Response> {
+    let CommandBody { value, fingerprint } = body;
+    let outcome = run(&state, &identity, &headers, fingerprint, || {
+        Ok(Command::CloseIncoming(value.into_command()?))
+    })
+    .await?;
+    stock_answer(&outcome)
+}
+
+/// The answer of a command on one key: its level.
+fn stock_answer(outcome: &Answered) -> ApiResult<Response> {
+    match outcome.result.clone() {
+        CommandResult::Stock(level) => Ok(respond(
+            StatusCode::OK,
+            outcome,
+            StockLevelResponse::from(level),
+        )),
+        _ => Err(Refusal::IdempotencyKeyReused.into()),
     }
 }
 

@@ -58,6 +58,12 @@ fn nullable(schema: ObjectBuilder) -> ObjectBuilder {
     schema.schema_type(SchemaType::from_iter([Type::String, Type::Null]))
 }
 
+/// An integer that may be null or absent.
+fn nullable_integer(description: &str, minimum: i64, maximum: i64) -> ObjectBuilder {
+    integer(description, minimum, maximum)
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+}
+
 fn id_builder(description: &str, example: &str) -> ObjectBuilder {
     string(description)
         .pattern(Some(ID_PATTERN))
@@ -156,6 +162,159 @@ pub(crate) fn quantity() -> Object {
     integer("Units, 1-1,000,000", 1, MAX_LINE_QTY).build()
 }
 
+/// `POST /v1/moves`: one variant per source state, so `to` is never `from` (a move to
+/// where the units already are is refused with 400).
+pub(crate) fn move_request() -> Schema {
+    let mut variants = OneOfBuilder::new().description(Some(
+        "Units between quantity states of one key: from a state to another state, or gone (a write-off: on-hand drops)",
+    ));
+    for from in stockflow_domain::State::ALL {
+        let mut targets: Vec<&str> = stockflow_domain::State::ALL
+            .iter()
+            .filter(|s| **s != from)
+            .map(|s| s.as_str())
+            .collect();
+        targets.push("gone");
+        let variant = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some(from.as_str()))
+            .property("sku", sku())
+            .property("location", location())
+            .property(
+                "from",
+                string("The state the units leave").enum_values(Some([from.as_str()])),
+            )
+            .property(
+                "to",
+                string("Where the units go: another state, or gone").enum_values(Some(targets)),
+            )
+            .property("qty", quantity())
+            .property("reason", reason())
+            .property("reference", reference())
+            .required("sku")
+            .required("location")
+            .required("from")
+            .required("to")
+            .required("qty")
+            .required("reason")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        variants = variants.item(variant.build());
+    }
+    Schema::OneOf(variants.build())
+}
+
+/// Why units moved or on-hand changed.
+pub(crate) fn reason() -> Object {
+    string("Why")
+        .enum_values(Some(
+            stockflow_domain::AdjustReason::ALL.map(stockflow_domain::AdjustReason::as_str),
+        ))
+        .build()
+}
+
+/// `POST /v1/policies`: one variant per oversell mode, so a backorder always names its
+/// limit and no other mode takes one.
+pub(crate) fn policy_request() -> Schema {
+    let base = |title: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some(title))
+            .property("sku", sku())
+            .property("location", optional_location())
+            .property("low_stock_threshold", low_stock_threshold())
+            .property("expected_version", expected_version())
+            .property("reference", reference())
+            .required("sku")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+    };
+    let mode = |modes: &[&str]| {
+        string("deny (refuse what stock cannot cover), backorder (accept down to -backorder_limit) or track_only (never refuse)")
+            .enum_values(Some(modes.to_vec()))
+            .build()
+    };
+    let backorder = base("backorder")
+        .property("oversell", mode(&["backorder"]))
+        .property(
+            "backorder_limit",
+            integer(
+                "How far below zero available may go, 1-1,000,000",
+                1,
+                MAX_LINE_QTY,
+            ),
+        )
+        .required("oversell")
+        .required("backorder_limit");
+    let other = base("deny or track_only")
+        .property("oversell", mode(&["deny", "track_only"]))
+        .required("oversell");
+    let threshold_only = base("threshold only");
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .description(Some(
+                "A SKU's oversell policy and low-stock threshold, or (with location) a location's override",
+            ))
+            .item(backorder.build())
+            .item(other.build())
+            .item(threshold_only.build())
+            .build(),
+    )
+}
+
+/// A low-stock threshold.
+pub(crate) fn low_stock_threshold() -> Object {
+    nullable_integer(
+        "Emit low_stock when what channels see drops to this or below",
+        0,
+        MAX_ON_HAND,
+    )
+    .build()
+}
+
+/// An optional optimistic-concurrency guard.
+pub(crate) fn expected_version() -> Object {
+    nullable_integer(
+        "Apply only if the record is at this version; otherwise 409",
+        0,
+        max_version(),
+    )
+    .build()
+}
+
+/// An optional location.
+pub(crate) fn optional_location() -> Object {
+    nullable(id_builder(
+        "The location whose override to set; absent: the SKU's own policy (not from a store's token)",
+        "store-1",
+    ))
+    .build()
+}
+
+/// A purchase order's id.
+pub(crate) fn purchase_order() -> Object {
+    id_builder("Purchase order", "po-1").build()
+}
+
+/// A purchase-order line number.
+pub(crate) fn po_line() -> Object {
+    integer(
+        "Line of the purchase order, 1 or more",
+        1,
+        i64::from(u32::MAX),
+    )
+    .build()
+}
+
+/// A calendar day.
+pub(crate) fn date() -> Object {
+    string("The day units are expected (YYYY-MM-DD, 2000-9999)")
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
+        .pattern(Some(
+            "^[2-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
+        ))
+        .examples(["2026-12-12"])
+        .build()
+}
+
 /// Seconds a reservation is held.
 pub(crate) fn ttl_seconds() -> Object {
     ObjectBuilder::new()
@@ -205,14 +364,29 @@ pub(crate) fn adjustment() -> Schema {
             .description(Some(
                 "Exactly one of `delta` (units to add or remove) and `set_on_hand` (a counted value)",
             ))
-            .item(adjustment_mode("delta", Schema::OneOf(delta)))
-            .item(adjustment_mode("set_on_hand", Schema::Object(set_on_hand)))
+            .item(adjustment_mode("delta", Schema::OneOf(delta)).build())
+            .item(
+                adjustment_mode("set_on_hand", Schema::Object(set_on_hand))
+                    .property(
+                        "expected_on_hand",
+                        ObjectBuilder::new()
+                            .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+                            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                            .description(Some(
+                                "The on-hand the count started from: apply only if on-hand is still this; otherwise 409 on_hand_conflict naming the current value",
+                            ))
+                            .minimum(Some(0))
+                            .maximum(Some(MAX_ON_HAND))
+                            .build(),
+                    )
+                    .build(),
+            )
             .build(),
     )
 }
 
 /// One way of adjusting: the shared fields and `mode`, nothing else.
-fn adjustment_mode(mode: &str, change: Schema) -> Object {
+fn adjustment_mode(mode: &str, change: Schema) -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::Object)
         .title(Some(mode))
@@ -228,6 +402,16 @@ fn adjustment_mode(mode: &str, change: Schema) -> Object {
                 .build(),
         )
         .property("reference", reference())
+        .property(
+            "mode",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["check", "record"]))
+                .description(Some(
+                    "check (default): refused when it conflicts or oversells. record: a fact that already happened (a sale at a till), applied even below zero with a stock_oversold event; only a store's token (one carrying a locations claim), at its own locations, may record (otherwise 403 record_mode_forbidden)",
+                ))
+                .build(),
+        )
         .property(
             "expected_version",
             ObjectBuilder::new()
@@ -245,7 +429,6 @@ fn adjustment_mode(mode: &str, change: Schema) -> Object {
         .required(mode)
         .required("reason")
         .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        .build()
 }
 
 /// The `Idempotency-Key` header of every command.

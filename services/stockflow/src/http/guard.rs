@@ -143,7 +143,8 @@ pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
         "/metrics" => Some(Scope::Admin),
         r if r.starts_with("/admin/") => Some(Scope::Admin),
         "/v1/locations/{location}" | "/v1/skus/{sku}" => Some(Scope::CatalogWrite),
-        "/v1/adjustments" => Some(Scope::StockAdjust),
+        "/v1/adjustments" | "/v1/moves" | "/v1/policies" | "/v1/incoming"
+        | "/v1/incoming/close" => Some(Scope::StockAdjust),
         "/v1/reservations" | "/v1/reservations/{id}/confirm" | "/v1/reservations/{id}/release" => {
             Some(Scope::StockReserve)
         }

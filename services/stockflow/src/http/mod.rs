@@ -133,7 +133,9 @@ impl Routes {
         on, the request, its store write and the publish and projection of its events are \
         spans of the caller's trace."),
     paths(
-        commands::put_location, commands::put_sku, commands::adjust, commands::reserve,
+        commands::put_location, commands::put_sku, commands::adjust, commands::move_units,
+        commands::set_policy, commands::expect_incoming, commands::close_incoming,
+        commands::reserve,
         commands::confirm, commands::release, commands::get_reservation,
         queries::stock_by_sku, queries::stock_at, queries::availability, queries::search, queries::movements,
         changes::changes, changes::snapshot,
@@ -156,6 +158,10 @@ fn command_routes() -> Router<AppState> {
         .route("/v1/locations/{location}", put(commands::put_location))
         .route("/v1/skus/{sku}", put(commands::put_sku))
         .route("/v1/adjustments", post(commands::adjust))
+        .route("/v1/moves", post(commands::move_units))
+        .route("/v1/policies", post(commands::set_policy))
+        .route("/v1/incoming", post(commands::expect_incoming))
+        .route("/v1/incoming/close", post(commands::close_incoming))
         .route("/v1/reservations", post(commands::reserve))
         .route("/v1/reservations/{id}", get(commands::get_reservation))
         .route("/v1/reservations/{id}/confirm", post(commands::confirm))

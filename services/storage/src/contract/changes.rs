@@ -5,29 +5,33 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stockflow_domain::{AdjustReason, BusEvent, EventKind, EventMeta, Region, StockEvent};
+use stockflow_domain::{
+    AdjustReason, BusEvent, Detail, EventKind, EventMeta, Region, StockEvent, StockLevel,
+};
 
 use super::*;
 use crate::ports::{Changes, InventoryRow, ReadStore};
 
 fn event(s: &str, l: &str, version: u64, on_hand: i64) -> BusEvent {
-    BusEvent::Stock(StockEvent {
-        event_id: format!("{s}/{l}/{version}"),
-        kind: EventKind::StockAdjusted,
-        region: Region::parse("north").expect("region"),
-        sku: sku(s),
-        location: loc(l),
-        version,
+    let level = StockLevel {
         on_hand,
-        reserved: 0,
-        reservation_id: None,
+        version,
+        ..StockLevel::empty(sku(s), loc(l), Region::parse("north").expect("region"))
+    };
+    let detail = Detail {
         reason: Some(AdjustReason::Receipt),
-        reference: None,
-        idempotency_key: None,
-        actor: None,
+        ..Detail::default()
+    };
+    let meta = EventMeta {
         occurred_at_ms: EventMeta::default().occurred_at_ms + i64::try_from(version).unwrap_or(0),
-        trace_context: None,
-    })
+        ..EventMeta::default()
+    };
+    BusEvent::Stock(StockEvent::for_level(
+        EventKind::StockAdjusted,
+        &level,
+        detail,
+        &meta,
+    ))
 }
 
 /// Pages of `locations` from `cursor` until one holds rows (a store may hold changes back

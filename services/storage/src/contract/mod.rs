@@ -12,6 +12,7 @@ use stockflow_domain::{
 mod changes;
 mod expire_due;
 mod grants;
+mod inventory;
 mod races;
 mod read;
 mod refusals;
@@ -21,6 +22,7 @@ mod write;
 pub(crate) use changes::change_feed_contract;
 pub(crate) use expire_due::write_store_expiry_contract;
 pub(crate) use grants::write_store_location_grant_contract;
+pub(crate) use inventory::{records_facts_contract, states_contract};
 pub(crate) use races::{write_store_concurrency_contract, write_store_race_contract};
 pub(crate) use read::read_store_contract;
 pub(crate) use refusals::write_store_refusal_replay_contract;
@@ -176,7 +178,7 @@ pub(crate) async fn stock_events<S: Outbox + ?Sized>(store: &S) -> Vec<StockEven
         .filter_map(
             |e| match serde_json::from_slice(&e.payload).expect("outbox payload decodes") {
                 BusEvent::Stock(e) => Some(e),
-                BusEvent::Catalog(_) => None,
+                BusEvent::Catalog(_) | BusEvent::Policy(_) => None,
             },
         )
         .collect()

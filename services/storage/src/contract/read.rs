@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stockflow_domain::{
-    AdjustReason, BusEvent, EventKind, EventMeta, Region, ScopedKey, StockEvent,
+    AdjustReason, BusEvent, Detail, EventKind, EventMeta, Region, ScopedKey, StockEvent, StockLevel,
 };
 
 use super::*;
@@ -20,23 +20,26 @@ fn stock_event(
     on_hand: i64,
     reserved: i64,
 ) -> BusEvent {
-    BusEvent::Stock(StockEvent {
-        event_id: format!("{s}/{l}/{version}"),
-        kind: EventKind::StockAdjusted,
-        region: Region::parse(region).unwrap(),
-        sku: sku(s),
-        location: loc(l),
-        version,
+    let level = StockLevel {
         on_hand,
         reserved,
-        reservation_id: None,
+        version,
+        ..StockLevel::empty(sku(s), loc(l), Region::parse(region).unwrap())
+    };
+    let detail = Detail {
         reason: Some(AdjustReason::Receipt),
-        reference: None,
-        idempotency_key: None,
-        actor: None,
+        ..Detail::default()
+    };
+    let meta = EventMeta {
         occurred_at_ms: EventMeta::default().occurred_at_ms + i64::try_from(version).unwrap(),
-        trace_context: None,
-    })
+        ..EventMeta::default()
+    };
+    BusEvent::Stock(StockEvent::for_level(
+        EventKind::StockAdjusted,
+        &level,
+        detail,
+        &meta,
+    ))
 }
 
 /// Version-guarded projection, region totals, search, offsets and the DLQ.
@@ -69,8 +72,8 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
     let north = all.iter().find(|r| r.region == "north").unwrap();
     assert_eq!(
         (
-            north.on_hand,
-            north.reserved,
+            north.quantities.on_hand,
+            north.quantities.reserved,
             north.available,
             north.locations
         ),
@@ -132,7 +135,7 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
     assert!(read.movements("a", "zz", 0, 10).await.unwrap().is_empty());
     let mut audited = match stock_event("m", "s1", "north", 1, 3, 0) {
         BusEvent::Stock(e) => e,
-        BusEvent::Catalog(_) => unreachable!(),
+        BusEvent::Catalog(_) | BusEvent::Policy(_) => unreachable!(),
     };
     audited.actor = Some(stockflow_domain::Actor {
         subject: "store-7-pos".into(),
@@ -330,8 +333,9 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
     assert_eq!(read.purge_dead_letters(now, 2).await.unwrap(), 1);
     assert_eq!(read.dead_letter_count().await.unwrap(), 0);
 
-    // An event that breaks the invariant is refused, not stored.
-    let bad = stock_event("a", "s1", "north", 9, 1, 5);
+    // An event that breaks the invariant is refused, not stored (reserved above on-hand
+    // is a recorded oversell, a negative state is not).
+    let bad = stock_event("a", "s1", "north", 9, 1, -5);
     assert!(read.project(batch("c", 0, &[bad], 1)).await.is_err());
     assert_eq!(read.stock_at("a", "s1").await.unwrap().unwrap().version, 3);
     assert_eq!(

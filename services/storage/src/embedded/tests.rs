@@ -46,6 +46,18 @@ async fn a_store_token_acts_only_at_its_locations() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_records_facts_below_zero_and_channels_see_zero() {
+    let (_dir, b) = backend(4);
+    contract::records_facts_contract(b.write.clone(), b.read.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_counts_and_a_location_policy_keep_one_event_per_change() {
+    let (_dir, b) = backend(4);
+    contract::states_contract(b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_due_reservations_expires_once_in_bounded_rounds() {
     let (_dir, b) = backend(4);
     contract::write_store_expiry_contract(b.write.clone(), b.write.clone()).await;

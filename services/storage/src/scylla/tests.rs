@@ -80,6 +80,18 @@ async fn scylla_store_tokens_act_only_at_their_locations() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_store_records_facts_below_zero_and_channels_see_zero() {
+    let b = backend("facts").await;
+    contract::records_facts_contract(b.write.clone(), b.read.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_moves_counts_and_a_location_policy_keep_one_event_per_change() {
+    let b = backend("states").await;
+    contract::states_contract(b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_scylla_write_stores_expire_a_burst_once_in_bounded_rounds() {
     let (a, config) = backend_and_config("expiry").await;
     let b = ScyllaBackend::open(&config).await.expect("second instance");
@@ -211,6 +223,7 @@ async fn expiry_recovers_sagas_left_half_way() {
         sku: Sku::parse(s).unwrap(),
         location: LocationId::parse("x1").unwrap(),
         qty,
+        backordered: 0,
     };
 
     // A reservation whose process died after holding its first line, 31 s ago.
@@ -517,7 +530,7 @@ async fn rows_of_another_writer_between_this_process_rows_are_published_in_order
             .iter()
             .map(|e| match serde_json::from_slice(&e.payload).unwrap() {
                 BusEvent::Stock(e) => e.version,
-                BusEvent::Catalog(_) => panic!("a catalog event"),
+                BusEvent::Catalog(_) | BusEvent::Policy(_) => panic!("not a stock event"),
             })
             .collect()
     };

@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 use stockflow_domain::{
-    Adjust, AdjustReason, LocationId, OnHandChange, Reservation, ReservationId, Reserve,
-    ReserveLine, Sku, StockKey, StockLevel, ValidationError,
+    Adjust, AdjustReason, CloseIncoming, Date, ExpectIncoming, LocationId, Mode, Move,
+    OnHandChange, Oversell, PoLine, PurchaseOrderId, Reservation, ReservationId, Reserve,
+    ReserveLine, SetPolicy, Settings, Sku, SkuPolicy, State, StockKey, StockLevel, Target,
+    ValidationError,
 };
 use utoipa::ToSchema;
 
@@ -30,6 +32,11 @@ pub(crate) struct AdjustmentRequest {
     pub reference: Option<String>,
     /// Apply only if the key is at this version; otherwise 409 `version_conflict`.
     pub expected_version: Option<u64>,
+    /// With `set_on_hand` only: apply only if on-hand is still this (the count the clerk
+    /// started from); otherwise 409 `on_hand_conflict` naming the current value.
+    pub expected_on_hand: Option<i64>,
+    /// `check` (the default) or `record` (a fact: a store's token only).
+    pub mode: Option<String>,
 }
 
 impl utoipa::PartialSchema for AdjustmentRequest {
@@ -42,11 +49,17 @@ impl ToSchema for AdjustmentRequest {}
 
 fn parse_reason(reason: &str) -> Result<AdjustReason, ValidationError> {
     AdjustReason::parse(reason).ok_or_else(|| {
-        ValidationError::new(
-            "reason",
-            "must be one of receipt, cycle_count, damage, correction, return",
-        )
+        let names: Vec<&str> = AdjustReason::ALL.iter().map(|r| r.as_str()).collect();
+        ValidationError::new("reason", format!("must be one of {}", names.join(", ")))
     })
+}
+
+fn parse_mode(mode: Option<&str>) -> Result<Mode, ValidationError> {
+    match mode {
+        None | Some("check") => Ok(Mode::Check),
+        Some("record") => Ok(Mode::Record),
+        Some(_) => Err(ValidationError::new("mode", "must be check or record")),
+    }
 }
 
 impl AdjustmentRequest {
@@ -62,13 +75,254 @@ impl AdjustmentRequest {
                 ));
             }
         };
-        Adjust::new(
+        let mut adjust = Adjust::new(
             StockKey::new(Sku::parse(self.sku)?, LocationId::parse(self.location)?),
             change,
             parse_reason(&self.reason)?,
             self.reference,
             self.expected_version,
+        )?;
+        if let Some(expected) = self.expected_on_hand {
+            adjust = adjust.expecting_on_hand(expected)?;
+        }
+        if parse_mode(self.mode.as_deref())? == Mode::Record {
+            adjust = adjust.recorded();
+        }
+        Ok(adjust)
+    }
+}
+
+/// `POST /v1/moves`: units between states of one key. Documented as one variant per
+/// source state ([`docs::move_request`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MoveRequest {
+    /// SKU.
+    pub sku: String,
+    /// Location.
+    pub location: String,
+    /// The state the units leave.
+    pub from: String,
+    /// Where they go: a state, or `gone`.
+    pub to: String,
+    /// Units, 1-1,000,000.
+    pub qty: i64,
+    /// Why.
+    pub reason: String,
+    /// External reference.
+    pub reference: Option<String>,
+}
+
+impl utoipa::PartialSchema for MoveRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        docs::move_request().into()
+    }
+}
+
+impl ToSchema for MoveRequest {}
+
+impl MoveRequest {
+    /// Validates into a domain command.
+    pub fn into_command(self) -> Result<Move, ValidationError> {
+        let from = State::parse(&self.from).ok_or_else(|| {
+            ValidationError::new(
+                "from",
+                "must be available, damaged, quality_hold or safety_stock",
+            )
+        })?;
+        let to = Target::parse(&self.to).ok_or_else(|| {
+            ValidationError::new(
+                "to",
+                "must be available, damaged, quality_hold, safety_stock or gone",
+            )
+        })?;
+        Move::new(
+            StockKey::new(Sku::parse(self.sku)?, LocationId::parse(self.location)?),
+            from,
+            to,
+            self.qty,
+            parse_reason(&self.reason)?,
+            self.reference,
         )
+    }
+}
+
+/// `POST /v1/policies`: a SKU's oversell policy and low-stock threshold, or a location's
+/// override of them. Each change is versioned and audited. Documented as one variant per
+/// mode ([`docs::policy_request`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyRequest {
+    /// SKU.
+    pub sku: String,
+    /// The location whose override to set; absent: the SKU's own policy.
+    pub location: Option<String>,
+    /// `deny`, `backorder` or `track_only`.
+    pub oversell: Option<String>,
+    /// With `backorder`: how far below zero available may go.
+    pub backorder_limit: Option<i64>,
+    /// Emit `low_stock` at or below this.
+    pub low_stock_threshold: Option<i64>,
+    /// Apply only at this version (the SKU policy's, or the key's for a location).
+    pub expected_version: Option<u64>,
+    /// External reference.
+    pub reference: Option<String>,
+}
+
+impl utoipa::PartialSchema for PolicyRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        docs::policy_request().into()
+    }
+}
+
+impl ToSchema for PolicyRequest {}
+
+impl PolicyRequest {
+    /// Validates into a domain command.
+    pub fn into_command(self) -> Result<SetPolicy, ValidationError> {
+        let oversell = match self.oversell.as_deref() {
+            Some(mode) => Some(Oversell::parse(mode, self.backorder_limit)?),
+            None if self.backorder_limit.is_some() => {
+                return Err(ValidationError::new(
+                    "backorder_limit",
+                    "only the backorder mode takes a limit",
+                ));
+            }
+            None => None,
+        };
+        let location = self.location.map(LocationId::parse).transpose()?;
+        SetPolicy::new(
+            Sku::parse(self.sku)?,
+            location,
+            Settings::new(oversell, self.low_stock_threshold)?,
+            self.expected_version,
+            self.reference,
+        )
+    }
+}
+
+/// `POST /v1/incoming`: a purchase-order line expected at a location on a day (sent
+/// again, it revises the line).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IncomingRequest {
+    /// SKU.
+    #[schema(schema_with = docs::sku)]
+    pub sku: String,
+    /// Location expecting the units.
+    #[schema(schema_with = docs::location)]
+    pub location: String,
+    /// Purchase order.
+    #[schema(schema_with = docs::purchase_order)]
+    pub purchase_order: String,
+    /// Its line.
+    #[schema(schema_with = docs::po_line)]
+    pub line: u32,
+    /// Units expected, 1-1,000,000.
+    #[schema(schema_with = docs::quantity)]
+    pub qty: i64,
+    /// The day they are expected.
+    #[schema(schema_with = docs::date)]
+    pub expected_date: String,
+    /// External reference.
+    #[schema(schema_with = docs::reference)]
+    pub reference: Option<String>,
+}
+
+impl IncomingRequest {
+    /// Validates into a domain command.
+    pub fn into_command(self) -> Result<ExpectIncoming, ValidationError> {
+        ExpectIncoming::new(
+            StockKey::new(Sku::parse(self.sku)?, LocationId::parse(self.location)?),
+            PoLine {
+                purchase_order: PurchaseOrderId::parse(self.purchase_order)?,
+                line: self.line,
+            },
+            self.qty,
+            Date::parse("expected_date", &self.expected_date)?,
+            self.reference,
+        )
+    }
+}
+
+/// `POST /v1/incoming/close`: a purchase-order line closed (what was not received stops
+/// being expected).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CloseIncomingRequest {
+    /// SKU.
+    #[schema(schema_with = docs::sku)]
+    pub sku: String,
+    /// Location.
+    #[schema(schema_with = docs::location)]
+    pub location: String,
+    /// Purchase order.
+    #[schema(schema_with = docs::purchase_order)]
+    pub purchase_order: String,
+    /// Its line.
+    #[schema(schema_with = docs::po_line)]
+    pub line: u32,
+    /// External reference.
+    #[schema(schema_with = docs::reference)]
+    pub reference: Option<String>,
+}
+
+impl CloseIncomingRequest {
+    /// Validates into a domain command.
+    pub fn into_command(self) -> Result<CloseIncoming, ValidationError> {
+        CloseIncoming::new(
+            StockKey::new(Sku::parse(self.sku)?, LocationId::parse(self.location)?),
+            PoLine {
+                purchase_order: PurchaseOrderId::parse(self.purchase_order)?,
+                line: self.line,
+            },
+            self.reference,
+        )
+    }
+}
+
+/// A SKU's own policy after a change.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PolicyResponse {
+    /// SKU.
+    pub sku: String,
+    /// The location of an override; absent for the SKU's own policy.
+    pub location: Option<String>,
+    /// `deny`, `backorder` or `track_only`; absent: deny.
+    pub oversell: Option<String>,
+    /// With `backorder`: how far below zero available may go.
+    pub backorder_limit: Option<i64>,
+    /// The low-stock threshold.
+    pub low_stock_threshold: Option<i64>,
+    /// The SKU policy's version, or the key's for an override (+1 per change).
+    pub version: u64,
+}
+
+impl PolicyResponse {
+    /// A location's override as its key holds it.
+    pub fn of_location(level: &StockLevel) -> Self {
+        let settings = level.extras.policy;
+        Self {
+            sku: level.sku.to_string(),
+            location: Some(level.location.to_string()),
+            oversell: settings.oversell.map(|o| o.as_str().to_string()),
+            backorder_limit: settings.oversell.and_then(Oversell::limit),
+            low_stock_threshold: settings.low_stock_threshold,
+            version: level.version,
+        }
+    }
+}
+
+impl From<SkuPolicy> for PolicyResponse {
+    fn from(p: SkuPolicy) -> Self {
+        Self {
+            location: None,
+            sku: p.sku.to_string(),
+            oversell: p.settings.oversell.map(|o| o.as_str().to_string()),
+            backorder_limit: p.settings.oversell.and_then(Oversell::limit),
+            low_stock_threshold: p.settings.low_stock_threshold,
+            version: p.version,
+        }
     }
 }
 
@@ -83,16 +337,33 @@ pub(crate) struct StockLevelResponse {
     pub on_hand: i64,
     /// Units held by active reservations.
     pub reserved: i64,
-    /// `on_hand - reserved`.
+    /// Broken units (on hand, never sold).
+    pub damaged: i64,
+    /// Units held for inspection.
+    pub quality_hold: i64,
+    /// Units kept back from channels.
+    pub safety_stock: i64,
+    /// What channels are offered: on-hand minus every other state, never below zero.
     pub available: i64,
+    /// Units short beyond backorders after a recorded fact took more than there was
+    /// (0 when nothing is oversold).
+    pub shortfall: i64,
+    /// Reservation units accepted beyond stock under a backorder policy.
+    pub backordered: i64,
     /// Per-key version, +1 per applied change.
     pub version: u64,
 }
 
 impl From<StockLevel> for StockLevelResponse {
     fn from(l: StockLevel) -> Self {
+        let q = l.quantities();
         Self {
-            available: l.available(),
+            available: q.channel_available(),
+            shortfall: l.shortfall(),
+            backordered: l.backordered(),
+            damaged: q.damaged,
+            quality_hold: q.quality_hold,
+            safety_stock: q.safety_stock,
             sku: l.sku.to_string(),
             location: l.location.to_string(),
             on_hand: l.on_hand,

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use stockflow_domain::read_model::Flow;
 use stockflow_storage::ports::{InventoryRow, Movement, RegionAvailability, SearchHit};
 use utoipa::ToSchema;
 
@@ -17,27 +18,64 @@ pub(crate) struct LocationStock {
     pub location: String,
     /// Region of the location.
     pub region: String,
-    /// On hand.
+    /// On hand: the truth, negative after a recorded sale took more than there was.
     pub on_hand: i64,
     /// Reserved.
     pub reserved: i64,
-    /// Available.
+    /// Broken units (on hand, never sold).
+    pub damaged: i64,
+    /// Units held for inspection.
+    pub quality_hold: i64,
+    /// Units kept back from channels.
+    pub safety_stock: i64,
+    /// What channels are offered: on hand minus every other state, never below zero.
     pub available: i64,
+    /// Reservation units accepted beyond stock under a backorder policy.
+    pub backordered: i64,
+    /// Units in transit from other locations (also counted in `incoming`).
+    pub in_transit: i64,
+    /// Units expected (purchase orders, transfers), by day, earliest first.
+    pub incoming: Vec<IncomingBody>,
     /// The write-side version reflected.
     pub version: u64,
     /// When that change happened (RFC 3339).
     pub as_of: String,
 }
 
+/// Units expected on one day.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IncomingBody {
+    /// The day (YYYY-MM-DD).
+    pub date: String,
+    /// Units expected that day.
+    pub qty: i64,
+}
+
+fn incoming(flow: &Flow) -> Vec<IncomingBody> {
+    flow.incoming
+        .iter()
+        .map(|d| IncomingBody {
+            date: d.date.to_string(),
+            qty: d.qty,
+        })
+        .collect()
+}
+
 impl From<InventoryRow> for LocationStock {
     fn from(r: InventoryRow) -> Self {
         Self {
+            incoming: incoming(&r.flow),
             sku: r.sku,
             location: r.location,
             region: r.region,
             on_hand: r.on_hand,
             reserved: r.reserved,
+            damaged: r.damaged,
+            quality_hold: r.quality_hold,
+            safety_stock: r.safety_stock,
             available: r.available,
+            backordered: r.flow.backordered,
+            in_transit: r.flow.in_transit,
             version: r.version,
             as_of: rfc3339(r.as_of_ms),
         }
@@ -66,8 +104,20 @@ pub(crate) struct RegionAvailabilityBody {
     pub on_hand: i64,
     /// Reserved, summed.
     pub reserved: i64,
-    /// Available, summed.
+    /// Damaged, summed.
+    pub damaged: i64,
+    /// Held for inspection, summed.
+    pub quality_hold: i64,
+    /// Safety stock, summed.
+    pub safety_stock: i64,
+    /// What channels are offered: each location's availability (never below zero), summed.
     pub available: i64,
+    /// Backordered reservation units, summed.
+    pub backordered: i64,
+    /// Units in transit to the region's locations, summed.
+    pub in_transit: i64,
+    /// Units expected by day over the region (what a checkout shows as "available from").
+    pub incoming: Vec<IncomingBody>,
     /// Locations with a stock row.
     pub locations: u64,
     /// Newest change reflected (RFC 3339).
@@ -76,11 +126,18 @@ pub(crate) struct RegionAvailabilityBody {
 
 impl From<RegionAvailability> for RegionAvailabilityBody {
     fn from(r: RegionAvailability) -> Self {
+        let q = r.quantities;
         Self {
+            incoming: incoming(&r.flow),
             region: r.region,
-            on_hand: r.on_hand,
-            reserved: r.reserved,
+            on_hand: q.on_hand,
+            reserved: q.reserved,
+            damaged: q.damaged,
+            quality_hold: q.quality_hold,
+            safety_stock: q.safety_stock,
             available: r.available,
+            backordered: r.flow.backordered,
+            in_transit: r.flow.in_transit,
             locations: r.locations,
             as_of: rfc3339(r.as_of_ms),
         }
@@ -113,13 +170,38 @@ pub(crate) struct ActorBody {
 pub(crate) struct MovementBody {
     /// The key's version after the change.
     pub version: u64,
-    /// `stock_adjusted`, `stock_reserved`, `reservation_confirmed`, `reservation_released`
-    /// or `reservation_expired`.
+    /// `stock_adjusted`, `stock_oversold`, `stock_moved`, `stock_reserved`,
+    /// `reservation_confirmed`, `reservation_released`, `reservation_expired`,
+    /// `incoming_expected`, `incoming_closed`, `policy_changed` or a `transfer_*` kind.
     pub kind: String,
     /// On hand after the change.
     pub on_hand: i64,
     /// Reserved after the change.
     pub reserved: i64,
+    /// Damaged after the change.
+    pub damaged: i64,
+    /// Held for inspection after the change.
+    pub quality_hold: i64,
+    /// Safety stock after the change.
+    pub safety_stock: i64,
+    /// What channels were offered after the change (never below zero).
+    pub available: i64,
+    /// Backordered reservation units after the change.
+    pub backordered: i64,
+    /// For `stock_oversold`: units short beyond backorders.
+    pub shortfall: Option<i64>,
+    /// For `stock_oversold`: the active reservations holding stock at the key.
+    pub reservations_at_risk: Vec<String>,
+    /// The stock level the change crossed: `out_of_stock`, `back_in_stock` or `low_stock`.
+    pub signal: Option<String>,
+    /// For `stock_moved`: the state the units left.
+    pub moved_from: Option<String>,
+    /// For `stock_moved`: where they went (a state, or `gone`).
+    pub moved_to: Option<String>,
+    /// For `stock_moved`: how many.
+    pub moved_qty: Option<i64>,
+    /// The transfer involved.
+    pub transfer_id: Option<String>,
     /// The reservation involved.
     pub reservation_id: Option<String>,
     /// Why on-hand changed (adjustments).
@@ -152,7 +234,21 @@ pub(crate) struct ProjectionBody {
 
 impl From<Movement> for MovementBody {
     fn from(m: Movement) -> Self {
+        let available = m.available();
+        let d = m.detail;
         Self {
+            damaged: d.damaged,
+            quality_hold: d.quality_hold,
+            safety_stock: d.safety_stock,
+            available,
+            backordered: d.backordered,
+            shortfall: d.shortfall,
+            reservations_at_risk: d.reservations_at_risk,
+            signal: d.signal,
+            moved_from: d.moved.map(|x| x.from.as_str().to_string()),
+            moved_to: d.moved.map(|x| x.to.as_str().to_string()),
+            moved_qty: d.moved.map(|x| x.qty),
+            transfer_id: d.transfer_id,
             version: m.version,
             kind: m.kind,
             on_hand: m.on_hand,

@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use stockflow_bus::{EventLog, LogRecord, NewRecord};
-use stockflow_domain::{AdjustReason, BusEvent, EventKind, LocationId, Region, Sku, StockEvent};
+use stockflow_domain::{
+    AdjustReason, BusEvent, Detail, EventKind, EventMeta, LocationId, Region, Sku, StockEvent,
+    StockLevel,
+};
 use stockflow_storage::embedded::EmbeddedBackend;
 use stockflow_storage::ports::ReadStore;
 
@@ -13,23 +16,30 @@ use super::step::contiguous;
 use super::*;
 
 fn event(sku: &str, location: &str, version: u64, on_hand: i64, reserved: i64) -> BusEvent {
-    BusEvent::Stock(StockEvent {
-        event_id: format!("{sku}/{location}/{version}"),
-        kind: EventKind::StockAdjusted,
-        region: Region::parse("north").unwrap(),
-        sku: Sku::parse(sku).unwrap(),
-        location: LocationId::parse(location).unwrap(),
-        version,
+    let level = StockLevel {
         on_hand,
         reserved,
-        reservation_id: None,
+        version,
+        ..StockLevel::empty(
+            Sku::parse(sku).unwrap(),
+            LocationId::parse(location).unwrap(),
+            Region::parse("north").unwrap(),
+        )
+    };
+    let detail = Detail {
         reason: Some(AdjustReason::Receipt),
-        reference: None,
-        idempotency_key: None,
-        actor: None,
+        ..Detail::default()
+    };
+    let meta = EventMeta {
         occurred_at_ms: 1,
-        trace_context: None,
-    })
+        ..EventMeta::default()
+    };
+    BusEvent::Stock(StockEvent::for_level(
+        EventKind::StockAdjusted,
+        &level,
+        detail,
+        &meta,
+    ))
 }
 
 fn record(e: &BusEvent) -> NewRecord {
@@ -207,7 +217,7 @@ async fn replaying_the_whole_log_twice_changes_nothing() {
     drain(&*b.log, &*b.read, &config).await;
     let inventory = b.read.all_inventory().await.unwrap();
     let availability = b.read.availability("sku-3", None).await.unwrap();
-    assert_eq!(availability[0].on_hand, 110);
+    assert_eq!(availability[0].quantities.on_hand, 110);
     for p in 0..3 {
         b.read.reset_offset(&config.consumer, p, 0).await.unwrap();
     }

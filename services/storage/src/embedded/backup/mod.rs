@@ -368,6 +368,12 @@ fn backed(conn: &Connection, value: &[u8]) -> Result<bool> {
                 .and_then(|mut st| st.query_row([e.sku.as_str()], |r| r.get(0)).optional())
                 .what("read a SKU's version in the copied write side")?,
         ),
+        BusEvent::Policy(e) => (
+            e.version,
+            conn.prepare_cached("SELECT version FROM w.sku_policies WHERE sku = ?1")
+                .and_then(|mut st| st.query_row([e.sku.as_str()], |r| r.get(0)).optional())
+                .what("read a SKU policy's version in the copied write side")?,
+        ),
     };
     Ok(stored.is_some_and(|v| u64::try_from(v).is_ok_and(|v| v >= version)))
 }

@@ -16,6 +16,7 @@ use super::queries::{InventoryColumns, load_totals};
 use crate::error::Context;
 use crate::ports::Batch;
 use crate::{Result, StoreError, now_ms};
+use stockflow_domain::read_model::Flow;
 
 /// Applies `events`; `batch`, when they come from the log, says where each was read.
 pub(super) fn apply_all(
@@ -31,6 +32,8 @@ pub(super) fn apply_all(
                 apply_stock(conn, e, from.as_ref())?;
             }
             BusEvent::Catalog(e) => apply_catalog(conn, e)?,
+            // A SKU's policy is audited on the bus; no read model shows it.
+            BusEvent::Policy(_) => {}
         }
     }
     Ok(())
@@ -60,10 +63,14 @@ fn apply_stock(conn: &Connection, e: &StockEvent, from: Option<&Provenance>) -> 
     }
     let after = InventoryRow::of(e);
     conn.prepare_cached(
-        "INSERT INTO inventory_by_sku_location (sku, location, region, on_hand, reserved, version, as_of_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO inventory_by_sku_location (sku, location, region, on_hand, reserved, version,
+             as_of_ms, damaged, quality_hold, safety_stock, backordered, in_transit, incoming)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (sku, location) DO UPDATE SET region = excluded.region, on_hand = excluded.on_hand,
-             reserved = excluded.reserved, version = excluded.version, as_of_ms = excluded.as_of_ms",
+             reserved = excluded.reserved, version = excluded.version, as_of_ms = excluded.as_of_ms,
+             damaged = excluded.damaged, quality_hold = excluded.quality_hold,
+             safety_stock = excluded.safety_stock, backordered = excluded.backordered,
+             in_transit = excluded.in_transit, incoming = excluded.incoming",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -73,34 +80,57 @@ fn apply_stock(conn: &Connection, e: &StockEvent, from: Option<&Provenance>) -> 
             after.on_hand,
             after.reserved,
             to_sql_u64(after.version),
-            after.as_of_ms
+            after.as_of_ms,
+            after.damaged,
+            after.quality_hold,
+            after.safety_stock,
+            after.flow.backordered,
+            after.flow.in_transit,
+            after.flow.incoming_to_stored(),
         ])
     })
     .what("write an inventory row")?;
     super::changes::record(conn, &after, now_ms())?;
     for (region, change) in read_model::region_changes(before.as_ref(), &after) {
         let totals = load_totals(conn, &after.sku, &region)?
-            .unwrap_or(RegionTotals::NONE)
-            .plus(change);
-        conn.prepare_cached(
-            "INSERT INTO availability_by_region (sku, region, on_hand, reserved, locations, as_of_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (sku, region) DO UPDATE SET on_hand = excluded.on_hand,
-                 reserved = excluded.reserved, locations = excluded.locations,
-                 as_of_ms = excluded.as_of_ms",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                after.sku,
-                region,
-                totals.on_hand,
-                totals.reserved,
-                totals.locations,
-                totals.as_of_ms
-            ])
-        })
-        .what("write region totals")?;
+            .unwrap_or_else(RegionTotals::none)
+            .plus(&change);
+        write_totals(conn, &after.sku, &region, &totals)?;
     }
+    Ok(())
+}
+
+fn write_totals(conn: &Connection, sku: &str, region: &str, t: &RegionTotals) -> Result<()> {
+    let q = t.quantities;
+    conn.prepare_cached(
+        "INSERT INTO availability_by_region (sku, region, on_hand, reserved, locations, as_of_ms,
+             damaged, quality_hold, safety_stock, backordered, in_transit, available, incoming)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT (sku, region) DO UPDATE SET on_hand = excluded.on_hand,
+             reserved = excluded.reserved, locations = excluded.locations,
+             as_of_ms = excluded.as_of_ms, damaged = excluded.damaged,
+             quality_hold = excluded.quality_hold, safety_stock = excluded.safety_stock,
+             backordered = excluded.backordered, in_transit = excluded.in_transit,
+             available = excluded.available, incoming = excluded.incoming",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            sku,
+            region,
+            q.on_hand,
+            q.reserved,
+            t.locations,
+            t.as_of_ms,
+            q.damaged,
+            q.quality_hold,
+            q.safety_stock,
+            t.flow.backordered,
+            t.flow.in_transit,
+            t.available,
+            Flow::incoming_to_stored(&t.flow),
+        ])
+    })
+    .what("write region totals")?;
     Ok(())
 }
 
@@ -116,8 +146,8 @@ fn record_movement(conn: &Connection, e: &StockEvent, from: Option<&Provenance>)
     conn.prepare_cached(
         "INSERT INTO stock_movements (sku, location, version, kind, on_hand, reserved,
              reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key,
-             occurred_at_ms, bus_partition, bus_offset, projected_at_ms, projected_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             occurred_at_ms, bus_partition, bus_offset, projected_at_ms, projected_by, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
          ON CONFLICT (sku, location, version) DO UPDATE SET
              bus_partition = coalesce(excluded.bus_partition, bus_partition),
              bus_offset = coalesce(excluded.bus_offset, bus_offset),
@@ -143,6 +173,7 @@ fn record_movement(conn: &Connection, e: &StockEvent, from: Option<&Provenance>)
             from.map(|p| to_sql_u64(p.offset)),
             from.map(|p| p.projected_at_ms),
             from.map(|p| p.projected_by.as_str()),
+            m.detail.to_stored(),
         ])
     })
     .what("record a movement")?;

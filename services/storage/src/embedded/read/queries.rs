@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use stockflow_domain::Actor;
 use stockflow_domain::read_model::{
-    self, InventoryRow, Movement, Provenance, RegionAvailability, RegionTotals,
+    self, Flow, InventoryRow, Movement, MovementDetail, Provenance, RegionAvailability,
+    RegionTotals,
 };
+use stockflow_domain::{Actor, Quantities};
 
 use super::super::sqlite::{from_sql_u64, to_sql_u64};
 use crate::error::Context;
@@ -23,19 +24,58 @@ const SEARCH_PAGE: i64 = 256;
 pub(super) struct InventoryColumns;
 
 impl InventoryColumns {
-    pub(super) const LIST: &'static str =
-        "sku, location, region, on_hand, reserved, version, as_of_ms";
+    pub(super) const LIST: &'static str = "sku, location, region, on_hand, reserved, version, \
+         as_of_ms, damaged, quality_hold, safety_stock, backordered, in_transit, incoming";
 
     pub(super) fn read(r: &Row<'_>) -> rusqlite::Result<InventoryRow> {
+        let incoming: Option<String> = r.get(12)?;
         Ok(InventoryRow::stored(
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
+            (r.get(0)?, r.get(1)?, r.get(2)?),
+            Quantities {
+                on_hand: r.get(3)?,
+                reserved: r.get(4)?,
+                damaged: r.get(7)?,
+                quality_hold: r.get(8)?,
+                safety_stock: r.get(9)?,
+            },
+            Flow {
+                backordered: r.get(10)?,
+                in_transit: r.get(11)?,
+                incoming: Flow::incoming_from_stored(incoming.as_deref()),
+            },
             from_sql_u64(r.get(5)?),
             r.get(6)?,
         ))
+    }
+}
+
+/// The columns of `availability_by_region` after its key, read into running totals.
+pub(super) struct TotalsColumns;
+
+impl TotalsColumns {
+    pub(super) const LIST: &'static str = "on_hand, reserved, damaged, quality_hold, \
+         safety_stock, backordered, in_transit, available, incoming, locations, as_of_ms";
+
+    /// Reads the totals starting at column `at`.
+    fn read(r: &Row<'_>, at: usize) -> rusqlite::Result<RegionTotals> {
+        let incoming: Option<String> = r.get(at + 8)?;
+        Ok(RegionTotals {
+            quantities: Quantities {
+                on_hand: r.get(at)?,
+                reserved: r.get(at + 1)?,
+                damaged: r.get(at + 2)?,
+                quality_hold: r.get(at + 3)?,
+                safety_stock: r.get(at + 4)?,
+            },
+            flow: Flow {
+                backordered: r.get(at + 5)?,
+                in_transit: r.get(at + 6)?,
+                incoming: Flow::incoming_from_stored(incoming.as_deref()),
+            },
+            available: r.get(at + 7)?,
+            locations: r.get(at + 9)?,
+            as_of_ms: r.get(at + 10)?,
+        })
     }
 }
 
@@ -59,19 +99,13 @@ pub(super) fn load_totals(
     sku: &str,
     region: &str,
 ) -> Result<Option<RegionTotals>> {
-    conn.prepare_cached(
-        "SELECT on_hand, reserved, locations, as_of_ms FROM availability_by_region WHERE sku = ?1 AND region = ?2",
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {} FROM availability_by_region WHERE sku = ?1 AND region = ?2",
+        TotalsColumns::LIST
+    ))
     .and_then(|mut s| {
-        s.query_row([sku, region], |r| {
-            Ok(RegionTotals {
-                on_hand: r.get(0)?,
-                reserved: r.get(1)?,
-                locations: r.get(2)?,
-                as_of_ms: r.get(3)?,
-            })
-        })
-        .optional()
+        s.query_row([sku, region], |r| TotalsColumns::read(r, 0))
+            .optional()
     })
     .what("load region totals")
 }
@@ -83,21 +117,14 @@ pub(super) fn availability(
     region: Option<&str>,
 ) -> Result<Vec<RegionAvailability>> {
     let rows: Vec<(String, RegionTotals)> = conn
-        .prepare_cached(
-            "SELECT region, on_hand, reserved, locations, as_of_ms FROM availability_by_region
+        .prepare_cached(&format!(
+            "SELECT region, {} FROM availability_by_region
              WHERE sku = ?1 AND (?2 IS NULL OR region = ?2) ORDER BY region",
-        )
+            TotalsColumns::LIST
+        ))
         .and_then(|mut s| {
             s.query_map(params![sku, region], |r| {
-                Ok((
-                    r.get(0)?,
-                    RegionTotals {
-                        on_hand: r.get(1)?,
-                        reserved: r.get(2)?,
-                        locations: r.get(3)?,
-                        as_of_ms: r.get(4)?,
-                    },
-                ))
+                Ok((r.get(0)?, TotalsColumns::read(r, 1)?))
             })?
             .collect()
         })
@@ -119,7 +146,7 @@ pub(super) fn movements(
     conn.prepare_cached(
         "SELECT sku, location, version, kind, on_hand, reserved, reservation_id, reason,
              reference, actor_subject, actor_client_id, idempotency_key, occurred_at_ms,
-             bus_partition, bus_offset, projected_at_ms, projected_by
+             bus_partition, bus_offset, projected_at_ms, projected_by, detail
          FROM stock_movements WHERE sku = ?1 AND location = ?2 AND version > ?3
          ORDER BY version LIMIT ?4",
     )
@@ -133,6 +160,10 @@ pub(super) fn movements(
 fn movement(r: &Row<'_>) -> rusqlite::Result<Movement> {
     let subject: Option<String> = r.get(9)?;
     let client_id: Option<String> = r.get(10)?;
+    let detail: Option<String> = r.get(17)?;
+    let detail = MovementDetail::from_stored(detail.as_deref()).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Text, Box::new(e))
+    })?;
     Ok(Movement {
         sku: r.get(0)?,
         location: r.get(1)?,
@@ -146,6 +177,7 @@ fn movement(r: &Row<'_>) -> rusqlite::Result<Movement> {
         actor: subject.map(|subject| Actor { subject, client_id }),
         idempotency_key: r.get(11)?,
         occurred_at_ms: r.get(12)?,
+        detail,
         projection: match (
             r.get(13)?,
             r.get::<_, Option<i64>>(14)?,

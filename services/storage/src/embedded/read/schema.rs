@@ -1,7 +1,10 @@
 //! The read database's schema, and the columns later versions added to it.
 
-use rusqlite::Connection;
+use std::collections::BTreeMap;
 
+use rusqlite::{Connection, params};
+
+use super::queries;
 use crate::Result;
 use crate::error::Context;
 
@@ -15,6 +18,12 @@ CREATE TABLE IF NOT EXISTS inventory_by_sku_location (
     reserved INTEGER NOT NULL,
     version INTEGER NOT NULL,
     as_of_ms INTEGER NOT NULL,
+    damaged INTEGER NOT NULL DEFAULT 0,
+    quality_hold INTEGER NOT NULL DEFAULT 0,
+    safety_stock INTEGER NOT NULL DEFAULT 0,
+    backordered INTEGER NOT NULL DEFAULT 0,
+    in_transit INTEGER NOT NULL DEFAULT 0,
+    incoming TEXT,
     PRIMARY KEY (sku, location)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS availability_by_region (
@@ -24,6 +33,13 @@ CREATE TABLE IF NOT EXISTS availability_by_region (
     reserved INTEGER NOT NULL,
     locations INTEGER NOT NULL,
     as_of_ms INTEGER NOT NULL,
+    damaged INTEGER NOT NULL DEFAULT 0,
+    quality_hold INTEGER NOT NULL DEFAULT 0,
+    safety_stock INTEGER NOT NULL DEFAULT 0,
+    backordered INTEGER NOT NULL DEFAULT 0,
+    in_transit INTEGER NOT NULL DEFAULT 0,
+    available INTEGER NOT NULL DEFAULT 0,
+    incoming TEXT,
     PRIMARY KEY (sku, region)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS search_documents (
@@ -59,6 +75,7 @@ CREATE TABLE IF NOT EXISTS stock_movements (
     bus_offset INTEGER,
     projected_at_ms INTEGER,
     projected_by TEXT,
+    detail TEXT,
     PRIMARY KEY (sku, location, version)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS stock_movements_by_time ON stock_movements (occurred_at_ms);
@@ -75,25 +92,87 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 "#;
 
+/// The columns later versions added, by table: a read database made by an earlier version
+/// gains them (a row without them reads as zeros, no incoming, no detail).
+const ADDED: &[(&str, &[(&str, &str)])] = &[
+    (
+        "stock_movements",
+        &[
+            ("bus_partition", "INTEGER"),
+            ("bus_offset", "INTEGER"),
+            ("projected_at_ms", "INTEGER"),
+            ("projected_by", "TEXT"),
+            ("detail", "TEXT"),
+        ],
+    ),
+    (
+        "inventory_by_sku_location",
+        &[
+            ("damaged", "INTEGER NOT NULL DEFAULT 0"),
+            ("quality_hold", "INTEGER NOT NULL DEFAULT 0"),
+            ("safety_stock", "INTEGER NOT NULL DEFAULT 0"),
+            ("backordered", "INTEGER NOT NULL DEFAULT 0"),
+            ("in_transit", "INTEGER NOT NULL DEFAULT 0"),
+            ("incoming", "TEXT"),
+        ],
+    ),
+    (
+        "availability_by_region",
+        &[
+            ("damaged", "INTEGER NOT NULL DEFAULT 0"),
+            ("quality_hold", "INTEGER NOT NULL DEFAULT 0"),
+            ("safety_stock", "INTEGER NOT NULL DEFAULT 0"),
+            ("backordered", "INTEGER NOT NULL DEFAULT 0"),
+            ("in_transit", "INTEGER NOT NULL DEFAULT 0"),
+            ("available", "INTEGER NOT NULL DEFAULT 0"),
+            ("incoming", "TEXT"),
+        ],
+    ),
+];
+
 /// Adds the columns later versions introduced to a read database made by an earlier one
-/// (SQLite has no `ADD COLUMN IF NOT EXISTS`).
+/// (SQLite has no `ADD COLUMN IF NOT EXISTS`). The region totals gain `available` as the
+/// sum of each location's availability clamped at zero: rows of that time knew only
+/// on-hand and reserved, so it is computed from their inventory rows once, in the same
+/// transaction.
 pub(super) fn add_missing_columns(conn: &Connection) -> Result<()> {
-    let present: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('stock_movements')")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .what("read the movement table's columns")?;
-    for (column, kind) in [
-        ("bus_partition", "INTEGER"),
-        ("bus_offset", "INTEGER"),
-        ("projected_at_ms", "INTEGER"),
-        ("projected_by", "TEXT"),
-    ] {
-        if !present.iter().any(|p| p == column) {
-            conn.execute_batch(&format!(
-                "ALTER TABLE stock_movements ADD COLUMN {column} {kind}"
-            ))
-            .what("add a movement column")?;
+    let tx = conn
+        .unchecked_transaction()
+        .what("begin a read-model migration")?;
+    for (table, columns) in ADDED {
+        let present: Vec<String> = tx
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .what("read a table's columns")?;
+        for (column, kind) in *columns {
+            if present.iter().any(|p| p == column) {
+                continue;
+            }
+            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+                .what("add a read-model column")?;
+            if (*table, *column) == ("availability_by_region", "available") {
+                fill_region_availability(&tx)?;
+            }
         }
+    }
+    tx.commit().what("commit a read-model migration")?;
+    Ok(())
+}
+
+/// Sets each region's `available` to the sum of its locations' rows' (the domain's
+/// channel availability of each row), for totals kept before the column existed.
+fn fill_region_availability(conn: &Connection) -> Result<()> {
+    let mut sums: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for row in queries::inventory(conn, "", [])? {
+        *sums.entry((row.sku, row.region)).or_default() += row.available;
+    }
+    let mut update = conn
+        .prepare("UPDATE availability_by_region SET available = ?3 WHERE sku = ?1 AND region = ?2")
+        .what("fill in region availability")?;
+    for ((sku, region), available) in sums {
+        update
+            .execute(params![sku, region, available])
+            .what("fill in region availability")?;
     }
     Ok(())
 }

@@ -4,13 +4,13 @@
 //! or a refusal the domain says is kept).
 
 use rusqlite::Connection;
-use stockflow_domain::decide::{self, Settlement};
+use stockflow_domain::decide::{self, Settlement, transfer};
 use stockflow_domain::{
     Answer, Applied, Command, EventMeta, LocationGrant, RecordedAnswer, Refusal, ReservationId,
-    StockKey, StockLevel,
+    StockKey, StockLevel, Transfer, TransferId,
 };
 
-use super::rows;
+use super::{records, rows};
 use crate::Result;
 use crate::ports::{CommandRequest, Executed};
 use crate::stop::{Step, Stop, executed, replayed};
@@ -67,8 +67,31 @@ fn decide_command(
     Ok(match command {
         Command::Adjust(cmd) => {
             let level = level_or_empty(conn, &cmd.key)?;
-            decide::adjust(&level, cmd, grant, meta)?
+            let holders = if decide::needs_holders(cmd) {
+                records::holders(conn, &cmd.key)?
+            } else {
+                Vec::new()
+            };
+            decide::adjust(&level, cmd, grant, &holders, meta)?
         }
+        Command::Move(cmd) => {
+            decide::move_units(&level_or_empty(conn, &cmd.key)?, cmd, grant, meta)?
+        }
+        Command::ExpectIncoming(cmd) => {
+            decide::expect_incoming(&level_or_empty(conn, &cmd.key)?, cmd, grant, meta)?
+        }
+        Command::CloseIncoming(cmd) => {
+            decide::close_incoming(&level_or_empty(conn, &cmd.key)?, cmd, grant, meta)?
+        }
+        Command::SetPolicy(cmd) => match cmd.key() {
+            Some(key) => {
+                decide::set_location_policy(&level_or_empty(conn, &key)?, cmd, grant, meta)?
+            }
+            None => {
+                let current = records::load_sku_policy(conn, &cmd.sku)?;
+                decide::set_sku_policy(current.as_ref(), cmd, grant, meta)?
+            }
+        },
         Command::Reserve(cmd) => {
             let existing = rows::load_reservation(conn, &cmd.id)?;
             let levels = cmd
@@ -81,7 +104,40 @@ fn decide_command(
         Command::Confirm { id } => settle(conn, id, Settlement::Confirm, grant, meta)?,
         Command::Release { id } => settle(conn, id, Settlement::Release, grant, meta)?,
         Command::Expire { id } => settle(conn, id, Settlement::Expire, grant, meta)?,
+        Command::CreateTransfer(cmd) => {
+            let existing = records::load_transfer(conn, &cmd.id)?;
+            let from = rows::load_region(conn, &cmd.from)?;
+            let to = rows::load_region(conn, &cmd.to)?;
+            let now = meta.occurred_at_ms;
+            transfer::create(existing.as_ref(), cmd, from, to, grant, now)?
+        }
+        Command::ShipTransfer { id } => {
+            let t = load_transfer(conn, id)?;
+            transfer::check_shippable(&t, grant)?;
+            let sources = levels(conn, t.lines.iter().map(|l| t.source_key(l)))?;
+            let destinations = levels(conn, t.lines.iter().map(|l| t.destination_key(l)))?;
+            transfer::ship(&t, &sources, &destinations, grant, meta)?
+        }
+        Command::ReceiveTransfer(cmd) => {
+            let t = load_transfer(conn, &cmd.id)?;
+            let destinations = levels(conn, t.lines.iter().map(|l| t.destination_key(l)))?;
+            transfer::receive(&t, cmd, &destinations, grant, meta)?
+        }
+        Command::CancelTransfer { id } => {
+            let t = load_transfer(conn, id)?;
+            transfer::cancel(&t, grant, meta.occurred_at_ms)?
+        }
     })
+}
+
+/// Transfer `id` (an unknown id is `transfer_not_found`, for any caller).
+fn load_transfer(conn: &Connection, id: &TransferId) -> Step<Transfer> {
+    Ok(records::load_transfer(conn, id)?.ok_or_else(|| Refusal::TransferNotFound(id.clone()))?)
+}
+
+/// The levels of `keys`, in order.
+fn levels(conn: &Connection, keys: impl Iterator<Item = StockKey>) -> Step<Vec<StockLevel>> {
+    keys.map(|key| level_or_empty(conn, &key)).collect()
 }
 
 /// Loads the reservation (an unknown id is `reservation_not_found`, for any caller) and its
@@ -103,11 +159,13 @@ fn settle(
     Ok(decide::settle(how, &reservation, &levels, grant, meta)?)
 }
 
-/// The level of `key`, or what the domain makes of a key never written.
+/// The level of `key` (or what the domain makes of a key never written), with its SKU's
+/// policy attached.
 fn level_or_empty(conn: &Connection, key: &StockKey) -> Step<StockLevel> {
-    if let Some(level) = rows::load_level(conn, key)? {
-        return Ok(level);
-    }
-    let region = rows::load_region(conn, &key.location)?;
-    Ok(StockLevel::never_written(key, region)?)
+    let level = match rows::load_level(conn, key)? {
+        Some(level) => level,
+        None => StockLevel::never_written(key, rows::load_region(conn, &key.location)?)?,
+    };
+    let sku_policy = records::load_sku_policy(conn, &key.sku)?.map(|p| p.settings);
+    Ok(level.with_sku_policy(sku_policy))
 }

@@ -9,6 +9,7 @@
 
 mod command;
 mod jobs;
+mod records;
 mod rows;
 mod schema;
 mod writer;
@@ -80,6 +81,7 @@ impl SqliteWriteStore {
         // Commits only write the WAL; the flusher's fsync makes them durable before anyone
         // is answered, and the WAL keeper (not the commit path) checkpoints.
         let conn = open_writer(path, &SQL.schema, Durability::Rebuildable)?;
+        schema::migrate(&conn)?;
         wal::configure_writer(&conn, &policy)?;
         wal::truncate(&conn, DB_NAME)?;
         let wal_file = File::open(wal::wal_path(path)).what("open the write-ahead log")?;

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use stockflow_domain::{
-    Answer, Applied, BusEvent, CatalogEvent, Location, LocationId, LocationKind, RecordedAnswer,
-    Region, Reservation, ReservationId, ReservationStatus, ScopedKey, Sku, SkuCatalog, StockKey,
-    StockLevel,
+    Answer, Applied, BusEvent, CatalogEvent, Extras, Location, LocationId, LocationKind,
+    RecordedAnswer, Region, Reservation, ReservationId, ReservationStatus, ScopedKey, Sku,
+    SkuCatalog, StockKey, StockLevel,
 };
 
 use super::super::sqlite::{from_sql_u64, to_sql_u64};
+use super::records;
 use super::schema::SQL;
 use crate::error::Context;
 use crate::ports::{IdempotencyToken, Purge};
@@ -26,10 +27,11 @@ struct StockRow {
     on_hand: i64,
     reserved: i64,
     version: i64,
+    extras: Option<String>,
 }
 
 impl StockRow {
-    const COLUMNS: &'static str = "sku, location, region, on_hand, reserved, version";
+    const COLUMNS: &'static str = "sku, location, region, on_hand, reserved, version, extras";
 
     fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
@@ -39,18 +41,25 @@ impl StockRow {
             on_hand: r.get(3)?,
             reserved: r.get(4)?,
             version: r.get(5)?,
+            extras: r.get(6)?,
         })
     }
 
     fn into_level(self) -> Result<StockLevel> {
-        Ok(StockLevel {
-            sku: Sku::parse(self.sku).map_err(StoreError::corrupt("stock row"))?,
-            location: LocationId::parse(self.location).map_err(StoreError::corrupt("stock row"))?,
-            region: Region::parse(self.region).map_err(StoreError::corrupt("stock row"))?,
+        const WHAT: &str = "stock row";
+        let level = StockLevel {
             on_hand: self.on_hand,
             reserved: self.reserved,
             version: from_sql_u64(self.version),
-        })
+            extras: Extras::from_stored(self.extras.as_deref())
+                .map_err(StoreError::corrupt(WHAT))?,
+            ..StockLevel::empty(
+                Sku::parse(self.sku).map_err(StoreError::corrupt(WHAT))?,
+                LocationId::parse(self.location).map_err(StoreError::corrupt(WHAT))?,
+                Region::parse(self.region).map_err(StoreError::corrupt(WHAT))?,
+            )
+        };
+        Ok(level)
     }
 }
 
@@ -219,14 +228,19 @@ pub(super) fn insert_record(
 /// event.
 pub(super) fn write_applied(conn: &Connection, applied: &Applied, now: i64) -> Result<()> {
     for level in &applied.levels {
+        let extras = level
+            .extras
+            .to_stored()
+            .map_err(StoreError::encode("stock extras"))?;
         // The guard proves the writer read what it overwrites; with one writer it always
         // holds, and if it ever does not, the command fails instead of losing an update.
         let changed = conn
             .prepare_cached(
-                "INSERT INTO stock (sku, location, region, on_hand, reserved, version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO stock (sku, location, region, on_hand, reserved, version, extras)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (sku, location) DO UPDATE
-                 SET on_hand = excluded.on_hand, reserved = excluded.reserved, version = excluded.version
+                 SET on_hand = excluded.on_hand, reserved = excluded.reserved,
+                     version = excluded.version, extras = excluded.extras
                  WHERE stock.version = excluded.version - 1",
             )
             .and_then(|mut s| {
@@ -236,7 +250,8 @@ pub(super) fn write_applied(conn: &Connection, applied: &Applied, now: i64) -> R
                     level.region.as_str(),
                     level.on_hand,
                     level.reserved,
-                    to_sql_u64(level.version)
+                    to_sql_u64(level.version),
+                    extras
                 ])
             })
             .what("write a stock level")?;
@@ -267,6 +282,13 @@ pub(super) fn write_applied(conn: &Connection, applied: &Applied, now: i64) -> R
             ])
         })
         .what("write a reservation")?;
+    }
+    if let Some(t) = &applied.transfer {
+        records::write_transfer(conn, t)?;
+    }
+    if let Some((policy, event)) = &applied.policy {
+        records::write_sku_policy(conn, policy)?;
+        insert_outbox(conn, &BusEvent::Policy(event.clone()), now)?;
     }
     for event in &applied.events {
         insert_outbox(conn, &BusEvent::Stock(event.clone()), now)?;

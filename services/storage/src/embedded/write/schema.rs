@@ -19,6 +19,48 @@ pub(super) struct Sql {
     pub purge_final: String,
     /// How many final reservations are kept.
     pub count_final: String,
+    /// Active reservations with a line at `(?1, ?2)`, oldest first (read only when a
+    /// recorded fact needs them: it scans the active reservations).
+    pub holders: String,
+}
+
+/// Brings a write database made by an earlier version to this schema. Version 1's stock
+/// table refused on-hand below zero or below reserved (a recorded sale may leave both, and a
+/// backorder the second) and had no column for the other states: it is rebuilt once, in
+/// one transaction, its rows copied with no extras (which read as zeros).
+pub(super) fn migrate(conn: &rusqlite::Connection) -> crate::Result<()> {
+    use crate::error::Context;
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'stock'",
+            [],
+            |r| r.get(0),
+        )
+        .what("read the stock table's definition")?;
+    if !sql.contains("CHECK") && sql.contains("extras") {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE stock_v2 (
+             sku TEXT NOT NULL,
+             location TEXT NOT NULL,
+             region TEXT NOT NULL,
+             on_hand INTEGER NOT NULL,
+             reserved INTEGER NOT NULL,
+             version INTEGER NOT NULL,
+             extras TEXT,
+             PRIMARY KEY (sku, location)
+         ) WITHOUT ROWID;
+         INSERT INTO stock_v2 (sku, location, region, on_hand, reserved, version)
+             SELECT sku, location, region, on_hand, reserved, version FROM stock;
+         DROP TABLE stock;
+         ALTER TABLE stock_v2 RENAME TO stock;
+         COMMIT;",
+    )
+    .what("migrate the stock table")?;
+    tracing::info!("write database migrated: stock rows keep every quantity state");
+    Ok(())
 }
 
 /// The statements, built once.
@@ -43,10 +85,22 @@ CREATE TABLE IF NOT EXISTS stock (
     sku TEXT NOT NULL,
     location TEXT NOT NULL,
     region TEXT NOT NULL,
-    on_hand INTEGER NOT NULL CHECK (on_hand >= 0),
-    reserved INTEGER NOT NULL CHECK (reserved >= 0 AND reserved <= on_hand),
+    on_hand INTEGER NOT NULL,
+    reserved INTEGER NOT NULL,
     version INTEGER NOT NULL,
+    extras TEXT,
     PRIMARY KEY (sku, location)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sku_policies (
+    sku TEXT PRIMARY KEY,
+    settings TEXT NOT NULL,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS transfers (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    body TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reservations (
     id TEXT PRIMARY KEY,
@@ -88,5 +142,11 @@ CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_at_ms);
                  ORDER BY updated_at_ms LIMIT ?2)"
         ),
         count_final: format!("SELECT COUNT(*) FROM reservations WHERE status != '{active}'"),
+        holders: format!(
+            "SELECT r.id FROM reservations r, json_each(r.lines) j
+             WHERE r.status = '{active}' AND json_extract(j.value, '$.sku') = ?1
+                 AND json_extract(j.value, '$.location') = ?2
+             ORDER BY r.created_at_ms, r.id"
+        ),
     }
 });

@@ -43,12 +43,12 @@ impl ReadStatements {
                 .await
                 .map_err(unreadable("prepare a statement"))
         };
-        let inventory = "sku, location, region, on_hand, reserved, version, as_of";
-        let movement = "sku, location, version, kind, on_hand, reserved, reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key, occurred_at";
+        let inventory = "sku, location, region, on_hand, reserved, version, as_of, states";
+        let movement = "sku, location, version, kind, on_hand, reserved, reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key, occurred_at, detail";
         let provenance = "bus_partition, bus_offset, projected_at, projected_by";
         Ok(Self {
-            upsert_inventory: p(format!("INSERT INTO {ks}.inventory_by_sku_location ({inventory}) VALUES (:sku, :location, :region, :on_hand, :reserved, :version, :as_of) USING TIMESTAMP :written_at")).await?,
-            upsert_availability: p(format!("INSERT INTO {ks}.availability_by_region ({inventory}) VALUES (:sku, :location, :region, :on_hand, :reserved, :version, :as_of) USING TIMESTAMP :written_at")).await?,
+            upsert_inventory: p(format!("INSERT INTO {ks}.inventory_by_sku_location ({inventory}) VALUES (:sku, :location, :region, :on_hand, :reserved, :version, :as_of, :states) USING TIMESTAMP :written_at")).await?,
+            upsert_availability: p(format!("INSERT INTO {ks}.availability_by_region ({inventory}) VALUES (:sku, :location, :region, :on_hand, :reserved, :version, :as_of, :states) USING TIMESTAMP :written_at")).await?,
             // Timestamp 1: nothing deletes these rows, so any write of one is as good.
             add_region: p(format!("INSERT INTO {ks}.regions_by_sku (sku, region) VALUES (?, ?) USING TIMESTAMP 1")).await?,
             get_document: p(format!("SELECT name, attributes, version FROM {ks}.search_documents WHERE sku = ?")).await?,
@@ -67,10 +67,10 @@ impl ReadStatements {
             stock_by_sku: p(format!("SELECT {inventory} FROM {ks}.inventory_by_sku_location WHERE sku = ?")).await?,
             stock_at: p(format!("SELECT {inventory} FROM {ks}.inventory_by_sku_location WHERE sku = ? AND location = ?")).await?,
             regions: p(format!("SELECT region FROM {ks}.regions_by_sku WHERE sku = ?")).await?,
-            region_rows: p(format!("SELECT on_hand, reserved, as_of FROM {ks}.availability_by_region WHERE sku = ? AND region = ?")).await?,
+            region_rows: p(format!("SELECT on_hand, reserved, as_of, states FROM {ks}.availability_by_region WHERE sku = ? AND region = ?")).await?,
             all_inventory: p(format!("SELECT {inventory} FROM {ks}.inventory_by_sku_location")).await?,
-            insert_movement: p(format!("INSERT INTO {ks}.stock_movements ({movement}) VALUES (:sku, :location, :version, :kind, :on_hand, :reserved, :reservation_id, :reason, :reference, :actor_subject, :actor_client_id, :idempotency_key, :occurred_at)")).await?,
-            insert_projected_movement: p(format!("INSERT INTO {ks}.stock_movements ({movement}, {provenance}) VALUES (:sku, :location, :version, :kind, :on_hand, :reserved, :reservation_id, :reason, :reference, :actor_subject, :actor_client_id, :idempotency_key, :occurred_at, :bus_partition, :bus_offset, :projected_at, :projected_by)")).await?,
+            insert_movement: p(format!("INSERT INTO {ks}.stock_movements ({movement}) VALUES (:sku, :location, :version, :kind, :on_hand, :reserved, :reservation_id, :reason, :reference, :actor_subject, :actor_client_id, :idempotency_key, :occurred_at, :detail)")).await?,
+            insert_projected_movement: p(format!("INSERT INTO {ks}.stock_movements ({movement}, {provenance}) VALUES (:sku, :location, :version, :kind, :on_hand, :reserved, :reservation_id, :reason, :reference, :actor_subject, :actor_client_id, :idempotency_key, :occurred_at, :detail, :bus_partition, :bus_offset, :projected_at, :projected_by)")).await?,
             movements: p(format!("SELECT {movement}, {provenance} FROM {ks}.stock_movements WHERE sku = ? AND location = ? AND version > ? ORDER BY version LIMIT ?")).await?,
         })
     }

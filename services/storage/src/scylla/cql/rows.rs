@@ -52,6 +52,7 @@ pub(crate) struct LevelRow {
     pub on_hand: Option<i64>,
     pub reserved: Option<i64>,
     pub version: Option<i64>,
+    pub extras: Option<String>,
 }
 
 /// A partition's level with its key, as a scan finds it.
@@ -63,6 +64,7 @@ pub(crate) struct KeyedLevelRow {
     pub on_hand: Option<i64>,
     pub reserved: Option<i64>,
     pub version: Option<i64>,
+    pub extras: Option<String>,
 }
 
 /// An applied-command row.
@@ -93,6 +95,8 @@ pub(crate) struct LevelWrite {
     pub on_hand: i64,
     pub reserved: i64,
     pub version: i64,
+    /// The domain's extras document (null for a plain key).
+    pub extras: Option<String>,
     pub sku: String,
     pub location: String,
     pub expected: Option<i64>,
@@ -331,6 +335,8 @@ pub(crate) struct InventoryWrite<'a> {
     pub reserved: i64,
     pub version: i64,
     pub as_of: i64,
+    /// The states beyond on-hand and reserved (null when all are zero).
+    pub states: Option<String>,
     pub written_at: i64,
 }
 
@@ -344,6 +350,7 @@ pub(crate) struct InventoryReadRow {
     pub reserved: Option<i64>,
     pub version: Option<i64>,
     pub as_of: Option<i64>,
+    pub states: Option<String>,
 }
 
 /// One location's share in `availability_by_region`.
@@ -352,6 +359,7 @@ pub(crate) struct ShareRow {
     pub on_hand: Option<i64>,
     pub reserved: Option<i64>,
     pub as_of: Option<i64>,
+    pub states: Option<String>,
 }
 
 /// A region a SKU has stock rows in.
@@ -423,6 +431,7 @@ pub(crate) struct MovementWrite<'a> {
     pub actor_client_id: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
     pub occurred_at: i64,
+    pub detail: Option<&'a str>,
 }
 
 /// A movement with where it was projected from (seventeen columns: past the driver's
@@ -457,6 +466,7 @@ pub(crate) struct MovementRow {
     pub bus_offset: Option<i64>,
     pub projected_at: Option<i64>,
     pub projected_by: Option<String>,
+    pub detail: Option<String>,
 }
 
 // ---- schema, leases ----

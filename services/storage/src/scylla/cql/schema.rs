@@ -10,7 +10,7 @@ use super::session::valid_keyspace;
 use crate::{Result, StoreError, now_ms};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i32 = 8;
+pub const SCHEMA_VERSION: i32 = 9;
 
 /// Versioned schema files, applied in order.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -34,6 +34,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../../schema/cql/007_movement_provenance.cql"),
     ),
     (8, include_str!("../../../schema/cql/008_change_feed.cql")),
+    (
+        9,
+        include_str!("../../../schema/cql/009_quantity_states.cql"),
+    ),
 ];
 
 /// How the keyspace is replicated.

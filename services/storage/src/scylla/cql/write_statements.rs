@@ -59,6 +59,9 @@ pub(crate) struct WriteStatements {
     pub put_fingerprint: PreparedStatement,
     pub put_refusal: PreparedStatement,
     pub all_levels: PreparedStatement,
+    /// Every reservation line of a partition (read only for a recorded fact that
+    /// oversells: it names the reservations at risk).
+    pub all_lines: PreparedStatement,
 }
 
 impl WriteStatements {
@@ -73,13 +76,13 @@ impl WriteStatements {
         let mut load_lines_serial = load_lines.clone();
         load_lines_serial.set_consistency(Consistency::LocalSerial);
         Ok(Self {
-            load_level: p(format!("SELECT region, on_hand, reserved, version FROM {sp} WHERE sku = ? AND location = ? LIMIT 1")).await?,
+            load_level: p(format!("SELECT region, on_hand, reserved, version, extras FROM {sp} WHERE sku = ? AND location = ? LIMIT 1")).await?,
             load_cmds: p(format!("SELECT row_id, payload FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'c' AND row_id IN ?")).await?,
             load_lines,
             load_lines_serial,
             // `IF version = :expected` bound to null holds for a partition never written, so
             // the first change of a key needs no separate Paxos round to create it.
-            write_level: p(format!("UPDATE {sp} SET region = :region, on_hand = :on_hand, reserved = :reserved, version = :version WHERE sku = :sku AND location = :location IF version = :expected")).await?,
+            write_level: p(format!("UPDATE {sp} SET region = :region, on_hand = :on_hand, reserved = :reserved, version = :version, extras = :extras WHERE sku = :sku AND location = :location IF version = :expected")).await?,
             insert_outbox: p(format!("INSERT INTO {sp} (sku, location, row_kind, row_id, payload, created_at) VALUES (:sku, :location, 'o', :row_id, :payload, :created_at)")).await?,
             insert_cmd: p(format!("INSERT INTO {sp} (sku, location, row_kind, row_id, payload, created_at) VALUES (:sku, :location, 'c', :row_id, :payload, :created_at) IF NOT EXISTS USING TTL {RECORD_TTL}")).await?,
             put_line: p(format!("INSERT INTO {sp} (sku, location, row_kind, row_id, status, payload, created_at) VALUES (:sku, :location, 'r', :row_id, :status, :payload, :created_at) USING TTL :ttl")).await?,
@@ -126,7 +129,8 @@ impl WriteStatements {
             get_fingerprint: p(format!("SELECT fingerprint, refusal FROM {ks}.idempotency_fingerprints WHERE key = ?")).await?,
             put_fingerprint: p(format!("INSERT INTO {ks}.idempotency_fingerprints (key, fingerprint) VALUES (:key, :fingerprint) USING TTL {RECORD_TTL}")).await?,
             put_refusal: p(format!("INSERT INTO {ks}.idempotency_fingerprints (key, fingerprint, refusal) VALUES (?, ?, ?) USING TTL {RECORD_TTL}")).await?,
-            all_levels: p(format!("SELECT DISTINCT sku, location, region, on_hand, reserved, version FROM {sp}")).await?,
+            all_lines: p(format!("SELECT row_id, status, payload FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'r'")).await?,
+            all_levels: p(format!("SELECT DISTINCT sku, location, region, on_hand, reserved, version, extras FROM {sp}")).await?,
         })
     }
 }

@@ -13,8 +13,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use futures::StreamExt;
 use scylla::client::session::Session;
-use stockflow_domain::read_model::{InventoryRow, LocationShare, Movement, Provenance};
-use stockflow_domain::{Actor, BusEvent};
+use serde::{Deserialize, Serialize};
+use stockflow_domain::read_model::{
+    Flow, InventoryRow, LocationShare, Movement, MovementDetail, Provenance,
+};
+use stockflow_domain::{Actor, BusEvent, Quantities};
 
 use super::cql::errors::{cql, unreadable};
 use super::cql::query;
@@ -52,21 +55,77 @@ fn timestamp(version: u64) -> i64 {
     i64::try_from(version).unwrap_or(i64::MAX)
 }
 
-/// A stored row of `inventory_by_sku_location`, through the domain.
-fn inventory(row: InventoryReadRow) -> InventoryRow {
-    InventoryRow::stored(
-        row.sku,
-        row.location,
-        row.region.unwrap_or_default(),
-        row.on_hand.unwrap_or(0),
-        row.reserved.unwrap_or(0),
-        u64::try_from(row.version.unwrap_or(0)).unwrap_or(0),
-        row.as_of.unwrap_or(0),
-    )
+/// The states of a read-model row beyond on-hand and reserved, kept as one document
+/// (rows written before schema 9 have none: zeros, nothing expected).
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct States {
+    #[serde(default)]
+    damaged: i64,
+    #[serde(default)]
+    quality_hold: i64,
+    #[serde(default)]
+    safety_stock: i64,
+    #[serde(default)]
+    flow: Flow,
 }
 
-fn movement(r: MovementRow) -> Movement {
-    Movement {
+impl States {
+    /// The states of `row`.
+    pub(super) fn of(row: &InventoryRow) -> Self {
+        Self {
+            damaged: row.damaged,
+            quality_hold: row.quality_hold,
+            safety_stock: row.safety_stock,
+            flow: row.flow.clone(),
+        }
+    }
+
+    /// The stored form: null when there is nothing beyond on-hand and reserved.
+    pub(super) fn stored(&self) -> Option<String> {
+        if *self == States::default() {
+            return None;
+        }
+        serde_json::to_string(self).ok()
+    }
+
+    /// Reads the stored form back.
+    fn read(stored: Option<&str>) -> Result<Self> {
+        match stored {
+            None | Some("") => Ok(Self::default()),
+            Some(text) => {
+                serde_json::from_str(text).map_err(crate::StoreError::corrupt("read-model states"))
+            }
+        }
+    }
+
+    /// The quantities with `on_hand` and `reserved`.
+    fn quantities(&self, on_hand: Option<i64>, reserved: Option<i64>) -> Quantities {
+        Quantities {
+            on_hand: on_hand.unwrap_or(0),
+            reserved: reserved.unwrap_or(0),
+            damaged: self.damaged,
+            quality_hold: self.quality_hold,
+            safety_stock: self.safety_stock,
+        }
+    }
+}
+
+/// A stored row of `inventory_by_sku_location`, through the domain.
+fn inventory(row: InventoryReadRow) -> Result<InventoryRow> {
+    let states = States::read(row.states.as_deref())?;
+    Ok(InventoryRow::stored(
+        (row.sku, row.location, row.region.unwrap_or_default()),
+        states.quantities(row.on_hand, row.reserved),
+        states.flow,
+        u64::try_from(row.version.unwrap_or(0)).unwrap_or(0),
+        row.as_of.unwrap_or(0),
+    ))
+}
+
+fn movement(r: MovementRow) -> Result<Movement> {
+    let detail = MovementDetail::from_stored(r.detail.as_deref())
+        .map_err(crate::StoreError::corrupt("movement detail"))?;
+    Ok(Movement {
         sku: r.sku,
         location: r.location,
         version: u64::try_from(r.version).unwrap_or(0),
@@ -82,6 +141,7 @@ fn movement(r: MovementRow) -> Movement {
         }),
         idempotency_key: r.idempotency_key,
         occurred_at_ms: r.occurred_at.unwrap_or(0),
+        detail,
         projection: match (
             r.bus_partition,
             r.bus_offset,
@@ -98,7 +158,7 @@ fn movement(r: MovementRow) -> Movement {
             }
             _ => None,
         },
-    }
+    })
 }
 
 impl ScyllaReadStore {
@@ -138,11 +198,17 @@ impl ScyllaReadStore {
                 (sku, region.as_str()),
             )
             .await?;
-            let shares = shares.into_iter().map(|s| LocationShare {
-                on_hand: s.on_hand.unwrap_or(0),
-                reserved: s.reserved.unwrap_or(0),
-                as_of_ms: s.as_of.unwrap_or(0),
-            });
+            let shares = shares
+                .into_iter()
+                .map(|s| {
+                    let states = States::read(s.states.as_deref())?;
+                    Ok(LocationShare {
+                        quantities: states.quantities(s.on_hand, s.reserved),
+                        flow: states.flow,
+                        as_of_ms: s.as_of.unwrap_or(0),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
             if let Some(total) = RegionAvailability::over(sku, &region, shares) {
                 out.push(total);
             }
@@ -227,7 +293,7 @@ impl ReadStore for ScyllaReadStore {
             (sku, location, timestamp(after), limit),
         )
         .await?;
-        Ok(rows.into_iter().map(movement).collect())
+        rows.into_iter().map(movement).collect()
     }
 
     async fn purge_movements(&self, _before_ms: i64, _limit: usize) -> Result<usize> {
@@ -242,7 +308,7 @@ impl ReadStore for ScyllaReadStore {
     async fn stock_by_sku(&self, sku: &str) -> Result<Vec<InventoryRow>> {
         let rows: Vec<InventoryReadRow> =
             query::rows(&self.session, "read stock", &self.st.stock_by_sku, (sku,)).await?;
-        Ok(rows.into_iter().map(inventory).collect())
+        rows.into_iter().map(inventory).collect()
     }
 
     async fn stock_at(&self, sku: &str, location: &str) -> Result<Option<InventoryRow>> {
@@ -253,7 +319,7 @@ impl ReadStore for ScyllaReadStore {
             (sku, location),
         )
         .await?;
-        Ok(row.map(inventory))
+        row.map(inventory).transpose()
     }
 
     async fn availability(
@@ -278,7 +344,7 @@ impl ReadStore for ScyllaReadStore {
             .rows_stream::<InventoryReadRow>()
             .map_err(unreadable("scan inventory"))?;
         while let Some(row) = pager.next().await {
-            out.push(inventory(row.map_err(unreadable("scan inventory"))?));
+            out.push(inventory(row.map_err(unreadable("scan inventory"))?)?);
         }
         out.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
         Ok(out)

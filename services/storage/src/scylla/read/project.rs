@@ -13,7 +13,7 @@ use stockflow_domain::read_model::{self, InventoryRow, Movement, Provenance};
 use stockflow_domain::{BusEvent, CatalogEvent, StockEvent};
 
 use super::search::terms_of;
-use super::{KnownRegions, ScyllaReadStore, timestamp};
+use super::{KnownRegions, ScyllaReadStore, States, timestamp};
 use crate::ports::Batch;
 use crate::scylla::cql::query;
 use crate::scylla::cql::rows::{
@@ -43,6 +43,7 @@ impl InventoryWrite<'_> {
             reserved: row.reserved,
             version: timestamp(row.version),
             as_of: row.as_of_ms,
+            states: States::of(row).stored(),
             written_at: timestamp(row.version),
         }
     }
@@ -63,7 +64,8 @@ impl ScyllaReadStore {
             .enumerate()
             .filter_map(|(index, event)| match event {
                 BusEvent::Stock(e) => Some((e, batch.map(|b| b.provenance(index, now)))),
-                BusEvent::Catalog(_) => None,
+                // A SKU's policy is audited on the bus; no read model shows it.
+                BusEvent::Catalog(_) | BusEvent::Policy(_) => None,
             })
             .collect();
         self.apply_stock(&stock).await?;
@@ -156,6 +158,7 @@ impl ScyllaReadStore {
             Some(a) => (Some(a.subject.as_str()), a.client_id.as_deref()),
             None => (None, None),
         };
+        let detail = m.detail.to_stored();
         let row = MovementWrite {
             sku: &m.sku,
             location: &m.location,
@@ -170,6 +173,7 @@ impl ScyllaReadStore {
             actor_client_id: client_id,
             idempotency_key: m.idempotency_key.as_deref(),
             occurred_at: m.occurred_at_ms,
+            detail: detail.as_deref(),
         };
         match from {
             None => {

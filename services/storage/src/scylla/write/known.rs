@@ -42,6 +42,9 @@ pub(crate) struct KnownState {
     pub lines: BTreeMap<String, Option<Reservation>>,
 }
 
+// A stock level (with its extras) is what most of these carry; boxing it would add an
+// allocation per command to save a few hundred bytes on short-lived values.
+#[allow(clippy::large_enum_variant)]
 enum Entry {
     Known { state: KnownState, at: Instant },
     Distrusted { until: Instant },

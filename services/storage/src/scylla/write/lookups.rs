@@ -2,7 +2,9 @@
 //! through the index), a key's level, and every level (a scan, for tests and audits).
 
 use futures::StreamExt;
-use stockflow_domain::{LocationId, Region, Reservation, ReservationId, Sku, StockKey, StockLevel};
+use stockflow_domain::{
+    Extras, LocationId, Region, Reservation, ReservationId, Sku, StockKey, StockLevel,
+};
 
 use super::partition::Partitions;
 use super::saga::{self, Located};
@@ -45,14 +47,18 @@ pub(super) async fn all_stock_levels(p: &Partitions) -> Result<Vec<StockLevel>> 
         if row.location == CATALOG || version == 0 {
             continue;
         }
-        let corrupt = || StoreError::corrupt("stock level");
+        const WHAT: &str = "stock level";
         out.push(StockLevel {
-            sku: Sku::parse(row.sku).map_err(corrupt())?,
-            location: LocationId::parse(row.location).map_err(corrupt())?,
-            region: Region::parse(row.region.unwrap_or_default()).map_err(corrupt())?,
+            extras: Extras::from_stored(row.extras.as_deref())
+                .map_err(StoreError::corrupt(WHAT))?,
             on_hand: row.on_hand.unwrap_or(0),
             reserved: row.reserved.unwrap_or(0),
             version: u64::try_from(version).unwrap_or(0),
+            ..StockLevel::empty(
+                Sku::parse(row.sku).map_err(StoreError::corrupt(WHAT))?,
+                LocationId::parse(row.location).map_err(StoreError::corrupt(WHAT))?,
+                Region::parse(row.region.unwrap_or_default()).map_err(StoreError::corrupt(WHAT))?,
+            )
         });
     }
     out.sort_by_key(StockLevel::key);

@@ -163,6 +163,46 @@ impl ScyllaWriteStore {
             Command::Confirm { id } => (id, Settlement::Confirm),
             Command::Release { id } => (id, Settlement::Release),
             Command::Expire { id } => (id, Settlement::Expire),
+            Command::Move(cmd) => {
+                let (c, g, m) = (cmd.clone(), grant.clone(), meta.clone());
+                let run = one_partition::one_key(&self.keys, &cmd.key, guard, move |level| {
+                    decide::move_units(level, &c, &g, &m)
+                });
+                return self.beside(unrecorded, run).await;
+            }
+            Command::ExpectIncoming(cmd) => {
+                let (c, g, m) = (cmd.clone(), grant.clone(), meta.clone());
+                let run = one_partition::one_key(&self.keys, &cmd.key, guard, move |level| {
+                    decide::expect_incoming(level, &c, &g, &m)
+                });
+                return self.beside(unrecorded, run).await;
+            }
+            Command::CloseIncoming(cmd) => {
+                let (c, g, m) = (cmd.clone(), grant.clone(), meta.clone());
+                let run = one_partition::one_key(&self.keys, &cmd.key, guard, move |level| {
+                    decide::close_incoming(level, &c, &g, &m)
+                });
+                return self.beside(unrecorded, run).await;
+            }
+            Command::SetPolicy(cmd) if cmd.key().is_some() => {
+                let key = cmd.key().ok_or_else(|| {
+                    Stop::Failed(crate::StoreError::Invariant {
+                        what: "route a policy change",
+                        detail: "a location's policy without a key".into(),
+                    })
+                })?;
+                let (c, g, m) = (cmd.clone(), grant.clone(), meta.clone());
+                let run = one_partition::one_key(&self.keys, &key, guard, move |level| {
+                    decide::set_location_policy(level, &c, &g, &m)
+                });
+                return self.beside(unrecorded, run).await;
+            }
+            other => {
+                return Err(Stop::Failed(crate::StoreError::Unsupported {
+                    backend: "ScyllaDB",
+                    command: other.name(),
+                }));
+            }
         };
         self.beside(unrecorded, self.settle(request, id, how, guard, meta))
             .await

@@ -6,7 +6,7 @@
 use stockflow_domain::decide::{self, Settlement};
 use stockflow_domain::{
     Adjust, Answer, Applied, CommandResult, EventMeta, LocationGrant, Refusal, ReservationId,
-    Reserve, StockKey,
+    Reserve, StockKey, StockLevel,
 };
 
 use super::claims;
@@ -46,6 +46,24 @@ fn merge(acc: Option<Ran>, next: Ran) -> Ran {
     acc
 }
 
+/// A command on one key decided whole on its level by `decide` (a move between states, a
+/// purchase-order line expected or closed, a location's policy): one conditional batch in
+/// its partition, like an adjustment.
+pub(super) async fn one_key(
+    keys: &Keys,
+    key: &StockKey,
+    guard: CmdGuard,
+    decide: impl Fn(&StockLevel) -> Answer<Applied> + Send + Sync + 'static,
+) -> Step<Ran> {
+    let op = KeyOp::new(
+        Some(guard),
+        None,
+        false,
+        Box::new(move |view: &View<'_>| single_change(decide(view.level)?, None)),
+    );
+    keys.apply(key, op).await
+}
+
 /// An adjustment: one conditional batch in its key's partition.
 pub(super) async fn adjust(
     keys: &Keys,
@@ -54,13 +72,18 @@ pub(super) async fn adjust(
     grant: &LocationGrant,
     meta: &EventMeta,
 ) -> Step<Ran> {
+    let holders = if decide::needs_holders(cmd) {
+        keys.partitions.holders(&cmd.key).await?
+    } else {
+        Vec::new()
+    };
     let (adjust, grant, meta) = (cmd.clone(), grant.clone(), meta.clone());
     let op = KeyOp::new(
         Some(guard),
         None,
         false,
         Box::new(move |view: &View<'_>| {
-            let applied = decide::adjust(view.level, &adjust, &grant, &meta)?;
+            let applied = decide::adjust(view.level, &adjust, &grant, &holders, &meta)?;
             single_change(applied, None)
         }),
     );

@@ -64,6 +64,10 @@ impl Partitions {
             on_hand: level.on_hand,
             reserved: level.reserved,
             version: version(level.version)?,
+            extras: level
+                .extras
+                .to_stored()
+                .map_err(StoreError::encode("stock extras"))?,
             sku: sku.clone(),
             location: location.clone(),
             expected: expected.map(version).transpose()?,

@@ -28,7 +28,9 @@ use std::sync::Arc;
 
 use scylla::client::session::Session;
 use stockflow_domain::saga::RecoveryWindow;
-use stockflow_domain::{Answer, Region, Reservation, ReservationStatus, StockKey, StockLevel};
+use stockflow_domain::{
+    Answer, Extras, Region, Reservation, ReservationId, ReservationStatus, StockKey, StockLevel,
+};
 
 use super::known::{KnownPartitions, KnownState};
 use crate::scylla::cql::query;
@@ -118,17 +120,19 @@ impl Partitions {
             version: Some(version),
             on_hand,
             reserved,
+            extras,
         }) = row
         else {
             return Ok(None);
         };
+        let region = Region::parse(region).map_err(StoreError::corrupt("level region"))?;
         Ok(Some(StockLevel {
-            sku: key.sku.clone(),
-            location: key.location.clone(),
-            region: Region::parse(region).map_err(StoreError::corrupt("level region"))?,
+            extras: Extras::from_stored(extras.as_deref())
+                .map_err(StoreError::corrupt("stock extras"))?,
             on_hand: on_hand.unwrap_or(0),
             reserved: reserved.unwrap_or(0),
             version: u64::try_from(version).unwrap_or(0),
+            ..StockLevel::empty(key.sku.clone(), key.location.clone(), region)
         }))
     }
 
@@ -139,6 +143,32 @@ impl Partitions {
         ids: &[String],
     ) -> Result<BTreeMap<String, Reservation>> {
         self.lines_read(key, ids, false).await
+    }
+
+    /// The active reservations holding stock in `key`'s partition, oldest first: what a
+    /// recorded fact that oversells names as at risk. Read before the decision, outside
+    /// its batch: the list informs, it guards nothing.
+    pub(crate) async fn holders(&self, key: &StockKey) -> Result<Vec<ReservationId>> {
+        let (sku, location) = (key.sku.as_str(), key.location.as_str());
+        let rows: Vec<LineRow> = query::rows(
+            &self.session,
+            "load a key's reservations",
+            &self.st.all_lines,
+            (sku, location),
+        )
+        .await?;
+        let mut held = Vec::new();
+        for row in rows {
+            let Some(payload) = row.payload else { continue };
+            let reservation: Reservation = serde_json::from_slice(&payload)
+                .map_err(StoreError::corrupt("reservation line"))?;
+            let status = row.status.as_deref().and_then(ReservationStatus::parse);
+            if status.unwrap_or(reservation.status) == ReservationStatus::Active {
+                held.push((reservation.created_at_ms, reservation.id));
+            }
+        }
+        held.sort();
+        Ok(held.into_iter().map(|(_, id)| id).collect())
     }
 
     /// [`Partitions::lines`], read through Paxos when `serial` (see [`KeyOp::serial`]).

@@ -1,93 +1,21 @@
-//! Pure decisions: the state a store loaded, plus a command, gives the new state and its
-//! events, or a rejection. Every storage backend calls these, so the rules live once.
-//!
-//! Callers load the stock levels a command touches (a never-written key is
-//! [`StockLevel::empty`]), call the decision, and write [`Applied`] atomically — or, on a
-//! backend without multi-key transactions, key by key with compensation.
-//!
-//! Every decision takes the caller's [`LocationGrant`] and refuses first (before any other
-//! rule, so a caller learns nothing about stock it may not touch) with
-//! [`Refusal::LocationForbidden`] when the command touches a location outside it: the
-//! locations a command names, or, for a settlement, the lines of the reservation as
-//! loaded for this decision. Only a reservation that does not exist answers before that
-//! (`reservation_not_found`, decided by the caller that found nothing to load).
+//! Reservations: holding stock on lines (all or nothing, under each key's oversell
+//! policy), and how a reservation ends — confirmed, released or expired.
 
 use crate::answer::CommandResult;
-use crate::command::{Adjust, Command, Reserve};
-use crate::event::{EventKind, EventMeta, StockEvent};
+use crate::command::Reserve;
+use crate::event::{Detail, EventKind, EventMeta, StockEvent};
 use crate::grant::LocationGrant;
 use crate::ids::ReservationId;
-use crate::refusal::{Answer, Refusal, ShortLine};
+use crate::refusal::{Answer, Refusal};
 use crate::reservation::{Reservation, ReservationLine, ReservationStatus};
 use crate::stock::StockLevel;
 
-/// The outcome of an accepted command: what to write and what to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    /// New states of the touched keys, each exactly one version above what was loaded.
-    pub levels: Vec<StockLevel>,
-    /// The reservation to insert or update, if the command touched one.
-    pub reservation: Option<Reservation>,
-    /// One event per entry of `levels`, in the same order.
-    pub events: Vec<StockEvent>,
-    /// The answer for the client.
-    pub result: CommandResult,
-}
-
-impl Applied {
-    /// An accepted command that changes nothing (for example expiring a reservation that is
-    /// not due yet).
-    pub fn unchanged(result: CommandResult) -> Self {
-        Self {
-            levels: Vec::new(),
-            reservation: None,
-            events: Vec::new(),
-            result,
-        }
-    }
-}
-
-/// Refuses `command` when a location it names is outside `grant`, before anything is
-/// loaded: an adjustment's key, a reservation's lines (so a caller is told `forbidden`, not
-/// whether the location exists or what it holds). A settlement names no location: its
-/// reservation's lines are checked by [`settle`] (or [`settlement`]) on the state loaded
-/// for the decision.
-pub fn authorize(command: &Command, grant: &LocationGrant) -> Answer<()> {
-    match command {
-        Command::Adjust(cmd) => grant.check(&cmd.key.location),
-        Command::Reserve(cmd) => grant.check_all(cmd.lines.iter().map(|l| &l.location)),
-        Command::Confirm { .. } | Command::Release { .. } | Command::Expire { .. } => Ok(()),
-    }
-}
-
-/// Decides an adjustment of `current`.
-pub fn adjust(
-    current: &StockLevel,
-    cmd: &Adjust,
-    grant: &LocationGrant,
-    meta: &EventMeta,
-) -> Answer<Applied> {
-    grant.check(&cmd.key.location)?;
-    let next = current.adjust(cmd.change, cmd.expected_version)?;
-    let event = StockEvent::for_level(
-        EventKind::StockAdjusted,
-        &next,
-        None,
-        Some(cmd.reason),
-        cmd.reference.clone(),
-        meta,
-    );
-    Ok(Applied {
-        levels: vec![next.clone()],
-        reservation: None,
-        events: vec![event],
-        result: CommandResult::Stock(next),
-    })
-}
+use super::Applied;
 
 /// Decides a reservation. `levels` holds the current level of each line, in line order.
 ///
 /// All or nothing: if any line is short, every short line is reported and nothing changes.
+/// The answer shows, per line, the units backordered under a backorder policy.
 pub fn reserve(
     levels: &[StockLevel],
     existing: Option<&Reservation>,
@@ -98,33 +26,39 @@ pub fn reserve(
     grant.check_all(cmd.lines.iter().map(|l| &l.location))?;
     check_new(&cmd.id, existing)?;
     debug_assert_eq!(levels.len(), cmd.lines.len());
-    let mut next = Vec::with_capacity(levels.len());
-    let mut events = Vec::with_capacity(levels.len());
+    let mut changes = Vec::with_capacity(levels.len());
     let mut short = Vec::new();
     for (line, level) in cmd.lines.iter().zip(levels) {
         match reserve_line(level, &cmd.id, line.qty, grant, cmd.reference.clone(), meta) {
-            Ok((level, event)) => {
-                next.push(level);
-                events.push(event);
-            }
+            Ok(change) => changes.push(change),
             Err(e @ Refusal::LocationForbidden { .. }) => return Err(e),
-            Err(_) => short.push(ShortLine {
-                sku: line.sku.clone(),
-                location: line.location.clone(),
-                requested: line.qty,
-                available: level.available(),
-            }),
+            Err(_) => short.push(level.short_line(line.qty)),
         }
     }
     if !short.is_empty() {
         return Err(Refusal::InsufficientStock { lines: short });
     }
     let reservation = new_reservation(cmd, meta.occurred_at_ms);
+    let shown = with_backorders_of(reservation.clone(), changes.iter().map(|(l, _)| l));
     Ok(Applied {
-        levels: next,
-        reservation: Some(reservation.clone()),
-        events,
-        result: CommandResult::Reservation(reservation),
+        reservation: Some(reservation),
+        ..Applied::changes(changes, CommandResult::Reservation(shown))
+    })
+}
+
+/// `reservation` with each line's backordered units as `levels` (one per line, any
+/// order) hold them for it.
+pub fn with_backorders_of<'a>(
+    reservation: Reservation,
+    levels: impl IntoIterator<Item = &'a StockLevel>,
+) -> Reservation {
+    let levels: Vec<&StockLevel> = levels.into_iter().collect();
+    let id = reservation.id.clone();
+    reservation.with_backorders(|line| {
+        levels
+            .iter()
+            .find(|l| l.sku == line.sku && l.location == line.location)
+            .map_or(0, |l| l.backordered_for(&id))
     })
 }
 
@@ -137,7 +71,8 @@ pub fn check_new(id: &ReservationId, existing: Option<&Reservation>) -> Answer<(
     }
 }
 
-/// The reservation `cmd` creates when accepted at `now_ms`.
+/// The reservation `cmd` creates when accepted at `now_ms` (as stored: backorders are the
+/// keys' to tell).
 pub fn new_reservation(cmd: &Reserve, now_ms: i64) -> Reservation {
     let ttl_ms = i64::try_from(cmd.ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
     Reservation {
@@ -150,6 +85,7 @@ pub fn new_reservation(cmd: &Reserve, now_ms: i64) -> Reservation {
                 sku: l.sku.clone(),
                 location: l.location.clone(),
                 qty: l.qty,
+                backordered: 0,
             })
             .collect(),
         reference: cmd.reference.clone(),
@@ -170,16 +106,15 @@ pub fn reserve_line(
     meta: &EventMeta,
 ) -> Answer<(StockLevel, StockEvent)> {
     grant.check(&level.location)?;
-    let next = level.reserve(qty)?;
-    let event = StockEvent::for_level(
-        EventKind::StockReserved,
-        &next,
-        Some(id.clone()),
-        None,
+    let (next, backordered) = level.reserve(qty, id)?;
+    let detail = Detail {
+        reservation_id: Some(id.clone()),
         reference,
-        meta,
-    );
-    Ok((next, event))
+        backordered: (backordered > 0).then_some(backordered),
+        ..Detail::default()
+    };
+    let event = StockEvent::of_change(EventKind::StockReserved, level, &next, detail, meta);
+    Ok((next.level, event))
 }
 
 /// Gives back a line that reservation `id` held when the reservation as a whole failed
@@ -193,16 +128,14 @@ pub fn compensate_line(
     reference: Option<String>,
     meta: &EventMeta,
 ) -> (StockLevel, StockEvent) {
-    let next = level.unreserve(qty);
-    let event = StockEvent::for_level(
-        EventKind::ReservationReleased,
-        &next,
-        Some(id.clone()),
-        None,
+    let next = level.unreserve(qty, id);
+    let detail = Detail {
+        reservation_id: Some(id.clone()),
         reference,
-        meta,
-    );
-    (next, event)
+        ..Detail::default()
+    };
+    let event = StockEvent::of_change(EventKind::ReservationReleased, level, &next, detail, meta);
+    (next.level, event)
 }
 
 /// Applies the settlement `how` (already decided by [`settlement`]) to one line of
@@ -216,19 +149,18 @@ pub fn settle_line(
     meta: &EventMeta,
 ) -> Answer<(StockLevel, StockEvent)> {
     grant.check(&line.location)?;
+    let id = &reservation.id;
     let next = match how {
-        Settlement::Confirm => level.confirm(line.qty),
-        Settlement::Release | Settlement::Expire => level.unreserve(line.qty),
+        Settlement::Confirm => level.confirm(line.qty, id)?,
+        Settlement::Release | Settlement::Expire => level.unreserve(line.qty, id),
     };
-    let event = StockEvent::for_level(
-        how.event_kind(),
-        &next,
-        Some(reservation.id.clone()),
-        None,
-        reservation.reference.clone(),
-        meta,
-    );
-    Ok((next, event))
+    let detail = Detail {
+        reservation_id: Some(id.clone()),
+        reference: reservation.reference.clone(),
+        ..Detail::default()
+    };
+    let event = StockEvent::of_change(how.event_kind(), level, &next, detail, meta);
+    Ok((next.level, event))
 }
 
 /// How an active reservation ends.
@@ -302,6 +234,28 @@ pub fn settlement(
     })
 }
 
+/// Refuses to confirm `reservation` while units of it are backordered at any of its
+/// lines' keys (`levels`, one per line in line order). Backorders of a reservation only
+/// shrink once it holds them, so a reservation found confirmable stays so: a store that
+/// settles line by line checks once, before it commits to the settlement.
+pub fn check_confirmable(reservation: &Reservation, levels: &[StockLevel]) -> Answer<()> {
+    let waiting: Vec<_> = levels
+        .iter()
+        .filter_map(|level| {
+            let n = level.backordered_for(&reservation.id);
+            (n > 0).then(|| level.short_line(n))
+        })
+        .collect();
+    if waiting.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::ReservationBackordered {
+            id: reservation.id.clone(),
+            lines: waiting,
+        })
+    }
+}
+
 /// Decides how `reservation` ends. `levels` holds the current level of each line, in line
 /// order.
 pub fn settle(
@@ -313,29 +267,27 @@ pub fn settle(
 ) -> Answer<Applied> {
     let now = meta.occurred_at_ms;
     let Some((status, _)) = settlement(how, reservation, grant, now)? else {
-        return Ok(Applied::unchanged(CommandResult::Reservation(
-            reservation.clone(),
-        )));
+        let shown = with_backorders_of(reservation.clone(), levels);
+        return Ok(Applied::unchanged(CommandResult::Reservation(shown)));
     };
     debug_assert_eq!(levels.len(), reservation.lines.len());
-    let (next, events): (Vec<StockLevel>, Vec<StockEvent>) = reservation
+    if how == Settlement::Confirm {
+        check_confirmable(reservation, levels)?;
+    }
+    let changes = reservation
         .lines
         .iter()
         .zip(levels)
         .map(|(line, level)| settle_line(how, reservation, line, level, grant, meta))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .unzip();
+        .collect::<Result<Vec<_>, _>>()?;
     let updated = Reservation {
         status,
         updated_at_ms: now,
         ..reservation.clone()
     };
     Ok(Applied {
-        levels: next,
         reservation: Some(updated.clone()),
-        events,
-        result: CommandResult::Reservation(updated),
+        ..Applied::changes(changes, CommandResult::Reservation(updated))
     })
 }
 
@@ -345,6 +297,3 @@ fn not_active(id: &ReservationId, status: ReservationStatus) -> Refusal {
         status,
     }
 }
-
-#[cfg(test)]
-mod tests;
