@@ -480,7 +480,6 @@ async fn offline_sales_reach_the_region_exactly_once_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the oversell part passes (issue 31 record mode); the retry of the quarantined command after its location is created is answered with the location_not_found the region keeps under the same Idempotency-Key (the refusal-replay contract requires that): the agent needs a new key for a staff retry, or the region must not keep a recorded fact's catalog refusal"]
 async fn a_poison_command_is_quarantined_while_the_rest_flows_and_an_oversell_is_a_fact() {
     let region_dir = tempfile::tempdir().expect("tempdir");
     let agent_dir = tempfile::tempdir().expect("tempdir");

@@ -259,7 +259,6 @@ async fn a_lost_slot_is_rebuilt_from_the_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the region side of issue 31 (adjustments with \"mode\": \"record\", reason sale), not on main yet"]
 async fn inserted_sales_reach_the_region_once_across_an_agent_restart() {
     use stockflow::agent::{AgentConfig, region::RegionTls};
     use stockflow::auth::Scope;

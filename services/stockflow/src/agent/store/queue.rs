@@ -344,12 +344,24 @@ impl AgentStore {
     pub fn requeue(&self, seq: i64, now_ms: i64) -> Result<bool, AgentError> {
         self.with(|conn| {
             let tx = conn.transaction().map_err(sqlite("begin"))?;
+            let found: Option<(String, Option<String>)> = tx
+                .query_row(
+                    "SELECT command_id, region_answer FROM commands WHERE seq = ?1 AND state = 'quarantined'",
+                    params![seq],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sqlite("read the quarantined command"))?;
+            let Some((command_id, problem)) = found else {
+                return Ok(false);
+            };
+            let command_id = resent_key(&command_id, problem.as_deref());
             let changed = tx
                 .execute(
                     "UPDATE commands SET state = 'pending', attempts = 0, next_attempt_ms = ?2,
-                         region_answer = NULL, settled_at_ms = NULL
+                         region_answer = NULL, settled_at_ms = NULL, command_id = ?3
                      WHERE seq = ?1 AND state = 'quarantined'",
-                    params![seq, now_ms],
+                    params![seq, now_ms, command_id],
                 )
                 .map_err(sqlite("requeue the command"))?;
             if changed == 1 {
@@ -437,4 +449,27 @@ impl AgentStore {
             Ok(removed)
         })
     }
+}
+
+/// The Idempotency-Key a command is sent under again after staff retry it from the
+/// quarantine. A command the region refused was not applied, and the region keeps that
+/// refusal under its key (a retry under it is answered the same refusal, even once staff
+/// fixed the cause): it goes under a new key, `<id>.r<n>`. Only a command quarantined for
+/// outliving the region's key lifetime keeps its key: whether it was applied is unknown,
+/// and a new key would surely apply it again.
+pub(super) fn resent_key(command_id: &str, problem: Option<&str>) -> String {
+    let outlived = problem
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        .is_some_and(|p| p["code"] == "outlived_idempotency_key");
+    if outlived {
+        return command_id.to_string();
+    }
+    let (base, resends) = match command_id.rsplit_once(".r") {
+        Some((base, n)) => match n.parse::<u32>() {
+            Ok(n) => (base, n),
+            Err(_) => (command_id, 0),
+        },
+        None => (command_id, 0),
+    };
+    format!("{base}.r{}", resends + 1)
 }

@@ -186,3 +186,25 @@ fn a_row_the_agent_refuses_goes_straight_to_the_quarantine() {
     let due: Vec<i64> = s.due(0, 10).expect("due").iter().map(|q| q.seq).collect();
     assert_eq!(due, [next.seq]);
 }
+
+#[test]
+fn a_refused_command_is_resent_under_a_new_key_and_an_outlived_one_under_its_own() {
+    let refused = r#"{"code":"location_not_found","status":404}"#;
+    let id = "0190f3c2-7a1b-7c3d-8e4f-123456789abc";
+    assert_eq!(queue::resent_key(id, Some(refused)), format!("{id}.r1"));
+    assert_eq!(
+        queue::resent_key(&format!("{id}.r1"), Some(refused)),
+        format!("{id}.r2")
+    );
+    assert_eq!(queue::resent_key(id, None), format!("{id}.r1"));
+    let outlived = r#"{"code":"outlived_idempotency_key"}"#;
+    assert_eq!(queue::resent_key(id, Some(outlived)), id);
+    // Every key stays within the region's Idempotency-Key limit (64 of [A-Za-z0-9._:-]).
+    let key = queue::resent_key(&format!("{id}.r999"), Some(refused));
+    assert!(
+        key.len() <= 64
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+    );
+}
