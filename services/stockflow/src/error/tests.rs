@@ -14,6 +14,7 @@ fn every_code_is_documented() {
     let sku = || Sku::parse("S").unwrap();
     let location = || LocationId::parse("L").unwrap();
     let id = || ReservationId::parse("R").unwrap();
+    let transfer = || stockflow_domain::TransferId::parse("T").unwrap();
     let refusals = [
         Refusal::VersionConflict {
             sku: sku(),
@@ -36,6 +37,52 @@ fn every_code_is_documented() {
         Refusal::LocationForbidden {
             location: location(),
         },
+        Refusal::OnHandConflict {
+            sku: sku(),
+            location: location(),
+            expected: 1,
+            current: 2,
+        },
+        Refusal::StateShort {
+            sku: sku(),
+            location: location(),
+            state: stockflow_domain::State::Damaged,
+            requested: 2,
+            held: 1,
+        },
+        Refusal::IncomingNotFound {
+            sku: sku(),
+            location: location(),
+            po_line: "PO-1/1".into(),
+        },
+        Refusal::LimitReached {
+            what: "lines".into(),
+            limit: 1,
+        },
+        Refusal::ReservationBackordered {
+            id: id(),
+            lines: vec![],
+        },
+        Refusal::RecordModeForbidden,
+        Refusal::SkuWideForbidden,
+        Refusal::PolicyVersionConflict {
+            sku: sku(),
+            expected: 1,
+            current: 2,
+        },
+        Refusal::TransferNotFound(transfer()),
+        Refusal::TransferExists(transfer()),
+        Refusal::TransferStatusConflict {
+            id: transfer(),
+            status: stockflow_domain::TransferStatus::InTransit,
+        },
+        Refusal::TransferQuantityExceeded {
+            id: transfer(),
+            sku: sku(),
+            requested: 2,
+            outstanding: 1,
+        },
+        Refusal::TransferChanged(transfer()),
         Refusal::IdempotencyKeyReused,
         Refusal::RequestInProgress,
     ];
@@ -70,6 +117,10 @@ fn every_code_is_documented() {
         ApiError::Timeout(Duration::from_secs(1)),
         ApiError::NotReady("r".into()),
         ApiError::StorageFault("f".into()),
+        ApiError::Store(stockflow_storage::StoreError::Unsupported {
+            backend: "scylla",
+            command: "transfer",
+        }),
         ApiError::DeadLetterStillFailing {
             id: 1,
             error: "e".into(),

@@ -176,7 +176,7 @@ async fn gaps_in_fetches_are_re_read_and_nothing_is_skipped() {
 async fn poison_records_go_to_the_dlq_and_the_partition_moves_on() {
     let (_dir, b) = backend(1);
     let good1 = event("a", "l", 1, 5, 0);
-    let broken = event("a", "l", 2, 1, 9); // reserved > on_hand: cannot be applied
+    let broken = event("a", "l", 2, 1, -1); // reserved below zero: cannot be applied
     let good2 = event("a", "l", 3, 7, 1);
     let mut records = vec![record(&good1), record(&broken)];
     records.push(NewRecord::new("a", b"{not json".to_vec()));
