@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use stockflow_bus::EventLog;
 use stockflow_domain::StockLevel;
-use stockflow_e2e::{DevProcess, free_addr, put_warehouse, stockflow_bin};
+use stockflow_e2e::{DevProcess, free_addr, put_warehouse, stockflow_output};
 use stockflow_storage::embedded::EmbeddedBackend;
 use stockflow_storage::ports::{Outbox, ReadStore, WriteStore};
 
@@ -24,35 +23,18 @@ const SKUS: usize = 24;
 const LOCATIONS: [&str; 2] = ["dc1", "dc2"];
 const CLIENTS: usize = 16;
 
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 temporary path")
+}
+
 fn backup(data: &Path, to: &Path) -> String {
-    let out = Command::new(stockflow_bin())
-        .args(["backup", "--data-dir"])
-        .arg(data)
-        .arg("--to")
-        .arg(to)
-        .output()
-        .expect("stockflow backup runs");
-    assert!(
-        out.status.success(),
-        "backup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    stockflow_output(&["backup", "--data-dir", path(data), "--to", path(to)])
+        .trim()
+        .to_string()
 }
 
 fn restore(from: &Path, data: &Path) {
-    let out = Command::new(stockflow_bin())
-        .args(["restore", "--from"])
-        .arg(from)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .expect("stockflow restore runs");
-    assert!(
-        out.status.success(),
-        "restore: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stockflow_output(&["restore", "--from", path(from), "--data-dir", path(data)]);
 }
 
 /// The write side's stock levels of a stopped data directory.

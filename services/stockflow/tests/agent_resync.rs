@@ -10,33 +10,17 @@ use std::time::{Duration, Instant};
 
 use common::Platform;
 use serde_json::{Value, json};
-use stockflow::agent::{AgentConfig, RunningAgent, region::RegionTls};
+use stockflow::agent::RunningAgent;
 use stockflow::app::AppConfig;
 use stockflow::auth::Scope;
 
 async fn agent(region_url: &str, data_dir: &Path, token_file: &Path) -> RunningAgent {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    stockflow::agent::start(
-        AgentConfig {
-            region_url: region_url.to_string(),
-            store_id: "store-1".into(),
-            locations: ["l1".to_string()].into(),
-            token_file: Some(token_file.to_path_buf()),
-            region_tls: RegionTls::default(),
-            data_dir: data_dir.to_path_buf(),
-            listen: listener.local_addr().expect("address"),
-            max_offline: Duration::from_secs(7 * 24 * 3600),
-            disk_cap_bytes: 1 << 30,
-            keep_acknowledged: Duration::from_secs(3600),
-            request_timeout: Duration::from_secs(5),
-            capture: None,
-        },
-        listener,
-    )
+    common::start_agent(common::agent_config(
+        region_url,
+        data_dir,
+        Some(token_file.to_path_buf()),
+    ))
     .await
-    .expect("the agent starts")
 }
 
 async fn get(url: String) -> Value {

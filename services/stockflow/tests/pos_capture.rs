@@ -260,7 +260,7 @@ async fn a_lost_slot_is_rebuilt_from_the_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inserted_sales_reach_the_region_once_across_an_agent_restart() {
-    use stockflow::agent::{AgentConfig, region::RegionTls};
+    use stockflow::agent::AgentConfig;
     use stockflow::auth::Scope;
 
     let _server = SERVER.lock().await;
@@ -285,28 +285,10 @@ async fn inserted_sales_reach_the_region_once_across_an_agent_restart() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, token).expect("token file");
     let start = || {
-        let config = AgentConfig {
-            region_url: p.base.clone(),
-            store_id: "store-1".into(),
-            locations: ["l1".to_string()].into(),
-            token_file: Some(token_file.clone()),
-            region_tls: RegionTls::default(),
-            data_dir: dir.path().join("agent"),
-            listen: "127.0.0.1:0".parse().expect("an address"),
-            max_offline: Duration::from_secs(7 * 24 * 3600),
-            disk_cap_bytes: 1 << 30,
-            keep_acknowledged: Duration::from_secs(3600),
-            request_timeout: Duration::from_secs(5),
+        common::start_agent(AgentConfig {
             capture: Some(f.capture.clone()),
-        };
-        async move {
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .expect("a port");
-            stockflow::agent::start(config, listener)
-                .await
-                .expect("the agent starts")
-        }
+            ..common::agent_config(&p.base, &dir.path().join("agent"), Some(token_file.clone()))
+        })
     };
     let on_hand = async |want: i64| {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);

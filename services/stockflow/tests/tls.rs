@@ -428,33 +428,13 @@ async fn a_store_agent_reaches_a_mutual_tls_region_with_its_certificate() {
         std::fs::write(&path, text).expect("write");
         Some(path)
     };
-    let start = |name: &'static str, tls: RegionTls| {
-        let base = p.base.clone();
-        let data_dir = dir.path().join(name);
-        async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("a port");
-            stockflow::agent::start(
-                AgentConfig {
-                    region_url: base,
-                    store_id: "store-s1".into(),
-                    locations: ["s1".to_string()].into(),
-                    token_file: None,
-                    region_tls: tls,
-                    data_dir,
-                    listen: listener.local_addr().expect("address"),
-                    max_offline: std::time::Duration::from_secs(7 * 24 * 3600),
-                    disk_cap_bytes: 1 << 30,
-                    keep_acknowledged: std::time::Duration::from_secs(3600),
-                    request_timeout: std::time::Duration::from_secs(5),
-                    capture: None,
-                },
-                listener,
-            )
-            .await
-            .expect("the agent starts")
-        }
+    let start = |name: &'static str, region_tls: RegionTls| {
+        common::start_agent(AgentConfig {
+            store_id: "store-s1".into(),
+            locations: ["s1".to_string()].into(),
+            region_tls,
+            ..common::agent_config(&p.base, &dir.path().join(name), None)
+        })
     };
     let with_cert = start(
         "agent",

@@ -194,3 +194,36 @@ pub async fn problem(r: Response) -> (StatusCode, Value) {
     assert_eq!(body["status"].as_u64(), Some(u64::from(status.as_u16())));
     (status, body)
 }
+
+/// A store agent's settings for tests: store `store-1` at location `l1`, the given region,
+/// directory and token, and the production defaults otherwise (7 days offline, 1 GiB).
+pub fn agent_config(
+    region_url: &str,
+    data_dir: &std::path::Path,
+    token_file: Option<std::path::PathBuf>,
+) -> stockflow::agent::AgentConfig {
+    stockflow::agent::AgentConfig {
+        region_url: region_url.to_string(),
+        store_id: "store-1".into(),
+        locations: ["l1".to_string()].into(),
+        token_file,
+        region_tls: stockflow::agent::region::RegionTls::default(),
+        data_dir: data_dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("an address"),
+        max_offline: Duration::from_secs(7 * 24 * 3600),
+        disk_cap_bytes: 1 << 30,
+        keep_acknowledged: Duration::from_secs(3600),
+        request_timeout: Duration::from_secs(5),
+        capture: None,
+    }
+}
+
+/// Starts a store agent on a free loopback port.
+pub async fn start_agent(config: stockflow::agent::AgentConfig) -> stockflow::agent::RunningAgent {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .expect("a port");
+    stockflow::agent::start(config, listener)
+        .await
+        .expect("the agent starts")
+}
