@@ -41,8 +41,10 @@ fn token(region_dir: &Path, subject: &str, scopes: &str, locations: Option<&str>
         "--ttl",
         "2h",
     ];
+    // A store's token names its locations and its store (the agent's --store-id, which is
+    // the subject here).
     if let Some(l) = locations {
-        args.extend(["--locations", l]);
+        args.extend(["--locations", l, "--store-id", subject]);
     }
     stockflow_output(&args).trim().to_string()
 }
@@ -409,11 +411,28 @@ async fn offline_sales_reach_the_region_exactly_once_in_order() {
     for i in 0..SKUS {
         for l in LOCATIONS {
             let key = (sku(i), l.to_string());
-            let moved: Vec<String> = movements(&client, &base, &admin, &key.0, &key.1)
+            let forwarded: Vec<Value> = movements(&client, &base, &admin, &key.0, &key.1)
                 .await
+                .into_iter()
+                .filter(|m| {
+                    m["idempotency_key"]
+                        .as_str()
+                        .is_some_and(|k| !k.starts_with("stock-"))
+                })
+                .collect();
+            // Each names the store its token stands for and the agent's sequence number,
+            // which grows in the agent's order.
+            let seqs: Vec<u64> = forwarded
+                .iter()
+                .map(|m| {
+                    assert_eq!(m["actor"]["store_id"], "store-7", "{m}");
+                    m["actor"]["store_seq"].as_u64().expect("a store_seq")
+                })
+                .collect();
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{key:?}: {seqs:?}");
+            let moved: Vec<String> = forwarded
                 .iter()
                 .filter_map(|m| m["idempotency_key"].as_str().map(str::to_string))
-                .filter(|k| !k.starts_with("stock-"))
                 .collect();
             let unique: BTreeSet<&String> = moved.iter().collect();
             duplicates += moved.len() - unique.len();

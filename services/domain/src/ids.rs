@@ -108,6 +108,11 @@ id_type!(
     "transfer_id"
 );
 id_type!(
+    /// A store, whose agent forwards its tills' commands (a token's `store_id` claim).
+    StoreId,
+    "store_id"
+);
+id_type!(
     /// A purchase order whose lines are expected at a location.
     PurchaseOrderId,
     "purchase_order"

@@ -58,13 +58,13 @@ pub use command::{
 pub use decide::Applied;
 pub use event::{
     Actor, BusEvent, CatalogEvent, Detail, EventInvalid, EventKind, EventMeta, Moved, PolicyEvent,
-    StockEvent,
+    StockEvent, StoreOrigin,
 };
 pub use grant::LocationGrant;
 pub use idempotency::{CallerTag, IDEMPOTENCY_KEY_LIFETIME_SECS, ScopedKey};
 pub use ids::{
     ID_PATTERN, IdempotencyKey, LocationId, MAX_ID_LEN, PurchaseOrderId, Region, ReservationId,
-    Sku, StockKey, TransferId,
+    Sku, StockKey, StoreId, TransferId,
 };
 pub use limits::{MAX_LINE_QTY, MAX_LINES, MAX_ON_HAND, MAX_TTL_SECONDS, MAX_VERSION};
 pub use partition::{default_topic, partition_for_key};

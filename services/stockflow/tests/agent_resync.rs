@@ -57,6 +57,7 @@ async fn an_expired_cursor_reloads_the_snapshot_and_keeps_the_commands_not_yet_s
     let token_file = dir.path().join("token");
     let claims = stockflow::auth::signing::TokenClaims {
         locations: Some(vec!["l1".into()]),
+        store_id: Some("store-1".into()),
         ..common::claims(
             "store-1",
             &[Scope::StockRead, Scope::StockAdjust, Scope::StockReserve],

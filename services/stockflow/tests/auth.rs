@@ -647,6 +647,108 @@ async fn a_store_token_records_facts_and_no_other_token_may() {
     );
 }
 
+/// A store agent's commands carry its store (`stockflow-store`) and sequence number: the
+/// region records them only under a token whose `store_id` claim is that store, refuses
+/// any other store's name (and a name from a token of no store), and leaves nothing behind
+/// when it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_token_sends_as_its_own_store_only_and_the_region_records_it() {
+    let s = secured(|_| {}).await;
+    let p = &s.platform;
+    p.location("s1", "north").await;
+    let mut c = raw_claims(&[Scope::StockAdjust, Scope::StockRead]);
+    c["locations"] = json!(["s1"]);
+    c["store_id"] = json!("store-7");
+    let store = s.key.sign(&c).expect("token");
+    let central = s.key.sign(&raw_claims(&Scope::ALL)).expect("token");
+    let client = reqwest::Client::new();
+    let adjust = |token: &str, key: &str, headers: &[(&str, &str)]| {
+        let mut req = client
+            .post(p.url("/v1/adjustments"))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&json!({"sku": "SKU-1", "location": "s1", "delta": 1, "reason": "receipt"}));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        async move {
+            let r = req.send().await.expect("request");
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let as_store = [("stockflow-store", "store-7"), ("stockflow-store-seq", "5")];
+    let (status, body) = adjust(&store, "k-1", &as_store).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = adjust(&store, "k-2", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The movements are projected: wait for both, so the state compared below is settled.
+    p.eventually_stock("SKU-1", "s1", |v| v["version"] == 2)
+        .await;
+    let before = state_of(p).await;
+    for (token, key, headers) in [
+        (&store, "k-3", &[("stockflow-store", "store-8")][..]),
+        (&central, "k-4", &[("stockflow-store", "store-7")][..]),
+    ] {
+        let (status, body) = adjust(token, key, headers).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("store_forbidden")),
+            "{body}"
+        );
+    }
+    for (header, value) in [
+        ("stockflow-store", "no/such"),
+        ("stockflow-store-seq", "-1"),
+    ] {
+        let (status, body) = adjust(&store, "k-5", &[(header, value)]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{header}: {body}");
+    }
+    let mut odd = c.clone();
+    odd["store_id"] = json!(7);
+    let (status, body) = adjust(&s.key.sign(&odd).expect("token"), "k-6", &[]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token")),
+        "{body}"
+    );
+    assert_eq!(
+        state_of(p).await,
+        before,
+        "a refused command changed nothing"
+    );
+
+    let page: Value = client
+        .get(p.url("/v1/movements?sku=SKU-1&location=s1"))
+        .bearer_auth(&central)
+        .send()
+        .await
+        .expect("movements")
+        .json()
+        .await
+        .expect("json");
+    let stores: Vec<(Value, Value)> = page["movements"]
+        .as_array()
+        .expect("movements")
+        .iter()
+        .map(|m| {
+            (
+                m["actor"]["store_id"].clone(),
+                m["actor"]["store_seq"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stores,
+        [
+            (json!("store-7"), json!(5)),
+            (json!("store-7"), Value::Null)
+        ],
+        "{page}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_rotate_without_a_restart() {
     let s = secured(|_| {}).await;

@@ -270,6 +270,7 @@ async fn inserted_sales_reach_the_region_once_across_an_agent_restart() {
     let f = fixture("e2e");
     let claims = stockflow::auth::signing::TokenClaims {
         locations: Some(vec!["l1".into()]),
+        store_id: Some("store-1".into()),
         ..common::claims(
             "store-1",
             &[Scope::StockRead, Scope::StockAdjust, Scope::StockReserve],

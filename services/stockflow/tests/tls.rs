@@ -74,7 +74,7 @@ fn uri_leaf(uri: &str, cn: &str, issuer: &Issuer<'_, KeyPair>) -> (String, Strin
 /// What the test region grants: the POS certificate catalog writes and adjustments
 /// anywhere, the SAN-URI certificate adjustments and reads at s1 only.
 const PRINCIPALS: &str = r#"{"principals": [
-    {"cn": "store-7-pos", "scopes": ["catalog:write", "stock:adjust", "stock:read"]},
+    {"cn": "store-7-pos", "scopes": ["catalog:write", "stock:adjust", "stock:read"], "store_id": "store-s1"},
     {"uri": "spiffe://stockflow.test/store/s1", "scopes": ["stock:adjust", "stock:read"], "locations": ["s1"]}
 ]}"#;
 

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Actor, Moved, StockEvent};
+use crate::event::{Actor, Moved, StockEvent, StoreOrigin};
 use crate::policy::Settings;
 use crate::quantity::{Filled, PoLine};
 use crate::stock::Quantities;
@@ -59,6 +59,10 @@ pub struct MovementDetail {
     /// The location's policy override after a policy change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<Settings>,
+    /// The store whose agent forwarded the command (kept here rather than beside the
+    /// actor's columns, which every row had before stores were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreOrigin>,
 }
 
 impl MovementDetail {
@@ -141,7 +145,10 @@ impl Movement {
             reservation_id: e.reservation_id.as_ref().map(ToString::to_string),
             reason: e.reason.map(|r| r.as_str().to_string()),
             reference: e.reference.clone(),
-            actor: e.actor.clone(),
+            actor: e.actor.as_ref().map(|a| Actor {
+                store: None,
+                ..a.clone()
+            }),
             idempotency_key: e.idempotency_key.as_ref().map(|k| k.key.to_string()),
             occurred_at_ms: e.occurred_at_ms,
             detail: MovementDetail {
@@ -163,6 +170,7 @@ impl Movement {
                 purchase_order: e.purchase_order.clone(),
                 filled: e.filled.clone(),
                 policy: e.policy,
+                store: e.actor.as_ref().and_then(|a| a.store.clone()),
             },
             projection: None,
         }

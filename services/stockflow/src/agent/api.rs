@@ -102,7 +102,7 @@ impl AgentState {
             headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
         }
         if let Ok(v) = HeaderValue::from_str(&recorded.seq.to_string()) {
-            headers.insert("stockflow-store-seq", v);
+            headers.insert(crate::auth::STORE_SEQ_HEADER, v);
         }
         Ok(response)
     }

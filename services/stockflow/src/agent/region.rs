@@ -214,7 +214,7 @@ impl Region {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .header("stockflow-store", &self.store_id);
+            .header(crate::auth::STORE_HEADER, &self.store_id);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token.token()?);
         }
@@ -233,7 +233,7 @@ impl Region {
         let request = self
             .request(reqwest::Method::POST, path)?
             .header("idempotency-key", command_id)
-            .header("stockflow-store-seq", seq.to_string())
+            .header(crate::auth::STORE_SEQ_HEADER, seq.to_string())
             .json(body);
         let response = match request.send().await {
             Ok(response) => response,

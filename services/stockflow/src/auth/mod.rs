@@ -9,6 +9,7 @@
 pub mod keys;
 pub mod principals;
 pub mod signing;
+mod store;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use keys::{KeySet, KeySource};
 pub use principals::{Grant, PeerCertificate, PrincipalTable, Principals};
+pub use store::{STORE_HEADER, STORE_SEQ_HEADER, StoreMismatch};
 
 /// The algorithms a token may be signed with.
 pub const ACCEPTED_ALGORITHMS: [Algorithm; 3] =
@@ -91,6 +93,8 @@ pub struct Identity {
     scopes: BTreeSet<Scope>,
     /// `None`: any location.
     locations: Option<BTreeSet<String>>,
+    /// The store a store's credentials stand for (`store_id` claim or principal grant).
+    store_id: Option<String>,
     /// Digest of issuer and subject, which scopes idempotency keys; `None` when anonymous.
     actor_tag: Option<String>,
     /// The caller's token bucket.
@@ -108,6 +112,7 @@ impl Identity {
             client_id: None,
             scopes: Scope::ALL.into_iter().collect(),
             locations: None,
+            store_id: None,
             actor_tag: None,
             rate_key: anonymous_rate_key(client),
         }
@@ -132,6 +137,7 @@ impl Identity {
             client_id: None,
             scopes: grant.scopes,
             locations: grant.locations,
+            store_id: grant.store_id,
             rate_key: tag.clone(),
             actor_tag: Some(tag),
         }
@@ -153,11 +159,13 @@ impl Identity {
         self.locations.as_ref().is_none_or(|l| l.contains(location))
     }
 
-    /// The caller as recorded in the events of its commands (audit).
-    pub fn actor(&self) -> stockflow_domain::Actor {
+    /// The caller as recorded in the events of its commands (audit), with the store the
+    /// command came from ([`Identity::store_origin`]).
+    pub fn actor(&self, store: Option<stockflow_domain::StoreOrigin>) -> stockflow_domain::Actor {
         stockflow_domain::Actor {
             subject: self.subject.clone(),
             client_id: self.client_id.clone(),
+            store,
         }
     }
 
@@ -280,8 +288,8 @@ pub enum AuthError {
 
 /// The claims we read. `iss` and `sub` must be strings (RFC 7519 makes them one
 /// StringOrURI; a list is refused, whatever the JWT library would accept), and `locations`
-/// is kept raw so that a present but unusable value (`null`, a string) is refused instead
-/// of meaning "any location".
+/// and `store_id` are kept raw so that a present but unusable value (`null`, a string
+/// where a list belongs) is refused instead of meaning "any location" or "no store".
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
@@ -292,6 +300,8 @@ struct Claims {
     scp: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present")]
     locations: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    store_id: Option<serde_json::Value>,
     #[serde(default)]
     client_id: Option<String>,
     #[serde(default)]
@@ -446,12 +456,26 @@ impl Authenticator {
                 )));
             }
         };
+        let store_id = match claims.store_id {
+            None => None,
+            Some(serde_json::Value::String(id)) => Some(
+                stockflow_domain::StoreId::parse(id)
+                    .map_err(|e| AuthError::Rejected(format!("the store_id claim: {e}")))?
+                    .into(),
+            ),
+            Some(other) => {
+                return Err(AuthError::Rejected(format!(
+                    "the store_id claim must be a store id, not {other}"
+                )));
+            }
+        };
         let tag = actor_tag(&self.issuer, &claims.sub);
         Ok(Identity {
             subject: claims.sub,
             client_id: claims.client_id.or(claims.azp),
             scopes,
             locations,
+            store_id,
             rate_key: tag.clone(),
             actor_tag: Some(tag),
         })

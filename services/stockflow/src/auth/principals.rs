@@ -7,7 +7,8 @@
 //!
 //! ```json
 //! {"principals": [
-//!   {"cn": "pos-store-1", "scopes": ["stock:read", "stock:adjust"], "locations": ["store-1"]},
+//!   {"cn": "agent-store-1", "scopes": ["stock:read", "stock:adjust"], "locations": ["store-1"],
+//!    "store_id": "store-1"},
 //!   {"dns": "erp.example.com", "scopes": ["catalog:write", "stock:read"]},
 //!   {"uri": "spiffe://example.org/oms", "scopes": ["stock:reserve"]}
 //! ]}
@@ -15,7 +16,8 @@
 //!
 //! Each entry names exactly one of the subject's common name (`cn`), a DNS name (`dns`) or
 //! a URI (`uri`, e.g. a SPIFFE id) of the certificate's subject alternative names. An entry
-//! without `locations` may act at every location. The file is read again when it changes.
+//! without `locations` may act at every location; `store_id` names the store a store
+//! agent's certificate stands for. The file is read again when it changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -60,6 +62,8 @@ pub struct Grant {
     pub scopes: BTreeSet<Scope>,
     /// `None`: every location.
     pub locations: Option<BTreeSet<String>>,
+    /// The store the certificate stands for, when it is a store agent's.
+    pub store_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +84,8 @@ struct Entry {
     scopes: Vec<String>,
     #[serde(default)]
     locations: Option<Vec<String>>,
+    #[serde(default)]
+    store_id: Option<String>,
 }
 
 /// The parsed file: grants by `kind:name`.
@@ -117,10 +123,19 @@ impl PrincipalTable {
                     Scope::parse(s).ok_or_else(|| format!("principals[{i}]: unknown scope {s:?}"))
                 })
                 .collect::<Result<BTreeSet<_>, _>>()?;
+            let store_id = entry
+                .store_id
+                .map(|id| {
+                    stockflow_domain::StoreId::parse(id)
+                        .map(String::from)
+                        .map_err(|e| format!("principals[{i}]: {e}"))
+                })
+                .transpose()?;
             let grant = Grant {
                 principal: name.clone(),
                 scopes,
                 locations: entry.locations.map(|l| l.into_iter().collect()),
+                store_id,
             };
             if grants.insert(name.clone(), grant).is_some() {
                 return Err(format!("principals[{i}]: {name} is listed twice"));

@@ -50,6 +50,8 @@ pub struct TokenClaims {
     pub scopes: Vec<Scope>,
     /// `locations`, when the token is a store's.
     pub locations: Option<Vec<String>>,
+    /// `store_id`, when the token is a store agent's.
+    pub store_id: Option<String>,
     /// Lifetime from now.
     pub ttl: Duration,
     /// `nbf` this far in the future (tests of not-yet-valid tokens).
@@ -65,6 +67,7 @@ impl TokenClaims {
             audience: DEV_AUDIENCE.into(),
             scopes: scopes.to_vec(),
             locations: None,
+            store_id: None,
             ttl: Duration::from_secs(3600),
             not_before_in: Duration::ZERO,
         }
@@ -162,6 +165,9 @@ impl SigningKey {
         });
         if let (Some(locations), Value::Object(map)) = (&claims.locations, &mut body) {
             map.insert("locations".into(), json!(locations));
+        }
+        if let (Some(store_id), Value::Object(map)) = (&claims.store_id, &mut body) {
+            map.insert("store_id".into(), json!(store_id));
         }
         self.sign(&body)
     }

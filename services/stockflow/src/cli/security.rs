@@ -253,6 +253,10 @@ pub struct TokenArgs {
     /// Comma-separated locations a store's token may adjust and reserve at (any, if absent).
     #[arg(long, value_delimiter = ',')]
     pub locations: Vec<String>,
+    /// The store a store agent's token stands for (`store_id` claim): the region records
+    /// it on the store's commands and refuses the token's commands sent as another store.
+    #[arg(long)]
+    pub store_id: Option<String>,
     /// Lifetime, e.g. `1h`, `15m`.
     #[arg(long, default_value = "1h")]
     pub ttl: humantime::Duration,
@@ -303,12 +307,17 @@ impl TokenArgs {
                 })
                 .collect::<Result<_, _>>()?
         };
+        if let Some(id) = &self.store_id {
+            stockflow_domain::StoreId::parse(id.as_str())
+                .map_err(|e| CliError::Settings(e.to_string()))?;
+        }
         let claims = TokenClaims {
             subject: self.subject,
             issuer: self.issuer,
             audience: self.audience,
             scopes,
             locations: (!self.locations.is_empty()).then_some(self.locations),
+            store_id: self.store_id,
             ttl: self.ttl.into(),
             not_before_in: Duration::ZERO,
         };

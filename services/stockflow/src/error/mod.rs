@@ -85,6 +85,9 @@ pub enum ApiError {
     /// 403: the token may not act at this location.
     #[error("this token may not change stock at location {0}")]
     LocationForbidden(String),
+    /// 403: the command says it comes from a store the credentials are not.
+    #[error(transparent)]
+    StoreForbidden(crate::auth::StoreMismatch),
     /// 429: the caller's token bucket is empty.
     #[error("too many requests; retry in {retry_after_secs} s")]
     RateLimited {
@@ -160,6 +163,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "invalid_token",
     "insufficient_scope",
     "location_forbidden",
+    "store_forbidden",
     "principal_not_listed",
     "unsupported_encoding",
     "unsupported_transfer_coding",
@@ -255,6 +259,7 @@ impl ApiError {
             ApiError::LocationForbidden(_) => {
                 (S::FORBIDDEN, "location_forbidden", "Location not allowed")
             }
+            ApiError::StoreForbidden(_) => (S::FORBIDDEN, "store_forbidden", "Store not allowed"),
             ApiError::PrincipalNotListed(_) => (
                 S::FORBIDDEN,
                 "principal_not_listed",
@@ -387,6 +392,7 @@ impl ApiError {
             ApiError::InsufficientScope(scope) => Some(json!({ "scope": scope.as_str() })),
             ApiError::CursorExpired { snapshot } => Some(json!({ "snapshot": snapshot })),
             ApiError::LocationForbidden(location) => Some(json!({ "location": location })),
+            ApiError::StoreForbidden(m) => Some(json!({ "store": m.said, "token_store": m.held })),
             ApiError::Refused(Refusal::LocationForbidden { location }) => {
                 Some(json!({ "location": location }))
             }

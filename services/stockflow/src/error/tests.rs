@@ -102,6 +102,10 @@ fn every_code_is_documented() {
         ApiError::InvalidToken("t".into()),
         ApiError::InsufficientScope(Scope::Admin),
         ApiError::LocationForbidden("L".into()),
+        ApiError::StoreForbidden(crate::auth::StoreMismatch {
+            said: "s2".into(),
+            held: None,
+        }),
         ApiError::PrincipalNotListed("cn".into()),
         ApiError::UnsupportedEncoding("gzip".into()),
         ApiError::UnsupportedTransferCoding("gzip".into()),

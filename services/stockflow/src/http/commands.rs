@@ -12,7 +12,9 @@ use tracing::Instrument;
 
 use super::AppState;
 use super::docs::{IdempotencyKeyHeader, LocationPath, ReservationPath, SkuPath};
-use super::extract::{CommandBody, OptionalBody, PathParams, idempotency_key, trace_context};
+use super::extract::{
+    CommandBody, OptionalBody, PathParams, idempotency_key, store_named, store_seq, trace_context,
+};
 use super::model::*;
 use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult, Problem};
@@ -76,6 +78,9 @@ async fn run(
     command: impl FnOnce() -> ApiResult<Command>,
 ) -> ApiResult<Answered> {
     let key = identity.scoped_key(idempotency_key(headers)?);
+    let store = identity
+        .store_origin(store_named(headers)?.as_ref(), store_seq(headers)?)
+        .map_err(ApiError::StoreForbidden)?;
     let command = command()?;
     let name = command.name();
     let token = IdempotencyToken { key, fingerprint };
@@ -85,7 +90,7 @@ async fn run(
         command,
         idempotency: Some(token),
         trace_context,
-        actor: Some(identity.actor()),
+        actor: Some(identity.actor(store)),
         // A store's token acts only at its locations: checked by the domain where the
         // command is decided (403 `location_forbidden`).
         grant: identity.location_grant(),

@@ -12,9 +12,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use stockflow_domain::IdempotencyKey;
+use stockflow_domain::{IdempotencyKey, StoreId};
 use stockflow_storage::ports::IdempotencyToken;
 
+use crate::auth::{STORE_HEADER, STORE_SEQ_HEADER};
 use crate::error::ApiError;
 
 /// Largest request body accepted.
@@ -257,6 +258,39 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, Api
         stockflow_domain::ValidationError::new("Idempotency-Key", "must be visible ASCII")
     })?;
     Ok(IdempotencyKey::parse(text)?)
+}
+
+/// The store a store agent says the command comes from (`stockflow-store`).
+pub(crate) fn store_named(headers: &HeaderMap) -> Result<Option<StoreId>, ApiError> {
+    let Some(value) = headers.get(STORE_HEADER) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| stockflow_domain::ValidationError::new(STORE_HEADER, "must be a store id"))?;
+    Ok(Some(StoreId::parse(text).map_err(|e| {
+        stockflow_domain::ValidationError::new(STORE_HEADER, e.to_string())
+    })?))
+}
+
+/// The agent's sequence number of the command (`stockflow-store-seq`).
+pub(crate) fn store_seq(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(STORE_SEQ_HEADER) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|seq| *seq <= stockflow_domain::MAX_VERSION)
+        .map(Some)
+        .ok_or_else(|| {
+            stockflow_domain::ValidationError::new(
+                STORE_SEQ_HEADER,
+                "must be an integer from 0 to 2^53-1",
+            )
+            .into()
+        })
 }
 
 /// The W3C `traceparent` of the request, stamped on the events it causes.

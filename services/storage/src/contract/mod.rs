@@ -118,6 +118,7 @@ pub(crate) fn keyed(command: Command, k: &str, fingerprint: &str) -> CommandRequ
         actor: Some(stockflow_domain::Actor {
             subject: "contract".into(),
             client_id: Some("pos-7".into()),
+            store: None,
         }),
         grant: LocationGrant::Any,
     }

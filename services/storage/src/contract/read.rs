@@ -140,6 +140,10 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
     audited.actor = Some(stockflow_domain::Actor {
         subject: "store-7-pos".into(),
         client_id: Some("pos".into()),
+        store: Some(stockflow_domain::StoreOrigin {
+            id: "store-7".into(),
+            seq: Some(42),
+        }),
     });
     audited.idempotency_key = Some(ScopedKey::parse("0123abcd~till-42").expect("scoped key"));
     audited.reference = Some("count-9".into());
@@ -163,6 +167,14 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
             Some("count-9")
         ),
         "who asked, under the key the client sent"
+    );
+    assert_eq!(
+        m.detail.store,
+        Some(stockflow_domain::StoreOrigin {
+            id: "store-7".into(),
+            seq: Some(42)
+        }),
+        "the store the command came from, and its agent's sequence number"
     );
 
     // Catalog search with stock filters.

@@ -163,6 +163,10 @@ pub(crate) struct ActorBody {
     pub subject: String,
     /// The OAuth2 client the token was issued to.
     pub client_id: Option<String>,
+    /// The store whose agent forwarded the command (its token's `store_id`).
+    pub store_id: Option<String>,
+    /// The agent's sequence number of the command, to line movements up with the store's log.
+    pub store_seq: Option<u64>,
 }
 
 /// One change of a key.
@@ -236,6 +240,7 @@ impl From<Movement> for MovementBody {
     fn from(m: Movement) -> Self {
         let available = m.available();
         let d = m.detail;
+        let store = d.store;
         Self {
             damaged: d.damaged,
             quality_hold: d.quality_hold,
@@ -259,6 +264,8 @@ impl From<Movement> for MovementBody {
             actor: m.actor.map(|a| ActorBody {
                 subject: a.subject,
                 client_id: a.client_id,
+                store_id: store.as_ref().map(|s| s.id.clone()),
+                store_seq: store.as_ref().and_then(|s| s.seq),
             }),
             idempotency_key: m.idempotency_key,
             occurred_at: rfc3339(m.occurred_at_ms),

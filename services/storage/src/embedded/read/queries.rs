@@ -174,7 +174,11 @@ fn movement(r: &Row<'_>) -> rusqlite::Result<Movement> {
         reservation_id: r.get(6)?,
         reason: r.get(7)?,
         reference: r.get(8)?,
-        actor: subject.map(|subject| Actor { subject, client_id }),
+        actor: subject.map(|subject| Actor {
+            subject,
+            client_id,
+            store: None,
+        }),
         idempotency_key: r.get(11)?,
         occurred_at_ms: r.get(12)?,
         detail,

@@ -138,6 +138,7 @@ fn movement(r: MovementRow) -> Result<Movement> {
         actor: r.actor_subject.map(|subject| Actor {
             subject,
             client_id: r.actor_client_id,
+            store: None,
         }),
         idempotency_key: r.idempotency_key,
         occurred_at_ms: r.occurred_at.unwrap_or(0),
