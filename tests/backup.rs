@@ -294,3 +294,97 @@ async fn backups_taken_under_load_restore_to_consistent_platforms() {
         );
     }
 }
+
+/// A lost read table comes back from the write side: with `inventory_by_sku_location` and
+/// `availability_by_region` dropped, the projectors (already at the log's end) have nothing
+/// to bring them back, and `stockflow rebuild-read-models` does, after which the platform
+/// serves every key at its version and projects the next change of each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_read_table_is_rebuilt_from_the_write_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let addr = free_addr();
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    let platform = DevProcess::start(&data, addr).await;
+    for location in LOCATIONS {
+        put_warehouse(&client, &base, location, "north").await;
+    }
+    for s in 0..SKUS {
+        for (n, location) in LOCATIONS.into_iter().enumerate() {
+            for step in 0..=n {
+                let body = json!({"sku": format!("L{s}"), "location": location, "delta": 3 + s, "reason": "receipt"});
+                let key = format!("l-{s}-{location}-{step}");
+                assert_eq!(post(&client, &base, "/v1/adjustments", &key, body).await, 200);
+            }
+        }
+        let id = format!("lr-{s}");
+        let body = json!({"reservation_id": id, "lines": [{"sku": format!("L{s}"), "location": "dc1", "qty": 2}], "ttl_seconds": 3600});
+        assert!(matches!(post(&client, &base, "/v1/reservations", &id, body).await, 200 | 201));
+    }
+    platform.stop();
+    let levels = write_levels(&data).await;
+    assert_eq!(levels.len(), SKUS * LOCATIONS.len());
+
+    let read_db = rusqlite::Connection::open(data.join("read.db")).unwrap();
+    read_db
+        .execute_batch("DROP TABLE inventory_by_sku_location; DROP TABLE availability_by_region;")
+        .unwrap();
+    drop(read_db);
+    let platform = DevProcess::start(&data, addr).await;
+    let r = client
+        .get(format!("{base}/v1/stock/L0/dc1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the projectors do not bring a lost table back");
+    platform.stop();
+
+    let line = stockflow_output(&[
+        "rebuild-read-models",
+        "--data-dir",
+        path(&data),
+        "--partitions",
+        "4",
+        "--page",
+        "10",
+    ]);
+    eprintln!("{}", line.trim());
+    assert!(
+        line.contains(&format!("rebuilt the read models of {} keys", levels.len())),
+        "{line}"
+    );
+    assert_consistent(&data, "rebuilt").await;
+
+    let platform = DevProcess::start(&data, addr).await;
+    caught_up(&client, &base, &levels, "rebuilt").await;
+    let region: Value = client
+        .get(format!("{base}/v1/availability/L1?region=north"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expected: i64 = levels
+        .iter()
+        .filter(|l| l.sku.as_str() == "L1")
+        .map(|l| l.on_hand - l.reserved)
+        .sum();
+    assert_eq!(region["total_available"], expected, "{region}");
+    for l in &levels {
+        let body = json!({"sku": l.sku.as_str(), "location": l.location.as_str(), "delta": 1, "reason": "receipt"});
+        let key = format!("after-{}-{}", l.sku, l.location);
+        assert_eq!(post(&client, &base, "/v1/adjustments", &key, body).await, 200);
+    }
+    let next: Vec<StockLevel> = levels
+        .iter()
+        .map(|l| StockLevel {
+            on_hand: l.on_hand + 1,
+            version: l.version + 1,
+            ..l.clone()
+        })
+        .collect();
+    caught_up(&client, &base, &next, "after the rebuild").await;
+    platform.stop();
+}

@@ -20,6 +20,7 @@ pub mod embedded;
 pub mod error;
 mod expiry_rounds;
 pub mod ports;
+pub mod rebuild;
 pub mod scylla;
 mod stop;
 

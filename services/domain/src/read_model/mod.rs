@@ -20,7 +20,7 @@ pub use movement::{Movement, MovementDetail, Provenance};
 
 use crate::event::StockEvent;
 use crate::quantity::{Dated, add_days};
-use crate::stock::Quantities;
+use crate::stock::{Quantities, StockLevel};
 
 /// Whether an event at `version` is newer than what a row at `stored` (`None`: no row)
 /// reflects — the projector's rule, so applying events late, twice or out of order
@@ -115,6 +115,27 @@ impl InventoryRow {
             Flow::of(e),
             e.version,
             e.occurred_at_ms,
+        )
+    }
+
+    /// The row the write side's `level` stands for, as of `as_of_ms` (the moment it was
+    /// read): what rebuilding the read models from the write side writes, the same row
+    /// the level's latest event left.
+    pub fn of_level(level: &StockLevel, as_of_ms: i64) -> Self {
+        Self::stored(
+            (
+                level.sku.to_string(),
+                level.location.to_string(),
+                level.region.to_string(),
+            ),
+            level.quantities(),
+            Flow {
+                backordered: level.backordered(),
+                in_transit: level.in_transit(),
+                incoming: level.incoming_by_date(),
+            },
+            level.version,
+            as_of_ms,
         )
     }
 

@@ -56,6 +56,9 @@ enum Action {
     Backup(super::backup::BackupArgs),
     /// Restore a backup of an embedded data directory into an empty directory.
     Restore(super::backup::RestoreArgs),
+    /// Rebuild the stock read models and search from the write side (a lost or stale read
+    /// table, a restored keyspace), with progress; an interrupted run resumes.
+    RebuildReadModels(super::rebuild::RebuildArgs),
     /// Print a bearer token signed by the development key of a data directory (or by
     /// --key), for `stockflow dev --auth-dev` and tests.
     Token(TokenArgs),
@@ -165,7 +168,8 @@ impl Cli {
             | Action::Trace(_)
             | Action::Reference
             | Action::Backup(_)
-            | Action::Restore(_) => "stockflow",
+            | Action::Restore(_)
+            | Action::RebuildReadModels(_) => "stockflow",
             command => command.role().map_or("stockflow", Role::service_name),
         }
     }
@@ -188,6 +192,7 @@ impl Cli {
             Action::Token(args) => args.run(),
             Action::Backup(args) => args.run(),
             Action::Restore(args) => args.run(),
+            Action::RebuildReadModels(args) => args.run().await,
             Action::Reference => {
                 print!("{}", super::reference::markdown());
                 Ok(())

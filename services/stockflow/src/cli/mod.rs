@@ -16,6 +16,7 @@ use crate::app;
 mod agent;
 mod backup;
 mod commands;
+mod rebuild;
 pub mod reference;
 mod security;
 mod settings;

@@ -12,7 +12,7 @@ use stockflow_domain::{
 use super::*;
 use crate::ports::{DeadLetter, Provenance, ReadStore, SearchQuery};
 
-fn stock_event(
+pub(super) fn stock_event(
     s: &str,
     l: &str,
     region: &str,

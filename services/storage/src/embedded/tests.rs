@@ -52,6 +52,12 @@ async fn a_store_records_facts_below_zero_and_channels_see_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_models_are_rebuilt_from_the_write_side_resuming_where_a_run_stopped() {
+    let (_dir, b) = backend(4);
+    contract::rebuild_contract(b.write.clone(), b.read.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moves_counts_and_a_location_policy_keep_one_event_per_change() {
     let (_dir, b) = backend(4);
     contract::states_contract(b.write.clone()).await;

@@ -177,6 +177,15 @@ pub trait ReadStore: Send + Sync + 'static {
     async fn project(&self, batch: Batch<'_>) -> Result<()>;
     /// Applies events without moving any offset (replaying a dead letter).
     async fn replay(&self, events: &[BusEvent]) -> Result<()>;
+    /// Empties the stock read models (rows per key, totals per region, search documents)
+    /// before they are rebuilt from the write side; the movement history, the change feed,
+    /// consumer offsets and dead letters stay.
+    async fn clear_stock_views(&self) -> Result<()>;
+    /// Writes rows rebuilt from the write side as projection writes an event's row (a
+    /// row newer than the one held replaces it, region totals follow, the change feed
+    /// records it), and drops each key's movements past the row's version: history a
+    /// restored write side never made.
+    async fn restore_stock(&self, rows: &[InventoryRow]) -> Result<()>;
     /// Records a poison record in the DLQ and advances the offset past it, atomically.
     async fn dead_letter(&self, letter: DeadLetter, next_offset: u64) -> Result<()>;
     /// The next offset `consumer` should read from `partition` (0 if never stored).

@@ -87,6 +87,8 @@ pub trait WriteStore: Send + Sync + 'static {
     async fn stock_level(&self, key: &StockKey) -> Result<Option<StockLevel>>;
     /// Every stock level (used by tests and consistency checks; not on a hot path).
     async fn all_stock_levels(&self) -> Result<Vec<StockLevel>>;
+    /// Every SKU's catalog data (rebuilding the read models; not on a hot path).
+    async fn all_skus(&self) -> Result<Vec<SkuCatalog>>;
     /// One round of expiry: expires active reservations whose deadline has passed by
     /// `now_ms`, at most `limit` of them (soonest first, through the domain's decision for
     /// `Command::Expire`), and tells when the next deadline falls. Only `limit` deadlines

@@ -122,6 +122,14 @@ impl ReadStore for SqliteReadStore {
         self.write(|tx| project::apply_all(tx, events, None))
     }
 
+    async fn clear_stock_views(&self) -> Result<()> {
+        self.write(|tx| project::clear_stock_views(tx))
+    }
+
+    async fn restore_stock(&self, rows: &[InventoryRow]) -> Result<()> {
+        self.write(|tx| project::restore_rows(tx, rows))
+    }
+
     async fn dead_letter(&self, letter: DeadLetter, next_offset: u64) -> Result<()> {
         self.write(|tx| {
             tx.prepare_cached(

@@ -45,6 +45,12 @@ fn apply_stock(conn: &Connection, e: &StockEvent, from: Option<&Provenance>) -> 
         source,
     })?;
     record_movement(conn, e, from)?;
+    apply_row(conn, &InventoryRow::of(e))
+}
+
+/// Writes `after` as the key's row if it is newer than the one held, moves its regions'
+/// totals by the difference and records it in the change feed.
+fn apply_row(conn: &Connection, after: &InventoryRow) -> Result<()> {
     let before: Option<InventoryRow> = conn
         .prepare_cached(&format!(
             "SELECT {} FROM inventory_by_sku_location WHERE sku = ?1 AND location = ?2",
@@ -52,16 +58,15 @@ fn apply_stock(conn: &Connection, e: &StockEvent, from: Option<&Provenance>) -> 
         ))
         .and_then(|mut s| {
             s.query_row(
-                [e.sku.as_str(), e.location.as_str()],
+                [after.sku.as_str(), after.location.as_str()],
                 InventoryColumns::read,
             )
             .optional()
         })
         .what("load an inventory row")?;
-    if !read_model::is_newer(e.version, before.as_ref().map(|r| r.version)) {
+    if !read_model::is_newer(after.version, before.as_ref().map(|r| r.version)) {
         return Ok(());
     }
-    let after = InventoryRow::of(e);
     conn.prepare_cached(
         "INSERT INTO inventory_by_sku_location (sku, location, region, on_hand, reserved, version,
              as_of_ms, damaged, quality_hold, safety_stock, backordered, in_transit, incoming)
@@ -90,14 +95,37 @@ fn apply_stock(conn: &Connection, e: &StockEvent, from: Option<&Provenance>) -> 
         ])
     })
     .what("write an inventory row")?;
-    super::changes::record(conn, &after, now_ms())?;
-    for (region, change) in read_model::region_changes(before.as_ref(), &after) {
+    super::changes::record(conn, after, now_ms())?;
+    for (region, change) in read_model::region_changes(before.as_ref(), after) {
         let totals = load_totals(conn, &after.sku, &region)?
             .unwrap_or_else(RegionTotals::none)
             .plus(&change);
         write_totals(conn, &after.sku, &region, &totals)?;
     }
     Ok(())
+}
+
+/// Writes rows rebuilt from the write side as projection would, and drops each key's
+/// movements past its row's version: history the (restored) write side never made.
+pub(super) fn restore_rows(conn: &Connection, rows: &[InventoryRow]) -> Result<()> {
+    for row in rows {
+        apply_row(conn, row)?;
+        conn.prepare_cached(
+            "DELETE FROM stock_movements WHERE sku = ?1 AND location = ?2 AND version > ?3",
+        )
+        .and_then(|mut s| s.execute(params![row.sku, row.location, to_sql_u64(row.version)]))
+        .what("drop movements past the write side")?;
+    }
+    Ok(())
+}
+
+/// Empties the rows per key, the totals per region and the search documents.
+pub(super) fn clear_stock_views(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "DELETE FROM inventory_by_sku_location; DELETE FROM availability_by_region;
+         DELETE FROM search_documents; DELETE FROM search_index;",
+    )
+    .what("clear the stock read models")
 }
 
 fn write_totals(conn: &Connection, sku: &str, region: &str, t: &RegionTotals) -> Result<()> {

@@ -196,6 +196,10 @@ impl WriteStore for SqliteWriteStore {
         self.readers.read(rows::all_levels).await
     }
 
+    async fn all_skus(&self) -> Result<Vec<SkuCatalog>> {
+        self.readers.read(rows::all_skus).await
+    }
+
     async fn expire_due(&self, now_ms: i64, limit: usize) -> Result<ExpiryRound> {
         // The partial index `reservations_active_by_expiry` is the timer: the due rows
         // (one more than the limit tells whether the round is full), then the next

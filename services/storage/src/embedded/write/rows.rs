@@ -361,6 +361,28 @@ pub(super) fn put_sku(
     Ok(catalog)
 }
 
+/// Every SKU's catalog data, in SKU order.
+pub(super) fn all_skus(conn: &Connection) -> Result<Vec<SkuCatalog>> {
+    let rows: Vec<(String, String, String, i64)> = conn
+        .prepare("SELECT sku, name, attributes, version FROM skus ORDER BY sku")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect()
+        })
+        .what("scan SKUs")?;
+    rows.into_iter()
+        .map(|(sku, name, attributes, version)| {
+            Ok(SkuCatalog {
+                sku: Sku::parse(sku).map_err(StoreError::corrupt("SKU"))?,
+                name,
+                attributes: serde_json::from_str(&attributes)
+                    .map_err(StoreError::corrupt("catalog attributes"))?,
+                version: from_sql_u64(version),
+            })
+        })
+        .collect()
+}
+
 pub(super) fn mark_published(conn: &Connection, ids: &[i64]) -> Result<()> {
     let mut stmt = conn
         .prepare_cached("DELETE FROM outbox WHERE id = ?1")

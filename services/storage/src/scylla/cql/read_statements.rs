@@ -34,6 +34,7 @@ pub(crate) struct ReadStatements {
     pub insert_movement: PreparedStatement,
     pub insert_projected_movement: PreparedStatement,
     pub movements: PreparedStatement,
+    pub trim_movements: PreparedStatement,
 }
 
 impl ReadStatements {
@@ -72,6 +73,7 @@ impl ReadStatements {
             insert_movement: p(format!("INSERT INTO {ks}.stock_movements ({movement}) VALUES (:sku, :location, :version, :kind, :on_hand, :reserved, :reservation_id, :reason, :reference, :actor_subject, :actor_client_id, :idempotency_key, :occurred_at, :detail)")).await?,
             insert_projected_movement: p(format!("INSERT INTO {ks}.stock_movements ({movement}, {provenance}) VALUES (:sku, :location, :version, :kind, :on_hand, :reserved, :reservation_id, :reason, :reference, :actor_subject, :actor_client_id, :idempotency_key, :occurred_at, :detail, :bus_partition, :bus_offset, :projected_at, :projected_by)")).await?,
             movements: p(format!("SELECT {movement}, {provenance} FROM {ks}.stock_movements WHERE sku = ? AND location = ? AND version > ? ORDER BY version LIMIT ?")).await?,
+            trim_movements: p(format!("DELETE FROM {ks}.stock_movements WHERE sku = ? AND location = ? AND version > ?")).await?,
         })
     }
 }

@@ -67,6 +67,16 @@ pub(crate) struct KeyedLevelRow {
     pub extras: Option<String>,
 }
 
+/// A SKU's catalog partition, as a scan finds it.
+#[derive(Debug, DeserializeRow)]
+pub(crate) struct KeyedCatalogRow {
+    pub sku: String,
+    pub location: String,
+    pub catalog_name: Option<String>,
+    pub catalog_attributes: Option<BTreeMap<String, String>>,
+    pub version: Option<i64>,
+}
+
 /// An applied-command row.
 #[derive(Debug, DeserializeRow)]
 pub(crate) struct CmdRow {

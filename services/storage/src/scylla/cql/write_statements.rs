@@ -59,6 +59,7 @@ pub(crate) struct WriteStatements {
     pub put_fingerprint: PreparedStatement,
     pub put_refusal: PreparedStatement,
     pub all_levels: PreparedStatement,
+    pub all_catalogs: PreparedStatement,
     /// Every reservation line of a partition (read only for a recorded fact that
     /// oversells: it names the reservations at risk).
     pub all_lines: PreparedStatement,
@@ -131,6 +132,7 @@ impl WriteStatements {
             put_refusal: p(format!("INSERT INTO {ks}.idempotency_fingerprints (key, fingerprint, refusal) VALUES (?, ?, ?) USING TTL {RECORD_TTL}")).await?,
             all_lines: p(format!("SELECT row_id, status, payload FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'r'")).await?,
             all_levels: p(format!("SELECT DISTINCT sku, location, region, on_hand, reserved, version, extras FROM {sp}")).await?,
+            all_catalogs: p(format!("SELECT DISTINCT sku, location, catalog_name, catalog_attributes, version FROM {sp}")).await?,
         })
     }
 }

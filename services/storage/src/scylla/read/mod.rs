@@ -5,6 +5,7 @@
 mod changes;
 mod letters;
 mod project;
+mod rebuild;
 mod search;
 
 use std::collections::{HashMap, HashSet};
@@ -48,6 +49,8 @@ pub struct ScyllaReadStore {
     known_regions: Mutex<KnownRegions>,
     /// The change feed's statements.
     feed: changes::FeedStatements,
+    /// The keyspace, for truncating the stock views before a rebuild.
+    keyspace: String,
 }
 
 /// A version or offset as a CQL bigint (and a write timestamp): they never get near 2^63.
@@ -172,6 +175,7 @@ impl ScyllaReadStore {
             st,
             known_regions: Mutex::default(),
             feed,
+            keyspace: keyspace.to_string(),
         })
     }
 
@@ -231,6 +235,14 @@ impl ReadStore for ScyllaReadStore {
 
     async fn replay(&self, events: &[BusEvent]) -> Result<()> {
         self.apply_all(events, None).await
+    }
+
+    async fn clear_stock_views(&self) -> Result<()> {
+        self.truncate_stock_views().await
+    }
+
+    async fn restore_stock(&self, rows: &[InventoryRow]) -> Result<()> {
+        self.write_restored(rows).await
     }
 
     async fn dead_letter(&self, letter: DeadLetter, next_offset: u64) -> Result<()> {

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use stockflow_domain::read_model::{self, InventoryRow, Movement, Provenance};
 use stockflow_domain::{BusEvent, CatalogEvent, StockEvent};
@@ -105,7 +106,28 @@ impl ScyllaReadStore {
         let inventory: Vec<InventoryRow> = inventory.into_values().map(InventoryRow::of).collect();
         let availability: Vec<InventoryRow> =
             availability.into_values().map(InventoryRow::of).collect();
-        let mut writes: Vec<futures::future::BoxFuture<'_, Result<()>>> = Vec::new();
+        let mut writes = self.row_writes(&inventory, &availability, &regions);
+        writes.extend(
+            events
+                .iter()
+                .map(|(e, from)| self.record_movement(e, from.as_ref()).boxed()),
+        );
+        run_all(writes).await?;
+        if let Ok(mut known) = self.known_regions.lock() {
+            known.add(new_regions, KNOWN_REGIONS);
+        }
+        Ok(())
+    }
+
+    /// The writes of read-model rows: each key's row (and its change-feed entry), each
+    /// location's share of its region, and the `(sku, region)` pairs not known yet.
+    pub(super) fn row_writes<'a>(
+        &'a self,
+        inventory: &'a [InventoryRow],
+        availability: &'a [InventoryRow],
+        regions: &BTreeSet<(&'a str, &'a str)>,
+    ) -> Vec<BoxFuture<'a, Result<()>>> {
+        let mut writes: Vec<BoxFuture<'a, Result<()>>> = Vec::new();
         writes.extend(inventory.iter().map(|row| {
             let write = InventoryWrite::of(row);
             query::exec(
@@ -126,7 +148,7 @@ impl ScyllaReadStore {
             let st = &self.st.upsert_availability;
             query::exec(&self.session, "project availability", st, write).boxed()
         }));
-        writes.extend(regions.into_iter().map(|(sku, region)| {
+        writes.extend(regions.iter().map(|&(sku, region)| {
             query::exec(
                 &self.session,
                 "project regions",
@@ -135,19 +157,7 @@ impl ScyllaReadStore {
             )
             .boxed()
         }));
-        writes.extend(
-            events
-                .iter()
-                .map(|(e, from)| self.record_movement(e, from.as_ref()).boxed()),
-        );
-        let mut written = futures::stream::iter(writes).buffer_unordered(PROJECTION_WRITES);
-        while let Some(result) = written.next().await {
-            result?;
-        }
-        if let Ok(mut known) = self.known_regions.lock() {
-            known.add(new_regions, KNOWN_REGIONS);
-        }
-        Ok(())
+        writes
     }
 
     /// The event's row in the key's movement history; writing it again writes the same,
@@ -258,6 +268,15 @@ impl ScyllaReadStore {
         )
         .await
     }
+}
+
+/// Runs `writes`, [`PROJECTION_WRITES`] at a time; the first failure fails them all.
+pub(super) async fn run_all(writes: Vec<BoxFuture<'_, Result<()>>>) -> Result<()> {
+    let mut written = futures::stream::iter(writes).buffer_unordered(PROJECTION_WRITES);
+    while let Some(result) = written.next().await {
+        result?;
+    }
+    Ok(())
 }
 
 impl KnownRegions {

@@ -86,6 +86,12 @@ async fn scylla_store_records_facts_below_zero_and_channels_see_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_read_models_are_rebuilt_from_the_write_side_resuming_where_a_run_stopped() {
+    let b = backend("rebuild").await;
+    contract::rebuild_contract(b.write.clone(), b.read.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_moves_counts_and_a_location_policy_keep_one_event_per_change() {
     let b = backend("states").await;
     contract::states_contract(b.write.clone()).await;

@@ -133,3 +133,4 @@ async fn write(p: &Partitions, catalog: &SkuCatalog, previous: Option<i64>) -> R
         Err(e) => Err(cql("catalog batch")(e)),
     }
 }
+

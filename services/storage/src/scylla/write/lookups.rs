@@ -3,13 +3,13 @@
 
 use futures::StreamExt;
 use stockflow_domain::{
-    Extras, LocationId, Region, Reservation, ReservationId, Sku, StockKey, StockLevel,
+    Extras, LocationId, Region, Reservation, ReservationId, Sku, SkuCatalog, StockKey, StockLevel,
 };
 
 use super::partition::Partitions;
 use super::saga::{self, Located};
 use crate::scylla::cql::errors::unreadable;
-use crate::scylla::cql::rows::KeyedLevelRow;
+use crate::scylla::cql::rows::{KeyedCatalogRow, KeyedLevelRow};
 use crate::scylla::cql::write_statements::CATALOG;
 use crate::{Result, StoreError};
 
@@ -62,5 +62,33 @@ pub(super) async fn all_stock_levels(p: &Partitions) -> Result<Vec<StockLevel>> 
         });
     }
     out.sort_by_key(StockLevel::key);
+    Ok(out)
+}
+
+/// Every SKU's catalog data, in SKU order: the same scan, keeping the catalog partitions
+/// (rebuilding the read models; never on a hot path).
+pub(super) async fn all_skus(p: &Partitions) -> Result<Vec<SkuCatalog>> {
+    let mut out = Vec::new();
+    let mut pager = p
+        .session
+        .execute_iter(p.st.all_catalogs.clone(), ())
+        .await
+        .map_err(unreadable("scan catalogs"))?
+        .rows_stream::<KeyedCatalogRow>()
+        .map_err(unreadable("scan catalogs"))?;
+    while let Some(row) = pager.next().await {
+        let row = row.map_err(unreadable("scan catalogs"))?;
+        let version = row.version.unwrap_or(0);
+        if row.location != CATALOG || version <= 0 {
+            continue;
+        }
+        out.push(SkuCatalog {
+            sku: Sku::parse(row.sku).map_err(StoreError::corrupt("SKU"))?,
+            name: row.catalog_name.unwrap_or_default(),
+            attributes: row.catalog_attributes.unwrap_or_default(),
+            version: u64::try_from(version).unwrap_or(0),
+        });
+    }
+    out.sort_by(|a, b| a.sku.cmp(&b.sku));
     Ok(out)
 }

@@ -295,6 +295,10 @@ impl WriteStore for ScyllaWriteStore {
         lookups::all_stock_levels(self.p()).await
     }
 
+    async fn all_skus(&self) -> Result<Vec<SkuCatalog>> {
+        lookups::all_skus(self.p()).await
+    }
+
     async fn expire_due(&self, now_ms: i64, limit: usize) -> Result<ExpiryRound> {
         deadline_scan::expire_due(self, self.p(), &self.deadline_floor, now_ms, limit).await
     }
