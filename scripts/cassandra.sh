@@ -4,6 +4,8 @@
 #   scripts/cassandra.sh up     download (once, cached by version), start, wait for CQL
 #   scripts/cassandra.sh down   stop it and delete its data
 #   scripts/cassandra.sh status
+#   scripts/cassandra.sh nodetool ARGS...   run nodetool against it (snapshot, import, ...)
+#   scripts/cassandra.sh data-dir           print its data directory (where snapshots are)
 #
 # Cassandra stands in for ScyllaDB (same CQL and LWT). It listens on 127.0.0.1 only
 # (CQL port $CASSANDRA_PORT, default 9042), keeps data in a temporary directory, and
@@ -15,6 +17,8 @@ set -euo pipefail
 VERSION="${CASSANDRA_VERSION:-5.0.8}"
 PORT="${CASSANDRA_PORT:-9042}"
 STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-17000}"
+# JMX, for nodetool: bound to 127.0.0.1 only (cassandra.jmx.local.port), without auth.
+JMX_PORT="${CASSANDRA_JMX_PORT:-$((STORAGE_PORT + 1))}"
 CACHE="${STOCKFLOW_CACHE:-$HOME/.cache/stockflow}/cassandra-$VERSION"
 RUN="${CASSANDRA_RUN_DIR:-${TMPDIR:-/tmp}/stockflow-cassandra-$PORT}"
 
@@ -86,6 +90,23 @@ YAML
 XML
 }
 
+# The module exports and opens Cassandra's classes need on JDK 17 (daemon and tools).
+jvm_opens() {
+    for m in java.base/jdk.internal.misc java.management.rmi/com.sun.jmx.remote.internal.rmi \
+             java.rmi/sun.rmi.registry java.rmi/sun.rmi.server java.sql/java.sql \
+             java.base/java.lang.ref jdk.unsupported/sun.misc jdk.compiler/com.sun.tools.javac.file \
+             jdk.attach/sun.tools.attach java.management/com.sun.jmx.remote.security; do
+        opens+=("--add-exports=$m=ALL-UNNAMED")
+    done
+    for m in java.base/java.lang.module java.base/jdk.internal.loader java.base/jdk.internal.ref \
+             java.base/jdk.internal.reflect java.base/jdk.internal.math java.base/jdk.internal.module \
+             java.base/jdk.internal.util.jar java.base/sun.nio.ch java.base/java.io \
+             java.base/java.lang.reflect java.base/java.lang java.base/java.util java.base/java.nio \
+             jdk.management/com.sun.management.internal jdk.compiler/com.sun.tools.javac; do
+        opens+=("--add-opens=$m=ALL-UNNAMED")
+    done
+}
+
 is_up() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
 up() {
@@ -102,20 +123,8 @@ up() {
     write_config
     local jamm
     jamm="$(ls "$CACHE"/lib/jamm-*.jar | head -1)"
-    local opens=() 
-    for m in java.base/jdk.internal.misc java.management.rmi/com.sun.jmx.remote.internal.rmi \
-             java.rmi/sun.rmi.registry java.rmi/sun.rmi.server java.sql/java.sql \
-             java.base/java.lang.ref jdk.unsupported/sun.misc jdk.compiler/com.sun.tools.javac.file \
-             jdk.attach/sun.tools.attach java.management/com.sun.jmx.remote.security; do
-        opens+=("--add-exports=$m=ALL-UNNAMED")
-    done
-    for m in java.base/java.lang.module java.base/jdk.internal.loader java.base/jdk.internal.ref \
-             java.base/jdk.internal.reflect java.base/jdk.internal.math java.base/jdk.internal.module \
-             java.base/jdk.internal.util.jar java.base/sun.nio.ch java.base/java.io \
-             java.base/java.lang.reflect java.base/java.lang java.base/java.util java.base/java.nio \
-             jdk.management/com.sun.management.internal jdk.compiler/com.sun.tools.javac; do
-        opens+=("--add-opens=$m=ALL-UNNAMED")
-    done
+    local opens=()
+    jvm_opens
     nohup "$java" -Xms512m -Xmx1g -XX:+UseG1GC -Xss512k \
         -javaagent:"$jamm" "${opens[@]}" \
         -Djdk.attach.allowAttachSelf=true -Dio.netty.tryReflectionSetAccessible=true \
@@ -123,7 +132,7 @@ up() {
         -Dcassandra-foreground=true -Dlogback.configurationFile="$RUN/logback.xml" \
         -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=100 \
         -Dcassandra.superuser_setup_delay_ms=0 -Dcassandra.unsafesystem=true \
-        -Dcassandra.jmx.local.port=0 \
+        -Dcassandra.jmx.local.port="$JMX_PORT" \
         -cp "$CACHE/lib/*" org.apache.cassandra.service.CassandraDaemon \
         >"$RUN/stdout.log" 2>&1 &
     echo $! > "$RUN/pid"
@@ -134,4 +143,28 @@ up() {
 
 down() { stop_server "$RUN"; }
 
+# nodetool from the same jars, over the local JMX port.
+nodetool() {
+    local java
+    java="$(find_java17 cassandra.sh "${CASSANDRA_JAVA:-}")"
+    local opens=()
+    jvm_opens
+    cat > "$RUN/logback-tools.xml" <<XML
+<configuration>
+  <appender name="ERR" class="ch.qos.logback.core.ConsoleAppender">
+    <target>System.err</target>
+    <encoder><pattern>%-5level %logger{20} %msg%n</pattern></encoder>
+  </appender>
+  <root level="WARN"><appender-ref ref="ERR"/></root>
+</configuration>
+XML
+    "$java" -Xmx256m "${opens[@]}" -cp "$CACHE/lib/*" -Dlogback.configurationFile="$RUN/logback-tools.xml" \
+        -Dcassandra.logdir="$RUN" \
+        org.apache.cassandra.tools.NodeTool -h 127.0.0.1 -p "$JMX_PORT" "$@"
+}
+
+case "${1:-}" in
+    nodetool) shift; nodetool "$@"; exit ;;
+    data-dir) echo "$RUN/data"; exit ;;
+esac
 serve_main cassandra.sh "$PORT" "${1:-}"

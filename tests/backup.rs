@@ -315,12 +315,18 @@ async fn a_lost_read_table_is_rebuilt_from_the_write_side() {
             for step in 0..=n {
                 let body = json!({"sku": format!("L{s}"), "location": location, "delta": 3 + s, "reason": "receipt"});
                 let key = format!("l-{s}-{location}-{step}");
-                assert_eq!(post(&client, &base, "/v1/adjustments", &key, body).await, 200);
+                assert_eq!(
+                    post(&client, &base, "/v1/adjustments", &key, body).await,
+                    200
+                );
             }
         }
         let id = format!("lr-{s}");
         let body = json!({"reservation_id": id, "lines": [{"sku": format!("L{s}"), "location": "dc1", "qty": 2}], "ttl_seconds": 3600});
-        assert!(matches!(post(&client, &base, "/v1/reservations", &id, body).await, 200 | 201));
+        assert!(matches!(
+            post(&client, &base, "/v1/reservations", &id, body).await,
+            200 | 201
+        ));
     }
     platform.stop();
     let levels = write_levels(&data).await;
@@ -337,7 +343,11 @@ async fn a_lost_read_table_is_rebuilt_from_the_write_side() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 404, "the projectors do not bring a lost table back");
+    assert_eq!(
+        r.status(),
+        404,
+        "the projectors do not bring a lost table back"
+    );
     platform.stop();
 
     let line = stockflow_output(&[
@@ -375,7 +385,10 @@ async fn a_lost_read_table_is_rebuilt_from_the_write_side() {
     for l in &levels {
         let body = json!({"sku": l.sku.as_str(), "location": l.location.as_str(), "delta": 1, "reason": "receipt"});
         let key = format!("after-{}-{}", l.sku, l.location);
-        assert_eq!(post(&client, &base, "/v1/adjustments", &key, body).await, 200);
+        assert_eq!(
+            post(&client, &base, "/v1/adjustments", &key, body).await,
+            200
+        );
     }
     let next: Vec<StockLevel> = levels
         .iter()

@@ -13,8 +13,8 @@ use stockflow_storage::ports::{ReadStore, WriteStore};
 use stockflow_storage::rebuild::{self, RebuildProgress};
 use stockflow_storage::scylla::ScyllaBackend;
 
-use super::settings::{ScyllaArgs, Store};
 use super::Result;
+use super::settings::{ScyllaArgs, Store};
 
 /// Arguments of `stockflow rebuild-read-models`.
 #[derive(Debug, Args)]
@@ -70,7 +70,10 @@ async fn run(write: &dyn WriteStore, read: &dyn ReadStore, page: usize) -> Resul
         done.skus,
         started.elapsed(),
         if done.resumed_after > 0 {
-            format!(", resuming after {} keys done by an earlier run", done.resumed_after)
+            format!(
+                ", resuming after {} keys done by an earlier run",
+                done.resumed_after
+            )
         } else {
             String::new()
         }

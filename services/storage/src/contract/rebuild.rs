@@ -42,7 +42,11 @@ pub(crate) async fn rebuild_contract<W: WriteStore, R: ReadStore>(write: Arc<W>,
         }
     }
     write
-        .exec(plain(reserve("rb-res", &[("RB-1", "r1", 2), ("RB-2", "r3", 1)], 600)))
+        .exec(plain(reserve(
+            "rb-res",
+            &[("RB-1", "r1", 2), ("RB-2", "r3", 1)],
+            600,
+        )))
         .await
         .unwrap();
     let levels = write.all_stock_levels().await.unwrap();
@@ -74,7 +78,11 @@ pub(crate) async fn rebuild_contract<W: WriteStore, R: ReadStore>(write: Arc<W>,
     .unwrap()
     .expect("finished");
     assert_eq!((done.keys, done.resumed_after, done.skus), (9, 2, 3));
-    assert_eq!(seen, [2, 4, 6, 8, 9], "progress after every page, resumed where it stopped");
+    assert_eq!(
+        seen,
+        [2, 4, 6, 8, 9],
+        "progress after every page, resumed where it stopped"
+    );
     assert_eq!(read.offset(REBUILD_CONSUMER, 0).await.unwrap(), 0);
 
     // Every key: the row its level determines; nothing else.

@@ -133,4 +133,3 @@ async fn write(p: &Partitions, catalog: &SkuCatalog, previous: Option<i64>) -> R
         Err(e) => Err(cql("catalog batch")(e)),
     }
 }
-
