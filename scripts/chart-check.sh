@@ -55,7 +55,11 @@ monitored="$("$helm" template stockflow-operator charts/stockflow-operator --nam
 for kind in PodMonitor ServiceMonitor; do
     grep -q "^kind: $kind\$" <<<"$monitored" || { echo "chart-check.sh: no $kind where its CRD exists" >&2; exit 1; }
 done
-rendered="$("$helm" template stockflow-operator charts/stockflow-operator --namespace stockflow-system --include-crds)"
+rendered="$("$helm" template stockflow-operator charts/stockflow-operator --namespace stockflow-system)"
+# The CRD is a template (upgraded by helm upgrade), kept on uninstall, and can be left out.
+grep -q 'helm.sh/resource-policy: keep' <<<"$rendered" || { echo "chart-check.sh: the CRD template is not kept on uninstall" >&2; exit 1; }
+"$helm" template stockflow-operator charts/stockflow-operator --namespace stockflow-system --set crds.install=false |
+    grep -q '^kind: CustomResourceDefinition$' && { echo "chart-check.sh: crds.install=false still renders the CRD" >&2; exit 1; }
 for kind in CustomResourceDefinition ServiceAccount ClusterRole ClusterRoleBinding Role RoleBinding Deployment Service ConfigMap; do
     grep -q "^kind: $kind\$" <<<"$rendered" || { echo "chart-check.sh: rendered chart lacks a $kind" >&2; exit 1; }
 done

@@ -6,12 +6,14 @@
 //!   soak), with `conn` (one keep-alive connection, the histograms), `expiry_burst` and `soak`.
 //! - `lwt`: the raw ScyllaDB conditional-batch ceiling the command path is measured
 //!   against.
+//! - `rebuild`: seeding many keys and timing the read models' rebuild from the write side.
 
 mod args;
 mod conn;
 mod expiry_burst;
 mod http;
 mod lwt;
+mod rebuild;
 mod soak;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +43,8 @@ enum Bench {
     Http(args::BenchArgs),
     /// The raw ScyllaDB LWT ceiling (the command path's conditional batch, nothing else).
     Lwt(lwt::LwtArgs),
+    /// Seed many keys, then time `rebuild-read-models` (embedded, or ScyllaDB).
+    Rebuild(rebuild::RebuildArgs),
 }
 
 #[tokio::main]
@@ -49,6 +53,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.bench {
         Bench::Http(args) => http::run(args).await,
         Bench::Lwt(args) => lwt::run_lwt(args).await,
+        Bench::Rebuild(args) => rebuild::run_rebuild(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -326,9 +326,22 @@ async fn bad_configuration_fails_clearly() {
     let session = scylla::connect(&ScyllaConfig::new(nodes.clone(), ks.clone()))
         .await
         .unwrap();
+    // The next build's migration, additive and admitting this build (a rolling upgrade):
+    // this process stays ready and keeps taking commands.
     session
         .query_unpaged(
-            format!("UPDATE {ks}.schema_version SET version = 99 WHERE name = 'stockflow'"),
+            format!("UPDATE {ks}.schema_version SET version = ?, readers_from = ? WHERE name = 'stockflow'"),
+            (stockflow_storage::scylla::SCHEMA_VERSION + 1, stockflow_storage::scylla::SCHEMA_VERSION),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.get("/readyz").await.status(), StatusCode::OK);
+    p.location("mixed", "north").await;
+    p.stock("MIXED-1", "mixed", 4).await;
+    // A schema that does not admit this build (or says nothing): not ready.
+    session
+        .query_unpaged(
+            format!("UPDATE {ks}.schema_version SET version = 99, readers_from = null WHERE name = 'stockflow'"),
             (),
         )
         .await

@@ -487,6 +487,12 @@ pub(crate) struct SchemaVersionRow {
     pub version: Option<i32>,
 }
 
+/// The oldest build a schema admits.
+#[derive(Debug, DeserializeRow)]
+pub(crate) struct ReadersRow {
+    pub readers_from: Option<i32>,
+}
+
 /// A keyspace that exists.
 #[derive(Debug, DeserializeRow)]
 pub(crate) struct KeyspaceRow {

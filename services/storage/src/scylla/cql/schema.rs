@@ -5,40 +5,86 @@ use scylla::client::session::Session;
 
 use super::errors::{already_applied, cql, table_missing};
 use super::query::decode;
-use super::rows::{KeyspaceRow, SchemaVersionRow};
+use super::rows::{KeyspaceRow, ReadersRow, SchemaVersionRow};
 use super::session::valid_keyspace;
 use crate::{Result, StoreError, now_ms};
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i32 = 9;
+pub const SCHEMA_VERSION: i32 = 10;
 
-/// Versioned schema files, applied in order.
-const MIGRATIONS: &[(i32, &str)] = &[
-    (1, include_str!("../../../schema/cql/001_initial.cql")),
-    (
+/// One versioned schema file.
+struct Migration {
+    version: i32,
+    text: &'static str,
+    /// The oldest build (by the schema version it expects) that still runs correctly on
+    /// the schema after this migration: its own version when older builds would misread
+    /// it, lower when the migration only adds what older builds never touch.
+    readers_from: i32,
+}
+
+/// The first version whose `schema_version` row says which builds may run on it.
+const READERS_RECORDED_FROM: i32 = 10;
+
+const fn step(version: i32, text: &'static str, readers_from: i32) -> Migration {
+    Migration {
+        version,
+        text,
+        readers_from,
+    }
+}
+
+/// Versioned schema files, applied in order. Builds before version 10 accept only their
+/// own version, so those migrations admit no older reader.
+const MIGRATIONS: &[Migration] = &[
+    step(1, include_str!("../../../schema/cql/001_initial.cql"), 1),
+    step(
         2,
         include_str!("../../../schema/cql/002_reservation_rows.cql"),
+        2,
     ),
-    (3, include_str!("../../../schema/cql/003_leases.cql")),
-    (
+    step(3, include_str!("../../../schema/cql/003_leases.cql"), 3),
+    step(
         4,
         include_str!("../../../schema/cql/004_recorded_refusals.cql"),
+        4,
     ),
-    (5, include_str!("../../../schema/cql/005_movements.cql")),
-    (
+    step(5, include_str!("../../../schema/cql/005_movements.cql"), 5),
+    step(
         6,
         include_str!("../../../schema/cql/006_deadline_tombstones.cql"),
+        6,
     ),
-    (
+    step(
         7,
         include_str!("../../../schema/cql/007_movement_provenance.cql"),
+        7,
     ),
-    (8, include_str!("../../../schema/cql/008_change_feed.cql")),
-    (
+    step(
+        8,
+        include_str!("../../../schema/cql/008_change_feed.cql"),
+        8,
+    ),
+    step(
         9,
         include_str!("../../../schema/cql/009_quantity_states.cql"),
+        9,
+    ),
+    step(
+        10,
+        include_str!("../../../schema/cql/010_reader_compatibility.cql"),
+        9,
     ),
 ];
+
+/// The oldest build that runs on the schema once every migration up to `version` is in.
+fn readers_from(version: i32) -> i32 {
+    MIGRATIONS
+        .iter()
+        .filter(|m| m.version <= version)
+        .map(|m| m.readers_from)
+        .max()
+        .unwrap_or(version)
+}
 
 /// How the keyspace is replicated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +143,7 @@ pub async fn migrate(
         .await
         .map_err(cql("create keyspace"))?;
     let current = applied_version(session, keyspace).await?.unwrap_or(0);
-    for (version, text) in MIGRATIONS {
+    for Migration { version, text, .. } in MIGRATIONS {
         if *version <= current {
             continue;
         }
@@ -116,15 +162,26 @@ pub async fn migrate(
             }
         }
         await_agreement(session).await?;
-        session
-            .query_unpaged(
-                format!(
-                    "INSERT INTO {keyspace}.schema_version (name, version, applied_at) VALUES ('stockflow', ?, ?)"
-                ),
-                (*version, now_ms()),
-            )
-            .await
-            .map_err(cql("record schema version"))?;
+        let recorded = if *version >= READERS_RECORDED_FROM {
+            session
+                .query_unpaged(
+                    format!(
+                        "INSERT INTO {keyspace}.schema_version (name, version, applied_at, readers_from) VALUES ('stockflow', ?, ?, ?)"
+                    ),
+                    (*version, now_ms(), readers_from(*version)),
+                )
+                .await
+        } else {
+            session
+                .query_unpaged(
+                    format!(
+                        "INSERT INTO {keyspace}.schema_version (name, version, applied_at) VALUES ('stockflow', ?, ?)"
+                    ),
+                    (*version, now_ms()),
+                )
+                .await
+        };
+        recorded.map_err(cql("record schema version"))?;
         tracing::info!(keyspace, version, "schema applied");
     }
     Ok(applied_version(session, keyspace).await?.unwrap_or(0))
@@ -195,8 +252,23 @@ async fn applied_version(session: &Session, keyspace: &str) -> Result<Option<i32
     }
 }
 
-/// Refuses to run against a missing keyspace or another schema version, with a message
-/// that says what to do.
+/// The oldest build a schema newer than this build's admits (`None` when its row does
+/// not say).
+async fn newer_readers_from(session: &Session, keyspace: &str) -> Result<Option<i32>> {
+    let result = session
+        .query_unpaged(
+            format!("SELECT readers_from FROM {keyspace}.schema_version WHERE name = 'stockflow'"),
+            (),
+        )
+        .await
+        .map_err(cql("read schema compatibility"))?;
+    let rows: Vec<ReadersRow> = decode("read schema compatibility", result)?;
+    Ok(rows.into_iter().next().and_then(|row| row.readers_from))
+}
+
+/// Refuses to run against a missing keyspace, an older schema, or a newer one this build
+/// cannot run on, with a message that says what to do. A newer schema that admits this
+/// build is accepted: mixed versions during a rolling upgrade keep serving.
 pub async fn check_schema(session: &Session, keyspace: &str) -> Result<()> {
     valid_keyspace(keyspace)?;
     let exists = session
@@ -218,9 +290,18 @@ pub async fn check_schema(session: &Session, keyspace: &str) -> Result<()> {
     }
     match applied_version(session, keyspace).await? {
         Some(SCHEMA_VERSION) => Ok(()),
-        Some(v) => Err(schema(format!(
-            "keyspace {keyspace} has schema version {v}, this build needs {SCHEMA_VERSION}; run `stockflow migrate` with a matching build"
+        Some(v) if v < SCHEMA_VERSION => Err(schema(format!(
+            "keyspace {keyspace} has schema version {v}, this build needs {SCHEMA_VERSION}; run `stockflow migrate` with this build"
         ))),
+        // Newer: the previous build during a rolling upgrade, which keeps serving while the
+        // newer schema's migrations since its own were additive.
+        Some(v) => match newer_readers_from(session, keyspace).await? {
+            Some(from) if from <= SCHEMA_VERSION => Ok(()),
+            from => Err(schema(format!(
+                "keyspace {keyspace} has schema version {v}, which builds before schema version {} cannot run on; this build is at {SCHEMA_VERSION}: run a newer build",
+                from.unwrap_or(v)
+            ))),
+        },
         None => Err(schema(format!(
             "keyspace {keyspace} has no stockflow schema; run `stockflow migrate` first"
         ))),
@@ -232,9 +313,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn migrations_are_in_order_and_admit_no_reader_newer_than_themselves() {
+        for (n, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, n as i32 + 1);
+            assert!(m.readers_from <= m.version);
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
+        // This build's own schema admits the build before it: version 10 only records who
+        // may read.
+        assert_eq!(readers_from(SCHEMA_VERSION), 9);
+    }
+
+    #[test]
     fn schema_files_split_into_statements() {
         let statements: Vec<String> = MIGRATIONS[0]
-            .1
+            .text
             .split("\n;\n")
             .map(strip_comments)
             .filter(|s| !s.is_empty())

@@ -158,9 +158,34 @@ async fn migrate_is_idempotent_and_the_version_is_checked() {
         compaction["class"].ends_with("TimeWindowCompactionStrategy"),
         "{compaction:?}"
     );
+    // A newer schema (the next build's, mid-upgrade) runs this build if it admits it.
+    let set = |version: i32, readers_from: Option<i32>| {
+        let session = &session;
+        let keyspace = &keyspace;
+        async move {
+            session
+                .query_unpaged(
+                    format!("UPDATE {keyspace}.schema_version SET version = ?, readers_from = ? WHERE name = 'stockflow'"),
+                    (version, readers_from),
+                )
+                .await
+                .unwrap();
+            check_schema(session, keyspace)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    set(SCHEMA_VERSION + 1, Some(SCHEMA_VERSION)).await.unwrap();
+    let err = set(SCHEMA_VERSION + 1, Some(SCHEMA_VERSION + 1))
+        .await
+        .unwrap_err();
+    assert!(err.contains("run a newer build"), "{err}");
+    let err = set(SCHEMA_VERSION - 1, None).await.unwrap_err();
+    assert!(err.contains("run `stockflow migrate`"), "{err}");
+    set(SCHEMA_VERSION, Some(SCHEMA_VERSION - 1)).await.unwrap();
     session
         .query_unpaged(
-            format!("UPDATE {keyspace}.schema_version SET version = 99 WHERE name = 'stockflow'"),
+            format!("UPDATE {keyspace}.schema_version SET version = 99, readers_from = null WHERE name = 'stockflow'"),
             (),
         )
         .await
