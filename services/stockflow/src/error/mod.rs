@@ -372,6 +372,15 @@ impl ApiError {
             ApiError::Refused(Refusal::ReservationNotActive { status, .. }) => {
                 Some(json!({ "reservation_status": status }))
             }
+            ApiError::Refused(Refusal::TransferStatusConflict { status, .. }) => {
+                Some(json!({ "transfer_status": status }))
+            }
+            ApiError::Refused(Refusal::TransferQuantityExceeded {
+                sku,
+                requested,
+                outstanding,
+                ..
+            }) => Some(json!({ "sku": sku, "requested": requested, "outstanding": outstanding })),
             // A count refused because on-hand moved names the value it moved to, so the
             // clerk can recount from there.
             ApiError::Refused(Refusal::OnHandConflict {
