@@ -229,7 +229,7 @@ async fn cancel_before_ship_and_every_refusal_has_its_code() {
         (
             p.create_transfer("tr-y", "a", "a", json!([{"sku": "C", "qty": 1}]))
                 .await,
-            (400, "invalid_request"),
+            (422, "conflicting_fields"),
         ),
         (
             p.create_transfer(

@@ -145,7 +145,10 @@ impl Routes {
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::dead_letters,
         ops::replay_dead_letter, ops::replay_projections,
     ),
-    components(schemas(crate::error::Problem, ops::ReplayedBody, ops::ReplayingBody)),
+    components(schemas(crate::error::Problem, ops::ReplayedBody, ops::ReplayingBody,
+        // Named by the line arrays of the transfer bodies (`schema_with`), which register
+        // nothing themselves.
+        model::TransferLineBody, model::ReceiveLineBody)),
     modifiers(&EdgeDocs),
     tags(
         (name = "commands", description = "Write side: every POST needs an Idempotency-Key"),

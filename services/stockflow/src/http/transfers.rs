@@ -48,7 +48,7 @@ fn answer(status: StatusCode, outcome: &Answered) -> ApiResult<Response> {
               (status = 403, body = Problem, description = "location_forbidden (a store's token may create transfers only from its own locations)"),
               (status = 404, body = Problem, description = "location_not_found (from or to)"),
               (status = 409, body = Problem, description = "transfer_exists or request_in_progress"),
-              (status = 422, body = Problem, description = "duplicate_line (a SKU twice), or idempotency_key_reused")))]
+              (status = 422, body = Problem, description = "duplicate_line (a SKU twice), conflicting_fields (to is from), or idempotency_key_reused")))]
 pub(crate) async fn create_transfer(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,

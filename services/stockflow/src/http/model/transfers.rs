@@ -10,7 +10,10 @@ use stockflow_domain::{
 };
 use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, AnyOfBuilder, Array, ArrayBuilder, KnownFormat, Object, ObjectBuilder,
+    Schema, SchemaFormat, Type,
+};
 
 use super::super::docs;
 use super::rfc3339;
@@ -30,49 +33,110 @@ pub(crate) fn transfer_id() -> Object {
         .build()
 }
 
-fn lines_of(item: &str, description: &str, min: usize) -> Array {
+fn transfer_lines() -> Array {
     ArrayBuilder::new()
-        .description(Some(description))
-        .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(item)))
-        .min_items(Some(min))
+        .description(Some(
+            "1-100 lines, each SKU at most once (a repeat is refused with 422 duplicate_line)",
+        ))
+        .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+            "TransferLineBody",
+        )))
+        .min_items(Some(1))
         .max_items(Some(MAX_TRANSFER_LINES))
         .build()
 }
 
-fn transfer_lines() -> Array {
-    lines_of(
-        "TransferLineBody",
-        "1-100 lines, each SKU at most once (a repeat is refused with 422 duplicate_line)",
-        1,
-    )
-}
-
-fn receive_lines() -> Array {
-    lines_of(
-        "ReceiveLineBody",
-        "0-100 lines (none only with close: true), each SKU at most once",
-        0,
-    )
-}
-
-fn units(description: &str) -> Object {
+fn units_from(min: i64, description: &str) -> Object {
     ObjectBuilder::new()
         .schema_type(Type::Integer)
-        .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
-            utoipa::openapi::schema::KnownFormat::Int64,
-        )))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
         .description(Some(description))
-        .minimum(Some(0))
+        .minimum(Some(min))
         .maximum(Some(MAX_LINE_QTY))
         .build()
 }
 
-fn good_units() -> Object {
-    units("Units arrived in good condition (they become available), 0-1,000,000")
+/// One line of a receipt: units in good condition, damaged units, or both, never none.
+/// Stated as the `anyOf` of "some good" and "some damaged", so the schema refuses an empty
+/// line as the domain does.
+fn receive_line() -> Schema {
+    let variant = |title: &str, good_min: i64, damaged_min: i64, needs: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some(title))
+            .property("sku", docs::sku())
+            .property(
+                "received",
+                units_from(
+                    good_min,
+                    "Units arrived in good condition (they become available); default 0",
+                ),
+            )
+            .property(
+                "damaged",
+                units_from(
+                    damaged_min,
+                    "Units arrived damaged (they land in the damaged state); default 0",
+                ),
+            )
+            .required("sku")
+            .required(needs)
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .build()
+    };
+    Schema::AnyOf(
+        AnyOfBuilder::new()
+            .description(Some(
+                "Units of one SKU arrived: at least one, good or damaged",
+            ))
+            .item(variant("some good", 1, 0, "received"))
+            .item(variant("some damaged", 0, 1, "damaged"))
+            .build(),
+    )
 }
 
-fn damaged_units() -> Object {
-    units("Units arrived damaged (they land in the damaged state), 0-1,000,000; default 0")
+/// A receipt: lines that arrived, or a close without lines (or both).
+fn receive_request() -> Schema {
+    let lines = |min: usize| {
+        ArrayBuilder::new()
+            .description(Some(
+                "What arrived: each SKU at most once (a repeat is refused with 422 duplicate_line)",
+            ))
+            .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                "ReceiveLineBody",
+            )))
+            .min_items(Some(min))
+            .max_items(Some(MAX_TRANSFER_LINES))
+            .build()
+    };
+    let close = |values: Option<Vec<bool>>| {
+        ObjectBuilder::new()
+            .schema_type(Type::Boolean)
+            .description(Some(
+                "Close the transfer after this receipt: what is still outstanding is recorded as missing (transfer_discrepancy)",
+            ))
+            .enum_values(values)
+            .build()
+    };
+    let variant = |title: &str, min: usize, values: Option<Vec<bool>>, needs: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some(title))
+            .property("lines", lines(min))
+            .property("close", close(values))
+            .required(needs)
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .build()
+    };
+    Schema::AnyOf(
+        AnyOfBuilder::new()
+            .description(Some(
+                "Units of a shipped transfer arrived at its destination, and/or its close",
+            ))
+            .item(variant("receipt", 1, None, "lines"))
+            .item(variant("close", 0, Some(vec![true]), "close"))
+            .build(),
+    )
 }
 
 /// One SKU of a transfer as asked.
@@ -144,37 +208,50 @@ impl TransferRequest {
     }
 }
 
-/// Units of one SKU arrived.
-#[derive(Debug, Deserialize, ToSchema)]
+/// Units of one SKU arrived. Documented by [`receive_line`].
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReceiveLineBody {
     /// SKU.
-    #[schema(schema_with = docs::sku)]
     pub sku: String,
     /// Units arrived in good condition.
-    #[schema(schema_with = good_units)]
+    #[serde(default)]
     pub received: i64,
     /// Units arrived damaged.
     #[serde(default)]
-    #[schema(schema_with = damaged_units)]
     pub damaged: i64,
 }
+
+impl utoipa::PartialSchema for ReceiveLineBody {
+    fn schema() -> RefOr<Schema> {
+        receive_line().into()
+    }
+}
+
+impl ToSchema for ReceiveLineBody {}
 
 /// `POST /v1/transfers/{id}/receive`: (some of) a shipped transfer arrived. Receipts may
 /// come in parts; the transfer closes when every shipped unit is accounted for, or when
 /// `close` says nothing more will come (what never arrived is then recorded as a
-/// `transfer_discrepancy` movement of its own).
-#[derive(Debug, Deserialize, ToSchema)]
+/// `transfer_discrepancy` movement of its own). Documented by [`receive_request`].
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReceiveTransferRequest {
     /// What arrived.
     #[serde(default)]
-    #[schema(schema_with = receive_lines)]
     pub lines: Vec<ReceiveLineBody>,
     /// Close the transfer after this receipt: what is still outstanding is missing.
     #[serde(default)]
     pub close: bool,
 }
+
+impl utoipa::PartialSchema for ReceiveTransferRequest {
+    fn schema() -> RefOr<Schema> {
+        receive_request().into()
+    }
+}
+
+impl ToSchema for ReceiveTransferRequest {}
 
 impl ReceiveTransferRequest {
     /// Validates into a domain command for transfer `id`.
