@@ -29,6 +29,9 @@ pub enum ValidationKind {
     Shape,
     /// The value repeats another one that must be unique (a reservation's line keys).
     Duplicate,
+    /// The value contradicts another field of the request (a transfer whose `to` is its
+    /// `from`): each is valid alone, so a schema cannot refuse the pair.
+    Conflict,
 }
 
 impl ValidationError {
@@ -38,6 +41,14 @@ impl ValidationError {
             field: field.into(),
             message: message.into(),
             kind: ValidationKind::Shape,
+        }
+    }
+
+    /// `field` contradicts another field of the request.
+    pub fn conflict(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: ValidationKind::Conflict,
+            ..Self::new(field, message)
         }
     }
 

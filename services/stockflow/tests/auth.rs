@@ -127,6 +127,12 @@ fn sample_body(method: &Method, template: &str) -> Option<Value> {
         ("POST", "/v1/incoming/close") => {
             Some(json!({"sku": "SKU-1", "location": "s2", "purchase_order": "po-1", "line": 1}))
         }
+        ("POST", "/v1/transfers") => Some(
+            json!({"transfer_id": "t-9", "from": "s2", "to": "s1", "lines": [{"sku": "SKU-1", "qty": 1}], "expected_arrival": "2026-12-12"}),
+        ),
+        ("POST", "/v1/transfers/{id}/receive") => {
+            Some(json!({"lines": [{"sku": "SKU-1", "received": 1}]}))
+        }
         ("POST", "/v1/policies") => {
             Some(json!({"sku": "SKU-1", "location": "s2", "oversell": "track_only"}))
         }
@@ -165,10 +171,15 @@ async fn routes(p: &Platform) -> Vec<Route> {
                     Some("path") => {
                         let value = match (template.as_str(), name) {
                             ("/admin/dead-letters/{id}/replay", "id") => "1",
+                            // Transfers between s2 and s3: only the receipt checks the
+                            // destination, so it names the one going to s2.
+                            ("/v1/transfers/{id}/receive", "id") => "t-2",
+                            (t, "id") if t.starts_with("/v1/transfers/") => "t-1",
                             _ => sample(name),
                         };
                         at_location |= name == "location" && !template.starts_with("/v1/locations");
                         at_location |= template.starts_with("/v1/reservations/{id}");
+                        at_location |= template.starts_with("/v1/transfers/{id}");
                         path = path.replace(&format!("{{{name}}}"), value);
                     }
                     Some("query") if parameter["required"] == json!(true) => {
@@ -190,6 +201,7 @@ async fn routes(p: &Platform) -> Vec<Route> {
             at_location |= body
                 .as_ref()
                 .is_some_and(|b| b.to_string().contains("\"location\":\"s2\""));
+            at_location |= template == "/v1/transfers";
             routes.push(Route {
                 method,
                 path,
@@ -230,6 +242,12 @@ async fn state_of(p: &Platform) -> Value {
         .reservation(&stockflow_domain::ReservationId::parse("r-1").expect("id"))
         .await
         .expect("reservation");
+    let mut transfers = Vec::new();
+    for id in ["t-1", "t-2"] {
+        let id = stockflow_domain::TransferId::parse(id).expect("id");
+        let t = write.transfer(&id).await.expect("transfer");
+        transfers.push(t.map(|t| t.status.as_str()));
+    }
     let mut movements = Vec::new();
     for location in ["s1", "s2"] {
         let rows = p
@@ -244,6 +262,7 @@ async fn state_of(p: &Platform) -> Value {
     json!({
         "levels": levels.iter().map(|l| json!([l.sku.as_str(), l.location.as_str(), l.on_hand, l.reserved, l.version])).collect::<Vec<_>>(),
         "reservation": reservation.map(|r| json!([r.status.as_str(), r.lines.len()])),
+        "transfers": transfers,
         "movements": movements,
     })
 }
@@ -269,6 +288,19 @@ async fn every_route_refuses_every_bad_credential() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     p.eventually_stock("SKU-1", "s2", |v| v["reserved"] == 1)
         .await;
+    // Transfers between s2 and s3, neither end the store token's s1.
+    p.location("s3", "north").await;
+    for (id, from, to) in [("t-1", "s2", "s3"), ("t-2", "s3", "s2")] {
+        let create = Route::new(
+            Method::POST,
+            "/v1/transfers",
+            Some(json!({"transfer_id": id, "from": from, "to": to,
+                        "lines": [{"sku": "SKU-1", "qty": 1}], "expected_arrival": "2026-12-12"})),
+            Scope::StockAdjust,
+        );
+        let (status, body) = send(p, &create, Some(&good), &format!("setup-{id}")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
     let stranger = SigningKey::generate_ed25519("k-unknown").expect("key").0;
     let parts: Vec<&str> = good.split('.').collect();
     let mut tampered_claims = raw_claims(&all);

@@ -307,3 +307,40 @@ async fn whole_numbers_written_as_floats_are_integers() {
         (StatusCode::BAD_REQUEST, Some("malformed_body"))
     );
 }
+
+/// Every `$ref` in `value`, with where it was found.
+fn refs<'a>(value: &'a Value, at: &str, found: &mut Vec<(String, &'a str)>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => found.push((at.to_string(), r)),
+                    _ => refs(v, &format!("{at}/{k}"), found),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                refs(v, &format!("{at}/{i}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_reference_resolves() {
+    let p = Platform::start().await;
+    let doc: Value = p.get("/openapi.json").await.json().await.unwrap();
+    let mut found = Vec::new();
+    refs(&doc, "", &mut found);
+    assert!(!found.is_empty());
+    for (at, r) in found {
+        // A schema named by `schema_with` is not registered by it: a dangling reference
+        // makes generated clients drop the operation.
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{at}: external {r}"));
+        assert!(doc.pointer(pointer).is_some(), "{at}: {r} does not resolve");
+    }
+}

@@ -71,7 +71,7 @@ impl CreateTransfer {
         reference: Option<String>,
     ) -> Result<Self, ValidationError> {
         if from == to {
-            return Err(ValidationError::new("to", "must differ from `from`"));
+            return Err(ValidationError::conflict("to", "must differ from `from`"));
         }
         line_count(lines.len(), 1)?;
         for (i, line) in lines.iter().enumerate() {

@@ -152,6 +152,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "invalid_path",
     "malformed_body",
     "duplicate_line",
+    "conflicting_fields",
     "idempotency_key_missing",
     "idempotency_key_reused",
     "request_in_progress",
@@ -217,6 +218,11 @@ impl ApiError {
             ApiError::Invalid(v) if v.kind == ValidationKind::Duplicate => {
                 (S::UNPROCESSABLE_ENTITY, "duplicate_line", "Duplicate line")
             }
+            ApiError::Invalid(v) if v.kind == ValidationKind::Conflict => (
+                S::UNPROCESSABLE_ENTITY,
+                "conflicting_fields",
+                "Conflicting fields",
+            ),
             ApiError::Invalid(_) => (S::BAD_REQUEST, "invalid_request", "Invalid request"),
             ApiError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_query", "Invalid query"),
             ApiError::InvalidPath(_) => (S::BAD_REQUEST, "invalid_path", "Invalid path"),
@@ -372,6 +378,15 @@ impl ApiError {
             ApiError::Refused(Refusal::ReservationNotActive { status, .. }) => {
                 Some(json!({ "reservation_status": status }))
             }
+            ApiError::Refused(Refusal::TransferStatusConflict { status, .. }) => {
+                Some(json!({ "transfer_status": status }))
+            }
+            ApiError::Refused(Refusal::TransferQuantityExceeded {
+                sku,
+                requested,
+                outstanding,
+                ..
+            }) => Some(json!({ "sku": sku, "requested": requested, "outstanding": outstanding })),
             // A count refused because on-hand moved names the value it moved to, so the
             // clerk can recount from there.
             ApiError::Refused(Refusal::OnHandConflict {

@@ -89,6 +89,7 @@ fn every_code_is_documented() {
     let mut errors = vec![
         ApiError::Invalid(ValidationError::new("f", "m")),
         ApiError::Invalid(ValidationError::duplicate("lines[1]", "m")),
+        ApiError::Invalid(ValidationError::conflict("to", "m")),
         ApiError::InvalidQuery("q".into()),
         ApiError::InvalidPath("p".into()),
         ApiError::MalformedBody("b".into()),

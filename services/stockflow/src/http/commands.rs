@@ -1,4 +1,5 @@
-//! The command API: catalog upserts, adjustments and reservations.
+//! The command API: catalog upserts, adjustments and reservations; the shared `run` that
+//! every command goes through (transfers use it from `transfers`).
 
 use std::time::Instant;
 
@@ -64,13 +65,13 @@ pub(crate) async fn put_sku(
 
 /// What a command that ran answers the client: its result, and whether it is the answer
 /// recorded by an earlier run.
-struct Answered {
-    result: CommandResult,
-    replayed: bool,
+pub(super) struct Answered {
+    pub(super) result: CommandResult,
+    pub(super) replayed: bool,
 }
 
 /// Runs a command under the caller's idempotency key and records metrics.
-async fn run(
+pub(super) async fn run(
     state: &AppState,
     identity: &Identity,
     headers: &HeaderMap,
@@ -122,7 +123,11 @@ async fn run(
     })
 }
 
-fn respond<T: serde::Serialize>(status: StatusCode, outcome: &Answered, body: T) -> Response {
+pub(super) fn respond<T: serde::Serialize>(
+    status: StatusCode,
+    outcome: &Answered,
+    body: T,
+) -> Response {
     let mut response = (status, Json(body)).into_response();
     if outcome.replayed {
         response

@@ -145,6 +145,11 @@ pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
         "/v1/locations/{location}" | "/v1/skus/{sku}" => Some(Scope::CatalogWrite),
         "/v1/adjustments" | "/v1/moves" | "/v1/policies" | "/v1/incoming"
         | "/v1/incoming/close" => Some(Scope::StockAdjust),
+        // Transfers move on-hand between locations: an adjustment's scope.
+        "/v1/transfers"
+        | "/v1/transfers/{id}/ship"
+        | "/v1/transfers/{id}/receive"
+        | "/v1/transfers/{id}/cancel" => Some(Scope::StockAdjust),
         "/v1/reservations" | "/v1/reservations/{id}/confirm" | "/v1/reservations/{id}/release" => {
             Some(Scope::StockReserve)
         }
@@ -289,6 +294,18 @@ mod tests {
         );
         assert_eq!(
             required_scope(&get, "/v1/reservations/{id}"),
+            Some(Scope::StockRead)
+        );
+        for route in [
+            "/v1/transfers",
+            "/v1/transfers/{id}/ship",
+            "/v1/transfers/{id}/receive",
+            "/v1/transfers/{id}/cancel",
+        ] {
+            assert_eq!(required_scope(&post, route), Some(Scope::StockAdjust));
+        }
+        assert_eq!(
+            required_scope(&get, "/v1/transfers/{id}"),
             Some(Scope::StockRead)
         );
         assert_eq!(

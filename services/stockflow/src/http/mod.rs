@@ -1,6 +1,6 @@
 //! The HTTP API: routes, shared state, middleware and the OpenAPI document.
 //!
-//! Modules: `commands` (write side), `queries` (read models), `ops` (health, metrics,
+//! Modules: `commands` (write side), `transfers` (the transfer commands), `queries` (read models), `ops` (health, metrics,
 //! admin), `model` (JSON shapes), `extract` (bodies, idempotency keys), `guard` (who is
 //! calling, limits), `protocol` (framing checks before routing), `server` (connections),
 //! `tls` (HTTPS), `spans` (the request's trace span).
@@ -18,6 +18,7 @@ pub(crate) mod queries;
 pub mod server;
 mod spans;
 pub mod tls;
+pub(crate) mod transfers;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -137,12 +138,17 @@ impl Routes {
         commands::set_policy, commands::expect_incoming, commands::close_incoming,
         commands::reserve,
         commands::confirm, commands::release, commands::get_reservation,
+        transfers::create_transfer, transfers::ship_transfer, transfers::receive_transfer,
+        transfers::cancel_transfer, transfers::get_transfer,
         queries::stock_by_sku, queries::stock_at, queries::availability, queries::search, queries::movements,
         changes::changes, changes::snapshot,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::dead_letters,
         ops::replay_dead_letter, ops::replay_projections,
     ),
-    components(schemas(crate::error::Problem, ops::ReplayedBody, ops::ReplayingBody)),
+    components(schemas(crate::error::Problem, ops::ReplayedBody, ops::ReplayingBody,
+        // Named by the line arrays of the transfer bodies (`schema_with`), which register
+        // nothing themselves.
+        model::TransferLineBody, model::ReceiveLineBody)),
     modifiers(&EdgeDocs),
     tags(
         (name = "commands", description = "Write side: every POST needs an Idempotency-Key"),
@@ -166,6 +172,17 @@ fn command_routes() -> Router<AppState> {
         .route("/v1/reservations/{id}", get(commands::get_reservation))
         .route("/v1/reservations/{id}/confirm", post(commands::confirm))
         .route("/v1/reservations/{id}/release", post(commands::release))
+        .route("/v1/transfers", post(transfers::create_transfer))
+        .route("/v1/transfers/{id}", get(transfers::get_transfer))
+        .route("/v1/transfers/{id}/ship", post(transfers::ship_transfer))
+        .route(
+            "/v1/transfers/{id}/receive",
+            post(transfers::receive_transfer),
+        )
+        .route(
+            "/v1/transfers/{id}/cancel",
+            post(transfers::cancel_transfer),
+        )
 }
 
 fn query_routes() -> Router<AppState> {

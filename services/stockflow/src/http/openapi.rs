@@ -134,6 +134,7 @@ struct DocLink {
 }
 
 const RESERVATION: &[(&str, &str)] = &[("id", "$response.body#/reservation_id")];
+const TRANSFER: &[(&str, &str)] = &[("id", "$response.body#/transfer_id")];
 const SKU: &[(&str, &str)] = &[("sku", "$response.body#/sku")];
 const KEY: &[(&str, &str)] = &[
     ("sku", "$response.body#/sku"),
@@ -179,6 +180,42 @@ const LINKS: &[DocLink] = &[
         "GetReservation",
         "get_reservation",
         RESERVATION,
+    ),
+    link(
+        "create_transfer",
+        "201",
+        "GetTransfer",
+        "get_transfer",
+        TRANSFER,
+    ),
+    link("create_transfer", "201", "Ship", "ship_transfer", TRANSFER),
+    link(
+        "create_transfer",
+        "201",
+        "Cancel",
+        "cancel_transfer",
+        TRANSFER,
+    ),
+    link(
+        "ship_transfer",
+        "200",
+        "GetTransfer",
+        "get_transfer",
+        TRANSFER,
+    ),
+    link(
+        "receive_transfer",
+        "200",
+        "GetTransfer",
+        "get_transfer",
+        TRANSFER,
+    ),
+    link(
+        "cancel_transfer",
+        "200",
+        "GetTransfer",
+        "get_transfer",
+        TRANSFER,
     ),
     link("adjust", "200", "StockAt", "stock_at", KEY),
     link("adjust", "200", "StockBySku", "stock_by_sku", SKU),

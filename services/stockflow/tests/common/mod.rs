@@ -227,3 +227,62 @@ pub async fn start_agent(config: stockflow::agent::AgentConfig) -> stockflow::ag
         .await
         .expect("the agent starts")
 }
+
+/// The day the transfer helpers expect their units.
+pub const DAY: &str = "2026-12-12";
+
+impl Platform {
+    /// `POST /v1/transfers` under the key `create-{id}`.
+    pub async fn create_transfer(&self, id: &str, from: &str, to: &str, lines: Value) -> Response {
+        self.post(
+            "/v1/transfers",
+            format!("create-{id}"),
+            json!({"transfer_id": id, "from": from, "to": to, "lines": lines, "expected_arrival": DAY}),
+        )
+        .await
+    }
+
+    /// `POST /v1/transfers/{id}/{what}` (ship or cancel) under `key`.
+    pub async fn on_transfer(&self, id: &str, what: &str, key: &str) -> Response {
+        self.post(&format!("/v1/transfers/{id}/{what}"), key, json!({}))
+            .await
+    }
+
+    /// `POST /v1/transfers/{id}/receive` under `key`.
+    pub async fn receive_transfer(&self, id: &str, key: &str, body: Value) -> Response {
+        self.post(&format!("/v1/transfers/{id}/receive"), key, body)
+            .await
+    }
+
+    /// The write side's level of a key that was written.
+    pub async fn write_level(&self, sku: &str, location: &str) -> stockflow_domain::StockLevel {
+        let key = stockflow_domain::StockKey::new(
+            stockflow_domain::Sku::parse(sku).expect("sku"),
+            stockflow_domain::LocationId::parse(location).expect("location"),
+        );
+        self.running
+            .backend
+            .write
+            .stock_level(&key)
+            .await
+            .expect("read")
+            .unwrap_or_else(|| panic!("no level for {sku}@{location}"))
+    }
+}
+
+/// The JSON body of `r`, which must have answered `status`.
+pub async fn answered(r: Response, status: StatusCode) -> Value {
+    let got = r.status();
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(got, status, "{body}");
+    body
+}
+
+/// The status and code of a refusal (a problem document).
+pub async fn refused(r: Response) -> (u16, String) {
+    let (status, body) = problem(r).await;
+    (
+        status.as_u16(),
+        body["code"].as_str().unwrap_or_default().to_string(),
+    )
+}

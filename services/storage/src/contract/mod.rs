@@ -18,6 +18,7 @@ mod read;
 mod rebuild;
 mod refusals;
 mod sagas;
+mod transfers;
 mod write;
 
 pub(crate) use changes::change_feed_contract;
@@ -29,6 +30,7 @@ pub(crate) use read::read_store_contract;
 pub(crate) use rebuild::rebuild_contract;
 pub(crate) use refusals::write_store_refusal_replay_contract;
 pub(crate) use sagas::{assert_holds_match, write_store_saga_contract};
+pub(crate) use transfers::{transfer_contract, transfer_race_contract};
 pub(crate) use write::write_store_contract;
 
 use async_trait::async_trait;

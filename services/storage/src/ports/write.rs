@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use stockflow_domain::{
     Actor, Answer, Command, CommandResult, Location, LocationGrant, LocationId, Refusal,
-    Reservation, ReservationId, ScopedKey, Sku, SkuCatalog, StockKey, StockLevel,
+    Reservation, ReservationId, ScopedKey, Sku, SkuCatalog, StockKey, StockLevel, Transfer,
+    TransferId,
 };
 
 use crate::{Result, StoreError};
@@ -83,6 +84,8 @@ pub trait WriteStore: Send + Sync + 'static {
     async fn location(&self, id: &LocationId) -> Result<Option<Location>>;
     /// A reservation, if it exists.
     async fn reservation(&self, id: &ReservationId) -> Result<Option<Reservation>>;
+    /// A transfer, if it exists.
+    async fn transfer(&self, id: &TransferId) -> Result<Option<Transfer>>;
     /// The write-side state of one key, if it was ever written.
     async fn stock_level(&self, key: &StockKey) -> Result<Option<StockLevel>>;
     /// Every stock level (used by tests and consistency checks; not on a hot path).

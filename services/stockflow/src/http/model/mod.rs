@@ -8,10 +8,12 @@ use std::time::{Duration, UNIX_EPOCH};
 mod catalog;
 mod commands;
 mod queries;
+mod transfers;
 
 pub(crate) use catalog::*;
 pub(crate) use commands::*;
 pub(crate) use queries::*;
+pub(crate) use transfers::*;
 
 /// RFC 3339 text of a Unix-millisecond timestamp.
 pub(crate) fn rfc3339(ms: i64) -> String {

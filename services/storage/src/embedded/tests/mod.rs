@@ -64,6 +64,18 @@ async fn moves_counts_and_a_location_policy_keep_one_event_per_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_ship_all_or_nothing_and_receive_in_parts() {
+    let (_dir, b) = backend(4);
+    contract::transfer_contract(b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_transfers_and_sales_conserve_every_unit() {
+    let (_dir, b) = backend(4);
+    contract::transfer_race_contract(b.write.clone(), b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_due_reservations_expires_once_in_bounded_rounds() {
     let (_dir, b) = backend(4);
     contract::write_store_expiry_contract(b.write.clone(), b.write.clone()).await;

@@ -25,7 +25,8 @@ use std::thread;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use stockflow_domain::{
-    Answer, Location, LocationId, Reservation, ReservationId, Sku, SkuCatalog, StockKey, StockLevel,
+    Answer, Location, LocationId, Reservation, ReservationId, Sku, SkuCatalog, StockKey,
+    StockLevel, Transfer, TransferId,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -182,6 +183,13 @@ impl WriteStore for SqliteWriteStore {
         let id = id.clone();
         self.readers
             .read(move |conn| rows::load_reservation(conn, &id))
+            .await
+    }
+
+    async fn transfer(&self, id: &TransferId) -> Result<Option<Transfer>> {
+        let id = id.clone();
+        self.readers
+            .read(move |conn| records::load_transfer(conn, &id))
             .await
     }
 

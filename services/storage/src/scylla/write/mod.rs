@@ -37,7 +37,7 @@ use stockflow_domain::decide::{self, Settlement};
 use stockflow_domain::saga::RecoveryWindow;
 use stockflow_domain::{
     Answer, Command, EventMeta, Location, LocationId, Reservation, ReservationId, Sku, SkuCatalog,
-    StockKey, StockLevel,
+    StockKey, StockLevel, Transfer, TransferId,
 };
 use tokio::sync::watch;
 
@@ -285,6 +285,14 @@ impl WriteStore for ScyllaWriteStore {
 
     async fn reservation(&self, id: &ReservationId) -> Result<Option<Reservation>> {
         lookups::reservation(self.p(), id).await
+    }
+
+    async fn transfer(&self, _id: &TransferId) -> Result<Option<Transfer>> {
+        // Transfers are not kept on ScyllaDB yet: their commands answer the same.
+        Err(crate::StoreError::Unsupported {
+            backend: "ScyllaDB",
+            command: "transfer",
+        })
     }
 
     async fn stock_level(&self, key: &StockKey) -> Result<Option<StockLevel>> {
