@@ -7,11 +7,12 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::{Value, json};
 use stockflow_domain::{Refusal, ValidationError, ValidationKind};
 use stockflow_storage::StoreError;
-use utoipa::ToSchema;
+
+mod problem;
+pub use problem::{PROBLEM_CODES, Problem};
 
 /// Result with [`ApiError`].
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -125,89 +126,6 @@ pub enum ApiError {
     /// 503 or 500: the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// The RFC 9457 problem document, as documented in the OpenAPI description.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Problem {
-    /// A URI naming the problem type.
-    #[serde(rename = "type")]
-    pub problem_type: String,
-    /// Short summary of the problem type.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What went wrong in this request.
-    pub detail: String,
-    /// Stable machine-readable code clients branch on.
-    #[schema(schema_with = problem_code)]
-    pub code: String,
-}
-
-/// Every `code` a problem document may carry. [`ApiError::code`] draws from this list (a
-/// test walks every variant), and the document states it as the enum of `Problem.code`.
-pub const PROBLEM_CODES: &[&str] = &[
-    "invalid_request",
-    "invalid_query",
-    "invalid_path",
-    "malformed_body",
-    "duplicate_line",
-    "conflicting_fields",
-    "idempotency_key_missing",
-    "idempotency_key_reused",
-    "request_in_progress",
-    "payload_too_large",
-    "unsupported_media_type",
-    "not_found",
-    "method_not_allowed",
-    "unauthenticated",
-    "invalid_token",
-    "insufficient_scope",
-    "location_forbidden",
-    "store_forbidden",
-    "principal_not_listed",
-    "unsupported_encoding",
-    "unsupported_transfer_coding",
-    "headers_too_large",
-    "queue_full",
-    "cursor_expired",
-    "rate_limited",
-    "overloaded",
-    "timeout",
-    "not_ready",
-    "storage_fault",
-    "dead_letter_still_failing",
-    "version_conflict",
-    "insufficient_stock",
-    "location_not_found",
-    "reservation_not_found",
-    "reservation_not_active",
-    "reservation_exists",
-    "location_region_immutable",
-    "on_hand_conflict",
-    "insufficient_quantity",
-    "incoming_not_found",
-    "limit_reached",
-    "reservation_backordered",
-    "record_mode_forbidden",
-    "transfer_not_found",
-    "transfer_exists",
-    "transfer_status_conflict",
-    "transfer_quantity_exceeded",
-    "transfer_changed",
-    "not_implemented",
-    "unavailable",
-    "internal",
-];
-
-fn problem_code() -> utoipa::openapi::schema::Object {
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .description(Some(
-            "Stable machine-readable code clients branch on (insufficient_stock, version_conflict, ...)",
-        ))
-        .enum_values(Some(PROBLEM_CODES.iter().copied()))
-        .build()
 }
 
 impl ApiError {
