@@ -26,6 +26,7 @@
 //! Nothing here does I/O, reads a clock or is async: callers pass `now` in, so every
 //! decision is reproducible in tests and identical on every storage backend.
 
+pub mod actor;
 pub mod answer;
 pub mod catalog;
 pub mod claim;

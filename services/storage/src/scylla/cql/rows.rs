@@ -481,24 +481,6 @@ pub(crate) struct MovementRow {
 
 // ---- schema, leases ----
 
-/// The schema version applied.
-#[derive(Debug, DeserializeRow)]
-pub(crate) struct SchemaVersionRow {
-    pub version: Option<i32>,
-}
-
-/// The oldest build a schema admits.
-#[derive(Debug, DeserializeRow)]
-pub(crate) struct ReadersRow {
-    pub readers_from: Option<i32>,
-}
-
-/// A keyspace that exists.
-#[derive(Debug, DeserializeRow)]
-pub(crate) struct KeyspaceRow {
-    pub keyspace_name: String,
-}
-
 /// A member of a lease group.
 #[derive(Debug, DeserializeRow)]
 pub(crate) struct MemberRow {

@@ -1,13 +1,31 @@
 //! The CQL schema: keyspace creation (replication is configuration), versioned files
 //! applied idempotently, and the version check every role runs at start-up.
 
+use scylla::DeserializeRow;
 use scylla::client::session::Session;
 
 use super::errors::{already_applied, cql, table_missing};
 use super::query::decode;
-use super::rows::{KeyspaceRow, ReadersRow, SchemaVersionRow};
 use super::session::valid_keyspace;
 use crate::{Result, StoreError, now_ms};
+
+/// The schema version applied.
+#[derive(Debug, DeserializeRow)]
+struct SchemaVersionRow {
+    version: Option<i32>,
+}
+
+/// The oldest build a schema admits.
+#[derive(Debug, DeserializeRow)]
+struct ReadersRow {
+    readers_from: Option<i32>,
+}
+
+/// A keyspace that exists.
+#[derive(Debug, DeserializeRow)]
+struct KeyspaceRow {
+    keyspace_name: String,
+}
 
 /// The schema version this build expects.
 pub const SCHEMA_VERSION: i32 = 10;
