@@ -295,6 +295,11 @@ async fn backups_taken_under_load_restore_to_consistent_platforms() {
     }
 }
 
+fn fresh_addr() -> (std::net::SocketAddr, String) {
+    let addr = free_addr();
+    (addr, format!("http://{addr}"))
+}
+
 /// A lost read table comes back from the write side: with `inventory_by_sku_location` and
 /// `availability_by_region` dropped, the projectors (already at the log's end) have nothing
 /// to bring them back, and `stockflow rebuild-read-models` does, after which the platform
@@ -303,8 +308,10 @@ async fn backups_taken_under_load_restore_to_consistent_platforms() {
 async fn a_lost_read_table_is_rebuilt_from_the_write_side() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let addr = free_addr();
-    let base = format!("http://{addr}");
+    // A fresh port for each start: tests run side by side, and a port given up between
+    // two starts may be taken by another test's server.
+    let mut addr = free_addr();
+    let mut base = format!("http://{addr}");
     let client = reqwest::Client::new();
     let platform = DevProcess::start(&data, addr).await;
     for location in LOCATIONS {
@@ -337,6 +344,7 @@ async fn a_lost_read_table_is_rebuilt_from_the_write_side() {
         .execute_batch("DROP TABLE inventory_by_sku_location; DROP TABLE availability_by_region;")
         .unwrap();
     drop(read_db);
+    (addr, base) = fresh_addr();
     let platform = DevProcess::start(&data, addr).await;
     let r = client
         .get(format!("{base}/v1/stock/L0/dc1"))
@@ -366,6 +374,7 @@ async fn a_lost_read_table_is_rebuilt_from_the_write_side() {
     );
     assert_consistent(&data, "rebuilt").await;
 
+    (addr, base) = fresh_addr();
     let platform = DevProcess::start(&data, addr).await;
     caught_up(&client, &base, &levels, "rebuilt").await;
     let region: Value = client
