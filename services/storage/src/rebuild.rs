@@ -27,6 +27,31 @@ pub const REBUILD_CONSUMER: &str = "rebuild-read-models";
 /// Keys written per step (and per checkpoint) by `stockflow rebuild-read-models`.
 pub const PAGE: usize = 500;
 
+/// Attempts of one step before a failure the store calls retryable (a write timeout on a
+/// busy node) ends the run; each waits twice as long as the one before, from 200 ms.
+const ATTEMPTS: u32 = 6;
+
+/// Runs `step` again while it fails with an error worth retrying: every step of a rebuild
+/// writes the same cells again (rows carry their version), so a retry is harmless.
+async fn retrying<T, F, Fut>(mut step: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut wait = std::time::Duration::from_millis(200);
+    for _ in 1..ATTEMPTS {
+        match step().await {
+            Err(e) if e.retryable() => {
+                tracing::warn!(error = %e, ?wait, "a rebuild step failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    step().await
+}
+
 /// How far a rebuild is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RebuildProgress {
@@ -62,7 +87,7 @@ pub async fn rebuild_read_models(
     let checkpoint = read.offset(REBUILD_CONSUMER, 0).await?;
     let resumed_after = match usize::try_from(checkpoint) {
         Ok(0) | Err(_) => {
-            read.clear_stock_views().await?;
+            retrying(|| read.clear_stock_views()).await?;
             read.reset_offset(REBUILD_CONSUMER, 0, 1).await?;
             0
         }
@@ -78,7 +103,7 @@ pub async fn rebuild_read_models(
             .iter()
             .map(|level| InventoryRow::of_level(level, as_of))
             .collect();
-        read.restore_stock(&rows).await?;
+        retrying(|| read.restore_stock(&rows)).await?;
         done += page.len();
         read.reset_offset(REBUILD_CONSUMER, 0, done as u64 + 1)
             .await?;
@@ -94,7 +119,7 @@ pub async fn rebuild_read_models(
         .map(|sku| BusEvent::Catalog(CatalogEvent::of(sku, as_of)))
         .collect();
     for page in catalog.chunks(page.max(1)) {
-        read.replay(page).await?;
+        retrying(|| read.replay(page)).await?;
     }
     read.reset_offset(REBUILD_CONSUMER, 0, 0).await?;
     Ok(Some(Rebuilt {
