@@ -637,6 +637,17 @@ async fn a_poison_command_is_quarantined_while_the_rest_flows_and_an_oversell_is
         },
     )
     .await;
+    // Applied at the region; its movement follows once projected.
+    eventually(
+        "the fixed command's movement",
+        Duration::from_secs(30),
+        async || {
+            !movements(&client, &base, &admin, "A", "l3")
+                .await
+                .is_empty()
+        },
+    )
+    .await;
     let moved = movements(&client, &base, &admin, "A", "l3").await;
     assert_eq!(moved.len(), 1, "{moved:?}");
 }
