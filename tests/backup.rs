@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use stockflow_bus::EventLog;
 use stockflow_domain::StockLevel;
-use stockflow_e2e::{DevProcess, free_addr, put_warehouse, stockflow_output};
+use stockflow_e2e::{DevProcess, free_addr, post_status, put_warehouse, stockflow_output};
 use stockflow_storage::embedded::EmbeddedBackend;
 use stockflow_storage::ports::{Outbox, ReadStore, WriteStore};
 
@@ -117,17 +117,6 @@ async fn assert_consistent(dir: &Path, what: &str) {
     );
 }
 
-async fn post(client: &reqwest::Client, base: &str, path: &str, key: &str, body: Value) -> u16 {
-    client
-        .post(format!("{base}{path}"))
-        .header("idempotency-key", key)
-        .json(&body)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_or(0, |r| r.status().as_u16())
-}
-
 /// Waits until the served read model of every key of `levels` is at its version.
 async fn caught_up(client: &reqwest::Client, base: &str, levels: &[StockLevel], what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -170,7 +159,7 @@ async fn backups_taken_under_load_restore_to_consistent_platforms() {
         for location in LOCATIONS {
             let body = json!({"sku": format!("B{s}"), "location": location, "set_on_hand": 100_000, "reason": "cycle_count"});
             assert_eq!(
-                post(
+                post_status(
                     &client,
                     &base,
                     "/v1/adjustments",
@@ -198,13 +187,13 @@ async fn backups_taken_under_load_restore_to_consistent_platforms() {
                 let location = LOCATIONS[i % 2];
                 let status = if i % 2 == 0 {
                     let body = json!({"sku": sku, "location": location, "delta": 1, "reason": "receipt"});
-                    post(&client, &base, "/v1/adjustments", &format!("a-{t}-{i}"), body).await
+                    post_status(&client, &base, "/v1/adjustments", &format!("a-{t}-{i}"), body).await
                 } else {
                     let id = format!("r-{t}-{i}");
                     let body = json!({"reservation_id": id, "lines": [{"sku": sku, "location": location, "qty": 1}], "ttl_seconds": 3600});
-                    let s = post(&client, &base, "/v1/reservations", &id, body).await;
+                    let s = post_status(&client, &base, "/v1/reservations", &id, body).await;
                     if s == 200 && i % 3 == 0 {
-                        post(&client, &base, &format!("/v1/reservations/{id}/confirm"), &format!("c-{t}-{i}"), json!({})).await
+                        post_status(&client, &base, &format!("/v1/reservations/{id}/confirm"), &format!("c-{t}-{i}"), json!({})).await
                     } else {
                         s
                     }
@@ -266,7 +255,7 @@ async fn backups_taken_under_load_restore_to_consistent_platforms() {
         for l in &levels {
             let body = json!({"sku": l.sku.as_str(), "location": l.location.as_str(), "delta": 1, "reason": "receipt"});
             assert_eq!(
-                post(
+                post_status(
                     &client,
                     &base,
                     "/v1/adjustments",
@@ -323,7 +312,7 @@ async fn a_lost_read_table_is_rebuilt_from_the_write_side() {
                 let body = json!({"sku": format!("L{s}"), "location": location, "delta": 3 + s, "reason": "receipt"});
                 let key = format!("l-{s}-{location}-{step}");
                 assert_eq!(
-                    post(&client, &base, "/v1/adjustments", &key, body).await,
+                    post_status(&client, &base, "/v1/adjustments", &key, body).await,
                     200
                 );
             }
@@ -331,7 +320,7 @@ async fn a_lost_read_table_is_rebuilt_from_the_write_side() {
         let id = format!("lr-{s}");
         let body = json!({"reservation_id": id, "lines": [{"sku": format!("L{s}"), "location": "dc1", "qty": 2}], "ttl_seconds": 3600});
         assert!(matches!(
-            post(&client, &base, "/v1/reservations", &id, body).await,
+            post_status(&client, &base, "/v1/reservations", &id, body).await,
             200 | 201
         ));
     }
@@ -395,7 +384,7 @@ async fn a_lost_read_table_is_rebuilt_from_the_write_side() {
         let body = json!({"sku": l.sku.as_str(), "location": l.location.as_str(), "delta": 1, "reason": "receipt"});
         let key = format!("after-{}-{}", l.sku, l.location);
         assert_eq!(
-            post(&client, &base, "/v1/adjustments", &key, body).await,
+            post_status(&client, &base, "/v1/adjustments", &key, body).await,
             200
         );
     }

@@ -93,6 +93,25 @@ pub fn migrate_keyspace(nodes: &str, keyspace: &str) {
     ]);
 }
 
+/// POSTs `body` to `base` + `path` under Idempotency-Key `key`; the status, or 0 when no
+/// answer came within 10 s (a load generator counts what was applied, not why not).
+pub async fn post_status(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> u16 {
+    client
+        .post(format!("{base}{path}"))
+        .header("idempotency-key", key)
+        .json(&body)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
 /// A free port on 127.0.0.1 (released before the child binds it).
 pub fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use stockflow_e2e::{
-    DevProcess, free_addr, migrate_keyspace, put_warehouse, required, stockflow_bin,
+    DevProcess, free_addr, migrate_keyspace, post_status, put_warehouse, required, stockflow_bin,
 };
 use stockflow_storage::ports::{ReadStore, WriteStore};
 use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
@@ -68,23 +68,6 @@ fn keyspace_backup(nodes: &str, args: &[&str]) -> String {
             .join("\n")
     );
     stdout
-}
-
-async fn post(
-    client: &reqwest::Client,
-    base: &str,
-    path: &str,
-    key: &str,
-    body: serde_json::Value,
-) -> u16 {
-    client
-        .post(format!("{base}{path}"))
-        .header("idempotency-key", key)
-        .json(&body)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_or(0, |r| r.status().as_u16())
 }
 
 /// Waits until the read side of `b` shows every key at its write-side version.
@@ -143,7 +126,7 @@ async fn a_keyspace_snapshotted_under_load_restores_into_a_new_keyspace_and_serv
         for location in LOCATIONS {
             let body = json!({"sku": format!("K{s}"), "location": location, "set_on_hand": 1000, "reason": "cycle_count"});
             assert_eq!(
-                post(
+                post_status(
                     &client,
                     &base,
                     "/v1/adjustments",
@@ -171,11 +154,11 @@ async fn a_keyspace_snapshotted_under_load_restores_into_a_new_keyspace_and_serv
                 let location = LOCATIONS[i % 2];
                 let status = if i % 2 == 0 {
                     let body = json!({"sku": sku, "location": location, "delta": 1, "reason": "receipt"});
-                    post(&client, &base, "/v1/adjustments", &format!("a-{t}-{i}"), body).await
+                    post_status(&client, &base, "/v1/adjustments", &format!("a-{t}-{i}"), body).await
                 } else {
                     let id = format!("r-{t}-{i}");
                     let body = json!({"reservation_id": id, "lines": [{"sku": sku, "location": location, "qty": 1}], "ttl_seconds": 3600});
-                    post(&client, &base, "/v1/reservations", &id, body).await
+                    post_status(&client, &base, "/v1/reservations", &id, body).await
                 };
                 if matches!(status, 200 | 201) {
                     applied.fetch_add(1, Ordering::Relaxed);
@@ -275,7 +258,7 @@ async fn a_keyspace_snapshotted_under_load_restores_into_a_new_keyspace_and_serv
     for w in &levels {
         let body = json!({"sku": w.sku.as_str(), "location": w.location.as_str(), "delta": 1, "reason": "receipt"});
         assert_eq!(
-            post(
+            post_status(
                 &client,
                 &base,
                 "/v1/adjustments",

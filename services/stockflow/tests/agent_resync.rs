@@ -12,7 +12,6 @@ use common::Platform;
 use serde_json::{Value, json};
 use stockflow::agent::RunningAgent;
 use stockflow::app::AppConfig;
-use stockflow::auth::Scope;
 
 async fn agent(region_url: &str, data_dir: &Path, token_file: &Path) -> RunningAgent {
     common::start_agent(common::agent_config(
@@ -55,21 +54,7 @@ async fn an_expired_cursor_reloads_the_snapshot_and_keeps_the_commands_not_yet_s
 
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
-    let claims = stockflow::auth::signing::TokenClaims {
-        locations: Some(vec!["l1".into()]),
-        store_id: Some("store-1".into()),
-        ..common::claims(
-            "store-1",
-            &[Scope::StockRead, Scope::StockAdjust, Scope::StockReserve],
-        )
-    };
-    let token = p
-        .signer
-        .as_ref()
-        .expect("the harness signs tokens")
-        .mint(&claims)
-        .expect("a token");
-    std::fs::write(&token_file, token).expect("token file");
+    common::write_agent_token(&p, &token_file);
     let data = dir.path().join("agent");
 
     // Connected: the agent's view follows the region, its cursor at version 1.

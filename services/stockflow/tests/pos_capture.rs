@@ -261,30 +261,15 @@ async fn a_lost_slot_is_rebuilt_from_the_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inserted_sales_reach_the_region_once_across_an_agent_restart() {
     use stockflow::agent::AgentConfig;
-    use stockflow::auth::Scope;
 
     let _server = SERVER.lock().await;
     let p = common::Platform::start().await;
     p.location("l1", "north").await;
     p.stock("A", "l1", 100).await;
     let f = fixture("e2e");
-    let claims = stockflow::auth::signing::TokenClaims {
-        locations: Some(vec!["l1".into()]),
-        store_id: Some("store-1".into()),
-        ..common::claims(
-            "store-1",
-            &[Scope::StockRead, Scope::StockAdjust, Scope::StockReserve],
-        )
-    };
-    let token = p
-        .signer
-        .as_ref()
-        .expect("a signer")
-        .mint(&claims)
-        .expect("a token");
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, token).expect("token file");
+    common::write_agent_token(&p, &token_file);
     let start = || {
         common::start_agent(AgentConfig {
             capture: Some(f.capture.clone()),

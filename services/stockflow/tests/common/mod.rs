@@ -195,6 +195,26 @@ pub async fn problem(r: Response) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// Writes to `path` a token of the store [`agent_config`] names (`store-1`, at `l1`, with
+/// the scopes a store agent needs), signed by the harness.
+pub fn write_agent_token(p: &Platform, path: &std::path::Path) {
+    let claims = TokenClaims {
+        locations: Some(vec!["l1".into()]),
+        store_id: Some("store-1".into()),
+        ..claims(
+            "store-1",
+            &[Scope::StockRead, Scope::StockAdjust, Scope::StockReserve],
+        )
+    };
+    let token = p
+        .signer
+        .as_ref()
+        .expect("the harness signs tokens")
+        .mint(&claims)
+        .expect("a token");
+    std::fs::write(path, token).expect("token file");
+}
+
 /// A store agent's settings for tests: store `store-1` at location `l1`, the given region,
 /// directory and token, and the production defaults otherwise (7 days offline, 1 GiB).
 pub fn agent_config(

@@ -20,6 +20,19 @@ fn timeless(mut row: InventoryRow) -> InventoryRow {
     row
 }
 
+/// Every row the read side holds, timeless, in key order.
+async fn held<R: ReadStore>(read: &R) -> Vec<InventoryRow> {
+    let mut rows: Vec<InventoryRow> = read
+        .all_inventory()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(timeless)
+        .collect();
+    rows.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+    rows
+}
+
 pub(crate) async fn rebuild_contract<W: WriteStore, R: ReadStore>(write: Arc<W>, read: Arc<R>) {
     for (l, region) in [("r1", "north"), ("r2", "north"), ("r3", "south")] {
         write
@@ -90,15 +103,7 @@ pub(crate) async fn rebuild_contract<W: WriteStore, R: ReadStore>(write: Arc<W>,
         .iter()
         .map(|l| timeless(InventoryRow::of_level(l, 0)))
         .collect();
-    let mut held: Vec<InventoryRow> = read
-        .all_inventory()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(timeless)
-        .collect();
-    held.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
-    assert_eq!(held, expected);
+    assert_eq!(held(read.as_ref()).await, expected);
     let r1 = read.stock_at("RB-1", "r1").await.unwrap().expect("row");
     assert_eq!((r1.on_hand, r1.reserved, r1.available), (5, 2, 3));
 
@@ -156,13 +161,5 @@ pub(crate) async fn rebuild_contract<W: WriteStore, R: ReadStore>(write: Arc<W>,
         .await
         .unwrap()
         .expect("finished");
-    let mut again: Vec<InventoryRow> = read
-        .all_inventory()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(timeless)
-        .collect();
-    again.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
-    assert_eq!(again, expected);
+    assert_eq!(held(read.as_ref()).await, expected);
 }
