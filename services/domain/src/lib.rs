@@ -18,6 +18,7 @@
 //! - [`grant`]: where a caller may change stock (a store's token: its own locations).
 //! - [`decide`]: pure decisions: loaded state + command → new state + events, or a refusal.
 //! - [`saga`]: the states of a reservation made partition by partition, and their rules.
+//! - [`transfer_saga`]: the states of a transfer shipped and received key by key.
 //! - [`claim`]: claims on the keys of commands that span partitions.
 //! - [`read_model`]: read-model rows built from events, for every read store.
 //! - [`partition`]: the Fluvio-compatible key partitioner.
@@ -47,6 +48,7 @@ pub mod role;
 pub mod saga;
 pub mod stock;
 pub mod transfer;
+pub mod transfer_saga;
 pub mod validation;
 
 pub use answer::{CommandResult, RecordedAnswer};

@@ -261,6 +261,12 @@ pub enum Interruption {
     /// The batch carrying the command was dropped before it answered.
     #[error("the batch carrying this command was abandoned; retry")]
     BatchAbandoned,
+    /// Another request is shipping this transfer now; it may yet fail.
+    #[error("another request is shipping this transfer; retry")]
+    TransferBusy,
+    /// The transfer moved on under this request several times running.
+    #[error("the transfer kept changing under this request; retry")]
+    TransferChanged,
 }
 
 impl StoreError {

@@ -30,6 +30,10 @@ pub(crate) use read::read_store_contract;
 pub(crate) use rebuild::rebuild_contract;
 pub(crate) use refusals::write_store_refusal_replay_contract;
 pub(crate) use sagas::{assert_holds_match, write_store_saga_contract};
+pub(crate) use transfers::{
+    cancel as cancel_transfer, create as create_transfer, receive as receive_transfer,
+    ship as ship_transfer,
+};
 pub(crate) use transfers::{transfer_contract, transfer_race_contract};
 pub(crate) use write::write_store_contract;
 
@@ -142,6 +146,9 @@ pub(crate) struct Outcome {
 pub(crate) trait Exec {
     /// Executes `request`: its success, or its refusal; panics on a store failure.
     async fn exec(&self, request: CommandRequest) -> Result<Outcome, Refusal>;
+    /// [`Exec::exec`], trying again after a failure the store calls retryable, as a client
+    /// does (a store that works key by key may answer one while another request is half-way).
+    async fn exec_retrying(&self, request: CommandRequest) -> Result<Outcome, Refusal>;
 }
 
 #[async_trait]
@@ -157,6 +164,26 @@ impl<S: WriteStore + ?Sized> Exec for S {
             replayed,
             events,
         })
+    }
+
+    async fn exec_retrying(&self, request: CommandRequest) -> Result<Outcome, Refusal> {
+        for _ in 0..100 {
+            match self.execute(request.clone()).await {
+                Ok(executed) => {
+                    let (replayed, events) = (executed.replayed, executed.events);
+                    return executed.answer.map(|result| Outcome {
+                        result,
+                        replayed,
+                        events,
+                    });
+                }
+                Err(e) if e.retryable() => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("the store failed: {e}"),
+            }
+        }
+        panic!("the store kept answering a retryable failure");
     }
 }
 

@@ -28,7 +28,7 @@ struct KeyspaceRow {
 }
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i32 = 10;
+pub const SCHEMA_VERSION: i32 = 11;
 
 /// One versioned schema file.
 struct Migration {
@@ -92,6 +92,7 @@ const MIGRATIONS: &[Migration] = &[
         include_str!("../../../schema/cql/010_reader_compatibility.cql"),
         9,
     ),
+    step(11, include_str!("../../../schema/cql/011_transfers.cql"), 9),
 ];
 
 /// The oldest build that runs on the schema once every migration up to `version` is in.

@@ -98,107 +98,6 @@ async fn scylla_moves_counts_and_a_location_policy_keep_one_event_per_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "transfers do not run on ScyllaDB yet (StoreError::Unsupported, 501): the fenced two-key saga is still to build"]
-async fn scylla_transfers_ship_all_or_nothing_and_receive_in_parts() {
-    let b = backend("transfers").await;
-    contract::transfer_contract(b.write.clone()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "transfers do not run on ScyllaDB yet (StoreError::Unsupported, 501): the fenced two-key saga is still to build"]
-async fn two_scylla_write_stores_race_transfers_and_conserve_every_unit() {
-    let (a, config) = backend_and_config("transfer_race").await;
-    let b = ScyllaBackend::open(&config).await.expect("second instance");
-    contract::transfer_race_contract(a.write.clone(), b.write.clone()).await;
-}
-
-/// Until the transfer saga exists, every transfer command and read is refused as
-/// unsupported (501) before anything is written: no level, outbox entry or key record.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scylla_refuses_transfers_before_writing_anything() {
-    use crate::ports::WriteStore as _;
-    let b = backend("transfer_unsupported").await;
-    let store = b.write.clone();
-    for l in ["ua", "ub"] {
-        store
-            .put_location(contract::location(l, "north"))
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    let stocked = stockflow_domain::OnHandChange::SetOnHand(5);
-    store
-        .exec(contract::plain(contract::adjust("ux", "ua", stocked, None)))
-        .await
-        .unwrap();
-    let outbox_before = store
-        .outbox_versions(&contract::key("ux", "ua"))
-        .await
-        .unwrap();
-    let id = stockflow_domain::TransferId::parse("tr-u").unwrap();
-    let day = stockflow_domain::Date::parse("day", "2026-12-12").unwrap();
-    let line = stockflow_domain::TransferLineRequest {
-        sku: stockflow_domain::Sku::parse("ux").unwrap(),
-        qty: 2,
-    };
-    let create = stockflow_domain::CreateTransfer::new(
-        id.clone(),
-        stockflow_domain::LocationId::parse("ua").unwrap(),
-        stockflow_domain::LocationId::parse("ub").unwrap(),
-        vec![line],
-        day,
-        None,
-    )
-    .unwrap();
-    let receive = stockflow_domain::ReceiveTransfer::new(id.clone(), Vec::new(), true).unwrap();
-    let commands = [
-        stockflow_domain::Command::CreateTransfer(create),
-        stockflow_domain::Command::ShipTransfer { id: id.clone() },
-        stockflow_domain::Command::ReceiveTransfer(receive),
-        stockflow_domain::Command::CancelTransfer { id: id.clone() },
-    ];
-    for (n, command) in commands.into_iter().enumerate() {
-        let name = command.name();
-        let request = contract::keyed(command, &format!("tu-{n}"), &format!("tu-{n}"));
-        let answer = store.execute(request.clone()).await;
-        assert!(
-            matches!(answer, Err(crate::StoreError::Unsupported { .. })),
-            "{name}: {answer:?}"
-        );
-        // The key was not taken: the same request is refused the same way, not replayed.
-        let again = store.execute(request).await;
-        assert!(
-            matches!(again, Err(crate::StoreError::Unsupported { .. })),
-            "{name}: {again:?}"
-        );
-    }
-    assert!(matches!(
-        store.transfer(&id).await,
-        Err(crate::StoreError::Unsupported { .. })
-    ));
-    let level = store
-        .stock_level(&contract::key("ux", "ua"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((level.on_hand, level.version), (5, 1));
-    assert!(
-        store
-            .stock_level(&contract::key("ux", "ub"))
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert_eq!(
-        store
-            .outbox_versions(&contract::key("ux", "ua"))
-            .await
-            .unwrap(),
-        outbox_before
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_scylla_write_stores_expire_a_burst_once_in_bounded_rounds() {
     let (a, config) = backend_and_config("expiry").await;
     let b = ScyllaBackend::open(&config).await.expect("second instance");
@@ -459,3 +358,4 @@ async fn dead_letters_spread_over_buckets() {
 }
 
 mod sagas;
+mod transfers;

@@ -25,6 +25,7 @@ mod lookups;
 mod one_partition;
 pub(crate) mod partition;
 pub(crate) mod saga;
+pub(crate) mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -61,6 +62,8 @@ use saga::Located;
 pub struct ScyllaWriteStore {
     pub(crate) keys: Keys,
     deadline_floor: DeadlineFloor,
+    transfers: transfer::TransferStatements,
+    transfer_floor: transfer::recovery::TransferFloor,
     keyspace: String,
 }
 
@@ -87,11 +90,14 @@ impl ScyllaWriteStore {
         window: RecoveryWindow,
     ) -> Result<Self> {
         let st = Arc::new(WriteStatements::prepare(&session, keyspace).await?);
+        let transfers = transfer::TransferStatements::prepare(&session, keyspace).await?;
         let outbox = Arc::new(OutboxLog::new(session.clone(), st.clone()));
         let partitions = Partitions::new(session, st, outbox, window);
         Ok(Self {
             keys: Keys::new(Arc::new(partitions)),
             deadline_floor: DeadlineFloor::default(),
+            transfers,
+            transfer_floor: transfer::recovery::TransferFloor::default(),
             keyspace: keyspace.to_string(),
         })
     }
@@ -197,6 +203,40 @@ impl ScyllaWriteStore {
                 });
                 return self.beside(unrecorded, run).await;
             }
+            Command::CreateTransfer(_)
+            | Command::ShipTransfer { .. }
+            | Command::ReceiveTransfer(_)
+            | Command::CancelTransfer { .. } => {
+                let ctx = transfer::Ctx {
+                    keys: &self.keys,
+                    st: &self.transfers,
+                    meta,
+                };
+                let saga = claims::claimed(self.p(), request, |owner| {
+                    let ctx = &ctx;
+                    async move {
+                        match &request.command {
+                            Command::CreateTransfer(cmd) => {
+                                transfer::create(ctx, cmd, &owner, grant).await
+                            }
+                            Command::ShipTransfer { id } => {
+                                transfer::ship(ctx, id, &owner, grant).await
+                            }
+                            Command::ReceiveTransfer(cmd) => {
+                                transfer::receive(ctx, cmd, &owner, grant).await
+                            }
+                            Command::CancelTransfer { id } => {
+                                transfer::cancel(ctx, id, &owner, grant).await
+                            }
+                            other => Err(Stop::Failed(crate::StoreError::Unsupported {
+                                backend: "ScyllaDB",
+                                command: other.name(),
+                            })),
+                        }
+                    }
+                });
+                return self.beside(unrecorded, saga).await;
+            }
             other => {
                 return Err(Stop::Failed(crate::StoreError::Unsupported {
                     backend: "ScyllaDB",
@@ -287,12 +327,8 @@ impl WriteStore for ScyllaWriteStore {
         lookups::reservation(self.p(), id).await
     }
 
-    async fn transfer(&self, _id: &TransferId) -> Result<Option<Transfer>> {
-        // Transfers are not kept on ScyllaDB yet: their commands answer the same.
-        Err(crate::StoreError::Unsupported {
-            backend: "ScyllaDB",
-            command: "transfer",
-        })
+    async fn transfer(&self, id: &TransferId) -> Result<Option<Transfer>> {
+        transfer::lookup(&self.keys, &self.transfers, id).await
     }
 
     async fn stock_level(&self, key: &StockKey) -> Result<Option<StockLevel>> {
@@ -308,7 +344,12 @@ impl WriteStore for ScyllaWriteStore {
     }
 
     async fn expire_due(&self, now_ms: i64, limit: usize) -> Result<ExpiryRound> {
-        deadline_scan::expire_due(self, self.p(), &self.deadline_floor, now_ms, limit).await
+        let mut round =
+            deadline_scan::expire_due(self, self.p(), &self.deadline_floor, now_ms, limit).await?;
+        // Transfers left half-way are few; they ride along with the reservations' round.
+        let (keys, st, floor) = (&self.keys, &self.transfers, &self.transfer_floor);
+        transfer::recovery::recover_due(keys, st, floor, now_ms, limit, &mut round).await?;
+        Ok(round)
     }
 
     async fn purge(&self, _what: Purge, _before_ms: i64, _limit: usize) -> Result<usize> {

@@ -23,6 +23,12 @@ impl CommandId {
         }
     }
 
+    /// The id of one step of a saga, named by the domain (see
+    /// [`stockflow_domain::transfer_saga::step_guard`]).
+    pub(crate) fn step(name: String) -> Self {
+        Self(name)
+    }
+
     /// The text form.
     pub(crate) fn as_str(&self) -> &str {
         &self.0

@@ -124,7 +124,7 @@ pub(crate) async fn reserve(
         #[cfg(not(test))]
         let _ = i; // names the test pauses only
         #[cfg(test)]
-        pauses::pass(&cmd.id, pauses::Point::BeforeLease(i)).await;
+        pauses::pass(cmd.id.as_str(), pauses::Point::BeforeLease(i)).await;
         let leased_at = match lease.take() {
             Some(at) => at,
             None => {
@@ -136,7 +136,7 @@ pub(crate) async fn reserve(
             }
         };
         #[cfg(test)]
-        pauses::pass(&cmd.id, pauses::Point::AfterLease(i)).await;
+        pauses::pass(cmd.id.as_str(), pauses::Point::AfterLease(i)).await;
         let step = reserve_step(
             &reservation,
             line,
@@ -163,7 +163,7 @@ pub(crate) async fn reserve(
         }
     }
     #[cfg(test)]
-    pauses::pass(&cmd.id, pauses::Point::BeforeActive).await;
+    pauses::pass(cmd.id.as_str(), pauses::Point::BeforeActive).await;
     if !fenced_move(p, &cmd.id, &attempt, SagaState::Active, meta.occurred_at_ms).await? {
         return lost_fence(keys, &reservation, &attempt, events, meta).await;
     }

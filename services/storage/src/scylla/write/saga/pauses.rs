@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use stockflow_domain::ReservationId;
 use tokio::sync::Semaphore;
 
 /// Where in a reservation's saga a pause sits.
@@ -14,8 +13,11 @@ pub(crate) enum Point {
     BeforeLease(usize),
     /// After line `n`'s lease, before its step is decided and sent.
     AfterLease(usize),
-    /// After every line's step, before the header moves to `active`.
+    /// After every line's step, before the header moves to `active` (`delivering` for a
+    /// transfer).
     BeforeActive,
+    /// A transfer's: after its move to `delivering`, before its destinations are told.
+    Delivering,
 }
 
 /// One pause: the saga signals when it reaches it, and waits until opened.
@@ -42,7 +44,8 @@ impl Gate {
 type Gates = HashMap<(String, Point), Arc<Gate>>;
 static GATES: LazyLock<Mutex<Gates>> = LazyLock::new(Mutex::default);
 
-/// Puts a pause at `point` of the saga of reservation `id` (taken by its next run).
+/// Puts a pause at `point` of the saga of reservation or transfer `id` (taken by its next
+/// run).
 pub(crate) fn stall(id: &str, point: Point) -> Arc<Gate> {
     let gate = Arc::new(Gate {
         reached: Semaphore::new(0),
@@ -55,7 +58,7 @@ pub(crate) fn stall(id: &str, point: Point) -> Arc<Gate> {
 }
 
 /// Called by the saga at `point`: waits there if a test put a pause.
-pub(crate) async fn pass(id: &ReservationId, point: Point) {
+pub(crate) async fn pass(id: &str, point: Point) {
     let gate = GATES
         .lock()
         .ok()
