@@ -145,8 +145,9 @@ impl Adjust {
     pub fn receiving(mut self, po: PoLine) -> Result<Self, ValidationError> {
         let positive = matches!(self.change, OnHandChange::Delta(d) if d > 0);
         if !positive || self.reason != AdjustReason::Receipt {
-            return Err(ValidationError::new(
-                "incoming",
+            // Each field is valid alone; together they conflict (422).
+            return Err(ValidationError::conflict(
+                "purchase_order_line",
                 "only a receipt (reason receipt, a positive delta) names a purchase-order line",
             ));
         }

@@ -37,6 +37,18 @@ pub(crate) struct AdjustmentRequest {
     pub expected_on_hand: Option<i64>,
     /// `check` (the default) or `record` (a fact: a store's token only).
     pub mode: Option<String>,
+    /// The purchase-order line a receipt receives (reason `receipt`, a positive delta).
+    pub purchase_order_line: Option<PurchaseOrderLine>,
+}
+
+/// A purchase-order line named by a receipt.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PurchaseOrderLine {
+    /// Purchase order.
+    pub purchase_order: String,
+    /// Its line.
+    pub line: u32,
 }
 
 impl utoipa::PartialSchema for AdjustmentRequest {
@@ -87,6 +99,12 @@ impl AdjustmentRequest {
         }
         if parse_mode(self.mode.as_deref())? == Mode::Record {
             adjust = adjust.recorded();
+        }
+        if let Some(po) = self.purchase_order_line {
+            adjust = adjust.receiving(PoLine {
+                purchase_order: PurchaseOrderId::parse(po.purchase_order)?,
+                line: po.line,
+            })?;
         }
         Ok(adjust)
     }

@@ -206,6 +206,8 @@ pub(crate) struct MovementBody {
     pub moved_qty: Option<i64>,
     /// The transfer involved.
     pub transfer_id: Option<String>,
+    /// The purchase-order line involved (expected, received against, closed).
+    pub purchase_order: Option<PurchaseOrderLineBody>,
     /// The reservation involved.
     pub reservation_id: Option<String>,
     /// Why on-hand changed (adjustments).
@@ -221,6 +223,15 @@ pub(crate) struct MovementBody {
     /// Where the read models read the event from the bus and which projector replica
     /// applied it, when (its latest projection); absent for a replayed dead letter.
     pub projection: Option<ProjectionBody>,
+}
+
+/// A purchase-order line.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PurchaseOrderLineBody {
+    /// Purchase order.
+    pub purchase_order: String,
+    /// Its line.
+    pub line: u32,
 }
 
 /// The bus record a movement was projected from.
@@ -254,6 +265,10 @@ impl From<Movement> for MovementBody {
             moved_to: d.moved.map(|x| x.to.as_str().to_string()),
             moved_qty: d.moved.map(|x| x.qty),
             transfer_id: d.transfer_id,
+            purchase_order: d.purchase_order.map(|po| PurchaseOrderLineBody {
+                purchase_order: po.purchase_order.to_string(),
+                line: po.line,
+            }),
             version: m.version,
             kind: m.kind,
             on_hand: m.on_hand,
