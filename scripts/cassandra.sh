@@ -125,7 +125,10 @@ up() {
     jamm="$(ls "$CACHE"/lib/jamm-*.jar | head -1)"
     local opens=()
     jvm_opens
-    nohup "$java" -Xms512m -Xmx1g -XX:+UseG1GC -Xss512k \
+    # 2 GiB: the test suite gives each test its own keyspace (some 25 tables each, ~50
+    # keyspaces a run), and every table's memtable lives on the heap; at 1 GiB a long
+    # session ran out of heap.
+    nohup "$java" -Xms512m -Xmx2g -XX:+UseG1GC -Xss512k \
         -javaagent:"$jamm" "${opens[@]}" \
         -Djdk.attach.allowAttachSelf=true -Dio.netty.tryReflectionSetAccessible=true \
         -Dcassandra.config="file://$RUN/cassandra.yaml" -Dcassandra.storagedir="$RUN" \

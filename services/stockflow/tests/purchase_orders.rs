@@ -88,5 +88,8 @@ async fn receipts_that_name_a_purchase_order_line_draw_it_down_until_it_closes()
         .collect();
     let po = json!({"purchase_order": "po-1", "line": 1});
     assert_eq!(lines, [&po, &po], "{movements}");
-    assert_eq!(movements["movements"][0]["purchase_order"], po, "the expectation too");
+    assert_eq!(
+        movements["movements"][0]["purchase_order"], po,
+        "the expectation too"
+    );
 }

@@ -255,8 +255,8 @@ pub(crate) async fn transfer_contract<S: WriteStore + Outbox>(store: Arc<S>) {
     );
 }
 
-/// Two store instances racing ships and cancels of the same transfers, receipts, and
-/// sales draining the source: each transfer ships at most once (and then is never
+/// Two store instances racing ships and cancels of the same transfers, receipts,
+/// reservations on both keys, and sales draining the source: each transfer ships at most once (and then is never
 /// cancelled), nothing goes negative, and on-hand plus in-transit over both keys is what
 /// was there less what was sold.
 pub(crate) async fn transfer_race_contract<S: WriteStore>(a: Arc<S>, b: Arc<S>) {
@@ -274,40 +274,65 @@ pub(crate) async fn transfer_race_contract<S: WriteStore>(a: Arc<S>, b: Arc<S>) 
         .await
         .expect("created");
     }
-    let mut tasks = Vec::new();
+    // (index, what, command), one list per kind, spawned interleaved so every kind meets
+    // every other whichever store runs them faster.
+    let mut transfers = Vec::new();
     for i in 0..TRANSFERS {
         for n in 0..6 {
-            let store = if n % 2 == 0 { a.clone() } else { b.clone() };
             let id = format!("tr-{i}");
             let command = match n {
                 0..=2 => ship(&id),
                 3 if i % 2 == 0 => cancel(&id),
                 _ => receive(&id, &[("rx", 2, 0)], false),
             };
-            tasks.push(tokio::spawn(async move {
-                let name = command.name();
-                (i, name, store.exec_retrying(plain(command)).await)
-            }));
+            transfers.push((i, command.name(), command));
         }
     }
-    for n in 0..10 {
+    let sales: Vec<_> = (0..10)
+        .map(|_| (usize::MAX, "sale", sale("rx", "ra")))
+        .collect();
+    // Reservations on both keys: one line at the source, or a line at each end (a
+    // multi-partition reservation where the store has them).
+    let reservations: Vec<_> = (0..12)
+        .map(|n| {
+            let lines: &[(&str, &str, i64)] = if n % 3 == 0 {
+                &[("rx", "ra", 1), ("rx", "rb", 1)]
+            } else {
+                &[("rx", "ra", 1)]
+            };
+            (n, "reserve", reserve(&format!("rr-{n}"), lines, 3_600))
+        })
+        .collect();
+    let mut kinds = [
+        transfers.into_iter(),
+        sales.into_iter(),
+        reservations.into_iter(),
+    ];
+    let mut tasks = Vec::new();
+    for n in 0.. {
+        // Round robin over the kinds still holding commands.
+        let Some((i, name, command)) = kinds.iter_mut().find_map(Iterator::next) else {
+            break;
+        };
         let store = if n % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
-            (
-                usize::MAX,
-                "sale",
-                store.exec_retrying(plain(sale("rx", "ra"))).await,
-            )
+            (i, name, store.exec_retrying(plain(command)).await)
         }));
+        kinds.rotate_left(1);
     }
     let mut shipped = [0i64; TRANSFERS];
     let mut cancelled = [0i64; TRANSFERS];
     let mut received = [0i64; TRANSFERS];
     let mut sold = 0;
+    let (mut held_src, mut held_dst) = (0, 0);
     for task in tasks {
         let (i, name, answer) = task.await.expect("task");
         match (name, answer) {
             ("sale", Ok(_)) => sold += 1,
+            ("reserve", Ok(_)) => {
+                held_src += 1;
+                held_dst += i64::from(i % 3 == 0);
+            }
             ("ship_transfer", Ok(_)) => shipped[i] += 1,
             ("cancel_transfer", Ok(_)) => cancelled[i] += 1,
             ("receive_transfer", Ok(_)) => received[i] += 2,
@@ -346,4 +371,13 @@ pub(crate) async fn transfer_race_contract<S: WriteStore>(a: Arc<S>, b: Arc<S>) 
     assert_eq!(dst.in_transit(), in_transit);
     assert_eq!(dst.on_hand, received.iter().sum::<i64>());
     assert_eq!(src.on_hand + dst.on_hand + dst.in_transit(), STOCK - sold);
+    eprintln!(
+        "transfer race: shipped {shipped:?}, received {received:?}, sold {sold}, reservations holding {held_src} at the source and {held_dst} at the destination"
+    );
+    // Every acknowledged reservation holds its units, and nothing is oversold.
+    assert_eq!((src.reserved, dst.reserved), (held_src, held_dst));
+    assert!(
+        src.available() >= 0 && dst.available() >= 0,
+        "{src:?} {dst:?}"
+    );
 }
