@@ -81,6 +81,9 @@ pub struct PendingReceipt {
     pub steps: Vec<ReceiveStep>,
     /// The transfer afterwards.
     pub after: Transfer,
+    /// Names the receipt's steps: the `seq` of its `receiving` move.
+    #[serde(default)]
+    pub attempt: i64,
 }
 
 /// A transfer's header row.
@@ -94,7 +97,8 @@ pub struct TransferHeader {
     pub seq: i64,
     /// The request that moved it last (an attempt's owner, resumed by its retries).
     pub owner: String,
-    /// The current attempt (the `seq` of its `shipping` or `receiving` move).
+    /// The shipping attempt: the `seq` of its `shipping` move. Kept once the transfer
+    /// shipped, so a stale run of that attempt knows its shipment stands.
     pub attempt: i64,
     /// The last move or lease, Unix milliseconds (what expiry judges idleness by).
     pub updated_at_ms: i64,
@@ -175,11 +179,21 @@ impl TransferHeader {
         self.moved(TransferState::At(TransferStatus::Created), &owner, now_ms)
     }
 
-    /// `receiving` `receipt`, by `owner`.
-    pub fn begin_receiving(&self, receipt: PendingReceipt, owner: &str, now_ms: i64) -> Self {
+    /// `receiving` the receipt of `steps`, leaving `after`, by `owner`.
+    pub fn begin_receiving(
+        &self,
+        steps: Vec<ReceiveStep>,
+        after: Transfer,
+        owner: &str,
+        now_ms: i64,
+    ) -> Self {
         let next = self.moved(TransferState::Receiving, owner, now_ms);
-        Self {
+        let receipt = PendingReceipt {
+            steps,
+            after,
             attempt: next.seq,
+        };
+        Self {
             receipt: Some(receipt),
             ..next
         }
@@ -331,7 +345,9 @@ pub enum AfterLostFence {
     GiveBack,
 }
 
-/// What `attempt` does after a lost fence, with the header as it is now.
+/// What `attempt` does after a lost fence, with the header as it is now. (`attempt` is
+/// kept through `delivering` and every receipt, so a shipment that stands is never given
+/// back by a stale run of the attempt that made it.)
 pub fn after_lost_fence(now: &TransferHeader, attempt: i64) -> AfterLostFence {
     if now.attempt != attempt {
         return AfterLostFence::GiveBack;
@@ -528,6 +544,18 @@ mod tests {
             after_lost_fence(&shipping.unshipping(5_100), attempt),
             AfterLostFence::HelpRollBack
         );
+        let received = shipping.delivering(5_100).delivered(5_150).begin_receiving(
+            Vec::new(),
+            transfer(),
+            "k:9",
+            5_200,
+        );
+        assert_eq!(
+            after_lost_fence(&received, attempt),
+            AfterLostFence::Made,
+            "a receipt since does not make the shipment look like someone else's"
+        );
+        assert_eq!(received.receipt.as_ref().map(|r| r.attempt), Some(4));
         let again = shipping.unshipping(5_100).unshipped(5_200);
         assert_eq!(after_lost_fence(&again, attempt), AfterLostFence::GiveBack);
         let other = again.begin_shipping("k:2", 5_300);

@@ -194,4 +194,43 @@ async fn expiry_rolls_back_or_finishes_a_shipment_left_half_way() {
         ),
         "{cancelled:?}"
     );
+
+    // 4. A run stalled before `delivering` whose request is retried once its claim went
+    //    stale: the retry finishes the same attempt, a receipt follows, and the stale run,
+    //    woken, finds its shipment standing and gives nothing back.
+    w.exec(plain(create_transfer(
+        "f-3",
+        "fa",
+        "fb",
+        &[("x", 1), ("y", 1)],
+    )))
+    .await
+    .unwrap();
+    let gate = stall("f-3", Point::BeforeActive);
+    let stale = start("f-3", "k-ship-4");
+    gate.reached().await;
+    past_window().await;
+    let retried = w
+        .exec(keyed(ship_transfer("f-3"), "k-ship-4", "k-ship-4"))
+        .await
+        .expect("the retry finishes the shipment");
+    assert!(!retried.replayed);
+    w.exec(plain(receive_transfer(
+        "f-3",
+        &[("x", 1, 0), ("y", 1, 0)],
+        false,
+    )))
+    .await
+    .expect("received");
+    gate.open();
+    let woken = stale.await.unwrap().expect("the store answers");
+    assert!(woken.answer.is_ok(), "{woken:?}");
+    for sku in ["x", "y"] {
+        let (src, on_hand, in_transit) = units(&w, sku).await;
+        assert_eq!(src + on_hand + in_transit, 10, "{sku}: every unit once");
+    }
+    assert_eq!(
+        (units(&w, "x").await, units(&w, "y").await),
+        ((4, 2, 4), (4, 3, 3))
+    );
 }

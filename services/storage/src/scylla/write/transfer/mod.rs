@@ -31,8 +31,7 @@ mod steps;
 
 use stockflow_domain::decide::transfer as decide;
 use stockflow_domain::transfer_saga::{
-    self, AfterLostFence, OnCancel, OnReceive, OnShip, PendingReceipt, TransferHeader,
-    TransferState,
+    self, AfterLostFence, OnCancel, OnReceive, OnShip, TransferHeader, TransferState,
 };
 use stockflow_domain::{
     CommandResult, CreateTransfer, EventMeta, LocationGrant, ReceiveTransfer, Refusal, StockKey,
@@ -392,7 +391,7 @@ pub(crate) async fn receive(
             OnReceive::Begin => {
                 let now = crate::now_ms();
                 let (steps, after) = decide::receive_steps(&h.transfer, cmd, grant, now)?;
-                let next = h.begin_receiving(PendingReceipt { steps, after }, owner.as_str(), now);
+                let next = h.begin_receiving(steps, after, owner.as_str(), now);
                 recovery::remind(ctx, &cmd.id, p.window.after(now)).await?;
                 if ctx.move_to(&h, &next).await? {
                     let (done, n) = finish_receipt(ctx, &next).await?;
@@ -430,7 +429,7 @@ async fn finish_receipt(ctx: &Ctx<'_>, h: &TransferHeader) -> Step<(TransferHead
     let mut events = 0;
     for (n, step) in receipt.steps.iter().enumerate() {
         let key = StockKey::new(step.sku().clone(), t.to.clone());
-        let op = steps::receipt(t, step, h.attempt, n, ctx.meta);
+        let op = steps::receipt(t, step, receipt.attempt, n, ctx.meta);
         events += steps::apply(ctx.keys, &key, op).await?;
     }
     if !ctx.move_to(h, &next).await? {
