@@ -22,8 +22,6 @@ const SCHEMAS: &str = "/components/schemas";
 const CHANNEL: &str = "stockEvents";
 /// Version of the Kafka bindings object used.
 const KAFKA_BINDING: &str = "0.5.0";
-/// A W3C `traceparent` (version 00).
-const TRACEPARENT_PATTERN: &str = "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$";
 
 /// The document.
 pub fn document() -> Value {
@@ -174,13 +172,12 @@ fn header_schema(t: EventType) -> Value {
             },
             headers::CE_TRACEPARENT: {
                 "type": "string",
-                "pattern": TRACEPARENT_PATTERN,
-                "description": "The distributed tracing extension: the W3C trace context of \
-                    the request that caused the change, when it was traced.",
+                "description": "The distributed tracing extension: the W3C `traceparent` \
+                    of the change, when it has one: the store write's span where the region \
+                    exports traces, else the causing request's header as it was sent.",
             },
             headers::TRACEPARENT: {
                 "type": "string",
-                "pattern": TRACEPARENT_PATTERN,
                 "description": "The same trace context under its W3C name, for OpenTelemetry's \
                     Kafka instrumentation.",
             },
