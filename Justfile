@@ -85,6 +85,11 @@ bench-scylla connections="64" duration="20":
 generate:
     ./scripts/generate.sh
 
+# Validate the events' AsyncAPI document with the official parser (@asyncapi/parser, cached)
+asyncapi-check:
+    cargo build -p stockflow --bin stockflow
+    ./scripts/asyncapi-check.sh target/debug/stockflow
+
 # Build the kube-apiserver and kine used by the operator tests (cached in ~/.cache/stockflow)
 apiserver-build:
     ./scripts/kube-apiserver.sh build

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates every generated file: the InventoryRegion CRD in crds/ and the Helm chart's
 # template of it, and the references rendered from the code (docs/reference/: every setting of
-# the binary, every field of the CRD). `scripts/generate.sh --check` fails if a committed
-# file differs from what the code renders.
+# the binary, every field of the CRD, the AsyncAPI document of the events). `scripts/generate.sh
+# --check` fails if a committed file differs from what the code renders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
@@ -10,6 +10,7 @@ trap 'rm -rf "$work"' EXIT
 cargo run --quiet --locked -p stockflow-operator -- crd > "$work/crd.yaml"
 cargo run --quiet --locked -p stockflow-operator -- crd-reference > "$work/inventoryregion.md"
 cargo run --quiet --locked -p stockflow --bin stockflow -- reference > "$work/cli.md"
+cargo run --quiet --locked -p stockflow --bin stockflow -- asyncapi > "$work/asyncapi.json"
 # The chart ships the CRD as a template, not in crds/: Helm installs crds/ once and never
 # upgrades it, while a template is upgraded by `helm upgrade`. Kept on `helm uninstall`
 # (deleting the CRD would delete every InventoryRegion); `crds.install=false` leaves the
@@ -26,6 +27,7 @@ pairs=(
     "charts/stockflow-operator/templates/crd.yaml:$work/crd-template.yaml"
     "docs/reference/inventoryregion.md:$work/inventoryregion.md"
     "docs/reference/cli.md:$work/cli.md"
+    "docs/reference/asyncapi.json:$work/asyncapi.json"
 )
 status=0
 for pair in "${pairs[@]}"; do

@@ -67,6 +67,9 @@ cargo build --locked -p stockflow --bin stockflow
 step "the HTTP contract: schemathesis and a generated client against stockflow dev"
 ./scripts/api-contract.sh target/debug/stockflow
 
+step "the events' AsyncAPI document through the official parser (@asyncapi/parser)"
+./scripts/asyncapi-check.sh target/debug/stockflow
+
 cleanup() {
     ./scripts/cassandra.sh down || true
     ./scripts/kafka.sh down || true

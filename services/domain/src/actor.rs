@@ -1,10 +1,11 @@
 //! Who asked for a change, as recorded on its event (audit): the caller its credentials
 //! name and, for a store agent's command, the store and the agent's sequence number.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The caller behind a change, as its credentials named it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Actor {
     /// The token's subject (or a client certificate's common name); `anonymous` when the
     /// API runs without authentication.
@@ -21,7 +22,7 @@ pub struct Actor {
 /// checked against the agent's `stockflow-store` header) and the agent's sequence number
 /// of the command (`stockflow-store-seq`), so an audit can line the region's movements up
 /// with a store's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StoreOrigin {
     /// The store.
     pub id: String,

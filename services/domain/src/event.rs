@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::actor::{Actor, StoreOrigin};
@@ -19,7 +20,7 @@ use crate::quantity::{Dated, Filled, PoLine, State, Target};
 use crate::stock::{Next, Quantities, StockLevel};
 
 /// What happened to a stock key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// On-hand changed by an adjustment.
@@ -99,7 +100,7 @@ impl EventKind {
 }
 
 /// Units moved between states, as a move event records them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Moved {
     /// The state they left.
     pub from: State,
@@ -153,7 +154,7 @@ pub struct EventMeta {
 }
 
 /// One applied change to one stock key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockEvent {
     /// Unique and deterministic: `{sku}/{location}/{version}`, so a re-published event
     /// keeps its id.
@@ -354,7 +355,7 @@ pub enum EventInvalid {
 }
 
 /// A SKU's catalog data changed (feeds the search index).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CatalogEvent {
     /// `{sku}/catalog/{version}`.
     pub event_id: String,
@@ -401,7 +402,7 @@ pub enum BusEvent {
 }
 
 /// A SKU's policy changed (a location's override is a [`StockEvent`] of its key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PolicyEvent {
     /// `{sku}/policy/{version}`.
     pub event_id: String,

@@ -85,6 +85,24 @@ impl fmt::Display for ScopedKey {
     }
 }
 
+// By hand: the text form, which the derive (seeing only `String`) cannot state.
+impl schemars::JsonSchema for ScopedKey {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ScopedKey".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "The client's Idempotency-Key, behind its caller's tag and `~` when the caller has one.",
+            "pattern": format!(
+                "^([0-9a-f]{{1,{MAX_TAG_LEN}}}{SCOPE_SEPARATOR})?[A-Za-z0-9._:-]{{1,{}}}$",
+                crate::ids::MAX_ID_LEN
+            ),
+        })
+    }
+}
+
 impl TryFrom<String> for ScopedKey {
     type Error = ValidationError;
     fn try_from(text: String) -> Result<Self, Self::Error> {

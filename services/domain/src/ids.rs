@@ -56,6 +56,23 @@ macro_rules! id_type {
             }
         }
 
+        // Written by hand: the derive would describe the `String` it converts through,
+        // without the rule `parse` enforces.
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "pattern": ID_PATTERN,
+                    "minLength": 1,
+                    "maxLength": MAX_ID_LEN,
+                })
+            }
+        }
+
         impl TryFrom<String> for $name {
             type Error = ValidationError;
             fn try_from(value: String) -> Result<Self, Self::Error> {

@@ -14,6 +14,7 @@
 //! - [`stock`]: the stock aggregate of one `(sku, location)` and its quantity rules.
 //! - [`catalog`]: locations (with their region) and SKUs.
 //! - [`event`]: the events every applied change yields.
+//! - [`cloudevent`]: each event's CloudEvents type, source, subject, id and time.
 //! - [`answer`]: what a command answers, and how it is kept under its key.
 //! - [`grant`]: where a caller may change stock (a store's token: its own locations).
 //! - [`decide`]: pure decisions: loaded state + command → new state + events, or a refusal.
@@ -31,6 +32,7 @@ pub mod actor;
 pub mod answer;
 pub mod catalog;
 pub mod claim;
+pub mod cloudevent;
 pub mod command;
 pub mod decide;
 pub mod event;
@@ -53,6 +55,7 @@ pub mod validation;
 
 pub use answer::{CommandResult, RecordedAnswer};
 pub use catalog::{Location, LocationKind, SkuCatalog};
+pub use cloudevent::{EventType, Stream};
 pub use command::{
     Adjust, AdjustReason, CloseIncoming, Command, CreateTransfer, ExpectIncoming, Mode, Move,
     OnHandChange, ReceiveLine, ReceiveTransfer, Reserve, ReserveLine, SetPolicy,

@@ -5,6 +5,7 @@
 //! behaviour before policies existed). Each field inherits on its own, so a location may
 //! override the oversell mode and keep the SKU's low-stock threshold.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::Sku;
@@ -12,7 +13,7 @@ use crate::limits::{MAX_LINE_QTY, MAX_ON_HAND};
 use crate::validation::ValidationError;
 
 /// What a key does when a command asks for more than is available.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum Oversell {
     /// Refuse (409 `insufficient_stock`): nothing is promised that is not there.
@@ -80,7 +81,7 @@ impl Oversell {
 }
 
 /// Policy fields as set at one level (a SKU, or a location's override); `None` inherits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Settings {
     /// The oversell mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,7 +158,7 @@ impl Policy {
 /// A threshold a key crossed with a change (decided on what channels see: availability
 /// clamped at zero). One per change, the most telling: out of stock, else back in stock,
 /// else low stock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Signal {
     /// Channels could sell some before, none now.

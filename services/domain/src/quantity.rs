@@ -7,13 +7,16 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{PurchaseOrderId, ReservationId, TransferId};
 use crate::validation::ValidationError;
 
 /// A state units can be moved out of (`POST /v1/moves`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Sellable: what is left of on-hand after every other state.
@@ -52,7 +55,7 @@ impl State {
 }
 
 /// Where moved units go: another state, or out of on-hand altogether (a write-off).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     /// Into a state.
@@ -130,6 +133,21 @@ impl fmt::Display for Date {
     }
 }
 
+// By hand: the derive would see only the `String` it converts through.
+impl schemars::JsonSchema for Date {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Date".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "format": "date",
+            "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+        })
+    }
+}
+
 impl TryFrom<String> for Date {
     type Error = ValidationError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
@@ -144,7 +162,7 @@ impl From<Date> for String {
 }
 
 /// One line of a purchase order: what a receipt names.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 pub struct PoLine {
     /// The purchase order (an id like any other).
     pub purchase_order: PurchaseOrderId,
@@ -187,7 +205,7 @@ impl Incoming {
 }
 
 /// Units expected on one day: what availability-to-promise shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Dated {
     /// The day.
     pub date: Date,
@@ -232,7 +250,7 @@ pub struct Backorder {
 }
 
 /// Units of a backorder that arriving stock covered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Filled {
     /// The reservation.
     pub reservation_id: ReservationId,

@@ -156,7 +156,8 @@ async fn routes(p: &Platform) -> Vec<Route> {
             let method: Method = method.to_uppercase().parse().expect("method");
             let Some(scope) = op["security"][0]["bearer"][0].as_str() else {
                 assert!(
-                    ["/healthz", "/readyz", "/openapi.json"].contains(&template.as_str()),
+                    ["/healthz", "/readyz", "/openapi.json", "/asyncapi.json"]
+                        .contains(&template.as_str()),
                     "{method} {template} needs no credential"
                 );
                 continue;
@@ -481,7 +482,7 @@ async fn every_route_refuses_every_bad_credential() {
         );
     }
     // Open routes need nothing.
-    for path in ["/healthz", "/readyz", "/openapi.json"] {
+    for path in ["/healthz", "/readyz", "/openapi.json", "/asyncapi.json"] {
         let r = reqwest::get(p.url(path)).await.expect("request");
         assert_eq!(r.status(), StatusCode::OK, "{path}");
     }

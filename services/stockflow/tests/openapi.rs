@@ -344,3 +344,24 @@ async fn every_reference_resolves() {
         assert!(doc.pointer(pointer).is_some(), "{at}: {r} does not resolve");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_asyncapi_document_is_served_beside_the_openapi_one() {
+    let p = Platform::start().await;
+    let r = p.get("/asyncapi.json").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let served: Value = r.json().await.unwrap();
+    assert_eq!(served, stockflow::events::asyncapi::document());
+    assert_eq!(served["asyncapi"], "3.0.0");
+    let messages = served["components"]["messages"].as_object().unwrap();
+    assert_eq!(
+        messages.len(),
+        stockflow_domain::EventType::all().len(),
+        "one message per event type"
+    );
+    // The OpenAPI document lists it as an open operation.
+    let openapi: Value = p.get("/openapi.json").await.json().await.unwrap();
+    let op = &openapi["paths"]["/asyncapi.json"]["get"];
+    assert!(op.is_object(), "/asyncapi.json is documented");
+    assert!(op["security"].is_null(), "and needs no credential: {op}");
+}

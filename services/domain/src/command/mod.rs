@@ -9,6 +9,7 @@ mod reserve;
 mod stock;
 mod transfer;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ReservationId, TransferId};
@@ -20,7 +21,7 @@ pub use stock::{Adjust, CloseIncoming, ExpectIncoming, Move, OnHandChange, SetPo
 pub use transfer::{CreateTransfer, ReceiveLine, ReceiveTransfer, TransferLineRequest};
 
 /// Why on-hand changed (or units moved between states).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AdjustReason {
     /// Goods received.

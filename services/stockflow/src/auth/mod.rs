@@ -118,8 +118,8 @@ impl Identity {
         }
     }
 
-    /// A caller of an open route (`/healthz`, `/readyz`, `/openapi.json`) on a platform
-    /// that authenticates: it holds nothing.
+    /// A caller of an open route (`/healthz`, `/readyz`, `/openapi.json`, `/asyncapi.json`)
+    /// on a platform that authenticates: it holds nothing.
     pub fn nobody(client: Option<IpAddr>) -> Self {
         Self {
             scopes: BTreeSet::new(),

@@ -65,6 +65,9 @@ enum Action {
     /// Print the configuration reference (every subcommand's settings) as Markdown.
     #[command(hide = true)]
     Reference,
+    /// Print the AsyncAPI 3.0 document of a region's topic (the one `/asyncapi.json`
+    /// serves): every event type, its CloudEvents headers and the JSON Schema of its data.
+    Asyncapi,
     /// Print the path of one command from a region's APIs: the reservation on the write
     /// side, then per key when each change was committed, the bus partition and offset it
     /// was projected from, and when and by which projector replica.
@@ -167,6 +170,7 @@ impl Cli {
             Action::Token(_)
             | Action::Trace(_)
             | Action::Reference
+            | Action::Asyncapi
             | Action::Backup(_)
             | Action::Restore(_)
             | Action::RebuildReadModels(_) => "stockflow",
@@ -195,6 +199,10 @@ impl Cli {
             Action::RebuildReadModels(args) => args.run().await,
             Action::Reference => {
                 print!("{}", super::reference::markdown());
+                Ok(())
+            }
+            Action::Asyncapi => {
+                println!("{:#}", crate::events::asyncapi::document());
                 Ok(())
             }
             Action::Trace(args) => Ok(trace::run(args).await?),

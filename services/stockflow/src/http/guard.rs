@@ -139,7 +139,7 @@ impl Edge {
 /// The scope `method` on the route template `route` needs; `None` for open routes.
 pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
     match route {
-        "/healthz" | "/readyz" | "/openapi.json" => None,
+        "/healthz" | "/readyz" | "/openapi.json" | "/asyncapi.json" => None,
         "/metrics" => Some(Scope::Admin),
         r if r.starts_with("/admin/") => Some(Scope::Admin),
         "/v1/locations/{location}" | "/v1/skus/{sku}" => Some(Scope::CatalogWrite),
@@ -275,6 +275,7 @@ mod tests {
         assert_eq!(required_scope(&get, "/healthz"), None);
         assert_eq!(required_scope(&get, "/readyz"), None);
         assert_eq!(required_scope(&get, "/openapi.json"), None);
+        assert_eq!(required_scope(&get, "/asyncapi.json"), None);
         assert_eq!(required_scope(&get, "/metrics"), Some(Scope::Admin));
         assert_eq!(
             required_scope(&get, "/admin/dead-letters"),

@@ -142,7 +142,7 @@ impl Routes {
         transfers::cancel_transfer, transfers::get_transfer,
         queries::stock_by_sku, queries::stock_at, queries::availability, queries::search, queries::movements,
         changes::changes, changes::snapshot,
-        ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::dead_letters,
+        ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::asyncapi, ops::dead_letters,
         ops::replay_dead_letter, ops::replay_projections,
     ),
     components(schemas(crate::error::Problem, ops::ReplayedBody, ops::ReplayingBody,
@@ -211,7 +211,8 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi));
+        .route("/openapi.json", get(ops::openapi))
+        .route("/asyncapi.json", get(ops::asyncapi));
     if routes.commands {
         app = app.merge(command_routes());
     }

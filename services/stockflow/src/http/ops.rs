@@ -77,6 +77,13 @@ pub(crate) async fn openapi() -> Json<serde_json::Value> {
     Json(super::openapi::document())
 }
 
+/// The AsyncAPI description of the events this region publishes, generated from the code.
+#[utoipa::path(get, path = "/asyncapi.json", tag = "operations",
+    responses((status = 200, body = Object, description = "AsyncAPI 3.0 document of the region's topic")))]
+pub(crate) async fn asyncapi() -> Json<serde_json::Value> {
+    Json(crate::events::asyncapi::document())
+}
+
 /// A dead letter as listed by the admin API.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DeadLetterBody {

@@ -3,13 +3,16 @@
 //! Append first, mark second. A crash between the two re-publishes the batch on restart;
 //! the duplicates carry the same event ids and versions, so projectors ignore them. Each
 //! replica publishes only the outbox shards it holds leases on ([`super::leases`]).
+//!
+//! Each record carries its event's CloudEvents attributes as headers
+//! ([`crate::events::headers`]); the value is the outbox payload, unchanged.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use stockflow_bus::{EventLog, NewRecord};
+use stockflow_domain::BusEvent;
 use stockflow_storage::now_ms;
 use stockflow_storage::ports::{Outbox, OutboxEntry};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +20,7 @@ use tracing::field::Empty;
 
 use super::leases::Owned;
 use super::{WorkerError, backoff};
+use crate::events::headers;
 use stockflow_telemetry::traces;
 
 /// Publisher settings.
@@ -87,22 +91,31 @@ pub async fn run(
     tracing::info!("publisher stopped");
 }
 
-/// The part of an event the publisher reads when tracing: who caused it.
-#[derive(Deserialize)]
-struct Cause {
-    #[serde(default)]
-    trace_context: Option<String>,
-}
-
-/// The `traceparent` stored in each entry's event (the store write that committed it).
-fn causes(entries: &[OutboxEntry]) -> Vec<Option<String>> {
+/// Each entry's event, read back from its payload for the record headers. An entry that
+/// does not decode (none is written so) is still published, without headers: the
+/// projector, which reads the same payload, decides what becomes of it.
+fn decode(entries: &[OutboxEntry]) -> Vec<Option<BusEvent>> {
     entries
         .iter()
         .map(|entry| {
-            serde_json::from_slice::<Cause>(&entry.payload)
-                .ok()
-                .and_then(|c| c.trace_context)
+            let event = serde_json::from_slice::<BusEvent>(&entry.payload);
+            if let Err(e) = &event {
+                tracing::warn!(
+                    sku = %entry.key,
+                    error = %e,
+                    "an outbox entry is not an event; published without CloudEvents headers"
+                );
+            }
+            event.ok()
         })
+        .collect()
+}
+
+/// The `traceparent` stored in each entry's event (the store write that committed it).
+fn causes(events: &[Option<BusEvent>]) -> Vec<Option<String>> {
+    events
+        .iter()
+        .map(|event| event.as_ref()?.trace_context().map(str::to_string))
         .collect()
 }
 
@@ -150,23 +163,28 @@ pub async fn publish_batch(
             .set((now_ms() - oldest).max(0) as f64 / 1000.0);
     }
     let count = entries.len();
-    let causes = causes(&entries);
+    // Decoded only where something reads them: a bus that keeps headers, or tracing. The
+    // embedded log and Fluvio drop headers, and their hot path stays a plain copy.
+    let events = if log.keeps_headers() || traces::enabled() {
+        decode(&entries)
+    } else {
+        vec![None; count]
+    };
+    let causes = causes(&events);
     let spans = traces::enabled().then(|| publish_spans(&entries, &causes));
     let mut ids = Vec::with_capacity(count);
     let mut created_at_ms = Vec::with_capacity(count);
     // Payloads move into the append; only ids and commit times stay behind.
     let records = entries
         .into_iter()
-        .zip(causes)
-        .map(|(e, traceparent)| {
+        .zip(events)
+        .map(|(e, event)| {
             ids.push(e.id);
             created_at_ms.push(e.created_at_ms);
-            // Also as a record header, where the bus has them, for consumers that are
-            // not ours (OpenTelemetry's Kafka instrumentation reads it there).
+            // For consumers that are not ours, where the bus keeps headers: CloudEvents
+            // attributes, and the trace context OpenTelemetry's Kafka instrumentation reads.
             let mut record = NewRecord::new(e.key, e.payload);
-            record
-                .headers
-                .extend(traceparent.map(|t| ("traceparent".to_string(), t)));
+            record.headers = event.as_ref().map(headers::of).unwrap_or_default();
             record
         })
         .collect();
