@@ -20,6 +20,7 @@
 //! finishes the shipment: the destination steps cannot be refused. A receipt is checked
 //! whole against the header before `receiving` is written, so it too only goes forward.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -104,6 +105,11 @@ pub struct TransferHeader {
     pub updated_at_ms: i64,
     /// The receipt under way, while `receiving`.
     pub receipt: Option<PendingReceipt>,
+    /// The requests whose command is done (the create, the shipment, each receipt, the
+    /// cancel): a retry of one whose answer was lost answers again instead of running
+    /// again, whatever happened to the transfer since. Written with the move that
+    /// finished the command.
+    pub done_by: BTreeSet<String>,
 }
 
 impl TransferHeader {
@@ -117,7 +123,19 @@ impl TransferHeader {
             owner: owner.to_string(),
             attempt: 0,
             receipt: None,
+            done_by: BTreeSet::from([owner.to_string()]),
         }
+    }
+
+    /// Whether the request `owner`'s command on this transfer is done.
+    pub fn done_by(&self, owner: &str) -> bool {
+        self.done_by.contains(owner)
+    }
+
+    /// `self` with `owner`'s command done.
+    fn done(mut self, owner: &str) -> Self {
+        self.done_by.insert(owner.to_string());
+        self
     }
 
     /// The transfer as clients see it: an attempt under way that may still fail is not
@@ -158,13 +176,14 @@ impl TransferHeader {
         self.moved(TransferState::Delivering, &owner, now_ms)
     }
 
-    /// `in_transit`, the shipment done.
+    /// `in_transit`, the shipment done (for the attempt's owner).
     pub fn delivered(&self, now_ms: i64) -> Self {
         let owner = self.owner.clone();
         Self {
             transfer: crate::decide::transfer::shipped(&self.transfer, now_ms),
             ..self.moved(TransferState::At(TransferStatus::InTransit), &owner, now_ms)
         }
+        .done(&owner)
     }
 
     /// `unshipping`: the attempt is given up.
@@ -204,11 +223,14 @@ impl TransferHeader {
         let after = self.receipt.as_ref()?.after.clone();
         let owner = self.owner.clone();
         let next = self.moved(TransferState::At(after.status), &owner, now_ms);
-        Some(Self {
-            transfer: after,
-            receipt: None,
-            ..next
-        })
+        Some(
+            Self {
+                transfer: after,
+                receipt: None,
+                ..next
+            }
+            .done(&owner),
+        )
     }
 
     /// `cancelled`, as [`crate::decide::transfer::cancel`] decided.
@@ -217,6 +239,7 @@ impl TransferHeader {
             transfer,
             ..self.moved(TransferState::At(TransferStatus::Cancelled), owner, now_ms)
         }
+        .done(owner)
     }
 }
 
@@ -277,6 +300,9 @@ pub fn on_ship(
     window: RecoveryWindow,
 ) -> Answer<OnShip> {
     grant.check(&header.transfer.from)?;
+    if header.done_by(owner) {
+        return Ok(OnShip::AnswerAgain);
+    }
     let own = header.owner == owner;
     Ok(match header.state {
         TransferState::At(TransferStatus::Created) => OnShip::Begin,
@@ -289,7 +315,6 @@ pub fn on_ship(
         TransferState::Shipping => OnShip::Busy,
         TransferState::Unshipping => OnShip::FinishRollback,
         TransferState::Delivering => OnShip::FinishDelivery,
-        TransferState::At(TransferStatus::InTransit) if own => OnShip::AnswerAgain,
         _ => return Err(status_conflict(header)),
     })
 }
@@ -365,10 +390,10 @@ pub fn after_lost_fence(now: &TransferHeader, attempt: i64) -> AfterLostFence {
     }
 }
 
-/// Whether the request `owner` created the header as it is (nothing moved it since): a
-/// create whose answer was lost answers again instead of `transfer_exists`.
+/// Whether the request `owner` created the transfer: a create whose answer was lost
+/// answers again instead of `transfer_exists`.
 pub fn made_by(header: &TransferHeader, owner: &str) -> bool {
-    header.seq == 0 && header.owner == owner
+    header.done_by(owner)
 }
 
 /// What a receive request does about the header it finds.
@@ -392,12 +417,11 @@ pub fn on_receive(
     grant: &LocationGrant,
 ) -> Answer<OnReceive> {
     grant.check(&header.transfer.to)?;
-    let own = header.owner == owner;
+    if header.done_by(owner) {
+        return Ok(OnReceive::AnswerAgain);
+    }
     Ok(match header.state {
-        TransferState::Receiving if own => OnReceive::Resume,
-        TransferState::At(TransferStatus::InTransit | TransferStatus::Received) if own => {
-            OnReceive::AnswerAgain
-        }
+        TransferState::Receiving if header.owner == owner => OnReceive::Resume,
         TransferState::Receiving | TransferState::Delivering => OnReceive::FinishFirst,
         TransferState::At(TransferStatus::InTransit) => OnReceive::Begin,
         // Not shipped yet (shipping, unshipping and created all show `created`), or done.
@@ -421,10 +445,10 @@ pub enum OnCancel {
 /// What a cancel request by `owner` does about `header`.
 pub fn on_cancel(header: &TransferHeader, owner: &str, grant: &LocationGrant) -> Answer<OnCancel> {
     grant.check(&header.transfer.from)?;
+    if header.done_by(owner) {
+        return Ok(OnCancel::AnswerAgain);
+    }
     Ok(match header.state {
-        TransferState::At(TransferStatus::Cancelled) if header.owner == owner => {
-            OnCancel::AnswerAgain
-        }
         TransferState::At(TransferStatus::Created) => OnCancel::Decide,
         TransferState::Shipping => OnCancel::Busy,
         TransferState::Unshipping => OnCancel::FinishRollback,
@@ -556,6 +580,19 @@ mod tests {
             "a receipt since does not make the shipment look like someone else's"
         );
         assert_eq!(received.receipt.as_ref().map(|r| r.attempt), Some(4));
+        let any = LocationGrant::Any;
+        let after = received.received(5_300).expect("a receipt under way");
+        assert!(after.done_by("k:1") && after.done_by("k:9"));
+        assert_eq!(
+            on_ship(&after, "k:1", &any, 5_400, RecoveryWindow { ms: 1_000 }),
+            Ok(OnShip::AnswerAgain),
+            "the shipment's retry answers again after a receipt"
+        );
+        assert_eq!(
+            on_receive(&after, "k:9", &any),
+            Ok(OnReceive::AnswerAgain),
+            "a receipt's retry never applies twice"
+        );
         let again = shipping.unshipping(5_100).unshipped(5_200);
         assert_eq!(after_lost_fence(&again, attempt), AfterLostFence::GiveBack);
         let other = again.begin_shipping("k:2", 5_300);

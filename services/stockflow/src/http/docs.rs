@@ -366,7 +366,10 @@ pub(crate) fn adjustment() -> Schema {
             ))
             .item(
                 adjustment_mode("delta", Schema::OneOf(delta))
-                    .property("purchase_order_line", purchase_order_line())
+                    .property(
+                        "purchase_order_line",
+                        RefOr::Ref(utoipa::openapi::Ref::from_schema_name("PurchaseOrderLine")),
+                    )
                     .build(),
             )
             .item(
@@ -387,21 +390,6 @@ pub(crate) fn adjustment() -> Schema {
             )
             .build(),
     )
-}
-
-/// The purchase-order line a receipt receives.
-fn purchase_order_line() -> Object {
-    ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .description(Some(
-            "The purchase-order line this receipt receives (reason receipt and a positive delta only, otherwise 422): the units leave that line's incoming, a line received in full closes, the rest stays expected until closed. 404 incoming_not_found when the line is not open here",
-        ))
-        .property("purchase_order", purchase_order())
-        .property("line", po_line())
-        .required("purchase_order")
-        .required("line")
-        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        .build()
 }
 
 /// One way of adjusting: the shared fields and `mode`, nothing else.

@@ -148,7 +148,9 @@ impl Routes {
     components(schemas(crate::error::Problem, ops::ReplayedBody, ops::ReplayingBody,
         // Named by the line arrays of the transfer bodies (`schema_with`), which register
         // nothing themselves.
-        model::TransferLineBody, model::ReceiveLineBody)),
+        model::TransferLineBody, model::ReceiveLineBody,
+        // Named by the adjustment body, documented by hand (`docs::adjustment`).
+        model::PurchaseOrderLine)),
     modifiers(&EdgeDocs),
     tags(
         (name = "commands", description = "Write side: every POST needs an Idempotency-Key"),

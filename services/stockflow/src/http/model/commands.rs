@@ -41,13 +41,18 @@ pub(crate) struct AdjustmentRequest {
     pub purchase_order_line: Option<PurchaseOrderLine>,
 }
 
-/// A purchase-order line named by a receipt.
-#[derive(Debug, Deserialize)]
+/// The purchase-order line a receipt receives (reason `receipt` and a positive delta only,
+/// otherwise 422): the units leave that line's incoming, a line received in full closes,
+/// the rest stays expected until closed. 404 `incoming_not_found` when the line is not
+/// open there.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PurchaseOrderLine {
     /// Purchase order.
+    #[schema(schema_with = docs::purchase_order)]
     pub purchase_order: String,
     /// Its line.
+    #[schema(schema_with = docs::po_line)]
     pub line: u32,
 }
 

@@ -233,4 +233,50 @@ async fn expiry_rolls_back_or_finishes_a_shipment_left_half_way() {
         (units(&w, "x").await, units(&w, "y").await),
         ((4, 2, 4), (4, 3, 3))
     );
+
+    // 5. Answers lost with their idempotency records (the claim's last write failed, or
+    //    the process died after the saga and before it): the retries find their commands
+    //    done, after other receipts moved the transfer on, and answer again instead of
+    //    applying twice or refusing their own shipment.
+    let forget_keys = || {
+        let w = w.clone();
+        let keyspace = config.keyspace.clone();
+        async move {
+            let session = &w.keys.partitions.session;
+            let truncate = format!("TRUNCATE {keyspace}.idempotency");
+            session.query_unpaged(truncate, ()).await.unwrap();
+        }
+    };
+    w.exec(plain(create_transfer("f-4", "fa", "fb", &[("x", 3)])))
+        .await
+        .unwrap();
+    let ship_4 = || keyed(ship_transfer("f-4"), "k-ship-5", "k-ship-5");
+    let receive_1 = || {
+        keyed(
+            receive_transfer("f-4", &[("x", 1, 0)], false),
+            "k-rcv-1",
+            "k-rcv-1",
+        )
+    };
+    w.exec(ship_4()).await.expect("shipped");
+    forget_keys().await;
+    w.exec(receive_1()).await.expect("received once");
+    forget_keys().await;
+    w.exec(keyed(
+        receive_transfer("f-4", &[("x", 1, 0)], false),
+        "k-rcv-2",
+        "k-rcv-2",
+    ))
+    .await
+    .expect("received again, by another request");
+    let before = units(&w, "x").await;
+    assert_eq!(before, (1, 4, 5));
+    let again = w
+        .exec(receive_1())
+        .await
+        .expect("the first receipt answers again");
+    assert!(!again.replayed && again.events == 0, "{again:?}");
+    let again = w.exec(ship_4()).await.expect("the shipment answers again");
+    assert_eq!(again.events, 0);
+    assert_eq!(units(&w, "x").await, before, "nothing applied twice");
 }

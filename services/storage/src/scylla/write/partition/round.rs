@@ -111,7 +111,8 @@ fn decide<'a>(
         }
         if op.not_after.is_some_and(|t| now_ms() > t) {
             // Its lease ran out: expiry may be rolling its saga back, so nothing of it
-            // may land any more. (Not recorded: saga steps carry no command guard.)
+            // may land any more. (Not recorded: a reservation's steps carry no command
+            // guard, and a transfer step's guard keeps only what applied or was refused.)
             let interrupted = StoreError::Interrupted(Interruption::LeaseRunOut);
             round.tentative.push((i, Err(interrupted.into())));
             continue;
@@ -173,6 +174,19 @@ fn decide<'a>(
         }
     }
     Ok(round)
+}
+
+/// Whether a change of `round` belongs to an operation whose lease ran out since it was
+/// decided (`open[j]` is the caller's index of `ops[j]`).
+fn lease_ran_out(open: &[usize], ops: &[&KeyOp], round: &Round<'_>) -> bool {
+    let now = now_ms();
+    round.changes.iter().any(|(i, _, _)| {
+        open.iter()
+            .zip(ops)
+            .find(|(o, _)| *o == i)
+            .and_then(|(_, op)| op.not_after)
+            .is_some_and(|t| now > t)
+    })
 }
 
 impl Partitions {
@@ -267,6 +281,11 @@ impl Partitions {
         let written = match &level {
             Ok(level) if !round.changes.is_empty() => {
                 self.outbox.mark(key).await?;
+                if lease_ran_out(open, ops, &round) {
+                    // The marker took long enough for a saga step's lease to run out: it
+                    // may not be sent now. The next round answers it LeaseRunOut.
+                    return Ok(Attempt::Retry);
+                }
                 self.batch(
                     key,
                     level,

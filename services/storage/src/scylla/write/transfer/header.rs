@@ -1,6 +1,8 @@
 //! A transfer's header row, read as the domain's [`TransferHeader`] and moved by
 //! conditional writes on its `seq`; and the statements that do it, prepared once.
 
+use std::collections::BTreeSet;
+
 use scylla::DeserializeRow;
 use scylla::client::session::Session;
 use scylla::statement::Consistency;
@@ -42,11 +44,11 @@ impl TransferStatements {
         let mut step_serial = p(format!("SELECT payload FROM {ks}.stock_partitions WHERE sku = ? AND location = ? AND row_kind = 'c' AND row_id = ?")).await?;
         step_serial.set_consistency(Consistency::LocalSerial);
         Ok(Self {
-            get: p(format!("SELECT state, seq, owner, attempt, record, receipt, updated_at FROM {t} WHERE id = ?")).await?,
-            insert: p(format!("INSERT INTO {t} (id, state, seq, owner, attempt, record, receipt, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
-            move_to: p(format!("UPDATE {t} SET state = ?, seq = ?, owner = ?, attempt = ?, record = ?, receipt = ?, updated_at = ? WHERE id = ? IF seq = ?")).await?,
+            get: p(format!("SELECT state, seq, owner, attempt, record, receipt, updated_at, done_by FROM {t} WHERE id = ?")).await?,
+            insert: p(format!("INSERT INTO {t} (id, state, seq, owner, attempt, record, receipt, updated_at, done_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
+            move_to: p(format!("UPDATE {t} SET state = ?, seq = ?, owner = ?, attempt = ?, record = ?, receipt = ?, updated_at = ?, done_by = ? WHERE id = ? IF seq = ?")).await?,
             lease: p(format!("UPDATE {t} SET updated_at = ? WHERE id = ? IF seq = ?")).await?,
-            abandon: p(format!("UPDATE {t} SET state = ?, seq = ?, owner = ?, attempt = ?, record = ?, receipt = ?, updated_at = ? WHERE id = ? IF seq = ? AND updated_at = ?")).await?,
+            abandon: p(format!("UPDATE {t} SET state = ?, seq = ?, owner = ?, attempt = ?, record = ?, receipt = ?, updated_at = ?, done_by = ? WHERE id = ? IF seq = ? AND updated_at = ?")).await?,
             insert_deadline: p(format!("INSERT INTO {d} (minute, at, id) VALUES (?, ?, ?) USING TTL ?")).await?,
             delete_deadline: p(format!("DELETE FROM {d} WHERE minute = ? AND at = ? AND id = ?")).await?,
             deadlines_from: p(format!("SELECT at, id FROM {d} WHERE minute = ? AND at >= ? LIMIT ?")).await?,
@@ -65,6 +67,7 @@ struct HeaderRow {
     record: Option<String>,
     receipt: Option<String>,
     updated_at: Option<i64>,
+    done_by: Option<BTreeSet<String>>,
 }
 
 /// The columns a header is written with.
@@ -116,6 +119,7 @@ pub(super) async fn read(
         attempt: row.attempt.unwrap_or(0),
         updated_at_ms: row.updated_at.unwrap_or(0),
         receipt,
+        done_by: row.done_by.unwrap_or_default(),
     }))
 }
 
@@ -135,6 +139,7 @@ pub(super) async fn insert(
         c.record.as_str(),
         c.receipt.as_deref(),
         h.updated_at_ms,
+        &h.done_by,
     );
     Ok(query::lwt(session, "create transfer", &st.insert, row)
         .await?
@@ -157,6 +162,7 @@ pub(super) async fn move_to(
         c.record.as_str(),
         c.receipt.as_deref(),
         next.updated_at_ms,
+        &next.done_by,
         next.transfer.id.as_str(),
         seen_seq,
     );
@@ -201,6 +207,7 @@ pub(super) async fn abandon(
         c.record.as_str(),
         c.receipt.as_deref(),
         next.updated_at_ms,
+        &next.done_by,
         next.transfer.id.as_str(),
         seen_seq,
         seen_updated_at_ms,

@@ -211,7 +211,8 @@ pub(crate) async fn ship(
             OnShip::FinishRollback => events += roll_back(ctx, &h).await?,
             OnShip::FinishDelivery => {
                 let (done, n) = deliver(ctx, &h).await?;
-                if done.owner != owner.as_str() {
+                // `delivering` names the attempt's owner, whoever finishes it.
+                if h.owner != owner.as_str() {
                     // Another request's shipment: this one did not ship it.
                     return Err(Refusal::TransferStatusConflict {
                         id: id.clone(),
@@ -225,6 +226,17 @@ pub(crate) async fn ship(
         }
     }
     Err(interrupted(Interruption::TransferChanged))
+}
+
+/// Refuses to move a header out of rest once half the recovery window has passed since
+/// its reminder's time was chosen at `since_ms`: the move (bounded by the driver's
+/// timeout) must land before expiry looks at the reminder, or a crash after it would leave
+/// nothing to bring expiry back.
+fn in_time(p: &super::partition::Partitions, since_ms: i64) -> Step<()> {
+    if crate::now_ms() > p.window.step_deadline(since_ms) {
+        return Err(interrupted(Interruption::LeaseRunOut));
+    }
+    Ok(())
 }
 
 /// A new attempt's first moves: look first (every short source reported, nothing
@@ -248,6 +260,7 @@ async fn begin(
     let now = crate::now_ms();
     let next = h.begin_shipping(owner.as_str(), now);
     recovery::remind(ctx, &t.id, p.window.after(now)).await?;
+    in_time(p, now)?;
     Ok(ctx.move_to(h, &next).await?.then_some(next))
 }
 
@@ -393,6 +406,7 @@ pub(crate) async fn receive(
                 let (steps, after) = decide::receive_steps(&h.transfer, cmd, grant, now)?;
                 let next = h.begin_receiving(steps, after, owner.as_str(), now);
                 recovery::remind(ctx, &cmd.id, p.window.after(now)).await?;
+                in_time(p, now)?;
                 if ctx.move_to(&h, &next).await? {
                     let (done, n) = finish_receipt(ctx, &next).await?;
                     return answer(done.shown(), events + n);

@@ -94,6 +94,7 @@ pub(crate) async fn recover_due(
     if let Some(next) = next {
         round.note_deadline(next);
     }
+    let last_due = due.last().map(|(_, at)| *at);
     if due.len() >= limit {
         round.full = true;
     }
@@ -121,9 +122,21 @@ pub(crate) async fn recover_due(
             }
         }
     }
-    let to = stuck.unwrap_or(now).min(now - CLOCK_SKEW_MS);
-    floor.0.fetch_max(to.max(from), Ordering::AcqRel);
+    let full_at = round.full.then_some(last_due).flatten();
+    floor
+        .0
+        .fetch_max(next_floor(from, now, full_at, stuck), Ordering::AcqRel);
     Ok(())
+}
+
+/// Where the floor moves after a round that read from `from`: up to `now` — or only to
+/// the last row read when the round stopped at its limit (`full_at`), since rows after it
+/// were never read — but no higher than the first row that failed (`stuck`) nor closer to
+/// now than the clock skew, and never down.
+fn next_floor(from: i64, now: i64, full_at: Option<i64>, stuck: Option<i64>) -> i64 {
+    let seen_to = full_at.unwrap_or(now);
+    let to = stuck.map_or(seen_to, |s| s.min(seen_to));
+    to.min(now - CLOCK_SKEW_MS).max(from)
 }
 
 /// Due rows from `from` on, in time order, at most `limit`; and the first row ahead.
@@ -217,4 +230,27 @@ async fn recover(ctx: &Ctx<'_>, id: &str, at: i64, now: i64) -> Result<Option<i6
     };
     forget(ctx, id, at).await?;
     Ok(again)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_floor_never_passes_a_row_it_did_not_read_or_could_not_finish() {
+        let now = 1_000_000;
+        let from = now - 3_600_000;
+        // Everything due was read and done: up to the clock skew.
+        assert_eq!(next_floor(from, now, None, None), now - CLOCK_SKEW_MS);
+        // Stopped at its limit: no further than the last row read.
+        assert_eq!(next_floor(from, now, Some(from + 10), None), from + 10);
+        // A row failed: it is read again next round.
+        assert_eq!(next_floor(from, now, None, Some(from + 5)), from + 5);
+        assert_eq!(
+            next_floor(from, now, Some(from + 10), Some(from + 5)),
+            from + 5
+        );
+        // Never down.
+        assert_eq!(next_floor(from, now, Some(from - 10), None), from);
+    }
 }
