@@ -7,11 +7,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 mod catalog;
 mod commands;
+mod incoming;
 mod queries;
 mod transfers;
 
 pub(crate) use catalog::*;
 pub(crate) use commands::*;
+pub(crate) use incoming::*;
 pub(crate) use queries::*;
 pub(crate) use transfers::*;
 
