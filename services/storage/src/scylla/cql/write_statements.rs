@@ -20,6 +20,7 @@ pub(crate) const CATALOG: &str = "~catalog";
 pub(crate) struct WriteStatements {
     pub load_level: PreparedStatement,
     pub load_cmds: PreparedStatement,
+    pub load_cmds_serial: PreparedStatement,
     pub load_lines: PreparedStatement,
     pub load_lines_serial: PreparedStatement,
     pub write_level: PreparedStatement,
@@ -76,9 +77,13 @@ impl WriteStatements {
         let load_lines = p(format!("SELECT row_id, status, payload FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'r' AND row_id IN ?")).await?;
         let mut load_lines_serial = load_lines.clone();
         load_lines_serial.set_consistency(Consistency::LocalSerial);
+        let load_cmds = p(format!("SELECT row_id, payload FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'c' AND row_id IN ?")).await?;
+        let mut load_cmds_serial = load_cmds.clone();
+        load_cmds_serial.set_consistency(Consistency::LocalSerial);
         Ok(Self {
             load_level: p(format!("SELECT region, on_hand, reserved, version, extras FROM {sp} WHERE sku = ? AND location = ? LIMIT 1")).await?,
-            load_cmds: p(format!("SELECT row_id, payload FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'c' AND row_id IN ?")).await?,
+            load_cmds,
+            load_cmds_serial,
             load_lines,
             load_lines_serial,
             // `IF version = :expected` bound to null holds for a partition never written, so

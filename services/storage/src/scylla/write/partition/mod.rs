@@ -210,15 +210,31 @@ impl Partitions {
     }
 
     async fn cmds(&self, key: &StockKey, ids: &[String]) -> Result<BTreeMap<String, StoredAnswer>> {
+        self.cmds_read(key, ids, false).await
+    }
+
+    /// The applied-command rows `ids` of `key`'s partition, read through Paxos when
+    /// `serial` (see [`KeyOp::serial`]): a saga's rollback asks whether its step applied.
+    pub(crate) async fn cmds_read(
+        &self,
+        key: &StockKey,
+        ids: &[String],
+        serial: bool,
+    ) -> Result<BTreeMap<String, StoredAnswer>> {
         let mut out = BTreeMap::new();
         if ids.is_empty() {
             return Ok(out);
         }
         let (sku, location) = (key.sku.as_str(), key.location.as_str());
+        let st = if serial {
+            &self.st.load_cmds_serial
+        } else {
+            &self.st.load_cmds
+        };
         let rows: Vec<CmdRow> = query::rows(
             &self.session,
             "load applied commands",
-            &self.st.load_cmds,
+            st,
             (sku, location, ids),
         )
         .await?;

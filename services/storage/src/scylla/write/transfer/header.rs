@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 
 use scylla::DeserializeRow;
 use scylla::client::session::Session;
-use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 use stockflow_domain::transfer_saga::{PendingReceipt, TransferHeader, TransferState};
 use stockflow_domain::{Transfer, TransferId};
@@ -27,9 +26,6 @@ pub(crate) struct TransferStatements {
     pub(super) insert_deadline: PreparedStatement,
     pub(super) delete_deadline: PreparedStatement,
     pub(super) deadlines_from: PreparedStatement,
-    /// One applied-command row of a partition, read through Paxos (completing a write
-    /// still in flight first).
-    pub(super) step_serial: PreparedStatement,
 }
 
 impl TransferStatements {
@@ -41,8 +37,6 @@ impl TransferStatements {
         };
         let t = format!("{ks}.transfers");
         let d = format!("{ks}.transfer_deadlines");
-        let mut step_serial = p(format!("SELECT payload FROM {ks}.stock_partitions WHERE sku = ? AND location = ? AND row_kind = 'c' AND row_id = ?")).await?;
-        step_serial.set_consistency(Consistency::LocalSerial);
         Ok(Self {
             get: p(format!("SELECT state, seq, owner, attempt, record, receipt, updated_at, done_by FROM {t} WHERE id = ?")).await?,
             insert: p(format!("INSERT INTO {t} (id, state, seq, owner, attempt, record, receipt, updated_at, done_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
@@ -52,7 +46,6 @@ impl TransferStatements {
             insert_deadline: p(format!("INSERT INTO {d} (minute, at, id) VALUES (?, ?, ?) USING TTL ?")).await?,
             delete_deadline: p(format!("DELETE FROM {d} WHERE minute = ? AND at = ? AND id = ?")).await?,
             deadlines_from: p(format!("SELECT at, id FROM {d} WHERE minute = ? AND at >= ? LIMIT ?")).await?,
-            step_serial,
         })
     }
 }

@@ -348,7 +348,7 @@ async fn give_back(ctx: &Ctx<'_>, transfer: &Transfer, attempt: i64) -> Step<usi
     let mut events = 0;
     for line in &transfer.lines {
         let key = transfer.source_key(line);
-        if steps::out_applied(ctx.keys, ctx.st, transfer, &key, attempt).await? {
+        if steps::out_applied(ctx.keys, transfer, &key, attempt).await? {
             events += steps::apply(
                 ctx.keys,
                 &key,

@@ -12,11 +12,9 @@ use stockflow_domain::{
 };
 
 use super::super::coalesce::Keys;
-use super::super::partition::op::{Change, CmdGuard, CommandId, Decision, KeyOp, StoredAnswer};
-use super::header::TransferStatements;
-use crate::scylla::cql::query;
+use super::super::partition::op::{Change, CmdGuard, CommandId, Decision, KeyOp};
+use crate::Result;
 use crate::stop::Step;
-use crate::{Result, StoreError};
 
 /// The guard of `step` of `attempt`.
 fn guard(transfer: &Transfer, attempt: i64, step: StepKind) -> CmdGuard {
@@ -117,29 +115,15 @@ pub(super) fn receipt(
 /// attempt can be sent any more, so the answer stays true.
 pub(super) async fn out_applied(
     keys: &Keys,
-    st: &TransferStatements,
     transfer: &Transfer,
     key: &StockKey,
     attempt: i64,
 ) -> Result<bool> {
-    #[derive(scylla::DeserializeRow)]
-    struct StepRow {
-        payload: Option<Vec<u8>>,
-    }
     let name = step_guard(transfer, attempt, StepKind::Out);
-    let row: Option<StepRow> = query::first(
-        &keys.partitions.session,
-        "read a transfer step",
-        &st.step_serial,
-        (key.sku.as_str(), key.location.as_str(), name.as_str()),
-    )
-    .await?;
-    let Some(payload) = row.and_then(|r| r.payload) else {
-        return Ok(false);
-    };
-    let stored: StoredAnswer =
-        serde_json::from_slice(&payload).map_err(StoreError::corrupt("transfer step record"))?;
-    Ok(matches!(stored.result, RecordedAnswer::Accepted(_)))
+    let rows = keys.partitions.cmds_read(key, &[name], true).await?;
+    Ok(rows
+        .values()
+        .any(|stored| matches!(stored.result, RecordedAnswer::Accepted(_))))
 }
 
 /// Applies `op` at `key`; the events written.
