@@ -38,7 +38,7 @@ pub(crate) fn minute_start(minute: i64) -> i64 {
 /// Seconds a deadline row lives: past its time by [`LOOK_BACK_MS`] and a margin, so a row
 /// whose delete was lost (a crash, a timeout) leaves the index by itself once expiry no
 /// longer looks that far back.
-fn deadline_ttl(at_ms: i64) -> i32 {
+pub(crate) fn deadline_ttl(at_ms: i64) -> i32 {
     let ahead_ms = (at_ms - now_ms()).max(0);
     let secs = (ahead_ms + LOOK_BACK_MS) / 1000 + DEADLINE_TTL_MARGIN_SECS;
     i32::try_from(secs).unwrap_or(i32::MAX)

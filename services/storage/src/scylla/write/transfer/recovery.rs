@@ -15,7 +15,7 @@ use stockflow_domain::transfer_saga::{self, OnRecover};
 use stockflow_domain::{EventMeta, TransferId};
 
 use super::super::coalesce::Keys;
-use super::super::deadlines::{LOOK_BACK_MS, minute_of, minute_start};
+use super::super::deadlines::{LOOK_BACK_MS, deadline_ttl, minute_of, minute_start};
 use super::{Ctx, TransferStatements, header};
 use crate::ports::ExpiryRound;
 use crate::scylla::cql::query;
@@ -27,8 +27,6 @@ use crate::{Result, StoreError};
 const CLOCK_SKEW_MS: i64 = 120_000;
 /// Minute partitions read at once.
 const PARALLEL_MINUTES: usize = 8;
-/// How long a row lives past its time, seconds: longer than expiry looks back.
-const ROW_TTL_SECS: i64 = LOOK_BACK_MS / 1000 + 3_600;
 
 /// Everything in `transfer_deadlines` before this time has been dealt with.
 #[derive(Debug)]
@@ -58,8 +56,9 @@ async fn write_row(
     id: &str,
     at_ms: i64,
 ) -> Result<()> {
-    let ahead_secs = (at_ms - crate::now_ms()).max(0) / 1000;
-    let ttl = i32::try_from(ahead_secs + ROW_TTL_SECS).unwrap_or(i32::MAX);
+    // Lives as long as a reservation's deadline row: past its time by as far as expiry
+    // looks back, and a margin.
+    let ttl = deadline_ttl(at_ms);
     query::exec(
         session,
         "record a transfer deadline",
