@@ -8,57 +8,16 @@ use futures::future::join_all;
 use serde_json::json;
 use stockflow_bus::EventLog;
 use stockflow_domain::{LocationId, Sku, StockKey};
-use stockflow_e2e::{DevProcess, free_addr, migrate_keyspace, put_warehouse};
 use stockflow_storage::embedded::{SqliteEventLog, WalPolicy};
 use stockflow_storage::ports::WriteStore;
-use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
+use stockflow_storage::scylla::ScyllaBackend;
+
+mod scylla_processes;
+
+use scylla_processes::{TwoProcesses, two_processes};
 
 const SKUS: usize = 3;
 const STOCK: i64 = 40;
-
-/// Two `stockflow dev --store scylla` processes on one fresh keyspace, with location `dc`.
-struct TwoProcesses {
-    a: DevProcess,
-    b: DevProcess,
-    dirs: [tempfile::TempDir; 2],
-    bases: [String; 2],
-    client: reqwest::Client,
-    config: ScyllaConfig,
-}
-
-/// Migrates keyspace `<prefix>_<pid>` and starts both processes on it; fails without
-/// `STOCKFLOW_CQL_NODES`.
-async fn two_processes(prefix: &str) -> TwoProcesses {
-    let nodes = std::env::var("STOCKFLOW_CQL_NODES").expect(
-        "STOCKFLOW_CQL_NODES is unset: run ./scripts/test.sh, which starts Cassandra and sets it",
-    );
-    let keyspace = format!("{prefix}_{}", std::process::id());
-    migrate_keyspace(&nodes, &keyspace);
-    let extra = [
-        "--store",
-        "scylla",
-        "--scylla-nodes",
-        &nodes,
-        "--scylla-keyspace",
-        &keyspace,
-    ];
-    let dir = || tempfile::tempdir().expect("a temporary data directory");
-    let dirs = [dir(), dir()];
-    let a = DevProcess::start_with(dirs[0].path(), free_addr(), &extra).await;
-    let b = DevProcess::start_with(dirs[1].path(), free_addr(), &extra).await;
-    let bases = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
-    let client = reqwest::Client::new();
-    put_warehouse(&client, &bases[0], "dc", "north").await;
-    let config = ScyllaConfig::new(nodes.split(',').map(str::to_string).collect(), keyspace);
-    TwoProcesses {
-        a,
-        b,
-        dirs,
-        bases,
-        client,
-        config,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_racing_on_one_keyspace_lose_nothing_and_never_oversell() {

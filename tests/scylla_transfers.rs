@@ -12,9 +12,13 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use serde_json::json;
 use stockflow_domain::{LocationId, Sku, StockKey, TransferId, TransferStatus};
-use stockflow_e2e::{DevProcess, free_addr, migrate_keyspace, put_warehouse};
+use stockflow_e2e::put_warehouse;
 use stockflow_storage::ports::WriteStore;
-use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig, connect};
+use stockflow_storage::scylla::{ScyllaBackend, connect};
+
+mod scylla_processes;
+
+use scylla_processes::{TwoProcesses, two_processes};
 
 const TRANSFERS: usize = 24;
 const STOCK: i64 = 60;
@@ -57,25 +61,14 @@ async fn accounted(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_killed_while_shipping_leaves_no_unit_lost_or_doubled() {
-    let nodes = std::env::var("STOCKFLOW_CQL_NODES").expect(
-        "STOCKFLOW_CQL_NODES is unset: run ./scripts/test.sh, which starts Cassandra and sets it",
-    );
-    let keyspace = format!("kill_transfers_{}", std::process::id());
-    migrate_keyspace(&nodes, &keyspace);
-    let extra = [
-        "--store",
-        "scylla",
-        "--scylla-nodes",
-        &nodes,
-        "--scylla-keyspace",
-        &keyspace,
-    ];
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let a = DevProcess::start_with(dirs[0].path(), free_addr(), &extra).await;
-    let b = DevProcess::start_with(dirs[1].path(), free_addr(), &extra).await;
-    let (base_a, base_b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
-    let client = reqwest::Client::new();
-    put_warehouse(&client, &base_b, "dc", "north").await;
+    let TwoProcesses {
+        a,
+        b,
+        dirs: _dirs,
+        bases: [base_a, base_b],
+        client,
+        config,
+    } = two_processes("kill_transfers").await;
     put_warehouse(&client, &base_b, "st", "north").await;
     for (sku, _) in LINES {
         let r = client.post(format!("{base_b}/v1/adjustments")).header("idempotency-key", format!("init-{sku}"))
@@ -115,7 +108,6 @@ async fn a_process_killed_while_shipping_leaves_no_unit_lost_or_doubled() {
     let raced = (0..TRANSFERS)
         .step_by(2)
         .map(|i| ship(base_b.clone(), i, format!("ship-b-{i}")));
-    let config = ScyllaConfig::new(nodes.split(',').map(str::to_string).collect(), keyspace);
     let backend = ScyllaBackend::open(&config).await.unwrap();
     let session = connect(&config).await.unwrap();
     let under_way = format!("SELECT state FROM {}.transfers", config.keyspace);
