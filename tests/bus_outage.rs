@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stockflow_e2e::{DevProcess, free_addr, put_warehouse, required};
+use stockflow_e2e::{DevProcess, put_warehouse, required};
 
 /// Freezes the broker; thaws it when dropped, even if the test fails.
 struct Frozen(String);
@@ -60,19 +60,7 @@ async fn readiness_follows_the_bus_and_nothing_is_lost_across_an_outage() {
     let broker_pid = required("STOCKFLOW_KAFKA_PID");
     let topic = format!("outage-{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
-    let dev = DevProcess::start_with(
-        dir.path(),
-        free_addr(),
-        &[
-            "--bus",
-            "kafka",
-            "--kafka-brokers",
-            &brokers,
-            "--bus-topic",
-            &topic,
-        ],
-    )
-    .await;
+    let dev = DevProcess::start_on_kafka(dir.path(), &brokers, &topic).await;
     let base = format!("http://{}", dev.addr);
     let client = reqwest::Client::new();
     put_warehouse(&client, &base, "dc", "north").await;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use stockflow_bus::EventLog;
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
-use stockflow_e2e::{DevProcess, free_addr, put_warehouse, required};
+use stockflow_e2e::{DevProcess, put_warehouse, required};
 
 /// Partitions `DevProcess` gives the topic.
 const PARTITIONS: u32 = 4;
@@ -143,19 +143,7 @@ async fn every_record_on_kafka_is_a_cloudevent_that_passes_the_published_schemas
     let brokers = required("STOCKFLOW_KAFKA_BROKERS");
     let topic = format!("cloudevents-{}", std::process::id());
     let dir = tempfile::tempdir().expect("a data directory");
-    let dev = DevProcess::start_with(
-        dir.path(),
-        free_addr(),
-        &[
-            "--bus",
-            "kafka",
-            "--kafka-brokers",
-            &brokers,
-            "--bus-topic",
-            &topic,
-        ],
-    )
-    .await;
+    let dev = DevProcess::start_on_kafka(dir.path(), &brokers, &topic).await;
     let base = format!("http://{}", dev.addr);
     let client = reqwest::Client::new();
     let started_ms = now_ms();

@@ -149,6 +149,20 @@ impl DevProcess {
         process
     }
 
+    /// Like [`DevProcess::start`] at a free address, with Kafka at `brokers` as its bus and
+    /// `topic` as the topic.
+    pub async fn start_on_kafka(data_dir: &Path, brokers: &str, topic: &str) -> Self {
+        let bus = [
+            "--bus",
+            "kafka",
+            "--kafka-brokers",
+            brokers,
+            "--bus-topic",
+            topic,
+        ];
+        Self::start_with(data_dir, free_addr(), &bus).await
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
