@@ -130,6 +130,11 @@ id_type!(
     "store_id"
 );
 id_type!(
+    /// A sales channel (web, marketplace, a store's counter) and the locations it sells from.
+    ChannelId,
+    "channel"
+);
+id_type!(
     /// A purchase order whose lines are expected at a location.
     PurchaseOrderId,
     "purchase_order"

@@ -18,6 +18,8 @@
 //! - [`answer`]: what a command answers, and how it is kept under its key.
 //! - [`grant`]: where a caller may change stock (a store's token: its own locations).
 //! - [`decide`]: pure decisions: loaded state + command → new state + events, or a refusal.
+//! - [`sourcing`]: sales channels, and the strategies that choose where region-level lines
+//!   are reserved.
 //! - [`saga`]: the states of a reservation made partition by partition, and their rules.
 //! - [`transfer_saga`]: the states of a transfer shipped and received key by key.
 //! - [`claim`]: claims on the keys of commands that span partitions.
@@ -48,6 +50,7 @@ pub mod refusal;
 pub mod reservation;
 pub mod role;
 pub mod saga;
+pub mod sourcing;
 pub mod stock;
 pub mod transfer;
 pub mod transfer_saga;
@@ -68,6 +71,7 @@ pub use event::{
 };
 pub use grant::LocationGrant;
 pub use idempotency::{CallerTag, IDEMPOTENCY_KEY_LIFETIME_SECS, ScopedKey};
+pub use ids::ChannelId;
 pub use ids::{
     ID_PATTERN, IdempotencyKey, LocationId, MAX_ID_LEN, PurchaseOrderId, Region, ReservationId,
     Sku, StockKey, StoreId, TransferId,
@@ -76,9 +80,10 @@ pub use limits::{MAX_LINE_QTY, MAX_LINES, MAX_ON_HAND, MAX_TTL_SECONDS, MAX_VERS
 pub use partition::{default_topic, partition_for_key};
 pub use policy::{Oversell, Policy, Settings, Signal, SkuPolicy};
 pub use quantity::{Backorder, Date, Dated, Filled, Incoming, PoLine, Source, State, Target};
-pub use refusal::{Answer, Refusal, ShortLine};
+pub use refusal::{Answer, Refusal, ShortLine, UnsourcedLine};
 pub use reservation::{Reservation, ReservationLine, ReservationStatus};
 pub use role::Role;
+pub use sourcing::{Channel, ChannelLocation};
 pub use stock::{Extras, Quantities, StockLevel};
 pub use transfer::{Transfer, TransferLine, TransferStatus};
 pub use validation::{ValidationError, ValidationKind};

@@ -25,6 +25,17 @@ pub struct ShortLine {
     pub available: i64,
 }
 
+/// A region-level line no plan could fill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsourcedLine {
+    /// The SKU of the line.
+    pub sku: Sku,
+    /// Units asked for.
+    pub requested: i64,
+    /// Units on the shelves of every candidate location together.
+    pub available: i64,
+}
+
 /// Why a command was refused. A refused command changes nothing and yields no event.
 ///
 /// Serializable because a refusal is an answer: it is stored under the command's
@@ -50,6 +61,13 @@ pub enum Refusal {
     InsufficientStock {
         /// Every line that could not be satisfied.
         lines: Vec<ShortLine>,
+    },
+    /// No locations of the region (or channel) can fill the region-level lines together
+    /// under the sourcing rules. Never recorded: nothing was decided on any key.
+    #[error("no locations can fill {} region-level line(s)", lines.len())]
+    InsufficientStockInRegion {
+        /// Every line, with what the candidate locations hold of it together.
+        lines: Vec<UnsourcedLine>,
     },
     /// The location was never defined.
     #[error("location {0} not found")]
@@ -218,6 +236,7 @@ impl Refusal {
                 | Refusal::SkuWideForbidden
                 | Refusal::IdempotencyKeyReused
                 | Refusal::RequestInProgress
+                | Refusal::InsufficientStockInRegion { .. }
         )
     }
 
@@ -226,6 +245,7 @@ impl Refusal {
         match self {
             Refusal::VersionConflict { .. } => "version_conflict",
             Refusal::InsufficientStock { .. } => "insufficient_stock",
+            Refusal::InsufficientStockInRegion { .. } => "insufficient_stock_in_region",
             Refusal::LocationNotFound(_) => "location_not_found",
             Refusal::ReservationNotFound(_) => "reservation_not_found",
             Refusal::ReservationNotActive { .. } => "reservation_not_active",

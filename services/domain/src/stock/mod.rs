@@ -206,6 +206,17 @@ impl StockLevel {
         self.quantities().channel_available()
     }
 
+    /// Units one reservation line could hold here now under the key's policy: what is
+    /// available under `deny`, down to the backorder limit under `backorder`, and the
+    /// largest line under `track_only`.
+    pub fn reservable(&self) -> i64 {
+        match self.policy().oversell {
+            crate::policy::Oversell::Deny => self.channel_available(),
+            crate::policy::Oversell::Backorder { limit } => (self.available() + limit).max(0),
+            crate::policy::Oversell::TrackOnly => crate::limits::MAX_LINE_QTY,
+        }
+    }
+
     /// Units backordered, all reservations together.
     pub fn backordered(&self) -> i64 {
         self.extras.backorders.iter().map(|b| b.qty).sum()

@@ -47,6 +47,9 @@ pub enum ApiError {
     /// 404: nothing at this address.
     #[error("{0}")]
     NotFound(String),
+    /// 404: no sales channel has this id.
+    #[error("channel {0} not found")]
+    ChannelNotFound(String),
     /// 405: the endpoint exists but not with this method.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
@@ -166,6 +169,9 @@ impl ApiError {
                 "Unsupported media type",
             ),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not_found", "Not found"),
+            ApiError::ChannelNotFound(_) => {
+                (S::NOT_FOUND, "channel_not_found", "Channel not found")
+            }
             ApiError::MethodNotAllowed => (
                 S::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -222,6 +228,9 @@ impl ApiError {
             ApiError::Refused(e) => match e {
                 Refusal::VersionConflict { .. } => (S::CONFLICT, e.code(), "Version conflict"),
                 Refusal::InsufficientStock { .. } => (S::CONFLICT, e.code(), "Insufficient stock"),
+                Refusal::InsufficientStockInRegion { .. } => {
+                    (S::CONFLICT, e.code(), "Insufficient stock in region")
+                }
                 Refusal::LocationNotFound(_) => (S::NOT_FOUND, e.code(), "Location not found"),
                 Refusal::ReservationNotFound(_) => {
                     (S::NOT_FOUND, e.code(), "Reservation not found")
@@ -291,6 +300,9 @@ impl ApiError {
                 expected, current, ..
             }) => Some(json!({ "expected_version": expected, "current_version": current })),
             ApiError::Refused(Refusal::InsufficientStock { lines }) => {
+                Some(json!({ "lines": lines }))
+            }
+            ApiError::Refused(Refusal::InsufficientStockInRegion { lines }) => {
                 Some(json!({ "lines": lines }))
             }
             ApiError::Refused(Refusal::ReservationNotActive { status, .. }) => {

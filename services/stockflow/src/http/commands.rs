@@ -78,7 +78,21 @@ pub(super) async fn run(
     fingerprint: String,
     command: impl FnOnce() -> ApiResult<Command>,
 ) -> ApiResult<Answered> {
-    let key = identity.scoped_key(idempotency_key(headers)?);
+    let key = idempotency_key(headers)?;
+    run_as(state, identity, headers, key, fingerprint, command).await
+}
+
+/// Runs a command under `key` in the caller's key space (a request that runs several
+/// commands derives one key per command from the client's).
+pub(super) async fn run_as(
+    state: &AppState,
+    identity: &Identity,
+    headers: &HeaderMap,
+    key: stockflow_domain::IdempotencyKey,
+    fingerprint: String,
+    command: impl FnOnce() -> ApiResult<Command>,
+) -> ApiResult<Answered> {
+    let key = identity.scoped_key(key);
     let store = identity
         .store_origin(store_named(headers)?.as_ref(), store_seq(headers)?)
         .map_err(ApiError::StoreForbidden)?;
@@ -137,7 +151,7 @@ pub(super) fn respond<T: serde::Serialize>(
     response
 }
 
-fn reservation_of(result: CommandResult) -> ApiResult<stockflow_domain::Reservation> {
+pub(super) fn reservation_of(result: CommandResult) -> ApiResult<stockflow_domain::Reservation> {
     match result {
         CommandResult::Reservation(r) => Ok(r),
         // The fingerprint names the route, so a key's answer is of its route's kind.

@@ -90,6 +90,21 @@ pub(crate) fn region() -> Object {
     id_builder(ID_RULE, "north").build()
 }
 
+/// A region, or none.
+pub(crate) fn optional_region() -> Object {
+    nullable(id_builder(ID_RULE, "north")).build()
+}
+
+/// A sales channel.
+pub(crate) fn channel() -> Object {
+    id_builder(ID_RULE, "web").build()
+}
+
+/// A sales channel, or none.
+pub(crate) fn optional_channel() -> Object {
+    nullable(id_builder(ID_RULE, "web")).build()
+}
+
 /// A reservation id.
 pub(crate) fn reservation_id() -> Object {
     id_builder(ID_RULE, "cart-1").build()

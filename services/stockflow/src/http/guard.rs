@@ -143,6 +143,7 @@ pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
         "/metrics" => Some(Scope::Admin),
         r if r.starts_with("/admin/") => Some(Scope::Admin),
         "/v1/locations/{location}" | "/v1/skus/{sku}" => Some(Scope::CatalogWrite),
+        "/v1/channels/{channel}" if method == Method::PUT => Some(Scope::CatalogWrite),
         "/v1/adjustments" | "/v1/moves" | "/v1/policies" | "/v1/incoming"
         | "/v1/incoming/close" => Some(Scope::StockAdjust),
         // Transfers move on-hand between locations: an adjustment's scope.
@@ -150,9 +151,10 @@ pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
         | "/v1/transfers/{id}/ship"
         | "/v1/transfers/{id}/receive"
         | "/v1/transfers/{id}/cancel" => Some(Scope::StockAdjust),
-        "/v1/reservations" | "/v1/reservations/{id}/confirm" | "/v1/reservations/{id}/release" => {
-            Some(Scope::StockReserve)
-        }
+        "/v1/reservations"
+        | "/v1/sourcing/reservations"
+        | "/v1/reservations/{id}/confirm"
+        | "/v1/reservations/{id}/release" => Some(Scope::StockReserve),
         "/v1/reservations/{id}" if method == Method::GET => Some(Scope::StockRead),
         r if r.starts_with("/v1/") => Some(Scope::StockRead),
         // Unknown routes answer 404 whoever asks.

@@ -16,6 +16,7 @@ pub(crate) mod ops;
 mod protocol;
 pub(crate) mod queries;
 pub mod server;
+pub(crate) mod sourcing;
 mod spans;
 pub mod tls;
 pub(crate) mod transfers;
@@ -136,7 +137,8 @@ impl Routes {
     paths(
         commands::put_location, commands::put_sku, commands::adjust, commands::move_units,
         commands::set_policy, commands::expect_incoming, commands::close_incoming,
-        commands::reserve,
+        commands::reserve, sourcing::put_channel, sourcing::get_channel,
+        sourcing::reserve_sourced, sourcing::pickup, sourcing::channel_availability,
         commands::confirm, commands::release, commands::get_reservation,
         transfers::create_transfer, transfers::ship_transfer, transfers::receive_transfer,
         transfers::cancel_transfer, transfers::get_transfer,
@@ -150,7 +152,9 @@ impl Routes {
         // nothing themselves.
         model::TransferLineBody, model::ReceiveLineBody,
         // Named by the adjustment body, documented by hand (`docs::adjustment`).
-        model::PurchaseOrderLine)),
+        model::PurchaseOrderLine,
+        // Named by the line arrays of the channel and sourced-reservation bodies.
+        model::ChannelLocationBody, model::SourcedLineBody)),
     modifiers(&EdgeDocs),
     tags(
         (name = "commands", description = "Write side: every POST needs an Idempotency-Key"),
@@ -170,6 +174,11 @@ fn command_routes() -> Router<AppState> {
         .route("/v1/policies", post(commands::set_policy))
         .route("/v1/incoming", post(commands::expect_incoming))
         .route("/v1/incoming/close", post(commands::close_incoming))
+        .route(
+            "/v1/channels/{channel}",
+            put(sourcing::put_channel).get(sourcing::get_channel),
+        )
+        .route("/v1/sourcing/reservations", post(sourcing::reserve_sourced))
         .route("/v1/reservations", post(commands::reserve))
         .route("/v1/reservations/{id}", get(commands::get_reservation))
         .route("/v1/reservations/{id}/confirm", post(commands::confirm))
@@ -192,6 +201,11 @@ fn query_routes() -> Router<AppState> {
         .route("/v1/stock/{sku}", get(queries::stock_by_sku))
         .route("/v1/stock/{sku}/{location}", get(queries::stock_at))
         .route("/v1/availability/{sku}", get(queries::availability))
+        .route("/v1/pickup/{sku}", get(sourcing::pickup))
+        .route(
+            "/v1/channels/{channel}/availability/{sku}",
+            get(sourcing::channel_availability),
+        )
         .route("/v1/search", get(queries::search))
         .route("/v1/movements", get(queries::movements))
         .route("/v1/changes", get(changes::changes))

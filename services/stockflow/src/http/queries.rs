@@ -28,7 +28,7 @@ const CACHE_CONTROL_PRIVATE: &str = "private, max-age=1";
 
 /// Who may see an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Audience {
+pub(super) enum Audience {
     /// Any caller with `stock:read` gets the same bytes.
     Everyone,
     /// Cut to one caller's locations.
@@ -56,7 +56,11 @@ fn readable_at(identity: &Identity, location: &LocationId) -> ApiResult<()> {
 }
 
 /// Serializes `body` with an `ETag` over its bytes, answering 304 when the client has it.
-fn cached<T: Serialize>(headers: &HeaderMap, body: &T, audience: Audience) -> ApiResult<Response> {
+pub(super) fn cached<T: Serialize>(
+    headers: &HeaderMap,
+    body: &T,
+    audience: Audience,
+) -> ApiResult<Response> {
     let bytes = serde_json::to_vec(body)
         .map_err(|e| ApiError::Internal(format!("response does not serialize: {e}")))?;
     let digest = Sha256::digest(&bytes);

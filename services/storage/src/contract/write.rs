@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use stockflow_domain::sourcing::Strategy;
 use stockflow_domain::{
-    Command, EventKind, Location, OnHandChange, Refusal, ReservationId, ReservationStatus,
+    Channel, ChannelId, ChannelLocation, Command, EventKind, Location, OnHandChange, Refusal,
+    ReservationId, ReservationStatus,
 };
 
 use super::*;
@@ -335,6 +337,29 @@ pub(crate) async fn write_store_contract<S: WriteStore + Outbox>(store: Arc<S>) 
     };
     store.put_location(renamed.clone()).await.unwrap().unwrap();
     assert_eq!(store.location(&loc("empty")).await.unwrap(), Some(renamed));
+
+    // Sales channels: stored whole, each change one revision up.
+    let web = ChannelId::parse("web").unwrap();
+    assert_eq!(store.channel(&web).await.unwrap(), None);
+    let at = |l: &str, threshold| ChannelLocation {
+        location: loc(l),
+        pickup_threshold: threshold,
+    };
+    let first = Channel::new(
+        web.clone(),
+        vec![at("s2", 0), at("s1", 2)],
+        Strategy::Priority,
+        true,
+    )
+    .unwrap();
+    let stored = store.put_channel(first).await.unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(store.channel(&web).await.unwrap(), Some(stored.clone()));
+    let second = Channel::new(web.clone(), vec![at("s1", 5)], Strategy::MostStock, false).unwrap();
+    let revised = store.put_channel(second).await.unwrap();
+    assert_eq!(revised.version, 2);
+    assert_eq!(revised.strategy, Strategy::MostStock);
+    assert_eq!(store.channel(&web).await.unwrap(), Some(revised));
 
     // Catalog data travels through the outbox too.
     let attrs = BTreeMap::from([("brand".to_string(), "Acme".to_string())]);

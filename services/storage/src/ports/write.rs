@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use stockflow_domain::{
-    Actor, Answer, Command, CommandResult, Location, LocationGrant, LocationId, Refusal,
-    Reservation, ReservationId, ScopedKey, Sku, SkuCatalog, StockKey, StockLevel, Transfer,
-    TransferId,
+    Actor, Answer, Channel, ChannelId, Command, CommandResult, Location, LocationGrant, LocationId,
+    Refusal, Reservation, ReservationId, ScopedKey, Sku, SkuCatalog, StockKey, StockLevel,
+    Transfer, TransferId,
 };
 
 use crate::{Result, StoreError};
@@ -82,6 +82,10 @@ pub trait WriteStore: Send + Sync + 'static {
     ) -> Result<SkuCatalog>;
     /// A location, if defined.
     async fn location(&self, id: &LocationId) -> Result<Option<Location>>;
+    /// Creates or replaces a sales channel as the next revision of its id.
+    async fn put_channel(&self, channel: Channel) -> Result<Channel>;
+    /// A sales channel, if defined.
+    async fn channel(&self, id: &ChannelId) -> Result<Option<Channel>>;
     /// A reservation, if it exists.
     async fn reservation(&self, id: &ReservationId) -> Result<Option<Reservation>>;
     /// A transfer, if it exists.

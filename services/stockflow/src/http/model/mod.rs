@@ -9,12 +9,14 @@ mod catalog;
 mod commands;
 mod incoming;
 mod queries;
+mod sourcing;
 mod transfers;
 
 pub(crate) use catalog::*;
 pub(crate) use commands::*;
 pub(crate) use incoming::*;
 pub(crate) use queries::*;
+pub(crate) use sourcing::*;
 pub(crate) use transfers::*;
 
 /// RFC 3339 text of a Unix-millisecond timestamp.

@@ -25,8 +25,8 @@ use std::thread;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use stockflow_domain::{
-    Answer, Location, LocationId, Reservation, ReservationId, Sku, SkuCatalog, StockKey,
-    StockLevel, Transfer, TransferId,
+    Answer, Channel, ChannelId, Location, LocationId, Reservation, ReservationId, Sku, SkuCatalog,
+    StockKey, StockLevel, Transfer, TransferId,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -176,6 +176,17 @@ impl WriteStore for SqliteWriteStore {
         let id = id.clone();
         self.readers
             .read(move |conn| rows::load_location(conn, &id))
+            .await
+    }
+
+    async fn put_channel(&self, channel: Channel) -> Result<Channel> {
+        self.submit(|tx| Job::PutChannel(channel, tx)).await
+    }
+
+    async fn channel(&self, id: &ChannelId) -> Result<Option<Channel>> {
+        let id = id.clone();
+        self.readers
+            .read(move |conn| rows::load_channel(conn, &id))
             .await
     }
 

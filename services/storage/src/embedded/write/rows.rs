@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use stockflow_domain::{
-    Answer, Applied, BusEvent, CatalogEvent, Extras, Location, LocationId, LocationKind,
-    RecordedAnswer, Region, Reservation, ReservationId, ReservationStatus, ScopedKey, Sku,
-    SkuCatalog, StockKey, StockLevel,
+    Answer, Applied, BusEvent, CatalogEvent, Channel, ChannelId, Extras, Location, LocationId,
+    LocationKind, RecordedAnswer, Region, Reservation, ReservationId, ReservationStatus, ScopedKey,
+    Sku, SkuCatalog, StockKey, StockLevel,
 };
 
 use super::super::sqlite::{from_sql_u64, to_sql_u64};
@@ -323,6 +323,36 @@ pub(super) fn put_location(conn: &Connection, location: Location) -> Result<Answ
     })
     .what("write a location")?;
     Ok(Ok(location))
+}
+
+/// A sales channel, if defined.
+pub(super) fn load_channel(conn: &Connection, id: &ChannelId) -> Result<Option<Channel>> {
+    let body: Option<String> = conn
+        .prepare_cached("SELECT body FROM channels WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
+        .what("load a channel")?;
+    body.map(|b| serde_json::from_str(&b).map_err(StoreError::corrupt("channel")))
+        .transpose()
+}
+
+/// Stores `channel` as the next revision of its id (the writer runs one job at a time).
+pub(super) fn put_channel(conn: &Connection, channel: Channel) -> Result<Channel> {
+    let current = load_channel(conn, &channel.id)?;
+    let revised = channel.revised(current.as_ref());
+    let body = serde_json::to_string(&revised).map_err(StoreError::encode("channel"))?;
+    conn.prepare_cached(
+        "INSERT INTO channels (id, version, body) VALUES (?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET version = excluded.version, body = excluded.body",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            revised.id.as_str(),
+            to_sql_u64(revised.version),
+            body
+        ])
+    })
+    .what("write a channel")?;
+    Ok(revised)
 }
 
 /// Writes the next revision of a SKU's catalog data and its event.

@@ -75,6 +75,11 @@ CREATE TABLE IF NOT EXISTS locations (
     kind TEXT NOT NULL,
     name TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS channels (
+    id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS skus (
     sku TEXT PRIMARY KEY,
     name TEXT NOT NULL,

@@ -332,6 +332,12 @@ pub(crate) struct LocationRow {
     pub name: Option<String>,
 }
 
+/// A sales channel: its definition as JSON (the version is inside too).
+#[derive(Debug, DeserializeRow)]
+pub(crate) struct ChannelRow {
+    pub body: Option<String>,
+}
+
 // ---- read models ----
 
 /// A read-model row of one key, written `USING TIMESTAMP :written_at` (the version), to

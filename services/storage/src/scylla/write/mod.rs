@@ -16,6 +16,7 @@
 
 mod backoff;
 mod catalog;
+mod channels;
 mod claims;
 mod coalesce;
 mod deadline_scan;
@@ -37,8 +38,8 @@ use scylla::client::session::Session;
 use stockflow_domain::decide::{self, Settlement};
 use stockflow_domain::saga::RecoveryWindow;
 use stockflow_domain::{
-    Answer, Command, EventMeta, Location, LocationId, Reservation, ReservationId, Sku, SkuCatalog,
-    StockKey, StockLevel, Transfer, TransferId,
+    Answer, Channel, ChannelId, Command, EventMeta, Location, LocationId, Reservation,
+    ReservationId, Sku, SkuCatalog, StockKey, StockLevel, Transfer, TransferId,
 };
 use tokio::sync::watch;
 
@@ -321,6 +322,14 @@ impl WriteStore for ScyllaWriteStore {
 
     async fn location(&self, id: &LocationId) -> Result<Option<Location>> {
         catalog::location(self.p(), id).await
+    }
+
+    async fn put_channel(&self, channel: Channel) -> Result<Channel> {
+        channels::put_channel(self.p(), channel).await
+    }
+
+    async fn channel(&self, id: &ChannelId) -> Result<Option<Channel>> {
+        channels::channel(self.p(), id).await
     }
 
     async fn reservation(&self, id: &ReservationId) -> Result<Option<Reservation>> {

@@ -1,0 +1,382 @@
+//! Sales channels, region-level reservations and pickup availability.
+//!
+//! A region-level reservation is planned by the domain from the write side's current
+//! levels and made as an ordinary reservation of the chosen keys. When a concurrent
+//! checkout took planned stock first, the reservation is refused key-side and planned
+//! again from fresh levels: each plan runs under its own idempotency key derived from the
+//! client's, so a retry of the request walks the same keys, meets each recorded answer,
+//! and never applies twice.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use stockflow_domain::sourcing::{Place, Rules, Strategy, lines_of, source};
+use stockflow_domain::{
+    Channel, ChannelId, Command, IdempotencyKey, LocationGrant, LocationId, LocationKind,
+    MAX_ID_LEN, Refusal, Region, ReservationId, Reserve, Sku, StockKey, StockLevel,
+};
+use stockflow_storage::StoreError;
+use utoipa::IntoParams;
+
+use super::AppState;
+use super::commands::{Answered, reservation_of, respond, run_as};
+use super::docs::{self, IdempotencyKeyHeader, SkuPath};
+use super::extract::{CommandBody, PathParams, QueryParams, idempotency_key};
+use super::model::*;
+use super::queries::{Audience, cached};
+use crate::auth::Identity;
+use crate::error::{ApiError, ApiResult, Problem};
+
+/// Plans one region-level reservation may make before it answers 503: each plan after
+/// the first follows a checkout that won planned stock, so this many in a row is rare.
+const MAX_PLANS: u32 = 16;
+
+/// `{channel}` in a path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct ChannelPath {
+    /// Sales channel.
+    #[param(schema_with = docs::channel)]
+    pub channel: String,
+}
+
+/// `{channel}/availability/{sku}` in a path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct ChannelSkuPath {
+    /// Sales channel.
+    #[param(schema_with = docs::channel)]
+    pub channel: String,
+    /// SKU.
+    #[param(schema_with = docs::sku)]
+    pub sku: String,
+}
+
+/// `?region=&channel=` of the pickup query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PickupFilter {
+    /// Only stores of this region.
+    #[param(schema_with = docs::region)]
+    pub region: Option<String>,
+    /// Only the channel's stores, with its pickup thresholds.
+    #[param(schema_with = docs::channel)]
+    pub channel: Option<String>,
+}
+
+/// Creates or replaces a sales channel.
+#[utoipa::path(put, path = "/v1/channels/{channel}", tag = "catalog",
+    params(ChannelPath),
+    request_body = ChannelRequest,
+    responses((status = 200, body = ChannelResponse),
+              (status = 422, body = Problem, description = "duplicate_line (a location listed twice)")))]
+pub(crate) async fn put_channel(
+    State(state): State<AppState>,
+    PathParams(ChannelPath { channel }): PathParams<ChannelPath>,
+    body: CommandBody<ChannelRequest>,
+) -> ApiResult<Json<ChannelResponse>> {
+    let channel = body.value.into_channel(ChannelId::parse(channel)?)?;
+    let saved = state.write.put_channel(channel).await?;
+    Ok(Json(saved.into()))
+}
+
+/// A sales channel.
+#[utoipa::path(get, path = "/v1/channels/{channel}", tag = "catalog",
+    params(ChannelPath),
+    responses((status = 200, body = ChannelResponse),
+              (status = 404, body = Problem, description = "channel_not_found")))]
+pub(crate) async fn get_channel(
+    State(state): State<AppState>,
+    PathParams(ChannelPath { channel }): PathParams<ChannelPath>,
+) -> ApiResult<Json<ChannelResponse>> {
+    Ok(Json(
+        load_channel(&state, &ChannelId::parse(channel)?)
+            .await?
+            .into(),
+    ))
+}
+
+async fn load_channel(state: &AppState, id: &ChannelId) -> ApiResult<Channel> {
+    state
+        .write
+        .channel(id)
+        .await?
+        .ok_or_else(|| ApiError::ChannelNotFound(id.to_string()))
+}
+
+/// Reserves lines at locations the platform chooses within a channel or region.
+#[utoipa::path(post, path = "/v1/sourcing/reservations", tag = "commands",
+    params(IdempotencyKeyHeader),
+    request_body = SourcedReservationRequest,
+    responses((status = 201, body = SourcedReservationResponse),
+              (status = 404, body = Problem, description = "channel_not_found"),
+              (status = 409, body = Problem, description = "insufficient_stock_in_region (with each line's stock in the candidates), reservation_exists or request_in_progress"),
+              (status = 422, body = Problem, description = "duplicate_line (a SKU twice), conflicting_fields (neither channel nor region), or idempotency_key_reused")))]
+pub(crate) async fn reserve_sourced(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    headers: HeaderMap,
+    body: CommandBody<SourcedReservationRequest>,
+) -> ApiResult<Response> {
+    let CommandBody { value, fingerprint } = body;
+    let request = value.validate()?;
+    let key = idempotency_key(&headers)?;
+    let channel = match &request.channel {
+        Some(id) => Some(load_channel(&state, id).await?),
+        None => None,
+    };
+    let rules = Rules {
+        strategy: request
+            .strategy
+            .or(channel.as_ref().map(|c| c.strategy))
+            .unwrap_or(Strategy::FewestSplits),
+        allow_split: request
+            .allow_split
+            .or(channel.as_ref().map(|c| c.allow_split))
+            .unwrap_or(true),
+    };
+    let id = match request.id {
+        Some(id) => id,
+        None => ReservationId::parse(uuid::Uuid::now_v7().to_string())?,
+    };
+    let ttl = request.ttl_seconds.unwrap_or(state.reservation_ttl_seconds);
+    let keys = candidate_keys(
+        &state,
+        channel.as_ref(),
+        request.region.as_ref(),
+        &request.demands,
+        &identity.location_grant(),
+    )
+    .await?;
+    for attempt in 0..MAX_PLANS {
+        let levels = load_levels(&state, &keys).await?;
+        let places: Vec<Place<'_>> = levels
+            .iter()
+            .map(|(rank, level)| Place { rank: *rank, level })
+            .collect();
+        let parts = source(&request.demands, &places, rules)?;
+        let reserve = Reserve::new(id.clone(), lines_of(&parts), ttl, request.reference.clone())?;
+        let outcome = run_as(
+            &state,
+            &identity,
+            &headers,
+            plan_key(&key, attempt)?,
+            fingerprint.clone(),
+            || Ok(Command::Reserve(reserve)),
+        )
+        .await;
+        match outcome {
+            // A checkout took planned stock first (now, or in a run this retry repeats).
+            Err(ApiError::Refused(Refusal::InsufficientStock { .. })) => {
+                metrics::counter!("stockflow_sourcing_replans_total").increment(1);
+                continue;
+            }
+            Err(e) => return Err(e),
+            Ok(outcome) => return answer(&state, outcome, parts, attempt + 1),
+        }
+    }
+    Err(StoreError::Contention {
+        on: format!("the stock planned for reservation {id}"),
+    }
+    .into())
+}
+
+fn answer(
+    state: &AppState,
+    outcome: Answered,
+    parts: Vec<stockflow_domain::sourcing::Part>,
+    attempts: u32,
+) -> ApiResult<Response> {
+    let reservation = reservation_of(outcome.result.clone())?;
+    if !outcome.replayed {
+        state.expiry.schedule(reservation.expires_at_ms);
+    }
+    let sourcing = (!outcome.replayed).then(|| parts.into_iter().map(Into::into).collect());
+    Ok(respond(
+        StatusCode::CREATED,
+        &outcome,
+        SourcedReservationResponse {
+            reservation: reservation.into(),
+            sourcing,
+            attempts,
+        },
+    ))
+}
+
+/// The key plan `attempt` (0 first) runs under: the client's own for the first, derived
+/// from it for the rest (a digest when the suffix would not fit), so every retry of the
+/// request derives the same keys in the same order.
+fn plan_key(key: &IdempotencyKey, attempt: u32) -> ApiResult<IdempotencyKey> {
+    if attempt == 0 {
+        return Ok(key.clone());
+    }
+    let derived = format!("{key}:plan{attempt}");
+    let text = if derived.len() <= MAX_ID_LEN {
+        derived
+    } else {
+        let digest = Sha256::digest(key.as_str().as_bytes());
+        format!("{}:plan{attempt}", hex::encode(&digest[..16]))
+    };
+    Ok(IdempotencyKey::parse(text)?)
+}
+
+/// The keys a plan may use, each with its location's rank: every location the read model
+/// shows holding each SKU, within the channel (ranked by it) and region, where the caller
+/// may reserve. Locations without a row never held the SKU, so they cannot give any.
+async fn candidate_keys(
+    state: &AppState,
+    channel: Option<&Channel>,
+    region: Option<&Region>,
+    demands: &[stockflow_domain::sourcing::Demand],
+    grant: &LocationGrant,
+) -> ApiResult<Vec<(usize, StockKey)>> {
+    let mut keys = Vec::new();
+    for demand in demands {
+        for row in state.read.stock_by_sku(demand.sku.as_str()).await? {
+            if region.is_some_and(|r| r.as_str() != row.region) {
+                continue;
+            }
+            let Ok(location) = LocationId::parse(row.location) else {
+                continue;
+            };
+            let rank = match channel {
+                Some(c) => match c.rank(&location) {
+                    Some(rank) => rank,
+                    None => continue,
+                },
+                None => 0,
+            };
+            if grant.permits(&location) {
+                keys.push((rank, StockKey::new(demand.sku.clone(), location)));
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// The write side's current level of each key (those never written are left out).
+async fn load_levels(
+    state: &AppState,
+    keys: &[(usize, StockKey)],
+) -> ApiResult<Vec<(usize, StockLevel)>> {
+    let loads = keys.iter().map(|(rank, key)| async move {
+        Ok::<_, StoreError>(state.write.stock_level(key).await?.map(|l| (*rank, l)))
+    });
+    Ok(futures::future::try_join_all(loads)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// The stores that can hand a SKU over now: available above their pickup threshold.
+#[utoipa::path(get, path = "/v1/pickup/{sku}", tag = "queries",
+    params(SkuPath, PickupFilter, ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, body = PickupResponse), (status = 304, description = "Not modified"),
+              (status = 404, body = Problem, description = "channel_not_found")))]
+pub(crate) async fn pickup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PathParams(SkuPath { sku }): PathParams<SkuPath>,
+    QueryParams(filter): QueryParams<PickupFilter>,
+) -> ApiResult<Response> {
+    let sku = Sku::parse(sku)?;
+    let region = filter.region.map(Region::parse).transpose()?;
+    let channel = match filter.channel.map(ChannelId::parse).transpose()? {
+        Some(id) => Some(load_channel(&state, &id).await?),
+        None => None,
+    };
+    let mut kinds: BTreeMap<String, bool> = BTreeMap::new();
+    let mut stores = Vec::new();
+    for row in state.read.stock_by_sku(sku.as_str()).await? {
+        if region.as_ref().is_some_and(|r| r.as_str() != row.region) {
+            continue;
+        }
+        let Ok(location) = LocationId::parse(row.location.clone()) else {
+            continue;
+        };
+        let (rank, threshold) = match &channel {
+            Some(c) => match (c.rank(&location), c.pickup_threshold(&location)) {
+                (Some(rank), Some(threshold)) => (rank, threshold),
+                _ => continue,
+            },
+            None => (0, 0),
+        };
+        if row.available <= threshold {
+            continue;
+        }
+        let is_store = match kinds.get(&row.location) {
+            Some(known) => *known,
+            None => {
+                let kind = state.write.location(&location).await?.map(|l| l.kind);
+                let is_store = kind == Some(LocationKind::Store);
+                kinds.insert(row.location.clone(), is_store);
+                is_store
+            }
+        };
+        if is_store {
+            stores.push((
+                rank,
+                PickupStore {
+                    location: row.location,
+                    region: row.region,
+                    available: row.available,
+                    pickup_threshold: threshold,
+                },
+            ));
+        }
+    }
+    // By channel priority; without a channel (every rank 0), most available first.
+    stores.sort_by(|(ra, a), (rb, b)| {
+        ra.cmp(rb)
+            .then(b.available.cmp(&a.available))
+            .then(a.location.cmp(&b.location))
+    });
+    let body = PickupResponse {
+        sku: sku.to_string(),
+        stores: stores.into_iter().map(|(_, s)| s).collect(),
+    };
+    cached(&headers, &body, Audience::Everyone)
+}
+
+/// What a channel may sell of a SKU: the sum over its locations.
+#[utoipa::path(get, path = "/v1/channels/{channel}/availability/{sku}", tag = "queries",
+    params(ChannelSkuPath, ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, body = ChannelAvailabilityResponse), (status = 304, description = "Not modified"),
+              (status = 404, body = Problem, description = "channel_not_found")))]
+pub(crate) async fn channel_availability(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PathParams(ChannelSkuPath { channel, sku }): PathParams<ChannelSkuPath>,
+) -> ApiResult<Response> {
+    let sku = Sku::parse(sku)?;
+    let channel = load_channel(&state, &ChannelId::parse(channel)?).await?;
+    let rows: BTreeMap<String, i64> = state
+        .read
+        .stock_by_sku(sku.as_str())
+        .await?
+        .into_iter()
+        .map(|row| (row.location, row.available))
+        .collect();
+    let locations: Vec<ChannelLocationAvailability> = channel
+        .locations
+        .iter()
+        .map(|l| ChannelLocationAvailability {
+            location: l.location.to_string(),
+            available: rows.get(l.location.as_str()).copied().unwrap_or(0),
+        })
+        .collect();
+    let body = ChannelAvailabilityResponse {
+        sku: sku.to_string(),
+        channel: channel.id.to_string(),
+        total_available: locations.iter().map(|l| l.available).sum(),
+        locations,
+    };
+    cached(&headers, &body, Audience::Everyone)
+}

@@ -1,0 +1,230 @@
+//! Sourcing through real HTTP on the embedded backend: channels, the three strategies and
+//! the split rule, replays of region-level reservations, pickup and channel availability;
+//! and a race of many region-level checkouts for the last units of a region.
+
+mod common;
+
+use common::{Platform, answered, refused};
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn channel(p: &Platform, id: &str, body: Value) -> Value {
+    let r = p
+        .http
+        .put(p.url(&format!("/v1/channels/{id}")))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    answered(r, StatusCode::OK).await
+}
+
+/// `(location, qty, step)` of each part of a sourced reservation's answer.
+fn parts(body: &Value) -> Vec<(String, i64, String)> {
+    body["sourcing"]
+        .as_array()
+        .expect("sourcing")
+        .iter()
+        .map(|p| {
+            (
+                p["location"].as_str().expect("location").to_string(),
+                p["qty"].as_i64().expect("qty"),
+                p["step"].as_str().expect("step").to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn stocked(p: &Platform, sku: &str, at: &[(&str, i64)]) {
+    for (location, qty) in at {
+        p.stock(sku, location, *qty).await;
+        p.eventually_stock(sku, location, |v| v["on_hand"] == *qty)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strategies_choose_explain_and_replay() {
+    let p = Platform::start().await;
+    for (id, region) in [
+        ("a", "north"),
+        ("b", "north"),
+        ("c", "north"),
+        ("d", "south"),
+    ] {
+        p.location(id, region).await;
+    }
+    stocked(&p, "TEE", &[("a", 2), ("b", 9), ("c", 4), ("d", 50)]).await;
+    let web = channel(
+        &p,
+        "web",
+        json!({"locations": [{"location": "c"}, {"location": "a", "pickup_threshold": 1},
+                             {"location": "b"}, {"location": "d"}],
+               "strategy": "priority"}),
+    )
+    .await;
+    assert_eq!(web["version"], 1);
+    let reserve =
+        |key: &str, body: Value| p.post("/v1/sourcing/reservations", key.to_string(), body);
+
+    // priority: the channel's order, c then a, within the region.
+    let r = reserve(
+        "k1",
+        json!({"channel": "web", "region": "north", "lines": [{"sku": "TEE", "qty": 5}]}),
+    )
+    .await;
+    let body = answered(r, StatusCode::CREATED).await;
+    assert_eq!(
+        parts(&body),
+        vec![
+            ("c".to_string(), 4, "priority".to_string()),
+            ("a".to_string(), 1, "priority".to_string())
+        ]
+    );
+    assert_eq!(body["attempts"], 1);
+    // A retry replays the reservation, applying nothing again.
+    let r = reserve(
+        "k1",
+        json!({"channel": "web", "region": "north", "lines": [{"sku": "TEE", "qty": 5}]}),
+    )
+    .await;
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let replay = answered(r, StatusCode::CREATED).await;
+    assert_eq!(replay["reservation"], body["reservation"]);
+    assert_eq!(p.write_level("TEE", "c").await.reserved, 4);
+
+    // most_stock (overriding the channel's strategy): b holds the most.
+    let r = reserve(
+        "k2",
+        json!({"channel": "web", "region": "north", "strategy": "most_stock",
+               "lines": [{"sku": "TEE", "qty": 3}]}),
+    )
+    .await;
+    let body = answered(r, StatusCode::CREATED).await;
+    assert_eq!(
+        parts(&body),
+        vec![("b".to_string(), 3, "most_stock".to_string())]
+    );
+
+    // fewest_splits without a channel: the region's locations; b alone fills 6 (9-3).
+    let r = reserve(
+        "k3",
+        json!({"region": "north", "lines": [{"sku": "TEE", "qty": 6}]}),
+    )
+    .await;
+    let body = answered(r, StatusCode::CREATED).await;
+    assert_eq!(
+        parts(&body),
+        vec![("b".to_string(), 6, "whole_order".to_string())]
+    );
+
+    // No split allowed and no single location holds 2 in the north now (a: 1, b: 0, c: 0).
+    let r = reserve(
+        "k4",
+        json!({"region": "north", "allow_split": false, "lines": [{"sku": "TEE", "qty": 2}]}),
+    )
+    .await;
+    let (status, body) = common::problem(r).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["code"], "insufficient_stock_in_region");
+    assert_eq!(body["lines"][0]["available"], 1);
+    // Neither a channel nor a region: nowhere to source from.
+    let r = reserve("k5", json!({"lines": [{"sku": "TEE", "qty": 1}]})).await;
+    assert_eq!(refused(r).await, (422, "conflicting_fields".to_string()));
+    let r = reserve(
+        "k6",
+        json!({"channel": "nope", "lines": [{"sku": "TEE", "qty": 1}]}),
+    )
+    .await;
+    assert_eq!(refused(r).await, (404, "channel_not_found".to_string()));
+
+    // Pickup: stores above their threshold (a holds 1, its threshold is 1: not offered).
+    p.eventually_stock("TEE", "b", |v| v["reserved"] == 9).await;
+    let pickup: Value = answered(p.get("/v1/pickup/TEE?channel=web").await, StatusCode::OK).await;
+    let stores: Vec<&str> = pickup["stores"]
+        .as_array()
+        .expect("stores")
+        .iter()
+        .map(|s| s["location"].as_str().expect("location"))
+        .collect();
+    assert_eq!(stores, vec!["d"]);
+    let availability: Value = answered(
+        p.get("/v1/channels/web/availability/TEE").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(availability["total_available"], 51);
+}
+
+/// Many checkouts at once for the last units of a region, spread over several stores:
+/// exactly as many win as there are units, none oversells, and each key holds exactly
+/// what the winners' lines say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_region_reservations_take_exactly_the_units_there_are() {
+    const RACERS: usize = 40;
+    let units = [("r1", 3), ("r2", 2), ("r3", 4), ("r4", 1), ("r5", 2)];
+    let total: i64 = units.iter().map(|(_, q)| q).sum();
+    let p = Platform::start().await;
+    for (id, _) in units {
+        p.location(id, "east").await;
+    }
+    stocked(&p, "LAST", &units).await;
+    let outcomes = join_all((0..RACERS).map(|i| {
+        let p = &p;
+        async move {
+            // Every strategy races at once; half refuse to split (qty 1 never needs to).
+            let strategy = ["priority", "fewest_splits", "most_stock"][i % 3];
+            let r = p
+                .post(
+                    "/v1/sourcing/reservations",
+                    format!("race-{i}"),
+                    json!({"region": "east", "strategy": strategy, "allow_split": i % 2 == 0,
+                           "lines": [{"sku": "LAST", "qty": 1}]}),
+                )
+                .await;
+            let status = r.status();
+            let body: Value = r.json().await.expect("json");
+            (status, body)
+        }
+    }))
+    .await;
+    let mut held = std::collections::BTreeMap::<String, i64>::new();
+    let mut won = 0;
+    for (status, body) in &outcomes {
+        match *status {
+            StatusCode::CREATED => {
+                won += 1;
+                for line in body["reservation"]["lines"].as_array().expect("lines") {
+                    *held
+                        .entry(line["location"].as_str().expect("location").to_string())
+                        .or_default() += line["qty"].as_i64().expect("qty");
+                }
+            }
+            StatusCode::CONFLICT => {
+                assert_eq!(body["code"], "insufficient_stock_in_region", "{body}")
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(won, total, "exactly the units there are win");
+    for (location, on_hand) in units {
+        let level = p.write_level("LAST", location).await;
+        let winners = held.get(location).copied().unwrap_or(0);
+        assert_eq!(
+            level.reserved, winners,
+            "{location}: reserved = what its winners hold"
+        );
+        assert!(level.reserved <= on_hand, "{location} oversold");
+        assert_eq!(level.reserved, on_hand, "{location}: every unit taken");
+    }
+    let replans: u64 = outcomes
+        .iter()
+        .filter_map(|(_, b)| b["attempts"].as_u64())
+        .map(|a| a - 1)
+        .sum();
+    eprintln!(
+        "{RACERS} racers for {total} units over {} stores: {won} won, {replans} re-plans",
+        units.len()
+    );
+}
