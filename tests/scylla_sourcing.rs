@@ -1,0 +1,148 @@
+//! Region-level reservations racing through two command-API processes on one keyspace
+//! (Cassandra standing in for ScyllaDB): many checkouts for the last units of a region
+//! spread over several warehouses. Exactly the units there are are won, none twice, and
+//! each key holds exactly what the winners' lines say. Needs `STOCKFLOW_CQL_NODES`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+use stockflow_domain::{LocationId, Sku, StockKey};
+use stockflow_e2e::put_warehouse;
+use stockflow_storage::ports::WriteStore;
+use stockflow_storage::scylla::ScyllaBackend;
+
+mod scylla_processes;
+
+use scylla_processes::{TwoProcesses, two_processes};
+
+const RACERS: usize = 60;
+const UNITS: [(&str, i64); 5] = [("w1", 3), ("w2", 2), ("w3", 4), ("w4", 1), ("w5", 2)];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_region_reservations_on_two_processes_take_exactly_the_units_there_are() {
+    let TwoProcesses {
+        a,
+        b,
+        bases,
+        client,
+        config,
+        // Kept until the end: the processes' data directories.
+        dirs: _dirs,
+    } = two_processes("sourcing").await;
+    for (id, qty) in UNITS {
+        put_warehouse(&client, &bases[0], id, "east").await;
+        let r = client
+            .post(format!("{}/v1/adjustments", bases[1]))
+            .header("idempotency-key", format!("init-{id}"))
+            .json(&json!({"sku": "LAST", "location": id, "set_on_hand": qty, "reason": "cycle_count"}))
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            r.status().is_success(),
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    // Candidates come from the read model: wait until it shows every warehouse.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows: Value = client
+            .get(format!("{}/v1/stock/LAST", bases[0]))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if rows["locations"]
+            .as_array()
+            .is_some_and(|l| l.len() == UNITS.len())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "read model never showed the stock: {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let outcomes = join_all((0..RACERS).map(|i| {
+        let client = client.clone();
+        let base = bases[i % 2].clone();
+        async move {
+            let strategy = ["priority", "fewest_splits", "most_stock"][i % 3];
+            let r = client
+                .post(format!("{base}/v1/sourcing/reservations"))
+                .header("idempotency-key", format!("race-{i}"))
+                .json(
+                    &json!({"region": "east", "strategy": strategy, "ttl_seconds": 3600,
+                              "lines": [{"sku": "LAST", "qty": 1}]}),
+                )
+                .send()
+                .await
+                .expect("request");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    }))
+    .await;
+    let mut held: BTreeMap<String, i64> = BTreeMap::new();
+    let (mut won, mut short, mut unavailable, mut replans) = (0, 0, 0, 0);
+    for (status, body) in &outcomes {
+        match status {
+            201 => {
+                won += 1;
+                replans += body["attempts"].as_i64().unwrap_or(1) - 1;
+                for line in body["reservation"]["lines"].as_array().expect("lines") {
+                    *held
+                        .entry(line["location"].as_str().expect("location").to_string())
+                        .or_default() += line["qty"].as_i64().expect("qty");
+                }
+            }
+            409 => {
+                assert_eq!(body["code"], "insufficient_stock_in_region", "{body}");
+                short += 1;
+            }
+            503 => unavailable += 1,
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    a.stop();
+    b.stop();
+    let backend = ScyllaBackend::open(&config).await.expect("keyspace");
+    let mut reserved_total = 0;
+    for (id, on_hand) in UNITS {
+        let key = StockKey::new(
+            Sku::parse("LAST").expect("sku"),
+            LocationId::parse(id).expect("location"),
+        );
+        let level = backend
+            .write
+            .stock_level(&key)
+            .await
+            .expect("read")
+            .expect("written");
+        assert_eq!(
+            level.reserved,
+            held.get(id).copied().unwrap_or(0),
+            "{id}: reserved = the winners' lines there"
+        );
+        assert!(level.reserved <= on_hand, "{id}: oversold");
+        reserved_total += level.reserved;
+    }
+    let total: i64 = UNITS.iter().map(|(_, q)| q).sum();
+    eprintln!(
+        "{RACERS} racers over two processes for {total} units in {} warehouses: {won} won, {short} refused short, {unavailable} unavailable, {replans} re-plans",
+        UNITS.len()
+    );
+    assert_eq!(
+        reserved_total, won,
+        "every win holds one unit, no unit twice"
+    );
+    if unavailable == 0 {
+        assert_eq!(won, total, "every unit was won");
+    }
+}
