@@ -58,6 +58,8 @@ pub enum Workload {
     All,
     /// A burst of 1-second reservations, all expiring (not part of `all`).
     Expiry,
+    /// Region-level reservations against located ones, in one run (not part of `all`).
+    Sourcing,
     /// Mixed load at a steady `--rate` for `--duration`, checked exact at the end (not
     /// part of `all`; `scripts/soak.sh` runs it for an hour).
     Soak,

@@ -8,6 +8,8 @@
 //! - `query`: each connection loops `GET /v1/stock/{sku}/{location}`.
 //! - `expiry`: a burst of `--reservations` 1-second reservations; reports how long until
 //!   all have expired, on the write side and in the query API (see [`expiry`]).
+//! - `sourcing`: region-level reservations against located ones, in one run (see
+//!   [`sourcing`]).
 //! - `soak`: mixed carts at a steady `--rate`, reported each minute and checked exact at
 //!   the end (see [`soak`]).
 //!
@@ -26,7 +28,7 @@ use serde_json::json;
 use crate::BenchError;
 use crate::args::{BenchArgs, Workload};
 use crate::conn::{AUTHORIZATION, Conn, LOCATION, histogram, ms, sku};
-use crate::{expiry_burst, soak};
+use crate::{expiry_burst, soak, sourcing};
 
 /// Runs the selected workloads and prints a report.
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
@@ -56,6 +58,11 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     }
     if args.workload == Workload::Expiry {
         expiry_burst::expiry_workload(&args, run_id)
+            .await
+            .map_err(BenchError::Setup)?;
+    }
+    if args.workload == Workload::Sourcing {
+        sourcing::sourcing_workload(&args, run_id)
             .await
             .map_err(BenchError::Setup)?;
     }

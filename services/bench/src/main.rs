@@ -15,6 +15,7 @@ mod http;
 mod lwt;
 mod rebuild;
 mod soak;
+mod sourcing;
 
 use clap::{Parser, Subcommand};
 
