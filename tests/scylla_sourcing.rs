@@ -146,3 +146,103 @@ async fn racing_region_reservations_on_two_processes_take_exactly_the_units_ther
         assert_eq!(won, total, "every unit was won");
     }
 }
+
+/// Bundle reservations and direct component reservations racing through both processes
+/// for more units than there are (30 mugs, 50 tea; 20 racers of each kind)
+/// (the bundle defined through one, learnt by the other's reload): no component is held
+/// beyond its stock, and each holds exactly what the winners' lines say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_bundles_and_components_on_two_processes_never_oversell() {
+    let TwoProcesses {
+        a,
+        b,
+        bases,
+        client,
+        config,
+        dirs: _dirs,
+    } = two_processes("bundles").await;
+    for (sku, qty) in [("MUG", 30), ("TEA", 50)] {
+        let r = client
+            .post(format!("{}/v1/adjustments", bases[0]))
+            .header("idempotency-key", format!("init-{sku}"))
+            .json(
+                &json!({"sku": sku, "location": "dc", "set_on_hand": qty, "reason": "cycle_count"}),
+            )
+            .send()
+            .await
+            .expect("request");
+        assert!(r.status().is_success());
+    }
+    let r = client
+        .put(format!("{}/v1/bundles/GIFT", bases[0]))
+        .json(&json!({"components": [{"sku": "MUG", "qty": 1}, {"sku": "TEA", "qty": 2}]}))
+        .send()
+        .await
+        .expect("request");
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    // The other process reloads its bundles every 2 s.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let outcomes = join_all((0..60).map(|i| {
+        let client = client.clone();
+        let base = bases[i % 2].clone();
+        async move {
+            let sku = ["GIFT", "MUG", "TEA"][i % 3];
+            let r = client
+                .post(format!("{base}/v1/reservations"))
+                .header("idempotency-key", format!("race-{i}"))
+                .json(&json!({"lines": [{"sku": sku, "location": "dc", "qty": 1}], "ttl_seconds": 3600}))
+                .send()
+                .await
+                .expect("request");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    }))
+    .await;
+    let mut held: BTreeMap<String, i64> = BTreeMap::new();
+    let mut bundles_won = 0;
+    for (i, (status, body)) in outcomes.iter().enumerate() {
+        match status {
+            201 => {
+                let lines = body["lines"].as_array().expect("lines");
+                if i % 3 == 0 {
+                    assert_eq!(lines.len(), 2, "a bundle holds both components: {body}");
+                    bundles_won += 1;
+                }
+                for line in lines {
+                    *held
+                        .entry(line["sku"].as_str().expect("sku").to_string())
+                        .or_default() += line["qty"].as_i64().expect("qty");
+                }
+            }
+            409 => assert_eq!(body["code"], "insufficient_stock", "{body}"),
+            503 => {}
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(bundles_won > 0, "some bundles won: {outcomes:?}");
+    a.stop();
+    b.stop();
+    let backend = ScyllaBackend::open(&config).await.expect("keyspace");
+    for (sku, on_hand) in [("MUG", 30), ("TEA", 50)] {
+        let key = StockKey::new(
+            Sku::parse(sku).expect("sku"),
+            LocationId::parse("dc").expect("location"),
+        );
+        let level = backend
+            .write
+            .stock_level(&key)
+            .await
+            .expect("read")
+            .expect("written");
+        assert_eq!(level.reserved, held.get(sku).copied().unwrap_or(0), "{sku}");
+        assert!(level.reserved <= on_hand, "{sku} oversold");
+    }
+    eprintln!(
+        "bundles and components over two processes: {bundles_won} bundles won, held {held:?}"
+    );
+}

@@ -16,6 +16,7 @@
 //! - `contract` (tests only): the behaviour every adapter of a port must show; each adapter's
 //!   tests run it.
 
+mod definition;
 pub mod embedded;
 pub mod error;
 mod expiry_rounds;

@@ -4,6 +4,7 @@
 //! ([`shutdown`]).
 
 mod backend;
+pub mod bundles;
 mod edge;
 mod shutdown;
 mod workers;
@@ -251,6 +252,7 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
         bus: backend.log.clone(),
         reservation_ttl_seconds: config.reservation_ttl_seconds,
         edge,
+        bundles: bundles::BundleCatalog::start(backend.write.clone(), shutdown.clone()).await,
     };
     let workers = workers::spawn(&config, &backend, &expiry_handle, projector_handle);
     let fatal_watch = tokio::spawn(fail_stop(backend.write.clone(), shutdown.clone()));

@@ -50,6 +50,9 @@ pub enum ApiError {
     /// 404: no sales channel has this id.
     #[error("channel {0} not found")]
     ChannelNotFound(String),
+    /// 404: no bundle has this SKU.
+    #[error("bundle {0} not found")]
+    BundleNotFound(String),
     /// 405: the endpoint exists but not with this method.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
@@ -172,6 +175,7 @@ impl ApiError {
             ApiError::ChannelNotFound(_) => {
                 (S::NOT_FOUND, "channel_not_found", "Channel not found")
             }
+            ApiError::BundleNotFound(_) => (S::NOT_FOUND, "bundle_not_found", "Bundle not found"),
             ApiError::MethodNotAllowed => (
                 S::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

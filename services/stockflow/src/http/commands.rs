@@ -323,10 +323,12 @@ pub(crate) async fn reserve(
 ) -> ApiResult<Response> {
     let CommandBody { value, fingerprint } = body;
     let outcome = run(&state, &identity, &headers, fingerprint, || {
-        Ok(Command::Reserve(value.into_command(
+        let reserve = value.into_command(
             || uuid::Uuid::now_v7().to_string(),
             state.reservation_ttl_seconds,
-        )?))
+        )?;
+        // A bundle line holds its components at the same location.
+        Ok(Command::Reserve(state.bundles.expand(reserve)?))
     })
     .await?;
     let reservation = reservation_of(outcome.result.clone())?;

@@ -143,7 +143,9 @@ pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
         "/metrics" => Some(Scope::Admin),
         r if r.starts_with("/admin/") => Some(Scope::Admin),
         "/v1/locations/{location}" | "/v1/skus/{sku}" => Some(Scope::CatalogWrite),
-        "/v1/channels/{channel}" if method == Method::PUT => Some(Scope::CatalogWrite),
+        "/v1/channels/{channel}" | "/v1/bundles/{sku}" if method == Method::PUT => {
+            Some(Scope::CatalogWrite)
+        }
         "/v1/adjustments" | "/v1/moves" | "/v1/policies" | "/v1/incoming"
         | "/v1/incoming/close" => Some(Scope::StockAdjust),
         // Transfers move on-hand between locations: an adjustment's scope.

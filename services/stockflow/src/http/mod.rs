@@ -5,6 +5,7 @@
 //! calling, limits), `protocol` (framing checks before routing), `server` (connections),
 //! `tls` (HTTPS), `spans` (the request's trace span).
 
+pub(crate) mod bundles;
 pub(crate) mod changes;
 pub(crate) mod commands;
 pub(crate) mod docs;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub reservation_ttl_seconds: u64,
     /// Authentication, limits and deadlines at the edge.
     pub edge: Arc<guard::Edge>,
+    /// The bundles reservations expand.
+    pub bundles: Arc<crate::app::bundles::BundleCatalog>,
 }
 
 /// Which groups of routes a process serves. Health, readiness, metrics and the OpenAPI
@@ -139,6 +142,7 @@ impl Routes {
         commands::set_policy, commands::expect_incoming, commands::close_incoming,
         commands::reserve, sourcing::put_channel, sourcing::get_channel,
         sourcing::reserve_sourced, sourcing::pickup, sourcing::channel_availability,
+        bundles::put_bundle, bundles::get_bundle, bundles::bundle_availability,
         commands::confirm, commands::release, commands::get_reservation,
         transfers::create_transfer, transfers::ship_transfer, transfers::receive_transfer,
         transfers::cancel_transfer, transfers::get_transfer,
@@ -154,7 +158,7 @@ impl Routes {
         // Named by the adjustment body, documented by hand (`docs::adjustment`).
         model::PurchaseOrderLine,
         // Named by the line arrays of the channel and sourced-reservation bodies.
-        model::ChannelLocationBody, model::SourcedLineBody)),
+        model::ChannelLocationBody, model::SourcedLineBody, model::ComponentBody)),
     modifiers(&EdgeDocs),
     tags(
         (name = "commands", description = "Write side: every POST needs an Idempotency-Key"),
@@ -179,6 +183,10 @@ fn command_routes() -> Router<AppState> {
             put(sourcing::put_channel).get(sourcing::get_channel),
         )
         .route("/v1/sourcing/reservations", post(sourcing::reserve_sourced))
+        .route(
+            "/v1/bundles/{sku}",
+            put(bundles::put_bundle).get(bundles::get_bundle),
+        )
         .route("/v1/reservations", post(commands::reserve))
         .route("/v1/reservations/{id}", get(commands::get_reservation))
         .route("/v1/reservations/{id}/confirm", post(commands::confirm))
@@ -202,6 +210,10 @@ fn query_routes() -> Router<AppState> {
         .route("/v1/stock/{sku}/{location}", get(queries::stock_at))
         .route("/v1/availability/{sku}", get(queries::availability))
         .route("/v1/pickup/{sku}", get(sourcing::pickup))
+        .route(
+            "/v1/bundles/{sku}/availability",
+            get(bundles::bundle_availability),
+        )
         .route(
             "/v1/channels/{channel}/availability/{sku}",
             get(sourcing::channel_availability),

@@ -19,6 +19,7 @@ use stockflow_domain::sourcing::{Place, Rules, Strategy, lines_of, source};
 use stockflow_domain::{
     Channel, ChannelId, Command, IdempotencyKey, LocationGrant, LocationId, LocationKind,
     MAX_ID_LEN, Refusal, Region, ReservationId, Reserve, Sku, StockKey, StockLevel,
+    ValidationError,
 };
 use stockflow_storage::StoreError;
 use utoipa::IntoParams;
@@ -126,6 +127,18 @@ pub(crate) async fn reserve_sourced(
 ) -> ApiResult<Response> {
     let CommandBody { value, fingerprint } = body;
     let request = value.validate()?;
+    let bundles = state.bundles.snapshot();
+    if let Some(i) = request
+        .demands
+        .iter()
+        .position(|d| bundles.contains_key(&d.sku))
+    {
+        return Err(ValidationError::conflict(
+            format!("lines[{i}].sku"),
+            "a bundle is reserved at one location: name it with POST /v1/reservations",
+        )
+        .into());
+    }
     let key = idempotency_key(&headers)?;
     let channel = match &request.channel {
         Some(id) => Some(load_channel(&state, id).await?),

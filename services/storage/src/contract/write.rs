@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stockflow_domain::sourcing::Strategy;
+use stockflow_domain::sourcing::{Bundle, Component, Strategy};
 use stockflow_domain::{
     Channel, ChannelId, ChannelLocation, Command, EventKind, Location, OnHandChange, Refusal,
     ReservationId, ReservationStatus,
@@ -360,6 +360,24 @@ pub(crate) async fn write_store_contract<S: WriteStore + Outbox>(store: Arc<S>) 
     assert_eq!(revised.version, 2);
     assert_eq!(revised.strategy, Strategy::MostStock);
     assert_eq!(store.channel(&web).await.unwrap(), Some(revised));
+
+    // Bundles: stored whole, each change one revision up, listed together.
+    assert!(store.bundles().await.unwrap().is_empty());
+    let component = |s: &str, qty| Component { sku: sku(s), qty };
+    let gift = Bundle::new(
+        sku("gift"),
+        vec![component("a", 1), component("b", 2)],
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(store.put_bundle(gift.clone()).await.unwrap().version, 1);
+    let regift = Bundle {
+        components: vec![component("a", 3)],
+        ..gift
+    };
+    let stored = store.put_bundle(regift).await.unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(store.bundles().await.unwrap(), vec![stored]);
 
     // Catalog data travels through the outbox too.
     let attrs = BTreeMap::from([("brand".to_string(), "Acme".to_string())]);

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use stockflow_domain::sourcing::Bundle;
 use stockflow_domain::{
     Actor, Answer, Channel, ChannelId, Command, CommandResult, Location, LocationGrant, LocationId,
     Refusal, Reservation, ReservationId, ScopedKey, Sku, SkuCatalog, StockKey, StockLevel,
@@ -86,6 +87,10 @@ pub trait WriteStore: Send + Sync + 'static {
     async fn put_channel(&self, channel: Channel) -> Result<Channel>;
     /// A sales channel, if defined.
     async fn channel(&self, id: &ChannelId) -> Result<Option<Channel>>;
+    /// Creates or replaces a bundle as the next revision of its SKU.
+    async fn put_bundle(&self, bundle: Bundle) -> Result<Bundle>;
+    /// Every bundle (a small table: the processes keep it in memory).
+    async fn bundles(&self) -> Result<Vec<Bundle>>;
     /// A reservation, if it exists.
     async fn reservation(&self, id: &ReservationId) -> Result<Option<Reservation>>;
     /// A transfer, if it exists.

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+mod bundles;
 mod catalog;
 mod commands;
 mod incoming;
@@ -12,6 +13,7 @@ mod queries;
 mod sourcing;
 mod transfers;
 
+pub(crate) use bundles::*;
 pub(crate) use catalog::*;
 pub(crate) use commands::*;
 pub(crate) use incoming::*;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rusqlite::Connection;
+use stockflow_domain::sourcing::Bundle;
 use stockflow_domain::{Answer, Channel, Location, Sku, SkuCatalog};
 use tokio::sync::oneshot;
 
@@ -19,6 +20,7 @@ pub(super) enum Job {
     Execute(Box<CommandRequest>, Reply<Executed>),
     PutLocation(Location, Reply<Answer<Location>>),
     PutChannel(Channel, Reply<Channel>),
+    PutBundle(Bundle, Reply<Bundle>),
     PutSku(Sku, String, BTreeMap<String, String>, Reply<SkuCatalog>),
     MarkPublished(Vec<i64>, Reply<()>),
     Purge(Purge, i64, usize, Reply<usize>),
@@ -29,6 +31,7 @@ pub(super) enum Done {
     Execute(Result<Executed>),
     Location(Result<Answer<Location>>),
     Channel(Result<Channel>),
+    Bundle(Result<Bundle>),
     Sku(Result<SkuCatalog>),
     Marked(Result<()>),
     Purged(Result<usize>),
@@ -42,6 +45,7 @@ impl Done {
             Done::Execute(r) => r.is_err(),
             Done::Location(r) => r.is_err(),
             Done::Channel(r) => r.is_err(),
+            Done::Bundle(r) => r.is_err(),
             Done::Sku(r) => r.is_err(),
             Done::Marked(r) => r.is_err(),
             Done::Purged(r) => r.is_err(),
@@ -56,6 +60,7 @@ impl Done {
             Done::Execute(Ok(_)) => Done::Execute(failed(err)),
             Done::Location(Ok(Ok(_))) => Done::Location(failed(err)),
             Done::Channel(Ok(_)) => Done::Channel(failed(err)),
+            Done::Bundle(Ok(_)) => Done::Bundle(failed(err)),
             Done::Sku(Ok(_)) => Done::Sku(failed(err)),
             Done::Marked(Ok(_)) => Done::Marked(failed(err)),
             Done::Purged(Ok(_)) => Done::Purged(failed(err)),
@@ -88,12 +93,14 @@ impl Pending {
             (Job::Execute(_, tx), Done::Execute(r)) => tx.send(r).map_err(drop),
             (Job::PutLocation(_, tx), Done::Location(r)) => tx.send(r).map_err(drop),
             (Job::PutChannel(_, tx), Done::Channel(r)) => tx.send(r).map_err(drop),
+            (Job::PutBundle(_, tx), Done::Bundle(r)) => tx.send(r).map_err(drop),
             (Job::PutSku(_, _, _, tx), Done::Sku(r)) => tx.send(r).map_err(drop),
             (Job::MarkPublished(_, tx), Done::Marked(r)) => tx.send(r).map_err(drop),
             (Job::Purge(.., tx), Done::Purged(r)) => tx.send(r).map_err(drop),
             (Job::Execute(_, tx), _) => tx.send(Err(mismatch())).map_err(drop),
             (Job::PutLocation(_, tx), _) => tx.send(Err(mismatch())).map_err(drop),
             (Job::PutChannel(_, tx), _) => tx.send(Err(mismatch())).map_err(drop),
+            (Job::PutBundle(_, tx), _) => tx.send(Err(mismatch())).map_err(drop),
             (Job::PutSku(_, _, _, tx), _) => tx.send(Err(mismatch())).map_err(drop),
             (Job::MarkPublished(_, tx), _) => tx.send(Err(mismatch())).map_err(drop),
             (Job::Purge(.., tx), _) => tx.send(Err(mismatch())).map_err(drop),
@@ -106,7 +113,12 @@ pub(super) fn run_job(conn: &Connection, job: &Job, now: i64) -> Done {
     match job {
         Job::Execute(req, _) => Done::Execute(command::execute(conn, req, now)),
         Job::PutLocation(location, _) => Done::Location(rows::put_location(conn, location.clone())),
-        Job::PutChannel(channel, _) => Done::Channel(rows::put_channel(conn, channel.clone())),
+        Job::PutChannel(channel, _) => {
+            Done::Channel(rows::put_definition(conn, "channels", channel.clone()))
+        }
+        Job::PutBundle(bundle, _) => {
+            Done::Bundle(rows::put_definition(conn, "bundles", bundle.clone()))
+        }
         Job::PutSku(sku, name, attributes, _) => Done::Sku(rows::put_sku(
             conn,
             sku.clone(),
@@ -132,6 +144,7 @@ pub(super) fn refuse(job: Job, err: &Arc<StoreError>) -> Pending {
         Job::Execute(..) => Done::Execute(failed(err)),
         Job::PutLocation(..) => Done::Location(failed(err)),
         Job::PutChannel(..) => Done::Channel(failed(err)),
+        Job::PutBundle(..) => Done::Bundle(failed(err)),
         Job::PutSku(..) => Done::Sku(failed(err)),
         Job::MarkPublished(..) => Done::Marked(failed(err)),
         Job::Purge(..) => Done::Purged(failed(err)),

@@ -24,6 +24,7 @@ use std::thread;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
+use stockflow_domain::sourcing::Bundle;
 use stockflow_domain::{
     Answer, Channel, ChannelId, Location, LocationId, Reservation, ReservationId, Sku, SkuCatalog,
     StockKey, StockLevel, Transfer, TransferId,
@@ -186,7 +187,17 @@ impl WriteStore for SqliteWriteStore {
     async fn channel(&self, id: &ChannelId) -> Result<Option<Channel>> {
         let id = id.clone();
         self.readers
-            .read(move |conn| rows::load_channel(conn, &id))
+            .read(move |conn| rows::load_definition(conn, "channels", id.as_str()))
+            .await
+    }
+
+    async fn put_bundle(&self, bundle: Bundle) -> Result<Bundle> {
+        self.submit(|tx| Job::PutBundle(bundle, tx)).await
+    }
+
+    async fn bundles(&self) -> Result<Vec<Bundle>> {
+        self.readers
+            .read(|conn| rows::load_definitions(conn, "bundles"))
             .await
     }
 

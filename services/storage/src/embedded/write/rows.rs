@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use stockflow_domain::{
-    Answer, Applied, BusEvent, CatalogEvent, Channel, ChannelId, Extras, Location, LocationId,
-    LocationKind, RecordedAnswer, Region, Reservation, ReservationId, ReservationStatus, ScopedKey,
-    Sku, SkuCatalog, StockKey, StockLevel,
+    Answer, Applied, BusEvent, CatalogEvent, Extras, Location, LocationId, LocationKind,
+    RecordedAnswer, Region, Reservation, ReservationId, ReservationStatus, ScopedKey, Sku,
+    SkuCatalog, StockKey, StockLevel,
 };
 
 use super::super::sqlite::{from_sql_u64, to_sql_u64};
 use super::records;
 use super::schema::SQL;
+use crate::definition::Definition;
 use crate::error::Context;
 use crate::ports::{IdempotencyToken, Purge};
 use crate::{Result, StoreError};
@@ -325,33 +326,48 @@ pub(super) fn put_location(conn: &Connection, location: Location) -> Result<Answ
     Ok(Ok(location))
 }
 
-/// A sales channel, if defined.
-pub(super) fn load_channel(conn: &Connection, id: &ChannelId) -> Result<Option<Channel>> {
+/// The definition stored under `key` in `table` (`channels` or `bundles`), if any.
+pub(super) fn load_definition<D: Definition>(
+    conn: &Connection,
+    table: &str,
+    key: &str,
+) -> Result<Option<D>> {
     let body: Option<String> = conn
-        .prepare_cached("SELECT body FROM channels WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
-        .what("load a channel")?;
-    body.map(|b| serde_json::from_str(&b).map_err(StoreError::corrupt("channel")))
+        .prepare_cached(&format!("SELECT body FROM {table} WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+        .what("load a definition")?;
+    body.map(|b| serde_json::from_str(&b).map_err(StoreError::corrupt(D::WHAT)))
         .transpose()
 }
 
-/// Stores `channel` as the next revision of its id (the writer runs one job at a time).
-pub(super) fn put_channel(conn: &Connection, channel: Channel) -> Result<Channel> {
-    let current = load_channel(conn, &channel.id)?;
-    let revised = channel.revised(current.as_ref());
-    let body = serde_json::to_string(&revised).map_err(StoreError::encode("channel"))?;
-    conn.prepare_cached(
-        "INSERT INTO channels (id, version, body) VALUES (?1, ?2, ?3)
-         ON CONFLICT (id) DO UPDATE SET version = excluded.version, body = excluded.body",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            revised.id.as_str(),
-            to_sql_u64(revised.version),
-            body
-        ])
-    })
-    .what("write a channel")?;
+/// Every definition in `table`.
+pub(super) fn load_definitions<D: Definition>(conn: &Connection, table: &str) -> Result<Vec<D>> {
+    let bodies: Vec<String> = conn
+        .prepare_cached(&format!("SELECT body FROM {table} ORDER BY id"))
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .what("load the definitions")?;
+    bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).map_err(StoreError::corrupt(D::WHAT)))
+        .collect()
+}
+
+/// Stores `definition` in `table` as the next revision of its key (the writer runs one job
+/// at a time).
+pub(super) fn put_definition<D: Definition>(
+    conn: &Connection,
+    table: &str,
+    definition: D,
+) -> Result<D> {
+    let current: Option<D> = load_definition(conn, table, definition.key())?;
+    let revised = definition.revised(current.as_ref());
+    let body = serde_json::to_string(&revised).map_err(StoreError::encode(D::WHAT))?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO {table} (id, version, body) VALUES (?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET version = excluded.version, body = excluded.body"
+    ))
+    .and_then(|mut s| s.execute(params![revised.key(), to_sql_u64(revised.version()), body]))
+    .what("write a definition")?;
     Ok(revised)
 }
 

@@ -80,6 +80,11 @@ CREATE TABLE IF NOT EXISTS channels (
     version INTEGER NOT NULL,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS bundles (
+    id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS skus (
     sku TEXT PRIMARY KEY,
     name TEXT NOT NULL,

@@ -332,9 +332,9 @@ pub(crate) struct LocationRow {
     pub name: Option<String>,
 }
 
-/// A sales channel: its definition as JSON (the version is inside too).
+/// A sales channel or a bundle: its definition as JSON (the version is inside too).
 #[derive(Debug, DeserializeRow)]
-pub(crate) struct ChannelRow {
+pub(crate) struct DefinitionRow {
     pub body: Option<String>,
 }
 

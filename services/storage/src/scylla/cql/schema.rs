@@ -93,7 +93,7 @@ const MIGRATIONS: &[Migration] = &[
         9,
     ),
     step(11, include_str!("../../../schema/cql/011_transfers.cql"), 9),
-    step(12, include_str!("../../../schema/cql/012_channels.cql"), 9),
+    step(12, include_str!("../../../schema/cql/012_sourcing.cql"), 9),
 ];
 
 /// The oldest build that runs on the schema once every migration up to `version` is in.

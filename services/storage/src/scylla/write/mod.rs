@@ -16,11 +16,11 @@
 
 mod backoff;
 mod catalog;
-mod channels;
 mod claims;
 mod coalesce;
 mod deadline_scan;
 pub(crate) mod deadlines;
+mod definitions;
 mod known;
 mod lookups;
 mod one_partition;
@@ -37,6 +37,7 @@ use async_trait::async_trait;
 use scylla::client::session::Session;
 use stockflow_domain::decide::{self, Settlement};
 use stockflow_domain::saga::RecoveryWindow;
+use stockflow_domain::sourcing::Bundle;
 use stockflow_domain::{
     Answer, Channel, ChannelId, Command, EventMeta, Location, LocationId, Reservation,
     ReservationId, Sku, SkuCatalog, StockKey, StockLevel, Transfer, TransferId,
@@ -105,6 +106,24 @@ impl ScyllaWriteStore {
 
     fn p(&self) -> &Partitions {
         &self.keys.partitions
+    }
+
+    fn channel_statements(&self) -> definitions::Statements<'_> {
+        let st = &self.p().st;
+        definitions::Statements {
+            get: &st.get_channel,
+            create: &st.create_channel,
+            revise: &st.revise_channel,
+        }
+    }
+
+    fn bundle_statements(&self) -> definitions::Statements<'_> {
+        let st = &self.p().st;
+        definitions::Statements {
+            get: &st.get_bundle,
+            create: &st.create_bundle,
+            revise: &st.revise_bundle,
+        }
     }
 
     /// How often `pending` reads every marker of its shards. A publisher in its own process
@@ -325,11 +344,19 @@ impl WriteStore for ScyllaWriteStore {
     }
 
     async fn put_channel(&self, channel: Channel) -> Result<Channel> {
-        channels::put_channel(self.p(), channel).await
+        definitions::put(self.p(), &self.channel_statements(), channel).await
     }
 
     async fn channel(&self, id: &ChannelId) -> Result<Option<Channel>> {
-        channels::channel(self.p(), id).await
+        definitions::load(self.p(), &self.channel_statements(), id.as_str()).await
+    }
+
+    async fn put_bundle(&self, bundle: Bundle) -> Result<Bundle> {
+        definitions::put(self.p(), &self.bundle_statements(), bundle).await
+    }
+
+    async fn bundles(&self) -> Result<Vec<Bundle>> {
+        definitions::load_all(self.p(), &self.p().st.all_bundles).await
     }
 
     async fn reservation(&self, id: &ReservationId) -> Result<Option<Reservation>> {

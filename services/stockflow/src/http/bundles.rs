@@ -1,0 +1,119 @@
+//! Bundles (kits): their definitions, and what their components allow per location.
+//! Reserving a bundle is an ordinary reservation: the command API expands bundle lines
+//! into their components ([`crate::app::bundles::BundleCatalog::expand`]).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use stockflow_domain::sourcing::Bundle;
+use stockflow_domain::{Region, Sku};
+
+use super::AppState;
+use super::docs::SkuPath;
+use super::extract::{CommandBody, PathParams, QueryParams};
+use super::model::*;
+use super::queries::{Audience, RegionFilter, cached};
+use crate::error::{ApiError, ApiResult, Problem};
+
+/// Creates or replaces a bundle: a SKU sold as a set of component SKUs.
+#[utoipa::path(put, path = "/v1/bundles/{sku}", tag = "catalog",
+    params(SkuPath),
+    request_body = BundleRequest,
+    responses((status = 200, body = BundleResponse),
+              (status = 422, body = Problem, description = "duplicate_line (a component twice), or conflicting_fields (a component is a bundle, or this SKU is a component)")))]
+pub(crate) async fn put_bundle(
+    State(state): State<AppState>,
+    PathParams(SkuPath { sku }): PathParams<SkuPath>,
+    body: CommandBody<BundleRequest>,
+) -> ApiResult<Json<BundleResponse>> {
+    let sku = Sku::parse(sku)?;
+    let components = body.value.into_components()?;
+    // Checked against the store's bundles, not this process's copy, which may lag.
+    let others: BTreeMap<Sku, Bundle> = state
+        .write
+        .bundles()
+        .await?
+        .into_iter()
+        .filter(|b| b.sku != sku)
+        .map(|b| (b.sku.clone(), b))
+        .collect();
+    let bundle = Bundle::new(sku, components, &others)?;
+    let saved = state.write.put_bundle(bundle).await?;
+    state.bundles.learn(saved.clone());
+    Ok(Json(saved.into()))
+}
+
+/// A bundle.
+#[utoipa::path(get, path = "/v1/bundles/{sku}", tag = "catalog",
+    params(SkuPath),
+    responses((status = 200, body = BundleResponse),
+              (status = 404, body = Problem, description = "bundle_not_found")))]
+pub(crate) async fn get_bundle(
+    State(state): State<AppState>,
+    PathParams(SkuPath { sku }): PathParams<SkuPath>,
+) -> ApiResult<Json<BundleResponse>> {
+    Ok(Json(load_bundle(&state, &Sku::parse(sku)?).await?.into()))
+}
+
+async fn load_bundle(state: &AppState, sku: &Sku) -> ApiResult<Bundle> {
+    state
+        .write
+        .bundles()
+        .await?
+        .into_iter()
+        .find(|b| &b.sku == sku)
+        .ok_or_else(|| ApiError::BundleNotFound(sku.to_string()))
+}
+
+/// What a bundle's components allow at each location: min over components of
+/// ⌊available / qty⌋, from the stock read model.
+#[utoipa::path(get, path = "/v1/bundles/{sku}/availability", tag = "queries",
+    params(SkuPath, RegionFilter, ("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, body = BundleAvailabilityResponse), (status = 304, description = "Not modified"),
+              (status = 404, body = Problem, description = "bundle_not_found")))]
+pub(crate) async fn bundle_availability(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PathParams(SkuPath { sku }): PathParams<SkuPath>,
+    QueryParams(filter): QueryParams<RegionFilter>,
+) -> ApiResult<Response> {
+    let bundle = load_bundle(&state, &Sku::parse(sku)?).await?;
+    let region = filter.region.map(Region::parse).transpose()?;
+    // (location → (region, component → available)) over the component rows.
+    let mut at: BTreeMap<String, (String, BTreeMap<Sku, i64>)> = BTreeMap::new();
+    for component in &bundle.components {
+        for row in state.read.stock_by_sku(component.sku.as_str()).await? {
+            if region.as_ref().is_some_and(|r| r.as_str() != row.region) {
+                continue;
+            }
+            at.entry(row.location)
+                .or_insert_with(|| (row.region, BTreeMap::new()))
+                .1
+                .insert(component.sku.clone(), row.available);
+        }
+    }
+    let mut locations: Vec<BundleLocationAvailability> = at
+        .into_iter()
+        .filter(|(_, (_, held))| held.len() == bundle.components.len())
+        .map(|(location, (region, held))| BundleLocationAvailability {
+            location,
+            region,
+            available: bundle.available(|sku| held.get(sku).copied().unwrap_or(0)),
+        })
+        .collect();
+    locations.sort_by(|a, b| {
+        b.available
+            .cmp(&a.available)
+            .then(a.location.cmp(&b.location))
+    });
+    let body = BundleAvailabilityResponse {
+        sku: bundle.sku.to_string(),
+        version: bundle.version,
+        total_available: locations.iter().map(|l| l.available).sum(),
+        locations,
+    };
+    cached(&headers, &body, Audience::Everyone)
+}

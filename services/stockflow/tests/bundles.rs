@@ -1,0 +1,162 @@
+//! Bundles through real HTTP on the embedded backend: a bundle line reserves its
+//! components at the same location all or nothing, confirm and release act on them, the
+//! bundle's availability is the least its components allow; and bundle and component
+//! reservations racing for the same units never oversell a component.
+
+mod common;
+
+use common::{Platform, answered, refused};
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn bundle(p: &Platform, sku: &str, components: Value) -> Value {
+    let r = p
+        .http
+        .put(p.url(&format!("/v1/bundles/{sku}")))
+        .json(&json!({ "components": components }))
+        .send()
+        .await
+        .expect("request");
+    answered(r, StatusCode::OK).await
+}
+
+async fn put_bundle_status(p: &Platform, sku: &str, components: Value) -> (u16, String) {
+    let r = p
+        .http
+        .put(p.url(&format!("/v1/bundles/{sku}")))
+        .json(&json!({ "components": components }))
+        .send()
+        .await
+        .expect("request");
+    refused(r).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_reserves_confirms_and_releases_its_components() {
+    let p = Platform::start().await;
+    p.location("s1", "north").await;
+    p.stock("MUG", "s1", 10).await;
+    p.stock("TEA", "s1", 7).await;
+    let gift = bundle(
+        &p,
+        "GIFT",
+        json!([{"sku": "MUG", "qty": 1}, {"sku": "TEA", "qty": 2}]),
+    )
+    .await;
+    assert_eq!(gift["version"], 1);
+    // Nesting is refused both ways.
+    assert_eq!(
+        put_bundle_status(&p, "BIG", json!([{"sku": "GIFT", "qty": 1}])).await,
+        (422, "conflicting_fields".to_string())
+    );
+    assert_eq!(
+        put_bundle_status(&p, "MUG", json!([{"sku": "CUP", "qty": 1}])).await,
+        (422, "conflicting_fields".to_string())
+    );
+
+    // 3 gift sets hold 3 mugs and 6 tea, with one more tea beside them.
+    let r = p
+        .post(
+            "/v1/reservations",
+            "gift-1",
+            json!({"reservation_id": "g1", "lines": [{"sku": "GIFT", "location": "s1", "qty": 3},
+                                                      {"sku": "TEA", "location": "s1", "qty": 1}]}),
+        )
+        .await;
+    let body = answered(r, StatusCode::CREATED).await;
+    let lines: Vec<(String, i64)> = body["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| {
+            (
+                l["sku"].as_str().expect("sku").to_string(),
+                l["qty"].as_i64().expect("qty"),
+            )
+        })
+        .collect();
+    assert_eq!(lines, vec![("MUG".to_string(), 3), ("TEA".to_string(), 7)]);
+    // All or nothing: one more gift needs 2 tea, none is left; the mugs stay unheld.
+    let r = p
+        .post(
+            "/v1/reservations",
+            "gift-2",
+            json!({"lines": [{"sku": "GIFT", "location": "s1", "qty": 1}]}),
+        )
+        .await;
+    assert_eq!(refused(r).await, (409, "insufficient_stock".to_string()));
+    assert_eq!(p.write_level("MUG", "s1").await.reserved, 3);
+
+    // Availability: min(7/1, 0/2) once the holds are in the read model.
+    p.eventually_stock("TEA", "s1", |v| v["reserved"] == 7)
+        .await;
+    let availability: Value =
+        answered(p.get("/v1/bundles/GIFT/availability").await, StatusCode::OK).await;
+    assert_eq!(availability["total_available"], 0);
+    // Releasing gives back every component.
+    let r = p
+        .post("/v1/reservations/g1/release", "gift-1-release", json!({}))
+        .await;
+    answered(r, StatusCode::OK).await;
+    p.eventually_stock("TEA", "s1", |v| v["reserved"] == 0)
+        .await;
+    let availability: Value =
+        answered(p.get("/v1/bundles/GIFT/availability").await, StatusCode::OK).await;
+    assert_eq!(availability["total_available"], 3, "{availability}");
+    assert_eq!(availability["locations"][0]["available"], 3);
+}
+
+/// Bundle reservations and direct reservations of its components, all at once: no
+/// component is reserved beyond its stock, and each holds exactly what the winners' lines
+/// say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_bundles_and_components_never_oversell_a_component() {
+    const RACERS: usize = 60;
+    let p = Platform::start().await;
+    p.location("s1", "north").await;
+    p.stock("MUG", "s1", 10).await;
+    p.stock("TEA", "s1", 15).await;
+    bundle(
+        &p,
+        "GIFT",
+        json!([{"sku": "MUG", "qty": 1}, {"sku": "TEA", "qty": 2}]),
+    )
+    .await;
+    let outcomes = join_all((0..RACERS).map(|i| {
+        let p = &p;
+        async move {
+            let sku = ["GIFT", "MUG", "TEA"][i % 3];
+            let r = p
+                .post(
+                    "/v1/reservations",
+                    format!("race-{i}"),
+                    json!({"lines": [{"sku": sku, "location": "s1", "qty": 1}]}),
+                )
+                .await;
+            let status = r.status();
+            (status, r.json::<Value>().await.expect("json"))
+        }
+    }))
+    .await;
+    let mut held = std::collections::BTreeMap::<String, i64>::new();
+    for (status, body) in &outcomes {
+        match *status {
+            StatusCode::CREATED => {
+                for line in body["lines"].as_array().expect("lines") {
+                    *held
+                        .entry(line["sku"].as_str().expect("sku").to_string())
+                        .or_default() += line["qty"].as_i64().expect("qty");
+                }
+            }
+            StatusCode::CONFLICT => assert_eq!(body["code"], "insufficient_stock", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    for (sku, on_hand) in [("MUG", 10), ("TEA", 15)] {
+        let level = p.write_level(sku, "s1").await;
+        assert_eq!(level.reserved, held.get(sku).copied().unwrap_or(0), "{sku}");
+        assert!(level.reserved <= on_hand, "{sku} oversold");
+    }
+    eprintln!("{RACERS} racers (bundles, mugs, tea): held {held:?}");
+}
