@@ -23,6 +23,7 @@ fn every_code_is_documented() {
             current: 2,
         },
         Refusal::InsufficientStock { lines: vec![] },
+        Refusal::InsufficientStockInRegion { lines: vec![] },
         Refusal::LocationNotFound(location()),
         Refusal::ReservationNotFound(id()),
         Refusal::ReservationNotActive {
@@ -98,6 +99,8 @@ fn every_code_is_documented() {
         ApiError::PayloadTooLarge(1),
         ApiError::UnsupportedMediaType,
         ApiError::NotFound("n".into()),
+        ApiError::ChannelNotFound("web".into()),
+        ApiError::BundleNotFound("GIFT".into()),
         ApiError::MethodNotAllowed,
         ApiError::Unauthenticated("u".into()),
         ApiError::InvalidToken("t".into()),
