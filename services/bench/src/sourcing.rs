@@ -62,6 +62,7 @@ async fn setup(args: &BenchArgs, run_id: &str) -> Result<(), String> {
 async fn phase(
     args: &BenchArgs,
     run_id: &str,
+    name: &'static str,
     path: &'static str,
     body: fn(&str) -> Value,
 ) -> Result<(u64, u64, Histogram<u64>, f64), String> {
@@ -78,7 +79,7 @@ async fn phase(
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let s = (n as usize).wrapping_mul(7919) % skus;
-                let key = format!("s-{run_id}-{path}-{w}-{i}");
+                let key = format!("s-{run_id}-{name}-{w}-{i}");
                 i += 1;
                 let started = Instant::now();
                 match conn
@@ -89,7 +90,18 @@ async fn phase(
                         ok += 1;
                         let _ = h.record(started.elapsed().as_micros() as u64);
                     }
-                    _ => failed += 1,
+                    Ok((status, reply)) => {
+                        failed += 1;
+                        if failed == 1 {
+                            eprintln!("  {name}: {status} {}", String::from_utf8_lossy(&reply));
+                        }
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        if failed == 1 {
+                            eprintln!("  {name}: {e}");
+                        }
+                    }
                 }
             }
             (h, ok, failed)
@@ -133,7 +145,7 @@ pub async fn sourcing_workload(args: &BenchArgs, run_id: &str) -> Result<(), Str
         ("located ", "/v1/reservations", located as fn(&str) -> Value),
         ("sourced ", "/v1/sourcing/reservations", sourced),
     ] {
-        let (ok, failed, h, elapsed) = phase(args, run_id, path, body).await?;
+        let (ok, failed, h, elapsed) = phase(args, run_id, name.trim(), path, body).await?;
         let rate = ok as f64 / elapsed;
         rates.push(rate);
         println!(
