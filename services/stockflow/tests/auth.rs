@@ -100,6 +100,7 @@ fn sample(parameter: &str) -> &'static str {
         "location" | "locations" => "s2",
         "id" => "r-1",
         "q" => "shoe",
+        "channel" => "web",
         other => panic!("no sample value for parameter {other}: add one"),
     }
 }
@@ -133,6 +134,14 @@ fn sample_body(method: &Method, template: &str) -> Option<Value> {
         ("POST", "/v1/transfers/{id}/receive") => {
             Some(json!({"lines": [{"sku": "SKU-1", "received": 1}]}))
         }
+        ("PUT", "/v1/channels/{channel}") => {
+            Some(json!({"locations": [{"location": "s2"}, {"location": "s1"}]}))
+        }
+        ("POST", "/v1/sourcing/reservations") => {
+            Some(json!({"channel": "web", "lines": [{"sku": "SKU-1", "qty": 1}]}))
+        }
+        // Another SKU than the sample's: SKU-1 stays a plain SKU for every other route.
+        ("PUT", "/v1/bundles/{sku}") => Some(json!({"components": [{"sku": "SKU-2", "qty": 1}]})),
         ("POST", "/v1/policies") => {
             Some(json!({"sku": "SKU-1", "location": "s2", "oversell": "track_only"}))
         }
@@ -176,6 +185,7 @@ async fn routes(p: &Platform) -> Vec<Route> {
                             // destination, so it names the one going to s2.
                             ("/v1/transfers/{id}/receive", "id") => "t-2",
                             (t, "id") if t.starts_with("/v1/transfers/") => "t-1",
+                            ("/v1/bundles/{sku}", "sku") => "KIT-1",
                             _ => sample(name),
                         };
                         at_location |= name == "location" && !template.starts_with("/v1/locations");

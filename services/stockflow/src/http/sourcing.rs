@@ -76,13 +76,20 @@ pub(crate) struct PickupFilter {
     params(ChannelPath),
     request_body = ChannelRequest,
     responses((status = 200, body = ChannelResponse),
+              (status = 403, body = Problem, description = "location_forbidden (a store's token listing another location)"),
               (status = 422, body = Problem, description = "duplicate_line (a location listed twice)")))]
 pub(crate) async fn put_channel(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     PathParams(ChannelPath { channel }): PathParams<ChannelPath>,
     body: CommandBody<ChannelRequest>,
 ) -> ApiResult<Json<ChannelResponse>> {
     let channel = body.value.into_channel(ChannelId::parse(channel)?)?;
+    // A store's token may only list its own locations: a channel decides where stock
+    // is reserved.
+    identity
+        .location_grant()
+        .check_all(channel.locations.iter().map(|l| &l.location))?;
     let saved = state.write.put_channel(channel).await?;
     Ok(Json(saved.into()))
 }
