@@ -123,7 +123,7 @@ pub(super) fn cached<T: Serialize>(
                headers(("ETag" = String, description = "Over the body's bytes"),
                        ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=2, stale-if-error=3600; private to a caller limited to locations"),
                        ("Surrogate-Key" = String, description = "Edge-cache tags (public answers only): stockflow, sku:<sku>, loc:<location>, region:<region>, search; purged when what they name changes"),
-                       ("Cache-Tag" = String, description = "The same tags as Surrogate-Key"),
+                       ("Cache-Tag" = String, description = "The same tags, comma-separated"),
                        ("Surrogate-Control" = String, description = "max-age for an edge cache the platform purges (with --edge-ttl-seconds)"))),
               (status = 304, description = "Not modified")))]
 pub(crate) async fn stock_by_sku(
@@ -155,7 +155,7 @@ pub(crate) async fn stock_by_sku(
     responses((status = 200, body = LocationStock, headers(("ETag" = String, description = "Over the body's bytes"),
                        ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=2, stale-if-error=3600; private to a caller limited to locations"),
                        ("Surrogate-Key" = String, description = "Edge-cache tags (public answers only): stockflow, sku:<sku>, loc:<location>, region:<region>, search; purged when what they name changes"),
-                       ("Cache-Tag" = String, description = "The same tags as Surrogate-Key"),
+                       ("Cache-Tag" = String, description = "The same tags, comma-separated"),
                        ("Surrogate-Control" = String, description = "max-age for an edge cache the platform purges (with --edge-ttl-seconds)"))),
               (status = 304, description = "Not modified"),
               (status = 404, body = Problem, description = "not_found: no stock row for the key")))]
@@ -202,7 +202,7 @@ pub(crate) struct RegionFilter {
     responses((status = 200, body = AvailabilityResponse, headers(("ETag" = String, description = "Over the body's bytes"),
                        ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=2, stale-if-error=3600; private to a caller limited to locations"),
                        ("Surrogate-Key" = String, description = "Edge-cache tags (public answers only): stockflow, sku:<sku>, loc:<location>, region:<region>, search; purged when what they name changes"),
-                       ("Cache-Tag" = String, description = "The same tags as Surrogate-Key"),
+                       ("Cache-Tag" = String, description = "The same tags, comma-separated"),
                        ("Surrogate-Control" = String, description = "max-age for an edge cache the platform purges (with --edge-ttl-seconds)"))),
               (status = 304, description = "Not modified")))]
 pub(crate) async fn availability(
@@ -345,7 +345,7 @@ async fn movement_page(
     responses((status = 200, body = MovementsResponse, headers(("ETag" = String, description = "Over the body's bytes"),
                        ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=2, stale-if-error=3600; private to a caller limited to locations"),
                        ("Surrogate-Key" = String, description = "Edge-cache tags (public answers only): stockflow, sku:<sku>, loc:<location>, region:<region>, search; purged when what they name changes"),
-                       ("Cache-Tag" = String, description = "The same tags as Surrogate-Key"),
+                       ("Cache-Tag" = String, description = "The same tags, comma-separated"),
                        ("Surrogate-Control" = String, description = "max-age for an edge cache the platform purges (with --edge-ttl-seconds)"))),
               (status = 304, description = "Not modified")))]
 pub(crate) async fn movements(
@@ -412,7 +412,7 @@ pub(crate) struct SearchParams {
     responses((status = 200, body = SearchResponse, headers(("ETag" = String, description = "Over the body's bytes"),
                        ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=2, stale-if-error=3600; private to a caller limited to locations"),
                        ("Surrogate-Key" = String, description = "Edge-cache tags (public answers only): stockflow, sku:<sku>, loc:<location>, region:<region>, search; purged when what they name changes"),
-                       ("Cache-Tag" = String, description = "The same tags as Surrogate-Key"),
+                       ("Cache-Tag" = String, description = "The same tags, comma-separated"),
                        ("Surrogate-Control" = String, description = "Never sent: a search can change without a purge of its tags"))),
               (status = 304, description = "Not modified")))]
 pub(crate) async fn search(

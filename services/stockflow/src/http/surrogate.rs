@@ -2,10 +2,10 @@
 //! public query response names the SKUs, locations and regions it shows, so the platform
 //! can purge exactly the objects a change made stale instead of waiting for them to expire.
 //!
-//! - `Surrogate-Key` (Varnish xkey via the sample VCL, Fastly) and `Cache-Tag` (Cloudflare)
-//!   carry the same space-separated tags: `sku:<sku>`, `loc:<location>`,
-//!   `region:<region>`, `search`, and [`ALL_TAG`] on every tagged response, which purges
-//!   everything at once.
+//! - `Surrogate-Key` (Varnish xkey via the sample VCL, Fastly; space-separated) and
+//!   `Cache-Tag` (Cloudflare; comma-separated) carry the same tags: `sku:<sku>`,
+//!   `loc:<location>`, `region:<region>`, `search`, and [`ALL_TAG`] on every tagged
+//!   response, which purges everything at once.
 //! - The purge worker (`workers::edge_purge`) builds its tags with the same functions, so a
 //!   tag the API sends and a tag the worker purges can never drift apart.
 //! - `Surrogate-Control: max-age=N` (only with `--edge-ttl-seconds`, only on responses whose
@@ -138,7 +138,9 @@ impl Tags {
             value.push_str(tag);
         }
         if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(SURROGATE_KEY.clone(), v.clone());
+            headers.insert(SURROGATE_KEY.clone(), v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&value.replace(' ', ",")) {
             headers.insert(CACHE_TAG.clone(), v);
         }
         if let (true, Some(ttl)) = (self.exact, edge_ttl_seconds)
@@ -177,7 +179,7 @@ mod tests {
             .location("s1")
             .apply(&mut h, Some(30));
         assert_eq!(h["surrogate-key"], "stockflow sku:A loc:s1");
-        assert_eq!(h["cache-tag"], h["surrogate-key"]);
+        assert_eq!(h["cache-tag"], "stockflow,sku:A,loc:s1");
         assert_eq!(h["surrogate-control"], "max-age=30, stale-if-error=3600");
 
         let mut h = HeaderMap::new();

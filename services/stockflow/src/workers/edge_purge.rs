@@ -288,18 +288,17 @@ async fn purge_batch(
                 observe_lag(oldest_ms);
                 None
             }
-            Err(()) => Some((BTreeMap::new(), true)),
+            Err(Undelivered) => Some((BTreeMap::new(), true)),
         };
     }
-    let results: Vec<(String, BTreeSet<String>, Result<Option<u64>, ()>)> =
-        futures::stream::iter(skus)
-            .map(|(sku, locations)| async move {
-                let purged = purge(client, config, &sku_tag(&sku)).await;
-                (sku, locations, purged)
-            })
-            .buffer_unordered(config.concurrency.max(1))
-            .collect()
-            .await;
+    let results = futures::stream::iter(skus)
+        .map(|(sku, locations)| async move {
+            let purged = purge(client, config, &sku_tag(&sku)).await;
+            (sku, locations, purged)
+        })
+        .buffer_unordered(config.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
     let mut failed = BTreeMap::new();
     let mut cached = Vec::new();
     for (sku, locations, purged) in results {
@@ -307,7 +306,7 @@ async fn purge_batch(
             Ok(Some(0)) => {}
             // A cache that does not say how many objects went is warmed anyway, last.
             Ok(objects) => cached.push((objects.unwrap_or(0), sku, locations)),
-            Err(()) => {
+            Err(Undelivered) => {
                 failed.insert(sku, locations);
             }
         }
@@ -338,8 +337,8 @@ async fn purge(
     client: &reqwest::Client,
     config: &PurgeConfig,
     tag: &str,
-) -> Result<Option<u64>, ()> {
-    let method = reqwest::Method::from_bytes(b"PURGE").map_err(|_| ())?;
+) -> Result<Option<u64>, Undelivered> {
+    let method = reqwest::Method::from_bytes(b"PURGE").map_err(|_| Undelivered)?;
     for attempt in 1..=config.attempts.max(1) {
         let started = Instant::now();
         let sent = client
@@ -369,8 +368,12 @@ async fn purge(
             tokio::time::sleep(backoff(attempt + 3)).await;
         }
     }
-    Err(())
+    Err(Undelivered)
 }
+
+/// Every attempt of a purge failed (each was logged and counted).
+#[derive(Debug)]
+struct Undelivered;
 
 /// `stockflow_edge_purge_lag_seconds`: from the oldest change's commit to its purge.
 fn observe_lag(oldest_ms: Option<i64>) {
