@@ -75,7 +75,8 @@ sub vcl_recv {
     if (req.method != "GET" && req.method != "HEAD") {
         return (pass);
     }
-    if (req.url !~ "^/v1/(stock|availability|search|movements)(/|\?|$)") {
+    # The query API's read-model answers; everything else goes to the origin.
+    if (req.url !~ "^/v1/((stock|availability|search|movements|pickup)(/|\?|$)|bundles/[^/?]+/availability|channels/[^/?]+/availability/)") {
         return (pass);
     }
     # Falls through to the built-in vcl_recv: requests with Authorization or Cookie pass
