@@ -69,6 +69,18 @@ kafka-up:
 kafka-down:
     ./scripts/kafka.sh down
 
+# Start Varnish (sample VCL, xkey) on 127.0.0.1:16081 in front of stockflow dev on :8080
+varnish-up:
+    ./scripts/varnish.sh up
+
+# Stop the Varnish started by varnish-up and delete its run directory
+varnish-down:
+    ./scripts/varnish.sh down
+
+# Run the whole platform in one process behind the local Varnish, purging and warming it
+dev-edge:
+    cargo run --release -p stockflow -- dev --edge-purge-url http://127.0.0.1:16081/ --edge-ttl-seconds 300
+
 # Run the whole platform in one process with the events on a local Kafka topic
 dev-kafka brokers="127.0.0.1:9092":
     cargo run --release -p stockflow -- dev --bus kafka --kafka-brokers {{brokers}}

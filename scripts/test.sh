@@ -35,13 +35,16 @@ if ! pkg-config --exists openssl 2>/dev/null; then
 fi
 
 # The store agent's tests: its POS capture reads a real PostgreSQL (logical replication), and
-# its status page is loaded in a real headless Chromium. Both are Debian packages.
+# its status page is loaded in a real headless Chromium. The edge-cache test runs Varnish
+# with xkey (tests/edge_cache.rs starts it through scripts/varnish.sh). All Debian packages.
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
 command -v chromium >/dev/null || missing+=(chromium)
+{ command -v varnishd >/dev/null && compgen -G "/usr/lib/*/varnish/vmods/libvmod_xkey.so" >/dev/null; } \
+    || missing+=(varnish varnish-modules)
 if ((${#missing[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        step "installing ${missing[*]} (the store agent's POS capture and status page tests)"
+        step "installing ${missing[*]} (POS capture, status page and edge-cache tests)"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
         echo "missing ${missing[*]}: install Debian's packages of that name" >&2

@@ -528,6 +528,10 @@ async fn a_store_token_reads_only_its_own_locations() {
         .expect("ascii")
         .to_string();
     assert!(cache.starts_with("private"), "{cache}");
+    assert!(
+        r.headers().get("surrogate-key").is_none() && r.headers().get("cache-tag").is_none(),
+        "an answer cut to one caller carries no edge-cache tags"
+    );
     let body: Value = r.json().await.expect("json");
     let locations: Vec<&str> = body["locations"]
         .as_array()

@@ -22,6 +22,17 @@ async fn queries_carry_etags_and_answer_conditional_gets() {
     let r = p.get("/v1/stock/Q").await;
     assert_eq!(r.status(), StatusCode::OK);
     let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    // Tagged for an edge cache with the SKU and every location it shows.
+    assert_eq!(
+        r.headers()["surrogate-key"],
+        "stockflow sku:Q loc:s1 loc:s2 loc:w1"
+    );
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("stale-if-error=")
+    );
     assert!(
         r.headers()["cache-control"]
             .to_str()
@@ -40,6 +51,8 @@ async fn queries_carry_etags_and_answer_conditional_gets() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+    // A cache that revalidates keeps the tags.
+    assert!(r.headers().contains_key("surrogate-key"));
     // A change moves the ETag.
     p.stock("Q", "s1", 9).await;
     p.eventually_stock("Q", "s1", |v| v["version"] == 2).await;

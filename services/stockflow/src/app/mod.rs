@@ -64,6 +64,8 @@ pub struct AppConfig {
     pub shutdown_timeout: Duration,
     /// Authentication, rate limits, concurrency and deadlines at the HTTP edge.
     pub security: Security,
+    /// The edge cache in front of the query API: its TTL and the purge worker.
+    pub edge_cache: EdgeCache,
     /// Faults tests inject into the embedded write store.
     #[doc(hidden)]
     pub faults: Arc<stockflow_storage::embedded::FaultInjection>,
@@ -106,6 +108,15 @@ impl Default for Security {
             connections: crate::http::server::ConnectionLimits::default(),
         }
     }
+}
+
+/// The edge cache in front of the query API (`--edge-*`); off unless configured.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeCache {
+    /// `Surrogate-Control: max-age` on exact query responses (the query API's side).
+    pub ttl_seconds: Option<u32>,
+    /// Purge (and warm) the cache after projection (the projector's side).
+    pub purge: Option<crate::workers::edge_purge::PurgeConfig>,
 }
 
 /// The background workers a process runs. `stockflow dev` runs all; the roles of a
@@ -152,6 +163,7 @@ impl AppConfig {
             workers: Workers::ALL,
             wal: WalPolicy::default(),
             security: Security::default(),
+            edge_cache: EdgeCache::default(),
             faults: Arc::default(),
             shutdown_timeout: Duration::from_secs(25),
         }
@@ -253,6 +265,7 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
         reservation_ttl_seconds: config.reservation_ttl_seconds,
         edge,
         bundles: bundles::BundleCatalog::start(backend.write.clone(), shutdown.clone()).await,
+        edge_ttl_seconds: config.edge_cache.ttl_seconds,
     };
     let workers = workers::spawn(&config, &backend, &expiry_handle, projector_handle);
     let fatal_watch = tokio::spawn(fail_stop(backend.write.clone(), shutdown.clone()));

@@ -117,6 +117,8 @@ pub(super) async fn serve_then_stop(
         producer_jobs,
         projecting,
         projector_job,
+        purging,
+        purge_job,
         releasing,
         lease_jobs,
     } = workers;
@@ -165,6 +167,12 @@ pub(super) async fn serve_then_stop(
         tracing::warn!(
             "the projectors did not catch up within their share of the shutdown; the next start resumes from the stored offsets"
         );
+    }
+    purging.cancel();
+    if let Some(job) = purge_job
+        && tokio::time::timeout(budget.until(0.9), job).await.is_err()
+    {
+        tracing::warn!("the edge purge did not finish in time; the edge TTL ends what it left");
     }
     releasing.cancel();
     for job in lease_jobs {

@@ -1,6 +1,7 @@
 //! The background workers a process runs, spawned by what its configuration asks for:
-//! retention, the publisher, expiry and the projectors, with the leases that split their
-//! shards among replicas over a shared store and bus.
+//! retention, the publisher, expiry and the projectors (with the edge-cache purge that
+//! follows them), with the leases that split their shards among replicas over a shared
+//! store and bus.
 
 use stockflow_bus::EventLog;
 use tokio::task::JoinHandle;
@@ -10,7 +11,7 @@ use super::{AppConfig, Backend, BusConfig, LocalData};
 use crate::workers::leases::{self, LeaseConfig, Owned};
 use crate::workers::projector::ProjectorHandle;
 use crate::workers::publisher::PublisherConfig;
-use crate::workers::{expirer, projector, publisher, retention};
+use crate::workers::{edge_purge, expirer, projector, publisher, retention};
 
 /// The spawned workers, in the stages a shutdown stops them in.
 pub(super) struct Spawned {
@@ -20,6 +21,10 @@ pub(super) struct Spawned {
     /// Stops the projectors, which drain the log first.
     pub projecting: CancellationToken,
     pub projector_job: Option<JoinHandle<()>>,
+    /// Stops the edge purge, once the projectors have drained (their last changes are
+    /// purged too).
+    pub purging: CancellationToken,
+    pub purge_job: Option<JoinHandle<()>>,
     /// Releases the leases, once the workers using them have drained.
     pub releasing: CancellationToken,
     pub lease_jobs: Vec<JoinHandle<()>>,
@@ -120,12 +125,23 @@ pub(super) fn spawn(
             producers.clone(),
         )));
     }
+    let purging = CancellationToken::new();
+    let mut purge_job = None;
     let projector_job = match (workers.project, &backend.log) {
         (true, Some(log)) => {
             let partitions = owned(format!("projector:{}", log.identity()), log.partitions());
             let mut projector_config = config.projector.clone();
             projector_config.consumer = projector::consumer_for(&**log);
             projector_config.replica = config.member.clone();
+            if let Some(purge) = &config.edge_cache.purge {
+                let queue = edge_purge::PurgeQueue::new(purge.capacity);
+                projector_config.edge_purge = Some(queue.clone());
+                purge_job = Some(tokio::spawn(edge_purge::run(
+                    queue,
+                    purge.clone(),
+                    purging.clone(),
+                )));
+            }
             Some(tokio::spawn(projector::run(
                 log.clone(),
                 backend.read.clone(),
@@ -142,6 +158,8 @@ pub(super) fn spawn(
         producer_jobs,
         projecting,
         projector_job,
+        purging,
+        purge_job,
         releasing,
         lease_jobs,
     }

@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use stockflow_domain::Role;
 use stockflow_storage::scylla;
 
-use super::{BusArgs, CliError, CommandArgs, Result, ScyllaArgs, SecurityArgs, Store, TokenArgs};
+use super::{
+    BusArgs, CliError, CommandArgs, EdgeArgs, Result, ScyllaArgs, SecurityArgs, Store, TokenArgs,
+};
 use crate::app;
 use crate::http::Routes;
 use crate::trace;
@@ -105,6 +107,8 @@ struct DevArgs {
     bus: BusArgs,
     #[command(flatten)]
     commands: CommandArgs,
+    #[command(flatten)]
+    edge: EdgeArgs,
 }
 
 /// Settings of a region role. Nothing is kept on local disk.
@@ -128,6 +132,8 @@ struct RoleArgs {
     commands: CommandArgs,
     #[command(flatten)]
     security: SecurityArgs,
+    #[command(flatten)]
+    edge: EdgeArgs,
 }
 
 /// Arguments of `stockflow migrate`.
@@ -281,6 +287,7 @@ impl DevArgs {
         config.store = store;
         config.bus = bus;
         self.commands.apply(&mut config);
+        self.edge.apply(&mut config)?;
         serve(self.listen, config).await
     }
 }
@@ -310,6 +317,7 @@ impl RoleArgs {
         config.routes = routes;
         config.outbox_scan_every = Some(Duration::from_millis(self.outbox_scan_ms));
         self.commands.apply(&mut config);
+        self.edge.apply(&mut config)?;
         tracing::info!(%role, "starting");
         serve(self.listen, config).await
     }

@@ -1,6 +1,7 @@
 //! The command line of the `stockflow` binary: its subcommands ([`commands`]: `dev`, the
 //! region roles, `migrate`, `teardown`, `token`, `trace`, `backup`, `restore`), the settings they share
-//! ([`settings`]: store, bus, command limits) and the HTTP edge's ([`security`]).
+//! ([`settings`]: store, bus, command limits), the HTTP edge's ([`security`]) and the edge
+//! cache's ([`edge`]).
 //!
 //! Every setting also reads an environment variable (`STOCKFLOW_*`), which is how the
 //! operator's pods receive them: plain values from the region's ConfigMap, secrets
@@ -16,12 +17,14 @@ use crate::app;
 mod agent;
 mod backup;
 mod commands;
+mod edge;
 mod rebuild;
 pub mod reference;
 mod security;
 mod settings;
 
 pub use commands::Cli;
+pub use edge::EdgeArgs;
 pub use security::{SecurityArgs, TokenArgs};
 pub use settings::{Bus, BusArgs, CommandArgs, KafkaProtocol, ScyllaArgs, Store};
 

@@ -16,6 +16,7 @@ use super::docs::SkuPath;
 use super::extract::{CommandBody, PathParams, QueryParams};
 use super::model::*;
 use super::queries::{Audience, RegionFilter, cached};
+use super::surrogate::Tags;
 use crate::error::{ApiError, ApiResult, Problem};
 
 /// Creates or replaces a bundle: a SKU sold as a set of component SKUs.
@@ -115,5 +116,10 @@ pub(crate) async fn bundle_availability(
         total_available: locations.iter().map(|l| l.available).sum(),
         locations,
     };
-    cached(&headers, &body, Audience::Everyone)
+    // A component's stock change purges it; a change of the bundle's definition does not.
+    let tags = bundle
+        .components
+        .iter()
+        .fold(Tags::inexact().sku(&body.sku), |t, c| t.sku(c.sku.as_str()));
+    cached(&state, &headers, &body, Audience::Everyone, tags)
 }

@@ -1,9 +1,10 @@
 //! The HTTP API: routes, shared state, middleware and the OpenAPI document.
 //!
-//! Modules: `commands` (write side), `transfers` (the transfer commands), `queries` (read models), `ops` (health, metrics,
-//! admin), `model` (JSON shapes), `extract` (bodies, idempotency keys), `guard` (who is
-//! calling, limits), `protocol` (framing checks before routing), `server` (connections),
-//! `tls` (HTTPS), `spans` (the request's trace span).
+//! Modules: `commands` (write side), `transfers` (the transfer commands), `queries` (read
+//! models), `surrogate` (edge-cache tags), `ops` (health, metrics, admin), `model` (JSON
+//! shapes), `extract` (bodies, idempotency keys), `guard` (who is calling, limits),
+//! `protocol` (framing checks before routing), `server` (connections), `tls` (HTTPS),
+//! `spans` (the request's trace span).
 
 pub(crate) mod bundles;
 pub(crate) mod changes;
@@ -19,6 +20,7 @@ pub(crate) mod queries;
 pub mod server;
 pub(crate) mod sourcing;
 mod spans;
+pub(crate) mod surrogate;
 pub mod tls;
 pub(crate) mod transfers;
 
@@ -71,6 +73,9 @@ pub struct AppState {
     pub edge: Arc<guard::Edge>,
     /// The bundles reservations expand.
     pub bundles: Arc<crate::app::bundles::BundleCatalog>,
+    /// How long an edge cache the platform purges may keep an exact query response
+    /// (`Surrogate-Control`); `None`: no such header, the edge follows `Cache-Control`.
+    pub edge_ttl_seconds: Option<u32>,
 }
 
 /// Which groups of routes a process serves. Health, readiness, metrics and the OpenAPI

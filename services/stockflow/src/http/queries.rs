@@ -1,4 +1,5 @@
-//! The query API: read models only, with `ETag`, `Cache-Control` and conditional GETs.
+//! The query API: read models only, with `ETag`, `Cache-Control`, surrogate keys for an
+//! edge cache ([`super::surrogate`]) and conditional GETs.
 
 use axum::Extension;
 use axum::extract::State;
@@ -15,12 +16,16 @@ use super::AppState;
 use super::docs::{self, SkuLocationPath, SkuPath};
 use super::extract::{PathParams, QueryParams};
 use super::model::*;
+use super::surrogate::Tags;
 use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult, Problem};
 
 /// Edge caches may serve a response for a second and revalidate in the background for two
 /// more: stock moves fast, but a burst of identical reads should not reach the origin.
-const CACHE_CONTROL: &str = "public, max-age=1, stale-while-revalidate=2";
+/// While the origin fails, a cache (or a client) may keep serving what it has for an hour
+/// (`surrogate::STALE_IF_ERROR_SECS`): shoppers see slightly old stock instead of errors.
+pub(super) const CACHE_CONTROL: &str =
+    "public, max-age=1, stale-while-revalidate=2, stale-if-error=3600";
 
 /// The answer to a caller limited to some locations is cut to them: no shared cache may
 /// keep it for another caller.
@@ -56,10 +61,14 @@ fn readable_at(identity: &Identity, location: &LocationId) -> ApiResult<()> {
 }
 
 /// Serializes `body` with an `ETag` over its bytes, answering 304 when the client has it.
+/// A response for everyone carries its surrogate keys `tags` (on a 304 too, so a cache that
+/// revalidates keeps them); one cut to a caller carries none, as no shared cache keeps it.
 pub(super) fn cached<T: Serialize>(
+    state: &AppState,
     headers: &HeaderMap,
     body: &T,
     audience: Audience,
+    tags: Tags,
 ) -> ApiResult<Response> {
     let bytes = serde_json::to_vec(body)
         .map_err(|e| ApiError::Internal(format!("response does not serialize: {e}")))?;
@@ -94,6 +103,7 @@ pub(super) fn cached<T: Serialize>(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static(CACHE_CONTROL),
             );
+            tags.apply(h, state.edge_ttl_seconds);
         }
         Audience::Caller => {
             h.insert(
@@ -109,7 +119,12 @@ pub(super) fn cached<T: Serialize>(
 /// Stock of a SKU at every location.
 #[utoipa::path(get, path = "/v1/stock/{sku}", tag = "queries",
     params(SkuPath, ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, body = SkuStockResponse, description = "With ETag and Cache-Control"),
+    responses((status = 200, body = SkuStockResponse, description = "With ETag and Cache-Control",
+               headers(("ETag" = String, description = "Over the body's bytes"),
+                       ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=2, stale-if-error=3600; private to a caller limited to locations"),
+                       ("Surrogate-Key" = String, description = "Edge-cache tags (public answers only): stockflow, sku:<sku>, loc:<location>, region:<region>, search; purged when what they name changes"),
+                       ("Cache-Tag" = String, description = "The same tags, comma-separated"),
+                       ("Surrogate-Control" = String, description = "max-age for an edge cache the platform purges (with --edge-ttl-seconds)"))),
               (status = 304, description = "Not modified")))]
 pub(crate) async fn stock_by_sku(
     State(state): State<AppState>,
@@ -127,13 +142,22 @@ pub(crate) async fn stock_by_sku(
         locations: rows.into_iter().map(LocationStock::from).collect(),
         as_of,
     };
-    cached(&headers, &body, Audience::of(&identity))
+    let tags = body
+        .locations
+        .iter()
+        .fold(Tags::exact().sku(&body.sku), |t, l| t.location(&l.location));
+    cached(&state, &headers, &body, Audience::of(&identity), tags)
 }
 
 /// Stock of a SKU at one location.
 #[utoipa::path(get, path = "/v1/stock/{sku}/{location}", tag = "queries",
     params(SkuLocationPath, ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, body = LocationStock), (status = 304, description = "Not modified"),
+    responses((status = 200, body = LocationStock, headers(("ETag" = String, description = "Over the body's bytes"),
+                       ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=2, stale-if-error=3600; private to a caller limited to locations"),
+                       ("Surrogate-Key" = String, description = "Edge-cache tags (public answers only): stockflow, sku:<sku>, loc:<location>, region:<region>, search; purged when what they name changes"),
+                       ("Cache-Tag" = String, description = "The same tags, comma-separated"),
+                       ("Surrogate-Control" = String, description = "max-age for an edge cache the platform purges (with --edge-ttl-seconds)"))),
+              (status = 304, description = "Not modified"),
               (status = 404, body = Problem, description = "not_found: no stock row for the key")))]
 pub(crate) async fn stock_at(
     State(state): State<AppState>,
@@ -149,7 +173,17 @@ pub(crate) async fn stock_at(
         .stock_at(sku.as_str(), location.as_str())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no stock of {sku} at {location}")))?;
-    cached(&headers, &LocationStock::from(row), Audience::of(&identity))
+    let tags = Tags::exact()
+        .sku(sku.as_str())
+        .location(location.as_str())
+        .region(&row.region);
+    cached(
+        &state,
+        &headers,
+        &LocationStock::from(row),
+        Audience::of(&identity),
+        tags,
+    )
 }
 
 /// `?region=` of the availability query.
@@ -165,7 +199,12 @@ pub(crate) struct RegionFilter {
 /// Available stock of a SKU summed per region.
 #[utoipa::path(get, path = "/v1/availability/{sku}", tag = "queries",
     params(SkuPath, RegionFilter, ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, body = AvailabilityResponse), (status = 304, description = "Not modified")))]
+    responses((status = 200, body = AvailabilityResponse, headers(("ETag" = String, description = "Over the body's bytes"),
+                       ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=2, stale-if-error=3600; private to a caller limited to locations"),
+                       ("Surrogate-Key" = String, description = "Edge-cache tags (public answers only): stockflow, sku:<sku>, loc:<location>, region:<region>, search; purged when what they name changes"),
+                       ("Cache-Tag" = String, description = "The same tags, comma-separated"),
+                       ("Surrogate-Control" = String, description = "max-age for an edge cache the platform purges (with --edge-ttl-seconds)"))),
+              (status = 304, description = "Not modified")))]
 pub(crate) async fn availability(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -183,7 +222,11 @@ pub(crate) async fn availability(
         total_available: rows.iter().map(|r| r.available).sum(),
         regions: rows.into_iter().map(Into::into).collect(),
     };
-    cached(&headers, &body, Audience::Everyone)
+    let tags = body
+        .regions
+        .iter()
+        .fold(Tags::exact().sku(&body.sku), |t, r| t.region(&r.region));
+    cached(&state, &headers, &body, Audience::Everyone, tags)
 }
 
 /// Query string of the movement history.
@@ -299,7 +342,12 @@ async fn movement_page(
 /// write side like every read model.
 #[utoipa::path(get, path = "/v1/movements", tag = "queries",
     params(MovementParams, ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, body = MovementsResponse), (status = 304, description = "Not modified")))]
+    responses((status = 200, body = MovementsResponse, headers(("ETag" = String, description = "Over the body's bytes"),
+                       ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=2, stale-if-error=3600; private to a caller limited to locations"),
+                       ("Surrogate-Key" = String, description = "Edge-cache tags (public answers only): stockflow, sku:<sku>, loc:<location>, region:<region>, search; purged when what they name changes"),
+                       ("Cache-Tag" = String, description = "The same tags, comma-separated"),
+                       ("Surrogate-Control" = String, description = "max-age for an edge cache the platform purges (with --edge-ttl-seconds)"))),
+              (status = 304, description = "Not modified")))]
 pub(crate) async fn movements(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
@@ -335,7 +383,8 @@ pub(crate) async fn movements(
         movements: rows.into_iter().map(MovementBody::from).collect(),
         next_after,
     };
-    cached(&headers, &body, Audience::of(&identity))
+    let tags = Tags::exact().sku(&body.sku).location(&body.location);
+    cached(&state, &headers, &body, Audience::of(&identity), tags)
 }
 
 /// Query string of a search.
@@ -360,7 +409,12 @@ pub(crate) struct SearchParams {
 /// Catalog text search, filterable by stock.
 #[utoipa::path(get, path = "/v1/search", tag = "queries",
     params(SearchParams, ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, body = SearchResponse), (status = 304, description = "Not modified")))]
+    responses((status = 200, body = SearchResponse, headers(("ETag" = String, description = "Over the body's bytes"),
+                       ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=2, stale-if-error=3600; private to a caller limited to locations"),
+                       ("Surrogate-Key" = String, description = "Edge-cache tags (public answers only): stockflow, sku:<sku>, loc:<location>, region:<region>, search; purged when what they name changes"),
+                       ("Cache-Tag" = String, description = "The same tags, comma-separated"),
+                       ("Surrogate-Control" = String, description = "Never sent: a search can change without a purge of its tags"))),
+              (status = 304, description = "Not modified")))]
 pub(crate) async fn search(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -387,5 +441,9 @@ pub(crate) async fn search(
         query: p.q,
         hits: hits.into_iter().map(Into::into).collect(),
     };
-    cached(&headers, &body, Audience::Everyone)
+    let tags = body
+        .hits
+        .iter()
+        .fold(Tags::approximate(), |t, hit| t.sku(&hit.sku));
+    cached(&state, &headers, &body, Audience::Everyone, tags)
 }

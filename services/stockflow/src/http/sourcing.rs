@@ -30,6 +30,7 @@ use super::docs::{self, IdempotencyKeyHeader, SkuPath};
 use super::extract::{CommandBody, PathParams, QueryParams, idempotency_key};
 use super::model::*;
 use super::queries::{Audience, cached};
+use super::surrogate::Tags;
 use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult, Problem};
 
@@ -362,7 +363,14 @@ pub(crate) async fn pickup(
         sku: sku.to_string(),
         stores: stores.into_iter().map(|(_, s)| s).collect(),
     };
-    cached(&headers, &body, Audience::Everyone)
+    // Also depends on the channel and the locations' kinds, which purge nothing.
+    let tags = body
+        .stores
+        .iter()
+        .fold(Tags::inexact().sku(&body.sku), |t, s| {
+            t.location(&s.location)
+        });
+    cached(&state, &headers, &body, Audience::Everyone, tags)
 }
 
 /// What a channel may sell of a SKU: the sum over its locations.
@@ -398,5 +406,7 @@ pub(crate) async fn channel_availability(
         total_available: locations.iter().map(|l| l.available).sum(),
         locations,
     };
-    cached(&headers, &body, Audience::Everyone)
+    // Also depends on the channel's settings, which purge nothing.
+    let tags = Tags::inexact().sku(&body.sku);
+    cached(&state, &headers, &body, Audience::Everyone, tags)
 }

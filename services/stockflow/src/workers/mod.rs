@@ -1,9 +1,12 @@
-//! Background workers: the outbox publisher, the projectors, reservation expiry, and the
-//! lease keeper that splits publishing and projection among replicas.
+//! Background workers: the outbox publisher, the projectors, reservation expiry, the
+//! lease keeper that splits publishing and projection among replicas, and the edge-cache
+//! purge and warm-up that follow the projectors.
 //!
 //! Each takes its ports and a cancellation token, so the same code runs in `stockflow dev`
 //! over the embedded backend and, as separate roles, over the distributed one.
 
+pub mod edge_purge;
+pub mod edge_warm;
 pub mod expirer;
 pub mod leases;
 pub mod projector;

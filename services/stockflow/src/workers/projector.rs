@@ -43,6 +43,9 @@ pub struct ProjectorConfig {
     /// Pause after a short batch, trading a few milliseconds of lag for fewer, larger
     /// read-model transactions under load.
     pub coalesce: Duration,
+    /// Told what every committed batch changed, so the edge cache is purged only once the
+    /// read models show the change (`--edge-purge-url`).
+    pub edge_purge: Option<super::edge_purge::PurgeQueue>,
 }
 
 /// Batches shorter than this are followed by the coalescing pause.
@@ -62,6 +65,7 @@ impl Default for ProjectorConfig {
             max_attempts: 3,
             idle_poll: Duration::from_millis(200),
             coalesce: Duration::from_millis(5),
+            edge_purge: None,
         }
     }
 }

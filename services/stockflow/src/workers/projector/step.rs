@@ -104,7 +104,7 @@ pub async fn step(
             events: &events,
         };
         if read.project(batch).await.is_ok() {
-            observe(&events);
+            observe(config, &events);
             return Ok(Step::Advanced(last + 1));
         }
         decoded = events.into_iter().map(Ok).collect();
@@ -144,7 +144,7 @@ pub async fn step(
                     }
                 }
                 if applied {
-                    observe(std::slice::from_ref(&event));
+                    observe(config, std::slice::from_ref(&event));
                     continue;
                 }
                 last_error
@@ -205,7 +205,11 @@ fn projection_spans(
         .collect()
 }
 
-fn observe(events: &[BusEvent]) {
+/// Counts what a committed write projected, and hands it to the edge purge.
+fn observe(config: &ProjectorConfig, events: &[BusEvent]) {
+    if let Some(queue) = &config.edge_purge {
+        queue.applied(events);
+    }
     let now = now_ms();
     for event in events {
         metrics::histogram!("stockflow_projection_lag_seconds")

@@ -204,6 +204,27 @@ async fn poison_records_go_to_the_dlq_and_the_partition_moves_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_what_the_read_models_applied_reaches_the_edge_purge() {
+    let (_dir, b) = backend(1);
+    let broken = event("b", "l", 1, 1, -1); // cannot be applied: dead-lettered
+    let records = vec![
+        record(&event("a", "l", 1, 5, 0)),
+        record(&broken),
+        NewRecord::new("c", b"{not json".to_vec()),
+        record(&event("d", "l", 1, 7, 1)),
+    ];
+    b.log.append(records).await.unwrap();
+    let queue = crate::workers::edge_purge::PurgeQueue::new(100);
+    let config = ProjectorConfig {
+        max_attempts: 1,
+        edge_purge: Some(queue.clone()),
+        ..ProjectorConfig::default()
+    };
+    drain(&*b.log, &*b.read, &config).await;
+    assert_eq!(queue.pending_skus(), ["a", "d"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_the_whole_log_twice_changes_nothing() {
     let (_dir, b) = backend(3);
     let mut events = history();
