@@ -52,6 +52,8 @@ pub struct AppConfig {
     pub partitions: u32,
     /// Projector settings.
     pub projector: ProjectorConfig,
+    /// Webhook delivery settings.
+    pub webhooks: crate::workers::webhooks::WebhookConfig,
     /// How long each growing table keeps its rows.
     pub retention: Retention,
     /// Which background workers this process runs.
@@ -117,6 +119,8 @@ pub struct Workers {
     pub project: bool,
     /// Reservation expiry.
     pub expire: bool,
+    /// Webhook delivery (event log → subscribers).
+    pub webhooks: bool,
 }
 
 impl Workers {
@@ -125,12 +129,14 @@ impl Workers {
         publish: true,
         project: true,
         expire: true,
+        webhooks: true,
     };
     /// None (an API-only process).
     pub const NONE: Workers = Workers {
         publish: false,
         project: false,
         expire: false,
+        webhooks: false,
     };
 }
 
@@ -147,6 +153,7 @@ impl AppConfig {
             reservation_ttl_seconds: 900,
             partitions: 8,
             projector: ProjectorConfig::default(),
+            webhooks: Default::default(),
             retention: Retention::default(),
             workers: Workers::ALL,
             wal: WalPolicy::default(),
@@ -249,6 +256,7 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
         metrics: metrics_handle(),
         draining: draining.clone(),
         bus: backend.log.clone(),
+        webhooks: backend.webhooks.clone(),
         reservation_ttl_seconds: config.reservation_ttl_seconds,
         edge,
     };

@@ -1,5 +1,5 @@
 //! The background workers a process runs, spawned by what its configuration asks for:
-//! retention, the publisher, expiry and the projectors, with the leases that split their
+//! retention, the publisher, expiry, webhook delivery and the projectors, with the leases that split their
 //! shards among replicas over a shared store and bus.
 
 use stockflow_bus::EventLog;
@@ -10,7 +10,7 @@ use super::{AppConfig, Backend, BusConfig, LocalData};
 use crate::workers::leases::{self, LeaseConfig, Owned};
 use crate::workers::projector::ProjectorHandle;
 use crate::workers::publisher::PublisherConfig;
-use crate::workers::{expirer, projector, publisher, retention};
+use crate::workers::{expirer, projector, publisher, retention, webhooks};
 
 /// The spawned workers, in the stages a shutdown stops them in.
 pub(super) struct Spawned {
@@ -117,6 +117,18 @@ pub(super) fn spawn(
             expiry_handle.clone(),
             turn,
             rescan,
+            producers.clone(),
+        )));
+    }
+    // Webhook delivery stops with the producers: its cursors are durable, so what it has
+    // not delivered at shutdown is delivered after the restart.
+    if let (true, Some(log), Some(store)) = (workers.webhooks, &backend.log, &backend.webhooks) {
+        let partitions = owned(webhooks::lease_group(&**log), log.partitions());
+        producer_jobs.push(tokio::spawn(webhooks::run(
+            log.clone(),
+            store.clone(),
+            config.webhooks.clone(),
+            partitions,
             producers.clone(),
         )));
     }

@@ -1,5 +1,5 @@
-//! Background workers: the outbox publisher, the projectors, reservation expiry, and the
-//! lease keeper that splits publishing and projection among replicas.
+//! Background workers: the outbox publisher, the projectors, reservation expiry, webhook
+//! delivery, and the lease keeper that splits publishing and projection among replicas.
 //!
 //! Each takes its ports and a cancellation token, so the same code runs in `stockflow dev`
 //! over the embedded backend and, as separate roles, over the distributed one.
@@ -9,6 +9,7 @@ pub mod leases;
 pub mod projector;
 pub mod publisher;
 pub mod retention;
+pub mod webhooks;
 
 /// Why a step of a worker failed: its store or its bus. Either way the worker retries.
 #[derive(Debug, thiserror::Error)]

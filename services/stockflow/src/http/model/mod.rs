@@ -10,12 +10,14 @@ mod commands;
 mod incoming;
 mod queries;
 mod transfers;
+mod webhooks;
 
 pub(crate) use catalog::*;
 pub(crate) use commands::*;
 pub(crate) use incoming::*;
 pub(crate) use queries::*;
 pub(crate) use transfers::*;
+pub(crate) use webhooks::*;
 
 /// RFC 3339 text of a Unix-millisecond timestamp.
 pub(crate) fn rfc3339(ms: i64) -> String {
