@@ -118,6 +118,23 @@ async fn get(client: &reqwest::Client, url: String) -> Value {
     r.json().await.unwrap()
 }
 
+/// `stockflow_webhook_deliveries_total{outcome="failed"}` from `/metrics`.
+async fn failed_attempts(client: &reqwest::Client, base: &str) -> u64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with("stockflow_webhook_deliveries_total{outcome=\"failed\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 /// Waits until `done` holds for the receiver's accepted deliveries.
 async fn wait_for(path: &Path, within: Duration, what: &str, done: impl Fn(&[Value]) -> bool) {
     let deadline = Instant::now() + within;
@@ -231,8 +248,11 @@ async fn every_event_arrives_verified_once_after_the_receiver_returns() {
         assert_eq!(versions, &sorted, "{sku} arrived out of order");
     }
     let duplicates = delivered.len() - first.len();
+    // The outage was real: attempts were refused while the receiver was down.
+    let refused = failed_attempts(&client, &base).await;
+    assert!(refused > 0, "no attempt failed during the outage");
     println!(
-        "webhooks: {} events, {} deliveries accepted, {} unique after dedupe by webhook-id, {} duplicates",
+        "webhooks: {} events, {} deliveries accepted, {} unique after dedupe by webhook-id, {} duplicates, {refused} attempts refused during the outage",
         expected.len(),
         delivered.len(),
         first.len(),

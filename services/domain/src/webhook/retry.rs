@@ -148,15 +148,10 @@ mod tests {
         assert!(p.window >= Duration::from_secs(24 * 3600));
         for random in [0u64, u64::MAX / 3, u64::MAX] {
             let (first, mut now, mut attempts) = (10 * HOUR, 10 * HOUR, 1u32);
-            loop {
-                match p.after_failure(first, now, attempts, random) {
-                    AfterFailure::RetryAt(at) => {
-                        assert!(at > now && at <= first + 24 * HOUR);
-                        now = at;
-                        attempts += 1;
-                    }
-                    AfterFailure::DeadLetter => break,
-                }
+            while let AfterFailure::RetryAt(at) = p.after_failure(first, now, attempts, random) {
+                assert!(at > now && at <= first + 24 * HOUR);
+                now = at;
+                attempts += 1;
                 assert!(attempts < 100_000, "never gives up");
             }
             assert_eq!(

@@ -1,6 +1,6 @@
 //! The background workers a process runs, spawned by what its configuration asks for:
-//! retention, the publisher, expiry, webhook delivery and the projectors, with the leases that split their
-//! shards among replicas over a shared store and bus.
+//! retention, the publisher, expiry, webhook delivery and the projectors, with the leases
+//! that split their shards among replicas over a shared store and bus.
 
 use stockflow_bus::EventLog;
 use tokio::task::JoinHandle;
@@ -131,6 +131,11 @@ pub(super) fn spawn(
             partitions,
             producers.clone(),
         )));
+    }
+    if workers.webhooks && backend.webhooks.is_none() {
+        tracing::warn!(
+            "webhook delivery is not running: this backend has no webhook store (ScyllaDB has no adapter yet)"
+        );
     }
     let projector_job = match (workers.project, &backend.log) {
         (true, Some(log)) => {

@@ -38,13 +38,16 @@ pub(crate) struct SubscriptionPath {
 }
 
 fn store(state: &AppState) -> ApiResult<&dyn WebhookStore> {
-    state
-        .webhooks
-        .as_deref()
-        .ok_or(ApiError::Store(StoreError::Unsupported {
-            backend: "scylla",
-            command: "webhook subscription",
-        }))
+    available(state.webhooks.as_deref())
+}
+
+/// The store, or a 501 naming what is missing: the distributed backend has no webhook
+/// store yet, and saying so beats pretending to accept subscriptions nobody delivers.
+fn available(store: Option<&dyn WebhookStore>) -> ApiResult<&dyn WebhookStore> {
+    store.ok_or(ApiError::Store(StoreError::Unsupported {
+        backend: "scylla",
+        command: "webhook subscription",
+    }))
 }
 
 async fn found(store: &dyn WebhookStore, id: &str) -> ApiResult<Subscription> {
@@ -239,4 +242,19 @@ pub(crate) async fn replay(
     found(store, &id).await?;
     let queued = store.request_replay(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(ReplayQueuedBody { queued })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_webhook_store_every_call_is_a_501_naming_it() {
+        let Err(e) = available(None) else {
+            panic!("no store must refuse");
+        };
+        assert_eq!(e.code(), "not_implemented");
+        assert!(e.to_string().contains("webhook subscription"), "{e}");
+        assert_eq!(e.into_response().status(), StatusCode::NOT_IMPLEMENTED);
+    }
 }
