@@ -92,7 +92,12 @@ pub(crate) async fn create(
     let store = store(&state)?;
     let key = identity.scoped_key(idempotency_key(&headers)?);
     let request = body.value;
-    let filter = request.filter.clone().unwrap_or_default().into();
+    let filter = request
+        .filter
+        .clone()
+        .unwrap_or_default()
+        .into_filter()
+        .map_err(ApiError::InvalidSubscription)?;
     let spec = SubscriptionSpec::parse(&request.url, &request.types, filter)
         .map_err(ApiError::InvalidSubscription)?;
     let digest = Sha256::digest(format!("subscription\n{key}").as_bytes());

@@ -25,6 +25,9 @@ fn subscription(id: &str, at: i64) -> Subscription {
     }
 }
 
+/// The log every cursor below lives in, except where another is named.
+const LOG: &str = "log-a";
+
 fn letter(id: &str, partition: u32, offset: u64) -> WebhookDeadLetter {
     WebhookDeadLetter {
         id: 0,
@@ -61,7 +64,7 @@ pub(crate) async fn run(store: &dyn WebhookStore) {
     assert_eq!(ids, ["sub_a", "sub_b"]);
 
     // Cursors: none until stored, then per partition.
-    assert_eq!(store.cursor("sub_a", 0).await.unwrap(), None);
+    assert_eq!(store.cursor("sub_a", LOG, 0).await.unwrap(), None);
     let failing = Cursor {
         next_offset: 7,
         attempts: 2,
@@ -70,18 +73,23 @@ pub(crate) async fn run(store: &dyn WebhookStore) {
         last_error: Some("connection refused".into()),
     };
     store
-        .save_cursor("sub_a", 0, &failing, false)
+        .save_cursor("sub_a", LOG, 0, &failing, false)
         .await
         .unwrap();
     assert_eq!(
-        store.cursor("sub_a", 0).await.unwrap(),
+        store.cursor("sub_a", LOG, 0).await.unwrap(),
         Some(failing.clone())
     );
-    assert_eq!(store.cursor("sub_a", 1).await.unwrap(), None);
-    assert_eq!(store.cursor("sub_b", 0).await.unwrap(), None);
+    assert_eq!(store.cursor("sub_a", LOG, 1).await.unwrap(), None);
+    // Another log (a new topic) has cursors of its own: offsets never carry over.
+    assert_eq!(store.cursor("sub_a", "log-b", 0).await.unwrap(), None);
+    assert_eq!(store.cursor("sub_b", LOG, 0).await.unwrap(), None);
     // A cursor of a subscription that is gone is not stored.
-    store.save_cursor("sub_x", 0, &failing, true).await.unwrap();
-    assert_eq!(store.cursor("sub_x", 0).await.unwrap(), None);
+    store
+        .save_cursor("sub_x", LOG, 0, &failing, true)
+        .await
+        .unwrap();
+    assert_eq!(store.cursor("sub_x", LOG, 0).await.unwrap(), None);
 
     // Dead letters advance the cursor and count until a success.
     let past = Cursor {
@@ -90,16 +98,20 @@ pub(crate) async fn run(store: &dyn WebhookStore) {
     };
     assert_eq!(
         store
-            .dead_letter(&letter("sub_a", 0, 7), &past)
+            .dead_letter(&letter("sub_a", 0, 7), LOG, &past)
             .await
             .unwrap(),
         1
     );
-    assert_eq!(store.cursor("sub_a", 0).await.unwrap(), Some(past.clone()));
+    assert_eq!(
+        store.cursor("sub_a", LOG, 0).await.unwrap(),
+        Some(past.clone())
+    );
     assert_eq!(
         store
             .dead_letter(
                 &letter("sub_a", 0, 8),
+                LOG,
                 &Cursor {
                     next_offset: 9,
                     ..past.clone()
@@ -121,6 +133,7 @@ pub(crate) async fn run(store: &dyn WebhookStore) {
     store
         .save_cursor(
             "sub_a",
+            LOG,
             0,
             &Cursor {
                 next_offset: 10,
@@ -141,7 +154,7 @@ pub(crate) async fn run(store: &dyn WebhookStore) {
     );
     assert_eq!(
         store
-            .dead_letter(&letter("sub_x", 0, 1), &past)
+            .dead_letter(&letter("sub_x", 0, 1), LOG, &past)
             .await
             .unwrap(),
         0,
@@ -211,11 +224,11 @@ pub(crate) async fn run(store: &dyn WebhookStore) {
     );
     // A failing cursor of the re-enabled subscription starts a fresh window.
     store
-        .save_cursor("sub_a", 2, &failing, false)
+        .save_cursor("sub_a", LOG, 2, &failing, false)
         .await
         .unwrap();
     assert!(store.enable("sub_a", 81).await.unwrap());
-    let fresh = store.cursor("sub_a", 2).await.unwrap().unwrap();
+    let fresh = store.cursor("sub_a", LOG, 2).await.unwrap().unwrap();
     assert_eq!(
         (
             fresh.next_offset,
@@ -227,12 +240,15 @@ pub(crate) async fn run(store: &dyn WebhookStore) {
     );
 
     // Deleting removes everything of the subscription, nothing of the others.
-    store.save_cursor("sub_b", 0, &past, false).await.unwrap();
+    store
+        .save_cursor("sub_b", LOG, 0, &past, false)
+        .await
+        .unwrap();
     assert!(store.delete_subscription("sub_a").await.unwrap());
     assert!(!store.delete_subscription("sub_a").await.unwrap());
     assert_eq!(store.subscription("sub_a").await.unwrap(), None);
-    assert_eq!(store.cursor("sub_a", 0).await.unwrap(), None);
+    assert_eq!(store.cursor("sub_a", LOG, 0).await.unwrap(), None);
     assert!(store.dead_letters("sub_a").await.unwrap().is_empty());
     assert!(store.subscription_events("sub_a").await.unwrap().is_empty());
-    assert_eq!(store.cursor("sub_b", 0).await.unwrap(), Some(past));
+    assert_eq!(store.cursor("sub_b", LOG, 0).await.unwrap(), Some(past));
 }

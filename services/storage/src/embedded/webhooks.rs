@@ -30,13 +30,14 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 );
 CREATE TABLE IF NOT EXISTS subscription_cursors (
     subscription_id TEXT NOT NULL,
+    log TEXT NOT NULL,
     partition INTEGER NOT NULL,
     next_offset INTEGER NOT NULL,
     attempts INTEGER NOT NULL,
     first_attempt_ms INTEGER,
     retry_at_ms INTEGER NOT NULL,
     last_error TEXT,
-    PRIMARY KEY (subscription_id, partition)
+    PRIMARY KEY (subscription_id, log, partition)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscription_dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -144,12 +145,12 @@ fn letter_row(row: &Row<'_>) -> rusqlite::Result<WebhookDeadLetter> {
     })
 }
 
-fn put_cursor(conn: &Connection, id: &str, partition: u32, c: &Cursor) -> Result<()> {
+fn put_cursor(conn: &Connection, id: &str, log: &str, partition: u32, c: &Cursor) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO subscription_cursors
-           (subscription_id, partition, next_offset, attempts, first_attempt_ms, retry_at_ms, last_error)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM subscriptions WHERE id = ?1)
-         ON CONFLICT (subscription_id, partition) DO UPDATE SET
+           (subscription_id, log, partition, next_offset, attempts, first_attempt_ms, retry_at_ms, last_error)
+         SELECT ?1, ?8, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM subscriptions WHERE id = ?1)
+         ON CONFLICT (subscription_id, log, partition) DO UPDATE SET
            next_offset = excluded.next_offset, attempts = excluded.attempts,
            first_attempt_ms = excluded.first_attempt_ms, retry_at_ms = excluded.retry_at_ms,
            last_error = excluded.last_error",
@@ -162,7 +163,8 @@ fn put_cursor(conn: &Connection, id: &str, partition: u32, c: &Cursor) -> Result
             c.attempts,
             c.first_attempt_ms,
             c.retry_at_ms,
-            c.last_error
+            c.last_error,
+            log
         ])
     })
     .what("store a webhook cursor")?;
@@ -304,14 +306,15 @@ impl WebhookStore for SqliteWebhookStore {
         })
     }
 
-    async fn cursor(&self, id: &str, partition: u32) -> Result<Option<Cursor>> {
+    async fn cursor(&self, id: &str, log: &str, partition: u32) -> Result<Option<Cursor>> {
         self.with(|conn| {
             conn.prepare_cached(
                 "SELECT next_offset, attempts, first_attempt_ms, retry_at_ms, last_error
-                 FROM subscription_cursors WHERE subscription_id = ?1 AND partition = ?2",
+                 FROM subscription_cursors
+                 WHERE subscription_id = ?1 AND log = ?3 AND partition = ?2",
             )
             .and_then(|mut s| {
-                s.query_row(params![id, partition], |r| {
+                s.query_row(params![id, partition, log], |r| {
                     Ok(Cursor {
                         next_offset: from_sql_u64(r.get(0)?),
                         attempts: r.get(1)?,
@@ -329,13 +332,14 @@ impl WebhookStore for SqliteWebhookStore {
     async fn save_cursor(
         &self,
         id: &str,
+        log: &str,
         partition: u32,
         cursor: &Cursor,
         delivered: bool,
     ) -> Result<()> {
         self.with(|conn| {
             let tx = conn.transaction().what("begin storing a webhook cursor")?;
-            put_cursor(&tx, id, partition, cursor)?;
+            put_cursor(&tx, id, log, partition, cursor)?;
             if delivered {
                 tx.execute(
                     "UPDATE subscriptions SET consecutive_dead_letters = 0
@@ -348,7 +352,7 @@ impl WebhookStore for SqliteWebhookStore {
         })
     }
 
-    async fn dead_letter(&self, l: &WebhookDeadLetter, cursor: &Cursor) -> Result<u32> {
+    async fn dead_letter(&self, l: &WebhookDeadLetter, log: &str, cursor: &Cursor) -> Result<u32> {
         self.with(|conn| {
             let tx = conn.transaction().what("begin dead-lettering a delivery")?;
             let count: Option<u32> = tx
@@ -380,7 +384,7 @@ impl WebhookStore for SqliteWebhookStore {
                 ],
             )
             .what("store a webhook dead letter")?;
-            put_cursor(&tx, &l.subscription_id, l.partition, cursor)?;
+            put_cursor(&tx, &l.subscription_id, log, l.partition, cursor)?;
             tx.commit().what("commit a webhook dead letter")?;
             Ok(count)
         })

@@ -1,7 +1,9 @@
 //! The webhook port: subscriptions, each one's delivery cursor per event-log partition,
 //! its dead letters and the record of its state changes.
 //!
-//! Delivery state lives per `(subscription, partition)`, because a partition is what one
+//! Delivery state lives per `(subscription, log, partition)` — `log` being the event log's
+//! identity, so offsets kept for one topic are never applied to another — because a
+//! partition is what one
 //! delivery worker holds a lease on and reads in order: the cursor is the next log offset
 //! to consider, and the pending attempt (how many, since when, when next) belongs to the
 //! event at that offset, which holds back the rest of the partition for that subscription.
@@ -110,20 +112,26 @@ pub trait WebhookStore: Send + Sync + 'static {
     async fn disable(&self, id: &str, event_type: &str, reason: &str, now_ms: i64) -> Result<bool>;
     /// The subscription's events, newest first.
     async fn subscription_events(&self, id: &str) -> Result<Vec<SubscriptionEvent>>;
-    /// The subscription's cursor in `partition`, if it has one.
-    async fn cursor(&self, id: &str, partition: u32) -> Result<Option<Cursor>>;
+    /// The subscription's cursor in `partition` of `log` (the log's identity), if any.
+    async fn cursor(&self, id: &str, log: &str, partition: u32) -> Result<Option<Cursor>>;
     /// Stores the cursor; when `delivered` it also clears the subscription's dead-letter
     /// count (a success). Ignored when the subscription is gone.
     async fn save_cursor(
         &self,
         id: &str,
+        log: &str,
         partition: u32,
         cursor: &Cursor,
         delivered: bool,
     ) -> Result<()>;
     /// Dead-letters an event and moves the cursor past it, in one transaction; answers the
     /// subscription's dead letters since its last success (0 when it is gone).
-    async fn dead_letter(&self, letter: &WebhookDeadLetter, cursor: &Cursor) -> Result<u32>;
+    async fn dead_letter(
+        &self,
+        letter: &WebhookDeadLetter,
+        log: &str,
+        cursor: &Cursor,
+    ) -> Result<u32>;
     /// The subscription's dead letters, oldest first.
     async fn dead_letters(&self, id: &str) -> Result<Vec<WebhookDeadLetter>>;
     /// Asks for every dead letter of the subscription to be delivered again; answers how

@@ -1,9 +1,11 @@
 //! Bodies of the webhook subscription API. Each is a named component (nested objects are
 //! `$ref`s), which the generated clients need.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
-use stockflow_domain::EventType;
 use stockflow_domain::webhook::{Filter, MAX_FILTER_VALUES, MAX_URL_LEN};
+use stockflow_domain::{EventType, ValidationError};
 use stockflow_storage::ports::{Subscription, SubscriptionEvent, WebhookDeadLetter};
 use utoipa::ToSchema;
 use utoipa::openapi::schema::{Array, ArrayBuilder, ObjectBuilder, Type};
@@ -46,13 +48,24 @@ pub(crate) struct FilterBody {
     pub regions: Vec<String>,
 }
 
-impl From<FilterBody> for Filter {
-    fn from(f: FilterBody) -> Self {
-        Filter {
-            skus: f.skus.into_iter().collect(),
-            locations: f.locations.into_iter().collect(),
-            regions: f.regions.into_iter().collect(),
-        }
+impl FilterBody {
+    /// The domain's filter; a value listed twice is refused (the document says the lists
+    /// hold unique items, and silently merging them would accept what it forbids).
+    pub(crate) fn into_filter(self) -> Result<Filter, ValidationError> {
+        let set = |field: &str, values: Vec<String>| {
+            let len = values.len();
+            let set: BTreeSet<String> = values.into_iter().collect();
+            if set.len() == len {
+                Ok(set)
+            } else {
+                Err(ValidationError::duplicate(field, "lists a value twice"))
+            }
+        };
+        Ok(Filter {
+            skus: set("filter.skus", self.skus)?,
+            locations: set("filter.locations", self.locations)?,
+            regions: set("filter.regions", self.regions)?,
+        })
     }
 }
 
@@ -227,4 +240,21 @@ impl From<WebhookDeadLetter> for WebhookDeadLetterBody {
 pub(crate) struct ReplayQueuedBody {
     /// Dead letters queued for one more delivery each, by the webhook worker.
     pub queued: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_value_listed_twice_is_refused() {
+        let body = |skus: &[&str]| FilterBody {
+            skus: skus.iter().map(|s| s.to_string()).collect(),
+            ..FilterBody::default()
+        };
+        let filter = body(&["SKU-1", "SKU-2"]).into_filter();
+        assert_eq!(filter.map(|f| f.skus.len()), Ok(2));
+        let refused = body(&["SKU-1", "SKU-1"]).into_filter();
+        assert_eq!(refused.map_err(|e| e.field), Err("filter.skus".to_string()));
+    }
 }

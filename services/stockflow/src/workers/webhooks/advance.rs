@@ -57,7 +57,7 @@ pub(super) async fn advance(
     partition: u32,
 ) -> Result<bool, WorkerError> {
     let id = target.stored.id.as_str();
-    let mut cursor = match ctx.store.cursor(id, partition).await? {
+    let mut cursor = match ctx.store.cursor(id, &ctx.log_id, partition).await? {
         Some(c) => c,
         // New: read the partition from its first record held; records appended before the
         // subscription was created are skipped below by their time.
@@ -140,7 +140,9 @@ pub(super) async fn advance(
                     next_offset: next,
                     ..Cursor::default()
                 };
-                ctx.store.save_cursor(id, partition, &cursor, true).await?;
+                ctx.store
+                    .save_cursor(id, &ctx.log_id, partition, &cursor, true)
+                    .await?;
                 moved = false;
                 delivered += 1;
             }
@@ -162,7 +164,9 @@ pub(super) async fn advance(
                             retry_at_ms: at,
                             last_error: Some(error),
                         };
-                        ctx.store.save_cursor(id, partition, &cursor, false).await?;
+                        ctx.store
+                            .save_cursor(id, &ctx.log_id, partition, &cursor, false)
+                            .await?;
                     }
                     AfterFailure::DeadLetter => {
                         dead_letter(
@@ -184,7 +188,9 @@ pub(super) async fn advance(
         }
     }
     if moved {
-        ctx.store.save_cursor(id, partition, &cursor, false).await?;
+        ctx.store
+            .save_cursor(id, &ctx.log_id, partition, &cursor, false)
+            .await?;
     }
     Ok(moved || delivered > 0)
 }
@@ -221,7 +227,7 @@ async fn dead_letter(
         next_offset: offset + 1,
         ..Cursor::default()
     };
-    let count = ctx.store.dead_letter(&letter, &past).await?;
+    let count = ctx.store.dead_letter(&letter, &ctx.log_id, &past).await?;
     metrics::counter!("stockflow_webhook_dead_letters_total").increment(1);
     tracing::warn!(subscription = id, partition, offset, attempts, error = %error, "webhook delivery dead-lettered after its retry window");
     if ctx.retry.should_disable(count) {

@@ -54,6 +54,8 @@ pub fn lease_group(log: &dyn EventLog) -> String {
 /// What every round needs.
 pub(crate) struct Context {
     log: Arc<dyn EventLog>,
+    /// The log's identity: cursors are kept per log, so a new topic starts afresh.
+    log_id: String,
     store: Arc<dyn WebhookStore>,
     client: reqwest::Client,
     retry: RetryPolicy,
@@ -88,6 +90,7 @@ pub async fn run(
     };
     let ctx = Arc::new(Context {
         log: log.clone(),
+        log_id: log.identity(),
         store,
         client,
         retry: config.retry,
