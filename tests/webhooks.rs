@@ -1,9 +1,9 @@
 //! Webhooks as a subscriber meets them: `stockflow dev` delivers stock events to a Python
 //! receiver that verifies every delivery with the official `standardwebhooks` library (not
 //! with our code). The receiver goes down while changes keep coming and still gets every
-//! event, once after deduplicating on `webhook-id`, in order per SKU; a receiver that
-//! keeps failing fills the dead letters, gets them on replay, and its subscription is
-//! disabled with a recorded event.
+//! event, once after deduplicating on `webhook-id`, in order per SKU, even across a
+//! `kill -9` of the platform; a receiver that keeps failing fills the dead letters, gets
+//! them on replay, and its subscription is disabled with a recorded event.
 //!
 //! Needs `STOCKFLOW_WEBHOOK_PYTHON`, a python with `standardwebhooks` installed
 //! (`scripts/test.sh` sets it through `scripts/webhook-tools.sh`).
@@ -158,12 +158,9 @@ async fn every_event_arrives_verified_once_after_the_receiver_returns() {
     let records_path = dir.path().join("records.jsonl");
     // A 60 s window: retries every few seconds at most, and the receiver is down for
     // less than the window, so nothing is dead-lettered.
-    let dev = DevProcess::start_with(
-        &dir.path().join("data"),
-        free_addr(),
-        &["--webhook-retry-window-seconds", "60"],
-    )
-    .await;
+    let (data, addr) = (dir.path().join("data"), free_addr());
+    let args = ["--webhook-retry-window-seconds", "60"];
+    let dev = DevProcess::start_with(&data, addr, &args).await;
     let base = format!("http://{}", dev.addr);
     let client = reqwest::Client::new();
     put_warehouse(&client, &base, "dc", "north").await;
@@ -194,13 +191,26 @@ async fn every_event_arrives_verified_once_after_the_receiver_returns() {
         }
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
+    // The outage was real: attempts were refused while the receiver was down.
+    let refused = failed_attempts(&client, &base).await;
+    assert!(refused > 0, "no attempt failed during the outage");
     let receiver = Receiver::start(hook_addr, &secret, &records_path, "ok").await;
     for i in before + during..before + during + after {
         for sku in skus {
             adjust(&client, &base, sku, i).await;
         }
     }
-    let n = before + during + after;
+    // kill -9 while the backlog is being delivered: the restarted process resumes from the
+    // durable cursors (a delivery answered but not yet recorded comes again, same id).
+    dev.kill_hard();
+    let dev = DevProcess::start_with(&data, addr, &args).await;
+    let crashed = before + during + after;
+    for i in crashed..crashed + 2 {
+        for sku in skus {
+            adjust(&client, &base, sku, i).await;
+        }
+    }
+    let n = crashed + 2;
     let expected: BTreeSet<String> = skus
         .iter()
         .flat_map(|sku| (1..=n).map(move |v| format!("{sku}/dc/{v}")))
@@ -248,9 +258,6 @@ async fn every_event_arrives_verified_once_after_the_receiver_returns() {
         assert_eq!(versions, &sorted, "{sku} arrived out of order");
     }
     let duplicates = delivered.len() - first.len();
-    // The outage was real: attempts were refused while the receiver was down.
-    let refused = failed_attempts(&client, &base).await;
-    assert!(refused > 0, "no attempt failed during the outage");
     println!(
         "webhooks: {} events, {} deliveries accepted, {} unique after dedupe by webhook-id, {} duplicates, {refused} attempts refused during the outage",
         expected.len(),
