@@ -117,6 +117,10 @@ export POSTGRES_PORT="${POSTGRES_PORT:-15432}"
 STOCKFLOW_TEST_POSTGRES_URL="$(./scripts/postgres.sh up)"
 export STOCKFLOW_TEST_POSTGRES_URL
 
+step "install the webhook receiver's verifier (standardwebhooks from PyPI) for tests/webhooks.rs"
+STOCKFLOW_WEBHOOK_PYTHON="$(./scripts/webhook-tools.sh)"
+export STOCKFLOW_WEBHOOK_PYTHON
+
 step "cargo test (embedded, contract, Cassandra, Kafka, PostgreSQL, end-to-end)"
 test_log="${TMPDIR:-/tmp}/stockflow-cargo-test-$$.log"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_log"

@@ -16,7 +16,7 @@ pub const MAX_ID_LEN: usize = 64;
 /// schema); lengths are stated apart (1 to [`MAX_ID_LEN`]). `validate_id` checks the same.
 pub const ID_PATTERN: &str = "^[A-Za-z0-9._:-]+$";
 
-fn validate_id(kind: &'static str, value: &str) -> Result<(), ValidationError> {
+pub(crate) fn validate_id(kind: &'static str, value: &str) -> Result<(), ValidationError> {
     if value.is_empty() || value.len() > MAX_ID_LEN {
         return Err(ValidationError::new(
             kind,

@@ -26,6 +26,7 @@
 //! - [`read_model`]: read-model rows built from events, for every read store.
 //! - [`partition`]: the Fluvio-compatible key partitioner.
 //! - [`role`]: the roles a region deploys (shared by the binary and the operator).
+//! - [`webhook`]: webhook subscriptions: validation, filters, retries, signatures.
 //!
 //! Nothing here does I/O, reads a clock or is async: callers pass `now` in, so every
 //! decision is reproducible in tests and identical on every storage backend.
@@ -55,6 +56,7 @@ pub mod stock;
 pub mod transfer;
 pub mod transfer_saga;
 pub mod validation;
+pub mod webhook;
 
 pub use answer::{CommandResult, RecordedAnswer};
 pub use catalog::{Location, LocationKind, SkuCatalog};

@@ -15,6 +15,10 @@ pub enum Role {
     Publisher,
     /// Bus → read models.
     Projector,
+    /// Bus → webhook subscribers. Not in [`Role::REGION`] yet: its store (subscriptions,
+    /// cursors) exists only on the embedded backend, so `stockflow dev` runs it in-process
+    /// and the operator does not deploy it until the ScyllaDB adapter exists.
+    Webhooks,
 }
 
 impl Role {
@@ -34,6 +38,7 @@ impl Role {
             Role::QueryApi => "query-api",
             Role::Publisher => "publisher",
             Role::Projector => "projector",
+            Role::Webhooks => "webhooks",
         }
     }
 
@@ -49,6 +54,7 @@ impl Role {
             Role::QueryApi => "stockflow-query-api",
             Role::Publisher => "stockflow-publisher",
             Role::Projector => "stockflow-projector",
+            Role::Webhooks => "stockflow-webhooks",
         }
     }
 }

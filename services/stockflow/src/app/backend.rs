@@ -8,7 +8,7 @@ use stockflow_bus::EventLog;
 use stockflow_bus::fluvio::{FluvioConfig, FluvioEventLog};
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
 use stockflow_storage::embedded::{DataDirLock, EmbeddedBackend, SqliteEventLog, checkpoint_file};
-use stockflow_storage::ports::{LeaseStore, Outbox, ReadStore, WriteStore};
+use stockflow_storage::ports::{LeaseStore, Outbox, ReadStore, WebhookStore, WriteStore};
 use stockflow_storage::scylla::{self, Replication, ScyllaBackend, ScyllaConfig};
 
 use super::{AppConfig, AppError};
@@ -54,6 +54,9 @@ pub struct Backend {
     /// Leases that split the work among replicas of a shared bus; `None` with the embedded
     /// store.
     pub leases: Option<Arc<dyn LeaseStore>>,
+    /// Webhook subscriptions; `None` on ScyllaDB, which has no adapter for them yet (the
+    /// API answers 501 and the `webhooks` role refuses to start).
+    pub webhooks: Option<Arc<dyn WebhookStore>>,
     /// The SQLite files this process holds in its data directory.
     pub local: LocalData,
 }
@@ -90,7 +93,7 @@ impl LocalData {
 
 /// Opens the stores and the bus `config` names.
 pub async fn open_backend(config: &AppConfig) -> Result<Backend, AppError> {
-    let needs_log = config.workers.publish || config.workers.project;
+    let needs_log = config.workers.publish || config.workers.project || config.workers.webhooks;
     let remote: Option<Arc<dyn EventLog>> = match (&config.bus, needs_log) {
         (BusConfig::Kafka(k), true) => Some(Arc::new(KafkaEventLog::connect(k.clone()).await?)),
         (BusConfig::Fluvio(f), true) => Some(Arc::new(FluvioEventLog::connect(f.clone()).await?)),
@@ -114,6 +117,7 @@ pub async fn open_backend(config: &AppConfig) -> Result<Backend, AppError> {
                 read: b.read.clone(),
                 log,
                 leases: None,
+                webhooks: Some(b.webhooks.clone() as Arc<dyn WebhookStore>),
                 local: LocalData::Embedded(b),
             })
         }
@@ -148,6 +152,7 @@ pub async fn open_backend(config: &AppConfig) -> Result<Backend, AppError> {
                 read: b.read,
                 log,
                 leases: Some(b.leases),
+                webhooks: None,
                 local,
             })
         }

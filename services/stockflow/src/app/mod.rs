@@ -53,6 +53,8 @@ pub struct AppConfig {
     pub partitions: u32,
     /// Projector settings.
     pub projector: ProjectorConfig,
+    /// Webhook delivery settings.
+    pub webhooks: crate::workers::webhooks::WebhookConfig,
     /// How long each growing table keeps its rows.
     pub retention: Retention,
     /// Which background workers this process runs.
@@ -129,6 +131,8 @@ pub struct Workers {
     pub project: bool,
     /// Reservation expiry.
     pub expire: bool,
+    /// Webhook delivery (event log → subscribers).
+    pub webhooks: bool,
 }
 
 impl Workers {
@@ -137,12 +141,14 @@ impl Workers {
         publish: true,
         project: true,
         expire: true,
+        webhooks: true,
     };
     /// None (an API-only process).
     pub const NONE: Workers = Workers {
         publish: false,
         project: false,
         expire: false,
+        webhooks: false,
     };
 }
 
@@ -159,6 +165,7 @@ impl AppConfig {
             reservation_ttl_seconds: 900,
             partitions: 8,
             projector: ProjectorConfig::default(),
+            webhooks: Default::default(),
             retention: Retention::default(),
             workers: Workers::ALL,
             wal: WalPolicy::default(),
@@ -262,6 +269,7 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
         metrics: metrics_handle(),
         draining: draining.clone(),
         bus: backend.log.clone(),
+        webhooks: backend.webhooks.clone(),
         reservation_ttl_seconds: config.reservation_ttl_seconds,
         edge,
         bundles: bundles::BundleCatalog::start(backend.write.clone(), shutdown.clone()).await,

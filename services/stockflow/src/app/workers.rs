@@ -1,7 +1,7 @@
 //! The background workers a process runs, spawned by what its configuration asks for:
-//! retention, the publisher, expiry and the projectors (with the edge-cache purge that
-//! follows them), with the leases that split their shards among replicas over a shared
-//! store and bus.
+//! retention, the publisher, expiry, webhook delivery and the projectors (with the
+//! edge-cache purge that follows them), with the leases that split their shards among
+//! replicas over a shared store and bus.
 
 use stockflow_bus::EventLog;
 use tokio::task::JoinHandle;
@@ -11,7 +11,7 @@ use super::{AppConfig, Backend, BusConfig, LocalData};
 use crate::workers::leases::{self, LeaseConfig, Owned};
 use crate::workers::projector::ProjectorHandle;
 use crate::workers::publisher::PublisherConfig;
-use crate::workers::{edge_purge, expirer, projector, publisher, retention};
+use crate::workers::{edge_purge, expirer, projector, publisher, retention, webhooks};
 
 /// The spawned workers, in the stages a shutdown stops them in.
 pub(super) struct Spawned {
@@ -127,6 +127,23 @@ pub(super) fn spawn(
     }
     let purging = CancellationToken::new();
     let mut purge_job = None;
+    // Webhook delivery stops with the producers: its cursors are durable, so what it has
+    // not delivered at shutdown is delivered after the restart.
+    if let (true, Some(log), Some(store)) = (workers.webhooks, &backend.log, &backend.webhooks) {
+        let partitions = owned(webhooks::lease_group(&**log), log.partitions());
+        producer_jobs.push(tokio::spawn(webhooks::run(
+            log.clone(),
+            store.clone(),
+            config.webhooks.clone(),
+            partitions,
+            producers.clone(),
+        )));
+    }
+    if workers.webhooks && backend.webhooks.is_none() {
+        tracing::warn!(
+            "webhook delivery is not running: this backend has no webhook store (ScyllaDB has no adapter yet)"
+        );
+    }
     let projector_job = match (workers.project, &backend.log) {
         (true, Some(log)) => {
             let partitions = owned(format!("projector:{}", log.identity()), log.partitions());

@@ -47,16 +47,20 @@ pub enum Scope {
     CatalogWrite,
     /// Dead letters, projection replays, metrics.
     Admin,
+    /// Webhook subscriptions: who receives the region's events (admin-like: a
+    /// subscription sees every event its filter matches).
+    WebhooksManage,
 }
 
 impl Scope {
     /// Every scope, in the order the docs list them.
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::StockRead,
         Scope::StockAdjust,
         Scope::StockReserve,
         Scope::CatalogWrite,
         Scope::Admin,
+        Scope::WebhooksManage,
     ];
 
     /// The scope's name in tokens.
@@ -67,6 +71,7 @@ impl Scope {
             Scope::StockReserve => "stock:reserve",
             Scope::CatalogWrite => "catalog:write",
             Scope::Admin => "admin",
+            Scope::WebhooksManage => "webhooks:manage",
         }
     }
 

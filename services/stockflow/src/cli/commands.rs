@@ -43,6 +43,10 @@ enum Action {
     /// Projector: bus → read models on ScyllaDB. Replicas split the topic's partitions by
     /// leases.
     Projector(Box<RoleArgs>),
+    /// Webhook delivery: bus → subscribers, signed per Standard Webhooks. Replicas split
+    /// the topic's partitions by leases. Needs the webhook store, which only the embedded
+    /// backend has so far (`stockflow dev` runs this role in-process).
+    Webhooks(Box<RoleArgs>),
     /// Create the ScyllaDB keyspace and tables (idempotent) and record the schema version;
     /// with `--bus kafka|fluvio`, also create the region's topic (idempotent; a topic with
     /// another partition count is refused).
@@ -192,7 +196,8 @@ impl Cli {
             Action::CommandApi(args)
             | Action::QueryApi(args)
             | Action::Publisher(args)
-            | Action::Projector(args) => match role {
+            | Action::Projector(args)
+            | Action::Webhooks(args) => match role {
                 Some(role) => args.run(role).await,
                 None => Err(CliError::Settings("not a region role".into())),
             },
@@ -224,6 +229,7 @@ impl Action {
             Action::QueryApi(_) => Some(Role::QueryApi),
             Action::Publisher(_) => Some(Role::Publisher),
             Action::Projector(_) => Some(Role::Projector),
+            Action::Webhooks(_) => Some(Role::Webhooks),
             _ => None,
         }
     }
@@ -254,6 +260,13 @@ fn work_of(role: Role) -> (app::Workers, Routes) {
                 ..none
             },
             Routes::PROJECTOR,
+        ),
+        Role::Webhooks => (
+            app::Workers {
+                webhooks: true,
+                ..none
+            },
+            Routes::NONE,
         ),
     }
 }
@@ -295,6 +308,15 @@ impl DevArgs {
 impl RoleArgs {
     async fn run(self, role: Role) -> Result<()> {
         let (workers, routes) = work_of(role);
+        if workers.webhooks {
+            // Refuse rather than run a worker with nothing to read: subscriptions live in
+            // the webhook store, which has no ScyllaDB adapter yet.
+            return Err(CliError::Settings(
+                "the webhooks role needs the webhook subscription store, which only the embedded \
+                 backend has so far (no ScyllaDB adapter yet): run webhooks with `stockflow dev`"
+                    .into(),
+            ));
+        }
         let bus = self.bus.config(self.partitions, false)?;
         if (workers.publish || workers.project) && matches!(bus, app::BusConfig::Embedded) {
             return Err(CliError::Settings(format!(

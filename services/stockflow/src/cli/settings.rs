@@ -73,6 +73,14 @@ pub struct CommandArgs {
     /// every bound within their hour; keys then live shorter than documented.
     #[arg(long, env = "STOCKFLOW_SOAK_RETENTION_SECONDS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub soak_retention_seconds: Option<u64>,
+    /// How long a failing webhook delivery is retried (exponential backoff with jitter),
+    /// in seconds, before the event goes to the subscription's dead letters.
+    #[arg(long, env = "STOCKFLOW_WEBHOOK_RETRY_WINDOW_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub webhook_retry_window_seconds: u64,
+    /// Consecutive dead letters (no successful delivery in between) after which a webhook
+    /// subscription is disabled; 0 never disables.
+    #[arg(long, env = "STOCKFLOW_WEBHOOK_DISABLE_AFTER", default_value_t = 3)]
+    pub webhook_disable_after: u32,
 }
 
 impl CommandArgs {
@@ -82,6 +90,10 @@ impl CommandArgs {
         config.reservation_ttl_seconds = self.reservation_ttl_seconds;
         config.retention = self.retention();
         config.shutdown_timeout = std::time::Duration::from_secs(self.shutdown_timeout_seconds);
+        config.webhooks.retry = stockflow_domain::webhook::RetryPolicy::over(
+            std::time::Duration::from_secs(self.webhook_retry_window_seconds),
+            self.webhook_disable_after,
+        );
     }
 
     /// The retention these settings ask for.

@@ -23,6 +23,10 @@ pub enum ApiError {
     /// 400: a field is invalid.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// 422: a webhook subscription that is well-formed JSON but cannot be served (a URL
+    /// that is not http(s), an unknown event type, an invalid filter value).
+    #[error(transparent)]
+    InvalidSubscription(ValidationError),
     /// 400: the body is not JSON, or not the expected shape.
     #[error("{0}")]
     MalformedBody(String),
@@ -148,6 +152,11 @@ impl ApiError {
                 "Conflicting fields",
             ),
             ApiError::Invalid(_) => (S::BAD_REQUEST, "invalid_request", "Invalid request"),
+            ApiError::InvalidSubscription(_) => (
+                S::UNPROCESSABLE_ENTITY,
+                "invalid_subscription",
+                "Invalid subscription",
+            ),
             ApiError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_query", "Invalid query"),
             ApiError::InvalidPath(_) => (S::BAD_REQUEST, "invalid_path", "Invalid path"),
             ApiError::MalformedBody(_) => {
@@ -299,7 +308,9 @@ impl ApiError {
     /// Extra members of the problem document for errors that carry data.
     fn extensions(&self) -> Option<Value> {
         match self {
-            ApiError::Invalid(v) => Some(json!({ "field": v.field })),
+            ApiError::Invalid(v) | ApiError::InvalidSubscription(v) => {
+                Some(json!({ "field": v.field }))
+            }
             ApiError::Refused(Refusal::VersionConflict {
                 expected, current, ..
             }) => Some(json!({ "expected_version": expected, "current_version": current })),

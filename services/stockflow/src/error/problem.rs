@@ -30,6 +30,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "malformed_body",
     "duplicate_line",
     "conflicting_fields",
+    "invalid_subscription",
     "idempotency_key_missing",
     "idempotency_key_reused",
     "request_in_progress",

@@ -129,6 +129,7 @@ fn every_code_is_documented() {
             backend: "scylla",
             command: "transfer",
         }),
+        ApiError::InvalidSubscription(stockflow_domain::ValidationError::new("url", "e")),
         ApiError::DeadLetterStillFailing {
             id: 1,
             error: "e".into(),

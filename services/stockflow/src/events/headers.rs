@@ -57,7 +57,7 @@ pub fn of(event: &BusEvent) -> Vec<(String, String)> {
 /// RFC 3339 in UTC with milliseconds, the precision events are decided at. A time before
 /// the epoch (never written by us) is shown as the epoch rather than refused: the header
 /// is informative, the payload keeps the exact value.
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     let since_epoch = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch).to_string()
 }

@@ -110,6 +110,11 @@ pub(crate) fn reservation_id() -> Object {
     id_builder(ID_RULE, "cart-1").build()
 }
 
+/// A webhook subscription id.
+pub(crate) fn subscription_id() -> Object {
+    id_builder(ID_RULE, "sub_0123456789abcdef0123456789abcdef").build()
+}
+
 /// An `Idempotency-Key`.
 pub(crate) fn idempotency_key() -> Object {
     // No example: one fixed key on every operation would make every example after the

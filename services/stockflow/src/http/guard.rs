@@ -146,6 +146,7 @@ pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
         "/v1/channels/{channel}" | "/v1/bundles/{sku}" if method == Method::PUT => {
             Some(Scope::CatalogWrite)
         }
+        r if r.starts_with("/v1/subscriptions") => Some(Scope::WebhooksManage),
         "/v1/adjustments" | "/v1/moves" | "/v1/policies" | "/v1/incoming"
         | "/v1/incoming/close" => Some(Scope::StockAdjust),
         // Transfers move on-hand between locations: an adjustment's scope.

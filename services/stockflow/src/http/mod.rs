@@ -4,7 +4,7 @@
 //! models), `surrogate` (edge-cache tags), `ops` (health, metrics, admin), `model` (JSON
 //! shapes), `extract` (bodies, idempotency keys), `guard` (who is calling, limits),
 //! `protocol` (framing checks before routing), `server` (connections), `tls` (HTTPS),
-//! `spans` (the request's trace span).
+//! `spans` (the request's trace span), `webhooks` (subscriptions).
 
 pub(crate) mod bundles;
 pub(crate) mod changes;
@@ -23,6 +23,7 @@ mod spans;
 pub(crate) mod surrogate;
 pub mod tls;
 pub(crate) mod transfers;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -76,6 +77,8 @@ pub struct AppState {
     /// How long an edge cache the platform purges may keep an exact query response
     /// (`Surrogate-Control`); `None`: no such header, the edge follows `Cache-Control`.
     pub edge_ttl_seconds: Option<u32>,
+    /// Webhook subscriptions; `None` where the backend has no adapter for them (501).
+    pub webhooks: Option<Arc<dyn stockflow_storage::ports::WebhookStore>>,
 }
 
 /// Which groups of routes a process serves. Health, readiness, metrics and the OpenAPI
@@ -155,6 +158,8 @@ impl Routes {
         changes::changes, changes::snapshot,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::asyncapi, ops::dead_letters,
         ops::replay_dead_letter, ops::replay_projections,
+        webhooks::create, webhooks::list, webhooks::get_one, webhooks::delete, webhooks::enable,
+        webhooks::dead_letters, webhooks::replay,
     ),
     components(schemas(crate::error::Problem, ops::ReplayedBody, ops::ReplayingBody,
         // Named by the line arrays of the transfer bodies (`schema_with`), which register
@@ -170,6 +175,7 @@ impl Routes {
         (name = "queries", description = "Read models, cacheable, with ETag"),
         (name = "catalog", description = "Locations and SKU catalog data"),
         (name = "operations", description = "Health, metrics and administration"),
+        (name = "webhooks", description = "Webhook subscriptions: signed deliveries (Standard Webhooks) of the region's events"),
     )
 )]
 pub(crate) struct ApiDoc;
@@ -206,6 +212,23 @@ fn command_routes() -> Router<AppState> {
         .route(
             "/v1/transfers/{id}/cancel",
             post(transfers::cancel_transfer),
+        )
+        .route(
+            "/v1/subscriptions",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(webhooks::get_one).delete(webhooks::delete),
+        )
+        .route("/v1/subscriptions/{id}/enable", post(webhooks::enable))
+        .route(
+            "/v1/subscriptions/{id}/dead-letters",
+            get(webhooks::dead_letters),
+        )
+        .route(
+            "/v1/subscriptions/{id}/dead-letters/replay",
+            post(webhooks::replay),
         )
 }
 

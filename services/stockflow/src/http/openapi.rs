@@ -338,7 +338,7 @@ impl Modify for EdgeDocs {
                     .bearer_format("JWT")
                     .description(Some(
                         "A JWT (RS256, ES256 or EdDSA) from the region's identity provider. \
-                         Scopes: stock:read, stock:adjust, stock:reserve, catalog:write, admin; \
+                         Scopes: stock:read, stock:adjust, stock:reserve, catalog:write, admin, webhooks:manage; \
                          a `locations` claim limits a store's token to its own locations.",
                     ))
                     .build(),
@@ -349,6 +349,7 @@ impl Modify for EdgeDocs {
                 (Method::GET, item.get.as_mut()),
                 (Method::PUT, item.put.as_mut()),
                 (Method::POST, item.post.as_mut()),
+                (Method::DELETE, item.delete.as_mut()),
             ];
             for (method, op) in operations {
                 let Some(op) = op else { continue };

@@ -1,6 +1,6 @@
-//! Background workers: the outbox publisher, the projectors, reservation expiry, the
-//! lease keeper that splits publishing and projection among replicas, and the edge-cache
-//! purge and warm-up that follow the projectors.
+//! Background workers: the outbox publisher, the projectors, reservation expiry, webhook
+//! delivery, the lease keeper that splits publishing and projection among replicas, and
+//! the edge-cache purge and warm-up that follow the projectors.
 //!
 //! Each takes its ports and a cancellation token, so the same code runs in `stockflow dev`
 //! over the embedded backend and, as separate roles, over the distributed one.
@@ -12,6 +12,7 @@ pub mod leases;
 pub mod projector;
 pub mod publisher;
 pub mod retention;
+pub mod webhooks;
 
 /// Why a step of a worker failed: its store or its bus. Either way the worker retries.
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,7 @@ mod rebuild;
 mod refusals;
 mod sagas;
 mod transfers;
+pub(crate) mod webhooks;
 mod write;
 
 pub(crate) use changes::change_feed_contract;

@@ -4,6 +4,8 @@
 //!   written by one writer thread that commits many commands per fsync (group commit).
 //! - `log.db`: the partitioned event log (the embedded twin of a Fluvio topic).
 //! - `read.db`: the read models, consumer offsets and the DLQ.
+//! - `webhooks.db`: webhook subscriptions, their cursors and dead letters (not in backups
+//!   yet: a restored directory starts without subscriptions).
 //!
 //! All three run in WAL mode. `write.db` and `log.db` fsync every commit: a command
 //! acknowledged to a client is on disk, so it survives `kill -9` and power loss alike.
@@ -23,6 +25,7 @@ mod log;
 mod read;
 mod sqlite;
 mod wal;
+mod webhooks;
 mod write;
 
 #[cfg(test)]
@@ -36,6 +39,7 @@ pub use lock::{DataDirLock, LOCK_FILE};
 pub use log::SqliteEventLog;
 pub use read::SqliteReadStore;
 pub use wal::WalPolicy;
+pub use webhooks::SqliteWebhookStore;
 pub use write::SqliteWriteStore;
 
 use crate::Result;
@@ -57,6 +61,8 @@ pub struct EmbeddedBackend {
     pub log: Arc<SqliteEventLog>,
     /// Read side.
     pub read: Arc<SqliteReadStore>,
+    /// Webhook subscriptions and their delivery state (`webhooks.db`).
+    pub webhooks: Arc<SqliteWebhookStore>,
     /// Held while any clone of the backend lives.
     lock: Arc<DataDirLock>,
 }
@@ -102,6 +108,7 @@ impl EmbeddedBackend {
                 policy,
                 faults,
             )?),
+            webhooks: Arc::new(SqliteWebhookStore::open(&dir.join("webhooks.db"))?),
             lock,
         })
     }

@@ -11,10 +11,12 @@
 //! - [`read`]: [`ReadStore`] — read models (rows built by `stockflow_domain::read_model`),
 //!   consumer offsets, the DLQ.
 //! - [`leases`]: [`LeaseStore`] — shards owned by one replica at a time.
+//! - [`webhooks`]: [`WebhookStore`] — webhook subscriptions and their delivery state.
 
 pub mod leases;
 pub mod outbox;
 pub mod read;
+pub mod webhooks;
 pub mod write;
 
 pub use leases::LeaseStore;
@@ -23,4 +25,5 @@ pub use read::{
     Batch, CHANGE_CURSOR_PATTERN, ChangeCursor, ChangeSnapshot, Changes, DeadLetter, InventoryRow,
     Movement, Provenance, ReadStore, RegionAvailability, SearchHit, SearchQuery,
 };
+pub use webhooks::{Cursor, Subscription, SubscriptionEvent, WebhookDeadLetter, WebhookStore};
 pub use write::{CommandRequest, Executed, ExpiryRound, IdempotencyToken, Purge, WriteStore};

@@ -12,6 +12,7 @@ mod incoming;
 mod queries;
 mod sourcing;
 mod transfers;
+mod webhooks;
 
 pub(crate) use bundles::*;
 pub(crate) use catalog::*;
@@ -20,6 +21,7 @@ pub(crate) use incoming::*;
 pub(crate) use queries::*;
 pub(crate) use sourcing::*;
 pub(crate) use transfers::*;
+pub(crate) use webhooks::*;
 
 /// RFC 3339 text of a Unix-millisecond timestamp.
 pub(crate) fn rfc3339(ms: i64) -> String {
