@@ -142,6 +142,9 @@ fn sample_body(method: &Method, template: &str) -> Option<Value> {
         }
         // Another SKU than the sample's: SKU-1 stays a plain SKU for every other route.
         ("PUT", "/v1/bundles/{sku}") => Some(json!({"components": [{"sku": "SKU-2", "qty": 1}]})),
+        ("POST", "/v1/subscriptions") => Some(
+            json!({"url": "http://127.0.0.1:9/hook", "types": ["dev.stockflow.stock.adjusted.v1"]}),
+        ),
         ("POST", "/v1/policies") => {
             Some(json!({"sku": "SKU-1", "location": "s2", "oversell": "track_only"}))
         }
