@@ -110,6 +110,27 @@ async fn racing_region_reservations_on_two_processes_take_exactly_the_units_ther
             other => panic!("unexpected {other}: {body}"),
         }
     }
+    // A winner's request sent again through the other process replays its reservation:
+    // the stock is gone, and nothing is held twice.
+    let winner = outcomes
+        .iter()
+        .position(|(status, _)| *status == 201)
+        .expect("a winner");
+    let r = client
+        .post(format!("{}/v1/sourcing/reservations", bases[(winner + 1) % 2]))
+        .header("idempotency-key", format!("race-{winner}"))
+        .json(&json!({"region": "east", "strategy": ["priority", "fewest_splits", "most_stock"][winner % 3],
+                      "ttl_seconds": 3600, "lines": [{"sku": "LAST", "qty": 1}]}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let again: Value = r.json().await.expect("json");
+    assert_eq!(
+        again["reservation"]["reservation_id"],
+        outcomes[winner].1["reservation"]["reservation_id"]
+    );
     a.stop();
     b.stop();
     let backend = ScyllaBackend::open(&config).await.expect("keyspace");

@@ -55,6 +55,15 @@ async fn a_bundle_reserves_confirms_and_releases_its_components() {
         (422, "conflicting_fields".to_string())
     );
 
+    // Valid alone, too large once expanded: a conflict, not bad input.
+    let r = p
+        .post(
+            "/v1/reservations",
+            "gift-huge",
+            json!({"lines": [{"sku": "GIFT", "location": "s1", "qty": 1_000_000}]}),
+        )
+        .await;
+    assert_eq!(refused(r).await, (422, "conflicting_fields".to_string()));
     // 3 gift sets hold 3 mugs and 6 tea, with one more tea beside them.
     let r = p
         .post(

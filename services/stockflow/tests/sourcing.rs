@@ -228,3 +228,49 @@ async fn racing_region_reservations_take_exactly_the_units_there_are() {
         units.len()
     );
 }
+
+/// A retry whose answer was lost finds its reservation even though the stock it took is
+/// gone now, and a different request under the same key applies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_stock_is_gone_replays_its_reservation() {
+    let p = Platform::start().await;
+    p.location("only", "west").await;
+    stocked(&p, "ONE", &[("only", 2)]).await;
+    let body = json!({"region": "west", "lines": [{"sku": "ONE", "qty": 2}]});
+    let first = answered(
+        p.post("/v1/sourcing/reservations", "last-two", body.clone())
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let r = p.post("/v1/sourcing/reservations", "last-two", body).await;
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let again = answered(r, StatusCode::CREATED).await;
+    assert_eq!(
+        again["reservation"]["reservation_id"],
+        first["reservation"]["reservation_id"]
+    );
+    assert_eq!(
+        p.write_level("ONE", "only").await.reserved,
+        2,
+        "applied once"
+    );
+    let r = p
+        .post(
+            "/v1/sourcing/reservations",
+            "last-two",
+            json!({"region": "west", "lines": [{"sku": "ONE", "qty": 1}]}),
+        )
+        .await;
+    // Refused, and nothing applied: here no plan fits (409) before the key is consulted;
+    // where one does, the store refuses the other body under the key (422).
+    let (status, code) = refused(r).await;
+    assert!(
+        matches!(
+            (status, code.as_str()),
+            (409, "insufficient_stock_in_region") | (422, "idempotency_key_reused")
+        ),
+        "{status} {code}"
+    );
+    assert_eq!(p.write_level("ONE", "only").await.reserved, 2);
+}

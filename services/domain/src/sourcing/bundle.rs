@@ -114,7 +114,8 @@ impl Bundle {
 }
 
 /// Reservation lines with every bundle line replaced by its components at the same
-/// location (units multiplied), and lines of one key merged, in first-seen order.
+/// location (units multiplied), and lines of one key merged, in first-seen order. Lines
+/// that are valid alone but too large once expanded are a conflict (422), not bad input.
 pub fn expand(
     lines: Vec<ReserveLine>,
     bundles: &BTreeMap<Sku, Bundle>,
@@ -126,7 +127,7 @@ pub fn expand(
             Some(&i) => {
                 let total = merged[i].qty + line.qty;
                 if total > MAX_LINE_QTY {
-                    return Err(ValidationError::new(
+                    return Err(ValidationError::conflict(
                         field,
                         format!(
                             "holds more than {MAX_LINE_QTY} units of {} with its bundles' components",
@@ -150,7 +151,7 @@ pub fn expand(
                 for c in &bundle.components {
                     let qty = line.qty.saturating_mul(c.qty);
                     if qty > MAX_LINE_QTY {
-                        return Err(ValidationError::new(
+                        return Err(ValidationError::conflict(
                             format!("lines[{i}].qty"),
                             format!(
                                 "{} bundles need {qty} units of {}, more than {MAX_LINE_QTY}",
@@ -167,6 +168,16 @@ pub fn expand(
                 }
             }
         }
+    }
+    if merged.len() > crate::limits::MAX_LINES {
+        return Err(ValidationError::conflict(
+            "lines",
+            format!(
+                "the bundles' components make {} lines, more than {} in one reservation",
+                merged.len(),
+                crate::limits::MAX_LINES
+            ),
+        ));
     }
     Ok(merged)
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use super::plan::{Candidate, Demand, Part, Rules, plan};
 use crate::command::ReserveLine;
 use crate::ids::Sku;
+use crate::limits::MAX_LINES;
 use crate::refusal::{Answer, Refusal, UnsourcedLine};
 use crate::stock::StockLevel;
 
@@ -21,7 +22,7 @@ pub struct Place<'a> {
 
 /// Plans `demands` over `places`: from units on the shelves when they suffice, so a
 /// region never backorders at one store what another holds; else from what each key's
-/// oversell policy accepts. Refused when neither fits.
+/// oversell policy accepts. Refused when neither fits in one reservation.
 pub fn source(demands: &[Demand], places: &[Place<'_>], rules: Rules) -> Answer<Vec<Part>> {
     let candidates = |capacity: fn(&StockLevel) -> i64| -> Vec<Candidate> {
         places
@@ -34,10 +35,14 @@ pub fn source(demands: &[Demand], places: &[Place<'_>], rules: Rules) -> Answer<
             })
             .collect()
     };
-    if let Some(parts) = plan(demands, &candidates(StockLevel::channel_available), rules) {
+    // A plan split over more keys than one reservation may hold cannot be made.
+    let fits = |parts: &Vec<Part>| lines_of(parts).len() <= MAX_LINES;
+    if let Some(parts) =
+        plan(demands, &candidates(StockLevel::channel_available), rules).filter(fits)
+    {
         return Ok(parts);
     }
-    if let Some(parts) = plan(demands, &candidates(StockLevel::reservable), rules) {
+    if let Some(parts) = plan(demands, &candidates(StockLevel::reservable), rules).filter(fits) {
         return Ok(parts);
     }
     let mut on_shelves: BTreeMap<&Sku, i64> = BTreeMap::new();

@@ -210,6 +210,10 @@ impl StockLevel {
     /// available under `deny`, down to the backorder limit under `backorder`, and the
     /// largest line under `track_only`.
     pub fn reservable(&self) -> i64 {
+        if self.extras.backorders.len() >= crate::limits::MAX_BACKORDERS {
+            // A key holding as many backorders as it may takes no new one.
+            return self.channel_available();
+        }
         match self.policy().oversell {
             crate::policy::Oversell::Deny => self.channel_available(),
             crate::policy::Oversell::Backorder { limit } => (self.available() + limit).max(0),

@@ -348,16 +348,27 @@ pub(crate) fn ttl_seconds() -> Object {
         .build()
 }
 
+/// An array of 1-`max` items of the named component schema `items`.
+pub(crate) fn list_of(
+    items: &str,
+    max: usize,
+    description: &str,
+) -> utoipa::openapi::schema::Array {
+    ArrayBuilder::new()
+        .description(Some(description))
+        .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(items)))
+        .min_items(Some(1))
+        .max_items(Some(max))
+        .build()
+}
+
 /// The lines of a reservation.
 pub(crate) fn lines() -> utoipa::openapi::schema::Array {
-    ArrayBuilder::new()
-        .description(Some(
-            "1-100 lines, reserved all or nothing; each (sku, location) at most once (a repeat is refused with 422 duplicate_line)",
-        ))
-        .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("LineBody")))
-        .min_items(Some(1))
-        .max_items(Some(stockflow_domain::MAX_LINES))
-        .build()
+    list_of(
+        "LineBody",
+        stockflow_domain::MAX_LINES,
+        "1-100 lines, reserved all or nothing; each (sku, location) at most once (a repeat is refused with 422 duplicate_line)",
+    )
 }
 
 fn max_version() -> i64 {

@@ -17,9 +17,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use stockflow_domain::sourcing::{Place, Rules, Strategy, lines_of, source};
 use stockflow_domain::{
-    Channel, ChannelId, Command, IdempotencyKey, LocationGrant, LocationId, LocationKind,
-    MAX_ID_LEN, Refusal, Region, ReservationId, Reserve, Sku, StockKey, StockLevel,
-    ValidationError,
+    Channel, ChannelId, Command, IdempotencyKey, LocationGrant, LocationId, LocationKind, Refusal,
+    Region, ReservationId, Reserve, Sku, StockKey, StockLevel, ValidationError,
 };
 use stockflow_storage::StoreError;
 use utoipa::IntoParams;
@@ -34,7 +33,7 @@ use super::surrogate::Tags;
 use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult, Problem};
 
-/// Plans one region-level reservation may make before it answers 503: each plan after
+/// Plans one region-level reservation may make before it answers 409: each plan after
 /// the first follows a checkout that won planned stock, so this many in a row is rare.
 const MAX_PLANS: u32 = 16;
 
@@ -125,7 +124,7 @@ async fn load_channel(state: &AppState, id: &ChannelId) -> ApiResult<Channel> {
     request_body = SourcedReservationRequest,
     responses((status = 201, body = SourcedReservationResponse),
               (status = 404, body = Problem, description = "channel_not_found"),
-              (status = 409, body = Problem, description = "insufficient_stock_in_region (with each line's stock in the candidates), reservation_exists or request_in_progress"),
+              (status = 409, body = Problem, description = "insufficient_stock_in_region (with each line's stock in the candidates), insufficient_stock (every plan lost its stock to other checkouts), reservation_exists or request_in_progress"),
               (status = 422, body = Problem, description = "duplicate_line (a SKU twice), conflicting_fields (neither channel nor region), or idempotency_key_reused")))]
 pub(crate) async fn reserve_sourced(
     State(state): State<AppState>,
@@ -135,6 +134,18 @@ pub(crate) async fn reserve_sourced(
 ) -> ApiResult<Response> {
     let CommandBody { value, fingerprint } = body;
     let request = value.validate()?;
+    let key = idempotency_key(&headers)?;
+    // Without a client id, the id is derived from the caller's key and the request, so a
+    // retry whose answer was lost finds its reservation whatever the stock is now, and a
+    // re-plan can never make a second one (the id is taken).
+    let derived = request.id.is_none();
+    let id = match request.id {
+        Some(id) => id,
+        None => derived_id(&identity.scoped_key(key.clone()).to_string(), &fingerprint)?,
+    };
+    if derived && let Some(made) = state.write.reservation(&id).await? {
+        return replay(made);
+    }
     let bundles = state.bundles.snapshot();
     if let Some(i) = request
         .demands
@@ -147,7 +158,6 @@ pub(crate) async fn reserve_sourced(
         )
         .into());
     }
-    let key = idempotency_key(&headers)?;
     let channel = match &request.channel {
         Some(id) => Some(load_channel(&state, id).await?),
         None => None,
@@ -162,10 +172,6 @@ pub(crate) async fn reserve_sourced(
             .or(channel.as_ref().map(|c| c.allow_split))
             .unwrap_or(true),
     };
-    let id = match request.id {
-        Some(id) => id,
-        None => ReservationId::parse(uuid::Uuid::now_v7().to_string())?,
-    };
     let ttl = request.ttl_seconds.unwrap_or(state.reservation_ttl_seconds);
     let keys = candidate_keys(
         &state,
@@ -175,6 +181,7 @@ pub(crate) async fn reserve_sourced(
         &identity.location_grant(),
     )
     .await?;
+    let mut last_short = None;
     for attempt in 0..MAX_PLANS {
         let levels = load_levels(&state, &keys).await?;
         let places: Vec<Place<'_>> = levels
@@ -194,18 +201,54 @@ pub(crate) async fn reserve_sourced(
         .await;
         match outcome {
             // A checkout took planned stock first (now, or in a run this retry repeats).
-            Err(ApiError::Refused(Refusal::InsufficientStock { .. })) => {
+            Err(ApiError::Refused(refusal @ Refusal::InsufficientStock { .. })) => {
                 metrics::counter!("stockflow_sourcing_replans_total").increment(1);
+                last_short = Some(refusal);
                 continue;
+            }
+            // The same request, sent again while this one ran, made it first.
+            Err(ApiError::Refused(Refusal::ReservationExists(_))) if derived => {
+                if let Some(made) = state.write.reservation(&id).await? {
+                    return replay(made);
+                }
+                return Err(Refusal::ReservationExists(id).into());
             }
             Err(e) => return Err(e),
             Ok(outcome) => return answer(&state, outcome, parts, attempt + 1),
         }
     }
-    Err(StoreError::Contention {
-        on: format!("the stock planned for reservation {id}"),
-    }
-    .into())
+    // Every plan lost its stock to another checkout. A 409, not a 503: each plan's refusal
+    // is recorded under its key, so a retry of this request would walk the same refusals.
+    Err(last_short
+        .unwrap_or(Refusal::InsufficientStock { lines: Vec::new() })
+        .into())
+}
+
+/// The id of a reservation the client did not name: a digest of its caller-scoped key and
+/// its request, so only a retry of this request derives it.
+fn derived_id(scoped_key: &str, fingerprint: &str) -> ApiResult<ReservationId> {
+    let digest = Sha256::digest(format!("{scoped_key}\n{fingerprint}").as_bytes());
+    Ok(ReservationId::parse(format!(
+        "src-{}",
+        hex::encode(&digest[..16])
+    ))?)
+}
+
+/// A retried request's reservation, answered as a replay (its plan is not kept).
+fn replay(made: stockflow_domain::Reservation) -> ApiResult<Response> {
+    let outcome = Answered {
+        result: stockflow_domain::CommandResult::Reservation(made.clone()),
+        replayed: true,
+    };
+    Ok(respond(
+        StatusCode::CREATED,
+        &outcome,
+        SourcedReservationResponse {
+            reservation: made.into(),
+            sourcing: None,
+            attempts: 0,
+        },
+    ))
 }
 
 fn answer(
@@ -230,21 +273,18 @@ fn answer(
     ))
 }
 
-/// The key plan `attempt` (0 first) runs under: the client's own for the first, derived
-/// from it for the rest (a digest when the suffix would not fit), so every retry of the
-/// request derives the same keys in the same order.
+/// The key plan `attempt` (0 first) runs under: the client's own for the first; for the
+/// rest a digest of it with the attempt, so every retry of the request derives the same
+/// keys in the same order, and no key a client would pick by hand collides with one.
 fn plan_key(key: &IdempotencyKey, attempt: u32) -> ApiResult<IdempotencyKey> {
     if attempt == 0 {
         return Ok(key.clone());
     }
-    let derived = format!("{key}:plan{attempt}");
-    let text = if derived.len() <= MAX_ID_LEN {
-        derived
-    } else {
-        let digest = Sha256::digest(key.as_str().as_bytes());
-        format!("{}:plan{attempt}", hex::encode(&digest[..16]))
-    };
-    Ok(IdempotencyKey::parse(text)?)
+    let digest = Sha256::digest(key.as_str().as_bytes());
+    Ok(IdempotencyKey::parse(format!(
+        "plan.{}.{attempt}",
+        hex::encode(&digest[..16])
+    ))?)
 }
 
 /// The keys a plan may use, each with its location's rank: every location the read model
@@ -397,7 +437,8 @@ pub(crate) async fn channel_availability(
         .iter()
         .map(|l| ChannelLocationAvailability {
             location: l.location.to_string(),
-            available: rows.get(l.location.as_str()).copied().unwrap_or(0),
+            // A backordered location (below zero) gives the channel nothing, never less.
+            available: rows.get(l.location.as_str()).copied().unwrap_or(0).max(0),
         })
         .collect();
     let body = ChannelAvailabilityResponse {

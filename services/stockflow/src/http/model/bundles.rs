@@ -5,22 +5,16 @@ use stockflow_domain::Sku;
 use stockflow_domain::ValidationError;
 use stockflow_domain::sourcing::bundle::{Bundle, Component, MAX_COMPONENT_QTY, MAX_COMPONENTS};
 use utoipa::ToSchema;
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{
-    Array, ArrayBuilder, KnownFormat, Object, ObjectBuilder, SchemaFormat, Type,
-};
+use utoipa::openapi::schema::{Array, KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
 
 use super::super::docs;
 
 fn components() -> Array {
-    ArrayBuilder::new()
-        .description(Some(
-            "1-20 components, each SKU once (a repeat is refused with 422 duplicate_line); none may be a bundle",
-        ))
-        .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ComponentBody")))
-        .min_items(Some(1))
-        .max_items(Some(MAX_COMPONENTS))
-        .build()
+    docs::list_of(
+        "ComponentBody",
+        MAX_COMPONENTS,
+        "1-20 components, each SKU once (a repeat is refused with 422 duplicate_line); none may be a bundle",
+    )
 }
 
 fn component_qty() -> Object {

@@ -8,10 +8,7 @@ use stockflow_domain::{
     ValidationError,
 };
 use utoipa::ToSchema;
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{
-    Array, ArrayBuilder, KnownFormat, Object, ObjectBuilder, SchemaFormat, Type,
-};
+use utoipa::openapi::schema::{Array, KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
 
 use super::super::docs;
 use super::ReservationResponse;
@@ -66,29 +63,19 @@ fn pickup_threshold() -> Object {
 }
 
 fn channel_locations() -> Array {
-    ArrayBuilder::new()
-        .description(Some(
-            "1-256 locations that fulfil the channel, highest priority first; each at most once (a repeat is refused with 422 duplicate_line)",
-        ))
-        .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
-            "ChannelLocationBody",
-        )))
-        .min_items(Some(1))
-        .max_items(Some(stockflow_domain::sourcing::MAX_CHANNEL_LOCATIONS))
-        .build()
+    docs::list_of(
+        "ChannelLocationBody",
+        stockflow_domain::sourcing::MAX_CHANNEL_LOCATIONS,
+        "1-256 locations that fulfil the channel, highest priority first; each at most once (a repeat is refused with 422 duplicate_line)",
+    )
 }
 
 fn demand_lines() -> Array {
-    ArrayBuilder::new()
-        .description(Some(
-            "1-100 lines, reserved all or nothing; each SKU at most once (a repeat is refused with 422 duplicate_line)",
-        ))
-        .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
-            "SourcedLineBody",
-        )))
-        .min_items(Some(1))
-        .max_items(Some(MAX_LINES))
-        .build()
+    docs::list_of(
+        "SourcedLineBody",
+        MAX_LINES,
+        "1-100 lines, reserved all or nothing; each SKU at most once (a repeat is refused with 422 duplicate_line)",
+    )
 }
 
 /// One location of a channel.

@@ -34,16 +34,11 @@ pub(crate) fn transfer_id() -> Object {
 }
 
 fn transfer_lines() -> Array {
-    ArrayBuilder::new()
-        .description(Some(
-            "1-100 lines, each SKU at most once (a repeat is refused with 422 duplicate_line)",
-        ))
-        .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
-            "TransferLineBody",
-        )))
-        .min_items(Some(1))
-        .max_items(Some(MAX_TRANSFER_LINES))
-        .build()
+    docs::list_of(
+        "TransferLineBody",
+        MAX_TRANSFER_LINES,
+        "1-100 lines, each SKU at most once (a repeat is refused with 422 duplicate_line)",
+    )
 }
 
 fn units_from(min: i64, description: &str) -> Object {
