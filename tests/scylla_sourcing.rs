@@ -118,10 +118,15 @@ async fn racing_region_reservations_on_two_processes_take_exactly_the_units_ther
         .expect("a winner");
     let strategy = ["priority", "fewest_splits", "most_stock"][winner % 3];
     let r = client
-        .post(format!("{}/v1/sourcing/reservations", bases[(winner + 1) % 2]))
+        .post(format!(
+            "{}/v1/sourcing/reservations",
+            bases[(winner + 1) % 2]
+        ))
         .header("idempotency-key", format!("race-{winner}"))
-        .json(&json!({"region": "east", "strategy": strategy, "ttl_seconds": 3600,
-                      "lines": [{"sku": "LAST", "qty": 1}]}))
+        .json(
+            &json!({"region": "east", "strategy": strategy, "ttl_seconds": 3600,
+                      "lines": [{"sku": "LAST", "qty": 1}]}),
+        )
         .send()
         .await
         .expect("request");
