@@ -77,7 +77,9 @@ status=0
 # From the scratch directory: schemathesis keeps a `.schemathesis/` cache in its working
 # directory, which belongs to no one's checkout.
 config="$PWD/tests/contract/schemathesis.toml"
-(cd "$work" && "$VENV/bin/st" --config-file "$config" run "$base/openapi.json" \
+# hooks.py registers the NDJSON serializer of the import upload.
+hooks_dir="$PWD/tests/contract"
+(cd "$work" && PYTHONPATH="$hooks_dir" SCHEMATHESIS_HOOKS=hooks "$VENV/bin/st" --config-file "$config" run "$base/openapi.json" \
     --checks all \
     --phases examples,coverage,fuzzing,stateful \
     --header "Authorization: Bearer $token" \

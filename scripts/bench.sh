@@ -3,7 +3,9 @@
 # drives it with `stockflow-bench http`, prints the report, and stops it.
 # Usage: scripts/bench.sh [connections] [seconds] [skus]
 # BENCH_WORKLOAD picks the workload (default all; `sourcing` compares region-level and
-# located reservations in one run). BENCH_DEV_ARGS adds arguments to `stockflow dev`, e.g. a real bus:
+# located reservations in one run; `import` measures checkouts beside a bulk import).
+# BENCH_ARGS adds arguments to the bench client (e.g. `--import-rows 1000000`).
+# BENCH_DEV_ARGS adds arguments to `stockflow dev`, e.g. a real bus:
 #   BENCH_DEV_ARGS="--bus kafka --kafka-brokers 127.0.0.1:9092" scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +26,8 @@ for _ in $(seq 100); do
     curl -fs "http://$addr/readyz" >/dev/null 2>&1 && break
     sleep 0.1
 done
-"$bench_bin" http --target "$addr" --connections "$connections" --duration "$duration" --skus "$skus" --workload "${BENCH_WORKLOAD:-all}"
+# shellcheck disable=SC2086 # BENCH_ARGS is a list of arguments
+"$bench_bin" http --target "$addr" --connections "$connections" --duration "$duration" --skus "$skus" --workload "${BENCH_WORKLOAD:-all}" ${BENCH_ARGS:-}
 echo
 echo "server metrics (group commit; events through the bus over the whole run):"
 curl -s "http://$addr/metrics" | grep -E '^stockflow_write_batch_size_(sum|count)|^stockflow_events_(published|projected)_total' || true

@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// Carts per second the `soak` workload sends, spread over the connections.
     #[arg(long, default_value_t = 200.0)]
     pub rate: f64,
+    /// Rows of the `import` workload's file.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub import_rows: usize,
     /// Which workload(s) to run.
     #[arg(long, value_enum, default_value = "all")]
     pub workload: Workload,
@@ -60,6 +63,9 @@ pub enum Workload {
     Expiry,
     /// Region-level reservations against located ones, in one run (not part of `all`).
     Sourcing,
+    /// Checkout latency without and during a bulk import, and the import's rows/s (not
+    /// part of `all`).
+    Import,
     /// Mixed load at a steady `--rate` for `--duration`, checked exact at the end (not
     /// part of `all`; `scripts/soak.sh` runs it for an hour).
     Soak,

@@ -40,6 +40,24 @@ impl Conn {
         key: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> Result<(StatusCode, Bytes), String> {
+        match body {
+            Some(v) => {
+                let bytes = Bytes::from(v.to_string());
+                self.send_bytes(method, path, key, Some(("application/json", bytes)))
+                    .await
+            }
+            None => self.send_bytes(method, path, key, None).await,
+        }
+    }
+
+    /// Sends `body` with its content type as is (an NDJSON upload).
+    pub(crate) async fn send_bytes(
+        &mut self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<(StatusCode, Bytes), String> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -51,9 +69,9 @@ impl Conn {
             req = req.header("idempotency-key", key);
         }
         let body = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Full::new(Bytes::from(v.to_string()))
+            Some((content_type, bytes)) => {
+                req = req.header("content-type", content_type);
+                Full::new(bytes)
             }
             None => Full::new(Bytes::new()),
         };

@@ -12,6 +12,7 @@ mod args;
 mod conn;
 mod expiry_burst;
 mod http;
+mod import;
 mod lwt;
 mod rebuild;
 mod soak;

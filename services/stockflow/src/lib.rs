@@ -19,6 +19,7 @@ pub mod cli;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod imports;
 pub mod telemetry;
 pub mod trace;
 pub mod workers;

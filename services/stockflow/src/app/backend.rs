@@ -8,7 +8,9 @@ use stockflow_bus::EventLog;
 use stockflow_bus::fluvio::{FluvioConfig, FluvioEventLog};
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
 use stockflow_storage::embedded::{DataDirLock, EmbeddedBackend, SqliteEventLog, checkpoint_file};
-use stockflow_storage::ports::{LeaseStore, Outbox, ReadStore, WebhookStore, WriteStore};
+use stockflow_storage::ports::{
+    ImportStore, LeaseStore, Outbox, ReadStore, WebhookStore, WriteStore,
+};
 use stockflow_storage::scylla::{self, Replication, ScyllaBackend, ScyllaConfig};
 
 use super::{AppConfig, AppError};
@@ -57,6 +59,9 @@ pub struct Backend {
     /// Webhook subscriptions; `None` on ScyllaDB, which has no adapter for them yet (the
     /// API answers 501 and the `webhooks` role refuses to start).
     pub webhooks: Option<Arc<dyn WebhookStore>>,
+    /// Bulk import jobs; `None` on ScyllaDB, which has no adapter for them yet (the API
+    /// answers 501).
+    pub imports: Option<Arc<dyn ImportStore>>,
     /// The SQLite files this process holds in its data directory.
     pub local: LocalData,
 }
@@ -118,6 +123,7 @@ pub async fn open_backend(config: &AppConfig) -> Result<Backend, AppError> {
                 log,
                 leases: None,
                 webhooks: Some(b.webhooks.clone() as Arc<dyn WebhookStore>),
+                imports: Some(b.imports.clone() as Arc<dyn ImportStore>),
                 local: LocalData::Embedded(b),
             })
         }
@@ -153,6 +159,7 @@ pub async fn open_backend(config: &AppConfig) -> Result<Backend, AppError> {
                 log,
                 leases: Some(b.leases),
                 webhooks: None,
+                imports: None,
                 local,
             })
         }

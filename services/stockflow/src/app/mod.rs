@@ -68,6 +68,8 @@ pub struct AppConfig {
     pub security: Security,
     /// The edge cache in front of the query API: its TTL and the purge worker.
     pub edge_cache: EdgeCache,
+    /// How bulk imports run.
+    pub imports: crate::imports::ImportSettings,
     /// Faults tests inject into the embedded write store.
     #[doc(hidden)]
     pub faults: Arc<stockflow_storage::embedded::FaultInjection>,
@@ -171,9 +173,25 @@ impl AppConfig {
             wal: WalPolicy::default(),
             security: Security::default(),
             edge_cache: EdgeCache::default(),
+            imports: Default::default(),
             faults: Arc::default(),
             shutdown_timeout: Duration::from_secs(25),
         }
+    }
+}
+
+/// The imports of a process that serves commands over a backend with an import store.
+fn open_imports(
+    config: &AppConfig,
+    backend: &Backend,
+) -> Result<Option<Arc<crate::imports::Imports>>, AppError> {
+    match (&backend.imports, config.routes.commands) {
+        (Some(store), true) => Ok(Some(Arc::new(crate::imports::Imports::open(
+            store.clone(),
+            config.data_dir.join("imports"),
+            config.imports,
+        )?))),
+        _ => Ok(None),
     }
 }
 
@@ -274,7 +292,15 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
         edge,
         bundles: bundles::BundleCatalog::start(backend.write.clone(), shutdown.clone()).await,
         edge_ttl_seconds: config.edge_cache.ttl_seconds,
+        imports: open_imports(&config, &backend)?,
     };
+    if let Some(imports) = &state.imports {
+        tokio::spawn(crate::imports::worker::run(
+            state.clone(),
+            imports.clone(),
+            shutdown.clone(),
+        ));
+    }
     let workers = workers::spawn(&config, &backend, &expiry_handle, projector_handle);
     let fatal_watch = tokio::spawn(fail_stop(backend.write.clone(), shutdown.clone()));
     let shutdown_timeout = config.shutdown_timeout;

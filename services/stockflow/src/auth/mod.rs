@@ -206,6 +206,57 @@ impl Identity {
     }
 }
 
+/// An [`Identity`] as kept with work done on its behalf later: an import's rows run as
+/// their uploader, also after a restart, with exactly the rights the upload was granted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct StoredIdentity {
+    subject: String,
+    client_id: Option<String>,
+    scopes: Vec<String>,
+    locations: Option<BTreeSet<String>>,
+    store_id: Option<String>,
+    actor_tag: Option<String>,
+    rate_key: String,
+}
+
+impl Identity {
+    /// The identity as [`StoredIdentity`] keeps it.
+    pub fn to_stored(&self) -> StoredIdentity {
+        StoredIdentity {
+            subject: self.subject.clone(),
+            client_id: self.client_id.clone(),
+            scopes: self.scopes.iter().map(|s| s.as_str().to_string()).collect(),
+            locations: self.locations.clone(),
+            store_id: self.store_id.clone(),
+            actor_tag: self.actor_tag.clone(),
+            rate_key: self.rate_key.clone(),
+        }
+    }
+
+    /// The identity `stored` kept; a scope this version does not know grants nothing.
+    pub fn from_stored(stored: StoredIdentity) -> Self {
+        Self {
+            subject: stored.subject,
+            client_id: stored.client_id,
+            scopes: stored
+                .scopes
+                .iter()
+                .filter_map(|n| Scope::parse(n))
+                .collect(),
+            locations: stored.locations,
+            store_id: stored.store_id,
+            actor_tag: stored.actor_tag,
+            rate_key: stored.rate_key,
+        }
+    }
+
+    /// Whether `other` is the same caller (the same subject of the same issuer, or both
+    /// anonymous): who may read what this caller started.
+    pub fn same_caller(&self, other: &Identity) -> bool {
+        self.subject == other.subject && self.actor_tag == other.actor_tag
+    }
+}
+
 fn anonymous_rate_key(client: Option<IpAddr>) -> String {
     match client {
         Some(ip) => format!("anonymous@{ip}"),

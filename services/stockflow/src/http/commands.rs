@@ -65,9 +65,9 @@ pub(crate) async fn put_sku(
 
 /// What a command that ran answers the client: its result, and whether it is the answer
 /// recorded by an earlier run.
-pub(super) struct Answered {
-    pub(super) result: CommandResult,
-    pub(super) replayed: bool,
+pub(crate) struct Answered {
+    pub(crate) result: CommandResult,
+    pub(crate) replayed: bool,
 }
 
 /// Runs a command under the caller's idempotency key and records metrics.
@@ -92,11 +92,34 @@ pub(super) async fn run_as(
     fingerprint: String,
     command: impl FnOnce() -> ApiResult<Command>,
 ) -> ApiResult<Answered> {
-    let key = identity.scoped_key(key);
     let store = identity
         .store_origin(store_named(headers)?.as_ref(), store_seq(headers)?)
         .map_err(ApiError::StoreForbidden)?;
     let command = command()?;
+    execute_as(
+        state,
+        identity,
+        store,
+        key,
+        fingerprint,
+        command,
+        trace_context(headers),
+    )
+    .await
+}
+
+/// Runs `command` for `identity` under `key` in its key space: the one path every command
+/// takes, from a request or from a bulk import's row.
+pub(crate) async fn execute_as(
+    state: &AppState,
+    identity: &Identity,
+    store: Option<stockflow_domain::StoreOrigin>,
+    key: stockflow_domain::IdempotencyKey,
+    fingerprint: String,
+    command: Command,
+    trace_context: Option<String>,
+) -> ApiResult<Answered> {
+    let key = identity.scoped_key(key);
     let name = command.name();
     let token = IdempotencyToken { key, fingerprint };
     let _guard = state.in_flight.enter(&token)?;
@@ -116,7 +139,7 @@ pub(super) async fn run_as(
         let request = request(traces::traceparent_of(&span));
         state.write.execute(request).instrument(span).await
     } else {
-        state.write.execute(request(trace_context(headers))).await
+        state.write.execute(request(trace_context)).await
     };
     let outcome = match &result {
         Ok(executed) => match &executed.answer {

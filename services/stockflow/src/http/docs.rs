@@ -115,6 +115,11 @@ pub(crate) fn subscription_id() -> Object {
     id_builder(ID_RULE, "sub_0123456789abcdef0123456789abcdef").build()
 }
 
+/// An import id.
+pub(crate) fn import_id() -> Object {
+    id_builder(ID_RULE, "0123456789abcdef0123456789abcdef").build()
+}
+
 /// An `Idempotency-Key`.
 pub(crate) fn idempotency_key() -> Object {
     // No example: one fixed key on every operation would make every example after the

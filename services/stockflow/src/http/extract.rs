@@ -159,7 +159,7 @@ impl<'de> serde::de::Visitor<'de> for StrictValue {
 /// Writes every whole number given as a float (`2.0`, `1e3`) as an integer. JSON and its
 /// schemas do not tell them apart (`2.0` is an `integer`), so neither do the bodies, nor the
 /// fingerprint of the request.
-fn integral_numbers(value: &mut serde_json::Value) {
+pub(crate) fn integral_numbers(value: &mut serde_json::Value) {
     use serde_json::Value;
     match value {
         Value::Number(n) if n.is_f64() => {

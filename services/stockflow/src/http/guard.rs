@@ -136,6 +136,9 @@ impl Edge {
     }
 }
 
+/// The longest an import upload may take to arrive (1 GiB at about 1 MiB/s).
+const UPLOAD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// The scope `method` on the route template `route` needs; `None` for open routes.
 pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
     match route {
@@ -149,6 +152,9 @@ pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
         r if r.starts_with("/v1/subscriptions") => Some(Scope::WebhooksManage),
         "/v1/adjustments" | "/v1/moves" | "/v1/policies" | "/v1/incoming"
         | "/v1/incoming/close" => Some(Scope::StockAdjust),
+        // An import's rows are adjustments (its catalog rows need catalog:write too,
+        // checked per row); its progress is its uploader's.
+        "/v1/imports" | "/v1/imports/{id}" | "/v1/imports/{id}/errors" => Some(Scope::StockAdjust),
         // Transfers move on-hand between locations: an adjustment's scope.
         "/v1/transfers"
         | "/v1/transfers/{id}/ship"
@@ -223,9 +229,16 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         return e.into_response();
     }
     req.extensions_mut().insert(identity);
-    match tokio::time::timeout(edge.config.request_timeout, next.run(req)).await {
+    // An upload takes as long as its bytes take to arrive; everything else gets the
+    // request deadline.
+    let deadline = if route == "/v1/imports" && req.method() == Method::POST {
+        edge.config.request_timeout.max(UPLOAD_DEADLINE)
+    } else {
+        edge.config.request_timeout
+    };
+    match tokio::time::timeout(deadline, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => ApiError::Timeout(edge.config.request_timeout).into_response(),
+        Err(_) => ApiError::Timeout(deadline).into_response(),
     }
 }
 

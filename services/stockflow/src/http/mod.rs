@@ -6,6 +6,7 @@
 //! `protocol` (framing checks before routing), `server` (connections), `tls` (HTTPS),
 //! `spans` (the request's trace span), `webhooks` (subscriptions).
 
+pub(crate) mod bulk;
 pub(crate) mod bundles;
 pub(crate) mod changes;
 pub(crate) mod commands;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub edge_ttl_seconds: Option<u32>,
     /// Webhook subscriptions; `None` where the backend has no adapter for them (501).
     pub webhooks: Option<Arc<dyn stockflow_storage::ports::WebhookStore>>,
+    /// Bulk imports; `None` where the backend has no import store (501).
+    pub imports: Option<Arc<crate::imports::Imports>>,
 }
 
 /// Which groups of routes a process serves. Health, readiness, metrics and the OpenAPI
@@ -160,6 +163,7 @@ impl Routes {
         ops::replay_dead_letter, ops::replay_projections,
         webhooks::create, webhooks::list, webhooks::get_one, webhooks::delete, webhooks::enable,
         webhooks::dead_letters, webhooks::replay,
+        bulk::upload, bulk::get_import, bulk::import_errors, bulk::export_stock,
     ),
     components(schemas(crate::error::Problem, ops::ReplayedBody, ops::ReplayingBody,
         // Named by the line arrays of the transfer bodies (`schema_with`), which register
@@ -230,6 +234,9 @@ fn command_routes() -> Router<AppState> {
             "/v1/subscriptions/{id}/dead-letters/replay",
             post(webhooks::replay),
         )
+        .route("/v1/imports", post(bulk::upload))
+        .route("/v1/imports/{id}", get(bulk::get_import))
+        .route("/v1/imports/{id}/errors", get(bulk::import_errors))
 }
 
 fn query_routes() -> Router<AppState> {
@@ -250,6 +257,7 @@ fn query_routes() -> Router<AppState> {
         .route("/v1/movements", get(queries::movements))
         .route("/v1/changes", get(changes::changes))
         .route("/v1/changes/snapshot", get(changes::snapshot))
+        .route("/v1/exports/stock", get(bulk::export_stock))
 }
 
 fn dead_letter_routes() -> Router<AppState> {

@@ -35,6 +35,15 @@ pub(crate) async fn check(req: Request, next: Next) -> Response {
     }
 }
 
+/// The largest body `req` may declare: an import's file, or a request's JSON.
+fn body_limit(req: &Request) -> u64 {
+    if req.method() == axum::http::Method::POST && req.uri().path() == "/v1/imports" {
+        crate::imports::MAX_IMPORT_BYTES
+    } else {
+        MAX_BODY_BYTES as u64
+    }
+}
+
 fn refusal(req: &Request) -> Option<ApiError> {
     let headers = req.headers();
     if headers.len() > MAX_HEADERS {
@@ -54,13 +63,16 @@ fn refusal(req: &Request) -> Option<ApiError> {
     }
     // A declared length over the limit is refused before reading anything: waiting for
     // the body (which a hostile client may never send) only ties up the connection.
+    let limit = body_limit(req);
     for length in headers.get_all(header::CONTENT_LENGTH) {
         let declared = length
             .to_str()
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_none_or(|n| n > MAX_BODY_BYTES as u64) {
-            return Some(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+        if declared.is_none_or(|n| n > limit) {
+            return Some(ApiError::PayloadTooLarge(
+                usize::try_from(limit).unwrap_or(usize::MAX),
+            ));
         }
     }
     for encoding in headers.get_all(header::CONTENT_ENCODING) {

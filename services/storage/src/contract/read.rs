@@ -10,7 +10,7 @@ use stockflow_domain::{
 };
 
 use super::*;
-use crate::ports::{DeadLetter, Provenance, ReadStore, SearchQuery};
+use crate::ports::{DeadLetter, ExportChunk, Provenance, ReadStore, SearchQuery};
 
 pub(super) fn stock_event(
     s: &str,
@@ -42,6 +42,43 @@ pub(super) fn stock_event(
     ))
 }
 
+/// An export sends the offsets, then the rows of the region asked for, in key order.
+async fn export_reflects_offsets<R: ReadStore>(read: &R) {
+    let offsets = read.consumer_offsets().await.unwrap();
+    let mine: Vec<(u32, u64)> = offsets
+        .iter()
+        .filter(|o| o.consumer == "c")
+        .map(|o| (o.partition, o.next_offset))
+        .collect();
+    assert_eq!(mine, vec![(0, 4), (1, 3)]);
+    for (region, expected) in [
+        (Some("north"), vec![("a", "s1", 3), ("a", "s2", 1)]),
+        (None, vec![("a", "s1", 3), ("a", "s2", 1), ("a", "w1", 1)]),
+        (Some("nowhere"), vec![]),
+    ] {
+        let (sink, mut chunks) = tokio::sync::mpsc::channel(4);
+        read.export_stock(region.map(str::to_string), sink)
+            .await
+            .unwrap();
+        let Some(ExportChunk::Offsets(first)) = chunks.recv().await else {
+            panic!("an export opens with its offsets");
+        };
+        assert_eq!(first, offsets);
+        let mut rows = Vec::new();
+        while let Some(chunk) = chunks.recv().await {
+            let ExportChunk::Rows(more) = chunk else {
+                panic!("offsets come once, first");
+            };
+            rows.extend(more);
+        }
+        let got: Vec<(&str, &str, u64)> = rows
+            .iter()
+            .map(|r| (r.sku.as_str(), r.location.as_str(), r.version))
+            .collect();
+        assert_eq!(got, expected, "export of {region:?}");
+    }
+}
+
 /// Version-guarded projection, region totals, search, offsets and the DLQ.
 pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
     let v1 = stock_event("a", "s1", "north", 1, 10, 0);
@@ -68,6 +105,7 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
     );
     assert_eq!(read.stock_by_sku("a").await.unwrap().len(), 3);
     assert!(read.stock_at("a", "zz").await.unwrap().is_none());
+    export_reflects_offsets(&*read).await;
     let all = read.availability("a", None).await.unwrap();
     let north = all.iter().find(|r| r.region == "north").unwrap();
     assert_eq!(

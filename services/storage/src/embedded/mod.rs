@@ -6,6 +6,8 @@
 //! - `read.db`: the read models, consumer offsets and the DLQ.
 //! - `webhooks.db`: webhook subscriptions, their cursors and dead letters (not in backups
 //!   yet: a restored directory starts without subscriptions).
+//! - `imports.db`: bulk import jobs, their checkpoints and refused rows (the uploaded files
+//!   are in `imports/`; neither is in backups: an import is finished, or uploaded again).
 //!
 //! All three run in WAL mode. `write.db` and `log.db` fsync every commit: a command
 //! acknowledged to a client is on disk, so it survives `kill -9` and power loss alike.
@@ -20,6 +22,7 @@
 pub mod backup;
 mod disk;
 mod faults;
+mod imports;
 mod lock;
 mod log;
 mod read;
@@ -35,6 +38,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use faults::FaultInjection;
+pub use imports::SqliteImportStore;
 pub use lock::{DataDirLock, LOCK_FILE};
 pub use log::SqliteEventLog;
 pub use read::SqliteReadStore;
@@ -63,6 +67,8 @@ pub struct EmbeddedBackend {
     pub read: Arc<SqliteReadStore>,
     /// Webhook subscriptions and their delivery state (`webhooks.db`).
     pub webhooks: Arc<SqliteWebhookStore>,
+    /// Bulk import jobs and their checkpoints (`imports.db`).
+    pub imports: Arc<SqliteImportStore>,
     /// Held while any clone of the backend lives.
     lock: Arc<DataDirLock>,
 }
@@ -109,6 +115,7 @@ impl EmbeddedBackend {
                 faults,
             )?),
             webhooks: Arc::new(SqliteWebhookStore::open(&dir.join("webhooks.db"))?),
+            imports: Arc::new(SqliteImportStore::open(&dir.join("imports.db"))?),
             lock,
         })
     }

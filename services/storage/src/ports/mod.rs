@@ -12,18 +12,22 @@
 //!   consumer offsets, the DLQ.
 //! - [`leases`]: [`LeaseStore`] — shards owned by one replica at a time.
 //! - [`webhooks`]: [`WebhookStore`] — webhook subscriptions and their delivery state.
+//! - [`imports`]: [`ImportStore`] — bulk import jobs and their checkpoints.
 
+pub mod imports;
 pub mod leases;
 pub mod outbox;
 pub mod read;
 pub mod webhooks;
 pub mod write;
 
+pub use imports::{ImportJob, ImportProgress, ImportRowError, ImportStatus, ImportStore};
 pub use leases::LeaseStore;
 pub use outbox::{Outbox, OutboxEntry};
 pub use read::{
-    Batch, CHANGE_CURSOR_PATTERN, ChangeCursor, ChangeSnapshot, Changes, DeadLetter, InventoryRow,
-    Movement, Provenance, ReadStore, RegionAvailability, SearchHit, SearchQuery,
+    Batch, CHANGE_CURSOR_PATTERN, ChangeCursor, ChangeSnapshot, Changes, ConsumerOffset,
+    DeadLetter, EXPORT_CHUNK_ROWS, ExportChunk, InventoryRow, Movement, Provenance, ReadStore,
+    RegionAvailability, SearchHit, SearchQuery,
 };
 pub use webhooks::{Cursor, Subscription, SubscriptionEvent, WebhookDeadLetter, WebhookStore};
 pub use write::{CommandRequest, Executed, ExpiryRound, IdempotencyToken, Purge, WriteStore};

@@ -167,6 +167,31 @@ pub struct ChangeSnapshot {
     pub cursor: String,
 }
 
+/// Where a consumer stands on one partition of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerOffset {
+    /// The consumer (the projector's is `read-models@<log identity>`).
+    pub consumer: String,
+    /// The partition.
+    pub partition: u32,
+    /// The next offset it reads: every record before it is in the read models.
+    pub next_offset: u64,
+}
+
+/// One piece of a stock export, in the order [`ReadStore::export_stock`] sends them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportChunk {
+    /// First, once: the consumer offsets the rows reflect at least. A row may also
+    /// reflect later records; each row carries its key's version, so a consumer that
+    /// follows the log from these offsets skips any event at or below the row's version.
+    Offsets(Vec<ConsumerOffset>),
+    /// Rows in (sku, location) order.
+    Rows(Vec<InventoryRow>),
+}
+
+/// Rows per [`ExportChunk::Rows`].
+pub const EXPORT_CHUNK_ROWS: usize = 1000;
+
 /// The read side: read models, consumer offsets and the DLQ.
 #[async_trait]
 pub trait ReadStore: Send + Sync + 'static {
@@ -227,6 +252,16 @@ pub trait ReadStore: Send + Sync + 'static {
     async fn purge_movements(&self, before_ms: i64, limit: usize) -> Result<usize>;
     /// Every inventory row (tests and consistency checks).
     async fn all_inventory(&self) -> Result<Vec<InventoryRow>>;
+    /// Every consumer's offset on every partition it has read.
+    async fn consumer_offsets(&self) -> Result<Vec<ConsumerOffset>>;
+    /// Sends the offsets, then the inventory rows (of `region`, or all) in chunks, to
+    /// `sink`; stops early without error when the receiver is dropped. The offsets are read
+    /// before the rows, so every record before them is in the rows.
+    async fn export_stock(
+        &self,
+        region: Option<String>,
+        sink: tokio::sync::mpsc::Sender<ExportChunk>,
+    ) -> Result<()>;
     /// The change feed of `locations` after `cursor` (`None`: from the start of what is
     /// held), at most `limit` rows.
     async fn changes(

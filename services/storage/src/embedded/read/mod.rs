@@ -23,8 +23,8 @@ use super::sqlite::{
 use super::wal::{self, WalKeeper, WalPolicy};
 use crate::error::Context;
 use crate::ports::{
-    Batch, ChangeSnapshot, Changes, DeadLetter, InventoryRow, Movement, ReadStore,
-    RegionAvailability, SearchHit, SearchQuery,
+    Batch, ChangeSnapshot, Changes, ConsumerOffset, DeadLetter, ExportChunk, InventoryRow,
+    Movement, ReadStore, RegionAvailability, SearchHit, SearchQuery,
 };
 use crate::{Result, now_ms};
 use schema::{SCHEMA, add_missing_columns};
@@ -275,6 +275,20 @@ impl ReadStore for SqliteReadStore {
     async fn all_inventory(&self) -> Result<Vec<InventoryRow>> {
         self.readers
             .read(|conn| queries::inventory(conn, "", []))
+            .await
+    }
+
+    async fn consumer_offsets(&self) -> Result<Vec<ConsumerOffset>> {
+        self.readers.read(queries::consumer_offsets).await
+    }
+
+    async fn export_stock(
+        &self,
+        region: Option<String>,
+        sink: tokio::sync::mpsc::Sender<ExportChunk>,
+    ) -> Result<()> {
+        self.readers
+            .read(move |conn| queries::export_stock(conn, region.as_deref(), &sink))
             .await
     }
 

@@ -12,7 +12,9 @@ use stockflow_domain::{Actor, Quantities};
 
 use super::super::sqlite::{from_sql_u64, to_sql_u64};
 use crate::error::Context;
-use crate::ports::{DeadLetter, SearchHit, SearchQuery};
+use crate::ports::{
+    ConsumerOffset, DeadLetter, EXPORT_CHUNK_ROWS, ExportChunk, SearchHit, SearchQuery,
+};
 use crate::{Result, StoreError};
 
 /// Words of a query used at most: more only slows the index down.
@@ -91,6 +93,65 @@ pub(super) fn inventory(
     ))
     .and_then(|mut s| s.query_map(params, InventoryColumns::read)?.collect())
     .what("read inventory rows")
+}
+
+/// Every consumer's offsets, by consumer and partition.
+pub(super) fn consumer_offsets(conn: &Connection) -> Result<Vec<ConsumerOffset>> {
+    conn.prepare_cached(
+        "SELECT consumer, partition, next_offset FROM consumer_offsets ORDER BY consumer, partition",
+    )
+    .and_then(|mut s| {
+        s.query_map([], |r| {
+            Ok(ConsumerOffset {
+                consumer: r.get(0)?,
+                partition: r.get(1)?,
+                next_offset: from_sql_u64(r.get(2)?),
+            })
+        })?
+        .collect()
+    })
+    .what("read consumer offsets")
+}
+
+/// Streams the offsets and then the rows (of `region`, or all) into `sink`, all read in
+/// one transaction, so the rows are exactly the records before the offsets.
+pub(super) fn export_stock(
+    conn: &Connection,
+    region: Option<&str>,
+    sink: &tokio::sync::mpsc::Sender<ExportChunk>,
+) -> Result<()> {
+    // A deferred transaction: its snapshot starts at the first read and holds until the
+    // end, while the projector goes on writing (WAL readers never block the writer).
+    let tx = conn.unchecked_transaction().what("begin an export")?;
+    let offsets = consumer_offsets(&tx)?;
+    if sink.blocking_send(ExportChunk::Offsets(offsets)).is_err() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT {} FROM inventory_by_sku_location WHERE (?1 IS NULL OR region = ?1) ORDER BY sku, location",
+        InventoryColumns::LIST
+    );
+    let mut statement = tx.prepare(&sql).what("export inventory rows")?;
+    let mut rows = statement
+        .query_map([region], InventoryColumns::read)
+        .what("export inventory rows")?;
+    let mut chunk = Vec::with_capacity(EXPORT_CHUNK_ROWS);
+    loop {
+        match rows.next() {
+            Some(row) => chunk.push(row.what("export inventory rows")?),
+            None => break,
+        }
+        if chunk.len() == EXPORT_CHUNK_ROWS {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(EXPORT_CHUNK_ROWS));
+            if sink.blocking_send(ExportChunk::Rows(full)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = sink.blocking_send(ExportChunk::Rows(chunk));
+    }
+    Ok(())
 }
 
 /// The running totals of `sku` in `region`, if any location counted there.

@@ -404,6 +404,14 @@ pub(crate) struct OffsetRow {
     pub next_offset: Option<i64>,
 }
 
+/// A consumer's next offset on one partition, as every offset is listed.
+#[derive(Debug, DeserializeRow)]
+pub(crate) struct ConsumerOffsetRow {
+    pub consumer: String,
+    pub partition: i32,
+    pub next_offset: Option<i64>,
+}
+
 /// A dead letter.
 #[derive(Debug, SerializeRow, DeserializeRow)]
 pub(crate) struct LetterRow {

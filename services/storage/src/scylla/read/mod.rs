@@ -23,11 +23,13 @@ use stockflow_domain::{Actor, BusEvent, Quantities};
 use super::cql::errors::{cql, unreadable};
 use super::cql::query;
 use super::cql::read_statements::ReadStatements;
-use super::cql::rows::{InventoryReadRow, MovementRow, OffsetRow, RegionRow, ShareRow};
+use super::cql::rows::{
+    ConsumerOffsetRow, InventoryReadRow, MovementRow, OffsetRow, RegionRow, ShareRow,
+};
 use crate::Result;
 use crate::ports::{
-    Batch, ChangeSnapshot, Changes, DeadLetter, ReadStore, RegionAvailability, SearchHit,
-    SearchQuery,
+    Batch, ChangeSnapshot, Changes, ConsumerOffset, DeadLetter, EXPORT_CHUNK_ROWS, ExportChunk,
+    ReadStore, RegionAvailability, SearchHit, SearchQuery,
 };
 
 /// Most movements one page returns: a page of audit history, not a dump.
@@ -345,6 +347,64 @@ impl ReadStore for ScyllaReadStore {
 
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>> {
         self.find(query).await
+    }
+
+    async fn consumer_offsets(&self) -> Result<Vec<ConsumerOffset>> {
+        let rows: Vec<ConsumerOffsetRow> =
+            query::rows(&self.session, "read offsets", &self.st.all_offsets, ()).await?;
+        let mut out: Vec<ConsumerOffset> = rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(ConsumerOffset {
+                    consumer: r.consumer,
+                    partition: u32::try_from(r.partition).ok()?,
+                    next_offset: u64::try_from(r.next_offset?).ok()?,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.consumer, a.partition).cmp(&(&b.consumer, b.partition)));
+        Ok(out)
+    }
+
+    /// Pages through the table after reading the offsets: no snapshot isolation here, so
+    /// a row may be newer than the offsets (its version says so), never older. Rows come
+    /// in token order per page, sorted within each chunk only.
+    async fn export_stock(
+        &self,
+        region: Option<String>,
+        sink: tokio::sync::mpsc::Sender<ExportChunk>,
+    ) -> Result<()> {
+        let offsets = self.consumer_offsets().await?;
+        if sink.send(ExportChunk::Offsets(offsets)).await.is_err() {
+            return Ok(());
+        }
+        let mut pager = self
+            .session
+            .execute_iter(self.st.all_inventory.clone(), ())
+            .await
+            .map_err(unreadable("scan inventory"))?
+            .rows_stream::<InventoryReadRow>()
+            .map_err(unreadable("scan inventory"))?;
+        let mut chunk = Vec::with_capacity(EXPORT_CHUNK_ROWS);
+        while let Some(row) = pager.next().await {
+            let row = inventory(row.map_err(unreadable("scan inventory"))?)?;
+            if region.as_deref().is_some_and(|r| r != row.region) {
+                continue;
+            }
+            chunk.push(row);
+            if chunk.len() == EXPORT_CHUNK_ROWS {
+                let mut full = std::mem::replace(&mut chunk, Vec::with_capacity(EXPORT_CHUNK_ROWS));
+                full.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+                if sink.send(ExportChunk::Rows(full)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            chunk.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+            let _ = sink.send(ExportChunk::Rows(chunk)).await;
+        }
+        Ok(())
     }
 
     async fn all_inventory(&self) -> Result<Vec<InventoryRow>> {
