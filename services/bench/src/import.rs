@@ -15,8 +15,8 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::args::BenchArgs;
+use crate::checkout::checkout_loop;
 use crate::conn::{Conn, histogram, ms};
-use crate::http::checkout_loop;
 
 /// The location the imported rows adjust (its own SKUs: the import never touches the
 /// checkouts' keys, only the write path they share).

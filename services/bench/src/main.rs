@@ -9,6 +9,7 @@
 //! - `rebuild`: seeding many keys and timing the read models' rebuild from the write side.
 
 mod args;
+mod checkout;
 mod conn;
 mod expiry_burst;
 mod http;

@@ -14,13 +14,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use stockflow_domain::Region;
-use stockflow_storage::ports::{ConsumerOffset, ExportChunk, ImportJob, InventoryRow};
+use stockflow_storage::ports::{ConsumerOffset, ExportChunk, ImportJob};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::docs::{self, IdempotencyKeyHeader};
 use super::extract::{PathParams, QueryParams, idempotency_key};
-use super::model::rfc3339;
+use super::model::{LocationStock, rfc3339};
 use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::imports::Imports;
@@ -124,72 +124,27 @@ pub(crate) struct ImportErrorLine {
     pub detail: String,
 }
 
-/// One line of a stock export (NDJSON; the CSV has the same columns).
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ExportLine {
-    /// SKU.
-    pub sku: String,
-    /// Location.
-    pub location: String,
-    /// Region.
-    pub region: String,
-    /// On hand.
-    pub on_hand: i64,
-    /// Reserved.
-    pub reserved: i64,
-    /// Damaged.
-    pub damaged: i64,
-    /// Held for inspection.
-    pub quality_hold: i64,
-    /// Safety stock.
-    pub safety_stock: i64,
-    /// Available.
-    pub available: i64,
-    /// The key's version: follow the topic from the offsets and skip its events at or
-    /// below this version.
-    pub version: u64,
-    /// When the row's change happened, Unix milliseconds.
-    pub as_of_ms: i64,
-}
+const CSV_HEADER: &str = "sku,location,region,on_hand,reserved,damaged,quality_hold,safety_stock,available,backordered,in_transit,version,as_of\n";
 
-impl From<InventoryRow> for ExportLine {
-    fn from(r: InventoryRow) -> Self {
-        Self {
-            sku: r.sku,
-            location: r.location,
-            region: r.region,
-            on_hand: r.on_hand,
-            reserved: r.reserved,
-            damaged: r.damaged,
-            quality_hold: r.quality_hold,
-            safety_stock: r.safety_stock,
-            available: r.available,
-            version: r.version,
-            as_of_ms: r.as_of_ms,
-        }
-    }
-}
-
-const CSV_HEADER: &str = "sku,location,region,on_hand,reserved,damaged,quality_hold,safety_stock,available,version,as_of_ms\n";
-
-impl ExportLine {
-    /// The CSV line: ids are `[A-Za-z0-9._:-]`, so nothing needs quoting.
-    fn csv(&self) -> String {
-        format!(
-            "{},{},{},{},{},{},{},{},{},{},{}\n",
-            self.sku,
-            self.location,
-            self.region,
-            self.on_hand,
-            self.reserved,
-            self.damaged,
-            self.quality_hold,
-            self.safety_stock,
-            self.available,
-            self.version,
-            self.as_of_ms
-        )
-    }
+/// The CSV line of a row (the NDJSON line's fields but `incoming`): ids are
+/// `[A-Za-z0-9._:-]` and times RFC 3339, so nothing needs quoting.
+fn csv_line(r: &LocationStock) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        r.sku,
+        r.location,
+        r.region,
+        r.on_hand,
+        r.reserved,
+        r.damaged,
+        r.quality_hold,
+        r.safety_stock,
+        r.available,
+        r.backordered,
+        r.in_transit,
+        r.version,
+        r.as_of
+    )
 }
 
 fn imports(state: &AppState) -> ApiResult<&Arc<Imports>> {
@@ -324,7 +279,7 @@ pub(crate) async fn import_errors(
 #[utoipa::path(get, path = "/v1/exports/stock", tag = "queries",
     params(ExportParams),
     responses((status = 200, content(
-                  (ExportLine = "application/x-ndjson"),
+                  (LocationStock = "application/x-ndjson"),
                   (String = "text/csv")),
                headers(("Stockflow-Offsets" = String,
                         description = "`<consumer>;<partition>=<next offset>,...` per consumer, `|`-separated"))),
@@ -427,9 +382,9 @@ fn export_body(export: Export) -> impl futures::Stream<Item = Result<Bytes, std:
                         if !export.identity.may_read_at(&row.location) {
                             continue;
                         }
-                        let line = ExportLine::from(row);
+                        let line = LocationStock::from(row);
                         if export.csv {
-                            buf.extend_from_slice(line.csv().as_bytes());
+                            buf.extend_from_slice(csv_line(&line).as_bytes());
                         } else if let Err(e) = serde_json::to_writer(&mut buf, &line) {
                             return Some((Err(std::io::Error::other(e)), export));
                         } else {

@@ -28,7 +28,7 @@ struct KeyspaceRow {
 }
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i32 = 11;
+pub const SCHEMA_VERSION: i32 = 12;
 
 /// One versioned schema file.
 struct Migration {
