@@ -1056,3 +1056,127 @@ async fn a_jwks_missing_at_start_is_retried_and_the_platform_is_not_ready_meanwh
         "{status} {body}"
     );
 }
+
+/// An import runs its rows as its uploader: a store's token without `catalog:write` gets
+/// its own location's rows applied and every other row refused, one by one, with the code
+/// the same call would get; nobody else sees the job, and its export holds its own rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_runs_with_exactly_its_uploaders_rights() {
+    let s = secured(|_| {}).await;
+    let p = &s.platform;
+    p.location("s1", "north").await;
+    p.location("s2", "north").await;
+    p.stock("SKU-1", "s2", 6).await;
+    let mut c = raw_claims(&[Scope::StockAdjust, Scope::StockRead]);
+    c["locations"] = json!(["s1"]);
+    let store = s.key.sign(&c).expect("token");
+    let file = [
+        json!({"type": "count", "sku": "SKU-1", "location": "s1", "on_hand": 4}),
+        json!({"type": "count", "sku": "SKU-1", "location": "s2", "on_hand": 99}),
+        json!({"type": "sku", "sku": "SKU-1", "name": "Renamed by a store"}),
+        json!({"type": "location", "location": "s9", "region": "north", "kind": "store", "name": "S9"}),
+    ]
+    .iter()
+    .map(|row| format!("{row}\n"))
+    .collect::<String>();
+    let client = reqwest::Client::new();
+    let r = client
+        .post(p.url("/v1/imports"))
+        .header("authorization", format!("Bearer {store}"))
+        .header("idempotency-key", "store-load-1")
+        .header("content-type", "application/x-ndjson")
+        .body(file)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let job: Value = r.json().await.expect("json");
+    let id = job["id"].as_str().expect("id").to_string();
+    let get = |path: String, token: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(p.url(&path))
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let done = loop {
+        let j: Value = get(format!("/v1/imports/{id}"), store.clone())
+            .await
+            .json()
+            .await
+            .expect("json");
+        if j["status"] == "done" {
+            break j;
+        }
+        assert!(std::time::Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (done["applied"].as_u64(), done["failed"].as_u64()),
+        (Some(1), Some(3)),
+        "{done}"
+    );
+    let errors = get(format!("/v1/imports/{id}/errors"), store.clone())
+        .await
+        .text()
+        .await
+        .expect("text");
+    let codes: Vec<(u64, String)> = errors
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .map(|v| {
+            (
+                v["row"].as_u64().expect("row"),
+                v["code"].as_str().expect("code").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (2, "location_forbidden".to_string()),
+            (3, "insufficient_scope".to_string()),
+            (4, "insufficient_scope".to_string())
+        ]
+    );
+    // Nothing outside its rights changed.
+    let levels = p
+        .running
+        .backend
+        .write
+        .all_stock_levels()
+        .await
+        .expect("levels");
+    let at = |l: &str| {
+        levels
+            .iter()
+            .find(|k| k.location.as_str() == l)
+            .map(|k| k.on_hand)
+    };
+    assert_eq!((at("s1"), at("s2")), (Some(4), Some(6)));
+    // Another caller, even with every scope, is told there is no such job.
+    let mut other = raw_claims(&Scope::ALL);
+    other["sub"] = json!("erp");
+    let other = s.key.sign(&other).expect("token");
+    let r = get(format!("/v1/imports/{id}"), other).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // The store's export holds only its own location.
+    p.eventually_stock("SKU-1", "s1", |v| v["on_hand"] == 4)
+        .await;
+    let export = get("/v1/exports/stock".into(), store.clone())
+        .await
+        .text()
+        .await
+        .expect("text");
+    let locations: Vec<String> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .map(|v| v["location"].as_str().expect("location").to_string())
+        .collect();
+    assert_eq!(locations, ["s1"]);
+}
