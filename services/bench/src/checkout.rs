@@ -15,12 +15,13 @@ use crate::conn::{Conn, LOCATION, histogram, sku};
 /// refused, and errors.
 pub(crate) type CheckoutTally = (Histogram<u64>, Histogram<u64>, u64, u64, u64);
 
-/// One connection looping checkouts (reserve qty 1, then confirm) until `deadline`.
+/// One connection looping checkouts (reserve qty 1, then confirm) until `deadline`;
+/// `worker` names it in its Idempotency-Keys (unique per loop of a run).
 pub(crate) async fn checkout_loop(
     mut conn: Conn,
     counter: Arc<AtomicU64>,
     run_id: String,
-    w: usize,
+    worker: String,
     skus: usize,
     deadline: Instant,
 ) -> CheckoutTally {
@@ -30,7 +31,7 @@ pub(crate) async fn checkout_loop(
     while Instant::now() < deadline {
         let n = counter.fetch_add(1, Ordering::Relaxed);
         let s = (n as usize).wrapping_mul(7919) % skus;
-        let key = format!("b-{run_id}-{w}-{i}");
+        let key = format!("b-{run_id}-{worker}-{i}");
         i += 1;
         let started = Instant::now();
         let reply = conn

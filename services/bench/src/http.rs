@@ -127,7 +127,12 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
         let skus = args.skus;
         let run_id = run_id.to_string();
         workers.push(tokio::spawn(checkout_loop(
-            conn, counter, run_id, w, skus, deadline,
+            conn,
+            counter,
+            run_id,
+            w.to_string(),
+            skus,
+            deadline,
         )));
     }
     let sampler = tokio::spawn(sample_lag(

@@ -47,6 +47,7 @@ fn import_file(run_id: &str, rows: usize) -> Bytes {
 async fn checkouts(
     args: &BenchArgs,
     run_id: &str,
+    phase: &str,
 ) -> Result<(Histogram<u64>, u64, u64, f64), String> {
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     let counter = Arc::new(AtomicU64::new(0));
@@ -57,7 +58,7 @@ async fn checkouts(
             conn,
             counter.clone(),
             run_id.to_string(),
-            w,
+            format!("{phase}{w}"),
             args.skus,
             deadline,
         )));
@@ -111,7 +112,7 @@ pub(crate) async fn import_workload(args: &BenchArgs, run_id: &str) -> Result<()
         file.len() as f64 / (1 << 20) as f64,
         args.connections
     );
-    let alone = checkouts(args, run_id).await?;
+    let alone = checkouts(args, run_id, "alone").await?;
     let mut conn = Conn::open(args.target).await?;
     let uploading = Instant::now();
     let (status, body) = conn
@@ -132,7 +133,7 @@ pub(crate) async fn import_workload(args: &BenchArgs, run_id: &str) -> Result<()
         .ok_or("the upload named no job")?
         .to_string();
     let before = rows_done(&job_status(&mut conn, &id).await?);
-    let during = checkouts(args, run_id).await?;
+    let during = checkouts(args, run_id, "during").await?;
     let after = job_status(&mut conn, &id).await?;
     let rows_during = rows_done(&after).saturating_sub(before);
     println!(
