@@ -30,7 +30,7 @@ use crate::http::commands::execute_as;
 /// Rows per checkpoint.
 const CHUNK_ROWS: usize = 1000;
 /// Lanes a chunk's stock rows are spread over.
-const LANES: usize = 4;
+const LANES: usize = 16;
 /// Attempts at a row whose failure passes, before it is recorded as refused.
 const ATTEMPTS: u32 = 20;
 /// How often the worker looks for jobs without being told.
