@@ -66,6 +66,13 @@ impl Imports {
         settings: ImportSettings,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
+        // Uploads a crash cut short: no job names them, and a retry writes a new one.
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "partial") {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
         Ok(Self {
             store,
             dir,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use stockflow_storage::ports::{ImportJob, ImportRowError, ImportStatus};
-use tokio::io::{AsyncBufReadExt, AsyncSeekExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncSeekExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use super::rows::{self, Action, Row};
@@ -102,9 +102,33 @@ async fn run_job(
             .await?;
         return Ok(());
     };
-    let file = tokio::fs::File::open(imports.payload(&job.id))
-        .await
-        .map_err(|e| ApiError::Internal(format!("import {} lost its file: {e}", job.id)))?;
+    let file = match tokio::fs::File::open(imports.payload(&job.id)).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Nothing left to run: say so once, and stop trying.
+            let lost = [ImportRowError {
+                row: job.progress.rows_done + 1,
+                code: "internal".into(),
+                detail: "the import's file is gone from the data directory; upload it again (rows that ran are answered from their records)".into(),
+            }];
+            store
+                .checkpoint_import(
+                    &job.id,
+                    ImportStatus::Done,
+                    job.progress,
+                    &lost,
+                    Some(stockflow_storage::now_ms()),
+                )
+                .await?;
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(ApiError::Internal(format!(
+                "cannot open import {}: {e}",
+                job.id
+            )));
+        }
+    };
     let mut reader = BufReader::new(file);
     reader
         .seek(std::io::SeekFrom::Start(job.progress.next_byte))
@@ -122,9 +146,7 @@ async fn run_job(
         let mut refused: Vec<ImportRowError> = Vec::new();
         let (mut rows, mut bytes) = (0u64, 0u64);
         while parsed.len() + refused.len() < CHUNK_ROWS {
-            line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
+            let n = read_row(&mut reader, &mut line)
                 .await
                 .map_err(|e| ApiError::Internal(format!("cannot read import {}: {e}", job.id)))?;
             if n == 0 {
@@ -185,6 +207,34 @@ async fn run_job(
     }
     tracing::info!(import = %job.id, applied = progress.applied, replayed = progress.replayed, failed = progress.failed, "import done");
     Ok(())
+}
+
+/// Reads one line into `line` and answers the bytes it took from the file (0 at the end).
+/// At most one byte more than a row may hold is kept: a longer line is read to its end but
+/// not kept (its row is refused as too long), so no line fills memory, however long.
+async fn read_row<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    line.clear();
+    let mut consumed = 0;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(consumed);
+        }
+        let (take, ends) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let room = (rows::MAX_ROW_BYTES + 1).saturating_sub(line.len());
+        line.extend_from_slice(&available[..take.min(room)]);
+        reader.consume(take);
+        consumed += take;
+        if ends {
+            return Ok(consumed);
+        }
+    }
 }
 
 /// Runs one chunk's rows: stock rows on lanes by key, catalog rows alone, in file order
@@ -349,5 +399,36 @@ fn refusal(row: u64, e: &ApiError) -> ImportRowError {
         row,
         code: e.code().to_string(),
         detail: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_line_longer_than_a_row_is_read_to_its_end_but_not_kept() {
+        let long = "x".repeat(rows::MAX_ROW_BYTES * 3);
+        let text = format!("{{\"a\":1}}\n{long}\n\nlast");
+        // A small buffer: lines span many fills.
+        let mut reader = BufReader::with_capacity(7, text.as_bytes());
+        let mut line = Vec::new();
+        let mut seen = Vec::new();
+        loop {
+            let n = read_row(&mut reader, &mut line).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            seen.push((n, line.len()));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (8, 8),
+                (long.len() + 1, rows::MAX_ROW_BYTES + 1),
+                (1, 1),
+                (4, 4)
+            ]
+        );
     }
 }
