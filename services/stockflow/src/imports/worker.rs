@@ -86,41 +86,15 @@ async fn run_job(
 ) -> ApiResult<()> {
     let store = imports.store();
     let Some(owner) = owner_of(&job) else {
-        let refused = [ImportRowError {
-            row: 0,
-            code: "internal".into(),
-            detail: "the uploader's record cannot be read; upload the file again".into(),
-        }];
-        store
-            .checkpoint_import(
-                &job.id,
-                ImportStatus::Done,
-                job.progress,
-                &refused,
-                Some(stockflow_storage::now_ms()),
-            )
-            .await?;
-        return Ok(());
+        let detail = "the uploader's record cannot be read; upload the file again";
+        return end_unrunnable(store, &job, 0, detail).await;
     };
     let file = match tokio::fs::File::open(imports.payload(&job.id)).await {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Nothing left to run: say so once, and stop trying.
-            let lost = [ImportRowError {
-                row: job.progress.rows_done + 1,
-                code: "internal".into(),
-                detail: "the import's file is gone from the data directory; upload it again (rows that ran are answered from their records)".into(),
-            }];
-            store
-                .checkpoint_import(
-                    &job.id,
-                    ImportStatus::Done,
-                    job.progress,
-                    &lost,
-                    Some(stockflow_storage::now_ms()),
-                )
-                .await?;
-            return Ok(());
+            let detail = "the import's file is gone from the data directory; upload it again \
+                          (rows that ran are answered from their records)";
+            return end_unrunnable(store, &job, job.progress.rows_done + 1, detail).await;
         }
         Err(e) => {
             return Err(ApiError::Internal(format!(
@@ -206,6 +180,32 @@ async fn run_job(
         tracing::warn!(import = %job.id, error = %e, "cannot remove a finished import's file");
     }
     tracing::info!(import = %job.id, applied = progress.applied, replayed = progress.replayed, failed = progress.failed, "import done");
+    Ok(())
+}
+
+/// Ends a job that cannot run any further with one refused row saying why: recorded once,
+/// never retried.
+async fn end_unrunnable(
+    store: &dyn stockflow_storage::ports::ImportStore,
+    job: &ImportJob,
+    row: u64,
+    detail: &str,
+) -> ApiResult<()> {
+    let refused = [ImportRowError {
+        row,
+        code: "internal".into(),
+        detail: detail.into(),
+    }];
+    let now = stockflow_storage::now_ms();
+    store
+        .checkpoint_import(
+            &job.id,
+            ImportStatus::Done,
+            job.progress,
+            &refused,
+            Some(now),
+        )
+        .await?;
     Ok(())
 }
 
