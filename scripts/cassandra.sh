@@ -67,6 +67,11 @@ concurrent_writes: 8
 write_request_timeout: 5000ms
 cas_contention_timeout: 5000ms
 read_request_timeout: 5000ms
+# Every test makes its own keyspace, whose ~150 statements are prepared anew (their text
+# names the keyspace): the default cache (10 MiB) evicts statements of running tests, which
+# then fail with "Prepared query ... not found" when the driver's one re-prepare is evicted
+# again before it runs.
+prepared_statements_cache_size: 256MiB
 YAML
     if [[ -n "${CASSANDRA_TLS_DIR:-}" ]]; then
         cat >> "$RUN/cassandra.yaml" <<YAML
