@@ -48,7 +48,12 @@ enum Outcome {
 /// Runs queued jobs until `shutdown`.
 pub async fn run(state: AppState, imports: Arc<Imports>, shutdown: CancellationToken) {
     let rate = NonZeroU32::new(imports.settings().rows_per_second).unwrap_or(NonZeroU32::MIN);
-    let limiter = Arc::new(RateLimiter::direct(Quota::per_second(rate)));
+    // A burst of a twentieth of a second's rows at most: the default quota would let a full
+    // second's worth through at once whenever the bucket is full, in front of checkouts.
+    let burst = NonZeroU32::new(rate.get() / 20).unwrap_or(NonZeroU32::MIN);
+    let limiter = Arc::new(RateLimiter::direct(
+        Quota::per_second(rate).allow_burst(burst),
+    ));
     // Jobs left by the previous run of the process first.
     imports.notify();
     loop {
