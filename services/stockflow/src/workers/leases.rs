@@ -19,6 +19,51 @@ use tokio_util::sync::CancellationToken;
 /// The shards a worker holds now.
 pub type Owned = watch::Receiver<BTreeSet<u32>>;
 
+/// Runs one task per partition of `owned` (below `partitions`) until `shutdown`: starts
+/// `spawn(partition, revoked)` for each partition this replica gains, cancels `revoked`
+/// and waits for the task of each it loses, and at shutdown waits for every task. `what`
+/// names the work in the log ("projecting", "delivering webhooks of").
+pub async fn run_owned_partitions(
+    mut owned: Owned,
+    partitions: u32,
+    shutdown: &CancellationToken,
+    what: &'static str,
+    mut spawn: impl FnMut(u32, CancellationToken) -> tokio::task::JoinHandle<()>,
+) {
+    let mut running: BTreeMap<u32, (CancellationToken, tokio::task::JoinHandle<()>)> =
+        BTreeMap::new();
+    loop {
+        let wanted = owned.borrow_and_update().clone();
+        let lost: Vec<u32> = running
+            .keys()
+            .copied()
+            .filter(|p| !wanted.contains(p))
+            .collect();
+        for partition in lost {
+            if let Some((revoked, task)) = running.remove(&partition) {
+                revoked.cancel();
+                let _ = task.await;
+                tracing::info!(partition, "stopped {what} a partition");
+            }
+        }
+        for &partition in &wanted {
+            if running.contains_key(&partition) || partition >= partitions {
+                continue;
+            }
+            let revoked = CancellationToken::new();
+            let task = spawn(partition, revoked.clone());
+            running.insert(partition, (revoked, task));
+        }
+        tokio::select! {
+            Ok(()) = owned.changed() => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    for (_, (_, task)) in running {
+        let _ = task.await;
+    }
+}
+
 /// What to keep leases on.
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {

@@ -9,17 +9,15 @@
 //! - A record that cannot be decoded, or fails `max_attempts` times, goes to the DLQ with
 //!   its error and the partition moves on.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stockflow_bus::EventLog;
 use stockflow_storage::ports::ReadStore;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::leases::Owned;
+use super::leases::{Owned, run_owned_partitions};
 
 mod step;
 
@@ -105,48 +103,28 @@ pub async fn run(
     read: Arc<dyn ReadStore>,
     config: ProjectorConfig,
     handle: ProjectorHandle,
-    mut owned: Owned,
+    owned: Owned,
     shutdown: CancellationToken,
 ) {
-    let mut running: BTreeMap<u32, (CancellationToken, JoinHandle<()>)> = BTreeMap::new();
-    loop {
-        let wanted = owned.borrow_and_update().clone();
-        let lost: Vec<u32> = running
-            .keys()
-            .copied()
-            .filter(|p| !wanted.contains(p))
-            .collect();
-        for partition in lost {
-            if let Some((revoked, task)) = running.remove(&partition) {
-                revoked.cancel();
-                let _ = task.await;
-                tracing::info!(partition, "stopped projecting a partition");
-            }
-        }
-        for &partition in &wanted {
-            if running.contains_key(&partition) || partition >= log.partitions() {
-                continue;
-            }
-            let revoked = CancellationToken::new();
-            let task = tokio::spawn(run_partition(
+    let partitions = log.partitions();
+    run_owned_partitions(
+        owned,
+        partitions,
+        &shutdown,
+        "projecting",
+        |partition, revoked| {
+            tokio::spawn(run_partition(
                 log.clone(),
                 read.clone(),
                 config.clone(),
                 partition,
                 handle.replay.subscribe(),
                 shutdown.clone(),
-                revoked.clone(),
-            ));
-            running.insert(partition, (revoked, task));
-        }
-        tokio::select! {
-            Ok(()) = owned.changed() => {}
-            _ = shutdown.cancelled() => break,
-        }
-    }
-    for (_, (_, task)) in running {
-        let _ = task.await;
-    }
+                revoked,
+            ))
+        },
+    )
+    .await;
     tracing::info!("projectors stopped");
 }
 

@@ -10,7 +10,6 @@
 mod advance;
 pub mod deliver;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +17,10 @@ use futures::future::join_all;
 use stockflow_bus::EventLog;
 use stockflow_domain::webhook::{RetryPolicy, Secret, SubscriptionState};
 use stockflow_storage::ports::WebhookStore;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff;
-use super::leases::Owned;
+use super::leases::{Owned, run_owned_partitions};
 use advance::{Target, advance};
 
 /// Webhook worker settings.
@@ -78,7 +76,7 @@ pub async fn run(
     log: Arc<dyn EventLog>,
     store: Arc<dyn WebhookStore>,
     config: WebhookConfig,
-    mut owned: Owned,
+    owned: Owned,
     shutdown: CancellationToken,
 ) {
     let client = match deliver::client(config.request_timeout) {
@@ -97,43 +95,23 @@ pub async fn run(
         now: stockflow_storage::now_ms,
         random: random_u64,
     });
-    let mut running: BTreeMap<u32, (CancellationToken, JoinHandle<()>)> = BTreeMap::new();
-    loop {
-        let wanted = owned.borrow_and_update().clone();
-        let lost: Vec<u32> = running
-            .keys()
-            .copied()
-            .filter(|p| !wanted.contains(p))
-            .collect();
-        for partition in lost {
-            if let Some((revoked, task)) = running.remove(&partition) {
-                revoked.cancel();
-                let _ = task.await;
-                tracing::info!(partition, "stopped delivering webhooks of a partition");
-            }
-        }
-        for &partition in &wanted {
-            if running.contains_key(&partition) || partition >= log.partitions() {
-                continue;
-            }
-            let revoked = CancellationToken::new();
-            let task = tokio::spawn(run_partition(
+    let partitions = log.partitions();
+    run_owned_partitions(
+        owned,
+        partitions,
+        &shutdown,
+        "delivering webhooks of",
+        |partition, revoked| {
+            tokio::spawn(run_partition(
                 ctx.clone(),
                 config.idle_poll,
                 partition,
                 shutdown.clone(),
-                revoked.clone(),
-            ));
-            running.insert(partition, (revoked, task));
-        }
-        tokio::select! {
-            Ok(()) = owned.changed() => {}
-            _ = shutdown.cancelled() => break,
-        }
-    }
-    for (_, (_, task)) in running {
-        let _ = task.await;
-    }
+                revoked,
+            ))
+        },
+    )
+    .await;
     tracing::info!("webhook delivery stopped");
 }
 
