@@ -4,12 +4,11 @@
 //! which their idempotency keys answer from the record.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, params};
 
-use super::sqlite::{Durability, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64};
+use super::sqlite::{LockedConnection, from_sql_u64, to_sql_u64};
 use crate::error::Context;
 use crate::ports::{ImportJob, ImportProgress, ImportRowError, ImportStatus, ImportStore};
 use crate::{Result, StoreError};
@@ -44,21 +43,14 @@ const COLUMNS: &str = "id, owner, digest, rows_total, bytes, status, rows_done, 
 
 /// The embedded import store (one connection: a checkpoint every thousand rows or so).
 pub struct SqliteImportStore {
-    conn: Mutex<Connection>,
+    conn: LockedConnection,
 }
 
 impl SqliteImportStore {
     /// Opens `path`, creating the schema.
     pub fn open(path: &Path) -> Result<Self> {
         Ok(Self {
-            conn: Mutex::new(open_writer(path, SCHEMA, Durability::Durable)?),
-        })
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        blocking(|| {
-            let mut conn = self.conn.lock().map_err(poisoned)?;
-            f(&mut conn)
+            conn: LockedConnection::open(path, SCHEMA)?,
         })
     }
 }
@@ -89,7 +81,7 @@ fn job_row(row: &Row<'_>) -> rusqlite::Result<ImportJob> {
 impl ImportStore for SqliteImportStore {
     async fn create_import(&self, job: &ImportJob) -> Result<()> {
         let p = job.progress;
-        self.with(|conn| {
+        self.conn.with(|conn| {
             conn.execute(
                 &format!("INSERT INTO imports ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
                 params![
@@ -114,7 +106,7 @@ impl ImportStore for SqliteImportStore {
     }
 
     async fn import(&self, id: &str) -> Result<Option<ImportJob>> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             conn.query_row(
                 &format!("SELECT {COLUMNS} FROM imports WHERE id = ?1"),
                 [id],
@@ -126,7 +118,7 @@ impl ImportStore for SqliteImportStore {
     }
 
     async fn unfinished_imports(&self) -> Result<Vec<ImportJob>> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             let mut s = conn
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM imports WHERE status != 'done' ORDER BY created_at_ms, id"
@@ -146,7 +138,7 @@ impl ImportStore for SqliteImportStore {
         errors: &[ImportRowError],
         finished_at_ms: Option<i64>,
     ) -> Result<()> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             let tx = conn.transaction().what("begin an import checkpoint")?;
             for e in errors {
                 tx.prepare_cached(
@@ -191,7 +183,7 @@ impl ImportStore for SqliteImportStore {
         limit: usize,
     ) -> Result<Vec<ImportRowError>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|conn| {
+        self.conn.with(|conn| {
             let mut s = conn
                 .prepare_cached(
                     "SELECT row, code, detail FROM import_errors WHERE import_id = ?1 AND row > ?2

@@ -199,6 +199,29 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// One durable connection behind a lock, for a store whose traffic is a few rows at a time
+/// (webhook deliveries, import checkpoints): each call runs on it through [`blocking`].
+pub(crate) struct LockedConnection(std::sync::Mutex<Connection>);
+
+impl LockedConnection {
+    /// Opens `path` durably, creating `schema`.
+    pub(crate) fn open(path: &Path, schema: &str) -> Result<Self> {
+        Ok(Self(std::sync::Mutex::new(open_writer(
+            path,
+            schema,
+            Durability::Durable,
+        )?)))
+    }
+
+    /// Runs `f` on the connection.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        blocking(|| {
+            let mut conn = self.0.lock().map_err(poisoned)?;
+            f(&mut conn)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};

@@ -5,13 +5,12 @@
 //! redeliver (deliveries are at least once), never skip.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use stockflow_domain::webhook::{Filter, SubscriptionState};
 
-use super::sqlite::{Durability, blocking, from_sql_u64, open_writer, poisoned, to_sql_u64};
+use super::sqlite::{LockedConnection, from_sql_u64, to_sql_u64};
 use crate::error::Context;
 use crate::ports::{Cursor, Subscription, SubscriptionEvent, WebhookDeadLetter, WebhookStore};
 use crate::{Result, StoreError};
@@ -72,21 +71,14 @@ const LETTER_COLUMNS: &str = "id, subscription_id, partition, log_offset, event_
 
 /// The embedded webhook store (one connection: the traffic is a few rows per delivery).
 pub struct SqliteWebhookStore {
-    conn: Mutex<Connection>,
+    conn: LockedConnection,
 }
 
 impl SqliteWebhookStore {
     /// Opens `path`, creating the schema.
     pub fn open(path: &Path) -> Result<Self> {
         Ok(Self {
-            conn: Mutex::new(open_writer(path, SCHEMA, Durability::Durable)?),
-        })
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        blocking(|| {
-            let mut conn = self.conn.lock().map_err(poisoned)?;
-            f(&mut conn)
+            conn: LockedConnection::open(path, SCHEMA)?,
         })
     }
 }
@@ -182,7 +174,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
 impl WebhookStore for SqliteWebhookStore {
     async fn create_subscription(&self, s: &Subscription) -> Result<()> {
         let (types, filter) = (to_json(&s.types)?, to_json(&s.filter)?);
-        self.with(|conn| {
+        self.conn.with(|conn| {
             conn.execute(
                 &format!("INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
                 params![s.id, s.url, types, filter, s.secret, s.state.as_str(), s.consecutive_dead_letters, s.created_at_ms, s.updated_at_ms],
@@ -193,7 +185,7 @@ impl WebhookStore for SqliteWebhookStore {
     }
 
     async fn subscription(&self, id: &str) -> Result<Option<Subscription>> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             conn.query_row(
                 &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?1"),
                 [id],
@@ -205,7 +197,7 @@ impl WebhookStore for SqliteWebhookStore {
     }
 
     async fn subscriptions(&self) -> Result<Vec<Subscription>> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             let mut s = conn
                 .prepare_cached(&format!(
                     "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY created_at_ms, id"
@@ -218,7 +210,7 @@ impl WebhookStore for SqliteWebhookStore {
     }
 
     async fn delete_subscription(&self, id: &str) -> Result<bool> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             let tx = conn.transaction().what("begin deleting a subscription")?;
             let n = tx
                 .execute("DELETE FROM subscriptions WHERE id = ?1", [id])
@@ -240,7 +232,7 @@ impl WebhookStore for SqliteWebhookStore {
     }
 
     async fn enable(&self, id: &str, now_ms: i64) -> Result<bool> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             let tx = conn.transaction().what("begin enabling a subscription")?;
             let n = tx
                 .execute(
@@ -262,7 +254,7 @@ impl WebhookStore for SqliteWebhookStore {
     }
 
     async fn disable(&self, id: &str, event_type: &str, reason: &str, now_ms: i64) -> Result<bool> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             let tx = conn.transaction().what("begin disabling a subscription")?;
             let n = tx
                 .execute(
@@ -285,7 +277,7 @@ impl WebhookStore for SqliteWebhookStore {
     }
 
     async fn subscription_events(&self, id: &str) -> Result<Vec<SubscriptionEvent>> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             let mut s = conn
                 .prepare_cached(
                     "SELECT id, subscription_id, event_type, reason, at_ms FROM subscription_events
@@ -307,7 +299,7 @@ impl WebhookStore for SqliteWebhookStore {
     }
 
     async fn cursor(&self, id: &str, log: &str, partition: u32) -> Result<Option<Cursor>> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             conn.prepare_cached(
                 "SELECT next_offset, attempts, first_attempt_ms, retry_at_ms, last_error
                  FROM subscription_cursors
@@ -337,7 +329,7 @@ impl WebhookStore for SqliteWebhookStore {
         cursor: &Cursor,
         delivered: bool,
     ) -> Result<()> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             let tx = conn.transaction().what("begin storing a webhook cursor")?;
             put_cursor(&tx, id, log, partition, cursor)?;
             if delivered {
@@ -353,7 +345,7 @@ impl WebhookStore for SqliteWebhookStore {
     }
 
     async fn dead_letter(&self, l: &WebhookDeadLetter, log: &str, cursor: &Cursor) -> Result<u32> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             let tx = conn.transaction().what("begin dead-lettering a delivery")?;
             let count: Option<u32> = tx
                 .query_row(
@@ -391,7 +383,7 @@ impl WebhookStore for SqliteWebhookStore {
     }
 
     async fn dead_letters(&self, id: &str) -> Result<Vec<WebhookDeadLetter>> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             let mut s = conn
                 .prepare_cached(&format!(
                     "SELECT {LETTER_COLUMNS} FROM subscription_dead_letters
@@ -405,7 +397,7 @@ impl WebhookStore for SqliteWebhookStore {
     }
 
     async fn request_replay(&self, id: &str) -> Result<u64> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             let n = conn
                 .execute(
                     "UPDATE subscription_dead_letters SET replay_requested = 1 WHERE subscription_id = ?1",
@@ -418,7 +410,7 @@ impl WebhookStore for SqliteWebhookStore {
 
     async fn replays(&self, partition: u32, limit: usize) -> Result<Vec<WebhookDeadLetter>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|conn| {
+        self.conn.with(|conn| {
             let mut s = conn
                 .prepare_cached(&format!(
                     "SELECT {LETTER_COLUMNS} FROM subscription_dead_letters
@@ -437,7 +429,7 @@ impl WebhookStore for SqliteWebhookStore {
         outcome: std::result::Result<(), String>,
         now_ms: i64,
     ) -> Result<()> {
-        self.with(|conn| {
+        self.conn.with(|conn| {
             match outcome {
                 Ok(()) => conn
                     .execute("DELETE FROM subscription_dead_letters WHERE id = ?1", [letter_id])

@@ -132,15 +132,12 @@ pub(super) fn export_stock(
         InventoryColumns::LIST
     );
     let mut statement = tx.prepare(&sql).what("export inventory rows")?;
-    let mut rows = statement
+    let rows = statement
         .query_map([region], InventoryColumns::read)
         .what("export inventory rows")?;
     let mut chunk = Vec::with_capacity(EXPORT_CHUNK_ROWS);
-    loop {
-        match rows.next() {
-            Some(row) => chunk.push(row.what("export inventory rows")?),
-            None => break,
-        }
+    for row in rows {
+        chunk.push(row.what("export inventory rows")?);
         if chunk.len() == EXPORT_CHUNK_ROWS {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(EXPORT_CHUNK_ROWS));
             if sink.blocking_send(ExportChunk::Rows(full)).is_err() {

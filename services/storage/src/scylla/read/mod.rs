@@ -116,6 +116,11 @@ impl States {
 }
 
 /// A stored row of `inventory_by_sku_location`, through the domain.
+/// Rows in `(sku, location)` order.
+fn by_key(rows: &mut [InventoryRow]) {
+    rows.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+}
+
 fn inventory(row: InventoryReadRow) -> Result<InventoryRow> {
     let states = States::read(row.states.as_deref())?;
     Ok(InventoryRow::stored(
@@ -168,6 +173,20 @@ fn movement(r: MovementRow) -> Result<Movement> {
 }
 
 impl ScyllaReadStore {
+    /// Every inventory row, page by page, in token order.
+    async fn scan_inventory(
+        &self,
+    ) -> Result<impl futures::Stream<Item = Result<InventoryRow>> + use<>> {
+        let pager = self
+            .session
+            .execute_iter(self.st.all_inventory.clone(), ())
+            .await
+            .map_err(unreadable("scan inventory"))?
+            .rows_stream::<InventoryReadRow>()
+            .map_err(unreadable("scan inventory"))?;
+        Ok(pager.map(|row| inventory(row.map_err(unreadable("scan inventory"))?)))
+    }
+
     /// Prepares every statement on `session` for `keyspace`.
     pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<Self> {
         let st = ReadStatements::prepare(&session, keyspace).await?;
@@ -378,30 +397,24 @@ impl ReadStore for ScyllaReadStore {
         if sink.send(ExportChunk::Offsets(offsets)).await.is_err() {
             return Ok(());
         }
-        let mut pager = self
-            .session
-            .execute_iter(self.st.all_inventory.clone(), ())
-            .await
-            .map_err(unreadable("scan inventory"))?
-            .rows_stream::<InventoryReadRow>()
-            .map_err(unreadable("scan inventory"))?;
+        let mut pager = self.scan_inventory().await?;
         let mut chunk = Vec::with_capacity(EXPORT_CHUNK_ROWS);
         while let Some(row) = pager.next().await {
-            let row = inventory(row.map_err(unreadable("scan inventory"))?)?;
+            let row = row?;
             if region.as_deref().is_some_and(|r| r != row.region) {
                 continue;
             }
             chunk.push(row);
             if chunk.len() == EXPORT_CHUNK_ROWS {
                 let mut full = std::mem::replace(&mut chunk, Vec::with_capacity(EXPORT_CHUNK_ROWS));
-                full.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+                by_key(&mut full);
                 if sink.send(ExportChunk::Rows(full)).await.is_err() {
                     return Ok(());
                 }
             }
         }
         if !chunk.is_empty() {
-            chunk.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+            by_key(&mut chunk);
             let _ = sink.send(ExportChunk::Rows(chunk)).await;
         }
         Ok(())
@@ -409,17 +422,11 @@ impl ReadStore for ScyllaReadStore {
 
     async fn all_inventory(&self) -> Result<Vec<InventoryRow>> {
         let mut out = Vec::new();
-        let mut pager = self
-            .session
-            .execute_iter(self.st.all_inventory.clone(), ())
-            .await
-            .map_err(unreadable("scan inventory"))?
-            .rows_stream::<InventoryReadRow>()
-            .map_err(unreadable("scan inventory"))?;
+        let mut pager = self.scan_inventory().await?;
         while let Some(row) = pager.next().await {
-            out.push(inventory(row.map_err(unreadable("scan inventory"))?)?);
+            out.push(row?);
         }
-        out.sort_by(|a, b| (&a.sku, &a.location).cmp(&(&b.sku, &b.location)));
+        by_key(&mut out);
         Ok(out)
     }
 
