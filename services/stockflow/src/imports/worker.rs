@@ -147,8 +147,16 @@ async fn run_job(
         let mut stopped = false;
         for (number, outcome) in outcomes {
             match outcome {
-                Outcome::Applied => progress.applied += 1,
-                Outcome::Replayed => progress.replayed += 1,
+                Outcome::Applied => {
+                    progress.applied += 1;
+                    metrics::counter!("stockflow_import_rows_total", "outcome" => "applied")
+                        .increment(1);
+                }
+                Outcome::Replayed => {
+                    progress.replayed += 1;
+                    metrics::counter!("stockflow_import_rows_total", "outcome" => "replayed")
+                        .increment(1);
+                }
                 Outcome::Refused(e) => refused.push(refusal(number, &e)),
                 Outcome::Stopped => stopped = true,
             }
@@ -323,28 +331,18 @@ async fn apply(
             return Outcome::Stopped;
         }
         attempt += 1;
-        let result = apply_once(state, owner, &row).await;
-        let outcome = match result {
-            Ok(true) => Outcome::Replayed,
-            Ok(false) => Outcome::Applied,
+        match apply_once(state, owner, &row).await {
+            Ok(true) => return Outcome::Replayed,
+            Ok(false) => return Outcome::Applied,
             Err(e) if passes(&e) && attempt < ATTEMPTS => {
                 let pause = Duration::from_millis(20 * u64::from(attempt.min(10)));
                 tokio::select! {
                     _ = shutdown.cancelled() => return Outcome::Stopped,
-                    _ = tokio::time::sleep(pause) => continue,
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
-            Err(e) => Outcome::Refused(e),
-        };
-        let label = match outcome {
-            Outcome::Applied => "applied",
-            Outcome::Replayed => "replayed",
-            _ => "refused",
-        };
-        if label != "refused" {
-            metrics::counter!("stockflow_import_rows_total", "outcome" => label).increment(1);
+            Err(e) => return Outcome::Refused(e),
         }
-        return outcome;
     }
 }
 
