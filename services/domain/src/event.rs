@@ -13,11 +13,11 @@ pub use crate::actor::{Actor, StoreOrigin};
 use crate::catalog::SkuCatalog;
 use crate::command::AdjustReason;
 use crate::idempotency::ScopedKey;
-use crate::ids::{LocationId, Region, ReservationId, Sku, TransferId};
+use crate::ids::{ChannelId, LocationId, Region, ReservationId, Sku, TransferId};
 use crate::limits::MAX_ON_HAND;
 use crate::policy::{self, Settings, Signal, SkuPolicy};
 use crate::quantity::{Dated, Filled, PoLine, State, Target};
-use crate::stock::{Next, Quantities, StockLevel};
+use crate::stock::{Allocation, ChannelShare, Next, Quantities, StockLevel};
 
 /// What happened to a stock key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -55,6 +55,8 @@ pub enum EventKind {
     /// Units a transfer took out of this key came back: its shipment was undone before it
     /// completed.
     TransferReverted,
+    /// A channel's allocation (ring-fence, cap) at this key was set, changed or removed.
+    AllocationChanged,
 }
 
 impl EventKind {
@@ -76,11 +78,12 @@ impl EventKind {
             EventKind::TransferReceived => "transfer_received",
             EventKind::TransferDiscrepancy => "transfer_discrepancy",
             EventKind::TransferReverted => "transfer_reverted",
+            EventKind::AllocationChanged => "allocation_changed",
         }
     }
 
     /// Every kind, in the order the API lists them.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::StockAdjusted,
         EventKind::StockOversold,
         EventKind::StockMoved,
@@ -96,6 +99,7 @@ impl EventKind {
         EventKind::TransferReceived,
         EventKind::TransferDiscrepancy,
         EventKind::TransferReverted,
+        EventKind::AllocationChanged,
     ];
 }
 
@@ -108,6 +112,16 @@ pub struct Moved {
     pub to: Target,
     /// How many.
     pub qty: i64,
+}
+
+/// A channel's allocation after an `allocation_changed` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AllocationChange {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Its allocation now; absent when it was removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<Allocation>,
 }
 
 /// What a change says about itself beyond the levels it left: set by the decision that
@@ -134,6 +148,8 @@ pub struct Detail {
     pub policy: Option<Settings>,
     /// Units of the reservation backordered by this hold.
     pub backordered: Option<i64>,
+    /// A channel's allocation after an allocation change.
+    pub allocation: Option<AllocationChange>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -229,6 +245,13 @@ pub struct StockEvent {
     /// Units of the reservation this hold backordered, for `stock_reserved`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backordered_now: Option<i64>,
+    /// The channel's allocation now, for `allocation_changed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<AllocationChange>,
+    /// Each channel with an allocation or a hold at the key after the change: what it
+    /// holds and may still take.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelShare>,
     /// The idempotency key of the command, in its caller's key space.
     pub idempotency_key: Option<ScopedKey>,
     /// Who asked for the change (audit); absent for expiry and for events written before
@@ -301,6 +324,8 @@ impl StockEvent {
             filled: Vec::new(),
             policy: detail.policy,
             backordered_now: detail.backordered,
+            allocation: detail.allocation,
+            channels: level.channel_shares(),
             idempotency_key: meta.idempotency_key.clone(),
             actor: meta.actor.clone(),
             occurred_at_ms: meta.occurred_at_ms,

@@ -63,7 +63,7 @@ pub use catalog::{Location, LocationKind, SkuCatalog};
 pub use cloudevent::{EventType, Stream};
 pub use command::{
     Adjust, AdjustReason, CloseIncoming, Command, CreateTransfer, ExpectIncoming, Mode, Move,
-    OnHandChange, ReceiveLine, ReceiveTransfer, Reserve, ReserveLine, SetPolicy,
+    OnHandChange, ReceiveLine, ReceiveTransfer, Reserve, ReserveLine, SetAllocation, SetPolicy,
     TransferLineRequest,
 };
 pub use decide::Applied;
@@ -86,6 +86,6 @@ pub use refusal::{Answer, Refusal, ShortLine, UnsourcedLine};
 pub use reservation::{Reservation, ReservationLine, ReservationStatus};
 pub use role::Role;
 pub use sourcing::{Channel, ChannelLocation};
-pub use stock::{Extras, Quantities, StockLevel};
+pub use stock::{Allocation, Cap, ChannelShare, Extras, Quantities, StockLevel};
 pub use transfer::{Transfer, TransferLine, TransferStatus};
 pub use validation::{ValidationError, ValidationKind};

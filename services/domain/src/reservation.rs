@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{LocationId, ReservationId, Sku, StockKey};
+use crate::ids::{ChannelId, LocationId, ReservationId, Sku, StockKey};
 
 /// Where a reservation is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +69,11 @@ pub struct ReservationLine {
     /// readers fill this in from them.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub backordered: i64,
+    /// The sales channel the units are held for, counted against its allocations at the
+    /// key. Kept on each line (not only on the reservation) because lines are stored and
+    /// settled apart, each with its own key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelId>,
 }
 
 impl ReservationLine {
@@ -98,6 +103,11 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// The sales channel it holds stock for, if any (every line holds for the same one).
+    pub fn channel(&self) -> Option<&ChannelId> {
+        self.lines.first().and_then(|l| l.channel.as_ref())
+    }
+
     /// Whether the TTL has passed at `now_ms`.
     pub fn is_due(&self, now_ms: i64) -> bool {
         now_ms >= self.expires_at_ms

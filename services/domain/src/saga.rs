@@ -302,8 +302,7 @@ pub fn hold_line(
         Some(_) => Err(Refusal::ReservationExists(record.id.clone())),
         None => decide::reserve_line(
             level,
-            &record.id,
-            line.qty,
+            decide::Hold::of_line(&record.id, line),
             grant,
             record.reference.clone(),
             meta,
@@ -322,11 +321,15 @@ pub fn give_back_line(
     meta: &EventMeta,
 ) -> Option<(StockLevel, StockEvent)> {
     let held = held.filter(|held| **held == record.line_record(line))?;
-    let qty = held.lines.first().map_or(0, |l| l.qty);
+    let first = held.lines.first();
+    let hold = decide::Hold {
+        id: &record.id,
+        qty: first.map_or(0, |l| l.qty),
+        channel: first.and_then(|l| l.channel.as_ref()),
+    };
     Some(decide::compensate_line(
         level,
-        &record.id,
-        qty,
+        hold,
         held.reference.clone(),
         meta,
     ))

@@ -274,3 +274,155 @@ async fn a_retry_after_the_stock_is_gone_replays_its_reservation() {
     );
     assert_eq!(p.write_level("ONE", "only").await.reserved, 2);
 }
+
+/// Allocations over HTTP: a ring-fence keeps a store's units from every other channel, a
+/// percentage cap bounds the marketplace, region-level sourcing for a channel skips what
+/// it may not take, and bad allocations are refused with the field they name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocations_fence_and_cap_what_each_channel_may_take() {
+    let p = Platform::start().await;
+    for id in ["s1", "s2"] {
+        p.location(id, "north").await;
+    }
+    stocked(&p, "GIFT", &[("s1", 10), ("s2", 10)]).await;
+    channel(&p, "counter", json!({"locations": [{"location": "s1"}]})).await;
+    for id in ["market", "web"] {
+        channel(
+            &p,
+            id,
+            json!({"locations": [{"location": "s1"}, {"location": "s2"}], "strategy": "priority"}),
+        )
+        .await;
+    }
+    let allocate = |key: &str, body: Value| p.post("/v1/allocations", key.to_string(), body);
+    let fenced = answered(
+        allocate(
+            "fence",
+            json!({"sku": "GIFT", "location": "s1", "channel": "counter", "ring_fence": 4}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(fenced["channels"][0]["channel"], "counter");
+    assert_eq!(fenced["channels"][0]["ring_fence"], 4);
+    assert_eq!(fenced["channels"][0]["available"], 10);
+    let capped = answered(
+        allocate(
+            "cap",
+            json!({"sku": "GIFT", "location": "s1", "channel": "market", "cap_percent": 20}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let market = capped["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .find(|c| c["channel"] == "market")
+        .expect("market")
+        .clone();
+    assert_eq!(
+        (market["cap_percent"].as_i64(), market["available"].as_i64()),
+        (Some(20), Some(2))
+    );
+
+    // Refused with the field they name, applying nothing.
+    for (key, body, status) in [
+        (
+            "bad-1",
+            json!({"sku": "GIFT", "location": "s2", "channel": "counter", "ring_fence": 1}),
+            422,
+        ),
+        (
+            "bad-2",
+            json!({"sku": "GIFT", "location": "s1", "channel": "nobody", "ring_fence": 1}),
+            404,
+        ),
+        (
+            "bad-3",
+            json!({"sku": "GIFT", "location": "s1", "channel": "web", "cap_units": 1, "cap_percent": 1}),
+            422,
+        ),
+        (
+            "bad-4",
+            json!({"sku": "GIFT", "location": "s1", "channel": "web", "ring_fence": -1}),
+            400,
+        ),
+    ] {
+        let (got, code) = refused(allocate(key, body).await).await;
+        assert_eq!(got, status, "{key}: {code}");
+    }
+    assert_eq!(p.write_level("GIFT", "s1").await.version, 3);
+
+    let reserve = |key: &str, channel: &str, location: &str, qty: i64| {
+        p.post(
+            "/v1/reservations",
+            key.to_string(),
+            json!({"channel": channel, "lines": [{"sku": "GIFT", "location": location, "qty": qty}]}),
+        )
+    };
+    // The marketplace: 20% of 10 on hand.
+    assert_eq!(
+        refused(reserve("m1", "market", "s1", 3).await).await.1,
+        "insufficient_stock"
+    );
+    let held = answered(reserve("m2", "market", "s1", 2).await, StatusCode::CREATED).await;
+    assert_eq!(held["channel"], "market");
+    // The web: what is left outside the counter's fence (10 - 4 - 2).
+    assert_eq!(
+        refused(reserve("w1", "web", "s1", 5).await).await.1,
+        "insufficient_stock"
+    );
+    answered(reserve("w2", "web", "s1", 4).await, StatusCode::CREATED).await;
+    // The counter: its fence, whatever the others took.
+    let counter = answered(reserve("c1", "counter", "s1", 4).await, StatusCode::CREATED).await;
+    // A channel reserves only where it sells.
+    let (status, _) = refused(reserve("c2", "counter", "s2", 1).await).await;
+    assert_eq!(status, 422);
+
+    // Region-level for the web: s1 comes first in its order but gives it nothing now.
+    let r = p
+        .post(
+            "/v1/sourcing/reservations",
+            "src-web",
+            json!({"channel": "web", "region": "north", "lines": [{"sku": "GIFT", "qty": 3}]}),
+        )
+        .await;
+    let body = answered(r, StatusCode::CREATED).await;
+    assert_eq!(
+        parts(&body),
+        vec![("s2".to_string(), 3, "priority".to_string())]
+    );
+    assert_eq!(body["reservation"]["channel"], "web");
+
+    let s1 = p.write_level("GIFT", "s1").await;
+    let held_by = |c: &str| s1.held_for(&stockflow_domain::ChannelId::parse(c).expect("channel"));
+    assert_eq!(
+        (held_by("market"), held_by("web"), held_by("counter")),
+        (2, 4, 4)
+    );
+    // Released, the counter's units are fenced again.
+    let id = counter["reservation_id"].as_str().expect("id");
+    answered(
+        p.post(
+            &format!("/v1/reservations/{id}/release"),
+            "c1-release",
+            json!({}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let s1 = p.write_level("GIFT", "s1").await;
+    assert_eq!(
+        s1.held_for(&stockflow_domain::ChannelId::parse("counter").expect("id")),
+        0
+    );
+    assert_eq!(
+        s1.available_to(None),
+        0,
+        "the 4 free units are the counter's"
+    );
+}

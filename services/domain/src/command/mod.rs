@@ -2,9 +2,11 @@
 //!
 //! - [`stock`] holds the commands on one key — adjustments, moves between states,
 //!   incoming purchase-order lines, a location's policy — and a SKU's policy;
+//! - [`allocation`] holds a channel's allocation at a key;
 //! - [`reserve`] holds reservations;
 //! - [`transfer`] holds transfers between two locations.
 
+mod allocation;
 mod reserve;
 mod stock;
 mod transfer;
@@ -16,6 +18,7 @@ use crate::ids::{ReservationId, TransferId};
 use crate::limits::MAX_REFERENCE_CHARS;
 use crate::validation::ValidationError;
 
+pub use allocation::SetAllocation;
 pub use reserve::{Reserve, ReserveLine};
 pub use stock::{Adjust, CloseIncoming, ExpectIncoming, Move, OnHandChange, SetPolicy};
 pub use transfer::{CreateTransfer, ReceiveLine, ReceiveTransfer, TransferLineRequest};
@@ -168,6 +171,8 @@ pub enum Command {
     CloseIncoming(CloseIncoming),
     /// Set a SKU's policy, or a location's override.
     SetPolicy(SetPolicy),
+    /// Set or remove a channel's allocation at a key.
+    SetAllocation(SetAllocation),
     /// Hold stock.
     Reserve(Reserve),
     /// Turn a reservation into a sale.
@@ -210,6 +215,7 @@ impl Command {
             Command::ExpectIncoming(_) => "expect_incoming",
             Command::CloseIncoming(_) => "close_incoming",
             Command::SetPolicy(_) => "set_policy",
+            Command::SetAllocation(_) => "set_allocation",
             Command::Reserve(_) => "reserve",
             Command::Confirm { .. } => "confirm",
             Command::Release { .. } => "release",

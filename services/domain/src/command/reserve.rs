@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::check_reference;
-use crate::ids::{LocationId, ReservationId, Sku, StockKey};
+use crate::ids::{ChannelId, LocationId, ReservationId, Sku, StockKey};
 use crate::limits::{MAX_LINE_QTY, MAX_LINES, MAX_TTL_SECONDS};
 use crate::validation::ValidationError;
 
@@ -38,6 +38,9 @@ pub struct Reserve {
     pub ttl_seconds: u64,
     /// External reference (order id, cart id).
     pub reference: Option<String>,
+    /// The sales channel it holds stock for: its allocations bind each line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelId>,
 }
 
 impl Reserve {
@@ -84,6 +87,13 @@ impl Reserve {
             lines,
             ttl_seconds,
             reference,
+            channel: None,
         })
+    }
+
+    /// This reservation, for `channel`.
+    pub fn for_channel(mut self, channel: Option<ChannelId>) -> Self {
+        self.channel = channel;
+        self
     }
 }

@@ -31,7 +31,7 @@ fn quantity(field: &str, qty: i64) -> Result<(), ValidationError> {
     }
 }
 
-fn version(field: &str, v: Option<u64>) -> Result<(), ValidationError> {
+pub(super) fn version(field: &str, v: Option<u64>) -> Result<(), ValidationError> {
     if v.is_some_and(|v| v > MAX_VERSION) {
         return Err(ValidationError::new(
             field,

@@ -95,6 +95,7 @@ pub fn authorize(command: &Command, grant: &LocationGrant) -> Answer<()> {
             Ok(())
         }
         Command::Move(cmd) => grant.check(&cmd.key.location),
+        Command::SetAllocation(cmd) => grant.check(&cmd.key.location),
         Command::ExpectIncoming(cmd) => grant.check(&cmd.key.location),
         Command::CloseIncoming(cmd) => grant.check(&cmd.key.location),
         Command::SetPolicy(cmd) => match &cmd.location {

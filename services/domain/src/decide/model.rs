@@ -7,14 +7,17 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::command::{
     Adjust, AdjustReason, CloseIncoming, CreateTransfer, ExpectIncoming, Mode, Move, OnHandChange,
-    ReceiveLine, ReceiveTransfer, Reserve, ReserveLine, SetPolicy, TransferLineRequest,
+    ReceiveLine, ReceiveTransfer, Reserve, ReserveLine, SetAllocation, SetPolicy,
+    TransferLineRequest,
 };
 use crate::event::EventMeta;
-use crate::ids::{LocationId, PurchaseOrderId, Region, ReservationId, Sku, StockKey, TransferId};
+use crate::ids::{
+    ChannelId, LocationId, PurchaseOrderId, Region, ReservationId, Sku, StockKey, TransferId,
+};
 use crate::policy::{Oversell, Settings, SkuPolicy};
 use crate::quantity::{Date, PoLine, State, Target};
 use crate::reservation::{Reservation, ReservationStatus};
-use crate::stock::StockLevel;
+use crate::stock::{Allocation, Cap, StockLevel};
 use crate::transfer::{Transfer, TransferStatus};
 
 /// One command of a random sequence (keys, ids and SKUs are small numbers).
@@ -35,6 +38,13 @@ pub(super) enum Op {
         id: u8,
         lines: Vec<(u8, i64)>,
         ttl: u64,
+        channel: Option<u8>,
+    },
+    Allocate {
+        key: u8,
+        channel: u8,
+        fence: i64,
+        cap: Option<i64>,
     },
     Settle {
         id: u8,
@@ -82,6 +92,11 @@ pub(super) enum Op {
 
 pub(super) fn sku_of(n: u8) -> Sku {
     Sku::parse(format!("sku{}", n % 3)).expect("sku")
+}
+
+/// One of two sales channels.
+fn channel_of(n: u8) -> ChannelId {
+    ChannelId::parse(format!("ch{}", n % 2)).expect("channel")
 }
 
 pub(super) fn loc_of(n: u8) -> LocationId {
@@ -239,7 +254,12 @@ impl Model {
                 }
                 self.write(result, false)
             }
-            Op::Reserve { id, lines, ttl } => {
+            Op::Reserve {
+                id,
+                lines,
+                ttl,
+                channel,
+            } => {
                 let lines: Vec<ReserveLine> = lines
                     .iter()
                     .map(|(k, qty)| {
@@ -255,6 +275,7 @@ impl Model {
                 let Ok(cmd) = Reserve::new(id.clone(), lines, *ttl, None) else {
                     return false;
                 };
+                let cmd = cmd.for_channel(channel.map(channel_of));
                 let levels: Vec<_> = cmd.lines.iter().map(|l| self.level(&l.key())).collect();
                 let result = reserve(&levels, self.reservations.get(&id), &cmd, grant, &meta);
                 self.write(result, false)
@@ -295,6 +316,22 @@ impl Model {
                     Some(key) => set_location_policy(&self.level(&key), &cmd, grant, &meta),
                     None => set_sku_policy(self.sku_policies.get(&sku), &cmd, grant, &meta),
                 };
+                self.write(result, false)
+            }
+            Op::Allocate {
+                key,
+                channel,
+                fence,
+                cap,
+            } => {
+                let key = key_of(*key);
+                let allocation = Allocation::new(*fence, cap.map(Cap::Units)).ok();
+                let Ok(cmd) =
+                    SetAllocation::new(key.clone(), channel_of(*channel), allocation, None, None)
+                else {
+                    return false;
+                };
+                let result = set_allocation(&self.level(&key), &cmd, grant, &meta);
                 self.write(result, false)
             }
             Op::Expect { key, line, qty } => {
@@ -443,10 +480,18 @@ impl Model {
 
     pub(super) fn check_invariants(&self) {
         let mut held: BTreeMap<StockKey, i64> = BTreeMap::new();
+        let mut by_channel: BTreeMap<StockKey, BTreeMap<ChannelId, i64>> = BTreeMap::new();
         for r in self.reservations.values() {
             if r.status == ReservationStatus::Active {
                 for line in &r.lines {
                     *held.entry(line.key()).or_default() += line.qty;
+                    if let Some(c) = &line.channel {
+                        *by_channel
+                            .entry(line.key())
+                            .or_default()
+                            .entry(c.clone())
+                            .or_default() += line.qty;
+                    }
                 }
             }
         }
@@ -457,6 +502,11 @@ impl Model {
                 level.reserved,
                 held.get(key).copied().unwrap_or(0),
                 "reserved equals what active reservations hold at {key:?}"
+            );
+            assert_eq!(
+                level.extras.channel_held,
+                by_channel.get(key).cloned().unwrap_or_default(),
+                "each channel's holds equal its active lines at {key:?}"
             );
             for b in &level.extras.backorders {
                 let r = &self.reservations[&b.reservation_id];

@@ -1,6 +1,7 @@
 //! Property tests of the decisions: random sequences of adjust (checked and recorded),
 //! move, reserve, confirm, release, expire, incoming lines and receipts, transfers
-//! (create, ship, receive, cancel) and policy changes, by central callers and stores,
+//! (create, ship, receive, cancel), policy changes and channel allocations (reserving for
+//! a channel or none), by central callers and stores,
 //! never break an invariant (see [`super::model`] for what is checked after every change
 //! and every command).
 
@@ -54,8 +55,10 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         2 => (key.clone(), state(), target(), 1i64..8)
             .prop_map(|(key, from, to, qty)| Op::Move { key, from, to, qty }),
-        4 => (0u8..12, prop::collection::vec((key.clone(), 1i64..15), 1..4), 1u64..5)
-            .prop_map(|(id, lines, ttl)| Op::Reserve { id, lines, ttl }),
+        4 => (0u8..12, prop::collection::vec((key.clone(), 1i64..15), 1..4), 1u64..5, prop::option::of(0u8..2))
+            .prop_map(|(id, lines, ttl, channel)| Op::Reserve { id, lines, ttl, channel }),
+        1 => (key.clone(), 0u8..2, 0i64..10, prop::option::of(0i64..15))
+            .prop_map(|(key, channel, fence, cap)| Op::Allocate { key, channel, fence, cap }),
         4 => (
             0u8..12,
             prop_oneof![
@@ -142,7 +145,7 @@ fn random_sequences_apply_every_kind_of_command() {
     let strategy = prop::collection::vec(op(), 1..MAX_OPS);
     let mut applied: BTreeMap<String, usize> = BTreeMap::new();
     let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for _ in 0..300 {
+    for _ in 0..500 {
         let ops = strategy
             .new_tree(&mut runner)
             .expect("a sequence")
@@ -164,10 +167,10 @@ fn random_sequences_apply_every_kind_of_command() {
         }
         model.check_invariants();
     }
-    eprintln!("applied over 300 sequences: {applied:?}\nevents: {kinds:?}");
+    eprintln!("applied over 500 sequences: {applied:?}\nevents: {kinds:?}");
     for name in [
-        "Adjust", "Move", "Reserve", "Settle", "Policy", "Expect", "Receipt", "Close", "Transfer",
-        "Ship", "Receive", "Cancel",
+        "Adjust", "Move", "Reserve", "Settle", "Policy", "Allocate", "Expect", "Receipt", "Close",
+        "Transfer", "Ship", "Receive", "Cancel",
     ] {
         let n = applied.get(name).copied().unwrap_or(0);
         assert!(n >= 20, "{name} applied only {n} times: {applied:?}");

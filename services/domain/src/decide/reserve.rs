@@ -5,7 +5,7 @@ use crate::answer::CommandResult;
 use crate::command::Reserve;
 use crate::event::{Detail, EventKind, EventMeta, StockEvent};
 use crate::grant::LocationGrant;
-use crate::ids::ReservationId;
+use crate::ids::{ChannelId, ReservationId};
 use crate::refusal::{Answer, Refusal};
 use crate::reservation::{Reservation, ReservationLine, ReservationStatus};
 use crate::stock::StockLevel;
@@ -28,11 +28,17 @@ pub fn reserve(
     debug_assert_eq!(levels.len(), cmd.lines.len());
     let mut changes = Vec::with_capacity(levels.len());
     let mut short = Vec::new();
+    let channel = cmd.channel.as_ref();
     for (line, level) in cmd.lines.iter().zip(levels) {
-        match reserve_line(level, &cmd.id, line.qty, grant, cmd.reference.clone(), meta) {
+        let hold = Hold {
+            id: &cmd.id,
+            qty: line.qty,
+            channel,
+        };
+        match reserve_line(level, hold, grant, cmd.reference.clone(), meta) {
             Ok(change) => changes.push(change),
             Err(e @ Refusal::LocationForbidden { .. }) => return Err(e),
-            Err(_) => short.push(level.short_line(line.qty)),
+            Err(_) => short.push(level.short_line_to(line.qty, channel)),
         }
     }
     if !short.is_empty() {
@@ -86,6 +92,7 @@ pub fn new_reservation(cmd: &Reserve, now_ms: i64) -> Reservation {
                 location: l.location.clone(),
                 qty: l.qty,
                 backordered: 0,
+                channel: cmd.channel.clone(),
             })
             .collect(),
         reference: cmd.reference.clone(),
@@ -95,18 +102,40 @@ pub fn new_reservation(cmd: &Reserve, now_ms: i64) -> Reservation {
     }
 }
 
-/// Holds `qty` at `level` for reservation `id`: one line of [`reserve`], or one step of a
-/// reservation that a backend applies key by key.
+/// Units one reservation holds (or held) at one key, for its channel.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold<'a> {
+    /// The reservation.
+    pub id: &'a ReservationId,
+    /// Units.
+    pub qty: i64,
+    /// The sales channel they are held for.
+    pub channel: Option<&'a ChannelId>,
+}
+
+impl<'a> Hold<'a> {
+    /// What reservation `id` holds on `line`.
+    pub fn of_line(id: &'a ReservationId, line: &'a ReservationLine) -> Self {
+        Self {
+            id,
+            qty: line.qty,
+            channel: line.channel.as_ref(),
+        }
+    }
+}
+
+/// Holds `hold` at `level`: one line of [`reserve`], or one step of a reservation that a
+/// backend applies key by key.
 pub fn reserve_line(
     level: &StockLevel,
-    id: &ReservationId,
-    qty: i64,
+    hold: Hold<'_>,
     grant: &LocationGrant,
     reference: Option<String>,
     meta: &EventMeta,
 ) -> Answer<(StockLevel, StockEvent)> {
     grant.check(&level.location)?;
-    let (next, backordered) = level.reserve(qty, id)?;
+    let Hold { id, qty, channel } = hold;
+    let (next, backordered) = level.reserve(qty, id, channel)?;
     let detail = Detail {
         reservation_id: Some(id.clone()),
         reference,
@@ -123,12 +152,12 @@ pub fn reserve_line(
 /// what the failed attempt itself did, whoever finishes the rollback.
 pub fn compensate_line(
     level: &StockLevel,
-    id: &ReservationId,
-    qty: i64,
+    hold: Hold<'_>,
     reference: Option<String>,
     meta: &EventMeta,
 ) -> (StockLevel, StockEvent) {
-    let next = level.unreserve(qty, id);
+    let Hold { id, qty, channel } = hold;
+    let next = level.unreserve(qty, id, channel);
     let detail = Detail {
         reservation_id: Some(id.clone()),
         reference,
@@ -150,9 +179,10 @@ pub fn settle_line(
 ) -> Answer<(StockLevel, StockEvent)> {
     grant.check(&line.location)?;
     let id = &reservation.id;
+    let channel = line.channel.as_ref();
     let next = match how {
-        Settlement::Confirm => level.confirm(line.qty, id)?,
-        Settlement::Release | Settlement::Expire => level.unreserve(line.qty, id),
+        Settlement::Confirm => level.confirm(line.qty, id, channel)?,
+        Settlement::Release | Settlement::Expire => level.unreserve(line.qty, id, channel),
     };
     let detail = Detail {
         reservation_id: Some(id.clone()),

@@ -1,10 +1,13 @@
 //! Decisions on one key — an adjustment (checked or recorded), a move between states, a
-//! purchase-order line expected or closed, a location's policy override — and on a SKU's
+//! purchase-order line expected or closed, a location's policy override, a channel's
+//! allocation — and on a SKU's
 //! own policy. Each applied one is one version bump and one event.
 
 use crate::answer::CommandResult;
-use crate::command::{Adjust, CloseIncoming, ExpectIncoming, Mode, Move, SetPolicy};
-use crate::event::{Detail, EventKind, EventMeta, Moved, PolicyEvent, StockEvent};
+use crate::command::{Adjust, CloseIncoming, ExpectIncoming, Mode, Move, SetAllocation, SetPolicy};
+use crate::event::{
+    AllocationChange, Detail, EventKind, EventMeta, Moved, PolicyEvent, StockEvent,
+};
 use crate::grant::LocationGrant;
 use crate::ids::ReservationId;
 use crate::policy::SkuPolicy;
@@ -154,16 +157,7 @@ pub fn set_location_policy(
     meta: &EventMeta,
 ) -> Answer<Applied> {
     grant.check(&current.location)?;
-    if let Some(expected) = cmd.expected_version
-        && expected != current.version
-    {
-        return Err(Refusal::VersionConflict {
-            sku: current.sku.clone(),
-            location: current.location.clone(),
-            expected,
-            current: current.version,
-        });
-    }
+    at_version(current, cmd.expected_version)?;
     let next = current.set_policy(cmd.settings);
     let detail = Detail {
         reference: cmd.reference.clone(),
@@ -174,6 +168,47 @@ pub fn set_location_policy(
         current,
         next,
         EventKind::PolicyChanged,
+        detail,
+        meta,
+    ))
+}
+
+/// Refuses a change that names a version the key is not at.
+fn at_version(current: &StockLevel, expected: Option<u64>) -> Answer<()> {
+    match expected {
+        Some(expected) if expected != current.version => Err(Refusal::VersionConflict {
+            sku: current.sku.clone(),
+            location: current.location.clone(),
+            expected,
+            current: current.version,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Decides a channel's allocation at `current`: set, changed or removed, one version
+/// bump and one `allocation_changed` event carrying the channel and what it has now.
+pub fn set_allocation(
+    current: &StockLevel,
+    cmd: &SetAllocation,
+    grant: &LocationGrant,
+    meta: &EventMeta,
+) -> Answer<Applied> {
+    grant.check(&current.location)?;
+    at_version(current, cmd.expected_version)?;
+    let next = current.allocate(&cmd.channel, cmd.allocation)?;
+    let detail = Detail {
+        reference: cmd.reference.clone(),
+        allocation: Some(AllocationChange {
+            channel: cmd.channel.clone(),
+            allocation: cmd.allocation,
+        }),
+        ..Detail::default()
+    };
+    Ok(one_change(
+        current,
+        next,
+        EventKind::AllocationChanged,
         detail,
         meta,
     ))

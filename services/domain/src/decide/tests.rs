@@ -54,7 +54,8 @@ fn confirm_after_ttl_is_refused_and_expire_before_ttl_changes_nothing() {
     assert!(model.apply(&Op::Reserve {
         id: 1,
         lines: vec![(0, 2)],
-        ttl: 10
+        ttl: 10,
+        channel: None,
     }));
     let r = model.reservations.values().next().unwrap().clone();
     let levels = vec![model.level(&key_of(0))];
@@ -82,7 +83,8 @@ fn a_grant_refuses_first_and_changes_nothing() {
     assert!(model.apply(&Op::Reserve {
         id: 1,
         lines: vec![(0, 1), (3, 1)],
-        ttl: 60
+        ttl: 60,
+        channel: None,
     }));
     let loc0 = LocationGrant::only([key_of(0).location]);
     let forbidden = |e: Refusal| {
@@ -142,7 +144,20 @@ fn a_grant_refuses_first_and_changes_nothing() {
     forbidden(authorize(&Command::Adjust(adj), &loc0).unwrap_err());
     // The per-line steps of a key-by-key backend refuse too.
     let line = &r.lines[1];
-    forbidden(reserve_line(&model.level(&key_of(3)), &r.id, 1, &loc0, None, &meta).unwrap_err());
+    forbidden(
+        reserve_line(
+            &model.level(&key_of(3)),
+            Hold {
+                id: &r.id,
+                qty: 1,
+                channel: None,
+            },
+            &loc0,
+            None,
+            &meta,
+        )
+        .unwrap_err(),
+    );
     forbidden(
         settle_line(
             Settlement::Confirm,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::plan::{Candidate, Demand, Part, Rules, plan};
 use crate::command::ReserveLine;
-use crate::ids::Sku;
+use crate::ids::{ChannelId, Sku};
 use crate::limits::MAX_LINES;
 use crate::refusal::{Answer, Refusal, UnsourcedLine};
 use crate::stock::StockLevel;
@@ -20,34 +20,39 @@ pub struct Place<'a> {
     pub level: &'a StockLevel,
 }
 
-/// Plans `demands` over `places`: from units on the shelves when they suffice, so a
-/// region never backorders at one store what another holds; else from what each key's
-/// oversell policy accepts. Refused when neither fits in one reservation.
-pub fn source(demands: &[Demand], places: &[Place<'_>], rules: Rules) -> Answer<Vec<Part>> {
-    let candidates = |capacity: fn(&StockLevel) -> i64| -> Vec<Candidate> {
+/// Plans `demands` for `channel` over `places`: from units on the shelves when they
+/// suffice, so a region never backorders at one store what another holds; else from what
+/// each key's oversell policy accepts. Either way within the keys' allocations (other
+/// channels' ring-fences, the channel's caps). Refused when neither fits in one
+/// reservation.
+pub fn source(
+    demands: &[Demand],
+    places: &[Place<'_>],
+    rules: Rules,
+    channel: Option<&ChannelId>,
+) -> Answer<Vec<Part>> {
+    let candidates = |capacity: fn(&StockLevel, Option<&ChannelId>) -> i64| -> Vec<Candidate> {
         places
             .iter()
             .map(|p| Candidate {
                 sku: p.level.sku.clone(),
                 location: p.level.location.clone(),
                 rank: p.rank,
-                capacity: capacity(p.level),
+                capacity: capacity(p.level, channel),
             })
             .collect()
     };
     // A plan split over more keys than one reservation may hold cannot be made.
     let fits = |parts: &Vec<Part>| lines_of(parts).len() <= MAX_LINES;
-    if let Some(parts) =
-        plan(demands, &candidates(StockLevel::channel_available), rules).filter(fits)
-    {
+    if let Some(parts) = plan(demands, &candidates(StockLevel::available_to), rules).filter(fits) {
         return Ok(parts);
     }
-    if let Some(parts) = plan(demands, &candidates(StockLevel::reservable), rules).filter(fits) {
+    if let Some(parts) = plan(demands, &candidates(StockLevel::reservable_to), rules).filter(fits) {
         return Ok(parts);
     }
     let mut on_shelves: BTreeMap<&Sku, i64> = BTreeMap::new();
     for p in places {
-        *on_shelves.entry(&p.level.sku).or_default() += p.level.channel_available();
+        *on_shelves.entry(&p.level.sku).or_default() += p.level.available_to(channel);
     }
     Err(Refusal::InsufficientStockInRegion {
         lines: demands
@@ -122,10 +127,10 @@ mod tests {
                 level: &stocked,
             },
         ];
-        let parts = source(&demand(3), &places, RULES).expect("a plan");
+        let parts = source(&demand(3), &places, RULES, None).expect("a plan");
         assert_eq!(lines_of(&parts)[0].location.as_str(), "second");
         // Beyond the shelves, the backorder policy of the first location takes the rest.
-        let parts = source(&demand(5), &places, RULES).expect("a plan");
+        let parts = source(&demand(5), &places, RULES, None).expect("a plan");
         assert_eq!(parts[0].location.as_str(), "first");
     }
 
@@ -135,7 +140,7 @@ mod tests {
             rank: 0,
             level: &level("only", 2),
         }];
-        let refusal = source(&demand(3), &places, RULES).expect_err("short");
+        let refusal = source(&demand(3), &places, RULES, None).expect_err("short");
         assert_eq!(
             refusal,
             Refusal::InsufficientStockInRegion {

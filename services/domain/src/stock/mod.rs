@@ -13,13 +13,21 @@
 //! key takes `on_hand` below zero. `version` starts at 0 for a key never written and grows
 //! by exactly one per applied change.
 //!
-//! The rules themselves are in [`rules`]; the stored extras in [`Extras`].
+//! The rules themselves are in [`rules`], channels' allocations in [`allocation`]; the
+//! stored extras in [`Extras`].
 
+mod allocation;
+#[cfg(test)]
+mod allocation_tests;
 mod rules;
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{LocationId, Region, ReservationId, Sku, StockKey};
+pub use allocation::{Allocation, Cap, ChannelShare, MAX_ALLOCATIONS};
+
+use crate::ids::{ChannelId, LocationId, Region, ReservationId, Sku, StockKey};
 use crate::limits::MAX_ON_HAND;
 use crate::policy::{Policy, Settings};
 use crate::quantity::{Backorder, Dated, Filled, Incoming, by_date};
@@ -79,6 +87,13 @@ pub struct Extras {
     /// This location's policy override.
     #[serde(default, skip_serializing_if = "Settings::is_empty")]
     pub policy: Settings,
+    /// Channels' ring-fences and caps here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allocations: BTreeMap<ChannelId, Allocation>,
+    /// Units each channel's active reservations hold here (channels holding none are
+    /// left out); what the allocations are decided against.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channel_held: BTreeMap<ChannelId, i64>,
 }
 
 impl Extras {
@@ -290,6 +305,8 @@ impl StockLevel {
             && e.incoming.iter().all(|i| i.qty > 0)
             && e.backorders.iter().all(|b| b.qty > 0)
             && self.backordered() <= (-self.available()).max(0)
+            && e.channel_held.values().all(|held| *held > 0)
+            && e.channel_held.values().sum::<i64>() <= self.reserved
     }
 
     /// The refusal of asking `requested` of this key.

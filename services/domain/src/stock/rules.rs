@@ -3,7 +3,7 @@
 //! them with grants, events and answers.
 
 use crate::command::{Adjust, Mode, OnHandChange};
-use crate::ids::{ReservationId, TransferId};
+use crate::ids::{ChannelId, ReservationId, TransferId};
 use crate::limits::{MAX_BACKORDERS, MAX_INCOMING, MAX_ON_HAND};
 use crate::policy::{Oversell, Settings};
 use crate::quantity::{Backorder, Date, Incoming, PoLine, Source, State, Target};
@@ -92,15 +92,22 @@ impl StockLevel {
             })
     }
 
-    /// Holds `qty` units for reservation `id`. Under `deny` refused beyond `available`;
-    /// under `backorder` accepted down to `-limit`, the units beyond stock backordered for
-    /// `id`; under `track_only` always accepted. Returns the level and the units
-    /// backordered.
-    pub fn reserve(&self, qty: i64, id: &ReservationId) -> Answer<(Next, i64)> {
+    /// Holds `qty` units for reservation `id` of `channel`. Under `deny` refused beyond
+    /// `available`; under `backorder` accepted down to `-limit`, the units beyond stock
+    /// backordered for `id`; under `track_only` always accepted. Within either of the first
+    /// two, refused when it would take another channel's fenced units or pass the
+    /// channel's cap. Returns the level and the units backordered.
+    pub fn reserve(
+        &self,
+        qty: i64,
+        id: &ReservationId,
+        channel: Option<&ChannelId>,
+    ) -> Answer<(Next, i64)> {
         let available = self.available();
         if qty <= 0 {
             return Err(self.short(qty));
         }
+        self.within_allocations(qty, channel)?;
         let after = available - qty;
         let backordered = match self.policy().oversell {
             Oversell::Deny if after < 0 => return Err(self.short(qty)),
@@ -113,6 +120,7 @@ impl StockLevel {
         }
         let next = self.next(|l| {
             l.reserved += qty;
+            l.hold_for(channel, qty);
             if backordered > 0 {
                 l.extras.backorders.push(Backorder {
                     reservation_id: id.clone(),
@@ -123,14 +131,15 @@ impl StockLevel {
         Ok((next, backordered))
     }
 
-    /// Returns `qty` held units of reservation `id` to availability (release or expiry),
-    /// dropping what was backordered for it.
+    /// Returns `qty` held units of reservation `id` of `channel` to availability (release
+    /// or expiry), dropping what was backordered for it.
     ///
     /// Saturates at zero so that a state written by an older, buggy writer can still be
     /// released; with the invariant intact this never saturates.
-    pub fn unreserve(&self, qty: i64, id: &ReservationId) -> Next {
+    pub fn unreserve(&self, qty: i64, id: &ReservationId, channel: Option<&ChannelId>) -> Next {
         self.next(|l| {
             l.reserved = (l.reserved - qty).max(0);
+            l.unhold_for(channel, qty);
             l.extras.backorders.retain(|b| b.reservation_id != *id);
         })
     }
@@ -138,7 +147,12 @@ impl StockLevel {
     /// Turns `qty` held units of reservation `id` into a sale: both on-hand and reserved
     /// drop. Refused while units of it are still backordered: what has not arrived cannot
     /// leave.
-    pub fn confirm(&self, qty: i64, id: &ReservationId) -> Answer<Next> {
+    pub fn confirm(
+        &self,
+        qty: i64,
+        id: &ReservationId,
+        channel: Option<&ChannelId>,
+    ) -> Answer<Next> {
         let waiting = self.backordered_for(id);
         if waiting > 0 {
             return Err(Refusal::ReservationBackordered {
@@ -150,6 +164,7 @@ impl StockLevel {
         Ok(self.next(|l| {
             l.on_hand -= qty;
             l.reserved -= qty;
+            l.unhold_for(channel, qty);
         }))
     }
 

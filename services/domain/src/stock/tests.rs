@@ -121,13 +121,16 @@ fn states_are_part_of_on_hand_and_moves_need_the_source() {
 fn backorders_fill_in_reservation_order_as_stock_arrives() {
     let l = with_policy(level(2, 0), Oversell::Backorder { limit: 10 });
     let (a, b) = l
-        .reserve(5, &id("a"))
+        .reserve(5, &id("a"), None)
         .expect("beyond stock, within the limit");
     assert_eq!(b, 3);
-    let (b2, n) = a.level.reserve(4, &id("b")).expect("again");
+    let (b2, n) = a.level.reserve(4, &id("b"), None).expect("again");
     assert_eq!(n, 4);
     assert_eq!(b2.level.available(), -7);
-    assert!(b2.level.reserve(4, &id("c")).is_err(), "beyond the limit");
+    assert!(
+        b2.level.reserve(4, &id("c"), None).is_err(),
+        "beyond the limit"
+    );
     let receipt = b2
         .level
         .adjust(&adjust(OnHandChange::Delta(5), None))
@@ -143,11 +146,11 @@ fn backorders_fill_in_reservation_order_as_stock_arrives() {
     );
     assert_eq!(receipt.level.backordered_for(&id("b")), 2);
     assert!(matches!(
-        receipt.level.confirm(4, &id("b")),
+        receipt.level.confirm(4, &id("b"), None),
         Err(Refusal::ReservationBackordered { .. })
     ));
-    assert!(receipt.level.confirm(5, &id("a")).is_ok());
-    let released = receipt.level.unreserve(4, &id("b"));
+    assert!(receipt.level.confirm(5, &id("a"), None).is_ok());
+    let released = receipt.level.unreserve(4, &id("b"), None);
     assert_eq!(released.level.backordered(), 0);
     assert!(released.level.invariant_holds());
 }

@@ -79,6 +79,9 @@ impl BundleCatalog {
             return Ok(reserve);
         }
         let lines = expand(reserve.lines, &bundles)?;
-        Reserve::new(reserve.id, lines, reserve.ttl_seconds, reserve.reference)
+        Ok(
+            Reserve::new(reserve.id, lines, reserve.ttl_seconds, reserve.reference)?
+                .for_channel(reserve.channel),
+        )
     }
 }

@@ -345,6 +345,15 @@ pub(crate) async fn reserve(
     body: CommandBody<ReservationRequest>,
 ) -> ApiResult<Response> {
     let CommandBody { value, fingerprint } = body;
+    let locations = value
+        .lines
+        .iter()
+        .map(|l| LocationId::parse(l.location.clone()))
+        .collect::<Result<Vec<_>, _>>();
+    // A malformed line is the command's to refuse, with the field it names.
+    if let (Ok(Some(channel)), Ok(locations)) = (value.channel(), &locations) {
+        super::allocations::check_channel_lines(&state, Some(&channel), locations).await?;
+    }
     let outcome = run(&state, &identity, &headers, fingerprint, || {
         let reserve = value.into_command(
             || uuid::Uuid::now_v7().to_string(),

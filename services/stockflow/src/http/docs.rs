@@ -59,7 +59,7 @@ fn nullable(schema: ObjectBuilder) -> ObjectBuilder {
 }
 
 /// An integer that may be null or absent.
-fn nullable_integer(description: &str, minimum: i64, maximum: i64) -> ObjectBuilder {
+pub(crate) fn nullable_integer(description: &str, minimum: i64, maximum: i64) -> ObjectBuilder {
     integer(description, minimum, maximum)
         .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
 }

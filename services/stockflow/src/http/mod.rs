@@ -6,6 +6,7 @@
 //! `protocol` (framing checks before routing), `server` (connections), `tls` (HTTPS),
 //! `spans` (the request's trace span), `webhooks` (subscriptions).
 
+pub(crate) mod allocations;
 pub(crate) mod bulk;
 pub(crate) mod bundles;
 pub(crate) mod changes;
@@ -151,7 +152,7 @@ impl Routes {
     paths(
         commands::put_location, commands::put_sku, commands::adjust, commands::move_units,
         commands::set_policy, commands::expect_incoming, commands::close_incoming,
-        commands::reserve, sourcing::put_channel, sourcing::get_channel,
+        commands::reserve, allocations::set_allocation, sourcing::put_channel, sourcing::get_channel,
         sourcing::reserve_sourced, sourcing::pickup, sourcing::channel_availability,
         bundles::put_bundle, bundles::get_bundle, bundles::bundle_availability,
         commands::confirm, commands::release, commands::get_reservation,
@@ -191,6 +192,7 @@ fn command_routes() -> Router<AppState> {
         .route("/v1/adjustments", post(commands::adjust))
         .route("/v1/moves", post(commands::move_units))
         .route("/v1/policies", post(commands::set_policy))
+        .route("/v1/allocations", post(allocations::set_allocation))
         .route("/v1/incoming", post(commands::expect_incoming))
         .route("/v1/incoming/close", post(commands::close_incoming))
         .route(

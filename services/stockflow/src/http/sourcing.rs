@@ -24,6 +24,7 @@ use stockflow_storage::StoreError;
 use utoipa::IntoParams;
 
 use super::AppState;
+use super::allocations::channel_of;
 use super::commands::{Answered, reservation_of, respond, run_as};
 use super::docs::{self, IdempotencyKeyHeader, SkuPath};
 use super::extract::{CommandBody, PathParams, QueryParams, idempotency_key};
@@ -104,18 +105,10 @@ pub(crate) async fn get_channel(
     PathParams(ChannelPath { channel }): PathParams<ChannelPath>,
 ) -> ApiResult<Json<ChannelResponse>> {
     Ok(Json(
-        load_channel(&state, &ChannelId::parse(channel)?)
+        channel_of(&state, &ChannelId::parse(channel)?)
             .await?
             .into(),
     ))
-}
-
-async fn load_channel(state: &AppState, id: &ChannelId) -> ApiResult<Channel> {
-    state
-        .write
-        .channel(id)
-        .await?
-        .ok_or_else(|| ApiError::ChannelNotFound(id.to_string()))
 }
 
 /// Reserves lines at locations the platform chooses within a channel or region.
@@ -159,7 +152,7 @@ pub(crate) async fn reserve_sourced(
         .into());
     }
     let channel = match &request.channel {
-        Some(id) => Some(load_channel(&state, id).await?),
+        Some(id) => Some(channel_of(&state, id).await?),
         None => None,
     };
     let rules = Rules {
@@ -188,8 +181,9 @@ pub(crate) async fn reserve_sourced(
             .iter()
             .map(|(rank, level)| Place { rank: *rank, level })
             .collect();
-        let parts = source(&request.demands, &places, rules)?;
-        let reserve = Reserve::new(id.clone(), lines_of(&parts), ttl, request.reference.clone())?;
+        let parts = source(&request.demands, &places, rules, request.channel.as_ref())?;
+        let reserve = Reserve::new(id.clone(), lines_of(&parts), ttl, request.reference.clone())?
+            .for_channel(request.channel.clone());
         let outcome = run_as(
             &state,
             &identity,
@@ -350,7 +344,7 @@ pub(crate) async fn pickup(
     let sku = Sku::parse(sku)?;
     let region = filter.region.map(Region::parse).transpose()?;
     let channel = match filter.channel.map(ChannelId::parse).transpose()? {
-        Some(id) => Some(load_channel(&state, &id).await?),
+        Some(id) => Some(channel_of(&state, &id).await?),
         None => None,
     };
     let mut kinds: BTreeMap<String, bool> = BTreeMap::new();
@@ -424,7 +418,7 @@ pub(crate) async fn channel_availability(
     PathParams(ChannelSkuPath { channel, sku }): PathParams<ChannelSkuPath>,
 ) -> ApiResult<Response> {
     let sku = Sku::parse(sku)?;
-    let channel = load_channel(&state, &ChannelId::parse(channel)?).await?;
+    let channel = channel_of(&state, &ChannelId::parse(channel)?).await?;
     let rows: BTreeMap<String, i64> = state
         .read
         .stock_by_sku(sku.as_str())

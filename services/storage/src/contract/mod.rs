@@ -9,6 +9,7 @@ use stockflow_domain::{
     ReservationId, Reserve, ReserveLine, ScopedKey, Sku, StockEvent, StockKey, StockLevel,
 };
 
+mod allocations;
 mod changes;
 mod expire_due;
 mod grants;
@@ -22,6 +23,7 @@ mod transfers;
 pub(crate) mod webhooks;
 mod write;
 
+pub(crate) use allocations::allocation_race_contract;
 pub(crate) use changes::change_feed_contract;
 pub(crate) use expire_due::write_store_expiry_contract;
 pub(crate) use grants::write_store_location_grant_contract;

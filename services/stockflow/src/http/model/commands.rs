@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 use stockflow_domain::{
-    Adjust, AdjustReason, LocationId, Mode, Move, OnHandChange, Oversell, PoLine, PurchaseOrderId,
-    Reservation, ReservationId, Reserve, ReserveLine, SetPolicy, Settings, Sku, SkuPolicy, State,
-    StockKey, StockLevel, Target, ValidationError,
+    Adjust, AdjustReason, ChannelId, LocationId, Mode, Move, OnHandChange, Oversell, PoLine,
+    PurchaseOrderId, Reservation, ReservationId, Reserve, ReserveLine, SetPolicy, Settings, Sku,
+    SkuPolicy, State, StockKey, StockLevel, Target, ValidationError,
 };
 use utoipa::ToSchema;
 
@@ -280,12 +280,16 @@ pub(crate) struct StockLevelResponse {
     pub backordered: i64,
     /// Per-key version, +1 per applied change.
     pub version: u64,
+    /// Each channel with an allocation or a hold here.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<super::ChannelShareBody>,
 }
 
 impl From<StockLevel> for StockLevelResponse {
     fn from(l: StockLevel) -> Self {
         let q = l.quantities();
         Self {
+            channels: l.channel_shares().into_iter().map(Into::into).collect(),
             available: q.channel_available(),
             shortfall: l.shortfall(),
             backordered: l.backordered(),
@@ -333,9 +337,25 @@ pub(crate) struct ReservationRequest {
     /// External reference (order, cart).
     #[schema(schema_with = docs::reference)]
     pub reference: Option<String>,
+    /// The sales channel it holds stock for: every line's location must be one of the
+    /// channel's, and the channel's allocations bind each line.
+    #[schema(schema_with = docs::optional_channel)]
+    pub channel: Option<String>,
 }
 
 impl ReservationRequest {
+    /// The channel it names, if any.
+    pub fn channel(&self) -> Result<Option<ChannelId>, ValidationError> {
+        self.channel
+            .clone()
+            .map(ChannelId::parse)
+            .transpose()
+            .map_err(|e| ValidationError {
+                field: "channel".into(),
+                ..e
+            })
+    }
+
     /// Validates into a domain command; `generated` is used when no id was given, and
     /// `default_ttl_seconds` when no TTL was.
     pub fn into_command(
@@ -343,6 +363,7 @@ impl ReservationRequest {
         generated: impl FnOnce() -> String,
         default_ttl_seconds: u64,
     ) -> Result<Reserve, ValidationError> {
+        let channel = self.channel()?;
         let id = ReservationId::parse(self.reservation_id.unwrap_or_else(generated))?;
         let lines = self
             .lines
@@ -357,7 +378,7 @@ impl ReservationRequest {
             })
             .collect::<Result<Vec<_>, ValidationError>>()?;
         let ttl = self.ttl_seconds.unwrap_or(default_ttl_seconds);
-        Reserve::new(id, lines, ttl, self.reference)
+        Ok(Reserve::new(id, lines, ttl, self.reference)?.for_channel(channel))
     }
 }
 
@@ -385,11 +406,15 @@ pub(crate) struct ReservationResponse {
     pub reference: Option<String>,
     /// Held lines.
     pub lines: Vec<LineBody>,
+    /// The sales channel it holds stock for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 impl From<Reservation> for ReservationResponse {
     fn from(r: Reservation) -> Self {
         Self {
+            channel: r.channel().map(ToString::to_string),
             reservation_id: r.id.to_string(),
             status: r.status.as_str().to_string(),
             expires_at: rfc3339(r.expires_at_ms),

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+mod allocations;
 mod bundles;
 mod catalog;
 mod commands;
@@ -14,6 +15,7 @@ mod sourcing;
 mod transfers;
 mod webhooks;
 
+pub(crate) use allocations::*;
 pub(crate) use bundles::*;
 pub(crate) use catalog::*;
 pub(crate) use commands::*;

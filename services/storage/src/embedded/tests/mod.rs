@@ -58,6 +58,12 @@ async fn the_read_models_are_rebuilt_from_the_write_side_resuming_where_a_run_st
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_channels_never_overdraw_a_fence_or_a_cap() {
+    let (_dir, b) = backend(4);
+    contract::allocation_race_contract(b.write.clone(), b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moves_counts_and_a_location_policy_keep_one_event_per_change() {
     let (_dir, b) = backend(4);
     contract::states_contract(b.write.clone()).await;

@@ -83,6 +83,9 @@ fn decide_command(
         Command::CloseIncoming(cmd) => {
             decide::close_incoming(&level_or_empty(conn, &cmd.key)?, cmd, grant, meta)?
         }
+        Command::SetAllocation(cmd) => {
+            decide::set_allocation(&level_or_empty(conn, &cmd.key)?, cmd, grant, meta)?
+        }
         Command::SetPolicy(cmd) => match cmd.key() {
             Some(key) => {
                 decide::set_location_policy(&level_or_empty(conn, &key)?, cmd, grant, meta)?

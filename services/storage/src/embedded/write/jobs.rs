@@ -27,6 +27,9 @@ pub(super) enum Job {
 }
 
 /// What running a job produced, before it is paired with the job's reply channel.
+// Nearly every job is a command: boxing its (largest) answer would allocate once per
+// command to shrink the rare catalog answers.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Done {
     Execute(Result<Executed>),
     Location(Result<Answer<Location>>),

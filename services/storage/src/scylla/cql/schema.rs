@@ -28,7 +28,7 @@ struct KeyspaceRow {
 }
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i32 = 12;
+pub const SCHEMA_VERSION: i32 = 13;
 
 /// One versioned schema file.
 struct Migration {
@@ -94,6 +94,11 @@ const MIGRATIONS: &[Migration] = &[
     ),
     step(11, include_str!("../../../schema/cql/011_transfers.cql"), 9),
     step(12, include_str!("../../../schema/cql/012_sourcing.cql"), 9),
+    step(
+        13,
+        include_str!("../../../schema/cql/013_channel_allocations.cql"),
+        13,
+    ),
 ];
 
 /// The oldest build that runs on the schema once every migration up to `version` is in.
@@ -339,9 +344,10 @@ mod tests {
             assert!(m.readers_from <= m.version);
         }
         assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
-        // This build's own schema admits the build before it: version 10 only records who
-        // may read.
-        assert_eq!(readers_from(SCHEMA_VERSION), 9);
+        // Builds 9-12 ran on each other's schemas; 13's key documents carry allocations
+        // that older builds would drop.
+        assert_eq!(readers_from(12), 9);
+        assert_eq!(readers_from(SCHEMA_VERSION), 13);
     }
 
     #[test]

@@ -61,6 +61,13 @@ async fn two_scylla_write_stores_apply_each_command_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_channels_never_overdraw_a_fence_or_a_cap_across_two_instances() {
+    let (a, config) = backend_and_config("allocations").await;
+    let b = ScyllaBackend::open(&config).await.expect("second instance");
+    contract::allocation_race_contract(a.write.clone(), b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_refusals_replay_under_their_key_from_any_instance() {
     let (a, config) = backend_and_config("refusal").await;
     let b = ScyllaBackend::open(&config).await.expect("second instance");

@@ -57,6 +57,7 @@ async fn expiry_recovers_sagas_left_half_way() {
         location: LocationId::parse("x1").unwrap(),
         qty,
         backordered: 0,
+        channel: None,
     };
 
     // A reservation whose process died after holding its first line, 31 s ago.

@@ -210,6 +210,13 @@ impl ScyllaWriteStore {
                 });
                 return self.beside(unrecorded, run).await;
             }
+            Command::SetAllocation(cmd) => {
+                let (c, g, m) = (cmd.clone(), grant.clone(), meta.clone());
+                let run = one_partition::one_key(&self.keys, &cmd.key, guard, move |level| {
+                    decide::set_allocation(level, &c, &g, &m)
+                });
+                return self.beside(unrecorded, run).await;
+            }
             Command::SetPolicy(cmd) if cmd.key().is_some() => {
                 let key = cmd.key().ok_or_else(|| {
                     Stop::Failed(crate::StoreError::Invariant {
