@@ -273,3 +273,231 @@ async fn racing_bundles_and_components_on_two_processes_never_oversell() {
         "bundles and components over two processes: {bundles_won} bundles won, held {held:?}"
     );
 }
+
+/// Channels racing through both processes over two warehouses with allocations: a store
+/// counter's ring-fence of 3 at `a1`, a marketplace capped at 2 there and 1 at `a2`. The web
+/// and the marketplace reserve by region, the counter at its store. No fence or cap is
+/// overdrawn, the counter gets its fenced units, and each key's count of each channel's
+/// holds equals that channel's winners there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_channels_on_two_processes_never_overdraw_an_allocation() {
+    let TwoProcesses {
+        a,
+        b,
+        bases,
+        client,
+        config,
+        dirs: _dirs,
+    } = two_processes("allocations").await;
+    let send =
+        |method: reqwest::Method, base: &str, path: &str, key: Option<String>, body: Value| {
+            let mut request = client.request(method, format!("{base}{path}")).json(&body);
+            if let Some(key) = key {
+                request = request.header("idempotency-key", key);
+            }
+            request.send()
+        };
+    for (id, qty) in [("a1", 6), ("a2", 4)] {
+        put_warehouse(&client, &bases[0], id, "south").await;
+        let body =
+            json!({"sku": "FENCED", "location": id, "set_on_hand": qty, "reason": "cycle_count"});
+        let r = send(
+            reqwest::Method::POST,
+            &bases[1],
+            "/v1/adjustments",
+            Some(format!("init-{id}")),
+            body,
+        )
+        .await
+        .expect("request");
+        assert!(
+            r.status().is_success(),
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    for (id, locations) in [
+        ("counter", vec!["a1"]),
+        ("web", vec!["a1", "a2"]),
+        ("market", vec!["a1", "a2"]),
+    ] {
+        let locations: Vec<Value> = locations.iter().map(|l| json!({"location": l})).collect();
+        let body = json!({"locations": locations, "strategy": "priority"});
+        let r = send(
+            reqwest::Method::PUT,
+            &bases[0],
+            &format!("/v1/channels/{id}"),
+            None,
+            body,
+        )
+        .await
+        .expect("request");
+        assert!(
+            r.status().is_success(),
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    for (n, (location, channel, allocation)) in [
+        ("a1", "counter", json!({"ring_fence": 3})),
+        ("a1", "market", json!({"cap_units": 2})),
+        ("a2", "market", json!({"cap_units": 1})),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = json!({"sku": "FENCED", "location": location, "channel": channel});
+        for (k, v) in allocation.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        let r = send(
+            reqwest::Method::POST,
+            &bases[n % 2],
+            "/v1/allocations",
+            Some(format!("alloc-{n}")),
+            body,
+        )
+        .await
+        .expect("request");
+        assert!(
+            r.status().is_success(),
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    // Region-level candidates come from the read model: wait until it shows both.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows: Value = client
+            .get(format!("{}/v1/stock/FENCED", bases[0]))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if rows["locations"].as_array().is_some_and(|l| l.len() == 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "read model never showed the stock: {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let outcomes = join_all((0..45).map(|i| {
+        let base = bases[i % 2].clone();
+        let channel = ["web", "market", "counter"][i % 3];
+        let (path, body) = if channel == "counter" {
+            (
+                "/v1/reservations",
+                json!({"channel": channel, "ttl_seconds": 3600,
+                       "lines": [{"sku": "FENCED", "location": "a1", "qty": 1}]}),
+            )
+        } else {
+            (
+                "/v1/sourcing/reservations",
+                json!({"channel": channel, "region": "south", "ttl_seconds": 3600,
+                       "lines": [{"sku": "FENCED", "qty": 1}]}),
+            )
+        };
+        let request = send(
+            reqwest::Method::POST,
+            &base,
+            path,
+            Some(format!("race-{i}")),
+            body,
+        );
+        async move {
+            let r = request.await.expect("request");
+            let status = r.status().as_u16();
+            (
+                channel,
+                status,
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    }))
+    .await;
+    // (channel, location) -> units won.
+    let mut won: BTreeMap<(&str, String), i64> = BTreeMap::new();
+    let mut unavailable = 0;
+    for (channel, status, body) in &outcomes {
+        match status {
+            201 => {
+                let reservation = if body["reservation"].is_object() {
+                    &body["reservation"]
+                } else {
+                    body
+                };
+                assert_eq!(reservation["channel"], *channel, "{body}");
+                for line in reservation["lines"].as_array().expect("lines") {
+                    let location = line["location"].as_str().expect("location").to_string();
+                    *won.entry((*channel, location)).or_default() +=
+                        line["qty"].as_i64().expect("qty");
+                }
+            }
+            409 => assert!(
+                matches!(
+                    body["code"].as_str(),
+                    Some("insufficient_stock" | "insufficient_stock_in_region")
+                ),
+                "{body}"
+            ),
+            503 => unavailable += 1,
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    a.stop();
+    b.stop();
+    let backend = ScyllaBackend::open(&config).await.expect("keyspace");
+    let units = |c: &str, l: &str| won.get(&(c, l.to_string())).copied().unwrap_or(0);
+    for (location, on_hand) in [("a1", 6), ("a2", 4)] {
+        let key = StockKey::new(
+            Sku::parse("FENCED").expect("sku"),
+            LocationId::parse(location).expect("location"),
+        );
+        let level = backend
+            .write
+            .stock_level(&key)
+            .await
+            .expect("read")
+            .expect("written");
+        let by_channel: BTreeMap<String, i64> = ["counter", "market", "web"]
+            .into_iter()
+            .filter(|c| units(c, location) > 0)
+            .map(|c| (c.to_string(), units(c, location)))
+            .collect();
+        let held: BTreeMap<String, i64> = level
+            .extras
+            .channel_held
+            .iter()
+            .map(|(c, n)| (c.to_string(), *n))
+            .collect();
+        assert_eq!(
+            held, by_channel,
+            "{location}: each channel holds its winners' lines"
+        );
+        assert_eq!(
+            level.reserved,
+            by_channel.values().sum::<i64>(),
+            "{location}"
+        );
+        assert!(level.reserved <= on_hand, "{location}: oversold");
+    }
+    assert!(
+        units("market", "a1") <= 2 && units("market", "a2") <= 1,
+        "a cap was passed: {won:?}"
+    );
+    assert!(
+        units("web", "a1") + units("market", "a1") <= 3,
+        "the counter's fence was taken: {won:?}"
+    );
+    eprintln!("channels over two processes: {won:?}, {unavailable} unavailable");
+    if unavailable == 0 {
+        assert!(
+            units("counter", "a1") >= 3,
+            "the counter did not get its fence: {won:?}"
+        );
+    }
+}

@@ -148,6 +148,9 @@ fn sample_body(method: &Method, template: &str) -> Option<Value> {
         // Sent as JSON, so the command API answers 415 once the edge lets it through: the
         // matrix is about the edge, and an import's rows are checked one by one later.
         ("POST", "/v1/imports") => Some(json!({"type": "sku", "sku": "SKU-1", "name": "Shoe"})),
+        ("POST", "/v1/allocations") => {
+            Some(json!({"sku": "SKU-1", "location": "s2", "channel": "web", "ring_fence": 1}))
+        }
         ("POST", "/v1/policies") => {
             Some(json!({"sku": "SKU-1", "location": "s2", "oversell": "track_only"}))
         }

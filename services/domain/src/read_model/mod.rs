@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 pub use movement::{Movement, MovementDetail, Provenance};
 
 use crate::event::StockEvent;
+use crate::ids::ChannelId;
 use crate::quantity::{Dated, add_days};
-use crate::stock::{Quantities, StockLevel};
+use crate::stock::{ChannelShare, Quantities, StockLevel};
 
 /// Whether an event at `version` is newer than what a row at `stored` (`None`: no row)
 /// reflects — the projector's rule, so applying events late, twice or out of order
@@ -41,6 +42,9 @@ pub struct Flow {
     /// Units expected, by day.
     #[serde(default)]
     pub incoming: Vec<Dated>,
+    /// Each channel with an allocation or a hold at the key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelShare>,
 }
 
 impl Flow {
@@ -50,7 +54,23 @@ impl Flow {
             backordered: e.backordered,
             in_transit: e.in_transit,
             incoming: e.incoming.clone(),
+            channels: e.channels.clone(),
         }
+    }
+
+    /// The stored form of `channels` (`None` when no channel has a share).
+    pub fn channels_to_stored(&self) -> Option<String> {
+        if self.channels.is_empty() {
+            return None;
+        }
+        serde_json::to_string(&self.channels).ok()
+    }
+
+    /// Reads the stored form of `channels` back (unreadable or absent: none).
+    pub fn channels_from_stored(stored: Option<&str>) -> Vec<ChannelShare> {
+        stored
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default()
     }
 
     /// The stored form of `incoming` (`None` when nothing is expected).
@@ -133,6 +153,7 @@ impl InventoryRow {
                 backordered: level.backordered(),
                 in_transit: level.in_transit(),
                 incoming: level.incoming_by_date(),
+                channels: level.channel_shares(),
             },
             level.version,
             as_of_ms,
@@ -162,6 +183,17 @@ impl InventoryRow {
             version,
             as_of_ms,
         }
+    }
+
+    /// Units a reservation for `channel` could take here as of this row: what channels
+    /// are shown, less other channels' unheld fences, within the channel's cap.
+    pub fn available_to(&self, channel: Option<&ChannelId>) -> i64 {
+        crate::stock::available_to_channel(
+            self.quantities().available(),
+            self.on_hand,
+            &self.flow.channels,
+            channel,
+        )
     }
 
     /// The quantities of the row.
@@ -303,6 +335,9 @@ impl RegionTotals {
                 backordered: sign * share.flow.backordered,
                 in_transit: sign * share.flow.in_transit,
                 incoming: add_days(&[], &share.flow.incoming, sign),
+                // Region totals keep no channel shares: a channel's availability in a
+                // region is summed from its locations' rows.
+                channels: Vec::new(),
             },
             locations: sign,
             as_of_ms: share.as_of_ms,
@@ -325,6 +360,7 @@ impl RegionTotals {
                 backordered: self.flow.backordered + change.flow.backordered,
                 in_transit: self.flow.in_transit + change.flow.in_transit,
                 incoming: add_days(&self.flow.incoming, &change.flow.incoming, 1),
+                channels: Vec::new(),
             },
             locations: self.locations + change.locations,
             as_of_ms: self.as_of_ms.max(change.as_of_ms),

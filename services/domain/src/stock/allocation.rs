@@ -101,46 +101,99 @@ pub struct ChannelShare {
     pub available: i64,
 }
 
+/// What a reservation for one channel may take at a key, as the key's allocations say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Room {
+    /// Units of other channels' ring-fences their channels do not hold.
+    fenced: i64,
+    /// Units the channel may still hold under its cap (`None`: no cap binds).
+    cap: Option<i64>,
+}
+
+impl Room {
+    /// The rule, once: over each allocated channel's `(channel, allocation, held)`.
+    fn of<'a>(
+        on_hand: i64,
+        allocated: impl Iterator<Item = (&'a ChannelId, &'a Allocation, i64)>,
+        channel: Option<&ChannelId>,
+    ) -> Self {
+        let mut room = Room {
+            fenced: 0,
+            cap: None,
+        };
+        for (c, a, held) in allocated {
+            if Some(c) == channel {
+                room.cap = a.cap.map(|cap| (cap.units(on_hand) - held).max(0));
+            } else {
+                room.fenced += (a.ring_fence - held).max(0);
+            }
+        }
+        room
+    }
+
+    /// Units a reservation may take from `available` on the shelf within this room.
+    fn shelf(self, available: i64) -> i64 {
+        let unfenced = (available - self.fenced).max(0);
+        self.cap.map_or(unfenced, |cap| unfenced.min(cap))
+    }
+}
+
+impl Cap {
+    /// The cap in units at a key holding `on_hand`.
+    pub fn units(self, on_hand: i64) -> i64 {
+        match self {
+            Cap::Units(n) => n,
+            Cap::Percent(p) => on_hand.max(0) * p / 100,
+        }
+    }
+}
+
+/// Units a reservation for `channel` (`None`: for no channel) may take from the shelf of a
+/// key with `available` units, holding `on_hand`, whose channels' shares are `shares`:
+/// what a read model answers from its row (the same rule the key decides by).
+pub fn available_to_channel(
+    available: i64,
+    on_hand: i64,
+    shares: &[ChannelShare],
+    channel: Option<&ChannelId>,
+) -> i64 {
+    let allocated = shares
+        .iter()
+        .filter_map(|s| s.allocation.as_ref().map(|a| (&s.channel, a, s.held)));
+    Room::of(on_hand, allocated, channel).shelf(available)
+}
+
 impl StockLevel {
     /// Units `channel`'s active reservations hold here.
     pub fn held_for(&self, channel: &ChannelId) -> i64 {
         self.extras.channel_held.get(channel).copied().unwrap_or(0)
     }
 
+    fn room(&self, channel: Option<&ChannelId>) -> Room {
+        let allocated = self
+            .extras
+            .allocations
+            .iter()
+            .map(|(c, a)| (c, a, self.held_for(c)));
+        Room::of(self.on_hand, allocated, channel)
+    }
+
     /// Units of other channels' ring-fences not held by them: what a reservation for
     /// `channel` (`None`: for no channel) may not take.
     pub fn fenced_from(&self, channel: Option<&ChannelId>) -> i64 {
-        self.extras
-            .allocations
-            .iter()
-            .filter(|(c, _)| Some(*c) != channel)
-            .map(|(c, a)| (a.ring_fence - self.held_for(c)).max(0))
-            .sum()
+        self.room(channel).fenced
     }
 
     /// The cap of `channel` here in units, if it has one (a percentage of on-hand now).
     pub fn cap_of(&self, channel: &ChannelId) -> Option<i64> {
-        match self.extras.allocations.get(channel)?.cap? {
-            Cap::Units(n) => Some(n),
-            Cap::Percent(p) => Some(self.on_hand.max(0) * p / 100),
-        }
-    }
-
-    /// Units `channel` may still hold here under its cap (`None`: no cap binds).
-    fn cap_room(&self, channel: Option<&ChannelId>) -> Option<i64> {
-        let channel = channel?;
-        self.cap_of(channel)
-            .map(|cap| (cap - self.held_for(channel)).max(0))
+        let cap = self.extras.allocations.get(channel)?.cap?;
+        Some(cap.units(self.on_hand))
     }
 
     /// Units a reservation for `channel` (`None`: for no channel) may take from the shelf
     /// now: what channels are shown, less other channels' fences, within its cap.
     pub fn available_to(&self, channel: Option<&ChannelId>) -> i64 {
-        let room = self.unfenced(channel);
-        match self.cap_room(channel) {
-            Some(cap) => room.min(cap),
-            None => room,
-        }
+        self.room(channel).shelf(self.available())
     }
 
     /// Units one line for `channel` could hold here now: [`StockLevel::reservable`]
@@ -150,20 +203,13 @@ impl StockLevel {
         if self.policy().oversell == Oversell::TrackOnly {
             return policy;
         }
-        let mut room = policy;
-        if self.fenced_from(channel) > 0 && self.available() > 0 {
+        let room = self.room(channel);
+        let mut reservable = policy;
+        if room.fenced > 0 && self.available() > 0 {
             // Fenced units are on the shelf: no backorder past them.
-            room = room.min(self.unfenced(channel));
+            reservable = reservable.min((self.available() - room.fenced).max(0));
         }
-        match self.cap_room(channel) {
-            Some(cap) => room.min(cap),
-            None => room,
-        }
-    }
-
-    /// Units on the shelf that no other channel's fence keeps from `channel`.
-    fn unfenced(&self, channel: Option<&ChannelId>) -> i64 {
-        (self.available() - self.fenced_from(channel)).max(0)
+        room.cap.map_or(reservable, |cap| reservable.min(cap))
     }
 
     /// Refuses a line of `qty` for `channel` that would take fenced units of another
@@ -173,9 +219,10 @@ impl StockLevel {
         if self.policy().oversell == Oversell::TrackOnly {
             return Ok(());
         }
+        let room = self.room(channel);
         let from_shelf = qty.min(self.available().max(0));
-        let over_cap = self.cap_room(channel).is_some_and(|room| qty > room);
-        if from_shelf > self.unfenced(channel) || over_cap {
+        let unfenced = (self.available() - room.fenced).max(0);
+        if from_shelf > unfenced || room.cap.is_some_and(|cap| qty > cap) {
             return Err(Refusal::InsufficientStock {
                 lines: vec![self.short_line_to(qty, channel)],
             });

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use allocation::{Allocation, Cap, ChannelShare, MAX_ALLOCATIONS};
+pub use allocation::{Allocation, Cap, ChannelShare, MAX_ALLOCATIONS, available_to_channel};
 
 use crate::ids::{ChannelId, LocationId, Region, ReservationId, Sku, StockKey};
 use crate::limits::MAX_ON_HAND;

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use stockflow_domain::{
-    Channel, ChannelId, Command, CommandResult, LocationId, Refusal, ValidationError,
+    Channel, ChannelId, Command, CommandResult, LocationGrant, LocationId, Refusal, ValidationError,
 };
 
 use super::AppState;
@@ -38,6 +38,9 @@ pub(crate) async fn set_allocation(
 ) -> ApiResult<Response> {
     let CommandBody { value, fingerprint } = body;
     let location = value.location()?;
+    // Forbidden before anything is looked up: a caller outside the location learns nothing
+    // of the channels.
+    identity.location_grant().check(&location)?;
     let channel = channel_of(&state, &value.channel()?).await?;
     sells_from(&channel, &location, "location")?;
     let outcome = run(&state, &identity, &headers, fingerprint, || {
@@ -55,15 +58,18 @@ pub(crate) async fn set_allocation(
 }
 
 /// Refuses a reservation for `channel` (if any) with a line at a location the channel
-/// does not sell from, or for a channel that does not exist.
-pub(crate) async fn check_channel_lines<'a>(
+/// does not sell from, or for a channel that does not exist; a line outside the caller's
+/// `grant` first, before the channel is looked up.
+pub(crate) async fn check_channel_lines(
     state: &AppState,
+    grant: &LocationGrant,
     channel: Option<&ChannelId>,
-    locations: impl IntoIterator<Item = &'a LocationId>,
+    locations: &[LocationId],
 ) -> ApiResult<()> {
     let Some(id) = channel else { return Ok(()) };
+    grant.check_all(locations.iter())?;
     let channel = channel_of(state, id).await?;
-    for (i, location) in locations.into_iter().enumerate() {
+    for (i, location) in locations.iter().enumerate() {
         sells_from(&channel, location, &format!("lines[{i}].location"))?;
     }
     Ok(())

@@ -335,9 +335,9 @@ fn stock_answer(outcome: &Answered) -> ApiResult<Response> {
     params(IdempotencyKeyHeader),
     request_body = ReservationRequest,
     responses((status = 201, body = ReservationResponse),
-              (status = 404, body = Problem, description = "location_not_found"),
-              (status = 409, body = Problem, description = "insufficient_stock (with the short lines), reservation_exists or request_in_progress"),
-              (status = 422, body = Problem, description = "duplicate_line (one (sku, location) twice), or idempotency_key_reused")))]
+              (status = 404, body = Problem, description = "location_not_found or channel_not_found"),
+              (status = 409, body = Problem, description = "insufficient_stock (with the short lines; with a channel, what it may take past other channels' ring-fences and within its cap), reservation_exists or request_in_progress"),
+              (status = 422, body = Problem, description = "duplicate_line (one (sku, location) twice), conflicting_fields (a line where the channel does not sell), or idempotency_key_reused")))]
 pub(crate) async fn reserve(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
@@ -352,7 +352,8 @@ pub(crate) async fn reserve(
         .collect::<Result<Vec<_>, _>>();
     // A malformed line is the command's to refuse, with the field it names.
     if let (Ok(Some(channel)), Ok(locations)) = (value.channel(), &locations) {
-        super::allocations::check_channel_lines(&state, Some(&channel), locations).await?;
+        let grant = identity.location_grant();
+        super::allocations::check_channel_lines(&state, &grant, Some(&channel), locations).await?;
     }
     let outcome = run(&state, &identity, &headers, fingerprint, || {
         let reserve = value.into_command(

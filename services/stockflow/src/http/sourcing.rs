@@ -363,7 +363,9 @@ pub(crate) async fn pickup(
             },
             None => (0, 0),
         };
-        if row.available <= threshold {
+        // Without a channel, what any channel could take; with one, what it may.
+        let available = row.available_to(channel.as_ref().map(|c| &c.id));
+        if available <= threshold {
             continue;
         }
         let is_store = match kinds.get(&row.location) {
@@ -381,7 +383,7 @@ pub(crate) async fn pickup(
                 PickupStore {
                     location: row.location,
                     region: row.region,
-                    available: row.available,
+                    available,
                     pickup_threshold: threshold,
                 },
             ));
@@ -419,20 +421,24 @@ pub(crate) async fn channel_availability(
 ) -> ApiResult<Response> {
     let sku = Sku::parse(sku)?;
     let channel = channel_of(&state, &ChannelId::parse(channel)?).await?;
+    // What the channel may take at each location: what is available there, less other
+    // channels' ring-fences, within its cap (never below zero).
     let rows: BTreeMap<String, i64> = state
         .read
         .stock_by_sku(sku.as_str())
         .await?
         .into_iter()
-        .map(|row| (row.location, row.available))
+        .map(|row| {
+            let available = row.available_to(Some(&channel.id));
+            (row.location, available)
+        })
         .collect();
     let locations: Vec<ChannelLocationAvailability> = channel
         .locations
         .iter()
         .map(|l| ChannelLocationAvailability {
             location: l.location.to_string(),
-            // A backordered location (below zero) gives the channel nothing, never less.
-            available: rows.get(l.location.as_str()).copied().unwrap_or(0).max(0),
+            available: rows.get(l.location.as_str()).copied().unwrap_or(0),
         })
         .collect();
     let body = ChannelAvailabilityResponse {

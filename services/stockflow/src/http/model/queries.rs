@@ -36,6 +36,10 @@ pub(crate) struct LocationStock {
     pub in_transit: i64,
     /// Units expected (purchase orders, transfers), by day, earliest first.
     pub incoming: Vec<IncomingBody>,
+    /// Each channel with an allocation or a hold here: its ring-fence and cap, what it
+    /// holds and what it may still take.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<super::ChannelShareBody>,
     /// The write-side version reflected.
     pub version: u64,
     /// When that change happened (RFC 3339).
@@ -65,6 +69,7 @@ impl From<InventoryRow> for LocationStock {
     fn from(r: InventoryRow) -> Self {
         Self {
             incoming: incoming(&r.flow),
+            channels: r.flow.channels.into_iter().map(Into::into).collect(),
             sku: r.sku,
             location: r.location,
             region: r.region,

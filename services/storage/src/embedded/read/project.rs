@@ -69,13 +69,15 @@ fn apply_row(conn: &Connection, after: &InventoryRow) -> Result<()> {
     }
     conn.prepare_cached(
         "INSERT INTO inventory_by_sku_location (sku, location, region, on_hand, reserved, version,
-             as_of_ms, damaged, quality_hold, safety_stock, backordered, in_transit, incoming)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             as_of_ms, damaged, quality_hold, safety_stock, backordered, in_transit, incoming,
+             channels)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (sku, location) DO UPDATE SET region = excluded.region, on_hand = excluded.on_hand,
              reserved = excluded.reserved, version = excluded.version, as_of_ms = excluded.as_of_ms,
              damaged = excluded.damaged, quality_hold = excluded.quality_hold,
              safety_stock = excluded.safety_stock, backordered = excluded.backordered,
-             in_transit = excluded.in_transit, incoming = excluded.incoming",
+             in_transit = excluded.in_transit, incoming = excluded.incoming,
+             channels = excluded.channels",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -92,6 +94,7 @@ fn apply_row(conn: &Connection, after: &InventoryRow) -> Result<()> {
             after.flow.backordered,
             after.flow.in_transit,
             after.flow.incoming_to_stored(),
+            after.flow.channels_to_stored(),
         ])
     })
     .what("write an inventory row")?;

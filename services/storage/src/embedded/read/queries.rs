@@ -27,10 +27,11 @@ pub(super) struct InventoryColumns;
 
 impl InventoryColumns {
     pub(super) const LIST: &'static str = "sku, location, region, on_hand, reserved, version, \
-         as_of_ms, damaged, quality_hold, safety_stock, backordered, in_transit, incoming";
+         as_of_ms, damaged, quality_hold, safety_stock, backordered, in_transit, incoming, channels";
 
     pub(super) fn read(r: &Row<'_>) -> rusqlite::Result<InventoryRow> {
         let incoming: Option<String> = r.get(12)?;
+        let channels: Option<String> = r.get(13)?;
         Ok(InventoryRow::stored(
             (r.get(0)?, r.get(1)?, r.get(2)?),
             Quantities {
@@ -44,6 +45,7 @@ impl InventoryColumns {
                 backordered: r.get(10)?,
                 in_transit: r.get(11)?,
                 incoming: Flow::incoming_from_stored(incoming.as_deref()),
+                channels: Flow::channels_from_stored(channels.as_deref()),
             },
             from_sql_u64(r.get(5)?),
             r.get(6)?,
@@ -73,6 +75,7 @@ impl TotalsColumns {
                 backordered: r.get(at + 5)?,
                 in_transit: r.get(at + 6)?,
                 incoming: Flow::incoming_from_stored(incoming.as_deref()),
+                channels: Vec::new(),
             },
             available: r.get(at + 7)?,
             locations: r.get(at + 9)?,

@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS inventory_by_sku_location (
     backordered INTEGER NOT NULL DEFAULT 0,
     in_transit INTEGER NOT NULL DEFAULT 0,
     incoming TEXT,
+    channels TEXT,
     PRIMARY KEY (sku, location)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS availability_by_region (
@@ -114,6 +115,7 @@ const ADDED: &[(&str, &[(&str, &str)])] = &[
             ("backordered", "INTEGER NOT NULL DEFAULT 0"),
             ("in_transit", "INTEGER NOT NULL DEFAULT 0"),
             ("incoming", "TEXT"),
+            ("channels", "TEXT"),
         ],
     ),
     (
