@@ -280,6 +280,35 @@ impl RegionAvailability {
     }
 }
 
+/// The availability of `sku` per region for `channel` over `rows` (the rows of the
+/// locations the channel sells from): the sums of each location's quantities, with
+/// `available` what the channel may take at each (other channels' fences and its cap
+/// counted), summed.
+pub fn channel_regions(
+    sku: &str,
+    rows: &[InventoryRow],
+    channel: &ChannelId,
+) -> Vec<RegionAvailability> {
+    let mut by_region: std::collections::BTreeMap<&str, Vec<&InventoryRow>> =
+        std::collections::BTreeMap::new();
+    for row in rows {
+        by_region.entry(row.region.as_str()).or_default().push(row);
+    }
+    by_region
+        .into_iter()
+        .filter_map(|(region, rows)| {
+            let shares = rows.iter().map(|r| LocationShare {
+                quantities: r.quantities(),
+                flow: r.flow.clone(),
+                as_of_ms: r.as_of_ms,
+            });
+            let mut totals = RegionAvailability::over(sku, region, shares)?;
+            totals.available = rows.iter().map(|r| r.available_to(Some(channel))).sum();
+            Some(totals)
+        })
+        .collect()
+}
+
 /// Units available over `regions`: what a search hit reports.
 pub fn available_over(regions: &[RegionAvailability]) -> i64 {
     regions.iter().map(|r| r.available).sum()

@@ -7,7 +7,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use stockflow_domain::{IdempotencyKey, LocationId, Region, ReservationId, Sku, ValidationError};
+use stockflow_domain::{
+    ChannelId, IdempotencyKey, LocationId, Region, ReservationId, Sku, ValidationError,
+};
 use stockflow_storage::StoreError;
 use stockflow_storage::ports::{Movement, ReadStore, SearchQuery};
 use utoipa::IntoParams;
@@ -196,23 +198,41 @@ pub(crate) struct RegionFilter {
     pub region: Option<String>,
 }
 
-/// Available stock of a SKU summed per region.
+/// `?region=&channel=` of the availability query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AvailabilityFilter {
+    /// Only this region.
+    #[param(schema_with = docs::region)]
+    pub region: Option<String>,
+    /// What this sales channel may take: only its locations, each counting other channels'
+    /// ring-fences and the channel's cap.
+    #[param(schema_with = docs::channel)]
+    pub channel: Option<String>,
+}
+
+/// Available stock of a SKU summed per region (for one sales channel with `channel`).
 #[utoipa::path(get, path = "/v1/availability/{sku}", tag = "queries",
-    params(SkuPath, RegionFilter, ("If-None-Match" = Option<String>, Header)),
+    params(SkuPath, AvailabilityFilter, ("If-None-Match" = Option<String>, Header)),
     responses((status = 200, body = AvailabilityResponse, headers(("ETag" = String, description = "Over the body's bytes"),
                        ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=2, stale-if-error=3600; private to a caller limited to locations"),
                        ("Surrogate-Key" = String, description = "Edge-cache tags (public answers only): stockflow, sku:<sku>, loc:<location>, region:<region>, search; purged when what they name changes"),
                        ("Cache-Tag" = String, description = "The same tags, comma-separated"),
                        ("Surrogate-Control" = String, description = "max-age for an edge cache the platform purges (with --edge-ttl-seconds)"))),
-              (status = 304, description = "Not modified")))]
+              (status = 304, description = "Not modified"),
+              (status = 404, body = Problem, description = "channel_not_found")))]
 pub(crate) async fn availability(
     State(state): State<AppState>,
     headers: HeaderMap,
     PathParams(SkuPath { sku }): PathParams<SkuPath>,
-    QueryParams(filter): QueryParams<RegionFilter>,
+    QueryParams(filter): QueryParams<AvailabilityFilter>,
 ) -> ApiResult<Response> {
     let sku = Sku::parse(sku)?;
     let region = filter.region.map(Region::parse).transpose()?;
+    if let Some(channel) = filter.channel.map(ChannelId::parse).transpose()? {
+        return channel_availability(&state, &headers, sku, region, channel).await;
+    }
     let rows = state
         .read
         .availability(sku.as_str(), region.as_ref().map(Region::as_str))
@@ -227,6 +247,49 @@ pub(crate) async fn availability(
         .iter()
         .fold(Tags::exact().sku(&body.sku), |t, r| t.region(&r.region));
     cached(&state, &headers, &body, Audience::Everyone, tags)
+}
+
+/// A SKU's availability per region for one channel, summed from the rows of the
+/// locations it sells from.
+async fn channel_availability(
+    state: &AppState,
+    headers: &HeaderMap,
+    sku: Sku,
+    region: Option<Region>,
+    channel: ChannelId,
+) -> ApiResult<Response> {
+    let channel = super::allocations::channel_of(state, &channel).await?;
+    let rows = channel_rows(state, sku.as_str(), region.as_ref(), &channel).await?;
+    let regions = stockflow_domain::read_model::channel_regions(sku.as_str(), &rows, &channel.id);
+    let body = AvailabilityResponse {
+        sku: sku.to_string(),
+        total_available: regions.iter().map(|r| r.available).sum(),
+        regions: regions.into_iter().map(Into::into).collect(),
+    };
+    // Also depends on the channel's locations, which purge nothing.
+    let tags = rows.iter().fold(Tags::inexact().sku(&body.sku), |t, r| {
+        t.location(&r.location)
+    });
+    cached(state, headers, &body, Audience::Everyone, tags)
+}
+
+/// The stock rows of `sku` at the locations `channel` sells from (in `region`, if given).
+async fn channel_rows(
+    state: &AppState,
+    sku: &str,
+    region: Option<&Region>,
+    channel: &stockflow_domain::Channel,
+) -> ApiResult<Vec<stockflow_domain::read_model::InventoryRow>> {
+    Ok(state
+        .read
+        .stock_by_sku(sku)
+        .await?
+        .into_iter()
+        .filter(|row| region.is_none_or(|r| r.as_str() == row.region))
+        .filter(|row| {
+            LocationId::parse(row.location.clone()).is_ok_and(|l| channel.rank(&l).is_some())
+        })
+        .collect())
 }
 
 /// Query string of the movement history.
@@ -401,6 +464,10 @@ pub(crate) struct SearchParams {
     /// Count availability in this region only.
     #[param(schema_with = docs::region)]
     pub region: Option<String>,
+    /// Count what this sales channel may take: its locations only, other channels'
+    /// ring-fences and its cap counted. With `in_stock`, among the 100 best text matches.
+    #[param(schema_with = docs::channel)]
+    pub channel: Option<String>,
     /// At most this many hits (1–100, default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
@@ -414,7 +481,8 @@ pub(crate) struct SearchParams {
                        ("Surrogate-Key" = String, description = "Edge-cache tags (public answers only): stockflow, sku:<sku>, loc:<location>, region:<region>, search; purged when what they name changes"),
                        ("Cache-Tag" = String, description = "The same tags, comma-separated"),
                        ("Surrogate-Control" = String, description = "Never sent: a search can change without a purge of its tags"))),
-              (status = 304, description = "Not modified")))]
+              (status = 304, description = "Not modified"),
+              (status = 404, body = Problem, description = "channel_not_found")))]
 pub(crate) async fn search(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -428,15 +496,36 @@ pub(crate) async fn search(
         return Err(ValidationError::new("limit", "must be between 1 and 100").into());
     }
     let region = p.region.map(Region::parse).transpose()?;
-    let hits = state
+    let channel = match p.channel.map(ChannelId::parse).transpose()? {
+        Some(id) => Some(super::allocations::channel_of(&state, &id).await?),
+        None => None,
+    };
+    // A channel never sees more than the region does, so its in-stock hits are among the
+    // region's: ask for the most, then keep the channel's.
+    let store_limit = if channel.is_some() && p.in_stock {
+        100
+    } else {
+        limit
+    };
+    let mut hits = state
         .read
         .search(&SearchQuery {
             text: p.q.clone(),
             in_stock: p.in_stock,
-            region: region.map(String::from),
-            limit,
+            region: region.as_ref().map(|r| r.to_string()),
+            limit: store_limit,
         })
         .await?;
+    if let Some(channel) = &channel {
+        for hit in &mut hits {
+            let rows = channel_rows(&state, &hit.sku, region.as_ref(), channel).await?;
+            hit.available = rows.iter().map(|r| r.available_to(Some(&channel.id))).sum();
+        }
+        if p.in_stock {
+            hits.retain(|h| stockflow_domain::read_model::in_stock(h.available));
+        }
+        hits.truncate(limit);
+    }
     let body = SearchResponse {
         query: p.q,
         hits: hits.into_iter().map(Into::into).collect(),
