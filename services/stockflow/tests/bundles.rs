@@ -169,3 +169,87 @@ async fn racing_bundles_and_components_never_oversell_a_component() {
     }
     eprintln!("{RACERS} racers (bundles, mugs, tea): held {held:?}");
 }
+
+/// A region-level line may name a bundle: the planner offers each location what its
+/// components there allow, chooses one location per set (or splits sets over locations),
+/// and the reservation holds the components at the chosen locations. A bundle beside one
+/// of its own components in one order is refused (the offers would count units twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_level_bundle_line_holds_its_components_where_the_planner_chose() {
+    let p = Platform::start().await;
+    for id in ["k1", "k2"] {
+        p.location(id, "west").await;
+    }
+    // k1 can make 1 set (2 tea), k2 can make 3 (mugs 3, tea 8).
+    for (sku, location, qty) in [
+        ("MUG", "k1", 5),
+        ("TEA", "k1", 2),
+        ("MUG", "k2", 3),
+        ("TEA", "k2", 8),
+    ] {
+        p.stock(sku, location, qty).await;
+        p.eventually_stock(sku, location, |v| v["on_hand"] == qty)
+            .await;
+    }
+    bundle(
+        &p,
+        "KIT",
+        json!([{"sku": "MUG", "qty": 1}, {"sku": "TEA", "qty": 2}]),
+    )
+    .await;
+    let reserve =
+        |key: &str, body: Value| p.post("/v1/sourcing/reservations", key.to_string(), body);
+    let r = reserve(
+        "kit-1",
+        json!({"region": "west", "strategy": "fewest_splits", "lines": [{"sku": "KIT", "qty": 3}]}),
+    )
+    .await;
+    let body = answered(r, StatusCode::CREATED).await;
+    assert_eq!(body["sourcing"][0]["sku"], "KIT");
+    assert_eq!(body["sourcing"][0]["location"], "k2");
+    let mut lines: Vec<(String, String, i64)> = body["reservation"]["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| {
+            (
+                l["sku"].as_str().expect("sku").to_string(),
+                l["location"].as_str().expect("location").to_string(),
+                l["qty"].as_i64().expect("qty"),
+            )
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            ("MUG".into(), "k2".into(), 3),
+            ("TEA".into(), "k2".into(), 6)
+        ]
+    );
+    // One set is left in the region (at k1): two are short.
+    let r = reserve(
+        "kit-2",
+        json!({"region": "west", "lines": [{"sku": "KIT", "qty": 2}]}),
+    )
+    .await;
+    assert_eq!(
+        refused(r).await,
+        (409, "insufficient_stock_in_region".to_string())
+    );
+    let r = reserve(
+        "kit-3",
+        json!({"region": "west", "lines": [{"sku": "KIT", "qty": 1}]}),
+    )
+    .await;
+    let body = answered(r, StatusCode::CREATED).await;
+    assert_eq!(body["sourcing"][0]["location"], "k1");
+    assert_eq!(p.write_level("TEA", "k1").await.reserved, 2);
+    // A bundle beside its own component.
+    let r = reserve(
+        "kit-4",
+        json!({"region": "west", "lines": [{"sku": "KIT", "qty": 1}, {"sku": "TEA", "qty": 1}]}),
+    )
+    .await;
+    assert_eq!(refused(r).await, (422, "conflicting_fields".to_string()));
+}

@@ -113,6 +113,33 @@ impl Bundle {
     }
 }
 
+/// Refuses region-level `demands` naming a bundle beside another line that needs one of
+/// its components (the component itself, or another bundle of it): the locations' offers
+/// would count the same units twice.
+pub fn no_shared_components(
+    demands: &[super::Demand],
+    bundles: &BTreeMap<Sku, Bundle>,
+) -> Result<(), ValidationError> {
+    let mut seen: BTreeMap<&Sku, usize> = BTreeMap::new();
+    for (i, demand) in demands.iter().enumerate() {
+        let needs: Vec<&Sku> = match bundles.get(&demand.sku) {
+            Some(b) => b.components.iter().map(|c| &c.sku).collect(),
+            None => vec![&demand.sku],
+        };
+        for sku in needs {
+            if let Some(first) = seen.insert(sku, i) {
+                return Err(ValidationError::conflict(
+                    format!("lines[{i}].sku"),
+                    format!(
+                        "needs {sku}, which lines[{first}] needs too; order a bundle and its components in separate reservations"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reservation lines with every bundle line replaced by its components at the same
 /// location (units multiplied), and lines of one key merged, in first-seen order. Lines
 /// that are valid alone but too large once expanded are a conflict (422), not bad input.

@@ -16,4 +16,4 @@ mod props;
 pub use bundle::{Bundle, Component, expand};
 pub use channel::{Channel, ChannelLocation, MAX_CHANNEL_LOCATIONS, Strategy};
 pub use plan::{Candidate, Demand, Part, Rules, Step, plan};
-pub use source::{Place, lines_of, source};
+pub use source::{Offer, Place, lines_of, offers, source};

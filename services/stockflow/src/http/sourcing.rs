@@ -15,10 +15,12 @@ use axum::response::Response;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use stockflow_domain::sourcing::{Place, Rules, Strategy, lines_of, source};
+use stockflow_domain::sourcing::{
+    Part, Place, Rules, Strategy, bundle, expand, lines_of, offers, source,
+};
 use stockflow_domain::{
     Channel, ChannelId, Command, IdempotencyKey, LocationGrant, LocationId, LocationKind, Refusal,
-    Region, ReservationId, Reserve, Sku, StockKey, StockLevel, ValidationError,
+    Region, ReservationId, Reserve, Sku, StockKey, StockLevel,
 };
 use stockflow_storage::StoreError;
 use utoipa::IntoParams;
@@ -140,17 +142,7 @@ pub(crate) async fn reserve_sourced(
         return replay(made);
     }
     let bundles = state.bundles.snapshot();
-    if let Some(i) = request
-        .demands
-        .iter()
-        .position(|d| bundles.contains_key(&d.sku))
-    {
-        return Err(ValidationError::conflict(
-            format!("lines[{i}].sku"),
-            "a bundle is reserved at one location: name it with POST /v1/reservations",
-        )
-        .into());
-    }
+    bundle::no_shared_components(&request.demands, &bundles)?;
     let channel = match &request.channel {
         Some(id) => Some(channel_of(&state, id).await?),
         None => None,
@@ -166,14 +158,26 @@ pub(crate) async fn reserve_sourced(
             .unwrap_or(true),
     };
     let ttl = request.ttl_seconds.unwrap_or(state.reservation_ttl_seconds);
+    // Bundles are planned as what each location can make of them, and reserved as their
+    // components there.
+    let skus: Vec<Sku> = request
+        .demands
+        .iter()
+        .flat_map(|d| match bundles.get(&d.sku) {
+            Some(bundle) => bundle.components.iter().map(|c| c.sku.clone()).collect(),
+            None => vec![d.sku.clone()],
+        })
+        .collect();
     let keys = candidate_keys(
         &state,
         channel.as_ref(),
         request.region.as_ref(),
-        &request.demands,
+        &skus,
         &identity.location_grant(),
     )
     .await?;
+    let expanded_lines =
+        |parts: &[Part]| expand(lines_of(parts), &bundles).map_or(usize::MAX, |l| l.len());
     let mut last_short = None;
     for attempt in 0..MAX_PLANS {
         let levels = load_levels(&state, &keys).await?;
@@ -181,9 +185,16 @@ pub(crate) async fn reserve_sourced(
             .iter()
             .map(|(rank, level)| Place { rank: *rank, level })
             .collect();
-        let parts = source(&request.demands, &places, rules, request.channel.as_ref())?;
+        let offers = offers(
+            &request.demands,
+            &places,
+            &bundles,
+            request.channel.as_ref(),
+        );
+        let parts = source(&request.demands, &offers, rules, expanded_lines)?;
         let reserve = Reserve::new(id.clone(), lines_of(&parts), ttl, request.reference.clone())?
             .for_channel(request.channel.clone());
+        let reserve = state.bundles.expand(reserve)?;
         let outcome = run_as(
             &state,
             &identity,
@@ -288,12 +299,12 @@ async fn candidate_keys(
     state: &AppState,
     channel: Option<&Channel>,
     region: Option<&Region>,
-    demands: &[stockflow_domain::sourcing::Demand],
+    skus: &[Sku],
     grant: &LocationGrant,
 ) -> ApiResult<Vec<(usize, StockKey)>> {
     let mut keys = Vec::new();
-    for demand in demands {
-        for row in state.read.stock_by_sku(demand.sku.as_str()).await? {
+    for sku in skus {
+        for row in state.read.stock_by_sku(sku.as_str()).await? {
             if region.is_some_and(|r| r.as_str() != row.region) {
                 continue;
             }
@@ -308,7 +319,7 @@ async fn candidate_keys(
                 None => 0,
             };
             if grant.permits(&location) {
-                keys.push((rank, StockKey::new(demand.sku.clone(), location)));
+                keys.push((rank, StockKey::new(sku.clone(), location)));
             }
         }
     }
