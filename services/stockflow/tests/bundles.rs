@@ -253,3 +253,67 @@ async fn a_region_level_bundle_line_holds_its_components_where_the_planner_chose
     .await;
     assert_eq!(refused(r).await, (422, "conflicting_fields".to_string()));
 }
+
+/// Search counts a bundle's sets from its components' rows, so an in-stock search finds a
+/// gift set that holds no stock of its own, and drops it once a component runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_counts_a_bundles_sets() {
+    let p = Platform::start().await;
+    p.location("s1", "north").await;
+    for (sku, qty) in [("MUG", 4), ("TEA", 5)] {
+        p.stock(sku, "s1", qty).await;
+        p.eventually_stock(sku, "s1", |v| v["on_hand"] == qty).await;
+    }
+    bundle(
+        &p,
+        "KIT",
+        json!([{"sku": "MUG", "qty": 1}, {"sku": "TEA", "qty": 2}]),
+    )
+    .await;
+    for (sku, name) in [("KIT", "Tea kit"), ("TEA", "Tea leaves")] {
+        let r = p
+            .http
+            .put(p.url(&format!("/v1/skus/{sku}")))
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .expect("request");
+        answered(r, StatusCode::OK).await;
+    }
+    let search = |q: &'static str| {
+        let p = &p;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let body = answered(
+                    p.get(&format!("/v1/search?q={q}&in_stock=true")).await,
+                    StatusCode::OK,
+                )
+                .await;
+                let hits: Vec<(String, i64)> = body["hits"]
+                    .as_array()
+                    .expect("hits")
+                    .iter()
+                    .map(|h| {
+                        (
+                            h["sku"].as_str().expect("sku").to_string(),
+                            h["available"].as_i64().expect("available"),
+                        )
+                    })
+                    .collect();
+                if !hits.is_empty() || std::time::Instant::now() > deadline {
+                    return hits;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(search("kit").await, vec![("KIT".to_string(), 2)]);
+    let mut tea = search("tea").await;
+    tea.sort();
+    assert_eq!(tea, vec![("KIT".to_string(), 2), ("TEA".to_string(), 5)]);
+    // Out of mugs: the kit is out of stock, the tea is not.
+    p.stock("MUG", "s1", 0).await;
+    p.eventually_stock("MUG", "s1", |v| v["on_hand"] == 0).await;
+    assert_eq!(search("tea").await, vec![("TEA".to_string(), 5)]);
+}

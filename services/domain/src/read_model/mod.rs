@@ -309,6 +309,33 @@ pub fn channel_regions(
         .collect()
 }
 
+/// Sets of `bundle` each location can make from its components' `rows` (rows of other SKUs
+/// are ignored), for `channel` (`None`: what any channel is shown): `(location, region,
+/// sets)` for each location holding a row of every component, in location order.
+pub fn bundle_sets(
+    bundle: &crate::sourcing::Bundle,
+    rows: &[InventoryRow],
+    channel: Option<&ChannelId>,
+) -> Vec<(String, String, i64)> {
+    let mut at: std::collections::BTreeMap<&str, (&str, std::collections::BTreeMap<&str, i64>)> =
+        std::collections::BTreeMap::new();
+    for row in rows {
+        if bundle.components.iter().any(|c| c.sku.as_str() == row.sku) {
+            at.entry(row.location.as_str())
+                .or_insert_with(|| (row.region.as_str(), Default::default()))
+                .1
+                .insert(row.sku.as_str(), row.available_to(channel));
+        }
+    }
+    at.into_iter()
+        .filter(|(_, (_, held))| held.len() == bundle.components.len())
+        .map(|(location, (region, held))| {
+            let sets = bundle.available(|sku| held.get(sku.as_str()).copied().unwrap_or(0));
+            (location.to_string(), region.to_string(), sets)
+        })
+        .collect()
+}
+
 /// Units available over `regions`: what a search hit reports.
 pub fn available_over(regions: &[RegionAvailability]) -> i64 {
     regions.iter().map(|r| r.available).sum()

@@ -83,28 +83,26 @@ pub(crate) async fn bundle_availability(
 ) -> ApiResult<Response> {
     let bundle = load_bundle(&state, &Sku::parse(sku)?).await?;
     let region = filter.region.map(Region::parse).transpose()?;
-    // (location → (region, component → available)) over the component rows.
-    let mut at: BTreeMap<String, (String, BTreeMap<Sku, i64>)> = BTreeMap::new();
+    let mut rows = Vec::new();
     for component in &bundle.components {
-        for row in state.read.stock_by_sku(component.sku.as_str()).await? {
-            if region.as_ref().is_some_and(|r| r.as_str() != row.region) {
-                continue;
-            }
-            at.entry(row.location)
-                .or_insert_with(|| (row.region, BTreeMap::new()))
-                .1
-                .insert(component.sku.clone(), row.available);
-        }
+        rows.extend(
+            state
+                .read
+                .stock_by_sku(component.sku.as_str())
+                .await?
+                .into_iter()
+                .filter(|row| region.as_ref().is_none_or(|r| r.as_str() == row.region)),
+        );
     }
-    let mut locations: Vec<BundleLocationAvailability> = at
-        .into_iter()
-        .filter(|(_, (_, held))| held.len() == bundle.components.len())
-        .map(|(location, (region, held))| BundleLocationAvailability {
-            location,
-            region,
-            available: bundle.available(|sku| held.get(sku).copied().unwrap_or(0)),
-        })
-        .collect();
+    let mut locations: Vec<BundleLocationAvailability> =
+        stockflow_domain::read_model::bundle_sets(&bundle, &rows, None)
+            .into_iter()
+            .map(|(location, region, available)| BundleLocationAvailability {
+                location,
+                region,
+                available,
+            })
+            .collect();
     locations.sort_by(|a, b| {
         b.available
             .cmp(&a.available)

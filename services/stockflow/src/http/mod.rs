@@ -19,6 +19,7 @@ pub(crate) mod openapi;
 pub(crate) mod ops;
 mod protocol;
 pub(crate) mod queries;
+pub(crate) mod search;
 pub mod server;
 pub(crate) mod sourcing;
 mod spans;
@@ -158,7 +159,7 @@ impl Routes {
         commands::confirm, commands::release, commands::get_reservation,
         transfers::create_transfer, transfers::ship_transfer, transfers::receive_transfer,
         transfers::cancel_transfer, transfers::get_transfer,
-        queries::stock_by_sku, queries::stock_at, queries::availability, queries::search, queries::movements,
+        queries::stock_by_sku, queries::stock_at, queries::availability, search::search, queries::movements,
         changes::changes, changes::snapshot,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::asyncapi, ops::dead_letters,
         ops::replay_dead_letter, ops::replay_projections,
@@ -255,7 +256,7 @@ fn query_routes() -> Router<AppState> {
             "/v1/channels/{channel}/availability/{sku}",
             get(sourcing::channel_availability),
         )
-        .route("/v1/search", get(queries::search))
+        .route("/v1/search", get(search::search))
         .route("/v1/movements", get(queries::movements))
         .route("/v1/changes", get(changes::changes))
         .route("/v1/changes/snapshot", get(changes::snapshot))

@@ -8,10 +8,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stockflow_domain::{
-    ChannelId, IdempotencyKey, LocationId, Region, ReservationId, Sku, ValidationError,
+    ChannelId, IdempotencyKey, LocationId, Region, ReservationId, Sku, ValidationError, read_model,
 };
 use stockflow_storage::StoreError;
-use stockflow_storage::ports::{Movement, ReadStore, SearchQuery};
+use stockflow_storage::ports::{Movement, ReadStore};
 use utoipa::IntoParams;
 
 use super::AppState;
@@ -260,7 +260,7 @@ async fn channel_availability(
 ) -> ApiResult<Response> {
     let channel = super::allocations::channel_of(state, &channel).await?;
     let rows = channel_rows(state, sku.as_str(), region.as_ref(), &channel).await?;
-    let regions = stockflow_domain::read_model::channel_regions(sku.as_str(), &rows, &channel.id);
+    let regions = read_model::channel_regions(sku.as_str(), &rows, &channel.id);
     let body = AvailabilityResponse {
         sku: sku.to_string(),
         total_available: regions.iter().map(|r| r.available).sum(),
@@ -274,12 +274,12 @@ async fn channel_availability(
 }
 
 /// The stock rows of `sku` at the locations `channel` sells from (in `region`, if given).
-async fn channel_rows(
+pub(crate) async fn channel_rows(
     state: &AppState,
     sku: &str,
     region: Option<&Region>,
     channel: &stockflow_domain::Channel,
-) -> ApiResult<Vec<stockflow_domain::read_model::InventoryRow>> {
+) -> ApiResult<Vec<read_model::InventoryRow>> {
     Ok(state
         .read
         .stock_by_sku(sku)
@@ -448,91 +448,4 @@ pub(crate) async fn movements(
     };
     let tags = Tags::exact().sku(&body.sku).location(&body.location);
     cached(&state, &headers, &body, Audience::of(&identity), tags)
-}
-
-/// Query string of a search.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct SearchParams {
-    /// Words matched (as prefixes) against name and attributes; at most 200 characters.
-    #[param(max_length = 200)]
-    pub q: String,
-    /// Only SKUs with available stock.
-    #[serde(default)]
-    pub in_stock: bool,
-    /// Count availability in this region only.
-    #[param(schema_with = docs::region)]
-    pub region: Option<String>,
-    /// Count what this sales channel may take: its locations only, other channels'
-    /// ring-fences and its cap counted. With `in_stock`, among the 100 best text matches.
-    #[param(schema_with = docs::channel)]
-    pub channel: Option<String>,
-    /// At most this many hits (1–100, default 20).
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<usize>,
-}
-
-/// Catalog text search, filterable by stock.
-#[utoipa::path(get, path = "/v1/search", tag = "queries",
-    params(SearchParams, ("If-None-Match" = Option<String>, Header)),
-    responses((status = 200, body = SearchResponse, headers(("ETag" = String, description = "Over the body's bytes"),
-                       ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=2, stale-if-error=3600; private to a caller limited to locations"),
-                       ("Surrogate-Key" = String, description = "Edge-cache tags (public answers only): stockflow, sku:<sku>, loc:<location>, region:<region>, search; purged when what they name changes"),
-                       ("Cache-Tag" = String, description = "The same tags, comma-separated"),
-                       ("Surrogate-Control" = String, description = "Never sent: a search can change without a purge of its tags"))),
-              (status = 304, description = "Not modified"),
-              (status = 404, body = Problem, description = "channel_not_found")))]
-pub(crate) async fn search(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    QueryParams(p): QueryParams<SearchParams>,
-) -> ApiResult<Response> {
-    if p.q.chars().count() > docs::MAX_QUERY_CHARS {
-        return Err(ValidationError::new("q", "at most 200 characters").into());
-    }
-    let limit = p.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ValidationError::new("limit", "must be between 1 and 100").into());
-    }
-    let region = p.region.map(Region::parse).transpose()?;
-    let channel = match p.channel.map(ChannelId::parse).transpose()? {
-        Some(id) => Some(super::allocations::channel_of(&state, &id).await?),
-        None => None,
-    };
-    // A channel never sees more than the region does, so its in-stock hits are among the
-    // region's: ask for the most, then keep the channel's.
-    let store_limit = if channel.is_some() && p.in_stock {
-        100
-    } else {
-        limit
-    };
-    let mut hits = state
-        .read
-        .search(&SearchQuery {
-            text: p.q.clone(),
-            in_stock: p.in_stock,
-            region: region.as_ref().map(|r| r.to_string()),
-            limit: store_limit,
-        })
-        .await?;
-    if let Some(channel) = &channel {
-        for hit in &mut hits {
-            let rows = channel_rows(&state, &hit.sku, region.as_ref(), channel).await?;
-            hit.available = rows.iter().map(|r| r.available_to(Some(&channel.id))).sum();
-        }
-        if p.in_stock {
-            hits.retain(|h| stockflow_domain::read_model::in_stock(h.available));
-        }
-        hits.truncate(limit);
-    }
-    let body = SearchResponse {
-        query: p.q,
-        hits: hits.into_iter().map(Into::into).collect(),
-    };
-    let tags = body
-        .hits
-        .iter()
-        .fold(Tags::approximate(), |t, hit| t.sku(&hit.sku));
-    cached(&state, &headers, &body, Audience::Everyone, tags)
 }
