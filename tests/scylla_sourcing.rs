@@ -18,6 +18,32 @@ mod scylla_processes;
 use scylla_processes::{TwoProcesses, two_processes};
 
 const RACERS: usize = 60;
+
+/// Waits until the read model behind `base` shows `locations` rows of `sku`.
+async fn rows_shown(client: &reqwest::Client, base: &str, sku: &str, locations: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows: Value = client
+            .get(format!("{base}/v1/stock/{sku}"))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if rows["locations"]
+            .as_array()
+            .is_some_and(|l| l.len() == locations)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "read model never showed the stock: {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 const UNITS: [(&str, i64); 5] = [("w1", 3), ("w2", 2), ("w3", 4), ("w4", 1), ("w5", 2)];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,28 +73,7 @@ async fn racing_region_reservations_on_two_processes_take_exactly_the_units_ther
         );
     }
     // Candidates come from the read model: wait until it shows every warehouse.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let rows: Value = client
-            .get(format!("{}/v1/stock/LAST", bases[0]))
-            .send()
-            .await
-            .expect("request")
-            .json()
-            .await
-            .unwrap_or(Value::Null);
-        if rows["locations"]
-            .as_array()
-            .is_some_and(|l| l.len() == UNITS.len())
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "read model never showed the stock: {rows}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    rows_shown(&client, &bases[0], "LAST", UNITS.len()).await;
     let outcomes = join_all((0..RACERS).map(|i| {
         let client = client.clone();
         let base = bases[i % 2].clone();
@@ -366,25 +371,7 @@ async fn racing_channels_on_two_processes_never_overdraw_an_allocation() {
         );
     }
     // Region-level candidates come from the read model: wait until it shows both.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let rows: Value = client
-            .get(format!("{}/v1/stock/FENCED", bases[0]))
-            .send()
-            .await
-            .expect("request")
-            .json()
-            .await
-            .unwrap_or(Value::Null);
-        if rows["locations"].as_array().is_some_and(|l| l.len() == 2) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "read model never showed the stock: {rows}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    rows_shown(&client, &bases[0], "FENCED", 2).await;
     let outcomes = join_all((0..45).map(|i| {
         let base = bases[i % 2].clone();
         let channel = ["web", "market", "counter"][i % 3];

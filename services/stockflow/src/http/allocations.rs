@@ -5,14 +5,12 @@
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
-use stockflow_domain::{
-    Channel, ChannelId, Command, CommandResult, LocationGrant, LocationId, Refusal, ValidationError,
-};
+use stockflow_domain::{Channel, ChannelId, Command, LocationGrant, LocationId, ValidationError};
 
 use super::AppState;
-use super::commands::{respond, run};
+use super::commands::{run, stock_answer};
 use super::docs::IdempotencyKeyHeader;
 use super::extract::CommandBody;
 use super::model::*;
@@ -47,14 +45,7 @@ pub(crate) async fn set_allocation(
         Ok(Command::SetAllocation(value.into_command()?))
     })
     .await?;
-    match outcome.result.clone() {
-        CommandResult::Stock(level) => Ok(respond(
-            StatusCode::OK,
-            &outcome,
-            StockLevelResponse::from(level),
-        )),
-        _ => Err(Refusal::IdempotencyKeyReused.into()),
-    }
+    stock_answer(&outcome)
 }
 
 /// Refuses a reservation for `channel` (if any) with a line at a location the channel

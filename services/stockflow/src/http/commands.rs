@@ -201,14 +201,7 @@ pub(crate) async fn adjust(
         Ok(Command::Adjust(value.into_command()?))
     })
     .await?;
-    match outcome.result.clone() {
-        CommandResult::Stock(level) => Ok(respond(
-            StatusCode::OK,
-            &outcome,
-            StockLevelResponse::from(level),
-        )),
-        _ => Err(Refusal::IdempotencyKeyReused.into()),
-    }
+    stock_answer(&outcome)
 }
 
 /// Moves units between quantity states of one key (a broken unit to damaged, an
@@ -231,14 +224,7 @@ pub(crate) async fn move_units(
         Ok(Command::Move(value.into_command()?))
     })
     .await?;
-    match outcome.result.clone() {
-        CommandResult::Stock(level) => Ok(respond(
-            StatusCode::OK,
-            &outcome,
-            StockLevelResponse::from(level),
-        )),
-        _ => Err(Refusal::IdempotencyKeyReused.into()),
-    }
+    stock_answer(&outcome)
 }
 
 /// Sets a SKU's oversell policy and low-stock threshold, or (with `location`) a
@@ -319,7 +305,7 @@ pub(crate) async fn close_incoming(
 }
 
 /// The answer of a command on one key: its level.
-fn stock_answer(outcome: &Answered) -> ApiResult<Response> {
+pub(crate) fn stock_answer(outcome: &Answered) -> ApiResult<Response> {
     match outcome.result.clone() {
         CommandResult::Stock(level) => Ok(respond(
             StatusCode::OK,
