@@ -1,5 +1,6 @@
-//! `stockflow-bench http --workload sourcing`: the cost of a region-level reservation
-//! against a located one, in the same run on the same server. Each SKU is stocked at the
+//! `stockflow-bench http --workload sourcing`: the cost of a region-level reservation, and
+//! of a located one for a channel at keys holding an allocation, against a plain located
+//! one, in the same run on the same server. Each SKU is stocked at the
 //! bench location and at [`EXTRA_LOCATIONS`] more in its region; the located phase reserves
 //! at the bench location, the sourced phase lets the platform choose (`fewest_splits`),
 //! which reads the candidates' levels before it reserves. Stock is large enough that
@@ -18,6 +19,10 @@ use crate::conn::{Conn, LOCATION, histogram, ms, sku};
 
 /// Locations besides the bench location holding each SKU.
 const EXTRA_LOCATIONS: usize = 2;
+/// The channel the channel phase reserves for.
+const WEB: &str = "bench-web";
+/// The channel holding a ring-fence at every bench key.
+const COUNTER: &str = "bench-counter";
 
 fn extra(i: usize) -> String {
     format!("{LOCATION}-{i}")
@@ -51,6 +56,45 @@ async fn setup(args: &BenchArgs, run_id: &str) -> Result<(), String> {
             if !status.is_success() {
                 return Err(format!("stocking {} failed: {status} {body:?}", extra(l)));
             }
+        }
+    }
+    // Channels: the web sells from every location; the store's counter keeps a ring-fence
+    // of each SKU at the bench location, so the channel phase reserves at keys holding an
+    // allocation (and counts the web's holds there).
+    let everywhere: Vec<Value> = std::iter::once(LOCATION.to_string())
+        .chain((0..EXTRA_LOCATIONS).map(extra))
+        .map(|l| json!({"location": l}))
+        .collect();
+    for (channel, locations) in [
+        (WEB, everywhere),
+        (COUNTER, vec![json!({"location": LOCATION})]),
+    ] {
+        let (status, body) = conn
+            .send(
+                Method::PUT,
+                &format!("/v1/channels/{channel}"),
+                None,
+                Some(json!({"locations": locations})),
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(format!(
+                "defining channel {channel} failed: {status} {body:?}"
+            ));
+        }
+    }
+    for i in 0..args.skus {
+        let (status, body) = conn
+            .send(
+                Method::POST,
+                "/v1/allocations",
+                Some(&format!("bench-{run_id}-fence-{i}")),
+                Some(json!({"sku": sku(run_id, i), "location": LOCATION,
+                            "channel": COUNTER, "ring_fence": 10})),
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(format!("fencing {i} failed: {status} {body:?}"));
         }
     }
     // The sourced phase finds candidates in the read model: let it catch up.
@@ -127,6 +171,11 @@ fn located(sku: &str) -> Value {
     json!({"lines": [{"sku": sku, "location": LOCATION, "qty": 1}], "ttl_seconds": 900})
 }
 
+fn for_channel(sku: &str) -> Value {
+    json!({"channel": WEB, "lines": [{"sku": sku, "location": LOCATION, "qty": 1}],
+           "ttl_seconds": 900})
+}
+
 fn sourced(sku: &str) -> Value {
     json!({"region": "bench", "strategy": "fewest_splits", "ttl_seconds": 900,
            "lines": [{"sku": sku, "qty": 1}]})
@@ -143,6 +192,7 @@ pub async fn sourcing_workload(args: &BenchArgs, run_id: &str) -> Result<(), Str
     let mut rates = Vec::new();
     for (name, path, body) in [
         ("located ", "/v1/reservations", located as fn(&str) -> Value),
+        ("channel ", "/v1/reservations", for_channel),
         ("sourced ", "/v1/sourcing/reservations", sourced),
     ] {
         let (ok, failed, h, elapsed) = phase(args, run_id, name.trim(), path, body).await?;
@@ -154,9 +204,10 @@ pub async fn sourcing_workload(args: &BenchArgs, run_id: &str) -> Result<(), Str
             ms(&h, 0.99)
         );
     }
-    if let [located, sourced] = rates[..] {
+    if let [located, channel, sourced] = rates[..] {
         println!(
-            "  sourced/located throughput {:.2}",
+            "  channel/located throughput {:.2}, sourced/located {:.2}",
+            channel / located.max(f64::EPSILON),
             sourced / located.max(f64::EPSILON)
         );
     }

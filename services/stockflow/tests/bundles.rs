@@ -254,8 +254,9 @@ async fn a_region_level_bundle_line_holds_its_components_where_the_planner_chose
     assert_eq!(refused(r).await, (422, "conflicting_fields".to_string()));
 }
 
-/// Search counts a bundle's sets from its components' rows, so an in-stock search finds a
-/// gift set that holds no stock of its own, and drops it once a component runs out.
+/// Search and the availability query count a bundle's sets from its components' rows, so
+/// an in-stock search finds a gift set that holds no stock of its own, and drops it once a
+/// component runs out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_counts_a_bundles_sets() {
     let p = Platform::start().await;
@@ -309,6 +310,16 @@ async fn search_counts_a_bundles_sets() {
         }
     };
     assert_eq!(search("kit").await, vec![("KIT".to_string(), 2)]);
+    // So does the availability query: the sets, with no stock of its own.
+    let body = answered(p.get("/v1/availability/KIT").await, StatusCode::OK).await;
+    assert_eq!(body["total_available"], 2, "{body}");
+    assert_eq!(
+        (
+            body["regions"][0]["region"].as_str(),
+            body["regions"][0]["on_hand"].as_i64()
+        ),
+        (Some("north"), Some(0))
+    );
     let mut tea = search("tea").await;
     tea.sort();
     assert_eq!(tea, vec![("KIT".to_string(), 2), ("TEA".to_string(), 5)]);

@@ -336,6 +336,41 @@ pub fn bundle_sets(
         .collect()
 }
 
+/// The availability of `bundle` per region from its components' `rows`, for `channel`: a
+/// bundle holds no stock, so its quantities are zero and `available` counts the sets each
+/// location's components make, summed; `locations` counts the locations making any.
+pub fn bundle_regions(
+    bundle: &crate::sourcing::Bundle,
+    rows: &[InventoryRow],
+    channel: Option<&ChannelId>,
+) -> Vec<RegionAvailability> {
+    let mut by_region: std::collections::BTreeMap<String, RegionAvailability> =
+        std::collections::BTreeMap::new();
+    for (location, region, sets) in bundle_sets(bundle, rows, channel) {
+        let as_of_ms = rows
+            .iter()
+            .filter(|r| r.location == location)
+            .map(|r| r.as_of_ms)
+            .max()
+            .unwrap_or(0);
+        let totals = by_region
+            .entry(region.clone())
+            .or_insert_with(|| RegionAvailability {
+                sku: bundle.sku.to_string(),
+                region,
+                quantities: Quantities::default(),
+                available: 0,
+                flow: Flow::default(),
+                locations: 0,
+                as_of_ms: i64::MIN,
+            });
+        totals.available += sets;
+        totals.locations += u64::from(sets > 0);
+        totals.as_of_ms = totals.as_of_ms.max(as_of_ms);
+    }
+    by_region.into_values().collect()
+}
+
 /// Units available over `regions`: what a search hit reports.
 pub fn available_over(regions: &[RegionAvailability]) -> i64 {
     regions.iter().map(|r| r.available).sum()

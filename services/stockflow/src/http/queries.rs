@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use stockflow_domain::sourcing::Bundle;
 use stockflow_domain::{
     ChannelId, IdempotencyKey, LocationId, Region, ReservationId, Sku, ValidationError, read_model,
 };
@@ -230,8 +231,10 @@ pub(crate) async fn availability(
 ) -> ApiResult<Response> {
     let sku = Sku::parse(sku)?;
     let region = filter.region.map(Region::parse).transpose()?;
-    if let Some(channel) = filter.channel.map(ChannelId::parse).transpose()? {
-        return channel_availability(&state, &headers, sku, region, channel).await;
+    let channel = filter.channel.map(ChannelId::parse).transpose()?;
+    let bundle = state.bundles.snapshot().get(&sku).cloned();
+    if channel.is_some() || bundle.is_some() {
+        return derived_availability(&state, &headers, sku, region, channel, bundle).await;
     }
     let rows = state
         .read
@@ -249,27 +252,55 @@ pub(crate) async fn availability(
     cached(&state, &headers, &body, Audience::Everyone, tags)
 }
 
-/// A SKU's availability per region for one channel, summed from the rows of the
-/// locations it sells from.
-async fn channel_availability(
+/// A SKU's availability per region summed here from location rows: for one channel (its
+/// locations, each counting other channels' fences and its cap), and for a bundle (the
+/// sets its components' rows make).
+async fn derived_availability(
     state: &AppState,
     headers: &HeaderMap,
     sku: Sku,
     region: Option<Region>,
-    channel: ChannelId,
+    channel: Option<ChannelId>,
+    bundle: Option<Bundle>,
 ) -> ApiResult<Response> {
-    let channel = super::allocations::channel_of(state, &channel).await?;
-    let rows = channel_rows(state, sku.as_str(), region.as_ref(), &channel).await?;
-    let regions = read_model::channel_regions(sku.as_str(), &rows, &channel.id);
+    let channel = match channel {
+        Some(id) => Some(super::allocations::channel_of(state, &id).await?),
+        None => None,
+    };
+    let skus: Vec<Sku> = match &bundle {
+        Some(b) => b.components.iter().map(|c| c.sku.clone()).collect(),
+        None => vec![sku.clone()],
+    };
+    let mut rows = Vec::new();
+    for s in &skus {
+        rows.extend(match &channel {
+            Some(c) => channel_rows(state, s.as_str(), region.as_ref(), c).await?,
+            None => state
+                .read
+                .stock_by_sku(s.as_str())
+                .await?
+                .into_iter()
+                .filter(|row| region.as_ref().is_none_or(|r| r.as_str() == row.region))
+                .collect(),
+        });
+    }
+    let for_channel = channel.as_ref().map(|c| &c.id);
+    let regions = match (&bundle, for_channel) {
+        (Some(b), _) => read_model::bundle_regions(b, &rows, for_channel),
+        (None, Some(c)) => read_model::channel_regions(sku.as_str(), &rows, c),
+        (None, None) => Vec::new(),
+    };
     let body = AvailabilityResponse {
         sku: sku.to_string(),
         total_available: regions.iter().map(|r| r.available).sum(),
         regions: regions.into_iter().map(Into::into).collect(),
     };
-    // Also depends on the channel's locations, which purge nothing.
-    let tags = rows.iter().fold(Tags::inexact().sku(&body.sku), |t, r| {
-        t.location(&r.location)
-    });
+    // Also depends on the channel's locations and the bundle's composition, which purge
+    // nothing.
+    let tags = skus
+        .iter()
+        .fold(Tags::inexact().sku(&body.sku), |t, s| t.sku(s.as_str()));
+    let tags = rows.iter().fold(tags, |t, r| t.location(&r.location));
     cached(state, headers, &body, Audience::Everyone, tags)
 }
 
