@@ -339,7 +339,7 @@ pub(crate) async fn reserve(
     // A malformed line is the command's to refuse, with the field it names.
     if let (Ok(Some(channel)), Ok(locations)) = (value.channel(), &locations) {
         let grant = identity.location_grant();
-        super::allocations::check_channel_lines(&state, &grant, Some(&channel), locations).await?;
+        super::channels::check_channel_lines(&state, &grant, Some(&channel), locations).await?;
     }
     let outcome = run(&state, &identity, &headers, fingerprint, || {
         let reserve = value.into_command(

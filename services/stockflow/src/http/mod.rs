@@ -10,6 +10,7 @@ pub(crate) mod allocations;
 pub(crate) mod bulk;
 pub(crate) mod bundles;
 pub(crate) mod changes;
+pub(crate) mod channels;
 pub(crate) mod commands;
 pub(crate) mod docs;
 pub mod extract;

@@ -264,7 +264,7 @@ async fn derived_availability(
     bundle: Option<Bundle>,
 ) -> ApiResult<Response> {
     let channel = match channel {
-        Some(id) => Some(super::allocations::channel_of(state, &id).await?),
+        Some(id) => Some(super::channels::channel_of(state, &id).await?),
         None => None,
     };
     let skus: Vec<Sku> = match &bundle {

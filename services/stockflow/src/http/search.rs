@@ -65,7 +65,7 @@ pub(crate) async fn search(
     }
     let region = p.region.map(Region::parse).transpose()?;
     let channel = match p.channel.map(ChannelId::parse).transpose()? {
-        Some(id) => Some(super::allocations::channel_of(&state, &id).await?),
+        Some(id) => Some(super::channels::channel_of(&state, &id).await?),
         None => None,
     };
     // A bundle holds no stock row of its own: its sets are counted from its components'

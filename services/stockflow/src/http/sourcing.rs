@@ -26,7 +26,7 @@ use stockflow_storage::StoreError;
 use utoipa::IntoParams;
 
 use super::AppState;
-use super::allocations::channel_of;
+use super::channels::channel_of;
 use super::commands::{Answered, reservation_of, respond, run_as};
 use super::docs::{self, IdempotencyKeyHeader, SkuPath};
 use super::extract::{CommandBody, PathParams, QueryParams, idempotency_key};
