@@ -5,6 +5,7 @@
 
 mod backend;
 pub mod bundles;
+pub mod channels;
 mod edge;
 mod shutdown;
 mod workers;
@@ -291,6 +292,7 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
         reservation_ttl_seconds: config.reservation_ttl_seconds,
         edge,
         bundles: bundles::BundleCatalog::start(backend.write.clone(), shutdown.clone()).await,
+        channels: Default::default(),
         edge_ttl_seconds: config.edge_cache.ttl_seconds,
         imports: open_imports(&config, &backend)?,
     };

@@ -17,7 +17,7 @@ pub(crate) async fn check_channel_lines(
 ) -> ApiResult<()> {
     let Some(id) = channel else { return Ok(()) };
     grant.check_all(locations.iter())?;
-    let channel = channel_of(state, id).await?;
+    let channel = recent_channel(state, id).await?;
     for (i, location) in locations.iter().enumerate() {
         sells_from(&channel, location, &format!("lines[{i}].location"))?;
     }
@@ -29,6 +29,19 @@ pub(crate) async fn channel_of(state: &AppState, id: &ChannelId) -> ApiResult<Ch
     state
         .write
         .channel(id)
+        .await?
+        .ok_or_else(|| ApiError::ChannelNotFound(id.to_string()))
+}
+
+/// The channel `id` as this process read it lately (within 2 s), or 404: for the checks on
+/// the reservation path, which a definition a moment old serves as well.
+pub(crate) async fn recent_channel(
+    state: &AppState,
+    id: &ChannelId,
+) -> ApiResult<std::sync::Arc<Channel>> {
+    state
+        .channels
+        .get(&*state.write, id)
         .await?
         .ok_or_else(|| ApiError::ChannelNotFound(id.to_string()))
 }

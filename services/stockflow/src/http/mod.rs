@@ -78,6 +78,8 @@ pub struct AppState {
     pub edge: Arc<guard::Edge>,
     /// The bundles reservations expand.
     pub bundles: Arc<crate::app::bundles::BundleCatalog>,
+    /// Channels read lately (the check that a channel sells from a location).
+    pub channels: Arc<crate::app::channels::ChannelCache>,
     /// How long an edge cache the platform purges may keep an exact query response
     /// (`Surrogate-Control`); `None`: no such header, the edge follows `Cache-Control`.
     pub edge_ttl_seconds: Option<u32>,

@@ -26,7 +26,7 @@ use stockflow_storage::StoreError;
 use utoipa::IntoParams;
 
 use super::AppState;
-use super::channels::channel_of;
+use super::channels::{channel_of, recent_channel};
 use super::commands::{Answered, reservation_of, respond, run_as};
 use super::docs::{self, IdempotencyKeyHeader, SkuPath};
 use super::extract::{CommandBody, PathParams, QueryParams, idempotency_key};
@@ -94,6 +94,7 @@ pub(crate) async fn put_channel(
         .location_grant()
         .check_all(channel.locations.iter().map(|l| &l.location))?;
     let saved = state.write.put_channel(channel).await?;
+    state.channels.learn(saved.clone());
     Ok(Json(saved.into()))
 }
 
@@ -144,7 +145,7 @@ pub(crate) async fn reserve_sourced(
     let bundles = state.bundles.snapshot();
     bundle::no_shared_components(&request.demands, &bundles)?;
     let channel = match &request.channel {
-        Some(id) => Some(channel_of(&state, id).await?),
+        Some(id) => Some(recent_channel(&state, id).await?),
         None => None,
     };
     let rules = Rules {
@@ -170,7 +171,7 @@ pub(crate) async fn reserve_sourced(
         .collect();
     let keys = candidate_keys(
         &state,
-        channel.as_ref(),
+        channel.as_deref(),
         request.region.as_ref(),
         &skus,
         &identity.location_grant(),
