@@ -54,3 +54,84 @@ impl ChannelCache {
         (at.elapsed() < FRESH).then(|| channel.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use stockflow_domain::sourcing::{ChannelLocation, Strategy};
+    use stockflow_domain::{Location, LocationId, LocationKind, Region};
+    use stockflow_storage::embedded::EmbeddedBackend;
+
+    use super::*;
+
+    fn channel(locations: &[&str]) -> Channel {
+        let locations = locations
+            .iter()
+            .map(|l| ChannelLocation {
+                location: LocationId::parse(*l).expect("id"),
+                pickup_threshold: 0,
+            })
+            .collect();
+        Channel::new(
+            ChannelId::parse("web").expect("id"),
+            locations,
+            Strategy::Priority,
+            true,
+        )
+        .expect("valid")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_channel_is_read_at_once_and_a_known_one_kept_for_a_while() {
+        let dir = tempfile::tempdir().expect("dir");
+        let b = EmbeddedBackend::open(dir.path(), 1).expect("backend");
+        for l in ["a", "b"] {
+            let location = Location {
+                id: LocationId::parse(l).expect("id"),
+                region: Region::parse("north").expect("region"),
+                kind: LocationKind::Store,
+                name: l.into(),
+            };
+            b.write
+                .put_location(location)
+                .await
+                .expect("stored")
+                .expect("accepted");
+        }
+        let cache = ChannelCache::default();
+        let id = ChannelId::parse("web").expect("id");
+        assert!(cache.get(&*b.write, &id).await.expect("read").is_none());
+        // Defined through "another replica" (straight to the store): found at once, since
+        // a missing channel is never remembered.
+        b.write.put_channel(channel(&["a"])).await.expect("stored");
+        let seen = cache
+            .get(&*b.write, &id)
+            .await
+            .expect("read")
+            .expect("found");
+        assert_eq!(seen.locations.len(), 1);
+        // Changed elsewhere: this process keeps its copy while it is fresh.
+        b.write
+            .put_channel(channel(&["a", "b"]))
+            .await
+            .expect("stored");
+        let kept = cache
+            .get(&*b.write, &id)
+            .await
+            .expect("read")
+            .expect("found");
+        assert_eq!(kept.locations.len(), 1);
+        // A change through this process is known at once.
+        let learnt = cache.learn(channel(&["a", "b"]));
+        assert_eq!(learnt.locations.len(), 2);
+        assert_eq!(
+            cache
+                .get(&*b.write, &id)
+                .await
+                .expect("read")
+                .expect("found")
+                .locations
+                .len(),
+            2
+        );
+    }
+}
