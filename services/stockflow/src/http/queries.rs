@@ -267,23 +267,8 @@ async fn derived_availability(
         Some(id) => Some(super::channels::channel_of(state, &id).await?),
         None => None,
     };
-    let skus: Vec<Sku> = match &bundle {
-        Some(b) => b.components.iter().map(|c| c.sku.clone()).collect(),
-        None => vec![sku.clone()],
-    };
-    let mut rows = Vec::new();
-    for s in &skus {
-        rows.extend(match &channel {
-            Some(c) => channel_rows(state, s.as_str(), region.as_ref(), c).await?,
-            None => state
-                .read
-                .stock_by_sku(s.as_str())
-                .await?
-                .into_iter()
-                .filter(|row| region.as_ref().is_none_or(|r| r.as_str() == row.region))
-                .collect(),
-        });
-    }
+    let skus = counted_skus(&sku, bundle.as_ref());
+    let rows = rows_of(state, &skus, region.as_ref(), channel.as_ref()).await?;
     let for_channel = channel.as_ref().map(|c| &c.id);
     let regions = match (&bundle, for_channel) {
         (Some(b), _) => read_model::bundle_regions(b, &rows, for_channel),
@@ -304,8 +289,40 @@ async fn derived_availability(
     cached(state, headers, &body, Audience::Everyone, tags)
 }
 
+/// The SKUs whose rows count for `sku`: a bundle's components, else the SKU itself.
+pub(crate) fn counted_skus(sku: &Sku, bundle: Option<&Bundle>) -> Vec<Sku> {
+    match bundle {
+        Some(b) => b.components.iter().map(|c| c.sku.clone()).collect(),
+        None => vec![sku.clone()],
+    }
+}
+
+/// The stock rows of `skus` in `region` (if given), at the locations `channel` sells from
+/// (if given).
+pub(crate) async fn rows_of(
+    state: &AppState,
+    skus: &[Sku],
+    region: Option<&Region>,
+    channel: Option<&stockflow_domain::Channel>,
+) -> ApiResult<Vec<read_model::InventoryRow>> {
+    let mut rows = Vec::new();
+    for sku in skus {
+        rows.extend(match channel {
+            Some(c) => channel_rows(state, sku.as_str(), region, c).await?,
+            None => state
+                .read
+                .stock_by_sku(sku.as_str())
+                .await?
+                .into_iter()
+                .filter(|row| region.is_none_or(|r| r.as_str() == row.region))
+                .collect(),
+        });
+    }
+    Ok(rows)
+}
+
 /// The stock rows of `sku` at the locations `channel` sells from (in `region`, if given).
-pub(crate) async fn channel_rows(
+async fn channel_rows(
     state: &AppState,
     sku: &str,
     region: Option<&Region>,

@@ -14,7 +14,7 @@ use super::AppState;
 use super::docs;
 use super::extract::QueryParams;
 use super::model::*;
-use super::queries::{Audience, cached, channel_rows};
+use super::queries::{Audience, cached, counted_skus, rows_of};
 use super::surrogate::Tags;
 use crate::error::{ApiResult, Problem};
 
@@ -89,23 +89,8 @@ pub(crate) async fn search(
             if bundle.is_none() && channel.is_none() {
                 continue;
             }
-            let skus: Vec<&Sku> = match bundle {
-                Some(b) => b.components.iter().map(|c| &c.sku).collect(),
-                None => vec![&sku],
-            };
-            let mut rows = Vec::new();
-            for sku in skus {
-                rows.extend(match &channel {
-                    Some(c) => channel_rows(&state, sku.as_str(), region.as_ref(), c).await?,
-                    None => state
-                        .read
-                        .stock_by_sku(sku.as_str())
-                        .await?
-                        .into_iter()
-                        .filter(|row| region.as_ref().is_none_or(|r| r.as_str() == row.region))
-                        .collect(),
-                });
-            }
+            let skus = counted_skus(&sku, bundle);
+            let rows = rows_of(&state, &skus, region.as_ref(), channel.as_ref()).await?;
             let for_channel = channel.as_ref().map(|c| &c.id);
             hit.available = match bundle {
                 Some(b) => read_model::bundle_sets(b, &rows, for_channel)
