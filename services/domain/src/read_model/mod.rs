@@ -60,33 +60,38 @@ impl Flow {
 
     /// The stored form of `channels` (`None` when no channel has a share).
     pub fn channels_to_stored(&self) -> Option<String> {
-        if self.channels.is_empty() {
-            return None;
-        }
-        serde_json::to_string(&self.channels).ok()
+        list_to_stored(&self.channels)
     }
 
     /// Reads the stored form of `channels` back (unreadable or absent: none).
     pub fn channels_from_stored(stored: Option<&str>) -> Vec<ChannelShare> {
-        stored
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default()
+        list_from_stored(stored)
     }
 
     /// The stored form of `incoming` (`None` when nothing is expected).
     pub fn incoming_to_stored(&self) -> Option<String> {
-        if self.incoming.is_empty() {
-            return None;
-        }
-        serde_json::to_string(&self.incoming).ok()
+        list_to_stored(&self.incoming)
     }
 
     /// Reads the stored form of `incoming` back (unreadable or absent: nothing expected).
     pub fn incoming_from_stored(stored: Option<&str>) -> Vec<Dated> {
-        stored
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default()
+        list_from_stored(stored)
     }
+}
+
+/// A list kept in one text column: `None` when empty.
+fn list_to_stored<T: Serialize>(list: &[T]) -> Option<String> {
+    if list.is_empty() {
+        return None;
+    }
+    serde_json::to_string(list).ok()
+}
+
+/// A list read back from its column (unreadable or absent: empty).
+fn list_from_stored<T: serde::de::DeserializeOwned>(stored: Option<&str>) -> Vec<T> {
+    stored
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
 }
 
 /// One row of `inventory_by_sku_location`.

@@ -113,6 +113,15 @@ impl Bundle {
     }
 }
 
+/// The SKUs whose stock a line of `sku` takes: `bundle`'s components when `sku` is that
+/// bundle, else `sku` itself.
+pub fn stock_skus(sku: &Sku, bundle: Option<&Bundle>) -> Vec<Sku> {
+    match bundle {
+        Some(b) => b.components.iter().map(|c| c.sku.clone()).collect(),
+        None => vec![sku.clone()],
+    }
+}
+
 /// Refuses region-level `demands` naming a bundle beside another line that needs one of
 /// its components (the component itself, or another bundle of it): the locations' offers
 /// would count the same units twice.
@@ -120,14 +129,10 @@ pub fn no_shared_components(
     demands: &[super::Demand],
     bundles: &BTreeMap<Sku, Bundle>,
 ) -> Result<(), ValidationError> {
-    let mut seen: BTreeMap<&Sku, usize> = BTreeMap::new();
+    let mut seen: BTreeMap<Sku, usize> = BTreeMap::new();
     for (i, demand) in demands.iter().enumerate() {
-        let needs: Vec<&Sku> = match bundles.get(&demand.sku) {
-            Some(b) => b.components.iter().map(|c| &c.sku).collect(),
-            None => vec![&demand.sku],
-        };
-        for sku in needs {
-            if let Some(first) = seen.insert(sku, i) {
+        for sku in stock_skus(&demand.sku, bundles.get(&demand.sku)) {
+            if let Some(first) = seen.insert(sku.clone(), i) {
                 return Err(ValidationError::conflict(
                     format!("lines[{i}].sku"),
                     format!(

@@ -9,13 +9,14 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use stockflow_domain::sourcing::Bundle;
+use stockflow_domain::sourcing::bundle::stock_skus;
 use stockflow_domain::{Region, Sku};
 
 use super::AppState;
 use super::docs::SkuPath;
 use super::extract::{CommandBody, PathParams, QueryParams};
 use super::model::*;
-use super::queries::{Audience, RegionFilter, cached};
+use super::queries::{Audience, RegionFilter, cached, rows_of};
 use super::surrogate::Tags;
 use crate::error::{ApiError, ApiResult, Problem};
 
@@ -83,17 +84,8 @@ pub(crate) async fn bundle_availability(
 ) -> ApiResult<Response> {
     let bundle = load_bundle(&state, &Sku::parse(sku)?).await?;
     let region = filter.region.map(Region::parse).transpose()?;
-    let mut rows = Vec::new();
-    for component in &bundle.components {
-        rows.extend(
-            state
-                .read
-                .stock_by_sku(component.sku.as_str())
-                .await?
-                .into_iter()
-                .filter(|row| region.as_ref().is_none_or(|r| r.as_str() == row.region)),
-        );
-    }
+    let components = stock_skus(&bundle.sku, Some(&bundle));
+    let rows = rows_of(&state, &components, region.as_ref(), None).await?;
     let mut locations: Vec<BundleLocationAvailability> =
         stockflow_domain::read_model::bundle_sets(&bundle, &rows, None)
             .into_iter()

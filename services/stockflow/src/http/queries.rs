@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use stockflow_domain::sourcing::Bundle;
+use stockflow_domain::sourcing::{Bundle, bundle::stock_skus};
 use stockflow_domain::{
     ChannelId, IdempotencyKey, LocationId, Region, ReservationId, Sku, ValidationError, read_model,
 };
@@ -267,7 +267,7 @@ async fn derived_availability(
         Some(id) => Some(super::channels::channel_of(state, &id).await?),
         None => None,
     };
-    let skus = counted_skus(&sku, bundle.as_ref());
+    let skus = stock_skus(&sku, bundle.as_ref());
     let rows = rows_of(state, &skus, region.as_ref(), channel.as_ref()).await?;
     let for_channel = channel.as_ref().map(|c| &c.id);
     let regions = match (&bundle, for_channel) {
@@ -287,14 +287,6 @@ async fn derived_availability(
         .fold(Tags::inexact().sku(&body.sku), |t, s| t.sku(s.as_str()));
     let tags = rows.iter().fold(tags, |t, r| t.location(&r.location));
     cached(state, headers, &body, Audience::Everyone, tags)
-}
-
-/// The SKUs whose rows count for `sku`: a bundle's components, else the SKU itself.
-pub(crate) fn counted_skus(sku: &Sku, bundle: Option<&Bundle>) -> Vec<Sku> {
-    match bundle {
-        Some(b) => b.components.iter().map(|c| c.sku.clone()).collect(),
-        None => vec![sku.clone()],
-    }
 }
 
 /// The stock rows of `skus` in `region` (if given), at the locations `channel` sells from

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
+use stockflow_domain::sourcing::bundle::stock_skus;
 use stockflow_domain::{ChannelId, Region, Sku, ValidationError, read_model};
 use stockflow_storage::ports::SearchQuery;
 use utoipa::IntoParams;
@@ -14,7 +15,7 @@ use super::AppState;
 use super::docs;
 use super::extract::QueryParams;
 use super::model::*;
-use super::queries::{Audience, cached, counted_skus, rows_of};
+use super::queries::{Audience, cached, rows_of};
 use super::surrogate::Tags;
 use crate::error::{ApiResult, Problem};
 
@@ -89,7 +90,7 @@ pub(crate) async fn search(
             if bundle.is_none() && channel.is_none() {
                 continue;
             }
-            let skus = counted_skus(&sku, bundle);
+            let skus = stock_skus(&sku, bundle);
             let rows = rows_of(&state, &skus, region.as_ref(), channel.as_ref()).await?;
             let for_channel = channel.as_ref().map(|c| &c.id);
             hit.available = match bundle {

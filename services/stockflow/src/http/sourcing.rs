@@ -164,10 +164,7 @@ pub(crate) async fn reserve_sourced(
     let skus: Vec<Sku> = request
         .demands
         .iter()
-        .flat_map(|d| match bundles.get(&d.sku) {
-            Some(bundle) => bundle.components.iter().map(|c| c.sku.clone()).collect(),
-            None => vec![d.sku.clone()],
-        })
+        .flat_map(|d| bundle::stock_skus(&d.sku, bundles.get(&d.sku)))
         .collect();
     let keys = candidate_keys(
         &state,
