@@ -426,3 +426,38 @@ async fn allocations_fence_and_cap_what_each_channel_may_take() {
         "the 4 free units are the counter's"
     );
 }
+
+/// The planner counts a SKU's own policy: a key that only inherits backorders from its SKU
+/// takes the units beyond its shelf, as a reservation made there directly would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sku_wide_backorder_policy_is_planned_like_a_location_override() {
+    let p = Platform::start().await;
+    p.location("pre", "east").await;
+    stocked(&p, "PRE", &[("pre", 2)]).await;
+    let five = json!({"region": "east", "lines": [{"sku": "PRE", "qty": 5}]});
+    let r = p
+        .post("/v1/sourcing/reservations", "pre-1", five.clone())
+        .await;
+    assert_eq!(
+        refused(r).await,
+        (409, "insufficient_stock_in_region".into())
+    );
+    let policy = p
+        .post(
+            "/v1/policies",
+            "pre-policy",
+            json!({"sku": "PRE", "oversell": "backorder", "backorder_limit": 5}),
+        )
+        .await;
+    let policy = answered(policy, StatusCode::OK).await;
+    assert_eq!(policy["version"], 1);
+    let r = p.post("/v1/sourcing/reservations", "pre-2", five).await;
+    let body = answered(r, StatusCode::CREATED).await;
+    assert_eq!(body["reservation"]["lines"][0]["qty"], 5, "{body}");
+    let level = p.write_level("PRE", "pre").await;
+    assert_eq!((level.on_hand, level.reserved), (2, 5));
+    assert_eq!(
+        level.extras.backorders.iter().map(|b| b.qty).sum::<i64>(),
+        3
+    );
+}

@@ -69,6 +69,12 @@ impl Applied {
         }
     }
 
+    /// How many events the command publishes: one per key change, and one for a SKU's
+    /// policy.
+    pub fn event_count(&self) -> usize {
+        self.events.len() + usize::from(self.policy.is_some())
+    }
+
     /// Changes of keys (each with its event) answered with `result`.
     pub(crate) fn changes(changes: Vec<(StockLevel, StockEvent)>, result: CommandResult) -> Self {
         let (levels, events) = changes.into_iter().unzip();

@@ -95,7 +95,8 @@ pub trait WriteStore: Send + Sync + 'static {
     async fn reservation(&self, id: &ReservationId) -> Result<Option<Reservation>>;
     /// A transfer, if it exists.
     async fn transfer(&self, id: &TransferId) -> Result<Option<Transfer>>;
-    /// The write-side state of one key, if it was ever written.
+    /// The write-side state of one key, if it was ever written, with its SKU's policy
+    /// attached (what a decision on it would see).
     async fn stock_level(&self, key: &StockKey) -> Result<Option<StockLevel>>;
     /// Every stock level (used by tests and consistency checks; not on a hot path).
     async fn all_stock_levels(&self) -> Result<Vec<StockLevel>>;

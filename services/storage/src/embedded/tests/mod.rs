@@ -70,6 +70,12 @@ async fn moves_counts_and_a_location_policy_keep_one_event_per_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sku_policy_is_one_versioned_change_every_key_then_decides_under() {
+    let (_dir, b) = backend(4);
+    contract::sku_policy_contract(b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_ship_all_or_nothing_and_receive_in_parts() {
     let (_dir, b) = backend(4);
     contract::transfer_contract(b.write.clone()).await;

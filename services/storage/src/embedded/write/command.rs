@@ -42,7 +42,7 @@ pub(super) fn execute(conn: &Connection, req: &CommandRequest, now: i64) -> Resu
     if let Ok(applied) = &decided {
         rows::write_applied(conn, applied, now)?;
     }
-    let events = decided.as_ref().map_or(0, |a| a.events.len());
+    let events = decided.as_ref().map_or(0, Applied::event_count);
     let answer = decided.map(|a| a.result);
     if let Some(token) = &req.idempotency
         && let Some(recorded) = RecordedAnswer::of(&answer)

@@ -218,7 +218,10 @@ impl WriteStore for SqliteWriteStore {
     async fn stock_level(&self, key: &StockKey) -> Result<Option<StockLevel>> {
         let key = key.clone();
         self.readers
-            .read(move |conn| rows::load_level(conn, &key))
+            .read(move |conn| {
+                let policy = records::load_sku_policy(conn, &key.sku)?.map(|p| p.settings);
+                Ok(rows::load_level(conn, &key)?.map(|l| l.with_sku_policy(policy)))
+            })
             .await
     }
 

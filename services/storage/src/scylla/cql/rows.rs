@@ -45,6 +45,13 @@ macro_rules! batch_rows {
 
 // ---- stock partitions (write side) ----
 
+/// A SKU's own policy: its settings (JSON) and version.
+#[derive(Debug, DeserializeRow)]
+pub(crate) struct SkuPolicyRow {
+    pub extras: Option<String>,
+    pub version: Option<i64>,
+}
+
 /// The static (level) columns of a stock partition.
 #[derive(Debug, DeserializeRow)]
 pub(crate) struct LevelRow {
@@ -159,6 +166,24 @@ batch_rows!(
         Payload(PayloadWrite),
         Line(LineWriteRow),
         DropLine(LineKey),
+    }
+);
+
+/// The next revision of a SKU's own policy, if the stored one is still `expected`.
+#[derive(Debug, SerializeRow)]
+pub(crate) struct SkuPolicyWrite {
+    pub settings: String,
+    pub version: i64,
+    pub sku: String,
+    pub expected: Option<i64>,
+}
+
+batch_rows!(
+    /// The rows of a SKU policy change's conditional batch: the policy, its outbox row and
+    /// its applied-command row.
+    SkuPolicyBatchRow {
+        Policy(SkuPolicyWrite),
+        Payload(PayloadWrite),
     }
 );
 

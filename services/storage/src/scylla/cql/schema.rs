@@ -28,7 +28,7 @@ struct KeyspaceRow {
 }
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i32 = 13;
+pub const SCHEMA_VERSION: i32 = 14;
 
 /// One versioned schema file.
 struct Migration {
@@ -98,6 +98,11 @@ const MIGRATIONS: &[Migration] = &[
         13,
         include_str!("../../../schema/cql/013_channel_allocations.cql"),
         13,
+    ),
+    step(
+        14,
+        include_str!("../../../schema/cql/014_sku_policies.cql"),
+        14,
     ),
 ];
 
@@ -345,9 +350,10 @@ mod tests {
         }
         assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
         // Builds 9-12 ran on each other's schemas; 13's key documents carry allocations
-        // that older builds would drop.
+        // that older builds would drop; 14's SKU policies, which they would not read.
         assert_eq!(readers_from(12), 9);
-        assert_eq!(readers_from(SCHEMA_VERSION), 13);
+        assert_eq!(readers_from(13), 13);
+        assert_eq!(readers_from(SCHEMA_VERSION), 14);
     }
 
     #[test]

@@ -15,6 +15,15 @@ use crate::Result;
 pub(crate) const RECORD_TTL: i32 = stockflow_domain::IDEMPOTENCY_KEY_LIFETIME_SECS as i32;
 /// Partition (location) holding a SKU's catalog data.
 pub(crate) const CATALOG: &str = "~catalog";
+/// Partition (location) holding a SKU's own policy, its changes' outbox rows and their
+/// applied-command rows.
+pub(crate) const SKU_POLICY: &str = "~policy";
+
+/// Whether a stock partition's location names one of a SKU's own partitions (catalog,
+/// policy) rather than a location: `~` is not a character of any id.
+pub(crate) fn is_sku_partition(location: &str) -> bool {
+    location.starts_with('~')
+}
 
 /// The write store's prepared statements.
 pub(crate) struct WriteStatements {
@@ -46,6 +55,8 @@ pub(crate) struct WriteStatements {
     pub revise_bundle: PreparedStatement,
     pub get_catalog: PreparedStatement,
     pub write_catalog: PreparedStatement,
+    pub get_sku_policy: PreparedStatement,
+    pub write_sku_policy: PreparedStatement,
     pub create_header: PreparedStatement,
     pub get_header: PreparedStatement,
     pub move_header: PreparedStatement,
@@ -120,6 +131,9 @@ impl WriteStatements {
             revise_bundle: p(format!("UPDATE {ks}.bundles SET version = ?, body = ? WHERE sku = ? IF version = ?")).await?,
             get_catalog: p(format!("SELECT version FROM {sp} WHERE sku = ? AND location = '{CATALOG}' LIMIT 1")).await?,
             write_catalog: p(format!("UPDATE {sp} SET region = 'catalog', catalog_name = :catalog_name, catalog_attributes = :catalog_attributes, version = :version WHERE sku = :sku AND location = '{CATALOG}' IF version = :expected")).await?,
+            get_sku_policy: p(format!("SELECT extras, version FROM {sp} WHERE sku = ? AND location = '{SKU_POLICY}' LIMIT 1")).await?,
+            // `IF version = :expected` bound to null holds for a SKU whose policy was never set.
+            write_sku_policy: p(format!("UPDATE {sp} SET region = 'policy', extras = :settings, version = :version WHERE sku = :sku AND location = '{SKU_POLICY}' IF version = :expected")).await?,
             create_header: p(format!("INSERT INTO {ks}.reservations (id, status, owner, lines, reference, created_at, expires_at, updated_at) VALUES (:id, :status, :owner, :lines, :reference, :created_at, :expires_at, :updated_at) IF NOT EXISTS")).await?,
             get_header: p(format!("SELECT status, owner, lines, reference, created_at, expires_at, updated_at FROM {ks}.reservations WHERE id = ?")).await?,
             move_header: p(format!("UPDATE {ks}.reservations SET status = :new_status, updated_at = :moved_at WHERE id = :id IF status = :old_status")).await?,

@@ -105,6 +105,12 @@ async fn scylla_moves_counts_and_a_location_policy_keep_one_event_per_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_sku_policy_is_one_versioned_change_every_key_then_decides_under() {
+    let b = backend("skupolicy").await;
+    contract::sku_policy_contract(b.write.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_scylla_write_stores_expire_a_burst_once_in_bounded_rounds() {
     let (a, config) = backend_and_config("expiry").await;
     let b = ScyllaBackend::open(&config).await.expect("second instance");

@@ -10,7 +10,7 @@ use super::partition::Partitions;
 use super::saga::{self, Located};
 use crate::scylla::cql::errors::unreadable;
 use crate::scylla::cql::rows::{KeyedCatalogRow, KeyedLevelRow};
-use crate::scylla::cql::write_statements::CATALOG;
+use crate::scylla::cql::write_statements::{CATALOG, is_sku_partition};
 use crate::{Result, StoreError};
 
 /// A reservation, as clients may see it.
@@ -26,9 +26,13 @@ pub(super) async fn reservation(p: &Partitions, id: &ReservationId) -> Result<Op
     Ok(lines.into_values().reduce(|found, line| found.join(line)))
 }
 
-/// The level of `key`, if it was ever changed.
+/// The level of `key`, if it was ever changed, with its SKU's policy attached.
 pub(super) async fn stock_level(p: &Partitions, key: &StockKey) -> Result<Option<StockLevel>> {
-    Ok(p.level(key).await?.filter(|l| l.version > 0))
+    let (level, policy) = tokio::join!(p.level(key), p.sku_policy(&key.sku));
+    let settings = policy?.map(|p| p.settings);
+    Ok(level?
+        .filter(|l| l.version > 0)
+        .map(|l| l.with_sku_policy(settings)))
 }
 
 /// Every level, by key.
@@ -44,7 +48,7 @@ pub(super) async fn all_stock_levels(p: &Partitions) -> Result<Vec<StockLevel>> 
     while let Some(row) = pager.next().await {
         let row = row.map_err(unreadable("scan levels"))?;
         let version = row.version.unwrap_or(0);
-        if row.location == CATALOG || version == 0 {
+        if is_sku_partition(&row.location) || version == 0 {
             continue;
         }
         const WHAT: &str = "stock level";

@@ -10,7 +10,8 @@
 //! - Idempotency keys: replayed from the applied-command row for one-partition commands,
 //!   claimed for sagas, and fingerprinted across partitions ([`claims`]).
 //! - The reservation and deadline indexes ([`deadlines`]) and expiry rounds over them
-//!   ([`deadline_scan`]); the catalog ([`catalog`]); reads of the state ([`lookups`]).
+//!   ([`deadline_scan`]); the catalog ([`catalog`]); a SKU's own policy ([`sku_policy`]);
+//!   reads of the state ([`lookups`]).
 //!
 //! The domain decides everything; this module loads state, asks it, and writes the answer.
 
@@ -26,6 +27,7 @@ mod lookups;
 mod one_partition;
 pub(crate) mod partition;
 pub(crate) mod saga;
+mod sku_policy;
 pub(crate) mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -217,13 +219,11 @@ impl ScyllaWriteStore {
                 });
                 return self.beside(unrecorded, run).await;
             }
-            Command::SetPolicy(cmd) if cmd.key().is_some() => {
-                let key = cmd.key().ok_or_else(|| {
-                    Stop::Failed(crate::StoreError::Invariant {
-                        what: "route a policy change",
-                        detail: "a location's policy without a key".into(),
-                    })
-                })?;
+            Command::SetPolicy(cmd) => {
+                let Some(key) = cmd.key() else {
+                    let run = sku_policy::set(self.p(), cmd, guard, grant, meta);
+                    return self.beside(unrecorded, run).await;
+                };
                 let (c, g, m) = (cmd.clone(), grant.clone(), meta.clone());
                 let run = one_partition::one_key(&self.keys, &key, guard, move |level| {
                     decide::set_location_policy(level, &c, &g, &m)
@@ -263,12 +263,6 @@ impl ScyllaWriteStore {
                     }
                 });
                 return self.beside(unrecorded, saga).await;
-            }
-            other => {
-                return Err(Stop::Failed(crate::StoreError::Unsupported {
-                    backend: "ScyllaDB",
-                    command: other.name(),
-                }));
             }
         };
         self.beside(unrecorded, self.settle(request, id, how, guard, meta))

@@ -29,12 +29,13 @@ use std::sync::Arc;
 use scylla::client::session::Session;
 use stockflow_domain::saga::RecoveryWindow;
 use stockflow_domain::{
-    Answer, Extras, Region, Reservation, ReservationId, ReservationStatus, StockKey, StockLevel,
+    Answer, Extras, Region, Reservation, ReservationId, ReservationStatus, Settings, Sku,
+    SkuPolicy, StockKey, StockLevel,
 };
 
 use super::known::{KnownPartitions, KnownState};
 use crate::scylla::cql::query;
-use crate::scylla::cql::rows::{CmdRow, LevelRow, LineRow, LocationRow};
+use crate::scylla::cql::rows::{CmdRow, LevelRow, LineRow, LocationRow, SkuPolicyRow};
 use crate::scylla::cql::write_statements::WriteStatements;
 use crate::scylla::outbox::OutboxLog;
 use crate::{Result, StoreError};
@@ -289,12 +290,15 @@ impl Partitions {
         ops: &[&KeyOp],
         with_cmds: bool,
     ) -> Result<Decidable> {
-        let loaded = self.load(key, ops, with_cmds).await?;
+        let (loaded, policy) =
+            tokio::join!(self.load(key, ops, with_cmds), self.sku_settings(&key.sku));
+        let (loaded, policy) = (loaded?, policy?);
         let expected = loaded.level.as_ref().map(|l| l.version);
         let level = match loaded.level {
             Some(level) => Ok(level),
             None => StockLevel::never_written(key, self.region_of(key).await?),
-        };
+        }
+        .map(|level| level.with_sku_policy(policy));
         let mut lines: BTreeMap<String, Option<Reservation>> =
             line_ids(ops).map(|(id, _)| (id, None)).collect();
         lines.extend(loaded.lines.into_iter().map(|(id, r)| (id, Some(r))));
@@ -329,17 +333,12 @@ impl Partitions {
             }
             lines.insert(id, None);
         }
-        if !unknown.is_empty() {
-            lines.extend(
-                self.lines(key, &unknown)
-                    .await?
-                    .into_iter()
-                    .map(|(id, r)| (id, Some(r))),
-            );
-        }
+        // Remembered or not, the level decides under the SKU's policy as it is now.
+        let (read, policy) = tokio::join!(self.lines(key, &unknown), self.sku_settings(&key.sku));
+        lines.extend(read?.into_iter().map(|(id, r)| (id, Some(r))));
         Ok(Decidable {
             expected: state.expected,
-            level: Ok(state.level),
+            level: Ok(state.level.with_sku_policy(policy?)),
             lines,
             cmds: BTreeMap::new(),
             assumed_absent,
@@ -368,12 +367,49 @@ impl Partitions {
         }
     }
 
-    /// The level of `key`, or what the domain makes of a key never written.
+    /// The level of `key`, or what the domain makes of a key never written, with its
+    /// SKU's policy attached.
     pub(crate) async fn level_or_empty(&self, key: &StockKey) -> Result<Answer<StockLevel>> {
-        Ok(match self.level(key).await? {
+        let (level, policy) = tokio::join!(self.level(key), self.sku_settings(&key.sku));
+        let (level, policy) = (level?, policy?);
+        let level = match level {
             Some(level) => Ok(level),
             None => StockLevel::never_written(key, self.region_of(key).await?),
-        })
+        };
+        Ok(level.map(|level| level.with_sku_policy(policy)))
+    }
+
+    /// The policy `sku` sets for all its keys (`None`: never set).
+    ///
+    /// It lives in the SKU's own partition, so a key's batch cannot be conditioned on it:
+    /// every round reads it afresh instead, and a command that starts after a policy change
+    /// is acknowledged decides under it (one already in flight may decide under the
+    /// previous one).
+    pub(crate) async fn sku_policy(&self, sku: &Sku) -> Result<Option<SkuPolicy>> {
+        let row: Option<SkuPolicyRow> = query::first(
+            &self.session,
+            "load a SKU's policy",
+            &self.st.get_sku_policy,
+            (sku.as_str(),),
+        )
+        .await?;
+        let Some(SkuPolicyRow {
+            extras: Some(settings),
+            version: Some(version),
+        }) = row
+        else {
+            return Ok(None);
+        };
+        Ok(Some(SkuPolicy {
+            sku: sku.clone(),
+            settings: serde_json::from_str(&settings).map_err(StoreError::corrupt("SKU policy"))?,
+            version: u64::try_from(version).unwrap_or(0),
+        }))
+    }
+
+    /// [`Partitions::sku_policy`]'s settings, as a decision attaches them.
+    async fn sku_settings(&self, sku: &Sku) -> Result<Option<Settings>> {
+        Ok(self.sku_policy(sku).await?.map(|p| p.settings))
     }
 
     /// The region of `key`'s location (`None`: the location is unknown).
