@@ -26,7 +26,7 @@ impl BackupArgs {
         let report = backup::backup(&self.data_dir, &self.to)?;
         let m = &report.manifest;
         println!(
-            "backed up {} to {} in {:.2?}: {} stock keys, {} reservations, {} idempotency records, {} outbox entries to publish, {} log records ({} newer than the write side cut, {} moved); {} bytes",
+            "backed up {} to {} in {:.2?}: {} stock keys, {} reservations, {} idempotency records, {} outbox entries to publish, {} log records ({} newer than the write side cut, {} moved), {} webhook subscriptions, {} unfinished imports; {} bytes",
             self.data_dir.display(),
             self.to.display(),
             report.elapsed,
@@ -37,6 +37,8 @@ impl BackupArgs {
             m.log_records,
             report.records_cut,
             report.records_moved,
+            m.subscriptions,
+            m.unfinished_imports,
             report.bytes,
         );
         Ok(())
@@ -62,7 +64,7 @@ impl RestoreArgs {
         let started = std::time::Instant::now();
         let m = backup::restore(&self.from, &self.data_dir)?;
         println!(
-            "restored {} into {} in {:.2?}: {} stock keys, {} reservations, {} idempotency records, {} log records (backup of {} taken at {} ms)",
+            "restored {} into {} in {:.2?}: {} stock keys, {} reservations, {} idempotency records, {} log records, {} webhook subscriptions, {} unfinished imports (backup of {} taken at {} ms)",
             self.from.display(),
             self.data_dir.display(),
             started.elapsed(),
@@ -70,6 +72,8 @@ impl RestoreArgs {
             m.reservations,
             m.idempotency_records,
             m.log_records,
+            m.subscriptions,
+            m.unfinished_imports,
             m.source,
             m.created_at_ms,
         );

@@ -4,10 +4,9 @@
 //!   written by one writer thread that commits many commands per fsync (group commit).
 //! - `log.db`: the partitioned event log (the embedded twin of a Fluvio topic).
 //! - `read.db`: the read models, consumer offsets and the DLQ.
-//! - `webhooks.db`: webhook subscriptions, their cursors and dead letters (not in backups
-//!   yet: a restored directory starts without subscriptions).
+//! - `webhooks.db`: webhook subscriptions, their cursors and dead letters.
 //! - `imports.db`: bulk import jobs, their checkpoints and refused rows (the uploaded files
-//!   are in `imports/`; neither is in backups: an import is finished, or uploaded again).
+//!   of unfinished jobs are in `imports/`).
 //!
 //! All three run in WAL mode. `write.db` and `log.db` fsync every commit: a command
 //! acknowledged to a client is on disk, so it survives `kill -9` and power loss alike.

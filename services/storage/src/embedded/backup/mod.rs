@@ -2,13 +2,15 @@
 //!
 //! Each database is copied with SQLite's online backup API in one step: one read
 //! transaction, so each copy is a consistent snapshot and the platform's writers never
-//! wait. The three snapshots are taken at three moments, in the order that lets them be
+//! wait. The snapshots are taken at different moments, in the order that lets them be
 //! made to agree:
 //!
 //! 1. `read.db` first: everything it has projected came from log records of commands
 //!    committed before it was copied.
-//! 2. `write.db` next: the truth. Its outbox holds every change not yet published.
-//! 3. `log.db` last: it holds everything published before `write.db` was copied (what the
+//! 2. The side databases (`webhooks.db`, `imports.db` and the files of unfinished imports)
+//!    next, for the same reason ([`side`]).
+//! 3. `write.db` next: the truth. Its outbox holds every change not yet published.
+//! 4. `log.db` last: it holds everything published before `write.db` was copied (what the
 //!    outbox no longer has), and perhaps records of commands committed after it.
 //!
 //! The last are cut out of the copied log ("sealing"): a record is part of the backup when
@@ -20,8 +22,11 @@
 //! below what the copied read models already consumed. Records published twice (an
 //! outbox entry republished after the copy) are harmless: projections are version-guarded.
 //!
-//! A backup is a directory: the three databases, the development keys (`auth/`) if any,
-//! and `stockflow-backup.json`, written last, without which restore refuses the directory.
+//! A backup is a directory: the databases, the development keys (`auth/`) if any, the
+//! files of unfinished imports (`imports/`), and `stockflow-backup.json`, written last,
+//! without which restore refuses the directory.
+
+mod side;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,8 +43,8 @@ use crate::{Result, StoreError, now_ms};
 pub const MANIFEST: &str = "stockflow-backup.json";
 /// The layout this code writes and reads.
 const FORMAT: u32 = 1;
-/// The databases, in the order they are copied (see the module's note).
-const COPY_ORDER: [&str; 3] = ["read.db", "write.db", "log.db"];
+/// The databases every data directory has (the side databases are in [`side`]).
+const DATABASES: [&str; 3] = ["read.db", "write.db", "log.db"];
 /// Directories copied as they are (the development signing keys of `--auth-dev`).
 const FILE_DIRS: [&str; 1] = ["auth"];
 /// How long a copy waits for a lock before trying again, and how often.
@@ -65,6 +70,12 @@ pub struct Manifest {
     pub outbox_entries: u64,
     /// Log records kept.
     pub log_records: u64,
+    /// Webhook subscriptions.
+    #[serde(default)]
+    pub subscriptions: u64,
+    /// Imports not done (they resume on the restored platform).
+    #[serde(default)]
+    pub unfinished_imports: u64,
 }
 
 /// What a backup did.
@@ -86,7 +97,7 @@ pub struct BackupReport {
 /// be serving `data_dir`.
 pub fn backup(data_dir: &Path, to: &Path) -> Result<BackupReport> {
     let started = Instant::now();
-    for db in COPY_ORDER {
+    for db in DATABASES {
         if !data_dir.join(db).is_file() {
             return Err(refused(
                 data_dir,
@@ -95,8 +106,10 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<BackupReport> {
         }
     }
     create_empty_dir(to)?;
-    let mut bytes = 0;
-    for db in COPY_ORDER {
+    // In the order of the module's note.
+    let mut bytes = copy_database(&data_dir.join("read.db"), &to.join("read.db"))?;
+    bytes += side::back_up(data_dir, to)?;
+    for db in ["write.db", "log.db"] {
         bytes += copy_database(&data_dir.join(db), &to.join(db))?;
     }
     for dir in FILE_DIRS {
@@ -123,14 +136,22 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<BackupReport> {
 /// restore never mixes with data it would have to overwrite.
 pub fn restore(from: &Path, data_dir: &Path) -> Result<Manifest> {
     let manifest = read_manifest(from)?;
-    for db in COPY_ORDER {
+    let databases: Vec<&str> = DATABASES
+        .into_iter()
+        .chain(
+            side::DATABASES
+                .into_iter()
+                .filter(|db| from.join(db).is_file()),
+        )
+        .collect();
+    for db in &databases {
         check_integrity(&from.join(db))?;
     }
     create_empty_dir(data_dir)?;
-    for db in COPY_ORDER {
+    for db in &databases {
         copy_database(&from.join(db), &data_dir.join(db))?;
     }
-    for dir in FILE_DIRS {
+    for dir in FILE_DIRS.into_iter().chain([side::PAYLOADS]) {
         copy_dir(&from.join(dir), &data_dir.join(dir))?;
     }
     let restored = count(data_dir)?;
@@ -138,10 +159,14 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Manifest> {
         restored.stock_keys,
         restored.reservations,
         restored.log_records,
+        restored.subscriptions,
+        restored.unfinished_imports,
     ) != (
         manifest.stock_keys,
         manifest.reservations,
         manifest.log_records,
+        manifest.subscriptions,
+        manifest.unfinished_imports,
     ) {
         return Err(refused(
             data_dir,
@@ -382,6 +407,7 @@ fn backed(conn: &Connection, value: &[u8]) -> Result<bool> {
 fn count(dir: &Path) -> Result<Manifest> {
     let write = Connection::open(dir.join("write.db")).what("open a copied write side")?;
     let log = Connection::open(dir.join("log.db")).what("open a copied log")?;
+    let (subscriptions, unfinished_imports) = side::counts(dir)?;
     let n = |conn: &Connection, sql: &str| -> Result<u64> {
         conn.query_row(sql, [], |r| r.get::<_, i64>(0))
             .what("count the rows of a copy")
@@ -396,6 +422,8 @@ fn count(dir: &Path) -> Result<Manifest> {
         idempotency_records: n(&write, "SELECT COUNT(*) FROM idempotency")?,
         outbox_entries: n(&write, "SELECT COUNT(*) FROM outbox")?,
         log_records: n(&log, "SELECT COUNT(*) FROM records")?,
+        subscriptions,
+        unfinished_imports,
     })
 }
 

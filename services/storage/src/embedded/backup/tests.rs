@@ -159,3 +159,113 @@ fn a_backup_restores_only_into_an_empty_directory_and_only_when_complete() {
         "{refused:?}"
     );
 }
+
+/// Webhook subscriptions (with their cursors) and unfinished imports (with their files)
+/// are restored; a finished import's file is not copied, and an unfinished job whose file
+/// is gone is copied as it is (its worker ends it).
+#[tokio::test]
+async fn subscriptions_and_unfinished_imports_are_backed_up_with_their_state() {
+    use crate::ports::{
+        Cursor, ImportJob, ImportProgress, ImportStatus, ImportStore, Subscription, WebhookStore,
+    };
+    use stockflow_domain::webhook::{Filter, SubscriptionState};
+
+    let dir = tempfile::tempdir().expect("a directory");
+    let data = dir.path().join("data");
+    let b = crate::embedded::EmbeddedBackend::open(&data, 2).expect("a data directory");
+    let sub = Subscription {
+        id: "sub_1".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        types: vec!["dev.stockflow.stock.adjusted.v1".into()],
+        filter: Filter::default(),
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        state: SubscriptionState::Enabled,
+        consecutive_dead_letters: 0,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    };
+    b.webhooks
+        .create_subscription(&sub)
+        .await
+        .expect("subscribed");
+    let cursor = Cursor {
+        next_offset: 7,
+        ..Cursor::default()
+    };
+    b.webhooks
+        .save_cursor("sub_1", "stock", 1, &cursor, true)
+        .await
+        .expect("a cursor");
+    let job = |id: &str, status| ImportJob {
+        id: id.into(),
+        owner: "erp".into(),
+        digest: "00".into(),
+        rows_total: 3,
+        bytes: 30,
+        status,
+        progress: ImportProgress {
+            rows_done: 1,
+            next_byte: 10,
+            applied: 1,
+            ..ImportProgress::default()
+        },
+        created_at_ms: 1,
+        finished_at_ms: None,
+    };
+    let files = data.join("imports");
+    std::fs::create_dir_all(&files).expect("imports/");
+    for (id, status, file) in [
+        ("running", ImportStatus::Running, true),
+        ("done", ImportStatus::Done, true),
+        ("fileless", ImportStatus::Queued, false),
+    ] {
+        b.imports
+            .create_import(&job(id, status))
+            .await
+            .expect("a job");
+        if file {
+            std::fs::write(files.join(format!("{id}.ndjson")), "{}\n{}\n{}\n").expect("rows");
+        }
+    }
+
+    let report = backup(&data, &dir.path().join("b")).expect("a backup");
+    assert_eq!(
+        (
+            report.manifest.subscriptions,
+            report.manifest.unfinished_imports
+        ),
+        (1, 2)
+    );
+    let copied = dir.path().join("b").join("imports");
+    assert!(copied.join("running.ndjson").is_file());
+    assert!(
+        !copied.join("done.ndjson").exists(),
+        "a finished job needs no file"
+    );
+    restore(&dir.path().join("b"), &dir.path().join("r")).expect("restored");
+    drop(b);
+
+    let r = crate::embedded::EmbeddedBackend::open(&dir.path().join("r"), 2).expect("it opens");
+    assert_eq!(r.webhooks.subscription("sub_1").await.unwrap(), Some(sub));
+    assert_eq!(
+        r.webhooks.cursor("sub_1", "stock", 1).await.unwrap(),
+        Some(cursor)
+    );
+    let running = r.imports.import("running").await.unwrap().expect("the job");
+    assert_eq!(running, job("running", ImportStatus::Running));
+    let mut unfinished: Vec<String> = r
+        .imports
+        .unfinished_imports()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    unfinished.sort();
+    assert_eq!(unfinished, ["fileless", "running"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("r").join("imports").join("running.ndjson"))
+            .expect("its rows"),
+        "{}\n{}\n{}\n"
+    );
+}
