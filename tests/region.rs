@@ -415,7 +415,7 @@ async fn the_sample_region_runs_serves_rolls_out_pauses_and_is_deleted() {
     let kept_keyspace = format!("kept_{run}");
     let mut body = sample(&ns, &kept, &kept_keyspace, &nodes, &brokers, "Retain");
     body["spec"]["roles"] = json!({"commandApi": {"replicas": 0}, "queryApi": {"replicas": 0},
-        "publisher": {"replicas": 0}, "projector": {"replicas": 0}});
+        "publisher": {"replicas": 0}, "projector": {"replicas": 0}, "webhooks": {"replicas": 0}});
     regions
         .patch(
             &kept,
@@ -475,7 +475,7 @@ async fn the_sample_region_runs_serves_rolls_out_pauses_and_is_deleted() {
     spec.remove("auth");
     spec.insert("insecureNoAuth".into(), json!(true));
     body["spec"]["roles"] = json!({"commandApi": {"replicas": 1}, "queryApi": {"replicas": 1},
-        "publisher": {"replicas": 1}, "projector": {"replicas": 1}});
+        "publisher": {"replicas": 1}, "projector": {"replicas": 1}, "webhooks": {"replicas": 1}});
     regions
         .patch(
             &secure,

@@ -35,7 +35,13 @@ fn run(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn roles_refuse_to_serve_without_authentication() {
-    for role in ["command-api", "query-api", "publisher", "projector"] {
+    for role in [
+        "command-api",
+        "query-api",
+        "publisher",
+        "projector",
+        "webhooks",
+    ] {
         let addr = free_addr().to_string();
         let (ok, stderr) = run(&[
             role,

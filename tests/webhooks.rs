@@ -3,7 +3,8 @@
 //! with our code). The receiver goes down while changes keep coming and still gets every
 //! event, once after deduplicating on `webhook-id`, in order per SKU, even across a
 //! `kill -9` of the platform; a receiver that keeps failing fills the dead letters, gets
-//! them on replay, and its subscription is disabled with a recorded event.
+//! them on replay, and its subscription is disabled with a recorded event. The first runs
+//! on both backends (on ScyllaDB with `STOCKFLOW_CQL_NODES`).
 //!
 //! Needs `STOCKFLOW_WEBHOOK_PYTHON`, a python with `standardwebhooks` installed
 //! (`scripts/test.sh` sets it through `scripts/webhook-tools.sh`).
@@ -16,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stockflow_e2e::{DevProcess, free_addr, put_warehouse, required};
+use stockflow_e2e::{DevProcess, free_addr, migrate_keyspace, put_warehouse, required};
 
 const ADJUSTED: &str = "dev.stockflow.stock.adjusted.v1";
 
@@ -154,12 +155,38 @@ async fn wait_for(path: &Path, within: Duration, what: &str, done: impl Fn(&[Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_arrives_verified_once_after_the_receiver_returns() {
+    every_event_arrives_once(&[]).await;
+}
+
+/// The same on ScyllaDB: subscriptions, cursors and dead letters in the keyspace, across
+/// the same outage and `kill -9`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_scylladb_every_event_arrives_verified_once_after_the_receiver_returns() {
+    let nodes = required("STOCKFLOW_CQL_NODES");
+    let keyspace = format!("webhooks_{}", std::process::id());
+    migrate_keyspace(&nodes, &keyspace);
+    let store = [
+        "--store",
+        "scylla",
+        "--scylla-nodes",
+        &nodes,
+        "--scylla-keyspace",
+        &keyspace,
+    ];
+    every_event_arrives_once(&store).await;
+}
+
+/// Events before, during and after a receiver outage and a `kill -9` of the platform
+/// (started with `store` arguments) all arrive, verified, once each after dedupe, in order
+/// per SKU.
+async fn every_event_arrives_once(store: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let records_path = dir.path().join("records.jsonl");
     // A 60 s window: retries every few seconds at most, and the receiver is down for
     // less than the window, so nothing is dead-lettered.
     let (data, addr) = (dir.path().join("data"), free_addr());
-    let args = ["--webhook-retry-window-seconds", "60"];
+    let mut args = vec!["--webhook-retry-window-seconds", "60"];
+    args.extend_from_slice(store);
     let dev = DevProcess::start_with(&data, addr, &args).await;
     let base = format!("http://{}", dev.addr);
     let client = reqwest::Client::new();
@@ -282,20 +309,39 @@ async fn every_event_arrives_verified_once_after_the_receiver_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_receiver_fills_dead_letters_is_disabled_and_replay_delivers() {
+    dead_letters_disable_and_replay(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_scylladb_a_failing_receiver_fills_dead_letters_is_disabled_and_replay_delivers() {
+    let nodes = required("STOCKFLOW_CQL_NODES");
+    let keyspace = format!("webhook_letters_{}", std::process::id());
+    migrate_keyspace(&nodes, &keyspace);
+    let store = [
+        "--store",
+        "scylla",
+        "--scylla-nodes",
+        &nodes,
+        "--scylla-keyspace",
+        &keyspace,
+    ];
+    dead_letters_disable_and_replay(&store).await;
+}
+
+/// A receiver that keeps failing (the platform started with `store` arguments): dead
+/// letters, the subscription disabled once with its event, and a replay that delivers.
+async fn dead_letters_disable_and_replay(store: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let records_path = dir.path().join("records.jsonl");
     // A 3 s window and disabled after 2 dead letters in a row.
-    let dev = DevProcess::start_with(
-        &dir.path().join("data"),
-        free_addr(),
-        &[
-            "--webhook-retry-window-seconds",
-            "3",
-            "--webhook-disable-after",
-            "2",
-        ],
-    )
-    .await;
+    let mut args = vec![
+        "--webhook-retry-window-seconds",
+        "3",
+        "--webhook-disable-after",
+        "2",
+    ];
+    args.extend_from_slice(store);
+    let dev = DevProcess::start_with(&dir.path().join("data"), free_addr(), &args).await;
     let base = format!("http://{}", dev.addr);
     let client = reqwest::Client::new();
     put_warehouse(&client, &base, "dc", "north").await;

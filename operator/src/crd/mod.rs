@@ -110,6 +110,9 @@ pub struct RolesSpec {
     /// The projectors.
     #[serde(default)]
     pub projector: RoleSpec,
+    /// Webhook delivery.
+    #[serde(default)]
+    pub webhooks: RoleSpec,
 }
 
 /// Replicas and resources of one role.

@@ -38,9 +38,7 @@ fn role_spec(region: &InventoryRegion, role: Role) -> &RoleSpec {
         Role::QueryApi => &roles.query_api,
         Role::Publisher => &roles.publisher,
         Role::Projector => &roles.projector,
-        // Never deployed (not in `Role::REGION`) until the CRD gives it a spec of its own;
-        // sized like the projector, the role it mirrors, should it be asked for.
-        Role::Webhooks => &roles.projector,
+        Role::Webhooks => &roles.webhooks,
     }
 }
 

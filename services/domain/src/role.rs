@@ -15,19 +15,18 @@ pub enum Role {
     Publisher,
     /// Bus → read models.
     Projector,
-    /// Bus → webhook subscribers. Not in [`Role::REGION`] yet: its store (subscriptions,
-    /// cursors) exists only on the embedded backend, so `stockflow dev` runs it in-process
-    /// and the operator does not deploy it until the ScyllaDB adapter exists.
+    /// Bus → webhook subscribers.
     Webhooks,
 }
 
 impl Role {
     /// Every role a region runs, in the order it is rolled out.
-    pub const REGION: [Role; 4] = [
+    pub const REGION: [Role; 5] = [
         Role::CommandApi,
         Role::QueryApi,
         Role::Publisher,
         Role::Projector,
+        Role::Webhooks,
     ];
 
     /// The role's name: the `stockflow` subcommand that runs it, and the suffix of its

@@ -56,9 +56,8 @@ pub struct Backend {
     /// Leases that split the work among replicas of a shared bus; `None` with the embedded
     /// store.
     pub leases: Option<Arc<dyn LeaseStore>>,
-    /// Webhook subscriptions; `None` on ScyllaDB, which has no adapter for them yet (the
-    /// API answers 501 and the `webhooks` role refuses to start).
-    pub webhooks: Option<Arc<dyn WebhookStore>>,
+    /// Webhook subscriptions and their delivery state.
+    pub webhooks: Arc<dyn WebhookStore>,
     /// Bulk import jobs; `None` on ScyllaDB, which has no adapter for them yet (the API
     /// answers 501).
     pub imports: Option<Arc<dyn ImportStore>>,
@@ -122,7 +121,7 @@ pub async fn open_backend(config: &AppConfig) -> Result<Backend, AppError> {
                 read: b.read.clone(),
                 log,
                 leases: None,
-                webhooks: Some(b.webhooks.clone() as Arc<dyn WebhookStore>),
+                webhooks: b.webhooks.clone() as Arc<dyn WebhookStore>,
                 imports: Some(b.imports.clone() as Arc<dyn ImportStore>),
                 local: LocalData::Embedded(b),
             })
@@ -158,7 +157,7 @@ pub async fn open_backend(config: &AppConfig) -> Result<Backend, AppError> {
                 read: b.read,
                 log,
                 leases: Some(b.leases),
-                webhooks: None,
+                webhooks: b.webhooks,
                 imports: None,
                 local,
             })

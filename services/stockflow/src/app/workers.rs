@@ -129,7 +129,8 @@ pub(super) fn spawn(
     let mut purge_job = None;
     // Webhook delivery stops with the producers: its cursors are durable, so what it has
     // not delivered at shutdown is delivered after the restart.
-    if let (true, Some(log), Some(store)) = (workers.webhooks, &backend.log, &backend.webhooks) {
+    if let (true, Some(log)) = (workers.webhooks, &backend.log) {
+        let store = &backend.webhooks;
         let partitions = owned(webhooks::lease_group(&**log), log.partitions());
         producer_jobs.push(tokio::spawn(webhooks::run(
             log.clone(),
@@ -138,11 +139,6 @@ pub(super) fn spawn(
             partitions,
             producers.clone(),
         )));
-    }
-    if workers.webhooks && backend.webhooks.is_none() {
-        tracing::warn!(
-            "webhook delivery is not running: this backend has no webhook store (ScyllaDB has no adapter yet)"
-        );
     }
     let projector_job = match (workers.project, &backend.log) {
         (true, Some(log)) => {

@@ -44,8 +44,7 @@ enum Action {
     /// leases.
     Projector(Box<RoleArgs>),
     /// Webhook delivery: bus → subscribers, signed per Standard Webhooks. Replicas split
-    /// the topic's partitions by leases. Needs the webhook store, which only the embedded
-    /// backend has so far (`stockflow dev` runs this role in-process).
+    /// the topic's partitions by leases; subscriptions and cursors live in the keyspace.
     Webhooks(Box<RoleArgs>),
     /// Create the ScyllaDB keyspace and tables (idempotent) and record the schema version;
     /// with `--bus kafka|fluvio`, also create the region's topic (idempotent; a topic with
@@ -308,17 +307,9 @@ impl DevArgs {
 impl RoleArgs {
     async fn run(self, role: Role) -> Result<()> {
         let (workers, routes) = work_of(role);
-        if workers.webhooks {
-            // Refuse rather than run a worker with nothing to read: subscriptions live in
-            // the webhook store, which has no ScyllaDB adapter yet.
-            return Err(CliError::Settings(
-                "the webhooks role needs the webhook subscription store, which only the embedded \
-                 backend has so far (no ScyllaDB adapter yet): run webhooks with `stockflow dev`"
-                    .into(),
-            ));
-        }
         let bus = self.bus.config(self.partitions, false)?;
-        if (workers.publish || workers.project) && matches!(bus, app::BusConfig::Embedded) {
+        let reads_the_bus = workers.publish || workers.project || workers.webhooks;
+        if reads_the_bus && matches!(bus, app::BusConfig::Embedded) {
             return Err(CliError::Settings(format!(
                 "the {role} role needs a bus shared by every replica: --bus kafka --kafka-brokers HOST:PORT \
                  or --bus fluvio --fluvio-endpoint HOST:PORT \

@@ -83,8 +83,8 @@ pub struct AppState {
     /// How long an edge cache the platform purges may keep an exact query response
     /// (`Surrogate-Control`); `None`: no such header, the edge follows `Cache-Control`.
     pub edge_ttl_seconds: Option<u32>,
-    /// Webhook subscriptions; `None` where the backend has no adapter for them (501).
-    pub webhooks: Option<Arc<dyn stockflow_storage::ports::WebhookStore>>,
+    /// Webhook subscriptions.
+    pub webhooks: Arc<dyn stockflow_storage::ports::WebhookStore>,
     /// Bulk imports; `None` where the backend has no import store (501).
     pub imports: Option<Arc<crate::imports::Imports>>,
 }

@@ -14,7 +14,6 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use stockflow_domain::Refusal;
 use stockflow_domain::webhook::{Secret, SubscriptionSpec, SubscriptionState};
-use stockflow_storage::StoreError;
 use stockflow_storage::ports::{Subscription, WebhookStore};
 use utoipa::IntoParams;
 
@@ -37,17 +36,8 @@ pub(crate) struct SubscriptionPath {
     pub id: String,
 }
 
-fn store(state: &AppState) -> ApiResult<&dyn WebhookStore> {
-    available(state.webhooks.as_deref())
-}
-
-/// The store, or a 501 naming what is missing: the distributed backend has no webhook
-/// store yet, and saying so beats pretending to accept subscriptions nobody delivers.
-fn available(store: Option<&dyn WebhookStore>) -> ApiResult<&dyn WebhookStore> {
-    store.ok_or(ApiError::Store(StoreError::Unsupported {
-        backend: "scylla",
-        command: "webhook subscription",
-    }))
+fn store(state: &AppState) -> &dyn WebhookStore {
+    &*state.webhooks
 }
 
 async fn found(store: &dyn WebhookStore, id: &str) -> ApiResult<Subscription> {
@@ -89,7 +79,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: CommandBody<SubscriptionRequest>,
 ) -> ApiResult<Response> {
-    let store = store(&state)?;
+    let store = store(&state);
     let key = identity.scoped_key(idempotency_key(&headers)?);
     let request = body.value;
     let filter = request
@@ -147,7 +137,7 @@ pub(crate) async fn create(
 pub(crate) async fn list(
     State(state): State<AppState>,
 ) -> ApiResult<Json<Vec<SubscriptionResponse>>> {
-    let store = store(&state)?;
+    let store = store(&state);
     let mut out = Vec::new();
     for s in store.subscriptions().await? {
         out.push(response_of(store, &s).await?);
@@ -165,7 +155,7 @@ pub(crate) async fn get_one(
     State(state): State<AppState>,
     PathParams(SubscriptionPath { id }): PathParams<SubscriptionPath>,
 ) -> ApiResult<Json<SubscriptionResponse>> {
-    let store = store(&state)?;
+    let store = store(&state);
     let s = found(store, &id).await?;
     Ok(Json(response_of(store, &s).await?))
 }
@@ -180,7 +170,7 @@ pub(crate) async fn delete(
     State(state): State<AppState>,
     PathParams(SubscriptionPath { id }): PathParams<SubscriptionPath>,
 ) -> ApiResult<StatusCode> {
-    let store = store(&state)?;
+    let store = store(&state);
     if !store.delete_subscription(&id).await? {
         return Err(ApiError::NotFound(format!("no subscription {id}")));
     }
@@ -200,7 +190,7 @@ pub(crate) async fn enable(
     PathParams(SubscriptionPath { id }): PathParams<SubscriptionPath>,
     _body: OptionalBody,
 ) -> ApiResult<Json<SubscriptionResponse>> {
-    let store = store(&state)?;
+    let store = store(&state);
     // Enabling twice is enabling once: the key is required, as on every POST, but needs
     // no record.
     idempotency_key(&headers)?;
@@ -221,7 +211,7 @@ pub(crate) async fn dead_letters(
     State(state): State<AppState>,
     PathParams(SubscriptionPath { id }): PathParams<SubscriptionPath>,
 ) -> ApiResult<Json<Vec<WebhookDeadLetterBody>>> {
-    let store = store(&state)?;
+    let store = store(&state);
     found(store, &id).await?;
     let letters = store.dead_letters(&id).await?;
     Ok(Json(letters.into_iter().map(Into::into).collect()))
@@ -241,25 +231,10 @@ pub(crate) async fn replay(
     PathParams(SubscriptionPath { id }): PathParams<SubscriptionPath>,
     _body: OptionalBody,
 ) -> ApiResult<(StatusCode, Json<ReplayQueuedBody>)> {
-    let store = store(&state)?;
+    let store = store(&state);
     // Queuing twice queues the same letters: harmless, so no record of the key.
     idempotency_key(&headers)?;
     found(store, &id).await?;
     let queued = store.request_replay(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(ReplayQueuedBody { queued })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn without_a_webhook_store_every_call_is_a_501_naming_it() {
-        let Err(e) = available(None) else {
-            panic!("no store must refuse");
-        };
-        assert_eq!(e.code(), "not_implemented");
-        assert!(e.to_string().contains("webhook subscription"), "{e}");
-        assert_eq!(e.into_response().status(), StatusCode::NOT_IMPLEMENTED);
-    }
 }

@@ -11,11 +11,13 @@
 //! - `cql`: session set-up, the driver's errors told apart, typed rows, the prepared
 //!   statements, the versioned schema.
 //! - `leases`: shards of the outbox and partitions of the topic, one replica each.
+//! - `webhooks`: webhook subscriptions, their cursors and dead letters.
 
 mod cql;
 mod leases;
 mod outbox;
 mod read;
+mod webhooks;
 mod write;
 
 #[cfg(test)]
@@ -28,6 +30,7 @@ pub use cql::{
 };
 pub use leases::ScyllaLeaseStore;
 pub use read::ScyllaReadStore;
+pub use webhooks::ScyllaWebhookStore;
 pub use write::ScyllaWriteStore;
 
 use crate::Result;
@@ -41,6 +44,8 @@ pub struct ScyllaBackend {
     pub read: Arc<ScyllaReadStore>,
     /// Leases that split publishing and projection among replicas.
     pub leases: Arc<ScyllaLeaseStore>,
+    /// Webhook subscriptions and their delivery state.
+    pub webhooks: Arc<ScyllaWebhookStore>,
 }
 
 impl ScyllaBackend {
@@ -51,7 +56,8 @@ impl ScyllaBackend {
         Ok(Self {
             write: Arc::new(ScyllaWriteStore::new(session.clone(), &config.keyspace).await?),
             read: Arc::new(ScyllaReadStore::new(session.clone(), &config.keyspace).await?),
-            leases: Arc::new(ScyllaLeaseStore::new(session, &config.keyspace).await?),
+            leases: Arc::new(ScyllaLeaseStore::new(session.clone(), &config.keyspace).await?),
+            webhooks: Arc::new(ScyllaWebhookStore::new(session, &config.keyspace).await?),
         })
     }
 }

@@ -111,6 +111,12 @@ async fn scylla_sku_policy_is_one_versioned_change_every_key_then_decides_under(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_webhook_store_honours_the_contract() {
+    let b = backend("webhooks").await;
+    contract::webhooks::run(&*b.webhooks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_scylla_write_stores_expire_a_burst_once_in_bounded_rounds() {
     let (a, config) = backend_and_config("expiry").await;
     let b = ScyllaBackend::open(&config).await.expect("second instance");

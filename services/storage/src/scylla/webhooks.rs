@@ -1,0 +1,711 @@
+//! Webhook subscriptions on ScyllaDB (schema version 15), so the `webhooks` role runs
+//! against a region's keyspace as the embedded store runs it against `webhooks.db`.
+//!
+//! - The subscription row is changed only by conditional writes: its state and its
+//!   dead-letter count are read-modify-writes that the workers of several partitions make
+//!   at once, and Paxos keeps each change whole. A delivery reads the count first and
+//!   writes only when there is one to clear, so a healthy subscription costs no Paxos
+//!   round per event.
+//! - A cursor is written plainly: one worker holds a partition's lease.
+//! - A dead letter and the cursor past it are one logged batch (both land, or neither);
+//!   its count is raised after, so a crash between the two delays a disabling by one dead
+//!   letter rather than hastening it.
+//! - Dead letters, events and replays are keyed by ids that grow with time (milliseconds
+//!   and random low bits), inserted `IF NOT EXISTS` so two never share one.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use scylla::client::session::Session;
+use scylla::statement::Consistency;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::{DeserializeRow, SerializeRow};
+use stockflow_domain::webhook::SubscriptionState;
+
+use super::cql::errors::{cql, unreadable};
+use super::cql::query;
+use crate::ports::{Cursor, Subscription, SubscriptionEvent, WebhookDeadLetter, WebhookStore};
+use crate::{Result, StoreError, now_ms};
+
+/// Attempts at a read-modify-write of a subscription row that other workers change too.
+const ATTEMPTS: usize = 20;
+
+struct Statements {
+    create: PreparedStatement,
+    get: PreparedStatement,
+    get_serial: PreparedStatement,
+    all: PreparedStatement,
+    delete: PreparedStatement,
+    enable: PreparedStatement,
+    disable: PreparedStatement,
+    set_count: PreparedStatement,
+    cursor: PreparedStatement,
+    cursors: PreparedStatement,
+    put_cursor: PreparedStatement,
+    insert_letter: PreparedStatement,
+    letters: PreparedStatement,
+    letter: PreparedStatement,
+    index_letter: PreparedStatement,
+    letter_location: PreparedStatement,
+    request_replay: PreparedStatement,
+    queue_replay: PreparedStatement,
+    queued: PreparedStatement,
+    dequeue: PreparedStatement,
+    drop_letter: PreparedStatement,
+    unindex_letter: PreparedStatement,
+    failed_replay: PreparedStatement,
+    insert_event: PreparedStatement,
+    events: PreparedStatement,
+    drop_state: [PreparedStatement; 3],
+}
+
+/// [`WebhookStore`] over a ScyllaDB keyspace.
+pub struct ScyllaWebhookStore {
+    session: Arc<Session>,
+    st: Statements,
+}
+
+#[derive(DeserializeRow)]
+struct SubscriptionRow {
+    id: String,
+    url: Option<String>,
+    types: Option<String>,
+    filter: Option<String>,
+    secret: Option<String>,
+    state: Option<String>,
+    consecutive_dead_letters: Option<i32>,
+    created_at_ms: Option<i64>,
+    updated_at_ms: Option<i64>,
+}
+
+#[derive(DeserializeRow)]
+struct CursorRow {
+    log: String,
+    log_partition: i32,
+    next_offset: Option<i64>,
+    attempts: Option<i32>,
+    first_attempt_ms: Option<i64>,
+    retry_at_ms: Option<i64>,
+    last_error: Option<String>,
+}
+
+#[derive(SerializeRow)]
+struct CursorWrite<'a> {
+    subscription_id: &'a str,
+    log: &'a str,
+    log_partition: i32,
+    next_offset: i64,
+    attempts: i32,
+    first_attempt_ms: Option<i64>,
+    retry_at_ms: i64,
+    last_error: Option<&'a str>,
+}
+
+#[derive(DeserializeRow)]
+struct LetterRow {
+    subscription_id: String,
+    id: i64,
+    log_partition: Option<i32>,
+    log_offset: Option<i64>,
+    event_id: Option<String>,
+    event_type: Option<String>,
+    body: Option<String>,
+    attempts: Option<i32>,
+    last_error: Option<String>,
+    failed_at_ms: Option<i64>,
+    replay_requested: Option<bool>,
+}
+
+#[derive(SerializeRow)]
+struct LetterWrite<'a> {
+    subscription_id: &'a str,
+    id: i64,
+    log_partition: i32,
+    log_offset: i64,
+    event_id: &'a str,
+    event_type: &'a str,
+    body: &'a str,
+    attempts: i32,
+    last_error: &'a str,
+    failed_at_ms: i64,
+}
+
+#[derive(DeserializeRow)]
+struct LocationRow {
+    subscription_id: String,
+    log_partition: i32,
+}
+
+#[derive(DeserializeRow)]
+struct QueuedRow {
+    id: i64,
+    subscription_id: String,
+}
+
+#[derive(DeserializeRow)]
+struct EventRow {
+    id: i64,
+    event_type: Option<String>,
+    reason: Option<String>,
+    at_ms: Option<i64>,
+}
+
+/// A new id: milliseconds, then 20 random bits (ordered by time, unique with `IF NOT
+/// EXISTS`).
+fn new_id() -> i64 {
+    // A UUIDv7's low bits are random.
+    let random = uuid::Uuid::now_v7().as_u128() as u32 & 0xF_FFFF;
+    (now_ms() << 20) | i64::from(random)
+}
+
+fn int(what: &'static str, value: u32) -> Result<i32> {
+    i32::try_from(value).map_err(|_| StoreError::Invariant {
+        what,
+        detail: format!("{value} is out of range"),
+    })
+}
+
+fn big(what: &'static str, value: u64) -> Result<i64> {
+    i64::try_from(value).map_err(|_| StoreError::Invariant {
+        what,
+        detail: format!("{value} is out of range"),
+    })
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(StoreError::encode("a subscription"))
+}
+
+fn subscription(row: SubscriptionRow) -> Result<Subscription> {
+    fn parse<T: serde::de::DeserializeOwned>(
+        what: &'static str,
+        text: Option<String>,
+    ) -> Result<T> {
+        serde_json::from_str(text.as_deref().unwrap_or("null")).map_err(StoreError::corrupt(what))
+    }
+    Ok(Subscription {
+        types: parse("subscription types", row.types)?,
+        filter: parse("subscription filter", row.filter)?,
+        id: row.id,
+        url: row.url.unwrap_or_default(),
+        secret: row.secret.unwrap_or_default(),
+        // An unknown state (a newer version's) is treated as disabled: never deliver on a
+        // state we do not understand.
+        state: row
+            .state
+            .as_deref()
+            .and_then(SubscriptionState::parse)
+            .unwrap_or(SubscriptionState::Disabled),
+        consecutive_dead_letters: u32::try_from(row.consecutive_dead_letters.unwrap_or(0))
+            .unwrap_or(0),
+        created_at_ms: row.created_at_ms.unwrap_or(0),
+        updated_at_ms: row.updated_at_ms.unwrap_or(0),
+    })
+}
+
+fn cursor(row: CursorRow) -> Cursor {
+    Cursor {
+        next_offset: u64::try_from(row.next_offset.unwrap_or(0)).unwrap_or(0),
+        attempts: u32::try_from(row.attempts.unwrap_or(0)).unwrap_or(0),
+        first_attempt_ms: row.first_attempt_ms,
+        retry_at_ms: row.retry_at_ms.unwrap_or(0),
+        last_error: row.last_error,
+    }
+}
+
+fn letter(row: LetterRow) -> WebhookDeadLetter {
+    WebhookDeadLetter {
+        id: row.id,
+        subscription_id: row.subscription_id,
+        partition: u32::try_from(row.log_partition.unwrap_or(0)).unwrap_or(0),
+        offset: u64::try_from(row.log_offset.unwrap_or(0)).unwrap_or(0),
+        event_id: row.event_id.unwrap_or_default(),
+        event_type: row.event_type.unwrap_or_default(),
+        body: row.body.unwrap_or_default(),
+        attempts: u32::try_from(row.attempts.unwrap_or(0)).unwrap_or(0),
+        last_error: row.last_error.unwrap_or_default(),
+        failed_at_ms: row.failed_at_ms.unwrap_or(0),
+        replay_requested: row.replay_requested.unwrap_or(false),
+    }
+}
+
+impl ScyllaWebhookStore {
+    /// Prepares the statements.
+    pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<Self> {
+        let ks = keyspace;
+        let s = &session;
+        let p = |cql: String| async move {
+            s.prepare(cql)
+                .await
+                .map_err(unreadable("prepare a statement"))
+        };
+        let subs = format!("{ks}.webhook_subscriptions");
+        let columns = "id, url, types, filter, secret, state, consecutive_dead_letters, created_at_ms, updated_at_ms";
+        let letter_columns = "subscription_id, id, log_partition, log_offset, event_id, event_type, body, attempts, last_error, failed_at_ms, replay_requested";
+        let get = p(format!("SELECT {columns} FROM {subs} WHERE id = ?")).await?;
+        let mut get_serial = get.clone();
+        get_serial.set_consistency(Consistency::LocalSerial);
+        let st = Statements {
+            create: p(format!("INSERT INTO {subs} ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
+            get,
+            get_serial,
+            all: p(format!("SELECT {columns} FROM {subs}")).await?,
+            delete: p(format!("DELETE FROM {subs} WHERE id = ? IF EXISTS")).await?,
+            enable: p(format!("UPDATE {subs} SET state = 'enabled', consecutive_dead_letters = 0, updated_at_ms = ? WHERE id = ? IF EXISTS")).await?,
+            disable: p(format!("UPDATE {subs} SET state = 'disabled', updated_at_ms = ? WHERE id = ? IF state = 'enabled'")).await?,
+            set_count: p(format!("UPDATE {subs} SET consecutive_dead_letters = ? WHERE id = ? IF consecutive_dead_letters = ?")).await?,
+            cursor: p(format!("SELECT log, log_partition, next_offset, attempts, first_attempt_ms, retry_at_ms, last_error FROM {ks}.webhook_cursors WHERE subscription_id = ? AND log = ? AND log_partition = ?")).await?,
+            cursors: p(format!("SELECT log, log_partition, next_offset, attempts, first_attempt_ms, retry_at_ms, last_error FROM {ks}.webhook_cursors WHERE subscription_id = ?")).await?,
+            put_cursor: p(format!("INSERT INTO {ks}.webhook_cursors (subscription_id, log, log_partition, next_offset, attempts, first_attempt_ms, retry_at_ms, last_error) VALUES (:subscription_id, :log, :log_partition, :next_offset, :attempts, :first_attempt_ms, :retry_at_ms, :last_error)")).await?,
+            insert_letter: p(format!("INSERT INTO {ks}.webhook_dead_letters (subscription_id, id, log_partition, log_offset, event_id, event_type, body, attempts, last_error, failed_at_ms, replay_requested) VALUES (:subscription_id, :id, :log_partition, :log_offset, :event_id, :event_type, :body, :attempts, :last_error, :failed_at_ms, false)")).await?,
+            letters: p(format!("SELECT {letter_columns} FROM {ks}.webhook_dead_letters WHERE subscription_id = ? LIMIT 1000")).await?,
+            letter: p(format!("SELECT {letter_columns} FROM {ks}.webhook_dead_letters WHERE subscription_id = ? AND id = ?")).await?,
+            index_letter: p(format!("INSERT INTO {ks}.webhook_dead_letter_ids (id, subscription_id, log_partition) VALUES (?, ?, ?) IF NOT EXISTS")).await?,
+            letter_location: p(format!("SELECT subscription_id, log_partition FROM {ks}.webhook_dead_letter_ids WHERE id = ?")).await?,
+            request_replay: p(format!("UPDATE {ks}.webhook_dead_letters SET replay_requested = true WHERE subscription_id = ? AND id = ?")).await?,
+            queue_replay: p(format!("INSERT INTO {ks}.webhook_replays (log_partition, id, subscription_id) VALUES (?, ?, ?)")).await?,
+            queued: p(format!("SELECT id, subscription_id FROM {ks}.webhook_replays WHERE log_partition = ? LIMIT ?")).await?,
+            dequeue: p(format!("DELETE FROM {ks}.webhook_replays WHERE log_partition = ? AND id = ?")).await?,
+            drop_letter: p(format!("DELETE FROM {ks}.webhook_dead_letters WHERE subscription_id = ? AND id = ?")).await?,
+            unindex_letter: p(format!("DELETE FROM {ks}.webhook_dead_letter_ids WHERE id = ?")).await?,
+            failed_replay: p(format!("UPDATE {ks}.webhook_dead_letters SET replay_requested = false, attempts = ?, last_error = ?, failed_at_ms = ? WHERE subscription_id = ? AND id = ?")).await?,
+            insert_event: p(format!("INSERT INTO {ks}.webhook_subscription_events (subscription_id, id, event_type, reason, at_ms) VALUES (?, ?, ?, ?, ?)")).await?,
+            events: p(format!("SELECT id, event_type, reason, at_ms FROM {ks}.webhook_subscription_events WHERE subscription_id = ? LIMIT 100")).await?,
+            drop_state: [
+                p(format!("DELETE FROM {ks}.webhook_cursors WHERE subscription_id = ?")).await?,
+                p(format!("DELETE FROM {ks}.webhook_dead_letters WHERE subscription_id = ?")).await?,
+                p(format!("DELETE FROM {ks}.webhook_subscription_events WHERE subscription_id = ?")).await?,
+            ],
+        };
+        Ok(Self { session, st })
+    }
+
+    async fn lwt(
+        &self,
+        what: &'static str,
+        st: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<bool> {
+        Ok(query::lwt(&self.session, what, st, values).await?.applied)
+    }
+
+    /// The subscription's dead-letter count as Paxos has it (`None`: no subscription).
+    async fn count(&self, id: &str) -> Result<Option<i32>> {
+        let row: Option<SubscriptionRow> = query::first(
+            &self.session,
+            "read a subscription",
+            &self.st.get_serial,
+            (id,),
+        )
+        .await?;
+        Ok(row.map(|r| r.consecutive_dead_letters.unwrap_or(0)))
+    }
+
+    /// Sets the dead-letter count to what `next` makes of it; answers the new count (`None`:
+    /// no subscription).
+    async fn change_count(&self, id: &str, next: impl Fn(i32) -> i32) -> Result<Option<i32>> {
+        for _ in 0..ATTEMPTS {
+            let Some(current) = self.count(id).await? else {
+                return Ok(None);
+            };
+            let wanted = next(current);
+            if wanted == current {
+                return Ok(Some(current));
+            }
+            let set = (wanted, id, current);
+            if self
+                .lwt("count dead letters", &self.st.set_count, set)
+                .await?
+            {
+                return Ok(Some(wanted));
+            }
+        }
+        Err(StoreError::Contention {
+            on: format!("the dead-letter count of {id}"),
+        })
+    }
+
+    fn cursor_write<'a>(
+        id: &'a str,
+        log: &'a str,
+        partition: u32,
+        c: &'a Cursor,
+    ) -> Result<CursorWrite<'a>> {
+        Ok(CursorWrite {
+            subscription_id: id,
+            log,
+            log_partition: int("a cursor's partition", partition)?,
+            next_offset: big("a cursor's offset", c.next_offset)?,
+            attempts: int("a cursor's attempts", c.attempts)?,
+            first_attempt_ms: c.first_attempt_ms,
+            retry_at_ms: c.retry_at_ms,
+            last_error: c.last_error.as_deref(),
+        })
+    }
+
+    async fn exists(&self, id: &str) -> Result<bool> {
+        let row: Option<SubscriptionRow> =
+            query::first(&self.session, "read a subscription", &self.st.get, (id,)).await?;
+        Ok(row.is_some())
+    }
+}
+
+#[async_trait]
+impl WebhookStore for ScyllaWebhookStore {
+    async fn create_subscription(&self, s: &Subscription) -> Result<()> {
+        let values = (
+            s.id.as_str(),
+            s.url.as_str(),
+            json(&s.types)?,
+            json(&s.filter)?,
+            s.secret.as_str(),
+            s.state.as_str(),
+            int("a dead-letter count", s.consecutive_dead_letters)?,
+            s.created_at_ms,
+            s.updated_at_ms,
+        );
+        if self
+            .lwt("store a subscription", &self.st.create, values)
+            .await?
+        {
+            return Ok(());
+        }
+        Err(StoreError::Invariant {
+            what: "store a subscription",
+            detail: format!("{} exists already", s.id),
+        })
+    }
+
+    async fn subscription(&self, id: &str) -> Result<Option<Subscription>> {
+        let row: Option<SubscriptionRow> =
+            query::first(&self.session, "read a subscription", &self.st.get, (id,)).await?;
+        row.map(subscription).transpose()
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<Subscription>> {
+        let rows: Vec<SubscriptionRow> = self
+            .session
+            .execute_iter(self.st.all.clone(), ())
+            .await
+            .map_err(unreadable("list subscriptions"))?
+            .rows_stream::<SubscriptionRow>()
+            .map_err(unreadable("list subscriptions"))?
+            .try_collect()
+            .await
+            .map_err(unreadable("list subscriptions"))?;
+        let mut all = rows
+            .into_iter()
+            .map(subscription)
+            .collect::<Result<Vec<_>>>()?;
+        all.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        Ok(all)
+    }
+
+    async fn delete_subscription(&self, id: &str) -> Result<bool> {
+        let letters = self.dead_letters(id).await?;
+        let deleted = self
+            .lwt("delete a subscription", &self.st.delete, (id,))
+            .await?;
+        for st in &self.st.drop_state {
+            query::exec(&self.session, "delete a subscription's state", st, (id,)).await?;
+        }
+        for l in letters {
+            let at = int("a dead letter's partition", l.partition)?;
+            query::exec(
+                &self.session,
+                "unqueue a replay",
+                &self.st.dequeue,
+                (at, l.id),
+            )
+            .await?;
+            query::exec(
+                &self.session,
+                "unindex a dead letter",
+                &self.st.unindex_letter,
+                (l.id,),
+            )
+            .await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn enable(&self, id: &str, now_ms: i64) -> Result<bool> {
+        if !self
+            .lwt("enable a subscription", &self.st.enable, (now_ms, id))
+            .await?
+        {
+            return Ok(false);
+        }
+        // A pending event gets a fresh window: its old one ran out while disabled.
+        let rows: Vec<CursorRow> =
+            query::rows(&self.session, "read cursors", &self.st.cursors, (id,)).await?;
+        for row in rows {
+            let (log, partition) = (row.log.clone(), row.log_partition);
+            let fresh = Cursor {
+                next_offset: cursor(row).next_offset,
+                ..Cursor::default()
+            };
+            let partition = u32::try_from(partition).unwrap_or(0);
+            let write = Self::cursor_write(id, &log, partition, &fresh)?;
+            query::exec(&self.session, "restart retries", &self.st.put_cursor, write).await?;
+        }
+        Ok(true)
+    }
+
+    async fn disable(&self, id: &str, event_type: &str, reason: &str, now_ms: i64) -> Result<bool> {
+        if !self
+            .lwt("disable a subscription", &self.st.disable, (now_ms, id))
+            .await?
+        {
+            return Ok(false);
+        }
+        let values = (id, new_id(), event_type, reason, now_ms);
+        query::exec(
+            &self.session,
+            "record a subscription event",
+            &self.st.insert_event,
+            values,
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn subscription_events(&self, id: &str) -> Result<Vec<SubscriptionEvent>> {
+        let rows: Vec<EventRow> = query::rows(
+            &self.session,
+            "list subscription events",
+            &self.st.events,
+            (id,),
+        )
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SubscriptionEvent {
+                id: r.id,
+                subscription_id: id.to_string(),
+                event_type: r.event_type.unwrap_or_default(),
+                reason: r.reason.unwrap_or_default(),
+                at_ms: r.at_ms.unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn cursor(&self, id: &str, log: &str, partition: u32) -> Result<Option<Cursor>> {
+        let at = int("a cursor's partition", partition)?;
+        let row: Option<CursorRow> = query::first(
+            &self.session,
+            "read a webhook cursor",
+            &self.st.cursor,
+            (id, log, at),
+        )
+        .await?;
+        Ok(row.map(cursor))
+    }
+
+    async fn save_cursor(
+        &self,
+        id: &str,
+        log: &str,
+        partition: u32,
+        c: &Cursor,
+        delivered: bool,
+    ) -> Result<()> {
+        // Read with Paxos when a success may clear the count (the write is then one anyway).
+        let count = if delivered {
+            self.count(id).await?
+        } else {
+            self.exists(id).await?.then_some(0)
+        };
+        let Some(count) = count else {
+            return Ok(());
+        };
+        let write = Self::cursor_write(id, log, partition, c)?;
+        query::exec(
+            &self.session,
+            "store a webhook cursor",
+            &self.st.put_cursor,
+            write,
+        )
+        .await?;
+        if delivered && count != 0 {
+            self.change_count(id, |_| 0).await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, l: &WebhookDeadLetter, log: &str, c: &Cursor) -> Result<u32> {
+        if !self.exists(&l.subscription_id).await? {
+            return Ok(0);
+        }
+        let partition = int("a dead letter's partition", l.partition)?;
+        let id = loop {
+            let id = new_id();
+            let values = (id, l.subscription_id.as_str(), partition);
+            if self
+                .lwt("index a dead letter", &self.st.index_letter, values)
+                .await?
+            {
+                break id;
+            }
+        };
+        let mut batch = Batch::new(BatchType::Logged);
+        batch.append_statement(self.st.insert_letter.clone());
+        batch.append_statement(self.st.put_cursor.clone());
+        let letter = LetterWrite {
+            subscription_id: &l.subscription_id,
+            id,
+            log_partition: partition,
+            log_offset: big("a dead letter's offset", l.offset)?,
+            event_id: &l.event_id,
+            event_type: &l.event_type,
+            body: &l.body,
+            attempts: int("a dead letter's attempts", l.attempts)?,
+            last_error: &l.last_error,
+            failed_at_ms: l.failed_at_ms,
+        };
+        let cursor = Self::cursor_write(&l.subscription_id, log, l.partition, c)?;
+        self.session
+            .batch(&batch, (letter, cursor))
+            .await
+            .map_err(cql("store a webhook dead letter"))?;
+        let count = self.change_count(&l.subscription_id, |n| n + 1).await?;
+        Ok(count.map_or(0, |n| u32::try_from(n).unwrap_or(0)))
+    }
+
+    async fn dead_letters(&self, id: &str) -> Result<Vec<WebhookDeadLetter>> {
+        let rows: Vec<LetterRow> = query::rows(
+            &self.session,
+            "list webhook dead letters",
+            &self.st.letters,
+            (id,),
+        )
+        .await?;
+        Ok(rows.into_iter().map(letter).collect())
+    }
+
+    async fn request_replay(&self, id: &str) -> Result<u64> {
+        let letters = self.dead_letters(id).await?;
+        for l in &letters {
+            let at = int("a dead letter's partition", l.partition)?;
+            query::exec(
+                &self.session,
+                "ask for a replay",
+                &self.st.request_replay,
+                (id, l.id),
+            )
+            .await?;
+            query::exec(
+                &self.session,
+                "queue a replay",
+                &self.st.queue_replay,
+                (at, l.id, id),
+            )
+            .await?;
+        }
+        Ok(letters.len() as u64)
+    }
+
+    async fn replays(&self, partition: u32, limit: usize) -> Result<Vec<WebhookDeadLetter>> {
+        let at = int("a replay's partition", partition)?;
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let queued: Vec<QueuedRow> = query::rows(
+            &self.session,
+            "list webhook replays",
+            &self.st.queued,
+            (at, limit),
+        )
+        .await?;
+        let mut out = Vec::new();
+        for q in queued {
+            let row: Option<LetterRow> = query::first(
+                &self.session,
+                "read a dead letter",
+                &self.st.letter,
+                (q.subscription_id.as_str(), q.id),
+            )
+            .await?;
+            match row.map(letter) {
+                Some(l) if l.replay_requested => out.push(l),
+                // Gone, or already answered: the queue entry is stale.
+                _ => {
+                    query::exec(
+                        &self.session,
+                        "unqueue a replay",
+                        &self.st.dequeue,
+                        (at, q.id),
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn replayed(
+        &self,
+        letter_id: i64,
+        outcome: std::result::Result<(), String>,
+        now_ms: i64,
+    ) -> Result<()> {
+        let location: Option<LocationRow> = query::first(
+            &self.session,
+            "find a dead letter",
+            &self.st.letter_location,
+            (letter_id,),
+        )
+        .await?;
+        let Some(LocationRow {
+            subscription_id: sub,
+            log_partition: at,
+        }) = location
+        else {
+            return Ok(());
+        };
+        let sub = sub.as_str();
+        match outcome {
+            Ok(()) => {
+                query::exec(
+                    &self.session,
+                    "remove a dead letter",
+                    &self.st.drop_letter,
+                    (sub, letter_id),
+                )
+                .await?;
+                query::exec(
+                    &self.session,
+                    "unindex a dead letter",
+                    &self.st.unindex_letter,
+                    (letter_id,),
+                )
+                .await?;
+            }
+            Err(error) => {
+                let row: Option<LetterRow> = query::first(
+                    &self.session,
+                    "read a dead letter",
+                    &self.st.letter,
+                    (sub, letter_id),
+                )
+                .await?;
+                let attempts = row.and_then(|r| r.attempts).unwrap_or(0).saturating_add(1);
+                let values = (attempts, error.as_str(), now_ms, sub, letter_id);
+                query::exec(
+                    &self.session,
+                    "record a failed replay",
+                    &self.st.failed_replay,
+                    values,
+                )
+                .await?;
+            }
+        }
+        query::exec(
+            &self.session,
+            "unqueue a replay",
+            &self.st.dequeue,
+            (at, letter_id),
+        )
+        .await
+    }
+}
