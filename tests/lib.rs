@@ -93,6 +93,24 @@ pub fn migrate_keyspace(nodes: &str, keyspace: &str) {
     ]);
 }
 
+/// Arguments that put `stockflow dev` on a fresh keyspace `<prefix>_<pid>` of the test
+/// Cassandra (`STOCKFLOW_CQL_NODES`), migrated first.
+pub fn scylla_store_args(prefix: &str) -> Vec<String> {
+    let nodes = required("STOCKFLOW_CQL_NODES");
+    let keyspace = format!("{prefix}_{}", std::process::id());
+    migrate_keyspace(&nodes, &keyspace);
+    [
+        "--store",
+        "scylla",
+        "--scylla-nodes",
+        &nodes,
+        "--scylla-keyspace",
+        &keyspace,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// POSTs `body` to `base` + `path` under Idempotency-Key `key`; the status, or 0 when no
 /// answer came within 10 s (a load generator counts what was applied, not why not).
 pub async fn post_status(

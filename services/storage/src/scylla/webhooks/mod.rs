@@ -13,53 +13,29 @@
 //! - Dead letters, events and replays are keyed by ids that grow with time (milliseconds
 //!   and random low bits), inserted `IF NOT EXISTS` so two never share one.
 
+mod rows;
+mod statements;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use scylla::client::session::Session;
-use scylla::statement::Consistency;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::{DeserializeRow, SerializeRow};
-use stockflow_domain::webhook::SubscriptionState;
 
 use super::cql::errors::{cql, unreadable};
 use super::cql::query;
 use crate::ports::{Cursor, Subscription, SubscriptionEvent, WebhookDeadLetter, WebhookStore};
-use crate::{Result, StoreError, now_ms};
+use crate::{Result, StoreError};
+use rows::{
+    CursorRow, CursorWrite, EventRow, LetterRow, LetterWrite, LocationRow, QueuedRow,
+    SubscriptionRow, big, cursor, int, json, letter, new_id, subscription,
+};
+use statements::Statements;
 
 /// Attempts at a read-modify-write of a subscription row that other workers change too.
 const ATTEMPTS: usize = 20;
-
-struct Statements {
-    create: PreparedStatement,
-    get: PreparedStatement,
-    get_serial: PreparedStatement,
-    all: PreparedStatement,
-    delete: PreparedStatement,
-    enable: PreparedStatement,
-    disable: PreparedStatement,
-    set_count: PreparedStatement,
-    cursor: PreparedStatement,
-    cursors: PreparedStatement,
-    put_cursor: PreparedStatement,
-    insert_letter: PreparedStatement,
-    letters: PreparedStatement,
-    letter: PreparedStatement,
-    index_letter: PreparedStatement,
-    letter_location: PreparedStatement,
-    request_replay: PreparedStatement,
-    queue_replay: PreparedStatement,
-    queued: PreparedStatement,
-    dequeue: PreparedStatement,
-    drop_letter: PreparedStatement,
-    unindex_letter: PreparedStatement,
-    failed_replay: PreparedStatement,
-    insert_event: PreparedStatement,
-    events: PreparedStatement,
-    drop_state: [PreparedStatement; 3],
-}
 
 /// [`WebhookStore`] over a ScyllaDB keyspace.
 pub struct ScyllaWebhookStore {
@@ -67,218 +43,10 @@ pub struct ScyllaWebhookStore {
     st: Statements,
 }
 
-#[derive(DeserializeRow)]
-struct SubscriptionRow {
-    id: String,
-    url: Option<String>,
-    types: Option<String>,
-    filter: Option<String>,
-    secret: Option<String>,
-    state: Option<String>,
-    consecutive_dead_letters: Option<i32>,
-    created_at_ms: Option<i64>,
-    updated_at_ms: Option<i64>,
-}
-
-#[derive(DeserializeRow)]
-struct CursorRow {
-    log: String,
-    log_partition: i32,
-    next_offset: Option<i64>,
-    attempts: Option<i32>,
-    first_attempt_ms: Option<i64>,
-    retry_at_ms: Option<i64>,
-    last_error: Option<String>,
-}
-
-#[derive(SerializeRow)]
-struct CursorWrite<'a> {
-    subscription_id: &'a str,
-    log: &'a str,
-    log_partition: i32,
-    next_offset: i64,
-    attempts: i32,
-    first_attempt_ms: Option<i64>,
-    retry_at_ms: i64,
-    last_error: Option<&'a str>,
-}
-
-#[derive(DeserializeRow)]
-struct LetterRow {
-    subscription_id: String,
-    id: i64,
-    log_partition: Option<i32>,
-    log_offset: Option<i64>,
-    event_id: Option<String>,
-    event_type: Option<String>,
-    body: Option<String>,
-    attempts: Option<i32>,
-    last_error: Option<String>,
-    failed_at_ms: Option<i64>,
-    replay_requested: Option<bool>,
-}
-
-#[derive(SerializeRow)]
-struct LetterWrite<'a> {
-    subscription_id: &'a str,
-    id: i64,
-    log_partition: i32,
-    log_offset: i64,
-    event_id: &'a str,
-    event_type: &'a str,
-    body: &'a str,
-    attempts: i32,
-    last_error: &'a str,
-    failed_at_ms: i64,
-}
-
-#[derive(DeserializeRow)]
-struct LocationRow {
-    subscription_id: String,
-    log_partition: i32,
-}
-
-#[derive(DeserializeRow)]
-struct QueuedRow {
-    id: i64,
-    subscription_id: String,
-}
-
-#[derive(DeserializeRow)]
-struct EventRow {
-    id: i64,
-    event_type: Option<String>,
-    reason: Option<String>,
-    at_ms: Option<i64>,
-}
-
-/// A new id: milliseconds, then 20 random bits (ordered by time, unique with `IF NOT
-/// EXISTS`).
-fn new_id() -> i64 {
-    // A UUIDv7's low bits are random.
-    let random = uuid::Uuid::now_v7().as_u128() as u32 & 0xF_FFFF;
-    (now_ms() << 20) | i64::from(random)
-}
-
-fn int(what: &'static str, value: u32) -> Result<i32> {
-    i32::try_from(value).map_err(|_| StoreError::Invariant {
-        what,
-        detail: format!("{value} is out of range"),
-    })
-}
-
-fn big(what: &'static str, value: u64) -> Result<i64> {
-    i64::try_from(value).map_err(|_| StoreError::Invariant {
-        what,
-        detail: format!("{value} is out of range"),
-    })
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(StoreError::encode("a subscription"))
-}
-
-fn subscription(row: SubscriptionRow) -> Result<Subscription> {
-    fn parse<T: serde::de::DeserializeOwned>(
-        what: &'static str,
-        text: Option<String>,
-    ) -> Result<T> {
-        serde_json::from_str(text.as_deref().unwrap_or("null")).map_err(StoreError::corrupt(what))
-    }
-    Ok(Subscription {
-        types: parse("subscription types", row.types)?,
-        filter: parse("subscription filter", row.filter)?,
-        id: row.id,
-        url: row.url.unwrap_or_default(),
-        secret: row.secret.unwrap_or_default(),
-        // An unknown state (a newer version's) is treated as disabled: never deliver on a
-        // state we do not understand.
-        state: row
-            .state
-            .as_deref()
-            .and_then(SubscriptionState::parse)
-            .unwrap_or(SubscriptionState::Disabled),
-        consecutive_dead_letters: u32::try_from(row.consecutive_dead_letters.unwrap_or(0))
-            .unwrap_or(0),
-        created_at_ms: row.created_at_ms.unwrap_or(0),
-        updated_at_ms: row.updated_at_ms.unwrap_or(0),
-    })
-}
-
-fn cursor(row: CursorRow) -> Cursor {
-    Cursor {
-        next_offset: u64::try_from(row.next_offset.unwrap_or(0)).unwrap_or(0),
-        attempts: u32::try_from(row.attempts.unwrap_or(0)).unwrap_or(0),
-        first_attempt_ms: row.first_attempt_ms,
-        retry_at_ms: row.retry_at_ms.unwrap_or(0),
-        last_error: row.last_error,
-    }
-}
-
-fn letter(row: LetterRow) -> WebhookDeadLetter {
-    WebhookDeadLetter {
-        id: row.id,
-        subscription_id: row.subscription_id,
-        partition: u32::try_from(row.log_partition.unwrap_or(0)).unwrap_or(0),
-        offset: u64::try_from(row.log_offset.unwrap_or(0)).unwrap_or(0),
-        event_id: row.event_id.unwrap_or_default(),
-        event_type: row.event_type.unwrap_or_default(),
-        body: row.body.unwrap_or_default(),
-        attempts: u32::try_from(row.attempts.unwrap_or(0)).unwrap_or(0),
-        last_error: row.last_error.unwrap_or_default(),
-        failed_at_ms: row.failed_at_ms.unwrap_or(0),
-        replay_requested: row.replay_requested.unwrap_or(false),
-    }
-}
-
 impl ScyllaWebhookStore {
     /// Prepares the statements.
     pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<Self> {
-        let ks = keyspace;
-        let s = &session;
-        let p = |cql: String| async move {
-            s.prepare(cql)
-                .await
-                .map_err(unreadable("prepare a statement"))
-        };
-        let subs = format!("{ks}.webhook_subscriptions");
-        let columns = "id, url, types, filter, secret, state, consecutive_dead_letters, created_at_ms, updated_at_ms";
-        let letter_columns = "subscription_id, id, log_partition, log_offset, event_id, event_type, body, attempts, last_error, failed_at_ms, replay_requested";
-        let get = p(format!("SELECT {columns} FROM {subs} WHERE id = ?")).await?;
-        let mut get_serial = get.clone();
-        get_serial.set_consistency(Consistency::LocalSerial);
-        let st = Statements {
-            create: p(format!("INSERT INTO {subs} ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
-            get,
-            get_serial,
-            all: p(format!("SELECT {columns} FROM {subs}")).await?,
-            delete: p(format!("DELETE FROM {subs} WHERE id = ? IF EXISTS")).await?,
-            enable: p(format!("UPDATE {subs} SET state = 'enabled', consecutive_dead_letters = 0, updated_at_ms = ? WHERE id = ? IF EXISTS")).await?,
-            disable: p(format!("UPDATE {subs} SET state = 'disabled', updated_at_ms = ? WHERE id = ? IF state = 'enabled'")).await?,
-            set_count: p(format!("UPDATE {subs} SET consecutive_dead_letters = ? WHERE id = ? IF consecutive_dead_letters = ?")).await?,
-            cursor: p(format!("SELECT log, log_partition, next_offset, attempts, first_attempt_ms, retry_at_ms, last_error FROM {ks}.webhook_cursors WHERE subscription_id = ? AND log = ? AND log_partition = ?")).await?,
-            cursors: p(format!("SELECT log, log_partition, next_offset, attempts, first_attempt_ms, retry_at_ms, last_error FROM {ks}.webhook_cursors WHERE subscription_id = ?")).await?,
-            put_cursor: p(format!("INSERT INTO {ks}.webhook_cursors (subscription_id, log, log_partition, next_offset, attempts, first_attempt_ms, retry_at_ms, last_error) VALUES (:subscription_id, :log, :log_partition, :next_offset, :attempts, :first_attempt_ms, :retry_at_ms, :last_error)")).await?,
-            insert_letter: p(format!("INSERT INTO {ks}.webhook_dead_letters (subscription_id, id, log_partition, log_offset, event_id, event_type, body, attempts, last_error, failed_at_ms, replay_requested) VALUES (:subscription_id, :id, :log_partition, :log_offset, :event_id, :event_type, :body, :attempts, :last_error, :failed_at_ms, false)")).await?,
-            letters: p(format!("SELECT {letter_columns} FROM {ks}.webhook_dead_letters WHERE subscription_id = ? LIMIT 1000")).await?,
-            letter: p(format!("SELECT {letter_columns} FROM {ks}.webhook_dead_letters WHERE subscription_id = ? AND id = ?")).await?,
-            index_letter: p(format!("INSERT INTO {ks}.webhook_dead_letter_ids (id, subscription_id, log_partition) VALUES (?, ?, ?) IF NOT EXISTS")).await?,
-            letter_location: p(format!("SELECT subscription_id, log_partition FROM {ks}.webhook_dead_letter_ids WHERE id = ?")).await?,
-            request_replay: p(format!("UPDATE {ks}.webhook_dead_letters SET replay_requested = true WHERE subscription_id = ? AND id = ?")).await?,
-            queue_replay: p(format!("INSERT INTO {ks}.webhook_replays (log_partition, id, subscription_id) VALUES (?, ?, ?)")).await?,
-            queued: p(format!("SELECT id, subscription_id FROM {ks}.webhook_replays WHERE log_partition = ? LIMIT ?")).await?,
-            dequeue: p(format!("DELETE FROM {ks}.webhook_replays WHERE log_partition = ? AND id = ?")).await?,
-            drop_letter: p(format!("DELETE FROM {ks}.webhook_dead_letters WHERE subscription_id = ? AND id = ?")).await?,
-            unindex_letter: p(format!("DELETE FROM {ks}.webhook_dead_letter_ids WHERE id = ?")).await?,
-            failed_replay: p(format!("UPDATE {ks}.webhook_dead_letters SET replay_requested = false, attempts = ?, last_error = ?, failed_at_ms = ? WHERE subscription_id = ? AND id = ?")).await?,
-            insert_event: p(format!("INSERT INTO {ks}.webhook_subscription_events (subscription_id, id, event_type, reason, at_ms) VALUES (?, ?, ?, ?, ?)")).await?,
-            events: p(format!("SELECT id, event_type, reason, at_ms FROM {ks}.webhook_subscription_events WHERE subscription_id = ? LIMIT 100")).await?,
-            drop_state: [
-                p(format!("DELETE FROM {ks}.webhook_cursors WHERE subscription_id = ?")).await?,
-                p(format!("DELETE FROM {ks}.webhook_dead_letters WHERE subscription_id = ?")).await?,
-                p(format!("DELETE FROM {ks}.webhook_subscription_events WHERE subscription_id = ?")).await?,
-            ],
-        };
+        let st = Statements::prepare(&session, keyspace).await?;
         Ok(Self { session, st })
     }
 
