@@ -5,14 +5,18 @@
 //! nothing lost), the refused rows are listed by row number, and the same file uploaded
 //! again applies nothing. The stock export then serves exactly those rows, as NDJSON and
 //! CSV, with the bus offsets they reflect. A backup taken while a job runs restores it:
-//! the restored platform finishes it from the copied checkpoint, each row applied once.
+//! the restored platform finishes it from the copied checkpoint, each row applied once. On
+//! ScyllaDB, a job uploaded to one process whose process is killed is finished by another
+//! on the same keyspace, from the file kept there.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stockflow_e2e::{DevProcess, free_addr, stockflow_output};
+use stockflow_e2e::{DevProcess, free_addr, scylla_store_args, stockflow_output};
+use stockflow_storage::ports::WriteStore;
+use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
 
 const SKUS: usize = 200;
 const LOCATIONS: [(&str, &str); 6] = [
@@ -454,6 +458,57 @@ async fn an_import_backed_up_while_it_runs_finishes_once_on_the_restored_platfor
     // Deltas applied twice, or skipped, would show here.
     export_matches(&client, &base, &file.expected).await;
     dev.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_scylladb_an_import_whose_process_dies_is_finished_by_another_once() {
+    let store = scylla_store_args("imports");
+    let mut args: Vec<&str> = store.iter().map(String::as_str).collect();
+    args.extend(["--import-rows-per-second", "2000"]);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = DevProcess::start_with(dir_a.path(), free_addr(), &args).await;
+    let base_a = format!("http://{}", a.addr);
+    let client = reqwest::Client::new();
+    let file = import_file();
+    let rows_total = file.text.lines().count() as u64;
+    let r = upload(&client, &base_a, "erp-night", file.text.clone()).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mid = wait_until(&client, &base_a, &id, |j| {
+        j["rows_done"].as_u64().unwrap() >= 3_000
+    })
+    .await;
+    assert_ne!(mid["status"], "done", "the import ran too fast: {mid}");
+    a.kill_hard();
+
+    // Another process on the keyspace, which never saw the file: it takes the job once the
+    // dead one's lease lapses, fetches the file from the keyspace and finishes it.
+    let b = DevProcess::start_with(dir_b.path(), free_addr(), &args).await;
+    let base_b = format!("http://{}", b.addr);
+    let done = wait_until(&client, &base_b, &id, |j| j["status"] == "done").await;
+    assert_eq!(done["rows_done"], rows_total);
+    assert_eq!(done["failed"], file.refused.len() as u64, "{done}");
+    let ran = done["applied"].as_u64().unwrap() + done["replayed"].as_u64().unwrap();
+    assert_eq!(ran, file.valid_stock_rows + file.catalog_rows, "{done}");
+    // Every key holds what the file says: nothing applied twice, nothing lost (read from
+    // the write side: each process projects only its own embedded log).
+    let nodes = store[3].clone();
+    let keyspace = store[5].clone();
+    let config = ScyllaConfig::new(nodes.split(',').map(str::to_string).collect(), keyspace);
+    let backend = ScyllaBackend::open(&config).await.unwrap();
+    let held: BTreeMap<(String, String), i64> = backend
+        .write
+        .all_stock_levels()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| ((l.sku.to_string(), l.location.to_string()), l.on_hand))
+        .collect();
+    assert_eq!(held, file.expected);
+    b.stop();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,8 +7,9 @@
 //!   template declares (literal values, ConfigMap and Secret references, `envFrom`,
 //!   `fieldRef`s), plus `HOSTNAME` = the pod name; nothing of the test's own environment;
 //! - `readOnlyRootFilesystem` is enforced: the process runs in its own mount namespace where
-//!   `/` (and `/dev/shm`) are remounted read-only, and `runAsUser`/`runAsGroup` are applied,
-//!   so a role that writes to local disk fails here as it would in a pod;
+//!   `/` (and `/dev/shm`) are remounted read-only but for its `emptyDir` volumes (a fresh
+//!   directory each, bound over the mount path), and `runAsUser`/`runAsGroup` are applied,
+//!   so a role that writes to local disk elsewhere fails here as it would in a pod;
 //! - readiness and liveness probes (`httpGet`) are polled (readiness at every step,
 //!   liveness every `periodSeconds` with its `timeoutSeconds` and `failureThreshold`); a
 //!   dead or unhealthy process is restarted; a changed template is rolled out (new pods first, old ones stopped once the
@@ -396,6 +397,32 @@ async fn spawn(
         .or(user);
     let mut wrapper: Vec<String> = Vec::new();
     if read_only {
+        // Each `emptyDir` the container mounts is a fresh directory of this pod, bound
+        // over its mount path before `/` goes read-only (so it stays writable).
+        let mut binds = String::new();
+        for m in c.volume_mounts.iter().flatten() {
+            let empty = spec
+                .volumes
+                .iter()
+                .flatten()
+                .any(|v| v.name == m.name && v.empty_dir.is_some());
+            if !empty {
+                continue;
+            }
+            let dir = config.log_dir.join(format!("{name}-{}", m.name));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("emptyDir {}: {e}", m.name))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))
+                .map_err(|e| format!("emptyDir {}: {e}", m.name))?;
+            binds.push_str(&format!(
+                "mount --bind '{}' '{}' && ",
+                dir.display(),
+                m.mount_path
+            ));
+        }
+        let script = format!(
+            "{binds}mount -o remount,bind,ro / && mount -o remount,bind,ro /dev/shm && exec \"$@\""
+        );
         wrapper.extend(
             [
                 "unshare",
@@ -405,11 +432,11 @@ async fn spawn(
                 "--",
                 "sh",
                 "-c",
-                "mount -o remount,bind,ro / && mount -o remount,bind,ro /dev/shm && exec \"$@\"",
-                "sh",
             ]
             .map(String::from),
         );
+        wrapper.push(script);
+        wrapper.push("sh".into());
     }
     if let Some(uid) = user {
         let gid = group.unwrap_or(uid);

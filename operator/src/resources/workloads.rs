@@ -8,17 +8,21 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, HTTPGetAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecurityContext, Service, ServicePort,
-    ServiceSpec,
+    Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::{config_hash, secret_env, secret_volumes};
 use super::{HTTP_PORT, Role, child_name, config_name, labels, meta, role_spec, selector};
 use crate::crd::{InventoryRegion, RoleSpec};
+
+/// The command API's scratch space for uploads being received (an import is at most 1 GiB).
+const SCRATCH_SIZE: &str = "2Gi";
 
 fn http_probe(path: &str, period: i32, https: bool) -> Probe {
     Probe {
@@ -89,7 +93,24 @@ pub fn deployment(region: &InventoryRegion, role: Role) -> Deployment {
     let https = region.spec.tls.is_some();
     c.readiness_probe = Some(http_probe("/readyz", 5, https));
     c.liveness_probe = Some(http_probe("/healthz", 10, https));
-    let (volumes, mounts) = secret_volumes(region);
+    let (mut volumes, mut mounts) = secret_volumes(region);
+    if role == Role::CommandApi {
+        // The root filesystem is read-only: an import's upload is staged in a scratch
+        // volume (the file is then kept in the keyspace, where every replica reads it).
+        volumes.push(Volume {
+            name: "scratch".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(SCRATCH_SIZE.into())),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "scratch".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        });
+    }
     if !mounts.is_empty() {
         c.volume_mounts = Some(mounts);
     }

@@ -9,7 +9,7 @@ use stockflow_bus::fluvio::{FluvioConfig, FluvioEventLog};
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
 use stockflow_storage::embedded::{DataDirLock, EmbeddedBackend, SqliteEventLog, checkpoint_file};
 use stockflow_storage::ports::{
-    ImportStore, LeaseStore, Outbox, ReadStore, WebhookStore, WriteStore,
+    ImportPayloads, ImportStore, LeaseStore, Outbox, ReadStore, WebhookStore, WriteStore,
 };
 use stockflow_storage::scylla::{self, Replication, ScyllaBackend, ScyllaConfig};
 
@@ -58,9 +58,11 @@ pub struct Backend {
     pub leases: Option<Arc<dyn LeaseStore>>,
     /// Webhook subscriptions and their delivery state.
     pub webhooks: Arc<dyn WebhookStore>,
-    /// Bulk import jobs; `None` on ScyllaDB, which has no adapter for them yet (the API
-    /// answers 501).
-    pub imports: Option<Arc<dyn ImportStore>>,
+    /// Bulk import jobs.
+    pub imports: Arc<dyn ImportStore>,
+    /// Uploaded files kept where every replica reads them (`None`: the embedded store,
+    /// whose files stay in its data directory).
+    pub import_payloads: Option<Arc<dyn ImportPayloads>>,
     /// The SQLite files this process holds in its data directory.
     pub local: LocalData,
 }
@@ -122,7 +124,8 @@ pub async fn open_backend(config: &AppConfig) -> Result<Backend, AppError> {
                 log,
                 leases: None,
                 webhooks: b.webhooks.clone() as Arc<dyn WebhookStore>,
-                imports: Some(b.imports.clone() as Arc<dyn ImportStore>),
+                imports: b.imports.clone() as Arc<dyn ImportStore>,
+                import_payloads: None,
                 local: LocalData::Embedded(b),
             })
         }
@@ -158,7 +161,8 @@ pub async fn open_backend(config: &AppConfig) -> Result<Backend, AppError> {
                 log,
                 leases: Some(b.leases),
                 webhooks: b.webhooks,
-                imports: None,
+                imports: b.imports.clone(),
+                import_payloads: Some(b.imports),
                 local,
             })
         }

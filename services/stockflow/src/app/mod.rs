@@ -181,19 +181,35 @@ impl AppConfig {
     }
 }
 
-/// The imports of a process that serves commands over a backend with an import store.
+/// The imports of a process that serves commands (`None` for the other roles).
 fn open_imports(
     config: &AppConfig,
     backend: &Backend,
 ) -> Result<Option<Arc<crate::imports::Imports>>, AppError> {
-    match (&backend.imports, config.routes.commands) {
-        (Some(store), true) => Ok(Some(Arc::new(crate::imports::Imports::open(
-            store.clone(),
-            config.data_dir.join("imports"),
-            config.imports,
-        )?))),
-        _ => Ok(None),
+    if !config.routes.commands {
+        return Ok(None);
     }
+    let shared = match (&backend.import_payloads, &backend.leases) {
+        (Some(payloads), Some(leases)) => Some(crate::imports::shared::Shared::new(
+            payloads.clone(),
+            leases.clone(),
+            config.member.clone(),
+        )),
+        _ => None,
+    };
+    // A role over ScyllaDB has no data directory: uploads are staged in a scratch
+    // directory of its own (the files are kept in the keyspace).
+    let dir = if config.data_dir.as_os_str().is_empty() {
+        std::env::temp_dir().join(format!("stockflow-imports-{}", std::process::id()))
+    } else {
+        config.data_dir.join("imports")
+    };
+    Ok(Some(Arc::new(crate::imports::Imports::open(
+        backend.imports.clone(),
+        dir,
+        config.imports,
+        shared,
+    )?)))
 }
 
 /// A name for this process among the replicas of a role: host name and pid, plus a

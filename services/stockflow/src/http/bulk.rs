@@ -148,9 +148,10 @@ fn csv_line(r: &LocationStock) -> String {
 }
 
 fn imports(state: &AppState) -> ApiResult<&Arc<Imports>> {
+    // Only a process serving commands runs imports (and only it routes them here).
     state.imports.as_ref().ok_or(ApiError::Store(
         stockflow_storage::StoreError::Unsupported {
-            backend: "scylla",
+            backend: "a role that serves no commands",
             command: "bulk import",
         },
     ))
@@ -170,7 +171,7 @@ fn imports(state: &AppState) -> ApiResult<&Arc<Imports>> {
               (status = 409, body = Problem, description = "request_in_progress (an upload under the same key is still arriving)"),
               (status = 415, body = Problem, description = "unsupported_media_type (send application/x-ndjson)"),
               (status = 422, body = Problem, description = "conflicting_fields (no rows) or idempotency_key_reused (another file under the same key)"),
-              (status = 501, body = Problem, description = "not_implemented (no import store on this backend)")))]
+              (status = 501, body = Problem, description = "not_implemented (a process that serves no commands)")))]
 pub(crate) async fn upload(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,

@@ -85,7 +85,7 @@ pub struct AppState {
     pub edge_ttl_seconds: Option<u32>,
     /// Webhook subscriptions.
     pub webhooks: Arc<dyn stockflow_storage::ports::WebhookStore>,
-    /// Bulk imports; `None` where the backend has no import store (501).
+    /// Bulk imports; `None` in a process that serves no commands.
     pub imports: Option<Arc<crate::imports::Imports>>,
 }
 

@@ -6,6 +6,7 @@
 //! rows after the last checkpoint, or the same file uploaded again, applies nothing twice.
 
 pub mod rows;
+pub mod shared;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -41,12 +42,14 @@ impl Default for ImportSettings {
 }
 
 /// The imports of one process: where their files are, their store, and the worker's
-/// doorbell.
+/// doorbell; and in a region of several command API replicas, the files kept in the
+/// keyspace and the jobs' leases ([`shared`]).
 pub struct Imports {
     store: Arc<dyn ImportStore>,
     dir: PathBuf,
     wake: Notify,
     settings: ImportSettings,
+    shared: Option<shared::Shared>,
 }
 
 /// What an upload came to: a new job, or the one an earlier upload with the same
@@ -59,11 +62,13 @@ pub struct Received {
 }
 
 impl Imports {
-    /// Imports over `store`, their files in `dir` (created if missing).
+    /// Imports over `store`, their files in `dir` (created if missing), shared with the
+    /// region's other replicas through `shared` if any.
     pub fn open(
         store: Arc<dyn ImportStore>,
         dir: PathBuf,
         settings: ImportSettings,
+        shared: Option<shared::Shared>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         // Uploads a crash cut short: no job names them, and a retry writes a new one.
@@ -78,6 +83,7 @@ impl Imports {
             dir,
             wake: Notify::new(),
             settings,
+            shared,
         })
     }
 
@@ -89,6 +95,11 @@ impl Imports {
     /// The settings.
     pub fn settings(&self) -> ImportSettings {
         self.settings
+    }
+
+    /// The shared half, in a region of several replicas.
+    pub fn shared(&self) -> Option<&shared::Shared> {
+        self.shared.as_ref()
     }
 
     /// Where job `id`'s rows are.
@@ -138,6 +149,10 @@ impl Imports {
             .await
             .map_err(io_error)?;
         sync_dir(&self.dir).await;
+        if let Some(shared) = &self.shared {
+            // Before the job exists: any replica that sees the job finds its file.
+            shared.upload(&id, &self.payload(&id)).await?;
+        }
         let owner = serde_json::to_string(&owner.to_stored())
             .map_err(|e| ApiError::Internal(format!("cannot record the uploader: {e}")))?;
         let job = ImportJob {

@@ -71,9 +71,36 @@ pub async fn run(state: AppState, imports: Arc<Imports>, shutdown: CancellationT
         };
         for job in jobs {
             let id = job.id.clone();
-            if let Err(e) = run_job(&state, &imports, &limiter, job, &shutdown).await {
+            // In a region of replicas, a job runs where its lease is held.
+            let held = match imports.shared() {
+                None => None,
+                Some(shared) => match shared.hold(&id, &shutdown).await {
+                    Ok(Some(held)) => Some(held),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(import = %id, error = %e, "cannot take an import's lease; retrying");
+                        continue;
+                    }
+                },
+            };
+            // Read again under the lease: the replica that held it may have finished it.
+            let job = if held.is_none() {
+                job
+            } else {
+                match imports.store().import(&id).await {
+                    Ok(Some(now)) if now.status != ImportStatus::Done => now,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::warn!(import = %id, error = %e, "cannot read an import; retrying");
+                        continue;
+                    }
+                }
+            };
+            let stop = held.as_ref().map_or(&shutdown, |h| &h.stop);
+            if let Err(e) = run_job(&state, &imports, &limiter, job, stop).await {
                 tracing::warn!(import = %id, error = %e, "import interrupted; it resumes from its checkpoint");
             }
+            drop(held);
             if shutdown.is_cancelled() {
                 return;
             }
@@ -94,7 +121,7 @@ async fn run_job(
         let detail = "the uploader's record cannot be read; upload the file again";
         return end_unrunnable(store, &job, 0, detail).await;
     };
-    let file = match tokio::fs::File::open(imports.payload(&job.id)).await {
+    let file = match open_payload(imports, &job).await {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let detail = "the import's file is gone from the data directory; upload it again \
@@ -192,8 +219,32 @@ async fn run_job(
     if let Err(e) = tokio::fs::remove_file(imports.payload(&job.id)).await {
         tracing::warn!(import = %job.id, error = %e, "cannot remove a finished import's file");
     }
+    if let Some(shared) = imports.shared()
+        && let Err(e) = shared.remove(&job.id, job.bytes).await
+    {
+        tracing::warn!(import = %job.id, error = %e, "cannot remove a finished import's stored file");
+    }
     tracing::info!(import = %job.id, applied = progress.applied, replayed = progress.replayed, failed = progress.failed, "import done");
     Ok(())
+}
+
+/// Opens `job`'s file: on this replica's disk, or fetched from the keyspace where the
+/// region shares its imports (`NotFound` when it is in neither).
+async fn open_payload(imports: &Imports, job: &ImportJob) -> std::io::Result<tokio::fs::File> {
+    let path = imports.payload(&job.id);
+    match tokio::fs::File::open(&path).await {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let Some(shared) = imports.shared() else {
+                return Err(e);
+            };
+            match shared.fetch(&job.id, job.bytes, &path).await {
+                Ok(true) => tokio::fs::File::open(&path).await,
+                Ok(false) => Err(e),
+                Err(fetch) => Err(std::io::Error::other(fetch.to_string())),
+            }
+        }
+        opened => opened,
+    }
 }
 
 /// Ends a job that cannot run any further with one refused row saying why: recorded once,

@@ -13,6 +13,7 @@ mod allocations;
 mod changes;
 mod expire_due;
 mod grants;
+pub(crate) mod imports;
 mod inventory;
 mod policies;
 mod races;

@@ -205,85 +205,17 @@ impl ImportStore for SqliteImportStore {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn job(id: &str, created_at_ms: i64) -> ImportJob {
-        ImportJob {
-            id: id.into(),
-            owner: "{}".into(),
-            digest: "ab".into(),
-            rows_total: 10,
-            bytes: 100,
-            status: ImportStatus::Queued,
-            progress: ImportProgress::default(),
-            created_at_ms,
-            finished_at_ms: None,
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread")]
-    async fn checkpoints_keep_progress_and_each_refused_row_once() {
+    async fn passes_the_import_contract_and_keeps_it_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("imports.db");
-        let store = SqliteImportStore::open(&path).unwrap();
-        store.create_import(&job("b", 2)).await.unwrap();
-        store.create_import(&job("a", 1)).await.unwrap();
-        let refused = |row| ImportRowError {
-            row,
-            code: "validation_failed".into(),
-            detail: "sku: too long".into(),
-        };
-        let progress = ImportProgress {
-            rows_done: 4,
-            next_byte: 40,
-            applied: 2,
-            replayed: 0,
-            failed: 2,
-        };
-        store
-            .checkpoint_import(
-                "a",
-                ImportStatus::Running,
-                progress,
-                &[refused(2), refused(4)],
-                None,
-            )
-            .await
-            .unwrap();
-        // A restart re-runs rows 3-4: row 4 is refused again and recorded once.
-        store
-            .checkpoint_import("a", ImportStatus::Done, progress, &[refused(4)], Some(9))
-            .await
-            .unwrap();
+        let store = super::SqliteImportStore::open(&path).unwrap();
+        crate::contract::imports::run(&store).await;
         drop(store);
-        let store = SqliteImportStore::open(&path).unwrap();
-        let a = store.import("a").await.unwrap().unwrap();
-        assert_eq!(
-            (a.status, a.progress, a.finished_at_ms),
-            (ImportStatus::Done, progress, Some(9))
-        );
-        let rows: Vec<u64> = store
-            .import_errors("a", 0, 10)
+        let store = super::SqliteImportStore::open(&path).unwrap();
+        let kept = crate::ports::ImportStore::import(&store, "a")
             .await
-            .unwrap()
-            .iter()
-            .map(|e| e.row)
-            .collect();
-        assert_eq!(rows, vec![2, 4]);
-        assert_eq!(store.import_errors("a", 2, 10).await.unwrap().len(), 1);
-        let open: Vec<String> = store
-            .unfinished_imports()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|j| j.id)
-            .collect();
-        assert_eq!(open, vec!["b".to_string()]);
-        assert!(
-            store
-                .checkpoint_import("zz", ImportStatus::Done, progress, &[], None)
-                .await
-                .is_err()
-        );
+            .unwrap();
+        assert_eq!(kept.map(|j| j.progress.rows_done), Some(4));
     }
 }

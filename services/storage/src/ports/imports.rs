@@ -115,3 +115,19 @@ pub trait ImportStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ImportRowError>>;
 }
+
+/// Uploaded files kept where every replica of a region reads them, so a job outlives the
+/// process that received its file: chunks of [`PAYLOAD_CHUNK_BYTES`], numbered from 0.
+/// Only a distributed backend has them; the embedded one keeps files in its data directory.
+#[async_trait]
+pub trait ImportPayloads: Send + Sync + 'static {
+    /// Stores chunk `n` of job `id`'s file.
+    async fn put_chunk(&self, id: &str, n: u32, data: &[u8]) -> Result<()>;
+    /// Chunk `n` of job `id`'s file (`None`: past its end, or removed).
+    async fn chunk(&self, id: &str, n: u32) -> Result<Option<Vec<u8>>>;
+    /// Removes the `chunks` chunks of job `id`'s file (its job is done).
+    async fn remove_payload(&self, id: &str, chunks: u32) -> Result<()>;
+}
+
+/// The size of a stored chunk of an uploaded file (the last one may be shorter).
+pub const PAYLOAD_CHUNK_BYTES: usize = 1 << 20;

@@ -21,7 +21,10 @@ pub mod read;
 pub mod webhooks;
 pub mod write;
 
-pub use imports::{ImportJob, ImportProgress, ImportRowError, ImportStatus, ImportStore};
+pub use imports::{
+    ImportJob, ImportPayloads, ImportProgress, ImportRowError, ImportStatus, ImportStore,
+    PAYLOAD_CHUNK_BYTES,
+};
 pub use leases::LeaseStore;
 pub use outbox::{Outbox, OutboxEntry};
 pub use read::{

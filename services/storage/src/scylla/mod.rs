@@ -12,8 +12,10 @@
 //!   statements, the versioned schema.
 //! - `leases`: shards of the outbox and partitions of the topic, one replica each.
 //! - `webhooks`: webhook subscriptions, their cursors and dead letters.
+//! - `imports`: bulk import jobs, their refused rows and their files.
 
 mod cql;
+mod imports;
 mod leases;
 mod outbox;
 mod read;
@@ -28,6 +30,7 @@ use std::sync::Arc;
 pub use cql::{
     Replication, SCHEMA_VERSION, ScyllaConfig, check_schema, connect, drop_keyspace, migrate,
 };
+pub use imports::ScyllaImportStore;
 pub use leases::ScyllaLeaseStore;
 pub use read::ScyllaReadStore;
 pub use webhooks::ScyllaWebhookStore;
@@ -46,6 +49,8 @@ pub struct ScyllaBackend {
     pub leases: Arc<ScyllaLeaseStore>,
     /// Webhook subscriptions and their delivery state.
     pub webhooks: Arc<ScyllaWebhookStore>,
+    /// Bulk import jobs and their files.
+    pub imports: Arc<ScyllaImportStore>,
 }
 
 impl ScyllaBackend {
@@ -57,7 +62,8 @@ impl ScyllaBackend {
             write: Arc::new(ScyllaWriteStore::new(session.clone(), &config.keyspace).await?),
             read: Arc::new(ScyllaReadStore::new(session.clone(), &config.keyspace).await?),
             leases: Arc::new(ScyllaLeaseStore::new(session.clone(), &config.keyspace).await?),
-            webhooks: Arc::new(ScyllaWebhookStore::new(session, &config.keyspace).await?),
+            webhooks: Arc::new(ScyllaWebhookStore::new(session.clone(), &config.keyspace).await?),
+            imports: Arc::new(ScyllaImportStore::new(session, &config.keyspace).await?),
         })
     }
 }

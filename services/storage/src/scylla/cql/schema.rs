@@ -28,7 +28,7 @@ struct KeyspaceRow {
 }
 
 /// The schema version this build expects.
-pub const SCHEMA_VERSION: i32 = 15;
+pub const SCHEMA_VERSION: i32 = 16;
 
 /// One versioned schema file.
 struct Migration {
@@ -105,6 +105,7 @@ const MIGRATIONS: &[Migration] = &[
         14,
     ),
     step(15, include_str!("../../../schema/cql/015_webhooks.cql"), 14),
+    step(16, include_str!("../../../schema/cql/016_imports.cql"), 14),
 ];
 
 /// The oldest build that runs on the schema once every migration up to `version` is in.
@@ -352,7 +353,7 @@ mod tests {
         assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
         // Builds 9-12 ran on each other's schemas; 13's key documents carry allocations
         // that older builds would drop; 14's SKU policies, which they would not read; 15
-        // adds tables only.
+        // and 16 add tables only.
         assert_eq!(readers_from(12), 9);
         assert_eq!(readers_from(13), 13);
         assert_eq!(readers_from(SCHEMA_VERSION), 14);

@@ -117,6 +117,13 @@ async fn scylla_webhook_store_honours_the_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_import_store_honours_the_contract() {
+    let b = backend("imports").await;
+    contract::imports::run(&*b.imports).await;
+    contract::imports::payloads(&*b.imports).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_scylla_write_stores_expire_a_burst_once_in_bounded_rounds() {
     let (a, config) = backend_and_config("expiry").await;
     let b = ScyllaBackend::open(&config).await.expect("second instance");
