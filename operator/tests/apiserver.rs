@@ -17,6 +17,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config, CustomResourceExt, ResourceExt};
 use serde_json::json;
+use stockflow_domain::Role;
 use stockflow_operator::controller::{self, Context};
 use stockflow_operator::crd::InventoryRegion;
 use tokio::sync::OnceCell;
@@ -91,6 +92,11 @@ fn region_json(name: &str, policy: &str) -> serde_json::Value {
             "insecureNoAuth": true
         }
     })
+}
+
+/// The roles a region deploys, as its Deployments are named.
+fn roles() -> [&'static str; Role::REGION.len()] {
+    Role::REGION.map(Role::name)
 }
 
 /// Polls until `check` passes or 30 s elapse.
@@ -410,7 +416,7 @@ async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
             .next()
     })
     .await;
-    for role in ["command-api", "query-api", "publisher", "projector"] {
+    for role in roles() {
         assert!(
             deployments
                 .get_opt(&format!("north-{role}"))
@@ -449,12 +455,8 @@ async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
 
     // The migration succeeds: every role rolls out; simulated ready pods → Available.
     succeed_job(&client, ns, &job.name_any()).await;
-    for name in [
-        "north-command-api",
-        "north-query-api",
-        "north-publisher",
-        "north-projector",
-    ] {
+    for role in roles() {
+        let name = &format!("north-{role}");
         let d = eventually(name, || async { deployments.get_opt(name).await.ok()? }).await;
         let owner = &d.owner_references()[0];
         assert_eq!(
@@ -462,7 +464,7 @@ async fn a_region_reconciles_rolls_out_follows_edits_and_is_deleted_cleanly() {
             ("InventoryRegion", "north", Some(true))
         );
     }
-    for role in ["command-api", "query-api", "publisher", "projector"] {
+    for role in roles() {
         set_ready(&client, ns, &format!("north-{role}"), 2).await;
     }
     let r = eventually("Available", || async {
@@ -809,7 +811,7 @@ async fn a_region_needs_authentication_and_an_open_one_is_flagged_insecure() {
     .await;
     succeed_job(&client, ns, &job.name_any()).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    for role in ["command-api", "query-api", "publisher", "projector"] {
+    for role in roles() {
         let name = format!("mtls-{role}");
         let d = eventually(&name, || async { deployments.get_opt(&name).await.ok()? }).await;
         let pod = d.spec.unwrap().template.spec.unwrap();
