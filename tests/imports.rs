@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stockflow_e2e::{DevProcess, free_addr, scylla_store_args, stockflow_output};
+use stockflow_e2e::{DevProcess, TestKeyspace, free_addr, stockflow_output};
 use stockflow_storage::ports::WriteStore;
-use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
+use stockflow_storage::scylla::ScyllaBackend;
 
 const SKUS: usize = 200;
 const LOCATIONS: [(&str, &str); 6] = [
@@ -464,8 +464,8 @@ async fn an_import_backed_up_while_it_runs_finishes_once_on_the_restored_platfor
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_scylladb_an_import_whose_process_dies_is_finished_by_another_once() {
-    let store = scylla_store_args("imports");
-    let mut args: Vec<&str> = store.iter().map(String::as_str).collect();
+    let keyspace = TestKeyspace::migrated("imports");
+    let mut args = keyspace.dev_args().to_vec();
     args.extend(["--import-rows-per-second", "2000"]);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = DevProcess::start_with(dir_a.path(), free_addr(), &args).await;
@@ -497,10 +497,7 @@ async fn on_scylladb_an_import_whose_process_dies_is_finished_by_another_once() 
     assert_eq!(ran, file.valid_stock_rows + file.catalog_rows, "{done}");
     // Every key holds what the file says: nothing applied twice, nothing lost (read from
     // the write side: each process projects only its own embedded log).
-    let nodes = store[3].clone();
-    let keyspace = store[5].clone();
-    let config = ScyllaConfig::new(nodes.split(',').map(str::to_string).collect(), keyspace);
-    let backend = ScyllaBackend::open(&config).await.unwrap();
+    let backend = ScyllaBackend::open(&keyspace.config()).await.unwrap();
     let held: BTreeMap<(String, String), i64> = backend
         .write
         .all_stock_levels()

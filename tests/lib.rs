@@ -93,22 +93,41 @@ pub fn migrate_keyspace(nodes: &str, keyspace: &str) {
     ]);
 }
 
-/// Arguments that put `stockflow dev` on a fresh keyspace `<prefix>_<pid>` of the test
-/// Cassandra (`STOCKFLOW_CQL_NODES`), migrated first.
-pub fn scylla_store_args(prefix: &str) -> Vec<String> {
-    let nodes = required("STOCKFLOW_CQL_NODES");
-    let keyspace = format!("{prefix}_{}", std::process::id());
-    migrate_keyspace(&nodes, &keyspace);
-    [
-        "--store",
-        "scylla",
-        "--scylla-nodes",
-        &nodes,
-        "--scylla-keyspace",
-        &keyspace,
-    ]
-    .map(String::from)
-    .to_vec()
+/// A fresh keyspace `<prefix>_<pid>` of the test Cassandra (`STOCKFLOW_CQL_NODES`),
+/// migrated as the operator's Job does.
+pub struct TestKeyspace {
+    /// Contact points.
+    pub nodes: String,
+    /// The keyspace.
+    pub name: String,
+}
+
+impl TestKeyspace {
+    /// Creates and migrates it; fails without `STOCKFLOW_CQL_NODES`.
+    pub fn migrated(prefix: &str) -> Self {
+        let nodes = required("STOCKFLOW_CQL_NODES");
+        let name = format!("{prefix}_{}", std::process::id());
+        migrate_keyspace(&nodes, &name);
+        Self { nodes, name }
+    }
+
+    /// The arguments that put `stockflow dev` on it.
+    pub fn dev_args(&self) -> [&str; 6] {
+        [
+            "--store",
+            "scylla",
+            "--scylla-nodes",
+            &self.nodes,
+            "--scylla-keyspace",
+            &self.name,
+        ]
+    }
+
+    /// Its storage configuration, for opening it beside the processes.
+    pub fn config(&self) -> stockflow_storage::scylla::ScyllaConfig {
+        let nodes = self.nodes.split(',').map(str::to_string).collect();
+        stockflow_storage::scylla::ScyllaConfig::new(nodes, self.name.clone())
+    }
 }
 
 /// POSTs `body` to `base` + `path` under Idempotency-Key `key`; the status, or 0 when no

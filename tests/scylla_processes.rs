@@ -1,7 +1,7 @@
 //! Two `stockflow dev --store scylla` processes on one fresh keyspace, for the tests that
 //! race or kill command APIs on Cassandra (`scylla_race.rs`, `scylla_transfers.rs`).
 
-use stockflow_e2e::{DevProcess, free_addr, migrate_keyspace, put_warehouse};
+use stockflow_e2e::{DevProcess, TestKeyspace, free_addr, put_warehouse};
 use stockflow_storage::scylla::ScyllaConfig;
 
 /// Two `stockflow dev --store scylla` processes on one fresh keyspace, with location `dc`.
@@ -17,19 +17,8 @@ pub struct TwoProcesses {
 /// Migrates keyspace `<prefix>_<pid>` and starts both processes on it; fails without
 /// `STOCKFLOW_CQL_NODES`.
 pub async fn two_processes(prefix: &str) -> TwoProcesses {
-    let nodes = std::env::var("STOCKFLOW_CQL_NODES").expect(
-        "STOCKFLOW_CQL_NODES is unset: run ./scripts/test.sh, which starts Cassandra and sets it",
-    );
-    let keyspace = format!("{prefix}_{}", std::process::id());
-    migrate_keyspace(&nodes, &keyspace);
-    let extra = [
-        "--store",
-        "scylla",
-        "--scylla-nodes",
-        &nodes,
-        "--scylla-keyspace",
-        &keyspace,
-    ];
+    let keyspace = TestKeyspace::migrated(prefix);
+    let extra = keyspace.dev_args();
     let dir = || tempfile::tempdir().expect("a temporary data directory");
     let dirs = [dir(), dir()];
     let a = DevProcess::start_with(dirs[0].path(), free_addr(), &extra).await;
@@ -37,13 +26,12 @@ pub async fn two_processes(prefix: &str) -> TwoProcesses {
     let bases = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
     let client = reqwest::Client::new();
     put_warehouse(&client, &bases[0], "dc", "north").await;
-    let config = ScyllaConfig::new(nodes.split(',').map(str::to_string).collect(), keyspace);
     TwoProcesses {
         a,
         b,
         dirs,
         bases,
         client,
-        config,
+        config: keyspace.config(),
     }
 }

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stockflow_e2e::{DevProcess, free_addr, put_warehouse, required, scylla_store_args};
+use stockflow_e2e::{DevProcess, TestKeyspace, free_addr, put_warehouse, required};
 
 const ADJUSTED: &str = "dev.stockflow.stock.adjusted.v1";
 
@@ -162,8 +162,8 @@ async fn every_event_arrives_verified_once_after_the_receiver_returns() {
 /// the same outage and `kill -9`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_scylladb_every_event_arrives_verified_once_after_the_receiver_returns() {
-    let store = scylla_store_args("webhooks");
-    every_event_arrives_once(&store.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let keyspace = TestKeyspace::migrated("webhooks");
+    every_event_arrives_once(&keyspace.dev_args()).await;
 }
 
 /// Events before, during and after a receiver outage and a `kill -9` of the platform
@@ -304,8 +304,8 @@ async fn a_failing_receiver_fills_dead_letters_is_disabled_and_replay_delivers()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_scylladb_a_failing_receiver_fills_dead_letters_is_disabled_and_replay_delivers() {
-    let store = scylla_store_args("webhook_letters");
-    dead_letters_disable_and_replay(&store.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let keyspace = TestKeyspace::migrated("webhook_letters");
+    dead_letters_disable_and_replay(&keyspace.dev_args()).await;
 }
 
 /// A receiver that keeps failing (the platform started with `store` arguments): dead

@@ -9,13 +9,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use scylla::client::session::Session;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::{DeserializeRow, SerializeRow};
 
-use super::cql::errors::{cql, unreadable};
+use super::cql::errors::cql;
 use super::cql::query;
 use crate::ports::{
     ImportJob, ImportPayloads, ImportProgress, ImportRowError, ImportStatus, ImportStore,
@@ -137,11 +136,7 @@ impl ScyllaImportStore {
     pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<Self> {
         let ks = keyspace;
         let s = &session;
-        let p = |cql: String| async move {
-            s.prepare(cql)
-                .await
-                .map_err(unreadable("prepare a statement"))
-        };
+        let p = |cql: String| query::prepare(s, cql);
         let marks = JOB_COLUMNS
             .split(", ")
             .map(|c| format!(":{}", c.trim()))
@@ -188,16 +183,7 @@ impl ImportStore for ScyllaImportStore {
     }
 
     async fn unfinished_imports(&self) -> Result<Vec<ImportJob>> {
-        let rows: Vec<JobRow> = self
-            .session
-            .execute_iter(self.st.all.clone(), ())
-            .await
-            .map_err(unreadable("list imports"))?
-            .rows_stream::<JobRow>()
-            .map_err(unreadable("list imports"))?
-            .try_collect()
-            .await
-            .map_err(unreadable("list imports"))?;
+        let rows: Vec<JobRow> = query::scan(&self.session, "list imports", &self.st.all).await?;
         let mut jobs: Vec<ImportJob> = rows
             .into_iter()
             .map(JobRow::job)

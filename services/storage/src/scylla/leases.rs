@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
-use super::cql::errors::unreadable;
 use super::cql::query::{self, Lwt};
 use super::cql::rows::MemberRow;
 use crate::ports::LeaseStore;
@@ -47,11 +46,7 @@ impl ScyllaLeaseStore {
     pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<Self> {
         let ks = keyspace;
         let s = &session;
-        let p = |cql: String| async move {
-            s.prepare(cql)
-                .await
-                .map_err(unreadable("prepare a statement"))
-        };
+        let p = |cql: String| query::prepare(s, cql);
         let st = Statements {
             acquire: p(format!("INSERT INTO {ks}.leases (group_name, shard, owner) VALUES (?, ?, ?) IF NOT EXISTS USING TTL ?")).await?,
             renew: p(format!("UPDATE {ks}.leases USING TTL ? SET owner = ? WHERE group_name = ? AND shard = ? IF owner = ?")).await?,

@@ -3,6 +3,7 @@
 //! column name — but for [`Lwt`], the result of a conditional write, whose shape differs
 //! between ScyllaDB and Cassandra.
 
+use futures::TryStreamExt;
 use scylla::client::session::Session;
 use scylla::deserialize::row::{ColumnIterator, DeserializeRow};
 use scylla::deserialize::value::DeserializeValue;
@@ -114,6 +115,35 @@ async fn run(
     values: impl SerializeRow,
 ) -> Result<QueryResult> {
     session.execute_unpaged(st, values).await.map_err(cql(what))
+}
+
+/// Prepares `cql` on `session`.
+pub(crate) async fn prepare(session: &Session, cql: String) -> Result<PreparedStatement> {
+    session
+        .prepare(cql)
+        .await
+        .map_err(unreadable("prepare a statement"))
+}
+
+/// Runs `st` paged through every row, decoding each as `R`: a scan of a small table, or a
+/// rebuild; never on a hot path.
+pub(crate) async fn scan<R>(
+    session: &Session,
+    what: &'static str,
+    st: &PreparedStatement,
+) -> Result<Vec<R>>
+where
+    R: for<'f, 'm> DeserializeRow<'f, 'm> + 'static,
+{
+    session
+        .execute_iter(st.clone(), ())
+        .await
+        .map_err(unreadable(what))?
+        .rows_stream::<R>()
+        .map_err(unreadable(what))?
+        .try_collect()
+        .await
+        .map_err(unreadable(what))
 }
 
 /// Runs `st` (unpaged) and decodes every row as `R`.

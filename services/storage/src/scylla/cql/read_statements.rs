@@ -5,7 +5,7 @@
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
-use super::errors::unreadable;
+use super::query;
 use crate::Result;
 
 /// The read store's prepared statements.
@@ -40,11 +40,7 @@ pub(crate) struct ReadStatements {
 
 impl ReadStatements {
     pub(crate) async fn prepare(s: &Session, ks: &str) -> Result<Self> {
-        let p = |cql: String| async move {
-            s.prepare(cql)
-                .await
-                .map_err(unreadable("prepare a statement"))
-        };
+        let p = |cql: String| query::prepare(s, cql);
         let inventory = "sku, location, region, on_hand, reserved, version, as_of, states";
         let movement = "sku, location, version, kind, on_hand, reserved, reservation_id, reason, reference, actor_subject, actor_client_id, idempotency_key, occurred_at, detail";
         let provenance = "bus_partition, bus_offset, projected_at, projected_by";

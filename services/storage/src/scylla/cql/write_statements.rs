@@ -7,7 +7,7 @@ use scylla::client::session::Session;
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 
-use super::errors::unreadable;
+use super::query;
 use crate::Result;
 
 /// Applied-command records, final reservation lines and finished claims live this long
@@ -86,11 +86,7 @@ pub(crate) struct WriteStatements {
 
 impl WriteStatements {
     pub(crate) async fn prepare(s: &Session, ks: &str) -> Result<Self> {
-        let p = |cql: String| async move {
-            s.prepare(cql)
-                .await
-                .map_err(unreadable("prepare a statement"))
-        };
+        let p = |cql: String| query::prepare(s, cql);
         let sp = format!("{ks}.stock_partitions");
         let load_lines = p(format!("SELECT row_id, status, payload FROM {sp} WHERE sku = ? AND location = ? AND row_kind = 'r' AND row_id IN ?")).await?;
         let mut load_lines_serial = load_lines.clone();

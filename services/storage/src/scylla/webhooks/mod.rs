@@ -19,12 +19,11 @@ mod statements;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use scylla::client::session::Session;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 
-use super::cql::errors::{cql, unreadable};
+use super::cql::errors::cql;
 use super::cql::query;
 use crate::ports::{Cursor, Subscription, SubscriptionEvent, WebhookDeadLetter, WebhookStore};
 use crate::{Result, StoreError};
@@ -153,16 +152,8 @@ impl WebhookStore for ScyllaWebhookStore {
     }
 
     async fn subscriptions(&self) -> Result<Vec<Subscription>> {
-        let rows: Vec<SubscriptionRow> = self
-            .session
-            .execute_iter(self.st.all.clone(), ())
-            .await
-            .map_err(unreadable("list subscriptions"))?
-            .rows_stream::<SubscriptionRow>()
-            .map_err(unreadable("list subscriptions"))?
-            .try_collect()
-            .await
-            .map_err(unreadable("list subscriptions"))?;
+        let rows: Vec<SubscriptionRow> =
+            query::scan(&self.session, "list subscriptions", &self.st.all).await?;
         let mut all = rows
             .into_iter()
             .map(subscription)

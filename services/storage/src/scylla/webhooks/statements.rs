@@ -5,7 +5,7 @@ use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::Result;
-use crate::scylla::cql::errors::unreadable;
+use crate::scylla::cql::query;
 
 /// Every statement of the webhook store.
 pub(super) struct Statements {
@@ -42,11 +42,7 @@ impl Statements {
     pub(super) async fn prepare(session: &Session, keyspace: &str) -> Result<Self> {
         let ks = keyspace;
         let s = session;
-        let p = |cql: String| async move {
-            s.prepare(cql)
-                .await
-                .map_err(unreadable("prepare a statement"))
-        };
+        let p = |cql: String| query::prepare(s, cql);
         let subs = format!("{ks}.webhook_subscriptions");
         let columns = "id, url, types, filter, secret, state, consecutive_dead_letters, created_at_ms, updated_at_ms";
         let letter_columns = "subscription_id, id, log_partition, log_offset, event_id, event_type, body, attempts, last_error, failed_at_ms, replay_requested";

@@ -9,7 +9,6 @@ use scylla::statement::prepared::PreparedStatement;
 use stockflow_domain::transfer_saga::{PendingReceipt, TransferHeader, TransferState};
 use stockflow_domain::{Transfer, TransferId};
 
-use crate::scylla::cql::errors::unreadable;
 use crate::scylla::cql::query;
 use crate::{Result, StoreError};
 
@@ -30,11 +29,7 @@ pub(crate) struct TransferStatements {
 
 impl TransferStatements {
     pub(crate) async fn prepare(s: &Session, ks: &str) -> Result<Self> {
-        let p = |cql: String| async move {
-            s.prepare(cql)
-                .await
-                .map_err(unreadable("prepare a statement"))
-        };
+        let p = |cql: String| query::prepare(s, cql);
         let t = format!("{ks}.transfers");
         let d = format!("{ks}.transfer_deadlines");
         Ok(Self {
