@@ -7,8 +7,8 @@
 //!   template declares (literal values, ConfigMap and Secret references, `envFrom`,
 //!   `fieldRef`s), plus `HOSTNAME` = the pod name; nothing of the test's own environment;
 //! - `readOnlyRootFilesystem` is enforced: the process runs in its own mount namespace where
-//!   `/` (and `/dev/shm`) are remounted read-only but for its `emptyDir` volumes (a fresh
-//!   directory each, bound over the mount path), and `runAsUser`/`runAsGroup` are applied,
+//!   `/` (and `/dev/shm`) are remounted read-only but for its `emptyDir` at `/tmp` (a fresh
+//!   directory of the pod, given as `TMPDIR`), and `runAsUser`/`runAsGroup` are applied,
 //!   so a role that writes to local disk elsewhere fails here as it would in a pod;
 //! - readiness and liveness probes (`httpGet`) are polled (readiness at every step,
 //!   liveness every `periodSeconds` with its `timeoutSeconds` and `failureThreshold`); a
@@ -176,7 +176,13 @@ impl Drop for Kubelet {
                 .stderr(Stdio::null())
                 .status();
         }
+        let _ = std::fs::remove_dir_all(scratch_root());
     }
+}
+
+/// Where this kubelet's pods get their `emptyDir` volumes.
+fn scratch_root() -> PathBuf {
+    std::env::temp_dir().join(format!("stockflow-kubelet-{}", std::process::id()))
 }
 
 fn digest(template: &PodTemplateSpec) -> String {
@@ -397,8 +403,10 @@ async fn spawn(
         .or(user);
     let mut wrapper: Vec<String> = Vec::new();
     if read_only {
-        // Each `emptyDir` the container mounts is a fresh directory of this pod, bound
-        // over its mount path before `/` goes read-only (so it stays writable).
+        // Each `emptyDir` the container mounts is a fresh directory of this pod, bound onto
+        // itself so it stays writable under the read-only root. The one at `/tmp` (the only
+        // path a region mounts one at) is handed over as `TMPDIR` instead of being bound
+        // over `/tmp`, where the binary standing in for the image may itself live.
         let mut binds = String::new();
         for m in c.volume_mounts.iter().flatten() {
             let empty = spec
@@ -409,16 +417,25 @@ async fn spawn(
             if !empty {
                 continue;
             }
-            let dir = config.log_dir.join(format!("{name}-{}", m.name));
+            if m.mount_path != "/tmp" {
+                return Err(format!(
+                    "emptyDir {} at {}: only /tmp is supported",
+                    m.name, m.mount_path
+                ));
+            }
+            // Under the machine's /tmp, where the pod's user can reach it (a test's own
+            // temporary directory is its owner's only).
+            let pods =
+                std::env::temp_dir().join(format!("stockflow-kubelet-{}", std::process::id()));
+            let dir = pods.join(format!("{name}-{}", m.name));
             std::fs::create_dir_all(&dir).map_err(|e| format!("emptyDir {}: {e}", m.name))?;
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))
-                .map_err(|e| format!("emptyDir {}: {e}", m.name))?;
-            binds.push_str(&format!(
-                "mount --bind '{}' '{}' && ",
-                dir.display(),
-                m.mount_path
-            ));
+            for (path, mode) in [(&pods, 0o755), (&dir, 0o1777)] {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| format!("emptyDir {}: {e}", m.name))?;
+            }
+            binds.push_str(&format!("mount --bind '{0}' '{0}' && ", dir.display()));
+            env.push(("TMPDIR".into(), dir.display().to_string()));
         }
         let script = format!(
             "{binds}mount -o remount,bind,ro / && mount -o remount,bind,ro /dev/shm && exec \"$@\""

@@ -74,17 +74,45 @@ fn a_region_without_auth_says_so_and_one_with_auth_passes_it_on() {
         secured["STOCKFLOW_AUTH_JWKS"],
         "https://idp.example/.well-known/jwks.json"
     );
-    assert!(
-        deployment(&r, Role::CommandApi)
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .volumes
-            .is_none(),
-        "a JWKS URL mounts nothing"
+    let volumes: Vec<String> = deployment(&r, Role::CommandApi)
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(
+        volumes,
+        ["scratch"],
+        "a JWKS URL mounts nothing (the command API's scratch for uploads is its own)"
     );
+}
+
+#[test]
+fn only_the_command_api_has_scratch_space_and_it_is_an_empty_dir_at_tmp() {
+    let r = region("north");
+    for role in Role::REGION {
+        let pod = deployment(&r, role).spec.unwrap().template.spec.unwrap();
+        let scratch = pod
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .find(|v| v.name == "scratch");
+        assert_eq!(scratch.is_some(), role == Role::CommandApi, "{role}");
+        if let Some(v) = scratch {
+            assert!(v.empty_dir.is_some_and(|e| e.size_limit.is_some()));
+            let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
+            assert!(
+                mounts
+                    .iter()
+                    .any(|m| m.name == "scratch" && m.mount_path == "/tmp")
+            );
+        }
+    }
 }
 
 #[test]
