@@ -58,15 +58,12 @@ impl ScyllaWebhookStore {
         Ok(query::lwt(&self.session, what, st, values).await?.applied)
     }
 
-    /// The subscription's dead-letter count as Paxos has it (`None`: no subscription).
+    /// The subscription's dead-letter count (`None`: no subscription). A plain read: a
+    /// change it misses is one still being made, and the conditional write that follows a
+    /// read (if any) fails on it and reads again.
     async fn count(&self, id: &str) -> Result<Option<i32>> {
-        let row: Option<SubscriptionRow> = query::first(
-            &self.session,
-            "read a subscription",
-            &self.st.get_serial,
-            (id,),
-        )
-        .await?;
+        let row: Option<SubscriptionRow> =
+            query::first(&self.session, "read a subscription", &self.st.get, (id,)).await?;
         Ok(row.map(|r| r.consecutive_dead_letters.unwrap_or(0)))
     }
 
@@ -271,12 +268,8 @@ impl WebhookStore for ScyllaWebhookStore {
         c: &Cursor,
         delivered: bool,
     ) -> Result<()> {
-        // Read with Paxos when a success may clear the count (the write is then one anyway).
-        let count = if delivered {
-            self.count(id).await?
-        } else {
-            self.exists(id).await?.then_some(0)
-        };
+        // One plain read either way; a success clears a count only where there is one.
+        let count = self.count(id).await?;
         let Some(count) = count else {
             return Ok(());
         };

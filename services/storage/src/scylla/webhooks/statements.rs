@@ -1,7 +1,6 @@
 //! The webhook store's prepared statements.
 
 use scylla::client::session::Session;
-use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::Result;
@@ -11,7 +10,6 @@ use crate::scylla::cql::query;
 pub(super) struct Statements {
     pub create: PreparedStatement,
     pub get: PreparedStatement,
-    pub get_serial: PreparedStatement,
     pub all: PreparedStatement,
     pub delete: PreparedStatement,
     pub enable: PreparedStatement,
@@ -47,12 +45,9 @@ impl Statements {
         let columns = "id, url, types, filter, secret, state, consecutive_dead_letters, created_at_ms, updated_at_ms";
         let letter_columns = "subscription_id, id, log_partition, log_offset, event_id, event_type, body, attempts, last_error, failed_at_ms, replay_requested";
         let get = p(format!("SELECT {columns} FROM {subs} WHERE id = ?")).await?;
-        let mut get_serial = get.clone();
-        get_serial.set_consistency(Consistency::LocalSerial);
         Ok(Statements {
             create: p(format!("INSERT INTO {subs} ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS")).await?,
             get,
-            get_serial,
             all: p(format!("SELECT {columns} FROM {subs}")).await?,
             delete: p(format!("DELETE FROM {subs} WHERE id = ? IF EXISTS")).await?,
             enable: p(format!("UPDATE {subs} SET state = 'enabled', consecutive_dead_letters = 0, updated_at_ms = ? WHERE id = ? IF EXISTS")).await?,
