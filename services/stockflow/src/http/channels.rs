@@ -24,6 +24,18 @@ pub(crate) async fn check_channel_lines(
     Ok(())
 }
 
+/// The channel a query's `channel` parameter names, if it names one: a valid id (422) of
+/// a stored channel (404).
+pub(crate) async fn queried_channel(
+    state: &AppState,
+    param: Option<String>,
+) -> ApiResult<Option<Channel>> {
+    match param.map(ChannelId::parse).transpose()? {
+        Some(id) => Ok(Some(channel_of(state, &id).await?)),
+        None => Ok(None),
+    }
+}
+
 /// The stored channel `id`, or 404.
 pub(crate) async fn channel_of(state: &AppState, id: &ChannelId) -> ApiResult<Channel> {
     state

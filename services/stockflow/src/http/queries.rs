@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stockflow_domain::sourcing::{Bundle, bundle::stock_skus};
 use stockflow_domain::{
-    ChannelId, IdempotencyKey, LocationId, Region, ReservationId, Sku, ValidationError, read_model,
+    Channel, IdempotencyKey, LocationId, Region, ReservationId, Sku, ValidationError, read_model,
 };
 use stockflow_storage::StoreError;
 use stockflow_storage::ports::{Movement, ReadStore};
@@ -231,7 +231,7 @@ pub(crate) async fn availability(
 ) -> ApiResult<Response> {
     let sku = Sku::parse(sku)?;
     let region = filter.region.map(Region::parse).transpose()?;
-    let channel = filter.channel.map(ChannelId::parse).transpose()?;
+    let channel = super::channels::queried_channel(&state, filter.channel).await?;
     let bundle = state.bundles.snapshot().get(&sku).cloned();
     if channel.is_some() || bundle.is_some() {
         return derived_availability(&state, &headers, sku, region, channel, bundle).await;
@@ -260,13 +260,9 @@ async fn derived_availability(
     headers: &HeaderMap,
     sku: Sku,
     region: Option<Region>,
-    channel: Option<ChannelId>,
+    channel: Option<Channel>,
     bundle: Option<Bundle>,
 ) -> ApiResult<Response> {
-    let channel = match channel {
-        Some(id) => Some(super::channels::channel_of(state, &id).await?),
-        None => None,
-    };
     let skus = stock_skus(&sku, bundle.as_ref());
     let rows = rows_of(state, &skus, region.as_ref(), channel.as_ref()).await?;
     let for_channel = channel.as_ref().map(|c| &c.id);
@@ -295,41 +291,26 @@ pub(crate) async fn rows_of(
     state: &AppState,
     skus: &[Sku],
     region: Option<&Region>,
-    channel: Option<&stockflow_domain::Channel>,
+    channel: Option<&Channel>,
 ) -> ApiResult<Vec<read_model::InventoryRow>> {
     let mut rows = Vec::new();
     for sku in skus {
-        rows.extend(match channel {
-            Some(c) => channel_rows(state, sku.as_str(), region, c).await?,
-            None => state
+        rows.extend(
+            state
                 .read
                 .stock_by_sku(sku.as_str())
                 .await?
                 .into_iter()
                 .filter(|row| region.is_none_or(|r| r.as_str() == row.region))
-                .collect(),
-        });
+                .filter(|row| channel.is_none_or(|c| sells_at(c, &row.location))),
+        );
     }
     Ok(rows)
 }
 
-/// The stock rows of `sku` at the locations `channel` sells from (in `region`, if given).
-async fn channel_rows(
-    state: &AppState,
-    sku: &str,
-    region: Option<&Region>,
-    channel: &stockflow_domain::Channel,
-) -> ApiResult<Vec<read_model::InventoryRow>> {
-    Ok(state
-        .read
-        .stock_by_sku(sku)
-        .await?
-        .into_iter()
-        .filter(|row| region.is_none_or(|r| r.as_str() == row.region))
-        .filter(|row| {
-            LocationId::parse(row.location.clone()).is_ok_and(|l| channel.rank(&l).is_some())
-        })
-        .collect())
+/// Whether `channel` sells from `location` (a row's location as stored).
+fn sells_at(channel: &Channel, location: &str) -> bool {
+    LocationId::parse(location.to_string()).is_ok_and(|l| channel.rank(&l).is_some())
 }
 
 /// Query string of the movement history.

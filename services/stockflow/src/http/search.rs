@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use stockflow_domain::sourcing::bundle::stock_skus;
-use stockflow_domain::{ChannelId, Region, Sku, ValidationError, read_model};
+use stockflow_domain::{Region, Sku, ValidationError, read_model};
 use stockflow_storage::ports::SearchQuery;
 use utoipa::IntoParams;
 
@@ -65,10 +65,7 @@ pub(crate) async fn search(
         return Err(ValidationError::new("limit", "must be between 1 and 100").into());
     }
     let region = p.region.map(Region::parse).transpose()?;
-    let channel = match p.channel.map(ChannelId::parse).transpose()? {
-        Some(id) => Some(super::channels::channel_of(&state, &id).await?),
-        None => None,
-    };
+    let channel = super::channels::queried_channel(&state, p.channel).await?;
     // A bundle holds no stock row of its own: its sets are counted from its components'
     // rows here, so the store's in-stock filter would drop it. With a channel or bundles
     // the hits are recounted, and filtered here among the 100 best text matches.

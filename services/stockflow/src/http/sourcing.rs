@@ -26,7 +26,7 @@ use stockflow_storage::StoreError;
 use utoipa::IntoParams;
 
 use super::AppState;
-use super::channels::{channel_of, recent_channel};
+use super::channels::{channel_of, queried_channel, recent_channel};
 use super::commands::{Answered, reservation_of, respond, run_as};
 use super::docs::{self, IdempotencyKeyHeader, SkuPath};
 use super::extract::{CommandBody, PathParams, QueryParams, idempotency_key};
@@ -352,10 +352,7 @@ pub(crate) async fn pickup(
 ) -> ApiResult<Response> {
     let sku = Sku::parse(sku)?;
     let region = filter.region.map(Region::parse).transpose()?;
-    let channel = match filter.channel.map(ChannelId::parse).transpose()? {
-        Some(id) => Some(channel_of(&state, &id).await?),
-        None => None,
-    };
+    let channel = queried_channel(&state, filter.channel).await?;
     let mut kinds: BTreeMap<String, bool> = BTreeMap::new();
     let mut stores = Vec::new();
     for row in state.read.stock_by_sku(sku.as_str()).await? {

@@ -147,7 +147,7 @@ impl Imports {
         }
         tokio::fs::rename(&partial, self.payload(&id))
             .await
-            .map_err(io_error)?;
+            .map_err(io_error("write an import file"))?;
         sync_dir(&self.dir).await;
         if let Some(shared) = &self.shared {
             // Before the job exists: any replica that sees the job finds its file.
@@ -214,7 +214,9 @@ fn job_id(key: &ScopedKey) -> String {
 /// Streams `body` into `path`, durably; answers its digest, size and line count (a last
 /// line without a newline counts).
 async fn write_body(path: &Path, body: Body) -> ApiResult<(String, u64, u64)> {
-    let mut file = tokio::fs::File::create(path).await.map_err(io_error)?;
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(io_error("write an import file"))?;
     let mut digest = Sha256::new();
     let (mut bytes, mut lines, mut last) = (0u64, 0u64, b'\n');
     let mut stream = body.into_data_stream();
@@ -232,12 +234,16 @@ async fn write_body(path: &Path, body: Body) -> ApiResult<(String, u64, u64)> {
         if let Some(b) = chunk.last() {
             last = *b;
         }
-        file.write_all(&chunk).await.map_err(io_error)?;
+        file.write_all(&chunk)
+            .await
+            .map_err(io_error("write an import file"))?;
     }
     if last != b'\n' {
         lines += 1;
     }
-    file.sync_all().await.map_err(io_error)?;
+    file.sync_all()
+        .await
+        .map_err(io_error("write an import file"))?;
     Ok((hex::encode(digest.finalize()), bytes, lines))
 }
 
@@ -248,9 +254,7 @@ async fn sync_dir(dir: &Path) {
     }
 }
 
-fn io_error(e: std::io::Error) -> ApiError {
-    ApiError::Store(stockflow_storage::StoreError::Io {
-        what: "write an import file",
-        source: e,
-    })
+/// A failed file operation on an import's file, named by `what`.
+fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> ApiError {
+    move |source| ApiError::Store(stockflow_storage::StoreError::Io { what, source })
 }

@@ -12,7 +12,8 @@ use stockflow_storage::ports::{ImportPayloads, LeaseStore, PAYLOAD_CHUNK_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{ApiError, ApiResult};
+use super::io_error;
+use crate::error::ApiResult;
 use crate::workers::leases::{LEASE_RENEW_EVERY, LEASE_TTL};
 
 /// The shared half of a region's imports.
@@ -48,10 +49,6 @@ fn group(id: &str) -> String {
 
 fn chunks_of(bytes: u64) -> u32 {
     u32::try_from(bytes.div_ceil(PAYLOAD_CHUNK_BYTES as u64)).unwrap_or(u32::MAX)
-}
-
-fn io_error(what: &'static str) -> impl Fn(std::io::Error) -> ApiError {
-    move |e| ApiError::Store(stockflow_storage::StoreError::Io { what, source: e })
 }
 
 impl Shared {

@@ -16,6 +16,7 @@ use scylla::{DeserializeRow, SerializeRow};
 
 use super::cql::errors::cql;
 use super::cql::query;
+use super::cql::values::{bigint, int};
 use crate::ports::{
     ImportJob, ImportPayloads, ImportProgress, ImportRowError, ImportStatus, ImportStore,
 };
@@ -75,10 +76,7 @@ struct ChunkRow {
 }
 
 fn big(value: u64) -> Result<i64> {
-    i64::try_from(value).map_err(|_| StoreError::Invariant {
-        what: "store an import",
-        detail: format!("{value} is out of range"),
-    })
+    bigint("store an import", value)
 }
 
 fn small(value: Option<i64>) -> u64 {
@@ -158,10 +156,7 @@ impl ScyllaImportStore {
 }
 
 fn chunk_no(n: u32) -> Result<i32> {
-    i32::try_from(n).map_err(|_| StoreError::Invariant {
-        what: "store an import's file",
-        detail: format!("chunk {n} is out of range"),
-    })
+    int("store an import's file chunk", n)
 }
 
 #[async_trait]

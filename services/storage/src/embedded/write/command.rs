@@ -169,6 +169,5 @@ fn level_or_empty(conn: &Connection, key: &StockKey) -> Step<StockLevel> {
         Some(level) => level,
         None => StockLevel::never_written(key, rows::load_region(conn, &key.location)?)?,
     };
-    let sku_policy = records::load_sku_policy(conn, &key.sku)?.map(|p| p.settings);
-    Ok(level.with_sku_policy(sku_policy))
+    Ok(records::attach_sku_policy(conn, level)?)
 }

@@ -219,8 +219,9 @@ impl WriteStore for SqliteWriteStore {
         let key = key.clone();
         self.readers
             .read(move |conn| {
-                let policy = records::load_sku_policy(conn, &key.sku)?.map(|p| p.settings);
-                Ok(rows::load_level(conn, &key)?.map(|l| l.with_sku_policy(policy)))
+                rows::load_level(conn, &key)?
+                    .map(|level| records::attach_sku_policy(conn, level))
+                    .transpose()
             })
             .await
     }

@@ -2,7 +2,9 @@
 //! policies, and the reservations holding stock at a key (read for an oversold fact).
 
 use rusqlite::{Connection, OptionalExtension, params};
-use stockflow_domain::{ReservationId, Settings, Sku, SkuPolicy, StockKey, Transfer, TransferId};
+use stockflow_domain::{
+    ReservationId, Settings, Sku, SkuPolicy, StockKey, StockLevel, Transfer, TransferId,
+};
 
 use super::super::sqlite::{from_sql_u64, to_sql_u64};
 use super::schema::SQL;
@@ -72,6 +74,12 @@ pub(super) fn holders(conn: &Connection, key: &StockKey) -> Result<Vec<Reservati
     ids.into_iter()
         .map(|id| ReservationId::parse(id).map_err(StoreError::corrupt("reservation id")))
         .collect()
+}
+
+/// `level` with its SKU's policy attached, as a decision on it sees it.
+pub(super) fn attach_sku_policy(conn: &Connection, level: StockLevel) -> Result<StockLevel> {
+    let settings = load_sku_policy(conn, &level.sku)?.map(|p| p.settings);
+    Ok(level.with_sku_policy(settings))
 }
 
 /// Writes a SKU's policy record.

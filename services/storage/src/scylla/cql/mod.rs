@@ -1,6 +1,7 @@
 //! Everything CQL: the session ([`session`]), the driver's errors told apart ([`errors`]),
 //! statements run and their rows decoded as typed structs ([`query`], [`rows`]), the
-//! prepared statements of each store, and the versioned schema ([`schema`]).
+//! prepared statements of each store, counts as CQL integers ([`values`]), and the versioned
+//! schema ([`schema`]).
 
 pub(crate) mod errors;
 pub(crate) mod query;
@@ -8,6 +9,7 @@ pub(crate) mod read_statements;
 pub(crate) mod rows;
 pub mod schema;
 pub(crate) mod session;
+pub(crate) mod values;
 pub(crate) mod write_statements;
 
 pub use schema::{Replication, SCHEMA_VERSION, check_schema, drop_keyspace, migrate};

@@ -25,11 +25,12 @@ use scylla::statement::prepared::PreparedStatement;
 
 use super::cql::errors::cql;
 use super::cql::query;
+use super::cql::values::{bigint, int};
 use crate::ports::{Cursor, Subscription, SubscriptionEvent, WebhookDeadLetter, WebhookStore};
 use crate::{Result, StoreError};
 use rows::{
     CursorRow, CursorWrite, EventRow, LetterRow, LetterWrite, LocationRow, QueuedRow,
-    SubscriptionRow, big, cursor, int, json, letter, new_id, subscription,
+    SubscriptionRow, cursor, json, letter, new_id, subscription,
 };
 use statements::Statements;
 
@@ -101,7 +102,7 @@ impl ScyllaWebhookStore {
             subscription_id: id,
             log,
             log_partition: int("a cursor's partition", partition)?,
-            next_offset: big("a cursor's offset", c.next_offset)?,
+            next_offset: bigint("a cursor's offset", c.next_offset)?,
             attempts: int("a cursor's attempts", c.attempts)?,
             first_attempt_ms: c.first_attempt_ms,
             retry_at_ms: c.retry_at_ms,
@@ -109,10 +110,21 @@ impl ScyllaWebhookStore {
         })
     }
 
-    async fn exists(&self, id: &str) -> Result<bool> {
-        let row: Option<SubscriptionRow> =
-            query::first(&self.session, "read a subscription", &self.st.get, (id,)).await?;
-        Ok(row.is_some())
+    /// Takes dead letter `id` off the replay queue of partition `at`.
+    async fn unqueue(&self, at: i32, id: i64) -> Result<()> {
+        query::exec(
+            &self.session,
+            "unqueue a replay",
+            &self.st.dequeue,
+            (at, id),
+        )
+        .await
+    }
+
+    /// Removes dead letter `id` from the id index.
+    async fn unindex(&self, id: i64) -> Result<()> {
+        let st = &self.st.unindex_letter;
+        query::exec(&self.session, "unindex a dead letter", st, (id,)).await
     }
 }
 
@@ -168,21 +180,9 @@ impl WebhookStore for ScyllaWebhookStore {
             query::exec(&self.session, "delete a subscription's state", st, (id,)).await?;
         }
         for l in letters {
-            let at = int("a dead letter's partition", l.partition)?;
-            query::exec(
-                &self.session,
-                "unqueue a replay",
-                &self.st.dequeue,
-                (at, l.id),
-            )
-            .await?;
-            query::exec(
-                &self.session,
-                "unindex a dead letter",
-                &self.st.unindex_letter,
-                (l.id,),
-            )
-            .await?;
+            self.unqueue(int("a dead letter's partition", l.partition)?, l.id)
+                .await?;
+            self.unindex(l.id).await?;
         }
         Ok(deleted)
     }
@@ -288,7 +288,7 @@ impl WebhookStore for ScyllaWebhookStore {
     }
 
     async fn dead_letter(&self, l: &WebhookDeadLetter, log: &str, c: &Cursor) -> Result<u32> {
-        if !self.exists(&l.subscription_id).await? {
+        if self.count(&l.subscription_id).await?.is_none() {
             return Ok(0);
         }
         let partition = int("a dead letter's partition", l.partition)?;
@@ -309,7 +309,7 @@ impl WebhookStore for ScyllaWebhookStore {
             subscription_id: &l.subscription_id,
             id,
             log_partition: partition,
-            log_offset: big("a dead letter's offset", l.offset)?,
+            log_offset: bigint("a dead letter's offset", l.offset)?,
             event_id: &l.event_id,
             event_type: &l.event_type,
             body: &l.body,
@@ -381,15 +381,7 @@ impl WebhookStore for ScyllaWebhookStore {
             match row.map(letter) {
                 Some(l) if l.replay_requested => out.push(l),
                 // Gone, or already answered: the queue entry is stale.
-                _ => {
-                    query::exec(
-                        &self.session,
-                        "unqueue a replay",
-                        &self.st.dequeue,
-                        (at, q.id),
-                    )
-                    .await?;
-                }
+                _ => self.unqueue(at, q.id).await?,
             }
         }
         Ok(out)
@@ -425,13 +417,7 @@ impl WebhookStore for ScyllaWebhookStore {
                     (sub, letter_id),
                 )
                 .await?;
-                query::exec(
-                    &self.session,
-                    "unindex a dead letter",
-                    &self.st.unindex_letter,
-                    (letter_id,),
-                )
-                .await?;
+                self.unindex(letter_id).await?;
             }
             Err(error) => {
                 let row: Option<LetterRow> = query::first(
@@ -452,12 +438,6 @@ impl WebhookStore for ScyllaWebhookStore {
                 .await?;
             }
         }
-        query::exec(
-            &self.session,
-            "unqueue a replay",
-            &self.st.dequeue,
-            (at, letter_id),
-        )
-        .await
+        self.unqueue(at, letter_id).await
     }
 }

@@ -107,20 +107,6 @@ pub(super) fn new_id() -> i64 {
     (now_ms() << 20) | i64::from(random)
 }
 
-pub(super) fn int(what: &'static str, value: u32) -> Result<i32> {
-    i32::try_from(value).map_err(|_| StoreError::Invariant {
-        what,
-        detail: format!("{value} is out of range"),
-    })
-}
-
-pub(super) fn big(what: &'static str, value: u64) -> Result<i64> {
-    i64::try_from(value).map_err(|_| StoreError::Invariant {
-        what,
-        detail: format!("{value} is out of range"),
-    })
-}
-
 pub(super) fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(StoreError::encode("a subscription"))
 }

@@ -15,6 +15,7 @@ use crate::scylla::cql::query;
 use crate::scylla::cql::rows::{
     CatalogBatchRow, CatalogWrite, LocationRow, PayloadWrite, VersionRow,
 };
+use crate::scylla::cql::values::bigint;
 use crate::scylla::cql::write_statements::CATALOG;
 use crate::scylla::outbox::outbox_row_id;
 use crate::{Result, StoreError, now_ms};
@@ -95,10 +96,7 @@ pub(super) async fn put_sku(
 async fn write(p: &Partitions, catalog: &SkuCatalog, previous: Option<i64>) -> Result<bool> {
     let now = now_ms();
     let sku = catalog.sku.as_str();
-    let version = i64::try_from(catalog.version).map_err(|_| StoreError::Invariant {
-        what: "revise a SKU",
-        detail: format!("revision {} is out of range", catalog.version),
-    })?;
+    let version = bigint("revise a SKU's catalog revision", catalog.version)?;
     let payload = serde_json::to_vec(&BusEvent::Catalog(CatalogEvent::of(catalog, now)))
         .map_err(StoreError::encode("catalog event"))?;
     p.outbox.mark_partition(sku, CATALOG).await?;

@@ -9,6 +9,7 @@ use super::partition::Partitions;
 use crate::definition::Definition;
 use crate::scylla::cql::query;
 use crate::scylla::cql::rows::DefinitionRow;
+use crate::scylla::cql::values::bigint;
 use crate::{Result, StoreError};
 
 /// The statements of one kind of definition.
@@ -88,8 +89,5 @@ pub(super) async fn put<D: Definition>(
 }
 
 fn version_of<D: Definition>(definition: &D) -> Result<i64> {
-    i64::try_from(definition.version()).map_err(|_| StoreError::Invariant {
-        what: "revise a definition",
-        detail: format!("revision {} is out of range", definition.version()),
-    })
+    bigint("revise a definition revision", definition.version())
 }

@@ -28,11 +28,11 @@ pub(super) async fn reservation(p: &Partitions, id: &ReservationId) -> Result<Op
 
 /// The level of `key`, if it was ever changed, with its SKU's policy attached.
 pub(super) async fn stock_level(p: &Partitions, key: &StockKey) -> Result<Option<StockLevel>> {
-    let (level, policy) = tokio::join!(p.level(key), p.sku_policy(&key.sku));
-    let settings = policy?.map(|p| p.settings);
+    let (level, policy) = tokio::join!(p.level(key), p.sku_settings(&key.sku));
+    let policy = policy?;
     Ok(level?
         .filter(|l| l.version > 0)
-        .map(|l| l.with_sku_policy(settings)))
+        .map(|l| l.with_sku_policy(policy)))
 }
 
 /// Every level, by key.

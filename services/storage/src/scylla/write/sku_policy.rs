@@ -14,10 +14,11 @@ use super::partition::Partitions;
 use super::partition::op::{CmdGuard, StoredAnswer};
 use crate::scylla::cql::errors::{cql, outcome_unknown};
 use crate::scylla::cql::query;
-use crate::scylla::cql::rows::{CmdRow, PayloadWrite, SkuPolicyBatchRow, SkuPolicyWrite};
+use crate::scylla::cql::rows::{PayloadWrite, SkuPolicyBatchRow, SkuPolicyWrite};
+use crate::scylla::cql::values::bigint;
 use crate::scylla::cql::write_statements::SKU_POLICY;
 use crate::scylla::outbox::outbox_row_id;
-use crate::stop::{self, Ran, Step};
+use crate::stop::{Ran, Step};
 use crate::{StoreError, now_ms};
 
 /// Sets `cmd.sku`'s own policy: decided by the domain on the stored one, written with its
@@ -31,10 +32,13 @@ pub(super) async fn set(
     meta: &EventMeta,
 ) -> Step<Ran> {
     for attempt in 0..MAX_ATTEMPTS {
-        let (current, stored) = tokio::join!(p.sku_policy(&cmd.sku), stored(p, &cmd.sku, &guard));
-        if let Some(stored) = stored? {
-            let same_request = stored.fingerprint == guard.fingerprint;
-            return stop::replayed(stored.result.replay(same_request));
+        let ids = [guard.id.as_str().to_string()];
+        let (current, stored) = tokio::join!(
+            p.sku_policy(&cmd.sku),
+            p.cmds_in((cmd.sku.as_str(), SKU_POLICY), &ids, false)
+        );
+        if let Some(stored) = stored?.get(guard.id.as_str()) {
+            return stored.replay_for(&guard);
         }
         let current = current?;
         let applied = decide::set_sku_policy(current.as_ref(), cmd, grant, meta)?;
@@ -48,10 +52,6 @@ pub(super) async fn set(
         };
         let expected = current.map(|c| version(c.version)).transpose()?;
         let result = CommandResult::Policy(policy.clone());
-        let answer = StoredAnswer {
-            fingerprint: guard.fingerprint.clone(),
-            result: RecordedAnswer::Accepted(result.clone()),
-        };
         let now = now_ms();
         let sku = cmd.sku.to_string();
         let rows = [
@@ -70,14 +70,12 @@ pub(super) async fn set(
                     .map_err(StoreError::encode("policy event"))?,
                 created_at: now,
             }),
-            SkuPolicyBatchRow::Payload(PayloadWrite {
-                sku: sku.clone(),
-                location: SKU_POLICY.to_string(),
-                row_id: guard.id.as_str().to_string(),
-                payload: serde_json::to_vec(&answer)
-                    .map_err(StoreError::encode("applied-command record"))?,
-                created_at: now,
-            }),
+            SkuPolicyBatchRow::Payload(StoredAnswer::row(
+                &guard,
+                RecordedAnswer::Accepted(result.clone()),
+                (&sku, SKU_POLICY),
+                now,
+            )?),
         ];
         if write(p, &cmd.sku, &rows).await? {
             return Ok(Ran {
@@ -98,31 +96,7 @@ pub(super) async fn set(
 
 /// A stored version as CQL's bigint.
 fn version(v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Invariant {
-        what: "set a SKU's policy",
-        detail: format!("version {v} is out of range"),
-    })
-}
-
-/// The applied-command row of `guard` in `sku`'s policy partition, if its command ran.
-async fn stored(
-    p: &Partitions,
-    sku: &Sku,
-    guard: &CmdGuard,
-) -> Result<Option<StoredAnswer>, StoreError> {
-    let ids = vec![guard.id.as_str().to_string()];
-    let row: Option<CmdRow> = query::first(
-        &p.session,
-        "load a policy change's record",
-        &p.st.load_cmds,
-        (sku.as_str(), SKU_POLICY, ids),
-    )
-    .await?;
-    row.and_then(|r| r.payload)
-        .map(|payload| {
-            serde_json::from_slice(&payload).map_err(StoreError::corrupt("applied-command record"))
-        })
-        .transpose()
+    bigint("set a SKU's policy version", v)
 }
 
 /// Sends the batch; whether it applied (`false` also when the outcome is unknown).

@@ -12,6 +12,7 @@ use super::op::{Change, CmdGuard, StoredAnswer};
 use crate::scylla::cql::rows::{
     LevelWrite, LineKey, LineWriteRow, PartitionBatchRow, PayloadWrite,
 };
+use crate::scylla::cql::values::bigint;
 use crate::scylla::cql::write_statements::RECORD_TTL;
 use crate::scylla::outbox::{FreshRow, outbox_row_id};
 use crate::{Result, StoreError, now_ms};
@@ -36,10 +37,7 @@ impl Written {
 
 /// A stored version as CQL's bigint.
 fn version(v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| StoreError::Invariant {
-        what: "write a stock level",
-        detail: format!("version {v} is out of range"),
-    })
+    bigint("write a stock level version", v)
 }
 
 impl Partitions {
@@ -157,19 +155,10 @@ impl Partitions {
         answer: RecordedAnswer,
         now: i64,
     ) -> Result<()> {
-        let payload = serde_json::to_vec(&StoredAnswer {
-            fingerprint: cmd.fingerprint.clone(),
-            result: answer,
-        })
-        .map_err(StoreError::encode("applied-command record"))?;
+        let partition = (key.sku.as_str(), key.location.as_str());
+        let row = StoredAnswer::row(cmd, answer, partition, now)?;
         w.batch.append_statement(self.st.insert_cmd.clone());
-        w.values.push(PartitionBatchRow::Payload(PayloadWrite {
-            sku: key.sku.to_string(),
-            location: key.location.to_string(),
-            row_id: cmd.id.as_str().to_string(),
-            payload,
-            created_at: now,
-        }));
+        w.values.push(PartitionBatchRow::Payload(row));
         Ok(())
     }
 }

@@ -222,11 +222,22 @@ impl Partitions {
         ids: &[String],
         serial: bool,
     ) -> Result<BTreeMap<String, StoredAnswer>> {
+        self.cmds_in((key.sku.as_str(), key.location.as_str()), ids, serial)
+            .await
+    }
+
+    /// [`Partitions::cmds_read`] of any partition `(sku, location)`: a key's, or a SKU's own
+    /// (its policy's).
+    pub(crate) async fn cmds_in(
+        &self,
+        (sku, location): (&str, &str),
+        ids: &[String],
+        serial: bool,
+    ) -> Result<BTreeMap<String, StoredAnswer>> {
         let mut out = BTreeMap::new();
         if ids.is_empty() {
             return Ok(out);
         }
-        let (sku, location) = (key.sku.as_str(), key.location.as_str());
         let st = if serial {
             &self.st.load_cmds_serial
         } else {
@@ -294,11 +305,7 @@ impl Partitions {
             tokio::join!(self.load(key, ops, with_cmds), self.sku_settings(&key.sku));
         let (loaded, policy) = (loaded?, policy?);
         let expected = loaded.level.as_ref().map(|l| l.version);
-        let level = match loaded.level {
-            Some(level) => Ok(level),
-            None => StockLevel::never_written(key, self.region_of(key).await?),
-        }
-        .map(|level| level.with_sku_policy(policy));
+        let level = self.decidable(key, loaded.level, policy).await?;
         let mut lines: BTreeMap<String, Option<Reservation>> =
             line_ids(ops).map(|(id, _)| (id, None)).collect();
         lines.extend(loaded.lines.into_iter().map(|(id, r)| (id, Some(r))));
@@ -371,7 +378,17 @@ impl Partitions {
     /// SKU's policy attached.
     pub(crate) async fn level_or_empty(&self, key: &StockKey) -> Result<Answer<StockLevel>> {
         let (level, policy) = tokio::join!(self.level(key), self.sku_settings(&key.sku));
-        let (level, policy) = (level?, policy?);
+        self.decidable(key, level?, policy?).await
+    }
+
+    /// `level` as a decision sees it: as stored, or what the domain makes of a key never
+    /// written; with the SKU's `policy` attached.
+    async fn decidable(
+        &self,
+        key: &StockKey,
+        level: Option<StockLevel>,
+        policy: Option<Settings>,
+    ) -> Result<Answer<StockLevel>> {
         let level = match level {
             Some(level) => Ok(level),
             None => StockLevel::never_written(key, self.region_of(key).await?),
@@ -408,7 +425,7 @@ impl Partitions {
     }
 
     /// [`Partitions::sku_policy`]'s settings, as a decision attaches them.
-    async fn sku_settings(&self, sku: &Sku) -> Result<Option<Settings>> {
+    pub(crate) async fn sku_settings(&self, sku: &Sku) -> Result<Option<Settings>> {
         Ok(self.sku_policy(sku).await?.map(|p| p.settings))
     }
 

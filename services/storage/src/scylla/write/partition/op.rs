@@ -7,6 +7,9 @@ use stockflow_domain::{
 };
 
 use crate::ports::IdempotencyToken;
+use crate::scylla::cql::rows::PayloadWrite;
+use crate::stop::{Ran, Step};
+use crate::{Result, StoreError};
 
 /// Who a command is, for at-most-once: its idempotency key (in its caller's key space), or
 /// a one-off id for a command without one. Its text form names the applied-command row
@@ -59,6 +62,36 @@ impl CmdGuard {
 pub(crate) struct StoredAnswer {
     pub fingerprint: String,
     pub result: RecordedAnswer,
+}
+
+impl StoredAnswer {
+    /// The applied-command row of `cmd` in partition `(sku, location)`, holding `answer`.
+    pub(crate) fn row(
+        cmd: &CmdGuard,
+        answer: RecordedAnswer,
+        (sku, location): (&str, &str),
+        now: i64,
+    ) -> Result<PayloadWrite> {
+        let payload = serde_json::to_vec(&StoredAnswer {
+            fingerprint: cmd.fingerprint.clone(),
+            result: answer,
+        })
+        .map_err(StoreError::encode("applied-command record"))?;
+        Ok(PayloadWrite {
+            sku: sku.to_string(),
+            location: location.to_string(),
+            row_id: cmd.id.as_str().to_string(),
+            payload,
+            created_at: now,
+        })
+    }
+
+    /// The answer of a command that ran before, for `cmd`: its stored answer if the
+    /// request is the one its key stands for.
+    pub(crate) fn replay_for(&self, cmd: &CmdGuard) -> Step<Ran> {
+        let same_request = self.fingerprint == cmd.fingerprint;
+        crate::stop::replayed(self.result.clone().replay(same_request))
+    }
 }
 
 /// What an operation sees of its partition.

@@ -67,13 +67,6 @@ impl Round<'_> {
     }
 }
 
-/// The answer of an operation whose command ran before: its stored answer, if the request
-/// is the one its key stands for.
-fn replay(stored: &StoredAnswer, cmd: &CmdGuard) -> Step<Ran> {
-    let same_request = stored.fingerprint == cmd.fingerprint;
-    crate::stop::replayed(stored.result.clone().replay(same_request))
-}
-
 /// Decides the open operations `ops` (`open[j]` is the index of `ops[j]` in the caller's
 /// list) in order on `level` and `lines`, each seeing what the previous one left.
 fn decide<'a>(
@@ -105,7 +98,7 @@ fn decide<'a>(
                 continue;
             }
             if let Some(stored) = cmds.get(cmd.id.as_str()) {
-                round.replays.push((i, replay(stored, cmd)));
+                round.replays.push((i, stored.replay_for(cmd)));
                 continue;
             }
         }
