@@ -67,6 +67,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build the stockflow binary (end-to-end tests run it)"
 cargo build --locked -p stockflow --bin stockflow
 
+step "the previous release's stockflow, which tests/upgrade.rs runs beside this one (built once, cached)"
+STOCKFLOW_PREVIOUS_BIN="$(./scripts/previous-release.sh)"
+export STOCKFLOW_PREVIOUS_BIN
+
 step "the HTTP contract: schemathesis and a generated client against stockflow dev"
 ./scripts/api-contract.sh target/debug/stockflow
 

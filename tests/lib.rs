@@ -3,6 +3,7 @@
 //! what an operator writes into a real kube-apiserver as such processes.
 
 pub mod kubelet;
+pub mod mixed_load;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -66,7 +67,13 @@ pub fn run_stockflow(args: &[&str]) {
 /// Runs `stockflow` with `args` to completion and returns what it printed; panics with its
 /// output on failure.
 pub fn stockflow_output(args: &[&str]) -> String {
-    let out = Command::new(stockflow_bin())
+    output_of(&stockflow_bin(), args)
+}
+
+/// Runs `bin` (this build's `stockflow` or another) with `args` to completion and returns
+/// what it printed; panics with its output on failure.
+pub fn output_of(bin: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin)
         .args(args)
         .output()
         .expect("stockflow runs");
@@ -82,15 +89,23 @@ pub fn stockflow_output(args: &[&str]) -> String {
 /// Creates `keyspace` on the test Cassandra at `nodes` with the schema this build needs
 /// (replication 1), as the operator's migrate Job does.
 pub fn migrate_keyspace(nodes: &str, keyspace: &str) {
-    run_stockflow(&[
-        "migrate",
-        "--scylla-nodes",
-        nodes,
-        "--scylla-keyspace",
-        keyspace,
-        "--scylla-replication",
-        "datacenter1:1",
-    ]);
+    migrate_keyspace_with(&stockflow_bin(), nodes, keyspace);
+}
+
+/// Like [`migrate_keyspace`], with the schema that `bin` needs (another build's).
+pub fn migrate_keyspace_with(bin: &Path, nodes: &str, keyspace: &str) {
+    output_of(
+        bin,
+        &[
+            "migrate",
+            "--scylla-nodes",
+            nodes,
+            "--scylla-keyspace",
+            keyspace,
+            "--scylla-replication",
+            "datacenter1:1",
+        ],
+    );
 }
 
 /// A fresh keyspace `<prefix>_<pid>` of the test Cassandra (`STOCKFLOW_CQL_NODES`),
@@ -274,15 +289,29 @@ impl RoleProcess {
     /// Starts `stockflow <role>` with `env` (plus `STOCKFLOW_LISTEN`) in an empty working
     /// directory and waits until `/readyz` answers.
     pub async fn start(role: &str, env: &[(String, String)], workdir: &Path) -> Self {
-        let process = Self::spawn(role, env, workdir);
+        Self::start_from(&stockflow_bin(), role, env, workdir).await
+    }
+
+    /// Like [`RoleProcess::start`], running `bin` (another build's `stockflow`).
+    pub async fn start_from(
+        bin: &Path,
+        role: &str,
+        env: &[(String, String)],
+        workdir: &Path,
+    ) -> Self {
+        let process = Self::spawn_from(bin, role, env, workdir);
         process.wait_ready().await;
         process
     }
 
     /// Starts it without waiting.
     pub fn spawn(role: &str, env: &[(String, String)], workdir: &Path) -> Self {
+        Self::spawn_from(&stockflow_bin(), role, env, workdir)
+    }
+
+    fn spawn_from(bin: &Path, role: &str, env: &[(String, String)], workdir: &Path) -> Self {
         let addr = free_addr();
-        let child = Command::new(stockflow_bin())
+        let child = Command::new(bin)
             .arg(role)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
