@@ -93,6 +93,18 @@ dev-scylla nodes="127.0.0.1:9042" keyspace="stockflow":
 bench-scylla connections="64" duration="20":
     ./scripts/bench-scylla.sh {{connections}} {{duration}}
 
+# The same checkout as transactions on a throwaway durable PostgreSQL (the baseline)
+bench-pg connections="64" duration="20":
+    ./scripts/bench-pg.sh {{connections}} {{duration}}
+
+# Every cost-per-command figure in one run, each beside its baseline
+bench-all connections="64" duration="20":
+    ./scripts/bench-all.sh {{connections}} {{duration}}
+
+# Backup, restore and rebuild times for a region of N keys, embedded and on Cassandra
+bench-backup keys="100000":
+    ./scripts/bench-backup.sh {{keys}}
+
 # Regenerate crds/ (and the chart's copy) from the operator's CRD types
 generate:
     ./scripts/generate.sh

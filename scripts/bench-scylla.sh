@@ -32,8 +32,15 @@ RUST_LOG=warn "$bin" dev --store scylla --scylla-nodes "$nodes" --scylla-keyspac
 server=$!
 for _ in $(seq 300); do curl -fs "http://$addr/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 
+# CPU per command of the server and of Cassandra, and Cassandra's per bare conditional
+# batch: the ratio of the two Cassandra figures is the one that carries to a real cluster.
+cassandra="cassandra=$(./scripts/cassandra.sh pid)"
+# A freshly started JVM compiles as it goes: warm it up before anything is measured.
+"$bench_bin" lwt --scylla-nodes "$nodes" --connections "$connections" --duration 10 --skus 1000 >/dev/null
 for skus in 1000 1; do
     echo "=== $skus SKU(s) ==="
-    "$bench_bin" http --target "$addr" --connections "$connections" --duration "$duration" --skus "$skus" --workload reserve
-    "$bench_bin" lwt --scylla-nodes "$nodes" --connections "$connections" --duration "$duration" --skus "$skus"
+    "$bench_bin" http --target "$addr" --connections "$connections" --duration "$duration" --skus "$skus" \
+        --workload reserve --cpu "stockflow=$server" --cpu "$cassandra"
+    "$bench_bin" lwt --scylla-nodes "$nodes" --connections "$connections" --duration "$duration" --skus "$skus" \
+        --cpu "$cassandra"
 done

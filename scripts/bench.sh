@@ -27,7 +27,8 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of arguments
-"$bench_bin" http --target "$addr" --connections "$connections" --duration "$duration" --skus "$skus" --workload "${BENCH_WORKLOAD:-all}" ${BENCH_ARGS:-}
+"$bench_bin" http --target "$addr" --connections "$connections" --duration "$duration" --skus "$skus" \
+    --workload "${BENCH_WORKLOAD:-all}" --cpu "stockflow=$server" ${BENCH_ARGS:-}
 echo
 echo "server metrics (group commit; events through the bus over the whole run):"
 curl -s "http://$addr/metrics" | grep -E '^stockflow_write_batch_size_(sum|count)|^stockflow_events_(published|projected)_total' || true

@@ -173,6 +173,7 @@ XML
 
 case "${1:-}" in
     nodetool) shift; nodetool "$@"; exit ;;
+    pid) cat "$RUN/pid"; exit ;;
     data-dir) echo "$RUN/data"; exit ;;
 esac
 serve_main cassandra.sh "$PORT" "${1:-}"

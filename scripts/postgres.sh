@@ -4,6 +4,7 @@
 #   scripts/postgres.sh up       initdb (once per run), start, wait; prints the URL
 #   scripts/postgres.sh down     stop it and delete its data
 #   scripts/postgres.sh status
+#   scripts/postgres.sh pid      the postmaster's process id
 #
 # It plays the POS's own database: the agent reads a sales table from it by logical
 # replication (pgoutput), so the server runs with wal_level=logical and a small
@@ -11,6 +12,10 @@
 # 127.0.0.1:$POSTGRES_PORT (default 15432) only, with its socket in the run directory, and
 # keeps its data there too. Debian's postgresql package provides the server (the test
 # command installs it); run as root, the server runs as the `postgres` user.
+#
+# The tests run it without fsync (their data is thrown away). POSTGRES_DURABLE=1 keeps
+# PostgreSQL's defaults instead (fsync, full-page writes, synchronous commit), for
+# scripts/bench-pg.sh, whose baseline must make every commit durable as stockflow does.
 set -euo pipefail
 
 PORT="${POSTGRES_PORT:-15432}"
@@ -57,10 +62,12 @@ up() {
     cat >>"$RUN/data/pg_hba.conf" <<HBA
 host replication $USER_NAME 127.0.0.1/32 trust
 HBA
+    local durability="-c fsync=off -c full_page_writes=off"
+    [[ "${POSTGRES_DURABLE:-0}" == 1 ]] && durability=""
     as_owner "$bin/pg_ctl" -D "$RUN/data" -l "$RUN/server.log" -w -t 60 start -o \
         "-p $PORT -k $RUN -c listen_addresses=127.0.0.1 -c wal_level=logical \
          -c max_replication_slots=20 -c max_wal_senders=20 -c max_slot_wal_keep_size=64MB \
-         -c fsync=off -c full_page_writes=off" >/dev/null \
+         -c max_connections=200 $durability" >/dev/null \
         || { cat "$RUN/server.log" >&2; exit 1; }
     echo "postgres.sh: PostgreSQL on 127.0.0.1:$PORT (data in $RUN)" >&2
     url
@@ -79,5 +86,6 @@ case "${1:-}" in
     up) up ;;
     down) down ;;
     status) as_owner "$(bin_dir)/pg_ctl" -D "$RUN/data" status ;;
-    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+    pid) head -1 "$RUN/data/postmaster.pid" ;;
+    *) echo "usage: $0 up|down|status|pid" >&2; exit 2 ;;
 esac

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 
 use clap::{Args, ValueEnum};
 
+use crate::cpu::Watched;
+
 /// Arguments of `stockflow-bench http`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -48,6 +50,10 @@ pub struct BenchArgs {
     /// then one caller's: raise the server's --rate-limit-per-second (200) to measure more.
     #[arg(long, env = "STOCKFLOW_BENCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A process whose CPU time (with its descendants') over the reserve workload is
+    /// reported per command, `NAME=PID` (repeat: the server, its database).
+    #[arg(long = "cpu", value_name = "NAME=PID")]
+    pub cpu: Vec<Watched>,
 }
 
 /// Workload selection.

@@ -31,6 +31,7 @@ use crate::BenchError;
 use crate::args::{BenchArgs, Workload};
 use crate::checkout::checkout_loop;
 use crate::conn::{AUTHORIZATION, Conn, LOCATION, histogram, ms, sku};
+use crate::cpu::CpuSample;
 use crate::{expiry_burst, import, soak, sourcing};
 
 /// Runs the selected workloads and prints a report.
@@ -142,6 +143,7 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
         deadline,
     ));
     let started = Instant::now();
+    let cpu_start = CpuSample::take(&args.cpu);
     let (mut reserve_h, mut confirm_h) = (histogram(), histogram());
     let (mut ok, mut refused, mut errors) = (0, 0, 0);
     for w in workers {
@@ -152,7 +154,9 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
         refused += f;
         errors += e;
     }
-    let elapsed = started.elapsed().as_secs_f64().max(f64::EPSILON);
+    let cpu_end = CpuSample::take(&args.cpu);
+    let window = started.elapsed();
+    let elapsed = window.as_secs_f64().max(f64::EPSILON);
     let lag = sampler.await.map_err(|e| e.to_string())??;
     println!("\nreserve + confirm ({} s)", args.duration);
     println!(
@@ -182,6 +186,14 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
         lag.max() as f64 / 1000.0,
         lag.len()
     );
+    for line in cpu_start.report(
+        &cpu_end,
+        &args.cpu,
+        (ok + confirm_h.len(), "command"),
+        window,
+    ) {
+        println!("  {line}");
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use clap::Args;
 
 use crate::BenchError;
 use crate::conn::{histogram, ms};
+use crate::cpu::{CpuSample, Watched};
 
 /// Arguments of `stockflow-bench lwt`.
 #[derive(Debug, Args)]
@@ -28,6 +29,10 @@ pub struct LwtArgs {
     /// Distinct keys (1 = a single hot partition).
     #[arg(long, default_value_t = 1000)]
     pub skus: usize,
+    /// A process whose CPU time over the run is reported per applied batch, `NAME=PID`
+    /// (the database: the figure the command path's own is compared with).
+    #[arg(long = "cpu", value_name = "NAME=PID")]
+    pub cpu: Vec<Watched>,
 }
 
 /// The raw LWT ceiling: the service's per-key conditional batch (level `IF version = ?`,
@@ -160,6 +165,7 @@ pub async fn run_lwt(args: LwtArgs) -> Result<(), BenchError> {
         }));
     }
     let started = Instant::now();
+    let cpu_start = CpuSample::take(&args.cpu);
     let mut h = histogram();
     let (mut applied, mut conflicts, mut errors) = (0, 0, 0);
     for w in workers {
@@ -169,7 +175,9 @@ pub async fn run_lwt(args: LwtArgs) -> Result<(), BenchError> {
         conflicts += c;
         errors += e;
     }
-    let elapsed = started.elapsed().as_secs_f64().max(f64::EPSILON);
+    let cpu_end = CpuSample::take(&args.cpu);
+    let window = started.elapsed();
+    let elapsed = window.as_secs_f64().max(f64::EPSILON);
     println!(
         "raw LWT ceiling ({} loops, {} key(s), {} s): {applied} applied ({:.0}/s), {conflicts} version conflicts, {errors} errors",
         args.connections,
@@ -182,5 +190,8 @@ pub async fn run_lwt(args: LwtArgs) -> Result<(), BenchError> {
         ms(&h, 0.5),
         ms(&h, 0.99)
     );
+    for line in cpu_start.report(&cpu_end, &args.cpu, (applied, "applied batch"), window) {
+        println!("  {line}");
+    }
     Ok(())
 }

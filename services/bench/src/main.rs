@@ -7,14 +7,18 @@
 //! - `lwt`: the raw ScyllaDB conditional-batch ceiling the command path is measured
 //!   against.
 //! - `rebuild`: seeding many keys and timing the read models' rebuild from the write side.
+//! - `pg`: the same checkout as PostgreSQL transactions, the baseline.
+//! - `cpu`: CPU time per command of the processes a run drives (server, database).
 
 mod args;
 mod checkout;
 mod conn;
+mod cpu;
 mod expiry_burst;
 mod http;
 mod import;
 mod lwt;
+mod pg;
 mod rebuild;
 mod soak;
 mod sourcing;
@@ -48,6 +52,8 @@ enum Bench {
     Lwt(lwt::LwtArgs),
     /// Seed many keys, then time `rebuild-read-models` (embedded, or ScyllaDB).
     Rebuild(rebuild::RebuildArgs),
+    /// The same checkout as PostgreSQL transactions (the baseline).
+    Pg(pg::PgArgs),
 }
 
 #[tokio::main]
@@ -57,6 +63,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Http(args) => http::run(args).await,
         Bench::Lwt(args) => lwt::run_lwt(args).await,
         Bench::Rebuild(args) => rebuild::run_rebuild(args).await,
+        Bench::Pg(args) => pg::run_pg(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

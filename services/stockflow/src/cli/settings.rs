@@ -81,8 +81,9 @@ pub struct CommandArgs {
     /// subscription is disabled; 0 never disables.
     #[arg(long, env = "STOCKFLOW_WEBHOOK_DISABLE_AFTER", default_value_t = 3)]
     pub webhook_disable_after: u32,
-    /// Rows per second a bulk import (`POST /v1/imports`, embedded backend) applies at
-    /// most, over every import of the process, so checkout traffic keeps its latency.
+    /// Rows per second bulk imports (`POST /v1/imports`) apply at most, over every import
+    /// this process runs (on ScyllaDB, each command API replica paces its own), so checkout
+    /// traffic keeps its latency.
     #[arg(long, env = "STOCKFLOW_IMPORT_ROWS_PER_SECOND", default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub import_rows_per_second: u32,
 }
