@@ -275,6 +275,28 @@ impl Drop for DevProcess {
     }
 }
 
+/// The environment a region's roles share, as the operator sets it: the keyspace at
+/// `nodes`, the region, its partition count, a 100 ms outbox scan, and `bus` (the bus's
+/// own settings).
+pub fn region_env(
+    (nodes, keyspace): (&str, &str),
+    region: &str,
+    partitions: u32,
+    bus: Vec<(&'static str, String)>,
+) -> Vec<(String, String)> {
+    [
+        ("STOCKFLOW_SCYLLA_NODES", nodes.to_string()),
+        ("STOCKFLOW_SCYLLA_KEYSPACE", keyspace.to_string()),
+        ("STOCKFLOW_REGION", region.to_string()),
+        ("STOCKFLOW_PARTITIONS", partitions.to_string()),
+        ("STOCKFLOW_OUTBOX_SCAN_MS", "100".to_string()),
+    ]
+    .into_iter()
+    .chain(bus)
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// A running distributed role (`stockflow command-api`, `publisher`, ...), configured
 /// through its environment as a pod would be.
 pub struct RoleProcess {

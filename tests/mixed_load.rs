@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use stockflow_bus::EventLog;
 use stockflow_domain::StockLevel;
 use stockflow_storage::ports::WriteStore;
+use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
+use tokio::task::JoinHandle;
 
 /// What the acknowledged commands did to one key.
 #[derive(Debug, Default, Clone, Copy)]
@@ -178,18 +180,44 @@ pub async fn stock_keys(
     expected
 }
 
-/// Adds each client's effects to `expected`.
-pub fn add_effects<'a>(
+/// Waits for every client of the load and adds what each did to `expected`; returns them.
+pub async fn finish(
+    load: Vec<JoinHandle<LoadClient>>,
     expected: &mut BTreeMap<String, Expected>,
-    clients: impl IntoIterator<Item = &'a LoadClient>,
-) {
-    for client in clients {
+) -> Vec<LoadClient> {
+    let mut clients = Vec::new();
+    for task in load {
+        let client = task.await.expect("a client task");
         for (sku, e) in client.effects() {
             let slot = expected.entry(sku.clone()).or_default();
             slot.on_hand += e.on_hand;
             slot.held += e.held;
         }
+        clients.push(client);
     }
+    clients
+}
+
+/// The three checks on a region over the keyspace at `nodes`: its write model holds
+/// exactly `expected`, the query API at `query` converges on it, and `log` holds every
+/// version in order. Returns the stock events read and the versions they carry.
+pub async fn region_holds_exactly(
+    (nodes, keyspace): (&str, &str),
+    client: &reqwest::Client,
+    query: &str,
+    (log, partitions): (&dyn EventLog, u32),
+    expected: &BTreeMap<String, Expected>,
+) -> (u64, usize) {
+    let config = ScyllaConfig::new(
+        nodes.split(',').map(str::to_string).collect(),
+        keyspace.to_string(),
+    );
+    let write = ScyllaBackend::open(&config)
+        .await
+        .expect("the keyspace opens");
+    let levels = write_model_settles(write.write.as_ref(), expected).await;
+    read_model_converges(client, query, &levels).await;
+    topic_holds_every_version(log, partitions, &levels).await
 }
 
 /// Waits until the one-second reservations have expired, then asserts the write model

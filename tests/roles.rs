@@ -20,12 +20,8 @@ use serde_json::json;
 use stockflow_bus::EventLog;
 use stockflow_bus::fluvio::{FluvioConfig, FluvioEventLog};
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
-use stockflow_e2e::mixed_load::{
-    LoadClient, add_effects, read_model_converges, stock_keys, topic_holds_every_version,
-    write_model_settles,
-};
-use stockflow_e2e::{RoleProcess, migrate_keyspace, put_warehouse, required};
-use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
+use stockflow_e2e::mixed_load::{LoadClient, finish, region_holds_exactly, stock_keys};
+use stockflow_e2e::{RoleProcess, migrate_keyspace, put_warehouse, region_env, required};
 
 const SKUS: usize = 12;
 const STOCK: i64 = 60;
@@ -100,17 +96,7 @@ async fn region_survives_sigkill_and_converges(bus: TestBus) {
     let region = format!("roles{run}");
     migrate_keyspace(&nodes, &keyspace);
     let workdir = tempfile::tempdir().expect("a working directory");
-    let env: Vec<(String, String)> = [
-        ("STOCKFLOW_SCYLLA_NODES", nodes.clone()),
-        ("STOCKFLOW_SCYLLA_KEYSPACE", keyspace.clone()),
-        ("STOCKFLOW_REGION", region.clone()),
-        ("STOCKFLOW_PARTITIONS", PARTITIONS.to_string()),
-        ("STOCKFLOW_OUTBOX_SCAN_MS", "100".into()),
-    ]
-    .into_iter()
-    .chain(bus.env())
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let env = region_env((&nodes, &keyspace), &region, PARTITIONS, bus.env());
 
     // The roles never create the topic (the operator does): a projector started before
     // it exists stops at once, naming it.
@@ -188,21 +174,18 @@ async fn region_survives_sigkill_and_converges(bus: TestBus) {
     publishers.push(RoleProcess::start("publisher", &env, workdir.path()).await);
     projectors.push(RoleProcess::start("projector", &env, workdir.path()).await);
 
-    let mut clients = Vec::new();
-    for task in load {
-        clients.push(task.await.expect("a client task"));
-    }
-    add_effects(&mut expected, &clients);
+    finish(load, &mut expected).await;
 
     // The write model holds exactly what was acknowledged, the read model served by the
     // query API converges on it, and every version of every key is on the topic in order.
-    let config = ScyllaConfig::new(nodes.split(',').map(str::to_string).collect(), keyspace);
-    let write = ScyllaBackend::open(&config)
-        .await
-        .expect("the keyspace opens");
-    let levels = write_model_settles(write.write.as_ref(), &expected).await;
-    read_model_converges(&client, &query.base(), &levels).await;
-    let (records, versions) = topic_holds_every_version(log.as_ref(), PARTITIONS, &levels).await;
+    let (records, versions) = region_holds_exactly(
+        (&nodes, &keyspace),
+        &client,
+        &query.base(),
+        (log.as_ref(), PARTITIONS),
+        &expected,
+    )
+    .await;
     eprintln!(
         "{total} client operations over {SKUS} keys; {records} stock events on the topic for {versions} versions ({} redelivered)",
         records - versions as u64

@@ -17,12 +17,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
-use stockflow_e2e::mixed_load::{
-    LoadClient, add_effects, read_model_converges, stock_keys, topic_holds_every_version,
-    write_model_settles,
+use stockflow_e2e::mixed_load::{LoadClient, finish, region_holds_exactly, stock_keys};
+use stockflow_e2e::{
+    RoleProcess, migrate_keyspace_with, put_warehouse, region_env, required, stockflow_bin,
 };
-use stockflow_e2e::{RoleProcess, migrate_keyspace_with, put_warehouse, required, stockflow_bin};
-use stockflow_storage::scylla::{ScyllaBackend, ScyllaConfig};
 
 const SKUS: usize = 12;
 const STOCK: i64 = 200;
@@ -101,18 +99,11 @@ async fn both_builds_serve_one_region_through_a_rolling_upgrade() {
     .await
     .expect("the Kafka topic is created");
     let workdir = tempfile::tempdir().expect("a working directory");
-    let env: Vec<(String, String)> = [
-        ("STOCKFLOW_SCYLLA_NODES", nodes.clone()),
-        ("STOCKFLOW_SCYLLA_KEYSPACE", keyspace.clone()),
-        ("STOCKFLOW_REGION", region.clone()),
-        ("STOCKFLOW_PARTITIONS", PARTITIONS.to_string()),
-        ("STOCKFLOW_OUTBOX_SCAN_MS", "100".into()),
-        ("STOCKFLOW_BUS", "kafka".into()),
+    let bus = vec![
+        ("STOCKFLOW_BUS", "kafka".to_string()),
         ("STOCKFLOW_KAFKA_BROKERS", brokers.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ];
+    let env = region_env((&nodes, &keyspace), &region, PARTITIONS, bus);
     let old = Roles::start("previous", &previous, &env, workdir.path()).await;
     let client = reqwest::Client::new();
     put_warehouse(&client, &old.command.base(), "dc", "north").await;
@@ -173,19 +164,15 @@ async fn both_builds_serve_one_region_through_a_rolling_upgrade() {
     old.stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut clients = Vec::new();
-    for task in load {
-        clients.push(task.await.expect("a client task"));
-    }
-    add_effects(&mut expected, &clients);
-
-    let config = ScyllaConfig::new(nodes.split(',').map(str::to_string).collect(), keyspace);
-    let write = ScyllaBackend::open(&config)
-        .await
-        .expect("the keyspace opens");
-    let levels = write_model_settles(write.write.as_ref(), &expected).await;
-    read_model_converges(&client, &new.query.base(), &levels).await;
-    let (records, versions) = topic_holds_every_version(&log, PARTITIONS, &levels).await;
+    let clients = finish(load, &mut expected).await;
+    let (records, versions) = region_holds_exactly(
+        (&nodes, &keyspace),
+        &client,
+        &new.query.base(),
+        (&log, PARTITIONS),
+        &expected,
+    )
+    .await;
     let ops: usize = clients.iter().map(LoadClient::ops).sum();
     let replayed: usize = clients.iter().map(|c| c.replayed).sum();
     eprintln!(

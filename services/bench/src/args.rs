@@ -56,6 +56,25 @@ pub struct BenchArgs {
     pub cpu: Vec<Watched>,
 }
 
+/// The shape of a load from a minimal loop (`lwt`, `pg`): how many loops, how long, over how
+/// many keys, and which processes' CPU to count.
+#[derive(Debug, Args)]
+pub struct Load {
+    /// Concurrent loops, each on its own connection.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Distinct keys (1 = a single hot row or partition).
+    #[arg(long, default_value_t = 1000)]
+    pub skus: usize,
+    /// A process whose CPU time over the run is reported per command, `NAME=PID` (the
+    /// database; its descendants count with it).
+    #[arg(long = "cpu", value_name = "NAME=PID")]
+    pub cpu: Vec<Watched>,
+}
+
 /// Workload selection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Workload {

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::BenchError;
+use crate::args::Load;
 use crate::conn::{histogram, ms};
-use crate::cpu::{CpuSample, Watched};
+use crate::cpu::CpuSample;
 
 /// Arguments of `stockflow-bench lwt`.
 #[derive(Debug, Args)]
@@ -20,19 +21,9 @@ pub struct LwtArgs {
     /// Scratch keyspace (created, then reused).
     #[arg(long, default_value = "stockflow_lwt_bench")]
     pub scylla_keyspace: String,
-    /// Concurrent loops.
-    #[arg(long, default_value_t = 64)]
-    pub connections: usize,
-    /// Seconds to run.
-    #[arg(long, default_value_t = 20)]
-    pub duration: u64,
-    /// Distinct keys (1 = a single hot partition).
-    #[arg(long, default_value_t = 1000)]
-    pub skus: usize,
-    /// A process whose CPU time over the run is reported per applied batch, `NAME=PID`
-    /// (the database: the figure the command path's own is compared with).
-    #[arg(long = "cpu", value_name = "NAME=PID")]
-    pub cpu: Vec<Watched>,
+    /// Loops, duration, keys and the processes to measure.
+    #[command(flatten)]
+    pub load: Load,
 }
 
 /// The raw LWT ceiling: the service's per-key conditional batch (level `IF version = ?`,
@@ -73,16 +64,16 @@ pub async fn run_lwt(args: LwtArgs) -> Result<(), BenchError> {
     let outbox = prep(format!("INSERT INTO {sp} (sku, location, row_kind, row_id, payload, created_at, published) VALUES (?, 'lwt', 'o', ?, ?, ?, false) USING TTL 3600")).await?;
     let record = prep(format!("INSERT INTO {sp} (sku, location, row_kind, row_id, payload, created_at) VALUES (?, 'lwt', 'c', ?, ?, ?) USING TTL 3600")).await?;
     let run_id = uuid::Uuid::now_v7().simple().to_string();
-    for i in 0..args.skus {
+    for i in 0..args.load.skus {
         session
             .execute_unpaged(&init, (format!("lwt-{run_id}-{i}"),))
             .await
             .map_err(|e| BenchError::Setup(e.to_string()))?;
     }
-    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let deadline = Instant::now() + Duration::from_secs(args.load.duration);
     let counter = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
-    for _ in 0..args.connections {
+    for _ in 0..args.load.connections {
         let (session, load, update, outbox, record, counter, run_id) = (
             session.clone(),
             load.clone(),
@@ -92,7 +83,7 @@ pub async fn run_lwt(args: LwtArgs) -> Result<(), BenchError> {
             counter.clone(),
             run_id.clone(),
         );
-        let skus = args.skus;
+        let skus = args.load.skus;
         workers.push(tokio::spawn(async move {
             let mut h = histogram();
             let (mut applied, mut conflicts, mut errors) = (0u64, 0u64, 0u64);
@@ -165,7 +156,7 @@ pub async fn run_lwt(args: LwtArgs) -> Result<(), BenchError> {
         }));
     }
     let started = Instant::now();
-    let cpu_start = CpuSample::take(&args.cpu);
+    let cpu_start = CpuSample::take(&args.load.cpu);
     let mut h = histogram();
     let (mut applied, mut conflicts, mut errors) = (0, 0, 0);
     for w in workers {
@@ -175,14 +166,14 @@ pub async fn run_lwt(args: LwtArgs) -> Result<(), BenchError> {
         conflicts += c;
         errors += e;
     }
-    let cpu_end = CpuSample::take(&args.cpu);
+    let cpu_end = CpuSample::take(&args.load.cpu);
     let window = started.elapsed();
     let elapsed = window.as_secs_f64().max(f64::EPSILON);
     println!(
         "raw LWT ceiling ({} loops, {} key(s), {} s): {applied} applied ({:.0}/s), {conflicts} version conflicts, {errors} errors",
-        args.connections,
-        args.skus,
-        args.duration,
+        args.load.connections,
+        args.load.skus,
+        args.load.duration,
         applied as f64 / elapsed
     );
     println!(
@@ -190,7 +181,7 @@ pub async fn run_lwt(args: LwtArgs) -> Result<(), BenchError> {
         ms(&h, 0.5),
         ms(&h, 0.99)
     );
-    for line in cpu_start.report(&cpu_end, &args.cpu, (applied, "applied batch"), window) {
+    for line in cpu_start.report(&cpu_end, &args.load.cpu, (applied, "applied batch"), window) {
         println!("  {line}");
     }
     Ok(())

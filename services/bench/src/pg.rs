@@ -15,8 +15,9 @@ use serde_json::json;
 use tokio_postgres::{Client, NoTls};
 
 use crate::BenchError;
+use crate::args::Load;
 use crate::conn::{histogram, ms};
-use crate::cpu::{CpuSample, Watched};
+use crate::cpu::CpuSample;
 
 /// Arguments of `stockflow-bench pg`.
 #[derive(Debug, Args)]
@@ -28,19 +29,10 @@ pub struct PgArgs {
         default_value = "postgresql://stockflow@127.0.0.1:15532/postgres"
     )]
     pub url: String,
-    /// Concurrent connections, each looping checkouts.
-    #[arg(long, default_value_t = 64)]
-    pub connections: usize,
-    /// Seconds to run.
-    #[arg(long, default_value_t = 20)]
-    pub duration: u64,
-    /// Distinct SKUs (1 = a single hot row).
-    #[arg(long, default_value_t = 1000)]
-    pub skus: usize,
-    /// A process whose CPU time over the run is reported per command, `NAME=PID` (the
-    /// postmaster: its backends count with it).
-    #[arg(long = "cpu", value_name = "NAME=PID")]
-    pub cpu: Vec<Watched>,
+    /// Connections (each looping checkouts), duration, SKUs and the processes to measure
+    /// (the postmaster: its backends count with it).
+    #[command(flatten)]
+    pub load: Load,
 }
 
 const SCHEMA: &str = "
@@ -87,7 +79,7 @@ pub async fn run_pg(args: PgArgs) -> Result<(), BenchError> {
         .prepare("INSERT INTO bench_stock VALUES ($1, $2, 1000000000, 0, 1)")
         .await
         .map_err(setup_error)?;
-    for s in 0..args.skus {
+    for s in 0..args.load.skus {
         admin
             .execute(&stock, &[&format!("PG-{s}"), &LOCATION])
             .await
@@ -95,23 +87,23 @@ pub async fn run_pg(args: PgArgs) -> Result<(), BenchError> {
     }
     println!(
         "PostgreSQL baseline: {} · {} connections · {} s · {} SKU(s)",
-        args.url, args.connections, args.duration, args.skus
+        args.url, args.load.connections, args.load.duration, args.load.skus
     );
-    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let deadline = Instant::now() + Duration::from_secs(args.load.duration);
     let counter = Arc::new(AtomicU64::new(0));
     let mut loops = Vec::new();
-    for w in 0..args.connections {
+    for w in 0..args.load.connections {
         let client = connect(&args.url).await?;
         loops.push(tokio::spawn(checkout_loop(
             client,
             w,
-            args.skus,
+            args.load.skus,
             counter.clone(),
             deadline,
         )));
     }
     let started = Instant::now();
-    let cpu_start = CpuSample::take(&args.cpu);
+    let cpu_start = CpuSample::take(&args.load.cpu);
     let (mut reserve_h, mut confirm_h) = (histogram(), histogram());
     let (mut ok, mut refused, mut errors) = (0u64, 0u64, 0u64);
     for l in loops {
@@ -122,7 +114,7 @@ pub async fn run_pg(args: PgArgs) -> Result<(), BenchError> {
         refused += t.refused;
         errors += t.errors;
     }
-    let cpu_end = CpuSample::take(&args.cpu);
+    let cpu_end = CpuSample::take(&args.load.cpu);
     let window = started.elapsed();
     let elapsed = window.as_secs_f64().max(f64::EPSILON);
     let commands = ok + confirm_h.len();
@@ -144,7 +136,7 @@ pub async fn run_pg(args: PgArgs) -> Result<(), BenchError> {
         ms(&confirm_h, 0.5),
         ms(&confirm_h, 0.99)
     );
-    for line in cpu_start.report(&cpu_end, &args.cpu, (commands, "command"), window) {
+    for line in cpu_start.report(&cpu_end, &args.load.cpu, (commands, "command"), window) {
         println!("  {line}");
     }
     Ok(())
