@@ -12,15 +12,10 @@ pub struct BenchArgs {
     /// Address of the stockflow HTTP API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub target: SocketAddr,
-    /// Concurrent keep-alive connections.
-    #[arg(long, default_value_t = 64)]
-    pub connections: usize,
-    /// Seconds to run each workload.
-    #[arg(long, default_value_t = 20)]
-    pub duration: u64,
-    /// Distinct SKUs to spread load over (1 = a single hot SKU).
-    #[arg(long, default_value_t = 1000)]
-    pub skus: usize,
+    /// Connections (keep-alive, each a loop), seconds per workload, SKUs (1 = a single
+    /// hot SKU) and the processes whose CPU the reserve workload reports per command.
+    #[command(flatten)]
+    pub load: Load,
     /// Reservations the `expiry` workload makes.
     #[arg(long, default_value_t = 100_000)]
     pub reservations: usize,
@@ -50,13 +45,9 @@ pub struct BenchArgs {
     /// then one caller's: raise the server's --rate-limit-per-second (200) to measure more.
     #[arg(long, env = "STOCKFLOW_BENCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// A process whose CPU time (with its descendants') over the reserve workload is
-    /// reported per command, `NAME=PID` (repeat: the server, its database).
-    #[arg(long = "cpu", value_name = "NAME=PID")]
-    pub cpu: Vec<Watched>,
 }
 
-/// The shape of a load from a minimal loop (`lwt`, `pg`): how many loops, how long, over how
+/// The shape of a load: how many loops (each on its own connection), how long, over how
 /// many keys, and which processes' CPU to count.
 #[derive(Debug, Args)]
 pub struct Load {

@@ -35,7 +35,7 @@ pub(super) async fn expiry_workload(args: &BenchArgs, run_id: &str) -> Result<()
             if now != count {
                 (count, last_change) = (now, started.elapsed());
             }
-            if nothing_reserved(&mut probe, run_id, args.skus).await? {
+            if nothing_reserved(&mut probe, run_id, args.load.skus).await? {
                 break started.elapsed();
             }
             if started.elapsed() > PATIENCE {
@@ -107,7 +107,7 @@ pub(super) async fn expiry_workload(args: &BenchArgs, run_id: &str) -> Result<()
         lateness.as_secs_f64() * 1000.0,
         SAMPLE.as_millis()
     );
-    let projected_at = wait_nothing_reserved(&mut probe, run_id, args.skus, started).await?;
+    let projected_at = wait_nothing_reserved(&mut probe, run_id, args.load.skus, started).await?;
     println!(
         "  read side shows nothing reserved {:.2} s after the first reservation, {:.2} s after the last deadline",
         projected_at.as_secs_f64(),
@@ -142,9 +142,10 @@ async fn make(
         })
     };
     let mut workers = Vec::new();
-    for _ in 0..args.connections {
+    for _ in 0..args.load.connections {
         let mut conn = Conn::open(args.target).await?;
-        let (next, made, skus, ttl) = (next.clone(), made.clone(), args.skus, args.ttl_seconds);
+        let (next, made, skus, ttl) =
+            (next.clone(), made.clone(), args.load.skus, args.ttl_seconds);
         let run_id = run_id.to_string();
         workers.push(tokio::spawn(async move {
             let mut failed = 0u64;

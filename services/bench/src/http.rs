@@ -48,7 +48,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     setup(&args, run_id).await.map_err(BenchError::Setup)?;
     println!(
         "stockflow bench: target {} · {} connections · {} s per workload · {} SKU(s) · run {run_id}",
-        args.target, args.connections, args.duration, args.skus
+        args.target, args.load.connections, args.load.duration, args.load.skus
     );
     if matches!(args.workload, Workload::Reserve | Workload::All) {
         reserve_workload(&args, run_id)
@@ -98,7 +98,7 @@ async fn setup(args: &BenchArgs, run_id: &str) -> Result<(), String> {
             "creating the bench location failed: {status} {body:?}"
         ));
     }
-    for i in 0..args.skus {
+    for i in 0..args.load.skus {
         let (status, body) = conn
             .send(
                 Method::POST,
@@ -119,13 +119,13 @@ async fn setup(args: &BenchArgs, run_id: &str) -> Result<(), String> {
 }
 
 async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let deadline = Instant::now() + Duration::from_secs(args.load.duration);
     let counter = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
-    for w in 0..args.connections {
+    for w in 0..args.load.connections {
         let conn = Conn::open(args.target).await?;
         let counter = counter.clone();
-        let skus = args.skus;
+        let skus = args.load.skus;
         let run_id = run_id.to_string();
         workers.push(tokio::spawn(checkout_loop(
             conn,
@@ -139,11 +139,11 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
     let sampler = tokio::spawn(sample_lag(
         args.target,
         run_id.to_string(),
-        args.skus,
+        args.load.skus,
         deadline,
     ));
     let started = Instant::now();
-    let cpu_start = CpuSample::take(&args.cpu);
+    let cpu_start = CpuSample::take(&args.load.cpu);
     let (mut reserve_h, mut confirm_h) = (histogram(), histogram());
     let (mut ok, mut refused, mut errors) = (0, 0, 0);
     for w in workers {
@@ -154,11 +154,11 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
         refused += f;
         errors += e;
     }
-    let cpu_end = CpuSample::take(&args.cpu);
+    let cpu_end = CpuSample::take(&args.load.cpu);
     let window = started.elapsed();
     let elapsed = window.as_secs_f64().max(f64::EPSILON);
     let lag = sampler.await.map_err(|e| e.to_string())??;
-    println!("\nreserve + confirm ({} s)", args.duration);
+    println!("\nreserve + confirm ({} s)", args.load.duration);
     println!(
         "  reserves acknowledged  {ok} ({:.0}/s), refused {refused}, errors {errors}",
         ok as f64 / elapsed
@@ -188,7 +188,7 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
     );
     for line in cpu_start.report(
         &cpu_end,
-        &args.cpu,
+        &args.load.cpu,
         (ok + confirm_h.len(), "command"),
         window,
     ) {
@@ -255,11 +255,11 @@ async fn read_version(conn: &mut Conn, path: &str) -> Result<Option<u64>, String
 }
 
 async fn query_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let deadline = Instant::now() + Duration::from_secs(args.load.duration);
     let mut workers = Vec::new();
-    for w in 0..args.connections {
+    for w in 0..args.load.connections {
         let mut conn = Conn::open(args.target).await?;
-        let skus = args.skus;
+        let skus = args.load.skus;
         let run_id = run_id.to_string();
         workers.push(tokio::spawn(async move {
             let mut h = histogram();
@@ -292,7 +292,7 @@ async fn query_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> {
     let elapsed = started.elapsed().as_secs_f64().max(f64::EPSILON);
     println!(
         "\nqueries GET /v1/stock/{{sku}}/{{location}} ({} s)",
-        args.duration
+        args.load.duration
     );
     println!(
         "  requests {ok} ({:.0}/s), errors {errors}",

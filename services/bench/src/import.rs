@@ -49,17 +49,17 @@ async fn checkouts(
     run_id: &str,
     phase: &str,
 ) -> Result<(Histogram<u64>, u64, u64, f64), String> {
-    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let deadline = Instant::now() + Duration::from_secs(args.load.duration);
     let counter = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
-    for w in 0..args.connections {
+    for w in 0..args.load.connections {
         let conn = Conn::open(args.target).await?;
         workers.push(tokio::spawn(checkout_loop(
             conn,
             counter.clone(),
             run_id.to_string(),
             format!("{phase}{w}"),
-            args.skus,
+            args.load.skus,
             deadline,
         )));
     }
@@ -110,7 +110,7 @@ pub(crate) async fn import_workload(args: &BenchArgs, run_id: &str) -> Result<()
         "\nbulk import of {} rows ({:.1} MiB) beside checkouts on {} connections",
         args.import_rows,
         file.len() as f64 / (1 << 20) as f64,
-        args.connections
+        args.load.connections
     );
     let alone = checkouts(args, run_id, "alone").await?;
     let mut conn = Conn::open(args.target).await?;

@@ -71,26 +71,26 @@ pub(super) async fn soak_workload(args: &BenchArgs, run_id: &str) -> Result<(), 
         queries: AtomicU64::new(0),
         expected_refusals: AtomicU64::new(0),
         errors: AtomicU64::new(0),
-        on_hand_change: (0..args.skus).map(|_| AtomicI64::new(0)).collect(),
+        on_hand_change: (0..args.load.skus).map(|_| AtomicI64::new(0)).collect(),
         latency: Mutex::new(histogram()),
         first_error: Mutex::new(None),
     });
-    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let deadline = Instant::now() + Duration::from_secs(args.load.duration);
     // Each connection paces itself to its share of the rate.
-    let per_connection = (args.rate / args.connections as f64).max(0.001);
+    let per_connection = (args.rate / args.load.connections as f64).max(0.001);
     let period = Duration::from_secs_f64(1.0 / per_connection);
     println!(
         "\nsoak: {:.0} carts/s over {} connections for {} s",
-        args.rate, args.connections, args.duration
+        args.rate, args.load.connections, args.load.duration
     );
     let mut workers = Vec::new();
-    for w in 0..args.connections {
+    for w in 0..args.load.connections {
         let conn = Conn::open(args.target).await?;
         let cart = Cart {
             conn,
             tally: tally.clone(),
             run_id: run_id.to_string(),
-            skus: args.skus,
+            skus: args.load.skus,
             worker: w,
             random: 0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1),
         };
@@ -122,7 +122,7 @@ pub(super) async fn soak_workload(args: &BenchArgs, run_id: &str) -> Result<(), 
 /// Gives every bench SKU a catalog name, so search has something to find.
 async fn name_skus(args: &BenchArgs, run_id: &str) -> Result<(), String> {
     let mut conn = Conn::open(args.target).await?;
-    for s in 0..args.skus {
+    for s in 0..args.load.skus {
         let (status, body) = conn
             .send(
                 Method::PUT,
@@ -383,7 +383,7 @@ async fn check_exact(args: &BenchArgs, run_id: &str, tally: &Tally) -> Result<()
     let started = Instant::now();
     loop {
         let mut wrong = None;
-        for s in 0..args.skus {
+        for s in 0..args.load.skus {
             let path = format!("/v1/stock/{}/{LOCATION}", sku(run_id, s));
             let (status, body) = conn.send(Method::GET, &path, None, None).await?;
             let level: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

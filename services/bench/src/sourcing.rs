@@ -43,7 +43,7 @@ async fn setup(args: &BenchArgs, run_id: &str) -> Result<(), String> {
         if !status.is_success() {
             return Err(format!("creating {} failed: {status} {body:?}", extra(l)));
         }
-        for i in 0..args.skus {
+        for i in 0..args.load.skus {
             let (status, body) = conn
                 .send(
                     Method::POST,
@@ -83,7 +83,7 @@ async fn setup(args: &BenchArgs, run_id: &str) -> Result<(), String> {
             ));
         }
     }
-    for i in 0..args.skus {
+    for i in 0..args.load.skus {
         let (status, body) = conn
             .send(
                 Method::POST,
@@ -110,13 +110,13 @@ async fn phase(
     path: &'static str,
     body: fn(&str) -> Value,
 ) -> Result<(u64, u64, Histogram<u64>, f64), String> {
-    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let deadline = Instant::now() + Duration::from_secs(args.load.duration);
     let counter = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
-    for w in 0..args.connections {
+    for w in 0..args.load.connections {
         let mut conn = Conn::open(args.target).await?;
         let counter = counter.clone();
-        let (skus, run_id) = (args.skus, run_id.to_string());
+        let (skus, run_id) = (args.load.skus, run_id.to_string());
         workers.push(tokio::spawn(async move {
             let mut h = histogram();
             let (mut ok, mut failed, mut i) = (0u64, 0u64, 0usize);
@@ -186,7 +186,7 @@ pub async fn sourcing_workload(args: &BenchArgs, run_id: &str) -> Result<(), Str
     setup(args, run_id).await?;
     println!(
         "\nregion-level vs located reservation ({} s each, {} candidate locations per SKU)",
-        args.duration,
+        args.load.duration,
         EXTRA_LOCATIONS + 1
     );
     let mut rates = Vec::new();
