@@ -9,11 +9,68 @@ use hdrhistogram::Histogram;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::conn::{Conn, LOCATION, histogram, sku};
+use crate::conn::{Conn, LOCATION, histogram, ms, sku};
 
-/// What one checkout connection did: reserve and confirm latencies, reserves acknowledged,
-/// refused, and errors.
-pub(crate) type CheckoutTally = (Histogram<u64>, Histogram<u64>, u64, u64, u64);
+/// What checkout loops did: reserve and confirm latencies, reserves made, refused, and
+/// errors. The HTTP loop below and the PostgreSQL baseline's both report one.
+pub(crate) struct Tally {
+    pub reserve: Histogram<u64>,
+    pub confirm: Histogram<u64>,
+    pub ok: u64,
+    pub refused: u64,
+    pub errors: u64,
+}
+
+impl Tally {
+    pub(crate) fn new() -> Self {
+        Self {
+            reserve: histogram(),
+            confirm: histogram(),
+            ok: 0,
+            refused: 0,
+            errors: 0,
+        }
+    }
+
+    /// Adds another loop's tally to this one.
+    pub(crate) fn add(&mut self, other: Tally) -> Result<(), String> {
+        self.reserve.add(other.reserve).map_err(|e| e.to_string())?;
+        self.confirm.add(other.confirm).map_err(|e| e.to_string())?;
+        self.ok += other.ok;
+        self.refused += other.refused;
+        self.errors += other.errors;
+        Ok(())
+    }
+
+    /// Reserves and confirms done: the commands the run's CPU is divided by.
+    pub(crate) fn commands(&self) -> u64 {
+        self.ok + self.confirm.len()
+    }
+
+    /// Prints reserves (`made`: acknowledged, committed) and commands per second and both
+    /// latencies over `elapsed` seconds.
+    pub(crate) fn print(&self, made: &str, elapsed: f64) {
+        println!(
+            "  reserves {made}  {} ({:.0}/s), refused {}, errors {}",
+            self.ok,
+            self.ok as f64 / elapsed,
+            self.refused,
+            self.errors
+        );
+        println!(
+            "  commands/s (reserve+confirm) {:.0}",
+            self.commands() as f64 / elapsed
+        );
+        for (name, h) in [("reserve", &self.reserve), ("confirm", &self.confirm)] {
+            println!(
+                "  {name} latency  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+                ms(h, 0.5),
+                ms(h, 0.99),
+                h.max() as f64 / 1000.0
+            );
+        }
+    }
+}
 
 /// One connection looping checkouts (reserve qty 1, then confirm) until `deadline`;
 /// `worker` names it in its Idempotency-Keys (unique per loop of a run).
@@ -24,9 +81,8 @@ pub(crate) async fn checkout_loop(
     worker: String,
     skus: usize,
     deadline: Instant,
-) -> CheckoutTally {
-    let (mut reserve_h, mut confirm_h) = (histogram(), histogram());
-    let (mut ok, mut refused, mut errors) = (0u64, 0u64, 0u64);
+) -> Tally {
+    let mut t = Tally::new();
     let mut i = 0usize;
     while Instant::now() < deadline {
         let n = counter.fetch_add(1, Ordering::Relaxed);
@@ -46,20 +102,20 @@ pub(crate) async fn checkout_loop(
             )
             .await;
         let Ok((status, body)) = reply else {
-            errors += 1;
+            t.errors += 1;
             continue;
         };
-        let _ = reserve_h.record(started.elapsed().as_micros() as u64);
+        let _ = t.reserve.record(started.elapsed().as_micros() as u64);
         if status != StatusCode::CREATED {
-            refused += 1;
+            t.refused += 1;
             continue;
         }
-        ok += 1;
+        t.ok += 1;
         let id = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v["reservation_id"].as_str().map(str::to_string));
         let Some(id) = id else {
-            errors += 1;
+            t.errors += 1;
             continue;
         };
         let started = Instant::now();
@@ -73,10 +129,10 @@ pub(crate) async fn checkout_loop(
             .await
         {
             Ok((StatusCode::OK, _)) => {
-                let _ = confirm_h.record(started.elapsed().as_micros() as u64);
+                let _ = t.confirm.record(started.elapsed().as_micros() as u64);
             }
-            _ => errors += 1,
+            _ => t.errors += 1,
         }
     }
-    (reserve_h, confirm_h, ok, refused, errors)
+    t
 }

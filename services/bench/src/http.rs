@@ -29,7 +29,7 @@ use serde_json::json;
 
 use crate::BenchError;
 use crate::args::{BenchArgs, Workload};
-use crate::checkout::checkout_loop;
+use crate::checkout::{Tally, checkout_loop};
 use crate::conn::{AUTHORIZATION, Conn, LOCATION, histogram, ms, sku};
 use crate::cpu::CpuSample;
 use crate::{expiry_burst, import, soak, sourcing};
@@ -144,41 +144,16 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
     ));
     let started = Instant::now();
     let cpu_start = CpuSample::take(&args.load.cpu);
-    let (mut reserve_h, mut confirm_h) = (histogram(), histogram());
-    let (mut ok, mut refused, mut errors) = (0, 0, 0);
+    let mut tally = Tally::new();
     for w in workers {
-        let (r, c, o, f, e) = w.await.map_err(|e| e.to_string())?;
-        reserve_h.add(r).map_err(|e| e.to_string())?;
-        confirm_h.add(c).map_err(|e| e.to_string())?;
-        ok += o;
-        refused += f;
-        errors += e;
+        tally.add(w.await.map_err(|e| e.to_string())?)?;
     }
     let cpu_end = CpuSample::take(&args.load.cpu);
     let window = started.elapsed();
     let elapsed = window.as_secs_f64().max(f64::EPSILON);
     let lag = sampler.await.map_err(|e| e.to_string())??;
     println!("\nreserve + confirm ({} s)", args.load.duration);
-    println!(
-        "  reserves acknowledged  {ok} ({:.0}/s), refused {refused}, errors {errors}",
-        ok as f64 / elapsed
-    );
-    println!(
-        "  commands/s (reserve+confirm) {:.0}",
-        (ok + confirm_h.len()) as f64 / elapsed
-    );
-    println!(
-        "  reserve latency  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        ms(&reserve_h, 0.5),
-        ms(&reserve_h, 0.99),
-        reserve_h.max() as f64 / 1000.0
-    );
-    println!(
-        "  confirm latency  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        ms(&confirm_h, 0.5),
-        ms(&confirm_h, 0.99),
-        confirm_h.max() as f64 / 1000.0
-    );
+    tally.print("acknowledged", elapsed);
     println!(
         "  projection lag   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
         ms(&lag, 0.5),
@@ -189,7 +164,7 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
     for line in cpu_start.report(
         &cpu_end,
         &args.load.cpu,
-        (ok + confirm_h.len(), "command"),
+        (tally.commands(), "command"),
         window,
     ) {
         println!("  {line}");

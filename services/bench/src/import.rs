@@ -15,8 +15,8 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::args::BenchArgs;
-use crate::checkout::checkout_loop;
-use crate::conn::{Conn, histogram, ms};
+use crate::checkout::{Tally, checkout_loop};
+use crate::conn::{Conn, ms};
 
 /// The location the imported rows adjust (its own SKUs: the import never touches the
 /// checkouts' keys, only the write path they share).
@@ -64,18 +64,14 @@ async fn checkouts(
         )));
     }
     let started = Instant::now();
-    let mut reserve = histogram();
-    let (mut ok, mut errors) = (0, 0);
+    let mut tally = Tally::new();
     for w in workers {
-        let (r, _, o, refused, e) = w.await.map_err(|e| e.to_string())?;
-        reserve.add(r).map_err(|e| e.to_string())?;
-        ok += o;
-        errors += e + refused;
+        tally.add(w.await.map_err(|e| e.to_string())?)?;
     }
     Ok((
-        reserve,
-        ok,
-        errors,
+        tally.reserve,
+        tally.ok,
+        tally.errors + tally.refused,
         started.elapsed().as_secs_f64().max(f64::EPSILON),
     ))
 }

@@ -10,13 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio_postgres::{Client, NoTls};
 
 use crate::BenchError;
 use crate::args::Load;
-use crate::conn::{histogram, ms};
+use crate::checkout::Tally;
 use crate::cpu::CpuSample;
 
 /// Arguments of `stockflow-bench pg`.
@@ -104,51 +103,24 @@ pub async fn run_pg(args: PgArgs) -> Result<(), BenchError> {
     }
     let started = Instant::now();
     let cpu_start = CpuSample::take(&args.load.cpu);
-    let (mut reserve_h, mut confirm_h) = (histogram(), histogram());
-    let (mut ok, mut refused, mut errors) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::new();
     for l in loops {
-        let t = l.await.map_err(setup_error)??;
-        reserve_h.add(t.reserve).map_err(setup_error)?;
-        confirm_h.add(t.confirm).map_err(setup_error)?;
-        ok += t.ok;
-        refused += t.refused;
-        errors += t.errors;
+        tally
+            .add(l.await.map_err(setup_error)??)
+            .map_err(BenchError::Setup)?;
     }
     let cpu_end = CpuSample::take(&args.load.cpu);
     let window = started.elapsed();
-    let elapsed = window.as_secs_f64().max(f64::EPSILON);
-    let commands = ok + confirm_h.len();
-    println!(
-        "  reserves committed  {ok} ({:.0}/s), refused {refused}, errors {errors}",
-        ok as f64 / elapsed
-    );
-    println!(
-        "  commands/s (reserve+confirm) {:.0}",
-        commands as f64 / elapsed
-    );
-    println!(
-        "  reserve latency  p50 {:.2} ms  p99 {:.2} ms",
-        ms(&reserve_h, 0.5),
-        ms(&reserve_h, 0.99)
-    );
-    println!(
-        "  confirm latency  p50 {:.2} ms  p99 {:.2} ms",
-        ms(&confirm_h, 0.5),
-        ms(&confirm_h, 0.99)
-    );
-    for line in cpu_start.report(&cpu_end, &args.load.cpu, (commands, "command"), window) {
+    tally.print("committed", window.as_secs_f64().max(f64::EPSILON));
+    for line in cpu_start.report(
+        &cpu_end,
+        &args.load.cpu,
+        (tally.commands(), "command"),
+        window,
+    ) {
         println!("  {line}");
     }
     Ok(())
-}
-
-/// What one connection's loop did.
-struct Tally {
-    reserve: Histogram<u64>,
-    confirm: Histogram<u64>,
-    ok: u64,
-    refused: u64,
-    errors: u64,
 }
 
 /// The statements of one checkout, prepared once per connection.
@@ -204,13 +176,7 @@ async fn checkout_loop(
     deadline: Instant,
 ) -> Result<Tally, BenchError> {
     let st = Statements::prepare(&client).await.map_err(setup_error)?;
-    let mut t = Tally {
-        reserve: histogram(),
-        confirm: histogram(),
-        ok: 0,
-        refused: 0,
-        errors: 0,
-    };
+    let mut t = Tally::new();
     let mut i = 0u64;
     while Instant::now() < deadline {
         let n = counter.fetch_add(1, Ordering::Relaxed);
@@ -218,18 +184,21 @@ async fn checkout_loop(
         let id = format!("r-{worker}-{i}");
         i += 1;
         let started = Instant::now();
+        // Latency counts refusals too, as the HTTP loop's does.
         match reserve(&mut client, &st, &sku, &id).await {
-            Ok(true) => t.ok += 1,
-            Ok(false) => {
-                t.refused += 1;
-                continue;
+            Ok(made) => {
+                let _ = t.reserve.record(started.elapsed().as_micros() as u64);
+                if !made {
+                    t.refused += 1;
+                    continue;
+                }
+                t.ok += 1;
             }
             Err(_) => {
                 t.errors += 1;
                 continue;
             }
         }
-        let _ = t.reserve.record(started.elapsed().as_micros() as u64);
         let started = Instant::now();
         match confirm(&mut client, &st, &id).await {
             Ok(()) => {
