@@ -111,9 +111,15 @@ impl CpuSample {
         }
     }
 
-    /// One line per watched process: CPU per `unit` and cores used between `self` (the
-    /// start) and `end`, over `count` of them in `elapsed`.
-    pub fn report(
+    /// Prints a line per watched process: CPU per `unit` and cores used between `self`
+    /// (the start) and `end`, over `count` of them in `elapsed`.
+    pub fn print(&self, end: &CpuSample, watched: &[Watched], per: (u64, &str), elapsed: Duration) {
+        for line in self.report(end, watched, per, elapsed) {
+            println!("  {line}");
+        }
+    }
+
+    fn report(
         &self,
         end: &CpuSample,
         watched: &[Watched],

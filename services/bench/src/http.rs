@@ -161,14 +161,12 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
         lag.max() as f64 / 1000.0,
         lag.len()
     );
-    for line in cpu_start.report(
+    cpu_start.print(
         &cpu_end,
         &args.load.cpu,
         (tally.commands(), "command"),
         window,
-    ) {
-        println!("  {line}");
-    }
+    );
     Ok(())
 }
 

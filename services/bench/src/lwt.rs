@@ -181,8 +181,6 @@ pub async fn run_lwt(args: LwtArgs) -> Result<(), BenchError> {
         ms(&h, 0.5),
         ms(&h, 0.99)
     );
-    for line in cpu_start.report(&cpu_end, &args.load.cpu, (applied, "applied batch"), window) {
-        println!("  {line}");
-    }
+    cpu_start.print(&cpu_end, &args.load.cpu, (applied, "applied batch"), window);
     Ok(())
 }

@@ -112,14 +112,12 @@ pub async fn run_pg(args: PgArgs) -> Result<(), BenchError> {
     let cpu_end = CpuSample::take(&args.load.cpu);
     let window = started.elapsed();
     tally.print("committed", window.as_secs_f64().max(f64::EPSILON));
-    for line in cpu_start.report(
+    cpu_start.print(
         &cpu_end,
         &args.load.cpu,
         (tally.commands(), "command"),
         window,
-    ) {
-        println!("  {line}");
-    }
+    );
     Ok(())
 }
 
