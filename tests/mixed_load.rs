@@ -47,6 +47,19 @@ pub async fn command(
     panic!("{path} with key {key} never got a definite answer");
 }
 
+/// What one operation of the mixed load is, which decides what its answer does to the
+/// expectation.
+enum Kind {
+    /// An adjustment of +2.
+    Receive,
+    /// A reservation of an hour, with its id: held until the client ends it.
+    Hold(String),
+    /// The end of the newest open reservation: a confirm or a release.
+    End { confirm: bool },
+    /// A one-second reservation, left to expire.
+    Brief,
+}
+
 /// One client of the mixed load over keys `K0..K{skus}` at location `dc`.
 pub struct LoadClient {
     id: usize,
@@ -85,23 +98,33 @@ impl LoadClient {
         let sku = format!("K{}", (c * 7 + op) % self.skus);
         let key = format!("c{c}-op{op}");
         let line = json!([{"sku": sku, "location": "dc", "qty": 1}]);
-        let (path, body) = match op % 5 {
+        let (kind, path, body) = match op % 5 {
             0 => (
+                Kind::Receive,
                 "/v1/adjustments".to_string(),
                 Some(json!({"sku": sku, "location": "dc", "delta": 2, "reason": "receipt"})),
             ),
             1 | 4 => {
                 let id = format!("long-{c}-{op}");
                 let body = json!({"reservation_id": id, "lines": line, "ttl_seconds": 3600});
-                ("/v1/reservations".to_string(), Some(body))
+                (Kind::Hold(id), "/v1/reservations".to_string(), Some(body))
             }
             2 => match self.open.last() {
-                Some((id, _)) => (format!("/v1/reservations/{id}/confirm"), None),
+                Some((id, _)) => (
+                    Kind::End { confirm: true },
+                    format!("/v1/reservations/{id}/confirm"),
+                    None,
+                ),
                 None => return,
             },
             _ => match self.open.last() {
-                Some((id, _)) if op % 2 == 0 => (format!("/v1/reservations/{id}/release"), None),
+                Some((id, _)) if op % 2 == 0 => (
+                    Kind::End { confirm: false },
+                    format!("/v1/reservations/{id}/release"),
+                    None,
+                ),
                 _ => (
+                    Kind::Brief,
                     "/v1/reservations".to_string(),
                     Some(json!({"lines": line, "ttl_seconds": 1})),
                 ),
@@ -116,28 +139,33 @@ impl LoadClient {
             );
             self.replayed += 1;
         }
-        self.record(op, &path, &sku, status);
+        self.record(kind, &path, sku, status);
     }
 
-    fn record(&mut self, op: usize, path: &str, sku: &str, status: u16) {
-        let long = path == "/v1/reservations" && matches!(op % 5, 1 | 4);
-        if path == "/v1/adjustments" {
-            assert_eq!(status, 200, "adjustment answered {status}");
-            self.effects.entry(sku.to_string()).or_default().on_hand += 2;
-        } else if path == "/v1/reservations" {
-            assert!(matches!(status, 201 | 409), "reserve answered {status}");
-            if long && status == 201 {
-                self.effects.entry(sku.to_string()).or_default().held += 1;
-                self.open
-                    .push((format!("long-{}-{op}", self.id), sku.to_string()));
+    fn record(&mut self, kind: Kind, path: &str, sku: String, status: u16) {
+        match kind {
+            Kind::Receive => {
+                assert_eq!(status, 200, "adjustment answered {status}");
+                self.effects.entry(sku).or_default().on_hand += 2;
             }
-        } else {
-            assert_eq!(status, 200, "{path} answered {status}");
-            let (_, sku) = self.open.pop().expect("an open reservation was ended");
-            let e = self.effects.entry(sku).or_default();
-            e.held -= 1;
-            if path.ends_with("/confirm") {
-                e.on_hand -= 1;
+            Kind::Hold(id) => {
+                assert!(matches!(status, 201 | 409), "reserve answered {status}");
+                if status == 201 {
+                    self.effects.entry(sku.clone()).or_default().held += 1;
+                    self.open.push((id, sku));
+                }
+            }
+            Kind::Brief => {
+                assert!(matches!(status, 201 | 409), "reserve answered {status}");
+            }
+            Kind::End { confirm } => {
+                assert_eq!(status, 200, "{path} answered {status}");
+                let (_, sku) = self.open.pop().expect("an open reservation was ended");
+                let e = self.effects.entry(sku).or_default();
+                e.held -= 1;
+                if confirm {
+                    e.on_hand -= 1;
+                }
             }
         }
     }

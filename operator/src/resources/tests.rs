@@ -2,7 +2,36 @@
 
 use super::*;
 use crate::fixtures::region;
-use k8s_openapi::api::core::v1::Probe;
+use k8s_openapi::api::core::v1::{PodSpec, Probe, Volume, VolumeMount};
+
+/// The pod template of `role`'s Deployment.
+fn pod_of(r: &InventoryRegion, role: Role) -> PodSpec {
+    deployment(r, role)
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec")
+}
+
+/// The pod's volume named `name`.
+fn volume_named(pod: &PodSpec, name: &str) -> Option<Volume> {
+    pod.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)
+        .cloned()
+}
+
+/// The first container's mount of volume `name`.
+fn mount_named(pod: &PodSpec, name: &str) -> Option<VolumeMount> {
+    pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == name)
+        .cloned()
+}
 
 #[test]
 fn every_child_is_owned_by_the_region_and_labelled() {
@@ -74,12 +103,7 @@ fn a_region_without_auth_says_so_and_one_with_auth_passes_it_on() {
         secured["STOCKFLOW_AUTH_JWKS"],
         "https://idp.example/.well-known/jwks.json"
     );
-    let volumes: Vec<String> = deployment(&r, Role::CommandApi)
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
+    let volumes: Vec<String> = pod_of(&r, Role::CommandApi)
         .volumes
         .unwrap_or_default()
         .into_iter()
@@ -96,20 +120,14 @@ fn a_region_without_auth_says_so_and_one_with_auth_passes_it_on() {
 fn only_the_command_api_has_scratch_space_and_it_is_an_empty_dir_at_tmp() {
     let r = region("north");
     for role in Role::REGION {
-        let pod = deployment(&r, role).spec.unwrap().template.spec.unwrap();
-        let scratch = pod
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
-            .find(|v| v.name == "scratch");
+        let pod = pod_of(&r, role);
+        let scratch = volume_named(&pod, "scratch");
         assert_eq!(scratch.is_some(), role == Role::CommandApi, "{role}");
         if let Some(v) = scratch {
             assert!(v.empty_dir.is_some_and(|e| e.size_limit.is_some()));
-            let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
-            assert!(
-                mounts
-                    .iter()
-                    .any(|m| m.name == "scratch" && m.mount_path == "/tmp")
+            assert_eq!(
+                mount_named(&pod, "scratch").map(|m| m.mount_path),
+                Some("/tmp".to_string())
             );
         }
     }
@@ -165,12 +183,7 @@ fn a_jwks_secret_and_tls_secrets_are_mounted_as_files_the_roles_read() {
         data["STOCKFLOW_TLS_CLIENT_CA"],
         "/etc/stockflow/client-ca/ca.crt"
     );
-    let pod = deployment(&r, Role::QueryApi)
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap();
+    let pod = pod_of(&r, Role::QueryApi);
     let volumes: Vec<(String, String)> = pod
         .volumes
         .unwrap()
@@ -391,23 +404,13 @@ fn a_principals_secret_is_mounted_in_every_role_and_named_by_its_env_var() {
     );
     assert!(!data.contains_key("STOCKFLOW_INSECURE_NO_AUTH"));
     for role in Role::REGION {
-        let pod = deployment(&r, role).spec.unwrap().template.spec.unwrap();
-        let volume = pod
-            .volumes
-            .unwrap()
-            .into_iter()
-            .find(|v| v.name == "mtls-principals")
+        let pod = pod_of(&r, role);
+        let volume = volume_named(&pod, "mtls-principals")
             .unwrap_or_else(|| panic!("{role:?} has the principals volume"));
         let secret = volume.secret.unwrap();
         assert_eq!(secret.secret_name.as_deref(), Some("north-principals"));
         assert_eq!(secret.optional, Some(false));
-        let mount = pod.containers[0]
-            .volume_mounts
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|m| m.name == "mtls-principals")
-            .cloned()
+        let mount = mount_named(&pod, "mtls-principals")
             .unwrap_or_else(|| panic!("{role:?} mounts the principals"));
         assert_eq!(mount.mount_path, "/etc/stockflow/mtls-principals");
         assert_eq!(mount.read_only, Some(true));

@@ -226,7 +226,7 @@ async fn reserve(
         return Ok(false);
     };
     let version: i64 = row.get(0);
-    let expires = now_ms() + 900_000;
+    let expires = stockflow_storage::now_ms() + 900_000;
     tx.execute(&st.hold, &[&id, &sku, &LOCATION, &expires])
         .await?;
     let event = json!({"stream": "stock", "type": "reserved", "sku": sku, "location": LOCATION,
@@ -258,10 +258,4 @@ async fn confirm(
     tx.execute(&st.answer, &[&format!("{id}-c"), &200i32, &body])
         .await?;
     tx.commit().await
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
