@@ -53,6 +53,9 @@ async fn a_reconcile_is_a_span_naming_its_region_and_trace() {
     let server = tokio::spawn(mock::serve(handle, r.clone(), vec![Call::AddFinalizer]));
     {
         let _traced = tracing::subscriber::set_default(subscriber);
+        // Another test's thread may have hit reconcile's span first, with no subscriber, and
+        // cached that nobody wants it; ask every callsite again now that one does.
+        tracing::callsite::rebuild_interest_cache();
         reconcile(Arc::new(r), context(client))
             .await
             .expect("reconcile");
