@@ -32,7 +32,7 @@ pub(crate) use grants::write_store_location_grant_contract;
 pub(crate) use inventory::{records_facts_contract, states_contract};
 pub(crate) use policies::sku_policy_contract;
 pub(crate) use races::{write_store_concurrency_contract, write_store_race_contract};
-pub(crate) use read::read_store_contract;
+pub(crate) use read::{read_store_contract, stock_event};
 pub(crate) use rebuild::rebuild_contract;
 pub(crate) use refusals::write_store_refusal_replay_contract;
 pub(crate) use sagas::{assert_holds_match, write_store_saga_contract};

@@ -12,7 +12,7 @@ use stockflow_domain::{
 use super::*;
 use crate::ports::{DeadLetter, ExportChunk, Provenance, ReadStore, SearchQuery};
 
-pub(super) fn stock_event(
+pub(crate) fn stock_event(
     s: &str,
     l: &str,
     region: &str,
@@ -393,4 +393,45 @@ pub(crate) async fn read_store_contract<R: ReadStore>(read: Arc<R>) {
         0,
         "a failed batch stores no offset"
     );
+
+    batches_of_many_partitions_stand_or_fall_alone(&*read).await;
+}
+
+/// Sixteen partitions project at once and one batch breaks the invariant: that batch
+/// applies nothing and stores no offset, every other applies whole. (The embedded store
+/// commits concurrent batches together; a bad one must not take the others with it.)
+async fn batches_of_many_partitions_stand_or_fall_alone<R: ReadStore>(read: &R) {
+    const BAD: u32 = 7;
+    let batches: Vec<Vec<BusEvent>> = (0..16u32)
+        .map(|p| {
+            (1..=5u64)
+                .map(|v| {
+                    let reserved = if p == BAD && v == 4 { -1 } else { 0 };
+                    stock_event(&format!("g{p}"), "s1", "north", v, 10 + v as i64, reserved)
+                })
+                .collect()
+        })
+        .collect();
+    let outcomes = futures::future::join_all(
+        batches
+            .iter()
+            .enumerate()
+            .map(|(p, events)| read.project(batch("g", p as u32, events, 5))),
+    )
+    .await;
+    for (p, outcome) in (0u32..).zip(outcomes) {
+        let (offset, row) = (
+            read.offset("g", p).await.unwrap(),
+            read.stock_at(&format!("g{p}"), "s1").await.unwrap(),
+        );
+        if p == BAD {
+            assert!(outcome.is_err(), "the bad batch is refused");
+            assert_eq!(offset, 0, "the bad batch stores no offset");
+            assert_eq!(row, None, "nothing of the bad batch is applied");
+        } else {
+            outcome.unwrap_or_else(|e| panic!("partition {p}'s batch failed: {e}"));
+            assert_eq!(offset, 5, "partition {p}'s offset");
+            assert_eq!(row.map(|r| (r.version, r.on_hand)), Some((5, 15)));
+        }
+    }
 }

@@ -5,12 +5,15 @@
 //! the rows they cover.
 
 mod changes;
+mod group;
 mod project;
 mod queries;
 mod schema;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use group::GroupCommit;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -40,10 +43,36 @@ const MAX_SEARCH_HITS: usize = 200;
 
 /// The embedded read store.
 pub struct SqliteReadStore {
-    writer: Mutex<Connection>,
+    // First, so the projection thread has stopped before the connection it uses closes.
+    projections: GroupCommit,
+    writer: Arc<ReadWriter>,
     readers: ReaderPool,
-    wal: WalKeeper,
     faults: Arc<FaultInjection>,
+}
+
+/// The read database's one writing connection, shared by the projection thread and the
+/// store's other writes.
+struct ReadWriter {
+    conn: Mutex<Connection>,
+    wal: WalKeeper,
+}
+
+impl ReadWriter {
+    /// Runs `f` in one transaction on the calling thread.
+    fn transact<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().map_err(poisoned)?;
+        // Immediate: a deferred transaction that reads before it writes cannot wait
+        // for a checkpoint holding the write lock (SQLite answers SQLITE_BUSY at once,
+        // bypassing the busy timeout, to break the deadlock); taking the lock first lets
+        // it wait like any writer.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .what("begin a read-model transaction")?;
+        let out = f(&tx)?;
+        tx.commit().what("commit a read-model transaction")?;
+        self.wal.after_commit(&conn);
+        Ok(out)
+    }
 }
 
 impl SqliteReadStore {
@@ -67,31 +96,23 @@ impl SqliteReadStore {
             .what("create the change feed")?;
         wal::configure_writer(&writer, &policy)?;
         wal::truncate(&writer, DB_NAME)?;
-        Ok(Self {
-            writer: Mutex::new(writer),
-            readers: ReaderPool::new(path),
+        let writer = Arc::new(ReadWriter {
+            conn: Mutex::new(writer),
             wal: WalKeeper::start(path, DB_NAME, policy, || {
                 open_writer(path, SCHEMA, Durability::Rebuildable)
             })?,
+        });
+        Ok(Self {
+            projections: GroupCommit::start(writer.clone())?,
+            writer,
+            readers: ReaderPool::new(path),
             faults,
         })
     }
 
+    /// Runs `f` in one transaction, off the runtime's worker.
     fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
-        blocking(|| {
-            let mut conn = self.writer.lock().map_err(poisoned)?;
-            // Immediate: a deferred transaction that reads before it writes cannot wait
-            // for a checkpoint holding the write lock (SQLite answers SQLITE_BUSY at once,
-            // bypassing the busy timeout, to break the deadlock); taking the lock first lets
-            // it wait like any writer.
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .what("begin a read-model transaction")?;
-            let out = f(&tx)?;
-            tx.commit().what("commit a read-model transaction")?;
-            self.wal.after_commit(&conn);
-            Ok(out)
-        })
+        blocking(|| self.writer.transact(f))
     }
 }
 
@@ -112,10 +133,7 @@ impl ReadStore for SqliteReadStore {
         if self.faults.take_projection_fault() {
             return Err(FaultInjection::disk_full());
         }
-        self.write(|tx| {
-            project::apply_all(tx, batch.events, Some(&batch))?;
-            store_offset(tx, batch.consumer, batch.partition, batch.next_offset())
-        })
+        self.projections.project(&batch).await
     }
 
     async fn replay(&self, events: &[BusEvent]) -> Result<()> {
