@@ -32,6 +32,12 @@ pub fn metrics_handle() -> PrometheusHandle {
                         Matcher::Full("stockflow_coalesced_group_size".into()),
                         SIZE_BUCKETS,
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("stockflow_projection_group_batches".into()),
+                        SIZE_BUCKETS,
+                    )
                 });
             let recorder = match builder {
                 Ok(b) => b.build_recorder(),
@@ -104,6 +110,10 @@ fn describe() {
     describe_histogram!(
         "stockflow_write_batch_size",
         "Commands committed per write transaction (group commit)."
+    );
+    describe_histogram!(
+        "stockflow_projection_group_batches",
+        "Partitions' batches applied per read-model transaction (embedded group commit)."
     );
     describe_histogram!(
         "stockflow_write_batch_seconds",
