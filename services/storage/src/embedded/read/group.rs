@@ -114,6 +114,12 @@ fn run(writer: &ReadWriter, queue: &crossbeam_channel::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
         group.extend(queue.try_iter().take(MAX_GROUP - 1));
+        // A projector that stopped waiting (shut down, its partition handed over) asked
+        // for nothing any more: applying its batch now would be work no one sees answered.
+        group.retain(|job| !job.answer.is_closed());
+        if group.is_empty() {
+            continue;
+        }
         metrics::histogram!("stockflow_projection_group_batches").record(group.len() as f64);
         if group.len() == 1
             || writer
@@ -185,5 +191,23 @@ mod tests {
             store.stock_at("k2", "s1").await.unwrap().unwrap().reserved,
             1
         );
+    }
+
+    /// A batch whose projector stopped waiting before the thread reached it is not applied.
+    #[tokio::test]
+    async fn a_batch_no_one_waits_for_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            super::super::SqliteReadStore::open(&dir.path().join("read.db"), WalPolicy::default())
+                .unwrap();
+        let (queue_in, queue) = crossbeam_channel::unbounded();
+        let events = [stock_event("k0", "s1", "north", 1, 3, 1)];
+        let (abandoned, answered) = job(&events, 0);
+        drop(answered);
+        queue_in.send(abandoned).unwrap();
+        drop(queue_in);
+        run(&store.writer, &queue);
+        assert_eq!(store.offset("g", 0).await.unwrap(), 0);
+        assert!(store.stock_at("k0", "s1").await.unwrap().is_none());
     }
 }
