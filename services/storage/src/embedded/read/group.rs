@@ -78,6 +78,17 @@ impl GroupCommit {
         })
     }
 
+    /// Fails once the thread is gone (it panicked): every projection would fail, so
+    /// readiness says so instead of leaving the read models silently behind.
+    pub(super) fn check_running(&self) -> Result<()> {
+        match &self.thread {
+            Some(thread) if !thread.is_finished() => Ok(()),
+            _ => Err(StoreError::Stopped {
+                worker: "the projection thread",
+            }),
+        }
+    }
+
     /// Applies `batch` and moves its consumer's offset past it, in the next group.
     pub(super) async fn project(&self, batch: &Batch<'_>) -> Result<()> {
         let stopped = || StoreError::Stopped {
@@ -191,6 +202,25 @@ mod tests {
             store.stock_at("k2", "s1").await.unwrap().unwrap().reserved,
             1
         );
+    }
+
+    /// Once the thread has ended (as after a panic), readiness fails instead of every
+    /// projection failing unseen.
+    #[tokio::test]
+    async fn readiness_fails_once_the_thread_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            super::super::SqliteReadStore::open(&dir.path().join("read.db"), WalPolicy::default())
+                .unwrap();
+        store.check_ready().await.unwrap();
+        let mut projections = GroupCommit::start(store.writer.clone()).unwrap();
+        projections.check_running().unwrap();
+        // Closing the queue ends the thread, as a panic would.
+        drop(projections.jobs.take());
+        while !projections.thread.as_ref().unwrap().is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(projections.check_running().is_err());
     }
 
     /// A batch whose projector stopped waiting before the thread reached it is not applied.

@@ -2,7 +2,8 @@
 //!
 //! What a projection writes is built by the domain ([`project`]); reads are typed rows
 //! ([`queries`]); the schema is [`schema`]'s. Offsets commit in the same transaction as
-//! the rows they cover.
+//! the rows they cover, and the batches of every partition waiting commit together
+//! ([`group`]).
 
 mod changes;
 mod group;
@@ -12,8 +13,6 @@ mod schema;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-
-use group::GroupCommit;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -30,6 +29,7 @@ use crate::ports::{
     Movement, ReadStore, RegionAvailability, SearchHit, SearchQuery,
 };
 use crate::{Result, now_ms};
+use group::GroupCommit;
 use schema::{SCHEMA, add_missing_columns};
 
 /// The database's name in metrics and logs.
@@ -336,6 +336,7 @@ impl ReadStore for SqliteReadStore {
     }
 
     async fn check_ready(&self) -> Result<()> {
+        self.projections.check_running()?;
         self.readers
             .read(|conn| {
                 conn.query_row("SELECT 1", [], |_| Ok(()))
