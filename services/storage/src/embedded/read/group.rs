@@ -163,6 +163,13 @@ mod tests {
     use crate::embedded::wal::WalPolicy;
     use crate::ports::ReadStore;
 
+    fn store() -> (tempfile::TempDir, super::super::SqliteReadStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read.db");
+        let store = super::super::SqliteReadStore::open(&path, WalPolicy::default()).unwrap();
+        (dir, store)
+    }
+
     fn job(events: &[BusEvent], partition: u32) -> (Job, oneshot::Receiver<Result<()>>) {
         let (answer, answered) = oneshot::channel();
         let batch = OwnedBatch::of(&batch("g", partition, events, events.len() as u64));
@@ -173,10 +180,7 @@ mod tests {
     /// error and the others, rerun alone, still apply.
     #[tokio::test]
     async fn a_group_with_a_bad_batch_applies_the_others_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            super::super::SqliteReadStore::open(&dir.path().join("read.db"), WalPolicy::default())
-                .unwrap();
+        let (_dir, store) = store();
         let good = |p: u32| vec![stock_event(&format!("k{p}"), "s1", "north", 1, 3, 1)];
         let bad = vec![stock_event("k1", "s1", "north", 1, 3, -1)];
         let (queue_in, queue) = crossbeam_channel::unbounded();
@@ -208,10 +212,7 @@ mod tests {
     /// projection failing unseen.
     #[tokio::test]
     async fn readiness_fails_once_the_thread_is_gone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            super::super::SqliteReadStore::open(&dir.path().join("read.db"), WalPolicy::default())
-                .unwrap();
+        let (_dir, store) = store();
         store.check_ready().await.unwrap();
         let mut projections = GroupCommit::start(store.writer.clone()).unwrap();
         projections.check_running().unwrap();
@@ -226,10 +227,7 @@ mod tests {
     /// A batch whose projector stopped waiting before the thread reached it is not applied.
     #[tokio::test]
     async fn a_batch_no_one_waits_for_is_not_applied() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            super::super::SqliteReadStore::open(&dir.path().join("read.db"), WalPolicy::default())
-                .unwrap();
+        let (_dir, store) = store();
         let (queue_in, queue) = crossbeam_channel::unbounded();
         let events = [stock_event("k0", "s1", "north", 1, 3, 1)];
         let (abandoned, answered) = job(&events, 0);
