@@ -1,11 +1,12 @@
-//! Events as other systems meet them on Kafka: `stockflow dev` on a real broker takes
-//! commands of every sort (catalog, adjustments, a move, policies, incoming stock,
-//! reservations confirmed and released), and every record read back from the topic is a
-//! CloudEvents 1.0 event in binary content mode whose `ce_*` headers and JSON data pass
-//! the schemas the platform publishes at `/asyncapi.json`, checked by the `jsonschema`
-//! validator (not by our code).
+//! Events as other systems meet them on the bus: `stockflow dev` on a real Kafka broker,
+//! and on its embedded log, takes commands of every sort (catalog, adjustments, a move,
+//! policies, incoming stock, reservations confirmed and released), and every record read
+//! back from the topic is a CloudEvents 1.0 event in binary content mode whose `ce_*`
+//! headers and JSON data pass the schemas the platform publishes at `/asyncapi.json`,
+//! checked by the `jsonschema` validator (not by our code).
 //!
-//! Needs `STOCKFLOW_KAFKA_BROKERS` (the test command starts a broker and sets it).
+//! The Kafka case needs `STOCKFLOW_KAFKA_BROKERS` (the test command starts a broker and
+//! sets it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use stockflow_bus::EventLog;
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
-use stockflow_e2e::{DevProcess, put_warehouse, required};
+use stockflow_e2e::{DevProcess, free_addr, put_warehouse, required};
+use stockflow_storage::embedded::{SqliteEventLog, WalPolicy};
 
 /// Partitions `DevProcess` gives the topic.
 const PARTITIONS: u32 = 4;
@@ -120,7 +122,7 @@ fn errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
 }
 
 /// Every record of the topic, read from the start of each partition to its end.
-async fn read_all(log: &KafkaEventLog) -> Vec<stockflow_bus::LogRecord> {
+async fn read_all(log: &dyn EventLog) -> Vec<stockflow_bus::LogRecord> {
     let mut records = Vec::new();
     for partition in 0..PARTITIONS {
         let end = log.end_offset(partition).await.expect("end offset");
@@ -138,17 +140,12 @@ async fn read_all(log: &KafkaEventLog) -> Vec<stockflow_bus::LogRecord> {
     records
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_record_on_kafka_is_a_cloudevent_that_passes_the_published_schemas() {
-    let brokers = required("STOCKFLOW_KAFKA_BROKERS");
-    let topic = format!("cloudevents-{}", std::process::id());
-    let dir = tempfile::tempdir().expect("a data directory");
-    let dev = DevProcess::start_on_kafka(dir.path(), &brokers, &topic).await;
-    let base = format!("http://{}", dev.addr);
+/// Sends the catalog and every command of [`COMMANDS`]; returns the platform's AsyncAPI
+/// document and when the commands began (Unix ms).
+async fn send_commands(base: &str) -> (Value, i64) {
     let client = reqwest::Client::new();
     let started_ms = now_ms();
-
-    put_warehouse(&client, &base, "dc", "north").await;
+    put_warehouse(&client, base, "dc", "north").await;
     let r = client
         .put(format!("{base}/v1/skus/CE-1"))
         .json(&json!({"name": "Cloud shoe", "attributes": {"color": "blue"}}))
@@ -157,9 +154,8 @@ async fn every_record_on_kafka_is_a_cloudevent_that_passes_the_published_schemas
         .expect("the platform answers");
     assert!(r.status().is_success(), "PUT sku: {}", r.status());
     for (path, body) in COMMANDS {
-        post(&client, &base, path, body).await;
+        post(&client, base, path, body).await;
     }
-
     let doc: Value = client
         .get(format!("{base}/asyncapi.json"))
         .send()
@@ -169,6 +165,16 @@ async fn every_record_on_kafka_is_a_cloudevent_that_passes_the_published_schemas
         .await
         .expect("a JSON document");
     assert_eq!(doc["asyncapi"], "3.0.0");
+    (doc, started_ms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_on_kafka_is_a_cloudevent_that_passes_the_published_schemas() {
+    let brokers = required("STOCKFLOW_KAFKA_BROKERS");
+    let topic = format!("cloudevents-{}", std::process::id());
+    let dir = tempfile::tempdir().expect("a data directory");
+    let dev = DevProcess::start_on_kafka(dir.path(), &brokers, &topic).await;
+    let (doc, started_ms) = send_commands(&format!("http://{}", dev.addr)).await;
 
     let log = KafkaEventLog::connect(KafkaConfig::new(
         brokers.split(',').map(str::to_string).collect(),
@@ -195,7 +201,54 @@ async fn every_record_on_kafka_is_a_cloudevent_that_passes_the_published_schemas
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    check_cloudevents(&records, &doc, started_ms);
+    dev.stop();
+}
 
+/// The same on the embedded log `stockflow dev` runs by default, read back from its file
+/// once the process has published every event and stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_on_the_embedded_log_is_the_same_cloudevent() {
+    let dir = tempfile::tempdir().expect("a data directory");
+    let dev = DevProcess::start(dir.path(), free_addr()).await;
+    let base = format!("http://{}", dev.addr);
+    let (doc, started_ms) = send_commands(&base).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let published = published_events(&base).await;
+        if published >= EVENTS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {published} of {EVENTS} events were published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    dev.stop();
+
+    let log = SqliteEventLog::open(&dir.path().join("log.db"), PARTITIONS, WalPolicy::default())
+        .expect("the log opens");
+    let records = read_all(&log).await;
+    check_cloudevents(&records, &doc, started_ms);
+}
+
+/// `stockflow_events_published_total`, from the platform's `/metrics`.
+async fn published_events(base: &str) -> usize {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("a body");
+    text.lines()
+        .find_map(|line| line.strip_prefix("stockflow_events_published_total "))
+        .map_or(0, |n| n.trim().parse::<f64>().expect("a count") as usize)
+}
+
+/// Every record of `records` is one of the [`EVENTS`] changes, once, as a CloudEvent in
+/// binary content mode whose headers and data pass `doc`'s schemas of its type.
+fn check_cloudevents(records: &[stockflow_bus::LogRecord], doc: &Value, started_ms: i64) {
     // One event per change, none twice (nothing crashed, so nothing was republished).
     let ids: BTreeSet<&str> = records
         .iter()
@@ -206,7 +259,7 @@ async fn every_record_on_kafka_is_a_cloudevent_that_passes_the_published_schemas
 
     let mut validators = BTreeMap::new();
     let mut checked = BTreeMap::<String, usize>::new();
-    for record in &records {
+    for record in records {
         let headers = header_map(&record.headers);
         let at = format!("partition {} offset {}", record.partition, record.offset);
         let ce_type = headers
@@ -287,8 +340,8 @@ async fn every_record_on_kafka_is_a_cloudevent_that_passes_the_published_schemas
         );
         let (payload, header_schema) = validators.entry(ce_type.clone()).or_insert_with(|| {
             (
-                validator(&doc, &format!("{message}/payload")),
-                validator(&doc, &format!("{message}/headers")),
+                validator(doc, &format!("{message}/payload")),
+                validator(doc, &format!("{message}/headers")),
             )
         });
         let failed = errors(payload, &data);
@@ -332,7 +385,11 @@ async fn every_record_on_kafka_is_a_cloudevent_that_passes_the_published_schemas
         "validated {} records against /asyncapi.json: {checked:?}",
         records.len()
     );
-    dev.stop();
+    assert_eq!(
+        checked.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        EXPECTED.into_iter().collect(),
+        "every type is there"
+    );
 }
 
 fn header_map(headers: &[(String, String)]) -> BTreeMap<String, String> {

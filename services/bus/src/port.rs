@@ -62,8 +62,8 @@ pub trait EventLog: Send + Sync + 'static {
     /// Names this log for the offsets consumers store: two logs with the same identity
     /// hold the same records at the same offsets.
     fn identity(&self) -> String;
-    /// Whether appended headers are stored and read back (Kafka); where not (Fluvio 0.50,
-    /// the embedded log) they are dropped.
+    /// Whether appended headers are stored and read back (Kafka, the embedded log); where
+    /// not (Fluvio 0.50, whose records have no headers) they are dropped.
     fn keeps_headers(&self) -> bool {
         false
     }

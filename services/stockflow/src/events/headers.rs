@@ -4,8 +4,9 @@
 //! `datacontenttype`. The attributes themselves are the domain's
 //! ([`stockflow_domain::cloudevent`]); this module only spells them as headers.
 //!
-//! Where a bus keeps no headers (Fluvio 0.50, the embedded log) they are dropped, and the
-//! payload still carries the id, type, key and time.
+//! The embedded log stores them beside each record as Kafka does. Where a bus keeps no
+//! headers (Fluvio 0.50) they are dropped, and the payload still carries the id, type, key
+//! and time.
 
 use std::time::{Duration, UNIX_EPOCH};
 

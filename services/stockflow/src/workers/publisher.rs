@@ -163,8 +163,8 @@ pub async fn publish_batch(
             .set((now_ms() - oldest).max(0) as f64 / 1000.0);
     }
     let count = entries.len();
-    // Decoded only where something reads them: a bus that keeps headers, or tracing. The
-    // embedded log and Fluvio drop headers, and their hot path stays a plain copy.
+    // Decoded only where something reads them: a bus that keeps headers, or tracing.
+    // Fluvio drops headers, and its hot path stays a plain copy.
     let events = if log.keeps_headers() || traces::enabled() {
         decode(&entries)
     } else {

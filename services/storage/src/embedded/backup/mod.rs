@@ -284,6 +284,9 @@ fn sync_file(path: &Path) -> Result<()> {
 /// log; returns (records cut, records moved).
 fn seal_log(dir: &Path) -> Result<(u64, u64)> {
     let mut log = Connection::open(dir.join("log.db")).what("open the copied log")?;
+    // A log an earlier version wrote (backed up before an upgrade) gains the column the
+    // moved records carry, as opening it would.
+    super::log::add_headers_column(&log)?;
     log.execute(
         "ATTACH DATABASE ?1 AS w",
         [dir.join("write.db").display().to_string()],
@@ -322,8 +325,8 @@ fn seal_log(dir: &Path) -> Result<(u64, u64)> {
                 continue;
             }
             tx.execute(
-                "INSERT INTO records (partition, offset, key, value, timestamp_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![partition, next, record.key, record.value, record.timestamp_ms],
+                "INSERT INTO records (partition, offset, key, value, timestamp_ms, headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![partition, next, record.key, record.value, record.timestamp_ms, record.headers],
             )
             .what("move a log record")?;
             moved += u64::from(next != record.offset);
@@ -351,12 +354,14 @@ struct StoredRecord {
     key: String,
     value: Vec<u8>,
     timestamp_ms: i64,
+    /// As stored: moved, never read.
+    headers: Option<String>,
 }
 
 fn records_of(conn: &Connection, partition: i64) -> Result<Vec<StoredRecord>> {
     let mut st = conn
         .prepare(
-            "SELECT offset, key, value, timestamp_ms FROM records WHERE partition = ?1 ORDER BY offset",
+            "SELECT offset, key, value, timestamp_ms, headers FROM records WHERE partition = ?1 ORDER BY offset",
         )
         .what("read the copied log")?;
     st.query_map([partition], |r| {
@@ -365,6 +370,7 @@ fn records_of(conn: &Connection, partition: i64) -> Result<Vec<StoredRecord>> {
             key: r.get(1)?,
             value: r.get(2)?,
             timestamp_ms: r.get(3)?,
+            headers: r.get(4)?,
         })
     })
     .and_then(Iterator::collect)

@@ -43,12 +43,26 @@ fn copied_dir(dir: &Path, partitions: &[(i64, i64, Vec<u8>)]) {
     drop(SqliteEventLog::open(&dir.join("log.db"), 3, WalPolicy::default()).expect("a log"));
     let log = Connection::open(dir.join("log.db")).expect("log.db");
     for (partition, offset, value) in partitions {
+        // Each record's headers name its offset, to follow it when it moves.
         log.execute(
-            "INSERT INTO records (partition, offset, key, value, timestamp_ms) VALUES (?1, ?2, 'k', ?3, 1)",
-            params![partition, offset, value],
+            "INSERT INTO records (partition, offset, key, value, timestamp_ms, headers) VALUES (?1, ?2, 'k', ?3, 1, ?4)",
+            params![partition, offset, value, format!(r#"[["appended_at","{offset}"]]"#)],
         )
         .expect("a record");
     }
+}
+
+/// The offset each record of `partition` was appended at, from its headers.
+async fn appended_at(dir: &Path, partition: u32) -> Vec<String> {
+    let log = SqliteEventLog::open(&dir.join("log.db"), 3, WalPolicy::default()).expect("a log");
+    let records = log
+        .fetch(partition, 0, 1 << 20, std::time::Duration::ZERO)
+        .await
+        .expect("records");
+    records
+        .into_iter()
+        .flat_map(|r| r.headers.into_iter().map(|(_, at)| at))
+        .collect()
 }
 
 fn offsets_and_versions(dir: &Path, partition: i64) -> Vec<(i64, Option<u64>)> {
@@ -105,6 +119,11 @@ async fn sealing_cuts_what_the_write_side_never_made_and_keeps_offsets_moving_fo
     );
     assert_eq!(offsets_and_versions(dir.path(), 1), vec![(0, Some(1))]);
     assert_eq!(offsets_and_versions(dir.path(), 2), vec![]);
+    // A moved record keeps its own headers.
+    assert_eq!(
+        appended_at(dir.path(), 0).await,
+        ["5", "6", "8", "9", "10", "12"]
+    );
 
     // Reopened, the log appends after what is kept, and never below a cut: partition 2 is
     // empty but its read model may have consumed offset 3 already.
@@ -124,6 +143,35 @@ async fn sealing_cuts_what_the_write_side_never_made_and_keeps_offsets_moving_fo
     assert_eq!(next.get(&0), Some(&11));
     assert_eq!(next.get(&1), Some(&1));
     assert_eq!(next.get(&2), Some(&3));
+}
+
+/// A backup taken by this version of a data directory an earlier one wrote (before an
+/// upgrade): its log has no headers column until sealing adds it.
+#[test]
+fn sealing_a_log_from_before_headers_adds_the_column() {
+    let dir = tempfile::tempdir().expect("a directory");
+    copied_dir(dir.path(), &[]);
+    let log = Connection::open(dir.path().join("log.db")).expect("log.db");
+    log.execute_batch(
+        "DROP TABLE records;
+         CREATE TABLE records (partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+             key TEXT NOT NULL, value BLOB NOT NULL, timestamp_ms INTEGER NOT NULL,
+             PRIMARY KEY (partition, offset)) WITHOUT ROWID;",
+    )
+    .expect("the old table");
+    for (offset, version) in [(0, 1), (1, 3), (2, 2)] {
+        log.execute(
+            "INSERT INTO records (partition, offset, key, value, timestamp_ms) VALUES (0, ?1, 'k', ?2, 1)",
+            params![offset, stock_event("A", version)],
+        )
+        .expect("a record");
+    }
+    drop(log);
+    assert_eq!(seal_log(dir.path()).expect("sealed"), (1, 1));
+    assert_eq!(
+        offsets_and_versions(dir.path(), 0),
+        vec![(0, Some(1)), (1, Some(2))]
+    );
 }
 
 #[test]

@@ -16,6 +16,8 @@ use stockflow_bus::{BusError, EventLog, LogRecord, NewRecord};
 use stockflow_domain::partition_for_key;
 use tokio::sync::watch;
 
+mod headers;
+
 use super::sqlite::{
     Durability, ReaderPool, blocking, count_rows, from_sql_u64, open_writer, poisoned, to_sql_u64,
 };
@@ -34,6 +36,7 @@ CREATE TABLE IF NOT EXISTS records (
     key TEXT NOT NULL,
     value BLOB NOT NULL,
     timestamp_ms INTEGER NOT NULL,
+    headers TEXT,
     PRIMARY KEY (partition, offset)
 ) WITHOUT ROWID;
 "#;
@@ -72,6 +75,7 @@ impl SqliteEventLog {
             });
         }
         let conn = open_writer(path, SCHEMA, Durability::Durable)?;
+        add_headers_column(&conn)?;
         wal::configure_writer(&conn, &policy)?;
         wal::truncate(&conn, DB_NAME)?;
         let stored: u32 = (|| {
@@ -150,7 +154,7 @@ impl SqliteEventLog {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT INTO records (partition, offset, key, value, timestamp_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO records (partition, offset, key, value, timestamp_ms, headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
                 let now = now_ms();
                 for record in records {
@@ -161,7 +165,8 @@ impl SqliteEventLog {
                         to_sql_u64(*slot),
                         record.key,
                         record.value,
-                        now
+                        now,
+                        headers::encode(&record.headers)
                     ])?;
                     assigned.push((partition, *slot));
                     *slot += 1;
@@ -186,7 +191,7 @@ impl SqliteEventLog {
             .read(move |conn| {
                 (|| {
                     let mut stmt = conn.prepare_cached(
-                        "SELECT offset, key, value, timestamp_ms FROM records
+                        "SELECT offset, key, value, timestamp_ms, headers FROM records
                  WHERE partition = ?1 AND offset >= ?2 ORDER BY offset LIMIT ?3",
                     )?;
                     let mut rows =
@@ -205,8 +210,7 @@ impl SqliteEventLog {
                             key: row.get(1)?,
                             value,
                             timestamp_ms: row.get(3)?,
-                            // Only the payload is stored; it carries the trace context.
-                            headers: Vec::new(),
+                            headers: headers::read(row, 4)?,
                         });
                     }
                     Ok::<_, rusqlite::Error>(out)
@@ -361,7 +365,32 @@ impl EventLog for SqliteEventLog {
         Ok(first.map_or(end, from_sql_u64))
     }
 
+    fn keeps_headers(&self) -> bool {
+        true
+    }
+
     async fn check_ready(&self) -> stockflow_bus::Result<()> {
         Ok(())
     }
 }
+
+/// Adds the `headers` column to a log made before records kept headers (SQLite has no
+/// `ADD COLUMN IF NOT EXISTS`); their records read back with none, as they were written.
+pub(in crate::embedded) fn add_headers_column(conn: &Connection) -> Result<()> {
+    let present: bool = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('records') WHERE name = 'headers'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .what("read the log's columns")?
+        > 0;
+    if !present {
+        conn.execute_batch("ALTER TABLE records ADD COLUMN headers TEXT")
+            .what("add the log's headers column")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
