@@ -180,6 +180,7 @@ fn any_other_region_naming_the_keyspace_or_topic_shares_it_whatever_its_nodes() 
     same_topic.spec.bus.kafka = None;
     same_topic.spec.bus.fluvio = Some(crate::crd::FluvioSpec {
         endpoint: "fluvio:9003".into(),
+        cloudevents: crate::crd::FluvioEvents::Plain,
     });
     same_topic.metadata.deletion_timestamp = Some(now());
     let unrelated = region("west");

@@ -140,6 +140,32 @@ pub struct FluvioSpec {
     /// SC public endpoint, `host:port`.
     #[schemars(length(min = 1, max = 256))]
     pub endpoint: String,
+    /// How events are written (Fluvio records carry no headers): `plain`, the event's JSON,
+    /// or `structured`, a CloudEvents 1.0 structured-mode event around it. Set
+    /// `structured` once every role of the region runs a version that reads it.
+    #[serde(default)]
+    pub cloudevents: FluvioEvents,
+}
+
+/// How events are written on Fluvio.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FluvioEvents {
+    /// The event's JSON.
+    #[default]
+    Plain,
+    /// A CloudEvents 1.0 structured-mode event around it.
+    Structured,
+}
+
+impl FluvioEvents {
+    /// The spelling the binary reads (`--fluvio-cloudevents`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FluvioEvents::Plain => "plain",
+            FluvioEvents::Structured => "structured",
+        }
+    }
 }
 
 fn default_partitions() -> u32 {

@@ -14,7 +14,8 @@ mod scylla;
 mod security;
 
 pub use bus::{
-    BusSpec, FluvioSpec, KafkaSaslSpec, KafkaSecurityProtocol, KafkaSpec, SaslMechanism,
+    BusSpec, FluvioEvents, FluvioSpec, KafkaSaslSpec, KafkaSecurityProtocol, KafkaSpec,
+    SaslMechanism,
 };
 pub use scylla::{ScyllaSpec, TlsSpec};
 pub use security::{ApiTlsSpec, AuthSpec, PrincipalsSecretSpec, SecretKeySpec, TracingSpec};

@@ -44,6 +44,10 @@ fn bus_env(region: &InventoryRegion) -> Vec<(String, String)> {
     } else if let Some(fluvio) = &bus.fluvio {
         env.push(("STOCKFLOW_BUS".into(), "fluvio".into()));
         env.push(("STOCKFLOW_FLUVIO_ENDPOINT".into(), fluvio.endpoint.clone()));
+        env.push((
+            "STOCKFLOW_FLUVIO_CLOUDEVENTS".into(),
+            fluvio.cloudevents.as_str().into(),
+        ));
     }
     env
 }

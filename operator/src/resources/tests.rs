@@ -245,6 +245,17 @@ fn config_carries_the_connections_and_rolls_pods_when_it_changes() {
     assert_eq!(data["STOCKFLOW_KAFKA_BROKERS"], "kafka:9092");
     assert!(!data.contains_key("STOCKFLOW_FLUVIO_ENDPOINT"));
     assert_eq!(data["STOCKFLOW_SCYLLA_REPLICATION"], "datacenter1:3");
+    // On Fluvio, the events' form travels with the endpoint.
+    let mut on_fluvio = r.clone();
+    on_fluvio.spec.bus.kafka = None;
+    on_fluvio.spec.bus.fluvio = Some(crate::crd::FluvioSpec {
+        endpoint: "fluvio:9003".into(),
+        cloudevents: crate::crd::FluvioEvents::Structured,
+    });
+    let fluvio = config_data(&on_fluvio);
+    assert_eq!(fluvio["STOCKFLOW_BUS"], "fluvio");
+    assert_eq!(fluvio["STOCKFLOW_FLUVIO_CLOUDEVENTS"], "structured");
+    assert!(!fluvio.contains_key("STOCKFLOW_KAFKA_BROKERS"));
     let before = config_hash(&r);
     r.spec.reservation_ttl_seconds = 60;
     assert_ne!(config_hash(&r), before);

@@ -236,9 +236,17 @@ async fn a_publisher_crash_between_publishing_and_marking_re_delivers_harmlessly
     .unwrap();
     // Restarted, it publishes the same entries again and marks them.
     assert_eq!(
-        publisher::publish_batch(&*b.write, &*log, &(0..b.write.shards()).collect(), 100)
-            .await
-            .unwrap(),
+        publisher::publish_batch(
+            &*b.write,
+            &*log,
+            &(0..b.write.shards()).collect(),
+            &publisher::PublisherConfig {
+                batch: 100,
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap(),
         5
     );
     assert_eq!(b.write.backlog().await.unwrap(), 0);

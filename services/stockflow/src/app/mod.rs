@@ -26,6 +26,7 @@ use crate::http::{AppState, Routes, Services, router};
 use crate::telemetry::metrics_handle;
 use crate::workers::expirer;
 use crate::workers::projector::{ProjectorConfig, ProjectorHandle};
+use crate::workers::publisher::PublisherConfig;
 use crate::workers::retention::Retention;
 
 pub use backend::{Backend, BusConfig, LocalData, StoreConfig, open_backend};
@@ -52,6 +53,8 @@ pub struct AppConfig {
     pub reservation_ttl_seconds: u64,
     /// Partitions of the event log (fixed when the data directory is created).
     pub partitions: u32,
+    /// Publisher settings.
+    pub publisher: PublisherConfig,
     /// Projector settings.
     pub projector: ProjectorConfig,
     /// Webhook delivery settings.
@@ -167,6 +170,7 @@ impl AppConfig {
             outbox_scan_every: None,
             reservation_ttl_seconds: 900,
             partitions: 8,
+            publisher: PublisherConfig::default(),
             projector: ProjectorConfig::default(),
             webhooks: Default::default(),
             retention: Retention::default(),

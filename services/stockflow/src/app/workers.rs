@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use super::{AppConfig, Backend, BusConfig, LocalData};
 use crate::workers::leases::{self, LeaseConfig, Owned};
 use crate::workers::projector::ProjectorHandle;
-use crate::workers::publisher::PublisherConfig;
 use crate::workers::{edge_purge, expirer, projector, publisher, retention, webhooks};
 
 /// The spawned workers, in the stages a shutdown stops them in.
@@ -110,7 +109,7 @@ pub(super) fn spawn(
         producer_jobs.push(tokio::spawn(publisher::run(
             backend.outbox.clone(),
             log.clone(),
-            PublisherConfig::default(),
+            config.publisher.clone(),
             shards,
             producers.clone(),
         )));

@@ -298,6 +298,7 @@ impl DevArgs {
         config.wal.min_free_disk_bytes = self.min_free_disk_mb.saturating_mul(1 << 20);
         config.store = store;
         config.bus = bus;
+        config.publisher.structured_events = self.bus.structured_events();
         self.commands.apply(&mut config);
         self.edge.apply(&mut config)?;
         serve(self.listen, config).await
@@ -326,6 +327,7 @@ impl RoleArgs {
             create: None,
         };
         config.bus = bus;
+        config.publisher.structured_events = self.bus.structured_events();
         config.workers = workers;
         config.routes = routes;
         config.outbox_scan_every = Some(Duration::from_millis(self.outbox_scan_ms));

@@ -13,6 +13,15 @@ use stockflow_storage::scylla::{Replication, ScyllaConfig};
 use super::{Result, pem, settings};
 use crate::app;
 
+/// How events are written on Fluvio, whose records carry no headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FluvioEvents {
+    /// The event's JSON alone, as every version reads it.
+    Plain,
+    /// A CloudEvents 1.0 event in structured content mode around the event's JSON.
+    Structured,
+}
+
 /// The event bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Bus {
@@ -192,9 +201,20 @@ pub struct BusArgs {
     /// Bytes a Fluvio consumer stream asks for per fetch.
     #[arg(long, env = "STOCKFLOW_FLUVIO_MAX_FETCH_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(i32).range(64..))]
     pub fluvio_max_fetch_bytes: i32,
+    /// How events are written on Fluvio: `plain` (the event's JSON) or `structured` (a
+    /// CloudEvents 1.0 structured-mode event around it). Readers of this version take both;
+    /// older ones only `plain`, so set `structured` once every role of the region runs
+    /// this version or later.
+    #[arg(long, env = "STOCKFLOW_FLUVIO_CLOUDEVENTS", value_enum, default_value_t = FluvioEvents::Plain)]
+    pub fluvio_cloudevents: FluvioEvents,
 }
 
 impl BusArgs {
+    /// Whether the publisher wraps each event in a structured CloudEvent.
+    pub fn structured_events(&self) -> bool {
+        self.bus == Bus::Fluvio && self.fluvio_cloudevents == FluvioEvents::Structured
+    }
+
     /// The region's topic.
     pub fn topic(&self) -> String {
         self.bus_topic

@@ -5,7 +5,9 @@
 //! replica publishes only the outbox shards it holds leases on ([`super::leases`]).
 //!
 //! Each record carries its event's CloudEvents attributes as headers
-//! ([`crate::events::headers`]); the value is the outbox payload, unchanged.
+//! ([`crate::events::headers`]); the value is the outbox payload, unchanged. On a bus that
+//! keeps no headers (Fluvio) the value is the payload itself or, when asked for, the
+//! structured CloudEvent around it ([`crate::events::structured`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use tracing::field::Empty;
 
 use super::leases::Owned;
 use super::{WorkerError, backoff};
-use crate::events::headers;
+use crate::events::{headers, structured};
 use stockflow_telemetry::traces;
 
 /// Publisher settings.
@@ -32,6 +34,10 @@ pub struct PublisherConfig {
     pub idle_poll: Duration,
     /// Pause after a short batch so the next append carries more entries.
     pub coalesce: Duration,
+    /// On a bus whose records keep no headers, write each event as a structured
+    /// CloudEvent instead of its bare JSON (`--fluvio-cloudevents structured`). Off unless
+    /// asked for: a reader older than this build takes only the bare JSON.
+    pub structured_events: bool,
 }
 
 impl Default for PublisherConfig {
@@ -40,6 +46,7 @@ impl Default for PublisherConfig {
             batch: 1000,
             idle_poll: Duration::from_millis(200),
             coalesce: Duration::from_millis(2),
+            structured_events: false,
         }
     }
 }
@@ -58,7 +65,7 @@ pub async fn run(
     loop {
         tick.borrow_and_update();
         let shards = owned.borrow_and_update().clone();
-        match publish_batch(&*outbox, &*log, &shards, config.batch).await {
+        match publish_batch(&*outbox, &*log, &shards, &config).await {
             Ok(0) => {
                 failures = 0;
                 if shutdown.is_cancelled() {
@@ -111,6 +118,40 @@ fn decode(entries: &[OutboxEntry]) -> Vec<Option<BusEvent>> {
         .collect()
 }
 
+/// How events are written on this bus, for consumers that are not ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// The payload, with the CloudEvents attributes and the trace context OpenTelemetry's
+    /// Kafka instrumentation reads as headers.
+    Headers,
+    /// The structured CloudEvent around the payload.
+    Structured,
+    /// The payload alone.
+    Bare,
+}
+
+impl Form {
+    /// The record of an entry with `payload`, whose event is `event` (none if it did not
+    /// decode: then the payload goes as it is).
+    fn record(self, key: String, payload: Vec<u8>, event: Option<&BusEvent>) -> NewRecord {
+        match (self, event) {
+            (Form::Headers, Some(event)) => {
+                let mut record = NewRecord::new(key, payload);
+                record.headers = headers::of(event);
+                record
+            }
+            (Form::Structured, Some(event)) => match structured::encode(event, &payload) {
+                Ok(value) => NewRecord::new(key, value),
+                Err(e) => {
+                    tracing::warn!(sku = %key, error = %e, "published without its CloudEvents envelope");
+                    NewRecord::new(key, payload)
+                }
+            },
+            _ => NewRecord::new(key, payload),
+        }
+    }
+}
+
 /// The `traceparent` stored in each entry's event (the store write that committed it).
 fn causes(events: &[Option<BusEvent>]) -> Vec<Option<String>> {
     events
@@ -146,8 +187,9 @@ pub async fn publish_batch(
     outbox: &dyn Outbox,
     log: &dyn EventLog,
     shards: &BTreeSet<u32>,
-    batch: usize,
+    config: &PublisherConfig,
 ) -> Result<usize, WorkerError> {
+    let batch = config.batch;
     if shards.is_empty() {
         return Ok(0);
     }
@@ -163,9 +205,15 @@ pub async fn publish_batch(
             .set((now_ms() - oldest).max(0) as f64 / 1000.0);
     }
     let count = entries.len();
-    // Decoded only where something reads them: a bus that keeps headers, or tracing.
-    // Fluvio drops headers, and its hot path stays a plain copy.
-    let events = if log.keeps_headers() || traces::enabled() {
+    let form = if log.keeps_headers() {
+        Form::Headers
+    } else if config.structured_events {
+        Form::Structured
+    } else {
+        Form::Bare
+    };
+    // Decoded only where something reads them: CloudEvents attributes, or tracing.
+    let events = if form != Form::Bare || traces::enabled() {
         decode(&entries)
     } else {
         vec![None; count]
@@ -181,11 +229,7 @@ pub async fn publish_batch(
         .map(|(e, event)| {
             ids.push(e.id);
             created_at_ms.push(e.created_at_ms);
-            // For consumers that are not ours, where the bus keeps headers: CloudEvents
-            // attributes, and the trace context OpenTelemetry's Kafka instrumentation reads.
-            let mut record = NewRecord::new(e.key, e.payload);
-            record.headers = event.as_ref().map(headers::of).unwrap_or_default();
-            record
+            form.record(e.key, e.payload, event.as_ref())
         })
         .collect();
     let placed = log.append(records).await?;
@@ -208,3 +252,6 @@ pub async fn publish_batch(
     metrics::gauge!("stockflow_outbox_backlog").set(backlog as f64);
     Ok(count)
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,7 @@ use stockflow_storage::ports::{Batch, DeadLetter, ReadStore};
 use tracing::field::Empty;
 
 use super::ProjectorConfig;
+use crate::events::structured;
 use crate::workers::{WorkerError, backoff};
 use stockflow_telemetry::traces;
 
@@ -88,7 +89,7 @@ pub async fn step(
     let last = records[records.len() - 1].offset;
     let mut decoded: Vec<Result<BusEvent, String>> = records
         .iter()
-        .map(|r| serde_json::from_slice::<BusEvent>(&r.value).map_err(|e| e.to_string()))
+        .map(|r| structured::event_of(&r.value).map_err(|e| e.to_string()))
         .collect();
     // Live until the step returns: each ends once its event is projected (or dead-lettered).
     let spans = traces::enabled().then(|| projection_spans(&records, &decoded, config, partition));

@@ -172,6 +172,35 @@ async fn gaps_in_fetches_are_re_read_and_nothing_is_skipped() {
     }
 }
 
+/// A Fluvio topic switched to structured CloudEvents holds both forms, the bare events of
+/// before and the structured ones after: each projects alike, none is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_and_structured_records_project_alike() {
+    let (_dir, b) = backend(2);
+    let records = history()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let payload = serde_json::to_vec(e).unwrap();
+            let value = if i % 3 == 0 {
+                payload
+            } else {
+                crate::events::structured::encode(e, &payload).unwrap()
+            };
+            NewRecord::new(e.key().to_string(), value)
+        })
+        .collect();
+    b.log.append(records).await.unwrap();
+    drain(&*b.log, &*b.read, &ProjectorConfig::default()).await;
+    let rows = b.read.all_inventory().await.unwrap();
+    assert_eq!(rows.len(), 10);
+    assert!(
+        rows.iter()
+            .all(|r| r.version == 10 && r.on_hand == 110 && r.reserved == 10)
+    );
+    assert!(b.read.dead_letters(10).await.unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_go_to_the_dlq_and_the_partition_moves_on() {
     let (_dir, b) = backend(1);

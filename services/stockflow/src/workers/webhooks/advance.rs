@@ -11,6 +11,7 @@ use stockflow_domain::webhook::{
 use stockflow_storage::ports::{Cursor, Subscription, WebhookDeadLetter};
 
 use super::{Context, deliver};
+use crate::events::structured;
 use crate::workers::WorkerError;
 
 /// Most bytes of log read per subscription per round.
@@ -97,7 +98,7 @@ pub(super) async fn advance(
             }
         }
         let next = record.offset + 1;
-        let event = match serde_json::from_slice::<BusEvent>(&record.value) {
+        let event = match structured::event_of(&record.value) {
             Ok(event) => event,
             Err(e) => {
                 tracing::warn!(partition, offset = record.offset, error = %e, "skipping a record that is not an event");
