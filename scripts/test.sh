@@ -142,4 +142,5 @@ if [[ -n "${FLUVIO_ENDPOINT:-}" ]]; then
     step "Fluvio: the event-log contract and the four roles on $FLUVIO_ENDPOINT"
     cargo test --locked -p stockflow-bus --test fluvio -- --ignored
     cargo test --locked -p stockflow-e2e --test roles -- --ignored
+    cargo test --locked -p stockflow-e2e --test cloudevents -- --ignored
 fi

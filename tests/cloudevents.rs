@@ -5,8 +5,11 @@
 //! headers and JSON data pass the schemas the platform publishes at `/asyncapi.json`,
 //! checked by the `jsonschema` validator (not by our code).
 //!
+//! On Fluvio, whose records have no headers, each record is the structured form of the
+//! same event; read back as attributes and data, it passes the same checks.
+//!
 //! The Kafka case needs `STOCKFLOW_KAFKA_BROKERS` (the test command starts a broker and
-//! sets it).
+//! sets it); the Fluvio case a cluster at `FLUVIO_ENDPOINT` (no registry ships one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use stockflow_bus::EventLog;
+use stockflow_bus::fluvio::{FluvioConfig, FluvioEventLog};
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
 use stockflow_e2e::{DevProcess, free_addr, put_warehouse, required};
 use stockflow_storage::embedded::{SqliteEventLog, WalPolicy};
@@ -213,11 +217,94 @@ async fn every_record_on_the_embedded_log_is_the_same_cloudevent() {
     let dev = DevProcess::start(dir.path(), free_addr()).await;
     let base = format!("http://{}", dev.addr);
     let (doc, started_ms) = send_commands(&base).await;
+    wait_published(&base).await;
+    dev.stop();
+
+    let log = SqliteEventLog::open(&dir.path().join("log.db"), PARTITIONS, WalPolicy::default())
+        .expect("the log opens");
+    let records = read_all(&log).await;
+    check_cloudevents(&records, &doc, started_ms);
+}
+
+/// On Fluvio with `--fluvio-cloudevents structured`: every record is a structured-mode
+/// CloudEvent whose attributes, read as the binary mode's headers, and data pass the same
+/// checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Fluvio cluster: set FLUVIO_ENDPOINT and run with --ignored"]
+async fn every_record_on_fluvio_is_a_structured_cloudevent() {
+    let endpoint = required("FLUVIO_ENDPOINT");
+    let topic = format!("cloudevents-{}", std::process::id());
+    let dir = tempfile::tempdir().expect("a data directory");
+    let bus = [
+        "--bus",
+        "fluvio",
+        "--fluvio-endpoint",
+        &endpoint,
+        "--bus-topic",
+        &topic,
+        "--fluvio-cloudevents",
+        "structured",
+    ];
+    let dev = DevProcess::start_with(dir.path(), free_addr(), &bus).await;
+    let base = format!("http://{}", dev.addr);
+    let (doc, started_ms) = send_commands(&base).await;
+    wait_published(&base).await;
+    dev.stop();
+
+    let config = FluvioConfig::new(endpoint, topic, PARTITIONS);
+    let log = FluvioEventLog::connect(config.clone())
+        .await
+        .expect("the topic answers");
+    let records: Vec<_> = read_all(&log)
+        .await
+        .into_iter()
+        .map(|mut record| {
+            assert!(record.headers.is_empty(), "Fluvio keeps no headers");
+            let (headers, data) = structured_to_binary(&record.value);
+            record.headers = headers;
+            record.value = data;
+            record
+        })
+        .collect();
+    check_cloudevents(&records, &doc, started_ms);
+    stockflow_bus::fluvio::delete_topic(&config)
+        .await
+        .expect("the topic is deleted");
+}
+
+/// A structured-mode event's attributes as the Kafka binding's binary-mode headers
+/// (`ce_<name>`; `datacontenttype` as `content-type`; the trace context under both names)
+/// and its `data` as the value.
+fn structured_to_binary(value: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
+    let Value::Object(mut event) = serde_json::from_slice(value).expect("a JSON object") else {
+        panic!(
+            "not a structured CloudEvent: {}",
+            String::from_utf8_lossy(value)
+        );
+    };
+    let data = event.remove("data").expect("structured events carry data");
+    let mut headers = Vec::new();
+    for (name, attribute) in event {
+        let attribute = attribute.as_str().expect("string attributes").to_string();
+        match name.as_str() {
+            "datacontenttype" => headers.push(("content-type".to_string(), attribute)),
+            "traceparent" => {
+                headers.push(("traceparent".to_string(), attribute.clone()));
+                headers.push(("ce_traceparent".to_string(), attribute));
+            }
+            _ => headers.push((format!("ce_{name}"), attribute)),
+        }
+    }
+    (headers, serde_json::to_vec(&data).expect("JSON"))
+}
+
+/// Waits until the platform at `base` has published every event of [`send_commands`].
+async fn wait_published(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let published = published_events(&base).await;
+        let published = published_events(base).await;
         if published >= EVENTS {
-            break;
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -225,12 +312,6 @@ async fn every_record_on_the_embedded_log_is_the_same_cloudevent() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    dev.stop();
-
-    let log = SqliteEventLog::open(&dir.path().join("log.db"), PARTITIONS, WalPolicy::default())
-        .expect("the log opens");
-    let records = read_all(&log).await;
-    check_cloudevents(&records, &doc, started_ms);
 }
 
 /// `stockflow_events_published_total`, from the platform's `/metrics`.

@@ -44,9 +44,11 @@ impl TestBus {
                 ("STOCKFLOW_BUS", "kafka".into()),
                 ("STOCKFLOW_KAFKA_BROKERS", brokers.clone()),
             ],
+            // Structured CloudEvents, so the region converges on what a new region writes.
             TestBus::Fluvio(endpoint) => vec![
                 ("STOCKFLOW_BUS", "fluvio".into()),
                 ("STOCKFLOW_FLUVIO_ENDPOINT", endpoint.clone()),
+                ("STOCKFLOW_FLUVIO_CLOUDEVENTS", "structured".into()),
             ],
         }
     }
