@@ -345,7 +345,14 @@ pub async fn topic_holds_every_version(
             for record in batch {
                 assert_eq!(record.offset, next);
                 next += 1;
-                let event: Value = serde_json::from_slice(&record.value).expect("an event is JSON");
+                let value: Value = serde_json::from_slice(&record.value).expect("an event is JSON");
+                // A structured CloudEvent (Fluvio with `--fluvio-cloudevents structured`)
+                // carries the event as its data.
+                let event = if value["specversion"] == "1.0" {
+                    value["data"].clone()
+                } else {
+                    value
+                };
                 if event["stream"] != "stock" {
                     continue;
                 }
