@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::admission::authenticated;
 use super::names::{keyspace, topic};
 use super::{HTTP_PORT, config_name, meta};
-use crate::crd::InventoryRegion;
+use crate::crd::{FluvioEvents, InventoryRegion};
 
 /// The bus settings every role reads from its environment.
 fn bus_env(region: &InventoryRegion) -> Vec<(String, String)> {
@@ -44,10 +44,14 @@ fn bus_env(region: &InventoryRegion) -> Vec<(String, String)> {
     } else if let Some(fluvio) = &bus.fluvio {
         env.push(("STOCKFLOW_BUS".into(), "fluvio".into()));
         env.push(("STOCKFLOW_FLUVIO_ENDPOINT".into(), fluvio.endpoint.clone()));
-        env.push((
-            "STOCKFLOW_FLUVIO_CLOUDEVENTS".into(),
-            fluvio.cloudevents.as_str().into(),
-        ));
+        // Only when not the default: a region that keeps it is not rolled by an operator
+        // upgrade that merely learned the setting.
+        if fluvio.cloudevents != FluvioEvents::default() {
+            env.push((
+                "STOCKFLOW_FLUVIO_CLOUDEVENTS".into(),
+                fluvio.cloudevents.as_str().into(),
+            ));
+        }
     }
     env
 }

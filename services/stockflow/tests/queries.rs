@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use stockflow::app::AppConfig;
 use stockflow_bus::NewRecord;
+use stockflow_storage::ports::DeadLetter;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_carry_etags_and_answer_conditional_gets() {
@@ -200,6 +201,54 @@ async fn an_event_the_projector_cannot_apply_lands_in_the_dlq() {
         metrics.contains("stockflow_dead_letters_total 1"),
         "{metrics}"
     );
+}
+
+/// A dead letter of a Fluvio topic written with structured CloudEvents holds the envelope;
+/// its replay applies the event inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_structured_cloudevent_dead_letter_replays() {
+    let p = Platform::start().await;
+    p.location("s1", "north").await;
+    p.stock("E", "s1", 4).await;
+    p.eventually_stock("E", "s1", |v| v["version"] == 1).await;
+    let payload = serde_json::to_vec(&json!({
+        "stream": "stock", "event_id": "E/s1/2", "type": "stock_adjusted", "region": "north",
+        "sku": "E", "location": "s1", "version": 2, "on_hand": 9, "reserved": 0,
+        "reservation_id": null, "reason": "receipt", "reference": null,
+        "idempotency_key": null, "occurred_at_ms": 1, "trace_context": null
+    }))
+    .unwrap();
+    let event = serde_json::from_slice(&payload).unwrap();
+    let envelope = stockflow::events::structured::encode(&event, &payload).unwrap();
+    let read = &p.running.backend.read;
+    read.dead_letter(
+        DeadLetter {
+            id: 0,
+            // A consumer of its own, so no projector's offset moves.
+            consumer: "structured-test".into(),
+            partition: 0,
+            offset: 0,
+            key: "E".into(),
+            payload: String::from_utf8(envelope).unwrap(),
+            error: "the read store was unavailable".into(),
+            attempts: 3,
+            failed_at_ms: 1,
+        },
+        1,
+    )
+    .await
+    .unwrap();
+    let letters: Vec<Value> = p.get("/admin/dead-letters").await.json().await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let r = p
+        .http
+        .post(p.url(&format!("/admin/dead-letters/{}/replay", letters[0]["id"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    p.eventually_stock("E", "s1", |v| v["version"] == 2 && v["on_hand"] == 9)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

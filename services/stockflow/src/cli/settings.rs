@@ -450,6 +450,25 @@ mod tests {
     }
 
     #[test]
+    fn structured_cloudevents_are_asked_for_only_on_fluvio() {
+        let on = |args: &[&str]| parse(args).bus.structured_events();
+        let fluvio = ["--bus=fluvio", "--fluvio-endpoint=f:9003"];
+        assert!(!on(&fluvio), "plain by default");
+        assert!(on(
+            &[&fluvio[..], &["--fluvio-cloudevents=structured"]].concat()
+        ));
+        assert!(!on(&[
+            "--bus=kafka",
+            "--kafka-brokers=b:9092",
+            "--fluvio-cloudevents=structured"
+        ]));
+        assert!(
+            !on(&["--fluvio-cloudevents=structured"]),
+            "the embedded log keeps headers"
+        );
+    }
+
+    #[test]
     fn half_given_credentials_and_a_tls_flag_without_ca_are_refused() {
         let cli = parse(&[
             "--bus=kafka",

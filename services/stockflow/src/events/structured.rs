@@ -55,13 +55,18 @@ pub fn encode(event: &BusEvent, payload: &[u8]) -> serde_json::Result<Vec<u8>> {
 }
 
 /// The event a record value holds: a structured CloudEvent's `data`, or the event's JSON
-/// itself (what Kafka, the embedded log and older records hold).
+/// itself (what Kafka, the embedded log and older records hold). Our own encoding is
+/// recognised by its first bytes; a structured event that something else re-serialized
+/// (other member order, whitespace) is still read, after the bare parse fails.
 pub fn event_of(value: &[u8]) -> serde_json::Result<BusEvent> {
     if value.starts_with(STRUCTURED_PREFIX) {
-        serde_json::from_slice::<Data>(value).map(|d| d.data)
-    } else {
-        serde_json::from_slice(value)
+        return serde_json::from_slice::<Data>(value).map(|d| d.data);
     }
+    serde_json::from_slice(value).or_else(|bare| {
+        serde_json::from_slice::<Data>(value)
+            .map(|d| d.data)
+            .map_err(|_| bare)
+    })
 }
 
 #[cfg(test)]
@@ -149,5 +154,23 @@ mod tests {
         }
         assert!(event_of(b"{\"specversion\":\"1.0\",\"id\":\"x\"}").is_err());
         assert!(event_of(b"not an event").is_err());
+    }
+
+    /// A structured event re-serialized by another tool (members reordered, pretty-printed)
+    /// is still read; a value that is neither form keeps the bare parse's error.
+    #[test]
+    fn a_re_serialized_structured_event_is_still_read() {
+        let (event, value) = structured(&stock_payload(None));
+        let parsed: serde_json::Value = serde_json::from_slice(&value).expect("JSON");
+        let mut reordered = serde_json::Map::new();
+        reordered.insert("data".into(), parsed["data"].clone());
+        for (name, attribute) in parsed.as_object().expect("an object") {
+            reordered.insert(name.clone(), attribute.clone());
+        }
+        let pretty = serde_json::to_vec_pretty(&reordered).expect("JSON");
+        assert!(!pretty.starts_with(STRUCTURED_PREFIX));
+        assert_eq!(event_of(&pretty).expect("read"), event);
+        let error = event_of(b"{\"stream\":\"stock\"}").expect_err("not an event");
+        assert!(error.to_string().contains("missing field"), "{error}");
     }
 }

@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use stockflow_domain::BusEvent;
 use stockflow_storage::ports::DeadLetter;
 use utoipa::ToSchema;
 
@@ -16,6 +15,7 @@ use super::AppState;
 use super::docs::DeadLetterPath;
 use super::extract::PathParams;
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::events::structured;
 
 /// Liveness: the process serves HTTP and its write store has not stopped for good (after a
 /// failed fsync it answers 503 until the process, which is shutting down, exits).
@@ -147,7 +147,9 @@ pub(crate) async fn replay_dead_letter(
         .find(|l| l.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
     let still_failing = |error: String| ApiError::DeadLetterStillFailing { id, error };
-    let event: BusEvent = serde_json::from_str(&letter.payload)
+    // The record's value as it was: a structured CloudEvent on a Fluvio topic that writes
+    // them, the bare event elsewhere.
+    let event = structured::event_of(letter.payload.as_bytes())
         .map_err(|e| still_failing(format!("payload does not decode: {e}")))?;
     state
         .read

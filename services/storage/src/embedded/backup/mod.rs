@@ -380,6 +380,8 @@ fn records_of(conn: &Connection, partition: i64) -> Result<Vec<StoredRecord>> {
 /// Whether the copied write side made the change a record carries. A record that is not
 /// an event stays: the projector sends it to the dead-letter queue, as it would have.
 fn backed(conn: &Connection, value: &[u8]) -> Result<bool> {
+    // The bare event: the embedded log keeps headers, so no structured CloudEvent (the
+    // Fluvio form) is ever written to it.
     let Ok(event) = serde_json::from_slice::<BusEvent>(value) else {
         return Ok(true);
     };

@@ -1,4 +1,5 @@
-//! The embedded event log: the twin of a Fluvio topic in one SQLite file.
+//! The embedded event log: the twin of a Fluvio topic in one SQLite file, which keeps each
+//! record's headers as a Kafka topic does ([`headers`]).
 //!
 //! Records are addressed by `(partition, offset)`, offsets are contiguous per partition
 //! from 0, and a record's partition comes from [`partition_for_key`], the same function
