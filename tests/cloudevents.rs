@@ -6,7 +6,7 @@
 //! checked by the `jsonschema` validator (not by our code).
 //!
 //! On Fluvio, whose records have no headers, each record is the structured form of the
-//! same event; read back as attributes and data, it passes the same checks.
+//! same event; read back as attributes and data, it passes the same checks ([`fluvio`]).
 //!
 //! The Kafka case needs `STOCKFLOW_KAFKA_BROKERS` (the test command starts a broker and
 //! sets it); the Fluvio case a cluster at `FLUVIO_ENDPOINT` (no registry ships one).
@@ -17,10 +17,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use stockflow_bus::EventLog;
-use stockflow_bus::fluvio::{FluvioConfig, FluvioEventLog};
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
 use stockflow_e2e::{DevProcess, free_addr, put_warehouse, required};
 use stockflow_storage::embedded::{SqliteEventLog, WalPolicy};
+
+#[path = "cloudevents/fluvio.rs"]
+mod fluvio;
 
 /// Partitions `DevProcess` gives the topic.
 const PARTITIONS: u32 = 4;
@@ -147,17 +149,18 @@ async fn read_all(log: &dyn EventLog) -> Vec<stockflow_bus::LogRecord> {
 /// Sends the catalog and every command of [`COMMANDS`]; returns the platform's AsyncAPI
 /// document and when the commands began (Unix ms).
 async fn send_commands(base: &str) -> (Value, i64) {
+    send_some_commands(base, &COMMANDS, true).await
+}
+
+/// Sends `commands`, after the warehouse and the catalog when `first`; returns the
+/// platform's AsyncAPI document and when the commands began (Unix ms).
+async fn send_some_commands(base: &str, commands: &[(&str, &str)], first: bool) -> (Value, i64) {
     let client = reqwest::Client::new();
     let started_ms = now_ms();
-    put_warehouse(&client, base, "dc", "north").await;
-    let r = client
-        .put(format!("{base}/v1/skus/CE-1"))
-        .json(&json!({"name": "Cloud shoe", "attributes": {"color": "blue"}}))
-        .send()
-        .await
-        .expect("the platform answers");
-    assert!(r.status().is_success(), "PUT sku: {}", r.status());
-    for (path, body) in COMMANDS {
+    if first {
+        catalog(&client, base).await;
+    }
+    for (path, body) in commands {
         post(&client, base, path, body).await;
     }
     let doc: Value = client
@@ -170,6 +173,18 @@ async fn send_commands(base: &str) -> (Value, i64) {
         .expect("a JSON document");
     assert_eq!(doc["asyncapi"], "3.0.0");
     (doc, started_ms)
+}
+
+/// The warehouse and the catalog entry the commands use (one catalog event).
+async fn catalog(client: &reqwest::Client, base: &str) {
+    put_warehouse(client, base, "dc", "north").await;
+    let r = client
+        .put(format!("{base}/v1/skus/CE-1"))
+        .json(&json!({"name": "Cloud shoe", "attributes": {"color": "blue"}}))
+        .send()
+        .await
+        .expect("the platform answers");
+    assert!(r.status().is_success(), "PUT sku: {}", r.status());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,96 +241,29 @@ async fn every_record_on_the_embedded_log_is_the_same_cloudevent() {
     check_cloudevents(&records, &doc, started_ms);
 }
 
-/// On Fluvio with `--fluvio-cloudevents structured`: every record is a structured-mode
-/// CloudEvent whose attributes, read as the binary mode's headers, and data pass the same
-/// checks.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a Fluvio cluster: set FLUVIO_ENDPOINT and run with --ignored"]
-async fn every_record_on_fluvio_is_a_structured_cloudevent() {
-    let endpoint = required("FLUVIO_ENDPOINT");
-    let topic = format!("cloudevents-{}", std::process::id());
-    let dir = tempfile::tempdir().expect("a data directory");
-    let bus = [
-        "--bus",
-        "fluvio",
-        "--fluvio-endpoint",
-        &endpoint,
-        "--bus-topic",
-        &topic,
-        "--fluvio-cloudevents",
-        "structured",
-    ];
-    let dev = DevProcess::start_with(dir.path(), free_addr(), &bus).await;
-    let base = format!("http://{}", dev.addr);
-    let (doc, started_ms) = send_commands(&base).await;
-    wait_published(&base).await;
-    dev.stop();
-
-    let config = FluvioConfig::new(endpoint, topic, PARTITIONS);
-    let log = FluvioEventLog::connect(config.clone())
-        .await
-        .expect("the topic answers");
-    let records: Vec<_> = read_all(&log)
-        .await
-        .into_iter()
-        .map(|mut record| {
-            assert!(record.headers.is_empty(), "Fluvio keeps no headers");
-            let (headers, data) = structured_to_binary(&record.value);
-            record.headers = headers;
-            record.value = data;
-            record
-        })
-        .collect();
-    check_cloudevents(&records, &doc, started_ms);
-    stockflow_bus::fluvio::delete_topic(&config)
-        .await
-        .expect("the topic is deleted");
-}
-
-/// A structured-mode event's attributes as the Kafka binding's binary-mode headers
-/// (`ce_<name>`; `datacontenttype` as `content-type`; the trace context under both names)
-/// and its `data` as the value.
-fn structured_to_binary(value: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
-    let Value::Object(mut event) = serde_json::from_slice(value).expect("a JSON object") else {
-        panic!(
-            "not a structured CloudEvent: {}",
-            String::from_utf8_lossy(value)
-        );
-    };
-    let data = event.remove("data").expect("structured events carry data");
-    let mut headers = Vec::new();
-    for (name, attribute) in event {
-        let attribute = attribute.as_str().expect("string attributes").to_string();
-        match name.as_str() {
-            "datacontenttype" => headers.push(("content-type".to_string(), attribute)),
-            "traceparent" => {
-                headers.push(("traceparent".to_string(), attribute.clone()));
-                headers.push(("ce_traceparent".to_string(), attribute));
-            }
-            _ => headers.push((format!("ce_{name}"), attribute)),
-        }
-    }
-    (headers, serde_json::to_vec(&data).expect("JSON"))
-}
-
 /// Waits until the platform at `base` has published every event of [`send_commands`].
 async fn wait_published(base: &str) {
+    wait_published_at_least(base, EVENTS).await;
+}
+
+/// Waits until the platform at `base` has published `events` events since it started.
+async fn wait_published_at_least(base: &str, events: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let published = published_events(base).await;
-        if published >= EVENTS {
+        let published = metric(base, "stockflow_events_published_total").await;
+        if published >= events {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "only {published} of {EVENTS} events were published"
+            "only {published} of {events} events were published"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// `stockflow_events_published_total`, from the platform's `/metrics`.
-async fn published_events(base: &str) -> usize {
+/// The counter `name` from the platform's `/metrics` (0 when absent).
+async fn metric(base: &str, name: &str) -> usize {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .expect("GET /metrics")
@@ -323,7 +271,7 @@ async fn published_events(base: &str) -> usize {
         .await
         .expect("a body");
     text.lines()
-        .find_map(|line| line.strip_prefix("stockflow_events_published_total "))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .map_or(0, |n| n.trim().parse::<f64>().expect("a count") as usize)
 }
 
