@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use stockflow_bus::EventLog;
 use stockflow_bus::kafka::{KafkaConfig, KafkaEventLog};
-use stockflow_e2e::{DevProcess, free_addr, put_warehouse, required};
+use stockflow_e2e::{DevProcess, free_addr, metric, put_warehouse, required};
 use stockflow_storage::embedded::{SqliteEventLog, WalPolicy};
 
 #[path = "cloudevents/fluvio.rs"]
@@ -250,7 +250,7 @@ async fn wait_published(base: &str) {
 async fn wait_published_at_least(base: &str, events: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let published = metric(base, "stockflow_events_published_total").await;
+        let published = count(base, "stockflow_events_published_total").await;
         if published >= events {
             return;
         }
@@ -262,17 +262,9 @@ async fn wait_published_at_least(base: &str, events: usize) {
     }
 }
 
-/// The counter `name` from the platform's `/metrics` (0 when absent).
-async fn metric(base: &str, name: &str) -> usize {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("a body");
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .map_or(0, |n| n.trim().parse::<f64>().expect("a count") as usize)
+/// The counter `name` of the platform at `base` (0 before its first increment).
+async fn count(base: &str, name: &str) -> usize {
+    metric(base, name).await.map_or(0, |n| n as usize)
 }
 
 /// Every record of `records` is one of the [`EVENTS`] changes, once, as a CloudEvent in

@@ -215,6 +215,22 @@ impl DevProcess {
         Self::start_with(data_dir, free_addr(), &bus).await
     }
 
+    /// Like [`DevProcess::start`] at a free address, with Fluvio at `endpoint` as its bus,
+    /// `topic` as the topic, and the events written in `form` (`--fluvio-cloudevents`).
+    pub async fn start_on_fluvio(data_dir: &Path, endpoint: &str, topic: &str, form: &str) -> Self {
+        let bus = [
+            "--bus",
+            "fluvio",
+            "--fluvio-endpoint",
+            endpoint,
+            "--bus-topic",
+            topic,
+            "--fluvio-cloudevents",
+            form,
+        ];
+        Self::start_with(data_dir, free_addr(), &bus).await
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -247,6 +263,20 @@ impl DevProcess {
     pub fn stop(mut self) {
         terminate(&mut self.child, "stockflow");
     }
+}
+
+/// The sample `name` (a counter or gauge without labels) of the `/metrics` at `base`, if
+/// the process has one.
+pub async fn metric(base: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().expect("a number"))
 }
 
 /// Sends SIGTERM and waits up to 30 s for a successful exit.

@@ -8,6 +8,7 @@ use futures::future::join_all;
 use serde_json::json;
 use stockflow_bus::EventLog;
 use stockflow_domain::{LocationId, Sku, StockKey};
+use stockflow_e2e::metric;
 use stockflow_storage::embedded::{SqliteEventLog, WalPolicy};
 use stockflow_storage::ports::WriteStore;
 use stockflow_storage::scylla::ScyllaBackend;
@@ -285,8 +286,8 @@ async fn short_long_and_multi_line_reservations_leave_exactly_their_holds() {
     // One process expires at a time: the holder of the expiry lease. Stopped, it hands
     // over: a one-second reservation made on the other process still expires.
     let leaders = [
-        expiry_leader(&client, &bases[0]).await,
-        expiry_leader(&client, &bases[1]).await,
+        expiry_leader(&bases[0]).await,
+        expiry_leader(&bases[1]).await,
     ];
     assert_eq!(
         leaders.iter().filter(|l| **l).count(),
@@ -329,7 +330,7 @@ async fn short_long_and_multi_line_reservations_leave_exactly_their_holds() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    assert!(expiry_leader(&client, &other_base).await);
+    assert!(expiry_leader(&other_base).await);
     other.stop();
     let backend = ScyllaBackend::open(&config).await.unwrap();
     for sku in (0..SKUS).map(|s| format!("M{s}")).chain(["Q".to_string()]) {
@@ -348,16 +349,6 @@ async fn short_long_and_multi_line_reservations_leave_exactly_their_holds() {
 }
 
 /// Whether the process at `base` holds the expiry lease, by its `/metrics`.
-async fn expiry_leader(client: &reqwest::Client, base: &str) -> bool {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("the metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix("stockflow_expiry_leader "))
-        .is_some_and(|v| v.trim() == "1")
+async fn expiry_leader(base: &str) -> bool {
+    metric(base, "stockflow_expiry_leader").await == Some(1.0)
 }

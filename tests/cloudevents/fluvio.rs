@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stockflow_bus::fluvio::{FluvioConfig, FluvioEventLog};
-use stockflow_e2e::{DevProcess, free_addr, required};
+use stockflow_e2e::{DevProcess, required};
 
 use super::{
-    COMMANDS, EVENTS, PARTITIONS, check_cloudevents, metric, read_all, send_commands,
+    COMMANDS, EVENTS, PARTITIONS, check_cloudevents, count, read_all, send_commands,
     send_some_commands, wait_published, wait_published_at_least,
 };
 /// On Fluvio with `--fluvio-cloudevents structured`: every record is a structured-mode
@@ -23,17 +23,7 @@ async fn every_record_on_fluvio_is_a_structured_cloudevent() {
     let endpoint = required("FLUVIO_ENDPOINT");
     let topic = format!("cloudevents-{}", std::process::id());
     let dir = tempfile::tempdir().expect("a data directory");
-    let bus = [
-        "--bus",
-        "fluvio",
-        "--fluvio-endpoint",
-        &endpoint,
-        "--bus-topic",
-        &topic,
-        "--fluvio-cloudevents",
-        "structured",
-    ];
-    let dev = DevProcess::start_with(dir.path(), free_addr(), &bus).await;
+    let dev = DevProcess::start_on_fluvio(dir.path(), &endpoint, &topic, "structured").await;
     let base = format!("http://{}", dev.addr);
     let (doc, started_ms) = send_commands(&base).await;
     wait_published(&base).await;
@@ -70,24 +60,7 @@ async fn a_fluvio_topic_switched_to_structured_projects_both_forms() {
     let endpoint = required("FLUVIO_ENDPOINT");
     let topic = format!("cloudevents-switch-{}", std::process::id());
     let dir = tempfile::tempdir().expect("a data directory");
-    let start = |form: &'static str| {
-        let args = [
-            "--bus",
-            "fluvio",
-            "--fluvio-endpoint",
-            &endpoint,
-            "--bus-topic",
-            &topic,
-            "--fluvio-cloudevents",
-            form,
-        ]
-        .map(str::to_string);
-        let dir = dir.path().to_path_buf();
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            DevProcess::start_with(&dir, free_addr(), &args).await
-        }
-    };
+    let start = |form| DevProcess::start_on_fluvio(dir.path(), &endpoint, &topic, form);
     // Before: the catalog, two adjustments, a move and two policies (6 events), bare.
     let (before, after) = COMMANDS.split_at(5);
     let dev = start("plain").await;
@@ -168,7 +141,7 @@ async fn a_fluvio_topic_switched_to_structured_projects_both_forms() {
 
 /// `stockflow_dead_letters_total`, from the platform's `/metrics` (0 when absent).
 async fn dead_letters(base: &str) -> usize {
-    metric(base, "stockflow_dead_letters_total").await
+    count(base, "stockflow_dead_letters_total").await
 }
 
 /// A structured-mode event's attributes as the Kafka binding's binary-mode headers
