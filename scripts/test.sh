@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE=1
+# A clean clone gains nothing from incremental compilation, which about doubles target/
+# (a checker whose disk was nearly full ran out of space 387 s into a run).
+if [[ -n "${CI:-}" ]]; then
+    export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
 
 if ! command -v cargo >/dev/null; then
     echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2
@@ -50,6 +55,14 @@ if ((${#missing[@]})); then
         echo "missing ${missing[*]}: install Debian's packages of that name" >&2
         exit 1
     fi
+fi
+
+# A fresh build with the servers' caches takes about 12 GB; say so before cargo fails on it.
+mkdir -p target
+free_gb="$(df -Pk target | awk 'NR == 2 { print int($4 / 1048576) }')"
+step "disk: ${free_gb} GB free where target/ lives (a fresh run writes about 12 GB)"
+if ((free_gb < 12)); then
+    echo "warning: under 12 GB free; a fresh build may run out of space" >&2
 fi
 
 step "cargo fmt --check"
