@@ -8,7 +8,9 @@
 #   PostgreSQL the same transactions on a durable PostgreSQL (scripts/bench-pg.sh)
 #   ScyllaDB   the same over a local Cassandra, with Cassandra's CPU per command beside its
 #              CPU per bare conditional batch (scripts/bench-scylla.sh)
-#   bus path   the embedded write side over Kafka: outbox → publisher → Kafka → projector
+#   bus path   the embedded write side over Kafka: outbox → publisher → Kafka → projector;
+#              and the bus alone with the projector as its own process on Cassandra
+#              (scripts/bench-bus.sh): events/s and lag of the transport and of the projector
 #
 # Each part's whole output is kept in the directory printed at the end.
 # Usage: scripts/bench-all.sh [connections] [seconds]
@@ -25,7 +27,7 @@ run() {
     shift
     echo "--- $name"
     "$@" >"$logs/$name.log" 2>&1 || { cat "$logs/$name.log" >&2; exit 1; }
-    grep -E "commands/s|latency|projection lag|CPU|ceiling|===" "$logs/$name.log" || true
+    grep -E "commands/s|events/s|latency|lag|CPU|ceiling|===" "$logs/$name.log" || true
 }
 
 BENCH_WORKLOAD=reserve run embedded-1000 scripts/bench.sh "$connections" "$duration" 1000
@@ -33,6 +35,7 @@ BENCH_WORKLOAD=reserve run embedded-1 scripts/bench.sh "$connections" "$duration
 BENCH_WORKLOAD=reserve run embedded-100000 scripts/bench.sh "$connections" "$duration" 100000
 run postgres scripts/bench-pg.sh "$connections" "$duration"
 run scylla scripts/bench-scylla.sh "$connections" "$duration"
+run bus scripts/bench-bus.sh "$duration"
 
 export KAFKA_PORT="${BENCH_KAFKA_PORT:-19192}" KAFKA_CONTROLLER_PORT="${BENCH_KAFKA_CONTROLLER_PORT:-19193}" \
     KAFKA_SASL_PORT="${BENCH_KAFKA_SASL_PORT:-19194}"
@@ -55,6 +58,10 @@ figure() {
 }
 # The p99 on the first line matching $2 in log $1.
 p99() { grep -m1 -- "$2" "$logs/$1.log" | grep -oE 'p99 [0-9.]+' | cut -d' ' -f2 || echo "?"; }
+# From the bus log: the $1-th line matching $2, its first number before $3.
+bus_figure() {
+    grep -- "$2" "$logs/bus.log" | sed -n "${1}p" | grep -oE "[0-9.]+ $3" | head -1 | cut -d' ' -f1 || echo "?"
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "?" }'; }
 
 e1000="$(figure embedded-1000 'commands/s')"
@@ -86,4 +93,8 @@ printf '%-58s %s\n' \
     "ScyllaDB command ÷ bare conditional batch (Cassandra CPU)" "$(ratio "$s1000_cass" "$lwt1000_cass")" \
     "ScyllaDB, 1,000 SKUs: projection lag p99 (ms)" "$(p99 scylla 'projection lag')" \
     "embedded over Kafka, 1,000 SKUs: events/s (= commands/s)" "$(figure embedded-kafka 'commands/s')" \
-    "embedded over Kafka, 1,000 SKUs: projection lag p99 (ms)" "$(p99 embedded-kafka 'projection lag')"
+    "embedded over Kafka, 1,000 SKUs: projection lag p99 (ms)" "$(p99 embedded-kafka 'projection lag')" \
+    "bus alone (Kafka, 16 partitions): events/s appended and read" "$(bus_figure 1 'read within' 'events/s')" \
+    "bus alone at half that rate: lag p99 (ms)" "$(bus_figure 2 'bus lag' 'ms  max')" \
+    "projector process on Cassandra: events/s sustained" "$(bus_figure 1 'until caught up' 'events/s until')" \
+    "projector process at half that rate: lag p99 (ms, from buckets)" "$(bus_figure 2 'projection lag (decided' 'ms  within')"

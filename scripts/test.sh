@@ -57,12 +57,13 @@ if ((${#missing[@]})); then
     fi
 fi
 
-# A fresh build with the servers' caches takes about 12 GB; say so before cargo fails on it.
+# A fresh run writes about 8 GB (7 GB of target/, the servers and tools cached beside it);
+# say so before cargo fails on it.
 mkdir -p target
 free_gb="$(df -Pk target | awk 'NR == 2 { print int($4 / 1048576) }')"
-step "disk: ${free_gb} GB free where target/ lives (a fresh run writes about 12 GB)"
-if ((free_gb < 12)); then
-    echo "warning: under 12 GB free; a fresh build may run out of space" >&2
+step "disk: ${free_gb} GB free where target/ lives (a fresh run writes about 8 GB)"
+if ((free_gb < 10)); then
+    echo "warning: under 10 GB free; a fresh build may run out of space" >&2
 fi
 
 step "cargo fmt --check"

@@ -6,11 +6,14 @@
 //!   soak), with `conn` (one keep-alive connection, the histograms), `expiry_burst` and `soak`.
 //! - `lwt`: the raw ScyllaDB conditional-batch ceiling the command path is measured
 //!   against.
+//! - `bus`: the event path alone (Kafka, and a projector running as its own process),
+//!   with `prometheus`, which reads that process's `/metrics`.
 //! - `rebuild`: seeding many keys and timing the read models' rebuild from the write side.
 //! - `pg`: the same checkout as PostgreSQL transactions, the baseline.
 //! - `cpu`: CPU time per command of the processes a run drives (server, database).
 
 mod args;
+mod bus;
 mod checkout;
 mod conn;
 mod cpu;
@@ -19,6 +22,7 @@ mod http;
 mod import;
 mod lwt;
 mod pg;
+mod prometheus;
 mod rebuild;
 mod soak;
 mod sourcing;
@@ -31,6 +35,9 @@ pub enum BenchError {
     /// The target could not be reached or answered badly during set-up.
     #[error("{0}")]
     Setup(String),
+    /// A measured run failed midway (the bus refused an append, a metric was unreadable).
+    #[error("{0}")]
+    Run(String),
 }
 
 #[derive(Debug, Parser)]
@@ -54,6 +61,9 @@ enum Bench {
     Rebuild(rebuild::RebuildArgs),
     /// The same checkout as PostgreSQL transactions (the baseline).
     Pg(pg::PgArgs),
+    /// The event path alone: appends to Kafka as the publisher does, read back by the
+    /// bench and by a running `stockflow projector`.
+    Bus(bus::BusArgs),
 }
 
 #[tokio::main]
@@ -64,6 +74,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Lwt(args) => lwt::run_lwt(args).await,
         Bench::Rebuild(args) => rebuild::run_rebuild(args).await,
         Bench::Pg(args) => pg::run_pg(args).await,
+        Bench::Bus(args) => bus::run_bus(args).await.map_err(BenchError::Run),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
