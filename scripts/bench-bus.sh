@@ -6,6 +6,8 @@
 # at full speed, then at half that rate for the lag. CPU per event of the projector, Kafka
 # and Cassandra is reported beside each phase.
 # Usage: scripts/bench-bus.sh [seconds] [skus]
+# BENCH_ARGS adds arguments to the bench, e.g. `--projector-rates 1000,2500` (the rates at
+# which the projector's lag is measured; by default half of what it sustained).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-20}"
@@ -45,6 +47,8 @@ projector=$!
 for _ in $(seq 300); do curl -fs "http://$addr/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 curl -fs "http://$addr/readyz" >/dev/null || { echo "the projector did not become ready" >&2; exit 1; }
 
+# shellcheck disable=SC2086 # BENCH_ARGS is a list of arguments
 "$bench_bin" bus --brokers "127.0.0.1:$KAFKA_PORT" --topic "$topic" --partitions "$partitions" \
     --skus "$skus" --duration "$duration" --region bench --projector "$addr" \
-    --cpu "projector=$projector" --cpu "kafka=$kafka_pid" --cpu "cassandra=$(./scripts/cassandra.sh pid)"
+    --cpu "projector=$projector" --cpu "kafka=$kafka_pid" --cpu "cassandra=$(./scripts/cassandra.sh pid)" \
+    ${BENCH_ARGS:-}
