@@ -97,6 +97,10 @@ bench-scylla connections="64" duration="20":
 bench-pg connections="64" duration="20":
     ./scripts/bench-pg.sh {{connections}} {{duration}}
 
+# The bus alone: Kafka (16 partitions) and `stockflow projector` as its own process on Cassandra
+bench-bus duration="20" skus="1000":
+    ./scripts/bench-bus.sh {{duration}} {{skus}}
+
 # Every cost-per-command figure in one run, each beside its baseline
 bench-all connections="64" duration="20":
     ./scripts/bench-all.sh {{connections}} {{duration}}

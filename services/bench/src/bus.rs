@@ -26,7 +26,7 @@ use stockflow_domain::{
     StockLevel,
 };
 
-use crate::conn::{histogram, ms};
+use crate::conn::{histogram, spread};
 use crate::cpu::{CpuSample, Watched};
 use crate::prometheus::{Quantile, Scrape, growth, quantile, share_within};
 
@@ -285,10 +285,8 @@ async fn transport_phase(
         ),
     }
     println!(
-        "  bus lag (decided → read)  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} events)",
-        ms(&lag, 0.5),
-        ms(&lag, 0.99),
-        lag.max() as f64 / 1000.0,
+        "  bus lag (decided → read)  {}  ({} events)",
+        spread(&lag),
         lag.len()
     );
     cpu.print(&cpu_end, &args.cpu, (appended, "event"), elapsed);

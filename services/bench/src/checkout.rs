@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::conn::{Conn, LOCATION, histogram, ms, sku};
+use crate::conn::{Conn, LOCATION, histogram, sku, spread};
 
 /// What checkout loops did: reserve and confirm latencies, reserves made, refused, and
 /// errors. The HTTP loop below and the PostgreSQL baseline's both report one.
@@ -62,12 +62,7 @@ impl Tally {
             self.commands() as f64 / elapsed
         );
         for (name, h) in [("reserve", &self.reserve), ("confirm", &self.confirm)] {
-            println!(
-                "  {name} latency  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-                ms(h, 0.5),
-                ms(h, 0.99),
-                h.max() as f64 / 1000.0
-            );
+            println!("  {name} latency  {}", spread(h));
         }
     }
 }

@@ -105,6 +105,17 @@ pub(crate) fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
+/// `p50 … ms  p99 … ms  max … ms` of a histogram in µs, as every report prints it (the
+/// scripts read the p99 from it).
+pub(crate) fn spread(h: &Histogram<u64>) -> String {
+    format!(
+        "p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        ms(h, 0.5),
+        ms(h, 0.99),
+        h.max() as f64 / 1000.0
+    )
+}
+
 /// The name of SKU `i` of run `run_id`.
 pub(crate) fn sku(run_id: &str, i: usize) -> String {
     format!("bench-{run_id}-{i}")

@@ -30,7 +30,7 @@ use serde_json::json;
 use crate::BenchError;
 use crate::args::{BenchArgs, Workload};
 use crate::checkout::{Tally, checkout_loop};
-use crate::conn::{AUTHORIZATION, Conn, LOCATION, histogram, ms, sku};
+use crate::conn::{AUTHORIZATION, Conn, LOCATION, histogram, sku, spread};
 use crate::cpu::CpuSample;
 use crate::{expiry_burst, import, soak, sourcing};
 
@@ -155,10 +155,8 @@ async fn reserve_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> 
     println!("\nreserve + confirm ({} s)", args.load.duration);
     tally.print("acknowledged", elapsed);
     println!(
-        "  projection lag   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
-        ms(&lag, 0.5),
-        ms(&lag, 0.99),
-        lag.max() as f64 / 1000.0,
+        "  projection lag   {}  ({} samples)",
+        spread(&lag),
         lag.len()
     );
     cpu_start.print(
@@ -271,11 +269,6 @@ async fn query_workload(args: &BenchArgs, run_id: &str) -> Result<(), String> {
         "  requests {ok} ({:.0}/s), errors {errors}",
         ok as f64 / elapsed
     );
-    println!(
-        "  latency  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        ms(&h, 0.5),
-        ms(&h, 0.99),
-        h.max() as f64 / 1000.0
-    );
+    println!("  latency  {}", spread(&h));
     Ok(())
 }
