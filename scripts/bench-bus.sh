@@ -23,7 +23,8 @@ keyspace="bench_bus_$$"
 
 cargo build --release --locked -p stockflow -p stockflow-bench --bins
 bench_bin=target/release/stockflow-bench
-bin=target/release/stockflow
+# BENCH_STOCKFLOW_BIN runs another build of the server (an A/B under the same bench client).
+bin="${BENCH_STOCKFLOW_BIN:-target/release/stockflow}"
 
 projector=""
 cleanup() {

@@ -15,7 +15,8 @@ addr="127.0.0.1:${BENCH_PORT:-18183}"
 
 cargo build --release --locked -p stockflow -p stockflow-bench --bins
 bench_bin=target/release/stockflow-bench
-bin=target/release/stockflow
+# BENCH_STOCKFLOW_BIN runs another build of the server (an A/B under the same bench client).
+bin="${BENCH_STOCKFLOW_BIN:-target/release/stockflow}"
 data="$(mktemp -d)"
 server=""
 cleanup() {

@@ -89,23 +89,29 @@ pub(crate) async fn change_feed_contract<R: ReadStore>(read: Arc<R>) {
         [("a".to_string(), 10), ("b".to_string(), 5)],
         "s1's rows only"
     );
-    // Changes after the snapshot come through its cursor; s2's do not.
+    // Changes after the snapshot come through its cursor; s2's do not. Several keys of one
+    // location in one batch each get their own entry (a store may write them together).
     read.project(batch(
         "c",
         0,
         &[
             event("a", "s1", 2, 9),
             event("a", "s2", 2, 6),
+            event("b", "s1", 2, 4),
             event("a", "s1", 3, 8),
+            event("c", "s1", 1, 3),
         ],
-        6,
+        8,
     ))
     .await
     .expect("projects");
     let (mut seen, mut cursor) = next_rows(read.as_ref(), &s1, &snapshot.cursor).await;
     // Everything after the snapshot's point arrives (maybe over several pages, and maybe
     // with rows the snapshot already had: they are version-guarded at the reader).
-    while !seen.iter().any(|r| r.sku == "a" && r.version == 3) {
+    let arrived = |seen: &[InventoryRow], sku: &str, version: u64| {
+        seen.iter().any(|r| r.sku == sku && r.version == version)
+    };
+    while !(arrived(&seen, "a", 3) && arrived(&seen, "b", 2) && arrived(&seen, "c", 1)) {
         let (more, next) = next_rows(read.as_ref(), &s1, &cursor).await;
         seen.extend(more);
         cursor = next;

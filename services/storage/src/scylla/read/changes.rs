@@ -10,15 +10,20 @@
 //! next change or the next snapshot). Rows expire with the table's TTL ([`RETENTION`]): a
 //! cursor older than that is answered "expired".
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use scylla::client::session::Session;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimeuuid;
 use stockflow_domain::read_model::InventoryRow;
 
 use crate::ports::{ChangeCursor, ChangeSnapshot, Changes};
-use crate::scylla::cql::errors::unreadable;
+use crate::scylla::cql::errors::{cql, unreadable};
 use crate::scylla::cql::query;
 use crate::{Result, StoreError, now_ms};
 
@@ -117,29 +122,94 @@ fn encode(row: &InventoryRow) -> Result<String> {
     })
 }
 
-/// Appends `row` to its location's feed and writes it to the location's snapshot rows.
-pub(crate) async fn record(
-    session: &Session,
-    st: &FeedStatements,
-    row: &InventoryRow,
-) -> Result<()> {
-    let text = encode(row)?;
+/// Rows of one location one batch carries at most, and their encoded text at most: under
+/// Cassandra's default batch-size warning (5 KiB; ScyllaDB warns at 128 KiB).
+const BATCH_ROWS: usize = 16;
+const BATCH_TEXT: usize = 3 * 1024;
+
+/// The writes that append `rows` to their locations' feeds and to the locations' snapshot
+/// rows: for each location, unlogged batches of up to [`BATCH_ROWS`] rows, one for each
+/// table, each a single partition (the location's feed of today; its snapshot rows), so a
+/// batch costs the database about what one row's write does. The rows are independent and
+/// idempotent (a snapshot row is written at its version; a feed entry written twice is read
+/// as the same version twice), so a batch that fails is written again whole by the retry
+/// that must follow its error.
+pub(crate) fn writes<'a>(
+    session: &'a Session,
+    st: &'a FeedStatements,
+    rows: &'a [InventoryRow],
+) -> Result<Vec<BoxFuture<'a, Result<()>>>> {
     let day = i32::try_from(now_ms() / DAY_MS).unwrap_or(i32::MAX);
-    let version = i64::try_from(row.version).unwrap_or(i64::MAX);
-    query::exec(
-        session,
-        "append to the change feed",
-        &st.append,
-        (&row.location, day, &row.sku, &text),
-    )
-    .await?;
-    query::exec(
-        session,
-        "write a location's row",
-        &st.snapshot_row,
-        (&row.location, &row.sku, &text, version),
-    )
-    .await
+    let mut by_location: BTreeMap<&str, Vec<(&InventoryRow, String)>> = BTreeMap::new();
+    for row in rows {
+        by_location
+            .entry(row.location.as_str())
+            .or_default()
+            .push((row, encode(row)?));
+    }
+    let mut writes: Vec<BoxFuture<'a, Result<()>>> = Vec::new();
+    for (location, rows) in by_location {
+        for chunk in chunks(rows) {
+            let appends: Vec<(&str, i32, &str, String)> = chunk
+                .iter()
+                .map(|(row, text)| (location, day, row.sku.as_str(), text.clone()))
+                .collect();
+            writes.push(batch(session, &st.append, appends, "append to the change feed").boxed());
+            let snapshot: Vec<(&str, &str, String, i64)> = chunk
+                .into_iter()
+                .map(|(row, text)| {
+                    let version = i64::try_from(row.version).unwrap_or(i64::MAX);
+                    (location, row.sku.as_str(), text, version)
+                })
+                .collect();
+            writes.push(
+                batch(
+                    session,
+                    &st.snapshot_row,
+                    snapshot,
+                    "write a location's rows",
+                )
+                .boxed(),
+            );
+        }
+    }
+    Ok(writes)
+}
+
+/// `rows` cut into batches of at most [`BATCH_ROWS`] rows and about [`BATCH_TEXT`] bytes
+/// (a row larger than that goes alone).
+fn chunks<T>(rows: Vec<(T, String)>) -> Vec<Vec<(T, String)>> {
+    let mut out: Vec<Vec<(T, String)>> = Vec::new();
+    let mut text = 0;
+    for row in rows {
+        let fits = out
+            .last()
+            .is_some_and(|last| last.len() < BATCH_ROWS && text + row.1.len() <= BATCH_TEXT);
+        if !fits {
+            out.push(Vec::new());
+            text = 0;
+        }
+        text += row.1.len();
+        if let Some(last) = out.last_mut() {
+            last.push(row);
+        }
+    }
+    out
+}
+
+/// Runs `st` once for each of `values` in one unlogged batch.
+async fn batch<V: SerializeRow>(
+    session: &Session,
+    st: &PreparedStatement,
+    values: Vec<V>,
+    what: &'static str,
+) -> Result<()> {
+    let mut batch = Batch::new(BatchType::Unlogged);
+    for _ in &values {
+        batch.append_statement(st.clone());
+    }
+    session.batch(&batch, &values).await.map_err(cql(what))?;
+    Ok(())
 }
 
 /// A page of the feed of `locations` after `cursor`.
@@ -250,4 +320,40 @@ pub(crate) async fn snapshot(
         rows,
         cursor: ChangeCursor::ScyllaTime(since).to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(sizes: &[usize]) -> Vec<(usize, String)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (i, "x".repeat(n)))
+            .collect()
+    }
+
+    fn shape(chunks: &[Vec<(usize, String)>]) -> Vec<Vec<usize>> {
+        chunks
+            .iter()
+            .map(|c| c.iter().map(|(i, _)| *i).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_is_cut_at_its_row_count_and_its_size_and_keeps_the_order() {
+        let many = chunks(rows(&[10; 40]));
+        assert_eq!(
+            many.iter().map(Vec::len).collect::<Vec<_>>(),
+            [BATCH_ROWS, BATCH_ROWS, 40 - 2 * BATCH_ROWS]
+        );
+        let big = BATCH_TEXT / 2 + 1;
+        assert_eq!(
+            shape(&chunks(rows(&[big, big, 10, BATCH_TEXT * 2, 10]))),
+            [vec![0], vec![1, 2], vec![3], vec![4]],
+            "a row past the size goes alone, and nothing is dropped"
+        );
+        assert!(chunks(rows(&[])).is_empty());
+    }
 }

@@ -138,11 +138,10 @@ impl ScyllaReadStore {
             )
             .boxed()
         }));
-        writes.extend(
-            inventory
-                .iter()
-                .map(|row| super::changes::record(&self.session, &self.feed, row).boxed()),
-        );
+        match super::changes::writes(&self.session, &self.feed, inventory) {
+            Ok(feed) => writes.extend(feed),
+            Err(e) => writes.push(futures::future::ready(Err(e)).boxed()),
+        }
         writes.extend(availability.iter().map(|row| {
             let write = InventoryWrite::of(row);
             let st = &self.st.upsert_availability;
