@@ -21,8 +21,9 @@ pub struct NewRecord {
     /// Payload.
     pub value: Vec<u8>,
     /// Record headers (the CloudEvents `ce_*` attributes and the W3C `traceparent` of the
-    /// change), for consumers that read them there; kept only where the bus has headers ([`EventLog::keeps_headers`]), so nothing
-    /// of ours depends on them: the payload carries the same.
+    /// change), for consumers that read them there; kept only where the bus has headers
+    /// ([`EventLog::keeps_headers`]), so nothing of ours depends on them: the payload
+    /// carries the same.
     pub headers: Vec<(String, String)>,
 }
 

@@ -182,16 +182,9 @@ async fn an_event_the_projector_cannot_apply_lands_in_the_dlq() {
         .unwrap();
     p.stock("D", "s1", 6).await;
     p.eventually_stock("D", "s1", |v| v["version"] == 2).await;
-    let letters: Vec<Value> = p.get("/admin/dead-letters").await.json().await.unwrap();
-    assert_eq!(letters.len(), 1, "{letters:?}");
-    assert!(letters[0]["error"].as_str().unwrap().contains("decode"));
-    let r = p
-        .http
-        .post(p.url(&format!("/admin/dead-letters/{}/replay", letters[0]["id"])))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = problem(r).await;
+    let letter = the_one_dead_letter(&p).await;
+    assert!(letter["error"].as_str().unwrap().contains("decode"));
+    let (status, body) = problem(replay(&p, &letter).await).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::CONFLICT, Some("dead_letter_still_failing"))
@@ -238,14 +231,7 @@ async fn a_structured_cloudevent_dead_letter_replays() {
     )
     .await
     .unwrap();
-    let letters: Vec<Value> = p.get("/admin/dead-letters").await.json().await.unwrap();
-    assert_eq!(letters.len(), 1, "{letters:?}");
-    let r = p
-        .http
-        .post(p.url(&format!("/admin/dead-letters/{}/replay", letters[0]["id"])))
-        .send()
-        .await
-        .unwrap();
+    let r = replay(&p, &the_one_dead_letter(&p).await).await;
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     p.eventually_stock("E", "s1", |v| v["version"] == 2 && v["on_hand"] == 9)
         .await;
@@ -625,4 +611,25 @@ async fn the_change_feed_pages_long_polls_streams_and_refuses_what_is_not_a_curs
         .unwrap();
     assert_eq!(snap["rows"].as_array().map(Vec::len), Some(2), "{snap}");
     assert!(snap["cursor"].as_str().is_some(), "{snap}");
+}
+
+/// The platform's only dead letter (there must be exactly one).
+async fn the_one_dead_letter(p: &Platform) -> Value {
+    let mut letters: Vec<Value> = p
+        .get("/admin/dead-letters")
+        .await
+        .json()
+        .await
+        .expect("the dead letters as JSON");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    letters.remove(0)
+}
+
+/// `POST /admin/dead-letters/{id}/replay` of `letter`.
+async fn replay(p: &Platform, letter: &Value) -> reqwest::Response {
+    p.http
+        .post(p.url(&format!("/admin/dead-letters/{}/replay", letter["id"])))
+        .send()
+        .await
+        .expect("the replay answers")
 }

@@ -2,6 +2,22 @@
 //! fields as environment variables and mounted files.
 
 use super::*;
+use crate::crd::{KafkaSaslSpec, KafkaSecurityProtocol, SaslMechanism, TlsSpec};
+
+/// `r`'s Kafka over SASL_SSL with `mechanism`, its credentials in the Secret `kafka-auth`,
+/// and the brokers' CA at `ca.crt` of `ca_secret`.
+fn kafka_over_sasl_ssl(r: &mut InventoryRegion, mechanism: SaslMechanism, ca_secret: &str) {
+    let kafka = r.spec.bus.kafka.as_mut().expect("kafka");
+    kafka.security_protocol = KafkaSecurityProtocol::SaslSsl;
+    kafka.sasl = Some(KafkaSaslSpec {
+        mechanism,
+        credentials_secret: "kafka-auth".into(),
+    });
+    kafka.tls = Some(TlsSpec {
+        ca_secret: ca_secret.into(),
+        ca_key: "ca.crt".into(),
+    });
+}
 
 #[test]
 fn a_jwks_secret_and_tls_secrets_are_mounted_as_files_the_roles_read() {
@@ -113,18 +129,8 @@ fn config_carries_the_connections_and_rolls_pods_when_it_changes() {
 
 #[test]
 fn bus_and_tls_secrets_reach_every_container_as_env_from_secrets() {
-    use crate::crd::{KafkaSaslSpec, KafkaSecurityProtocol, SaslMechanism, TlsSpec};
     let mut r = region("north");
-    let kafka = r.spec.bus.kafka.as_mut().expect("kafka");
-    kafka.security_protocol = KafkaSecurityProtocol::SaslSsl;
-    kafka.sasl = Some(KafkaSaslSpec {
-        mechanism: SaslMechanism::Plain,
-        credentials_secret: "kafka-auth".into(),
-    });
-    kafka.tls = Some(TlsSpec {
-        ca_secret: "kafka-ca".into(),
-        ca_key: "ca.crt".into(),
-    });
+    kafka_over_sasl_ssl(&mut r, SaslMechanism::Plain, "kafka-ca");
     r.spec.scylla.tls = Some(TlsSpec {
         ca_secret: "scylla-ca".into(),
         ca_key: "root.pem".into(),
@@ -274,7 +280,6 @@ fn a_principals_secret_is_mounted_in_every_role_and_named_by_its_env_var() {
 
 #[test]
 fn every_secret_a_region_names_is_listed_once_with_its_field() {
-    use crate::crd::{KafkaSaslSpec, KafkaSecurityProtocol, SaslMechanism, TlsSpec};
     let mut r = region("north");
     assert!(secret_references(&r).is_empty());
     r.spec.scylla.credentials_secret = Some("scylla-auth".into());
@@ -282,16 +287,7 @@ fn every_secret_a_region_names_is_listed_once_with_its_field() {
         ca_secret: "shared-ca".into(),
         ca_key: "ca.crt".into(),
     });
-    let kafka = r.spec.bus.kafka.as_mut().expect("kafka");
-    kafka.security_protocol = KafkaSecurityProtocol::SaslSsl;
-    kafka.sasl = Some(KafkaSaslSpec {
-        mechanism: SaslMechanism::ScramSha512,
-        credentials_secret: "kafka-auth".into(),
-    });
-    kafka.tls = Some(TlsSpec {
-        ca_secret: "shared-ca".into(),
-        ca_key: "ca.crt".into(),
-    });
+    kafka_over_sasl_ssl(&mut r, SaslMechanism::ScramSha512, "shared-ca");
     r.spec.tls = Some(crate::crd::ApiTlsSpec {
         secret_name: "north-tls".into(),
         client_ca_secret: Some("stores-ca".into()),

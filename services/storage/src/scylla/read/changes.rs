@@ -133,7 +133,9 @@ const BATCH_TEXT: usize = 3 * 1024;
 /// batch costs the database about what one row's write does. The rows are independent and
 /// idempotent (a snapshot row is written at its version; a feed entry written twice is read
 /// as the same version twice), so a batch that fails is written again whole by the retry
-/// that must follow its error.
+/// that must follow its error. A row's feed entry and snapshot row are written
+/// concurrently: a snapshot's cursor starts before its read, so whichever lands first, a
+/// reader still gets the row (at worst twice, which its version guard drops).
 pub(crate) fn writes<'a>(
     session: &'a Session,
     st: &'a FeedStatements,

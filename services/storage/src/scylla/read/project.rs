@@ -106,7 +106,7 @@ impl ScyllaReadStore {
         let inventory: Vec<InventoryRow> = inventory.into_values().map(InventoryRow::of).collect();
         let availability: Vec<InventoryRow> =
             availability.into_values().map(InventoryRow::of).collect();
-        let mut writes = self.row_writes(&inventory, &availability, &regions);
+        let mut writes = self.row_writes(&inventory, &availability, &regions)?;
         writes.extend(
             events
                 .iter()
@@ -120,13 +120,14 @@ impl ScyllaReadStore {
     }
 
     /// The writes of read-model rows: each key's row (and its change-feed entry), each
-    /// location's share of its region, and the `(sku, region)` pairs not known yet.
+    /// location's share of its region, and the `(sku, region)` pairs not known yet. Fails
+    /// only when a row does not encode for the feed.
     pub(super) fn row_writes<'a>(
         &'a self,
         inventory: &'a [InventoryRow],
         availability: &'a [InventoryRow],
         regions: &BTreeSet<(&'a str, &'a str)>,
-    ) -> Vec<BoxFuture<'a, Result<()>>> {
+    ) -> Result<Vec<BoxFuture<'a, Result<()>>>> {
         let mut writes: Vec<BoxFuture<'a, Result<()>>> = Vec::new();
         writes.extend(inventory.iter().map(|row| {
             let write = InventoryWrite::of(row);
@@ -138,10 +139,11 @@ impl ScyllaReadStore {
             )
             .boxed()
         }));
-        match super::changes::writes(&self.session, &self.feed, inventory) {
-            Ok(feed) => writes.extend(feed),
-            Err(e) => writes.push(futures::future::ready(Err(e)).boxed()),
-        }
+        writes.extend(super::changes::writes(
+            &self.session,
+            &self.feed,
+            inventory,
+        )?);
         writes.extend(availability.iter().map(|row| {
             let write = InventoryWrite::of(row);
             let st = &self.st.upsert_availability;
@@ -156,7 +158,7 @@ impl ScyllaReadStore {
             )
             .boxed()
         }));
-        writes
+        Ok(writes)
     }
 
     /// The event's row in the key's movement history; writing it again writes the same,

@@ -43,7 +43,7 @@ impl ScyllaReadStore {
             .iter()
             .map(|r| (r.sku.as_str(), r.region.as_str()))
             .collect();
-        let mut writes = self.row_writes(rows, rows, &regions);
+        let mut writes = self.row_writes(rows, rows, &regions)?;
         writes.extend(rows.iter().map(|row| {
             query::exec(
                 &self.session,
