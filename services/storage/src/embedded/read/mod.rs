@@ -30,7 +30,7 @@ use crate::ports::{
 };
 use crate::{Result, now_ms};
 use group::GroupCommit;
-use schema::{SCHEMA, add_missing_columns};
+use schema::{SCHEMA, add_missing_columns, movements_as_rowid_table};
 
 /// The database's name in metrics and logs.
 const DB_NAME: &str = "read";
@@ -91,6 +91,7 @@ impl SqliteReadStore {
     ) -> Result<Self> {
         let writer = open_writer(path, SCHEMA, Durability::Rebuildable)?;
         add_missing_columns(&writer)?;
+        movements_as_rowid_table(&writer)?;
         writer
             .execute_batch(changes::SCHEMA)
             .what("create the change feed")?;

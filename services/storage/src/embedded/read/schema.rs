@@ -9,6 +9,12 @@ use crate::Result;
 use crate::error::Context;
 
 /// Every table of the read database, created if missing.
+///
+/// The movement history is a rowid table, unlike the other keyed tables: its rows are
+/// appended in projection order to the table's last page, and only the narrow index on
+/// `(sku, location, version)` takes an entry where the key sorts. Kept `WITHOUT ROWID`, every
+/// movement was a wide row inserted in the middle of the table, splitting pages all over it
+/// (docs/benchmarks.md: the movement history's cost).
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS inventory_by_sku_location (
     sku TEXT NOT NULL,
@@ -78,7 +84,7 @@ CREATE TABLE IF NOT EXISTS stock_movements (
     projected_by TEXT,
     detail TEXT,
     PRIMARY KEY (sku, location, version)
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS stock_movements_by_time ON stock_movements (occurred_at_ms);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -158,6 +164,55 @@ pub(super) fn add_missing_columns(conn: &Connection) -> Result<()> {
         }
     }
     tx.commit().what("commit a read-model migration")?;
+    Ok(())
+}
+
+/// Rebuilds a movement history kept `WITHOUT ROWID` (by versions before the rowid table,
+/// [`SCHEMA`]) as a rowid table, in one transaction: the old table is renamed, the schema
+/// creates the new one and its index, and the rows are copied oldest first, so the rowid
+/// order stays the time order. Runs after [`add_missing_columns`], so both tables have the
+/// same columns; an earlier version that opens the rebuilt table reads and writes it as before.
+pub(super) fn movements_as_rowid_table(conn: &Connection) -> Result<()> {
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'stock_movements'",
+            [],
+            |r| r.get(0),
+        )
+        .what("read the movement table's definition")?;
+    if !sql.contains("WITHOUT ROWID") {
+        return Ok(());
+    }
+    let tx = conn
+        .unchecked_transaction()
+        .what("begin the movement table's rebuild")?;
+    tx.execute_batch(
+        "DROP INDEX IF EXISTS stock_movements_by_time;
+         ALTER TABLE stock_movements RENAME TO stock_movements_without_rowid;",
+    )
+    .what("set the old movement table aside")?;
+    tx.execute_batch(SCHEMA).what("create the movement table")?;
+    let columns: Vec<String> = tx
+        .prepare("SELECT name FROM pragma_table_info('stock_movements_without_rowid')")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .what("read the movement table's columns")?;
+    let columns = columns.join(", ");
+    let copied = tx
+        .execute(
+            &format!(
+                "INSERT INTO stock_movements ({columns})
+                 SELECT {columns} FROM stock_movements_without_rowid ORDER BY occurred_at_ms"
+            ),
+            [],
+        )
+        .what("copy the movements")?;
+    tx.execute_batch("DROP TABLE stock_movements_without_rowid")
+        .what("drop the old movement table")?;
+    tx.commit().what("commit the movement table's rebuild")?;
+    tracing::info!(
+        movements = copied,
+        "read database migrated: the movement history is a rowid table"
+    );
     Ok(())
 }
 

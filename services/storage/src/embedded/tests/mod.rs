@@ -244,3 +244,75 @@ async fn a_failed_fsync_stops_the_store_and_loses_nothing_acknowledged() {
 }
 
 mod retention;
+
+/// A read database whose movement history an earlier version kept `WITHOUT ROWID` is
+/// rebuilt as a rowid table when opened, every movement kept with its provenance, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_movement_history_kept_without_rowid_is_rebuilt_as_a_rowid_table() {
+    use super::{SqliteReadStore, WalPolicy};
+    use crate::ports::ReadStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("read.db");
+    let earlier = rusqlite::Connection::open(&path).unwrap();
+    earlier
+        .execute_batch(
+            "CREATE TABLE stock_movements (
+                 sku TEXT NOT NULL, location TEXT NOT NULL, version INTEGER NOT NULL,
+                 kind TEXT NOT NULL, on_hand INTEGER NOT NULL, reserved INTEGER NOT NULL,
+                 reservation_id TEXT, reason TEXT, reference TEXT, actor_subject TEXT,
+                 actor_client_id TEXT, idempotency_key TEXT, occurred_at_ms INTEGER NOT NULL,
+                 bus_partition INTEGER, bus_offset INTEGER, projected_at_ms INTEGER,
+                 projected_by TEXT, detail TEXT,
+                 PRIMARY KEY (sku, location, version)
+             ) WITHOUT ROWID;
+             CREATE INDEX stock_movements_by_time ON stock_movements (occurred_at_ms);
+             INSERT INTO stock_movements VALUES
+                 ('a', 's1', 2, 'stock_reserved', 5, 2, 'r-1', NULL, 'order-1', 'erp', NULL,
+                  'k-2', 2000, 0, 41, 2100, 'projector-0', NULL),
+                 ('a', 's1', 1, 'stock_adjusted', 5, 0, NULL, 'receipt', NULL, 'erp', 'c-1',
+                  'k-1', 1000, 0, 40, 1100, 'projector-0', NULL);",
+        )
+        .unwrap();
+    drop(earlier);
+
+    for _ in 0..2 {
+        let read = SqliteReadStore::open(&path, WalPolicy::default()).unwrap();
+        let history = read.movements("a", "s1", 0, 10).await.unwrap();
+        let versions: Vec<u64> = history.iter().map(|m| m.version).collect();
+        assert_eq!(versions, [1, 2], "every movement kept, in version order");
+        assert_eq!(history[0].reason.as_deref(), Some("receipt"));
+        assert_eq!(history[0].idempotency_key.as_deref(), Some("k-1"));
+        assert_eq!(history[1].reservation_id.as_deref(), Some("r-1"));
+        let actor = history[0].actor.as_ref().expect("the actor kept");
+        assert_eq!(
+            (actor.subject.as_str(), actor.client_id.as_deref()),
+            ("erp", Some("c-1"))
+        );
+        let projection = history[1].projection.as_ref().expect("the provenance kept");
+        assert_eq!(
+            (projection.offset, projection.projected_by.as_str()),
+            (41, "projector-0")
+        );
+        drop(read);
+
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let tables: Vec<(String, String)> = conn
+            .prepare("SELECT name, sql FROM sqlite_master WHERE name LIKE 'stock_movements%'")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let names: Vec<&str> = tables.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["stock_movements", "stock_movements_by_time"]);
+        assert!(!tables[0].1.contains("WITHOUT ROWID"), "{}", tables[0].1);
+        let in_time_order: Vec<i64> = conn
+            .prepare("SELECT version FROM stock_movements ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(in_time_order, [1, 2], "copied oldest first");
+    }
+}
