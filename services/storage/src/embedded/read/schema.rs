@@ -14,7 +14,7 @@ use crate::error::Context;
 /// appended in projection order to the table's last page, and only the narrow index on
 /// `(sku, location, version)` takes an entry where the key sorts. Kept `WITHOUT ROWID`, every
 /// movement was a wide row inserted in the middle of the table, splitting pages all over it
-/// (docs/benchmarks.md: the movement history's cost).
+/// (docs/benchmarks.md, "Where the embedded platform's cost since 69479e9 went").
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS inventory_by_sku_location (
     sku TEXT NOT NULL,
@@ -168,10 +168,13 @@ pub(super) fn add_missing_columns(conn: &Connection) -> Result<()> {
 }
 
 /// Rebuilds a movement history kept `WITHOUT ROWID` (by versions before the rowid table,
-/// [`SCHEMA`]) as a rowid table, in one transaction: the old table is renamed, the schema
-/// creates the new one and its index, and the rows are copied oldest first, so the rowid
-/// order stays the time order. Runs after [`add_missing_columns`], so both tables have the
-/// same columns; an earlier version that opens the rebuilt table reads and writes it as before.
+/// [`SCHEMA`]) as a rowid table, in one transaction: the old table is renamed (its time
+/// index goes with it), the new one created, the rows copied oldest first through that
+/// index (so the rowid order stays the time order, with no sort), the old table dropped, and
+/// the schema then builds the time index on the new table in one pass. Runs after
+/// [`add_missing_columns`], so both tables have the same columns; an earlier version that
+/// opens the rebuilt table reads and writes it as before. It takes a while on a long
+/// history (docs/operations.md, data directory), once.
 pub(super) fn movements_as_rowid_table(conn: &Connection) -> Result<()> {
     let sql: String = conn
         .query_row(
@@ -186,17 +189,16 @@ pub(super) fn movements_as_rowid_table(conn: &Connection) -> Result<()> {
     let tx = conn
         .unchecked_transaction()
         .what("begin the movement table's rebuild")?;
-    tx.execute_batch(
-        "DROP INDEX IF EXISTS stock_movements_by_time;
-         ALTER TABLE stock_movements RENAME TO stock_movements_without_rowid;",
-    )
-    .what("set the old movement table aside")?;
-    tx.execute_batch(SCHEMA).what("create the movement table")?;
+    tx.execute_batch("ALTER TABLE stock_movements RENAME TO stock_movements_without_rowid")
+        .what("set the old movement table aside")?;
     let columns: Vec<String> = tx
         .prepare("SELECT name FROM pragma_table_info('stock_movements_without_rowid')")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .what("read the movement table's columns")?;
     let columns = columns.join(", ");
+    // The new table is the schema's own: an index named `stock_movements_by_time` still
+    // exists (on the old table), so the schema creates only the table now.
+    tx.execute_batch(SCHEMA).what("create the movement table")?;
     let copied = tx
         .execute(
             &format!(
@@ -208,6 +210,8 @@ pub(super) fn movements_as_rowid_table(conn: &Connection) -> Result<()> {
         .what("copy the movements")?;
     tx.execute_batch("DROP TABLE stock_movements_without_rowid")
         .what("drop the old movement table")?;
+    tx.execute_batch(SCHEMA)
+        .what("index the movement table by time")?;
     tx.commit().what("commit the movement table's rebuild")?;
     tracing::info!(
         movements = copied,

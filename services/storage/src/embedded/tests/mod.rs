@@ -243,8 +243,6 @@ async fn a_failed_fsync_stops_the_store_and_loses_nothing_acknowledged() {
     assert_eq!(reopened.fatal_error(), None);
 }
 
-mod retention;
-
 /// A read database whose movement history an earlier version kept `WITHOUT ROWID` is
 /// rebuilt as a rowid table when opened, every movement kept with its provenance, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,3 +314,5 @@ async fn a_movement_history_kept_without_rowid_is_rebuilt_as_a_rowid_table() {
         assert_eq!(in_time_order, [1, 2], "copied oldest first");
     }
 }
+
+mod retention;
